@@ -1,0 +1,41 @@
+# Strata: `make demo` and `make test` do everything on a fresh machine.
+# Speed flags live here, never in Package.swift (a package with unsafeFlags cannot be a dependency).
+SWIFT       ?= swift
+RELEASE     := -c release -Xswiftc -Ounchecked
+BIN         := .build/release/strata
+APT_PKGS    := libopenblas-dev liblapacke-dev
+SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all deps build test bench bench-gemm bench-suite demo clean
+
+all: build
+
+# Installs OpenBLAS and LAPACKE with apt-get only when missing (quick on a ready machine).
+deps:
+	@if pkg-config --exists openblas 2>/dev/null && [ -f /usr/include/lapacke.h ]; then :; else \
+		echo "installing $(APT_PKGS)"; \
+		$(SUDO) apt-get install -y -q $(APT_PKGS) >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q $(APT_PKGS); }; \
+	fi
+
+build: deps
+	$(SWIFT) build $(RELEASE) --product strata
+
+test: deps
+	$(SWIFT) test
+
+# The GEMM comparison (same run, interleaved, medians) and the ordo-one/benchmark suite.
+bench: bench-gemm bench-suite
+
+bench-gemm: deps
+	$(SWIFT) build $(RELEASE) --package-path Benchmarks --product gemm-compare
+	Benchmarks/.build/release/gemm-compare 7
+
+bench-suite: deps
+	cd Benchmarks && $(SWIFT) package benchmark --no-progress
+
+demo: build
+	$(BIN) matmul-demo
+
+clean:
+	rm -rf .build Benchmarks/.build

@@ -1,0 +1,32 @@
+// swift-tools-version:6.0
+// Strata: transformer language models on the CPU, in Swift, on OpenBLAS.
+// No unsafeFlags here (a package with them cannot be a dependency); speed flags live in the Makefile.
+import PackageDescription
+
+let package = Package(
+    name: "Strata",
+    products: [
+        .library(name: "Strata", targets: ["Strata"]),
+        .executable(name: "strata", targets: ["StrataCLI"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "COpenBLAS",
+            pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev", "liblapacke-dev"])]
+        ),
+        .target(name: "StrataTensor", dependencies: ["COpenBLAS"]),
+
+
+        .target(name: "Strata", dependencies: ["StrataTensor"]),
+        .executableTarget(
+            name: "StrataCLI",
+            dependencies: ["Strata", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .testTarget(name: "StrataTensorTests", dependencies: ["StrataTensor"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

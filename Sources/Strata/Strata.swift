@@ -1,0 +1,44 @@
+@_exported import StrataTensor
+import Foundation
+
+/// Facts about the machine and the BLAS that Strata runs on.
+public struct MachineInfo: Codable, Sendable {
+    public var cpu: String
+    public var cores: Int
+    public var threads: Int
+    public var openBLASCore: String
+    public var openBLASConfig: String
+    public var memoryBytes: Int
+
+    public static func current() -> MachineInfo {
+        var cpu = "unknown"
+        if let s = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+           let line = s.split(separator: "\n").first(where: { $0.hasPrefix("model name") }),
+           let v = line.split(separator: ":", maxSplits: 1).last {
+            cpu = v.trimmingCharacters(in: .whitespaces)
+        }
+        return MachineInfo(cpu: cpu, cores: ProcessInfo.processInfo.activeProcessorCount, threads: Threads.count,
+                           openBLASCore: BLAS.coreName, openBLASConfig: BLAS.config,
+                           memoryBytes: Int(ProcessInfo.processInfo.physicalMemory))
+    }
+}
+
+/// Sizes in bytes, human-readable: `1.5 GiB`.
+public func formatBytes(_ n: Int) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    var v = Double(n), u = 0
+    while abs(v) >= 1024 && u < units.count - 1 { v /= 1024; u += 1 }
+    return u == 0 ? "\(n) B" : String(format: "%.1f %@", v, units[u])
+}
+
+/// Median of a non-empty sample.
+public func median(_ xs: [Double]) -> Double {
+    precondition(!xs.isEmpty, "median of an empty sample")
+    let s = xs.sorted()
+    return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+}
+
+/// Monotonic seconds.
+public func now() -> Double {
+    Double(DispatchTime.now().uptimeNanoseconds) / 1e9
+}

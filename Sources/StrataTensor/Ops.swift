@@ -1,0 +1,165 @@
+import Foundation
+
+/// Elementwise and row-wise operations of the transformer layers.
+///
+/// Every op has a pointer form (used by the forward pass on preallocated
+/// buffers: nothing is allocated) and most have a `Tensor` form (checks shapes
+/// with `precondition`, used by tests and tools). Computation is f32.
+public enum Ops {
+    // MARK: elementwise
+
+    /// out[i] = a[i] + b[i]
+    @inlinable public static func add(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, count: Int) {
+        for i in 0..<count { out[i] = a[i] + b[i] }
+    }
+
+    /// out[i] = a[i] * b[i]
+    @inlinable public static func mul(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, count: Int) {
+        for i in 0..<count { out[i] = a[i] * b[i] }
+    }
+
+    /// out[i] = a[i] * s
+    @inlinable public static func scale(_ a: UnsafePointer<Float>, _ s: Float, _ out: UnsafeMutablePointer<Float>, count: Int) {
+        for i in 0..<count { out[i] = a[i] * s }
+    }
+
+    /// x[i] = silu(x[i]) = x / (1 + e^-x), in place.
+    @inlinable public static func silu(_ x: UnsafeMutablePointer<Float>, count: Int) {
+        for i in 0..<count { let v = x[i]; x[i] = v / (1 + expf(-v)) }
+    }
+
+    /// gate[i] = silu(gate[i]) * up[i] (the SwiGLU of Llama's MLP), in place in `gate`.
+    @inlinable public static func swiglu(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, count: Int) {
+        for i in 0..<count { let g = gate[i]; gate[i] = g / (1 + expf(-g)) * up[i] }
+    }
+
+    /// GELU, exact erf form: x * 0.5 * (1 + erf(x / sqrt 2)), in place.
+    @inlinable public static func geluErf(_ x: UnsafeMutablePointer<Float>, count: Int) {
+        for i in 0..<count { let v = x[i]; x[i] = 0.5 * v * (1 + erff(v * 0.70710678118654752)) }
+    }
+
+    /// GELU, tanh approximation (GPT-2's `gelu_new`): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), in place.
+    @inlinable public static func geluTanh(_ x: UnsafeMutablePointer<Float>, count: Int) {
+        for i in 0..<count {
+            let v = x[i]
+            x[i] = 0.5 * v * (1 + tanhf(0.7978845608028654 * (v + 0.044715 * v * v * v)))
+        }
+    }
+
+    // MARK: norms
+
+    /// RMSNorm over rows of length `n`: out = x / sqrt(mean(x^2) + eps) * weight.
+    /// `x` and `out` may alias. `weight` is `[n]`.
+    @inlinable public static func rmsNorm(_ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, eps: Float,
+                                          _ out: UnsafeMutablePointer<Float>, rows: Int, n: Int) {
+        for r in 0..<rows {
+            let xr = x + r * n, o = out + r * n
+            var ss: Float = 0
+            for i in 0..<n { ss += xr[i] * xr[i] }
+            let inv = 1 / (ss / Float(n) + eps).squareRoot()
+            for i in 0..<n { o[i] = xr[i] * inv * weight[i] }
+        }
+    }
+
+    /// LayerNorm over rows of length `n`: out = (x - mean) / sqrt(var + eps) * weight + bias
+    /// (biased variance, as PyTorch). `x` and `out` may alias.
+    @inlinable public static func layerNorm(_ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+                                            eps: Float, _ out: UnsafeMutablePointer<Float>, rows: Int, n: Int) {
+        for r in 0..<rows {
+            let xr = x + r * n, o = out + r * n
+            var mean: Float = 0
+            for i in 0..<n { mean += xr[i] }
+            mean /= Float(n)
+            var v: Float = 0
+            for i in 0..<n { let d = xr[i] - mean; v += d * d }
+            let inv = 1 / (v / Float(n) + eps).squareRoot()
+            if let bias {
+                for i in 0..<n { o[i] = (xr[i] - mean) * inv * weight[i] + bias[i] }
+            } else {
+                for i in 0..<n { o[i] = (xr[i] - mean) * inv * weight[i] }
+            }
+        }
+    }
+
+    // MARK: softmax
+
+    /// Numerically stable softmax over each row of `x` `[rows, n]` (row stride `ld`), in place.
+    /// With `causalOffset` set, row `r` keeps only columns `0 ... r + causalOffset`
+    /// (the keys a query at position `r + causalOffset` may see); the rest become 0.
+    @inlinable public static func softmax(_ x: UnsafeMutablePointer<Float>, rows: Int, n: Int, ld: Int? = nil, causalOffset: Int? = nil) {
+        let stride = ld ?? n
+        for r in 0..<rows {
+            let row = x + r * stride
+            let valid = causalOffset.map { min(n, max(0, r + $0 + 1)) } ?? n
+            if valid == 0 {
+                for i in 0..<n { row[i] = 0 }
+                continue
+            }
+            var m = -Float.infinity
+            for i in 0..<valid { m = max(m, row[i]) }
+            var s: Float = 0
+            for i in 0..<valid { let e = expf(row[i] - m); row[i] = e; s += e }
+            let inv = 1 / s
+            for i in 0..<valid { row[i] *= inv }
+            for i in valid..<n { row[i] = 0 }
+        }
+    }
+
+    // MARK: gather / reductions
+
+    /// Copies rows `ids` of `table` (`[vocab, dim]`, any dtype) into `out` `[ids.count, dim]` as f32.
+    /// Precondition: ids in range (callers validate token ids from input first).
+    public static func embedding(table: UnsafeRawPointer, dtype: DType, vocab: Int, dim: Int,
+                                 ids: UnsafeBufferPointer<Int32>, _ out: UnsafeMutablePointer<Float>) {
+        for (r, id) in ids.enumerated() {
+            precondition(id >= 0 && Int(id) < vocab, "embedding: token id \(id) outside vocab \(vocab)")
+            HalfConversion.toF32(table + Int(id) * dim * dtype.byteSize, dtype: dtype, out + r * dim, count: dim)
+        }
+    }
+
+    /// Index of the largest element (the first one on ties; NaN never wins).
+    @inlinable public static func argmax(_ x: UnsafePointer<Float>, count: Int) -> Int {
+        precondition(count > 0, "argmax of an empty vector")
+        var best = 0
+        var bv = -Float.infinity
+        for i in 0..<count where x[i] > bv { bv = x[i]; best = i }
+        return best
+    }
+
+    /// Indices of the `k` largest elements, largest first (ties: lower index first).
+    public static func topK(_ x: UnsafePointer<Float>, count: Int, k: Int) -> [Int] {
+        let k = min(k, count)
+        if k <= 0 { return [] }
+        // min-heap of (value, index) holding the current best k
+        var heap: [(Float, Int)] = []
+        heap.reserveCapacity(k)
+        func worse(_ a: (Float, Int), _ b: (Float, Int)) -> Bool { a.0 < b.0 || (a.0 == b.0 && a.1 > b.1) }
+        func siftDown(_ i0: Int) {
+            var i = i0
+            while true {
+                let l = 2 * i + 1, r = l + 1
+                var m = i
+                if l < heap.count && worse(heap[l], heap[m]) { m = l }
+                if r < heap.count && worse(heap[r], heap[m]) { m = r }
+                if m == i { return }
+                heap.swapAt(i, m); i = m
+            }
+        }
+        for i in 0..<count {
+            let v = x[i]
+            if v.isNaN { continue }
+            if heap.count < k {
+                heap.append((v, i))
+                var c = heap.count - 1
+                while c > 0 {
+                    let p = (c - 1) / 2
+                    if worse(heap[c], heap[p]) { heap.swapAt(c, p); c = p } else { break }
+                }
+            } else if worse(heap[0], (v, i)) {
+                heap[0] = (v, i)
+                siftDown(0)
+            }
+        }
+        return heap.sorted { worse($1, $0) }.map { $0.1 }
+    }
+}

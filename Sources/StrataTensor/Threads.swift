@@ -1,0 +1,45 @@
+import Dispatch
+
+/// One setting for the number of threads, applied to OpenBLAS and to Strata's
+/// own parallel loops (`Threads.parallelFor`).
+public enum Threads {
+    nonisolated(unsafe) private static var _count: Int = defaultCount()
+
+    private static func defaultCount() -> Int {
+        let n = BLAS.threads
+        return n > 0 ? n : 1
+    }
+
+    /// Threads in use.
+    public static var count: Int { _count }
+
+    /// Sets the thread count for OpenBLAS and Strata's loops. Call before work starts.
+    public static func set(_ n: Int) {
+        precondition(n >= 1, "Threads.set: need at least one thread, got \(n)")
+        _count = n
+        BLAS.setThreads(n)
+    }
+
+    /// Runs `body` over `0..<n` split into at most `count` contiguous chunks, in parallel.
+    /// Chunks smaller than `minChunk` are merged so tiny loops stay on one thread.
+    @inlinable
+    public static func parallelFor(_ n: Int, minChunk: Int = 1, _ body: (Range<Int>) -> Void) {
+        if n <= 0 { return }
+        let chunks = max(1, min(count, n / max(1, minChunk)))
+        if chunks == 1 { body(0..<n); return }
+        withoutActuallyEscaping(body) { body in
+            let box = UncheckedSendable(body)
+            DispatchQueue.concurrentPerform(iterations: chunks) { c in
+                let lo = n * c / chunks, hi = n * (c + 1) / chunks
+                box.value(lo..<hi)
+            }
+        }
+    }
+}
+
+/// Carries a value into a `@Sendable` closure when the caller guarantees the
+/// accesses do not race (disjoint ranges of a buffer, say).
+public struct UncheckedSendable<T>: @unchecked Sendable {
+    public let value: T
+    @inlinable public init(_ value: T) { self.value = value }
+}

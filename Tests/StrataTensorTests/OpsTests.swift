@@ -1,0 +1,192 @@
+import Testing
+import Foundation
+@testable import StrataTensor
+
+// Each op against a naive Double-precision loop. Tolerance 1e-5 absolute
+// (f32 arithmetic vs Double on values of magnitude <= ~10) unless stated.
+
+@Suite struct OpsTests {
+    @Test func elementwise() {
+        var rng = TestRNG(5)
+        let a = rng.floats(37), b = rng.floats(37)
+        var out = [Float](repeating: 0, count: 37)
+        Ops.add(a, b, &out, count: 37)
+        #expect(out == zip(a, b).map { $0 + $1 })
+        Ops.mul(a, b, &out, count: 37)
+        #expect(out == zip(a, b).map { $0 * $1 })
+        Ops.scale(a, 0.5, &out, count: 37)
+        #expect(out == a.map { $0 * 0.5 })
+    }
+
+    @Test func activations() {
+        var rng = TestRNG(6)
+        let x = rng.floats(101).map { $0 * 6 }
+        var s = x; Ops.silu(&s, count: s.count)
+        #expect(maxAbsDiff(s, x.map { Float(Double($0) / (1 + exp(-Double($0)))) }) < 1e-5)
+        var ge = x; Ops.geluErf(&ge, count: ge.count)
+        #expect(maxAbsDiff(ge, x.map { Float(0.5 * Double($0) * (1 + erf(Double($0) / sqrt(2)))) }) < 1e-5)
+        var gt = x; Ops.geluTanh(&gt, count: gt.count)
+        #expect(maxAbsDiff(gt, x.map { v -> Float in
+            let d = Double(v)
+            return Float(0.5 * d * (1 + tanh(sqrt(2 / Double.pi) * (d + 0.044715 * d * d * d))))
+        }) < 1e-5)
+        // the two GELU forms differ by < 1e-3 on this range but are not equal
+        #expect(maxAbsDiff(ge, gt) < 1e-2 && maxAbsDiff(ge, gt) > 0)
+        var g = x; let up = rng.floats(101)
+        Ops.swiglu(&g, up, count: 101)
+        #expect(maxAbsDiff(g, zip(s, up).map { $0 * $1 }) < 1e-5)
+    }
+
+    @Test func rmsNormAndLayerNorm() {
+        var rng = TestRNG(8)
+        let rows = 7, n = 13
+        let x = rng.floats(rows * n), w = rng.floats(n), b = rng.floats(n)
+        var out = [Float](repeating: 0, count: rows * n)
+        Ops.rmsNorm(x, weight: w, eps: 1e-6, &out, rows: rows, n: n)
+        var ref = [Float]()
+        for r in 0..<rows {
+            let row = x[(r * n)..<(r * n + n)].map(Double.init)
+            let rms = sqrt(row.map { $0 * $0 }.reduce(0, +) / Double(n) + 1e-6)
+            ref += (0..<n).map { Float(row[$0] / rms * Double(w[$0])) }
+        }
+        #expect(maxAbsDiff(out, ref) < 1e-5)
+        Ops.layerNorm(x, weight: w, bias: b, eps: 1e-5, &out, rows: rows, n: n)
+        ref = []
+        for r in 0..<rows {
+            let row = x[(r * n)..<(r * n + n)].map(Double.init)
+            let mean = row.reduce(0, +) / Double(n)
+            let v = row.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(n)
+            ref += (0..<n).map { Float((row[$0] - mean) / sqrt(v + 1e-5) * Double(w[$0]) + Double(b[$0])) }
+        }
+        #expect(maxAbsDiff(out, ref) < 1e-5)
+        // in place (aliasing) gives the same result
+        var inplace = x
+        inplace.withUnsafeMutableBufferPointer { p in
+            Ops.layerNorm(p.baseAddress!, weight: w, bias: b, eps: 1e-5, p.baseAddress!, rows: rows, n: n)
+        }
+        #expect(inplace == out)
+    }
+
+    @Test func softmaxStableAndCausal() {
+        // large values would overflow a naive exp
+        var x: [Float] = [1000, 1001, 1002, -5, 3, 2, 2, 2]
+        Ops.softmax(&x, rows: 2, n: 4)
+        let e = [exp(-2.0), exp(-1.0), 1.0]
+        let s = e.reduce(0, +) + exp(-1005.0)
+        #expect(maxAbsDiff(Array(x[0..<3]), e.map { Float($0 / s) }) < 1e-6)
+        #expect(maxAbsDiff(Array(x[4..<8]), [0.25, 0.25, 0.25, 0.25].map { Float($0) }) > 0.1)  // row 2 = [3,2,2,2]
+        // causal: row r sees columns 0...r+offset
+        var rng = TestRNG(12)
+        let rows = 5, n = 9, off = 3
+        let v = rng.floats(rows * n)
+        var c = v
+        Ops.softmax(&c, rows: rows, n: n, causalOffset: off)
+        for r in 0..<rows {
+            let valid = r + off + 1
+            let row = v[(r * n)..<(r * n + valid)].map(Double.init)
+            let m = row.max()!
+            let ex = row.map { exp($0 - m) }
+            let sum = ex.reduce(0, +)
+            #expect(maxAbsDiff(Array(c[(r * n)..<(r * n + valid)]), ex.map { Float($0 / sum) }) < 1e-6)
+            #expect(c[(r * n + valid)..<(r * n + n)].allSatisfy { $0 == 0 })
+        }
+    }
+
+    @Test(arguments: [RoPE.Layout.halfSplit, .interleaved])
+    func ropeMatchesNaive(layout: RoPE.Layout) {
+        var rng = TestRNG(13)
+        let tokens = 3, heads = 2, d = 8
+        let rope = RoPE(headDim: d, theta: 10000, layout: layout)
+        let x = rng.floats(tokens * heads * d)
+        var y = x
+        let pos: [Int32] = [0, 5, 17]
+        pos.withUnsafeBufferPointer { p in y.withUnsafeMutableBufferPointer { rope.apply($0.baseAddress!, tokens: tokens, heads: heads, positions: p) } }
+        for t in 0..<tokens { for h in 0..<heads { for i in 0..<(d / 2) {
+            let inv = 1 / pow(10000.0, Double(2 * i) / Double(d))
+            let ang = Double(pos[t]) * inv
+            let (a, b) = layout == .halfSplit ? (i, i + d / 2) : (2 * i, 2 * i + 1)
+            let base = t * heads * d + h * d
+            let x0 = Double(x[base + a]), x1 = Double(x[base + b])
+            #expect(abs(Double(y[base + a]) - (x0 * cos(ang) - x1 * sin(ang))) < 1e-5)
+            #expect(abs(Double(y[base + b]) - (x1 * cos(ang) + x0 * sin(ang))) < 1e-5)
+        } } }
+        // position 0 is the identity
+        #expect(Array(y[0..<(heads * d)]) == Array(x[0..<(heads * d)]))
+    }
+
+    @Test func ropeScaling() {
+        let plain = RoPE(headDim: 64, theta: 500000)
+        let lin = RoPE(headDim: 64, theta: 500000, scaling: .linear(factor: 4))
+        #expect(maxAbsDiff(lin.invFreq, plain.invFreq.map { $0 / 4 }) == 0)
+        let l3 = RoPE(headDim: 64, theta: 500000, scaling: .llama3(factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192))
+        // high frequencies (short wavelengths) unchanged, lowest divided by 8
+        #expect(l3.invFreq[0] == plain.invFreq[0])
+        #expect(abs(l3.invFreq[31] - plain.invFreq[31] / 8) < 1e-12)
+        // the band in between is monotone and in [inv/8, inv]
+        for i in 0..<32 { #expect(l3.invFreq[i] <= plain.invFreq[i] && l3.invFreq[i] >= plain.invFreq[i] / 8 * 0.999999) }
+    }
+
+    @Test func embeddingArgmaxTopK() {
+        var rng = TestRNG(14)
+        let table = rng.floats(10 * 4)
+        let ids: [Int32] = [3, 0, 9, 3]
+        var out = [Float](repeating: 0, count: 16)
+        table.withUnsafeBytes { t in ids.withUnsafeBufferPointer { Ops.embedding(table: t.baseAddress!, dtype: .f32, vocab: 10, dim: 4, ids: $0, &out) } }
+        for (r, id) in ids.enumerated() { #expect(Array(out[(r * 4)..<(r * 4 + 4)]) == Array(table[(Int(id) * 4)..<(Int(id) * 4 + 4)])) }
+        // bf16 table
+        let bf = table.map { HalfConversion.f32ToBF16($0) }
+        bf.withUnsafeBytes { t in ids.withUnsafeBufferPointer { Ops.embedding(table: t.baseAddress!, dtype: .bf16, vocab: 10, dim: 4, ids: $0, &out) } }
+        #expect(out[4] == HalfConversion.bf16ToF32(bf[0]))
+
+        let v: [Float] = [0.5, 2, -1, 2, .nan, 7, 0]
+        #expect(Ops.argmax(v, count: v.count) == 5)
+        #expect(Ops.argmax([1, 3, 3], count: 3) == 1)
+        #expect(Ops.topK(v, count: v.count, k: 3) == [5, 1, 3])
+        let big = rng.floats(1000)
+        let top = Ops.topK(big, count: 1000, k: 17)
+        let ref = big.enumerated().sorted { $0.element > $1.element }.prefix(17).map { $0.offset }
+        #expect(top == ref)
+    }
+
+    @Test(arguments: [(1, 5), (4, 4), (3, 7)])
+    func attentionMatchesNaive(t: Int, start: Int) {
+        // GQA: 4 query heads over 2 kv heads, head dim 5, queries at positions start..<start+t
+        var rng = TestRNG(UInt64(t * 31 + start))
+        let heads = 4, kvh = 2, d = 5, s = start + t
+        let q = rng.floats(t * heads * d), k = rng.floats(s * kvh * d), v = rng.floats(s * kvh * d)
+        var out = [Float](repeating: 0, count: t * heads * d)
+        var scores = [Float](repeating: 0, count: t * s)
+        let scale = 1 / Float(d).squareRoot()
+        Attention.causal(q: q, ldq: heads * d, k: k, ldk: kvh * d, v: v, ldv: kvh * d, out: &out, ldo: heads * d,
+                         tokens: t, start: start, keys: s, heads: heads, kvHeads: kvh, headDim: d, scale: scale, scores: &scores)
+        for i in 0..<t { for h in 0..<heads {
+            let g = h / 2
+            let visible = start + i + 1
+            var w = (0..<visible).map { j -> Double in
+                (0..<d).reduce(0.0) { $0 + Double(q[i * heads * d + h * d + $1]) * Double(k[j * kvh * d + g * d + $1]) } * Double(scale)
+            }
+            let m = w.max()!
+            w = w.map { exp($0 - m) }
+            let sum = w.reduce(0, +)
+            for c in 0..<d {
+                let ref = (0..<visible).reduce(0.0) { $0 + w[$1] / sum * Double(v[$1 * kvh * d + g * d + c]) }
+                #expect(abs(Double(out[i * heads * d + h * d + c]) - ref) < 1e-5)
+            }
+        } }
+    }
+
+    @Test func threadsSettingAppliesToBLASAndLoops() {
+        let before = Threads.count
+        Threads.set(1)
+        #expect(BLAS.threads == 1 && Threads.count == 1)
+        Threads.set(2)
+        #expect(BLAS.threads == 2)
+        var hit = [Int](repeating: 0, count: 1000)
+        hit.withUnsafeMutableBufferPointer { p in
+            let box = UncheckedSendable(p)
+            Threads.parallelFor(1000) { r in for i in r { box.value[i] += 1 } }
+        }
+        #expect(hit.allSatisfy { $0 == 1 })
+        Threads.set(before)
+    }
+}
