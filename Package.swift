@@ -19,14 +19,17 @@ let package = Package(
             providers: [.apt(["libopenblas-dev", "liblapacke-dev"])]
         ),
         .target(name: "StrataTensor", dependencies: ["COpenBLAS"]),
+        .target(name: "StrataFormats", dependencies: ["StrataTensor"]),
+        .target(name: "StrataModels", dependencies: ["StrataTensor", "StrataFormats"]),
 
 
-        .target(name: "Strata", dependencies: ["StrataTensor"]),
+        .target(name: "Strata", dependencies: ["StrataTensor", "StrataFormats", "StrataModels"]),
         .executableTarget(
             name: "StrataCLI",
             dependencies: ["Strata", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "StrataTensorTests", dependencies: ["StrataTensor"]),
+        .testTarget(name: "StrataModelTests", dependencies: ["Strata", "StrataFormats", "StrataModels"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,0 +1,164 @@
+import Foundation
+
+/// Errors reading `config.json`, `generation_config.json` or `tokenizer.json`; each names the
+/// file and the field.
+public enum ConfigError: Error, CustomStringConvertible, Equatable, Sendable {
+    case missingFile(path: String)
+    case malformed(file: String, field: String, reason: String)
+    case unsupportedArchitecture(file: String, architecture: String, supported: [String])
+    case unsupportedRopeType(file: String, ropeType: String)
+    case invalidValue(file: String, field: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case let .missingFile(p): return "\(p): file not found"
+        case let .malformed(f, field, r): return "\(f): field '\(field)': \(r)"
+        case let .unsupportedArchitecture(f, a, s):
+            return "\(f): unsupported architecture '\(a)' (supported: \(s.joined(separator: ", ")))"
+        case let .unsupportedRopeType(f, t): return "\(f): unsupported rope type '\(t)' (supported: default, linear, llama3)"
+        case let .invalidValue(f, field, r): return "\(f): field '\(field)': \(r)"
+        }
+    }
+}
+
+/// Decodes a JSON file into `T`, turning `DecodingError`s into `ConfigError.malformed` naming
+/// the file and the field path.
+public func decodeJSONFile<T: Decodable>(_ type: T.Type, path: String) throws -> T {
+    guard let data = FileManager.default.contents(atPath: path) else { throw ConfigError.missingFile(path: path) }
+    return try decodeJSON(type, data: data, file: path)
+}
+
+public func decodeJSON<T: Decodable>(_ type: T.Type, data: Data, file: String) throws -> T {
+    do {
+        return try JSONDecoder().decode(T.self, from: data)
+    } catch let e as DecodingError {
+        func path(_ c: [CodingKey]) -> String { c.map { $0.intValue.map(String.init) ?? $0.stringValue }.joined(separator: ".") }
+        switch e {
+        case let .keyNotFound(k, ctx):
+            throw ConfigError.malformed(file: file, field: (ctx.codingPath.map { $0.stringValue } + [k.stringValue]).joined(separator: "."), reason: "missing")
+        case let .typeMismatch(_, ctx), let .valueNotFound(_, ctx):
+            throw ConfigError.malformed(file: file, field: path(ctx.codingPath), reason: ctx.debugDescription)
+        case let .dataCorrupted(ctx):
+            throw ConfigError.malformed(file: file, field: ctx.codingPath.isEmpty ? "(document)" : path(ctx.codingPath), reason: "not valid JSON: \(ctx.debugDescription)")
+        @unknown default:
+            throw ConfigError.malformed(file: file, field: "?", reason: "\(e)")
+        }
+    } catch let e as ConfigError {
+        throw e
+    } catch {
+        throw ConfigError.malformed(file: file, field: "(document)", reason: "\(error)")
+    }
+}
+
+/// A token id or a list of them (`eos_token_id` is either in HF configs).
+public struct TokenIDs: Codable, Sendable, Equatable {
+    public var ids: [Int]
+    public init(_ ids: [Int]) { self.ids = ids }
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if c.decodeNil() { ids = [] } else if let one = try? c.decode(Int.self) { ids = [one] } else { ids = try c.decode([Int].self) }
+    }
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.singleValueContainer()
+        if ids.count == 1 { try c.encode(ids[0]) } else { try c.encode(ids) }
+    }
+}
+
+/// The first fields of any `config.json`: which architecture it is.
+public struct ArchitectureProbe: Decodable, Sendable {
+    public var architectures: [String]?
+    public var modelType: String?
+    enum CodingKeys: String, CodingKey { case architectures, modelType = "model_type" }
+}
+
+/// `generation_config.json` (optional): BOS/EOS ids and sampling defaults.
+public struct GenerationConfig: Codable, Sendable {
+    public var bosTokenID: TokenIDs?
+    public var eosTokenID: TokenIDs?
+    public var temperature: Double?
+    public var topK: Int?
+    public var topP: Double?
+    enum CodingKeys: String, CodingKey {
+        case bosTokenID = "bos_token_id", eosTokenID = "eos_token_id", temperature, topK = "top_k", topP = "top_p"
+    }
+
+    /// Reads `generation_config.json` in `directory`, or nil when there is none.
+    public static func load(directory: String) throws -> GenerationConfig? {
+        let p = (directory as NSString).appendingPathComponent("generation_config.json")
+        guard FileManager.default.fileExists(atPath: p) else { return nil }
+        return try decodeJSONFile(GenerationConfig.self, path: p)
+    }
+}
+
+/// Rotary settings from a config: `rope_parameters` (transformers >= 5) or
+/// `rope_theta` + `rope_scaling` (older checkpoints). Types: default, linear, llama3.
+public struct RopeSettings: Sendable, Equatable {
+    public enum Kind: Sendable, Equatable {
+        case none
+        case linear(factor: Double)
+        case llama3(factor: Double, lowFreqFactor: Double, highFreqFactor: Double, originalMaxPositions: Int)
+    }
+    public var theta: Double
+    public var kind: Kind
+
+    private struct Params: Decodable {
+        var ropeType: String?
+        var type: String?
+        var ropeTheta: Double?
+        var factor: Double?
+        var lowFreqFactor: Double?
+        var highFreqFactor: Double?
+        var originalMaxPositionEmbeddings: Int?
+        enum CodingKeys: String, CodingKey {
+            case ropeType = "rope_type", type, ropeTheta = "rope_theta", factor
+            case lowFreqFactor = "low_freq_factor", highFreqFactor = "high_freq_factor"
+            case originalMaxPositionEmbeddings = "original_max_position_embeddings"
+        }
+    }
+
+    private enum Keys: String, CodingKey { case ropeTheta = "rope_theta", ropeScaling = "rope_scaling", ropeParameters = "rope_parameters" }
+
+    /// Decodes from the config's top level; `defaultTheta` is the architecture's default.
+    public static func decode(from decoder: Decoder, defaultTheta: Double, file: String) throws -> RopeSettings {
+        let c = try decoder.container(keyedBy: Keys.self)
+        let params = try c.decodeIfPresent(Params.self, forKey: .ropeParameters)
+        let scaling = try c.decodeIfPresent(Params.self, forKey: .ropeScaling)
+        let topTheta = try c.decodeIfPresent(Double.self, forKey: .ropeTheta)
+        let theta = params?.ropeTheta ?? topTheta ?? defaultTheta
+        guard theta > 0 else { throw ConfigError.invalidValue(file: file, field: "rope_theta", reason: "must be positive, got \(theta)") }
+        let p = scaling ?? params
+        let type = p?.ropeType ?? p?.type ?? "default"
+        switch type {
+        case "default":
+            return RopeSettings(theta: theta, kind: .none)
+        case "linear":
+            guard let f = p?.factor, f > 0 else { throw ConfigError.malformed(file: file, field: "rope_scaling.factor", reason: "missing or not positive") }
+            return RopeSettings(theta: theta, kind: .linear(factor: f))
+        case "llama3":
+            guard let f = p?.factor, let lo = p?.lowFreqFactor, let hi = p?.highFreqFactor, let orig = p?.originalMaxPositionEmbeddings,
+                  f > 0, hi > lo, orig > 0 else {
+                throw ConfigError.malformed(file: file, field: "rope_scaling", reason: "llama3 needs factor, low_freq_factor < high_freq_factor, original_max_position_embeddings")
+            }
+            return RopeSettings(theta: theta, kind: .llama3(factor: f, lowFreqFactor: lo, highFreqFactor: hi, originalMaxPositions: orig))
+        default:
+            throw ConfigError.unsupportedRopeType(file: file, ropeType: type)
+        }
+    }
+}
+
+/// `CodingUserInfoKey` under which the config's file path travels into `init(from:)`.
+public let configFileKey = CodingUserInfoKey(rawValue: "strata.configFile")!
+
+/// Decodes `config.json` at `path` into `T`, passing the path through `userInfo[configFileKey]`.
+public func decodeConfig<T: Decodable>(_ type: T.Type, path: String) throws -> T {
+    guard let data = FileManager.default.contents(atPath: path) else { throw ConfigError.missingFile(path: path) }
+    let dec = JSONDecoder()
+    dec.userInfo[configFileKey] = path
+    do {
+        return try dec.decode(T.self, from: data)
+    } catch let e as DecodingError {
+        // reuse the messages of decodeJSON
+        _ = e
+        return try decodeJSON(T.self, data: data, file: path)
+    }
+}

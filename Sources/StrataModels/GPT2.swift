@@ -1,0 +1,193 @@
+import Foundation
+import StrataFormats
+import StrataTensor
+
+/// `GPT2LMHeadModel`'s `config.json` (HF names: n_embd, n_layer, n_head, ...).
+public struct GPT2Config: Decodable, Sendable {
+    public var vocabSize: Int
+    public var hiddenSize: Int
+    public var layers: Int
+    public var heads: Int
+    public var innerSize: Int
+    public var maxPositions: Int
+    public var layerNormEps: Double
+    public var activation: String
+    public var bos: [Int]
+    public var eos: [Int]
+
+    enum Keys: String, CodingKey {
+        case vocabSize = "vocab_size", nEmbd = "n_embd", nLayer = "n_layer", nHead = "n_head", nInner = "n_inner"
+        case nPositions = "n_positions", eps = "layer_norm_epsilon", act = "activation_function"
+        case bos = "bos_token_id", eos = "eos_token_id", scaleByLayer = "scale_attn_by_inverse_layer_idx"
+        case scaleWeights = "scale_attn_weights"
+    }
+
+    public init(from decoder: Decoder) throws {
+        let file = decoder.userInfo[configFileKey] as? String ?? "config.json"
+        let c = try decoder.container(keyedBy: Keys.self)
+        vocabSize = try c.decodeIfPresent(Int.self, forKey: .vocabSize) ?? 50257
+        hiddenSize = try c.decodeIfPresent(Int.self, forKey: .nEmbd) ?? 768
+        layers = try c.decodeIfPresent(Int.self, forKey: .nLayer) ?? 12
+        heads = try c.decodeIfPresent(Int.self, forKey: .nHead) ?? 12
+        innerSize = try c.decodeIfPresent(Int.self, forKey: .nInner) ?? 4 * hiddenSize
+        maxPositions = try c.decodeIfPresent(Int.self, forKey: .nPositions) ?? 1024
+        layerNormEps = try c.decodeIfPresent(Double.self, forKey: .eps) ?? 1e-5
+        activation = try c.decodeIfPresent(String.self, forKey: .act) ?? "gelu_new"
+        bos = try c.decodeIfPresent(TokenIDs.self, forKey: .bos)?.ids ?? [50256]
+        eos = try c.decodeIfPresent(TokenIDs.self, forKey: .eos)?.ids ?? [50256]
+        for (v, f) in [(vocabSize, "vocab_size"), (hiddenSize, "n_embd"), (layers, "n_layer"), (heads, "n_head"),
+                       (innerSize, "n_inner"), (maxPositions, "n_positions")] where v <= 0 {
+            throw ConfigError.invalidValue(file: file, field: f, reason: "must be positive, got \(v)")
+        }
+        if hiddenSize % heads != 0 { throw ConfigError.invalidValue(file: file, field: "n_head", reason: "\(heads) does not divide n_embd \(hiddenSize)") }
+        if !["gelu_new", "gelu", "gelu_pytorch_tanh"].contains(activation) {
+            throw ConfigError.invalidValue(file: file, field: "activation_function", reason: "'\(activation)' not supported")
+        }
+        if try c.decodeIfPresent(Bool.self, forKey: .scaleByLayer) == true {
+            throw ConfigError.invalidValue(file: file, field: "scale_attn_by_inverse_layer_idx", reason: "true is not supported")
+        }
+        if try c.decodeIfPresent(Bool.self, forKey: .scaleWeights) == false {
+            throw ConfigError.invalidValue(file: file, field: "scale_attn_weights", reason: "false is not supported")
+        }
+    }
+
+    public var spec: ModelSpec {
+        ModelSpec(architecture: "GPT2LMHeadModel", vocabSize: vocabSize, hiddenSize: hiddenSize, intermediateSize: innerSize,
+                  layers: layers, heads: heads, kvHeads: heads, headDim: hiddenSize / heads, maxPositions: maxPositions,
+                  tiedEmbeddings: true, bosTokenIDs: bos, eosTokenIDs: eos)
+    }
+}
+
+/// GPT-2: learned positions, pre-LayerNorm blocks, fused qkv `Conv1D` (weights `[in, out]`),
+/// GELU (tanh form for `gelu_new`), the LM head tied to the token embedding.
+public final class GPT2Model: CausalLM, @unchecked Sendable {
+    public let spec: ModelSpec
+    let config: GPT2Config
+
+    struct Layer {
+        /// [hidden] x2
+        let ln1w: Tensor, ln1b: Tensor
+        /// [hidden, 3 * hidden] (Conv1D)
+        let qkv: WeightMatrix
+        /// [hidden, hidden] (Conv1D)
+        let proj: WeightMatrix
+        /// [hidden] x2
+        let ln2w: Tensor, ln2b: Tensor
+        /// [hidden, inner] (Conv1D)
+        let fc: WeightMatrix
+        /// [inner, hidden] (Conv1D)
+        let fcProj: WeightMatrix
+    }
+
+    /// [vocab, hidden]
+    let wte: Tensor
+    /// [maxPositions, hidden]
+    let wpe: Tensor
+    let layers: [Layer]
+    /// [hidden] x2
+    let lnfw: Tensor, lnfb: Tensor
+    let lmHead: WeightMatrix
+    let maxRows: Int
+    private var workspace: Workspace?
+    private var allLogits: Tensor?
+    /// [maxRows, hidden] position rows
+    private var posRows: Tensor
+    private let lock = NSLock()
+
+    public static let architectures = ["GPT2LMHeadModel"]
+
+    public init(config: GPT2Config, checkpoint: SafetensorsCheckpoint, maxRows: Int = 256) throws {
+        self.config = config
+        spec = config.spec
+        self.maxRows = maxRows
+        let w = WeightLoader(checkpoint: checkpoint)
+        let h = config.hiddenSize, inner = config.innerSize
+        // hub checkpoints name tensors "h.0..." or "transformer.h.0..."
+        let prefix = checkpoint.contains("transformer.wte.weight") ? "transformer." : ""
+        wte = try w.tensor(prefix + "wte.weight", [config.vocabSize, h])
+        wpe = try w.tensor(prefix + "wpe.weight", [config.maxPositions, h])
+        layers = try (0..<config.layers).map { i in
+            let p = prefix + "h.\(i)."
+            func conv(_ name: String, _ shape: [Int]) throws -> WeightMatrix {
+                WeightMatrix(try w.tensor(p + name + ".weight", shape), layout: .inOut, bias: try w.vector(p + name + ".bias", shape[1]))
+            }
+            return Layer(ln1w: try w.vector(p + "ln_1.weight", h), ln1b: try w.vector(p + "ln_1.bias", h),
+                         qkv: try conv("attn.c_attn", [h, 3 * h]), proj: try conv("attn.c_proj", [h, h]),
+                         ln2w: try w.vector(p + "ln_2.weight", h), ln2b: try w.vector(p + "ln_2.bias", h),
+                         fc: try conv("mlp.c_fc", [h, inner]), fcProj: try conv("mlp.c_proj", [inner, h]))
+        }
+        lnfw = try w.vector(prefix + "ln_f.weight", h)
+        lnfb = try w.vector(prefix + "ln_f.bias", h)
+        lmHead = WeightMatrix(checkpoint.contains("lm_head.weight") ? try w.tensor("lm_head.weight", [config.vocabSize, h]) : wte)
+        posRows = Tensor(zeros: [maxRows, h])
+    }
+
+    private func workspace(context: Int) -> Workspace {
+        if let ws = workspace, ws.maxContext >= context { return ws }
+        let c = config
+        let convert = wte.dtype == .f32 ? 0 : max(c.vocabSize * c.hiddenSize, 3 * c.hiddenSize * c.hiddenSize, c.innerSize * c.hiddenSize)
+        let ws = Workspace(maxRows: maxRows, maxContext: context, hidden: c.hiddenSize, qWidth: 3 * c.hiddenSize,
+                           attnWidth: c.hiddenSize, ffn: c.innerSize, vocab: c.vocabSize, convertElements: convert)
+        workspace = ws
+        return ws
+    }
+
+    public func forward(_ tokens: UnsafeBufferPointer<Int32>, cache: KVCache, allLogits wantAll: Bool) throws -> UnsafeBufferPointer<Float> {
+        try checkTokens(tokens, cache: cache)
+        lock.lock(); defer { lock.unlock() }
+        let c = config
+        let ws = workspace(context: cache.capacity)
+        let h = c.hiddenSize, nh = c.heads, hd = h / nh, vocab = c.vocabSize, inner = c.innerSize
+        let eps = Float(c.layerNormEps), scale = 1 / Float(hd).squareRoot()
+        let gelu: (UnsafeMutablePointer<Float>, Int) -> Void = c.activation == "gelu" ? { Ops.geluErf($0, count: $1) } : { Ops.geluTanh($0, count: $1) }
+        let total = tokens.count
+        var out = ws.logits.f32
+        if wantAll && total > ws.maxRows {
+            if allLogits == nil || allLogits!.count < total * vocab { allLogits = Tensor(zeros: [total, vocab]) }
+            out = allLogits!.f32
+        }
+        let conv = ws.convertScratch
+        var done = 0
+        while done < total {
+            let r = min(ws.maxRows, total - done)
+            let start = cache.length
+            let x = ws.x.f32, xn = ws.xn.f32, qkv = ws.q.f32, attn = ws.attn.f32
+            Ops.embedding(table: wte.rawPointer, dtype: wte.dtype, vocab: vocab, dim: h,
+                          ids: UnsafeBufferPointer(rebasing: tokens[done..<(done + r)]), x)
+            for i in 0..<r { ws.positions[i] = Int32(start + i) }
+            ws.positions.withUnsafeBufferPointer { pos in
+                Ops.embedding(table: wpe.rawPointer, dtype: wpe.dtype, vocab: c.maxPositions, dim: h,
+                              ids: UnsafeBufferPointer(rebasing: pos[0..<r]), posRows.f32)
+            }
+            Ops.add(x, posRows.f32, x, count: r * h)
+            for (l, L) in layers.enumerated() {
+                let kc = cache.k[l].f32, vc = cache.v[l].f32
+                Ops.layerNorm(x, weight: L.ln1w.f32, bias: L.ln1b.f32, eps: eps, xn, rows: r, n: h)
+                L.qkv.apply(xn, rows: r, qkv, scratch: conv)
+                for i in 0..<r {
+                    (kc + (start + i) * h).update(from: qkv + i * 3 * h + h, count: h)
+                    (vc + (start + i) * h).update(from: qkv + i * 3 * h + 2 * h, count: h)
+                }
+                Attention.causal(q: qkv, ldq: 3 * h, k: kc, ldk: h, v: vc, ldv: h, out: attn, ldo: h,
+                                 tokens: r, start: start, keys: start + r, heads: nh, kvHeads: nh, headDim: hd,
+                                 scale: scale, scores: ws.scores.f32)
+                L.proj.apply(attn, rows: r, x, accumulate: true, scratch: conv)
+                Ops.layerNorm(x, weight: L.ln2w.f32, bias: L.ln2b.f32, eps: eps, xn, rows: r, n: h)
+                L.fc.apply(xn, rows: r, ws.ffA.f32, scratch: conv)
+                gelu(ws.ffA.f32, r * inner)
+                L.fcProj.apply(ws.ffA.f32, rows: r, x, accumulate: true, scratch: conv)
+            }
+            cache.length = start + r
+            done += r
+            if wantAll {
+                Ops.layerNorm(x, weight: lnfw.f32, bias: lnfb.f32, eps: eps, xn, rows: r, n: h)
+                let dst = (out == ws.logits.f32) ? out : out + (done - r) * vocab
+                lmHead.apply(xn, rows: r, dst, scratch: conv)
+            } else if done == total {
+                Ops.layerNorm(x + (r - 1) * h, weight: lnfw.f32, bias: lnfb.f32, eps: eps, xn, rows: 1, n: h)
+                lmHead.apply(xn, rows: 1, out, scratch: conv)
+            }
+        }
+        return UnsafeBufferPointer(start: out, count: (wantAll ? total : 1) * vocab)
+    }
+}

@@ -1,0 +1,264 @@
+import Foundation
+import StrataFormats
+import StrataTensor
+
+/// The Llama family's configuration (Llama 2/3, TinyLlama, SmolLM; Qwen2 and Mistral decode
+/// into it from their own files with their own defaults). Keys are the HF `config.json` names.
+public struct LlamaFamilyConfig: Sendable {
+    /// Defaults as `transformers` has them, per architecture.
+    public struct Defaults: Sendable {
+        var architecture: String
+        var vocabSize: Int
+        var maxPositions: Int
+        var ropeTheta: Double
+        var rmsNormEps: Double
+        var tieEmbeddings: Bool
+        var bos: [Int]
+        var eos: [Int]
+        /// Qwen2: q/k/v always carry a bias, o does not.
+        var qkvBias: Bool
+    }
+
+    public var architecture: String
+    public var vocabSize: Int
+    public var hiddenSize: Int
+    public var intermediateSize: Int
+    public var layers: Int
+    public var heads: Int
+    public var kvHeads: Int
+    public var headDim: Int
+    public var rmsNormEps: Double
+    public var rope: RopeSettings
+    public var tieEmbeddings: Bool
+    /// Bias on q, k, v projections.
+    public var qkvBias: Bool
+    /// Bias on the o projection.
+    public var oBias: Bool
+    public var mlpBias: Bool
+    public var maxPositions: Int
+    /// Mistral's sliding window; the cache is capped at it so results stay exact.
+    public var slidingWindow: Int?
+    public var bos: [Int]
+    public var eos: [Int]
+
+    enum Keys: String, CodingKey {
+        case vocabSize = "vocab_size", hiddenSize = "hidden_size", intermediateSize = "intermediate_size"
+        case layers = "num_hidden_layers", heads = "num_attention_heads", kvHeads = "num_key_value_heads"
+        case headDim = "head_dim", rmsNormEps = "rms_norm_eps", tie = "tie_word_embeddings"
+        case attentionBias = "attention_bias", mlpBias = "mlp_bias", maxPositions = "max_position_embeddings"
+        case slidingWindow = "sliding_window", useSlidingWindow = "use_sliding_window"
+        case bos = "bos_token_id", eos = "eos_token_id", hiddenAct = "hidden_act"
+    }
+
+    public init(from decoder: Decoder, defaults d: Defaults) throws {
+        let file = decoder.userInfo[configFileKey] as? String ?? "config.json"
+        let c = try decoder.container(keyedBy: Keys.self)
+        architecture = d.architecture
+        vocabSize = try c.decodeIfPresent(Int.self, forKey: .vocabSize) ?? d.vocabSize
+        hiddenSize = try c.decode(Int.self, forKey: .hiddenSize)
+        intermediateSize = try c.decode(Int.self, forKey: .intermediateSize)
+        layers = try c.decode(Int.self, forKey: .layers)
+        heads = try c.decode(Int.self, forKey: .heads)
+        kvHeads = try c.decodeIfPresent(Int.self, forKey: .kvHeads) ?? heads
+        func positive(_ v: Int, _ field: String) throws {
+            if v <= 0 { throw ConfigError.invalidValue(file: file, field: field, reason: "must be positive, got \(v)") }
+        }
+        try positive(vocabSize, "vocab_size"); try positive(hiddenSize, "hidden_size")
+        try positive(intermediateSize, "intermediate_size"); try positive(layers, "num_hidden_layers")
+        try positive(heads, "num_attention_heads"); try positive(kvHeads, "num_key_value_heads")
+        if heads % kvHeads != 0 {
+            throw ConfigError.invalidValue(file: file, field: "num_key_value_heads", reason: "\(kvHeads) does not divide num_attention_heads \(heads)")
+        }
+        if let hd = try c.decodeIfPresent(Int.self, forKey: .headDim) {
+            try positive(hd, "head_dim"); headDim = hd
+        } else {
+            if hiddenSize % heads != 0 {
+                throw ConfigError.invalidValue(file: file, field: "hidden_size", reason: "\(hiddenSize) not divisible by \(heads) heads and no head_dim")
+            }
+            headDim = hiddenSize / heads
+        }
+        if headDim % 2 != 0 { throw ConfigError.invalidValue(file: file, field: "head_dim", reason: "must be even for RoPE, got \(headDim)") }
+        rmsNormEps = try c.decodeIfPresent(Double.self, forKey: .rmsNormEps) ?? d.rmsNormEps
+        rope = try RopeSettings.decode(from: decoder, defaultTheta: d.ropeTheta, file: file)
+        tieEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tie) ?? d.tieEmbeddings
+        let attnBias = try c.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? false
+        qkvBias = d.qkvBias || attnBias
+        oBias = attnBias
+        mlpBias = try c.decodeIfPresent(Bool.self, forKey: .mlpBias) ?? false
+        maxPositions = try c.decodeIfPresent(Int.self, forKey: .maxPositions) ?? d.maxPositions
+        try positive(maxPositions, "max_position_embeddings")
+        let useWindow = try c.decodeIfPresent(Bool.self, forKey: .useSlidingWindow) ?? true
+        slidingWindow = useWindow ? try c.decodeIfPresent(Int.self, forKey: .slidingWindow) : nil
+        bos = try c.decodeIfPresent(TokenIDs.self, forKey: .bos)?.ids ?? d.bos
+        eos = try c.decodeIfPresent(TokenIDs.self, forKey: .eos)?.ids ?? d.eos
+        let act = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? "silu"
+        if act != "silu" { throw ConfigError.invalidValue(file: file, field: "hidden_act", reason: "'\(act)' not supported (silu)") }
+    }
+
+    public var spec: ModelSpec {
+        ModelSpec(architecture: architecture, vocabSize: vocabSize, hiddenSize: hiddenSize, intermediateSize: intermediateSize,
+                  layers: layers, heads: heads, kvHeads: kvHeads, headDim: headDim,
+                  maxPositions: min(maxPositions, slidingWindow ?? Int.max), tiedEmbeddings: tieEmbeddings,
+                  bosTokenIDs: bos, eosTokenIDs: eos)
+    }
+
+    var ropeScaling: RoPE.Scaling {
+        switch rope.kind {
+        case .none: return .none
+        case let .linear(f): return .linear(factor: Float(f))
+        case let .llama3(f, lo, hi, orig): return .llama3(factor: Float(f), lowFreqFactor: Float(lo), highFreqFactor: Float(hi), originalMaxPositions: orig)
+        }
+    }
+}
+
+/// `LlamaForCausalLM`'s `config.json`.
+public struct LlamaConfig: Decodable, Sendable {
+    public var family: LlamaFamilyConfig
+    static let defaults = LlamaFamilyConfig.Defaults(
+        architecture: "LlamaForCausalLM", vocabSize: 32000, maxPositions: 2048, ropeTheta: 10000, rmsNormEps: 1e-6,
+        tieEmbeddings: false, bos: [1], eos: [2], qkvBias: false)
+    public init(from decoder: Decoder) throws { family = try LlamaFamilyConfig(from: decoder, defaults: Self.defaults) }
+}
+
+/// A Llama-family decoder: RMSNorm, rotary (half-split) attention with grouped KV heads,
+/// SwiGLU MLP. Weights are views into the checkpoint (f16/bf16 converted at use).
+public final class LlamaModel: CausalLM, @unchecked Sendable {
+    public let spec: ModelSpec
+    let config: LlamaFamilyConfig
+
+    struct Layer {
+        /// [hidden]
+        let inputNorm: Tensor
+        /// [heads * headDim, hidden]
+        let q: WeightMatrix
+        /// [kvHeads * headDim, hidden]
+        let k: WeightMatrix
+        /// [kvHeads * headDim, hidden]
+        let v: WeightMatrix
+        /// [hidden, heads * headDim]
+        let o: WeightMatrix
+        /// [hidden]
+        let postNorm: Tensor
+        /// [intermediate, hidden]
+        let gate: WeightMatrix
+        /// [intermediate, hidden]
+        let up: WeightMatrix
+        /// [hidden, intermediate]
+        let down: WeightMatrix
+    }
+
+    /// [vocab, hidden]
+    let embed: Tensor
+    let layers: [Layer]
+    /// [hidden]
+    let norm: Tensor
+    /// [vocab, hidden] (the embedding when tied)
+    let lmHead: WeightMatrix
+    let rope: RoPE
+    let maxRows: Int
+    private var workspace: Workspace?
+    private var allLogits: Tensor?
+    private let lock = NSLock()
+
+    public static let architectures = ["LlamaForCausalLM"]
+
+    public init(config: LlamaFamilyConfig, checkpoint: SafetensorsCheckpoint, maxRows: Int = 256) throws {
+        self.config = config
+        self.spec = config.spec
+        self.maxRows = maxRows
+        let w = WeightLoader(checkpoint: checkpoint)
+        let h = config.hiddenSize, hd = config.headDim, nh = config.heads, kvh = config.kvHeads, ff = config.intermediateSize
+        embed = try w.tensor("model.embed_tokens.weight", [config.vocabSize, h])
+        layers = try (0..<config.layers).map { i in
+            let p = "model.layers.\(i)."
+            func lin(_ name: String, _ shape: [Int], bias: Bool) throws -> WeightMatrix {
+                WeightMatrix(try w.tensor(p + name + ".weight", shape), bias: bias ? try w.vector(p + name + ".bias", shape[0]) : nil)
+            }
+            return Layer(
+                inputNorm: try w.vector(p + "input_layernorm.weight", h),
+                q: try lin("self_attn.q_proj", [nh * hd, h], bias: config.qkvBias),
+                k: try lin("self_attn.k_proj", [kvh * hd, h], bias: config.qkvBias),
+                v: try lin("self_attn.v_proj", [kvh * hd, h], bias: config.qkvBias),
+                o: try lin("self_attn.o_proj", [h, nh * hd], bias: config.oBias),
+                postNorm: try w.vector(p + "post_attention_layernorm.weight", h),
+                gate: try lin("mlp.gate_proj", [ff, h], bias: config.mlpBias),
+                up: try lin("mlp.up_proj", [ff, h], bias: config.mlpBias),
+                down: try lin("mlp.down_proj", [h, ff], bias: config.mlpBias))
+        }
+        norm = try w.vector("model.norm.weight", h)
+        if !config.tieEmbeddings || checkpoint.contains("lm_head.weight") {
+            lmHead = WeightMatrix(try w.tensor("lm_head.weight", [config.vocabSize, h]))
+        } else {
+            lmHead = WeightMatrix(embed)
+        }
+        rope = RoPE(headDim: hd, theta: Float(config.rope.theta), layout: .halfSplit, scaling: config.ropeScaling)
+    }
+
+    private func workspace(context: Int) -> Workspace {
+        if let ws = workspace, ws.maxContext >= context { return ws }
+        let c = config
+        let big = c.tieEmbeddings ? 0 : c.vocabSize * c.hiddenSize
+        let convert = embed.dtype == .f32 ? 0 : max(big, c.vocabSize * c.hiddenSize, c.intermediateSize * c.hiddenSize,
+                                                     c.heads * c.headDim * c.hiddenSize)
+        let ws = Workspace(maxRows: maxRows, maxContext: context, hidden: c.hiddenSize, qWidth: c.heads * c.headDim,
+                           attnWidth: c.heads * c.headDim, ffn: c.intermediateSize, vocab: c.vocabSize, convertElements: convert)
+        workspace = ws
+        return ws
+    }
+
+    public func forward(_ tokens: UnsafeBufferPointer<Int32>, cache: KVCache, allLogits wantAll: Bool) throws -> UnsafeBufferPointer<Float> {
+        try checkTokens(tokens, cache: cache)
+        lock.lock(); defer { lock.unlock() }
+        let c = config
+        let ws = workspace(context: cache.capacity)
+        let h = c.hiddenSize, hd = c.headDim, nh = c.heads, kvh = c.kvHeads, kvDim = cache.kvDim, ff = c.intermediateSize
+        let eps = Float(c.rmsNormEps), scale = 1 / Float(hd).squareRoot(), vocab = c.vocabSize
+        let total = tokens.count
+        var out = ws.logits.f32
+        if wantAll && total > ws.maxRows {
+            if allLogits == nil || allLogits!.count < total * vocab { allLogits = Tensor(zeros: [total, vocab]) }
+            out = allLogits!.f32
+        }
+        let conv = ws.convertScratch
+        var done = 0
+        while done < total {
+            let r = min(ws.maxRows, total - done)
+            let start = cache.length
+            let x = ws.x.f32, xn = ws.xn.f32, q = ws.q.f32, attn = ws.attn.f32
+            Ops.embedding(table: embed.rawPointer, dtype: embed.dtype, vocab: vocab, dim: h,
+                          ids: UnsafeBufferPointer(rebasing: tokens[done..<(done + r)]), x)
+            for i in 0..<r { ws.positions[i] = Int32(start + i) }
+            ws.positions.withUnsafeBufferPointer { pos in
+                for (l, L) in layers.enumerated() {
+                    let kRows = cache.k[l].f32 + start * kvDim, vRows = cache.v[l].f32 + start * kvDim
+                    Ops.rmsNorm(x, weight: L.inputNorm.f32, eps: eps, xn, rows: r, n: h)
+                    L.q.apply(xn, rows: r, q, scratch: conv)
+                    L.k.apply(xn, rows: r, kRows, scratch: conv)
+                    L.v.apply(xn, rows: r, vRows, scratch: conv)
+                    rope.apply(q, tokens: r, heads: nh, positions: pos)
+                    rope.apply(kRows, tokens: r, heads: kvh, positions: pos)
+                    Attention.causal(q: q, ldq: nh * hd, k: cache.k[l].f32, ldk: kvDim, v: cache.v[l].f32, ldv: kvDim,
+                                     out: attn, ldo: nh * hd, tokens: r, start: start, keys: start + r,
+                                     heads: nh, kvHeads: kvh, headDim: hd, scale: scale, scores: ws.scores.f32)
+                    L.o.apply(attn, rows: r, x, accumulate: true, scratch: conv)
+                    Ops.rmsNorm(x, weight: L.postNorm.f32, eps: eps, xn, rows: r, n: h)
+                    L.gate.apply(xn, rows: r, ws.ffA.f32, scratch: conv)
+                    L.up.apply(xn, rows: r, ws.ffB.f32, scratch: conv)
+                    Ops.swiglu(ws.ffA.f32, ws.ffB.f32, count: r * ff)
+                    L.down.apply(ws.ffA.f32, rows: r, x, accumulate: true, scratch: conv)
+                }
+            }
+            cache.length = start + r
+            done += r
+            if wantAll {
+                Ops.rmsNorm(x, weight: norm.f32, eps: eps, xn, rows: r, n: h)
+                let dst = (out == ws.logits.f32) ? out : out + (done - r) * vocab
+                lmHead.apply(xn, rows: r, dst, scratch: conv)
+            } else if done == total {
+                Ops.rmsNorm(x + (r - 1) * h, weight: norm.f32, eps: eps, xn, rows: 1, n: h)
+                lmHead.apply(xn, rows: 1, out, scratch: conv)
+            }
+        }
+        return UnsafeBufferPointer(start: out, count: (wantAll ? total : 1) * vocab)
+    }
+}

@@ -1,0 +1,224 @@
+import Foundation
+import StrataFormats
+import StrataTensor
+
+/// The shape of a decoder-only transformer, as the planner and the engine see it.
+public struct ModelSpec: Sendable, Codable, Equatable {
+    public var architecture: String
+    public var vocabSize: Int
+    public var hiddenSize: Int
+    public var intermediateSize: Int
+    public var layers: Int
+    public var heads: Int
+    public var kvHeads: Int
+    public var headDim: Int
+    public var maxPositions: Int
+    public var tiedEmbeddings: Bool
+    public var bosTokenIDs: [Int]
+    public var eosTokenIDs: [Int]
+
+    /// Width of one token's K (or V) row in one layer: kvHeads * headDim.
+    public var kvDim: Int { kvHeads * headDim }
+    /// Bytes of K and V for one token across all layers, in f32.
+    public var kvBytesPerToken: Int { 2 * layers * kvDim * 4 }
+}
+
+/// Errors running a model on input.
+public enum ModelError: Error, CustomStringConvertible, Equatable, Sendable {
+    case tokenOutOfRange(token: Int, vocabSize: Int)
+    case contextFull(needed: Int, capacity: Int)
+    case emptyInput
+
+    public var description: String {
+        switch self {
+        case let .tokenOutOfRange(t, v): return "token id \(t) outside the vocabulary (0..<\(v))"
+        case let .contextFull(n, c): return "sequence needs \(n) positions but the cache/model holds \(c)"
+        case .emptyInput: return "no input tokens"
+        }
+    }
+}
+
+/// A contiguous per-sequence KV cache: for each layer, K and V rows of every position.
+public final class KVCache: @unchecked Sendable {
+    public let layers: Int
+    public let capacity: Int
+    public let kvDim: Int
+    /// Per layer: `[capacity, kvDim]`.
+    public let k: [Tensor]
+    /// Per layer: `[capacity, kvDim]`.
+    public let v: [Tensor]
+    /// Positions filled so far.
+    public internal(set) var length: Int = 0
+
+    public init(layers: Int, capacity: Int, kvDim: Int) {
+        precondition(layers > 0 && capacity > 0 && kvDim > 0, "KVCache: layers \(layers) capacity \(capacity) kvDim \(kvDim)")
+        self.layers = layers
+        self.capacity = capacity
+        self.kvDim = kvDim
+        k = (0..<layers).map { _ in Tensor(zeros: [capacity, kvDim]) }
+        v = (0..<layers).map { _ in Tensor(zeros: [capacity, kvDim]) }
+    }
+
+    /// Forgets positions from `length` on (keeps the first `length`).
+    public func truncate(to length: Int) {
+        precondition(length >= 0 && length <= self.length, "KVCache.truncate: \(length) of \(self.length)")
+        self.length = length
+    }
+}
+
+/// A causal language model ready to run.
+public protocol CausalLM: AnyObject, Sendable {
+    var spec: ModelSpec { get }
+    /// Runs `tokens` at positions `cache.length ..< cache.length + tokens.count`, appends their
+    /// K/V to `cache`, and returns logits `[rows, vocab]`: every position when `allLogits`, else
+    /// only the last. The returned buffer lives in the model's workspace: valid until the next call.
+    func forward(_ tokens: UnsafeBufferPointer<Int32>, cache: KVCache, allLogits: Bool) throws -> UnsafeBufferPointer<Float>
+    /// A cache for up to `capacity` positions (at most `spec.maxPositions`).
+    func makeCache(capacity: Int) -> KVCache
+}
+
+extension CausalLM {
+    public func makeCache(capacity: Int) -> KVCache {
+        KVCache(layers: spec.layers, capacity: min(capacity, spec.maxPositions), kvDim: spec.kvDim)
+    }
+
+    /// Convenience: logits for all positions of `tokens` from an empty cache, `[T][vocab]`.
+    public func logits(_ tokens: [Int32]) throws -> [[Float]] {
+        let cache = makeCache(capacity: tokens.count)
+        let out = try tokens.withUnsafeBufferPointer { try forward($0, cache: cache, allLogits: true) }
+        let v = spec.vocabSize
+        return (0..<tokens.count).map { Array(out[($0 * v)..<($0 * v + v)]) }
+    }
+
+    func checkTokens(_ tokens: UnsafeBufferPointer<Int32>, cache: KVCache) throws {
+        if tokens.isEmpty { throw ModelError.emptyInput }
+        for t in tokens where t < 0 || Int(t) >= spec.vocabSize {
+            throw ModelError.tokenOutOfRange(token: Int(t), vocabSize: spec.vocabSize)
+        }
+        let needed = cache.length + tokens.count
+        if needed > cache.capacity { throw ModelError.contextFull(needed: needed, capacity: cache.capacity) }
+    }
+}
+
+/// A weight matrix used by a linear layer, in one of two layouts:
+/// `.outIn` `[out, in]` (HF `nn.Linear`: y = x W^T) or `.inOut` `[in, out]` (GPT-2's `Conv1D`: y = x W).
+/// f16/bf16 weights stay views into the checkpoint and are converted into the caller's scratch
+/// at use, so the model is never held twice.
+struct WeightMatrix {
+    enum Layout { case outIn, inOut }
+    let tensor: Tensor
+    let layout: Layout
+    let inFeatures: Int
+    let outFeatures: Int
+    /// `[out]` f32 copy, if the layer has a bias.
+    let bias: Tensor?
+
+    init(_ tensor: Tensor, layout: Layout = .outIn, bias: Tensor? = nil) {
+        precondition(tensor.rank == 2 && tensor.isContiguous, "WeightMatrix: \(tensor.shape)")
+        self.tensor = tensor
+        self.layout = layout
+        (outFeatures, inFeatures) = layout == .outIn ? (tensor.shape[0], tensor.shape[1]) : (tensor.shape[1], tensor.shape[0])
+        self.bias = bias.map { $0.contiguousF32() }
+        if let b = self.bias { precondition(b.count == outFeatures, "WeightMatrix: bias \(b.shape) for \(outFeatures) outputs") }
+    }
+
+    var elementCount: Int { inFeatures * outFeatures }
+
+    /// y[rows, out] (+)= x[rows, in] * W (+ bias). `scratch` holds >= elementCount floats when the weight is not f32.
+    func apply(_ x: UnsafePointer<Float>, rows: Int, _ y: UnsafeMutablePointer<Float>, ldx: Int? = nil, ldy: Int? = nil,
+               accumulate: Bool = false, scratch: UnsafeMutablePointer<Float>?) {
+        let w: UnsafePointer<Float>
+        if tensor.dtype == .f32 {
+            w = UnsafePointer(tensor.f32)
+        } else {
+            guard let scratch else { preconditionFailure("WeightMatrix: \(tensor.dtype) weight needs conversion scratch") }
+            HalfConversion.toF32(tensor.rawPointer, dtype: tensor.dtype, scratch, count: elementCount)
+            w = UnsafePointer(scratch)
+        }
+        let bp = bias.map { UnsafePointer($0.f32) }
+        switch layout {
+        case .outIn:
+            BLAS.linear(x: x, rows: rows, inFeatures: inFeatures, ldx: ldx, weight: w, outFeatures: outFeatures,
+                        bias: bp, y: y, ldy: ldy, accumulate: accumulate)
+        case .inOut:
+            let lx = ldx ?? inFeatures, ly = ldy ?? outFeatures
+            let beta: Float = accumulate ? 1 : 0
+            if rows == 1 {
+                BLAS.sgemv(trans: true, m: inFeatures, n: outFeatures, a: w, lda: outFeatures, x: x, beta: beta, y: y)
+            } else {
+                BLAS.sgemm(m: rows, n: outFeatures, k: inFeatures, a: x, lda: lx, b: w, ldb: outFeatures, beta: beta, c: y, ldc: ly)
+            }
+            if let bp {
+                for r in 0..<rows { let row = y + r * ly; for j in 0..<outFeatures { row[j] += bp[j] } }
+            }
+        }
+    }
+}
+
+/// Buffers of one forward pass, sized once for `maxRows` rows and `maxContext` keys
+/// (no allocation per token). Shapes in the field comments.
+final class Workspace {
+    let maxRows: Int
+    let maxContext: Int
+    /// [maxRows, hidden] residual stream
+    let x: Tensor
+    /// [maxRows, hidden] normalized input
+    let xn: Tensor
+    /// [maxRows, qWidth] queries (GPT-2: fused qkv, 3 * hidden)
+    let q: Tensor
+    /// [maxRows, heads * headDim] attention output
+    let attn: Tensor
+    /// [maxRows, ffn] FFN gate / first activation
+    let ffA: Tensor
+    /// [maxRows, ffn] FFN up
+    let ffB: Tensor
+    /// [maxRows * maxContext] attention scores
+    let scores: Tensor
+    /// [maxRows, vocab] logits
+    let logits: Tensor
+    /// [maxWeightElements] f16/bf16 -> f32 conversion scratch (empty for f32 models)
+    let convert: Tensor
+    /// [maxRows] positions
+    var positions: [Int32]
+
+    init(maxRows: Int, maxContext: Int, hidden: Int, qWidth: Int, attnWidth: Int, ffn: Int, vocab: Int, convertElements: Int) {
+        self.maxRows = maxRows
+        self.maxContext = maxContext
+        x = Tensor(zeros: [maxRows, hidden])
+        xn = Tensor(zeros: [maxRows, hidden])
+        q = Tensor(zeros: [maxRows, qWidth])
+        attn = Tensor(zeros: [maxRows, attnWidth])
+        ffA = Tensor(zeros: [maxRows, ffn])
+        ffB = Tensor(zeros: [maxRows, ffn])
+        scores = Tensor(zeros: [maxRows * maxContext])
+        logits = Tensor(zeros: [maxRows, vocab])
+        convert = Tensor(zeros: [max(1, convertElements)])
+        positions = [Int32](repeating: 0, count: maxRows)
+    }
+
+    var convertScratch: UnsafeMutablePointer<Float> { convert.f32 }
+}
+
+/// Loads weights for a model, checking each tensor's shape against the config.
+struct WeightLoader {
+    let checkpoint: SafetensorsCheckpoint
+
+    func tensor(_ name: String, _ shape: [Int]) throws -> Tensor {
+        try checkpoint.tensor(name, shape: shape)
+    }
+
+    /// The first of `names` that exists (checkpoints differ in prefixes), with its shape checked.
+    func tensor(anyOf names: [String], _ shape: [Int]) throws -> Tensor {
+        for n in names where checkpoint.contains(n) { return try tensor(n, shape) }
+        throw SafetensorsError.missingTensor(name: names[0], checkpoint: checkpoint.directory)
+    }
+
+    /// A small vector (norm weight, bias) as an owned f32 tensor.
+    func vector(_ name: String, _ n: Int) throws -> Tensor {
+        try tensor(name, [n]).contiguousF32()
+    }
+
+    func optionalVector(_ name: String, _ n: Int) throws -> Tensor? {
+        checkpoint.contains(name) ? try vector(name, n) : nil
+    }
+}

@@ -1,0 +1,158 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Every libc file call Strata makes goes through this file (open, fstat,
+/// mmap, madvise, pread, pwrite, fsync, posix_fadvise). Calls retry on `EINTR`;
+/// failures become `FileError`s naming the path; programmer errors trip preconditions.
+public enum FileError: Error, CustomStringConvertible, Equatable, Sendable {
+    case open(path: String, errno: Int32)
+    case stat(path: String, errno: Int32)
+    case map(path: String, errno: Int32)
+    case read(path: String, offset: Int, errno: Int32)
+    case write(path: String, offset: Int, errno: Int32)
+    /// The file ended before `offset + count`.
+    case unexpectedEOF(path: String, offset: Int, count: Int)
+    /// No space left on the device (ENOSPC) or a size limit was reached.
+    case diskFull(path: String, requested: Int)
+
+    public var description: String {
+        switch self {
+        case let .open(p, e): return "\(p): cannot open: \(FileError.message(e))"
+        case let .stat(p, e): return "\(p): cannot stat: \(FileError.message(e))"
+        case let .map(p, e): return "\(p): cannot mmap: \(FileError.message(e))"
+        case let .read(p, o, e): return "\(p): read at offset \(o) failed: \(FileError.message(e))"
+        case let .write(p, o, e): return "\(p): write at offset \(o) failed: \(FileError.message(e))"
+        case let .unexpectedEOF(p, o, c): return "\(p): file ends before offset \(o) + \(c) bytes"
+        case let .diskFull(p, r): return "\(p): disk full (needed \(r) more bytes)"
+        }
+    }
+
+    static func message(_ e: Int32) -> String { String(cString: strerror(e)) }
+}
+
+/// A whole file mapped read-only (`mmap(PROT_READ, MAP_PRIVATE)`). Tensors view
+/// into it through `storage(offset:count:)`; the mapping lives as long as any view.
+public final class MappedFile: @unchecked Sendable {
+    public let path: String
+    public let size: Int
+    /// nil for an empty file (mmap of 0 bytes is not allowed).
+    public let base: UnsafeMutableRawPointer?
+
+    public init(path: String) throws {
+        let fd = try FileIO.openRead(path)
+        defer { _ = close(fd) }
+        let size = try FileIO.size(fd: fd, path: path)
+        self.path = path
+        self.size = size
+        if size == 0 { base = nil; return }
+        let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0)
+        if p == MAP_FAILED || p == nil { throw FileError.map(path: path, errno: errno) }
+        base = p
+    }
+
+    deinit {
+        if let base { munmap(base, size) }
+    }
+
+    /// A storage view of `count` bytes at `offset`. Precondition: inside the file.
+    public func storage(offset: Int, count: Int) -> TensorStorage {
+        precondition(offset >= 0 && count >= 0 && offset + count <= size, "MappedFile: \(offset)+\(count) outside \(size) bytes of \(path)")
+        guard let base else { return TensorStorage(byteCount: 0) }
+        return TensorStorage(borrowing: base + offset, byteCount: count, kind: .mapped, owner: self)
+    }
+
+    public enum Advice { case willNeed, dontNeed, sequential, random }
+
+    /// `madvise` on the pages covering `offset ..< offset + count` (a hint; errors ignored).
+    public func advise(_ advice: Advice, offset: Int, count: Int) {
+        guard let base, count > 0 else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = offset / page * page
+        let end = min(size, offset + count)
+        let a: Int32
+        switch advice {
+        case .willNeed: a = MADV_WILLNEED
+        case .dontNeed: a = MADV_DONTNEED
+        case .sequential: a = MADV_SEQUENTIAL
+        case .random: a = MADV_RANDOM
+        }
+        _ = madvise(base + start, end - start, a)
+    }
+}
+
+public enum FileIO {
+    public static func openRead(_ path: String) throws -> Int32 {
+        while true {
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            if fd >= 0 { return fd }
+            if errno != EINTR { throw FileError.open(path: path, errno: errno) }
+        }
+    }
+
+    public static func size(fd: Int32, path: String) throws -> Int {
+        var st = stat()
+        if fstat(fd, &st) != 0 { throw FileError.stat(path: path, errno: errno) }
+        return Int(st.st_size)
+    }
+
+    /// Size of the file at `path`.
+    public static func size(path: String) throws -> Int {
+        let fd = try openRead(path)
+        defer { _ = close(fd) }
+        return try size(fd: fd, path: path)
+    }
+
+    /// Reads exactly `count` bytes at `offset` (retrying short reads and EINTR).
+    public static func pread(fd: Int32, path: String, into buffer: UnsafeMutableRawPointer, count: Int, offset: Int) throws {
+        var done = 0
+        while done < count {
+            let n = Glibc.pread(fd, buffer + done, count - done, off_t(offset + done))
+            if n > 0 { done += n; continue }
+            if n == 0 { throw FileError.unexpectedEOF(path: path, offset: offset, count: count) }
+            if errno == EINTR { continue }
+            throw FileError.read(path: path, offset: offset + done, errno: errno)
+        }
+    }
+
+    /// Reads `count` bytes at `offset` of the file at `path`.
+    public static func read(path: String, offset: Int, count: Int) throws -> [UInt8] {
+        let fd = try openRead(path)
+        defer { _ = close(fd) }
+        var out = [UInt8](repeating: 0, count: count)
+        try out.withUnsafeMutableBytes { try pread(fd: fd, path: path, into: $0.baseAddress!, count: count, offset: offset) }
+        return out
+    }
+
+    /// Creates (truncating) a file for writing.
+    public static func createWrite(_ path: String) throws -> Int32 {
+        while true {
+            let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            if fd >= 0 { return fd }
+            if errno != EINTR { throw FileError.open(path: path, errno: errno) }
+        }
+    }
+
+    /// Writes all `count` bytes at `offset`; ENOSPC becomes `FileError.diskFull`.
+    public static func pwrite(fd: Int32, path: String, from buffer: UnsafeRawPointer, count: Int, offset: Int) throws {
+        var done = 0
+        while done < count {
+            let n = Glibc.pwrite(fd, buffer + done, count - done, off_t(offset + done))
+            if n > 0 { done += n; continue }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 && (errno == ENOSPC || errno == EFBIG || errno == EDQUOT) {
+                throw FileError.diskFull(path: path, requested: count - done)
+            }
+            throw FileError.write(path: path, offset: offset + done, errno: n < 0 ? errno : EIO)
+        }
+    }
+
+    public static func closeFile(_ fd: Int32) { _ = close(fd) }
+
+    /// Drops the file's pages from the page cache (`posix_fadvise(DONTNEED)`), a hint.
+    public static func dropCache(fd: Int32, offset: Int = 0, count: Int = 0) {
+        _ = posix_fadvise(fd, off_t(offset), off_t(count), POSIX_FADV_DONTNEED)
+    }
+}
