@@ -1,0 +1,73 @@
+import Foundation
+import Testing
+@testable import StrataFormats
+@testable import StrataModels
+
+// Encode/decode against Hugging Face `tokenizers` (cases made by scripts/make_fixtures.py):
+// exact equality of ids and text.
+let tokenizerNames = ["bytelevel-gpt2", "bytelevel-llama3", "bytelevel-qwen2", "sp-legacy", "sp-metaspace"]
+
+struct TokenizerCase: Decodable {
+    let text: String
+    let ids: [Int]
+    let ids_no_special: [Int]
+    let decoded: String
+    let decoded_skip_special: String
+}
+struct TokenizerCases: Decodable { let name: String; let cases: [TokenizerCase] }
+
+func loadCases(_ name: String) throws -> [TokenizerCase] {
+    try JSONDecoder().decode(TokenizerCases.self, from: Data(contentsOf: URL(fileURLWithPath: Fixtures.tokenizer(name) + "/cases.json"))).cases
+}
+
+@Suite struct TokenizerTests {
+    @Test(arguments: tokenizerNames)
+    func encodeMatchesTokenizers(name: String) throws {
+        let tok = try Tokenizer(directory: Fixtures.tokenizer(name))
+        for c in try loadCases(name) {
+            #expect(tok.encode(c.text) == c.ids, "\(name) encode \(c.text.debugDescription)")
+            #expect(tok.encode(c.text, addSpecialTokens: false) == c.ids_no_special, "\(name) encode(no special) \(c.text.debugDescription)")
+        }
+    }
+
+    @Test(arguments: tokenizerNames)
+    func decodeMatchesTokenizers(name: String) throws {
+        let tok = try Tokenizer(directory: Fixtures.tokenizer(name))
+        for c in try loadCases(name) {
+            #expect(try tok.decode(c.ids) == c.decoded, "\(name) decode \(c.ids)")
+            #expect(try tok.decode(c.ids, skipSpecialTokens: true) == c.decoded_skip_special, "\(name) decode(skip) \(c.ids)")
+        }
+    }
+
+    @Test(arguments: tokenizerNames)
+    func streamingDecodeConcatenatesToFullDecode(name: String) throws {
+        let tok = try Tokenizer(directory: Fixtures.tokenizer(name))
+        for c in try loadCases(name) {
+            var s = StreamingDecoder(tokenizer: tok, skipSpecialTokens: true)
+            var text = ""
+            for id in c.ids {
+                let piece = try s.push(id)
+                #expect(!piece.contains("\u{FFFD}"), "\(name): a piece split a character: \(piece.debugDescription)")
+                text += piece
+            }
+            text += try s.finish()
+            #expect(text == c.decoded_skip_special, "\(name) stream \(c.text.debugDescription)")
+        }
+    }
+
+    @Test func unknownIDAndMalformedJSONAreErrors() throws {
+        let tok = try Tokenizer(directory: Fixtures.tokenizer("sp-legacy"))
+        #expect(throws: TokenizerError.unknownTokenID(id: 99999, vocabSize: tok.vocabSize)) { try tok.decode([1, 99999]) }
+        let dir = Fixtures.scratch + "/badtok"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let path = dir + "/tokenizer.json"
+        try "{\"model\": ".write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(throws: TokenizerError.malformed(file: path, field: "(document)", reason: "not a JSON object")) { try Tokenizer(path: path) }
+        try #"{"model": {"type": "Unigram", "vocab": []}}"#.write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(throws: TokenizerError.unsupported(file: path, field: "model.type", type: "Unigram")) { try Tokenizer(path: path) }
+        try #"{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a b"]}}"#.write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(throws: TokenizerError.self) { try Tokenizer(path: path) }
+        do { _ = try Tokenizer(path: path) } catch { #expect("\(error)".contains("merges.0")) }
+        #expect(throws: ConfigError.missingFile(path: dir + "/nope.json")) { try Tokenizer(path: dir + "/nope.json") }
+    }
+}
