@@ -7,7 +7,8 @@ struct StrataCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "strata",
         abstract: "Run transformer language models on the CPU when memory is the wall.",
-        subcommands: [Info.self, MatmulDemo.self]
+        subcommands: [Generate.self, Logits.self, Tokenize.self, Detokenize.self, Inspect.self, Synthesize.self,
+                      Info.self, MatmulDemo.self]
     )
 }
 
@@ -22,6 +23,156 @@ struct ThreadOption: ParsableArguments {
         } else {
             Threads.set(ProcessInfo.processInfo.activeProcessorCount)
         }
+    }
+}
+
+/// Prints a JSON value on one line (machine-readable output).
+func printJSON(_ obj: Any) throws {
+    let data = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .withoutEscapingSlashes])
+    FileHandle.standardOutput.write(data)
+    FileHandle.standardOutput.write(Data("\n".utf8))
+}
+
+func eprint(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
+
+/// "1,2,3" -> [1, 2, 3]
+func parseIDs(_ s: String) throws -> [Int] {
+    let parts = s.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    return try parts.map {
+        guard let v = Int($0) else { throw ValidationError("--ids: '\($0)' is not an integer") }
+        return v
+    }
+}
+
+struct Tokenize: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Encode text; prints {\"ids\":[...]}.")
+    @Option(help: "Model folder (holds tokenizer.json).") var model: String
+    @Option(help: "Text to encode.") var text: String
+    @Flag(name: .customLong("no-special"), help: "Do not add the post-processor's special tokens (BOS).") var noSpecial = false
+    func run() throws {
+        let tok = try Tokenizer(directory: model)
+        try printJSON(["ids": tok.encode(text, addSpecialTokens: !noSpecial)])
+    }
+}
+
+struct Detokenize: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Decode ids; prints {\"text\":\"...\"}.")
+    @Option(help: "Model folder (holds tokenizer.json).") var model: String
+    @Option(help: "Comma-separated token ids.") var ids: String
+    @Flag(name: .customLong("skip-special"), help: "Leave special tokens out of the text.") var skipSpecial = false
+    func run() throws {
+        let tok = try Tokenizer(directory: model)
+        try printJSON(["text": tok.decode(parseIDs(ids), skipSpecialTokens: skipSpecial)])
+    }
+}
+
+struct Logits: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Logits of every position; prints {\"ids\":[...],\"logits\":[[...],...]}.")
+    @Option(help: "Model folder.") var model: String
+    @Option(help: "Comma-separated token ids.") var ids: String
+    @Option(help: "Write the JSON to this file instead of stdout.") var out: String?
+    @OptionGroup var threads: ThreadOption
+    func run() throws {
+        try threads.apply()
+        let loaded = try LoadedModel(directory: model)
+        let ids = try parseIDs(ids)
+        let logits = try loaded.model.logits(ids.map(Int32.init))
+        let obj: [String: Any] = ["ids": ids, "logits": logits.map { $0.map(Double.init) }]
+        if let out {
+            let data = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])
+            try data.write(to: URL(fileURLWithPath: out))
+        } else {
+            try printJSON(obj)
+        }
+    }
+}
+
+struct Generate: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Generate text from a prompt; streams text, tokens/s to stderr.")
+    @Option(help: "Model folder.") var model: String
+    @Option(help: "Prompt text (encoded with the model's tokenizer, BOS added where it adds it).") var prompt: String?
+    @Option(help: "Prompt as comma-separated token ids.") var ids: String?
+    @Option(name: .customLong("max-tokens"), help: "Tokens to generate at most.") var maxTokens = 128
+    @Option(help: "Sampling temperature; 0 is greedy.") var temperature: Float = 0.8
+    @Option(name: .customLong("top-k"), help: "Sample from the k most likely tokens (0: all).") var topK = 0
+    @Option(name: .customLong("top-p"), help: "Sample from the smallest set reaching probability p (1: off).") var topP: Float = 1
+    @Option(help: "Seed for reproducible sampling.") var seed: UInt64?
+    @Option(name: .customLong("stop"), help: "Stop string (repeatable).") var stop: [String] = []
+    @Flag(name: .customLong("ignore-eos"), help: "Keep generating past end-of-sequence tokens.") var ignoreEOS = false
+    @Flag(help: "Print one JSON object {\"prompt_ids\",\"ids\",\"text\"} instead of streaming.") var json = false
+    @OptionGroup var threads: ThreadOption
+
+    func validate() throws {
+        if (prompt == nil) == (ids == nil) { throw ValidationError("give exactly one of --prompt and --ids") }
+    }
+
+    func run() throws {
+        try threads.apply()
+        let loaded = try LoadedModel(directory: model)
+        let promptIDs: [Int]
+        if let ids { promptIDs = try parseIDs(ids) } else { promptIDs = try loaded.requireTokenizer().encode(prompt!) }
+        let params = SamplingParameters(temperature: temperature, topK: topK, topP: topP, seed: seed, maxTokens: maxTokens,
+                                        stopStrings: stop, stopAtEOS: !ignoreEOS)
+        let out = FileHandle.standardOutput
+        let result = try Generator(loaded).generate(promptIDs: promptIDs, parameters: params) { tok in
+            if !json && loaded.tokenizer != nil && !tok.text.isEmpty { out.write(Data(tok.text.utf8)) }
+            if !json && loaded.tokenizer == nil && tok.id >= 0 { out.write(Data("\(tok.id) ".utf8)) }
+            return true
+        }
+        if json {
+            try printJSON(["prompt_ids": result.promptIDs, "ids": result.ids, "text": result.text])
+        } else {
+            out.write(Data("\n".utf8))
+        }
+        eprint(String(format: "prompt: %d tokens, %.1f tokens/s | generation: %d tokens, %.2f tokens/s | stop: %@",
+                      result.promptIDs.count, result.promptTokensPerSecond, result.ids.count, result.decodeTokensPerSecond,
+                      result.stopReason.rawValue as NSString))
+    }
+}
+
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print a model folder's inventory (from headers, no weights read).")
+    @Option(help: "Model folder.") var model: String
+    @Flag(help: "JSON output.") var json = false
+    func run() throws {
+        let s = try CheckpointSummary(directory: model)
+        if json {
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try enc.encode(s), as: UTF8.self))
+        } else {
+            print(s.text, terminator: "")
+        }
+    }
+}
+
+struct Synthesize: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "synth", abstract: "Write a random-weight model folder of a real shape.")
+    @Option(help: "Preset: \(Synth.presets.map { $0.name }.joined(separator: ", ")).") var preset: String
+    @Option(help: "Weight dtype: f32, f16 or bf16.") var dtype: String = "f32"
+    @Option(help: "Seed of the weights.") var seed: UInt64 = 0
+    @Option(help: "Output folder.") var out: String
+    @OptionGroup var threads: ThreadOption
+
+    func run() throws {
+        try threads.apply()
+        guard let dt = DType(rawValue: dtype) else { throw ValidationError("--dtype must be f32, f16 or bf16, got '\(dtype)'") }
+        let p = try Synth.preset(preset)
+        let t0 = now()
+        var lastPrint = 0.0
+        let tty = isatty(2) != 0
+        try Synth.write(preset: p, dtype: dt, seed: seed, to: out) { done, total in
+            let t = now()
+            if t - lastPrint < 0.2 && done < total { return }
+            lastPrint = t
+            let frac = Double(done) / Double(max(1, total))
+            let bar = String(repeating: "#", count: Int(frac * 30)).padding(toLength: 30, withPad: ".", startingAt: 0)
+            let line = String(format: "[%@] %5.1f%%  ", bar as NSString, frac * 100) + formatBytes(done) + " / " + formatBytes(total)
+                + String(format: "  %.0f MB/s", Double(done) / max(1e-9, t - t0) / 1e6)
+            FileHandle.standardError.write(Data(((tty ? "\r" : "") + line + (tty ? "" : "\n")).utf8))
+        }
+        if tty { eprint("") }
+        eprint("wrote \(out): \(p.name) (\(p.architecture), \(String(format: "%.1f", Double(p.parameterCount) / 1e6)) M parameters, \(dt.rawValue)) in \(String(format: "%.1f", now() - t0)) s")
     }
 }
 
@@ -55,7 +206,7 @@ struct MatmulDemo: ParsableCommand {
             guard n >= 1 else { throw ValidationError("matrix size must be positive, got \(n)") }
             let a = Tensor(zeros: [n, n]), b = Tensor(zeros: [n, n]), c = Tensor(zeros: [n, n])
             for i in 0..<(n * n) { a.f32[i] = Float(i % 7) * 0.1; b.f32[i] = Float(i % 5) * 0.1 }
-            a.matmul(b, into: c)  // warm up
+            a.matmul(b, into: c)
             var times: [Double] = []
             for _ in 0..<repeats {
                 let t0 = now()
@@ -63,8 +214,7 @@ struct MatmulDemo: ParsableCommand {
                 times.append(now() - t0)
             }
             let med = median(times)
-            let gflops = 2 * Double(n) * Double(n) * Double(n) / med / 1e9
-            print(String(format: "%-6d %10.2f %10.1f", n, med * 1000, gflops))
+            print(String(format: "%-6d %10.2f %10.1f", n, med * 1000, 2 * Double(n) * Double(n) * Double(n) / med / 1e9))
         }
     }
 }

@@ -222,8 +222,9 @@ public final class SafetensorsCheckpoint: @unchecked Sendable {
             fileNames = Array(Set(map.values)).sorted()
             expected = map
         } else {
+            // the HF layout: model.safetensors alone, else every *.safetensors in the folder
             let all = (try? fm.contentsOfDirectory(atPath: directory)) ?? []
-            fileNames = all.filter { $0.hasSuffix(".safetensors") }.sorted()
+            fileNames = all.contains("model.safetensors") ? ["model.safetensors"] : all.filter { $0.hasSuffix(".safetensors") }.sorted()
         }
         guard !fileNames.isEmpty else { throw SafetensorsError.noWeights(directory: directory) }
         var files: [SafetensorsFile] = []

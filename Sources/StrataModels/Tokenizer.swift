@@ -694,3 +694,8 @@ indirect enum TokenDecoder {
         }
     }
 }
+
+/// GPT-2's byte <-> character map, for tools that build byte-level vocabularies.
+public enum ByteLevelAlphabetPublic {
+    public static var byteToChar: [Character] { ByteLevelAlphabet.byteToChar }
+}

@@ -1,0 +1,130 @@
+import Foundation
+@_exported import StrataFormats
+@_exported import StrataModels
+import StrataTensor
+
+/// A loaded model folder: the model (weights mapped), its tokenizer, and its BOS/EOS ids.
+public final class LoadedModel: @unchecked Sendable {
+    public let directory: String
+    public let model: CausalLM
+    /// nil when the folder has no tokenizer.json (then only ids can be used).
+    public let tokenizer: Tokenizer?
+    public let bos: [Int]
+    public let eos: Set<Int>
+
+    /// Loads `config.json`, `*.safetensors` (zero-copy), `tokenizer.json` and `generation_config.json`.
+    public init(directory: String) throws {
+        self.directory = directory
+        model = try ModelRegistry.load(directory: directory)
+        let tokPath = (directory as NSString).appendingPathComponent("tokenizer.json")
+        tokenizer = FileManager.default.fileExists(atPath: tokPath) ? try Tokenizer(path: tokPath) : nil
+        let ids = try ModelRegistry.generationTokens(directory: directory, spec: model.spec)
+        bos = ids.bos
+        eos = Set(ids.eos)
+    }
+
+    public var spec: ModelSpec { model.spec }
+
+    public func requireTokenizer() throws -> Tokenizer {
+        guard let t = tokenizer else { throw ConfigError.missingFile(path: (directory as NSString).appendingPathComponent("tokenizer.json")) }
+        return t
+    }
+}
+
+/// One generated token, as the stream delivers it.
+public struct GeneratedToken: Sendable {
+    public let id: Int
+    /// The new text this token completes (empty while a character is incomplete).
+    public let text: String
+}
+
+/// Why generation ended.
+public enum StopReason: String, Sendable, Codable { case maxTokens = "max_tokens", eos, stopString = "stop_string", contextFull = "context_full" }
+
+/// The outcome of one generation, with its timings.
+public struct GenerationResult: Sendable {
+    public var promptIDs: [Int]
+    public var ids: [Int]
+    public var text: String
+    public var stopReason: StopReason
+    public var prefillSeconds: Double
+    public var decodeSeconds: Double
+    public var promptTokensPerSecond: Double { prefillSeconds > 0 ? Double(promptIDs.count) / prefillSeconds : 0 }
+    /// Tokens after the first, over the time after the first (the first comes from the prefill).
+    public var decodeTokensPerSecond: Double { decodeSeconds > 0 && ids.count > 1 ? Double(ids.count - 1) / decodeSeconds : 0 }
+}
+
+/// Generation from one prompt with a contiguous KV cache.
+public struct Generator {
+    public let loaded: LoadedModel
+
+    public init(_ loaded: LoadedModel) { self.loaded = loaded }
+
+    /// Runs to completion, calling `onToken` for each token (return false to stop early).
+    public func generate(promptIDs: [Int], parameters: SamplingParameters,
+                         onToken: (GeneratedToken) throws -> Bool = { _ in true }) throws -> GenerationResult {
+        try parameters.validate()
+        let model = loaded.model
+        guard !promptIDs.isEmpty else { throw ModelError.emptyInput }
+        let capacity = min(model.spec.maxPositions, promptIDs.count + parameters.maxTokens)
+        if promptIDs.count > capacity { throw ModelError.contextFull(needed: promptIDs.count, capacity: capacity) }
+        let cache = model.makeCache(capacity: capacity)
+        var sampler = Sampler(parameters: parameters, vocabSize: model.spec.vocabSize)
+        var stream = loaded.tokenizer.map { StreamingDecoder(tokenizer: $0, skipSpecialTokens: true) }
+        var result = GenerationResult(promptIDs: promptIDs, ids: [], text: "", stopReason: .maxTokens, prefillSeconds: 0, decodeSeconds: 0)
+        if parameters.maxTokens == 0 { return result }
+        let t0 = now()
+        var logits = try promptIDs.map(Int32.init).withUnsafeBufferPointer { try model.forward($0, cache: cache, allLogits: false) }
+        var tFirst = now()
+        result.prefillSeconds = tFirst - t0
+        var one: [Int32] = [0]
+        while true {
+            let next = sampler.sample(logits)
+            result.ids.append(next)
+            var piece = try stream?.push(next) ?? ""
+            var stop: StopReason? = nil
+            if parameters.stopAtEOS && loaded.eos.contains(next) { stop = .eos }
+            if !parameters.stopStrings.isEmpty {
+                let candidate = result.text + piece
+                if let hit = parameters.stopStrings.compactMap({ s in candidate.range(of: s).map { ($0, s) } }).min(by: { $0.0.lowerBound < $1.0.lowerBound }) {
+                    piece = String(candidate[..<hit.0.lowerBound].dropFirst(result.text.count))
+                    stop = .stopString
+                }
+            }
+            result.text += piece
+            let go = try onToken(GeneratedToken(id: next, text: piece))
+            if let stop { result.stopReason = stop; break }
+            if !go || result.ids.count >= parameters.maxTokens { break }
+            if cache.length >= cache.capacity { result.stopReason = .contextFull; break }
+            if result.ids.count == 1 { tFirst = now() }
+            one[0] = Int32(next)
+            logits = try one.withUnsafeBufferPointer { try model.forward($0, cache: cache, allLogits: false) }
+        }
+        if result.stopReason != .stopString, let tail = try stream?.finish(), !tail.isEmpty {
+            result.text += tail
+            _ = try onToken(GeneratedToken(id: -1, text: tail))
+        }
+        result.decodeSeconds = now() - tFirst
+        return result
+    }
+
+    /// Streams tokens as they are generated; the stream ends with the result's tokens all delivered.
+    public func stream(promptIDs: [Int], parameters: SamplingParameters) -> AsyncThrowingStream<GeneratedToken, Error> {
+        let loaded = self.loaded
+        return AsyncThrowingStream { continuation in
+            let thread = Thread {
+                do {
+                    _ = try Generator(loaded).generate(promptIDs: promptIDs, parameters: parameters) { tok in
+                        if case .terminated = continuation.yield(tok) { return false }
+                        return true
+                    }
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
+            }
+            thread.stackSize = 8 << 20
+            thread.start()
+        }
+    }
+}

@@ -1,0 +1,58 @@
+import Foundation
+import StrataFormats
+import StrataModels
+
+/// What a model folder holds, from headers only: tensors by role, bytes, and the spec.
+public struct CheckpointSummary: Codable, Sendable {
+    public struct Role: Codable, Sendable { public var role: String; public var tensors: Int; public var bytes: Int }
+    public var spec: ModelSpec
+    public var dtypes: [String: Int]
+    public var roles: [Role]
+    public var totalBytes: Int
+    public var parameters: Int
+
+    /// Role of a tensor from its name: embedding, attention, mlp, norm, lm_head, other.
+    public static func role(of name: String) -> String {
+        if name.contains("embed") || name.hasSuffix("wte.weight") || name.hasSuffix("wpe.weight") { return "embedding" }
+        if name.contains("lm_head") { return "lm_head" }
+        if name.contains("norm") || name.contains("ln_") { return "norm" }
+        if name.contains("attn") { return "attention" }
+        if name.contains("mlp") { return "mlp" }
+        return "other"
+    }
+
+    public init(directory: String) throws {
+        let arch = try ModelRegistry.architecture(directory: directory)
+        _ = arch
+        let ckpt = try SafetensorsCheckpoint(directory: directory)
+        spec = try ModelRegistry.load(directory: directory).spec
+        var dtypes: [String: Int] = [:]
+        var byRole: [String: (Int, Int)] = [:]
+        var total = 0, params = 0
+        for name in ckpt.tensorNames {
+            guard let e = ckpt.entry(name) else { continue }
+            dtypes[e.rawDType, default: 0] += e.byteCount
+            let r = Self.role(of: name)
+            byRole[r, default: (0, 0)].0 += 1
+            byRole[r, default: (0, 0)].1 += e.byteCount
+            total += e.byteCount
+            params += e.shape.reduce(1, *)
+        }
+        self.dtypes = dtypes
+        roles = byRole.sorted { $0.value.1 > $1.value.1 }.map { Role(role: $0.key, tensors: $0.value.0, bytes: $0.value.1) }
+        totalBytes = total
+        parameters = params
+    }
+
+    public var text: String {
+        var s = "model: \(spec.architecture), \(spec.layers) layers, hidden \(spec.hiddenSize), ffn \(spec.intermediateSize), "
+        s += "heads \(spec.heads)/\(spec.kvHeads) kv, head dim \(spec.headDim), vocab \(spec.vocabSize)\n"
+        s += "parameters: \(String(format: "%.1f", Double(parameters) / 1e6)) M, weights \(formatBytes(totalBytes)) ("
+        s += dtypes.sorted { $0.key < $1.key }.map { "\($0.key) \(formatBytes($0.value))" }.joined(separator: ", ") + ")\n"
+        s += "KV cache: \(formatBytes(spec.kvBytesPerToken)) per token (f32)\n"
+        for r in roles {
+            s += "  " + r.role.padding(toLength: 10, withPad: " ", startingAt: 0) + String(format: " %5d tensors  ", r.tensors) + formatBytes(r.bytes) + "\n"
+        }
+        return s
+    }
+}

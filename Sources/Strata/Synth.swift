@@ -1,0 +1,213 @@
+import Foundation
+import StrataFormats
+import StrataTensor
+
+/// Random-weight model folders of real shapes, for benchmarks and demos (no hub access needed):
+/// `config.json`, `model.safetensors` (written at disk speed, in file order), a byte-level BPE
+/// `tokenizer.json` whose vocabulary fills the model's, and `generation_config.json`.
+public enum Synth {
+    public struct Preset: Sendable {
+        public let name: String
+        public let architecture: String
+        public let hidden: Int, intermediate: Int, layers: Int, heads: Int, kvHeads: Int, vocab: Int
+        public let maxPositions: Int
+        public let tied: Bool
+        public let ropeTheta: Double
+        public let rmsEps: Double
+        /// extra config.json fields (rope_scaling, head_dim, ...), as a JSON object
+        public let extra: String
+
+        /// Parameters, counted from the shapes.
+        public var parameterCount: Int { tensors(dtype: .f32).reduce(0) { $0 + $1.shape.reduce(1, *) } }
+
+        func tensors(dtype: DType) -> [SafetensorsWriter.Spec] {
+            var t: [SafetensorsWriter.Spec] = []
+            let h = hidden, hd = hidden / heads
+            func add(_ n: String, _ s: [Int]) { t.append(.init(name: n, dtype: dtype, shape: s)) }
+            if architecture == "GPT2LMHeadModel" {
+                add("transformer.wte.weight", [vocab, h]); add("transformer.wpe.weight", [maxPositions, h])
+                for i in 0..<layers {
+                    let p = "transformer.h.\(i)."
+                    add(p + "ln_1.weight", [h]); add(p + "ln_1.bias", [h])
+                    add(p + "attn.c_attn.weight", [h, 3 * h]); add(p + "attn.c_attn.bias", [3 * h])
+                    add(p + "attn.c_proj.weight", [h, h]); add(p + "attn.c_proj.bias", [h])
+                    add(p + "ln_2.weight", [h]); add(p + "ln_2.bias", [h])
+                    add(p + "mlp.c_fc.weight", [h, intermediate]); add(p + "mlp.c_fc.bias", [intermediate])
+                    add(p + "mlp.c_proj.weight", [intermediate, h]); add(p + "mlp.c_proj.bias", [h])
+                }
+                add("transformer.ln_f.weight", [h]); add("transformer.ln_f.bias", [h])
+                return t
+            }
+            let bias = architecture == "Qwen2ForCausalLM"
+            add("model.embed_tokens.weight", [vocab, h])
+            for i in 0..<layers {
+                let p = "model.layers.\(i)."
+                add(p + "input_layernorm.weight", [h])
+                add(p + "self_attn.q_proj.weight", [heads * hd, h]); if bias { add(p + "self_attn.q_proj.bias", [heads * hd]) }
+                add(p + "self_attn.k_proj.weight", [kvHeads * hd, h]); if bias { add(p + "self_attn.k_proj.bias", [kvHeads * hd]) }
+                add(p + "self_attn.v_proj.weight", [kvHeads * hd, h]); if bias { add(p + "self_attn.v_proj.bias", [kvHeads * hd]) }
+                add(p + "self_attn.o_proj.weight", [h, heads * hd])
+                add(p + "post_attention_layernorm.weight", [h])
+                add(p + "mlp.gate_proj.weight", [intermediate, h])
+                add(p + "mlp.up_proj.weight", [intermediate, h])
+                add(p + "mlp.down_proj.weight", [h, intermediate])
+            }
+            add("model.norm.weight", [h])
+            if !tied { add("lm_head.weight", [vocab, h]) }
+            return t
+        }
+
+        var config: [String: Any] {
+            let eos = vocab - 1
+            if architecture == "GPT2LMHeadModel" {
+                return ["architectures": [architecture], "model_type": "gpt2", "vocab_size": vocab, "n_embd": hidden,
+                        "n_layer": layers, "n_head": heads, "n_inner": intermediate, "n_positions": maxPositions,
+                        "layer_norm_epsilon": 1e-5, "activation_function": "gelu_new", "bos_token_id": eos, "eos_token_id": eos,
+                        "tie_word_embeddings": true]
+            }
+            var c: [String: Any] = [
+                "architectures": [architecture], "model_type": architecture == "Qwen2ForCausalLM" ? "qwen2" : "llama",
+                "vocab_size": vocab, "hidden_size": hidden, "intermediate_size": intermediate, "num_hidden_layers": layers,
+                "num_attention_heads": heads, "num_key_value_heads": kvHeads, "max_position_embeddings": maxPositions,
+                "rms_norm_eps": rmsEps, "rope_theta": ropeTheta, "tie_word_embeddings": tied, "hidden_act": "silu",
+                "bos_token_id": eos, "eos_token_id": eos, "strata_synthetic": true,
+            ]
+            if let e = try? JSONSerialization.jsonObject(with: Data(extra.utf8)) as? [String: Any] { for (k, v) in e { c[k] = v } }
+            return c
+        }
+    }
+
+    /// Shapes from the models' public config.json files.
+    public static let presets: [Preset] = [
+        Preset(name: "tiny", architecture: "LlamaForCausalLM", hidden: 256, intermediate: 768, layers: 4, heads: 8, kvHeads: 4,
+               vocab: 4096, maxPositions: 2048, tied: false, ropeTheta: 10000, rmsEps: 1e-5, extra: "{}"),
+        Preset(name: "smollm-135m", architecture: "LlamaForCausalLM", hidden: 576, intermediate: 1536, layers: 30, heads: 9, kvHeads: 3,
+               vocab: 49152, maxPositions: 2048, tied: true, ropeTheta: 10000, rmsEps: 1e-5, extra: "{}"),
+        Preset(name: "gpt2-124m", architecture: "GPT2LMHeadModel", hidden: 768, intermediate: 3072, layers: 12, heads: 12, kvHeads: 12,
+               vocab: 50257, maxPositions: 1024, tied: true, ropeTheta: 0, rmsEps: 1e-5, extra: "{}"),
+        Preset(name: "qwen2.5-0.5b", architecture: "Qwen2ForCausalLM", hidden: 896, intermediate: 4864, layers: 24, heads: 14, kvHeads: 2,
+               vocab: 151936, maxPositions: 32768, tied: true, ropeTheta: 1_000_000, rmsEps: 1e-6, extra: "{}"),
+        Preset(name: "tinyllama-1.1b", architecture: "LlamaForCausalLM", hidden: 2048, intermediate: 5632, layers: 22, heads: 32, kvHeads: 4,
+               vocab: 32000, maxPositions: 2048, tied: false, ropeTheta: 10000, rmsEps: 1e-5, extra: "{}"),
+        Preset(name: "llama-3.2-1b", architecture: "LlamaForCausalLM", hidden: 2048, intermediate: 8192, layers: 16, heads: 32, kvHeads: 8,
+               vocab: 128256, maxPositions: 131072, tied: true, ropeTheta: 500000, rmsEps: 1e-5,
+               extra: #"{"head_dim": 64, "rope_scaling": {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}}"#),
+        Preset(name: "llama-2-7b", architecture: "LlamaForCausalLM", hidden: 4096, intermediate: 11008, layers: 32, heads: 32, kvHeads: 32,
+               vocab: 32000, maxPositions: 4096, tied: false, ropeTheta: 10000, rmsEps: 1e-5, extra: "{}"),
+    ]
+
+    public enum SynthError: Error, CustomStringConvertible {
+        case unknownPreset(String)
+        public var description: String {
+            switch self {
+            case let .unknownPreset(n): return "unknown preset '\(n)' (presets: \(Synth.presets.map { $0.name }.joined(separator: ", ")))"
+            }
+        }
+    }
+
+    public static func preset(_ name: String) throws -> Preset {
+        guard let p = presets.first(where: { $0.name == name }) else { throw SynthError.unknownPreset(name) }
+        return p
+    }
+
+    /// Writes the model folder. `progress(done, total)` is called as bytes are written.
+    public static func write(preset: Preset, dtype: DType, seed: UInt64, to directory: String,
+                             progress: (Int, Int) -> Void = { _, _ in }) throws {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        func writeJSON(_ obj: Any, _ name: String) throws {
+            let data = try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys])
+            try data.write(to: URL(fileURLWithPath: (directory as NSString).appendingPathComponent(name)))
+        }
+        var cfg = preset.config
+        cfg["torch_dtype"] = ["f32": "float32", "f16": "float16", "bf16": "bfloat16"][dtype.rawValue]!
+        try writeJSON(cfg, "config.json")
+        try writeJSON(["bos_token_id": preset.vocab - 1, "eos_token_id": preset.vocab - 1], "generation_config.json")
+        try writeJSON(tokenizerJSON(vocab: preset.vocab), "tokenizer.json")
+
+        let specs = preset.tensors(dtype: dtype)
+        let path = (directory as NSString).appendingPathComponent("model.safetensors")
+        let writer = try SafetensorsWriter(path: path, tensors: specs)
+        let chunk = 8 << 20  // elements per write
+        let f32 = Tensor(zeros: [chunk])
+        let out = Tensor(zeros: [chunk], dtype: dtype)
+        var done = 0
+        for (i, s) in specs.enumerated() {
+            let n = s.shape.reduce(1, *)
+            let isNorm = s.shape.count == 1 && (s.name.contains("norm") || s.name.contains("ln_")) && s.name.hasSuffix("weight")
+            // uniform in [-a, a] with a = 1/sqrt(in features): activations stay O(1) through the layers
+            let fanIn = s.shape.count == 2 ? (s.name.contains("c_") ? s.shape[0] : s.shape[1]) : 1
+            let a = Float(1 / Double(fanIn).squareRoot())
+            var rng = Xoshiro256(seed: seed &+ UInt64(i) &* 0x9E37_79B9)
+            var off = 0
+            while off < n {
+                let m = min(chunk, n - off)
+                let p = f32.f32
+                if isNorm {
+                    for j in 0..<m { p[j] = 1 }
+                } else if s.shape.count == 1 {
+                    for j in 0..<m { p[j] = 0.02 * (Float(rng.next() >> 40) * 0x1.0p-23 - 1) }
+                } else {
+                    let box = UncheckedSendable(p)
+                    let seeds = (0..<max(1, Threads.count)).map { _ in rng.next() }
+                    Threads.parallelFor(m, minChunk: 1 << 16) { r in
+                        var g = Xoshiro256(seed: seeds[r.lowerBound * seeds.count / m])
+                        for j in r { box.value[j] = a * (Float(g.next() >> 40) * 0x1.0p-23 - 1) }
+                    }
+                }
+                switch dtype {
+                case .f32: try writer.write(p, count: m * 4)
+                case .f16:
+                    HalfConversion.f32ToF16(p, out.rawPointer.assumingMemoryBound(to: UInt16.self), count: m)
+                    try writer.write(out.rawPointer, count: m * 2)
+                case .bf16:
+                    HalfConversion.f32ToBF16(p, out.rawPointer.assumingMemoryBound(to: UInt16.self), count: m)
+                    try writer.write(out.rawPointer, count: m * 2)
+                }
+                off += m
+                done += m * dtype.byteSize
+                progress(done, writer.totalBytes)
+            }
+        }
+        try writer.finish()
+    }
+
+    /// A byte-level BPE tokenizer.json with exactly `vocab` ids: 256 byte symbols, merged tokens
+    /// built from letters (each merge joins an existing token and one letter), and
+    /// `<|endoftext|>` as the last id.
+    public static func tokenizerJSON(vocab: Int) -> [String: Any] {
+        precondition(vocab > 300, "synthetic tokenizer needs more than 300 ids")
+        let alphabet = ByteLevelAlphabetPublic.byteToChar
+        var tokens: [String] = alphabet.map { String($0) }
+        var seen = Set(tokens)
+        var merges: [String] = []
+        let letters = Array("etaoinshrdlucmfwypvbgkqjxz").map(String.init)
+        let starts = ["\u{0120}"] + letters  // Ġ (space) and letters start words
+        var frontier = starts
+        let target = vocab - 1
+        outer: while tokens.count < target {
+            var nextFrontier: [String] = []
+            for t in frontier {
+                for l in letters {
+                    let n = t + l
+                    if seen.contains(n) { continue }
+                    seen.insert(n); tokens.append(n); merges.append(t + " " + l); nextFrontier.append(n)
+                    if tokens.count >= target { break outer }
+                }
+            }
+            frontier = nextFrontier
+        }
+        var v: [String: Int] = [:]
+        for (i, t) in tokens.enumerated() { v[t] = i }
+        return [
+            "version": "1.0",
+            "added_tokens": [["id": vocab - 1, "content": "<|endoftext|>", "single_word": false, "lstrip": false, "rstrip": false,
+                              "normalized": false, "special": true]],
+            "normalizer": NSNull(),
+            "pre_tokenizer": ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true],
+            "post_processor": ["type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true],
+            "decoder": ["type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true],
+            "model": ["type": "BPE", "dropout": NSNull(), "unk_token": NSNull(), "fuse_unk": false, "byte_fallback": false,
+                      "ignore_merges": false, "vocab": v, "merges": merges] as [String: Any],
+        ]
+    }
+}
