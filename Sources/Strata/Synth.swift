@@ -131,6 +131,7 @@ public enum Synth {
         let f32 = Tensor(zeros: [chunk])
         let out = Tensor(zeros: [chunk], dtype: dtype)
         var done = 0
+        let dataBytes = specs.reduce(0) { $0 + $1.byteCount }
         for (i, s) in specs.enumerated() {
             let n = s.shape.reduce(1, *)
             let isNorm = s.shape.count == 1 && (s.name.contains("norm") || s.name.contains("ln_")) && s.name.hasSuffix("weight")
@@ -165,7 +166,7 @@ public enum Synth {
                 }
                 off += m
                 done += m * dtype.byteSize
-                progress(done, writer.totalBytes)
+                progress(done, dataBytes)
             }
         }
         try writer.finish()

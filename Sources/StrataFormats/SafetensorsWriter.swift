@@ -1,9 +1,13 @@
 import Foundation
 import StrataTensor
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Writes a safetensors file: the header first (tensor names, dtypes, shapes and offsets in
 /// the order given), then each tensor's bytes streamed by the caller in that order, so
-/// multi-GB files never sit in memory.
+/// multi-GB files never sit in memory. It writes `<path>.partial` and renames it over `path`
+/// in `finish()`, so a reader never sees half a file and mappings of an old file stay valid.
 public final class SafetensorsWriter {
     public struct Spec: Sendable {
         public var name: String
@@ -14,6 +18,7 @@ public final class SafetensorsWriter {
     }
 
     public let path: String
+    let partialPath: String
     let fd: Int32
     let specs: [Spec]
     /// absolute offset of each tensor's data
@@ -40,9 +45,11 @@ public final class SafetensorsWriter {
         let n = UInt64(json.count)
         for i in 0..<8 { prefix[i] = UInt8((n >> (8 * UInt64(i))) & 0xFF) }
         prefix.append(json)
-        let fd = try FileIO.createWrite(path)
+        let partial = path + ".partial"
+        self.partialPath = partial
+        let fd = try FileIO.createWrite(partial)
         do {
-            try prefix.withUnsafeBytes { try FileIO.pwrite(fd: fd, path: path, from: $0.baseAddress!, count: prefix.count, offset: 0) }
+            try prefix.withUnsafeBytes { try FileIO.pwrite(fd: fd, path: partial, from: $0.baseAddress!, count: prefix.count, offset: 0) }
         } catch {
             FileIO.closeFile(fd)
             throw error
@@ -57,17 +64,19 @@ public final class SafetensorsWriter {
         precondition(next < specs.count, "SafetensorsWriter: all tensors already written")
         let spec = specs[next]
         precondition(writtenInCurrent + count <= spec.byteCount, "SafetensorsWriter: too many bytes for \(spec.name)")
-        try FileIO.pwrite(fd: fd, path: path, from: bytes, count: count, offset: offsets[next] + writtenInCurrent)
+        try FileIO.pwrite(fd: fd, path: partialPath, from: bytes, count: count, offset: offsets[next] + writtenInCurrent)
         writtenInCurrent += count
         if writtenInCurrent == spec.byteCount { next += 1; writtenInCurrent = 0 }
     }
 
     /// Closes the file; throws if a tensor was left short.
     public func finish() throws {
-        defer { FileIO.closeFile(fd) }
-        if next != specs.count {
+        FileIO.closeFile(fd)
+        if next != specs.count && !specs.isEmpty {
+            try? FileManager.default.removeItem(atPath: partialPath)
             throw FileError.unexpectedEOF(path: path, offset: offsets[min(next, specs.count - 1)], count: specs[min(next, specs.count - 1)].byteCount)
         }
+        if rename(partialPath, path) != 0 { throw FileError.write(path: path, offset: 0, errno: errno) }
     }
 
     /// Writes whole tensors (small files, tests).

@@ -96,7 +96,7 @@ public final class GPT2Model: CausalLM, @unchecked Sendable {
 
     public static let architectures = ["GPT2LMHeadModel"]
 
-    public init(config: GPT2Config, checkpoint: SafetensorsCheckpoint, maxRows: Int = 256) throws {
+    public init(config: GPT2Config, checkpoint: SafetensorsCheckpoint, maxRows: Int = 512) throws {
         self.config = config
         spec = config.spec
         self.maxRows = maxRows

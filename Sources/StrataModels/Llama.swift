@@ -162,7 +162,7 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
 
     public static let architectures = ["LlamaForCausalLM"]
 
-    public init(config: LlamaFamilyConfig, checkpoint: SafetensorsCheckpoint, maxRows: Int = 256) throws {
+    public init(config: LlamaFamilyConfig, checkpoint: SafetensorsCheckpoint, maxRows: Int = 512) throws {
         self.config = config
         self.spec = config.spec
         self.maxRows = maxRows

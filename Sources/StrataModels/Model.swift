@@ -127,6 +127,12 @@ struct WeightMatrix {
     /// y[rows, out] (+)= x[rows, in] * W (+ bias). `scratch` holds >= elementCount floats when the weight is not f32.
     func apply(_ x: UnsafePointer<Float>, rows: Int, _ y: UnsafeMutablePointer<Float>, ldx: Int? = nil, ldy: Int? = nil,
                accumulate: Bool = false, scratch: UnsafeMutablePointer<Float>?) {
+        if rows == 1 && layout == .outIn && tensor.dtype != .f32 {
+            // one row: the GEMV widens 16-bit weights in registers, no conversion pass
+            GEMV.run(weight: tensor.rawPointer, dtype: tensor.dtype, rows: outFeatures, cols: inFeatures, x: x, y: y, accumulate: accumulate)
+            if let b = bias { for j in 0..<outFeatures { y[j] += b.f32[j] } }
+            return
+        }
         let w: UnsafePointer<Float>
         if tensor.dtype == .f32 {
             w = UnsafePointer(tensor.f32)

@@ -190,3 +190,18 @@ import Foundation
         Threads.set(before)
     }
 }
+
+@Suite struct FastExpTests {
+    @Test func fastExpRelativeErrorBelow3e7() {
+        var worst = 0.0
+        var x: Float = -87
+        while x <= 88 {
+            let ref = exp(Double(x))
+            worst = max(worst, abs(Double(Ops.fastExp(x)) - ref) / ref)
+            x += 0.0137
+        }
+        #expect(worst < 3e-7, "worst relative error \(worst)")
+        #expect(Ops.fastExp(0) == 1)
+        #expect(Ops.fastExp(-.infinity) < 1e-37 && Ops.fastExp(-.infinity) >= 0)
+    }
+}

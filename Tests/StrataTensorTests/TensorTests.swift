@@ -180,3 +180,51 @@ import Foundation
         #expect(abs(sol[0] - 2) < 1e-9 && abs(sol[1] - 3) < 1e-9)
     }
 }
+
+@Suite struct GEMVTests {
+    @Test(arguments: [(7, 13), (1, 1), (5, 16), (9, 37), (130, 70), (300, 2049)])
+    func gemvMatchesNaiveForEveryDType(n: Int, k: Int) {
+        var rng = TestRNG(UInt64(n * 7 + k))
+        let x = rng.floats(k)
+        let w = rng.floats(n * k)
+        for dtype in DType.allCases {
+            let wt = Tensor(zeros: [n, k], dtype: dtype)
+            switch dtype {
+            case .f32: wt.f32.update(from: w, count: n * k)
+            case .f16: HalfConversion.f32ToF16(w, wt.rawPointer.assumingMemoryBound(to: UInt16.self), count: n * k)
+            case .bf16: HalfConversion.f32ToBF16(w, wt.rawPointer.assumingMemoryBound(to: UInt16.self), count: n * k)
+            }
+            let wf = wt.toArray()  // the stored (rounded) values, exactly as f32
+            var y = [Float](repeating: 0.5, count: n)
+            GEMV.run(weight: wt.rawPointer, dtype: dtype, rows: n, cols: k, x: x, y: &y)
+            var yacc = [Float](repeating: 0.5, count: n)
+            GEMV.run(weight: wt.rawPointer, dtype: dtype, rows: n, cols: k, x: x, y: &yacc, accumulate: true)
+            for j in 0..<n {
+                let ref = (0..<k).reduce(0.0) { $0 + Double(wf[j * k + $1]) * Double(x[$1]) }
+                // f32 accumulation of k products of magnitude <= 1: 1e-6 * sqrt(k) is ample
+                let tol = 1e-6 * max(1, Double(k).squareRoot()) * 4
+                #expect(abs(Double(y[j]) - ref) < tol, "\(dtype) n=\(n) k=\(k) row \(j)")
+                #expect(abs(Double(yacc[j]) - ref - 0.5) < tol)
+            }
+        }
+    }
+
+    @Test func f16SpecialValuesWiden() {
+        // subnormal, zero, -zero, inf in the weights
+        let bits: [UInt16] = [0x0001, 0x0000, 0x8000, 0x3C00, 0x03FF, 0xBC00, 0x7BFF, 0x0200,
+                              0x3C00, 0x3C00, 0x3C00, 0x3C00, 0x3C00, 0x3C00, 0x3C00, 0x3C00]
+        var x = [Float](repeating: 0, count: 16)
+        for (lane, want) in [(0, Float(5.960464477539063e-08)), (4, HalfConversion.f16ToF32(0x03FF)), (6, 65504), (5, -1), (2, -0.0)] {
+            x = [Float](repeating: 0, count: 16); x[lane] = 1
+            var y: [Float] = [0]
+            bits.withUnsafeBytes { GEMV.run(weight: $0.baseAddress!, dtype: .f16, rows: 1, cols: 16, x: x, y: &y) }
+            #expect(y[0] == want, "lane \(lane)")
+        }
+        // an infinite weight times 1 gives inf
+        var infBits = [UInt16](repeating: 0, count: 16); infBits[3] = 0x7C00
+        x = [Float](repeating: 0, count: 16); x[3] = 1
+        var y: [Float] = [0]
+        infBits.withUnsafeBytes { GEMV.run(weight: $0.baseAddress!, dtype: .f16, rows: 1, cols: 16, x: x, y: &y) }
+        #expect(y[0] == .infinity)
+    }
+}

@@ -1,0 +1,53 @@
+import Foundation
+import StrataTensor
+
+/// Quick measurements of the machine's limits, used by benchmarks and the planner's profile.
+public enum Measure {
+    /// Memory read bandwidth in bytes/s: the median of `repeats` parallel passes summing a
+    /// `bytes`-sized f32 buffer (far larger than the caches), with `Threads.count` threads.
+    public static func memoryReadBandwidth(bytes: Int = 1 << 30, repeats: Int = 5) -> Double {
+        let n = bytes / 4
+        let buf = Tensor(zeros: [n])
+        let p = buf.f32
+        for i in stride(from: 0, to: n, by: 1024) { p[i] = 1 }
+        let box = UncheckedSendable(p)
+        var times: [Double] = []
+        let sink = UnsafeMutablePointer<Float>.allocate(capacity: 64)
+        defer { sink.deallocate() }
+        let sinkBox = UncheckedSendable(sink)
+        for _ in 0..<(repeats + 1) {
+            let t0 = now()
+            Threads.parallelFor(n, minChunk: 1 << 20) { r in
+                // 8 independent accumulators so the loop is load-bound, not add-latency-bound
+                var a0: Float = 0, a1: Float = 0, a2: Float = 0, a3: Float = 0, a4: Float = 0, a5: Float = 0, a6: Float = 0, a7: Float = 0
+                var i = r.lowerBound
+                let q = box.value
+                while i + 8 <= r.upperBound {
+                    a0 += q[i]; a1 += q[i + 1]; a2 += q[i + 2]; a3 += q[i + 3]
+                    a4 += q[i + 4]; a5 += q[i + 5]; a6 += q[i + 6]; a7 += q[i + 7]
+                    i += 8
+                }
+                while i < r.upperBound { a0 += q[i]; i += 1 }
+                sinkBox.value[(r.lowerBound / (1 << 20)) % 64] = a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7
+            }
+            times.append(now() - t0)
+        }
+        times.removeFirst()
+        return Double(bytes) / median(times)
+    }
+
+    /// sgemm FLOP/s for `[m, k] x [n, k]^T` through the BLAS wrapper (median of `repeats`).
+    public static func gemmFlops(m: Int, n: Int, k: Int, repeats: Int = 5) -> Double {
+        let a = Tensor(zeros: [m, k]), w = Tensor(zeros: [n, k]), c = Tensor(zeros: [m, n])
+        for i in stride(from: 0, to: a.count, by: 7) { a.f32[i] = 0.01 }
+        for i in stride(from: 0, to: w.count, by: 5) { w.f32[i] = 0.01 }
+        BLAS.linear(x: a.f32, rows: m, inFeatures: k, weight: w.f32, outFeatures: n, y: c.f32)
+        var times: [Double] = []
+        for _ in 0..<repeats {
+            let t0 = now()
+            BLAS.linear(x: a.f32, rows: m, inFeatures: k, weight: w.f32, outFeatures: n, y: c.f32)
+            times.append(now() - t0)
+        }
+        return 2 * Double(m) * Double(n) * Double(k) / median(times)
+    }
+}
