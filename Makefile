@@ -6,7 +6,7 @@ BIN         := .build/release/strata
 APT_PKGS    := libopenblas-dev liblapacke-dev
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test bench bench-gemm bench-suite demo clean
+.PHONY: all deps build test bench bench-gemm bench-model bench-suite demo clean
 
 all: build
 
@@ -25,7 +25,7 @@ test: deps
 	$(SWIFT) test
 
 # The GEMM comparison (same run, interleaved, medians) and the ordo-one/benchmark suite.
-bench: bench-gemm bench-suite
+bench: bench-gemm bench-model bench-suite
 
 bench-gemm: deps
 	$(SWIFT) build $(RELEASE) --package-path Benchmarks --product gemm-compare
@@ -34,8 +34,20 @@ bench-gemm: deps
 bench-suite: deps
 	cd Benchmarks && $(SWIFT) package benchmark --no-progress
 
+DEMO_MODEL  := .build/demo-models/smollm-135m
+
+# The main job on a default that needs no download: synth a random-weight model of a real
+# shape (SmolLM-135M) if absent, print its inventory, generate from it, print tokens/s.
 demo: build
-	$(BIN) matmul-demo
+	@[ -f $(DEMO_MODEL)/model.safetensors ] || $(BIN) synth --preset smollm-135m --dtype f32 --seed 1 --out $(DEMO_MODEL)
+	$(BIN) inspect --model $(DEMO_MODEL)
+	$(BIN) generate --model $(DEMO_MODEL) --prompt "The planner splits the weights between RAM and disk" --max-tokens 48 --temperature 0.8 --seed 7 --ignore-eos
+
+# llama-bench-like pp512/tg128 on TinyLlama-1.1B's shape (f32, random weights), beside the bounds.
+BENCH_MODEL := .build/bench-models/tinyllama-1.1b-f32
+bench-model: build
+	@[ -f $(BENCH_MODEL)/model.safetensors ] || $(BIN) synth --preset tinyllama-1.1b --dtype f32 --out $(BENCH_MODEL)
+	$(BIN) bench-model --model $(BENCH_MODEL) --prompt 512 --gen 128 --repeats 5 --threads 2
 
 clean:
 	rm -rf .build Benchmarks/.build

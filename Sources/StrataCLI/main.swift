@@ -62,7 +62,7 @@ struct Detokenize: ParsableCommand {
     @Flag(name: .customLong("skip-special"), help: "Leave special tokens out of the text.") var skipSpecial = false
     func run() throws {
         let tok = try Tokenizer(directory: model)
-        try printJSON(["text": tok.decode(parseIDs(ids), skipSpecialTokens: skipSpecial)])
+        try printJSON(["text": tok.decode(parseIDs(ids), skipSpecialTokens: skipSpecial, strict: true)])
     }
 }
 

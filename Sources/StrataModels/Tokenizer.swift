@@ -164,11 +164,16 @@ public final class Tokenizer: @unchecked Sendable {
     // MARK: decode
 
     /// Text of `ids`, as `tokenizers`' `decode` (special tokens kept unless `skipSpecialTokens`).
-    public func decode(_ ids: [Int], skipSpecialTokens: Bool = false) throws -> String {
+    /// Ids the tokenizer does not know (a model's padded vocabulary) are skipped, as `tokenizers`
+    /// does; with `strict` they are an error naming the id.
+    public func decode(_ ids: [Int], skipSpecialTokens: Bool = false, strict: Bool = false) throws -> String {
         var tokens: [String] = []
         tokens.reserveCapacity(ids.count)
         for id in ids {
-            guard let t = idToToken[id] else { throw TokenizerError.unknownTokenID(id: id, vocabSize: vocabSize) }
+            guard let t = idToToken[id] else {
+                if strict { throw TokenizerError.unknownTokenID(id: id, vocabSize: vocabSize) }
+                continue
+            }
             if skipSpecialTokens && specialIDs.contains(id) { continue }
             tokens.append(t)
         }

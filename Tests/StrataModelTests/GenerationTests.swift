@@ -1,0 +1,86 @@
+import Foundation
+import Testing
+@testable import Strata
+@testable import StrataModels
+
+@Suite struct GenerationTests {
+    @Test(arguments: f32Models + halfModels)
+    func greedyContinuationMatchesTransformers(name: String) throws {
+        let ref = try Fixtures.reference(name)
+        let loaded = try LoadedModel(directory: Fixtures.model(name))
+        var params = SamplingParameters.greedy
+        params.maxTokens = 32
+        params.stopAtEOS = false
+        let r = try Generator(loaded).generate(promptIDs: ref.greedy_prompt, parameters: params)
+        #expect(r.ids == ref.greedy_continuation, "\(name)")
+        #expect(r.stopReason == .maxTokens)
+    }
+
+    @Test func seededSamplingIsReproducibleAndTopK1IsGreedy() throws {
+        let loaded = try LoadedModel(directory: Fixtures.model("llama-gqa"))
+        let prompt = try Fixtures.reference("llama-gqa").greedy_prompt
+        let p = SamplingParameters(temperature: 0.9, topK: 50, topP: 0.9, seed: 42, maxTokens: 20, stopAtEOS: false)
+        let a = try Generator(loaded).generate(promptIDs: prompt, parameters: p)
+        let b = try Generator(loaded).generate(promptIDs: prompt, parameters: p)
+        #expect(a.ids == b.ids && a.ids.count == 20)
+        var other = p; other.seed = 43
+        let c = try Generator(loaded).generate(promptIDs: prompt, parameters: other)
+        #expect(c.ids != a.ids)
+        let k1 = try Generator(loaded).generate(promptIDs: prompt, parameters: SamplingParameters(temperature: 1.5, topK: 1, seed: 1, maxTokens: 20, stopAtEOS: false))
+        let greedy = try Generator(loaded).generate(promptIDs: prompt, parameters: SamplingParameters(temperature: 0, maxTokens: 20, stopAtEOS: false))
+        #expect(k1.ids == greedy.ids)
+    }
+
+    @Test func samplerFollowsTheDistribution() {
+        // logits for p = [0.5, 0.25, 0.125, 0.125]; top-p 0.7 keeps the first two (0.5 + 0.25 >= 0.7)
+        let logits: [Float] = [log(0.5), log(0.25), log(0.125), log(0.125)]
+        var s = Sampler(parameters: SamplingParameters(temperature: 1, seed: 7), vocabSize: 4)
+        var counts = [0, 0, 0, 0]
+        for _ in 0..<20000 { counts[logits.withUnsafeBufferPointer { s.sample($0) }] += 1 }
+        #expect(abs(Double(counts[0]) / 20000 - 0.5) < 0.02 && abs(Double(counts[2]) / 20000 - 0.125) < 0.02)
+        var tp = Sampler(parameters: SamplingParameters(temperature: 1, topP: 0.7, seed: 7), vocabSize: 4)
+        counts = [0, 0, 0, 0]
+        for _ in 0..<20000 { counts[logits.withUnsafeBufferPointer { tp.sample($0) }] += 1 }
+        #expect(counts[2] == 0 && counts[3] == 0)
+        #expect(abs(Double(counts[0]) / 20000 - 2.0 / 3) < 0.02)
+        #expect(throws: SamplingError.self) { try SamplingParameters(temperature: -1).validate() }
+        #expect(throws: SamplingError.self) { try SamplingParameters(topP: 0).validate() }
+    }
+
+    @Test func stopStringsAndEOS() throws {
+        let loaded = try LoadedModel(directory: Fixtures.model("gpt2"))
+        let prompt = try Fixtures.reference("gpt2").greedy_prompt
+        var p = SamplingParameters(temperature: 0, maxTokens: 32, stopAtEOS: false)
+        let full = try Generator(loaded).generate(promptIDs: prompt, parameters: p)
+        // stop at a piece of text the greedy run produces: the text ends right before it
+        let text = full.text
+        guard text.count > 6 else { Issue.record("greedy text too short: \(text.debugDescription)"); return }
+        let stop = String(text.dropFirst(text.count / 2).prefix(2))
+        p.stopStrings = [stop]
+        let r = try Generator(loaded).generate(promptIDs: prompt, parameters: p)
+        #expect(r.stopReason == .stopString)
+        #expect(!r.text.contains(stop) && text.hasPrefix(r.text) && r.ids.count < full.ids.count)
+        // EOS: make the first greedy token an EOS and generation stops there
+        var q = SamplingParameters(temperature: 0, maxTokens: 32)
+        q.stopAtEOS = true
+        let eosModel = try LoadedModel(directory: Fixtures.model("gpt2"))
+        let first = full.ids[0]
+        if eosModel.eos.contains(first) {
+            #expect(try Generator(eosModel).generate(promptIDs: prompt, parameters: q).ids.count == 1)
+        }
+    }
+
+    @Test func streamDeliversTheSameTokens() async throws {
+        let loaded = try LoadedModel(directory: Fixtures.model("qwen2"))
+        let prompt = try Fixtures.reference("qwen2").greedy_prompt
+        let p = SamplingParameters(temperature: 0, maxTokens: 12, stopAtEOS: false)
+        var ids: [Int] = []
+        var text = ""
+        for try await t in Generator(loaded).stream(promptIDs: prompt, parameters: p) {
+            if t.id >= 0 { ids.append(t.id) }
+            text += t.text
+        }
+        let r = try Generator(loaded).generate(promptIDs: prompt, parameters: p)
+        #expect(ids == r.ids && text == r.text)
+    }
+}
