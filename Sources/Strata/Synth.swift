@@ -127,10 +127,18 @@ public enum Synth {
         let specs = preset.tensors(dtype: dtype)
         let path = (directory as NSString).appendingPathComponent("model.safetensors")
         let writer = try SafetensorsWriter(path: path, tensors: specs)
+        // Two buffers: one is filled with random values while the other is written, so the
+        // file is written at disk speed (the generator is faster than the disk).
         let chunk = 8 << 20  // elements per write
-        let f32 = Tensor(zeros: [chunk])
-        let out = Tensor(zeros: [chunk], dtype: dtype)
-        var done = 0
+        let bufs = [Tensor(zeros: [chunk]), Tensor(zeros: [chunk])]
+        let outs = [Tensor(zeros: [chunk], dtype: dtype), Tensor(zeros: [chunk], dtype: dtype)]
+        let writeQueue = DispatchQueue(label: "strata.synth.write")
+        let free = DispatchSemaphore(value: 2)
+        let errorBox = UncheckedSendable(NSLock())
+        nonisolated(unsafe) var writeError: Error? = nil
+        nonisolated(unsafe) var written = 0
+        let writerBox = UncheckedSendable(writer)
+        var which = 0
         let dataBytes = specs.reduce(0) { $0 + $1.byteCount }
         for (i, s) in specs.enumerated() {
             let n = s.shape.reduce(1, *)
@@ -142,7 +150,10 @@ public enum Synth {
             var off = 0
             while off < n {
                 let m = min(chunk, n - off)
-                let p = f32.f32
+                free.wait()
+                errorBox.value.lock(); let failed = writeError; errorBox.value.unlock()
+                if let failed { throw failed }
+                let p = bufs[which].f32
                 if isNorm {
                     for j in 0..<m { p[j] = 1 }
                 } else if s.shape.count == 1 {
@@ -155,20 +166,35 @@ public enum Synth {
                         for j in r { box.value[j] = a * (Float(g.next() >> 40) * 0x1.0p-23 - 1) }
                     }
                 }
+                let src: UnsafeRawPointer
                 switch dtype {
-                case .f32: try writer.write(p, count: m * 4)
+                case .f32: src = UnsafeRawPointer(p)
                 case .f16:
-                    HalfConversion.f32ToF16(p, out.rawPointer.assumingMemoryBound(to: UInt16.self), count: m)
-                    try writer.write(out.rawPointer, count: m * 2)
+                    HalfConversion.f32ToF16(p, outs[which].rawPointer.assumingMemoryBound(to: UInt16.self), count: m)
+                    src = UnsafeRawPointer(outs[which].rawPointer)
                 case .bf16:
-                    HalfConversion.f32ToBF16(p, out.rawPointer.assumingMemoryBound(to: UInt16.self), count: m)
-                    try writer.write(out.rawPointer, count: m * 2)
+                    HalfConversion.f32ToBF16(p, outs[which].rawPointer.assumingMemoryBound(to: UInt16.self), count: m)
+                    src = UnsafeRawPointer(outs[which].rawPointer)
                 }
+                let bytes = m * dtype.byteSize
+                let srcBox = UncheckedSendable(src)
+                writeQueue.async {
+                    do { try writerBox.value.write(srcBox.value, count: bytes) } catch {
+                        errorBox.value.lock(); writeError = error; errorBox.value.unlock()
+                    }
+                    errorBox.value.lock(); written += bytes; errorBox.value.unlock()
+                    free.signal()
+                }
+                which ^= 1
                 off += m
-                done += m * dtype.byteSize
+                errorBox.value.lock(); let done = written; errorBox.value.unlock()
                 progress(done, dataBytes)
             }
         }
+        // the buffers must outlive the queued writes (Swift may end a lifetime at its last use)
+        withExtendedLifetime((bufs, outs)) { writeQueue.sync {} }
+        if let writeError { throw writeError }
+        progress(dataBytes, dataBytes)
         try writer.finish()
     }
 
