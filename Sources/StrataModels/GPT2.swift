@@ -87,9 +87,8 @@ public final class GPT2Model: CausalLM, @unchecked Sendable {
     /// [hidden] x2
     let lnfw: Tensor, lnfb: Tensor
     let lmHead: WeightMatrix
-    let maxRows: Int
+    public let maxRows: Int
     private var workspace: Workspace?
-    private var allLogits: Tensor?
     /// [maxRows, hidden] position rows
     private var posRows: Tensor
     private let lock = NSLock()
@@ -122,72 +121,49 @@ public final class GPT2Model: CausalLM, @unchecked Sendable {
         posRows = Tensor(zeros: [maxRows, h])
     }
 
-    private func workspace(context: Int) -> Workspace {
-        if let ws = workspace, ws.maxContext >= context { return ws }
+    private func makeWorkspace() -> Workspace {
+        if let ws = workspace { return ws }
         let c = config
         let convert = wte.dtype == .f32 ? 0 : max(c.vocabSize * c.hiddenSize, 3 * c.hiddenSize * c.hiddenSize, c.innerSize * c.hiddenSize)
-        let ws = Workspace(maxRows: maxRows, maxContext: context, hidden: c.hiddenSize, qWidth: 3 * c.hiddenSize,
+        let ws = Workspace(maxRows: maxRows, hidden: c.hiddenSize, qWidth: 3 * c.hiddenSize, kvDim: c.hiddenSize,
                            attnWidth: c.hiddenSize, ffn: c.innerSize, vocab: c.vocabSize, convertElements: convert)
         workspace = ws
         return ws
     }
 
-    public func forward(_ tokens: UnsafeBufferPointer<Int32>, cache: KVCache, allLogits wantAll: Bool) throws -> UnsafeBufferPointer<Float> {
-        try checkTokens(tokens, cache: cache)
+    public func forward(_ tokens: UnsafeBufferPointer<Int32>, layout: BatchLayout, kv: KVStorage) throws -> UnsafeBufferPointer<Float> {
+        try checkTokens(tokens)
         lock.lock(); defer { lock.unlock() }
         let c = config
-        let ws = workspace(context: cache.capacity)
+        let ws = makeWorkspace()
+        try ws.prepare(layout, tokens: tokens.count, maxPositions: spec.maxPositions)
         let h = c.hiddenSize, nh = c.heads, hd = h / nh, vocab = c.vocabSize, inner = c.innerSize
         let eps = Float(c.layerNormEps), scale = 1 / Float(hd).squareRoot()
-        let gelu: (UnsafeMutablePointer<Float>, Int) -> Void = c.activation == "gelu" ? { Ops.geluErf($0, count: $1) } : { Ops.geluTanh($0, count: $1) }
-        let total = tokens.count
-        var out = ws.logits.f32
-        if wantAll && total > ws.maxRows {
-            if allLogits == nil || allLogits!.count < total * vocab { allLogits = Tensor(zeros: [total, vocab]) }
-            out = allLogits!.f32
-        }
+        let erf = c.activation == "gelu"
+        let r = tokens.count
         let conv = ws.convertScratch
-        var done = 0
-        while done < total {
-            let r = min(ws.maxRows, total - done)
-            let start = cache.length
-            let x = ws.x.f32, xn = ws.xn.f32, qkv = ws.q.f32, attn = ws.attn.f32
-            Ops.embedding(table: wte.rawPointer, dtype: wte.dtype, vocab: vocab, dim: h,
-                          ids: UnsafeBufferPointer(rebasing: tokens[done..<(done + r)]), x)
-            for i in 0..<r { ws.positions[i] = Int32(start + i) }
-            ws.positions.withUnsafeBufferPointer { pos in
-                Ops.embedding(table: wpe.rawPointer, dtype: wpe.dtype, vocab: c.maxPositions, dim: h,
-                              ids: UnsafeBufferPointer(rebasing: pos[0..<r]), posRows.f32)
-            }
-            Ops.add(x, posRows.f32, x, count: r * h)
-            for (l, L) in layers.enumerated() {
-                let kc = cache.k[l].f32, vc = cache.v[l].f32
-                Ops.layerNorm(x, weight: L.ln1w.f32, bias: L.ln1b.f32, eps: eps, xn, rows: r, n: h)
-                L.qkv.apply(xn, rows: r, qkv, scratch: conv)
-                for i in 0..<r {
-                    (kc + (start + i) * h).update(from: qkv + i * 3 * h + h, count: h)
-                    (vc + (start + i) * h).update(from: qkv + i * 3 * h + 2 * h, count: h)
-                }
-                Attention.causal(q: qkv, ldq: 3 * h, k: kc, ldk: h, v: vc, ldv: h, out: attn, ldo: h,
-                                 tokens: r, start: start, keys: start + r, heads: nh, kvHeads: nh, headDim: hd,
-                                 scale: scale, scores: ws.scores.f32)
-                L.proj.apply(attn, rows: r, x, accumulate: true, scratch: conv)
-                Ops.layerNorm(x, weight: L.ln2w.f32, bias: L.ln2b.f32, eps: eps, xn, rows: r, n: h)
-                L.fc.apply(xn, rows: r, ws.ffA.f32, scratch: conv)
-                gelu(ws.ffA.f32, r * inner)
-                L.fcProj.apply(ws.ffA.f32, rows: r, x, accumulate: true, scratch: conv)
-            }
-            cache.length = start + r
-            done += r
-            if wantAll {
-                Ops.layerNorm(x, weight: lnfw.f32, bias: lnfb.f32, eps: eps, xn, rows: r, n: h)
-                let dst = (out == ws.logits.f32) ? out : out + (done - r) * vocab
-                lmHead.apply(xn, rows: r, dst, scratch: conv)
-            } else if done == total {
-                Ops.layerNorm(x + (r - 1) * h, weight: lnfw.f32, bias: lnfb.f32, eps: eps, xn, rows: 1, n: h)
-                lmHead.apply(xn, rows: 1, out, scratch: conv)
-            }
+        let x = ws.x.f32, xn = ws.xn.f32, qkv = ws.q.f32, attn = ws.attn.f32
+        Ops.embedding(table: wte.rawPointer, dtype: wte.dtype, vocab: vocab, dim: h, ids: tokens, x)
+        ws.positions.withUnsafeBufferPointer { pos in
+            Ops.embedding(table: wpe.rawPointer, dtype: wpe.dtype, vocab: c.maxPositions, dim: h,
+                          ids: UnsafeBufferPointer(rebasing: pos[0..<r]), posRows.f32)
         }
-        return UnsafeBufferPointer(start: out, count: (wantAll ? total : 1) * vocab)
+        Ops.add(x, posRows.f32, x, count: r * h)
+        for (l, L) in layers.enumerated() {
+            Ops.layerNorm(x, weight: L.ln1w.f32, bias: L.ln1b.f32, eps: eps, xn, rows: r, n: h)
+            L.qkv.apply(xn, rows: r, qkv, scratch: conv)
+            kv.write(layer: l, layout: layout, k: qkv + h, ldk: 3 * h, v: qkv + 2 * h, ldv: 3 * h)
+            kv.attend(layer: l, layout: layout, q: qkv, ldq: 3 * h, out: attn, ldo: h, heads: nh, kvHeads: nh, headDim: hd, scale: scale)
+            L.proj.apply(attn, rows: r, x, accumulate: true, scratch: conv)
+            Ops.layerNorm(x, weight: L.ln2w.f32, bias: L.ln2b.f32, eps: eps, xn, rows: r, n: h)
+            L.fc.apply(xn, rows: r, ws.ffA.f32, scratch: conv)
+            if erf { Ops.geluErf(ws.ffA.f32, count: r * inner) } else { Ops.geluTanh(ws.ffA.f32, count: r * inner) }
+            L.fcProj.apply(ws.ffA.f32, rows: r, x, accumulate: true, scratch: conv)
+        }
+        let n = ws.gatherLogitRows(layout, from: x, to: xn, width: h)
+        if n == 0 { return UnsafeBufferPointer(start: ws.logits.f32, count: 0) }
+        Ops.layerNorm(xn, weight: lnfw.f32, bias: lnfb.f32, eps: eps, xn, rows: n, n: h)
+        lmHead.apply(xn, rows: n, ws.logits.f32, scratch: conv)
+        return UnsafeBufferPointer(start: ws.logits.f32, count: n * vocab)
     }
 }

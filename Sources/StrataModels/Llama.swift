@@ -155,9 +155,8 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
     /// [vocab, hidden] (the embedding when tied)
     let lmHead: WeightMatrix
     let rope: RoPE
-    let maxRows: Int
+    public let maxRows: Int
     private var workspace: Workspace?
-    private var allLogits: Tensor?
     private let lock = NSLock()
 
     public static let architectures = ["LlamaForCausalLM"]
@@ -194,71 +193,52 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
         rope = RoPE(headDim: hd, theta: Float(config.rope.theta), layout: .halfSplit, scaling: config.ropeScaling)
     }
 
-    private func workspace(context: Int) -> Workspace {
-        if let ws = workspace, ws.maxContext >= context { return ws }
+    private func makeWorkspace() -> Workspace {
+        if let ws = workspace { return ws }
         let c = config
-        let big = c.tieEmbeddings ? 0 : c.vocabSize * c.hiddenSize
-        let convert = embed.dtype == .f32 ? 0 : max(big, c.vocabSize * c.hiddenSize, c.intermediateSize * c.hiddenSize,
+        let convert = embed.dtype == .f32 ? 0 : max(c.vocabSize * c.hiddenSize, c.intermediateSize * c.hiddenSize,
                                                      c.heads * c.headDim * c.hiddenSize)
-        let ws = Workspace(maxRows: maxRows, maxContext: context, hidden: c.hiddenSize, qWidth: c.heads * c.headDim,
+        let ws = Workspace(maxRows: maxRows, hidden: c.hiddenSize, qWidth: c.heads * c.headDim, kvDim: c.kvHeads * c.headDim,
                            attnWidth: c.heads * c.headDim, ffn: c.intermediateSize, vocab: c.vocabSize, convertElements: convert)
         workspace = ws
         return ws
     }
 
-    public func forward(_ tokens: UnsafeBufferPointer<Int32>, cache: KVCache, allLogits wantAll: Bool) throws -> UnsafeBufferPointer<Float> {
-        try checkTokens(tokens, cache: cache)
+    public func forward(_ tokens: UnsafeBufferPointer<Int32>, layout: BatchLayout, kv: KVStorage) throws -> UnsafeBufferPointer<Float> {
+        try checkTokens(tokens)
         lock.lock(); defer { lock.unlock() }
         let c = config
-        let ws = workspace(context: cache.capacity)
-        let h = c.hiddenSize, hd = c.headDim, nh = c.heads, kvh = c.kvHeads, kvDim = cache.kvDim, ff = c.intermediateSize
+        let ws = makeWorkspace()
+        try ws.prepare(layout, tokens: tokens.count, maxPositions: spec.maxPositions)
+        let h = c.hiddenSize, hd = c.headDim, nh = c.heads, kvh = c.kvHeads, kvDim = kvh * hd, ff = c.intermediateSize
         let eps = Float(c.rmsNormEps), scale = 1 / Float(hd).squareRoot(), vocab = c.vocabSize
-        let total = tokens.count
-        var out = ws.logits.f32
-        if wantAll && total > ws.maxRows {
-            if allLogits == nil || allLogits!.count < total * vocab { allLogits = Tensor(zeros: [total, vocab]) }
-            out = allLogits!.f32
-        }
+        let r = tokens.count
         let conv = ws.convertScratch
-        var done = 0
-        while done < total {
-            let r = min(ws.maxRows, total - done)
-            let start = cache.length
-            let x = ws.x.f32, xn = ws.xn.f32, q = ws.q.f32, attn = ws.attn.f32
-            Ops.embedding(table: embed.rawPointer, dtype: embed.dtype, vocab: vocab, dim: h,
-                          ids: UnsafeBufferPointer(rebasing: tokens[done..<(done + r)]), x)
-            for i in 0..<r { ws.positions[i] = Int32(start + i) }
-            ws.positions.withUnsafeBufferPointer { pos in
-                for (l, L) in layers.enumerated() {
-                    let kRows = cache.k[l].f32 + start * kvDim, vRows = cache.v[l].f32 + start * kvDim
-                    Ops.rmsNorm(x, weight: L.inputNorm.f32, eps: eps, xn, rows: r, n: h)
-                    L.q.apply(xn, rows: r, q, scratch: conv)
-                    L.k.apply(xn, rows: r, kRows, scratch: conv)
-                    L.v.apply(xn, rows: r, vRows, scratch: conv)
-                    rope.apply(q, tokens: r, heads: nh, positions: pos)
-                    rope.apply(kRows, tokens: r, heads: kvh, positions: pos)
-                    Attention.causal(q: q, ldq: nh * hd, k: cache.k[l].f32, ldk: kvDim, v: cache.v[l].f32, ldv: kvDim,
-                                     out: attn, ldo: nh * hd, tokens: r, start: start, keys: start + r,
-                                     heads: nh, kvHeads: kvh, headDim: hd, scale: scale, scores: ws.scores.f32)
-                    L.o.apply(attn, rows: r, x, accumulate: true, scratch: conv)
-                    Ops.rmsNorm(x, weight: L.postNorm.f32, eps: eps, xn, rows: r, n: h)
-                    L.gate.apply(xn, rows: r, ws.ffA.f32, scratch: conv)
-                    L.up.apply(xn, rows: r, ws.ffB.f32, scratch: conv)
-                    Ops.swiglu(ws.ffA.f32, ws.ffB.f32, count: r * ff)
-                    L.down.apply(ws.ffA.f32, rows: r, x, accumulate: true, scratch: conv)
-                }
-            }
-            cache.length = start + r
-            done += r
-            if wantAll {
-                Ops.rmsNorm(x, weight: norm.f32, eps: eps, xn, rows: r, n: h)
-                let dst = (out == ws.logits.f32) ? out : out + (done - r) * vocab
-                lmHead.apply(xn, rows: r, dst, scratch: conv)
-            } else if done == total {
-                Ops.rmsNorm(x + (r - 1) * h, weight: norm.f32, eps: eps, xn, rows: 1, n: h)
-                lmHead.apply(xn, rows: 1, out, scratch: conv)
+        let x = ws.x.f32, xn = ws.xn.f32, q = ws.q.f32, attn = ws.attn.f32, kNew = ws.k.f32, vNew = ws.v.f32
+        Ops.embedding(table: embed.rawPointer, dtype: embed.dtype, vocab: vocab, dim: h, ids: tokens, x)
+        ws.positions.withUnsafeBufferPointer { pos in
+            for (l, L) in layers.enumerated() {
+                Ops.rmsNorm(x, weight: L.inputNorm.f32, eps: eps, xn, rows: r, n: h)
+                L.q.apply(xn, rows: r, q, scratch: conv)
+                L.k.apply(xn, rows: r, kNew, scratch: conv)
+                L.v.apply(xn, rows: r, vNew, scratch: conv)
+                rope.apply(q, tokens: r, heads: nh, positions: pos)
+                rope.apply(kNew, tokens: r, heads: kvh, positions: pos)
+                kv.write(layer: l, layout: layout, k: kNew, ldk: kvDim, v: vNew, ldv: kvDim)
+                kv.attend(layer: l, layout: layout, q: q, ldq: nh * hd, out: attn, ldo: nh * hd,
+                          heads: nh, kvHeads: kvh, headDim: hd, scale: scale)
+                L.o.apply(attn, rows: r, x, accumulate: true, scratch: conv)
+                Ops.rmsNorm(x, weight: L.postNorm.f32, eps: eps, xn, rows: r, n: h)
+                L.gate.apply(xn, rows: r, ws.ffA.f32, scratch: conv)
+                L.up.apply(xn, rows: r, ws.ffB.f32, scratch: conv)
+                Ops.swiglu(ws.ffA.f32, ws.ffB.f32, count: r * ff)
+                L.down.apply(ws.ffA.f32, rows: r, x, accumulate: true, scratch: conv)
             }
         }
-        return UnsafeBufferPointer(start: out, count: (wantAll ? total : 1) * vocab)
+        let n = ws.gatherLogitRows(layout, from: x, to: xn, width: h)
+        if n == 0 { return UnsafeBufferPointer(start: ws.logits.f32, count: 0) }
+        Ops.rmsNorm(xn, weight: norm.f32, eps: eps, xn, rows: n, n: h)
+        lmHead.apply(xn, rows: n, ws.logits.f32, scratch: conv)
+        return UnsafeBufferPointer(start: ws.logits.f32, count: n * vocab)
     }
 }

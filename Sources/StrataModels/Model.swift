@@ -38,8 +38,59 @@ public enum ModelError: Error, CustomStringConvertible, Equatable, Sendable {
     }
 }
 
+/// The rows of one forward pass, grouped by sequence. Row `r` of entry `e` is token
+/// `e.rowStart + r` of the pass, at position `e.startPosition + r` of sequence `e.sequence`.
+/// Reused across steps (entries keep their capacity), so a decode step allocates nothing.
+public final class BatchLayout: @unchecked Sendable {
+    public enum Logits: Sendable { case none, last, all }
+    public struct Entry: Sendable {
+        public var sequence: Int
+        public var rowStart: Int
+        public var rowCount: Int
+        public var startPosition: Int
+        public var logits: Logits
+        public init(sequence: Int, rowStart: Int, rowCount: Int, startPosition: Int, logits: Logits) {
+            self.sequence = sequence; self.rowStart = rowStart; self.rowCount = rowCount
+            self.startPosition = startPosition; self.logits = logits
+        }
+        /// Keys visible to this entry's last row.
+        public var endPosition: Int { startPosition + rowCount }
+    }
+    public private(set) var entries: [Entry] = []
+    public private(set) var totalRows = 0
+
+    public init(capacity: Int = 64) { entries.reserveCapacity(capacity) }
+
+    public func removeAll() { entries.removeAll(keepingCapacity: true); totalRows = 0 }
+
+    /// Appends `rows` rows of `sequence` starting at `position`.
+    public func append(sequence: Int, rows: Int, startPosition: Int, logits: Logits) {
+        precondition(rows > 0, "BatchLayout: an entry needs rows")
+        entries.append(Entry(sequence: sequence, rowStart: totalRows, rowCount: rows, startPosition: startPosition, logits: logits))
+        totalRows += rows
+    }
+
+    /// Logit rows the pass returns, in entry order.
+    public var logitRows: Int {
+        entries.reduce(0) { $0 + ($1.logits == .all ? $1.rowCount : ($1.logits == .last ? 1 : 0)) }
+    }
+}
+
+/// Where a forward pass keeps keys and values, and how it attends over them. The models
+/// compute K/V rows and hand them here, so the same forward pass runs on a contiguous
+/// per-sequence cache or on a paged block pool.
+public protocol KVStorage: AnyObject {
+    /// Writes rows of K and V for `layer` (`[rows, kvDim]` with row strides `ldk`, `ldv`) at
+    /// the positions `layout` gives them.
+    func write(layer: Int, layout: BatchLayout, k: UnsafePointer<Float>, ldk: Int, v: UnsafePointer<Float>, ldv: Int)
+    /// Causal attention of each entry's query rows over its sequence's keys `0 ..< endPosition`;
+    /// `q` `[rows, heads * headDim]`, `out` `[rows, heads * headDim]`.
+    func attend(layer: Int, layout: BatchLayout, q: UnsafePointer<Float>, ldq: Int, out: UnsafeMutablePointer<Float>, ldo: Int,
+                heads: Int, kvHeads: Int, headDim: Int, scale: Float)
+}
+
 /// A contiguous per-sequence KV cache: for each layer, K and V rows of every position.
-public final class KVCache: @unchecked Sendable {
+public final class KVCache: KVStorage, @unchecked Sendable {
     public let layers: Int
     public let capacity: Int
     public let kvDim: Int
@@ -49,6 +100,10 @@ public final class KVCache: @unchecked Sendable {
     public let v: [Tensor]
     /// Positions filled so far.
     public internal(set) var length: Int = 0
+    /// [maxRows * capacity] attention scores
+    var scores: Tensor
+    /// Reused single-entry layout.
+    let layout = BatchLayout(capacity: 1)
 
     public init(layers: Int, capacity: Int, kvDim: Int) {
         precondition(layers > 0 && capacity > 0 && kvDim > 0, "KVCache: layers \(layers) capacity \(capacity) kvDim \(kvDim)")
@@ -57,6 +112,7 @@ public final class KVCache: @unchecked Sendable {
         self.kvDim = kvDim
         k = (0..<layers).map { _ in Tensor(zeros: [capacity, kvDim]) }
         v = (0..<layers).map { _ in Tensor(zeros: [capacity, kvDim]) }
+        scores = Tensor(zeros: [capacity])
     }
 
     /// Forgets positions from `length` on (keeps the first `length`).
@@ -64,22 +120,77 @@ public final class KVCache: @unchecked Sendable {
         precondition(length >= 0 && length <= self.length, "KVCache.truncate: \(length) of \(self.length)")
         self.length = length
     }
+
+    public func write(layer: Int, layout: BatchLayout, k kRows: UnsafePointer<Float>, ldk: Int, v vRows: UnsafePointer<Float>, ldv: Int) {
+        for e in layout.entries {
+            precondition(e.sequence == 0 && e.endPosition <= capacity, "KVCache: entry \(e) for a single-sequence cache of \(capacity)")
+            for r in 0..<e.rowCount {
+                (k[layer].f32 + (e.startPosition + r) * kvDim).update(from: kRows + (e.rowStart + r) * ldk, count: kvDim)
+                (v[layer].f32 + (e.startPosition + r) * kvDim).update(from: vRows + (e.rowStart + r) * ldv, count: kvDim)
+            }
+        }
+    }
+
+    public func attend(layer: Int, layout: BatchLayout, q: UnsafePointer<Float>, ldq: Int, out: UnsafeMutablePointer<Float>, ldo: Int,
+                       heads: Int, kvHeads: Int, headDim: Int, scale: Float) {
+        for e in layout.entries {
+            let need = e.rowCount * e.endPosition
+            if scores.count < need { scores = Tensor(zeros: [need]) }
+            Attention.causal(q: q + e.rowStart * ldq, ldq: ldq, k: k[layer].f32, ldk: kvDim, v: v[layer].f32, ldv: kvDim,
+                             out: out + e.rowStart * ldo, ldo: ldo, tokens: e.rowCount, start: e.startPosition, keys: e.endPosition,
+                             heads: heads, kvHeads: kvHeads, headDim: headDim, scale: scale, scores: scores.f32)
+        }
+    }
 }
 
 /// A causal language model ready to run.
 public protocol CausalLM: AnyObject, Sendable {
     var spec: ModelSpec { get }
-    /// Runs `tokens` at positions `cache.length ..< cache.length + tokens.count`, appends their
-    /// K/V to `cache`, and returns logits `[rows, vocab]`: every position when `allLogits`, else
-    /// only the last. The returned buffer lives in the model's workspace: valid until the next call.
-    func forward(_ tokens: UnsafeBufferPointer<Int32>, cache: KVCache, allLogits: Bool) throws -> UnsafeBufferPointer<Float>
-    /// A cache for up to `capacity` positions (at most `spec.maxPositions`).
-    func makeCache(capacity: Int) -> KVCache
+    /// Most rows one `forward(_:layout:kv:)` takes (longer prompts go in chunks).
+    var maxRows: Int { get }
+    /// Runs the rows of `layout` (`tokens[r]` is row r), stores their K/V in `kv`, and returns
+    /// logits `[layout.logitRows, vocab]` in entry order. The returned buffer lives in the
+    /// model's workspace: valid until the next call. Callers size `kv` for the positions.
+    func forward(_ tokens: UnsafeBufferPointer<Int32>, layout: BatchLayout, kv: KVStorage) throws -> UnsafeBufferPointer<Float>
 }
 
 extension CausalLM {
+    /// A contiguous cache for up to `capacity` positions (at most `spec.maxPositions`).
     public func makeCache(capacity: Int) -> KVCache {
         KVCache(layers: spec.layers, capacity: min(capacity, spec.maxPositions), kvDim: spec.kvDim)
+    }
+
+    /// Runs `tokens` at positions `cache.length ..< cache.length + tokens.count` of a single
+    /// sequence, appends their K/V to `cache`, and returns logits `[rows, vocab]`: every position
+    /// when `allLogits`, else only the last. Long inputs run in chunks of `maxRows`.
+    public func forward(_ tokens: UnsafeBufferPointer<Int32>, cache: KVCache, allLogits: Bool) throws -> UnsafeBufferPointer<Float> {
+        if tokens.isEmpty { throw ModelError.emptyInput }
+        try checkTokens(tokens)
+        let needed = cache.length + tokens.count
+        if needed > cache.capacity { throw ModelError.contextFull(needed: needed, capacity: cache.capacity) }
+        let v = spec.vocabSize
+        var done = 0
+        var all: [Float] = []
+        var last = UnsafeBufferPointer<Float>(start: nil, count: 0)
+        if allLogits && tokens.count > maxRows { all.reserveCapacity(tokens.count * v) }
+        while done < tokens.count {
+            let r = min(maxRows, tokens.count - done)
+            cache.layout.removeAll()
+            let isLast = done + r == tokens.count
+            cache.layout.append(sequence: 0, rows: r, startPosition: cache.length, logits: allLogits ? .all : (isLast ? .last : .none))
+            last = try forward(UnsafeBufferPointer(rebasing: tokens[done..<(done + r)]), layout: cache.layout, kv: cache)
+            cache.length += r
+            if allLogits && tokens.count > maxRows { all.append(contentsOf: last) }
+            done += r
+        }
+        if allLogits && tokens.count > maxRows {
+            // rare (logits of a long input): hand back a buffer that outlives this call
+            let keep = UnsafeMutableBufferPointer<Float>.allocate(capacity: all.count)
+            _ = keep.initialize(from: all)
+            retainedLogits.append(keep)
+            return UnsafeBufferPointer(keep)
+        }
+        return last
     }
 
     /// Convenience: logits for all positions of `tokens` from an empty cache, `[T][vocab]`.
@@ -90,15 +201,16 @@ extension CausalLM {
         return (0..<tokens.count).map { Array(out[($0 * v)..<($0 * v + v)]) }
     }
 
-    func checkTokens(_ tokens: UnsafeBufferPointer<Int32>, cache: KVCache) throws {
-        if tokens.isEmpty { throw ModelError.emptyInput }
+    /// Throws when a token id is outside the vocabulary (ids come from users and files).
+    public func checkTokens(_ tokens: UnsafeBufferPointer<Int32>) throws {
         for t in tokens where t < 0 || Int(t) >= spec.vocabSize {
             throw ModelError.tokenOutOfRange(token: Int(t), vocabSize: spec.vocabSize)
         }
-        let needed = cache.length + tokens.count
-        if needed > cache.capacity { throw ModelError.contextFull(needed: needed, capacity: cache.capacity) }
     }
 }
+
+/// Long all-position logits buffers handed out by `forward(_:cache:allLogits:)` (tools only).
+nonisolated(unsafe) var retainedLogits: [UnsafeMutableBufferPointer<Float>] = []
 
 /// A weight matrix used by a linear layer, in one of two layouts:
 /// `.outIn` `[out, in]` (HF `nn.Linear`: y = x W^T) or `.inOut` `[in, out]` (GPT-2's `Conv1D`: y = x W).
@@ -165,7 +277,6 @@ struct WeightMatrix {
 /// (no allocation per token). Shapes in the field comments.
 final class Workspace {
     let maxRows: Int
-    let maxContext: Int
     /// [maxRows, hidden] residual stream
     let x: Tensor
     /// [maxRows, hidden] normalized input
@@ -174,35 +285,61 @@ final class Workspace {
     let q: Tensor
     /// [maxRows, heads * headDim] attention output
     let attn: Tensor
+    /// [maxRows, kvDim] new keys
+    let k: Tensor
+    /// [maxRows, kvDim] new values
+    let v: Tensor
     /// [maxRows, ffn] FFN gate / first activation
     let ffA: Tensor
     /// [maxRows, ffn] FFN up
     let ffB: Tensor
-    /// [maxRows * maxContext] attention scores
-    let scores: Tensor
-    /// [maxRows, vocab] logits
+    /// [maxRows, vocab] logits (rows that want logits, in entry order)
     let logits: Tensor
     /// [maxWeightElements] f16/bf16 -> f32 conversion scratch (empty for f32 models)
     let convert: Tensor
     /// [maxRows] positions
     var positions: [Int32]
 
-    init(maxRows: Int, maxContext: Int, hidden: Int, qWidth: Int, attnWidth: Int, ffn: Int, vocab: Int, convertElements: Int) {
+    init(maxRows: Int, hidden: Int, qWidth: Int, kvDim: Int, attnWidth: Int, ffn: Int, vocab: Int, convertElements: Int) {
         self.maxRows = maxRows
-        self.maxContext = maxContext
         x = Tensor(zeros: [maxRows, hidden])
         xn = Tensor(zeros: [maxRows, hidden])
         q = Tensor(zeros: [maxRows, qWidth])
         attn = Tensor(zeros: [maxRows, attnWidth])
+        k = Tensor(zeros: [maxRows, kvDim])
+        v = Tensor(zeros: [maxRows, kvDim])
         ffA = Tensor(zeros: [maxRows, ffn])
         ffB = Tensor(zeros: [maxRows, ffn])
-        scores = Tensor(zeros: [maxRows * maxContext])
         logits = Tensor(zeros: [maxRows, vocab])
         convert = Tensor(zeros: [max(1, convertElements)])
         positions = [Int32](repeating: 0, count: maxRows)
     }
 
     var convertScratch: UnsafeMutablePointer<Float> { convert.f32 }
+
+    /// Fills `positions` from the layout; checks rows and positions.
+    func prepare(_ layout: BatchLayout, tokens: Int, maxPositions: Int) throws {
+        precondition(layout.totalRows == tokens && tokens <= maxRows, "forward: \(tokens) tokens for \(layout.totalRows) layout rows (max \(maxRows))")
+        for e in layout.entries {
+            if e.endPosition > maxPositions { throw ModelError.contextFull(needed: e.endPosition, capacity: maxPositions) }
+            for r in 0..<e.rowCount { positions[e.rowStart + r] = Int32(e.startPosition + r) }
+        }
+    }
+
+    /// Copies the rows that want logits from `x` into consecutive rows of `dst`; returns how many.
+    func gatherLogitRows(_ layout: BatchLayout, from x: UnsafePointer<Float>, to dst: UnsafeMutablePointer<Float>, width: Int) -> Int {
+        var n = 0
+        for e in layout.entries {
+            switch e.logits {
+            case .none: continue
+            case .last:
+                (dst + n * width).update(from: x + (e.rowStart + e.rowCount - 1) * width, count: width); n += 1
+            case .all:
+                (dst + n * width).update(from: x + e.rowStart * width, count: e.rowCount * width); n += e.rowCount
+            }
+        }
+        return n
+    }
 }
 
 /// Loads weights for a model, checking each tensor's shape against the config.
