@@ -21,15 +21,16 @@ let package = Package(
         .target(name: "StrataTensor", dependencies: ["COpenBLAS"]),
         .target(name: "StrataFormats", dependencies: ["StrataTensor"]),
         .target(name: "StrataModels", dependencies: ["StrataTensor", "StrataFormats"]),
+        .target(name: "StrataMemory", dependencies: ["StrataTensor"]),
 
 
-        .target(name: "Strata", dependencies: ["StrataTensor", "StrataFormats", "StrataModels"]),
+        .target(name: "Strata", dependencies: ["StrataTensor", "StrataFormats", "StrataModels", "StrataMemory"]),
         .executableTarget(
             name: "StrataCLI",
             dependencies: ["Strata", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "StrataTensorTests", dependencies: ["StrataTensor"]),
-        .testTarget(name: "StrataModelTests", dependencies: ["Strata", "StrataFormats", "StrataModels"]),
+        .testTarget(name: "StrataModelTests", dependencies: ["Strata", "StrataFormats", "StrataModels", "StrataMemory"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -38,57 +38,6 @@ public enum ModelError: Error, CustomStringConvertible, Equatable, Sendable {
     }
 }
 
-/// The rows of one forward pass, grouped by sequence. Row `r` of entry `e` is token
-/// `e.rowStart + r` of the pass, at position `e.startPosition + r` of sequence `e.sequence`.
-/// Reused across steps (entries keep their capacity), so a decode step allocates nothing.
-public final class BatchLayout: @unchecked Sendable {
-    public enum Logits: Sendable { case none, last, all }
-    public struct Entry: Sendable {
-        public var sequence: Int
-        public var rowStart: Int
-        public var rowCount: Int
-        public var startPosition: Int
-        public var logits: Logits
-        public init(sequence: Int, rowStart: Int, rowCount: Int, startPosition: Int, logits: Logits) {
-            self.sequence = sequence; self.rowStart = rowStart; self.rowCount = rowCount
-            self.startPosition = startPosition; self.logits = logits
-        }
-        /// Keys visible to this entry's last row.
-        public var endPosition: Int { startPosition + rowCount }
-    }
-    public private(set) var entries: [Entry] = []
-    public private(set) var totalRows = 0
-
-    public init(capacity: Int = 64) { entries.reserveCapacity(capacity) }
-
-    public func removeAll() { entries.removeAll(keepingCapacity: true); totalRows = 0 }
-
-    /// Appends `rows` rows of `sequence` starting at `position`.
-    public func append(sequence: Int, rows: Int, startPosition: Int, logits: Logits) {
-        precondition(rows > 0, "BatchLayout: an entry needs rows")
-        entries.append(Entry(sequence: sequence, rowStart: totalRows, rowCount: rows, startPosition: startPosition, logits: logits))
-        totalRows += rows
-    }
-
-    /// Logit rows the pass returns, in entry order.
-    public var logitRows: Int {
-        entries.reduce(0) { $0 + ($1.logits == .all ? $1.rowCount : ($1.logits == .last ? 1 : 0)) }
-    }
-}
-
-/// Where a forward pass keeps keys and values, and how it attends over them. The models
-/// compute K/V rows and hand them here, so the same forward pass runs on a contiguous
-/// per-sequence cache or on a paged block pool.
-public protocol KVStorage: AnyObject {
-    /// Writes rows of K and V for `layer` (`[rows, kvDim]` with row strides `ldk`, `ldv`) at
-    /// the positions `layout` gives them.
-    func write(layer: Int, layout: BatchLayout, k: UnsafePointer<Float>, ldk: Int, v: UnsafePointer<Float>, ldv: Int)
-    /// Causal attention of each entry's query rows over its sequence's keys `0 ..< endPosition`;
-    /// `q` `[rows, heads * headDim]`, `out` `[rows, heads * headDim]`.
-    func attend(layer: Int, layout: BatchLayout, q: UnsafePointer<Float>, ldq: Int, out: UnsafeMutablePointer<Float>, ldo: Int,
-                heads: Int, kvHeads: Int, headDim: Int, scale: Float)
-}
-
 /// A contiguous per-sequence KV cache: for each layer, K and V rows of every position.
 public final class KVCache: KVStorage, @unchecked Sendable {
     public let layers: Int

@@ -37,6 +37,25 @@ public enum Threads {
     }
 }
 
+extension Threads {
+    /// Like `parallelFor`, but also passes the chunk's index (`0 ..< chunkCount`) so each chunk
+    /// can use its own scratch. Returns nothing until all chunks finish.
+    public static func parallelChunks(_ n: Int, minChunk: Int = 1, _ body: (_ chunk: Int, _ range: Range<Int>) -> Void) {
+        if n <= 0 { return }
+        let chunks = max(1, min(count, n / max(1, minChunk)))
+        if chunks == 1 { body(0, 0..<n); return }
+        withoutActuallyEscaping(body) { body in
+            let box = UncheckedSendable(body)
+            DispatchQueue.concurrentPerform(iterations: chunks) { c in
+                box.value(c, (n * c / chunks)..<(n * (c + 1) / chunks))
+            }
+        }
+    }
+
+    /// The most chunks `parallelChunks` uses.
+    public static var maxChunks: Int { count }
+}
+
 /// Carries a value into a `@Sendable` closure when the caller guarantees the
 /// accesses do not race (disjoint ranges of a buffer, say).
 public struct UncheckedSendable<T>: @unchecked Sendable {

@@ -1,0 +1,326 @@
+import Foundation
+import StrataMemory
+import StrataModels
+import StrataTensor
+
+/// One generation request for the batch engine.
+public struct GenerationRequest: Sendable {
+    public var prompt: [Int]
+    public var parameters: SamplingParameters
+    /// Parallel samples sharing the prompt's KV blocks (forked after the prefill).
+    public var n: Int
+    public init(prompt: [Int], parameters: SamplingParameters, n: Int = 1) {
+        self.prompt = prompt; self.parameters = parameters; self.n = n
+    }
+}
+
+/// What one sample of one request produced.
+public struct RequestOutput: Sendable {
+    public var index: Int
+    public var sample: Int
+    public var promptTokens: Int
+    public var ids: [Int]
+    public var text: String
+    public var stopReason: StopReason
+    /// Prompt tokens whose KV came from the prefix cache.
+    public var cachedPromptTokens: Int
+    /// Times this sample was preempted (its KV freed and recomputed later).
+    public var preemptions: Int
+}
+
+/// Counters of one `BatchEngine.run`.
+public struct BatchStats: Sendable {
+    public var steps = 0
+    public var promptTokensComputed = 0
+    public var decodeTokens = 0
+    public var preemptions = 0
+    public var prefixHitTokens = 0
+    public var copiesOnWrite = 0
+    public var maxRunning = 0
+    public var seconds = 0.0
+    /// Largest (allocated - used) token slots seen after a step, and the sequences then.
+    public var peakWastedSlots = 0
+    public var wasteSequencesAtPeak = 0
+}
+
+/// Continuous batching over a paged KV cache: requests join and leave between steps; each step
+/// runs every running sequence's rows through one GEMM per projection (decode rows first, then
+/// prompt chunks up to a token budget, so a long prompt does not stall running sequences);
+/// when blocks run out the newest running sequence is preempted (its blocks freed, its tokens
+/// recomputed when it is admitted again) so every request finishes.
+public final class BatchEngine: @unchecked Sendable {
+    public struct Config: Sendable {
+        public var blockSize = 16
+        public var blocks: Int
+        /// Most sequences running at once.
+        public var maxBatch = 64
+        /// Most prompt tokens one sequence computes per step.
+        public var prefillChunk = 256
+        public init(blocks: Int, blockSize: Int = 16, maxBatch: Int = 64, prefillChunk: Int = 256) {
+            self.blocks = blocks; self.blockSize = blockSize; self.maxBatch = maxBatch; self.prefillChunk = prefillChunk
+        }
+    }
+
+    public let loaded: LoadedModel
+    public let config: Config
+    public let kv: PagedKVCache
+    public private(set) var stats = BatchStats()
+    /// Called after every step (tests check the pool's invariants here).
+    public var afterStep: ((BatchEngine) -> Void)?
+
+    final class Seq {
+        let id: Int
+        let request: Int
+        let sample: Int
+        let arrival: Int
+        let promptCount: Int
+        /// tokens to compute before sampling: the prompt, or prompt + generated after a preemption
+        var tokens: [Int32]
+        var computed = 0
+        var generated: [Int] = []
+        var sampler: Sampler
+        var decoder: StreamingDecoder?
+        var text = ""
+        var stop: StopReason?
+        var cached = 0
+        var preemptions = 0
+        var forked = false
+        init(id: Int, request: Int, sample: Int, arrival: Int, prompt: [Int32], sampler: Sampler, decoder: StreamingDecoder?) {
+            self.id = id; self.request = request; self.sample = sample; self.arrival = arrival
+            self.promptCount = prompt.count; self.tokens = prompt; self.sampler = sampler; self.decoder = decoder
+        }
+        var prefillDone: Bool { computed >= tokens.count }
+    }
+
+    public init(loaded: LoadedModel, config: Config) {
+        self.loaded = loaded
+        self.config = config
+        let spec = loaded.spec
+        kv = PagedKVCache(layers: spec.layers, kvDim: spec.kvDim, blockSize: config.blockSize, blockCount: config.blocks,
+                          maxContext: min(spec.maxPositions, config.blocks * config.blockSize))
+    }
+
+    /// Blocks that hold `bytes` of KV for this model.
+    public static func blocks(forBytes bytes: Int, spec: ModelSpec, blockSize: Int) -> Int {
+        bytes / PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: blockSize)
+    }
+
+    /// Runs all `requests` to completion. `onToken(request, sample, token)` sees every token as
+    /// it is made. Outputs come back in request order, samples in order.
+    public func run(_ requests: [GenerationRequest],
+                    onToken: (Int, Int, GeneratedToken) -> Void = { _, _, _ in }) throws -> [RequestOutput] {
+        let model = loaded.model
+        let spec = model.spec
+        let maxContext = kv.maxContext
+        for (i, r) in requests.enumerated() {
+            try r.parameters.validate()
+            if r.prompt.isEmpty { throw ModelError.emptyInput }
+            if r.n < 1 { throw SamplingError.invalid(field: "n", reason: "must be >= 1, got \(r.n) (request \(i))") }
+            try r.prompt.map(Int32.init).withUnsafeBufferPointer { try model.checkTokens($0) }
+            if r.prompt.count >= maxContext {
+                throw ModelError.contextFull(needed: r.prompt.count + 1, capacity: maxContext)
+            }
+            let blocksForPrompt = (r.prompt.count + config.blockSize) / config.blockSize
+            if blocksForPrompt > config.blocks {
+                throw BlockPoolError.outOfBlocks(requested: blocksForPrompt, free: config.blocks, total: config.blocks)
+            }
+        }
+        let t0 = now()
+        var nextID = 0
+        var waiting: [Seq] = []
+        var running: [Seq] = []
+        var finished: [Seq] = []
+        for (i, r) in requests.enumerated() {
+            let sampler = Sampler(parameters: r.parameters, vocabSize: spec.vocabSize)
+            waiting.append(Seq(id: nextID, request: i, sample: 0, arrival: nextID, prompt: r.prompt.map(Int32.init), sampler: sampler,
+                               decoder: loaded.tokenizer.map { StreamingDecoder(tokenizer: $0) }))
+            nextID += 1
+        }
+        let layout = BatchLayout(capacity: config.maxBatch + 8)
+        var rowTokens = [Int32](repeating: 0, count: model.maxRows)
+        var rowSeq: [Seq] = []
+        rowSeq.reserveCapacity(config.maxBatch + 8)
+
+        func preempt(_ s: Seq) {
+            kv.free(s.id)
+            s.tokens = s.tokens.prefix(s.promptCount) + s.generated.map(Int32.init)
+            s.computed = 0
+            s.preemptions += 1
+            stats.preemptions += 1
+            running.removeAll { $0 === s }
+            let at = waiting.firstIndex { $0.arrival > s.arrival } ?? waiting.count
+            waiting.insert(s, at: at)
+        }
+
+        func finish(_ s: Seq, _ reason: StopReason) {
+            s.stop = reason
+            if reason != .stopString, let tail = try? s.decoder?.finish(), !tail.isEmpty {
+                s.text += tail
+                onToken(s.request, s.sample, GeneratedToken(id: -1, text: tail))
+            }
+            kv.free(s.id)
+            running.removeAll { $0 === s }
+            finished.append(s)
+        }
+
+        while !waiting.isEmpty || !running.isEmpty {
+            layout.removeAll()
+            rowSeq.removeAll(keepingCapacity: true)
+            var budget = model.maxRows
+            // 1. one decode row per running sequence whose prompt is done (oldest first)
+            var i = 0
+            while i < running.count && budget > 0 {
+                let s = running[i]
+                guard s.prefillDone else { i += 1; continue }
+                do {
+                    try kv.reserve(s.id, newTokens: 1)
+                } catch is BlockPoolError {
+                    // out of blocks: preempt the newest running sequence not already in this
+                    // step (possibly this one), then retry
+                    let victim = running.filter { r in !rowSeq.contains { $0 === r } }.max { $0.arrival < $1.arrival }!
+                    preempt(victim)
+                    i = running.firstIndex { $0 === s } ?? running.count
+                    continue
+                }
+                rowTokens[layout.totalRows] = Int32(s.generated.last!)
+                layout.append(sequence: s.id, rows: 1, startPosition: s.computed, logits: .last)
+                rowSeq.append(s)
+                budget -= 1
+                i += 1
+            }
+            // 2. prompt chunks of running sequences, then admit waiting ones
+            func addChunk(_ s: Seq) throws -> Bool {
+                let n = min(s.tokens.count - s.computed, config.prefillChunk, budget)
+                if n <= 0 { return false }
+                try kv.reserve(s.id, newTokens: n)
+                for j in 0..<n { rowTokens[layout.totalRows + j] = s.tokens[s.computed + j] }
+                let completes = s.computed + n == s.tokens.count
+                layout.append(sequence: s.id, rows: n, startPosition: s.computed, logits: completes ? .last : .none)
+                rowSeq.append(s)
+                budget -= n
+                return true
+            }
+            for s in running where !s.prefillDone && budget > 0 {
+                if (try? addChunk(s)) != true { break }
+            }
+            while budget > 0, running.count < config.maxBatch, let w = waiting.first {
+                let reused = kv.startSequence(w.id, prompt: w.tokens)
+                w.computed = reused
+                if w.preemptions == 0 { w.cached = reused }
+                stats.prefixHitTokens += reused
+                // admit only if its whole prompt fits now (plus one block per running sequence to grow)
+                let need = kv.blocksNeeded(w.id, newTokens: w.tokens.count - reused + 1)
+                if need > kv.pool.available - running.count && !running.isEmpty {
+                    kv.free(w.id)
+                    break
+                }
+                waiting.removeFirst()
+                running.append(w)
+                do {
+                    if try !addChunk(w) { break }
+                } catch {
+                    preempt(w)
+                    break
+                }
+            }
+            if layout.totalRows == 0 {
+                // nothing could be scheduled: make room by preempting the newest running sequence;
+                // a lone sequence that still does not fit means the pool is too small for it
+                if running.count > 1, let victim = running.max(by: { $0.arrival < $1.arrival }) {
+                    preempt(victim)
+                    continue
+                }
+                throw BlockPoolError.outOfBlocks(requested: 1, free: kv.pool.available, total: kv.pool.blockCount)
+            }
+            stats.maxRunning = max(stats.maxRunning, running.count)
+            // 3. one forward pass over every row
+            let logits = try rowTokens.withUnsafeBufferPointer {
+                try model.forward(UnsafeBufferPointer(rebasing: $0[0..<layout.totalRows]), layout: layout, kv: kv)
+            }
+            stats.steps += 1
+            // 4. commit KV, sample where a row produced logits
+            var logitRow = 0
+            var forks: [(Seq, Int)] = []
+            for (e, s) in zip(layout.entries, rowSeq) {
+                rowTokens.withUnsafeBufferPointer { kv.commit(s.id, tokens: UnsafeBufferPointer(rebasing: $0[e.rowStart..<(e.rowStart + e.rowCount)])) }
+                s.computed += e.rowCount
+                if e.rowCount > 1 || s.generated.isEmpty { stats.promptTokensComputed += e.rowCount } else { stats.decodeTokens += 1 }
+                guard e.logits != .none else { continue }
+                let row = UnsafeBufferPointer(rebasing: logits[(logitRow * spec.vocabSize)..<((logitRow + 1) * spec.vocabSize)])
+                logitRow += 1
+                let request = requests[s.request]
+                if request.n > 1 && s.sample == 0 && !s.forked {
+                    s.forked = true
+                    forks.append((s, logitRow - 1))
+                }
+                try emit(s, row: row, request: request, onToken: onToken, finish: finish)
+            }
+            // parallel samples: fork after the prompt, each child samples from the same logits
+            for (parent, r) in forks {
+                let row = UnsafeBufferPointer(rebasing: logits[(r * spec.vocabSize)..<((r + 1) * spec.vocabSize)])
+                let request = requests[parent.request]
+                for k in 1..<request.n {
+                    var p = request.parameters
+                    p.seed = p.seed.map { $0 &+ UInt64(k) }
+                    let child = Seq(id: nextID, request: parent.request, sample: k, arrival: parent.arrival, prompt: Array(parent.tokens.prefix(parent.promptCount)),
+                                    sampler: Sampler(parameters: p, vocabSize: spec.vocabSize),
+                                    decoder: loaded.tokenizer.map { StreamingDecoder(tokenizer: $0) })
+                    nextID += 1
+                    child.cached = parent.cached
+                    child.forked = true
+                    try emit(child, row: row, request: request, onToken: onToken, finish: { s, r in
+                        s.stop = r
+                        if r != .stopString, let tail = try? s.decoder?.finish(), !tail.isEmpty {
+                            s.text += tail
+                            onToken(s.request, s.sample, GeneratedToken(id: -1, text: tail))
+                        }
+                        finished.append(s)
+                    })
+                    if child.stop != nil { continue }
+                    if kv.contains(parent.id) {
+                        kv.fork(parent.id, into: child.id)
+                        child.computed = parent.promptCount
+                        running.append(child)
+                    } else {
+                        // the parent already finished: the child recomputes its prompt and first token
+                        child.tokens = child.tokens + child.generated.map(Int32.init)
+                        child.computed = 0
+                        waiting.append(child)
+                    }
+                }
+            }
+            let waste = kv.wastedSlots
+            if waste > stats.peakWastedSlots { stats.peakWastedSlots = waste; stats.wasteSequencesAtPeak = running.count }
+            afterStep?(self)
+        }
+        stats.copiesOnWrite = kv.copiesOnWrite
+        stats.seconds = now() - t0
+        return finished.sorted { ($0.request, $0.sample) < ($1.request, $1.sample) }.map {
+            RequestOutput(index: $0.request, sample: $0.sample, promptTokens: $0.promptCount, ids: $0.generated, text: $0.text,
+                          stopReason: $0.stop ?? .maxTokens, cachedPromptTokens: $0.cached, preemptions: $0.preemptions)
+        }
+    }
+
+    private func emit(_ s: Seq, row: UnsafeBufferPointer<Float>, request: GenerationRequest,
+                      onToken: (Int, Int, GeneratedToken) -> Void, finish: (Seq, StopReason) -> Void) throws {
+        let p = request.parameters
+        if p.maxTokens == 0 { finish(s, .maxTokens); return }
+        let next = s.sampler.sample(row)
+        s.generated.append(next)
+        var piece = try s.decoder?.push(next) ?? ""
+        var stop: StopReason? = nil
+        if p.stopAtEOS && loaded.eos.contains(next) { stop = .eos }
+        if !p.stopStrings.isEmpty {
+            let candidate = s.text + piece
+            if let hit = p.stopStrings.compactMap({ x in candidate.range(of: x).map { ($0, x) } }).min(by: { $0.0.lowerBound < $1.0.lowerBound }) {
+                piece = String(candidate[..<hit.0.lowerBound].dropFirst(s.text.count))
+                stop = .stopString
+            }
+        }
+        s.text += piece
+        onToken(s.request, s.sample, GeneratedToken(id: next, text: piece))
+        if stop == nil && s.generated.count >= p.maxTokens { stop = .maxTokens }
+        if stop == nil && s.promptCount + s.generated.count >= kv.maxContext { stop = .contextFull }
+        if let stop { finish(s, stop) }
+    }
+}

@@ -1,0 +1,279 @@
+import StrataTensor
+
+/// KV storage in fixed-size blocks from a `BlockPool`, for many sequences at once
+/// (PagedAttention on the CPU). Each sequence has a block table; position `p` of a sequence
+/// lives in row `p % blockSize` of block `table[p / blockSize]`.
+///
+/// Protocol of use, per step: `reserve` room for the new tokens of each sequence (allocates
+/// blocks, copies a shared partly-filled block first: copy-on-write), run the forward pass
+/// (which calls `write` and `attend`), then `commit` the tokens (full blocks become cached
+/// prefixes). `startSequence` reuses cached prefix blocks; `fork` shares every block.
+public final class PagedKVCache: KVStorage, @unchecked Sendable {
+    public let pool: BlockPool
+    public let layers: Int
+    public let kvDim: Int
+    public var blockSize: Int { pool.blockSize }
+    /// Longest sequence the attention scratch is sized for.
+    public let maxContext: Int
+    /// Per layer: `[blockCount, blockSize, kvDim]`.
+    let k: [Tensor]
+    /// Per layer: `[blockCount, blockSize, kvDim]`.
+    let v: [Tensor]
+
+    struct Sequence {
+        /// block ids, in position order
+        var table: [Int]
+        /// positions whose K/V are stored
+        var length: Int
+        /// token ids of those positions (prefix-cache keys)
+        var tokens: [Int32]
+        /// leading full blocks already registered in the pool's cache
+        var registered: Int
+        /// chain hash after the registered blocks
+        var chain: UInt64
+    }
+    private var seqs: [Int: Sequence] = [:]
+
+    /// prefill attention: gathered keys/values `[maxContext, kvDim]` and scores `[rows * keys]`
+    private var gatherK: Tensor, gatherV: Tensor, scores: Tensor
+    /// decode attention: per chunk, `[heads * maxContext]` scores
+    private var decodeScores: [Tensor] = []
+    public private(set) var copiesOnWrite = 0
+    public private(set) var prefixHitTokens = 0
+
+    /// Bytes of K and V per block across all layers (f32).
+    public static func bytesPerBlock(layers: Int, kvDim: Int, blockSize: Int) -> Int { 2 * layers * blockSize * kvDim * 4 }
+
+    public init(layers: Int, kvDim: Int, blockSize: Int = 16, blockCount: Int, maxContext: Int) {
+        precondition(layers > 0 && kvDim > 0 && blockCount > 0 && maxContext > 0, "PagedKVCache: bad sizes")
+        pool = BlockPool(blockCount: blockCount, blockSize: blockSize)
+        self.layers = layers
+        self.kvDim = kvDim
+        self.maxContext = maxContext
+        k = (0..<layers).map { _ in Tensor(zeros: [blockCount, blockSize, kvDim]) }
+        v = (0..<layers).map { _ in Tensor(zeros: [blockCount, blockSize, kvDim]) }
+        gatherK = Tensor(zeros: [maxContext, kvDim])
+        gatherV = Tensor(zeros: [maxContext, kvDim])
+        scores = Tensor(zeros: [maxContext])
+    }
+
+    // MARK: sequences
+
+    public func contains(_ id: Int) -> Bool { seqs[id] != nil }
+    public func length(of id: Int) -> Int { seqs[id]?.length ?? 0 }
+    public func blockTable(of id: Int) -> [Int] { seqs[id]?.table ?? [] }
+    public var sequenceIDs: [Int] { Array(seqs.keys) }
+
+    /// Starts sequence `id` for `prompt`, reusing cached full blocks of its prefix. At least one
+    /// prompt token is always left to compute (its logits are needed). Returns the reused count.
+    @discardableResult
+    public func startSequence(_ id: Int, prompt: [Int32]) -> Int {
+        precondition(seqs[id] == nil, "PagedKVCache: sequence \(id) exists")
+        var s = Sequence(table: [], length: 0, tokens: [], registered: 0, chain: 0)
+        let bs = blockSize
+        let usable = max(0, (prompt.count - 1) / bs)
+        for b in 0..<usable {
+            let key = BlockKey(parent: s.chain, tokens: Array(prompt[(b * bs)..<((b + 1) * bs)]))
+            guard let block = pool.lookup(key) else { break }
+            s.table.append(block)
+            s.length += bs
+            s.tokens += key.tokens
+            s.registered += 1
+            s.chain = key.chainHash
+        }
+        prefixHitTokens += s.length
+        seqs[id] = s
+        return s.length
+    }
+
+    /// Blocks `reserve(id, count)` would take from the pool.
+    public func blocksNeeded(_ id: Int, newTokens n: Int) -> Int {
+        guard let s = seqs[id] else { return (n + blockSize - 1) / blockSize }
+        let have = s.table.count * blockSize
+        var need = max(0, (s.length + n - have + blockSize - 1) / blockSize)
+        if s.length % blockSize != 0, let last = s.table.last, pool.refs(last) > 1 { need += 1 }  // copy-on-write
+        return need
+    }
+
+    /// Makes room for `n` more positions of `id`: allocates blocks, and copies the partly
+    /// filled last block first when another sequence shares it. All or nothing.
+    public func reserve(_ id: Int, newTokens n: Int) throws {
+        guard var s = seqs[id] else { preconditionFailure("PagedKVCache.reserve: no sequence \(id)") }
+        let need = blocksNeeded(id, newTokens: n)
+        if need > pool.available { throw BlockPoolError.outOfBlocks(requested: need, free: pool.available, total: pool.blockCount) }
+        if s.length % blockSize != 0, let last = s.table.last, pool.refs(last) > 1 {
+            let fresh = try pool.allocate()
+            let rows = s.length % blockSize
+            for l in 0..<layers {
+                (k[l].f32 + fresh * blockSize * kvDim).update(from: k[l].f32 + last * blockSize * kvDim, count: rows * kvDim)
+                (v[l].f32 + fresh * blockSize * kvDim).update(from: v[l].f32 + last * blockSize * kvDim, count: rows * kvDim)
+            }
+            pool.free(last)
+            s.table[s.table.count - 1] = fresh
+            copiesOnWrite += 1
+        }
+        while s.table.count * blockSize < s.length + n { s.table.append(try pool.allocate()) }
+        seqs[id] = s
+    }
+
+    /// Records that the K/V of `tokens` (the next positions of `id`) are written; full blocks
+    /// become cached prefixes.
+    public func commit(_ id: Int, tokens: UnsafeBufferPointer<Int32>) {
+        guard var s = seqs[id] else { preconditionFailure("PagedKVCache.commit: no sequence \(id)") }
+        precondition(s.length + tokens.count <= s.table.count * blockSize, "PagedKVCache.commit: \(tokens.count) tokens without room")
+        s.tokens.append(contentsOf: tokens)
+        s.length += tokens.count
+        while (s.registered + 1) * blockSize <= s.length {
+            let b = s.registered
+            let key = BlockKey(parent: s.chain, tokens: Array(s.tokens[(b * blockSize)..<((b + 1) * blockSize)]))
+            pool.register(s.table[b], key: key)
+            s.chain = key.chainHash
+            s.registered += 1
+        }
+        seqs[id] = s
+    }
+
+    /// A new sequence `child` sharing every block of `parent` (parallel sampling).
+    public func fork(_ parent: Int, into child: Int) {
+        guard let s = seqs[parent] else { preconditionFailure("PagedKVCache.fork: no sequence \(parent)") }
+        precondition(seqs[child] == nil, "PagedKVCache.fork: sequence \(child) exists")
+        for b in s.table { pool.share(b) }
+        seqs[child] = s
+    }
+
+    /// Frees every block of `id` (cached full blocks stay reusable until evicted).
+    public func free(_ id: Int) {
+        guard let s = seqs.removeValue(forKey: id) else { return }
+        for b in s.table.reversed() { pool.free(b) }
+    }
+
+    /// Token slots allocated but not holding a token, over all sequences (each sequence wastes
+    /// less than one block: only its last block is partly filled).
+    public var wastedSlots: Int { seqs.values.reduce(0) { $0 + $1.table.count * blockSize - $1.length } }
+
+    public func checkInvariants() -> [String] {
+        var errors = pool.checkInvariants(tables: seqs.values.map { $0.table })
+        for (id, s) in seqs where s.table.count * blockSize - s.length >= blockSize {
+            errors.append("sequence \(id): \(s.table.count) blocks for \(s.length) tokens")
+        }
+        return errors
+    }
+
+    // MARK: KVStorage
+
+    @inline(__always)
+    private func row(_ s: Sequence, _ pos: Int) -> Int { s.table[pos / blockSize] * blockSize + pos % blockSize }
+
+    public func write(layer: Int, layout: BatchLayout, k kRows: UnsafePointer<Float>, ldk: Int, v vRows: UnsafePointer<Float>, ldv: Int) {
+        let kp = k[layer].f32, vp = v[layer].f32
+        for e in layout.entries {
+            guard let s = seqs[e.sequence] else { preconditionFailure("PagedKVCache.write: no sequence \(e.sequence)") }
+            precondition(e.endPosition <= s.table.count * blockSize, "PagedKVCache.write: position \(e.endPosition - 1) not reserved")
+            for r in 0..<e.rowCount {
+                let dst = row(s, e.startPosition + r) * kvDim
+                (kp + dst).update(from: kRows + (e.rowStart + r) * ldk, count: kvDim)
+                (vp + dst).update(from: vRows + (e.rowStart + r) * ldv, count: kvDim)
+            }
+        }
+    }
+
+    public func attend(layer: Int, layout: BatchLayout, q: UnsafePointer<Float>, ldq: Int, out: UnsafeMutablePointer<Float>, ldo: Int,
+                       heads: Int, kvHeads: Int, headDim d: Int, scale: Float) {
+        let kp = k[layer].f32, vp = v[layer].f32
+        // decode rows (one query row): Strata's loops over the blocks, sequences in parallel
+        var decodeEntries = 0
+        for e in layout.entries where e.rowCount == 1 { decodeEntries += 1 }
+        if decodeEntries > 0 {
+            let chunks = min(Threads.maxChunks, decodeEntries)
+            while decodeScores.count < chunks { decodeScores.append(Tensor(zeros: [heads * maxContext])) }
+            if decodeScores[0].count < heads * maxContext { decodeScores = (0..<chunks).map { _ in Tensor(zeros: [heads * maxContext]) } }
+            let entries = layout.entries.filter { $0.rowCount == 1 }
+            let tables = entries.map { seqs[$0.sequence]!.table }
+            let ctx = UncheckedSendable((q, out, kp, vp, decodeScores.map { $0.f32 }))
+            let bs = blockSize, kvDim = self.kvDim
+            Threads.parallelChunks(entries.count) { chunk, range in
+                let (q, out, kp, vp, sc) = ctx.value
+                for i in range {
+                    let e = entries[i]
+                    PagedKVCache.decodeAttention(q: q + e.rowStart * ldq, out: out + e.rowStart * ldo, table: tables[i], keys: e.endPosition,
+                                                 kPool: kp, vPool: vp, blockSize: bs, kvDim: kvDim, heads: heads, kvHeads: kvHeads,
+                                                 headDim: d, scale: scale, scores: sc[chunk])
+                }
+            }
+        }
+        // prefill chunks: gather the sequence's keys/values, then BLAS attention
+        for e in layout.entries where e.rowCount > 1 {
+            let s = seqs[e.sequence]!
+            let n = e.endPosition
+            precondition(n <= maxContext, "PagedKVCache.attend: \(n) keys beyond maxContext \(maxContext)")
+            var p = 0
+            var b = 0
+            while p < n {
+                let rows = min(blockSize, n - p)
+                (gatherK.f32 + p * kvDim).update(from: kp + s.table[b] * blockSize * kvDim, count: rows * kvDim)
+                (gatherV.f32 + p * kvDim).update(from: vp + s.table[b] * blockSize * kvDim, count: rows * kvDim)
+                p += rows; b += 1
+            }
+            if scores.count < e.rowCount * n { scores = Tensor(zeros: [e.rowCount * n]) }
+            Attention.causal(q: q + e.rowStart * ldq, ldq: ldq, k: gatherK.f32, ldk: kvDim, v: gatherV.f32, ldv: kvDim,
+                             out: out + e.rowStart * ldo, ldo: ldo, tokens: e.rowCount, start: e.startPosition, keys: n,
+                             heads: heads, kvHeads: kvHeads, headDim: d, scale: scale, scores: scores.f32)
+        }
+    }
+
+    /// One query row over `keys` positions read through the block table; `scores` holds
+    /// `heads * keys` floats. Query heads of a group share each loaded key and value row.
+    static func decodeAttention(q: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, table: [Int], keys n: Int,
+                                kPool: UnsafePointer<Float>, vPool: UnsafePointer<Float>, blockSize bs: Int, kvDim: Int,
+                                heads: Int, kvHeads: Int, headDim d: Int, scale: Float, scores: UnsafeMutablePointer<Float>) {
+        let group = heads / kvHeads
+        for g in 0..<kvHeads {
+            // scores[h][j] = q_h . k_j
+            for j in 0..<n {
+                let kr = kPool + (table[j / bs] * bs + j % bs) * kvDim + g * d
+                for hh in 0..<group {
+                    let h = g * group + hh
+                    scores[h * n + j] = dot(q + h * d, kr, d) * scale
+                }
+            }
+            for hh in 0..<group {
+                let h = g * group + hh
+                Ops.softmax(scores + h * n, rows: 1, n: n)
+                let o = out + h * d
+                for c in 0..<d { o[c] = 0 }
+            }
+            for j in 0..<n {
+                let vr = vPool + (table[j / bs] * bs + j % bs) * kvDim + g * d
+                for hh in 0..<group {
+                    let h = g * group + hh
+                    axpy(scores[h * n + j], vr, out + h * d, d)
+                }
+            }
+        }
+    }
+
+    @inline(__always)
+    static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
+        var s = SIMD8<Float>()
+        var i = 0
+        while i + 8 <= n {
+            s += UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self) * UnsafeRawPointer(b + i).loadUnaligned(as: SIMD8<Float>.self)
+            i += 8
+        }
+        var t = s.sum()
+        while i < n { t += a[i] * b[i]; i += 1 }
+        return t
+    }
+
+    @inline(__always)
+    static func axpy(_ alpha: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
+        var i = 0
+        let a = SIMD8<Float>(repeating: alpha)
+        while i + 8 <= n {
+            let yv = UnsafeRawPointer(y + i).loadUnaligned(as: SIMD8<Float>.self) + a * UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)
+            UnsafeMutableRawPointer(y + i).storeBytes(of: yv, as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < n { y[i] += alpha * x[i]; i += 1 }
+    }
+}
