@@ -41,6 +41,12 @@ public struct BatchStats: Sendable {
     /// Largest (allocated - used) token slots seen after a step, and the sequences then.
     public var peakWastedSlots = 0
     public var wasteSequencesAtPeak = 0
+    /// Steps with only decode rows, their tokens and time (the steady state of a batch).
+    public var decodeOnlySteps = 0
+    public var decodeOnlyTokens = 0
+    public var decodeOnlySeconds = 0.0
+    /// Aggregate tokens/s over decode-only steps.
+    public var decodeTokensPerSecond: Double { decodeOnlySeconds > 0 ? Double(decodeOnlyTokens) / decodeOnlySeconds : 0 }
 }
 
 /// Continuous batching over a paged KV cache: requests join and leave between steps; each step
@@ -234,6 +240,15 @@ public final class BatchEngine: @unchecked Sendable {
             }
             stats.maxRunning = max(stats.maxRunning, running.count)
             // 3. one forward pass over every row
+            let decodeOnly = layout.entries.allSatisfy { $0.rowCount == 1 } && rowSeq.allSatisfy { !$0.generated.isEmpty && $0.prefillDone }
+            let stepStart = now()
+            defer {
+                if decodeOnly {
+                    stats.decodeOnlySteps += 1
+                    stats.decodeOnlyTokens += layout.totalRows
+                    stats.decodeOnlySeconds += now() - stepStart
+                }
+            }
             let logits = try rowTokens.withUnsafeBufferPointer {
                 try model.forward(UnsafeBufferPointer(rebasing: $0[0..<layout.totalRows]), layout: layout, kv: kv)
             }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Strata
+import StrataMemory
 
 @main
 struct StrataCommand: ParsableCommand {
@@ -8,7 +9,7 @@ struct StrataCommand: ParsableCommand {
         commandName: "strata",
         abstract: "Run transformer language models on the CPU when memory is the wall.",
         subcommands: [Generate.self, Logits.self, Tokenize.self, Detokenize.self, Inspect.self, Synthesize.self,
-                      BenchModel.self, Info.self, MatmulDemo.self]
+                      BenchModel.self, BenchBatch.self, Info.self, MatmulDemo.self]
     )
 }
 
@@ -92,6 +93,11 @@ struct Generate: ParsableCommand {
     @Option(help: "Model folder.") var model: String
     @Option(help: "Prompt text (encoded with the model's tokenizer, BOS added where it adds it).") var prompt: String?
     @Option(help: "Prompt as comma-separated token ids.") var ids: String?
+    @Option(name: .customLong("prompts-file"), help: ArgumentHelp("Run many prompts together (continuous batching): one prompt per line, or JSONL objects with \"prompt\" or \"ids\" and optional \"max_tokens\", \"temperature\", \"top_k\", \"top_p\", \"seed\", \"n\", \"stop\". Prints one JSON line per request.")) var promptsFile: String?
+    @Option(name: .customLong("kv-block-size"), help: "Tokens per KV block (batch mode).") var kvBlockSize = 16
+    @Option(name: .customLong("kv-blocks"), help: "KV blocks in the pool (batch mode; default: enough for every request, at most --kv-memory).") var kvBlocks: Int?
+    @Option(name: .customLong("kv-memory"), help: "KV pool size in bytes, e.g. 512MiB (batch mode; default 2GiB cap).") var kvMemory: String?
+    @Option(name: .customLong("max-batch"), help: "Most sequences decoding at once (batch mode).") var maxBatch = 64
     @Option(name: .customLong("max-tokens"), help: "Tokens to generate at most.") var maxTokens = 128
     @Option(help: "Sampling temperature; 0 is greedy.") var temperature: Float = 0.8
     @Option(name: .customLong("top-k"), help: "Sample from the k most likely tokens (0: all).") var topK = 0
@@ -103,12 +109,16 @@ struct Generate: ParsableCommand {
     @OptionGroup var threads: ThreadOption
 
     func validate() throws {
-        if (prompt == nil) == (ids == nil) { throw ValidationError("give exactly one of --prompt and --ids") }
+        let given = [prompt != nil, ids != nil, promptsFile != nil].filter { $0 }.count
+        if given != 1 { throw ValidationError("give exactly one of --prompt, --ids and --prompts-file") }
+        if kvBlockSize < 1 { throw ValidationError("--kv-block-size must be positive") }
+        if let m = kvMemory, parseByteSize(m) == nil { throw ValidationError("--kv-memory: '\(m)' is not a size (e.g. 512MiB, 2GiB)") }
     }
 
     func run() throws {
         try threads.apply()
         let loaded = try LoadedModel(directory: model)
+        if let promptsFile { return try runBatch(loaded, file: promptsFile) }
         let promptIDs: [Int]
         if let ids { promptIDs = try parseIDs(ids) } else { promptIDs = try loaded.requireTokenizer().encode(prompt!) }
         let params = SamplingParameters(temperature: temperature, topK: topK, topP: topP, seed: seed, maxTokens: maxTokens,
@@ -127,6 +137,75 @@ struct Generate: ParsableCommand {
         eprint(String(format: "prompt: %d tokens, %.1f tokens/s | generation: %d tokens, %.2f tokens/s | stop: %@",
                       result.promptIDs.count, result.promptTokensPerSecond, result.ids.count, result.decodeTokensPerSecond,
                       result.stopReason.rawValue as NSString))
+    }
+}
+
+extension Generate {
+    struct FileRequest: Decodable {
+        var prompt: String?
+        var ids: [Int]?
+        var max_tokens: Int?
+        var temperature: Float?
+        var top_k: Int?
+        var top_p: Float?
+        var seed: UInt64?
+        var n: Int?
+        var stop: [String]?
+    }
+
+    func runBatch(_ loaded: LoadedModel, file: String) throws {
+        guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
+            throw ValidationError("--prompts-file: cannot read \(file)")
+        }
+        var requests: [GenerationRequest] = []
+        for (n, raw) in text.split(separator: "\n", omittingEmptySubsequences: true).enumerated() {
+            let line = raw.trimmingCharacters(in: .whitespaces)
+            if line.isEmpty { continue }
+            var base = SamplingParameters(temperature: temperature, topK: topK, topP: topP, seed: seed, maxTokens: maxTokens,
+                                          stopStrings: stop, stopAtEOS: !ignoreEOS)
+            var promptIDs: [Int]
+            var samples = 1
+            if line.hasPrefix("{") {
+                let r: FileRequest
+                do { r = try JSONDecoder().decode(FileRequest.self, from: Data(line.utf8)) } catch {
+                    throw ValidationError("\(file):\(n + 1): not a JSON request object (\(error))")
+                }
+                if let ids = r.ids { promptIDs = ids } else if let p = r.prompt { promptIDs = try loaded.requireTokenizer().encode(p) } else {
+                    throw ValidationError("\(file):\(n + 1): needs \"prompt\" or \"ids\"")
+                }
+                base.maxTokens = r.max_tokens ?? base.maxTokens
+                base.temperature = r.temperature ?? base.temperature
+                base.topK = r.top_k ?? base.topK
+                base.topP = r.top_p ?? base.topP
+                base.seed = r.seed ?? base.seed
+                base.stopStrings = r.stop ?? base.stopStrings
+                samples = r.n ?? 1
+            } else {
+                promptIDs = try loaded.requireTokenizer().encode(line)
+            }
+            requests.append(GenerationRequest(prompt: promptIDs, parameters: base, n: samples))
+        }
+        if requests.isEmpty { throw ValidationError("--prompts-file: \(file) holds no prompts") }
+        let spec = loaded.spec
+        let perBlock = PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: kvBlockSize)
+        let cap = kvMemory.flatMap(parseByteSize) ?? (2 << 30)
+        let wanted = requests.reduce(0) { $0 + $1.n * (($1.prompt.count + $1.parameters.maxTokens + kvBlockSize) / kvBlockSize) }
+        let blocks = kvBlocks ?? (kvMemory != nil ? cap / perBlock : min(wanted, cap / perBlock))
+        guard blocks >= 1 else { throw ValidationError("KV pool of \(formatBytes(cap)) holds no block of \(formatBytes(perBlock))") }
+        let engine = BatchEngine(loaded: loaded, config: .init(blocks: blocks, blockSize: kvBlockSize, maxBatch: maxBatch))
+        let outs = try engine.run(requests)
+        for o in outs {
+            var obj: [String: Any] = ["index": o.index, "text": o.text, "ids": o.ids, "prompt_tokens": o.promptTokens,
+                                      "generated_tokens": o.ids.count, "stop_reason": o.stopReason.rawValue]
+            if requests[o.index].n > 1 { obj["sample"] = o.sample }
+            try printJSON(obj)
+        }
+        let st = engine.stats
+        let generated = outs.reduce(0) { $0 + $1.ids.count }
+        eprint(String(format: "%d requests, %d sequences: %d prompt tokens computed (%d from the prefix cache), %d generated in %.2f s: %.2f tokens/s aggregate; %d steps, max %d running, %d preemptions, KV pool %d blocks x %d tokens (%@)",
+                      requests.count, outs.count, st.promptTokensComputed, st.prefixHitTokens, generated, st.seconds,
+                      Double(generated) / max(st.seconds, 1e-9), st.steps, st.maxRunning, st.preemptions, blocks, kvBlockSize,
+                      formatBytes(blocks * perBlock) as NSString))
     }
 }
 
@@ -187,6 +266,11 @@ struct Info: ParsableCommand {
             let g = Measure.gemmFlops(m: 512, n: 5632, k: 2048)
             let gv = Measure.gemmFlops(m: 1, n: 5632, k: 2048, repeats: 20)
             eprint(String(format: "memory read bandwidth: %.1f GB/s; sgemm [512,2048]x[5632,2048]^T: %.1f GFLOP/s; gemv: %.1f GFLOP/s", bw / 1e9, g / 1e9, gv / 1e9))
+            for m in [2, 4, 8, 16, 32, 64, 128] {
+                let f = Measure.gemmFlops(m: m, n: 5632, k: 2048, repeats: 10)
+                let f2 = Measure.gemmFlopsSwapped(m: m, n: 5632, k: 2048, repeats: 10)
+                eprint(String(format: "  linear M=%d: %.1f GFLOP/s = weights read at %.1f GB/s; swapped %.1f GFLOP/s", m, f / 1e9, f / Double(2 * m) * 4 / 1e9, f2 / 1e9))
+            }
         }
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -299,5 +383,53 @@ struct BenchModel: ParsableCommand {
         print("|---|---:|---:|---:|---:|")
         print(String(format: "| pp%d | %.2f | %.2f | %.2f | %.1f%% |", prompt, ppMed, spread(pp), ppBound, 100 * ppFrac))
         print(String(format: "| tg%d | %.2f | %.2f | %.2f | %.1f%% |", gen, tgMed, spread(tg), tgBound, 100 * tgFrac))
+    }
+}
+
+struct BenchBatch: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench-batch",
+        abstract: "Aggregate decode tokens/s at several batch sizes (continuous batching, paged KV).")
+    @Option(help: "Model folder.") var model: String
+    @Option(help: "Batch sizes.") var batches: [Int] = [1, 4, 16, 64]
+    @Option(help: "Prompt tokens per request.") var prompt = 32
+    @Option(help: "Generated tokens per request.") var gen = 32
+    @Option(help: "Repeats per batch size (medians).") var repeats = 3
+    @Flag(help: "One JSON line per batch size instead of a table.") var json = false
+    @OptionGroup var threads: ThreadOption
+
+    func run() throws {
+        try threads.apply()
+        let loaded = try LoadedModel(directory: model)
+        let spec = loaded.spec
+        let summary = try CheckpointSummary(directory: model)
+        var rows: [(Int, Double, Double, Double)] = []
+        for b in batches {
+            guard b >= 1 else { throw ValidationError("batch sizes must be positive") }
+            var rates: [Double] = []
+            for r in 0..<repeats {
+                eprint("batch \(b): repeat \(r + 1)/\(repeats)")
+                let requests = (0..<b).map { i in
+                    GenerationRequest(prompt: (0..<prompt).map { ($0 * 7919 + i * 104729 + r) % spec.vocabSize },
+                                      parameters: SamplingParameters(temperature: 0, maxTokens: gen, stopAtEOS: false))
+                }
+                let blocks = b * ((prompt + gen + 16) / 16 + 1)
+                let engine = BatchEngine(loaded: loaded, config: .init(blocks: blocks, blockSize: 16, maxBatch: max(b, 1)))
+                _ = try engine.run(requests)
+                rates.append(engine.stats.decodeTokensPerSecond)
+            }
+            let med = median(rates)
+            rows.append((b, med, (rates.max()! - rates.min()!) / 2, med / max(rows.first?.1 ?? med, 1e-9)))
+            if json {
+                try printJSON(["batch": b, "decode_tokens_per_second": med, "spread": rows.last!.2, "vs_batch_1": rows.last!.3])
+            }
+        }
+        if json { return }
+        print("model: \(spec.architecture) \(String(format: "%.0f", Double(summary.parameters) / 1e6))M params, weights \(formatBytes(summary.totalBytes)), threads \(Threads.count), prompt \(prompt), generated \(gen)")
+        print("| batch | aggregate decode tokens/s (median of \(repeats)) | ± | per sequence | vs batch 1 |")
+        print("|---:|---:|---:|---:|---:|")
+        for (b, r, sp, x) in rows {
+            print(String(format: "| %d | %.2f | %.2f | %.2f | %.2fx |", b, r, sp, r / Double(b), x))
+        }
     }
 }
