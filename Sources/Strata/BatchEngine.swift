@@ -24,8 +24,10 @@ public struct RequestOutput: Sendable {
     public var stopReason: StopReason
     /// Prompt tokens whose KV came from the prefix cache.
     public var cachedPromptTokens: Int
-    /// Times this sample was preempted (its KV freed and recomputed later).
+    /// Times this sample was preempted (its KV freed and recomputed later, or swapped to disk).
     public var preemptions: Int
+    /// Why this sample failed (stop reason `error`), e.g. the KV swap space was full.
+    public var error: String?
 }
 
 /// Counters of one `BatchEngine.run`.
@@ -45,6 +47,14 @@ public struct BatchStats: Sendable {
     public var decodeOnlySteps = 0
     public var decodeOnlyTokens = 0
     public var decodeOnlySeconds = 0.0
+    /// Time in steps that computed prompt tokens.
+    public var prefillSeconds = 0.0
+    /// From the start of the run to the first generated token.
+    public var firstTokenSeconds = 0.0
+    public var blocksSwappedOut = 0
+    public var blocksSwappedIn = 0
+    public var swapBytesRead = 0
+    public var swapBytesWritten = 0
     /// Aggregate tokens/s over decode-only steps.
     public var decodeTokensPerSecond: Double { decodeOnlySeconds > 0 ? Double(decodeOnlyTokens) / decodeOnlySeconds : 0 }
 }
@@ -70,6 +80,8 @@ public final class BatchEngine: @unchecked Sendable {
     public let loaded: LoadedModel
     public let config: Config
     public let kv: PagedKVCache
+    /// The KV disk tier: preempted sequences are swapped here instead of recomputed.
+    public let swap: SwapSpace?
     public private(set) var stats = BatchStats()
     /// Called after every step (tests check the pool's invariants here).
     public var afterStep: ((BatchEngine) -> Void)?
@@ -91,6 +103,8 @@ public final class BatchEngine: @unchecked Sendable {
         var cached = 0
         var preemptions = 0
         var forked = false
+        var swapped: SwappedSequence?
+        var error: String?
         init(id: Int, request: Int, sample: Int, arrival: Int, prompt: [Int32], sampler: Sampler, decoder: StreamingDecoder?) {
             self.id = id; self.request = request; self.sample = sample; self.arrival = arrival
             self.promptCount = prompt.count; self.tokens = prompt; self.sampler = sampler; self.decoder = decoder
@@ -98,9 +112,10 @@ public final class BatchEngine: @unchecked Sendable {
         var prefillDone: Bool { computed >= tokens.count }
     }
 
-    public init(loaded: LoadedModel, config: Config) {
+    public init(loaded: LoadedModel, config: Config, swap: SwapSpace? = nil) {
         self.loaded = loaded
         self.config = config
+        self.swap = swap
         let spec = loaded.spec
         kv = PagedKVCache(layers: spec.layers, kvDim: spec.kvDim, blockSize: config.blockSize, blockCount: config.blocks,
                           maxContext: min(spec.maxPositions, config.blocks * config.blockSize))
@@ -132,6 +147,7 @@ public final class BatchEngine: @unchecked Sendable {
             }
         }
         let t0 = now()
+        runStart = t0
         var nextID = 0
         var waiting: [Seq] = []
         var running: [Seq] = []
@@ -148,12 +164,28 @@ public final class BatchEngine: @unchecked Sendable {
         rowSeq.reserveCapacity(config.maxBatch + 8)
 
         func preempt(_ s: Seq) {
-            kv.free(s.id)
-            s.tokens = s.tokens.prefix(s.promptCount) + s.generated.map(Int32.init)
-            s.computed = 0
             s.preemptions += 1
             stats.preemptions += 1
             running.removeAll { $0 === s }
+            if let swap, s.computed > 0, s.prefillDone {
+                // the disk tier: write the blocks out, read them back on re-admission
+                do {
+                    let n = kv.blockTable(of: s.id).count
+                    s.swapped = try kv.swapOut(s.id, to: swap)
+                    stats.blocksSwappedOut += n
+                } catch {
+                    // no room on disk (or a write error): this sequence fails, the others go on
+                    kv.free(s.id)
+                    s.error = "\(error)"
+                    s.stop = .error
+                    finished.append(s)
+                    return
+                }
+            } else {
+                kv.free(s.id)
+                s.tokens = s.tokens.prefix(s.promptCount) + s.generated.map(Int32.init)
+                s.computed = 0
+            }
             let at = waiting.firstIndex { $0.arrival > s.arrival } ?? waiting.count
             waiting.insert(s, at: at)
         }
@@ -210,6 +242,21 @@ public final class BatchEngine: @unchecked Sendable {
                 if (try? addChunk(s)) != true { break }
             }
             while budget > 0, running.count < config.maxBatch, let w = waiting.first {
+                if let sw = w.swapped, let swap {
+                    // swapped out: back in when its blocks (and one to grow) fit
+                    if sw.slots.count + 1 > kv.pool.available && !running.isEmpty { break }
+                    do {
+                        try kv.swapIn(w.id, from: sw, swap: swap)
+                    } catch {
+                        if running.isEmpty { throw error }
+                        break
+                    }
+                    stats.blocksSwappedIn += sw.slots.count
+                    w.swapped = nil
+                    waiting.removeFirst()
+                    running.append(w)
+                    continue
+                }
                 let reused = kv.startSequence(w.id, prompt: w.tokens)
                 w.computed = reused
                 if w.preemptions == 0 { w.cached = reused }
@@ -247,6 +294,8 @@ public final class BatchEngine: @unchecked Sendable {
                     stats.decodeOnlySteps += 1
                     stats.decodeOnlyTokens += layout.totalRows
                     stats.decodeOnlySeconds += now() - stepStart
+                } else {
+                    stats.prefillSeconds += now() - stepStart
                 }
             }
             let logits = try rowTokens.withUnsafeBufferPointer {
@@ -310,15 +359,20 @@ public final class BatchEngine: @unchecked Sendable {
         }
         stats.copiesOnWrite = kv.copiesOnWrite
         stats.seconds = now() - t0
+        stats.swapBytesRead = swap?.bytesRead ?? 0
+        stats.swapBytesWritten = swap?.bytesWritten ?? 0
         return finished.sorted { ($0.request, $0.sample) < ($1.request, $1.sample) }.map {
             RequestOutput(index: $0.request, sample: $0.sample, promptTokens: $0.promptCount, ids: $0.generated, text: $0.text,
-                          stopReason: $0.stop ?? .maxTokens, cachedPromptTokens: $0.cached, preemptions: $0.preemptions)
+                          stopReason: $0.stop ?? .maxTokens, cachedPromptTokens: $0.cached, preemptions: $0.preemptions, error: $0.error)
         }
     }
+
+    private var runStart = 0.0
 
     private func emit(_ s: Seq, row: UnsafeBufferPointer<Float>, request: GenerationRequest,
                       onToken: (Int, Int, GeneratedToken) -> Void, finish: (Seq, StopReason) -> Void) throws {
         let p = request.parameters
+        if stats.firstTokenSeconds == 0 { stats.firstTokenSeconds = now() - runStart }
         if p.maxTokens == 0 { finish(s, .maxTokens); return }
         let next = s.sampler.sample(row)
         s.generated.append(next)

@@ -13,9 +13,15 @@ public final class LoadedModel: @unchecked Sendable {
     public let eos: Set<Int>
 
     /// Loads `config.json`, `*.safetensors` (zero-copy), `tokenizer.json` and `generation_config.json`.
-    public init(directory: String) throws {
+    public convenience init(directory: String) throws {
+        try self.init(directory: directory, model: ModelRegistry.load(directory: directory))
+    }
+
+    /// The folder's tokenizer and generation settings around an already built `model`
+    /// (e.g. one whose weights come from a tiered store).
+    public init(directory: String, model: CausalLM) throws {
         self.directory = directory
-        model = try ModelRegistry.load(directory: directory)
+        self.model = model
         let tokPath = (directory as NSString).appendingPathComponent("tokenizer.json")
         tokenizer = FileManager.default.fileExists(atPath: tokPath) ? try Tokenizer(path: tokPath) : nil
         let ids = try ModelRegistry.generationTokens(directory: directory, spec: model.spec)
@@ -39,7 +45,7 @@ public struct GeneratedToken: Sendable {
 }
 
 /// Why generation ended.
-public enum StopReason: String, Sendable, Codable { case maxTokens = "max_tokens", eos, stopString = "stop_string", contextFull = "context_full" }
+public enum StopReason: String, Sendable, Codable { case maxTokens = "max_tokens", eos, stopString = "stop_string", contextFull = "context_full", error }
 
 /// The outcome of one generation, with its timings.
 public struct GenerationResult: Sendable {

@@ -98,6 +98,13 @@ struct Generate: ParsableCommand {
     @Option(name: .customLong("kv-blocks"), help: "KV blocks in the pool (batch mode; default: enough for every request, at most --kv-memory).") var kvBlocks: Int?
     @Option(name: .customLong("kv-memory"), help: "KV pool size in bytes, e.g. 512MiB (batch mode; default 2GiB cap).") var kvMemory: String?
     @Option(name: .customLong("max-batch"), help: "Most sequences decoding at once (batch mode).") var maxBatch = 64
+    @Option(name: .customLong("ram-budget"), help: "Keep everything resident (weights, KV, staging, activations, runtime) under this many bytes, e.g. 1GiB; layers that do not fit are streamed from disk.") var ramBudget: String?
+    @Option(help: "Weight tiers: tiered (resident + streamed, the default under a budget) or mmap (map the file, the llama.cpp way).") var weights: String = "tiered"
+    @Option(help: "Run a saved placement (JSON, as written in a report's \"placement\").") var placement: String?
+    @Option(help: "Layers read ahead while one computes, when streaming.") var prefetch = 1
+    @Option(name: .customLong("kv-disk"), help: "File for the KV cache's disk tier: preempted sequences are swapped there.") var kvDisk: String?
+    @Option(name: .customLong("kv-disk-size"), help: "Size limit of the --kv-disk file, e.g. 1GiB.") var kvDiskSize: String = "1GiB"
+    @Option(help: "Write a JSON run report (measured speeds, disk traffic, ledger peak, placement) to this file.") var report: String?
     @Option(name: .customLong("max-tokens"), help: "Tokens to generate at most.") var maxTokens = 128
     @Option(help: "Sampling temperature; 0 is greedy.") var temperature: Float = 0.8
     @Option(name: .customLong("top-k"), help: "Sample from the k most likely tokens (0: all).") var topK = 0
@@ -113,10 +120,17 @@ struct Generate: ParsableCommand {
         if given != 1 { throw ValidationError("give exactly one of --prompt, --ids and --prompts-file") }
         if kvBlockSize < 1 { throw ValidationError("--kv-block-size must be positive") }
         if let m = kvMemory, parseByteSize(m) == nil { throw ValidationError("--kv-memory: '\(m)' is not a size (e.g. 512MiB, 2GiB)") }
+        if let b = ramBudget, parseByteSize(b) == nil { throw ValidationError("--ram-budget: '\(b)' is not a size (e.g. 1GiB)") }
+        if parseByteSize(kvDiskSize) == nil { throw ValidationError("--kv-disk-size: '\(kvDiskSize)' is not a size") }
+        if Placement.Weights(rawValue: weights) == nil { throw ValidationError("--weights must be tiered or mmap, got '\(weights)'") }
+        if prefetch < 0 { throw ValidationError("--prefetch must be >= 0") }
     }
+
+    var tiered: Bool { ramBudget != nil || placement != nil || report != nil || kvDisk != nil || weights != "tiered" }
 
     func run() throws {
         try threads.apply()
+        if tiered { return try runTiered() }
         let loaded = try LoadedModel(directory: model)
         if let promptsFile { return try runBatch(loaded, file: promptsFile) }
         let promptIDs: [Int]
@@ -153,7 +167,66 @@ extension Generate {
         var stop: [String]?
     }
 
-    func runBatch(_ loaded: LoadedModel, file: String) throws {
+    /// Generation under a RAM budget (or with a report): tiered weights, paged KV, batch engine.
+    func runTiered() throws {
+        // the requests need the tokenizer: read it without loading weights
+        let tokPath = (model as NSString).appendingPathComponent("tokenizer.json")
+        let tokenizer = FileManager.default.fileExists(atPath: tokPath) ? try Tokenizer(path: tokPath) : nil
+        func encode(_ text: String) throws -> [Int] {
+            guard let tokenizer else { throw ConfigError.missingFile(path: tokPath) }
+            return tokenizer.encode(text)
+        }
+        let requests: [GenerationRequest]
+        if let promptsFile {
+            requests = try readRequests(promptsFile, encode: encode)
+        } else {
+            let ids = try self.ids.map(parseIDs) ?? encode(prompt!)
+            requests = [GenerationRequest(prompt: ids, parameters: SamplingParameters(temperature: temperature, topK: topK, topP: topP, seed: seed,
+                                                                                    maxTokens: maxTokens, stopStrings: stop, stopAtEOS: !ignoreEOS))]
+        }
+        let workload = Workload(batch: min(maxBatch, requests.reduce(0) { $0 + $1.n }),
+                                promptTokens: requests.map { $0.prompt.count }.max() ?? 1,
+                                outputTokens: requests.map { $0.parameters.maxTokens }.max() ?? 1)
+        let spec = try ModelRegistry.spec(directory: model)
+        var swap: SwapSpace? = nil
+        if let kvDisk {
+            let perBlock = PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: kvBlockSize)
+            swap = try SwapSpace(path: kvDisk, bytes: parseByteSize(kvDiskSize)!, slotBytes: perBlock)
+        }
+        let saved = try placement.map { try JSONDecoder().decode(Placement.self, from: Data(contentsOf: URL(fileURLWithPath: $0))) }
+        let run = try TieredRun(directory: model, budget: ramBudget.flatMap(parseByteSize), workload: workload, placement: saved,
+                                weights: Placement.Weights(rawValue: weights)!, prefetchDepth: prefetch, blockSize: kvBlockSize,
+                                kvBlocks: kvBlocks, swap: swap)
+        defer { run.shutdown() }
+        let p = run.placement
+        eprint("placement: weights \(p.weights.rawValue), \(spec.layers - p.streamedLayers.count) layers resident, \(p.streamedLayers.count) streamed (prefetch \(p.prefetchDepth)), KV \(p.kvBlocksRAM) blocks in RAM, \(p.kvBlocksDisk) on disk")
+        let single = promptsFile == nil && !json
+        let out = FileHandle.standardOutput
+        let (outs, rep) = try run.run(requests) { _, _, tok in
+            if single && !tok.text.isEmpty { out.write(Data(tok.text.utf8)) }
+        }
+        if single { out.write(Data("\n".utf8)) }
+        for o in outs where !single {
+            var obj: [String: Any] = ["index": o.index, "text": o.text, "ids": o.ids, "prompt_tokens": o.promptTokens,
+                                      "generated_tokens": o.ids.count, "stop_reason": o.stopReason.rawValue]
+            if promptsFile == nil { obj = ["prompt_ids": requests[0].prompt, "ids": o.ids, "text": o.text] }
+            if requests[o.index].n > 1 { obj["sample"] = o.sample }
+            if let e = o.error { obj["error"] = e }
+            try printJSON(obj)
+        }
+        let m = rep.measured
+        eprint(String(format: "prompt %.1f tokens/s | decode %.2f tokens/s per sequence, %.2f aggregate | TTFT %.2f s | disk read %@ at %.0f MB/s, I/O wait %.2f s | ledger peak %@, peak RSS %@",
+                      m.prefillTokensPerSecond, m.decodeTokensPerSecond, m.aggregateTokensPerSecond, m.timeToFirstTokenSeconds,
+                      formatBytes(m.diskBytesRead) as NSString, m.diskReadBytesPerSecond / 1e6, m.ioWaitSeconds,
+                      formatBytes(m.peakResidentBytes) as NSString, formatBytes(m.peakRSSBytes) as NSString))
+        if let report {
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try enc.encode(rep).write(to: URL(fileURLWithPath: report))
+        }
+    }
+
+    func readRequests(_ file: String, encode: (String) throws -> [Int]) throws -> [GenerationRequest] {
         guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
             throw ValidationError("--prompts-file: cannot read \(file)")
         }
@@ -170,7 +243,7 @@ extension Generate {
                 do { r = try JSONDecoder().decode(FileRequest.self, from: Data(line.utf8)) } catch {
                     throw ValidationError("\(file):\(n + 1): not a JSON request object (\(error))")
                 }
-                if let ids = r.ids { promptIDs = ids } else if let p = r.prompt { promptIDs = try loaded.requireTokenizer().encode(p) } else {
+                if let ids = r.ids { promptIDs = ids } else if let p = r.prompt { promptIDs = try encode(p) } else {
                     throw ValidationError("\(file):\(n + 1): needs \"prompt\" or \"ids\"")
                 }
                 base.maxTokens = r.max_tokens ?? base.maxTokens
@@ -181,11 +254,16 @@ extension Generate {
                 base.stopStrings = r.stop ?? base.stopStrings
                 samples = r.n ?? 1
             } else {
-                promptIDs = try loaded.requireTokenizer().encode(line)
+                promptIDs = try encode(line)
             }
             requests.append(GenerationRequest(prompt: promptIDs, parameters: base, n: samples))
         }
         if requests.isEmpty { throw ValidationError("--prompts-file: \(file) holds no prompts") }
+        return requests
+    }
+
+    func runBatch(_ loaded: LoadedModel, file: String) throws {
+        let requests = try readRequests(file) { try loaded.requireTokenizer().encode($0) }
         let spec = loaded.spec
         let perBlock = PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: kvBlockSize)
         let cap = kvMemory.flatMap(parseByteSize) ?? (2 << 30)

@@ -272,3 +272,15 @@ public final class SafetensorsCheckpoint: @unchecked Sendable {
     /// The file that holds `name`.
     public func file(of name: String) -> SafetensorsFile? { location[name].map { files[$0] } }
 }
+
+/// The plain weight store: every tensor a view into the mapped checkpoint (the llama.cpp way;
+/// the page cache holds what was read). Layers need no acquiring.
+public final class MappedWeightStore: WeightStore, @unchecked Sendable {
+    public let checkpoint: SafetensorsCheckpoint
+    public init(checkpoint: SafetensorsCheckpoint) { self.checkpoint = checkpoint }
+    public func contains(_ name: String) -> Bool { checkpoint.contains(name) }
+    public func tensor(_ name: String, layer: Int) throws -> Tensor { try checkpoint.tensor(name) }
+    public func acquire(layer: Int) throws {}
+    public func release(layer: Int) {}
+    public var location: String { checkpoint.directory }
+}

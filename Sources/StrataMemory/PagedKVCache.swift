@@ -16,9 +16,9 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
     /// Longest sequence the attention scratch is sized for.
     public let maxContext: Int
     /// Per layer: `[blockCount, blockSize, kvDim]`.
-    let k: [Tensor]
+    public let k: [Tensor]
     /// Per layer: `[blockCount, blockSize, kvDim]`.
-    let v: [Tensor]
+    public let v: [Tensor]
 
     struct Sequence {
         /// block ids, in position order
@@ -123,6 +123,27 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
         precondition(s.length + tokens.count <= s.table.count * blockSize, "PagedKVCache.commit: \(tokens.count) tokens without room")
         s.tokens.append(contentsOf: tokens)
         s.length += tokens.count
+        while (s.registered + 1) * blockSize <= s.length {
+            let b = s.registered
+            let key = BlockKey(parent: s.chain, tokens: Array(s.tokens[(b * blockSize)..<((b + 1) * blockSize)]))
+            pool.register(s.table[b], key: key)
+            s.chain = key.chainHash
+            s.registered += 1
+        }
+        seqs[id] = s
+    }
+
+    func sequenceState(_ id: Int) -> (table: [Int], length: Int, tokens: [Int32], registered: Int, chain: UInt64) {
+        guard let s = seqs[id] else { preconditionFailure("PagedKVCache: no sequence \(id)") }
+        return (s.table, s.length, s.tokens, s.registered, s.chain)
+    }
+
+    /// Re-creates sequence `id` over owned `table` (after a swap-in). Swapped-in blocks are not
+    /// re-registered as cached prefixes (`registered` 0 restarts the chain from the first block).
+    func restore(_ id: Int, table: [Int], length: Int, tokens: [Int32], registered: Int, chain: UInt64) {
+        precondition(seqs[id] == nil, "PagedKVCache.restore: sequence \(id) exists")
+        var s = Sequence(table: table, length: length, tokens: tokens, registered: registered, chain: chain)
+        // re-register full blocks so the prefix cache and the chain stay consistent
         while (s.registered + 1) * blockSize <= s.length {
             let b = s.registered
             let key = BlockKey(parent: s.chain, tokens: Array(s.tokens[(b * blockSize)..<((b + 1) * blockSize)]))

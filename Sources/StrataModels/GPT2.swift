@@ -95,36 +95,48 @@ public final class GPT2Model: CausalLM, @unchecked Sendable {
 
     public static let architectures = ["GPT2LMHeadModel"]
 
-    public init(config: GPT2Config, checkpoint: SafetensorsCheckpoint, maxRows: Int = 512) throws {
+    let store: WeightStore
+
+    public init(config: GPT2Config, store: WeightStore, maxRows: Int = 512) throws {
         self.config = config
         spec = config.spec
         self.maxRows = maxRows
-        let w = WeightLoader(checkpoint: checkpoint)
+        self.store = store
+        let w = WeightLoader(store: store)
         let h = config.hiddenSize, inner = config.innerSize
         // hub checkpoints name tensors "h.0..." or "transformer.h.0..."
-        let prefix = checkpoint.contains("transformer.wte.weight") ? "transformer." : ""
+        let prefix = store.contains("transformer.wte.weight") ? "transformer." : ""
         wte = try w.tensor(prefix + "wte.weight", [config.vocabSize, h])
         wpe = try w.tensor(prefix + "wpe.weight", [config.maxPositions, h])
         layers = try (0..<config.layers).map { i in
             let p = prefix + "h.\(i)."
             func conv(_ name: String, _ shape: [Int]) throws -> WeightMatrix {
-                WeightMatrix(try w.tensor(p + name + ".weight", shape), layout: .inOut, bias: try w.vector(p + name + ".bias", shape[1]))
+                WeightMatrix(try w.tensor(p + name + ".weight", shape, layer: i), layout: .inOut, bias: try w.vector(p + name + ".bias", shape[1], layer: i))
             }
-            return Layer(ln1w: try w.vector(p + "ln_1.weight", h), ln1b: try w.vector(p + "ln_1.bias", h),
+            try store.acquire(layer: i)
+            defer { store.release(layer: i) }
+            return Layer(ln1w: try w.vector(p + "ln_1.weight", h, layer: i), ln1b: try w.vector(p + "ln_1.bias", h, layer: i),
                          qkv: try conv("attn.c_attn", [h, 3 * h]), proj: try conv("attn.c_proj", [h, h]),
-                         ln2w: try w.vector(p + "ln_2.weight", h), ln2b: try w.vector(p + "ln_2.bias", h),
+                         ln2w: try w.vector(p + "ln_2.weight", h, layer: i), ln2b: try w.vector(p + "ln_2.bias", h, layer: i),
                          fc: try conv("mlp.c_fc", [h, inner]), fcProj: try conv("mlp.c_proj", [inner, h]))
         }
         lnfw = try w.vector(prefix + "ln_f.weight", h)
         lnfb = try w.vector(prefix + "ln_f.bias", h)
-        lmHead = WeightMatrix(checkpoint.contains("lm_head.weight") ? try w.tensor("lm_head.weight", [config.vocabSize, h]) : wte)
+        lmHead = WeightMatrix(store.contains("lm_head.weight") ? try w.tensor("lm_head.weight", [config.vocabSize, h]) : wte)
         posRows = Tensor(zeros: [maxRows, h])
+    }
+
+    public var workspaceBytes: Int {
+        let c = config
+        let convert = WeightMatrix.scratchElements(dtype: wte.dtype, largest: max(c.vocabSize * c.hiddenSize, 3 * c.hiddenSize * c.hiddenSize, c.innerSize * c.hiddenSize))
+        return Workspace.bytes(maxRows: maxRows, hidden: c.hiddenSize, qWidth: 3 * c.hiddenSize, kvDim: c.hiddenSize,
+                           attnWidth: c.hiddenSize, ffn: c.innerSize, vocab: c.vocabSize, convertElements: convert)
     }
 
     private func makeWorkspace() -> Workspace {
         if let ws = workspace { return ws }
         let c = config
-        let convert = wte.dtype == .f32 ? 0 : max(c.vocabSize * c.hiddenSize, 3 * c.hiddenSize * c.hiddenSize, c.innerSize * c.hiddenSize)
+        let convert = WeightMatrix.scratchElements(dtype: wte.dtype, largest: max(c.vocabSize * c.hiddenSize, 3 * c.hiddenSize * c.hiddenSize, c.innerSize * c.hiddenSize))
         let ws = Workspace(maxRows: maxRows, hidden: c.hiddenSize, qWidth: 3 * c.hiddenSize, kvDim: c.hiddenSize,
                            attnWidth: c.hiddenSize, ffn: c.innerSize, vocab: c.vocabSize, convertElements: convert)
         workspace = ws
@@ -150,6 +162,8 @@ public final class GPT2Model: CausalLM, @unchecked Sendable {
         }
         Ops.add(x, posRows.f32, x, count: r * h)
         for (l, L) in layers.enumerated() {
+            try store.acquire(layer: l)
+            defer { store.release(layer: l) }
             Ops.layerNorm(x, weight: L.ln1w.f32, bias: L.ln1b.f32, eps: eps, xn, rows: r, n: h)
             L.qkv.apply(xn, rows: r, qkv, scratch: conv)
             kv.write(layer: l, layout: layout, k: qkv + h, ldk: 3 * h, v: qkv + 2 * h, ldv: 3 * h)

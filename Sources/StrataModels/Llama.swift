@@ -161,31 +161,36 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
 
     public static let architectures = ["LlamaForCausalLM"]
 
-    public init(config: LlamaFamilyConfig, checkpoint: SafetensorsCheckpoint, maxRows: Int = 512) throws {
+    let store: WeightStore
+
+    public init(config: LlamaFamilyConfig, store: WeightStore, maxRows: Int = 512) throws {
         self.config = config
         self.spec = config.spec
         self.maxRows = maxRows
-        let w = WeightLoader(checkpoint: checkpoint)
+        self.store = store
+        let w = WeightLoader(store: store)
         let h = config.hiddenSize, hd = config.headDim, nh = config.heads, kvh = config.kvHeads, ff = config.intermediateSize
         embed = try w.tensor("model.embed_tokens.weight", [config.vocabSize, h])
         layers = try (0..<config.layers).map { i in
             let p = "model.layers.\(i)."
             func lin(_ name: String, _ shape: [Int], bias: Bool) throws -> WeightMatrix {
-                WeightMatrix(try w.tensor(p + name + ".weight", shape), bias: bias ? try w.vector(p + name + ".bias", shape[0]) : nil)
+                WeightMatrix(try w.tensor(p + name + ".weight", shape, layer: i), bias: bias ? try w.vector(p + name + ".bias", shape[0], layer: i) : nil)
             }
+            try store.acquire(layer: i)
+            defer { store.release(layer: i) }
             return Layer(
-                inputNorm: try w.vector(p + "input_layernorm.weight", h),
+                inputNorm: try w.vector(p + "input_layernorm.weight", h, layer: i),
                 q: try lin("self_attn.q_proj", [nh * hd, h], bias: config.qkvBias),
                 k: try lin("self_attn.k_proj", [kvh * hd, h], bias: config.qkvBias),
                 v: try lin("self_attn.v_proj", [kvh * hd, h], bias: config.qkvBias),
                 o: try lin("self_attn.o_proj", [h, nh * hd], bias: config.oBias),
-                postNorm: try w.vector(p + "post_attention_layernorm.weight", h),
+                postNorm: try w.vector(p + "post_attention_layernorm.weight", h, layer: i),
                 gate: try lin("mlp.gate_proj", [ff, h], bias: config.mlpBias),
                 up: try lin("mlp.up_proj", [ff, h], bias: config.mlpBias),
                 down: try lin("mlp.down_proj", [h, ff], bias: config.mlpBias))
         }
         norm = try w.vector("model.norm.weight", h)
-        if !config.tieEmbeddings || checkpoint.contains("lm_head.weight") {
+        if !config.tieEmbeddings || store.contains("lm_head.weight") {
             lmHead = WeightMatrix(try w.tensor("lm_head.weight", [config.vocabSize, h]))
         } else {
             lmHead = WeightMatrix(embed)
@@ -193,11 +198,19 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
         rope = RoPE(headDim: hd, theta: Float(config.rope.theta), layout: .halfSplit, scaling: config.ropeScaling)
     }
 
+    public var workspaceBytes: Int {
+        let c = config
+        let convert = WeightMatrix.scratchElements(dtype: embed.dtype, largest: max(c.vocabSize * c.hiddenSize, c.intermediateSize * c.hiddenSize,
+                                                                                    c.heads * c.headDim * c.hiddenSize))
+        return Workspace.bytes(maxRows: maxRows, hidden: c.hiddenSize, qWidth: c.heads * c.headDim, kvDim: c.kvHeads * c.headDim,
+                           attnWidth: c.heads * c.headDim, ffn: c.intermediateSize, vocab: c.vocabSize, convertElements: convert)
+    }
+
     private func makeWorkspace() -> Workspace {
         if let ws = workspace { return ws }
         let c = config
-        let convert = embed.dtype == .f32 ? 0 : max(c.vocabSize * c.hiddenSize, c.intermediateSize * c.hiddenSize,
-                                                     c.heads * c.headDim * c.hiddenSize)
+        let convert = WeightMatrix.scratchElements(dtype: embed.dtype, largest: max(c.vocabSize * c.hiddenSize, c.intermediateSize * c.hiddenSize,
+                                                                                    c.heads * c.headDim * c.hiddenSize))
         let ws = Workspace(maxRows: maxRows, hidden: c.hiddenSize, qWidth: c.heads * c.headDim, kvDim: c.kvHeads * c.headDim,
                            attnWidth: c.heads * c.headDim, ffn: c.intermediateSize, vocab: c.vocabSize, convertElements: convert)
         workspace = ws
@@ -216,8 +229,10 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
         let conv = ws.convertScratch
         let x = ws.x.f32, xn = ws.xn.f32, q = ws.q.f32, attn = ws.attn.f32, kNew = ws.k.f32, vNew = ws.v.f32
         Ops.embedding(table: embed.rawPointer, dtype: embed.dtype, vocab: vocab, dim: h, ids: tokens, x)
-        ws.positions.withUnsafeBufferPointer { pos in
+        try ws.positions.withUnsafeBufferPointer { pos in
             for (l, L) in layers.enumerated() {
+                try store.acquire(layer: l)
+                defer { store.release(layer: l) }
                 Ops.rmsNorm(x, weight: L.inputNorm.f32, eps: eps, xn, rows: r, n: h)
                 L.q.apply(xn, rows: r, q, scratch: conv)
                 L.k.apply(xn, rows: r, kNew, scratch: conv)

@@ -97,6 +97,8 @@ public protocol CausalLM: AnyObject, Sendable {
     var spec: ModelSpec { get }
     /// Most rows one `forward(_:layout:kv:)` takes (longer prompts go in chunks).
     var maxRows: Int { get }
+    /// Bytes of the forward pass's buffers (activations, logits, conversion scratch).
+    var workspaceBytes: Int { get }
     /// Runs the rows of `layout` (`tokens[r]` is row r), stores their K/V in `kv`, and returns
     /// logits `[layout.logitRows, vocab]` in entry order. The returned buffer lives in the
     /// model's workspace: valid until the next call. Callers size `kv` for the positions.
@@ -121,18 +123,20 @@ extension CausalLM {
         var done = 0
         var all: [Float] = []
         var last = UnsafeBufferPointer<Float>(start: nil, count: 0)
-        if allLogits && tokens.count > maxRows { all.reserveCapacity(tokens.count * v) }
+        let chunk = allLogits ? min(maxRows, Workspace.maxLogitRows) : maxRows
+        let chunked = allLogits && tokens.count > chunk
+        if chunked { all.reserveCapacity(tokens.count * v) }
         while done < tokens.count {
-            let r = min(maxRows, tokens.count - done)
+            let r = min(chunk, tokens.count - done)
             cache.layout.removeAll()
             let isLast = done + r == tokens.count
             cache.layout.append(sequence: 0, rows: r, startPosition: cache.length, logits: allLogits ? .all : (isLast ? .last : .none))
             last = try forward(UnsafeBufferPointer(rebasing: tokens[done..<(done + r)]), layout: cache.layout, kv: cache)
             cache.length += r
-            if allLogits && tokens.count > maxRows { all.append(contentsOf: last) }
+            if chunked { all.append(contentsOf: last) }
             done += r
         }
-        if allLogits && tokens.count > maxRows {
+        if chunked {
             // rare (logits of a long input): hand back a buffer that outlives this call
             let keep = UnsafeMutableBufferPointer<Float>.allocate(capacity: all.count)
             _ = keep.initialize(from: all)
@@ -194,31 +198,62 @@ struct WeightMatrix {
             if let b = bias { for j in 0..<outFeatures { y[j] += b.f32[j] } }
             return
         }
-        let w: UnsafePointer<Float>
-        if tensor.dtype == .f32 {
-            w = UnsafePointer(tensor.f32)
-        } else {
-            guard let scratch else { preconditionFailure("WeightMatrix: \(tensor.dtype) weight needs conversion scratch") }
-            HalfConversion.toF32(tensor.rawPointer, dtype: tensor.dtype, scratch, count: elementCount)
-            w = UnsafePointer(scratch)
-        }
         let bp = bias.map { UnsafePointer($0.f32) }
-        switch layout {
-        case .outIn:
-            BLAS.linear(x: x, rows: rows, inFeatures: inFeatures, ldx: ldx, weight: w, outFeatures: outFeatures,
-                        bias: bp, y: y, ldy: ldy, accumulate: accumulate)
-        case .inOut:
-            let lx = ldx ?? inFeatures, ly = ldy ?? outFeatures
-            let beta: Float = accumulate ? 1 : 0
-            if rows == 1 {
-                BLAS.sgemv(trans: true, m: inFeatures, n: outFeatures, a: w, lda: outFeatures, x: x, beta: beta, y: y)
-            } else {
-                BLAS.sgemm(m: rows, n: outFeatures, k: inFeatures, a: x, lda: lx, b: w, ldb: outFeatures, beta: beta, c: y, ldc: ly)
+        let lx = ldx ?? inFeatures, ly = ldy ?? outFeatures
+        if tensor.dtype == .f32 {
+            let w = UnsafePointer(tensor.f32)
+            switch layout {
+            case .outIn:
+                BLAS.linear(x: x, rows: rows, inFeatures: inFeatures, ldx: ldx, weight: w, outFeatures: outFeatures,
+                            bias: bp, y: y, ldy: ldy, accumulate: accumulate)
+                return
+            case .inOut:
+                let beta: Float = accumulate ? 1 : 0
+                if rows == 1 {
+                    BLAS.sgemv(trans: true, m: inFeatures, n: outFeatures, a: w, lda: outFeatures, x: x, beta: beta, y: y)
+                } else {
+                    BLAS.sgemm(m: rows, n: outFeatures, k: inFeatures, a: x, lda: lx, b: w, ldb: outFeatures, beta: beta, c: y, ldc: ly)
+                }
             }
-            if let bp {
-                for r in 0..<rows { let row = y + r * ly; for j in 0..<outFeatures { row[j] += bp[j] } }
+        } else {
+            // 16-bit weights, many rows: convert a band of the weight at a time into the scratch
+            // (at most `WeightMatrix.convertElements` floats) and multiply that band
+            guard let scratch else { preconditionFailure("WeightMatrix: \(tensor.dtype) weight needs conversion scratch") }
+            let esz = tensor.dtype.byteSize
+            switch layout {
+            case .outIn:
+                let band = max(1, min(outFeatures, WeightMatrix.convertElements / inFeatures))
+                var o = 0
+                while o < outFeatures {
+                    let n = min(band, outFeatures - o)
+                    HalfConversion.toF32(tensor.rawPointer + o * inFeatures * esz, dtype: tensor.dtype, scratch, count: n * inFeatures)
+                    BLAS.linear(x: x, rows: rows, inFeatures: inFeatures, ldx: lx, weight: scratch, outFeatures: n,
+                                y: y + o, ldy: ly, accumulate: accumulate)
+                    o += n
+                }
+            case .inOut:
+                let band = max(1, min(inFeatures, WeightMatrix.convertElements / outFeatures))
+                var i = 0
+                while i < inFeatures {
+                    let n = min(band, inFeatures - i)
+                    HalfConversion.toF32(tensor.rawPointer + i * outFeatures * esz, dtype: tensor.dtype, scratch, count: n * outFeatures)
+                    let beta: Float = (accumulate || i > 0) ? 1 : 0
+                    BLAS.sgemm(m: rows, n: outFeatures, k: n, a: x + i, lda: lx, b: scratch, ldb: outFeatures, beta: beta, c: y, ldc: ly)
+                    i += n
+                }
             }
         }
+        if let bp {
+            for r in 0..<rows { let row = y + r * ly; for j in 0..<outFeatures { row[j] += bp[j] } }
+        }
+    }
+
+    /// Floats of the f16/bf16 conversion scratch: a band of the weight, not the whole matrix.
+    static let convertElements = 4 << 20
+
+    /// Scratch a model with these weight shapes needs (0 for f32 weights).
+    static func scratchElements(dtype: DType, largest: Int) -> Int {
+        dtype == .f32 ? 0 : min(largest, convertElements)
     }
 }
 
@@ -249,6 +284,15 @@ final class Workspace {
     /// [maxRows] positions
     var positions: [Int32]
 
+    /// Rows of logits one pass can return.
+    static let maxLogitRows = 256
+
+    /// Bytes a workspace of these sizes holds.
+    static func bytes(maxRows: Int, hidden: Int, qWidth: Int, kvDim: Int, attnWidth: Int, ffn: Int, vocab: Int, convertElements: Int) -> Int {
+        4 * (maxRows * (2 * hidden + qWidth + attnWidth + 2 * kvDim + 2 * ffn) + min(maxRows, maxLogitRows) * vocab + max(1, convertElements))
+            + 4 * maxRows
+    }
+
     init(maxRows: Int, hidden: Int, qWidth: Int, kvDim: Int, attnWidth: Int, ffn: Int, vocab: Int, convertElements: Int) {
         self.maxRows = maxRows
         x = Tensor(zeros: [maxRows, hidden])
@@ -259,7 +303,7 @@ final class Workspace {
         v = Tensor(zeros: [maxRows, kvDim])
         ffA = Tensor(zeros: [maxRows, ffn])
         ffB = Tensor(zeros: [maxRows, ffn])
-        logits = Tensor(zeros: [maxRows, vocab])
+        logits = Tensor(zeros: [min(maxRows, Workspace.maxLogitRows), vocab])
         convert = Tensor(zeros: [max(1, convertElements)])
         positions = [Int32](repeating: 0, count: maxRows)
     }
@@ -269,6 +313,7 @@ final class Workspace {
     /// Fills `positions` from the layout; checks rows and positions.
     func prepare(_ layout: BatchLayout, tokens: Int, maxPositions: Int) throws {
         precondition(layout.totalRows == tokens && tokens <= maxRows, "forward: \(tokens) tokens for \(layout.totalRows) layout rows (max \(maxRows))")
+        precondition(layout.logitRows <= logits.shape[0], "forward: \(layout.logitRows) logit rows, at most \(logits.shape[0])")
         for e in layout.entries {
             if e.endPosition > maxPositions { throw ModelError.contextFull(needed: e.endPosition, capacity: maxPositions) }
             for r in 0..<e.rowCount { positions[e.rowStart + r] = Int32(e.startPosition + r) }
@@ -291,26 +336,18 @@ final class Workspace {
     }
 }
 
-/// Loads weights for a model, checking each tensor's shape against the config.
+/// Loads weights for a model from its `WeightStore`, checking each tensor's shape against the config.
 struct WeightLoader {
-    let checkpoint: SafetensorsCheckpoint
+    let store: WeightStore
 
-    func tensor(_ name: String, _ shape: [Int]) throws -> Tensor {
-        try checkpoint.tensor(name, shape: shape)
+    func tensor(_ name: String, _ shape: [Int], layer: Int = -1) throws -> Tensor {
+        let t = try store.tensor(name, layer: layer)
+        try t.expectShape(shape, "\(name) in \(store.location)")
+        return t
     }
 
-    /// The first of `names` that exists (checkpoints differ in prefixes), with its shape checked.
-    func tensor(anyOf names: [String], _ shape: [Int]) throws -> Tensor {
-        for n in names where checkpoint.contains(n) { return try tensor(n, shape) }
-        throw SafetensorsError.missingTensor(name: names[0], checkpoint: checkpoint.directory)
-    }
-
-    /// A small vector (norm weight, bias) as an owned f32 tensor.
-    func vector(_ name: String, _ n: Int) throws -> Tensor {
-        try tensor(name, [n]).contiguousF32()
-    }
-
-    func optionalVector(_ name: String, _ n: Int) throws -> Tensor? {
-        checkpoint.contains(name) ? try vector(name, n) : nil
+    /// A small vector (norm weight, bias) as an owned f32 tensor (read once, kept in RAM).
+    func vector(_ name: String, _ n: Int, layer: Int = -1) throws -> Tensor {
+        try tensor(name, [n], layer: layer).contiguousF32()
     }
 }

@@ -126,6 +126,48 @@ public enum FileIO {
         return out
     }
 
+    /// Opens `path` for reading with `O_DIRECT` (reads bypass the page cache), or nil when the
+    /// file system refuses it (tmpfs); the caller then reads buffered and drops pages.
+    public static func openReadDirect(_ path: String) throws -> Int32? {
+        while true {
+            let fd = open(path, O_RDONLY | O_CLOEXEC | 0o40000 /* O_DIRECT on x86-64 Linux */)
+            if fd >= 0 { return fd }
+            if errno == EINTR { continue }
+            if errno == EINVAL { return nil }
+            throw FileError.open(path: path, errno: errno)
+        }
+    }
+
+    /// Reads `count` bytes at `offset` (both multiples of 4096, buffer 4096-aligned, for
+    /// O_DIRECT); a read that reaches the end of the file (`fileSize`) may come back short.
+    public static func preadAligned(fd: Int32, path: String, into buffer: UnsafeMutableRawPointer, count: Int, offset: Int, fileSize: Int) throws {
+        var done = 0
+        let want = min(count, fileSize - offset)
+        while done < want {
+            let n = Glibc.pread(fd, buffer + done, count - done, off_t(offset + done))
+            if n > 0 { done += n; continue }
+            if n == 0 { throw FileError.unexpectedEOF(path: path, offset: offset, count: want) }
+            if errno == EINTR { continue }
+            throw FileError.read(path: path, offset: offset + done, errno: errno)
+        }
+    }
+
+    /// Opens (creating) a file for reading and writing, without truncating.
+    public static func openReadWrite(_ path: String) throws -> Int32 {
+        while true {
+            let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+            if fd >= 0 { return fd }
+            if errno != EINTR { throw FileError.open(path: path, errno: errno) }
+        }
+    }
+
+    /// Reserves `bytes` of disk for the file (`posix_fallocate`): ENOSPC becomes `diskFull`.
+    public static func preallocate(fd: Int32, path: String, bytes: Int) throws {
+        let r = posix_fallocate(fd, 0, off_t(bytes))
+        if r == ENOSPC || r == EFBIG || r == EDQUOT { throw FileError.diskFull(path: path, requested: bytes) }
+        if r != 0 && r != EOPNOTSUPP && r != EINVAL { throw FileError.write(path: path, offset: 0, errno: r) }
+    }
+
     /// Creates (truncating) a file for writing.
     public static func createWrite(_ path: String) throws -> Int32 {
         while true {

@@ -28,11 +28,11 @@ public final class TensorStorage: @unchecked Sendable {
     /// Alignment of owned storage, in bytes (one cache line, and AVX-512 width).
     public static let alignment = 64
 
-    /// Allocates `byteCount` bytes, 64-byte aligned, zero-filled.
-    public init(byteCount: Int) {
+    /// Allocates `byteCount` bytes, 64-byte aligned (or `alignment`, e.g. 4096 for O_DIRECT), zero-filled.
+    public init(byteCount: Int, alignment: Int = TensorStorage.alignment) {
         precondition(byteCount >= 0, "TensorStorage: negative byte count \(byteCount)")
-        let n = max(byteCount, TensorStorage.alignment)
-        let p = UnsafeMutableRawPointer.allocate(byteCount: n, alignment: TensorStorage.alignment)
+        let n = max(byteCount, alignment)
+        let p = UnsafeMutableRawPointer.allocate(byteCount: n, alignment: alignment)
         p.initializeMemory(as: UInt8.self, repeating: 0, count: n)
         self.base = p
         self.byteCount = byteCount

@@ -1,0 +1,268 @@
+import Foundation
+import StrataFormats
+import StrataMemory
+import StrataModels
+import StrataTensor
+
+/// Which weights are resident and which streamed, how many KV blocks live in each tier, the
+/// batch size and the prefetch depth. Written and read as JSON (`--placement FILE`).
+public struct Placement: Codable, Sendable, Equatable {
+    public enum Weights: String, Codable, Sendable {
+        /// resident tensors loaded into RAM, streamed layers read with large reads into staging
+        case tiered
+        /// every tensor a view of the mmap'd file (the llama.cpp way); the page cache decides
+        case mmap
+    }
+    public var weights: Weights
+    /// Layers read from disk on every pass (all others, and non-layer tensors, are resident).
+    public var streamedLayers: [Int]
+    public var prefetchDepth: Int
+    public var kvBlockSize: Int
+    public var kvBlocksRAM: Int
+    public var kvBlocksDisk: Int
+    public var batchSize: Int
+
+    enum CodingKeys: String, CodingKey {
+        case weights, streamedLayers = "streamed_layers", prefetchDepth = "prefetch_depth", kvBlockSize = "kv_block_size"
+        case kvBlocksRAM = "kv_blocks_ram", kvBlocksDisk = "kv_blocks_disk", batchSize = "batch_size"
+    }
+
+    public init(weights: Weights, streamedLayers: [Int], prefetchDepth: Int, kvBlockSize: Int, kvBlocksRAM: Int, kvBlocksDisk: Int, batchSize: Int) {
+        self.weights = weights; self.streamedLayers = streamedLayers; self.prefetchDepth = prefetchDepth; self.kvBlockSize = kvBlockSize
+        self.kvBlocksRAM = kvBlocksRAM; self.kvBlocksDisk = kvBlocksDisk; self.batchSize = batchSize
+    }
+}
+
+/// The workload a placement is made for.
+public struct Workload: Codable, Sendable, Equatable {
+    public var batch: Int
+    public var promptTokens: Int
+    public var outputTokens: Int
+    public init(batch: Int, promptTokens: Int, outputTokens: Int) {
+        self.batch = batch; self.promptTokens = promptTokens; self.outputTokens = outputTokens
+    }
+}
+
+/// Bytes of a model folder's tensors, by layer, from the safetensors headers (no weights read).
+public struct WeightInventory: Sendable {
+    public var locations: [TensorLocation]
+    /// bytes of each transformer layer's tensors
+    public var layerBytes: [Int]
+    /// bytes of tensors outside the layers (embeddings, final norm, LM head)
+    public var otherBytes: Int
+    public var totalBytes: Int { otherBytes + layerBytes.reduce(0, +) }
+
+    /// The layer a tensor name belongs to (`model.layers.N.` / `h.N.`), or -1.
+    public static func layer(of name: String) -> Int {
+        for marker in [".layers.", "h."] {
+            guard let r = name.range(of: marker) else { continue }
+            if marker == "h." && !(r.lowerBound == name.startIndex || name[name.index(before: r.lowerBound)] == ".") { continue }
+            let rest = name[r.upperBound...]
+            if let dot = rest.firstIndex(of: "."), let n = Int(rest[..<dot]) { return n }
+        }
+        return -1
+    }
+
+    public init(directory: String, layers: Int) throws {
+        let ckpt = try SafetensorsCheckpoint(directory: directory)
+        var locs: [TensorLocation] = []
+        var perLayer = [Int](repeating: 0, count: layers)
+        var other = 0
+        for name in ckpt.tensorNames {
+            guard let e = ckpt.entry(name), let dtype = e.dtype, let f = ckpt.file(of: name) else { continue }
+            let l = Self.layer(of: name)
+            let layer = l < layers ? l : -1
+            locs.append(TensorLocation(name: name, path: f.path, begin: e.begin, end: e.end, dtype: dtype, shape: e.shape, layer: layer))
+            if layer >= 0 { perLayer[layer] += e.byteCount } else { other += e.byteCount }
+        }
+        locations = locs
+        layerBytes = perLayer
+        otherBytes = other
+    }
+}
+
+/// The byte ledger's fixed lines for a model and workload, and the simple placement rule.
+public enum PlacementRule {
+    /// Bytes the process holds before any model data: the Swift runtime, Foundation, OpenBLAS
+    /// (its thread buffers) and the binary, measured as this process's resident set at start,
+    /// plus a margin for allocator slack.
+    public static func runtimeOverhead() -> Int { measuredOverhead }
+
+    /// Measured once per process, the first time a budget is planned, so every plan of the
+    /// process uses the same figure.
+    static let measuredOverhead: Int = ProcessMemory.read().rss + (48 << 20)
+
+    /// Activations and attention scratch of a batch engine run.
+    public static func activationBytes(model: CausalLM, maxContext: Int) -> Int {
+        let s = model.spec
+        let attention = 4 * (2 * maxContext * s.kvDim + model.maxRows * maxContext + Threads.count * s.heads * maxContext)
+        let smallBatch = 4 * BLAS.smallBatchRows * max(s.intermediateSize, s.vocabSize)
+        return model.workspaceBytes + attention + smallBatch
+    }
+
+    /// KV blocks for `workload` (every sequence's prompt and output, plus one spare block each).
+    public static func kvBlocks(_ w: Workload, blockSize: Int) -> Int {
+        w.batch * ((w.promptTokens + w.outputTokens + blockSize - 1) / blockSize + 1)
+    }
+
+    /// The rule before the planner: non-layer tensors resident, the KV pool as the workload
+    /// needs, then whole layers resident from the first while the budget lasts; the rest are
+    /// streamed through `prefetchDepth + 1` staging slots. Throws `BudgetError.tooSmall` with
+    /// the minimum when even one streamed layer at a time does not fit.
+    public static func place(inventory inv: WeightInventory, spec: ModelSpec, fixed: Int, budget: Int, workload: Workload,
+                             blockSize: Int = 16, prefetchDepth: Int = 1, kvBlocks: Int? = nil) throws -> Placement {
+        let perBlock = PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: blockSize)
+        let wantBlocks = kvBlocks ?? kvBlocksFor(workload, blockSize: blockSize)
+        let minBlocks = (workload.promptTokens + workload.outputTokens + blockSize - 1) / blockSize + 1
+        let maxLayer = inv.layerBytes.max() ?? 0
+        let staging = min(prefetchDepth + 1, inv.layerBytes.count) * maxLayer
+        let minimum = fixed + inv.otherBytes + min(staging, inv.layerBytes.reduce(0, +)) + minBlocks * perBlock
+        if budget < minimum {
+            throw BudgetError.tooSmall(budget: budget, minimum: minimum, detail:
+                "runtime and activations \(formatBytes(fixed)), embeddings/norms/head \(formatBytes(inv.otherBytes)), "
+                + "staging for one streamed layer plus \(prefetchDepth) prefetched \(formatBytes(staging)), KV for one sequence \(formatBytes(minBlocks * perBlock))")
+        }
+        var left = budget - fixed - inv.otherBytes
+        // KV: as the workload wants, but never so much that weights cannot stream
+        let kvRAM = max(minBlocks, min(wantBlocks, (left - min(staging, inv.layerBytes.reduce(0, +))) / perBlock))
+        left -= kvRAM * perBlock
+        var streamed: [Int] = []
+        if inv.layerBytes.reduce(0, +) > left {
+            left -= staging
+            var resident = 0
+            for (i, b) in inv.layerBytes.enumerated() {
+                if resident + b <= left { resident += b } else { streamed.append(i) }
+            }
+        }
+        return Placement(weights: .tiered, streamedLayers: streamed, prefetchDepth: prefetchDepth, kvBlockSize: blockSize,
+                         kvBlocksRAM: kvRAM, kvBlocksDisk: 0, batchSize: workload.batch)
+    }
+
+    static func kvBlocksFor(_ w: Workload, blockSize: Int) -> Int { kvBlocks(w, blockSize: blockSize) }
+}
+
+/// What a run measured (the `measured` object of `--report`).
+public struct Measured: Codable, Sendable {
+    public var prefillTokensPerSecond: Double
+    public var decodeTokensPerSecond: Double
+    public var aggregateTokensPerSecond: Double
+    public var timeToFirstTokenSeconds: Double
+    public var diskBytesRead: Int
+    public var diskReadBytesPerSecond: Double
+    public var computeSeconds: Double
+    public var ioWaitSeconds: Double
+    public var peakResidentBytes: Int
+    public var peakResidentLines: [String: Int]
+    public var peakRSSBytes: Int
+    public var kvBlocksSwapped: Int
+    public var wallSeconds: Double
+    public var promptTokens: Int
+    public var generatedTokens: Int
+
+    enum CodingKeys: String, CodingKey {
+        case prefillTokensPerSecond = "prefill_tokens_per_second", decodeTokensPerSecond = "decode_tokens_per_second"
+        case aggregateTokensPerSecond = "aggregate_tokens_per_second", timeToFirstTokenSeconds = "time_to_first_token_seconds"
+        case diskBytesRead = "disk_bytes_read", diskReadBytesPerSecond = "disk_read_bytes_per_second"
+        case computeSeconds = "compute_seconds", ioWaitSeconds = "io_wait_seconds", peakResidentBytes = "peak_resident_bytes"
+        case peakResidentLines = "peak_resident_lines", peakRSSBytes = "peak_rss_bytes", kvBlocksSwapped = "kv_blocks_swapped"
+        case wallSeconds = "wall_seconds", promptTokens = "prompt_tokens", generatedTokens = "generated_tokens"
+    }
+}
+
+/// The `--report FILE` JSON: what ran, under which budget and placement, and what it measured.
+public struct RunReport: Codable, Sendable {
+    public var model: String
+    public var ramBudgetBytes: Int?
+    public var workload: Workload
+    public var placement: Placement
+    public var measured: Measured
+
+    enum CodingKeys: String, CodingKey {
+        case model, ramBudgetBytes = "ram_budget_bytes", workload, placement, measured
+    }
+}
+
+/// A model loaded under a RAM budget: ledger, weight store (tiered or mmap), batch engine.
+public final class TieredRun: @unchecked Sendable {
+    public let loaded: LoadedModel
+    public let ledger: Ledger
+    public let placement: Placement
+    public let store: WeightStore
+    public let engine: BatchEngine
+    public let workload: Workload
+
+    /// - Parameters:
+    ///   - budget: RAM budget in bytes (nil: unlimited, everything resident unless `placement` says otherwise).
+    ///   - placement: a saved placement; nil: `PlacementRule.place`.
+    public init(directory: String, budget: Int?, workload: Workload, placement given: Placement? = nil,
+                weights: Placement.Weights = .tiered, prefetchDepth: Int = 1, blockSize: Int = 16, kvBlocks: Int? = nil,
+                swap: SwapSpace? = nil) throws {
+        let spec = try ModelRegistry.spec(directory: directory)
+        let inv = try WeightInventory(directory: directory, layers: spec.layers)
+        let ledger = Ledger(budget: budget)
+        self.ledger = ledger
+        self.workload = workload
+        // the fixed lines: runtime and activations (charged once the placement is known to fit)
+        let overhead = PlacementRule.runtimeOverhead()
+        let maxContext = min(spec.maxPositions, workload.promptTokens + workload.outputTokens + blockSize)
+        // activations are known from the spec; build a throwaway estimate through a mapped model
+        let probe = try ModelRegistry.load(directory: directory)
+        let activations = PlacementRule.activationBytes(model: probe, maxContext: maxContext)
+        var p: Placement
+        if let given {
+            p = given
+        } else if let budget {
+            p = try PlacementRule.place(inventory: inv, spec: spec, fixed: overhead + activations, budget: budget, workload: workload,
+                                        blockSize: blockSize, prefetchDepth: prefetchDepth, kvBlocks: kvBlocks)
+        } else {
+            p = Placement(weights: .tiered, streamedLayers: [], prefetchDepth: prefetchDepth, kvBlockSize: blockSize,
+                          kvBlocksRAM: kvBlocks ?? PlacementRule.kvBlocks(workload, blockSize: blockSize), kvBlocksDisk: 0, batchSize: workload.batch)
+        }
+        p.weights = given?.weights ?? weights
+        if let swap { p.kvBlocksDisk = swap.slotCount }
+        placement = p
+        try ledger.charge("runtime overhead", overhead)
+        try ledger.charge("activations", activations)
+        let perBlock = PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: p.kvBlockSize)
+        try ledger.charge("KV cache (RAM)", p.kvBlocksRAM * perBlock)
+        switch p.weights {
+        case .tiered:
+            store = try TieredWeightStore(locations: inv.locations, streamed: Set(p.streamedLayers), prefetchDepth: p.prefetchDepth,
+                                          ledger: ledger, location: directory)
+        case .mmap:
+            // mapped pages are not RAM the ledger controls; they are counted as the kernel maps them (peak RSS)
+            store = MappedWeightStore(checkpoint: try SafetensorsCheckpoint(directory: directory))
+        }
+        let model = try ModelRegistry.load(directory: directory, store: store)
+        loaded = try LoadedModel(directory: directory, model: model)
+        engine = BatchEngine(loaded: loaded, config: .init(blocks: p.kvBlocksRAM, blockSize: p.kvBlockSize, maxBatch: max(1, p.batchSize)),
+                             swap: swap)
+    }
+
+    /// Runs `requests` and returns the outputs and the report.
+    public func run(_ requests: [GenerationRequest], onToken: (Int, Int, GeneratedToken) -> Void = { _, _, _ in }) throws -> ([RequestOutput], RunReport) {
+        let t0 = now()
+        let outs = try engine.run(requests, onToken: onToken)
+        let wall = now() - t0
+        let st = engine.stats
+        let io: WeightIOStats = (store as? TieredWeightStore)?.stats ?? WeightIOStats.init()
+        let generated = outs.reduce(0) { $0 + $1.ids.count }
+        let sequences = max(1, outs.count)
+        let m = Measured(
+            prefillTokensPerSecond: st.prefillSeconds > 0 ? Double(st.promptTokensComputed) / st.prefillSeconds : 0,
+            decodeTokensPerSecond: st.decodeTokensPerSecond / Double(max(1, min(sequences, placement.batchSize))),
+            aggregateTokensPerSecond: wall > 0 ? Double(generated) / wall : 0,
+            timeToFirstTokenSeconds: st.firstTokenSeconds,
+            diskBytesRead: io.bytesRead + st.swapBytesRead,
+            diskReadBytesPerSecond: io.readSeconds > 0 ? Double(io.bytesRead) / io.readSeconds : 0,
+            computeSeconds: max(0, wall - io.waitSeconds),
+            ioWaitSeconds: io.waitSeconds,
+            peakResidentBytes: ledger.peak, peakResidentLines: ledger.peakLines,
+            peakRSSBytes: ProcessMemory.read().peak,
+            kvBlocksSwapped: st.blocksSwappedOut + st.blocksSwappedIn,
+            wallSeconds: wall, promptTokens: st.promptTokensComputed, generatedTokens: generated)
+        return (outs, RunReport(model: loaded.directory, ramBudgetBytes: ledger.budget, workload: workload, placement: placement, measured: m))
+    }
+
+    public func shutdown() { (store as? TieredWeightStore)?.shutdown() }
+}

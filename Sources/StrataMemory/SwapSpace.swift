@@ -1,0 +1,121 @@
+import StrataTensor
+
+/// Errors of the KV disk tier.
+public enum SwapError: Error, CustomStringConvertible, Equatable, Sendable {
+    /// The swap file has no free slot for the blocks being swapped out.
+    case full(path: String, needed: Int, free: Int, slots: Int)
+    public var description: String {
+        switch self {
+        case let .full(p, n, f, s): return "\(p): KV swap space full: \(n) blocks to write, \(f) of \(s) slots free"
+        }
+    }
+}
+
+/// The KV cache's disk tier: a preallocated file of block-sized slots. A slot holds one KV
+/// block of every layer (K then V per layer). Creating it reserves the disk (`posix_fallocate`),
+/// so "disk full" is found at start, not in the middle of a run; the size limit caps it.
+public final class SwapSpace: @unchecked Sendable {
+    public let path: String
+    public let slotBytes: Int
+    public let slotCount: Int
+    let fd: Int32
+    private var freeSlots: [Int]
+    public private(set) var bytesWritten = 0
+    public private(set) var bytesRead = 0
+
+    public init(path: String, bytes: Int, slotBytes: Int) throws {
+        precondition(slotBytes > 0, "SwapSpace: empty slots")
+        self.path = path
+        self.slotBytes = slotBytes
+        slotCount = max(0, bytes / slotBytes)
+        fd = try FileIO.openReadWrite(path)
+        do {
+            try FileIO.preallocate(fd: fd, path: path, bytes: slotCount * slotBytes)
+        } catch {
+            FileIO.closeFile(fd)
+            throw error
+        }
+        freeSlots = Array((0..<slotCount).reversed())
+    }
+
+    deinit { FileIO.closeFile(fd) }
+
+    public var freeCount: Int { freeSlots.count }
+
+    public func allocate(_ n: Int) throws -> [Int] {
+        if n > freeSlots.count { throw SwapError.full(path: path, needed: n, free: freeSlots.count, slots: slotCount) }
+        return (0..<n).map { _ in freeSlots.removeLast() }
+    }
+
+    public func free(_ slots: [Int]) { freeSlots.append(contentsOf: slots) }
+
+    func write(slot: Int, from p: UnsafeRawPointer) throws {
+        try FileIO.pwrite(fd: fd, path: path, from: p, count: slotBytes, offset: slot * slotBytes)
+        bytesWritten += slotBytes
+    }
+
+    func read(slot: Int, into p: UnsafeMutableRawPointer) throws {
+        try FileIO.pread(fd: fd, path: path, into: p, count: slotBytes, offset: slot * slotBytes)
+        bytesRead += slotBytes
+    }
+}
+
+/// A sequence whose KV blocks went to disk.
+public struct SwappedSequence: Sendable {
+    public let slots: [Int]
+    let length: Int
+    let tokens: [Int32]
+    let registered: Int
+    let chain: UInt64
+}
+
+extension PagedKVCache {
+    /// Bytes of one block of every layer, as a swap slot holds it.
+    public var swapSlotBytes: Int { PagedKVCache.bytesPerBlock(layers: layers, kvDim: kvDim, blockSize: blockSize) }
+
+    /// Writes every block of `id` to `swap` and frees them in RAM. On a write error nothing is
+    /// freed and the slots taken are given back.
+    public func swapOut(_ id: Int, to swap: SwapSpace) throws -> SwappedSequence {
+        let s = sequenceState(id)
+        let slots = try swap.allocate(s.table.count)
+        let buf = TensorStorage(byteCount: swap.slotBytes)
+        let blockFloats = blockSize * kvDim
+        do {
+            for (b, slot) in zip(s.table, slots) {
+                var p = buf.base.assumingMemoryBound(to: Float.self)
+                for l in 0..<layers {
+                    p.update(from: k[l].f32 + b * blockFloats, count: blockFloats); p += blockFloats
+                    p.update(from: v[l].f32 + b * blockFloats, count: blockFloats); p += blockFloats
+                }
+                try swap.write(slot: slot, from: buf.base)
+            }
+        } catch {
+            swap.free(slots)
+            throw error
+        }
+        free(id)
+        return SwappedSequence(slots: slots, length: s.length, tokens: s.tokens, registered: s.registered, chain: s.chain)
+    }
+
+    /// Reads a swapped sequence back into fresh blocks as `id`; its disk slots are freed.
+    public func swapIn(_ id: Int, from swapped: SwappedSequence, swap: SwapSpace) throws {
+        let blocks = try pool.allocate(swapped.slots.count)
+        let buf = TensorStorage(byteCount: swap.slotBytes)
+        let blockFloats = blockSize * kvDim
+        do {
+            for (b, slot) in zip(blocks, swapped.slots) {
+                try swap.read(slot: slot, into: buf.base)
+                var p = UnsafePointer(buf.base.assumingMemoryBound(to: Float.self))
+                for l in 0..<layers {
+                    (k[l].f32 + b * blockFloats).update(from: p, count: blockFloats); p += blockFloats
+                    (v[l].f32 + b * blockFloats).update(from: p, count: blockFloats); p += blockFloats
+                }
+            }
+        } catch {
+            for b in blocks { pool.free(b) }
+            throw error
+        }
+        swap.free(swapped.slots)
+        restore(id, table: blocks, length: swapped.length, tokens: swapped.tokens, registered: 0, chain: 0)
+    }
+}

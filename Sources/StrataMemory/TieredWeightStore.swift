@@ -1,0 +1,234 @@
+import Foundation
+import StrataTensor
+
+/// Where one tensor lies in a checkpoint file.
+public struct TensorLocation: Sendable {
+    public var name: String
+    public var path: String
+    /// absolute byte range in the file
+    public var begin: Int, end: Int
+    public var dtype: DType
+    public var shape: [Int]
+    /// transformer layer, or -1 outside the layers
+    public var layer: Int
+    public init(name: String, path: String, begin: Int, end: Int, dtype: DType, shape: [Int], layer: Int) {
+        self.name = name; self.path = path; self.begin = begin; self.end = end; self.dtype = dtype; self.shape = shape; self.layer = layer
+    }
+}
+
+/// Counters of a weight store's disk traffic.
+public struct WeightIOStats: Sendable, Codable {
+    public var bytesRead = 0
+    public var readSeconds = 0.0
+    public var waitSeconds = 0.0
+    public var layersLoaded = 0
+    public init() {}
+}
+
+/// Weights in two tiers under a RAM budget.
+///
+/// - Resident tensors are read once into owned memory (charged to the ledger line
+///   "resident weights"; the file's pages are dropped after the read).
+/// - Streamed layers live on disk and pass through a ring of `prefetchDepth + 1` staging slots
+///   (ledger line "staging buffers"): an I/O thread reads layer after layer in the order the
+///   forward pass uses them, each layer's byte range in one large read (O_DIRECT when the file
+///   system allows, else buffered reads followed by POSIX_FADV_DONTNEED), so the page cache
+///   does not grow. `acquire` waits for the layer (counted as I/O wait); `release` frees its
+///   slot for the layer `prefetchDepth + 1` ahead. f16/bf16 tensors stay 16-bit in staging.
+public final class TieredWeightStore: WeightStore, @unchecked Sendable {
+    public let location: String
+    public let streamedLayers: [Int]
+    public let prefetchDepth: Int
+    public let slotBytes: Int
+    let ledger: Ledger
+    private var resident: [String: Tensor] = [:]
+    private var locations: [String: TensorLocation] = [:]
+    /// streamed layer -> its index in `streamedLayers`
+    private var streamIndex: [Int: Int] = [:]
+    /// per streamed layer: (file, aligned start, aligned length, offset in slot)
+    private var segments: [[(path: String, start: Int, length: Int, slotOffset: Int)]] = []
+    /// per streamed layer: tensor name -> byte offset in its slot
+    private var tensorOffset: [String: Int] = [:]
+    private var slots: [TensorStorage] = []
+    /// what each slot holds: streamed index or -1; `loading` while being read
+    private var slotLayer: [Int]
+    private var slotBusy: [Bool]
+    private var nextToLoad = 0
+    private var nextToUse = 0
+    private var failure: Error?
+    private var stopping = false
+    private let cond = NSCondition()
+    private var thread: Thread?
+    private var files: [String: (fd: Int32, direct: Bool, size: Int)] = [:]
+    public private(set) var stats = WeightIOStats()
+
+    static let align = 4096
+
+    /// - Parameters:
+    ///   - streamed: layers read from disk each pass (the rest, and every non-layer tensor, resident).
+    public init(locations: [TensorLocation], streamed: Set<Int>, prefetchDepth: Int, ledger: Ledger, location: String) throws {
+        precondition(prefetchDepth >= 0, "TieredWeightStore: negative prefetch depth")
+        self.location = location
+        self.ledger = ledger
+        self.prefetchDepth = prefetchDepth
+        streamedLayers = streamed.sorted()
+        for l in locations { self.locations[l.name] = l }
+        for (i, l) in streamedLayers.enumerated() { streamIndex[l] = i }
+        // staging layout of each streamed layer: one aligned segment per contiguous run in a file
+        var maxSlot = 0
+        for layer in streamedLayers {
+            let ts = locations.filter { $0.layer == layer }.sorted { ($0.path, $0.begin) < ($1.path, $1.begin) }
+            var segs: [(String, Int, Int, Int)] = []
+            var slotPos = 0
+            var i = 0
+            while i < ts.count {
+                var j = i
+                var end = ts[i].end
+                while j + 1 < ts.count && ts[j + 1].path == ts[i].path && ts[j + 1].begin - end < (1 << 20) { j += 1; end = max(end, ts[j].end) }
+                let start = ts[i].begin / Self.align * Self.align
+                let length = (end - start + Self.align - 1) / Self.align * Self.align
+                for t in ts[i...j] { tensorOffset[t.name] = slotPos + (t.begin - start) }
+                segs.append((ts[i].path, start, length, slotPos))
+                slotPos += length
+                i = j + 1
+            }
+            segments.append(segs.map { (path: $0.0, start: $0.1, length: $0.2, slotOffset: $0.3) })
+            maxSlot = max(maxSlot, slotPos)
+        }
+        slotBytes = maxSlot
+        let slotCount = streamedLayers.isEmpty ? 0 : min(prefetchDepth + 1, streamedLayers.count)
+        slotLayer = [Int](repeating: -1, count: slotCount)
+        slotBusy = [Bool](repeating: false, count: slotCount)
+        try ledger.charge("staging buffers", slotCount * slotBytes)
+        slots = (0..<slotCount).map { _ in TensorStorage(byteCount: slotBytes, alignment: Self.align) }
+        // resident tensors: read once, pages dropped
+        var buffered: [String: Int32] = [:]
+        defer { for (_, fd) in buffered { FileIO.closeFile(fd) } }
+        for l in locations where !streamed.contains(l.layer) {
+            try ledger.charge("resident weights", l.end - l.begin)
+            let t = Tensor(zeros: l.shape, dtype: l.dtype)
+            let fd = try buffered[l.path] ?? FileIO.openRead(l.path)
+            buffered[l.path] = fd
+            try FileIO.pread(fd: fd, path: l.path, into: t.rawPointer, count: l.end - l.begin, offset: l.begin)
+            FileIO.dropCache(fd: fd, offset: l.begin, count: l.end - l.begin)
+            resident[l.name] = t
+        }
+        if slotCount > 0 {
+            for segs in segments { for seg in segs { _ = try file(seg.path) } }
+            let t = Thread { self.loaderLoop() }
+            t.name = "strata-weight-io"
+            thread = t
+            t.start()
+        }
+    }
+
+    deinit {
+        cond.lock(); stopping = true; cond.broadcast(); cond.unlock()
+        for (_, f) in files { FileIO.closeFile(f.fd) }
+    }
+
+    /// Stops the I/O thread (call before dropping the store).
+    public func shutdown() {
+        cond.lock(); stopping = true; cond.broadcast(); cond.unlock()
+    }
+
+    private func file(_ path: String) throws -> (fd: Int32, direct: Bool, size: Int) {
+        if let f = files[path] { return f }
+        let size = try FileIO.size(path: path)
+        let f: (Int32, Bool, Int)
+        if let d = try FileIO.openReadDirect(path) { f = (d, true, size) } else { f = (try FileIO.openRead(path), false, size) }
+        files[path] = f
+        return f
+    }
+
+    public func contains(_ name: String) -> Bool { locations[name] != nil }
+
+    public func tensor(_ name: String, layer: Int) throws -> Tensor {
+        if let t = resident[name] { return t }
+        guard let l = locations[name] else { throw StoreError.missingTensor(name: name, location: location) }
+        guard let si = streamIndex[l.layer], let off = tensorOffset[name] else { throw StoreError.missingTensor(name: name, location: location) }
+        let slot = si % slots.count
+        let s = slots[slot]
+        return Tensor(storage: TensorStorage(borrowing: s.base + off, byteCount: l.end - l.begin, kind: .arena, owner: s), dtype: l.dtype, shape: l.shape)
+    }
+
+    public enum StoreError: Error, CustomStringConvertible {
+        case missingTensor(name: String, location: String)
+        case outOfOrder(expected: Int, got: Int)
+        public var description: String {
+            switch self {
+            case let .missingTensor(n, l): return "\(l): missing tensor '\(n)'"
+            case let .outOfOrder(e, g): return "streamed layers used out of order: expected layer \(e), got \(g)"
+            }
+        }
+    }
+
+    public func acquire(layer: Int) throws {
+        guard let si = streamIndex[layer] else { return }
+        let t0 = Self.clock()
+        cond.lock(); defer { cond.unlock() }
+        if si != nextToUse { throw StoreError.outOfOrder(expected: streamedLayers[nextToUse], got: layer) }
+        let slot = si % slots.count
+        while slotLayer[slot] != si || slotBusy[slot] {
+            if let f = failure { throw f }
+            cond.wait()
+        }
+        stats.waitSeconds += Self.clock() - t0
+    }
+
+    public func release(layer: Int) {
+        guard let si = streamIndex[layer] else { return }
+        cond.lock()
+        let slot = si % slots.count
+        slotLayer[slot] = -1
+        nextToUse = (si + 1) % streamedLayers.count
+        cond.broadcast()
+        cond.unlock()
+    }
+
+    private func loaderLoop() {
+        while true {
+            cond.lock()
+            // the next layer goes into its slot once the slot is empty
+            var slot = nextToLoad % slots.count
+            while !stopping && slotLayer[slot] != -1 {
+                cond.wait()
+                slot = nextToLoad % slots.count
+            }
+            if stopping { cond.unlock(); return }
+            let si = nextToLoad
+            slotBusy[slot] = true
+            slotLayer[slot] = si
+            cond.unlock()
+            do {
+                let t0 = Self.clock()
+                var bytes = 0
+                for seg in segments[si] {
+                    let f = try file(seg.path)
+                    let dst = slots[slot].base + seg.slotOffset
+                    if f.direct {
+                        try FileIO.preadAligned(fd: f.fd, path: seg.path, into: dst, count: seg.length, offset: seg.start, fileSize: f.size)
+                    } else {
+                        let n = min(seg.length, f.size - seg.start)
+                        try FileIO.pread(fd: f.fd, path: seg.path, into: dst, count: n, offset: seg.start)
+                        FileIO.dropCache(fd: f.fd, offset: seg.start, count: n)
+                    }
+                    bytes += min(seg.length, f.size - seg.start)
+                }
+                cond.lock()
+                stats.bytesRead += bytes
+                stats.readSeconds += Self.clock() - t0
+                stats.layersLoaded += 1
+                slotBusy[slot] = false
+                nextToLoad = (si + 1) % streamedLayers.count
+                cond.broadcast()
+                cond.unlock()
+            } catch {
+                cond.lock(); failure = error; slotBusy[slot] = false; cond.broadcast(); cond.unlock()
+                return
+            }
+        }
+    }
+
+    static func clock() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+}
