@@ -22,15 +22,16 @@ let package = Package(
         .target(name: "StrataFormats", dependencies: ["StrataTensor"]),
         .target(name: "StrataModels", dependencies: ["StrataTensor", "StrataFormats"]),
         .target(name: "StrataMemory", dependencies: ["StrataTensor"]),
+        .target(name: "StrataPlanner", dependencies: ["StrataTensor"]),
 
 
-        .target(name: "Strata", dependencies: ["StrataTensor", "StrataFormats", "StrataModels", "StrataMemory"]),
+        .target(name: "Strata", dependencies: ["StrataTensor", "StrataFormats", "StrataModels", "StrataMemory", "StrataPlanner"]),
         .executableTarget(
             name: "StrataCLI",
-            dependencies: ["Strata", "StrataMemory", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Strata", "StrataMemory", "StrataPlanner", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "StrataTensorTests", dependencies: ["StrataTensor"]),
-        .testTarget(name: "StrataModelTests", dependencies: ["Strata", "StrataFormats", "StrataModels", "StrataMemory"]),
+        .testTarget(name: "StrataModelTests", dependencies: ["Strata", "StrataFormats", "StrataModels", "StrataMemory", "StrataPlanner"]),
     ],
     swiftLanguageModes: [.v6]
 )

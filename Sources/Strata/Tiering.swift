@@ -176,9 +176,26 @@ public struct RunReport: Codable, Sendable {
     public var workload: Workload
     public var placement: Placement
     public var measured: Measured
+    /// The planner's prediction for this run (same keys as `measured`), when a plan was used.
+    public var predicted: [String: Double]?
+    /// Relative error (measured - predicted) / predicted of each predicted key.
+    public var error: [String: Double]?
 
     enum CodingKeys: String, CodingKey {
-        case model, ramBudgetBytes = "ram_budget_bytes", workload, placement, measured
+        case model, ramBudgetBytes = "ram_budget_bytes", workload, placement, measured, predicted, error
+    }
+
+    /// Fills `predicted` and `error` from a plan's prediction.
+    public mutating func compare(with p: [String: Double]) {
+        let m: [String: Double] = [
+            "prefill_tokens_per_second": measured.prefillTokensPerSecond, "decode_tokens_per_second": measured.decodeTokensPerSecond,
+            "aggregate_tokens_per_second": measured.aggregateTokensPerSecond, "time_to_first_token_seconds": measured.timeToFirstTokenSeconds,
+            "disk_bytes_read": Double(measured.diskBytesRead), "peak_resident_bytes": Double(measured.peakResidentBytes),
+        ]
+        predicted = p
+        var e: [String: Double] = [:]
+        for (k, v) in p { if let mv = m[k], v != 0 { e[k] = (mv - v) / v } }
+        error = e
     }
 }
 

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Strata
 import StrataMemory
+import StrataPlanner
 
 @main
 struct StrataCommand: ParsableCommand {
@@ -9,7 +10,7 @@ struct StrataCommand: ParsableCommand {
         commandName: "strata",
         abstract: "Run transformer language models on the CPU when memory is the wall.",
         subcommands: [Generate.self, Logits.self, Tokenize.self, Detokenize.self, Inspect.self, Synthesize.self,
-                      BenchModel.self, BenchBatch.self, Info.self, MatmulDemo.self]
+                      PlanCommand.self, Profile.self, BenchModel.self, BenchBatch.self, Info.self, MatmulDemo.self]
     )
 }
 
@@ -105,6 +106,8 @@ struct Generate: ParsableCommand {
     @Option(name: .customLong("kv-disk"), help: "File for the KV cache's disk tier: preempted sequences are swapped there.") var kvDisk: String?
     @Option(name: .customLong("kv-disk-size"), help: "Size limit of the --kv-disk file, e.g. 1GiB.") var kvDiskSize: String = "1GiB"
     @Option(help: "Write a JSON run report (measured speeds, disk traffic, ledger peak, placement) to this file.") var report: String?
+    @Option(help: "Run a saved plan (from strata plan --out).") var plan: String?
+    @Flag(name: .customLong("no-plan"), help: "Under --ram-budget, place with the simple rule instead of the planner.") var noPlan = false
     @Option(name: .customLong("max-tokens"), help: "Tokens to generate at most.") var maxTokens = 128
     @Option(help: "Sampling temperature; 0 is greedy.") var temperature: Float = 0.8
     @Option(name: .customLong("top-k"), help: "Sample from the k most likely tokens (0: all).") var topK = 0
@@ -126,7 +129,7 @@ struct Generate: ParsableCommand {
         if prefetch < 0 { throw ValidationError("--prefetch must be >= 0") }
     }
 
-    var tiered: Bool { ramBudget != nil || placement != nil || report != nil || kvDisk != nil || weights != "tiered" }
+    var tiered: Bool { ramBudget != nil || placement != nil || plan != nil || report != nil || kvDisk != nil || weights != "tiered" }
 
     func run() throws {
         try threads.apply()
@@ -193,7 +196,19 @@ extension Generate {
             let perBlock = PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: kvBlockSize)
             swap = try SwapSpace(path: kvDisk, bytes: parseByteSize(kvDiskSize)!, slotBytes: perBlock)
         }
-        let saved = try placement.map { try JSONDecoder().decode(Placement.self, from: Data(contentsOf: URL(fileURLWithPath: $0))) }
+        var saved = try placement.map { try JSONDecoder().decode(Placement.self, from: Data(contentsOf: URL(fileURLWithPath: $0))) }
+        var usedPlan: Plan? = try plan.map { try JSONDecoder().decode(Plan.self, from: Data(contentsOf: URL(fileURLWithPath: $0))) }
+        if saved == nil, usedPlan == nil, !noPlan, let budget = ramBudget.flatMap(parseByteSize) {
+            // plan automatically: the planner's placement and its prediction
+            let inv = try PlannerInventory.build(directory: model, workload: workload)
+            usedPlan = try Planner.plan(inv: inv, profile: try loadProfile(),
+                                        request: PlanRequest(budgetBytes: budget, batch: workload.batch, promptTokens: workload.promptTokens,
+                                                             outputTokens: workload.outputTokens), curve: false)
+        }
+        if let usedPlan, saved == nil {
+            saved = usedPlan.placement
+            if let w = Placement.Weights(rawValue: weights) { saved!.weights = w }
+        }
         let run = try TieredRun(directory: model, budget: ramBudget.flatMap(parseByteSize), workload: workload, placement: saved,
                                 weights: Placement.Weights(rawValue: weights)!, prefetchDepth: prefetch, blockSize: kvBlockSize,
                                 kvBlocks: kvBlocks, swap: swap)
@@ -202,7 +217,7 @@ extension Generate {
         eprint("placement: weights \(p.weights.rawValue), \(spec.layers - p.streamedLayers.count) layers resident, \(p.streamedLayers.count) streamed (prefetch \(p.prefetchDepth)), KV \(p.kvBlocksRAM) blocks in RAM, \(p.kvBlocksDisk) on disk")
         let single = promptsFile == nil && !json
         let out = FileHandle.standardOutput
-        let (outs, rep) = try run.run(requests) { _, _, tok in
+        var (outs, rep) = try run.run(requests) { _, _, tok in
             if single && !tok.text.isEmpty { out.write(Data(tok.text.utf8)) }
         }
         if single { out.write(Data("\n".utf8)) }
@@ -219,6 +234,20 @@ extension Generate {
                       m.prefillTokensPerSecond, m.decodeTokensPerSecond, m.aggregateTokensPerSecond, m.timeToFirstTokenSeconds,
                       formatBytes(m.diskBytesRead) as NSString, m.diskReadBytesPerSecond / 1e6, m.ioWaitSeconds,
                       formatBytes(m.peakResidentBytes) as NSString, formatBytes(m.peakRSSBytes) as NSString))
+        if let usedPlan {
+            rep.compare(with: usedPlan.prediction.reportValues)
+            eprint("measured vs predicted:")
+            eprint("  " + "key".padding(toLength: 30, withPad: " ", startingAt: 0) + "measured".padding(toLength: 16, withPad: " ", startingAt: 0) + "predicted".padding(toLength: 16, withPad: " ", startingAt: 0) + "error")
+            let measuredValues: [String: Double] = [
+                "prefill_tokens_per_second": m.prefillTokensPerSecond, "decode_tokens_per_second": m.decodeTokensPerSecond,
+                "aggregate_tokens_per_second": m.aggregateTokensPerSecond, "time_to_first_token_seconds": m.timeToFirstTokenSeconds,
+                "disk_bytes_read": Double(m.diskBytesRead), "peak_resident_bytes": Double(m.peakResidentBytes)]
+            for k in measuredValues.keys.sorted() {
+                let pv = rep.predicted?[k] ?? 0, mv = measuredValues[k]!
+                eprint("  " + k.padding(toLength: 30, withPad: " ", startingAt: 0) + String(format: "%-16.4g%-16.4g%+.1f%%", mv, pv, 100 * (rep.error?[k] ?? 0)))
+            }
+        }
+        _ = outs
         if let report {
             let enc = JSONEncoder()
             enc.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -508,6 +537,81 @@ struct BenchBatch: ParsableCommand {
         print("|---:|---:|---:|---:|---:|")
         for (b, r, sp, x) in rows {
             print(String(format: "| %d | %.2f | %.2f | %.2f | %.2fx |", b, r, sp, r / Double(b), x))
+        }
+    }
+}
+
+struct Profile: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Measure GEMM rates, memory and disk bandwidth for the planner (cached).")
+    @Option(name: .customLong("disk-path"), help: "Directory on the disk that will hold models and KV swap.") var diskPath: String = "."
+    @Option(help: "Also write the profile JSON here.") var out: String?
+    @Flag(help: "Measure again even when a cached profile exists.") var refresh = false
+    @OptionGroup var threads: ThreadOption
+    func run() throws {
+        try threads.apply()
+        let p: HardwareProfile
+        if !refresh, let c = Profiler.cached() {
+            eprint("using the cached profile \(Profiler.cachePath) (--refresh measures again)")
+            p = c
+        } else {
+            p = try Profiler.measure(diskPath: diskPath) { eprint($0) }
+            try Profiler.save(p)
+            eprint("saved \(Profiler.cachePath)")
+        }
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let data = try enc.encode(p)
+        if let out { try data.write(to: URL(fileURLWithPath: out)) }
+        print(String(decoding: data, as: UTF8.self))
+    }
+}
+
+/// The cached profile, measured now when there is none.
+func loadProfile() throws -> HardwareProfile {
+    if let p = Profiler.cached() { return p }
+    eprint("no hardware profile yet: measuring (strata profile)")
+    let p = try Profiler.measure(diskPath: ".") { eprint($0) }
+    try Profiler.save(p)
+    return p
+}
+
+struct PlanCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "plan", abstract: "Plan weights and KV across RAM and disk under a RAM budget, and predict the speed.")
+    @Option(help: "Model folder (config.json; safetensors headers unless --dtype).") var model: String
+    @Option(name: .customLong("ram-budget"), help: "RAM budget, e.g. 2GiB.") var ramBudget: String
+    @Option(help: "Batch size, or auto.") var batch: String = "auto"
+    @Option(name: .customLong("prompt-tokens")) var promptTokens = 512
+    @Option(name: .customLong("output-tokens")) var outputTokens = 128
+    @Option(help: "throughput or latency.") var objective: String = "throughput"
+    @Option(help: "text, json or markdown.") var format: String = "text"
+    @Option(help: "Write the placement strip and budget curve as SVG.") var svg: String?
+    @Option(help: "Plan from config.json alone with this weight dtype (f32, f16, bf16): no weights needed.") var dtype: String?
+    @Option(help: "Write the plan JSON (for generate --plan).") var out: String?
+    @OptionGroup var threads: ThreadOption
+
+    func run() throws {
+        try threads.apply()
+        guard let budget = parseByteSize(ramBudget) else { throw ValidationError("--ram-budget: '\(ramBudget)' is not a size") }
+        guard let obj = PlanRequest.Objective(rawValue: objective) else { throw ValidationError("--objective must be throughput or latency") }
+        let b: Int? = batch == "auto" ? nil : Int(batch)
+        if batch != "auto" && (b == nil || b! < 1) { throw ValidationError("--batch must be auto or a positive integer") }
+        let dt = try dtype.map { d -> DType in
+            guard let x = DType(rawValue: d) else { throw ValidationError("--dtype must be f32, f16 or bf16") }
+            return x
+        }
+        guard ["text", "json", "markdown"].contains(format) else { throw ValidationError("--format must be text, json or markdown") }
+        let profile = try loadProfile()
+        let workload = Workload(batch: b ?? 1, promptTokens: promptTokens, outputTokens: outputTokens)
+        let inv = try PlannerInventory.build(directory: model, workload: workload, dtype: dt)
+        let plan = try Planner.plan(inv: inv, profile: profile, request: PlanRequest(budgetBytes: budget, batch: b, promptTokens: promptTokens,
+                                                                                    outputTokens: outputTokens, objective: obj))
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        if let out { try enc.encode(plan).write(to: URL(fileURLWithPath: out)) }
+        if let svg { try PlanReport.svg(plan, inv: inv).write(toFile: svg, atomically: true, encoding: .utf8) }
+        switch format {
+        case "json": print(String(decoding: try enc.encode(plan), as: UTF8.self))
+        default: print(PlanReport.text(plan, inv: inv, profile: profile, markdown: format == "markdown"), terminator: "")
         }
     }
 }

@@ -1,0 +1,130 @@
+import Foundation
+import StrataFormats
+import StrataMemory
+import StrataModels
+import StrataPlanner
+import StrataTensor
+
+/// Measures the machine for the planner (`strata profile`) and caches it.
+public enum Profiler {
+    public static var cachePath: String {
+        let home = ProcessInfo.processInfo.environment["HOME"] ?? "/tmp"
+        return home + "/.cache/strata/profile.json"
+    }
+
+    /// The cached profile, or nil.
+    public static func cached() -> HardwareProfile? {
+        guard let d = FileManager.default.contents(atPath: cachePath) else { return nil }
+        return try? JSONDecoder().decode(HardwareProfile.self, from: d)
+    }
+
+    /// Measures GEMM at a layer's shape for M = 2 ... 512 rows, memory read bandwidth, and cold
+    /// sequential disk read (O_DIRECT) and write (fsync'd) bandwidth of a scratch file in
+    /// `diskPath`. About 30 s on 2 cores.
+    public static func measure(diskPath: String, scratchBytes: Int = 512 << 20, log: (String) -> Void = { _ in }) throws -> HardwareProfile {
+        var samples: [HardwareProfile.GemmSample] = []
+        for m in [2, 4, 8, 16, 32, 64, 128, 256, 512] {
+            let f = Measure.gemmFlops(m: m, n: 5632, k: 2048, repeats: 3)
+            samples.append(.init(m: m, n: 5632, k: 2048, seconds: 2 * Double(m) * 5632 * 2048 / f))
+            log(String(format: "gemm M=%d: %.1f GFLOP/s", m, f / 1e9))
+        }
+        let bw = Measure.memoryReadBandwidth()
+        log(String(format: "memory read: %.1f GB/s", bw / 1e9))
+        let (rd, wr) = try diskBandwidth(directory: diskPath, bytes: scratchBytes)
+        log(String(format: "disk (%@): read %.0f MB/s cold, write %.0f MB/s", diskPath as NSString, rd / 1e6, wr / 1e6))
+        let info = MachineInfo.current()
+        return HardwareProfile(cpu: info.cpu, cores: info.cores, threads: Threads.count, memoryBytes: info.memoryBytes, gemm: samples,
+                               memoryReadBytesPerSecond: bw, diskReadBytesPerSecond: rd, diskWriteBytesPerSecond: wr,
+                               diskPath: diskPath, measuredAt: ISO8601DateFormatter().string(from: Date()))
+    }
+
+    /// Writes then reads (cold: O_DIRECT, or after dropping its pages) a scratch file.
+    static func diskBandwidth(directory: String, bytes: Int) throws -> (read: Double, write: Double) {
+        let path = (directory as NSString).appendingPathComponent(".strata-profile-\(getpid())")
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let chunk = 16 << 20
+        let buf = TensorStorage(byteCount: chunk, alignment: 4096)
+        for i in stride(from: 0, to: chunk, by: 4096) { buf.base.storeBytes(of: UInt32(i), toByteOffset: i, as: UInt32.self) }
+        let fd = try FileIO.createWrite(path)
+        var t0 = now()
+        var off = 0
+        while off < bytes {
+            try FileIO.pwrite(fd: fd, path: path, from: buf.base, count: chunk, offset: off)
+            off += chunk
+        }
+        fsync(fd)
+        let write = Double(off) / (now() - t0)
+        FileIO.dropCache(fd: fd)
+        FileIO.closeFile(fd)
+        let rfd = try FileIO.openReadDirect(path) ?? FileIO.openRead(path)
+        defer { FileIO.closeFile(rfd) }
+        t0 = now()
+        off = 0
+        while off < bytes {
+            try FileIO.preadAligned(fd: rfd, path: path, into: buf.base, count: chunk, offset: off, fileSize: bytes)
+            off += chunk
+        }
+        return (Double(off) / (now() - t0), write)
+    }
+
+    public static func save(_ p: HardwareProfile) throws {
+        try FileManager.default.createDirectory(atPath: (cachePath as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try enc.encode(p).write(to: URL(fileURLWithPath: cachePath))
+    }
+}
+
+extension PlannerInventory {
+    /// From a model folder's config.json and safetensors headers, or, with `dtype`, from
+    /// config.json alone (no weights needed: plan a 70B model from its config).
+    public static func build(directory: String, workload: Workload, dtype: DType? = nil, maxRows: Int = 512) throws -> PlannerInventory {
+        let spec = try ModelRegistry.spec(directory: directory)
+        let h = spec.hiddenSize, f = spec.intermediateSize
+        let isGPT2 = spec.architecture == "GPT2LMHeadModel"
+        // parameters per layer from the shapes (q, k, v, o, and the MLP)
+        let attn = h * spec.heads * spec.headDim * 2 + h * spec.kvDim * 2
+        let mlp = isGPT2 ? 2 * h * f : 3 * h * f
+        let perLayer = attn + mlp
+        var layerBytes: [Int], otherBytes: Int
+        let hasWeights = dtype == nil
+        if hasWeights {
+            let inv = try WeightInventory(directory: directory, layers: spec.layers)
+            layerBytes = inv.layerBytes
+            otherBytes = inv.otherBytes
+        } else {
+            let e = dtype!.byteSize
+            layerBytes = [Int](repeating: perLayer * e + 2 * h * e, count: spec.layers)
+            let embed = spec.vocabSize * h
+            otherBytes = (embed * (spec.tiedEmbeddings ? 1 : 2) + h) * e
+        }
+        let maxContext = workload.promptTokens + workload.outputTokens + 16
+        // activations as the engine sizes them (PlacementRule.activationBytes without a built model)
+        let ws = 4 * (maxRows * (2 * h + spec.heads * spec.headDim * (isGPT2 ? 3 : 1) + spec.heads * spec.headDim + 2 * spec.kvDim + 2 * f)
+                      + min(maxRows, 256) * spec.vocabSize)
+        let attention = 4 * (2 * maxContext * spec.kvDim + maxRows * maxContext + Threads.count * spec.heads * maxContext)
+        let small = 4 * BLAS.smallBatchRows * max(f, spec.vocabSize)
+        return PlannerInventory(name: (directory as NSString).lastPathComponent, layers: spec.layers, hidden: h, heads: spec.heads,
+                                kvHeads: spec.kvHeads, headDim: spec.headDim, vocab: spec.vocabSize, layerBytes: layerBytes,
+                                layerParams: [Int](repeating: perLayer, count: spec.layers), otherBytes: otherBytes,
+                                headParams: spec.vocabSize * h, kvBytesPerToken: spec.kvBytesPerToken,
+                                fixedBytes: PlacementRule.runtimeOverhead() + ws + attention + small)
+    }
+}
+
+extension Plan {
+    /// The plan as the engine's `Placement`.
+    public var placement: Placement {
+        Placement(weights: .tiered, streamedLayers: streamedLayers, prefetchDepth: prefetchDepth, kvBlockSize: blockSize,
+                  kvBlocksRAM: kvBlocksRAM, kvBlocksDisk: kvBlocksDisk, batchSize: batch)
+    }
+}
+
+extension Prediction {
+    /// The keys a run report compares.
+    public var reportValues: [String: Double] {
+        ["prefill_tokens_per_second": prefillTokensPerSecond, "decode_tokens_per_second": decodeTokensPerSecond,
+         "aggregate_tokens_per_second": aggregateTokensPerSecond, "time_to_first_token_seconds": timeToFirstTokenSeconds,
+         "disk_bytes_read": Double(diskBytesRead), "peak_resident_bytes": Double(peakResidentBytes)]
+    }
+}
