@@ -98,17 +98,15 @@ extension PlannerInventory {
             let embed = spec.vocabSize * h
             otherBytes = (embed * (spec.tiedEmbeddings ? 1 : 2) + h) * e
         }
-        let maxContext = workload.promptTokens + workload.outputTokens + 16
-        // activations as the engine sizes them (PlacementRule.activationBytes without a built model)
-        let ws = 4 * (maxRows * (2 * h + spec.heads * spec.headDim * (isGPT2 ? 3 : 1) + spec.heads * spec.headDim + 2 * spec.kvDim + 2 * f)
-                      + min(maxRows, 256) * spec.vocabSize)
-        let attention = 4 * (2 * maxContext * spec.kvDim + maxRows * maxContext + Threads.count * spec.heads * maxContext)
-        let small = 4 * BLAS.smallBatchRows * max(f, spec.vocabSize)
+        // the same lines `TieredRun` charges: runtime overhead and activations
+        let maxContext = min(spec.maxPositions, workload.promptTokens + workload.outputTokens + 16)
+        let weightDType = try dtype ?? WeightInventory(directory: directory, layers: spec.layers).locations.first { $0.shape.count == 2 }?.dtype ?? .f32
+        let fixed = PlacementRule.runtimeOverhead() + PlacementRule.activationBytes(spec: spec, weightDType: weightDType, maxContext: maxContext, maxRows: maxRows)
         return PlannerInventory(name: (directory as NSString).lastPathComponent, layers: spec.layers, hidden: h, heads: spec.heads,
                                 kvHeads: spec.kvHeads, headDim: spec.headDim, vocab: spec.vocabSize, layerBytes: layerBytes,
                                 layerParams: [Int](repeating: perLayer, count: spec.layers), otherBytes: otherBytes,
                                 headParams: spec.vocabSize * h, kvBytesPerToken: spec.kvBytesPerToken,
-                                fixedBytes: PlacementRule.runtimeOverhead() + ws + attention + small)
+                                fixedBytes: fixed)
     }
 }
 

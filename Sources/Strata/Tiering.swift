@@ -92,12 +92,12 @@ public enum PlacementRule {
     /// process uses the same figure.
     static let measuredOverhead: Int = ProcessMemory.read().rss + (48 << 20)
 
-    /// Activations and attention scratch of a batch engine run.
-    public static func activationBytes(model: CausalLM, maxContext: Int) -> Int {
-        let s = model.spec
-        let attention = 4 * (2 * maxContext * s.kvDim + model.maxRows * maxContext + Threads.count * s.heads * maxContext)
+    /// Activations and attention scratch of a batch engine run: the workspace, the paged
+    /// attention's gather and score buffers, the small-batch GEMM scratch.
+    public static func activationBytes(spec s: ModelSpec, weightDType: DType, maxContext: Int, maxRows: Int = 512) -> Int {
+        let attention = 4 * (2 * maxContext * s.kvDim + maxRows * maxContext + Threads.count * s.heads * maxContext)
         let smallBatch = 4 * BLAS.smallBatchRows * max(s.intermediateSize, s.vocabSize)
-        return model.workspaceBytes + attention + smallBatch
+        return s.workspaceBytes(maxRows: maxRows, weightDType: weightDType) + attention + smallBatch
     }
 
     /// KV blocks for `workload` (every sequence's prompt and output, plus one spare block each).
@@ -222,9 +222,8 @@ public final class TieredRun: @unchecked Sendable {
         // the fixed lines: runtime and activations (charged once the placement is known to fit)
         let overhead = PlacementRule.runtimeOverhead()
         let maxContext = min(spec.maxPositions, workload.promptTokens + workload.outputTokens + blockSize)
-        // activations are known from the spec; build a throwaway estimate through a mapped model
-        let probe = try ModelRegistry.load(directory: directory)
-        let activations = PlacementRule.activationBytes(model: probe, maxContext: maxContext)
+        let weightDType = inv.locations.first { $0.shape.count == 2 }?.dtype ?? .f32
+        let activations = PlacementRule.activationBytes(spec: spec, weightDType: weightDType, maxContext: maxContext)
         var p: Placement
         if let given {
             p = given

@@ -23,6 +23,20 @@ public struct ModelSpec: Sendable, Codable, Equatable {
     public var kvBytesPerToken: Int { 2 * layers * kvDim * 4 }
 }
 
+extension ModelSpec {
+    /// Bytes of the forward pass's buffers for this shape (what `CausalLM.workspaceBytes`
+    /// allocates), from the spec alone, so a planner can count them without weights.
+    public func workspaceBytes(maxRows: Int = 512, weightDType: DType) -> Int {
+        let gpt2 = architecture == "GPT2LMHeadModel"
+        let qWidth = gpt2 ? 3 * hiddenSize : heads * headDim
+        let attnWidth = gpt2 ? hiddenSize : heads * headDim
+        let largest = max(vocabSize * hiddenSize, intermediateSize * hiddenSize, qWidth * hiddenSize)
+        return Workspace.bytes(maxRows: maxRows, hidden: hiddenSize, qWidth: qWidth, kvDim: kvDim, attnWidth: attnWidth,
+                               ffn: intermediateSize, vocab: vocabSize,
+                               convertElements: WeightMatrix.scratchElements(dtype: weightDType, largest: largest))
+    }
+}
+
 /// Errors running a model on input.
 public enum ModelError: Error, CustomStringConvertible, Equatable, Sendable {
     case tokenOutOfRange(token: Int, vocabSize: Int)

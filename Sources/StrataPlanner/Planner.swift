@@ -210,10 +210,17 @@ public struct CostModel: Sendable {
             prefill += pass(inv: inv, rows: rows, context: min(promptTokens, rows), logitRows: 1, streamed: streamed, prefetch: prefetch).seconds
             done += rows
         }
-        let firstChunk = min(chunk, promptTokens)
+        // first token: the engine packs every admitted prompt into the same passes (up to
+        // `chunk` rows each), so the first sequence's prompt finishes after the passes that
+        // hold its tokens, each as wide as the batch's prompts allow
+        let rowsPerPass = min(chunk, totalPrompt)
+        let perSeqPerPass = max(1, min(promptTokens, rowsPerPass / max(1, min(batch, rowsPerPass))))
         var ttft = 0.0
         var d = 0
-        while d < promptTokens { ttft += pass(inv: inv, rows: min(firstChunk, promptTokens - d), context: d + firstChunk, logitRows: 1, streamed: streamed, prefetch: prefetch).seconds; d += firstChunk }
+        while d < promptTokens {
+            ttft += pass(inv: inv, rows: rowsPerPass, context: min(promptTokens, d + perSeqPerPass), logitRows: 1, streamed: streamed, prefetch: prefetch).seconds
+            d += perSeqPerPass
+        }
         let step = pass(inv: inv, rows: batch, context: promptTokens + outputTokens / 2, logitRows: batch, streamed: streamed, prefetch: prefetch)
         let bottleneck = step.disk >= step.compute ? "disk" : (step.memory >= 0.7 * step.compute ? "memory" : "compute")
         let steps = Double(max(0, outputTokens - 1))
