@@ -30,8 +30,10 @@ let package = Package(
             name: "StrataCLI",
             dependencies: ["Strata", "StrataMemory", "StrataPlanner", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
-        .testTarget(name: "StrataTensorTests", dependencies: ["StrataTensor"]),
-        .testTarget(name: "StrataModelTests", dependencies: ["Strata", "StrataFormats", "StrataModels", "StrataMemory", "StrataPlanner"]),
+        // helpers shared by the test targets (not a product)
+        .target(name: "StrataTestSupport", dependencies: ["StrataTensor"], path: "Tests/StrataTestSupport"),
+        .testTarget(name: "StrataTensorTests", dependencies: ["StrataTensor", "StrataTestSupport"]),
+        .testTarget(name: "StrataModelTests", dependencies: ["Strata", "StrataFormats", "StrataModels", "StrataMemory", "StrataPlanner", "StrataTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -377,15 +377,7 @@ public final class BatchEngine: @unchecked Sendable {
         let next = s.sampler.sample(row)
         s.generated.append(next)
         var piece = try s.decoder?.push(next) ?? ""
-        var stop: StopReason? = nil
-        if p.stopAtEOS && loaded.eos.contains(next) { stop = .eos }
-        if !p.stopStrings.isEmpty {
-            let candidate = s.text + piece
-            if let hit = p.stopStrings.compactMap({ x in candidate.range(of: x).map { ($0, x) } }).min(by: { $0.0.lowerBound < $1.0.lowerBound }) {
-                piece = String(candidate[..<hit.0.lowerBound].dropFirst(s.text.count))
-                stop = .stopString
-            }
-        }
+        var stop = stopReason(token: next, text: s.text, piece: &piece, parameters: p, eos: loaded.eos)
         s.text += piece
         onToken(s.request, s.sample, GeneratedToken(id: next, text: piece))
         if stop == nil && s.generated.count >= p.maxTokens { stop = .maxTokens }

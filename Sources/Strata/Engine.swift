@@ -60,6 +60,21 @@ public struct GenerationResult: Sendable {
     public var decodeTokensPerSecond: Double { decodeSeconds > 0 && ids.count > 1 ? Double(ids.count - 1) / decodeSeconds : 0 }
 }
 
+/// Whether generation stops at `token`: an end-of-sequence token, or a stop string now
+/// present in `text + piece` (then `piece` is cut so the text ends right before it).
+func stopReason(token: Int, text: String, piece: inout String, parameters p: SamplingParameters, eos: Set<Int>) -> StopReason? {
+    var stop: StopReason? = nil
+    if p.stopAtEOS && eos.contains(token) { stop = .eos }
+    if !p.stopStrings.isEmpty {
+        let candidate = text + piece
+        if let hit = p.stopStrings.compactMap({ x in candidate.range(of: x) }).min(by: { $0.lowerBound < $1.lowerBound }) {
+            piece = String(candidate[..<hit.lowerBound].dropFirst(text.count))
+            stop = .stopString
+        }
+    }
+    return stop
+}
+
 /// Generation from one prompt with a contiguous KV cache.
 public struct Generator {
     public let loaded: LoadedModel
@@ -88,15 +103,7 @@ public struct Generator {
             let next = sampler.sample(logits)
             result.ids.append(next)
             var piece = try stream?.push(next) ?? ""
-            var stop: StopReason? = nil
-            if parameters.stopAtEOS && loaded.eos.contains(next) { stop = .eos }
-            if !parameters.stopStrings.isEmpty {
-                let candidate = result.text + piece
-                if let hit = parameters.stopStrings.compactMap({ s in candidate.range(of: s).map { ($0, s) } }).min(by: { $0.0.lowerBound < $1.0.lowerBound }) {
-                    piece = String(candidate[..<hit.0.lowerBound].dropFirst(result.text.count))
-                    stop = .stopString
-                }
-            }
+            let stop = stopReason(token: next, text: result.text, piece: &piece, parameters: parameters, eos: loaded.eos)
             result.text += piece
             let go = try onToken(GeneratedToken(id: next, text: piece))
             if let stop { result.stopReason = stop; break }

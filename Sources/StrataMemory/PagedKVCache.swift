@@ -123,13 +123,7 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
         precondition(s.length + tokens.count <= s.table.count * blockSize, "PagedKVCache.commit: \(tokens.count) tokens without room")
         s.tokens.append(contentsOf: tokens)
         s.length += tokens.count
-        while (s.registered + 1) * blockSize <= s.length {
-            let b = s.registered
-            let key = BlockKey(parent: s.chain, tokens: Array(s.tokens[(b * blockSize)..<((b + 1) * blockSize)]))
-            pool.register(s.table[b], key: key)
-            s.chain = key.chainHash
-            s.registered += 1
-        }
+        registerFullBlocks(&s)
         seqs[id] = s
     }
 
@@ -143,7 +137,12 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
     func restore(_ id: Int, table: [Int], length: Int, tokens: [Int32], registered: Int, chain: UInt64) {
         precondition(seqs[id] == nil, "PagedKVCache.restore: sequence \(id) exists")
         var s = Sequence(table: table, length: length, tokens: tokens, registered: registered, chain: chain)
-        // re-register full blocks so the prefix cache and the chain stay consistent
+        registerFullBlocks(&s)  // so the prefix cache and the chain stay consistent
+        seqs[id] = s
+    }
+
+    /// Registers the sequence's full blocks not yet in the pool's prefix cache.
+    private func registerFullBlocks(_ s: inout Sequence) {
         while (s.registered + 1) * blockSize <= s.length {
             let b = s.registered
             let key = BlockKey(parent: s.chain, tokens: Array(s.tokens[(b * blockSize)..<((b + 1) * blockSize)]))
@@ -151,7 +150,6 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
             s.chain = key.chainHash
             s.registered += 1
         }
-        seqs[id] = s
     }
 
     /// A new sequence `child` sharing every block of `parent` (parallel sampling).

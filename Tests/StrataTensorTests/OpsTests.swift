@@ -1,3 +1,4 @@
+import StrataTestSupport
 import Testing
 import Foundation
 @testable import StrataTensor
