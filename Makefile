@@ -6,7 +6,7 @@ BIN         := .build/release/strata
 APT_PKGS    := libopenblas-dev liblapacke-dev
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test bench bench-gemm bench-model bench-suite demo clean
+.PHONY: all deps build test bench bench-quick bench-gemm bench-gemm-build bench-model bench-kernels demo clean
 
 all: build
 
@@ -24,14 +24,26 @@ build: deps
 test: deps
 	$(SWIFT) test
 
-# The GEMM comparison (same run, interleaved, medians) and the ordo-one/benchmark suite.
-bench: bench-gemm bench-model bench-suite
+# make bench: every suite, results in bench-results/<timestamp>/ (results.json, summary.md, plots);
+# make bench-quick: smaller presets, fewer repeats. BENCH_COMPARE=bench-results/<earlier> prints the change.
+BENCH_ARGS := $(if $(BENCH_COMPARE),--compare $(BENCH_COMPARE),)
+
+bench: build bench-gemm-build
+	$(BIN) bench-suite $(BENCH_ARGS)
+	$(MAKE) bench-kernels
+
+bench-quick: build bench-gemm-build
+	$(BIN) bench-suite --quick $(BENCH_ARGS)
+
+bench-gemm-build: deps
+	$(SWIFT) build $(RELEASE) --package-path Benchmarks --product gemm-compare
 
 bench-gemm: deps
 	$(SWIFT) build $(RELEASE) --package-path Benchmarks --product gemm-compare
 	Benchmarks/.build/release/gemm-compare 7
 
-bench-suite: deps
+# kernels (GEMM vs raw cblas_sgemm, attention, RMSNorm, softmax, f16/bf16 conversion, KV block copy)
+bench-kernels: deps
 	cd Benchmarks && $(SWIFT) package benchmark --no-progress
 
 # The main job on a default that needs no download: synth a TinyLlama-1.1B-shaped bf16 model

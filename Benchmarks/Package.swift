@@ -13,13 +13,13 @@ let package = Package(
         // The raw C BLAS, to measure Strata's wrapper against (the benchmark's own module map).
         .systemLibrary(name: "CRawBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .executableTarget(
-            name: "GEMM",
+            name: "Kernels",
             dependencies: [
                 .product(name: "Strata", package: "Strata"),
                 .product(name: "Benchmark", package: "benchmark"),
                 "CRawBLAS",
             ],
-            path: "Benchmarks/GEMM",
+            path: "Benchmarks/Kernels",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
         // Same-run, interleaved medians of Strata's matmul vs raw cblas_sgemm, as a markdown table.

@@ -39,7 +39,7 @@ public enum Profiler {
     }
 
     /// Writes then reads (cold: O_DIRECT, or after dropping its pages) a scratch file.
-    static func diskBandwidth(directory: String, bytes: Int) throws -> (read: Double, write: Double) {
+    public static func diskBandwidth(directory: String, bytes: Int) throws -> (read: Double, write: Double) {
         let path = (directory as NSString).appendingPathComponent(".strata-profile-\(getpid())")
         defer { try? FileManager.default.removeItem(atPath: path) }
         let chunk = 16 << 20

@@ -80,8 +80,9 @@ public enum BLAS {
     ) {
         let lx = ldx ?? k, ly = ldy ?? n
         let beta: Float = accumulate ? 1 : 0
-        if m <= 3 {
-            // one sgemv per row: each streams the weights at memory bandwidth
+        if m <= 3 || (m <= 8 && n * k < (4 << 20)) {
+            // one sgemv per row: each streams the weights at memory bandwidth (small matrices,
+            // which OpenBLAS's small-M GEMM handles worst, take this path up to 8 rows)
             for r in 0..<m { sgemv(m: n, n: k, a: w, lda: k, x: x + r * lx, beta: beta, y: y + r * ly) }
         } else if m <= smallBatchRows {
             // small batches: C^T = W X^T (weights as the left operand) measured 1.3-1.7x faster

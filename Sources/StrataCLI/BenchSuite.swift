@@ -1,0 +1,312 @@
+import ArgumentParser
+import Foundation
+import Strata
+import StrataMemory
+import StrataPlanner
+
+/// `strata bench-suite`: every end-to-end scenario, one results folder
+/// (`results.json`, `summary.md`, SVG plots), and `--compare` against an earlier one.
+struct BenchSuite: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench-suite",
+        abstract: "Run the benchmark scenarios; write bench-results/<timestamp>/{results.json,summary.md,*.svg}.")
+    @Flag(help: "Smaller presets and fewer repeats (about 3 minutes).") var quick = false
+    @Option(help: "Folder for results.") var out = "bench-results"
+    @Option(help: "An earlier results folder to compare with.") var compare: String?
+    @Option(help: "gemm-compare binary (built by make bench).") var gemmCompare = "Benchmarks/.build/release/gemm-compare"
+
+    var exe: String { CommandLine.arguments[0] }
+
+    func run() throws {
+        let t0 = now()
+        let stamp = ISO8601DateFormatter().string(from: Date()).replacingOccurrences(of: ":", with: "-")
+        let dir = (out as NSString).appendingPathComponent(stamp)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let preset = quick ? "smollm-135m" : "tinyllama-1.1b"
+        let repeats = quick ? 2 : 3
+        var steps = ["machine", "gemm", "pp/tg", "batch sweep", "RAM-budget sweep"]
+        if compare != nil { steps.append("compare") }
+        var stepIndex = 0
+        func progress(_ what: String) {
+            stepIndex += 1
+            eprint(String(format: "[bench %d/%d, %.0f s] %@", stepIndex, steps.count, now() - t0, what as NSString))
+        }
+        var results: [String: Any] = ["timestamp": stamp, "quick": quick, "preset": preset]
+
+        progress("machine info")
+        let info = MachineInfo.current()
+        var machine: [String: Any] = [:]
+        machine["cpu"] = info.cpu
+        machine["cores"] = info.cores
+        machine["threads"] = info.threads
+        machine["memory_bytes"] = info.memoryBytes
+        machine["openblas_core"] = info.openBLASCore
+        machine["openblas_config"] = info.openBLASConfig
+        let swiftVersion: String = (try? shell(["swift", "--version"]))?.split(separator: "\n").first.map(String.init) ?? "unknown"
+        machine["swift"] = swiftVersion
+        let df: String = (try? shell(["df", "-h", "."]))?.split(separator: "\n").last.map(String.init) ?? "unknown"
+        machine["disk"] = df
+        let commit: String = (try? shell(["git", "rev-parse", "--short", "HEAD"]))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "unknown"
+        machine["commit"] = commit
+        results["machine"] = machine
+
+        progress("GEMM: Strata's wrapper vs raw cblas_sgemm (\(gemmCompare))")
+        var gemm: [[String: Any]] = []
+        if FileManager.default.isExecutableFile(atPath: gemmCompare) {
+            let text = try shell([gemmCompare, quick ? "3" : "7"])
+            for line in text.split(separator: "\n") where line.hasPrefix("| ") && !line.contains("shape") {
+                let c = line.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }
+                if c.count >= 5, let s = Double(c[1]), let r = Double(c[2]), let ratio = Double(c[3]) {
+                    gemm.append(["shape": c[0], "strata_gflops": s, "raw_gflops": r, "ratio": ratio, "path": c[4]])
+                }
+            }
+        } else {
+            eprint("  (skipped: \(gemmCompare) not built; make bench builds it)")
+        }
+        results["gemm"] = gemm
+
+        // models: f32 for speed scenarios, bf16 for the budget sweep
+        let f32Model = ".build/bench-models/\(preset)-f32", bf16Model = ".build/bench-models/\(preset)-bf16"
+        for (m, dt) in [(f32Model, "f32"), (bf16Model, "bf16")] where !FileManager.default.fileExists(atPath: m + "/model.safetensors") {
+            _ = try shell([exe, "synth", "--preset", preset, "--dtype", dt, "--out", m])
+        }
+
+        progress("prompt processing and decode, all in RAM (\(preset) f32)")
+        let pp = quick ? 128 : 512, tg = quick ? 32 : 128
+        let ppJSON = try shell([exe, "bench-model", "--model", f32Model, "--prompt", "\(pp)", "--gen", "\(tg)", "--repeats", "\(repeats)", "--json"])
+        let model = try JSONSerialization.jsonObject(with: Data(ppJSON.utf8)) as? [String: Any] ?? [:]
+        results["model"] = model
+
+        progress("batch sweep (continuous batching, paged KV)")
+        let batches = quick ? [1, 4, 16] : [1, 4, 16, 64]
+        var args = [exe, "bench-batch", "--model", f32Model, "--repeats", "\(quick ? 1 : 2)", "--prompt", "32", "--gen", quick ? "16" : "32", "--json"]
+        for b in batches { args += ["--batches", "\(b)"] }
+        let batchRows = try shell(args).split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        results["batch"] = batchRows
+
+        progress("RAM-budget sweep: tiered (streamed weights, KV disk tier) and mmap, each in a memory cgroup")
+        let spec = try ModelRegistry.spec(directory: bf16Model)
+        let weights = try WeightInventory(directory: bf16Model, layers: spec.layers).totalBytes
+        // the disk read bandwidth now, for the bound and for the planner's profile (this VM's disk varies)
+        let disk = try Profiler.diskBandwidth(directory: ".build", bytes: 512 << 20)
+        eprint(String(format: "  disk read %.0f MB/s, write %.0f MB/s (measured now)", disk.read / 1e6, disk.write / 1e6))
+        if var prof = Profiler.cached() {
+            prof.diskReadBytesPerSecond = disk.read
+            prof.diskWriteBytesPerSecond = disk.write
+            try Profiler.save(prof)
+        }
+        results["disk_read_bytes_per_second"] = disk.read
+        // budgets: the fixed lines plus a fraction of the layers (1.0: everything resident)
+        let inv = try PlannerInventory.build(directory: bf16Model, workload: Workload(batch: 1, promptTokens: 64, outputTokens: 8))
+        let layerTotal = inv.layerBytes.reduce(0, +)
+        let fractions = quick ? [0.3, 1.05] : [0.15, 0.3, 0.6, 1.05]
+        var sweep: [[String: Any]] = []
+        let ids = (100..<164).map(String.init).joined(separator: ",")
+        for (i, f) in fractions.enumerated() {
+            let budget = inv.fixedBytes + inv.otherBytes + (2 << 20) + Int(Double(layerTotal) * f)
+            for mode in (f < 1 && (!quick || i == 0)) ? ["tiered", "mmap"] : ["tiered"] {
+                eprint(String(format: "  budget %@ (fixed lines + %.0f%% of the layers), %@", formatBytes(budget) as NSString, f * 100, mode as NSString))
+                dropCaches()
+                let report = (dir as NSString).appendingPathComponent("report-\(Int(f * 100))-\(mode).json")
+                var cmd = ["scripts/run-in-memcg.sh", "\(budget)", exe, "generate", "--model", bf16Model, "--ids", ids,
+                           "--max-tokens", quick ? "4" : "8", "--temperature", "0", "--ignore-eos", "--ram-budget", "\(budget)",
+                           "--report", report, "--weights", mode]
+                if mode == "tiered" { cmd += ["--kv-disk", (dir as NSString).appendingPathComponent("kv.swap"), "--kv-disk-size", "256MiB"] }
+                let log = (try? shell(cmd, allowFailure: true)) ?? ""
+                var row: [String: Any] = ["budget_bytes": budget, "fraction_of_layers": f, "mode": mode]
+                if let d = FileManager.default.contents(atPath: report), let r = try? JSONSerialization.jsonObject(with: Data(d)) as? [String: Any] {
+                    row["measured"] = r["measured"]; row["predicted"] = r["predicted"]; row["error"] = r["error"]; row["placement"] = r["placement"]
+                } else {
+                    row["failed"] = String(log.suffix(400))
+                }
+                if let peak = log.range(of: "peak memory use of the cgroup: ") {
+                    row["cgroup_peak_bytes"] = Int(log[peak.upperBound...].prefix { $0.isNumber })
+                }
+                sweep.append(row)
+            }
+        }
+        try? FileManager.default.removeItem(atPath: (dir as NSString).appendingPathComponent("kv.swap"))
+        results["budget_sweep"] = sweep
+        results["weights_bytes"] = weights
+        results["profile"] = (try? JSONSerialization.jsonObject(with: JSONEncoder().encode(Profiler.cached()))) ?? NSNull()
+        results["seconds"] = now() - t0
+
+        let json = try JSONSerialization.data(withJSONObject: results, options: [.prettyPrinted, .sortedKeys])
+        try json.write(to: URL(fileURLWithPath: (dir as NSString).appendingPathComponent("results.json")))
+        let summary = BenchRender.summary(results)
+        try summary.write(toFile: (dir as NSString).appendingPathComponent("summary.md"), atomically: true, encoding: .utf8)
+        try BenchRender.budgetSVG(sweep).write(toFile: (dir as NSString).appendingPathComponent("tokens-vs-budget.svg"), atomically: true, encoding: .utf8)
+        try BenchRender.batchSVG(batchRows).write(toFile: (dir as NSString).appendingPathComponent("tokens-vs-batch.svg"), atomically: true, encoding: .utf8)
+        try BenchRender.gemmSVG(gemm).write(toFile: (dir as NSString).appendingPathComponent("gemm-vs-raw.svg"), atomically: true, encoding: .utf8)
+        print(summary)
+        if let compare {
+            progress("compare with \(compare)")
+            print(try BenchRender.compare(old: compare, new: results))
+        }
+        eprint(String(format: "results in %@ (%.0f s)", dir as NSString, now() - t0))
+    }
+
+    func dropCaches() {
+        sync()
+        if let fh = FileHandle(forWritingAtPath: "/proc/sys/vm/drop_caches") { fh.write(Data("1\n".utf8)); try? fh.close() }
+    }
+
+    /// Runs a command; returns stdout (stderr passes through for progress).
+    func shell(_ args: [String], allowFailure: Bool = false) throws -> String {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = args
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        // stderr goes to a file: progress of the child is shown after it ends, and parsed when needed
+        let errPath = NSTemporaryDirectory() + "strata-bench-\(getpid())-\(UUID().uuidString).err"
+        FileManager.default.createFile(atPath: errPath, contents: nil)
+        defer { try? FileManager.default.removeItem(atPath: errPath) }
+        p.standardError = FileHandle(forWritingAtPath: errPath)
+        try p.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        let errText = FileManager.default.contents(atPath: errPath) ?? Data()
+        let out = String(decoding: data, as: UTF8.self)
+        if p.terminationStatus != 0 && !allowFailure {
+            throw ValidationError("\(args.joined(separator: " ")) failed (\(p.terminationStatus)): \(String(decoding: errText, as: UTF8.self).suffix(500))")
+        }
+        return out + (allowFailure ? String(decoding: errText, as: UTF8.self) : "")
+    }
+}
+
+enum BenchRender {
+    static func num(_ a: Any?) -> Double { (a as? Double) ?? (a as? Int).map(Double.init) ?? (a as? NSNumber)?.doubleValue ?? 0 }
+
+    static func summary(_ r: [String: Any]) -> String {
+        var s = "# Strata benchmark \(r["timestamp"] ?? "")\n\n"
+        if let m = r["machine"] as? [String: Any] {
+            s += "Machine: \(m["cpu"] ?? ""), \(m["cores"] ?? "") cores, \(m["threads"] ?? "") threads, OpenBLAS \(m["openblas_core"] ?? "") (\(m["openblas_config"] ?? "")), \(m["swift"] ?? ""); commit \(m["commit"] ?? ""); disk: \(m["disk"] ?? "")\n\n"
+        }
+        if let g = r["gemm"] as? [[String: Any]], !g.isEmpty {
+            s += "## GEMM (median, interleaved with raw cblas_sgemm)\n\n| shape | Strata GFLOP/s | raw GFLOP/s | Strata / raw |\n|---|---:|---:|---:|\n"
+            for x in g { s += String(format: "| %@ | %.1f | %.1f | %.3f |\n", (x["shape"] as? String ?? "") as NSString, num(x["strata_gflops"]), num(x["raw_gflops"]), num(x["ratio"])) }
+            s += "\n"
+        }
+        if let m = r["model"] as? [String: Any], !m.isEmpty {
+            s += "## Model \(r["preset"] ?? "") f32, all in RAM (llama-bench style)\n\n| test | tokens/s (median) | ± | bound | fraction of bound |\n|---|---:|---:|---:|---:|\n"
+            s += String(format: "| pp%d | %.2f | %.2f | %.2f (GEMM) | %.1f%% |\n", Int(num(m["pp_tokens"])), num(m["pp_tokens_per_second"]), num(m["pp_spread"]), num(m["pp_bound"]), 100 * num(m["pp_fraction_of_bound"]))
+            s += String(format: "| tg%d | %.2f | %.2f | %.2f (memory bandwidth) | %.1f%% |\n\n", Int(num(m["tg_tokens"])), num(m["tg_tokens_per_second"]), num(m["tg_spread"]), num(m["tg_bound"]), 100 * num(m["tg_fraction_of_bound"]))
+        }
+        if let b = r["batch"] as? [[String: Any]], !b.isEmpty {
+            let tgBound = num((r["model"] as? [String: Any])?["tg_bound"])
+            s += "## Batch sweep (aggregate decode tokens/s)\n\n| batch | tokens/s (median) | ± | vs batch 1 | fraction of batch x bandwidth bound |\n|---:|---:|---:|---:|---:|\n"
+            for x in b {
+                let bb = num(x["batch"])
+                s += String(format: "| %d | %.2f | %.2f | %.2fx | %.1f%% |\n", Int(bb), num(x["decode_tokens_per_second"]), num(x["spread"]), num(x["vs_batch_1"]),
+                            tgBound > 0 ? 100 * num(x["decode_tokens_per_second"]) / (bb * tgBound) : 0)
+            }
+            s += "\n"
+        }
+        if let w = r["budget_sweep"] as? [[String: Any]], !w.isEmpty {
+            let diskBW = num(r["disk_read_bytes_per_second"])
+            s += "## RAM-budget sweep (\(r["preset"] ?? "") bf16, \(formatBytes(Int(num(r["weights_bytes"])))) of weights; each run in a memory cgroup)\n\n"
+            s += String(format: "Budgets: fixed lines (runtime, activations, embeddings/head) plus a share of the layers. Disk read measured in this run: %.0f MB/s; disk bound = that / bytes streamed per pass.\n\n", diskBW / 1e6)
+            s += "| budget | mode | streamed layers | decode t/s | predicted | error | TTFT s | disk read | cgroup peak | fraction of disk bound |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+            for x in w {
+                let m = x["measured"] as? [String: Any] ?? [:], p = x["predicted"] as? [String: Any] ?? [:], e = x["error"] as? [String: Any] ?? [:]
+                let pl = x["placement"] as? [String: Any] ?? [:]
+                let streamed = (pl["streamed_layers"] as? [Any])?.count ?? 0
+                let steps = max(1, num(m["generated_tokens"]) + 1)
+                let perPass = num(m["disk_bytes_read"]) / steps
+                let bound = perPass > 0 && diskBW > 0 ? diskBW / perPass : 0
+                let frac = bound > 0 ? String(format: "%.0f%%", 100 * num(m["decode_tokens_per_second"]) / bound) : "-"
+                if x["failed"] != nil {
+                    s += "| \(formatBytes(Int(num(x["budget_bytes"])))) | \(x["mode"] ?? "") | - | failed | | | | | | |\n"
+                    continue
+                }
+                s += String(format: "| %@ | %@ | %d | %.3f | %@ | %@ | %.2f | %@ | %@ | %@ |\n",
+                            formatBytes(Int(num(x["budget_bytes"]))) as NSString, (x["mode"] as? String ?? "") as NSString, streamed,
+                            num(m["decode_tokens_per_second"]), (p.isEmpty ? "-" : String(format: "%.3f", num(p["decode_tokens_per_second"]))) as NSString,
+                            (e.isEmpty ? "-" : String(format: "%+.0f%%", 100 * num(e["decode_tokens_per_second"]))) as NSString,
+                            num(m["time_to_first_token_seconds"]), formatBytes(Int(num(m["disk_bytes_read"]))) as NSString,
+                            (x["cgroup_peak_bytes"] != nil ? formatBytes(Int(num(x["cgroup_peak_bytes"]))) : "-") as NSString, frac as NSString)
+            }
+            s += "\n"
+        }
+        s += String(format: "Suite time: %.0f s.\n", num(r["seconds"]))
+        return s
+    }
+
+    static func svgPlot(title: String, xLabel: String, series: [(String, String, [(Double, Double)])], logX: Bool = false) -> String {
+        let w = 560.0, h = 320.0, l = 60.0, t = 30.0, pw = 470.0, ph = 240.0
+        let all = series.flatMap { $0.2 }
+        guard !all.isEmpty else { return "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"200\" height=\"40\"><text x=\"4\" y=\"20\">no data</text></svg>\n" }
+        func fx(_ v: Double) -> Double { logX ? log2(max(v, 1e-9)) : v }
+        let minX = all.map { fx($0.0) }.min()!, maxX = all.map { fx($0.0) }.max()!
+        let maxY = max(1e-9, all.map { $0.1 }.max()! * 1.1)
+        func x(_ v: Double) -> Double { l + (maxX > minX ? (fx(v) - minX) / (maxX - minX) : 0.5) * pw }
+        func y(_ v: Double) -> Double { t + ph - v / maxY * ph }
+        var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(w))\" height=\"\(Int(h))\" font-family=\"sans-serif\" font-size=\"11\">\n"
+        s += "<text x=\"\(l)\" y=\"18\">\(title)</text>\n<rect x=\"\(l)\" y=\"\(t)\" width=\"\(pw)\" height=\"\(ph)\" fill=\"none\" stroke=\"#999\"/>\n"
+        for (k, (name, color, pts)) in series.enumerated() {
+            let sorted = pts.sorted { $0.0 < $1.0 }
+            s += "<polyline fill=\"none\" stroke=\"\(color)\" stroke-width=\"2\" points=\"" + sorted.map { String(format: "%.1f,%.1f", x($0.0), y($0.1)) }.joined(separator: " ") + "\"/>\n"
+            for p in sorted { s += String(format: "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%@\"/>\n", x(p.0), y(p.1), color as NSString) }
+            s += "<text x=\"\(l + 10)\" y=\"\(Int(t + 16 + 14 * Double(k)))\" fill=\"\(color)\">\(name)</text>\n"
+        }
+        s += String(format: "<text x=\"4\" y=\"%.0f\">%.2f</text><text x=\"4\" y=\"%.0f\">0</text>\n", t + 10, maxY, t + ph)
+        s += "<text x=\"\(l)\" y=\"\(Int(t + ph + 18))\">\(xLabel)</text>\n</svg>\n"
+        return s
+    }
+
+    static func budgetSVG(_ sweep: [[String: Any]]) -> String {
+        func pts(_ mode: String, _ key: String) -> [(Double, Double)] {
+            sweep.filter { ($0["mode"] as? String) == mode }.compactMap { x in
+                guard let m = x[key] as? [String: Any] else { return nil }
+                return (num(x["budget_bytes"]) / 1048576, num(m["decode_tokens_per_second"]))
+            }
+        }
+        return svgPlot(title: "decode tokens/s vs RAM budget (MiB)", xLabel: "RAM budget, MiB",
+                       series: [("tiered, measured", "#2f6fb0", pts("tiered", "measured")), ("tiered, predicted", "#9bbbe0", pts("tiered", "predicted")),
+                                ("mmap, measured", "#e8871e", pts("mmap", "measured"))])
+    }
+
+    static func batchSVG(_ rows: [[String: Any]]) -> String {
+        svgPlot(title: "aggregate decode tokens/s vs batch", xLabel: "batch (log2 scale)",
+                series: [("measured", "#2f6fb0", rows.map { (num($0["batch"]), num($0["decode_tokens_per_second"])) })], logX: true)
+    }
+
+    static func gemmSVG(_ g: [[String: Any]]) -> String {
+        let squares = g.filter { ($0["shape"] as? String)?.contains("x") == true && ($0["shape"] as? String)?.hasPrefix("[") == false }
+        func size(_ x: [String: Any]) -> Double { Double((x["shape"] as? String ?? "").split(separator: "x").first ?? "") ?? 0 }
+        return svgPlot(title: "GEMM GFLOP/s: Strata vs raw cblas_sgemm (square)", xLabel: "matrix size (log2 scale)",
+                       series: [("Strata", "#2f6fb0", squares.map { (size($0), num($0["strata_gflops"])) }),
+                                ("raw cblas_sgemm", "#e8871e", squares.map { (size($0), num($0["raw_gflops"])) })], logX: true)
+    }
+
+    /// Change of each headline figure against an earlier results folder.
+    static func compare(old dir: String, new r: [String: Any]) throws -> String {
+        guard let d = FileManager.default.contents(atPath: (dir as NSString).appendingPathComponent("results.json")),
+              let o = try JSONSerialization.jsonObject(with: d) as? [String: Any] else {
+            throw ValidationError("--compare: \(dir)/results.json not found or not JSON")
+        }
+        func figures(_ x: [String: Any]) -> [String: Double] {
+            var f: [String: Double] = [:]
+            for g in x["gemm"] as? [[String: Any]] ?? [] { f["gemm \(g["shape"] ?? "") GFLOP/s"] = num(g["strata_gflops"]) }
+            if let m = x["model"] as? [String: Any] {
+                f["pp tokens/s"] = num(m["pp_tokens_per_second"]); f["tg tokens/s"] = num(m["tg_tokens_per_second"])
+            }
+            for b in x["batch"] as? [[String: Any]] ?? [] { f["batch \(Int(num(b["batch"]))) tokens/s"] = num(b["decode_tokens_per_second"]) }
+            for w in x["budget_sweep"] as? [[String: Any]] ?? [] {
+                if let m = w["measured"] as? [String: Any] {
+                    f["budget \(Int(num(w["fraction_of_layers"]) * 100))% \(w["mode"] ?? "") decode tokens/s"] = num(m["decode_tokens_per_second"])
+                }
+            }
+            return f
+        }
+        let a = figures(o), b = figures(r)
+        var s = "## Change from \(dir)\n\n| figure | before | now | change |\n|---|---:|---:|---:|\n"
+        for k in Set(a.keys).union(b.keys).sorted() {
+            let x = a[k], y = b[k]
+            let change = (x != nil && y != nil && x! != 0) ? String(format: "%+.1f%%", 100 * (y! - x!) / x!) : "-"
+            s += "| \(k) | \(x.map { String(format: "%.2f", $0) } ?? "-") | \(y.map { String(format: "%.2f", $0) } ?? "-") | \(change) |\n"
+        }
+        return s
+    }
+}
