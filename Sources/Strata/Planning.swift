@@ -88,20 +88,23 @@ extension PlannerInventory {
         let perLayer = attn + mlp
         var layerBytes: [Int], otherBytes: Int
         let hasWeights = dtype == nil
+        var coldPageCache = 0
         if hasWeights {
             let inv = try WeightInventory(directory: directory, layers: spec.layers)
             layerBytes = inv.layerBytes
-            otherBytes = inv.otherBytes
+            otherBytes = inv.otherBytes  // an untied embedding is cold: not resident
+            coldPageCache = PlacementRule.coldPageCacheBytes(inv, workload)
         } else {
             let e = dtype!.byteSize
             layerBytes = [Int](repeating: perLayer * e + 2 * h * e, count: spec.layers)
-            let embed = spec.vocabSize * h
-            otherBytes = (embed * (spec.tiedEmbeddings ? 1 : 2) + h) * e
+            otherBytes = (spec.vocabSize * h + h) * e  // the head (tied: the embedding); an untied embedding is cold
+            if !spec.tiedEmbeddings { coldPageCache = min(spec.vocabSize, workload.batch * (workload.promptTokens + workload.outputTokens)) * ((h * e + 8191) / 4096 * 4096) }
         }
         // the same lines `TieredRun` charges: runtime overhead and activations
         let maxContext = min(spec.maxPositions, workload.promptTokens + workload.outputTokens + 16)
         let weightDType = try dtype ?? WeightInventory(directory: directory, layers: spec.layers).locations.first { $0.shape.count == 2 }?.dtype ?? .f32
         let fixed = PlacementRule.runtimeOverhead() + PlacementRule.activationBytes(spec: spec, weightDType: weightDType, maxContext: maxContext, maxRows: maxRows)
+            + coldPageCache
         return PlannerInventory(name: (directory as NSString).lastPathComponent, layers: spec.layers, hidden: h, heads: spec.heads,
                                 kvHeads: spec.kvHeads, headDim: spec.headDim, vocab: spec.vocabSize, layerBytes: layerBytes,
                                 layerParams: [Int](repeating: perLayer, count: spec.layers), otherBytes: otherBytes,

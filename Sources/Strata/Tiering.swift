@@ -48,9 +48,14 @@ public struct WeightInventory: Sendable {
     public var locations: [TensorLocation]
     /// bytes of each transformer layer's tensors
     public var layerBytes: [Int]
-    /// bytes of tensors outside the layers (embeddings, final norm, LM head)
+    /// bytes of tensors outside the layers kept resident (final norm, LM head, a tied embedding)
     public var otherBytes: Int
-    public var totalBytes: Int { otherBytes + layerBytes.reduce(0, +) }
+    /// An untied token embedding: read one row per token through a mapping, never whole.
+    public var coldNames: Set<String>
+    public var coldBytes: Int
+    /// bytes of one row of the cold embedding
+    public var coldRowBytes: Int
+    public var totalBytes: Int { otherBytes + coldBytes + layerBytes.reduce(0, +) }
 
     /// The layer a tensor name belongs to (`model.layers.N.` / `h.N.`), or -1.
     public static func layer(of name: String) -> Int {
@@ -77,7 +82,13 @@ public struct WeightInventory: Sendable {
         }
         locations = locs
         layerBytes = perLayer
-        otherBytes = other
+        // the token embedding is cold when the LM head is a separate tensor (not tied to it)
+        let untied = ckpt.contains("lm_head.weight")
+        let cold = untied ? locs.filter { $0.layer < 0 && $0.name.contains("embed_tokens") } : []
+        coldNames = Set(cold.map { $0.name })
+        coldBytes = cold.reduce(0) { $0 + $1.end - $1.begin }
+        coldRowBytes = cold.first.map { ($0.end - $0.begin) / max(1, $0.shape.first ?? 1) } ?? 0
+        otherBytes = other - coldBytes
     }
 }
 
@@ -98,6 +109,13 @@ public enum PlacementRule {
         let attention = 4 * (2 * maxContext * s.kvDim + maxRows * maxContext + Threads.count * s.heads * maxContext)
         let smallBatch = 4 * BLAS.smallBatchRows * max(s.intermediateSize, s.vocabSize)
         return s.workspaceBytes(maxRows: maxRows, weightDType: weightDType) + attention + smallBatch
+    }
+
+    /// Page cache a cold embedding causes: one 4 KiB-rounded row per token of the workload.
+    public static func coldPageCacheBytes(_ inv: WeightInventory, _ w: Workload) -> Int {
+        guard inv.coldRowBytes > 0 else { return 0 }
+        let row = (inv.coldRowBytes + 8191) / 4096 * 4096
+        return min(inv.coldBytes, w.batch * (w.promptTokens + w.outputTokens) * row)
     }
 
     /// KV blocks for `workload` (every sequence's prompt and output, plus one spare block each).
@@ -228,7 +246,7 @@ public final class TieredRun: @unchecked Sendable {
         if let given {
             p = given
         } else if let budget {
-            p = try PlacementRule.place(inventory: inv, spec: spec, fixed: overhead + activations, budget: budget, workload: workload,
+            p = try PlacementRule.place(inventory: inv, spec: spec, fixed: overhead + activations + PlacementRule.coldPageCacheBytes(inv, workload), budget: budget, workload: workload,
                                         blockSize: blockSize, prefetchDepth: prefetchDepth, kvBlocks: kvBlocks)
         } else {
             p = Placement(weights: .tiered, streamedLayers: [], prefetchDepth: prefetchDepth, kvBlockSize: blockSize,
@@ -243,8 +261,10 @@ public final class TieredRun: @unchecked Sendable {
         try ledger.charge("KV cache (RAM)", p.kvBlocksRAM * perBlock)
         switch p.weights {
         case .tiered:
+            // the cold embedding's rows pass through the page cache: a row per token
+            try ledger.charge("embedding rows (page cache)", PlacementRule.coldPageCacheBytes(inv, workload))
             store = try TieredWeightStore(locations: inv.locations, streamed: Set(p.streamedLayers), prefetchDepth: p.prefetchDepth,
-                                          ledger: ledger, location: directory)
+                                          ledger: ledger, location: directory, cold: inv.coldNames)
         case .mmap:
             // mapped pages are not RAM the ledger controls; they are counted as the kernel maps them (peak RSS)
             store = MappedWeightStore(checkpoint: try SafetensorsCheckpoint(directory: directory))

@@ -65,10 +65,10 @@ struct BenchSuite: ParsableCommand {
         }
         results["gemm"] = gemm
 
-        // models: f32 for speed scenarios, bf16 for the budget sweep
-        let f32Model = ".build/bench-models/\(preset)-f32", bf16Model = ".build/bench-models/\(preset)-bf16"
-        for (m, dt) in [(f32Model, "f32"), (bf16Model, "bf16")] where !FileManager.default.fileExists(atPath: m + "/model.safetensors") {
-            _ = try shell([exe, "synth", "--preset", preset, "--dtype", dt, "--out", m])
+        // the model of every scenario: the preset in f32 (TinyLlama-1.1B: 4.4 GB)
+        let f32Model = ".build/bench-models/\(preset)-f32"
+        if !FileManager.default.fileExists(atPath: f32Model + "/model.safetensors") {
+            _ = try shell([exe, "synth", "--preset", preset, "--dtype", "f32", "--out", f32Model])
         }
 
         progress("prompt processing and decode, all in RAM (\(preset) f32)")
@@ -79,14 +79,12 @@ struct BenchSuite: ParsableCommand {
 
         progress("batch sweep (continuous batching, paged KV)")
         let batches = quick ? [1, 4, 16] : [1, 4, 16, 64]
-        var args = [exe, "bench-batch", "--model", f32Model, "--repeats", "\(quick ? 1 : 2)", "--prompt", "32", "--gen", quick ? "16" : "32", "--json"]
+        var args = [exe, "bench-batch", "--model", f32Model, "--repeats", "\(quick ? 1 : 2)", "--prompt", "32", "--gen", "16", "--json"]
         for b in batches { args += ["--batches", "\(b)"] }
         let batchRows = try shell(args).split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
         results["batch"] = batchRows
 
-        progress("RAM-budget sweep: tiered (streamed weights, KV disk tier) and mmap, each in a memory cgroup")
-        let spec = try ModelRegistry.spec(directory: bf16Model)
-        let weights = try WeightInventory(directory: bf16Model, layers: spec.layers).totalBytes
+        progress("RAM-budget sweep: planned, rule-placed and mmap runs, each in a memory cgroup, page cache dropped")
         // the disk read bandwidth now, for the bound and for the planner's profile (this VM's disk varies)
         let disk = try Profiler.diskBandwidth(directory: ".build", bytes: 512 << 20)
         eprint(String(format: "  disk read %.0f MB/s, write %.0f MB/s (measured now)", disk.read / 1e6, disk.write / 1e6))
@@ -96,33 +94,45 @@ struct BenchSuite: ParsableCommand {
             try Profiler.save(prof)
         }
         results["disk_read_bytes_per_second"] = disk.read
-        // budgets: the fixed lines plus a fraction of the layers (1.0: everything resident)
-        let inv = try PlannerInventory.build(directory: bf16Model, workload: Workload(batch: 1, promptTokens: 64, outputTokens: 8))
-        let layerTotal = inv.layerBytes.reduce(0, +)
-        let fractions = quick ? [0.3, 1.05] : [0.15, 0.3, 0.6, 1.05]
+        let spec = try ModelRegistry.spec(directory: f32Model)
+        let weights = try WeightInventory(directory: f32Model, layers: spec.layers).totalBytes
+        let budgets: [Int] = quick ? [400 << 20, 1 << 30] : [1 << 30, 2 << 30, 8 << 30]
+        let sweepBatches = quick ? [1, 4] : [1, 16]
+        let gen = quick ? 4 : 8
         var sweep: [[String: Any]] = []
-        let ids = (100..<164).map(String.init).joined(separator: ",")
-        for (i, f) in fractions.enumerated() {
-            let budget = inv.fixedBytes + inv.otherBytes + (2 << 20) + Int(Double(layerTotal) * f)
-            for mode in (f < 1 && (!quick || i == 0)) ? ["tiered", "mmap"] : ["tiered"] {
-                eprint(String(format: "  budget %@ (fixed lines + %.0f%% of the layers), %@", formatBytes(budget) as NSString, f * 100, mode as NSString))
-                dropCaches()
-                let report = (dir as NSString).appendingPathComponent("report-\(Int(f * 100))-\(mode).json")
-                var cmd = ["scripts/run-in-memcg.sh", "\(budget)", exe, "generate", "--model", bf16Model, "--ids", ids,
-                           "--max-tokens", quick ? "4" : "8", "--temperature", "0", "--ignore-eos", "--ram-budget", "\(budget)",
-                           "--report", report, "--weights", mode]
-                if mode == "tiered" { cmd += ["--kv-disk", (dir as NSString).appendingPathComponent("kv.swap"), "--kv-disk-size", "256MiB"] }
-                let log = (try? shell(cmd, allowFailure: true)) ?? ""
-                var row: [String: Any] = ["budget_bytes": budget, "fraction_of_layers": f, "mode": mode]
-                if let d = FileManager.default.contents(atPath: report), let r = try? JSONSerialization.jsonObject(with: Data(d)) as? [String: Any] {
-                    row["measured"] = r["measured"]; row["predicted"] = r["predicted"]; row["error"] = r["error"]; row["placement"] = r["placement"]
-                } else {
-                    row["failed"] = String(log.suffix(400))
+        let total = budgets.count * sweepBatches.count * 3
+        var n = 0
+        for budget in budgets {
+            for batch in sweepBatches {
+                let prompts = (dir as NSString).appendingPathComponent("prompts-\(batch).jsonl")
+                let lines = (0..<batch).map { i in "{\"ids\": [" + (0..<64).map { String(100 + i + $0) }.joined(separator: ",") + "], \"max_tokens\": \(gen), \"temperature\": 0}" }
+                try lines.joined(separator: "\n").write(toFile: prompts, atomically: true, encoding: .utf8)
+                for mode in ["plan", "rule", "mmap"] {
+                    n += 1
+                    eprint("  [\(n)/\(total)] budget \(formatBytes(budget)), batch \(batch), \(mode) (elapsed \(Int(now() - t0)) s)")
+                    dropCaches()
+                    let report = (dir as NSString).appendingPathComponent("report-\(budget >> 20)MiB-b\(batch)-\(mode).json")
+                    var cmd = ["scripts/run-in-memcg.sh", "\(budget)", exe, "generate", "--model", f32Model, "--prompts-file", prompts,
+                               "--ignore-eos", "--ram-budget", "\(budget)", "--report", report, "--max-batch", "\(batch)"]
+                    switch mode {
+                    case "plan": cmd += ["--kv-disk", (dir as NSString).appendingPathComponent("kv.swap"), "--kv-disk-size", "256MiB"]
+                    case "rule": cmd += ["--no-plan"]
+                    default: cmd += ["--weights", "mmap"]
+                    }
+                    let log = (try? shell(cmd, allowFailure: true)) ?? ""
+                    var row: [String: Any] = ["budget_bytes": budget, "batch": batch, "mode": mode]
+                    if let d = FileManager.default.contents(atPath: report), let r = try? JSONSerialization.jsonObject(with: Data(d)) as? [String: Any] {
+                        row["measured"] = r["measured"]; row["predicted"] = r["predicted"]; row["error"] = r["error"]; row["placement"] = r["placement"]
+                    } else {
+                        row["failed"] = String(log.suffix(400))
+                    }
+                    if let peak = log.range(of: "peak memory use of the cgroup: ") {
+                        row["cgroup_peak_bytes"] = Int(log[peak.upperBound...].prefix { $0.isNumber })
+                    }
+                    row["killed"] = log.contains("exit status 137") || log.contains("Killed")
+                    row["no_cgroup"] = log.contains("no memory cgroup can be made")
+                    sweep.append(row)
                 }
-                if let peak = log.range(of: "peak memory use of the cgroup: ") {
-                    row["cgroup_peak_bytes"] = Int(log[peak.upperBound...].prefix { $0.isNumber })
-                }
-                sweep.append(row)
             }
         }
         try? FileManager.default.removeItem(atPath: (dir as NSString).appendingPathComponent("kv.swap"))
@@ -205,27 +215,38 @@ enum BenchRender {
         }
         if let w = r["budget_sweep"] as? [[String: Any]], !w.isEmpty {
             let diskBW = num(r["disk_read_bytes_per_second"])
-            s += "## RAM-budget sweep (\(r["preset"] ?? "") bf16, \(formatBytes(Int(num(r["weights_bytes"])))) of weights; each run in a memory cgroup)\n\n"
-            s += String(format: "Budgets: fixed lines (runtime, activations, embeddings/head) plus a share of the layers. Disk read measured in this run: %.0f MB/s; disk bound = that / bytes streamed per pass.\n\n", diskBW / 1e6)
-            s += "| budget | mode | streamed layers | decode t/s | predicted | error | TTFT s | disk read | cgroup peak | fraction of disk bound |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+            s += "## RAM-budget sweep (\(r["preset"] ?? "") f32, \(formatBytes(Int(num(r["weights_bytes"])))) of weights)\n\n"
+            s += String(format: "Each run in a memory cgroup limited to the budget, page cache dropped before. plan: the planner's placement (KV disk tier on); rule: the fill-the-budget rule (`--no-plan`); mmap: `--weights mmap`. Disk read measured in this run: %.0f MB/s; disk bound = that / bytes streamed per step. Step and prefill times: measured vs the planner's prediction.\n\n", diskBW / 1e6)
+            s += "| budget | batch | mode | streamed | decode t/s per seq | aggregate t/s | disk bound t/s | of bound | step s (pred, err) | prefill s (pred, err) | cgroup peak | killed |\n|---|---:|---|---:|---:|---:|---:|---:|---|---|---:|---|\n"
             for x in w {
-                let m = x["measured"] as? [String: Any] ?? [:], p = x["predicted"] as? [String: Any] ?? [:], e = x["error"] as? [String: Any] ?? [:]
-                let pl = x["placement"] as? [String: Any] ?? [:]
-                let streamed = (pl["streamed_layers"] as? [Any])?.count ?? 0
-                let steps = max(1, num(m["generated_tokens"]) + 1)
-                let perPass = num(m["disk_bytes_read"]) / steps
-                let bound = perPass > 0 && diskBW > 0 ? diskBW / perPass : 0
-                let frac = bound > 0 ? String(format: "%.0f%%", 100 * num(m["decode_tokens_per_second"]) / bound) : "-"
+                let b = Int(num(x["batch"]))
                 if x["failed"] != nil {
-                    s += "| \(formatBytes(Int(num(x["budget_bytes"])))) | \(x["mode"] ?? "") | - | failed | | | | | | |\n"
+                    s += "| \(formatBytes(Int(num(x["budget_bytes"])))) | \(b) | \(x["mode"] ?? "") | - | failed | | | | | | \(x["cgroup_peak_bytes"].map { formatBytes(Int(num($0))) } ?? "-") | \(x["killed"] as? Bool == true ? "yes" : "no") |\n"
                     continue
                 }
-                s += String(format: "| %@ | %@ | %d | %.3f | %@ | %@ | %.2f | %@ | %@ | %@ |\n",
-                            formatBytes(Int(num(x["budget_bytes"]))) as NSString, (x["mode"] as? String ?? "") as NSString, streamed,
-                            num(m["decode_tokens_per_second"]), (p.isEmpty ? "-" : String(format: "%.3f", num(p["decode_tokens_per_second"]))) as NSString,
-                            (e.isEmpty ? "-" : String(format: "%+.0f%%", 100 * num(e["decode_tokens_per_second"]))) as NSString,
-                            num(m["time_to_first_token_seconds"]), formatBytes(Int(num(m["disk_bytes_read"]))) as NSString,
-                            (x["cgroup_peak_bytes"] != nil ? formatBytes(Int(num(x["cgroup_peak_bytes"]))) : "-") as NSString, frac as NSString)
+                let m = x["measured"] as? [String: Any] ?? [:], p = x["predicted"] as? [String: Any] ?? [:]
+                let pl = x["placement"] as? [String: Any] ?? [:]
+                let streamed = x["mode"] as? String == "mmap" ? "(mmap)" : "\((pl["streamed_layers"] as? [Any])?.count ?? 0)"
+                let passes = max(1, num(m["generated_tokens"]) / Double(max(1, b)) + 1)
+                let perPass = num(m["disk_bytes_read"]) / passes
+                let bound = perPass > 0 && diskBW > 0 ? diskBW / perPass : 0
+                let perSeq = num(m["decode_tokens_per_second"])
+                let step = perSeq > 0 ? 1 / perSeq : 0
+                let predStep = num(p["decode_tokens_per_second"]) > 0 ? 1 / num(p["decode_tokens_per_second"]) : 0
+                let prefill = num(m["prefill_tokens_per_second"]) > 0 ? num(m["prompt_tokens"]) / num(m["prefill_tokens_per_second"]) : 0
+                let predPrefill = num(p["prefill_tokens_per_second"]) > 0 ? Double(64 * b) / num(p["prefill_tokens_per_second"]) : 0
+                func cell(_ v: Double, _ pv: Double) -> String { pv > 0 ? String(format: "%.2f (%.2f, %+.0f%%)", v, pv, 100 * (v - pv) / pv) : String(format: "%.2f", v) }
+                s += "| \(formatBytes(Int(num(x["budget_bytes"])))) | \(b) | \(x["mode"] ?? "") | \(streamed) | " + String(format: "%.3f | %.3f | ", perSeq, num(m["aggregate_tokens_per_second"]))
+                    + (bound > 0 ? String(format: "%.3f | %.0f%% | ", bound, 100 * perSeq / bound) : "- | - | ")
+                    + cell(step, predStep) + " | " + cell(prefill, predPrefill) + " | "
+                    + (x["cgroup_peak_bytes"].map { formatBytes(Int(num($0))) } ?? "-") + " | " + (x["killed"] as? Bool == true ? "yes" : "no") + " |\n"
+            }
+            // the planner against the rule, per configuration
+            s += "\nPlanner vs rule (aggregate tokens/s):\n\n| budget | batch | plan | rule | plan / rule |\n|---|---:|---:|---:|---:|\n"
+            for x in w where x["mode"] as? String == "plan" {
+                guard let rule = w.first(where: { $0["mode"] as? String == "rule" && num($0["budget_bytes"]) == num(x["budget_bytes"]) && num($0["batch"]) == num(x["batch"]) }) else { continue }
+                let a = num((x["measured"] as? [String: Any])?["aggregate_tokens_per_second"]), c = num((rule["measured"] as? [String: Any])?["aggregate_tokens_per_second"])
+                s += "| \(formatBytes(Int(num(x["budget_bytes"])))) | \(Int(num(x["batch"]))) | " + String(format: "%.3f | %.3f | %@ |\n", a, c, (c > 0 ? String(format: "%.2fx", a / c) : "-") as NSString)
             }
             s += "\n"
         }
@@ -257,14 +278,14 @@ enum BenchRender {
 
     static func budgetSVG(_ sweep: [[String: Any]]) -> String {
         func pts(_ mode: String, _ key: String) -> [(Double, Double)] {
-            sweep.filter { ($0["mode"] as? String) == mode }.compactMap { x in
+            sweep.filter { ($0["mode"] as? String) == mode && num($0["batch"]) == 1 }.compactMap { x in
                 guard let m = x[key] as? [String: Any] else { return nil }
                 return (num(x["budget_bytes"]) / 1048576, num(m["decode_tokens_per_second"]))
             }
         }
-        return svgPlot(title: "decode tokens/s vs RAM budget (MiB)", xLabel: "RAM budget, MiB",
-                       series: [("tiered, measured", "#2f6fb0", pts("tiered", "measured")), ("tiered, predicted", "#9bbbe0", pts("tiered", "predicted")),
-                                ("mmap, measured", "#e8871e", pts("mmap", "measured"))])
+        return svgPlot(title: "batch-1 decode tokens/s vs RAM budget (MiB)", xLabel: "RAM budget, MiB",
+                       series: [("planned, measured", "#2f6fb0", pts("plan", "measured")), ("planned, predicted", "#9bbbe0", pts("plan", "predicted")),
+                                ("rule, measured", "#5a9e4b", pts("rule", "measured")), ("mmap, measured", "#e8871e", pts("mmap", "measured"))])
     }
 
     static func batchSVG(_ rows: [[String: Any]]) -> String {
@@ -295,7 +316,7 @@ enum BenchRender {
             for b in x["batch"] as? [[String: Any]] ?? [] { f["batch \(Int(num(b["batch"]))) tokens/s"] = num(b["decode_tokens_per_second"]) }
             for w in x["budget_sweep"] as? [[String: Any]] ?? [] {
                 if let m = w["measured"] as? [String: Any] {
-                    f["budget \(Int(num(w["fraction_of_layers"]) * 100))% \(w["mode"] ?? "") decode tokens/s"] = num(m["decode_tokens_per_second"])
+                    f["budget \(Int(num(w["budget_bytes"])) >> 20) MiB batch \(Int(num(w["batch"]))) \(w["mode"] ?? "") aggregate tokens/s"] = num(m["aggregate_tokens_per_second"])
                 }
             }
             return f

@@ -29,6 +29,7 @@ public struct WeightIOStats: Sendable, Codable {
 ///
 /// - Resident tensors are read once into owned memory (charged to the ledger line
 ///   "resident weights"; the file's pages are dropped after the read).
+/// - Cold tensors (an untied token embedding) are read through a file mapping, a row at a time.
 /// - Streamed layers live on disk and pass through a ring of `prefetchDepth + 1` staging slots
 ///   (ledger line "staging buffers"): an I/O thread reads layer after layer in the order the
 ///   forward pass uses them, each layer's byte range in one large read (O_DIRECT when the file
@@ -60,13 +61,18 @@ public final class TieredWeightStore: WeightStore, @unchecked Sendable {
     private let cond = NSCondition()
     private var thread: Thread?
     private var files: [String: (fd: Int32, direct: Bool, size: Int)] = [:]
+    private var mappings: [String: MappedFile] = [:]
     public private(set) var stats = WeightIOStats()
 
     static let align = 4096
 
     /// - Parameters:
     ///   - streamed: layers read from disk each pass (the rest, and every non-layer tensor, resident).
-    public init(locations: [TensorLocation], streamed: Set<Int>, prefetchDepth: Int, ledger: Ledger, location: String) throws {
+    /// - Parameters:
+    ///   - cold: tensors read a row at a time through a file mapping instead (an untied token
+    ///     embedding: one row per token, so the page cache it causes is a few pages a token).
+    public init(locations: [TensorLocation], streamed: Set<Int>, prefetchDepth: Int, ledger: Ledger, location: String,
+                cold: Set<String> = []) throws {
         precondition(prefetchDepth >= 0, "TieredWeightStore: negative prefetch depth")
         self.location = location
         self.ledger = ledger
@@ -104,7 +110,12 @@ public final class TieredWeightStore: WeightStore, @unchecked Sendable {
         // resident tensors: read once, pages dropped
         var buffered: [String: Int32] = [:]
         defer { for (_, fd) in buffered { FileIO.closeFile(fd) } }
-        for l in locations where !streamed.contains(l.layer) {
+        for l in locations where cold.contains(l.name) {
+            let m = try mappings[l.path] ?? MappedFile(path: l.path)
+            mappings[l.path] = m
+            resident[l.name] = Tensor(storage: m.storage(offset: l.begin, count: l.end - l.begin), dtype: l.dtype, shape: l.shape)
+        }
+        for l in locations where !streamed.contains(l.layer) && !cold.contains(l.name) {
             try ledger.charge("resident weights", l.end - l.begin)
             let t = Tensor(zeros: l.shape, dtype: l.dtype)
             let fd = try buffered[l.path] ?? FileIO.openRead(l.path)

@@ -47,7 +47,7 @@ import StrataTensor
         // find the fixed lines, then give a budget that holds one layer resident and streams the other
         let probe = try TieredRun(directory: dir, budget: nil, workload: workload)
         probe.shutdown()
-        let fixed = probe.ledger.lines["runtime overhead"]! + probe.ledger.lines["activations"]!
+        let fixed = probe.ledger.lines["runtime overhead"]! + probe.ledger.lines["activations"]! + (probe.ledger.lines["embedding rows (page cache)"] ?? 0)
         let perBlock = PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: 16)
         // less than both layers: both stream through one staging slot (prefetch 0)
         let budget = fixed + inv.otherBytes + inv.layerBytes.max()! + inv.layerBytes[0] - 1 + PlacementRule.kvBlocks(workload, blockSize: 16) * perBlock
