@@ -36,20 +36,6 @@ public enum Measure {
         return Double(bytes) / median(times)
     }
 
-    /// Experiment: the same product computed as C^T = W X^T (weights as the left operand).
-    public static func gemmFlopsSwapped(m: Int, n: Int, k: Int, repeats: Int = 5) -> Double {
-        let a = Tensor(zeros: [m, k]), w = Tensor(zeros: [n, k]), c = Tensor(zeros: [n, m])
-        for i in stride(from: 0, to: a.count, by: 7) { a.f32[i] = 0.01 }
-        var times: [Double] = []
-        for _ in 0..<(repeats + 1) {
-            let t0 = now()
-            BLAS.sgemm(transB: true, m: n, n: m, k: k, a: w.f32, lda: k, b: a.f32, ldb: k, c: c.f32, ldc: m)
-            times.append(now() - t0)
-        }
-        times.removeFirst()
-        return 2 * Double(m) * Double(n) * Double(k) / median(times)
-    }
-
     /// sgemm FLOP/s for `[m, k] x [n, k]^T` through the BLAS wrapper (median of `repeats`).
     public static func gemmFlops(m: Int, n: Int, k: Int, repeats: Int = 5) -> Double {
         let a = Tensor(zeros: [m, k]), w = Tensor(zeros: [n, k]), c = Tensor(zeros: [m, n])

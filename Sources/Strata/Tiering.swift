@@ -103,12 +103,11 @@ public enum PlacementRule {
     /// process uses the same figure.
     static let measuredOverhead: Int = ProcessMemory.read().rss + (48 << 20)
 
-    /// Activations and attention scratch of a batch engine run: the workspace, the paged
-    /// attention's gather and score buffers, the small-batch GEMM scratch.
+    /// Activations and attention scratch of a batch engine run: the workspace and the paged
+    /// attention's gather and score buffers.
     public static func activationBytes(spec s: ModelSpec, weightDType: DType, maxContext: Int, maxRows: Int = 512) -> Int {
         let attention = 4 * (2 * maxContext * s.kvDim + maxRows * maxContext + Threads.count * s.heads * maxContext)
-        let smallBatch = 4 * BLAS.smallBatchRows * max(s.intermediateSize, s.vocabSize)
-        return s.workspaceBytes(maxRows: maxRows, weightDType: weightDType) + attention + smallBatch
+        return s.workspaceBytes(maxRows: maxRows, weightDType: weightDType) + attention
     }
 
     /// Page cache a cold embedding causes: one 4 KiB-rounded row per token of the workload.

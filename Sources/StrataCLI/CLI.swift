@@ -375,8 +375,7 @@ struct Info: ParsableCommand {
             eprint(String(format: "memory read bandwidth: %.1f GB/s; sgemm [512,2048]x[5632,2048]^T: %.1f GFLOP/s; gemv: %.1f GFLOP/s", bw / 1e9, g / 1e9, gv / 1e9))
             for m in [2, 4, 8, 16, 32, 64, 128] {
                 let f = Measure.gemmFlops(m: m, n: 5632, k: 2048, repeats: 10)
-                let f2 = Measure.gemmFlopsSwapped(m: m, n: 5632, k: 2048, repeats: 10)
-                eprint(String(format: "  linear M=%d: %.1f GFLOP/s = weights read at %.1f GB/s; swapped %.1f GFLOP/s", m, f / 1e9, f / Double(2 * m) * 4 / 1e9, f2 / 1e9))
+                eprint(String(format: "  linear M=%d: %.1f GFLOP/s = weights read at %.1f GB/s", m, f / 1e9, f / Double(2 * m) * 4 / 1e9))
             }
         }
         let enc = JSONEncoder()

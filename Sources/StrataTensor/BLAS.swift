@@ -84,16 +84,6 @@ public enum BLAS {
             // one sgemv per row: each streams the weights at memory bandwidth (small matrices,
             // which OpenBLAS's small-M GEMM handles worst, take this path up to 8 rows)
             for r in 0..<m { sgemv(m: n, n: k, a: w, lda: k, x: x + r * lx, beta: beta, y: y + r * ly) }
-        } else if m <= smallBatchRows {
-            // small batches: C^T = W X^T (weights as the left operand) measured 1.3-1.7x faster
-            // than X W^T for M = 4 ... 32 on OpenBLAS 0.3.21 (docs/benchmarks.md)
-            SmallBatchScratch.shared.with(count: n * m) { t in
-                sgemm(transB: true, m: n, n: m, k: k, a: w, lda: k, b: x, ldb: lx, c: t, ldc: m)
-                for r in 0..<m {
-                    let row = y + r * ly
-                    if accumulate { for j in 0..<n { row[j] += t[j * m + r] } } else { for j in 0..<n { row[j] = t[j * m + r] } }
-                }
-            }
         } else {
             sgemm(transB: true, m: m, n: n, k: k, a: x, lda: lx, b: w, ldb: k, beta: beta, c: y, ldc: ly)
         }
@@ -105,8 +95,6 @@ public enum BLAS {
         }
     }
 
-    /// Largest row count that takes the swapped small-batch path in `linear`.
-    public static let smallBatchRows = 32
 
     /// Sets OpenBLAS's thread count (`openblas_set_num_threads`). Use `Threads.set` instead,
     /// which also sets Strata's own parallel loops.
@@ -134,21 +122,3 @@ public enum BLAS {
     }
 }
 
-/// Scratch for the swapped small-batch product: grown when needed, reused across calls (a
-/// decode step allocates nothing once it has its size).
-final class SmallBatchScratch: @unchecked Sendable {
-    static let shared = SmallBatchScratch()
-    private var buffer = UnsafeMutablePointer<Float>.allocate(capacity: 1)
-    private var capacity = 1
-    private let lock = NSLock()
-
-    func with(count: Int, _ body: (UnsafeMutablePointer<Float>) -> Void) {
-        lock.lock(); defer { lock.unlock() }
-        if count > capacity {
-            buffer.deallocate()
-            buffer = .allocate(capacity: count)
-            capacity = count
-        }
-        body(buffer)
-    }
-}
