@@ -234,6 +234,12 @@ extension Generate {
                       m.prefillTokensPerSecond, m.decodeTokensPerSecond, m.aggregateTokensPerSecond, m.timeToFirstTokenSeconds,
                       formatBytes(m.diskBytesRead) as NSString, m.diskReadBytesPerSecond / 1e6, m.ioWaitSeconds,
                       formatBytes(m.peakResidentBytes) as NSString, formatBytes(m.peakRSSBytes) as NSString))
+        // the profile keeps the disk read speed the last streaming run saw (this VM's disk speed
+        // drifts as its host caches the file; the next plan predicts with the latest figure)
+        if m.diskReadBytesPerSecond > 0, m.diskBytesRead > (256 << 20), var prof = Profiler.cached() {
+            prof.diskReadBytesPerSecond = m.diskReadBytesPerSecond
+            try? Profiler.save(prof)
+        }
         if let usedPlan {
             rep.compare(with: usedPlan.prediction.reportValues)
             eprint("measured vs predicted:")
