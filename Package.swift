@@ -1,6 +1,6 @@
 // swift-tools-version:6.0
 // Strata: transformer language models on the CPU, in Swift, on OpenBLAS.
-// No unsafeFlags here (a package with them cannot be a dependency); speed flags live in the Makefile.
+// Compiler speed flags live in the Makefile, never here: a package that sets them cannot be used as a dependency.
 import PackageDescription
 
 let package = Package(

@@ -222,12 +222,11 @@ extension Generate {
         }
         if single { out.write(Data("\n".utf8)) }
         for o in outs where !single {
-            var obj: [String: Any] = ["index": o.index, "text": o.text, "ids": o.ids, "prompt_tokens": o.promptTokens,
-                                      "generated_tokens": o.ids.count, "stop_reason": o.stopReason.rawValue]
-            if promptsFile == nil { obj = ["prompt_ids": requests[0].prompt, "ids": o.ids, "text": o.text] }
-            if requests[o.index].n > 1 { obj["sample"] = o.sample }
-            if let e = o.error { obj["error"] = e }
-            try printJSON(obj)
+            if promptsFile == nil {
+                try printJSON(["prompt_ids": requests[0].prompt, "ids": o.ids, "text": o.text])
+            } else {
+                try printOutput(o, requests)
+            }
         }
         let m = rep.measured
         eprint(String(format: "prompt %.1f tokens/s | decode %.2f tokens/s per sequence, %.2f aggregate | TTFT %.2f s | disk read %@ at %.0f MB/s, I/O wait %.2f s | ledger peak %@, peak RSS %@",
@@ -297,6 +296,15 @@ extension Generate {
         return requests
     }
 
+    /// One JSON line per request (and sample) of a batch run.
+    func printOutput(_ o: RequestOutput, _ requests: [GenerationRequest]) throws {
+        var obj: [String: Any] = ["index": o.index, "text": o.text, "ids": o.ids, "prompt_tokens": o.promptTokens,
+                                  "generated_tokens": o.ids.count, "stop_reason": o.stopReason.rawValue]
+        if requests[o.index].n > 1 { obj["sample"] = o.sample }
+        if let e = o.error { obj["error"] = e }
+        try printJSON(obj)
+    }
+
     func runBatch(_ loaded: LoadedModel, file: String) throws {
         let requests = try readRequests(file) { try loaded.requireTokenizer().encode($0) }
         let spec = loaded.spec
@@ -307,12 +315,7 @@ extension Generate {
         guard blocks >= 1 else { throw ValidationError("KV pool of \(formatBytes(cap)) holds no block of \(formatBytes(perBlock))") }
         let engine = BatchEngine(loaded: loaded, config: .init(blocks: blocks, blockSize: kvBlockSize, maxBatch: maxBatch))
         let outs = try engine.run(requests)
-        for o in outs {
-            var obj: [String: Any] = ["index": o.index, "text": o.text, "ids": o.ids, "prompt_tokens": o.promptTokens,
-                                      "generated_tokens": o.ids.count, "stop_reason": o.stopReason.rawValue]
-            if requests[o.index].n > 1 { obj["sample"] = o.sample }
-            try printJSON(obj)
-        }
+        for o in outs { try printOutput(o, requests) }
         let st = engine.stats
         let generated = outs.reduce(0) { $0 + $1.ids.count }
         eprint(String(format: "%d requests, %d sequences: %d prompt tokens computed (%d from the prefix cache), %d generated in %.2f s: %.2f tokens/s aggregate; %d steps, max %d running, %d preemptions, KV pool %d blocks x %d tokens (%@)",

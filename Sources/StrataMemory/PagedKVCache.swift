@@ -38,6 +38,10 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
     private var gatherK: Tensor, gatherV: Tensor, scores: Tensor
     /// decode attention: per chunk, `[heads * maxContext]` scores
     private var decodeScores: [Tensor] = []
+    /// decode attention: this step's one-row entries, their block tables, the chunks' score pointers
+    private var decodeRows: [BatchLayout.Entry] = []
+    private var decodeTables: [[Int]] = []
+    private var decodeScratch: [UnsafeMutablePointer<Float>] = []
     public private(set) var copiesOnWrite = 0
     public private(set) var prefixHitTokens = 0
 
@@ -206,9 +210,17 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
             let chunks = min(Threads.maxChunks, decodeEntries)
             while decodeScores.count < chunks { decodeScores.append(Tensor(zeros: [heads * maxContext])) }
             if decodeScores[0].count < heads * maxContext { decodeScores = (0..<chunks).map { _ in Tensor(zeros: [heads * maxContext]) } }
-            let entries = layout.entries.filter { $0.rowCount == 1 }
-            let tables = entries.map { seqs[$0.sequence]!.table }
-            let ctx = UncheckedSendable((q, out, kp, vp, decodeScores.map { $0.f32 }))
+            // reused across layers and steps (capacity kept): the decode path allocates nothing
+            decodeRows.removeAll(keepingCapacity: true)
+            decodeTables.removeAll(keepingCapacity: true)
+            decodeScratch.removeAll(keepingCapacity: true)
+            for e in layout.entries where e.rowCount == 1 {
+                decodeRows.append(e)
+                decodeTables.append(seqs[e.sequence]!.table)
+            }
+            for t in decodeScores { decodeScratch.append(t.f32) }
+            let entries = decodeRows, tables = decodeTables
+            let ctx = UncheckedSendable((q, out, kp, vp, decodeScratch))
             let bs = blockSize, kvDim = self.kvDim
             Threads.parallelChunks(entries.count) { chunk, range in
                 let (q, out, kp, vp, sc) = ctx.value

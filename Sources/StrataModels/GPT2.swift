@@ -54,7 +54,7 @@ public struct GPT2Config: Decodable, Sendable {
     public var spec: ModelSpec {
         ModelSpec(architecture: "GPT2LMHeadModel", vocabSize: vocabSize, hiddenSize: hiddenSize, intermediateSize: innerSize,
                   layers: layers, heads: heads, kvHeads: heads, headDim: hiddenSize / heads, maxPositions: maxPositions,
-                  tiedEmbeddings: true, bosTokenIDs: bos, eosTokenIDs: eos)
+                  tiedEmbeddings: true, bosTokenIDs: bos, eosTokenIDs: eos, queryBufferWidth: 3 * hiddenSize)
     }
 }
 
@@ -126,19 +126,11 @@ public final class GPT2Model: CausalLM, @unchecked Sendable {
         posRows = Tensor(zeros: [maxRows, h])
     }
 
-    public var workspaceBytes: Int {
-        let c = config
-        let convert = WeightMatrix.scratchElements(dtype: wte.dtype, largest: max(c.vocabSize * c.hiddenSize, 3 * c.hiddenSize * c.hiddenSize, c.innerSize * c.hiddenSize))
-        return Workspace.bytes(maxRows: maxRows, hidden: c.hiddenSize, qWidth: 3 * c.hiddenSize, kvDim: c.hiddenSize,
-                           attnWidth: c.hiddenSize, ffn: c.innerSize, vocab: c.vocabSize, convertElements: convert)
-    }
+    public var workspaceBytes: Int { Workspace.bytes(spec: spec, maxRows: maxRows, weightDType: wte.dtype) }
 
     private func makeWorkspace() -> Workspace {
         if let ws = workspace { return ws }
-        let c = config
-        let convert = WeightMatrix.scratchElements(dtype: wte.dtype, largest: max(c.vocabSize * c.hiddenSize, 3 * c.hiddenSize * c.hiddenSize, c.innerSize * c.hiddenSize))
-        let ws = Workspace(maxRows: maxRows, hidden: c.hiddenSize, qWidth: 3 * c.hiddenSize, kvDim: c.hiddenSize,
-                           attnWidth: c.hiddenSize, ffn: c.innerSize, vocab: c.vocabSize, convertElements: convert)
+        let ws = Workspace(spec: spec, maxRows: maxRows, weightDType: wte.dtype)
         workspace = ws
         return ws
     }

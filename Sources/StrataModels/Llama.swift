@@ -99,7 +99,7 @@ public struct LlamaFamilyConfig: Sendable {
         ModelSpec(architecture: architecture, vocabSize: vocabSize, hiddenSize: hiddenSize, intermediateSize: intermediateSize,
                   layers: layers, heads: heads, kvHeads: kvHeads, headDim: headDim,
                   maxPositions: min(maxPositions, slidingWindow ?? Int.max), tiedEmbeddings: tieEmbeddings,
-                  bosTokenIDs: bos, eosTokenIDs: eos)
+                  bosTokenIDs: bos, eosTokenIDs: eos, queryBufferWidth: heads * headDim)
     }
 
     var ropeScaling: RoPE.Scaling {
@@ -198,21 +198,11 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
         rope = RoPE(headDim: hd, theta: Float(config.rope.theta), layout: .halfSplit, scaling: config.ropeScaling)
     }
 
-    public var workspaceBytes: Int {
-        let c = config
-        let convert = WeightMatrix.scratchElements(dtype: embed.dtype, largest: max(c.vocabSize * c.hiddenSize, c.intermediateSize * c.hiddenSize,
-                                                                                    c.heads * c.headDim * c.hiddenSize))
-        return Workspace.bytes(maxRows: maxRows, hidden: c.hiddenSize, qWidth: c.heads * c.headDim, kvDim: c.kvHeads * c.headDim,
-                           attnWidth: c.heads * c.headDim, ffn: c.intermediateSize, vocab: c.vocabSize, convertElements: convert)
-    }
+    public var workspaceBytes: Int { Workspace.bytes(spec: spec, maxRows: maxRows, weightDType: embed.dtype) }
 
     private func makeWorkspace() -> Workspace {
         if let ws = workspace { return ws }
-        let c = config
-        let convert = WeightMatrix.scratchElements(dtype: embed.dtype, largest: max(c.vocabSize * c.hiddenSize, c.intermediateSize * c.hiddenSize,
-                                                                                    c.heads * c.headDim * c.hiddenSize))
-        let ws = Workspace(maxRows: maxRows, hidden: c.hiddenSize, qWidth: c.heads * c.headDim, kvDim: c.kvHeads * c.headDim,
-                           attnWidth: c.heads * c.headDim, ffn: c.intermediateSize, vocab: c.vocabSize, convertElements: convert)
+        let ws = Workspace(spec: spec, maxRows: maxRows, weightDType: embed.dtype)
         workspace = ws
         return ws
     }

@@ -16,6 +16,8 @@ public struct ModelSpec: Sendable, Codable, Equatable {
     public var tiedEmbeddings: Bool
     public var bosTokenIDs: [Int]
     public var eosTokenIDs: [Int]
+    /// Columns of the forward pass's query buffer: heads * headDim, or GPT-2's fused q|k|v (3 * hidden).
+    public var queryBufferWidth: Int
 
     /// Width of one token's K (or V) row in one layer: kvHeads * headDim.
     public var kvDim: Int { kvHeads * headDim }
@@ -27,13 +29,7 @@ extension ModelSpec {
     /// Bytes of the forward pass's buffers for this shape (what `CausalLM.workspaceBytes`
     /// allocates), from the spec alone, so a planner can count them without weights.
     public func workspaceBytes(maxRows: Int = 512, weightDType: DType) -> Int {
-        let gpt2 = architecture == "GPT2LMHeadModel"
-        let qWidth = gpt2 ? 3 * hiddenSize : heads * headDim
-        let attnWidth = gpt2 ? hiddenSize : heads * headDim
-        let largest = max(vocabSize * hiddenSize, intermediateSize * hiddenSize, qWidth * hiddenSize)
-        return Workspace.bytes(maxRows: maxRows, hidden: hiddenSize, qWidth: qWidth, kvDim: kvDim, attnWidth: attnWidth,
-                               ffn: intermediateSize, vocab: vocabSize,
-                               convertElements: WeightMatrix.scratchElements(dtype: weightDType, largest: largest))
+        Workspace.bytes(spec: self, maxRows: maxRows, weightDType: weightDType)
     }
 }
 
@@ -67,6 +63,8 @@ public final class KVCache: KVStorage, @unchecked Sendable {
     var scores: Tensor
     /// Reused single-entry layout.
     let layout = BatchLayout(capacity: 1)
+    /// `[tokens, vocab]` logits of a long all-position forward (grown when needed).
+    var longLogits = Tensor(zeros: [1])
 
     public init(layers: Int, capacity: Int, kvDim: Int) {
         precondition(layers > 0 && capacity > 0 && kvDim > 0, "KVCache: layers \(layers) capacity \(capacity) kvDim \(kvDim)")
@@ -127,7 +125,8 @@ extension CausalLM {
 
     /// Runs `tokens` at positions `cache.length ..< cache.length + tokens.count` of a single
     /// sequence, appends their K/V to `cache`, and returns logits `[rows, vocab]`: every position
-    /// when `allLogits`, else only the last. Long inputs run in chunks of `maxRows`.
+    /// when `allLogits`, else only the last. Long inputs run in chunks of `maxRows`; the logits
+    /// of a long all-position call are kept in the cache's `longLogits` (valid while it lives).
     public func forward(_ tokens: UnsafeBufferPointer<Int32>, cache: KVCache, allLogits: Bool) throws -> UnsafeBufferPointer<Float> {
         if tokens.isEmpty { throw ModelError.emptyInput }
         try checkTokens(tokens)
@@ -135,11 +134,10 @@ extension CausalLM {
         if needed > cache.capacity { throw ModelError.contextFull(needed: needed, capacity: cache.capacity) }
         let v = spec.vocabSize
         var done = 0
-        var all: [Float] = []
         var last = UnsafeBufferPointer<Float>(start: nil, count: 0)
         let chunk = allLogits ? min(maxRows, Workspace.maxLogitRows) : maxRows
         let chunked = allLogits && tokens.count > chunk
-        if chunked { all.reserveCapacity(tokens.count * v) }
+        if chunked && cache.longLogits.count < tokens.count * v { cache.longLogits = Tensor(zeros: [tokens.count, v]) }
         while done < tokens.count {
             let r = min(chunk, tokens.count - done)
             cache.layout.removeAll()
@@ -147,17 +145,10 @@ extension CausalLM {
             cache.layout.append(sequence: 0, rows: r, startPosition: cache.length, logits: allLogits ? .all : (isLast ? .last : .none))
             last = try forward(UnsafeBufferPointer(rebasing: tokens[done..<(done + r)]), layout: cache.layout, kv: cache)
             cache.length += r
-            if chunked { all.append(contentsOf: last) }
+            if chunked { (cache.longLogits.f32 + done * v).update(from: last.baseAddress!, count: last.count) }
             done += r
         }
-        if chunked {
-            // rare (logits of a long input): hand back a buffer that outlives this call
-            let keep = UnsafeMutableBufferPointer<Float>.allocate(capacity: all.count)
-            _ = keep.initialize(from: all)
-            retainedLogits.append(keep)
-            return UnsafeBufferPointer(keep)
-        }
-        return last
+        return chunked ? UnsafeBufferPointer(start: cache.longLogits.f32, count: tokens.count * v) : last
     }
 
     /// Convenience: logits for all positions of `tokens` from an empty cache, `[T][vocab]`.
@@ -175,9 +166,6 @@ extension CausalLM {
         }
     }
 }
-
-/// Long all-position logits buffers handed out by `forward(_:cache:allLogits:)` (tools only).
-nonisolated(unsafe) var retainedLogits: [UnsafeMutableBufferPointer<Float>] = []
 
 /// A weight matrix used by a linear layer, in one of two layouts:
 /// `.outIn` `[out, in]` (HF `nn.Linear`: y = x W^T) or `.inOut` `[in, out]` (GPT-2's `Conv1D`: y = x W).
@@ -301,10 +289,23 @@ final class Workspace {
     /// Rows of logits one pass can return.
     static let maxLogitRows = 256
 
-    /// Bytes a workspace of these sizes holds.
-    static func bytes(maxRows: Int, hidden: Int, qWidth: Int, kvDim: Int, attnWidth: Int, ffn: Int, vocab: Int, convertElements: Int) -> Int {
-        4 * (maxRows * (2 * hidden + qWidth + attnWidth + 2 * kvDim + 2 * ffn) + min(maxRows, maxLogitRows) * vocab + max(1, convertElements))
+    /// f16/bf16 conversion scratch for a model of this shape (a band of its largest weight).
+    static func convertElements(spec s: ModelSpec, weightDType: DType) -> Int {
+        WeightMatrix.scratchElements(dtype: weightDType, largest: max(s.vocabSize * s.hiddenSize, s.intermediateSize * s.hiddenSize,
+                                                                      s.queryBufferWidth * s.hiddenSize))
+    }
+
+    /// Bytes the workspace of a model of this shape holds (the same sizes `init(spec:)` allocates).
+    static func bytes(spec s: ModelSpec, maxRows: Int, weightDType: DType) -> Int {
+        let attnWidth = s.heads * s.headDim
+        return 4 * (maxRows * (2 * s.hiddenSize + s.queryBufferWidth + attnWidth + 2 * s.kvDim + 2 * s.intermediateSize)
+                    + min(maxRows, maxLogitRows) * s.vocabSize + max(1, convertElements(spec: s, weightDType: weightDType)))
             + 4 * maxRows
+    }
+
+    convenience init(spec s: ModelSpec, maxRows: Int, weightDType: DType) {
+        self.init(maxRows: maxRows, hidden: s.hiddenSize, qWidth: s.queryBufferWidth, kvDim: s.kvDim, attnWidth: s.heads * s.headDim,
+                  ffn: s.intermediateSize, vocab: s.vocabSize, convertElements: Workspace.convertElements(spec: s, weightDType: weightDType))
     }
 
     init(maxRows: Int, hidden: Int, qWidth: Int, kvDim: Int, attnWidth: Int, ffn: Int, vocab: Int, convertElements: Int) {

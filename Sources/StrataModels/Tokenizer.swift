@@ -234,6 +234,12 @@ struct JSONPath {
     func sub(_ k: String) -> JSONPath { JSONPath(file: file, path: path.isEmpty ? k : path + "." + k) }
     func malformed(_ reason: String) -> TokenizerError { .malformed(file: file, field: path, reason: reason) }
     func unsupported(_ type: String) -> TokenizerError { .unsupported(file: file, field: path + ".type", type: type) }
+    /// A pipeline component's JSON object; nil when absent or null, an error when not an object.
+    func component(_ any: Any?) throws -> [String: Any]? {
+        if let o = any as? [String: Any] { return o }
+        if any == nil || any is NSNull { return nil }
+        throw malformed("not an object")
+    }
 }
 
 // MARK: - byte-level alphabet
@@ -362,10 +368,7 @@ indirect enum Normalizer {
     case nfc, nfd, nfkc, nfkd, lowercase
 
     static func parse(_ any: Any?, _ p: JSONPath) throws -> Normalizer? {
-        guard let o = any as? [String: Any] else {
-            if any == nil || any is NSNull { return nil }
-            throw p.malformed("not an object")
-        }
+        guard let o = try p.component(any) else { return nil }
         let type = o["type"] as? String ?? ""
         switch type {
         case "Sequence":
@@ -422,10 +425,7 @@ indirect enum PreTokenizer {
     nonisolated(unsafe) static let gpt2Regex = try! NSRegularExpression(pattern: gpt2Pattern)
 
     static func parse(_ any: Any?, _ p: JSONPath) throws -> PreTokenizer? {
-        guard let o = any as? [String: Any] else {
-            if any == nil || any is NSNull { return nil }
-            throw p.malformed("not an object")
-        }
+        guard let o = try p.component(any) else { return nil }
         let type = o["type"] as? String ?? ""
         switch type {
         case "Sequence":
@@ -550,10 +550,7 @@ indirect enum PostProcessor {
     case bert(cls: Int, sep: Int)
 
     static func parse(_ any: Any?, _ p: JSONPath) throws -> PostProcessor? {
-        guard let o = any as? [String: Any] else {
-            if any == nil || any is NSNull { return nil }
-            throw p.malformed("not an object")
-        }
+        guard let o = try p.component(any) else { return nil }
         let type = o["type"] as? String ?? ""
         switch type {
         case "TemplateProcessing":
@@ -620,10 +617,7 @@ indirect enum TokenDecoder {
     case metaspace(replacement: String, prependScheme: String)
 
     static func parse(_ any: Any?, _ p: JSONPath) throws -> TokenDecoder? {
-        guard let o = any as? [String: Any] else {
-            if any == nil || any is NSNull { return nil }
-            throw p.malformed("not an object")
-        }
+        guard let o = try p.component(any) else { return nil }
         let type = o["type"] as? String ?? ""
         switch type {
         case "Sequence":

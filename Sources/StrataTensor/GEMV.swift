@@ -1,21 +1,26 @@
 /// Strata's own matrix-vector product for the single-row linear layer (a decode step).
 ///
 /// `y[j] (+)= sum_k W[j, k] * x[k]` for `j in 0..<n`, W `[n, k]` row-major (the HF layout),
-/// in f32, f16 or bf16 storage: 16-bit weights are widened in registers, so a bf16 model reads
-/// half the bytes of an f32 one and needs no conversion scratch. Rows are split across
-/// `Threads.count` threads; within a thread four rows share each load of `x`.
-/// A decode step is memory-bandwidth-bound, and this loop streams the weights at the machine's
-/// read bandwidth (see docs/benchmarks.md).
+/// in f32 (handed to `cblas_sgemv`), f16 or bf16 storage: 16-bit weights are widened in
+/// registers, so a bf16 model reads half the bytes of an f32 one and needs no conversion
+/// scratch. Rows are split across `Threads.count` threads; within a thread four rows share each
+/// load of `x`. On TinyLlama's shape this loop reached 54% of the bf16 bandwidth bound, which
+/// still decodes faster than f32 (docs/benchmarks.md).
 public enum GEMV {
     public static func run(weight w: UnsafeRawPointer, dtype: DType, rows n: Int, cols k: Int,
                            x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, accumulate: Bool = false) {
+        if dtype == .f32 {
+            // f32 weights: OpenBLAS's sgemv measured faster than a Swift loop here (docs/benchmarks.md)
+            BLAS.sgemv(m: n, n: k, a: w.assumingMemoryBound(to: Float.self), lda: k, x: x, beta: accumulate ? 1 : 0, y: y)
+            return
+        }
         let wb = UncheckedSendable(w), xb = UncheckedSendable(x), yb = UncheckedSendable(y)
         // chunks of >= 64 rows (or ~256 KiB of weights) so threads are worth waking
         let minRows = max(64, (256 << 10) / max(1, k * dtype.byteSize))
         Threads.parallelFor((n + 3) / 4, minChunk: max(1, minRows / 4)) { groups in
             let lo = groups.lowerBound * 4, hi = min(n, groups.upperBound * 4)
             switch dtype {
-            case .f32: rowsF32(wb.value.assumingMemoryBound(to: Float.self), lo..<hi, k, xb.value, yb.value, accumulate)
+            case .f32: preconditionFailure("GEMV: f32 goes to sgemv")
             case .bf16: rows16(wb.value.assumingMemoryBound(to: UInt16.self), lo..<hi, k, xb.value, yb.value, accumulate, BF16.self)
             case .f16: rows16(wb.value.assumingMemoryBound(to: UInt16.self), lo..<hi, k, xb.value, yb.value, accumulate, F16.self)
             }
@@ -25,43 +30,6 @@ public enum GEMV {
     @inline(__always)
     static func load16(_ p: UnsafePointer<Float>) -> SIMD16<Float> {
         UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float>.self)
-    }
-
-    @inline(__always)
-    static func load8(_ p: UnsafePointer<Float>) -> SIMD8<Float> {
-        UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
-    }
-
-    static func rowsF32(_ w: UnsafePointer<Float>, _ rows: Range<Int>, _ k: Int, _ x: UnsafePointer<Float>,
-                        _ y: UnsafeMutablePointer<Float>, _ acc: Bool) {
-        // SIMD8 accumulators: 4 rows x 8 lanes stay in registers even on baseline x86-64 (16 xmm)
-        let k8 = k / 8 * 8
-        var j = rows.lowerBound
-        while j + 4 <= rows.upperBound {
-            let r0 = w + j * k, r1 = r0 + k, r2 = r1 + k, r3 = r2 + k
-            var s0 = SIMD8<Float>(), s1 = SIMD8<Float>(), s2 = SIMD8<Float>(), s3 = SIMD8<Float>()
-            var i = 0
-            while i < k8 {
-                let xv = load8(x + i)
-                s0 += load8(r0 + i) * xv; s1 += load8(r1 + i) * xv
-                s2 += load8(r2 + i) * xv; s3 += load8(r3 + i) * xv
-                i += 8
-            }
-            var t0 = s0.sum(), t1 = s1.sum(), t2 = s2.sum(), t3 = s3.sum()
-            while i < k { let xv = x[i]; t0 += r0[i] * xv; t1 += r1[i] * xv; t2 += r2[i] * xv; t3 += r3[i] * xv; i += 1 }
-            if acc { y[j] += t0; y[j + 1] += t1; y[j + 2] += t2; y[j + 3] += t3 } else { y[j] = t0; y[j + 1] = t1; y[j + 2] = t2; y[j + 3] = t3 }
-            j += 4
-        }
-        while j < rows.upperBound {
-            let r = w + j * k
-            var s = SIMD8<Float>()
-            var i = 0
-            while i < k8 { s += load8(r + i) * load8(x + i); i += 8 }
-            var t = s.sum()
-            while i < k { t += r[i] * x[i]; i += 1 }
-            if acc { y[j] += t } else { y[j] = t }
-            j += 1
-        }
     }
 
     /// Widens 16-bit weights held in pairs (one 32-bit lane holds elements 2i and 2i+1), so

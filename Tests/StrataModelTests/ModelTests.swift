@@ -42,6 +42,19 @@ let halfModels = ["llama-gqa-f16", "llama-gqa-bf16"]
         }
     }
 
+    @Test func chunkedForwardKeepsEveryPositionsLogits() throws {
+        // a model taking 4 rows per pass: the prompt runs in 5 chunks and the all-position
+        // logits are assembled across them
+        let dir = Fixtures.model("llama-gqa")
+        let config = try decodeConfig(LlamaConfig.self, path: dir + "/config.json").family
+        let small = try LlamaModel(config: config, store: MappedWeightStore(checkpoint: SafetensorsCheckpoint(directory: dir)), maxRows: 4)
+        let seq = try Fixtures.reference("llama-gqa").sequences[1].map(Int32.init)
+        let expected = try Fixtures.referenceLogits("llama-gqa", 1)
+        let got = try small.logits(seq)
+        #expect(got.count == seq.count)
+        #expect(zip(got.joined(), expected.joined()).map { abs($0 - $1) }.max()! < 1e-4)
+    }
+
     @Test func tokenOutOfRangeAndContextFullAreErrors() throws {
         let model = try ModelRegistry.load(directory: Fixtures.model("llama-gqa"))
         let v = model.spec.vocabSize

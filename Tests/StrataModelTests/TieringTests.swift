@@ -84,14 +84,20 @@ import StrataTensor
         }
     }
 
-    @Test func swappingToDiskGivesTheSameTokens() throws {
-        let dir = Fixtures.model("llama-gqa")
+    /// Six requests that need more than 12 blocks of 4 tokens at once, their tokens when each
+    /// runs alone, and the bytes of one block.
+    func swapWorkload() throws -> (LoadedModel, [[Int]], SamplingParameters, [[Int]], Int) {
         let prompts = try (0..<6).map { Array(try Fixtures.reference("llama-gqa").sequences[1].dropFirst($0)) }
         var p = greedy
         p.maxTokens = 10
-        let loaded = try LoadedModel(directory: dir)
+        let loaded = try LoadedModel(directory: Fixtures.model("llama-gqa"))
         let expected = try prompts.map { try Generator(loaded).generate(promptIDs: $0, parameters: p).ids }
         let perBlock = PagedKVCache.bytesPerBlock(layers: loaded.spec.layers, kvDim: loaded.spec.kvDim, blockSize: 4)
+        return (loaded, prompts, p, expected, perBlock)
+    }
+
+    @Test func swappingToDiskGivesTheSameTokens() throws {
+        let (loaded, prompts, p, expected, perBlock) = try swapWorkload()
         let path = Fixtures.scratch + "/swap-\(UUID().uuidString)"
         let swap = try SwapSpace(path: path, bytes: 64 * perBlock, slotBytes: perBlock)
         let e = BatchEngine(loaded: loaded, config: .init(blocks: 12, blockSize: 4), swap: swap)
@@ -102,13 +108,7 @@ import StrataTensor
     }
 
     @Test func diskFullWhileSwappingFailsThatSequenceAndTheOthersFinish() throws {
-        let dir = Fixtures.model("llama-gqa")
-        let prompts = try (0..<6).map { Array(try Fixtures.reference("llama-gqa").sequences[1].dropFirst($0)) }
-        var p = greedy
-        p.maxTokens = 10
-        let loaded = try LoadedModel(directory: dir)
-        let expected = try prompts.map { try Generator(loaded).generate(promptIDs: $0, parameters: p).ids }
-        let perBlock = PagedKVCache.bytesPerBlock(layers: loaded.spec.layers, kvDim: loaded.spec.kvDim, blockSize: 4)
+        let (loaded, prompts, p, expected, perBlock) = try swapWorkload()
         let path = Fixtures.scratch + "/swap-small-\(UUID().uuidString)"
         let swap = try SwapSpace(path: path, bytes: 2 * perBlock, slotBytes: perBlock)  // 2 slots: too few
         let e = BatchEngine(loaded: loaded, config: .init(blocks: 12, blockSize: 4), swap: swap)
