@@ -50,4 +50,41 @@ public enum Measure {
         }
         return 2 * Double(m) * Double(n) * Double(k) / median(times)
     }
+
+    /// Seconds per f32 weight parameter of one-row GEMVs over a Llama layer's matrices
+    /// (`[hidden, hidden]` x2, `[kvDim, hidden]` x2, `[ffn, hidden]` x2, `[hidden, ffn]`), the median
+    /// over passes that cycle through `layers` such layers, so the weights come from memory as in
+    /// a decode step, not from the caches. Small matrices cost more per parameter than one large one.
+    public static func gemvSecondsPerParam(hidden: Int = 2048, kvDim: Int = 256, ffn: Int = 5632, layers: Int = 4, repeats: Int = 5) -> Double {
+        let shapes = [(hidden, hidden), (kvDim, hidden), (kvDim, hidden), (hidden, hidden), (ffn, hidden), (ffn, hidden), (hidden, ffn)]
+        let ws = (0..<layers).flatMap { _ in shapes.map { s in Tensor(storage: TensorStorage(byteCount: s.0 * s.1 * 4, hugePages: true), dtype: .f32, shape: [s.0, s.1]) } }
+        for w in ws { for i in stride(from: 0, to: w.count, by: 1024) { w.f32[i] = 0.01 } }
+        let x = Tensor(zeros: [1, max(hidden, ffn)]), y = Tensor(zeros: [1, max(hidden, ffn)])
+        for i in 0..<x.count { x.f32[i] = 0.5 }
+        let params = Double(ws.reduce(0) { $0 + $1.count })
+        var times: [Double] = []
+        for r in 0..<(repeats + 1) {
+            let t0 = now()
+            for w in ws { BLAS.linear(x: x.f32, rows: 1, inFeatures: w.shape[1], weight: w.f32, outFeatures: w.shape[0], y: y.f32) }
+            if r > 0 { times.append((now() - t0) / params) }
+        }
+        return median(times)
+    }
+
+    /// Seconds of `[rows, k] x [n, k]^T` GEMMs over one Llama layer's matrices (the shapes of
+    /// `gemvSecondsPerParam`), through the BLAS wrapper; the median of `repeats`.
+    public static func layerGemmSeconds(rows: Int, hidden: Int = 2048, kvDim: Int = 256, ffn: Int = 5632, repeats: Int = 7) -> Double {
+        let shapes = [(hidden, hidden), (kvDim, hidden), (kvDim, hidden), (hidden, hidden), (ffn, hidden), (ffn, hidden), (hidden, ffn)]
+        let ws = shapes.map { s in Tensor(storage: TensorStorage(byteCount: s.0 * s.1 * 4, hugePages: true), dtype: .f32, shape: [s.0, s.1]) }
+        for w in ws { for i in stride(from: 0, to: w.count, by: 1024) { w.f32[i] = 0.01 } }
+        let x = Tensor(zeros: [rows, max(hidden, ffn)]), y = Tensor(zeros: [rows, max(hidden, ffn)])
+        for i in stride(from: 0, to: x.count, by: 7) { x.f32[i] = 0.5 }
+        var times: [Double] = []
+        for r in 0..<(repeats + 1) {
+            let t0 = now()
+            for w in ws { BLAS.linear(x: x.f32, rows: rows, inFeatures: w.shape[1], weight: w.f32, outFeatures: w.shape[0], y: y.f32) }
+            if r > 0 { times.append(now() - t0) }
+        }
+        return median(times)
+    }
 }

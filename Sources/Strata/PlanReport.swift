@@ -34,10 +34,11 @@ public enum PlanReport {
         h("Prediction")
         s += String(format: "time to first token %.2f s; prefill %.1f tokens/s; decode %.2f tokens/s per sequence, %.2f aggregate\n",
                     pr.timeToFirstTokenSeconds, pr.prefillTokensPerSecond, pr.decodeTokensPerSecond, pr.aggregateTokensPerSecond)
-        s += String(format: "decode step %.3f s = max(compute %.3f s [of which resident weight reads %.3f s], disk %.3f s) -> bottleneck: %@\n",
+        s += String(format: "decode step %.3f s (pipeline of compute %.3f s [of which resident weight reads %.3f s] and disk reads %.3f s) -> bottleneck: %@\n",
                     pr.decodeStepSeconds, pr.computeSeconds, pr.residentReadSeconds, pr.diskReadSeconds, pr.bottleneck as NSString)
         s += "binding constraint: \(p.binding)\n"
         if !p.moreRAM.isEmpty { s += "\(p.moreRAM)\n" }
+        if !p.versusRule.isEmpty { s += "vs \(p.versusRule)\n" }
         h("Budget curve (predicted tokens/s)")
         s += row(["RAM budget", "tokens/s"], markdown, header: true)
         for pt in p.budgetCurve { s += row([formatBytes(Int(pt[0])), String(format: "%.2f", pt[1])], markdown) }

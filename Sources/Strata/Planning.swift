@@ -21,12 +21,18 @@ public enum Profiler {
     /// Measures GEMM at a layer's shape for M = 2 ... 512 rows, memory read bandwidth, and cold
     /// sequential disk read (O_DIRECT) and write (fsync'd) bandwidth of a scratch file in
     /// `diskPath`. About 30 s on 2 cores.
-    public static func measure(diskPath: String, scratchBytes: Int = 512 << 20, log: (String) -> Void = { _ in }) throws -> HardwareProfile {
+    public static func measure(diskPath: String, scratchBytes: Int = 1 << 30, log: (String) -> Void = { _ in }) throws -> HardwareProfile {
         var samples: [HardwareProfile.GemmSample] = []
+        // one row: a layer's GEMVs, stored as one sample of the layer's parameters (21504 x 2048)
+        let gemv = Measure.gemvSecondsPerParam()
+        samples.append(.init(m: 1, n: 21504, k: 2048, seconds: gemv * 21504 * 2048))
+        log(String(format: "gemv M=1 over a layer's matrices (weights from memory): %.1f GB/s of f32 weights", 4 / gemv / 1e9))
+        // more rows: GEMMs over a layer's matrices (small matrices run slower per parameter than
+        // one large one), stored as samples of the layer's parameters (21504 x 2048)
         for m in [2, 4, 8, 16, 32, 64, 128, 256, 512] {
-            let f = Measure.gemmFlops(m: m, n: 5632, k: 2048, repeats: 3)
-            samples.append(.init(m: m, n: 5632, k: 2048, seconds: 2 * Double(m) * 5632 * 2048 / f))
-            log(String(format: "gemm M=%d: %.1f GFLOP/s", m, f / 1e9))
+            let sec = Measure.layerGemmSeconds(rows: m)
+            samples.append(.init(m: m, n: 21504, k: 2048, seconds: sec))
+            log(String(format: "gemm M=%d over a layer: %.1f GFLOP/s", m, 2 * Double(m) * 21504 * 2048 / sec / 1e9))
         }
         let bw = Measure.memoryReadBandwidth()
         log(String(format: "memory read: %.1f GB/s", bw / 1e9))
@@ -38,12 +44,15 @@ public enum Profiler {
                                diskPath: diskPath, measuredAt: ISO8601DateFormatter().string(from: Date()))
     }
 
-    /// Writes then reads (cold: O_DIRECT, or after dropping its pages) a scratch file.
-    public static func diskBandwidth(directory: String, bytes: Int) throws -> (read: Double, write: Double) {
+    /// Writes then reads (cold: O_DIRECT, or after dropping its pages) a scratch file. Reads are
+    /// `readChunk` bytes each into a huge-page buffer, as the engine reads a streamed layer: on
+    /// this VM, 16 MiB reads ran at 1.0 GB/s where 176 MB reads of the same file ran at 1.5-2.0.
+    public static func diskBandwidth(directory: String, bytes: Int, readChunk: Int = 64 << 20) throws -> (read: Double, write: Double) {
         let path = (directory as NSString).appendingPathComponent(".strata-profile-\(getpid())")
         defer { try? FileManager.default.removeItem(atPath: path) }
         let chunk = 16 << 20
         let buf = TensorStorage(byteCount: chunk, alignment: 4096)
+        let rbuf = TensorStorage(byteCount: readChunk, alignment: 4096, hugePages: true)
         for i in stride(from: 0, to: chunk, by: 4096) { buf.base.storeBytes(of: UInt32(i), toByteOffset: i, as: UInt32.self) }
         let fd = try FileIO.createWrite(path)
         var t0 = now()
@@ -61,10 +70,35 @@ public enum Profiler {
         t0 = now()
         off = 0
         while off < bytes {
-            try FileIO.preadAligned(fd: rfd, path: path, into: buf.base, count: chunk, offset: off, fileSize: bytes)
-            off += chunk
+            let n = min(readChunk, bytes - off)
+            try FileIO.preadAligned(fd: rfd, path: path, into: rbuf.base, count: n, offset: off, fileSize: bytes)
+            off += n
         }
         return (Double(off) / (now() - t0), write)
+    }
+
+    /// Cold read bandwidth of an existing file (a model's safetensors): `bytes` from `offset` in
+    /// reads of `readChunk` bytes with O_DIRECT into a huge-page buffer, as the engine streams a
+    /// layer. On a VM whose host caches the disk, a freshly written scratch file reads faster than
+    /// a model file does (measured here: 3.1 GB/s against 1.5-2.3 GB/s), so the benchmark
+    /// measures the file it is about to stream.
+    public static func fileReadBandwidth(path: String, offset: Int = 0, bytes: Int = 1536 << 20, readChunk: Int = 64 << 20) throws -> Double {
+        let size = try FileIO.size(path: path)
+        let start = min(offset, max(0, size - bytes)) / 4096 * 4096
+        let total = min(bytes, size - start) / 4096 * 4096
+        guard total > 0 else { return 0 }
+        let fd = try FileIO.openReadDirect(path) ?? FileIO.openRead(path)
+        defer { FileIO.closeFile(fd) }
+        let buf = TensorStorage(byteCount: readChunk, alignment: 4096, hugePages: true)
+        let t0 = now()
+        var off = 0
+        while off < total {
+            let n = min(readChunk, total - off)
+            try FileIO.preadAligned(fd: fd, path: path, into: buf.base, count: n, offset: start + off, fileSize: size)
+            FileIO.dropCache(fd: fd, offset: start + off, count: n)
+            off += n
+        }
+        return Double(total) / (now() - t0)
     }
 
     public static func save(_ p: HardwareProfile) throws {

@@ -197,9 +197,13 @@ public struct RunReport: Codable, Sendable {
     public var predicted: [String: Double]?
     /// Relative error (measured - predicted) / predicted of each predicted key.
     public var error: [String: Double]?
+    /// The fill-the-budget rule's placement at the same batch, as the planner predicted it
+    /// (aggregate tokens/s), when a plan was used.
+    public var predictedRuleTokensPerSecond: Double?
 
     enum CodingKeys: String, CodingKey {
         case model, ramBudgetBytes = "ram_budget_bytes", workload, placement, measured, predicted, error
+        case predictedRuleTokensPerSecond = "predicted_rule_aggregate_tokens_per_second"
     }
 
     /// Fills `predicted` and `error` from a plan's prediction.

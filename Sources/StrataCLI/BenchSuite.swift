@@ -85,36 +85,44 @@ struct BenchSuite: ParsableCommand {
         results["batch"] = batchRows
 
         progress("RAM-budget sweep: planned, rule-placed and mmap runs, each in a memory cgroup, page cache dropped")
-        // the disk read bandwidth now, for the bound and for the planner's profile (this VM's disk varies)
-        let disk = try Profiler.diskBandwidth(directory: ".build", bytes: 512 << 20)
-        eprint(String(format: "  disk read %.0f MB/s, write %.0f MB/s (measured now)", disk.read / 1e6, disk.write / 1e6))
-        if var prof = Profiler.cached() {
-            prof.diskReadBytesPerSecond = disk.read
-            prof.diskWriteBytesPerSecond = disk.write
-            try Profiler.save(prof)
-        }
-        results["disk_read_bytes_per_second"] = disk.read
         let spec = try ModelRegistry.spec(directory: f32Model)
         let weights = try WeightInventory(directory: f32Model, layers: spec.layers).totalBytes
+        let modelFile = f32Model + "/model.safetensors"
         let budgets: [Int] = quick ? [400 << 20, 1 << 30] : [1 << 30, 2 << 30, 8 << 30]
         let sweepBatches = quick ? [1, 4] : [1, 16]
         let gen = quick ? 4 : 8
+        // plan and rule run `sweepRepeats` times each, alternating which goes first (this VM's
+        // disk speed drifts run to run); mmap once
+        let sweepRepeats = quick ? 1 : 3
         var sweep: [[String: Any]] = []
-        let total = budgets.count * sweepBatches.count * 3
+        var diskRates: [Double] = []
+        let total = budgets.count * sweepBatches.count * (2 * sweepRepeats + 1)
         var n = 0
         for budget in budgets {
             for batch in sweepBatches {
                 let prompts = (dir as NSString).appendingPathComponent("prompts-\(batch).jsonl")
                 let lines = (0..<batch).map { i in "{\"ids\": [" + (0..<64).map { String(100 + i + $0) }.joined(separator: ",") + "], \"max_tokens\": \(gen), \"temperature\": 0}" }
                 try lines.joined(separator: "\n").write(toFile: prompts, atomically: true, encoding: .utf8)
-                // alternate the order of plan and rule between configurations: this VM's disk is
-                // cached by its host, so a later run of the same file reads faster
-                let order = (n / 3) % 2 == 0 ? ["plan", "rule", "mmap"] : ["rule", "plan", "mmap"]
+                // the planner's disk input: the model file itself read as the engine streams it,
+                // just before this configuration (a fresh scratch file reads faster on this VM)
+                let disk = try Profiler.fileReadBandwidth(path: modelFile, offset: weights / 4)
+                diskRates.append(disk)
+                if var prof = Profiler.cached() {
+                    prof.diskReadBytesPerSecond = disk
+                    try Profiler.save(prof)
+                }
+                eprint(String(format: "  disk read of %@ now: %.0f MB/s (the planner's figure for this configuration)", modelFile as NSString, disk / 1e6))
+                var order: [String] = []
+                for r in 0..<sweepRepeats { order += (r + n / (2 * sweepRepeats + 1)) % 2 == 0 ? ["plan", "rule"] : ["rule", "plan"] }
+                order.append("mmap")
+                var repeatOf: [String: Int] = [:]
                 for mode in order {
                     n += 1
-                    eprint("  [\(n)/\(total)] budget \(formatBytes(budget)), batch \(batch), \(mode) (elapsed \(Int(now() - t0)) s)")
+                    let rep = repeatOf[mode, default: 0]
+                    repeatOf[mode] = rep + 1
+                    eprint("  [\(n)/\(total)] budget \(formatBytes(budget)), batch \(batch), \(mode) #\(rep + 1) (elapsed \(Int(now() - t0)) s)")
                     dropCaches()
-                    let report = (dir as NSString).appendingPathComponent("report-\(budget >> 20)MiB-b\(batch)-\(mode).json")
+                    let report = (dir as NSString).appendingPathComponent("report-\(budget >> 20)MiB-b\(batch)-\(mode)-\(rep + 1).json")
                     var cmd = ["scripts/run-in-memcg.sh", "\(budget)", exe, "generate", "--model", f32Model, "--prompts-file", prompts,
                                "--ignore-eos", "--ram-budget", "\(budget)", "--report", report, "--max-batch", "\(batch)"]
                     switch mode {
@@ -123,9 +131,10 @@ struct BenchSuite: ParsableCommand {
                     default: cmd += ["--weights", "mmap"]
                     }
                     let log = (try? shell(cmd, allowFailure: true)) ?? ""
-                    var row: [String: Any] = ["budget_bytes": budget, "batch": batch, "mode": mode]
+                    var row: [String: Any] = ["budget_bytes": budget, "batch": batch, "mode": mode, "repeat": rep + 1, "disk_read_before": disk]
                     if let d = FileManager.default.contents(atPath: report), let r = try? JSONSerialization.jsonObject(with: Data(d)) as? [String: Any] {
                         row["measured"] = r["measured"]; row["predicted"] = r["predicted"]; row["error"] = r["error"]; row["placement"] = r["placement"]
+                        row["predicted_rule_aggregate_tokens_per_second"] = r["predicted_rule_aggregate_tokens_per_second"]
                     } else {
                         row["failed"] = String(log.suffix(400))
                     }
@@ -138,6 +147,7 @@ struct BenchSuite: ParsableCommand {
                 }
             }
         }
+        results["disk_read_bytes_per_second"] = median(diskRates)
         try? FileManager.default.removeItem(atPath: (dir as NSString).appendingPathComponent("kv.swap"))
         results["budget_sweep"] = sweep
         results["weights_bytes"] = weights
@@ -217,39 +227,32 @@ enum BenchRender {
             s += "\n"
         }
         if let w = r["budget_sweep"] as? [[String: Any]], !w.isEmpty {
-            let diskBW = num(r["disk_read_bytes_per_second"])
+            let groups = sweepGroups(w)
             s += "## RAM-budget sweep (\(r["preset"] ?? "") f32, \(formatBytes(Int(num(r["weights_bytes"])))) of weights)\n\n"
-            s += String(format: "Each run in a memory cgroup limited to the budget, page cache dropped before. plan: the planner's placement (KV disk tier on); rule: the fill-the-budget rule (`--no-plan`); mmap: `--weights mmap`. Disk read measured in this run: %.0f MB/s; disk bound = that / bytes streamed per step. Step and prefill times: measured vs the planner's prediction.\n\n", diskBW / 1e6)
-            s += "| budget | batch | mode | streamed | decode t/s per seq | aggregate t/s | disk bound t/s | of bound | step s (pred, err) | prefill s (pred, err) | cgroup peak | killed |\n|---|---:|---|---:|---:|---:|---:|---:|---|---|---:|---|\n"
-            for x in w {
-                let b = Int(num(x["batch"]))
-                if x["failed"] != nil {
-                    s += "| \(formatBytes(Int(num(x["budget_bytes"])))) | \(b) | \(x["mode"] ?? "") | - | failed | | | | | | \(x["cgroup_peak_bytes"].map { formatBytes(Int(num($0))) } ?? "-") | \(x["killed"] as? Bool == true ? "yes" : "no") |\n"
-                    continue
-                }
-                let m = x["measured"] as? [String: Any] ?? [:], p = x["predicted"] as? [String: Any] ?? [:]
-                let pl = x["placement"] as? [String: Any] ?? [:]
-                let streamed = x["mode"] as? String == "mmap" ? "(mmap)" : "\((pl["streamed_layers"] as? [Any])?.count ?? 0)"
-                let passes = max(1, num(m["generated_tokens"]) / Double(max(1, b)) + 1)
-                let perPass = num(m["disk_bytes_read"]) / passes
-                let bound = perPass > 0 && diskBW > 0 ? diskBW / perPass : 0
-                let perSeq = num(m["decode_tokens_per_second"])
-                let step = perSeq > 0 ? 1 / perSeq : 0
-                let predStep = num(p["decode_tokens_per_second"]) > 0 ? 1 / num(p["decode_tokens_per_second"]) : 0
-                let prefill = num(m["prefill_tokens_per_second"]) > 0 ? num(m["prompt_tokens"]) / num(m["prefill_tokens_per_second"]) : 0
-                let predPrefill = num(p["prefill_tokens_per_second"]) > 0 ? Double(64 * b) / num(p["prefill_tokens_per_second"]) : 0
+            s += String(format: "Each run in a memory cgroup limited to the budget, page cache dropped before. plan: the planner's placement (KV disk tier on); rule: the fill-the-budget rule (`--no-plan`); mmap: `--weights mmap`. Before each configuration the model file is read as the engine streams it (O_DIRECT, 64 MiB reads) and that rate is the planner's disk figure (median over configurations: %.0f MB/s). Figures are medians over the runs of each mode (plan and rule alternate which goes first); step and prefill: measured (predicted, error of the median).\n\n", num(r["disk_read_bytes_per_second"]) / 1e6)
+            s += "| budget | batch | mode | runs | streamed | decode t/s per seq | aggregate t/s | disk MB/s before / in run | step s (pred, err) | prefill s (pred, err) | cgroup peak | killed |\n|---|---:|---|---:|---:|---:|---:|---|---|---|---:|---|\n"
+            var within = 0, planned = 0
+            for g in groups {
+                let b = g.batch
+                let streamed = g.mode == "mmap" ? "(mmap)" : "\(g.streamed)"
                 func cell(_ v: Double, _ pv: Double) -> String { pv > 0 ? String(format: "%.2f (%.2f, %+.0f%%)", v, pv, 100 * (v - pv) / pv) : String(format: "%.2f", v) }
-                s += "| \(formatBytes(Int(num(x["budget_bytes"])))) | \(b) | \(x["mode"] ?? "") | \(streamed) | " + String(format: "%.3f | %.3f | ", perSeq, num(m["aggregate_tokens_per_second"]))
-                    + (bound > 0 ? String(format: "%.3f | %.0f%% | ", bound, 100 * perSeq / bound) : "- | - | ")
-                    + cell(step, predStep) + " | " + cell(prefill, predPrefill) + " | "
-                    + (x["cgroup_peak_bytes"].map { formatBytes(Int(num($0))) } ?? "-") + " | " + (x["killed"] as? Bool == true ? "yes" : "no") + " |\n"
+                s += "| \(formatBytes(g.budget)) | \(b) | \(g.mode) | \(g.runs)\(g.failed > 0 ? " (\(g.failed) failed)" : "") | \(streamed) | "
+                    + String(format: "%.3f | %.3f | %.0f / %.0f | ", g.perSeq, g.aggregate, g.diskBefore / 1e6, g.diskInRun / 1e6)
+                    + cell(g.step, g.predStep) + " | " + cell(g.prefill, g.predPrefill) + " | "
+                    + (g.peak > 0 ? formatBytes(g.peak) : "-") + " | " + (g.killed ? "yes" : "no") + " |\n"
+                if g.mode == "plan" && g.predStep > 0 {
+                    planned += 1
+                    if abs(g.step - g.predStep) <= 0.15 * g.predStep && abs(g.prefill - g.predPrefill) <= 0.15 * g.predPrefill { within += 1 }
+                }
             }
+            s += "\nPlanner accuracy: step and prefill both within 15% of the medians in \(within) of \(planned) planned configurations.\n"
             // the planner against the rule, per configuration
-            s += "\nPlanner vs rule (aggregate tokens/s):\n\n| budget | batch | plan | rule | plan / rule |\n|---|---:|---:|---:|---:|\n"
-            for x in w where x["mode"] as? String == "plan" {
-                guard let rule = w.first(where: { $0["mode"] as? String == "rule" && num($0["budget_bytes"]) == num(x["budget_bytes"]) && num($0["batch"]) == num(x["batch"]) }) else { continue }
-                let a = num((x["measured"] as? [String: Any])?["aggregate_tokens_per_second"]), c = num((rule["measured"] as? [String: Any])?["aggregate_tokens_per_second"])
-                s += "| \(formatBytes(Int(num(x["budget_bytes"])))) | \(Int(num(x["batch"]))) | " + String(format: "%.3f | %.3f | %@ |\n", a, c, (c > 0 ? String(format: "%.2fx", a / c) : "-") as NSString)
+            s += "\nPlanner vs rule (aggregate tokens/s, medians; per-pair ratios in the order run; predicted: the planner's model of both placements):\n\n| budget | batch | plan | rule | plan / rule | pair ratios | predicted plan / rule |\n|---|---:|---:|---:|---:|---|---:|\n"
+            for g in groups where g.mode == "plan" {
+                guard let rule = groups.first(where: { $0.mode == "rule" && $0.budget == g.budget && $0.batch == g.batch }) else { continue }
+                let pairs = zip(g.aggregates, rule.aggregates).map { String(format: "%.2f", $0 / max(1e-9, $1)) }.joined(separator: ", ")
+                s += "| \(formatBytes(g.budget)) | \(g.batch) | " + String(format: "%.3f | %.3f | %.2fx | %@ | %@ |\n", g.aggregate, rule.aggregate, g.aggregate / max(1e-9, rule.aggregate),
+                                                                     pairs as NSString, (g.predRule > 0 ? String(format: "%.2fx", g.predAggregate / g.predRule) : "-") as NSString)
             }
             s += "\n"
         }
@@ -279,16 +282,58 @@ enum BenchRender {
         return s
     }
 
+    /// The sweep's runs of one budget, batch and mode, summarized by medians.
+    struct SweepGroup {
+        var budget: Int, batch: Int, mode: String
+        var runs = 0, failed = 0, streamed = 0, peak = 0, killed = false
+        var perSeq = 0.0, aggregate = 0.0, aggregates: [Double] = [], diskBefore = 0.0, diskInRun = 0.0
+        var step = 0.0, predStep = 0.0, prefill = 0.0, predPrefill = 0.0, predAggregate = 0.0, predRule = 0.0
+        var predPerSeq = 0.0
+    }
+
+    static func sweepGroups(_ w: [[String: Any]]) -> [SweepGroup] {
+        var keys: [String] = []
+        var rows: [String: [[String: Any]]] = [:]
+        for x in w {
+            let k = "\(Int(num(x["budget_bytes"])))/\(Int(num(x["batch"])))/\(x["mode"] ?? "")"
+            if rows[k] == nil { keys.append(k) }
+            rows[k, default: []].append(x)
+        }
+        func med(_ v: [Double]) -> Double { v.isEmpty ? 0 : median(v) }
+        return keys.map { k in
+            let xs = rows[k]!
+            var g = SweepGroup(budget: Int(num(xs[0]["budget_bytes"])), batch: Int(num(xs[0]["batch"])), mode: xs[0]["mode"] as? String ?? "")
+            let ok = xs.filter { $0["measured"] is [String: Any] }
+            g.runs = xs.count; g.failed = xs.count - ok.count
+            g.killed = xs.contains { $0["killed"] as? Bool == true }
+            g.peak = xs.map { Int(num($0["cgroup_peak_bytes"])) }.max() ?? 0
+            g.streamed = ((ok.first?["placement"] as? [String: Any])?["streamed_layers"] as? [Any])?.count ?? 0
+            let m = ok.map { $0["measured"] as! [String: Any] }, p = ok.compactMap { $0["predicted"] as? [String: Any] }
+            g.perSeq = med(m.map { num($0["decode_tokens_per_second"]) })
+            g.aggregates = m.map { num($0["aggregate_tokens_per_second"]) }
+            g.aggregate = med(g.aggregates)
+            g.diskBefore = med(xs.map { num($0["disk_read_before"]) })
+            g.diskInRun = med(m.map { num($0["disk_read_bytes_per_second"]) }.filter { $0 > 0 })
+            g.step = med(m.compactMap { num($0["decode_tokens_per_second"]) > 0 ? 1 / num($0["decode_tokens_per_second"]) : nil })
+            g.prefill = med(m.compactMap { num($0["prefill_tokens_per_second"]) > 0 ? num($0["prompt_tokens"]) / num($0["prefill_tokens_per_second"]) : nil })
+            g.predStep = med(p.compactMap { num($0["decode_tokens_per_second"]) > 0 ? 1 / num($0["decode_tokens_per_second"]) : nil })
+            g.predPerSeq = med(p.map { num($0["decode_tokens_per_second"]) })
+            g.predPrefill = med(p.compactMap { num($0["prefill_tokens_per_second"]) > 0 ? Double(64 * g.batch) / num($0["prefill_tokens_per_second"]) : nil })
+            g.predAggregate = med(p.map { num($0["aggregate_tokens_per_second"]) })
+            g.predRule = med(ok.map { num($0["predicted_rule_aggregate_tokens_per_second"]) }.filter { $0 > 0 })
+            return g
+        }
+    }
+
     static func budgetSVG(_ sweep: [[String: Any]]) -> String {
-        func pts(_ mode: String, _ key: String) -> [(Double, Double)] {
-            sweep.filter { ($0["mode"] as? String) == mode && num($0["batch"]) == 1 }.compactMap { x in
-                guard let m = x[key] as? [String: Any] else { return nil }
-                return (num(x["budget_bytes"]) / 1048576, num(m["decode_tokens_per_second"]))
-            }
+        let groups = sweepGroups(sweep)
+        func pts(_ mode: String, _ predicted: Bool) -> [(Double, Double)] {
+            groups.filter { $0.mode == mode && $0.batch == 1 }.map { (Double($0.budget) / 1048576, predicted ? $0.predPerSeq : $0.perSeq) }
+                .filter { $0.1 > 0 }
         }
         return svgPlot(title: "batch-1 decode tokens/s vs RAM budget (MiB)", xLabel: "RAM budget, MiB",
-                       series: [("planned, measured", "#2f6fb0", pts("plan", "measured")), ("planned, predicted", "#9bbbe0", pts("plan", "predicted")),
-                                ("rule, measured", "#5a9e4b", pts("rule", "measured")), ("mmap, measured", "#e8871e", pts("mmap", "measured"))])
+                       series: [("planned, measured", "#2f6fb0", pts("plan", false)), ("planned, predicted", "#9bbbe0", pts("plan", true)),
+                                ("rule, measured", "#5a9e4b", pts("rule", false)), ("mmap, measured", "#e8871e", pts("mmap", false))])
     }
 
     static func batchSVG(_ rows: [[String: Any]]) -> String {
@@ -317,10 +362,8 @@ enum BenchRender {
                 f["pp tokens/s"] = num(m["pp_tokens_per_second"]); f["tg tokens/s"] = num(m["tg_tokens_per_second"])
             }
             for b in x["batch"] as? [[String: Any]] ?? [] { f["batch \(Int(num(b["batch"]))) tokens/s"] = num(b["decode_tokens_per_second"]) }
-            for w in x["budget_sweep"] as? [[String: Any]] ?? [] {
-                if let m = w["measured"] as? [String: Any] {
-                    f["budget \(Int(num(w["budget_bytes"])) >> 20) MiB batch \(Int(num(w["batch"]))) \(w["mode"] ?? "") aggregate tokens/s"] = num(m["aggregate_tokens_per_second"])
-                }
+            for g in sweepGroups(x["budget_sweep"] as? [[String: Any]] ?? []) where g.aggregate > 0 {
+                f["budget \(g.budget >> 20) MiB batch \(g.batch) \(g.mode) aggregate tokens/s"] = g.aggregate
             }
             return f
         }

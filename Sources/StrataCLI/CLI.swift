@@ -233,14 +233,10 @@ extension Generate {
                       m.prefillTokensPerSecond, m.decodeTokensPerSecond, m.aggregateTokensPerSecond, m.timeToFirstTokenSeconds,
                       formatBytes(m.diskBytesRead) as NSString, m.diskReadBytesPerSecond / 1e6, m.ioWaitSeconds,
                       formatBytes(m.peakResidentBytes) as NSString, formatBytes(m.peakRSSBytes) as NSString))
-        // the profile keeps the disk read speed the last streaming run saw (this VM's disk speed
-        // drifts as its host caches the file; the next plan predicts with the latest figure)
-        if m.diskReadBytesPerSecond > 0, m.diskBytesRead > (256 << 20), var prof = Profiler.cached() {
-            prof.diskReadBytesPerSecond = m.diskReadBytesPerSecond
-            try? Profiler.save(prof)
-        }
         if let usedPlan {
             rep.compare(with: usedPlan.prediction.reportValues)
+            if usedPlan.ruleTokensPerSecond > 0 { rep.predictedRuleTokensPerSecond = usedPlan.ruleTokensPerSecond }
+            if !usedPlan.versusRule.isEmpty { eprint("plan vs \(usedPlan.versusRule)") }
             eprint("measured vs predicted:")
             eprint("  " + "key".padding(toLength: 30, withPad: " ", startingAt: 0) + "measured".padding(toLength: 16, withPad: " ", startingAt: 0) + "predicted".padding(toLength: 16, withPad: " ", startingAt: 0) + "error")
             let measuredValues: [String: Double] = [
@@ -552,13 +548,20 @@ struct BenchBatch: ParsableCommand {
 struct Profile: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Measure GEMM rates, memory and disk bandwidth for the planner (cached).")
     @Option(name: .customLong("disk-path"), help: "Directory on the disk that will hold models and KV swap.") var diskPath: String = "."
+    @Option(name: .customLong("disk-file"), help: "Measure the disk read speed on this existing file (e.g. a model's safetensors, the file that will stream) instead of a fresh scratch file; updates the cached profile's disk read figure.") var diskFile: String?
     @Option(help: "Also write the profile JSON here.") var out: String?
     @Flag(help: "Measure again even when a cached profile exists.") var refresh = false
     @OptionGroup var threads: ThreadOption
     func run() throws {
         try threads.apply()
-        let p: HardwareProfile
-        if !refresh, let c = Profiler.cached() {
+        var p: HardwareProfile
+        if let diskFile {
+            p = try Profiler.cached() ?? Profiler.measure(diskPath: diskPath) { eprint($0) }
+            p.diskReadBytesPerSecond = try Profiler.fileReadBandwidth(path: diskFile)
+            p.diskPath = diskFile
+            eprint(String(format: "disk read on %@: %.0f MB/s", diskFile as NSString, p.diskReadBytesPerSecond / 1e6))
+            try Profiler.save(p)
+        } else if !refresh, let c = Profiler.cached() {
             eprint("using the cached profile \(Profiler.cachePath) (--refresh measures again)")
             p = c
         } else {

@@ -106,7 +106,7 @@ public final class TieredWeightStore: WeightStore, @unchecked Sendable {
         slotLayer = [Int](repeating: -1, count: slotCount)
         slotBusy = [Bool](repeating: false, count: slotCount)
         try ledger.charge("staging buffers", slotCount * slotBytes)
-        slots = (0..<slotCount).map { _ in TensorStorage(byteCount: slotBytes, alignment: Self.align) }
+        slots = (0..<slotCount).map { _ in TensorStorage(byteCount: slotBytes, alignment: Self.align, hugePages: true) }
         // resident tensors: read once, pages dropped
         var buffered: [String: Int32] = [:]
         defer { for (_, fd) in buffered { FileIO.closeFile(fd) } }
@@ -117,7 +117,7 @@ public final class TieredWeightStore: WeightStore, @unchecked Sendable {
         }
         for l in locations where !streamed.contains(l.layer) && !cold.contains(l.name) {
             try ledger.charge("resident weights", l.end - l.begin)
-            let t = Tensor(zeros: l.shape, dtype: l.dtype)
+            let t = Tensor(storage: TensorStorage(byteCount: l.end - l.begin, hugePages: true), dtype: l.dtype, shape: l.shape)
             let fd = try buffered[l.path] ?? FileIO.openRead(l.path)
             buffered[l.path] = fd
             try FileIO.pread(fd: fd, path: l.path, into: t.rawPointer, count: l.end - l.begin, offset: l.begin)
@@ -185,6 +185,7 @@ public final class TieredWeightStore: WeightStore, @unchecked Sendable {
             cond.wait()
         }
         stats.waitSeconds += Self.clock() - t0
+        if ProcessInfo.processInfo.environment["STRATA_TRACE"] != nil { FileHandle.standardError.write("A \(si) \(t0) \(Self.clock() - t0)\n".data(using: .utf8)!) }
     }
 
     public func release(layer: Int) {
@@ -229,6 +230,7 @@ public final class TieredWeightStore: WeightStore, @unchecked Sendable {
                 cond.lock()
                 stats.bytesRead += bytes
                 stats.readSeconds += Self.clock() - t0
+                if ProcessInfo.processInfo.environment["STRATA_TRACE"] != nil { FileHandle.standardError.write("R \(si) \(t0) \(Self.clock() - t0)\n".data(using: .utf8)!) }
                 stats.layersLoaded += 1
                 slotBusy[slot] = false
                 nextToLoad = (si + 1) % streamedLayers.count

@@ -125,11 +125,15 @@ public struct Plan: Codable, Sendable {
     /// predicted aggregate tokens/s with more RAM: (budget bytes, tokens/s)
     public var budgetCurve: [[Double]]
     public var moreRAM: String
+    /// the rule's placement at the same batch, predicted by the same model (tokens/s of the
+    /// objective: aggregate for throughput, per sequence for latency), and the comparison
+    public var ruleTokensPerSecond: Double = 0
+    public var versusRule: String = ""
 
     enum CodingKeys: String, CodingKey {
         case model, request, batch, prefetchDepth = "prefetch_depth", streamedLayers = "streamed_layers", kvBlocksRAM = "kv_blocks_ram"
         case kvBlocksDisk = "kv_blocks_disk", blockSize = "block_size", ledger, prediction, binding, budgetCurve = "budget_curve"
-        case moreRAM = "more_ram"
+        case moreRAM = "more_ram", ruleTokensPerSecond = "rule_tokens_per_second", versusRule = "versus_rule"
     }
 }
 
@@ -148,24 +152,41 @@ public enum PlanError: Error, CustomStringConvertible, Equatable, Sendable {
 /// A linear layer with `P` parameters over `M` rows costs `t(M) = (alpha + beta * M) * P / P0`
 /// where `alpha` (seconds, the weight-read part) and `beta` (seconds per row, the compute part)
 /// are fitted by least squares (LAPACKE `dgels`) to the profile's GEMM samples of `P0` parameters.
-/// A decode step of batch B at context C: compute `Σ t_layer(B) + t_head(B) + attention`
-/// (attention reads `B * C * kvBytesPerToken` at memory bandwidth); streamed layers add
-/// `bytes / disk bandwidth`, overlapped with compute when the prefetch depth is at least 1
-/// (`max`), added otherwise.
+/// One row is a GEMV: the profile's one-row sample (weights cycled through more memory than the
+/// caches hold), else bytes / memory bandwidth. Each layer adds its share of attention (reading
+/// each sequence's KV at memory bandwidth plus the multiply-adds at the fitted rate).
+///
+/// Streamed layers are read by one I/O thread, in order, into `prefetch + 1` staging slots: the
+/// read of a layer starts when the previous read is done and its slot has been released (the
+/// compute of the layer `prefetch + 1` places earlier is done); a layer's compute starts when
+/// its read is done and the layer before it is computed. The model runs this pipeline exactly
+/// (`pipeline`) over the pass's layers in their order: where the resident layers sit decides how
+/// long the disk idles once the slots are full.
 public struct CostModel: Sendable {
     public let profile: HardwareProfile
     public let alpha: Double
     public let beta: Double
     public let referenceParams: Double
+    /// seconds per parameter of a one-row GEMV (f32 weights), if the profile measured one
+    public let gemvSecondsPerParam: Double?
+    /// the samples of more than one row as (rows, seconds per parameter), by rows
+    public let perParam: [(m: Double, s: Double)]
 
     public init(profile: HardwareProfile) {
         self.profile = profile
-        let samples = profile.gemm.filter { $0.m > 1 }
+        let samples = profile.gemm.filter { $0.m > 1 }.sorted { $0.m < $1.m }
         let p0 = Double(samples.first.map { $0.n * $0.k } ?? 1)
         referenceParams = p0
-        // least squares of seconds ~ alpha + beta * m, each sample scaled to P0 parameters
-        let a = samples.flatMap { [1.0, Double($0.m)] }
-        let b = samples.map { $0.seconds * p0 / Double($0.n * $0.k) }
+        perParam = samples.map { (Double($0.m), $0.seconds / Double($0.n * $0.k)) }
+        gemvSecondsPerParam = profile.gemm.first { $0.m == 1 }.map { $0.seconds / Double($0.n * $0.k) }
+        // least squares of seconds ~ alpha + beta * m, each sample scaled to P0 parameters and
+        // weighted by 1 / its time (relative error, so small M counts as much as large M)
+        var a: [Double] = [], b: [Double] = []
+        for smp in samples {
+            let t: Double = smp.seconds * p0 / Double(smp.n * smp.k)
+            a += [1.0 / t, Double(smp.m) / t]
+            b.append(1.0)
+        }
         if samples.count >= 2, let x = BLAS.leastSquares(a: a, rows: samples.count, cols: 2, b: b) {
             alpha = max(0, x[0]); beta = max(1e-15, x[1])
         } else {
@@ -175,60 +196,131 @@ public struct CostModel: Sendable {
 
     /// Seconds for a linear of `params` parameters over `rows` rows (one row: a bandwidth-bound GEMV).
     public func linear(params: Double, bytes: Double, rows: Int) -> Double {
-        if rows == 1 { return bytes / profile.memoryReadBytesPerSecond }
-        return max((alpha + beta * Double(rows)) * params / referenceParams, bytes / profile.memoryReadBytesPerSecond)
+        let stream = bytes / profile.memoryReadBytesPerSecond
+        if rows == 1 {
+            // the measured GEMV rate is for f32 weights: scale by the bytes each parameter takes
+            if let g = gemvSecondsPerParam { return max(stream, g * params * (bytes / max(1, params)) / 4) }
+            return stream
+        }
+        return max(gemmSecondsPerParam(rows: rows) * params, stream)
+    }
+
+    /// Seconds per parameter of a GEMM over `rows` rows: linear interpolation between the
+    /// profile's samples (small-M GEMM is not linear in M: the samples at M = 2 ... 16 cost
+    /// nearly the same), the least-squares line beyond them.
+    public func gemmSecondsPerParam(rows: Int) -> Double {
+        let m = Double(rows)
+        if let hi = perParam.firstIndex(where: { $0.m >= m }) {
+            if perParam[hi].m == m || hi == 0 { return perParam[hi].s }
+            let (m0, s0) = perParam[hi - 1], (m1, s1) = perParam[hi]
+            return s0 + (s1 - s0) * (m - m0) / (m1 - m0)
+        }
+        guard let last = perParam.last else { return (alpha + beta * m) / referenceParams }
+        // beyond the last sample: its time plus the fitted per-row slope
+        return last.s + beta / referenceParams * (m - last.m)
+    }
+
+    /// Seconds to read `bytes` of streamed weights from disk.
+    public func diskSeconds(_ bytes: Int) -> Double { Double(bytes) / profile.diskReadBytesPerSecond }
+
+    /// The streaming pipeline: `compute[l]` seconds per layer in pass order, `read[l]` seconds
+    /// to read it (nil: resident), `tail` seconds after the last layer (head, sampling),
+    /// `slots` staging slots. Runs `passes` passes back to back, the I/O thread starting
+    /// with the first; returns the end time of each pass.
+    public static func pipeline(compute: [Double], read: [Double?], tail: Double, slots: Int, passes: Int) -> [Double] {
+        let streamed = read.indices.filter { read[$0] != nil }
+        let n = streamed.count
+        var ends: [Double] = []
+        var t = 0.0            // compute clock
+        var ioFree = 0.0       // when the I/O thread finishes its current read
+        var readDone: [Double] = []    // per streamed read, global sequence
+        var released: [Double] = []    // when each streamed read's slot was released
+        // issue reads lazily: read j may start once read j-1 is done and read j-slots released
+        func readEnd(_ j: Int) -> Double {
+            while readDone.count <= j {
+                let k = readDone.count
+                let slotFree = k >= slots ? released[k - slots] : 0
+                let start = max(ioFree, slotFree)
+                ioFree = start + read[streamed[k % n]]!
+                readDone.append(ioFree)
+            }
+            return readDone[j]
+        }
+        var j = 0
+        for _ in 0..<passes {
+            for l in compute.indices {
+                if read[l] != nil {
+                    // the read can only have been issued once the slot it reuses was released
+                    t = max(t, readEnd(j)) + compute[l]
+                    released.append(t)
+                    j += 1
+                } else {
+                    t += compute[l]
+                }
+            }
+            t += tail
+            ends.append(t)
+        }
+        return ends
     }
 
     /// One forward pass of `rows` rows (prompt chunk or decode step) at context `context`.
-    public func pass(inv: PlannerInventory, rows: Int, context: Int, logitRows: Int, streamed: Set<Int>, prefetch: Int)
+    /// `steady`: a pass among many (decode: the I/O thread has been reading ahead); else the
+    /// first pass after loading, with the slots empty.
+    public func pass(inv: PlannerInventory, rows: Int, context: Int, logitRows: Int, streamed: Set<Int>, prefetch: Int, steady: Bool = true)
         -> (seconds: Double, compute: Double, memory: Double, disk: Double, diskBytes: Int) {
-        var compute = 0.0, memory = 0.0
+        // attention: read each sequence's KV, multiply-adds over the context, shared by the layers
+        let kvRead = Double(rows) * Double(context) * Double(inv.kvBytesPerToken) / profile.memoryReadBytesPerSecond
+        let attention = kvRead + Double(rows) * Double(context) * Double(inv.attentionMACsPerContextToken) * beta / referenceParams
+        var perLayer: [Double] = []
+        var memory = 0.0
         for l in 0..<inv.layers {
-            let t = linear(params: Double(inv.layerParams[l]), bytes: Double(inv.layerBytes[l]), rows: rows)
-            compute += t
+            perLayer.append(linear(params: Double(inv.layerParams[l]), bytes: Double(inv.layerBytes[l]), rows: rows) + attention / Double(inv.layers))
             memory += Double(inv.layerBytes[l]) / profile.memoryReadBytesPerSecond
         }
-        compute += linear(params: Double(inv.headParams), bytes: Double(inv.headParams * 4), rows: max(1, logitRows))
-        // attention: read each sequence's KV, multiply-adds over the context
-        let kvRead = Double(rows) * Double(context) * Double(inv.kvBytesPerToken) / profile.memoryReadBytesPerSecond
-        // multiply-adds at the fitted compute rate (2 * P0 flops per row take beta seconds)
-        compute += kvRead + Double(rows) * Double(context) * Double(inv.attentionMACsPerContextToken) * beta / referenceParams
+        let head = linear(params: Double(inv.headParams), bytes: Double(inv.headParams * 4), rows: max(1, logitRows))
+        let compute = perLayer.reduce(0, +) + head
         let diskBytes = streamed.reduce(0) { $0 + inv.layerBytes[$1] }
-        let disk = Double(diskBytes) / profile.diskReadBytesPerSecond
-        let seconds = prefetch >= 1 ? max(compute, disk) : compute + disk
+        let disk = diskSeconds(diskBytes)
+        if streamed.isEmpty { return (compute, compute, memory, 0, 0) }
+        let reads: [Double?] = (0..<inv.layers).map { streamed.contains($0) ? diskSeconds(inv.layerBytes[$0]) : nil }
+        let ends = CostModel.pipeline(compute: perLayer, read: reads, tail: head, slots: max(1, prefetch + 1), passes: steady ? 3 : 1)
+        let seconds = steady ? ends[2] - ends[1] : ends[0]
         return (seconds, compute, memory, disk, diskBytes)
     }
 
     public func predict(inv: PlannerInventory, batch: Int, promptTokens: Int, outputTokens: Int, streamed: Set<Int>, prefetch: Int,
-                        peakResident: Int, chunk: Int = 512) -> Prediction {
-        // prefill: the prompt of each sequence in chunks of up to `chunk` rows
+                        peakResident: Int, chunk: Int = 512, promptChunk: Int = 256) -> Prediction {
+        // prefill as the batch engine schedules it: each pass takes up to `chunk` rows, first one
+        // decode row per sequence whose prompt is done, then prompt pieces of up to `promptChunk`
+        // rows per sequence in arrival order. The first pass starts with the staging slots empty.
         let totalPrompt = batch * promptTokens
-        var prefill = 0.0
-        var done = 0
-        while done < totalPrompt {
-            let rows = min(chunk, totalPrompt - done)
-            prefill += pass(inv: inv, rows: rows, context: min(promptTokens, rows), logitRows: 1, streamed: streamed, prefetch: prefetch).seconds
-            done += rows
-        }
-        // first token: the engine packs every admitted prompt into the same passes (up to
-        // `chunk` rows each), so the first sequence's prompt finishes after the passes that
-        // hold its tokens, each as wide as the batch's prompts allow
-        let rowsPerPass = min(chunk, totalPrompt)
-        let perSeqPerPass = max(1, min(promptTokens, rowsPerPass / max(1, min(batch, rowsPerPass))))
-        var ttft = 0.0
-        var d = 0
-        while d < promptTokens {
-            ttft += pass(inv: inv, rows: rowsPerPass, context: min(promptTokens, d + perSeqPerPass), logitRows: 1, streamed: streamed, prefetch: prefetch).seconds
-            d += perSeqPerPass
+        var left = [Int](repeating: promptTokens, count: batch)
+        var prefill = 0.0, ttft = 0.0
+        var passes = 0
+        while left.contains(where: { $0 > 0 }) {
+            var budget = chunk - min(chunk, left.filter { $0 == 0 }.count)
+            var rows = chunk - budget
+            var logitRows = rows
+            for i in left.indices where left[i] > 0 && budget > 0 {
+                let n = min(left[i], promptChunk, budget)
+                left[i] -= n; budget -= n; rows += n
+                if left[i] == 0 { logitRows += 1 }
+            }
+            prefill += pass(inv: inv, rows: rows, context: promptTokens, logitRows: logitRows, streamed: streamed, prefetch: prefetch,
+                            steady: passes > 0).seconds
+            passes += 1
+            if left[0] == 0 && ttft == 0 { ttft = prefill }
         }
         let step = pass(inv: inv, rows: batch, context: promptTokens + outputTokens / 2, logitRows: batch, streamed: streamed, prefetch: prefetch)
         let bottleneck = step.disk >= step.compute ? "disk" : (step.memory >= 0.7 * step.compute ? "memory" : "compute")
         let steps = Double(max(0, outputTokens - 1))
         let decodeBytes = step.diskBytes * Int(steps)
-        let prefillPasses = (totalPrompt + chunk - 1) / chunk
+        let prefillPasses = passes
         return Prediction(prefillTokensPerSecond: prefill > 0 ? Double(totalPrompt) / prefill : 0,
                           decodeTokensPerSecond: 1 / step.seconds,
-                          aggregateTokensPerSecond: Double(batch) / step.seconds,
+                          // end to end, as a run measures it: every output token over prefill and decode
+                          aggregateTokensPerSecond: Double(batch * max(1, outputTokens)) / (prefill + steps * step.seconds),
                           timeToFirstTokenSeconds: ttft,
                           decodeStepSeconds: step.seconds, computeSeconds: step.compute, residentReadSeconds: step.memory,
                           diskReadSeconds: step.disk, diskBytesRead: decodeBytes + prefillPasses * step.diskBytes,
@@ -247,6 +339,8 @@ public enum Planner {
         let maxLayer = inv.layerBytes.max() ?? 0
         let allLayers = inv.layerBytes.reduce(0, +)
         var best: (plan: Plan, score: Double)? = nil
+        // the fill-the-budget rule's placement (first layers resident, prefetch 1) per batch, as predicted
+        var ruleScore: [Int: (score: Double, prediction: Prediction)] = [:]
         var minimum = Int.max
         for b in batches {
             // prefetch 0 leaves the disk idle while a layer computes and its reads unqueued: measured
@@ -255,41 +349,62 @@ public enum Planner {
             for k in 1...max(1, request.maxPrefetch) {
                 let kvBytes = b * blocksPerSeq * perBlock
                 var left = request.budgetBytes - inv.fixedBytes - inv.otherBytes - kvBytes
-                var streamed: [Int] = []
                 var staging = 0
+                var arrangements: [(name: String, streamed: [Int])] = [("in order", [])]
                 if allLayers > left {
                     staging = min(k + 1, inv.layers) * maxLayer
                     left -= staging
-                    var resident = 0
-                    // keep the layers resident in order; the rest stream
-                    for (i, lb) in inv.layerBytes.enumerated() { if resident + lb <= left { resident += lb } else { streamed.append(i) } }
+                    // the rule: keep the first layers resident while they fit; the rest stream
+                    var resident = 0, inOrder: [Int] = []
+                    for (i, lb) in inv.layerBytes.enumerated() { if resident + lb <= left { resident += lb } else { inOrder.append(i) } }
+                    arrangements = [("in order", inOrder)]
+                    // the same number of resident layers spread evenly between the streamed ones:
+                    // each resident layer computes while the next streamed one is read, so the
+                    // disk does not idle once the slots are full (CostModel.pipeline)
+                    let r = inv.layers - inOrder.count
+                    if r > 0 && !inOrder.isEmpty {
+                        let keep = Set((0..<r).map { min(inv.layers - 1, Int((Double($0) + 0.5) * Double(inv.layers) / Double(r))) })
+                        let spread = (0..<inv.layers).filter { !keep.contains($0) }
+                        if keep.count == r && allLayers - spread.reduce(0, { $0 + inv.layerBytes[$1] }) <= left {
+                            arrangements.append(("spread", spread))
+                        }
+                    }
                 }
                 let need = inv.fixedBytes + inv.otherBytes + kvBytes + min(staging > 0 ? staging : allLayers, allLayers)
                 minimum = min(minimum, inv.fixedBytes + inv.otherBytes + blocksPerSeq * perBlock + min(2 * maxLayer, allLayers))
                 if left < 0 || need > request.budgetBytes { continue }
-                let residentLayers = allLayers - streamed.reduce(0) { $0 + inv.layerBytes[$1] }
-                let peak = inv.fixedBytes + inv.otherBytes + kvBytes + staging + residentLayers
-                let pred = cost.predict(inv: inv, batch: b, promptTokens: request.promptTokens, outputTokens: request.outputTokens,
-                                        streamed: Set(streamed), prefetch: k, peakResident: peak)
-                // latency: one sequence's end-to-end rate, output tokens over (time to first token
-                // + the remaining decode steps)
-                let score = request.objective == .throughput ? pred.aggregateTokensPerSecond
-                    : Double(request.outputTokens) / (pred.timeToFirstTokenSeconds + Double(max(0, request.outputTokens - 1)) * pred.decodeStepSeconds)
-                // latency: a larger batch must be clearly better (1%) to win over a smaller one
-                let margin = request.objective == .latency ? 1.01 : 1 + 1e-9
-                if best == nil || score > best!.score * margin {
-                    let binding: String
-                    if streamed.isEmpty { binding = b == batches.last ? "batch limit (\(b))" : "none: everything fits in RAM" }
-                    else { binding = "RAM budget: \(streamed.count) of \(inv.layers) layers stream from disk" }
-                    let ledger = ["runtime and activations": inv.fixedBytes, "embeddings/norms/head": inv.otherBytes, "KV cache (RAM)": kvBytes,
-                                  "staging buffers": staging, "resident layers": residentLayers]
-                    best = (Plan(model: inv.name, request: request, batch: b, prefetchDepth: streamed.isEmpty ? 0 : k, streamedLayers: streamed,
-                                 kvBlocksRAM: b * blocksPerSeq, kvBlocksDisk: 0, blockSize: request.blockSize, ledger: ledger, prediction: pred,
-                                 binding: binding, budgetCurve: [], moreRAM: ""), score)
+                for (arrangement, streamed) in arrangements {
+                    let residentLayers = allLayers - streamed.reduce(0) { $0 + inv.layerBytes[$1] }
+                    let peak = inv.fixedBytes + inv.otherBytes + kvBytes + staging + residentLayers
+                    let pred = cost.predict(inv: inv, batch: b, promptTokens: request.promptTokens, outputTokens: request.outputTokens,
+                                            streamed: Set(streamed), prefetch: k, peakResident: peak)
+                    // latency: one sequence's end-to-end rate, output tokens over (time to first token
+                    // + the remaining decode steps)
+                    let score = request.objective == .throughput ? pred.aggregateTokensPerSecond
+                        : Double(request.outputTokens) / (pred.timeToFirstTokenSeconds + Double(max(0, request.outputTokens - 1)) * pred.decodeStepSeconds)
+                    if k == 1 && arrangement == "in order" { ruleScore[b] = (score, pred) }
+                    // latency: a larger batch must be clearly better (1%) to win over a smaller one
+                    let margin = request.objective == .latency ? 1.01 : 1 + 1e-9
+                    if best == nil || score > best!.score * margin {
+                        let binding: String
+                        if streamed.isEmpty { binding = b == batches.last ? "batch limit (\(b))" : "none: everything fits in RAM" }
+                        else { binding = "RAM budget: \(streamed.count) of \(inv.layers) layers stream from disk (resident layers \(arrangement))" }
+                        let ledger = ["runtime and activations": inv.fixedBytes, "embeddings/norms/head": inv.otherBytes, "KV cache (RAM)": kvBytes,
+                                      "staging buffers": staging, "resident layers": residentLayers]
+                        best = (Plan(model: inv.name, request: request, batch: b, prefetchDepth: streamed.isEmpty ? 0 : k, streamedLayers: streamed,
+                                     kvBlocksRAM: b * blocksPerSeq, kvBlocksDisk: 0, blockSize: request.blockSize, ledger: ledger, prediction: pred,
+                                     binding: binding, budgetCurve: [], moreRAM: ""), score)
+                    }
                 }
             }
         }
         guard var plan = best?.plan else { throw PlanError.budgetTooSmall(budget: request.budgetBytes, minimum: minimum) }
+        if let rule = ruleScore[plan.batch] {
+            plan.ruleTokensPerSecond = request.objective == .throughput ? rule.prediction.aggregateTokensPerSecond : rule.prediction.decodeTokensPerSecond
+            let mine = request.objective == .throughput ? plan.prediction.aggregateTokensPerSecond : plan.prediction.decodeTokensPerSecond
+            plan.versusRule = String(format: "the fill-the-budget rule (first layers resident, prefetch 1) at batch %d: %.3f tokens/s predicted; this plan %.3f (%+.1f%%)",
+                                     plan.batch, plan.ruleTokensPerSecond, mine, (mine / plan.ruleTokensPerSecond - 1) * 100)
+        }
         if curve {
             // predicted tokens/s from a quarter of the model size to everything in RAM
             let full = inv.fixedBytes + inv.otherBytes + allLayers + plan.batch * blocksPerSeq * perBlock

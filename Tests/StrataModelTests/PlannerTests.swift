@@ -22,6 +22,61 @@ func syntheticProfile() -> HardwareProfile {
         #expect(abs(c.linear(params: 1e6, bytes: 4e6, rows: 1) - 4e6 / 30e9) < 1e-12)
     }
 
+    @Test func gemmTimesInterpolateTheSamples() {
+        var prof = syntheticProfile()
+        // a one-row GEMV sample of a layer's parameters: seconds per parameter from it, scaled by bytes
+        prof.gemm.append(.init(m: 1, n: 1000, k: 1000, seconds: 1e6 / 20e9 * 4))
+        let c = CostModel(profile: prof)
+        let p0 = 5632.0 * 2048
+        #expect(abs(c.gemmSecondsPerParam(rows: 16) - (1e-3 + 16e-4) / p0) < 1e-18)
+        // halfway between the samples at 16 and 64 rows
+        #expect(abs(c.gemmSecondsPerParam(rows: 40) - (1e-3 + 40e-4) / p0) < 1e-18)
+        // one row: the GEMV sample (20 GB/s of f32 weights), half the time for 16-bit weights
+        #expect(abs(c.linear(params: 1e6, bytes: 4e6, rows: 1) - 4e6 / 20e9) < 1e-12)
+        #expect(abs(c.linear(params: 1e6, bytes: 2e6, rows: 1) - 2e6 / 20e9) < 1e-12)
+    }
+
+    /// The streaming pipeline against steps worked out by hand: layer 0 resident (1 s of
+    /// compute), layers 1 and 2 streamed (2 s reads, 1 s compute each).
+    @Test func pipelineMatchesHandWorkedSteps() {
+        // two slots: the read of a layer overlaps the compute of the one before; a decode step
+        // is the disk time (2 + 2 s); the first pass ends at 5 s
+        let two = CostModel.pipeline(compute: [1, 1, 1], read: [nil, 2, 2], tail: 0, slots: 2, passes: 3)
+        #expect(two[0] == 5 && two[1] == 9 && two[2] == 13)
+        // one slot: a read waits for the previous layer's compute; 6 s per step
+        let one = CostModel.pipeline(compute: [1, 1, 1], read: [nil, 2, 2], tail: 0, slots: 1, passes: 3)
+        #expect(one[0] == 6 && one[1] == 12 && one[2] == 18)
+        // nothing streamed: the sum of the compute and the tail
+        #expect(CostModel.pipeline(compute: [1, 2], read: [nil, nil], tail: 0.5, slots: 2, passes: 2) == [3.5, 7])
+    }
+
+    /// Resident layers spread between streamed ones keep the disk busy while they compute; in a
+    /// block at the front they let it idle once the slots are full. The planner finds the
+    /// spread placement, which the fill-the-budget rule does not, and says by how much it wins.
+    @Test func planSpreadsResidentLayersAndReportsTheGainOverTheRule() throws {
+        let layers = 12
+        let inv = PlannerInventory(name: "synthetic", layers: layers, hidden: 1024, heads: 8, kvHeads: 8, headDim: 128, vocab: 1000,
+                                   layerBytes: [Int](repeating: 100_000_000, count: layers), layerParams: [Int](repeating: 25_000_000, count: layers),
+                                   otherBytes: 8_000_000, headParams: 1_000_000, kvBytesPerToken: 8192, fixedBytes: 50_000_000)
+        // 25M parameters x 16 rows compute in 0.048 s; a 100 MB layer reads in 0.1 s at 1 GB/s
+        var prof = syntheticProfile()
+        prof.gemm = [2, 16, 64].map { HardwareProfile.GemmSample(m: $0, n: 5632, k: 2048, seconds: 3e-3 * Double($0) * 5632 * 2048 / 25e6) }
+        prof.diskReadBytesPerSecond = 1e9
+        let budget = 50_000_000 + 8_000_000 + 64 * 1024 * 1024 + 2 * 100_000_000 + 6 * 100_000_000 + 20_000_000
+        let plan = try Planner.plan(inv: inv, profile: prof, request: PlanRequest(budgetBytes: budget, batch: 16, promptTokens: 16, outputTokens: 16, maxPrefetch: 1))
+        let resident = Set(0..<layers).subtracting(plan.streamedLayers)
+        #expect(resident.count >= 5)
+        // not the rule's first layers: spread, so no two resident layers are neighbours here
+        #expect(resident != Set(0..<resident.count))
+        #expect(plan.ruleTokensPerSecond > 0 && plan.prediction.aggregateTokensPerSecond > plan.ruleTokensPerSecond)
+        #expect(plan.versusRule.contains("%") && plan.binding.contains("spread"))
+        // the same model of the rule's placement, computed here: first layers resident
+        let cost = CostModel(profile: prof)
+        let ruleStreamed = Set(resident.count..<layers)
+        let rule = cost.predict(inv: inv, batch: 16, promptTokens: 16, outputTokens: 16, streamed: ruleStreamed, prefetch: 1, peakResident: 0)
+        #expect(abs(rule.aggregateTokensPerSecond - plan.ruleTokensPerSecond) < 1e-9)
+    }
+
     @Test func plansRespectTheBudgetAndStreamWhenTheyMust() throws {
         let dir = Fixtures.root + "/configs/llama-2-70b"
         let inv = try PlannerInventory.build(directory: dir, workload: Workload(batch: 1, promptTokens: 512, outputTokens: 128), dtype: .f16)
