@@ -161,7 +161,11 @@ public enum PlacementRule {
 /// What a run measured (the `measured` object of `--report`).
 public struct Measured: Codable, Sendable {
     public var prefillTokensPerSecond: Double
+    /// per sequence: decode-only steps per second (each running sequence gains a token a step)
     public var decodeTokensPerSecond: Double
+    /// mean seconds of a decode-only step, and its mean rows (running sequences)
+    public var decodeStepSeconds: Double = 0
+    public var decodeRowsPerStep: Double = 0
     public var aggregateTokensPerSecond: Double
     public var timeToFirstTokenSeconds: Double
     public var diskBytesRead: Int
@@ -178,6 +182,7 @@ public struct Measured: Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case prefillTokensPerSecond = "prefill_tokens_per_second", decodeTokensPerSecond = "decode_tokens_per_second"
+        case decodeStepSeconds = "decode_step_seconds", decodeRowsPerStep = "decode_rows_per_step"
         case aggregateTokensPerSecond = "aggregate_tokens_per_second", timeToFirstTokenSeconds = "time_to_first_token_seconds"
         case diskBytesRead = "disk_bytes_read", diskReadBytesPerSecond = "disk_read_bytes_per_second"
         case computeSeconds = "compute_seconds", ioWaitSeconds = "io_wait_seconds", peakResidentBytes = "peak_resident_bytes"
@@ -286,10 +291,12 @@ public final class TieredRun: @unchecked Sendable {
         let st = engine.stats
         let io: WeightIOStats = (store as? TieredWeightStore)?.stats ?? WeightIOStats.init()
         let generated = outs.reduce(0) { $0 + $1.ids.count }
-        let sequences = max(1, outs.count)
-        let m = Measured(
+        // per sequence: one token per decode step. (Aggregate decode tokens / s over the batch
+        // size undercounts when sequences finish at different steps: a batch of 16 whose first 8
+        // finish early runs its last steps with 8 rows.)
+        var m = Measured(
             prefillTokensPerSecond: st.prefillSeconds > 0 ? Double(st.promptTokensComputed) / st.prefillSeconds : 0,
-            decodeTokensPerSecond: st.decodeTokensPerSecond / Double(max(1, min(sequences, placement.batchSize))),
+            decodeTokensPerSecond: st.decodeOnlySeconds > 0 ? Double(st.decodeOnlySteps) / st.decodeOnlySeconds : 0,
             aggregateTokensPerSecond: wall > 0 ? Double(generated) / wall : 0,
             timeToFirstTokenSeconds: st.firstTokenSeconds,
             diskBytesRead: io.bytesRead + st.swapBytesRead,
@@ -300,6 +307,10 @@ public final class TieredRun: @unchecked Sendable {
             peakRSSBytes: ProcessMemory.read().peak,
             kvBlocksSwapped: st.blocksSwappedOut + st.blocksSwappedIn,
             wallSeconds: wall, promptTokens: st.promptTokensComputed, generatedTokens: generated)
+        if st.decodeOnlySteps > 0 {
+            m.decodeStepSeconds = st.decodeOnlySeconds / Double(st.decodeOnlySteps)
+            m.decodeRowsPerStep = Double(st.decodeOnlyTokens) / Double(st.decodeOnlySteps)
+        }
         return (outs, RunReport(model: loaded.directory, ramBudgetBytes: ledger.budget, workload: workload, placement: placement, measured: m))
     }
 

@@ -185,7 +185,7 @@ public final class TieredWeightStore: WeightStore, @unchecked Sendable {
             cond.wait()
         }
         stats.waitSeconds += Self.clock() - t0
-        if ProcessInfo.processInfo.environment["STRATA_TRACE"] != nil { FileHandle.standardError.write("A \(si) \(t0) \(Self.clock() - t0)\n".data(using: .utf8)!) }
+        if Self.trace { Self.traceLine("wait", si, t0, Self.clock() - t0) }
     }
 
     public func release(layer: Int) {
@@ -230,7 +230,7 @@ public final class TieredWeightStore: WeightStore, @unchecked Sendable {
                 cond.lock()
                 stats.bytesRead += bytes
                 stats.readSeconds += Self.clock() - t0
-                if ProcessInfo.processInfo.environment["STRATA_TRACE"] != nil { FileHandle.standardError.write("R \(si) \(t0) \(Self.clock() - t0)\n".data(using: .utf8)!) }
+                if Self.trace { Self.traceLine("read", si, t0, Self.clock() - t0) }
                 stats.layersLoaded += 1
                 slotBusy[slot] = false
                 nextToLoad = (si + 1) % streamedLayers.count
@@ -244,4 +244,12 @@ public final class TieredWeightStore: WeightStore, @unchecked Sendable {
     }
 
     static func clock() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+
+    /// `STRATA_TRACE=1`: one stderr line per streamed read ("read", its index in the stream order,
+    /// start, seconds) and per wait of the forward pass for a layer ("wait", ...), to see where
+    /// the disk idles (docs/planner.md). Off by default: nothing is formatted.
+    static let trace = getenv("STRATA_TRACE") != nil
+    static func traceLine(_ what: String, _ index: Int, _ start: Double, _ seconds: Double) {
+        FileHandle.standardError.write(Data(String(format: "%@ %d %.6f %.6f\n", what, index, start, seconds).utf8))
+    }
 }

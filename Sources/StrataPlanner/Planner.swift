@@ -137,6 +137,28 @@ public struct Plan: Codable, Sendable {
     }
 }
 
+extension Plan {
+    /// Decodes a saved plan; plans saved before the rule comparison existed decode without it.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        model = try c.decode(String.self, forKey: .model)
+        request = try c.decode(PlanRequest.self, forKey: .request)
+        batch = try c.decode(Int.self, forKey: .batch)
+        prefetchDepth = try c.decode(Int.self, forKey: .prefetchDepth)
+        streamedLayers = try c.decode([Int].self, forKey: .streamedLayers)
+        kvBlocksRAM = try c.decode(Int.self, forKey: .kvBlocksRAM)
+        kvBlocksDisk = try c.decode(Int.self, forKey: .kvBlocksDisk)
+        blockSize = try c.decode(Int.self, forKey: .blockSize)
+        ledger = try c.decode([String: Int].self, forKey: .ledger)
+        prediction = try c.decode(Prediction.self, forKey: .prediction)
+        binding = try c.decode(String.self, forKey: .binding)
+        budgetCurve = try c.decode([[Double]].self, forKey: .budgetCurve)
+        moreRAM = try c.decode(String.self, forKey: .moreRAM)
+        ruleTokensPerSecond = try c.decodeIfPresent(Double.self, forKey: .ruleTokensPerSecond) ?? 0
+        versusRule = try c.decodeIfPresent(String.self, forKey: .versusRule) ?? ""
+    }
+}
+
 public enum PlanError: Error, CustomStringConvertible, Equatable, Sendable {
     case budgetTooSmall(budget: Int, minimum: Int)
     public var description: String {
