@@ -107,6 +107,9 @@ struct BenchSuite: ParsableCommand {
                 try lines.joined(separator: "\n").write(toFile: prompts, atomically: true, encoding: .utf8)
                 // the planner's disk input: the model file itself read as the engine streams it,
                 // just before this configuration (a fresh scratch file reads faster on this VM)
+                // page cache dropped first: O_DIRECT reads of a file whose pages are cached (the
+                // batch sweep and mmap runs leave them) measured 394 MB/s here instead of 2.2 GB/s
+                dropCaches()
                 let disk = try Profiler.fileReadBandwidth(path: modelFile, offset: weights / 4, bytes: 2 << 30, readChunk: layerRead)
                 diskRates.append(disk)
                 if var prof = Profiler.cached() {
