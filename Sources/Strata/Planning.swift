@@ -36,20 +36,76 @@ public enum Profiler {
         }
         let bw = Measure.memoryReadBandwidth()
         log(String(format: "memory read: %.1f GB/s", bw / 1e9))
-        let (rd, wr) = try diskBandwidth(directory: diskPath, bytes: scratchBytes)
+        let scratch = (diskPath as NSString).appendingPathComponent(".strata-profile-\(getpid())")
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        let (rd, wr) = try diskBandwidth(path: scratch, bytes: scratchBytes)
         log(String(format: "disk (%@): read %.0f MB/s cold, write %.0f MB/s", diskPath as NSString, rd / 1e6, wr / 1e6))
+        let (cf, rf) = try contention(path: scratch)
+        log(String(format: "contention: GEMMs at %.2f of their speed while reading, reads at %.2f of theirs while computing", cf, rf))
         let info = MachineInfo.current()
-        return HardwareProfile(cpu: info.cpu, cores: info.cores, threads: Threads.count, memoryBytes: info.memoryBytes, gemm: samples,
-                               memoryReadBytesPerSecond: bw, diskReadBytesPerSecond: rd, diskWriteBytesPerSecond: wr,
-                               diskPath: diskPath, measuredAt: ISO8601DateFormatter().string(from: Date()))
+        var p = HardwareProfile(cpu: info.cpu, cores: info.cores, threads: Threads.count, memoryBytes: info.memoryBytes, gemm: samples,
+                                memoryReadBytesPerSecond: bw, diskReadBytesPerSecond: rd, diskWriteBytesPerSecond: wr,
+                                diskPath: diskPath, measuredAt: ISO8601DateFormatter().string(from: Date()))
+        p.computeFactorWhileReading = cf
+        p.readFactorWhileComputing = rf
+        return p
+    }
+
+    /// GEMMs over a layer (64 rows) and O_DIRECT reads of `path` (a file on the disk that will
+    /// stream), first each alone, then both at once (a reader thread beside the GEMMs), each
+    /// over about a second. Returns (GEMM speed together / alone, read speed together / alone),
+    /// each clamped to 0.05 ... 1. On this VM the guest kernel's I/O path runs on the cores that
+    /// compute, so each slows the other.
+    public static func contention(path: String, rows: Int = 64, readChunk: Int = 64 << 20) throws -> (compute: Double, read: Double) {
+        let gemmAlone = Measure.layerGemmSeconds(rows: rows, repeats: 15)
+        let size = try FileIO.size(path: path)
+        let readAlone = try fileReadBandwidth(path: path, bytes: size, readChunk: readChunk)
+        final class Shared: @unchecked Sendable {
+            let lock = NSLock()
+            var stop = false, bytes = 0, seconds = 0.0, error: Error?
+        }
+        let shared = Shared()
+        let started = DispatchSemaphore(value: 0), finished = DispatchSemaphore(value: 0)
+        let reader = Thread {
+            defer { finished.signal() }
+            do {
+                let fd = try FileIO.openReadDirect(path) ?? FileIO.openRead(path)
+                defer { FileIO.closeFile(fd) }
+                let buf = TensorStorage(byteCount: readChunk, alignment: 4096, hugePages: true)
+                started.signal()
+                var off = 0
+                while true {
+                    shared.lock.lock(); let stop = shared.stop; shared.lock.unlock()
+                    if stop { break }
+                    let n = min(readChunk, (size - off) / 4096 * 4096)
+                    let t0 = now()
+                    try FileIO.preadAligned(fd: fd, path: path, into: buf.base, count: n, offset: off, fileSize: size)
+                    FileIO.dropCache(fd: fd, offset: off, count: n)
+                    shared.lock.lock(); shared.bytes += n; shared.seconds += now() - t0; shared.lock.unlock()
+                    off += n
+                    if off + 4096 > size { off = 0 }
+                }
+            } catch {
+                shared.lock.lock(); shared.error = error; shared.lock.unlock()
+                started.signal()
+            }
+        }
+        reader.start()
+        started.wait()
+        let gemmTogether = Measure.layerGemmSeconds(rows: rows, repeats: 15)
+        shared.lock.lock(); shared.stop = true; shared.lock.unlock()
+        finished.wait()
+        if let e = shared.error { throw e }
+        let readTogether = shared.seconds > 0 ? Double(shared.bytes) / shared.seconds : readAlone
+        func clamp(_ x: Double) -> Double { min(1, max(0.05, x)) }
+        return (clamp(gemmAlone / gemmTogether), clamp(readTogether / readAlone))
     }
 
     /// Writes then reads (cold: O_DIRECT, or after dropping its pages) a scratch file. Reads are
     /// `readChunk` bytes each into a huge-page buffer, as the engine reads a streamed layer: on
     /// this VM, 16 MiB reads ran at 1.0 GB/s where 176 MB reads of the same file ran at 1.5-2.0.
-    public static func diskBandwidth(directory: String, bytes: Int, readChunk: Int = 64 << 20) throws -> (read: Double, write: Double) {
-        let path = (directory as NSString).appendingPathComponent(".strata-profile-\(getpid())")
-        defer { try? FileManager.default.removeItem(atPath: path) }
+    /// The file stays (the caller removes it).
+    public static func diskBandwidth(path: String, bytes: Int, readChunk: Int = 64 << 20) throws -> (read: Double, write: Double) {
         let chunk = 16 << 20
         let buf = TensorStorage(byteCount: chunk, alignment: 4096)
         let rbuf = TensorStorage(byteCount: readChunk, alignment: 4096, hugePages: true)

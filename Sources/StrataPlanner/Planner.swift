@@ -20,6 +20,11 @@ public struct HardwareProfile: Codable, Sendable, Equatable {
     public var diskWriteBytesPerSecond: Double
     public var diskPath: String
     public var measuredAt: String
+    /// Contention, measured with a layer's GEMMs and O_DIRECT reads of the scratch file at once:
+    /// the GEMMs' speed then over alone, and the reads' speed then over alone (nil: not measured,
+    /// taken as 1).
+    public var computeFactorWhileReading: Double?
+    public var readFactorWhileComputing: Double?
 
     public init(cpu: String, cores: Int, threads: Int, memoryBytes: Int, gemm: [GemmSample], memoryReadBytesPerSecond: Double,
                 diskReadBytesPerSecond: Double, diskWriteBytesPerSecond: Double, diskPath: String, measuredAt: String) {
@@ -249,39 +254,53 @@ public struct CostModel: Sendable {
     /// to read it (nil: resident), `tail` seconds after the last layer (head, sampling),
     /// `slots` staging slots. Runs `passes` passes back to back, the I/O thread starting
     /// with the first; returns the end time of each pass.
-    public static func pipeline(compute: [Double], read: [Double?], tail: Double, slots: Int, passes: Int) -> [Double] {
+    ///
+    /// Contention: while a read is in flight compute runs at `computeFactor` of its speed, and
+    /// while compute runs a read proceeds at `readFactor` of its speed (the guest kernel's I/O
+    /// path takes CPU from the cores that compute; 1 and 1: no contention). The simulation
+    /// advances from event to event with those rates.
+    public static func pipeline(compute: [Double], read: [Double?], tail: Double, slots: Int, passes: Int,
+                                computeFactor: Double = 1, readFactor: Double = 1) -> [Double] {
         let streamed = read.indices.filter { read[$0] != nil }
         let n = streamed.count
+        let totalReads = n * passes
+        let tasksPerPass = compute.count + 1
         var ends: [Double] = []
-        var t = 0.0            // compute clock
-        var ioFree = 0.0       // when the I/O thread finishes its current read
-        var readDone: [Double] = []    // per streamed read, global sequence
-        var released: [Double] = []    // when each streamed read's slot was released
-        // issue reads lazily: read j may start once read j-1 is done and read j-slots released
-        func readEnd(_ j: Int) -> Double {
-            while readDone.count <= j {
-                let k = readDone.count
-                let slotFree = k >= slots ? released[k - slots] : 0
-                let start = max(ioFree, slotFree)
-                ioFree = start + read[streamed[k % n]]!
-                readDone.append(ioFree)
+        var t = 0.0
+        // compute side: task index over all passes (layers, then the tail), its remaining work
+        var task = 0, taskLeft = compute.first ?? tail
+        var streamedDone = 0      // streamed layers computed (their slots released)
+        // read side: next read, its remaining work
+        var readsDone = 0, readLeft = n > 0 ? read[streamed[0]]! : 0
+        let cf = max(1e-3, computeFactor), rf = max(1e-3, readFactor)
+        func layerOf(_ task: Int) -> Int { task % tasksPerPass }
+        while task < tasksPerPass * passes {
+            let l = layerOf(task)
+            let isStreamed = l < compute.count && read[l] != nil
+            let computeActive = !isStreamed || readsDone > streamedDone
+            let readActive = readsDone < totalReads && readsDone < streamedDone + slots
+            // a zero-length task completes at once
+            if computeActive && taskLeft <= 0 {
+                if isStreamed { streamedDone += 1 }
+                if l == compute.count { ends.append(t) }
+                task += 1
+                if task < tasksPerPass * passes { let m = layerOf(task); taskLeft = m < compute.count ? compute[m] : tail }
+                continue
             }
-            return readDone[j]
-        }
-        var j = 0
-        for _ in 0..<passes {
-            for l in compute.indices {
-                if read[l] != nil {
-                    // the read can only have been issued once the slot it reuses was released
-                    t = max(t, readEnd(j)) + compute[l]
-                    released.append(t)
-                    j += 1
-                } else {
-                    t += compute[l]
-                }
+            if readActive && readLeft <= 0 {
+                readsDone += 1
+                if readsDone < totalReads { readLeft = read[streamed[readsDone % n]]! }
+                continue
             }
-            t += tail
-            ends.append(t)
+            let cRate = computeActive ? (readActive ? cf : 1) : 0
+            let rRate = readActive ? (computeActive ? rf : 1) : 0
+            var dt = Double.infinity
+            if cRate > 0 { dt = min(dt, taskLeft / cRate) }
+            if rRate > 0 { dt = min(dt, readLeft / rRate) }
+            if !dt.isFinite { break }  // nothing can run (cannot happen with slots >= 1)
+            t += dt
+            if cRate > 0 { taskLeft -= dt * cRate; if taskLeft < 1e-12 { taskLeft = 0 } }
+            if rRate > 0 { readLeft -= dt * rRate; if readLeft < 1e-12 { readLeft = 0 } }
         }
         return ends
     }
@@ -306,7 +325,8 @@ public struct CostModel: Sendable {
         let disk = diskSeconds(diskBytes)
         if streamed.isEmpty { return (compute, compute, memory, 0, 0) }
         let reads: [Double?] = (0..<inv.layers).map { streamed.contains($0) ? diskSeconds(inv.layerBytes[$0]) : nil }
-        let ends = CostModel.pipeline(compute: perLayer, read: reads, tail: head, slots: max(1, prefetch + 1), passes: steady ? 3 : 1)
+        let ends = CostModel.pipeline(compute: perLayer, read: reads, tail: head, slots: max(1, prefetch + 1), passes: steady ? 3 : 1,
+                                      computeFactor: profile.computeFactorWhileReading ?? 1, readFactor: profile.readFactorWhileComputing ?? 1)
         let seconds = steady ? ends[2] - ends[1] : ends[0]
         return (seconds, compute, memory, disk, diskBytes)
     }

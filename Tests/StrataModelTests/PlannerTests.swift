@@ -48,6 +48,10 @@ func syntheticProfile() -> HardwareProfile {
         #expect(one[0] == 6 && one[1] == 12 && one[2] == 18)
         // nothing streamed: the sum of the compute and the tail
         #expect(CostModel.pipeline(compute: [1, 2], read: [nil, nil], tail: 0.5, slots: 2, passes: 2) == [3.5, 7])
+        // contention: layer 0 streamed (1 s read, 1 s compute), layer 1 resident; the second
+        // pass's read overlaps the first pass's layer 0, and at half speed each both take 2 s
+        #expect(CostModel.pipeline(compute: [1, 1], read: [1, nil], tail: 0, slots: 2, passes: 2) == [3, 5])
+        #expect(CostModel.pipeline(compute: [1, 1], read: [1, nil], tail: 0, slots: 2, passes: 2, computeFactor: 0.5, readFactor: 0.5) == [4, 6])
     }
 
     /// Resident layers spread between streamed ones keep the disk busy while they compute; in a
@@ -75,6 +79,22 @@ func syntheticProfile() -> HardwareProfile {
         let ruleStreamed = Set(resident.count..<layers)
         let rule = cost.predict(inv: inv, batch: 16, promptTokens: 16, outputTokens: 16, streamed: ruleStreamed, prefetch: 1, peakResident: 0)
         #expect(abs(rule.aggregateTokensPerSecond - plan.ruleTokensPerSecond) < 1e-9)
+    }
+
+    /// The disk figure measured on an existing file: every byte asked for is read (a rate comes
+    /// back), and a missing file is an error naming it.
+    @Test func fileReadBandwidthReadsTheFileOrNamesIt() throws {
+        let path = NSTemporaryDirectory() + "strata-read-\(getpid()).bin"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try Data((0..<(3 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31) }).write(to: URL(fileURLWithPath: path))
+        let rate = try Profiler.fileReadBandwidth(path: path, bytes: 2 << 20, readChunk: 1 << 20)
+        #expect(rate > 0 && rate.isFinite)
+        do {
+            _ = try Profiler.fileReadBandwidth(path: path + ".missing")
+            Issue.record("expected an error for a missing file")
+        } catch {
+            #expect("\(error)".contains(path + ".missing"))
+        }
     }
 
     @Test func plansRespectTheBudgetAndStreamWhenTheyMust() throws {
