@@ -87,4 +87,27 @@ public enum Measure {
         }
         return median(times)
     }
+
+    /// 16-bit values widened to f32 per second, as `WeightMatrix` does before a many-row GEMM:
+    /// bands of 4M elements from a 256 MB source (so it comes from memory) into one scratch band,
+    /// on one thread; the median of `repeats` passes.
+    public static func widenElementsPerSecond(dtype: DType, elements: Int = 128 << 20, band: Int = 4 << 20, repeats: Int = 3) -> Double {
+        let src = TensorStorage(byteCount: elements * 2, hugePages: true)
+        let dst = UnsafeMutablePointer<Float>.allocate(capacity: band)
+        defer { dst.deallocate() }
+        let p = src.base.assumingMemoryBound(to: UInt16.self)
+        for i in stride(from: 0, to: elements, by: 512) { p[i] = 0x3c00 }
+        var times: [Double] = []
+        for _ in 0..<repeats {
+            let t0 = now()
+            var o = 0
+            while o < elements {
+                let n = min(band, elements - o)
+                HalfConversion.toF32(src.base + o * 2, dtype: dtype, dst, count: n)
+                o += n
+            }
+            times.append(now() - t0)
+        }
+        return Double(elements) / median(times)
+    }
 }

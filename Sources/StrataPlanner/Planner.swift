@@ -25,6 +25,10 @@ public struct HardwareProfile: Codable, Sendable, Equatable {
     /// taken as 1).
     public var computeFactorWhileReading: Double?
     public var readFactorWhileComputing: Double?
+    /// 16-bit weights widened to f32 per second (elements), as the engine does before a GEMM of
+    /// more than one row (nil: not measured, no cost)
+    public var widenBF16PerSecond: Double?
+    public var widenF16PerSecond: Double?
 
     public init(cpu: String, cores: Int, threads: Int, memoryBytes: Int, gemm: [GemmSample], memoryReadBytesPerSecond: Double,
                 diskReadBytesPerSecond: Double, diskWriteBytesPerSecond: Double, diskPath: String, measuredAt: String) {
@@ -55,6 +59,8 @@ public struct PlannerInventory: Codable, Sendable {
     public var kvBytesPerToken: Int
     /// fixed resident bytes: runtime overhead and activations at the workload's size
     public var fixedBytes: Int
+    /// the layers' weight dtype ("f32", "f16", "bf16"; nil: unknown)
+    public var weightDType: String? = nil
 
     public init(name: String, layers: Int, hidden: Int, heads: Int, kvHeads: Int, headDim: Int, vocab: Int, layerBytes: [Int],
                 layerParams: [Int], otherBytes: Int, headParams: Int, kvBytesPerToken: Int, fixedBytes: Int) {
@@ -198,6 +204,8 @@ public struct CostModel: Sendable {
     public let gemvSecondsPerParam: Double?
     /// the samples of more than one row as (rows, seconds per parameter), by rows
     public let perParam: [(m: Double, s: Double)]
+    /// the layers' weight dtype, for the widening cost (set from the inventory)
+    public var dtype: String? = nil
 
     public init(profile: HardwareProfile) {
         self.profile = profile
@@ -229,7 +237,17 @@ public struct CostModel: Sendable {
             if let g = gemvSecondsPerParam { return max(stream, g * params * (bytes / max(1, params)) / 4) }
             return stream
         }
-        return max(gemmSecondsPerParam(rows: rows) * params, stream)
+        return max(gemmSecondsPerParam(rows: rows) * params, stream) + widenSeconds(params: params)
+    }
+
+    /// 16-bit weights before a GEMM of many rows: the engine widens them to f32 band by band on
+    /// one thread (`WeightMatrix`), a cost on top of the GEMM.
+    public func widenSeconds(params: Double) -> Double {
+        switch dtype {
+        case "bf16": return profile.widenBF16PerSecond.map { params / $0 } ?? 0
+        case "f16": return profile.widenF16PerSecond.map { params / $0 } ?? 0
+        default: return 0
+        }
     }
 
     /// Seconds per parameter of a GEMM over `rows` rows: linear interpolation between the
@@ -374,7 +392,8 @@ public struct CostModel: Sendable {
 public enum Planner {
     /// Plans `request` for `inv` on `profile`. Pure: no I/O.
     public static func plan(inv: PlannerInventory, profile: HardwareProfile, request: PlanRequest, curve: Bool = true) throws -> Plan {
-        let cost = CostModel(profile: profile)
+        var cost = CostModel(profile: profile)
+        cost.dtype = inv.weightDType
         let perBlock = 2 * inv.layers * request.blockSize * (inv.kvHeads * inv.headDim) * 4
         let blocksPerSeq = (request.promptTokens + request.outputTokens + request.blockSize - 1) / request.blockSize + 1
         let batches: [Int] = request.batch.map { [$0] } ?? Array(Set([1, 2, 4, 8, 16, 32, 64, 128, 256].filter { $0 <= request.maxBatch })).sorted()
