@@ -110,4 +110,34 @@ public enum Measure {
         }
         return Double(elements) / median(times)
     }
+
+    /// Seconds per row of a Llama layer's element-wise work outside the GEMMs, through the same
+    /// kernels the forward pass calls: two RMSNorms and two residual adds over `hidden`, RoPE on
+    /// the query and key heads, SwiGLU over `ffn`; the median of `repeats` at `rows` rows.
+    public static func layerElementwiseSecondsPerRow(rows: Int = 512, hidden: Int = 2048, heads: Int = 32, kvHeads: Int = 4, headDim: Int = 64,
+                                                    ffn: Int = 5632, repeats: Int = 5) -> Double {
+        let x = Tensor(zeros: [rows, hidden]), r = Tensor(zeros: [rows, hidden]), w = Tensor(zeros: [hidden])
+        let q = Tensor(zeros: [rows, heads * headDim]), k = Tensor(zeros: [rows, kvHeads * headDim])
+        let g = Tensor(zeros: [rows, ffn]), u = Tensor(zeros: [rows, ffn])
+        for i in 0..<hidden { w.f32[i] = 1 }
+        for i in stride(from: 0, to: x.count, by: 3) { x.f32[i] = 0.1 }
+        let rope = RoPE(headDim: headDim, theta: 10000)
+        let positions = (0..<rows).map { Int32($0) }
+        var times: [Double] = []
+        for _ in 0..<(repeats + 1) {
+            let t0 = now()
+            Ops.rmsNorm(x.f32, weight: w.f32, eps: 1e-5, r.f32, rows: rows, n: hidden)
+            positions.withUnsafeBufferPointer { p in
+                rope.apply(q.f32, tokens: rows, heads: heads, positions: p)
+                rope.apply(k.f32, tokens: rows, heads: kvHeads, positions: p)
+            }
+            Ops.add(x.f32, r.f32, x.f32, count: rows * hidden)
+            Ops.rmsNorm(x.f32, weight: w.f32, eps: 1e-5, r.f32, rows: rows, n: hidden)
+            Ops.swiglu(g.f32, u.f32, count: rows * ffn)
+            Ops.add(x.f32, r.f32, x.f32, count: rows * hidden)
+            times.append(now() - t0)
+        }
+        times.removeFirst()
+        return median(times) / Double(rows)
+    }
 }

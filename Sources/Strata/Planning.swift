@@ -34,6 +34,8 @@ public enum Profiler {
             samples.append(.init(m: m, n: 21504, k: 2048, seconds: sec))
             log(String(format: "gemm M=%d over a layer: %.1f GFLOP/s", m, 2 * Double(m) * 21504 * 2048 / sec / 1e9))
         }
+        let ew = Measure.layerElementwiseSecondsPerRow()
+        log(String(format: "element-wise work of a layer outside the GEMMs: %.1f us per row", ew * 1e6))
         let bw = Measure.memoryReadBandwidth()
         log(String(format: "memory read: %.1f GB/s", bw / 1e9))
         let scratch = (diskPath as NSString).appendingPathComponent(".strata-profile-\(getpid())")
@@ -46,6 +48,7 @@ public enum Profiler {
         var p = HardwareProfile(cpu: info.cpu, cores: info.cores, threads: Threads.count, memoryBytes: info.memoryBytes, gemm: samples,
                                 memoryReadBytesPerSecond: bw, diskReadBytesPerSecond: rd, diskWriteBytesPerSecond: wr,
                                 diskPath: diskPath, measuredAt: ISO8601DateFormatter().string(from: Date()))
+        p.elementwiseSecondsPerRow = ew
         p.computeFactorWhileReading = cf
         p.readFactorWhileComputing = rf
         p.widenBF16PerSecond = Measure.widenElementsPerSecond(dtype: .bf16)

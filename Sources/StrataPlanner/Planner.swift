@@ -29,6 +29,9 @@ public struct HardwareProfile: Codable, Sendable, Equatable {
     /// more than one row (nil: not measured, no cost)
     public var widenBF16PerSecond: Double?
     public var widenF16PerSecond: Double?
+    /// seconds per row of a layer's element-wise work outside the GEMMs (norms, RoPE, SwiGLU,
+    /// residual adds) at hidden size 2048 (nil: not measured, no cost)
+    public var elementwiseSecondsPerRow: Double?
 
     public init(cpu: String, cores: Int, threads: Int, memoryBytes: Int, gemm: [GemmSample], memoryReadBytesPerSecond: Double,
                 diskReadBytesPerSecond: Double, diskWriteBytesPerSecond: Double, diskPath: String, measuredAt: String) {
@@ -331,10 +334,13 @@ public struct CostModel: Sendable {
         // attention: read each sequence's KV, multiply-adds over the context, shared by the layers
         let kvRead = Double(rows) * Double(context) * Double(inv.kvBytesPerToken) / profile.memoryReadBytesPerSecond
         let attention = kvRead + Double(rows) * Double(context) * Double(inv.attentionMACsPerContextToken) * beta / referenceParams
+        // element-wise work per layer, scaled from the profile's hidden size of 2048
+        let elementwise = Double(rows) * (profile.elementwiseSecondsPerRow ?? 0) * Double(inv.hidden) / 2048
         var perLayer: [Double] = []
         var memory = 0.0
         for l in 0..<inv.layers {
-            perLayer.append(linear(params: Double(inv.layerParams[l]), bytes: Double(inv.layerBytes[l]), rows: rows) + attention / Double(inv.layers))
+            perLayer.append(linear(params: Double(inv.layerParams[l]), bytes: Double(inv.layerBytes[l]), rows: rows) + attention / Double(inv.layers)
+                            + elementwise)
             memory += Double(inv.layerBytes[l]) / profile.memoryReadBytesPerSecond
         }
         let head = linear(params: Double(inv.headParams), bytes: Double(inv.headParams * 4), rows: max(1, logitRows))
