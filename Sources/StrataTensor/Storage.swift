@@ -34,9 +34,8 @@ public final class TensorStorage: @unchecked Sendable {
     /// Allocates `byteCount` bytes, 64-byte aligned (or `alignment`, e.g. 4096 for O_DIRECT), zero-filled.
     /// `hugePages`: for large buffers, align to 2 MiB and ask for transparent huge pages before the
     /// first touch. An O_DIRECT read into 4 KiB pages is cut into requests of at most
-    /// `max_segments` pages and pins every page; into huge pages it needs 512 times fewer
-    /// (measured on this VM: a 176 MB layer read while GEMM runs took 171 ms into 4 KiB pages,
-    /// see docs/benchmarks.md). Weights read by GEMV also take fewer TLB misses.
+    /// `max_segments` pages and pins every page; into huge pages it needs up to 512 times fewer.
+    /// A hint: a kernel may grant none (this project's VM does not), and then nothing changes.
     public init(byteCount: Int, alignment: Int = TensorStorage.alignment, hugePages: Bool = false) {
         precondition(byteCount >= 0, "TensorStorage: negative byte count \(byteCount)")
         let huge = hugePages && byteCount >= TensorStorage.hugePage
