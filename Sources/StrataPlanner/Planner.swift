@@ -427,10 +427,11 @@ public enum Planner {
                     arrangements = [("in order", inOrder)]
                     // the same number of resident layers spread evenly between the streamed ones:
                     // each resident layer computes while the next streamed one is read, so the
-                    // disk does not idle once the slots are full (CostModel.pipeline)
+                    // disk does not idle once the slots are full (CostModel.pipeline). Layer 0 stays
+                    // resident, so a fresh process's first pass computes while the first read runs
                     let r = inv.layers - inOrder.count
                     if r > 0 && !inOrder.isEmpty {
-                        let keep = Set((0..<r).map { min(inv.layers - 1, Int((Double($0) + 0.5) * Double(inv.layers) / Double(r))) })
+                        let keep = Set((0..<r).map { min(inv.layers - 1, Int(Double($0) * Double(inv.layers) / Double(r))) })
                         let spread = (0..<inv.layers).filter { !keep.contains($0) }
                         if keep.count == r && allLayers - spread.reduce(0, { $0 + inv.layerBytes[$1] }) <= left {
                             arrangements.append(("spread", spread))
