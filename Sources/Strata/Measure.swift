@@ -51,14 +51,23 @@ public enum Measure {
         return 2 * Double(m) * Double(n) * Double(k) / median(times)
     }
 
+    /// A Llama layer's seven f32 weight matrices, `[out, in]`: q and o `[hidden, hidden]`, k and v
+    /// `[kvDim, hidden]`, gate and up `[ffn, hidden]`, down `[hidden, ffn]`; every page touched.
+    static func layerMatrices(hidden: Int, kvDim: Int, ffn: Int) -> [Tensor] {
+        let shapes = [(hidden, hidden), (kvDim, hidden), (kvDim, hidden), (hidden, hidden), (ffn, hidden), (ffn, hidden), (hidden, ffn)]
+        return shapes.map { s in
+            let w = Tensor(storage: TensorStorage(byteCount: s.0 * s.1 * 4, hugePages: true), dtype: .f32, shape: [s.0, s.1])
+            for i in stride(from: 0, to: w.count, by: 1024) { w.f32[i] = 0.01 }
+            return w
+        }
+    }
+
     /// Seconds per f32 weight parameter of one-row GEMVs over a Llama layer's matrices
     /// (`[hidden, hidden]` x2, `[kvDim, hidden]` x2, `[ffn, hidden]` x2, `[hidden, ffn]`), the median
     /// over passes that cycle through `layers` such layers, so the weights come from memory as in
     /// a decode step, not from the caches. Small matrices cost more per parameter than one large one.
     public static func gemvSecondsPerParam(hidden: Int = 2048, kvDim: Int = 256, ffn: Int = 5632, layers: Int = 4, repeats: Int = 5) -> Double {
-        let shapes = [(hidden, hidden), (kvDim, hidden), (kvDim, hidden), (hidden, hidden), (ffn, hidden), (ffn, hidden), (hidden, ffn)]
-        let ws = (0..<layers).flatMap { _ in shapes.map { s in Tensor(storage: TensorStorage(byteCount: s.0 * s.1 * 4, hugePages: true), dtype: .f32, shape: [s.0, s.1]) } }
-        for w in ws { for i in stride(from: 0, to: w.count, by: 1024) { w.f32[i] = 0.01 } }
+        let ws = (0..<layers).flatMap { _ in layerMatrices(hidden: hidden, kvDim: kvDim, ffn: ffn) }
         let x = Tensor(zeros: [1, max(hidden, ffn)]), y = Tensor(zeros: [1, max(hidden, ffn)])
         for i in 0..<x.count { x.f32[i] = 0.5 }
         let params = Double(ws.reduce(0) { $0 + $1.count })
@@ -74,9 +83,7 @@ public enum Measure {
     /// Seconds of `[rows, k] x [n, k]^T` GEMMs over one Llama layer's matrices (the shapes of
     /// `gemvSecondsPerParam`), through the BLAS wrapper; the median of `repeats`.
     public static func layerGemmSeconds(rows: Int, hidden: Int = 2048, kvDim: Int = 256, ffn: Int = 5632, repeats: Int = 7) -> Double {
-        let shapes = [(hidden, hidden), (kvDim, hidden), (kvDim, hidden), (hidden, hidden), (ffn, hidden), (ffn, hidden), (hidden, ffn)]
-        let ws = shapes.map { s in Tensor(storage: TensorStorage(byteCount: s.0 * s.1 * 4, hugePages: true), dtype: .f32, shape: [s.0, s.1]) }
-        for w in ws { for i in stride(from: 0, to: w.count, by: 1024) { w.f32[i] = 0.01 } }
+        let ws = layerMatrices(hidden: hidden, kvDim: kvDim, ffn: ffn)
         let x = Tensor(zeros: [rows, max(hidden, ffn)]), y = Tensor(zeros: [rows, max(hidden, ffn)])
         for i in stride(from: 0, to: x.count, by: 7) { x.f32[i] = 0.5 }
         var times: [Double] = []

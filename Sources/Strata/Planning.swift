@@ -213,7 +213,7 @@ extension PlannerInventory {
                                    layerParams: [Int](repeating: perLayer, count: spec.layers), otherBytes: otherBytes,
                                    headParams: spec.vocabSize * h, kvBytesPerToken: spec.kvBytesPerToken,
                                    fixedBytes: fixed)
-        inv.weightDType = "\(weightDType)"
+        inv.weightDType = weightDType
         return inv
     }
 }

@@ -326,7 +326,11 @@ enum BenchRender {
             g.prefill = med(m.compactMap { num($0["prefill_tokens_per_second"]) > 0 ? num($0["prompt_tokens"]) / num($0["prefill_tokens_per_second"]) : nil })
             g.predStep = med(p.compactMap { num($0["decode_tokens_per_second"]) > 0 ? 1 / num($0["decode_tokens_per_second"]) : nil })
             g.predPerSeq = med(p.map { num($0["decode_tokens_per_second"]) })
-            g.predPrefill = med(p.compactMap { num($0["prefill_tokens_per_second"]) > 0 ? Double(64 * g.batch) / num($0["prefill_tokens_per_second"]) : nil })
+            // predicted prefill seconds: the run's prompt tokens at the predicted prefill rate
+            g.predPrefill = med(zip(m, ok.map { $0["predicted"] as? [String: Any] }).compactMap { mx, px in
+                guard let px, num(px["prefill_tokens_per_second"]) > 0 else { return nil }
+                return num(mx["prompt_tokens"]) / num(px["prefill_tokens_per_second"])
+            })
             g.predAggregate = med(p.map { num($0["aggregate_tokens_per_second"]) })
             g.predRule = med(ok.map { num($0["predicted_rule_aggregate_tokens_per_second"]) }.filter { $0 > 0 })
             return g

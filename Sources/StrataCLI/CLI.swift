@@ -235,7 +235,10 @@ extension Generate {
                       formatBytes(m.peakResidentBytes) as NSString, formatBytes(m.peakRSSBytes) as NSString))
         if let usedPlan {
             rep.compare(with: usedPlan.prediction.reportValues)
-            if usedPlan.ruleTokensPerSecond > 0 { rep.predictedRuleTokensPerSecond = usedPlan.ruleTokensPerSecond }
+            // the rule's figure is aggregate tokens/s under the throughput objective (per sequence under latency)
+            if usedPlan.ruleTokensPerSecond > 0, usedPlan.request.objective == .throughput {
+                rep.predictedRuleTokensPerSecond = usedPlan.ruleTokensPerSecond
+            }
             if !usedPlan.versusRule.isEmpty { eprint("plan vs \(usedPlan.versusRule)") }
             eprint("measured vs predicted:")
             eprint("  " + "key".padding(toLength: 30, withPad: " ", startingAt: 0) + "measured".padding(toLength: 16, withPad: " ", startingAt: 0) + "predicted".padding(toLength: 16, withPad: " ", startingAt: 0) + "error")

@@ -62,8 +62,8 @@ public struct PlannerInventory: Codable, Sendable {
     public var kvBytesPerToken: Int
     /// fixed resident bytes: runtime overhead and activations at the workload's size
     public var fixedBytes: Int
-    /// the layers' weight dtype ("f32", "f16", "bf16"; nil: unknown)
-    public var weightDType: String? = nil
+    /// the layers' weight dtype (nil: unknown, no widening cost)
+    public var weightDType: DType? = nil
 
     public init(name: String, layers: Int, hidden: Int, heads: Int, kvHeads: Int, headDim: Int, vocab: Int, layerBytes: [Int],
                 layerParams: [Int], otherBytes: Int, headParams: Int, kvBytesPerToken: Int, fixedBytes: Int) {
@@ -208,7 +208,7 @@ public struct CostModel: Sendable {
     /// the samples of more than one row as (rows, seconds per parameter), by rows
     public let perParam: [(m: Double, s: Double)]
     /// the layers' weight dtype, for the widening cost (set from the inventory)
-    public var dtype: String? = nil
+    public var dtype: DType? = nil
 
     public init(profile: HardwareProfile) {
         self.profile = profile
@@ -247,8 +247,8 @@ public struct CostModel: Sendable {
     /// one thread (`WeightMatrix`), a cost on top of the GEMM.
     public func widenSeconds(params: Double) -> Double {
         switch dtype {
-        case "bf16": return profile.widenBF16PerSecond.map { params / $0 } ?? 0
-        case "f16": return profile.widenF16PerSecond.map { params / $0 } ?? 0
+        case .bf16: return profile.widenBF16PerSecond.map { params / $0 } ?? 0
+        case .f16: return profile.widenF16PerSecond.map { params / $0 } ?? 0
         default: return 0
         }
     }
@@ -382,14 +382,13 @@ public struct CostModel: Sendable {
         let bottleneck = step.disk >= step.compute ? "disk" : (step.memory >= 0.7 * step.compute ? "memory" : "compute")
         let steps = Double(max(0, outputTokens - 1))
         let decodeBytes = step.diskBytes * Int(steps)
-        let prefillPasses = passes
         return Prediction(prefillTokensPerSecond: prefill > 0 ? Double(totalPrompt) / prefill : 0,
                           decodeTokensPerSecond: 1 / step.seconds,
                           // end to end, as a run measures it: every output token over prefill and decode
                           aggregateTokensPerSecond: Double(batch * max(1, outputTokens)) / (prefill + steps * step.seconds),
                           timeToFirstTokenSeconds: ttft,
                           decodeStepSeconds: step.seconds, computeSeconds: step.compute, residentReadSeconds: step.memory,
-                          diskReadSeconds: step.disk, diskBytesRead: decodeBytes + prefillPasses * step.diskBytes,
+                          diskReadSeconds: step.disk, diskBytesRead: decodeBytes + passes * step.diskBytes,
                           peakResidentBytes: peakResident, bottleneck: bottleneck)
     }
 }
@@ -407,7 +406,7 @@ public enum Planner {
         let allLayers = inv.layerBytes.reduce(0, +)
         var best: (plan: Plan, score: Double)? = nil
         // the fill-the-budget rule's placement (first layers resident, prefetch 1) per batch, as predicted
-        var ruleScore: [Int: (score: Double, prediction: Prediction)] = [:]
+        var rulePrediction: [Int: Prediction] = [:]
         var minimum = Int.max
         for b in batches {
             // prefetch 0 leaves the disk idle while a layer computes and its reads unqueued: measured
@@ -450,7 +449,7 @@ public enum Planner {
                     // + the remaining decode steps)
                     let score = request.objective == .throughput ? pred.aggregateTokensPerSecond
                         : Double(request.outputTokens) / (pred.timeToFirstTokenSeconds + Double(max(0, request.outputTokens - 1)) * pred.decodeStepSeconds)
-                    if k == 1 && arrangement == "in order" { ruleScore[b] = (score, pred) }
+                    if k == 1 && arrangement == "in order" { rulePrediction[b] = pred }
                     // latency: a larger batch must be clearly better (1%) to win over a smaller one
                     let margin = request.objective == .latency ? 1.01 : 1 + 1e-9
                     if best == nil || score > best!.score * margin {
@@ -467,8 +466,8 @@ public enum Planner {
             }
         }
         guard var plan = best?.plan else { throw PlanError.budgetTooSmall(budget: request.budgetBytes, minimum: minimum) }
-        if let rule = ruleScore[plan.batch] {
-            plan.ruleTokensPerSecond = request.objective == .throughput ? rule.prediction.aggregateTokensPerSecond : rule.prediction.decodeTokensPerSecond
+        if let rule = rulePrediction[plan.batch] {
+            plan.ruleTokensPerSecond = request.objective == .throughput ? rule.aggregateTokensPerSecond : rule.decodeTokensPerSecond
             let mine = request.objective == .throughput ? plan.prediction.aggregateTokensPerSecond : plan.prediction.decodeTokensPerSecond
             plan.versusRule = String(format: "the fill-the-budget rule (first layers resident, prefetch 1) at batch %d: %.3f tokens/s predicted; this plan %.3f (%+.1f%%)",
                                      plan.batch, plan.ruleTokensPerSecond, mine, (mine / plan.ruleTokensPerSecond - 1) * 100)
