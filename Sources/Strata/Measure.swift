@@ -1,5 +1,8 @@
 import Foundation
 import StrataTensor
+import StrataFormats
+import StrataModels
+import StrataMemory
 
 /// Quick measurements of the machine's limits, used by benchmarks and the planner's profile.
 public enum Measure {
@@ -62,26 +65,9 @@ public enum Measure {
         }
     }
 
-    /// Seconds per f32 weight parameter of one-row GEMVs over a Llama layer's matrices
-    /// (`[hidden, hidden]` x2, `[kvDim, hidden]` x2, `[ffn, hidden]` x2, `[hidden, ffn]`), the median
-    /// over passes that cycle through `layers` such layers, so the weights come from memory as in
-    /// a decode step, not from the caches. Small matrices cost more per parameter than one large one.
-    public static func gemvSecondsPerParam(hidden: Int = 2048, kvDim: Int = 256, ffn: Int = 5632, layers: Int = 4, repeats: Int = 5) -> Double {
-        let ws = (0..<layers).flatMap { _ in layerMatrices(hidden: hidden, kvDim: kvDim, ffn: ffn) }
-        let x = Tensor(zeros: [1, max(hidden, ffn)]), y = Tensor(zeros: [1, max(hidden, ffn)])
-        for i in 0..<x.count { x.f32[i] = 0.5 }
-        let params = Double(ws.reduce(0) { $0 + $1.count })
-        var times: [Double] = []
-        for r in 0..<(repeats + 1) {
-            let t0 = now()
-            for w in ws { BLAS.linear(x: x.f32, rows: 1, inFeatures: w.shape[1], weight: w.f32, outFeatures: w.shape[0], y: y.f32) }
-            if r > 0 { times.append((now() - t0) / params) }
-        }
-        return median(times)
-    }
-
-    /// Seconds of `[rows, k] x [n, k]^T` GEMMs over one Llama layer's matrices (the shapes of
-    /// `gemvSecondsPerParam`), through the BLAS wrapper; the median of `repeats`.
+    /// Seconds of `[rows, k] x [n, k]^T` GEMMs over one Llama layer's matrices (`layerMatrices`),
+    /// back to back through the BLAS wrapper; the median of `repeats` (the profile's contention
+    /// measurement).
     public static func layerGemmSeconds(rows: Int, hidden: Int = 2048, kvDim: Int = 256, ffn: Int = 5632, repeats: Int = 7) -> Double {
         let ws = layerMatrices(hidden: hidden, kvDim: kvDim, ffn: ffn)
         let x = Tensor(zeros: [rows, max(hidden, ffn)]), y = Tensor(zeros: [rows, max(hidden, ffn)])
@@ -146,5 +132,79 @@ public enum Measure {
         }
         times.removeFirst()
         return median(times) / Double(rows)
+    }
+}
+
+/// Weights held in memory by name, for timing the engine's own forward pass without a file.
+final class MemoryWeightStore: WeightStore, @unchecked Sendable {
+    let tensors: [String: Tensor]
+    init(_ tensors: [String: Tensor]) { self.tensors = tensors }
+    func contains(_ name: String) -> Bool { tensors[name] != nil }
+    func tensor(_ name: String, layer: Int) throws -> Tensor {
+        guard let t = tensors[name] else { throw SafetensorsError.missingTensor(name: name, checkpoint: location) }
+        return t
+    }
+    func acquire(layer: Int) throws {}
+    func release(layer: Int) {}
+    var location: String { "(in-memory profile model)" }
+}
+
+extension Measure {
+    /// Seconds per layer of the engine's own Llama forward pass (`LlamaModel.forward` over a paged
+    /// KV cache) at each row count in `rows`: `layers` f32 layers of the given shape in memory
+    /// (cycled, so the weights come from memory as in a real pass), a vocabulary of 256 so the
+    /// head costs nothing, one row per sequence at position 0 so attention costs nothing. The
+    /// figure holds the GEMMs, the element-wise work between them and the threads' hand-offs,
+    /// as a forward pass runs them; the median of `repeats` rounds over the row counts.
+    public static func layerPassSeconds(rows: [Int], hidden: Int = 2048, heads: Int = 32, kvHeads: Int = 4, ffn: Int = 5632,
+                                        layers: Int = 4, repeats: Int = 5) throws -> [Double] {
+        let vocab = 256, hd = hidden / heads
+        let config: [String: Any] = [
+            "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": hidden, "intermediate_size": ffn,
+            "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": kvHeads, "vocab_size": vocab,
+            "max_position_embeddings": 2048, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": false,
+        ]
+        let cfg = try JSONDecoder().decode(LlamaConfig.self, from: JSONSerialization.data(withJSONObject: config))
+        var t: [String: Tensor] = [:]
+        func add(_ name: String, _ shape: [Int], fill: Float, every: Int) {
+            let w = Tensor(storage: TensorStorage(byteCount: shape.reduce(4, *), hugePages: true), dtype: .f32, shape: shape)
+            for i in stride(from: 0, to: w.count, by: every) { w.f32[i] = fill }
+            t[name] = w
+        }
+        add("model.embed_tokens.weight", [vocab, hidden], fill: 0.02, every: 1)
+        add("lm_head.weight", [vocab, hidden], fill: 0.01, every: 1)
+        add("model.norm.weight", [hidden], fill: 1, every: 1)
+        for l in 0..<layers {
+            let p = "model.layers.\(l)."
+            add(p + "input_layernorm.weight", [hidden], fill: 1, every: 1)
+            add(p + "post_attention_layernorm.weight", [hidden], fill: 1, every: 1)
+            let names = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
+            for (n, w) in zip(names, layerMatrices(hidden: hidden, kvDim: kvHeads * hd, ffn: ffn)) { t[p + n + ".weight"] = w }
+        }
+        let maxRows = rows.max() ?? 1
+        let model = try LlamaModel(config: cfg.family, store: MemoryWeightStore(t), maxRows: maxRows)
+        let kv = PagedKVCache(layers: layers, kvDim: kvHeads * hd, blockSize: 16, blockCount: maxRows + 1, maxContext: 16)
+        let layout = BatchLayout(capacity: maxRows)
+        let tokens = (0..<maxRows).map { Int32($0 % vocab) }
+        func pass(_ m: Int) throws -> Double {
+            layout.removeAll()
+            for s in 0..<m {
+                kv.startSequence(s, prompt: [tokens[s]])
+                try kv.reserve(s, newTokens: 1)
+                layout.append(sequence: s, rows: 1, startPosition: 0, logits: .none)
+            }
+            defer { for s in 0..<m { kv.free(s) } }
+            let t0 = now()
+            _ = try tokens.withUnsafeBufferPointer { try model.forward(UnsafeBufferPointer(rebasing: $0[0..<m]), layout: layout, kv: kv) }
+            return (now() - t0) / Double(layers)
+        }
+        // rounds over all row counts (not repeats of one count in a row), so a slow spell of
+        // this shared machine spreads over the counts instead of bending one of them
+        for m in rows { _ = try pass(m) }  // warm-up: workspace, BLAS buffers, first touches
+        var times = [[Double]](repeating: [], count: rows.count)
+        for _ in 0..<repeats {
+            for (i, m) in rows.enumerated() { times[i].append(try pass(m)) }
+        }
+        return times.map { median($0) }
     }
 }

@@ -90,6 +90,10 @@ struct BenchSuite: ParsableCommand {
         let modelFile = f32Model + "/model.safetensors"
         // one read per layer, as the engine streams it
         let layerRead = max(4096, (try WeightInventory(directory: f32Model, layers: spec.layers).layerBytes.max() ?? 0) / 4096 * 4096)
+        // the planner's compute figures measured now, by this build (a cached profile may be
+        // from older code or another hour of this shared machine); the disk figure follows below
+        progress("hardware profile (the planner's input), measured afresh")
+        try Profiler.save(try Profiler.measure(diskPath: dir, log: { eprint("  " + $0) }))
         let budgets: [Int] = quick ? [400 << 20, 1 << 30] : [1 << 30, 2 << 30, 8 << 30]
         let sweepBatches = quick ? [1, 4] : [1, 16]
         let gen = quick ? 4 : 8
@@ -110,9 +114,9 @@ struct BenchSuite: ParsableCommand {
                 // page cache dropped first: O_DIRECT reads of a file whose pages are cached (the
                 // batch sweep and mmap runs leave them) measured 394 MB/s here instead of 2.2 GB/s
                 dropCaches()
-                // the median of three 1 GiB reads (single reads here vary by 15%)
-                let disk = median(try (0..<3).map { i in
-                    try Profiler.fileReadBandwidth(path: modelFile, offset: weights / 8 * (1 + 2 * i), bytes: 1 << 30, readChunk: layerRead)
+                // the median of five 1 GiB reads spread over the file (single reads here vary by 15%)
+                let disk = median(try (0..<5).map { i in
+                    try Profiler.fileReadBandwidth(path: modelFile, offset: (weights - (1 << 30)) / 4 * i / 4096 * 4096, bytes: 1 << 30, readChunk: layerRead)
                 })
                 diskRates.append(disk)
                 if var prof = Profiler.cached() {
@@ -237,7 +241,7 @@ enum BenchRender {
         if let w = r["budget_sweep"] as? [[String: Any]], !w.isEmpty {
             let groups = sweepGroups(w)
             s += "## RAM-budget sweep (\(r["preset"] ?? "") f32, \(formatBytes(Int(num(r["weights_bytes"])))) of weights)\n\n"
-            s += String(format: "Each run in a memory cgroup limited to the budget, page cache dropped before. plan: the planner's placement (KV disk tier on); rule: the fill-the-budget rule (`--no-plan`); mmap: `--weights mmap`. Before each configuration the model file is read as the engine streams it (O_DIRECT, one read per layer's bytes, the median of three 1 GiB reads) and that rate is the planner's disk figure (median over configurations: %.0f MB/s). Figures are medians over the runs of each mode (plan and rule alternate which goes first); step and prefill: measured (predicted, error of the median).\n\n", num(r["disk_read_bytes_per_second"]) / 1e6)
+            s += String(format: "Each run in a memory cgroup limited to the budget, page cache dropped before. plan: the planner's placement (KV disk tier on); rule: the fill-the-budget rule (`--no-plan`); mmap: `--weights mmap`. Before each configuration the model file is read as the engine streams it (O_DIRECT, one read per layer's bytes, the median of five 1 GiB reads) and that rate is the planner's disk figure (median over configurations: %.0f MB/s). Figures are medians over the runs of each mode (plan and rule alternate which goes first); step and prefill: measured (predicted, error of the median).\n\n", num(r["disk_read_bytes_per_second"]) / 1e6)
             s += "| budget | batch | mode | runs | streamed | decode t/s per seq | aggregate t/s | disk MB/s before / in run | step s (pred, err) | prefill s (pred, err) | cgroup peak | killed |\n|---|---:|---|---:|---:|---:|---:|---|---|---|---:|---|\n"
             var within = 0, planned = 0
             for g in groups {

@@ -104,6 +104,19 @@ func syntheticProfile() -> HardwareProfile {
         }
     }
 
+    @Test func layerPassRunsTheEnginesForwardPassAtEachRowCount() throws {
+        // a small shape: the profile's timing of LlamaModel.forward over in-memory layers
+        let t = try Measure.layerPassSeconds(rows: [1, 3, 8], hidden: 64, heads: 4, kvHeads: 2, ffn: 96, layers: 2, repeats: 2)
+        #expect(t.count == 3 && t.allSatisfy { $0 > 0 && $0.isFinite })
+        // the in-memory store names what it lacks, as the checkpoint store does
+        do {
+            _ = try MemoryWeightStore([:]).tensor("model.norm.weight", layer: -1)
+            Issue.record("expected an error for a missing tensor")
+        } catch {
+            #expect("\(error)".contains("model.norm.weight"))
+        }
+    }
+
     @Test func plansRespectTheBudgetAndStreamWhenTheyMust() throws {
         let dir = Fixtures.root + "/configs/llama-2-70b"
         let inv = try PlannerInventory.build(directory: dir, workload: Workload(batch: 1, promptTokens: 512, outputTokens: 128), dtype: .f16)
