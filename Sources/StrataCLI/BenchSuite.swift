@@ -115,8 +115,9 @@ struct BenchSuite: ParsableCommand {
                 // batch sweep and mmap runs leave them) measured 394 MB/s here instead of 2.2 GB/s
                 dropCaches()
                 // the median of five 1 GiB reads spread over the file (single reads here vary by 15%)
+                let readBytes = min(1 << 30, weights / 4096 * 4096)
                 let disk = median(try (0..<5).map { i in
-                    try Profiler.fileReadBandwidth(path: modelFile, offset: (weights - (1 << 30)) / 4 * i / 4096 * 4096, bytes: 1 << 30, readChunk: layerRead)
+                    try Profiler.fileReadBandwidth(path: modelFile, offset: (weights - readBytes) / 4 * i / 4096 * 4096, bytes: readBytes, readChunk: layerRead)
                 })
                 diskRates.append(disk)
                 if var prof = Profiler.cached() {
@@ -259,11 +260,11 @@ enum BenchRender {
             }
             s += "\nPlanner accuracy: step and prefill both within 15% of the medians in \(within) of \(planned) planned configurations.\n"
             // the planner against the rule, per configuration
-            s += "\nPlanner vs rule (aggregate tokens/s, medians; per-pair ratios in the order run; predicted: the planner's model of both placements):\n\n| budget | batch | plan | rule | plan / rule | pair ratios | predicted plan / rule |\n|---|---:|---:|---:|---:|---|---:|\n"
+            s += "\nPlanner vs rule (aggregate tokens/s, medians; per-pair ratios in the order run; predicted: the planner's model of both placements; placement: whether the plan's streamed layers and prefetch depth are the rule's):\n\n| budget | batch | placement | plan | rule | plan / rule | pair ratios | predicted plan / rule |\n|---|---:|---|---:|---:|---:|---|---:|\n"
             for g in groups where g.mode == "plan" {
                 guard let rule = groups.first(where: { $0.mode == "rule" && $0.budget == g.budget && $0.batch == g.batch }) else { continue }
                 let pairs = zip(g.aggregates, rule.aggregates).map { String(format: "%.2f", $0 / max(1e-9, $1)) }.joined(separator: ", ")
-                s += "| \(formatBytes(g.budget)) | \(g.batch) | " + String(format: "%.3f | %.3f | %.2fx | %@ | %@ |\n", g.aggregate, rule.aggregate, g.aggregate / max(1e-9, rule.aggregate),
+                s += "| \(formatBytes(g.budget)) | \(g.batch) | \(g.placement == rule.placement ? "the rule's" : "differs") | " + String(format: "%.3f | %.3f | %.2fx | %@ | %@ |\n", g.aggregate, rule.aggregate, g.aggregate / max(1e-9, rule.aggregate),
                                                                      pairs as NSString, (g.predRule > 0 ? String(format: "%.2fx", g.predAggregate / g.predRule) : "-") as NSString)
             }
             s += "\n"
@@ -301,6 +302,8 @@ enum BenchRender {
         var perSeq = 0.0, aggregate = 0.0, aggregates: [Double] = [], diskBefore = 0.0, diskInRun = 0.0
         var step = 0.0, predStep = 0.0, prefill = 0.0, predPrefill = 0.0, predAggregate = 0.0, predRule = 0.0
         var predPerSeq = 0.0
+        /// streamed layers and prefetch depth of the first run (the placement)
+        var placement = ""
     }
 
     static func sweepGroups(_ w: [[String: Any]]) -> [SweepGroup] {
@@ -319,7 +322,9 @@ enum BenchRender {
             g.runs = xs.count; g.failed = xs.count - ok.count
             g.killed = xs.contains { $0["killed"] as? Bool == true }
             g.peak = xs.map { Int(num($0["cgroup_peak_bytes"])) }.max() ?? 0
-            g.streamed = ((ok.first?["placement"] as? [String: Any])?["streamed_layers"] as? [Any])?.count ?? 0
+            let pl = ok.first?["placement"] as? [String: Any]
+            g.streamed = (pl?["streamed_layers"] as? [Any])?.count ?? 0
+            g.placement = g.streamed == 0 ? "all resident" : "\((pl?["streamed_layers"] as? [Any])?.map { "\($0)" } ?? []) depth \(Int(num(pl?["prefetch_depth"])))"
             let m = ok.map { $0["measured"] as! [String: Any] }, p = ok.compactMap { $0["predicted"] as? [String: Any] }
             g.perSeq = med(m.map { num($0["decode_tokens_per_second"]) })
             g.aggregates = m.map { num($0["aggregate_tokens_per_second"]) }
