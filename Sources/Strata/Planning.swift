@@ -18,10 +18,10 @@ public enum Profiler {
         return try? JSONDecoder().decode(HardwareProfile.self, from: d)
     }
 
-    /// Measures a layer's forward pass for M = 1 ... 512 rows, memory read bandwidth, and cold
-    /// sequential disk read (O_DIRECT) and write (fsync'd) bandwidth of a scratch file in
-    /// `diskPath`, contention and the 16-bit widening rates. About 25 s on 2 cores.
-    public static func measure(diskPath: String, scratchBytes: Int = 1 << 30, log: (String) -> Void = { _ in }) throws -> HardwareProfile {
+    /// The profile's compute figures: a layer's forward pass at M = 1 ... 512 rows less its
+    /// element-wise work, as samples of the layer's parameters, and the element-wise seconds per
+    /// row. About 18 s on 2 cores. `make bench` re-measures them before each configuration.
+    public static func computeSamples(log: (String) -> Void = { _ in }) throws -> (samples: [HardwareProfile.GemmSample], elementwisePerRow: Double) {
         var samples: [HardwareProfile.GemmSample] = []
         // the engine's own forward pass over layers of this shape (weights from memory), less
         // the element-wise work (measured alone; the cost model charges it per row and scales it
@@ -41,6 +41,14 @@ public enum Profiler {
                 log(String(format: "layer pass M=%d: %.2f ms; its GEMMs at %.1f GFLOP/s", m, t * 1e3, 2 * Double(m) * 21504 * 2048 / sec / 1e9))
             }
         }
+        return (samples, ew)
+    }
+
+    /// Measures a layer's forward pass for M = 1 ... 512 rows, memory read bandwidth, and cold
+    /// sequential disk read (O_DIRECT) and write (fsync'd) bandwidth of a scratch file in
+    /// `diskPath`, contention and the 16-bit widening rates. About 25 s on 2 cores.
+    public static func measure(diskPath: String, scratchBytes: Int = 1 << 30, log: (String) -> Void = { _ in }) throws -> HardwareProfile {
+        let (samples, ew) = try computeSamples(log: log)
         let bw = Measure.memoryReadBandwidth()
         log(String(format: "memory read: %.1f GB/s", bw / 1e9))
         let scratch = (diskPath as NSString).appendingPathComponent(".strata-profile-\(getpid())")

@@ -120,10 +120,17 @@ struct BenchSuite: ParsableCommand {
                     try Profiler.fileReadBandwidth(path: modelFile, offset: (weights - readBytes) / 4 * i / 4096 * 4096, bytes: readBytes, readChunk: layerRead)
                 })
                 diskRates.append(disk)
+                // and the compute figures, measured again now: this shared VM's speed drifts
+                // (the layer pass at 64 rows took 43.7-49.9 ms per layer in five profiles on 2026-11-26)
+                let (samples, ew) = try Profiler.computeSamples()
+                let layer64 = samples.first { $0.m == 64 }.map { $0.seconds + ew * 64 } ?? 0
                 if var prof = Profiler.cached() {
                     prof.diskReadBytesPerSecond = disk
+                    prof.gemm = samples
+                    prof.elementwiseSecondsPerRow = ew
                     try Profiler.save(prof)
                 }
+                eprint(String(format: "  compute now: a layer pass at 64 rows %.2f ms", layer64 * 1e3))
                 eprint(String(format: "  disk read of %@ now: %.0f MB/s (the planner's figure for this configuration)", modelFile as NSString, disk / 1e6))
                 var order: [String] = []
                 for r in 0..<sweepRepeats { order += (r + n / (2 * sweepRepeats + 1)) % 2 == 0 ? ["plan", "rule"] : ["rule", "plan"] }
@@ -144,7 +151,8 @@ struct BenchSuite: ParsableCommand {
                     default: cmd += ["--weights", "mmap"]
                     }
                     let log = (try? shell(cmd, allowFailure: true)) ?? ""
-                    var row: [String: Any] = ["budget_bytes": budget, "batch": batch, "mode": mode, "repeat": rep + 1, "disk_read_before": disk]
+                    var row: [String: Any] = ["budget_bytes": budget, "batch": batch, "mode": mode, "repeat": rep + 1, "disk_read_before": disk,
+                                               "layer_pass_64_rows_seconds_before": layer64]
                     if let d = FileManager.default.contents(atPath: report), let r = try? JSONSerialization.jsonObject(with: Data(d)) as? [String: Any] {
                         row["measured"] = r["measured"]; row["predicted"] = r["predicted"]; row["error"] = r["error"]; row["placement"] = r["placement"]
                         row["predicted_rule_aggregate_tokens_per_second"] = r["predicted_rule_aggregate_tokens_per_second"]
@@ -242,7 +250,7 @@ enum BenchRender {
         if let w = r["budget_sweep"] as? [[String: Any]], !w.isEmpty {
             let groups = sweepGroups(w)
             s += "## RAM-budget sweep (\(r["preset"] ?? "") f32, \(formatBytes(Int(num(r["weights_bytes"])))) of weights)\n\n"
-            s += String(format: "Each run in a memory cgroup limited to the budget, page cache dropped before. plan: the planner's placement (KV disk tier on); rule: the fill-the-budget rule (`--no-plan`); mmap: `--weights mmap`. Before each configuration the model file is read as the engine streams it (O_DIRECT, one read per layer's bytes, the median of five 1 GiB reads) and that rate is the planner's disk figure (median over configurations: %.0f MB/s). Figures are medians over the runs of each mode (plan and rule alternate which goes first); step and prefill: measured (predicted, error of the median).\n\n", num(r["disk_read_bytes_per_second"]) / 1e6)
+            s += String(format: "Each run in a memory cgroup limited to the budget, page cache dropped before. plan: the planner's placement (KV disk tier on); rule: the fill-the-budget rule (`--no-plan`); mmap: `--weights mmap`. Before each configuration the model file is read as the engine streams it (O_DIRECT, one read per layer's bytes, the median of five 1 GiB reads) and that rate is the planner's disk figure (median over configurations: %.0f MB/s); the profile's compute figures (a layer's forward pass at 1 ... 512 rows) are measured again just before each configuration too. Figures are medians over the runs of each mode (plan and rule alternate which goes first); step and prefill: measured (predicted, error of the median).\n\n", num(r["disk_read_bytes_per_second"]) / 1e6)
             s += "| budget | batch | mode | runs | streamed | decode t/s per seq | aggregate t/s | disk MB/s before / in run | step s (pred, err) | prefill s (pred, err) | cgroup peak | killed |\n|---|---:|---|---:|---:|---:|---:|---|---|---|---:|---|\n"
             var within = 0, planned = 0
             for g in groups {

@@ -188,7 +188,7 @@ public enum PlanError: Error, CustomStringConvertible, Equatable, Sendable {
 /// A linear layer with `P` parameters over `M` rows costs `t(M) = (alpha + beta * M) * P / P0`
 /// where `alpha` (seconds, the weight-read part) and `beta` (seconds per row, the compute part)
 /// are fitted by least squares (LAPACKE `dgels`) to the profile's GEMM samples of `P0` parameters.
-/// One row is a GEMV: the profile's one-row sample (weights cycled through more memory than the
+/// One row is a GEMV: the profile's one-row sample (a layer pass with weights cycled through more memory than the
 /// caches hold), else bytes / memory bandwidth. Each layer adds its share of attention (reading
 /// each sequence's KV at memory bandwidth plus the multiply-adds at the fitted rate).
 ///
