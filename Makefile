@@ -25,8 +25,9 @@ test: deps
 	$(SWIFT) test
 
 # make bench: every suite, results in bench-results/<timestamp>/ (results.json, summary.md, plots);
-# make bench-quick: smaller presets, fewer repeats. BENCH_COMPARE=bench-results/<earlier> prints the change.
-BENCH_ARGS := $(if $(BENCH_COMPARE),--compare $(BENCH_COMPARE),)
+# make bench-quick: smaller presets, fewer repeats. BENCH_COMPARE=bench-results/<earlier> prints the change;
+# BENCH_REPEATS=N runs plan and rule N times per RAM-budget configuration (default 3).
+BENCH_ARGS := $(if $(BENCH_COMPARE),--compare $(BENCH_COMPARE),) $(if $(BENCH_REPEATS),--sweep-repeats $(BENCH_REPEATS),)
 
 bench: build bench-gemm-build
 	$(BIN) bench-suite $(BENCH_ARGS)

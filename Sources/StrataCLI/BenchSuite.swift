@@ -12,6 +12,7 @@ struct BenchSuite: ParsableCommand {
         abstract: "Run the benchmark scenarios; write bench-results/<timestamp>/{results.json,summary.md,*.svg}.")
     @Flag(help: "Smaller presets and fewer repeats (about 3 minutes).") var quick = false
     @Option(help: "Folder for results.") var out = "bench-results"
+    @Option(help: "Runs of plan and of rule per RAM-budget configuration (default: 3, --quick 1).") var sweepRepeats: Int?
     @Option(help: "An earlier results folder to compare with.") var compare: String?
     @Option(help: "gemm-compare binary (built by make bench).") var gemmCompare = "Benchmarks/.build/release/gemm-compare"
 
@@ -99,7 +100,7 @@ struct BenchSuite: ParsableCommand {
         let gen = quick ? 4 : 8
         // plan and rule run `sweepRepeats` times each, alternating which goes first (this VM's
         // disk speed drifts run to run); mmap once
-        let sweepRepeats = quick ? 1 : 3
+        let sweepRepeats = max(1, self.sweepRepeats ?? (quick ? 1 : 3))
         var sweep: [[String: Any]] = []
         var diskRates: [Double] = []
         let total = budgets.count * sweepBatches.count * (2 * sweepRepeats + 1)
