@@ -28,7 +28,8 @@ public struct WeightIOStats: Sendable, Codable {
 /// Weights in two tiers under a RAM budget.
 ///
 /// - Resident tensors are read once into owned memory (charged to the ledger line
-///   "resident weights"; the file's pages are dropped after the read).
+///   "resident weights"; the file's pages are dropped after the read). So are the vectors
+///   (norms, biases) of streamed layers.
 /// - Cold tensors (an untied token embedding) are read through a file mapping, a row at a time.
 /// - Streamed layers live on disk and pass through a ring of `prefetchDepth + 1` staging slots
 ///   (ledger line "staging buffers"): an I/O thread reads layer after layer in the order the
@@ -83,7 +84,7 @@ public final class TieredWeightStore: WeightStore, @unchecked Sendable {
         // staging layout of each streamed layer: one aligned segment per contiguous run in a file
         var maxSlot = 0
         for layer in streamedLayers {
-            let ts = locations.filter { $0.layer == layer }.sorted { ($0.path, $0.begin) < ($1.path, $1.begin) }
+            let ts = locations.filter { $0.layer == layer && !Self.keptResident($0) }.sorted { ($0.path, $0.begin) < ($1.path, $1.begin) }
             var segs: [(String, Int, Int, Int)] = []
             var slotPos = 0
             var i = 0
@@ -115,7 +116,7 @@ public final class TieredWeightStore: WeightStore, @unchecked Sendable {
             mappings[l.path] = m
             resident[l.name] = Tensor(storage: m.storage(offset: l.begin, count: l.end - l.begin), dtype: l.dtype, shape: l.shape)
         }
-        for l in locations where !streamed.contains(l.layer) && !cold.contains(l.name) {
+        for l in locations where (!streamed.contains(l.layer) || Self.keptResident(l)) && !cold.contains(l.name) {
             try ledger.charge("resident weights", l.end - l.begin)
             let t = Tensor(storage: TensorStorage(byteCount: l.end - l.begin, hugePages: true), dtype: l.dtype, shape: l.shape)
             let fd = try buffered[l.path] ?? FileIO.openRead(l.path)
@@ -132,6 +133,11 @@ public final class TieredWeightStore: WeightStore, @unchecked Sendable {
             t.start()
         }
     }
+
+    /// Vectors (norm weights, biases) of streamed layers stay resident: a few KiB per layer, which
+    /// the models copy to f32 when they are built, so building a model needs no streamed layer
+    /// read (it used to cost a whole extra pass over the streamed layers at load).
+    static func keptResident(_ l: TensorLocation) -> Bool { l.shape.count < 2 }
 
     deinit {
         cond.lock(); stopping = true; cond.broadcast(); cond.unlock()

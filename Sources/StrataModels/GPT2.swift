@@ -113,8 +113,6 @@ public final class GPT2Model: CausalLM, @unchecked Sendable {
             func conv(_ name: String, _ shape: [Int]) throws -> WeightMatrix {
                 WeightMatrix(try w.tensor(p + name + ".weight", shape, layer: i), layout: .inOut, bias: try w.vector(p + name + ".bias", shape[1], layer: i))
             }
-            try store.acquire(layer: i)
-            defer { store.release(layer: i) }
             return Layer(ln1w: try w.vector(p + "ln_1.weight", h, layer: i), ln1b: try w.vector(p + "ln_1.bias", h, layer: i),
                          qkv: try conv("attn.c_attn", [h, 3 * h]), proj: try conv("attn.c_proj", [h, h]),
                          ln2w: try w.vector(p + "ln_2.weight", h, layer: i), ln2b: try w.vector(p + "ln_2.bias", h, layer: i),

@@ -176,8 +176,6 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
             func lin(_ name: String, _ shape: [Int], bias: Bool) throws -> WeightMatrix {
                 WeightMatrix(try w.tensor(p + name + ".weight", shape, layer: i), bias: bias ? try w.vector(p + name + ".bias", shape[0], layer: i) : nil)
             }
-            try store.acquire(layer: i)
-            defer { store.release(layer: i) }
             return Layer(
                 inputNorm: try w.vector(p + "input_layernorm.weight", h, layer: i),
                 q: try lin("self_attn.q_proj", [nh * hd, h], bias: config.qkvBias),

@@ -24,6 +24,10 @@ import StrataTensor
         let store = try TieredWeightStore(locations: inv.locations, streamed: [1], prefetchDepth: 0, ledger: ledger, location: dir)
         defer { store.shutdown() }
         let tiered = try ModelRegistry.load(directory: dir, store: store)
+        // building the model reads no streamed layer beyond what the one slot prefetches (its
+        // norms and biases are resident), so a run streams each layer once per pass
+        let residentBytes = inv.locations.filter { $0.layer != 1 || $0.shape.count < 2 }.reduce(0) { $0 + $1.end - $1.begin }
+        #expect(store.stats.layersLoaded <= 1 && ledger.lines["resident weights"] == residentBytes)
         let mapped = try ModelRegistry.load(directory: dir)
         let seq = try Fixtures.reference(name).sequences[1].map(Int32.init)
         let a = try tiered.logits(seq), b = try mapped.logits(seq)
