@@ -20,7 +20,8 @@ public enum Profiler {
 
     /// The profile's compute figures: a layer's forward pass at M = 1 ... 512 rows less its
     /// element-wise work, as samples of the layer's parameters, and the element-wise seconds per
-    /// row. About 18 s on 2 cores. `make bench` re-measures them before each configuration.
+    /// row. About 16 s on 2 cores (a `strata profile --refresh` here, 2026-11-26). `make bench`
+    /// re-measures them before each configuration after the first.
     public static func computeSamples(log: (String) -> Void = { _ in }) throws -> (samples: [HardwareProfile.GemmSample], elementwisePerRow: Double) {
         var samples: [HardwareProfile.GemmSample] = []
         // the engine's own forward pass over layers of this shape (weights from memory), less

@@ -87,10 +87,11 @@ struct BenchSuite: ParsableCommand {
 
         progress("RAM-budget sweep: planned, rule-placed and mmap runs, each in a memory cgroup, page cache dropped")
         let spec = try ModelRegistry.spec(directory: f32Model)
-        let weights = try WeightInventory(directory: f32Model, layers: spec.layers).totalBytes
+        let f32Inventory = try WeightInventory(directory: f32Model, layers: spec.layers)
+        let weights = f32Inventory.totalBytes
         let modelFile = f32Model + "/model.safetensors"
         // one read per layer, as the engine streams it
-        let layerRead = max(4096, (try WeightInventory(directory: f32Model, layers: spec.layers).layerBytes.max() ?? 0) / 4096 * 4096)
+        let layerRead = max(4096, (f32Inventory.layerBytes.max() ?? 0) / 4096 * 4096)
         // the planner's compute figures measured now, by this build (a cached profile may be
         // from older code or another hour of this shared machine); the disk figure follows below
         progress("hardware profile (the planner's input), measured afresh")
@@ -123,7 +124,9 @@ struct BenchSuite: ParsableCommand {
                 diskRates.append(disk)
                 // and the compute figures, measured again now: this shared VM's speed drifts
                 // (the layer pass at 64 rows took 43.7-49.9 ms per layer in five profiles on 2026-11-26)
-                let (samples, ew) = try Profiler.computeSamples()
+                // (the first configuration comes right after the full profile: its samples stand)
+                let fresh = diskRates.count == 1 ? Profiler.cached() : nil
+                let (samples, ew) = try fresh.map { ($0.gemm, $0.elementwiseSecondsPerRow ?? 0) } ?? Profiler.computeSamples()
                 let layer64 = samples.first { $0.m == 64 }.map { $0.seconds + ew * 64 } ?? 0
                 if var prof = Profiler.cached() {
                     prof.diskReadBytesPerSecond = disk

@@ -185,12 +185,13 @@ public enum PlanError: Error, CustomStringConvertible, Equatable, Sendable {
 
 /// The cost model: pure functions of the inventory, the profile and a placement.
 ///
-/// A linear layer with `P` parameters over `M` rows costs `t(M) = (alpha + beta * M) * P / P0`
-/// where `alpha` (seconds, the weight-read part) and `beta` (seconds per row, the compute part)
-/// are fitted by least squares (LAPACKE `dgels`) to the profile's GEMM samples of `P0` parameters.
-/// One row is a GEMV: the profile's one-row sample (a layer pass with weights cycled through more memory than the
-/// caches hold), else bytes / memory bandwidth. Each layer adds its share of attention (reading
-/// each sequence's KV at memory bandwidth plus the multiply-adds at the fitted rate).
+/// A layer's linear work with `P` parameters over `M` rows interpolates the profile's samples (a
+/// layer's forward pass of `P0` parameters at M = 2 ... 512 rows, less its element-wise work),
+/// per parameter; beyond the last sample it grows by `beta` per row, where `alpha + beta * M`
+/// is fitted by least squares (LAPACKE `dgels`). One row is a GEMV: the profile's one-row
+/// sample (weights cycled through more memory than the caches hold), else bytes / memory
+/// bandwidth. Each layer adds its share of attention (reading each sequence's KV at memory
+/// bandwidth plus the multiply-adds at the fitted rate) and its element-wise work.
 ///
 /// Streamed layers are read by one I/O thread, in order, into `prefetch + 1` staging slots: the
 /// read of a layer starts when the previous read is done and its slot has been released (the
