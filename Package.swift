@@ -18,7 +18,9 @@ let package = Package(
             pkgConfig: "openblas",
             providers: [.apt(["libopenblas-dev", "liblapacke-dev"])]
         ),
-        .target(name: "StrataTensor", dependencies: ["COpenBLAS"]),
+        // hand-written SIMD kernels, every instruction set behind __attribute__((target)), chosen at run time
+        .target(name: "CStrataKernels"),
+        .target(name: "StrataTensor", dependencies: ["COpenBLAS", "CStrataKernels"]),
         .target(name: "StrataFormats", dependencies: ["StrataTensor"]),
         .target(name: "StrataModels", dependencies: ["StrataTensor", "StrataFormats"]),
         .target(name: "StrataMemory", dependencies: ["StrataTensor"]),

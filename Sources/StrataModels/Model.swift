@@ -194,14 +194,16 @@ struct WeightMatrix {
     /// y[rows, out] (+)= x[rows, in] * W (+ bias). `scratch` holds >= elementCount floats when the weight is not f32.
     func apply(_ x: UnsafePointer<Float>, rows: Int, _ y: UnsafeMutablePointer<Float>, ldx: Int? = nil, ldy: Int? = nil,
                accumulate: Bool = false, scratch: UnsafeMutablePointer<Float>?) {
-        if rows == 1 && layout == .outIn && tensor.dtype != .f32 {
-            // one row: the GEMV widens 16-bit weights in registers, no conversion pass
-            GEMV.run(weight: tensor.rawPointer, dtype: tensor.dtype, rows: outFeatures, cols: inFeatures, x: x, y: y, accumulate: accumulate)
-            if let b = bias { for j in 0..<outFeatures { y[j] += b.f32[j] } }
-            return
-        }
         let bp = bias.map { UnsafePointer($0.f32) }
         let lx = ldx ?? inFeatures, ly = ldy ?? outFeatures
+        if layout == .outIn && rows <= Kernels.maxRows(dtype: tensor.dtype) {
+            // few rows (a decode step): the kernel reads each weight byte once for all rows and
+            // widens 16-bit weights in registers, no conversion pass
+            Kernels.linear(weight: tensor.rawPointer, dtype: tensor.dtype, outFeatures: outFeatures, inFeatures: inFeatures,
+                           x: x, rows: rows, ldx: lx, y: y, ldy: ly, accumulate: accumulate)
+            if let bp { for r in 0..<rows { let row = y + r * ly; for j in 0..<outFeatures { row[j] += bp[j] } } }
+            return
+        }
         if tensor.dtype == .f32 {
             let w = UnsafePointer(tensor.f32)
             switch layout {

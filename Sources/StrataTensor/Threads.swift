@@ -1,13 +1,14 @@
-import Dispatch
-
-/// One setting for the number of threads, applied to OpenBLAS and to Strata's
-/// own parallel loops (`Threads.parallelFor`).
+/// One setting for the number of threads, applied to OpenBLAS and to Strata's own parallel
+/// loops (`Threads.parallelFor`), which run on the kernel wrapper's worker pool (`Kernels`):
+/// workers that stay ready between calls instead of a dispatch per call.
 public enum Threads {
     nonisolated(unsafe) private static var _count: Int = defaultCount()
 
     private static func defaultCount() -> Int {
         let n = BLAS.threads
-        return n > 0 ? n : 1
+        let c = n > 0 ? n : 1
+        Kernels.setPoolThreads(c)
+        return c
     }
 
     /// Threads in use.
@@ -18,22 +19,16 @@ public enum Threads {
         precondition(n >= 1, "Threads.set: need at least one thread, got \(n)")
         _count = n
         BLAS.setThreads(n)
+        Kernels.setPoolThreads(n)
     }
 
     /// Runs `body` over `0..<n` split into at most `count` contiguous chunks, in parallel.
     /// Chunks smaller than `minChunk` are merged so tiny loops stay on one thread.
-    @inlinable
     public static func parallelFor(_ n: Int, minChunk: Int = 1, _ body: (Range<Int>) -> Void) {
         if n <= 0 { return }
         let chunks = max(1, min(count, n / max(1, minChunk)))
         if chunks == 1 { body(0..<n); return }
-        withoutActuallyEscaping(body) { body in
-            let box = UncheckedSendable(body)
-            DispatchQueue.concurrentPerform(iterations: chunks) { c in
-                let lo = n * c / chunks, hi = n * (c + 1) / chunks
-                box.value(lo..<hi)
-            }
-        }
+        Kernels.runPool(chunks: chunks) { c in body((n * c / chunks)..<(n * (c + 1) / chunks)) }
     }
 }
 
@@ -44,12 +39,7 @@ extension Threads {
         if n <= 0 { return }
         let chunks = max(1, min(count, n / max(1, minChunk)))
         if chunks == 1 { body(0, 0..<n); return }
-        withoutActuallyEscaping(body) { body in
-            let box = UncheckedSendable(body)
-            DispatchQueue.concurrentPerform(iterations: chunks) { c in
-                box.value(c, (n * c / chunks)..<(n * (c + 1) / chunks))
-            }
-        }
+        Kernels.runPool(chunks: chunks) { c in body(c, (n * c / chunks)..<(n * (c + 1) / chunks)) }
     }
 
     /// The most chunks `parallelChunks` uses.

@@ -1,0 +1,82 @@
+// CStrataKernels: Strata's hand-written SIMD kernels, the one C module besides the OpenBLAS
+// system library. Only StrataTensor/Kernels.swift imports it.
+//
+// Every kernel exists in three instruction-set paths, compiled in this one translation unit
+// with __attribute__((target(...))) (no compiler flags needed, none set by the package):
+//   STRATA_ISA_AVX512   AVX-512 F/BW/VL (+F16C, FMA): 16-lane, masked tails
+//   STRATA_ISA_AVX2     AVX2 + FMA + F16C: 8-lane, scalar tails
+//   STRATA_ISA_PORTABLE plain C (any CPU)
+// The best path the CPU supports is chosen once (__builtin_cpu_supports); STRATA_KERNELS=
+// portable|avx2|avx512 in the environment, or strata_kernels_set_isa, forces one (tests and
+// benchmarks run every path this machine has).
+#ifndef STRATA_KERNELS_H
+#define STRATA_KERNELS_H
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum { STRATA_ISA_PORTABLE = 0, STRATA_ISA_AVX2 = 1, STRATA_ISA_AVX512 = 2 };
+
+/// Weight storage types of the linear kernels (activations and accumulation are always f32).
+enum { STRATA_W_F32 = 0, STRATA_W_F16 = 1, STRATA_W_BF16 = 2 };
+
+/// 1 when this CPU can run `isa`.
+int strata_isa_supported(int isa);
+/// The best path this CPU supports.
+int strata_isa_best(void);
+/// The path in use (the best one, unless forced).
+int strata_kernels_isa(void);
+/// Forces a path; returns 0, or -1 (and changes nothing) when the CPU cannot run it.
+int strata_kernels_set_isa(int isa);
+
+/// A linear layer with few rows: y[r, j] (+)= sum_i x[r, i] * W[j, i] for r < m, j < n.
+/// W is [n, k] row-major (the HF [out, in] layout) in `wtype` storage; x is [m, k] with row
+/// stride ldx (floats); y is [m, n] with row stride ldy. Each weight byte is read once for all
+/// m rows: the kernel walks W four rows at a time and multiplies each block of rows against
+/// every x row while it is in L1.
+typedef struct {
+    const void *w;
+    int wtype;
+    int accumulate;
+    long n, k;
+    const float *x;
+    long ldx, m;
+    float *y;
+    long ldy;
+} strata_linear_args;
+
+/// The output rows [j0, j1) of the linear on the path in use, on the calling thread.
+void strata_linear_rows(const strata_linear_args *a, long j0, long j1);
+/// The same on a given path (tests); the path must be supported.
+void strata_linear_rows_isa(int isa, const strata_linear_args *a, long j0, long j1);
+/// The whole linear, its output rows split across the pool's threads.
+void strata_linear(const strata_linear_args *a);
+
+/// Sum of the floats of [p, p + count) read with `isa`'s widest loads (8 independent
+/// accumulators), prefetching `prefetch_bytes` ahead when that is > 0; the read kernel behind
+/// the memory-bandwidth figure.
+float strata_read_sum(int isa, const float *p, long count, long prefetch_bytes);
+
+// ---- the worker pool -------------------------------------------------------------------
+// Threads that stay ready between calls: after a job a worker spins (pause) for
+// `spin_us` microseconds, then sleeps on a condition variable. A job is split into `chunks`
+// pieces claimed dynamically by the caller and the workers; the call returns when all are done.
+// A call from inside a job, or while another thread's job runs, runs its chunks inline.
+
+typedef void (*strata_task_fn)(void *ctx, long chunk);
+/// Total threads of a job, the caller included (1 = no workers). Starts workers as needed.
+void strata_pool_set_threads(int n);
+int strata_pool_threads(void);
+/// Microseconds a worker spins after a job before it sleeps (default 300).
+void strata_pool_set_spin_us(long us);
+void strata_pool_run(strata_task_fn fn, void *ctx, long chunks);
+/// Jobs whose workers were asleep (had to be woken by the condition variable), since start.
+long strata_pool_sleep_wakeups(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

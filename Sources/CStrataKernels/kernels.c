@@ -1,0 +1,560 @@
+// Strata's SIMD kernels: few-row linear layers over f32 / f16 / bf16 weights, a memory-read
+// kernel, and the worker pool that runs them. See include/strata_kernels.h for the contract.
+//
+// Weight layouts read here:
+//   f32  : IEEE binary32, 4 bytes
+//   f16  : IEEE binary16, 2 bytes (widened exactly: subnormals, Inf and NaN kept)
+//   bf16 : the top 16 bits of a binary32, 2 bytes (widened by a 16-bit shift)
+#define _GNU_SOURCE
+#include "strata_kernels.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#define STRATA_X86 1
+#include <immintrin.h>
+#else
+#define STRATA_X86 0
+#endif
+
+#define INLINE static inline __attribute__((always_inline))
+
+// ---- portable path ---------------------------------------------------------------------
+
+/// Exact f16 bits -> f32 (zero, subnormals, Inf, NaN).
+INLINE float f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1F, mant = h & 0x3FF, bits;
+    if (exp == 0x1F) {
+        bits = sign | 0x7F800000u | (mant << 13);
+    } else if (exp == 0) {
+        float v = (float)mant * 5.960464477539063e-08f;  // mant * 2^-24, exact
+        memcpy(&bits, &v, 4);
+        bits |= sign;
+    } else {
+        bits = sign | ((exp + 112) << 23) | (mant << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+INLINE float bf16_to_f32(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+INLINE float load_w1(int t, const void *w, long i) {
+    switch (t) {
+    case STRATA_W_F16: return f16_to_f32(((const uint16_t *)w)[i]);
+    case STRATA_W_BF16: return bf16_to_f32(((const uint16_t *)w)[i]);
+    default: return ((const float *)w)[i];
+    }
+}
+
+INLINE size_t wsize(int t) { return t == STRATA_W_F32 ? 4 : 2; }
+
+INLINE void store(float *y, float v, int acc) { *y = acc ? *y + v : v; }
+
+/// Portable: four weight rows per pass, each x row against them, four partial sums per dot.
+INLINE void rows_portable_t(const int t, const strata_linear_args *a, long j0, long j1) {
+    const long k = a->k, m = a->m;
+    const char *W = (const char *)a->w;
+    const size_t rs = (size_t)k * wsize(t);
+    long j = j0;
+    for (; j + 4 <= j1; j += 4) {
+        const void *w0 = W + (size_t)j * rs, *w1 = W + (size_t)(j + 1) * rs;
+        const void *w2 = W + (size_t)(j + 2) * rs, *w3 = W + (size_t)(j + 3) * rs;
+        for (long r = 0; r < m; r++) {
+            const float *x = a->x + r * a->ldx;
+            float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+            for (long i = 0; i < k; i++) {
+                float xv = x[i];
+                s0 += load_w1(t, w0, i) * xv;
+                s1 += load_w1(t, w1, i) * xv;
+                s2 += load_w1(t, w2, i) * xv;
+                s3 += load_w1(t, w3, i) * xv;
+            }
+            float *y = a->y + r * a->ldy + j;
+            store(y, s0, a->accumulate); store(y + 1, s1, a->accumulate);
+            store(y + 2, s2, a->accumulate); store(y + 3, s3, a->accumulate);
+        }
+    }
+    for (; j < j1; j++) {
+        const void *w0 = W + (size_t)j * rs;
+        for (long r = 0; r < m; r++) {
+            const float *x = a->x + r * a->ldx;
+            float s = 0;
+            for (long i = 0; i < k; i++) s += load_w1(t, w0, i) * x[i];
+            store(a->y + r * a->ldy + j, s, a->accumulate);
+        }
+    }
+}
+
+static void rows_portable(const strata_linear_args *a, long j0, long j1) {
+    switch (a->wtype) {
+    case STRATA_W_F16: rows_portable_t(STRATA_W_F16, a, j0, j1); break;
+    case STRATA_W_BF16: rows_portable_t(STRATA_W_BF16, a, j0, j1); break;
+    default: rows_portable_t(STRATA_W_F32, a, j0, j1); break;
+    }
+}
+
+static float read_portable(const float *p, long n) {
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    long i = 0;
+    for (; i + 4 <= n; i += 4) { s0 += p[i]; s1 += p[i + 1]; s2 += p[i + 2]; s3 += p[i + 3]; }
+    for (; i < n; i++) s0 += p[i];
+    return s0 + s1 + s2 + s3;
+}
+
+#if STRATA_X86
+// ---- AVX2 + FMA + F16C path --------------------------------------------------------------
+#define TGT2 __attribute__((target("avx2,fma,f16c")))
+
+TGT2 INLINE __m256 ld8(const int t, const void *w, long i) {
+    switch (t) {
+    case STRATA_W_F16: return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + i)));
+    case STRATA_W_BF16:
+        return _mm256_castsi256_ps(_mm256_slli_epi32(
+            _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)w + i))), 16));
+    default: return _mm256_loadu_ps((const float *)w + i);
+    }
+}
+
+TGT2 INLINE float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/// JB weight rows x RB x rows, 8 lanes; the K % 8 tail in scalar.
+TGT2 INLINE void blk2(const int t, const int JB, const int RB, const strata_linear_args *a, long j, long r) {
+    const long k = a->k, k8 = k & ~7L;
+    const char *W = (const char *)a->w;
+    const size_t rs = (size_t)k * wsize(t);
+    const void *wr[4];
+    const float *xr[4];
+    for (int jj = 0; jj < JB; jj++) wr[jj] = W + (size_t)(j + jj) * rs;
+    for (int rr = 0; rr < RB; rr++) xr[rr] = a->x + (r + rr) * a->ldx;
+    __m256 s[4][2];
+    for (int jj = 0; jj < JB; jj++)
+        for (int rr = 0; rr < RB; rr++) s[jj][rr] = _mm256_setzero_ps();
+    for (long i = 0; i < k8; i += 8) {
+        __m256 wv[4];
+        for (int jj = 0; jj < JB; jj++) wv[jj] = ld8(t, wr[jj], i);
+        for (int rr = 0; rr < RB; rr++) {
+            __m256 xv = _mm256_loadu_ps(xr[rr] + i);
+            for (int jj = 0; jj < JB; jj++) s[jj][rr] = _mm256_fmadd_ps(wv[jj], xv, s[jj][rr]);
+        }
+    }
+    for (int jj = 0; jj < JB; jj++)
+        for (int rr = 0; rr < RB; rr++) {
+            float v = hsum8(s[jj][rr]);
+            for (long i = k8; i < k; i++) v += load_w1(t, wr[jj], i) * xr[rr][i];
+            store(a->y + (r + rr) * a->ldy + j + jj, v, a->accumulate);
+        }
+}
+
+TGT2 INLINE void rows_avx2_t(const int t, const strata_linear_args *a, long j0, long j1) {
+    const long m = a->m;
+    long j = j0;
+    for (; j + 4 <= j1; j += 4) {
+        long r = 0;
+        for (; r + 2 <= m; r += 2) blk2(t, 4, 2, a, j, r);
+        if (r < m) blk2(t, 4, 1, a, j, r);
+    }
+    for (; j < j1; j++) {
+        long r = 0;
+        for (; r + 2 <= m; r += 2) blk2(t, 1, 2, a, j, r);
+        if (r < m) blk2(t, 1, 1, a, j, r);
+    }
+}
+
+TGT2 static void rows_avx2(const strata_linear_args *a, long j0, long j1) {
+    switch (a->wtype) {
+    case STRATA_W_F16: rows_avx2_t(STRATA_W_F16, a, j0, j1); break;
+    case STRATA_W_BF16: rows_avx2_t(STRATA_W_BF16, a, j0, j1); break;
+    default: rows_avx2_t(STRATA_W_F32, a, j0, j1); break;
+    }
+}
+
+TGT2 static float read_avx2(const float *p, long n, long pf) {
+    __m256 s[8];
+    for (int u = 0; u < 8; u++) s[u] = _mm256_setzero_ps();
+    long i = 0;
+    const long pfn = pf / 4;
+    for (; i + 64 <= n; i += 64) {
+        if (pf > 0) { _mm_prefetch((const char *)(p + i + pfn), _MM_HINT_T0); _mm_prefetch((const char *)(p + i + pfn + 16), _MM_HINT_T0);
+                      _mm_prefetch((const char *)(p + i + pfn + 32), _MM_HINT_T0); _mm_prefetch((const char *)(p + i + pfn + 48), _MM_HINT_T0); }
+        for (int u = 0; u < 8; u++) s[u] = _mm256_add_ps(s[u], _mm256_loadu_ps(p + i + 8 * u));
+    }
+    for (int u = 1; u < 8; u++) s[0] = _mm256_add_ps(s[0], s[u]);
+    float v = hsum8(s[0]);
+    for (; i < n; i++) v += p[i];
+    return v;
+}
+
+// ---- AVX-512 F/BW/VL path ---------------------------------------------------------------
+#define TGT512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+
+TGT512 INLINE __m512 ld16(const int t, const void *w, long i) {
+    switch (t) {
+    case STRATA_W_F16: return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)w + i)));
+    case STRATA_W_BF16:
+        return _mm512_castsi512_ps(_mm512_slli_epi32(
+            _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)w + i))), 16));
+    default: return _mm512_loadu_ps((const float *)w + i);
+    }
+}
+
+/// The first `mask` lanes of 16 weights from element i (the K tail), zero elsewhere.
+TGT512 INLINE __m512 ld16m(const int t, const void *w, long i, __mmask16 mask) {
+    switch (t) {
+    case STRATA_W_F16: return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, (const uint16_t *)w + i));
+    case STRATA_W_BF16:
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, (const uint16_t *)w + i)), 16));
+    default: return _mm512_maskz_loadu_ps(mask, (const float *)w + i);
+    }
+}
+
+/// JB weight rows x RB x rows, 16 lanes, the K % 16 tail by masked loads.
+TGT512 INLINE void blk512(const int t, const int JB, const int RB, const strata_linear_args *a, long j, long r) {
+    const long k = a->k, k16 = k & ~15L;
+    const char *W = (const char *)a->w;
+    const size_t rs = (size_t)k * wsize(t);
+    const void *wr[4];
+    const float *xr[4];
+    for (int jj = 0; jj < JB; jj++) wr[jj] = W + (size_t)(j + jj) * rs;
+    for (int rr = 0; rr < RB; rr++) xr[rr] = a->x + (r + rr) * a->ldx;
+    __m512 s[4][4];
+    for (int jj = 0; jj < JB; jj++)
+        for (int rr = 0; rr < RB; rr++) s[jj][rr] = _mm512_setzero_ps();
+    for (long i = 0; i < k16; i += 16) {
+        __m512 wv[4];
+        for (int jj = 0; jj < JB; jj++) wv[jj] = ld16(t, wr[jj], i);
+        for (int rr = 0; rr < RB; rr++) {
+            __m512 xv = _mm512_loadu_ps(xr[rr] + i);
+            for (int jj = 0; jj < JB; jj++) s[jj][rr] = _mm512_fmadd_ps(wv[jj], xv, s[jj][rr]);
+        }
+    }
+    if (k16 < k) {
+        const __mmask16 mask = (__mmask16)((1u << (k - k16)) - 1);
+        __m512 wv[4];
+        for (int jj = 0; jj < JB; jj++) wv[jj] = ld16m(t, wr[jj], k16, mask);
+        for (int rr = 0; rr < RB; rr++) {
+            __m512 xv = _mm512_maskz_loadu_ps(mask, xr[rr] + k16);
+            for (int jj = 0; jj < JB; jj++) s[jj][rr] = _mm512_fmadd_ps(wv[jj], xv, s[jj][rr]);
+        }
+    }
+    for (int jj = 0; jj < JB; jj++)
+        for (int rr = 0; rr < RB; rr++)
+            store(a->y + (r + rr) * a->ldy + j + jj, _mm512_reduce_add_ps(s[jj][rr]), a->accumulate);
+}
+
+TGT512 INLINE void rows512_t(const int t, const strata_linear_args *a, long j0, long j1) {
+    const long m = a->m;
+    long j = j0;
+    for (; j + 4 <= j1; j += 4) {
+        long r = 0;
+        for (; r + 4 <= m; r += 4) blk512(t, 4, 4, a, j, r);
+        switch (m - r) {
+        case 3: blk512(t, 4, 3, a, j, r); break;
+        case 2: blk512(t, 4, 2, a, j, r); break;
+        case 1: blk512(t, 4, 1, a, j, r); break;
+        default: break;
+        }
+    }
+    for (; j < j1; j++) {
+        long r = 0;
+        for (; r + 4 <= m; r += 4) blk512(t, 1, 4, a, j, r);
+        for (; r < m; r++) blk512(t, 1, 1, a, j, r);
+    }
+}
+
+TGT512 static void rows_avx512(const strata_linear_args *a, long j0, long j1) {
+    switch (a->wtype) {
+    case STRATA_W_F16: rows512_t(STRATA_W_F16, a, j0, j1); break;
+    case STRATA_W_BF16: rows512_t(STRATA_W_BF16, a, j0, j1); break;
+    default: rows512_t(STRATA_W_F32, a, j0, j1); break;
+    }
+}
+
+TGT512 static float read_avx512(const float *p, long n, long pf) {
+    __m512 s[8];
+    for (int u = 0; u < 8; u++) s[u] = _mm512_setzero_ps();
+    long i = 0;
+    const long pfn = pf / 4;
+    for (; i + 128 <= n; i += 128) {
+        if (pf > 0)
+            for (int u = 0; u < 8; u++) _mm_prefetch((const char *)(p + i + pfn + 16 * u), _MM_HINT_T0);
+        for (int u = 0; u < 8; u++) s[u] = _mm512_add_ps(s[u], _mm512_loadu_ps(p + i + 16 * u));
+    }
+    for (int u = 1; u < 8; u++) s[0] = _mm512_add_ps(s[0], s[u]);
+    float v = _mm512_reduce_add_ps(s[0]);
+    for (; i < n; i++) v += p[i];
+    return v;
+}
+#endif  // STRATA_X86
+
+// ---- dispatch ----------------------------------------------------------------------------
+
+int strata_isa_supported(int isa) {
+    switch (isa) {
+    case STRATA_ISA_PORTABLE: return 1;
+#if STRATA_X86
+    case STRATA_ISA_AVX2:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    case STRATA_ISA_AVX512:
+        __builtin_cpu_init();
+        return strata_isa_supported(STRATA_ISA_AVX2) && __builtin_cpu_supports("avx512f") &&
+               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+#endif
+    default: return 0;
+    }
+}
+
+int strata_isa_best(void) {
+    if (strata_isa_supported(STRATA_ISA_AVX512)) return STRATA_ISA_AVX512;
+    if (strata_isa_supported(STRATA_ISA_AVX2)) return STRATA_ISA_AVX2;
+    return STRATA_ISA_PORTABLE;
+}
+
+static _Atomic int g_isa = -1;
+
+int strata_kernels_isa(void) {
+    int isa = atomic_load_explicit(&g_isa, memory_order_relaxed);
+    if (isa >= 0) return isa;
+    isa = strata_isa_best();
+    const char *env = getenv("STRATA_KERNELS");
+    if (env) {
+        int want = -1;
+        if (strcmp(env, "portable") == 0) want = STRATA_ISA_PORTABLE;
+        else if (strcmp(env, "avx2") == 0) want = STRATA_ISA_AVX2;
+        else if (strcmp(env, "avx512") == 0) want = STRATA_ISA_AVX512;
+        if (want >= 0 && strata_isa_supported(want)) isa = want;
+    }
+    atomic_store_explicit(&g_isa, isa, memory_order_relaxed);
+    return isa;
+}
+
+int strata_kernels_set_isa(int isa) {
+    if (!strata_isa_supported(isa)) return -1;
+    atomic_store_explicit(&g_isa, isa, memory_order_relaxed);
+    return 0;
+}
+
+void strata_linear_rows_isa(int isa, const strata_linear_args *a, long j0, long j1) {
+    if (j1 <= j0 || a->m <= 0) return;
+    switch (isa) {
+#if STRATA_X86
+    case STRATA_ISA_AVX512: rows_avx512(a, j0, j1); return;
+    case STRATA_ISA_AVX2: rows_avx2(a, j0, j1); return;
+#endif
+    default: rows_portable(a, j0, j1); return;
+    }
+}
+
+void strata_linear_rows(const strata_linear_args *a, long j0, long j1) {
+    strata_linear_rows_isa(strata_kernels_isa(), a, j0, j1);
+}
+
+float strata_read_sum(int isa, const float *p, long count, long prefetch_bytes) {
+    switch (isa) {
+#if STRATA_X86
+    case STRATA_ISA_AVX512: if (strata_isa_supported(isa)) return read_avx512(p, count, prefetch_bytes); break;
+    case STRATA_ISA_AVX2: if (strata_isa_supported(isa)) return read_avx2(p, count, prefetch_bytes); break;
+#endif
+    default: break;
+    }
+    return read_portable(p, count);
+}
+
+// ---- the worker pool -----------------------------------------------------------------------
+//
+// State: `job` (generation << 32 | next chunk index) is the claim counter; a worker may take a
+// chunk only while the generation in it is the one it woke for, so a late worker can never run
+// a chunk of the next job with the previous job's function. `done` counts finished chunks of
+// the current job; the caller returns only when done == chunks, so the next job is published
+// after every chunk of this one has run.
+
+#define POOL_MAX 256
+
+static struct {
+    pthread_mutex_t start_mu;     // serializes pool_set_threads
+    pthread_mutex_t run_mu;       // one job at a time (trylock: a second caller runs inline)
+    pthread_mutex_t sleep_mu;
+    pthread_cond_t sleep_cv;
+    _Atomic(strata_task_fn) fn;
+    _Atomic(void *) ctx;
+    _Atomic long chunks;
+    _Atomic uint64_t job;
+    _Atomic long done;
+    _Atomic uint32_t gen;
+    _Atomic int sleepers;
+    _Atomic long spin_ns;
+    _Atomic long sleep_wakeups;
+    int workers;                  // started worker threads
+    _Atomic int wanted;           // threads per job, caller included
+} P = {
+    .start_mu = PTHREAD_MUTEX_INITIALIZER,
+    .run_mu = PTHREAD_MUTEX_INITIALIZER,
+    .sleep_mu = PTHREAD_MUTEX_INITIALIZER,
+    .sleep_cv = PTHREAD_COND_INITIALIZER,
+    .spin_ns = 300000,
+    .wanted = 1,
+};
+
+static _Thread_local int t_in_job = 0;
+
+static long now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+
+INLINE void cpu_relax(void) {
+#if STRATA_X86
+    _mm_pause();
+#endif
+}
+
+/// Claims and runs chunks of generation `g` until none is left.
+static void run_chunks(uint32_t g) {
+    strata_task_fn fn = atomic_load_explicit(&P.fn, memory_order_acquire);
+    void *ctx = atomic_load_explicit(&P.ctx, memory_order_acquire);
+    long chunks = atomic_load_explicit(&P.chunks, memory_order_acquire);
+    for (;;) {
+        uint64_t v = atomic_load_explicit(&P.job, memory_order_acquire);
+        if ((uint32_t)(v >> 32) != g || (long)(v & 0xFFFFFFFFu) >= chunks) return;
+        if (!atomic_compare_exchange_weak_explicit(&P.job, &v, v + 1, memory_order_acq_rel, memory_order_relaxed)) continue;
+        fn(ctx, (long)(v & 0xFFFFFFFFu));
+        atomic_fetch_add_explicit(&P.done, 1, memory_order_release);
+    }
+}
+
+static void *worker_main(void *arg) {
+    const int index = (int)(long)arg;  // 1 ... workers
+    t_in_job = 1;
+    uint32_t seen = atomic_load_explicit(&P.gen, memory_order_acquire);
+    for (;;) {
+        uint32_t g = atomic_load_explicit(&P.gen, memory_order_acquire);
+        if (g == seen) {
+            long until = now_ns() + atomic_load_explicit(&P.spin_ns, memory_order_relaxed);
+            int spins = 0;
+            while ((g = atomic_load_explicit(&P.gen, memory_order_acquire)) == seen) {
+                cpu_relax();
+                if (++spins == 256) {
+                    spins = 0;
+                    if (now_ns() > until) break;
+                }
+            }
+            if (g == seen) {
+                pthread_mutex_lock(&P.sleep_mu);
+                atomic_fetch_add(&P.sleepers, 1);
+                while ((g = atomic_load_explicit(&P.gen, memory_order_acquire)) == seen) pthread_cond_wait(&P.sleep_cv, &P.sleep_mu);
+                atomic_fetch_sub(&P.sleepers, 1);
+                pthread_mutex_unlock(&P.sleep_mu);
+            }
+        }
+        seen = g;
+        if (index < atomic_load_explicit(&P.wanted, memory_order_relaxed)) run_chunks(g);
+    }
+    return NULL;
+}
+
+void strata_pool_set_threads(int n) {
+    if (n < 1) n = 1;
+    if (n > POOL_MAX) n = POOL_MAX;
+    pthread_mutex_lock(&P.start_mu);
+    while (P.workers < n - 1) {
+        pthread_t th;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&th, &attr, worker_main, (void *)(long)(P.workers + 1)) != 0) {
+            pthread_attr_destroy(&attr);
+            break;  // fewer workers: jobs still complete (the caller runs what is left)
+        }
+        pthread_attr_destroy(&attr);
+        P.workers++;
+    }
+    atomic_store(&P.wanted, n < P.workers + 1 ? n : P.workers + 1);
+    pthread_mutex_unlock(&P.start_mu);
+}
+
+int strata_pool_threads(void) { return atomic_load(&P.wanted); }
+
+void strata_pool_set_spin_us(long us) { atomic_store(&P.spin_ns, (us < 0 ? 0 : us) * 1000L); }
+
+long strata_pool_sleep_wakeups(void) { return atomic_load(&P.sleep_wakeups); }
+
+void strata_pool_run(strata_task_fn fn, void *ctx, long chunks) {
+    if (chunks <= 0) return;
+    if (chunks == 1 || t_in_job || atomic_load_explicit(&P.wanted, memory_order_relaxed) <= 1 ||
+        pthread_mutex_trylock(&P.run_mu) != 0) {
+        for (long c = 0; c < chunks; c++) fn(ctx, c);
+        return;
+    }
+    uint32_t g = atomic_load_explicit(&P.gen, memory_order_relaxed) + 1;
+    // close the claim counter first (new generation, no chunk left), so a worker still holding
+    // the previous generation cannot claim while the job's fields below are rewritten
+    atomic_store_explicit(&P.job, ((uint64_t)g << 32) | 0xFFFFFFFFu, memory_order_seq_cst);
+    atomic_store_explicit(&P.fn, fn, memory_order_relaxed);
+    atomic_store_explicit(&P.ctx, ctx, memory_order_relaxed);
+    atomic_store_explicit(&P.chunks, chunks, memory_order_release);
+    atomic_store_explicit(&P.done, 0, memory_order_relaxed);
+    atomic_store_explicit(&P.job, (uint64_t)g << 32, memory_order_release);
+    atomic_store_explicit(&P.gen, g, memory_order_release);
+    if (atomic_load(&P.sleepers) > 0) {
+        atomic_fetch_add_explicit(&P.sleep_wakeups, 1, memory_order_relaxed);
+        pthread_mutex_lock(&P.sleep_mu);
+        pthread_cond_broadcast(&P.sleep_cv);
+        pthread_mutex_unlock(&P.sleep_mu);
+    }
+    t_in_job = 1;
+    run_chunks(g);
+    t_in_job = 0;
+    while (atomic_load_explicit(&P.done, memory_order_acquire) < chunks) cpu_relax();
+    pthread_mutex_unlock(&P.run_mu);
+}
+
+// ---- the parallel linear -------------------------------------------------------------------
+
+typedef struct {
+    const strata_linear_args *a;
+    int isa;
+    long per;  // output rows per chunk (a multiple of 4)
+} linear_job;
+
+static void linear_chunk(void *ctx, long c) {
+    const linear_job *job = (const linear_job *)ctx;
+    long j0 = c * job->per, j1 = j0 + job->per;
+    if (j1 > job->a->n) j1 = job->a->n;
+    strata_linear_rows_isa(job->isa, job->a, j0, j1);
+}
+
+void strata_linear(const strata_linear_args *a) {
+    if (a->n <= 0 || a->m <= 0) return;
+    const int threads = strata_pool_threads();
+    // chunks of >= 64 rows or ~256 KiB of weights, so a woken thread has work worth its wake-up;
+    // twice as many chunks as threads so a slowed thread does not hold the others up
+    long minRows = (256L << 10) / (a->k * (long)wsize(a->wtype) + 1);
+    if (minRows < 64) minRows = 64;
+    long chunks = 2L * threads;
+    if (chunks > a->n / minRows) chunks = a->n / minRows;
+    if (chunks < 1) chunks = 1;
+    long per = (a->n + chunks - 1) / chunks;
+    per = (per + 3) & ~3L;
+    chunks = (a->n + per - 1) / per;
+    linear_job job = {a, strata_kernels_isa(), per};
+    if (chunks == 1) { linear_chunk(&job, 0); return; }
+    strata_pool_run(linear_chunk, &job, chunks);
+}

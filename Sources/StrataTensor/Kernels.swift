@@ -1,0 +1,124 @@
+import CStrataKernels
+
+/// The kernel wrapper: Strata's only door to its SIMD kernels (`CStrataKernels`).
+///
+/// **Few-row linear layers.** `y[M, N] (+)= x[M, K] * W^T` with `W` stored `[N, K]` row-major (the
+/// HF layout, as in `BLAS`), in f32, f16 or bf16, activations and accumulation in f32: each weight
+/// byte is read once for all M rows (the C kernel `strata_linear` walks W four rows at a time and
+/// multiplies each block against every row of x while it is in L1). This is the decode step: one
+/// row per sequence, bound by the bytes of weights read. Output rows are split across the worker
+/// pool. Above `maxRows(dtype:)` rows a GEMM is compute-bound and goes to OpenBLAS.
+///
+/// **Instruction sets.** Each kernel exists for AVX-512 (F/BW/VL), AVX2+FMA+F16C and plain C,
+/// all compiled into the package with `__attribute__((target))`; the best one the CPU has is
+/// chosen at run time, so a plain `swift build` gets the speed. `Kernels.use(_:)` or the
+/// environment variable `STRATA_KERNELS=portable|avx2|avx512` forces one.
+///
+/// **The pool.** `Threads.parallelFor` and the linear kernel run on one pool of workers that stay
+/// ready between calls (they spin `spinMicroseconds` after a job, then sleep), so the projections
+/// of a decode step do not pay a thread wake-up each.
+public enum Kernels {
+    /// An instruction-set path of the kernels.
+    public enum Path: Int32, CaseIterable, Sendable, CustomStringConvertible {
+        case portable = 0, avx2 = 1, avx512 = 2
+        public var description: String {
+            switch self {
+            case .portable: return "portable"
+            case .avx2: return "avx2"
+            case .avx512: return "avx512"
+            }
+        }
+        /// Whether this CPU can run the path.
+        public var isSupported: Bool { strata_isa_supported(rawValue) != 0 }
+    }
+
+    /// Every path this CPU can run, portable first.
+    public static var supportedPaths: [Path] { Path.allCases.filter(\.isSupported) }
+    /// The best path this CPU supports.
+    public static var bestPath: Path { Path(rawValue: strata_isa_best()) ?? .portable }
+    /// The path in use.
+    public static var path: Path { Path(rawValue: strata_kernels_isa()) ?? .portable }
+
+    /// Forces a path for every later kernel call; false (and no change) when the CPU cannot run it.
+    @discardableResult
+    public static func use(_ p: Path) -> Bool { strata_kernels_set_isa(p.rawValue) == 0 }
+
+    /// The most rows the few-row kernel takes for weights of `dtype`; more go to OpenBLAS sgemm.
+    /// (Measured crossovers, docs/benchmarks.md "Few-row linear kernels".)
+    public static func maxRows(dtype: DType) -> Int {
+        dtype == .f32 ? maxRowsF32 : maxRows16
+    }
+    static let maxRowsF32 = 16
+    static let maxRows16 = 32
+
+    @inline(__always)
+    static func code(_ d: DType) -> Int32 {
+        switch d {
+        case .f32: return Int32(STRATA_W_F32)
+        case .f16: return Int32(STRATA_W_F16)
+        case .bf16: return Int32(STRATA_W_BF16)
+        }
+    }
+
+    /// `y[r, j] (+)= sum_i x[r, i] * W[j, i]` for `r < rows`, `j < outFeatures`, over the pool's
+    /// threads. W `[outFeatures, inFeatures]` row-major in `dtype`; x rows `ldx` floats apart,
+    /// y rows `ldy` floats apart.
+    public static func linear(weight: UnsafeRawPointer, dtype: DType, outFeatures n: Int, inFeatures k: Int,
+                              x: UnsafePointer<Float>, rows m: Int, ldx: Int? = nil,
+                              y: UnsafeMutablePointer<Float>, ldy: Int? = nil, accumulate: Bool = false) {
+        precondition(n >= 0 && k >= 1 && m >= 0, "Kernels.linear: n=\(n) k=\(k) m=\(m)")
+        let lx = ldx ?? k, ly = ldy ?? n
+        precondition(lx >= k && ly >= n, "Kernels.linear: ldx \(lx) < \(k) or ldy \(ly) < \(n)")
+        var a = strata_linear_args(w: weight, wtype: code(dtype), accumulate: accumulate ? 1 : 0, n: n, k: k,
+                                   x: x, ldx: lx, m: m, y: y, ldy: ly)
+        strata_linear(&a)
+    }
+
+    /// Output rows `rows` of the same product on the calling thread, on a given path (tests and
+    /// benchmarks of each path).
+    public static func linearRows(path p: Path, weight: UnsafeRawPointer, dtype: DType, outFeatures n: Int, inFeatures k: Int,
+                                  x: UnsafePointer<Float>, rows m: Int, ldx: Int? = nil,
+                                  y: UnsafeMutablePointer<Float>, ldy: Int? = nil, accumulate: Bool = false, outputRows: Range<Int>? = nil) {
+        precondition(p.isSupported, "Kernels.linearRows: \(p) not supported on this CPU")
+        let lx = ldx ?? k, ly = ldy ?? n
+        precondition(n >= 0 && k >= 1 && m >= 0 && lx >= k && ly >= n, "Kernels.linearRows: n=\(n) k=\(k) m=\(m)")
+        var a = strata_linear_args(w: weight, wtype: code(dtype), accumulate: accumulate ? 1 : 0, n: n, k: k,
+                                   x: x, ldx: lx, m: m, y: y, ldy: ly)
+        let r = outputRows ?? 0..<n
+        strata_linear_rows_isa(p.rawValue, &a, r.lowerBound, r.upperBound)
+    }
+
+    /// Sum of `count` floats read with the widest loads of `path`, prefetching `prefetchBytes`
+    /// ahead when > 0 (the memory-read kernel; the sum keeps the reads from being optimized away).
+    public static func readSum(path p: Path, _ ptr: UnsafePointer<Float>, count: Int, prefetchBytes: Int = 0) -> Float {
+        strata_read_sum(p.rawValue, ptr, count, prefetchBytes)
+    }
+
+    // MARK: the pool
+
+    /// Sets the pool's threads per job, the caller included (`Threads.set` calls this).
+    static func setPoolThreads(_ n: Int) { strata_pool_set_threads(Int32(clamping: n)) }
+
+    /// Microseconds a worker spins after a job before it sleeps (default 300).
+    public static func setSpin(microseconds: Int) { strata_pool_set_spin_us(microseconds) }
+
+    /// Jobs that had to wake a sleeping worker since the process started.
+    public static var poolSleepWakeups: Int { strata_pool_sleep_wakeups() }
+
+    /// Runs `body(chunk)` for `chunk in 0..<chunks` on the pool, the caller taking part; returns
+    /// when all are done. Nested or concurrent calls run inline on the caller.
+    static func runPool(chunks: Int, _ body: (Int) -> Void) {
+        if chunks <= 0 { return }
+        if chunks == 1 { body(0); return }
+        withoutActuallyEscaping(body) { esc in
+            var job = PoolJob(body: esc)
+            withUnsafeMutablePointer(to: &job) { p in
+                strata_pool_run({ ctx, c in
+                    ctx!.assumingMemoryBound(to: PoolJob.self).pointee.body(c)
+                }, UnsafeMutableRawPointer(p), chunks)
+            }
+        }
+    }
+
+    private struct PoolJob { let body: (Int) -> Void }
+}
