@@ -9,6 +9,7 @@
 #include "strata_kernels.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,8 +163,47 @@ TGT2 INLINE void blk2(const int t, const int JB, const int RB, const strata_line
         }
 }
 
+/// One weight row x RB x rows, the K loop unrolled twice (2 * RB accumulators): the weights are
+/// read as one sequential stream, which the hardware prefetcher follows best (the few-row case).
+TGT2 INLINE void row2(const int t, const int RB, const strata_linear_args *a, long j, long r) {
+    const long k = a->k, k16 = k & ~15L, k8 = k & ~7L;
+    const void *w = (const char *)a->w + (size_t)j * (size_t)k * wsize(t);
+    const float *xr[4];
+    for (int rr = 0; rr < RB; rr++) xr[rr] = a->x + (r + rr) * a->ldx;
+    __m256 s0[4], s1[4];
+    for (int rr = 0; rr < RB; rr++) { s0[rr] = _mm256_setzero_ps(); s1[rr] = _mm256_setzero_ps(); }
+    long i = 0;
+    for (; i < k16; i += 16) {
+        __m256 w0 = ld8(t, w, i), w1 = ld8(t, w, i + 8);
+        for (int rr = 0; rr < RB; rr++) {
+            s0[rr] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xr[rr] + i), s0[rr]);
+            s1[rr] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xr[rr] + i + 8), s1[rr]);
+        }
+    }
+    if (i < k8) {
+        __m256 w0 = ld8(t, w, i);
+        for (int rr = 0; rr < RB; rr++) s0[rr] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xr[rr] + i), s0[rr]);
+    }
+    for (int rr = 0; rr < RB; rr++) {
+        float v = hsum8(_mm256_add_ps(s0[rr], s1[rr]));
+        for (long q = k8; q < k; q++) v += load_w1(t, w, q) * xr[rr][q];
+        store(a->y + (r + rr) * a->ldy + j, v, a->accumulate);
+    }
+}
+
 TGT2 INLINE void rows_avx2_t(const int t, const strata_linear_args *a, long j0, long j1) {
     const long m = a->m;
+    if (m <= 4) {
+        for (long j = j0; j < j1; j++) {
+            switch (m) {
+            case 4: row2(t, 4, a, j, 0); break;
+            case 3: row2(t, 3, a, j, 0); break;
+            case 2: row2(t, 2, a, j, 0); break;
+            default: row2(t, 1, a, j, 0); break;
+            }
+        }
+        return;
+    }
     long j = j0;
     for (; j + 4 <= j1; j += 4) {
         long r = 0;
@@ -452,7 +492,10 @@ static void *worker_main(void *arg) {
             while ((g = atomic_load_explicit(&P.gen, memory_order_acquire)) == seen) {
                 cpu_relax();
                 if (++spins == 256) {
+                    // every 256 pauses: give the core to another runnable thread (OpenBLAS's
+                    // workers during a GEMM) and check the clock
                     spins = 0;
+                    sched_yield();
                     if (now_ns() > until) break;
                 }
             }

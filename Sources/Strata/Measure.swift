@@ -6,37 +6,60 @@ import StrataMemory
 
 /// Quick measurements of the machine's limits, used by benchmarks and the planner's profile.
 public enum Measure {
-    /// Memory read bandwidth in bytes/s: the median of `repeats` parallel passes summing a
-    /// `bytes`-sized f32 buffer (far larger than the caches), with `Threads.count` threads.
+    /// One way of reading memory and the speed it reached.
+    public struct ReadVariant: Sendable, CustomStringConvertible {
+        public let path: Kernels.Path
+        public let threads: Int
+        public let prefetchBytes: Int
+        public let bytesPerSecond: Double
+        public var description: String {
+            String(format: "%@, %d thread%@, prefetch %@: %.1f GB/s", path.description, threads, threads == 1 ? "" : "s",
+                   prefetchBytes > 0 ? "\(prefetchBytes) B" : "off", bytesPerSecond / 1e9)
+        }
+    }
+
+    /// Memory read bandwidth in bytes/s, the best of `memoryReadVariants`: the honest bound of a
+    /// weight-bound decode step is at least what the fastest way of reading this machine's memory
+    /// reaches, not what one loop does.
     public static func memoryReadBandwidth(bytes: Int = 1 << 30, repeats: Int = 5) -> Double {
+        memoryReadVariants(bytes: bytes, repeats: repeats).map(\.bytesPerSecond).max() ?? 0
+    }
+
+    /// The read kernel (`Kernels.readSum`) over a `bytes`-sized buffer (far larger than the
+    /// caches) with every SIMD path, 1 and `Threads.count` threads, and software prefetch off and
+    /// on; each the median of `repeats` passes after a warm-up pass.
+    public static func memoryReadVariants(bytes: Int = 1 << 30, repeats: Int = 5) -> [ReadVariant] {
         let n = bytes / 4
-        let buf = Tensor(zeros: [n])
-        let p = buf.f32
+        let storage = TensorStorage(byteCount: n * 4, hugePages: true)
+        let p = storage.base.assumingMemoryBound(to: Float.self)
         for i in stride(from: 0, to: n, by: 1024) { p[i] = 1 }
         let box = UncheckedSendable(p)
-        var times: [Double] = []
         let sink = UnsafeMutablePointer<Float>.allocate(capacity: 64)
         defer { sink.deallocate() }
+        sink.initialize(repeating: 0, count: 64)
         let sinkBox = UncheckedSendable(sink)
-        for _ in 0..<(repeats + 1) {
-            let t0 = now()
-            Threads.parallelFor(n, minChunk: 1 << 20) { r in
-                // 8 independent accumulators so the loop is load-bound, not add-latency-bound
-                var a0: Float = 0, a1: Float = 0, a2: Float = 0, a3: Float = 0, a4: Float = 0, a5: Float = 0, a6: Float = 0, a7: Float = 0
-                var i = r.lowerBound
-                let q = box.value
-                while i + 8 <= r.upperBound {
-                    a0 += q[i]; a1 += q[i + 1]; a2 += q[i + 2]; a3 += q[i + 3]
-                    a4 += q[i + 4]; a5 += q[i + 5]; a6 += q[i + 6]; a7 += q[i + 7]
-                    i += 8
+        let paths = Kernels.supportedPaths.filter { $0 != .portable }
+        var out: [ReadVariant] = []
+        for path in paths.isEmpty ? [.portable] : paths {
+            for threads in Set([1, Threads.count]).sorted() {
+                for pf in [0, 2048] {
+                    var times: [Double] = []
+                    for _ in 0..<(repeats + 1) {
+                        let t0 = now()
+                        Threads.parallelFor(threads, minChunk: 1) { r in
+                            for c in r {
+                                let lo = n * c / threads, hi = n * (c + 1) / threads
+                                sinkBox.value[c % 64] += Kernels.readSum(path: path, box.value + lo, count: hi - lo, prefetchBytes: pf)
+                            }
+                        }
+                        times.append(now() - t0)
+                    }
+                    times.removeFirst()
+                    out.append(ReadVariant(path: path, threads: threads, prefetchBytes: pf, bytesPerSecond: Double(n * 4) / median(times)))
                 }
-                while i < r.upperBound { a0 += q[i]; i += 1 }
-                sinkBox.value[(r.lowerBound / (1 << 20)) % 64] = a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7
             }
-            times.append(now() - t0)
         }
-        times.removeFirst()
-        return Double(bytes) / median(times)
+        return out
     }
 
     /// sgemm FLOP/s for `[m, k] x [n, k]^T` through the BLAS wrapper (median of `repeats`).

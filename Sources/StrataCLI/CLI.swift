@@ -10,7 +10,7 @@ struct StrataCommand: ParsableCommand {
         commandName: "strata",
         abstract: "Run transformer language models on the CPU when memory is the wall.",
         subcommands: [Generate.self, Logits.self, Tokenize.self, Detokenize.self, Inspect.self, Synthesize.self,
-                      PlanCommand.self, Profile.self, BenchModel.self, BenchBatch.self, BenchSuite.self, Info.self, MatmulDemo.self]
+                      PlanCommand.self, Profile.self, BenchModel.self, BenchBatch.self, BenchSuite.self, BenchLinear.self, Info.self, MatmulDemo.self]
     )
 }
 

@@ -61,8 +61,8 @@ void strata_linear(const strata_linear_args *a);
 float strata_read_sum(int isa, const float *p, long count, long prefetch_bytes);
 
 // ---- the worker pool -------------------------------------------------------------------
-// Threads that stay ready between calls: after a job a worker spins (pause) for
-// `spin_us` microseconds, then sleeps on a condition variable. A job is split into `chunks`
+// Threads that stay ready between calls: after a job a worker spins (pause, yielding the core
+// every 256 pauses) for `spin_us` microseconds, then sleeps on a condition variable. A job is split into `chunks`
 // pieces claimed dynamically by the caller and the workers; the call returns when all are done.
 // A call from inside a job, or while another thread's job runs, runs its chunks inline.
 
