@@ -163,29 +163,35 @@ TGT2 INLINE void blk2(const int t, const int JB, const int RB, const strata_line
         }
 }
 
-/// One weight row x RB x rows, the K loop unrolled twice (2 * RB accumulators): the weights are
-/// read as one sequential stream, which the hardware prefetcher follows best (the few-row case).
-TGT2 INLINE void row2(const int t, const int RB, const strata_linear_args *a, long j, long r) {
-    const long k = a->k, k16 = k & ~15L, k8 = k & ~7L;
+/// One weight row x RB x rows, the K loop unrolled U times (U * RB independent accumulators):
+/// the weights are read as one sequential stream, which the hardware prefetcher follows best,
+/// and enough FMA chains are in flight that their latency does not limit the read (the few-row
+/// case).
+TGT2 INLINE void row2(const int t, const int U, const int RB, const int PF, const strata_linear_args *a, long j, long r) {
+    const long k = a->k, kU = k / (8 * U) * (8 * U), k8 = k & ~7L;
     const void *w = (const char *)a->w + (size_t)j * (size_t)k * wsize(t);
     const float *xr[4];
     for (int rr = 0; rr < RB; rr++) xr[rr] = a->x + (r + rr) * a->ldx;
-    __m256 s0[4], s1[4];
-    for (int rr = 0; rr < RB; rr++) { s0[rr] = _mm256_setzero_ps(); s1[rr] = _mm256_setzero_ps(); }
+    __m256 s[4][4];
+    for (int u = 0; u < U; u++)
+        for (int rr = 0; rr < RB; rr++) s[u][rr] = _mm256_setzero_ps();
     long i = 0;
-    for (; i < k16; i += 16) {
-        __m256 w0 = ld8(t, w, i), w1 = ld8(t, w, i + 8);
-        for (int rr = 0; rr < RB; rr++) {
-            s0[rr] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xr[rr] + i), s0[rr]);
-            s1[rr] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xr[rr] + i + 8), s1[rr]);
+    for (; i < kU; i += 8 * U) {
+        if (PF > 0) {
+            for (int q = 0; q < (int)(8 * U * wsize(t)); q += 64) _mm_prefetch((const char *)w + (size_t)i * wsize(t) + PF + q, _MM_HINT_T0);
+        }
+        for (int u = 0; u < U; u++) {
+            __m256 wv = ld8(t, w, i + 8 * u);
+            for (int rr = 0; rr < RB; rr++) s[u][rr] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xr[rr] + i + 8 * u), s[u][rr]);
         }
     }
-    if (i < k8) {
-        __m256 w0 = ld8(t, w, i);
-        for (int rr = 0; rr < RB; rr++) s0[rr] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xr[rr] + i), s0[rr]);
+    for (; i < k8; i += 8) {
+        __m256 wv = ld8(t, w, i);
+        for (int rr = 0; rr < RB; rr++) s[0][rr] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xr[rr] + i), s[0][rr]);
     }
     for (int rr = 0; rr < RB; rr++) {
-        float v = hsum8(_mm256_add_ps(s0[rr], s1[rr]));
+        for (int u = 1; u < U; u++) s[0][rr] = _mm256_add_ps(s[0][rr], s[u][rr]);
+        float v = hsum8(s[0][rr]);
         for (long q = k8; q < k; q++) v += load_w1(t, w, q) * xr[rr][q];
         store(a->y + (r + rr) * a->ldy + j, v, a->accumulate);
     }
@@ -194,12 +200,13 @@ TGT2 INLINE void row2(const int t, const int RB, const strata_linear_args *a, lo
 TGT2 INLINE void rows_avx2_t(const int t, const strata_linear_args *a, long j0, long j1) {
     const long m = a->m;
     if (m <= 4) {
+        // prefetching 256 bytes ahead of the weight stream measured 3-10% faster for 1-2 rows
         for (long j = j0; j < j1; j++) {
             switch (m) {
-            case 4: row2(t, 4, a, j, 0); break;
-            case 3: row2(t, 3, a, j, 0); break;
-            case 2: row2(t, 2, a, j, 0); break;
-            default: row2(t, 1, a, j, 0); break;
+            case 4: row2(t, 2, 4, 256, a, j, 0); break;
+            case 3: row2(t, 2, 3, 256, a, j, 0); break;
+            case 2: row2(t, 4, 2, 256, a, j, 0); break;
+            default: row2(t, 4, 1, 256, a, j, 0); break;
             }
         }
         return;

@@ -8,14 +8,10 @@ import StrataMemory
 public enum Measure {
     /// One way of reading memory and the speed it reached.
     public struct ReadVariant: Sendable, CustomStringConvertible {
-        public let path: Kernels.Path
-        public let threads: Int
-        public let prefetchBytes: Int
+        /// e.g. "avx2, 2 threads, prefetch off" or "linear kernel avx2 (f32, 1 row), 2 threads"
+        public let name: String
         public let bytesPerSecond: Double
-        public var description: String {
-            String(format: "%@, %d thread%@, prefetch %@: %.1f GB/s", path.description, threads, threads == 1 ? "" : "s",
-                   prefetchBytes > 0 ? "\(prefetchBytes) B" : "off", bytesPerSecond / 1e9)
-        }
+        public var description: String { String(format: "%@: %.1f GB/s", name as NSString, bytesPerSecond / 1e9) }
     }
 
     /// Memory read bandwidth in bytes/s, the best of `memoryReadVariants`: the honest bound of a
@@ -27,7 +23,8 @@ public enum Measure {
 
     /// The read kernel (`Kernels.readSum`) over a `bytes`-sized buffer (far larger than the
     /// caches) with every SIMD path, 1 and `Threads.count` threads, and software prefetch off and
-    /// on; each the median of `repeats` passes after a warm-up pass.
+    /// on; and the decode kernel itself (`Kernels.linear`, f32 weights, one row) over the same
+    /// bytes as a `[rows, 4096]` matrix. Each the median of `repeats` passes after a warm-up pass.
     public static func memoryReadVariants(bytes: Int = 1 << 30, repeats: Int = 5) -> [ReadVariant] {
         let n = bytes / 4
         let storage = TensorStorage(byteCount: n * 4, hugePages: true)
@@ -55,10 +52,23 @@ public enum Measure {
                         times.append(now() - t0)
                     }
                     times.removeFirst()
-                    out.append(ReadVariant(path: path, threads: threads, prefetchBytes: pf, bytesPerSecond: Double(n * 4) / median(times)))
+                    out.append(ReadVariant(name: "\(path), \(threads) thread\(threads == 1 ? "" : "s"), prefetch \(pf > 0 ? "\(pf) B" : "off")",
+                                           bytesPerSecond: Double(n * 4) / median(times)))
                 }
             }
         }
+        let k = 4096, rows = n / k
+        let x = Tensor(zeros: [k]), y = Tensor(zeros: [rows])
+        for i in 0..<k { x.f32[i] = 1 }
+        var times: [Double] = []
+        for _ in 0..<(repeats + 1) {
+            let t0 = now()
+            Kernels.linear(weight: storage.base, dtype: .f32, outFeatures: rows, inFeatures: k, x: x.f32, rows: 1, y: y.f32)
+            times.append(now() - t0)
+        }
+        times.removeFirst()
+        out.append(ReadVariant(name: "linear kernel \(Kernels.path) (f32, 1 row), \(Threads.count) thread\(Threads.count == 1 ? "" : "s")",
+                               bytesPerSecond: Double(rows * k * 4) / median(times)))
         return out
     }
 
