@@ -603,11 +603,12 @@ static void linear_chunk(void *ctx, long c) {
 void strata_linear(const strata_linear_args *a) {
     if (a->n <= 0 || a->m <= 0) return;
     const int threads = strata_pool_threads();
-    // chunks of >= 64 rows or ~256 KiB of weights, so a woken thread has work worth its wake-up;
-    // twice as many chunks as threads so a slowed thread does not hold the others up
-    long minRows = (256L << 10) / (a->k * (long)wsize(a->wtype) + 1);
+    // chunks of >= 64 rows or ~128 KiB of weights, so a woken thread has work worth its wake-up;
+    // four times as many chunks as threads, claimed as threads come free, so a thread slowed by
+    // a neighbour holds the others up by at most one small chunk
+    long minRows = (128L << 10) / (a->k * (long)wsize(a->wtype) + 1);
     if (minRows < 64) minRows = 64;
-    long chunks = 2L * threads;
+    long chunks = 4L * threads;
     if (chunks > a->n / minRows) chunks = a->n / minRows;
     if (chunks < 1) chunks = 1;
     long per = (a->n + chunks - 1) / chunks;
