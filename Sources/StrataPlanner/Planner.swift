@@ -241,11 +241,14 @@ public struct CostModel: Sendable {
             if let g = gemvSecondsPerParam { return max(stream, g * params * (bytes / max(1, params)) / 4) }
             return stream
         }
-        return max(gemmSecondsPerParam(rows: rows) * params, stream) + widenSeconds(params: params)
+        // up to Kernels.maxRows rows the few-row kernel widens 16-bit weights in registers; beyond,
+        // the engine widens them into a scratch before OpenBLAS's sgemm
+        let widen = rows > Kernels.maxRows(dtype: dtype ?? .f32) ? widenSeconds(params: params) : 0
+        return max(gemmSecondsPerParam(rows: rows) * params, stream) + widen
     }
 
-    /// 16-bit weights before a GEMM of many rows: the engine widens them to f32 band by band on
-    /// one thread (`WeightMatrix`), a cost on top of the GEMM.
+    /// 16-bit weights before a GEMM of more rows than the few-row kernel takes: the engine widens
+    /// them to f32 band by band on one thread (`WeightMatrix`), a cost on top of the GEMM.
     public func widenSeconds(params: Double) -> Double {
         switch dtype {
         case .bf16: return profile.widenBF16PerSecond.map { params / $0 } ?? 0
