@@ -78,12 +78,20 @@ struct BenchSuite: ParsableCommand {
         let model = try JSONSerialization.jsonObject(with: Data(ppJSON.utf8)) as? [String: Any] ?? [:]
         results["model"] = model
 
-        progress("batch sweep (continuous batching, paged KV)")
-        let batches = quick ? [1, 4, 16] : [1, 4, 16, 64]
-        var args = [exe, "bench-batch", "--model", f32Model, "--repeats", "\(quick ? 1 : 2)", "--prompt", "32", "--gen", "16", "--json"]
-        for b in batches { args += ["--batches", "\(b)"] }
-        let batchRows = try shell(args).split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        progress("batch sweep (continuous batching, paged KV), f32 and bf16 weights")
+        let batches = quick ? [1, 2, 4, 8, 16] : [1, 2, 4, 8, 16, 64]
+        func batchSweep(_ model: String) throws -> [[String: Any]] {
+            var args = [exe, "bench-batch", "--model", model, "--repeats", "\(quick ? 1 : 2)", "--prompt", "32", "--gen", "16", "--json"]
+            for b in batches { args += ["--batches", "\(b)"] }
+            return try shell(args).split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        }
+        let batchRows = try batchSweep(f32Model)
         results["batch"] = batchRows
+        let bf16Model = ".build/bench-models/\(preset)-bf16"
+        if !FileManager.default.fileExists(atPath: bf16Model + "/model.safetensors") {
+            _ = try shell([exe, "synth", "--preset", preset, "--dtype", "bf16", "--out", bf16Model])
+        }
+        results["batch_bf16"] = try batchSweep(bf16Model)
 
         progress("RAM-budget sweep: planned, rule-placed and mmap runs, each in a memory cgroup, page cache dropped")
         let spec = try ModelRegistry.spec(directory: f32Model)
@@ -243,11 +251,18 @@ enum BenchRender {
         }
         if let b = r["batch"] as? [[String: Any]], !b.isEmpty {
             let tgBound = num((r["model"] as? [String: Any])?["tg_bound"])
-            s += "## Batch sweep (aggregate decode tokens/s)\n\n| batch | tokens/s (median) | ± | vs batch 1 | fraction of batch x bandwidth bound |\n|---:|---:|---:|---:|---:|\n"
+            s += "## Batch sweep (aggregate decode tokens/s, f32 weights)\n\n| batch | tokens/s (median) | ± | vs batch 1 | fraction of batch x bandwidth bound |\n|---:|---:|---:|---:|---:|\n"
             for x in b {
                 let bb = num(x["batch"])
                 s += String(format: "| %d | %.2f | %.2f | %.2fx | %.1f%% |\n", Int(bb), num(x["decode_tokens_per_second"]), num(x["spread"]), num(x["vs_batch_1"]),
                             tgBound > 0 ? 100 * num(x["decode_tokens_per_second"]) / (bb * tgBound) : 0)
+            }
+            s += "\n"
+        }
+        if let b = r["batch_bf16"] as? [[String: Any]], !b.isEmpty {
+            s += "## Batch sweep (aggregate decode tokens/s, bf16 weights)\n\n| batch | tokens/s (median) | ± | vs batch 1 |\n|---:|---:|---:|---:|\n"
+            for x in b {
+                s += String(format: "| %d | %.2f | %.2f | %.2fx |\n", Int(num(x["batch"])), num(x["decode_tokens_per_second"]), num(x["spread"]), num(x["vs_batch_1"]))
             }
             s += "\n"
         }
