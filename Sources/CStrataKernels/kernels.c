@@ -199,18 +199,19 @@ TGT2 INLINE void row2(const int t, const int U, const int RB, const int PF, cons
 
 TGT2 INLINE void rows_avx2_t(const int t, const strata_linear_args *a, long j0, long j1) {
     const long m = a->m;
-    if (m == 1) {
-        // one row (the decode step): four weight rows at a time, one x load per four FMAs;
+    if (m == 1 && t == STRATA_W_F32) {
+        // one row of f32 weights: four weight rows at a time, one x load per four FMAs;
         // alternated in one process against one row at a time (bench-linear, 2 threads) it read
-        // f32 weights 9-21% faster and 16-bit weights 0-8% faster
+        // f32 weights 9-21% faster; for 16-bit weights the two were level in bench-linear and
+        // the one-stream walk decoded faster beside llama.cpp, so 16-bit keeps it
         long j = j0;
         for (; j + 4 <= j1; j += 4) blk2(t, 4, 1, a, j, 0);
         for (; j < j1; j++) blk2(t, 1, 1, a, j, 0);
         return;
     }
     if (m <= 4) {
-        // 2-4 rows: one weight row at a time, prefetching 256 bytes ahead of the weight stream
-        // (measured 3-10% faster for 2 rows)
+        // up to 4 rows: one weight row at a time, prefetching 256 bytes ahead of the weight stream
+        // (measured 3-10% faster for 1-2 rows)
         for (long j = j0; j < j1; j++) {
             switch (m) {
             case 4: row2(t, 2, 4, 256, a, j, 0); break;
