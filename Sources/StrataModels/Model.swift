@@ -201,10 +201,7 @@ struct WeightMatrix {
             // widens 16-bit weights in registers, no conversion pass
             Kernels.linear(weight: tensor.rawPointer, dtype: tensor.dtype, outFeatures: outFeatures, inFeatures: inFeatures,
                            x: x, rows: rows, ldx: lx, y: y, ldy: ly, accumulate: accumulate)
-            if let bp { for r in 0..<rows { let row = y + r * ly; for j in 0..<outFeatures { row[j] += bp[j] } } }
-            return
-        }
-        if tensor.dtype == .f32 {
+        } else if tensor.dtype == .f32 {
             let w = UnsafePointer(tensor.f32)
             switch layout {
             case .outIn:

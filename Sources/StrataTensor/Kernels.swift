@@ -4,8 +4,8 @@ import CStrataKernels
 ///
 /// **Few-row linear layers.** `y[M, N] (+)= x[M, K] * W^T` with `W` stored `[N, K]` row-major (the
 /// HF layout, as in `BLAS`), in f32, f16 or bf16, activations and accumulation in f32: each weight
-/// byte is read once for all M rows (the C kernel `strata_linear` walks W four rows at a time and
-/// multiplies each block against every row of x while it is in L1). This is the decode step: one
+/// byte is read once for all M rows (the C kernel `strata_linear` multiplies each block of weight
+/// rows against every row of x while it is in L1; docs/kernels.md). This is the decode step: one
 /// row per sequence, bound by the bytes of weights read. Output rows are split across the worker
 /// pool. Above `maxRows(dtype:)` rows a GEMM is compute-bound and goes to OpenBLAS.
 ///
@@ -15,7 +15,7 @@ import CStrataKernels
 /// environment variable `STRATA_KERNELS=portable|avx2|avx512` forces one.
 ///
 /// **The pool.** `Threads.parallelFor` and the linear kernel run on one pool of workers that stay
-/// ready between calls (they spin `spinMicroseconds` after a job, then sleep), so the projections
+/// ready between calls (they spin for `setSpin(microseconds:)`, 300 us by default, after a job, then sleep), so the projections
 /// of a decode step do not pay a thread wake-up each.
 public enum Kernels {
     /// An instruction-set path of the kernels.
@@ -66,26 +66,27 @@ public enum Kernels {
     public static func linear(weight: UnsafeRawPointer, dtype: DType, outFeatures n: Int, inFeatures k: Int,
                               x: UnsafePointer<Float>, rows m: Int, ldx: Int? = nil,
                               y: UnsafeMutablePointer<Float>, ldy: Int? = nil, accumulate: Bool = false) {
-        precondition(n >= 0 && k >= 1 && m >= 0, "Kernels.linear: n=\(n) k=\(k) m=\(m)")
-        let lx = ldx ?? k, ly = ldy ?? n
-        precondition(lx >= k && ly >= n, "Kernels.linear: ldx \(lx) < \(k) or ldy \(ly) < \(n)")
-        var a = strata_linear_args(w: weight, wtype: code(dtype), accumulate: accumulate ? 1 : 0, n: n, k: k,
-                                   x: x, ldx: lx, m: m, y: y, ldy: ly)
+        var a = args(weight, dtype, n, k, x, m, ldx, y, ldy, accumulate)
         strata_linear(&a)
     }
 
-    /// Output rows `rows` of the same product on the calling thread, on a given path (tests and
-    /// benchmarks of each path).
+    /// Output rows `outputRows` (default all) of the same product on the calling thread, on a
+    /// given path (tests and benchmarks of each path).
     public static func linearRows(path p: Path, weight: UnsafeRawPointer, dtype: DType, outFeatures n: Int, inFeatures k: Int,
                                   x: UnsafePointer<Float>, rows m: Int, ldx: Int? = nil,
                                   y: UnsafeMutablePointer<Float>, ldy: Int? = nil, accumulate: Bool = false, outputRows: Range<Int>? = nil) {
         precondition(p.isSupported, "Kernels.linearRows: \(p) not supported on this CPU")
-        let lx = ldx ?? k, ly = ldy ?? n
-        precondition(n >= 0 && k >= 1 && m >= 0 && lx >= k && ly >= n, "Kernels.linearRows: n=\(n) k=\(k) m=\(m)")
-        var a = strata_linear_args(w: weight, wtype: code(dtype), accumulate: accumulate ? 1 : 0, n: n, k: k,
-                                   x: x, ldx: lx, m: m, y: y, ldy: ly)
+        var a = args(weight, dtype, n, k, x, m, ldx, y, ldy, accumulate)
         let r = outputRows ?? 0..<n
         strata_linear_rows_isa(p.rawValue, &a, r.lowerBound, r.upperBound)
+    }
+
+    /// The C call's arguments, shapes checked (a wrong shape here is a caller's bug).
+    private static func args(_ w: UnsafeRawPointer, _ dtype: DType, _ n: Int, _ k: Int, _ x: UnsafePointer<Float>, _ m: Int,
+                             _ ldx: Int?, _ y: UnsafeMutablePointer<Float>, _ ldy: Int?, _ accumulate: Bool) -> strata_linear_args {
+        let lx = ldx ?? k, ly = ldy ?? n
+        precondition(n >= 0 && k >= 0 && m >= 0 && lx >= k && ly >= n, "Kernels.linear: n=\(n) k=\(k) m=\(m) ldx=\(lx) ldy=\(ly)")
+        return strata_linear_args(w: w, wtype: code(dtype), accumulate: accumulate ? 1 : 0, n: n, k: k, x: x, ldx: lx, m: m, y: y, ldy: ly)
     }
 
     /// Sum of `count` floats read with the widest loads of `path`, prefetching `prefetchBytes`
