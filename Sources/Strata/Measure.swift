@@ -23,8 +23,8 @@ public enum Measure {
 
     /// The read kernel (`Kernels.readSum`) over a `bytes`-sized buffer (far larger than the
     /// caches) with every SIMD path, 1 and `Threads.count` threads, and software prefetch off and
-    /// on; and the decode kernel itself (`Kernels.linear`, f32 weights, one row) over the same
-    /// bytes as a `[rows, 4096]` matrix. Each the median of `repeats` passes after a warm-up pass.
+    /// on; and the decode kernel itself (`Kernels.linear`, one row) over the same bytes as an
+    /// f32 and as an f16 `[rows, 4096]` matrix. Each the median of `repeats` passes after a warm-up pass.
     public static func memoryReadVariants(bytes: Int = 1 << 30, repeats: Int = 5) -> [ReadVariant] {
         let n = bytes / 4
         let storage = TensorStorage(byteCount: n * 4, hugePages: true)
@@ -57,18 +57,23 @@ public enum Measure {
                 }
             }
         }
-        let k = 4096, rows = n / k
-        let x = Tensor(zeros: [k]), y = Tensor(zeros: [rows])
+        // the decode kernel itself over the same bytes, as f32 [rows, 4096] and as f16 [rows, 4096]
+        let k = 4096
+        let x = Tensor(zeros: [k])
         for i in 0..<k { x.f32[i] = 1 }
-        var times: [Double] = []
-        for _ in 0..<(repeats + 1) {
-            let t0 = now()
-            Kernels.linear(weight: storage.base, dtype: .f32, outFeatures: rows, inFeatures: k, x: x.f32, rows: 1, y: y.f32)
-            times.append(now() - t0)
+        for dtype in [DType.f32, .f16] {
+            let rows = n * 4 / (k * dtype.byteSize)
+            let y = Tensor(zeros: [rows])
+            var times: [Double] = []
+            for _ in 0..<(repeats + 1) {
+                let t0 = now()
+                Kernels.linear(weight: storage.base, dtype: dtype, outFeatures: rows, inFeatures: k, x: x.f32, rows: 1, y: y.f32)
+                times.append(now() - t0)
+            }
+            times.removeFirst()
+            out.append(ReadVariant(name: "linear kernel \(Kernels.path) (\(dtype), 1 row), \(Threads.count) thread\(Threads.count == 1 ? "" : "s")",
+                                   bytesPerSecond: Double(rows * k * dtype.byteSize) / median(times)))
         }
-        times.removeFirst()
-        out.append(ReadVariant(name: "linear kernel \(Kernels.path) (f32, 1 row), \(Threads.count) thread\(Threads.count == 1 ? "" : "s")",
-                               bytesPerSecond: Double(rows * k * 4) / median(times)))
         return out
     }
 
