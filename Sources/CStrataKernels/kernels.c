@@ -362,19 +362,15 @@ TGT512 INLINE void row512(const int t, const int U, const int RB, const int PF, 
 
 TGT512 INLINE void rows512_t(const int t, const strata_linear_args *a, long j0, long j1) {
     const long m = a->m;
-    if (m <= 4) {
-        // up to 4 rows: one weight row at a time, K unrolled twice, prefetching 256 bytes ahead;
+    if (m == 1) {
+        // one row: one weight row at a time, K unrolled twice, prefetching 256 bytes ahead;
         // against the four-row block walk below, alternated in bench-model --prompt 1 on the
         // Zen 4 (2 threads), tg rose from 10.4-11.2 to 13.0-13.4 tokens/s for f16 and from
-        // 5.6-7.5 to 7.4-8.5 for f32
-        for (long j = j0; j < j1; j++) {
-            switch (m) {
-            case 4: row512(t, 2, 4, 256, a, j, 0); break;
-            case 3: row512(t, 2, 3, 256, a, j, 0); break;
-            case 2: row512(t, 2, 2, 256, a, j, 0); break;
-            default: row512(t, 2, 1, 256, a, j, 0); break;
-            }
-        }
+        // 5.6-7.5 to 7.4-8.5 for f32. With 2 or more rows the blocks below win (bench-batch
+        // batch 4: 2.95x batch 1 against 1.9x with this walk): every x row would otherwise be
+        // read from L2 once per weight row. Blocks of 4 x 6 rows were tried and ran 2x slower
+        // than 4 x 4 at 16 rows (bench-linear)
+        for (long j = j0; j < j1; j++) row512(t, 2, 1, 256, a, j, 0);
         return;
     }
     long j = j0;

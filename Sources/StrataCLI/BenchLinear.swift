@@ -82,8 +82,9 @@ struct BenchLinear: ParsableCommand {
                 for p in paths {
                     Kernels.use(p)
                     let t = time(kernelPass)
-                    print(String(format: "| %@ | %d | %@ | %.3f | %.1f | %.1f | %.3f | %.2fx |", dtype.rawValue, m, p.description, t * 1e3,
-                                 params * Double(dtype.byteSize) / t / 1e9, 2 * params * Double(m) / t / 1e9, blas * 1e3, blas / t))
+                    let vs = noBlas ? "- | -" : String(format: "%.3f | %.2fx", blas * 1e3, blas / t)
+                    print(String(format: "| %@ | %d | %@ | %.3f | %.1f | %.1f | %@ |", dtype.rawValue, m, p.description, t * 1e3,
+                                 params * Double(dtype.byteSize) / t / 1e9, 2 * params * Double(m) / t / 1e9, vs as NSString))
                 }
                 Kernels.use(chosen)
             }
