@@ -194,10 +194,12 @@ public enum Profiler {
 }
 
 extension PlannerInventory {
-    /// From a model folder's config.json and safetensors headers, or, with `dtype`, from
-    /// config.json alone (no weights needed: plan a 70B model from its config).
-    public static func build(directory: String, workload: Workload, dtype: DType? = nil, maxRows: Int = 512) throws -> PlannerInventory {
+    /// From a model folder's config.json and safetensors headers, or, with `dtype` or in a folder
+    /// without `*.safetensors`, from config.json alone (no weights needed: plan a 70B model from
+    /// its config); the dtype is then `dtype`, else the config's `torch_dtype` / `dtype`.
+    public static func build(directory: String, workload: Workload, dtype requested: DType? = nil, maxRows: Int = 512) throws -> PlannerInventory {
         let spec = try ModelRegistry.spec(directory: directory)
+        let dtype = try requested ?? configOnlyDType(directory: directory)
         let h = spec.hiddenSize, f = spec.intermediateSize
         let isGPT2 = spec.architecture == "GPT2LMHeadModel"
         // parameters per layer from the shapes (q, k, v, o, and the MLP)
@@ -230,6 +232,20 @@ extension PlannerInventory {
                                    fixedBytes: fixed)
         inv.weightDType = weightDType
         return inv
+    }
+}
+
+extension PlannerInventory {
+    /// For a folder with no `*.safetensors`: the dtype its config.json declares (nil when the
+    /// folder has weights). Throws when it has neither weights nor a declared dtype.
+    static func configOnlyDType(directory: String) throws -> DType? {
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        if files.contains(where: { $0.hasSuffix(".safetensors") }) { return nil }
+        guard let d = try ConfigDType.load(directory: directory) else {
+            throw ConfigError.malformed(file: (directory as NSString).appendingPathComponent("config.json"), field: "torch_dtype",
+                                        reason: "missing, and the folder has no *.safetensors to read the dtype from (pass --dtype)")
+        }
+        return d
     }
 }
 

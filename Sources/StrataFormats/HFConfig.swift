@@ -1,4 +1,5 @@
 import Foundation
+import StrataTensor
 
 /// Errors reading `config.json`, `generation_config.json` or `tokenizer.json`; each names the
 /// file and the field.
@@ -69,6 +70,30 @@ public struct ArchitectureProbe: Decodable, Sendable {
     public var architectures: [String]?
     public var modelType: String?
     enum CodingKeys: String, CodingKey { case architectures, modelType = "model_type" }
+}
+
+/// The storage dtype a `config.json` declares: `torch_dtype` (transformers < 5) or `dtype`
+/// (transformers >= 5), `float32` / `float16` / `bfloat16`.
+public struct ConfigDType: Decodable, Sendable {
+    public var torchDType: String?
+    public var dtype: String?
+    enum CodingKeys: String, CodingKey { case torchDType = "torch_dtype", dtype }
+
+    /// The dtype declared by `config.json` in `directory`, nil when it declares none; a value that
+    /// is not one of the three throws naming the field.
+    public static func load(directory: String) throws -> DType? {
+        let path = (directory as NSString).appendingPathComponent("config.json")
+        let c = try decodeJSONFile(ConfigDType.self, path: path)
+        let (field, value) = c.dtype.map { ("dtype", $0) } ?? c.torchDType.map { ("torch_dtype", $0) } ?? ("", "")
+        if field.isEmpty { return nil }
+        switch value {
+        case "float32": return .f32
+        case "float16": return .f16
+        case "bfloat16": return .bf16
+        default:
+            throw ConfigError.invalidValue(file: path, field: field, reason: "'\(value)' is not float32, float16 or bfloat16 (pass --dtype)")
+        }
+    }
 }
 
 /// `generation_config.json` (optional): BOS/EOS ids and sampling defaults.

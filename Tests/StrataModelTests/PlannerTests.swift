@@ -120,6 +120,29 @@ func syntheticProfile() -> HardwareProfile {
         }
     }
 
+    @Test func configOnlyFolderTakesTheDTypeFromTheConfig() throws {
+        let w = Workload(batch: 1, promptTokens: 512, outputTokens: 128)
+        // the fixture's config says "torch_dtype": "float16" and the folder has no weights
+        let fromConfig = try PlannerInventory.build(directory: Fixtures.root + "/configs/llama-2-70b", workload: w)
+        let f16 = try PlannerInventory.build(directory: Fixtures.root + "/configs/llama-2-70b", workload: w, dtype: .f16)
+        let f32 = try PlannerInventory.build(directory: Fixtures.root + "/configs/llama-2-70b", workload: w, dtype: .f32)
+        #expect(fromConfig.weightDType == .f16 && fromConfig.weightBytes == f16.weightBytes)
+        #expect(f32.weightDType == .f32)  // --dtype overrides the config
+        #expect(f32.weightBytes > f16.weightBytes * 19 / 10)
+        // transformers 5 writes "dtype"; an unknown value and a missing one name the field
+        let base = try String(contentsOfFile: Fixtures.root + "/configs/llama-2-70b/config.json", encoding: .utf8)
+        let dir = NSTemporaryDirectory() + "strata-cfgonly-\(getpid())"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        func write(_ text: String) throws { try text.write(toFile: dir + "/config.json", atomically: true, encoding: .utf8) }
+        try write(base.replacingOccurrences(of: "\"torch_dtype\": \"float16\"", with: "\"dtype\": \"bfloat16\""))
+        #expect(try PlannerInventory.build(directory: dir, workload: w).weightDType == .bf16)
+        try write(base.replacingOccurrences(of: "\"torch_dtype\": \"float16\"", with: "\"torch_dtype\": \"int4\""))
+        #expect { try PlannerInventory.build(directory: dir, workload: w) } throws: { "\($0)".contains("torch_dtype") && "\($0)".contains("int4") }
+        try write(base.replacingOccurrences(of: "\"torch_dtype\": \"float16\",", with: ""))
+        #expect { try PlannerInventory.build(directory: dir, workload: w) } throws: { "\($0)".contains("--dtype") }
+    }
+
     @Test func plansRespectTheBudgetAndStreamWhenTheyMust() throws {
         let dir = Fixtures.root + "/configs/llama-2-70b"
         let inv = try PlannerInventory.build(directory: dir, workload: Workload(batch: 1, promptTokens: 512, outputTokens: 128), dtype: .f16)
