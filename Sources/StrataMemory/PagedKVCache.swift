@@ -102,8 +102,20 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
     /// Makes room for `n` more positions of `id`: allocates blocks, and copies the partly
     /// filled last block first when another sequence shares it. All or nothing.
     public func reserve(_ id: Int, newTokens n: Int) throws {
-        guard var s = seqs[id] else { preconditionFailure("PagedKVCache.reserve: no sequence \(id)") }
+        guard seqs[id] != nil else { preconditionFailure("PagedKVCache.reserve: no sequence \(id)") }
         let need = blocksNeeded(id, newTokens: n)
+        try withSequence(id) { s in try reserve(&s, newTokens: n, need: need) }
+    }
+
+    /// Mutates sequence `id` in place: its arrays are not copied (a `var s = seqs[id]` copy
+    /// would share them with the dictionary, and appending a token would then copy the whole
+    /// token array every step).
+    private func withSequence<R>(_ id: Int, _ body: (inout Sequence) throws -> R) rethrows -> R {
+        guard let i = seqs.index(forKey: id) else { preconditionFailure("PagedKVCache: no sequence \(id)") }
+        return try body(&seqs.values[i])
+    }
+
+    private func reserve(_ s: inout Sequence, newTokens n: Int, need: Int) throws {
         if need > pool.available { throw BlockPoolError.outOfBlocks(requested: need, free: pool.available, total: pool.blockCount) }
         if s.length % blockSize != 0, let last = s.table.last, pool.refs(last) > 1 {
             let fresh = try pool.allocate()
@@ -117,18 +129,17 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
             copiesOnWrite += 1
         }
         while s.table.count * blockSize < s.length + n { s.table.append(try pool.allocate()) }
-        seqs[id] = s
     }
 
     /// Records that the K/V of `tokens` (the next positions of `id`) are written; full blocks
     /// become cached prefixes.
     public func commit(_ id: Int, tokens: UnsafeBufferPointer<Int32>) {
-        guard var s = seqs[id] else { preconditionFailure("PagedKVCache.commit: no sequence \(id)") }
-        precondition(s.length + tokens.count <= s.table.count * blockSize, "PagedKVCache.commit: \(tokens.count) tokens without room")
-        s.tokens.append(contentsOf: tokens)
-        s.length += tokens.count
-        registerFullBlocks(&s)
-        seqs[id] = s
+        withSequence(id) { s in
+            precondition(s.length + tokens.count <= s.table.count * blockSize, "PagedKVCache.commit: \(tokens.count) tokens without room")
+            s.tokens.append(contentsOf: tokens)
+            s.length += tokens.count
+            registerFullBlocks(&s)
+        }
     }
 
     func sequenceState(_ id: Int) -> (table: [Int], length: Int, tokens: [Int32], registered: Int, chain: UInt64) {

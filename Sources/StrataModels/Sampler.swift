@@ -74,6 +74,8 @@ public struct Sampler {
     var candidates: [Int32]
     /// [vocab] candidate probabilities
     var probs: [Double]
+    /// [topK] (logit, id) of the top-k candidates (capacity kept across tokens)
+    var top: [(Float, Int)] = []
 
     public init(parameters: SamplingParameters, vocabSize: Int) {
         self.parameters = parameters
@@ -88,9 +90,9 @@ public struct Sampler {
         if p.temperature == 0 { return Ops.argmax(logits.baseAddress!, count: v) }
         var n: Int
         if p.topK > 0 && p.topK < v {
-            let top = Ops.topK(logits.baseAddress!, count: v, k: p.topK)
+            Ops.topK(logits.baseAddress!, count: v, k: p.topK, into: &top)
             n = top.count
-            for i in 0..<n { candidates[i] = Int32(top[i]) }
+            for i in 0..<n { candidates[i] = Int32(top[i].1) }
         } else {
             n = v
             for i in 0..<v { candidates[i] = Int32(i) }

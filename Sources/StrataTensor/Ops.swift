@@ -167,19 +167,28 @@ public enum Ops {
 
     /// Indices of the `k` largest elements, largest first (ties: lower index first).
     public static func topK(_ x: UnsafePointer<Float>, count: Int, k: Int) -> [Int] {
-        let k = min(k, count)
-        if k <= 0 { return [] }
-        // min-heap of (value, index) holding the current best k
         var heap: [(Float, Int)] = []
+        topK(x, count: count, k: k, into: &heap)
+        return heap.map { $0.1 }
+    }
+
+    /// The same into `heap` (its capacity kept: no allocation once it has held `k`): on return
+    /// `heap` holds the `(value, index)` of the `k` largest (NaN skipped), largest first (ties:
+    /// lower index first).
+    public static func topK(_ x: UnsafePointer<Float>, count: Int, k: Int, into heap: inout [(Float, Int)]) {
+        heap.removeAll(keepingCapacity: true)
+        let k = min(k, count)
+        if k <= 0 { return }
         heap.reserveCapacity(k)
+        // a min-heap of the best k so far: the root is the worst kept
         func worse(_ a: (Float, Int), _ b: (Float, Int)) -> Bool { a.0 < b.0 || (a.0 == b.0 && a.1 > b.1) }
-        func siftDown(_ i0: Int) {
+        func siftDown(_ i0: Int, _ n: Int) {
             var i = i0
             while true {
                 let l = 2 * i + 1, r = l + 1
                 var m = i
-                if l < heap.count && worse(heap[l], heap[m]) { m = l }
-                if r < heap.count && worse(heap[r], heap[m]) { m = r }
+                if l < n && worse(heap[l], heap[m]) { m = l }
+                if r < n && worse(heap[r], heap[m]) { m = r }
                 if m == i { return }
                 heap.swapAt(i, m); i = m
             }
@@ -196,9 +205,15 @@ public enum Ops {
                 }
             } else if worse(heap[0], (v, i)) {
                 heap[0] = (v, i)
-                siftDown(0)
+                siftDown(0, heap.count)
             }
         }
-        return heap.sorted { worse($1, $0) }.map { $0.1 }
+        // heap sort in place: the worst goes to the end each round, so the best ends first
+        var n = heap.count
+        while n > 1 {
+            heap.swapAt(0, n - 1)
+            n -= 1
+            siftDown(0, n)
+        }
     }
 }

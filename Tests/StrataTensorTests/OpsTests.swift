@@ -147,6 +147,15 @@ import Foundation
         let top = Ops.topK(big, count: 1000, k: 17)
         let ref = big.enumerated().sorted { $0.element > $1.element }.prefix(17).map { $0.offset }
         #expect(top == ref)
+        // the buffer variant, one buffer reused across calls of different k (ties: lower index first)
+        var heap: [(Float, Int)] = []
+        for k in [17, 1, 40, 3, 0, 1000] {
+            Ops.topK(big, count: 1000, k: k, into: &heap)
+            #expect(heap.map { $0.1 } == Array(big.enumerated().sorted { $0.element > $1.element }.prefix(k).map { $0.offset }))
+        }
+        let ties: [Float] = [1, 3, 3, .nan, 1, 3]
+        Ops.topK(ties, count: ties.count, k: 4, into: &heap)
+        #expect(heap.map { $0.1 } == [1, 2, 5, 0])
     }
 
     @Test(arguments: [(1, 5), (4, 4), (3, 7)])
