@@ -23,6 +23,7 @@ build: deps
 
 test: deps
 	$(SWIFT) test
+	$(SWIFT) test -c release --filter AllocationTests   # allocation counts mean something only optimized
 
 # make bench: every suite, results in bench-results/<timestamp>/ (results.json, summary.md, plots);
 # make bench-quick: smaller presets, fewer repeats. BENCH_COMPARE=bench-results/<earlier> prints the change;

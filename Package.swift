@@ -34,8 +34,11 @@ let package = Package(
         ),
         // helpers shared by the test targets (not a product)
         .target(name: "StrataTestSupport", dependencies: ["StrataTensor"], path: "Tests/StrataTestSupport"),
+        // counts one thread's heap allocations (the decode step allocates nothing); tests only
+        .target(name: "CStrataAllocCounter", path: "Tests/CStrataAllocCounter"),
         .testTarget(name: "StrataTensorTests", dependencies: ["StrataTensor", "StrataTestSupport"]),
-        .testTarget(name: "StrataModelTests", dependencies: ["Strata", "StrataFormats", "StrataModels", "StrataMemory", "StrataPlanner", "StrataTestSupport"]),
+        .testTarget(name: "StrataModelTests", dependencies: ["Strata", "StrataFormats", "StrataModels", "StrataMemory", "StrataPlanner", "StrataTestSupport",
+                                                            "CStrataAllocCounter"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -74,6 +74,7 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
     public func startSequence(_ id: Int, prompt: [Int32]) -> Int {
         precondition(seqs[id] == nil, "PagedKVCache: sequence \(id) exists")
         var s = Sequence(table: [], length: 0, tokens: [], registered: 0, chain: 0)
+        reserveCapacity(&s)
         let bs = blockSize
         let usable = max(0, (prompt.count - 1) / bs)
         for b in 0..<usable {
@@ -152,6 +153,7 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
     func restore(_ id: Int, table: [Int], length: Int, tokens: [Int32], registered: Int, chain: UInt64) {
         precondition(seqs[id] == nil, "PagedKVCache.restore: sequence \(id) exists")
         var s = Sequence(table: table, length: length, tokens: tokens, registered: registered, chain: chain)
+        reserveCapacity(&s)
         registerFullBlocks(&s)  // so the prefix cache and the chain stay consistent
         seqs[id] = s
     }
@@ -172,7 +174,16 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
         guard let s = seqs[parent] else { preconditionFailure("PagedKVCache.fork: no sequence \(parent)") }
         precondition(seqs[child] == nil, "PagedKVCache.fork: sequence \(child) exists")
         for b in s.table { pool.share(b) }
-        seqs[child] = s
+        var c = Sequence(table: Array(s.table), length: s.length, tokens: Array(s.tokens), registered: s.registered, chain: s.chain)
+        reserveCapacity(&c)  // the child's own arrays: its steps do not copy or grow them
+        seqs[child] = c
+    }
+
+    /// Room for `maxContext` tokens and their blocks, so appending a step's token or block never
+    /// reallocates (the forward pass allocates nothing per token).
+    private func reserveCapacity(_ s: inout Sequence) {
+        s.tokens.reserveCapacity(maxContext)
+        s.table.reserveCapacity((maxContext + blockSize - 1) / blockSize + 1)
     }
 
     /// Frees every block of `id` (cached full blocks stay reusable until evicted).
@@ -230,16 +241,22 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
                 decodeTables.append(seqs[e.sequence]!.table)
             }
             for t in decodeScores { decodeScratch.append(t.f32) }
-            let entries = decodeRows, tables = decodeTables
-            let ctx = UncheckedSendable((q, out, kp, vp, decodeScratch))
-            let bs = blockSize, kvDim = self.kvDim
-            Threads.parallelChunks(entries.count) { chunk, range in
-                let (q, out, kp, vp, sc) = ctx.value
-                for i in range {
-                    let e = entries[i]
-                    PagedKVCache.decodeAttention(q: q + e.rowStart * ldq, out: out + e.rowStart * ldo, table: tables[i], keys: e.endPosition,
-                                                 kPool: kp, vPool: vp, blockSize: bs, kvDim: kvDim, heads: heads, kvHeads: kvHeads,
-                                                 headDim: d, scale: scale, scores: sc[chunk])
+            let chunkCount = min(Threads.count, decodeRows.count)
+            decodeRows.withUnsafeBufferPointer { entries in
+                decodeTables.withUnsafeBufferPointer { tables in
+                    decodeScratch.withUnsafeBufferPointer { scratch in
+                        var job = DecodeAttentionJob(q: q, ldq: ldq, out: out, ldo: ldo, kPool: kp, vPool: vp, blockSize: blockSize, kvDim: kvDim,
+                                                     heads: heads, kvHeads: kvHeads, headDim: d, scale: scale, entries: entries,
+                                                     tables: tables, scores: scratch, chunks: chunkCount)
+                        withUnsafeMutablePointer(to: &job) { jp in
+                            // a C-convention function and a context on the stack: nothing allocated per step
+                            Threads.runChunks(chunkCount, context: UnsafeMutableRawPointer(jp)) { ctx, chunk in
+                                let j = ctx!.assumingMemoryBound(to: DecodeAttentionJob.self)
+                                let n = j.pointee.entries.count, chunks = j.pointee.chunks
+                                for i in (n * chunk / chunks)..<(n * (chunk + 1) / chunks) { j.pointee.run(i, scores: j.pointee.scores[chunk]) }
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -260,6 +277,26 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
             Attention.causal(q: q + e.rowStart * ldq, ldq: ldq, k: gatherK.f32, ldk: kvDim, v: gatherV.f32, ldv: kvDim,
                              out: out + e.rowStart * ldo, ldo: ldo, tokens: e.rowCount, start: e.startPosition, keys: n,
                              heads: heads, kvHeads: kvHeads, headDim: d, scale: scale, scores: scores.f32)
+        }
+    }
+
+    /// What the decode-attention chunks read: this step's one-row entries and their block tables.
+    struct DecodeAttentionJob {
+        let q: UnsafePointer<Float>, ldq: Int
+        let out: UnsafeMutablePointer<Float>, ldo: Int
+        let kPool: UnsafePointer<Float>, vPool: UnsafePointer<Float>
+        let blockSize: Int, kvDim: Int, heads: Int, kvHeads: Int, headDim: Int, scale: Float
+        let entries: UnsafeBufferPointer<BatchLayout.Entry>
+        let tables: UnsafeBufferPointer<[Int]>
+        /// per chunk, `[heads * maxContext]` scores
+        let scores: UnsafeBufferPointer<UnsafeMutablePointer<Float>>
+        let chunks: Int
+
+        func run(_ i: Int, scores: UnsafeMutablePointer<Float>) {
+            let e = entries[i]
+            PagedKVCache.decodeAttention(q: q + e.rowStart * ldq, out: out + e.rowStart * ldo, table: tables[i], keys: e.endPosition,
+                                         kPool: kPool, vPool: vPool, blockSize: blockSize, kvDim: kvDim, heads: heads, kvHeads: kvHeads,
+                                         headDim: headDim, scale: scale, scores: scores)
         }
     }
 

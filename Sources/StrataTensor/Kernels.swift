@@ -122,4 +122,13 @@ public enum Kernels {
     }
 
     private struct PoolJob { let body: (Int) -> Void }
+
+    /// Runs `fn(context, chunk)` for `chunk in 0..<chunks` on the pool, the caller taking part.
+    /// No Swift closure: nothing is allocated (the closure form above allocates its escaping
+    /// wrapper once per call), so a decode step's parallel loops can use it.
+    static func runPool(chunks: Int, context: UnsafeMutableRawPointer, _ fn: @convention(c) (UnsafeMutableRawPointer?, Int) -> Void) {
+        if chunks <= 0 { return }
+        if chunks == 1 { fn(context, 0); return }
+        strata_pool_run(fn, context, chunks)
+    }
 }

@@ -50,12 +50,11 @@ public enum Ops {
 
     /// gate[i] = silu(gate[i]) * up[i] (the SwiGLU of Llama's MLP), in place in `gate`.
     /// Parallel over `Threads.count` threads for large counts.
+    /// Allocates nothing (a decode step of a large batch runs it in parallel).
     public static func swiglu(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, count: Int) {
-        let g = UncheckedSendable(gate), u = UncheckedSendable(up)
-        Threads.parallelFor(count, minChunk: 1 << 15) { r in
-            let gp = g.value, up = u.value
-            for i in r { let x = gp[i]; gp[i] = x / (1 + fastExp(-x)) * up[i] }
-        }
+        var job = SwigluJob(gate: gate, up: up, count: count, chunks: max(1, min(Threads.count, count / (1 << 15))))
+        let chunks = job.chunks
+        withUnsafeMutablePointer(to: &job) { Threads.runChunks(chunks, context: UnsafeMutableRawPointer($0), swigluChunk) }
     }
 
     /// GELU, exact erf form: x * 0.5 * (1 + erf(x / sqrt 2)), in place.
@@ -215,5 +214,19 @@ public enum Ops {
             n -= 1
             siftDown(0, n)
         }
+    }
+}
+
+/// What `Ops.swiglu`'s chunks read.
+struct SwigluJob {
+    let gate: UnsafeMutablePointer<Float>, up: UnsafePointer<Float>, count: Int, chunks: Int
+}
+
+/// One chunk of `Ops.swiglu` (a C-convention callback of the pool).
+private func swigluChunk(_ ctx: UnsafeMutableRawPointer?, _ c: Int) {
+    let j = ctx!.assumingMemoryBound(to: SwigluJob.self).pointee
+    for i in (j.count * c / j.chunks)..<(j.count * (c + 1) / j.chunks) {
+        let x = j.gate[i]
+        j.gate[i] = x / (1 + Ops.fastExp(-x)) * j.up[i]
     }
 }

@@ -42,6 +42,15 @@ extension Threads {
         Kernels.runPool(chunks: chunks) { c in body(c, (n * c / chunks)..<(n * (c + 1) / chunks)) }
     }
 
+    /// Runs `fn(context, chunk)` for `chunk in 0 ..< chunks` (at most `count` run at once), the
+    /// caller's thread taking part; returns when all are done. Allocates nothing (unlike the
+    /// closure forms, whose closure is boxed once per call): for the loops of a decode step.
+    /// `context` points at whatever `fn` needs; it must outlive the call.
+    public static func runChunks(_ chunks: Int, context: UnsafeMutableRawPointer,
+                                 _ fn: @convention(c) (_ context: UnsafeMutableRawPointer?, _ chunk: Int) -> Void) {
+        Kernels.runPool(chunks: chunks, context: context, fn)
+    }
+
     /// The most chunks `parallelChunks` uses.
     public static var maxChunks: Int { count }
 }

@@ -36,6 +36,16 @@ import Foundation
         var g = x; let up = rng.floats(101)
         Ops.swiglu(&g, up, count: 101)
         #expect(maxAbsDiff(g, zip(s, up).map { $0 * $1 }) < 1e-5)
+        // large enough to run in parallel chunks (2 threads): every element once, against a naive loop
+        let threads = Threads.count
+        Threads.set(2)
+        defer { Threads.set(threads) }
+        let n = 3 * (1 << 15) + 7
+        let bigG = rng.floats(n), bigU = rng.floats(n)
+        var out = bigG
+        Ops.swiglu(&out, bigU, count: n)
+        let ref = zip(bigG, bigU).map { (x, u) in Float(Double(x) / (1 + exp(-Double(x))) * Double(u)) }
+        #expect(maxAbsDiff(out, ref) < 1e-5)
     }
 
     @Test func rmsNormAndLayerNorm() {
