@@ -20,7 +20,9 @@ let package = Package(
         ),
         // hand-written SIMD kernels, every instruction set behind __attribute__((target)), chosen at run time
         .target(name: "CStrataKernels"),
-        .target(name: "StrataTensor", dependencies: ["COpenBLAS", "CStrataKernels"]),
+        // libc constants the Glibc module lacks (O_DIRECT), from the platform headers; only FileIO imports it
+        .target(name: "CStrataSys"),
+        .target(name: "StrataTensor", dependencies: ["COpenBLAS", "CStrataKernels", "CStrataSys"]),
         .target(name: "StrataFormats", dependencies: ["StrataTensor"]),
         .target(name: "StrataModels", dependencies: ["StrataTensor", "StrataFormats"]),
         .target(name: "StrataMemory", dependencies: ["StrataTensor"]),

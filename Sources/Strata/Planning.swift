@@ -52,7 +52,7 @@ public enum Profiler {
         let (samples, ew) = try computeSamples(log: log)
         let bw = Measure.memoryReadBandwidth()
         log(String(format: "memory read: %.1f GB/s", bw / 1e9))
-        let scratch = (diskPath as NSString).appendingPathComponent(".strata-profile-\(getpid())")
+        let scratch = (diskPath as NSString).appendingPathComponent(".strata-profile-\(FileIO.processID)")
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         let (rd, wr) = try diskBandwidth(path: scratch, bytes: scratchBytes)
         log(String(format: "disk (%@): read %.0f MB/s cold, write %.0f MB/s", diskPath as NSString, rd / 1e6, wr / 1e6))
@@ -138,7 +138,7 @@ public enum Profiler {
             try FileIO.pwrite(fd: fd, path: path, from: buf.base, count: chunk, offset: off)
             off += chunk
         }
-        fsync(fd)
+        try FileIO.sync(fd: fd, path: path)
         let write = Double(off) / (now() - t0)
         FileIO.dropCache(fd: fd)
         FileIO.closeFile(fd)

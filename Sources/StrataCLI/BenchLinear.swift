@@ -97,7 +97,7 @@ struct BenchLinear: ParsableCommand {
         let before = Kernels.poolSleepWakeups
         var cold: [Double] = []
         for _ in 0..<50 {
-            usleep(2000)
+            FileIO.sleep(microseconds: 2000)
             t0 = Date()
             Threads.parallelFor(Threads.count) { _ in }
             cold.append(Date().timeIntervalSince(t0))

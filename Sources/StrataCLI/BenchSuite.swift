@@ -215,7 +215,7 @@ struct BenchSuite: ParsableCommand {
         let pipe = Pipe()
         p.standardOutput = pipe
         // stderr goes to a file: progress of the child is shown after it ends, and parsed when needed
-        let errPath = NSTemporaryDirectory() + "strata-bench-\(getpid())-\(UUID().uuidString).err"
+        let errPath = NSTemporaryDirectory() + "strata-bench-\(FileIO.processID)-\(UUID().uuidString).err"
         FileManager.default.createFile(atPath: errPath, contents: nil)
         defer { try? FileManager.default.removeItem(atPath: errPath) }
         p.standardError = FileHandle(forWritingAtPath: errPath)

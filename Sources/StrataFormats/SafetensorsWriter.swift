@@ -1,8 +1,5 @@
 import Foundation
 import StrataTensor
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// Writes a safetensors file: the header first (tensor names, dtypes, shapes and offsets in
 /// the order given), then each tensor's bytes streamed by the caller in that order, so
@@ -71,12 +68,16 @@ public final class SafetensorsWriter {
 
     /// Closes the file; throws if a tensor was left short.
     public func finish() throws {
+        if next == specs.count || specs.isEmpty {
+            // on the disk before the rename makes it the file: a crash leaves the old file or the whole new one
+            do { try FileIO.sync(fd: fd, path: partialPath) } catch { FileIO.closeFile(fd); throw error }
+        }
         FileIO.closeFile(fd)
         if next != specs.count && !specs.isEmpty {
             try? FileManager.default.removeItem(atPath: partialPath)
             throw FileError.unexpectedEOF(path: path, offset: offsets[min(next, specs.count - 1)], count: specs[min(next, specs.count - 1)].byteCount)
         }
-        if rename(partialPath, path) != 0 { throw FileError.write(path: path, offset: 0, errno: errno) }
+        try FileIO.rename(partialPath, to: path)
     }
 
     /// Writes whole tensors (small files, tests).

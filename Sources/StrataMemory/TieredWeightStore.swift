@@ -254,7 +254,7 @@ public final class TieredWeightStore: WeightStore, @unchecked Sendable {
     /// `STRATA_TRACE=1`: one stderr line per streamed read ("read", its index in the stream order,
     /// start, seconds) and per wait of the forward pass for a layer ("wait", ...), to see where
     /// the disk idles (docs/planner.md). Off by default: nothing is formatted.
-    static let trace = getenv("STRATA_TRACE") != nil
+    static let trace = FileIO.environment("STRATA_TRACE") != nil
     static func traceLine(_ what: String, _ index: Int, _ start: Double, _ seconds: Double) {
         FileHandle.standardError.write(Data(String(format: "%@ %d %.6f %.6f\n", what, index, start, seconds).utf8))
     }

@@ -3,16 +3,22 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import CStrataSys
 
-/// Every libc file call Strata makes goes through this file (open, fstat,
-/// mmap, madvise, pread, pwrite, fsync, posix_fadvise). Calls retry on `EINTR`;
-/// failures become `FileError`s naming the path; programmer errors trip preconditions.
+/// Every libc call Strata makes goes through this file (open, fstat, mmap, madvise, pread,
+/// pwrite, fsync, rename, posix_fadvise, posix_fallocate, getenv, getpid, usleep). Calls that
+/// can be interrupted go through one helper, `FileIO.retrying`, which retries on `EINTR`;
+/// failures become `FileError`s naming the path; programmer errors trip preconditions. Flags
+/// the Glibc module lacks (O_DIRECT) come from the platform headers through `CStrataSys`.
 public enum FileError: Error, CustomStringConvertible, Equatable, Sendable {
     case open(path: String, errno: Int32)
     case stat(path: String, errno: Int32)
     case map(path: String, errno: Int32)
     case read(path: String, offset: Int, errno: Int32)
     case write(path: String, offset: Int, errno: Int32)
+    /// fsync failed: the bytes written may not be on the disk.
+    case sync(path: String, errno: Int32)
+    case rename(from: String, to: String, errno: Int32)
     /// The file ended before `offset + count`.
     case unexpectedEOF(path: String, offset: Int, count: Int)
     /// No space left on the device (ENOSPC) or a size limit was reached.
@@ -25,6 +31,8 @@ public enum FileError: Error, CustomStringConvertible, Equatable, Sendable {
         case let .map(p, e): return "\(p): cannot mmap: \(FileError.message(e))"
         case let .read(p, o, e): return "\(p): read at offset \(o) failed: \(FileError.message(e))"
         case let .write(p, o, e): return "\(p): write at offset \(o) failed: \(FileError.message(e))"
+        case let .sync(p, e): return "\(p): fsync failed: \(FileError.message(e))"
+        case let .rename(f, t, e): return "\(f): cannot rename to \(t): \(FileError.message(e))"
         case let .unexpectedEOF(p, o, c): return "\(p): file ends before offset \(o) + \(c) bytes"
         case let .diskFull(p, r): return "\(p): disk full (needed \(r) more bytes)"
         }
@@ -43,7 +51,7 @@ public final class MappedFile: @unchecked Sendable {
 
     public init(path: String) throws {
         let fd = try FileIO.openRead(path)
-        defer { _ = close(fd) }
+        defer { FileIO.closeFile(fd) }
         let size = try FileIO.size(fd: fd, path: path)
         self.path = path
         self.size = size
@@ -84,13 +92,26 @@ public final class MappedFile: @unchecked Sendable {
 }
 
 public enum FileIO {
-    public static func openRead(_ path: String) throws -> Int32 {
+    /// The one retry loop: runs `call` again while it fails with `EINTR`; returns its result
+    /// (negative on failure, with `errno` set by the call).
+    @inline(__always)
+    static func retrying<T: SignedInteger>(_ call: () -> T) -> T {
         while true {
-            let fd = open(path, O_RDONLY | O_CLOEXEC)
-            if fd >= 0 { return fd }
-            if errno != EINTR { throw FileError.open(path: path, errno: errno) }
+            let r = call()
+            if r >= 0 || errno != EINTR { return r }
         }
     }
+
+    /// `O_DIRECT` of this platform (0 where it has none).
+    static let oDirect = Int32(strata_sys_o_direct())
+
+    static func open(_ path: String, _ flags: Int32, _ mode: mode_t = 0) throws -> Int32 {
+        let fd = retrying { Glibc.open(path, flags | O_CLOEXEC, mode) }
+        if fd < 0 { throw FileError.open(path: path, errno: errno) }
+        return fd
+    }
+
+    public static func openRead(_ path: String) throws -> Int32 { try open(path, O_RDONLY) }
 
     public static func size(fd: Int32, path: String) throws -> Int {
         var st = stat()
@@ -101,7 +122,7 @@ public enum FileIO {
     /// Size of the file at `path`.
     public static func size(path: String) throws -> Int {
         let fd = try openRead(path)
-        defer { _ = close(fd) }
+        defer { closeFile(fd) }
         return try size(fd: fd, path: path)
     }
 
@@ -109,10 +130,9 @@ public enum FileIO {
     public static func pread(fd: Int32, path: String, into buffer: UnsafeMutableRawPointer, count: Int, offset: Int) throws {
         var done = 0
         while done < count {
-            let n = Glibc.pread(fd, buffer + done, count - done, off_t(offset + done))
+            let n = retrying { Glibc.pread(fd, buffer + done, count - done, off_t(offset + done)) }
             if n > 0 { done += n; continue }
             if n == 0 { throw FileError.unexpectedEOF(path: path, offset: offset, count: count) }
-            if errno == EINTR { continue }
             throw FileError.read(path: path, offset: offset + done, errno: errno)
         }
     }
@@ -120,22 +140,20 @@ public enum FileIO {
     /// Reads `count` bytes at `offset` of the file at `path`.
     public static func read(path: String, offset: Int, count: Int) throws -> [UInt8] {
         let fd = try openRead(path)
-        defer { _ = close(fd) }
+        defer { closeFile(fd) }
         var out = [UInt8](repeating: 0, count: count)
         try out.withUnsafeMutableBytes { try pread(fd: fd, path: path, into: $0.baseAddress!, count: count, offset: offset) }
         return out
     }
 
     /// Opens `path` for reading with `O_DIRECT` (reads bypass the page cache), or nil when the
-    /// file system refuses it (tmpfs); the caller then reads buffered and drops pages.
+    /// platform or the file system refuses it (tmpfs); the caller then reads buffered and drops pages.
     public static func openReadDirect(_ path: String) throws -> Int32? {
-        while true {
-            let fd = open(path, O_RDONLY | O_CLOEXEC | 0o40000 /* O_DIRECT on x86-64 Linux */)
-            if fd >= 0 { return fd }
-            if errno == EINTR { continue }
-            if errno == EINVAL { return nil }
-            throw FileError.open(path: path, errno: errno)
-        }
+        if oDirect == 0 { return nil }
+        let fd = retrying { Glibc.open(path, O_RDONLY | O_CLOEXEC | oDirect) }
+        if fd >= 0 { return fd }
+        if errno == EINVAL { return nil }
+        throw FileError.open(path: path, errno: errno)
     }
 
     /// Reads `count` bytes at `offset` (both multiples of 4096, buffer 4096-aligned, for
@@ -144,51 +162,48 @@ public enum FileIO {
         var done = 0
         let want = min(count, fileSize - offset)
         while done < want {
-            let n = Glibc.pread(fd, buffer + done, count - done, off_t(offset + done))
+            let n = retrying { Glibc.pread(fd, buffer + done, count - done, off_t(offset + done)) }
             if n > 0 { done += n; continue }
             if n == 0 { throw FileError.unexpectedEOF(path: path, offset: offset, count: want) }
-            if errno == EINTR { continue }
             throw FileError.read(path: path, offset: offset + done, errno: errno)
         }
     }
 
     /// Opens (creating) a file for reading and writing, without truncating.
-    public static func openReadWrite(_ path: String) throws -> Int32 {
-        while true {
-            let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-            if fd >= 0 { return fd }
-            if errno != EINTR { throw FileError.open(path: path, errno: errno) }
-        }
-    }
+    public static func openReadWrite(_ path: String) throws -> Int32 { try open(path, O_RDWR | O_CREAT, 0o644) }
 
     /// Reserves `bytes` of disk for the file (`posix_fallocate`): ENOSPC becomes `diskFull`.
     public static func preallocate(fd: Int32, path: String, bytes: Int) throws {
-        let r = posix_fallocate(fd, 0, off_t(bytes))
+        var r: Int32
+        repeat { r = posix_fallocate(fd, 0, off_t(bytes)) } while r == EINTR  // returns the error, errno untouched
         if r == ENOSPC || r == EFBIG || r == EDQUOT { throw FileError.diskFull(path: path, requested: bytes) }
         if r != 0 && r != EOPNOTSUPP && r != EINVAL { throw FileError.write(path: path, offset: 0, errno: r) }
     }
 
     /// Creates (truncating) a file for writing.
-    public static func createWrite(_ path: String) throws -> Int32 {
-        while true {
-            let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-            if fd >= 0 { return fd }
-            if errno != EINTR { throw FileError.open(path: path, errno: errno) }
-        }
-    }
+    public static func createWrite(_ path: String) throws -> Int32 { try open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644) }
 
     /// Writes all `count` bytes at `offset`; ENOSPC becomes `FileError.diskFull`.
     public static func pwrite(fd: Int32, path: String, from buffer: UnsafeRawPointer, count: Int, offset: Int) throws {
         var done = 0
         while done < count {
-            let n = Glibc.pwrite(fd, buffer + done, count - done, off_t(offset + done))
+            let n = retrying { Glibc.pwrite(fd, buffer + done, count - done, off_t(offset + done)) }
             if n > 0 { done += n; continue }
-            if n < 0 && errno == EINTR { continue }
             if n < 0 && (errno == ENOSPC || errno == EFBIG || errno == EDQUOT) {
                 throw FileError.diskFull(path: path, requested: count - done)
             }
             throw FileError.write(path: path, offset: offset + done, errno: n < 0 ? errno : EIO)
         }
+    }
+
+    /// Flushes the file's written bytes to the disk (`fsync`); a failure means they may be lost.
+    public static func sync(fd: Int32, path: String) throws {
+        if retrying({ fsync(fd) }) != 0 { throw FileError.sync(path: path, errno: errno) }
+    }
+
+    /// Renames `from` over `to` (atomic within a file system).
+    public static func rename(_ from: String, to: String) throws {
+        if Glibc.rename(from, to) != 0 { throw FileError.rename(from: from, to: to, errno: errno) }
     }
 
     public static func closeFile(_ fd: Int32) { _ = close(fd) }
@@ -197,4 +212,18 @@ public enum FileIO {
     public static func dropCache(fd: Int32, offset: Int = 0, count: Int = 0) {
         _ = posix_fadvise(fd, off_t(offset), off_t(count), POSIX_FADV_DONTNEED)
     }
+
+    /// Asks for transparent huge pages over `[p, p + count)` (`madvise(MADV_HUGEPAGE)`), a hint.
+    public static func adviseHugePages(_ p: UnsafeMutableRawPointer, count: Int) {
+        if count > 0 { _ = madvise(p, count, MADV_HUGEPAGE) }
+    }
+
+    /// The environment variable `name`, or nil.
+    public static func environment(_ name: String) -> String? { getenv(name).map { String(cString: $0) } }
+
+    /// This process's id.
+    public static var processID: Int { Int(getpid()) }
+
+    /// Sleeps the calling thread.
+    public static func sleep(microseconds: Int) { _ = usleep(useconds_t(max(0, microseconds))) }
 }

@@ -1,9 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
-
 /// The bytes behind one or more tensors.
 ///
 /// Three kinds, all exposing a base pointer and a byte count:
@@ -42,9 +36,7 @@ public final class TensorStorage: @unchecked Sendable {
         let align = huge ? max(alignment, TensorStorage.hugePage) : alignment
         let n = max(byteCount, align)
         let p = UnsafeMutableRawPointer.allocate(byteCount: n, alignment: align)
-        #if canImport(Glibc)
-        if huge { _ = madvise(p, n / TensorStorage.hugePage * TensorStorage.hugePage, MADV_HUGEPAGE) }
-        #endif
+        if huge { FileIO.adviseHugePages(p, count: n / TensorStorage.hugePage * TensorStorage.hugePage) }
         p.initializeMemory(as: UInt8.self, repeating: 0, count: n)
         self.base = p
         self.byteCount = byteCount

@@ -181,3 +181,29 @@ import Foundation
         #expect(abs(sol[0] - 2) < 1e-9 && abs(sol[1] - 3) < 1e-9)
     }
 }
+
+@Suite struct FileIOTests {
+    @Test func callsThroughTheOneFileNameWhatFailed() throws {
+        let dir = NSTemporaryDirectory() + "strata-fileio-\(FileIO.processID)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // O_DIRECT comes from the platform headers (Linux: 0o40000 on x86-64, 0o200000 on arm64)
+        #if os(Linux) && arch(x86_64)
+        #expect(FileIO.oDirect == 0o40000)
+        #endif
+        let path = dir + "/a.bin"
+        let fd = try FileIO.createWrite(path)
+        let bytes: [UInt8] = Array(0..<200)
+        try bytes.withUnsafeBytes { try FileIO.pwrite(fd: fd, path: path, from: $0.baseAddress!, count: 200, offset: 0) }
+        try FileIO.sync(fd: fd, path: path)
+        FileIO.closeFile(fd)
+        #expect(try FileIO.read(path: path, offset: 10, count: 5) == [10, 11, 12, 13, 14])
+        // a sync of a bad descriptor, a rename into a missing folder, a read past the end
+        #expect { try FileIO.sync(fd: -1, path: path) } throws: { "\($0)".contains(path) && "\($0)".contains("fsync") }
+        #expect { try FileIO.rename(path, to: dir + "/missing/b.bin") } throws: { "\($0)".contains(path) && "\($0)".contains("missing/b.bin") }
+        #expect { try FileIO.read(path: path, offset: 190, count: 20) } throws: { $0 as? FileError == .unexpectedEOF(path: path, offset: 190, count: 20) }
+        try FileIO.rename(path, to: dir + "/b.bin")
+        #expect(try FileIO.size(path: dir + "/b.bin") == 200)
+        #expect(FileIO.environment("STRATA_SURELY_UNSET_\(FileIO.processID)") == nil)
+    }
+}
