@@ -11,19 +11,8 @@ public struct CheckpointSummary: Codable, Sendable {
     public var totalBytes: Int
     public var parameters: Int
 
-    /// Role of a tensor from its name: embedding, attention, mlp, norm, lm_head, other.
-    public static func role(of name: String) -> String {
-        if name.contains("embed") || name.hasSuffix("wte.weight") || name.hasSuffix("wpe.weight") { return "embedding" }
-        if name.contains("lm_head") { return "lm_head" }
-        if name.contains("norm") || name.contains("ln_") { return "norm" }
-        if name.contains("attn") { return "attention" }
-        if name.contains("mlp") { return "mlp" }
-        return "other"
-    }
-
     public init(directory: String) throws {
         let arch = try ModelRegistry.architecture(directory: directory)
-        _ = arch
         let ckpt = try SafetensorsCheckpoint(directory: directory)
         spec = try ModelRegistry.load(directory: directory).spec
         var dtypes: [String: Int] = [:]
@@ -32,7 +21,7 @@ public struct CheckpointSummary: Codable, Sendable {
         for name in ckpt.tensorNames {
             guard let e = ckpt.entry(name) else { continue }
             dtypes[e.rawDType, default: 0] += e.byteCount
-            let r = Self.role(of: name)
+            let r = arch.place(of: name)?.role.group ?? "other"
             byRole[r, default: (0, 0)].0 += 1
             byRole[r, default: (0, 0)].1 += e.byteCount
             total += e.byteCount

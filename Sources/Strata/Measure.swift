@@ -197,27 +197,29 @@ extension Measure {
     public static func layerPassSeconds(rows: [Int], hidden: Int = 2048, heads: Int = 32, kvHeads: Int = 4, ffn: Int = 5632,
                                         layers: Int = 4, repeats: Int = 5) throws -> [Double] {
         let vocab = 256, hd = hidden / heads
-        let config: [String: Any] = [
-            "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": hidden, "intermediate_size": ffn,
-            "num_hidden_layers": layers, "num_attention_heads": heads, "num_key_value_heads": kvHeads, "vocab_size": vocab,
-            "max_position_embeddings": 2048, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": false,
-        ]
-        let cfg = try JSONDecoder().decode(LlamaConfig.self, from: JSONSerialization.data(withJSONObject: config))
+        let shape = SynthShape(hidden: hidden, intermediate: ffn, layers: layers, heads: heads, kvHeads: kvHeads, vocab: vocab,
+                               maxPositions: 2048, tied: false, ropeTheta: 10000, rmsEps: 1e-5)
+        let cfg = try JSONDecoder().decode(LlamaConfig.self, from: JSONSerialization.data(withJSONObject: LlamaArchitecture.synthConfig(shape)))
         var t: [String: Tensor] = [:]
-        func add(_ name: String, _ shape: [Int], fill: Float, every: Int) {
+        func filled(_ shape: [Int], _ fill: Float) -> Tensor {
             let w = Tensor(storage: TensorStorage(byteCount: shape.reduce(4, *), hugePages: true), dtype: .f32, shape: shape)
-            for i in stride(from: 0, to: w.count, by: every) { w.f32[i] = fill }
-            t[name] = w
+            for i in 0..<w.count { w.f32[i] = fill }
+            return w
         }
-        add("model.embed_tokens.weight", [vocab, hidden], fill: 0.02, every: 1)
-        add("lm_head.weight", [vocab, hidden], fill: 0.01, every: 1)
-        add("model.norm.weight", [hidden], fill: 1, every: 1)
-        for l in 0..<layers {
-            let p = "model.layers.\(l)."
-            add(p + "input_layernorm.weight", [hidden], fill: 1, every: 1)
-            add(p + "post_attention_layernorm.weight", [hidden], fill: 1, every: 1)
-            let names = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
-            for (n, w) in zip(names, layerMatrices(hidden: hidden, kvDim: kvHeads * hd, ffn: ffn)) { t[p + n + ".weight"] = w }
+        // the layer's matrices in the order layerMatrices makes them
+        let order: [TensorRole] = [.attentionQuery, .attentionKey, .attentionValue, .attentionOutput, .mlpGate, .mlpUp, .mlpDown]
+        var matrices: [Int: [Tensor]] = [:]
+        for (name, dims) in LlamaArchitecture.synthTensors(shape) {
+            guard let place = LlamaArchitecture.place(of: name) else { continue }
+            switch place.role {
+            case .tokenEmbedding: t[name] = filled(dims, 0.02)
+            case .outputHead: t[name] = filled(dims, 0.01)
+            case .attentionNorm, .mlpNorm, .finalNorm: t[name] = filled(dims, 1)
+            default:
+                guard let l = place.layer, let i = order.firstIndex(of: place.role) else { continue }
+                if matrices[l] == nil { matrices[l] = layerMatrices(hidden: hidden, kvDim: kvHeads * hd, ffn: ffn) }
+                t[name] = matrices[l]![i]
+            }
         }
         let maxRows = rows.max() ?? 1
         let model = try LlamaModel(config: cfg.family, store: MemoryWeightStore(t), maxRows: maxRows)

@@ -200,12 +200,10 @@ extension PlannerInventory {
     public static func build(directory: String, workload: Workload, dtype requested: DType? = nil, maxRows: Int = 512) throws -> PlannerInventory {
         let spec = try ModelRegistry.spec(directory: directory)
         let dtype = try requested ?? configOnlyDType(directory: directory)
-        let h = spec.hiddenSize, f = spec.intermediateSize
-        let isGPT2 = spec.architecture == "GPT2LMHeadModel"
-        // parameters per layer from the shapes (q, k, v, o, and the MLP)
-        let attn = h * spec.heads * spec.headDim * 2 + h * spec.kvDim * 2
-        let mlp = isGPT2 ? 2 * h * f : 3 * h * f
-        let perLayer = attn + mlp
+        let h = spec.hiddenSize
+        let arch = try ModelRegistry.architecture(directory: directory)
+        // parameters per layer from the shapes (q, k, v, o, and the MLP), as the architecture counts them
+        let perLayer = arch.parametersPerLayer(spec)
         var layerBytes: [Int], otherBytes: Int
         let hasWeights = dtype == nil
         var coldPageCache = 0
@@ -216,7 +214,7 @@ extension PlannerInventory {
             coldPageCache = PlacementRule.coldPageCacheBytes(inv, workload)
         } else {
             let e = dtype!.byteSize
-            layerBytes = [Int](repeating: perLayer * e + 2 * h * e, count: spec.layers)
+            layerBytes = [Int](repeating: (perLayer + arch.vectorsPerLayer(spec)) * e, count: spec.layers)
             otherBytes = (spec.vocabSize * h + h) * e  // the head (tied: the embedding); an untied embedding is cold
             if !spec.tiedEmbeddings { coldPageCache = min(spec.vocabSize, workload.batch * (workload.promptTokens + workload.outputTokens)) * ((h * e + 8191) / 4096 * 4096) }
         }

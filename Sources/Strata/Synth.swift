@@ -8,7 +8,7 @@ import StrataTensor
 public enum Synth {
     public struct Preset: Sendable {
         public let name: String
-        public let architecture: String
+        public let architecture: any Architecture.Type
         public let hidden: Int, intermediate: Int, layers: Int, heads: Int, kvHeads: Int, vocab: Int
         public let maxPositions: Int
         public let tied: Bool
@@ -17,82 +17,38 @@ public enum Synth {
         /// extra config.json fields (rope_scaling, head_dim, ...), as a JSON object
         public let extra: String
 
+        /// The architecture's tensors and config.json, in the shape of this preset.
+        var shape: SynthShape {
+            SynthShape(hidden: hidden, intermediate: intermediate, layers: layers, heads: heads, kvHeads: kvHeads, vocab: vocab,
+                       maxPositions: maxPositions, tied: tied, ropeTheta: ropeTheta, rmsEps: rmsEps, extra: extra)
+        }
+
         /// Parameters, counted from the shapes.
         public var parameterCount: Int { tensors(dtype: .f32).reduce(0) { $0 + $1.shape.reduce(1, *) } }
 
         func tensors(dtype: DType) -> [SafetensorsWriter.Spec] {
-            var t: [SafetensorsWriter.Spec] = []
-            let h = hidden, hd = hidden / heads
-            func add(_ n: String, _ s: [Int]) { t.append(.init(name: n, dtype: dtype, shape: s)) }
-            if architecture == "GPT2LMHeadModel" {
-                add("transformer.wte.weight", [vocab, h]); add("transformer.wpe.weight", [maxPositions, h])
-                for i in 0..<layers {
-                    let p = "transformer.h.\(i)."
-                    add(p + "ln_1.weight", [h]); add(p + "ln_1.bias", [h])
-                    add(p + "attn.c_attn.weight", [h, 3 * h]); add(p + "attn.c_attn.bias", [3 * h])
-                    add(p + "attn.c_proj.weight", [h, h]); add(p + "attn.c_proj.bias", [h])
-                    add(p + "ln_2.weight", [h]); add(p + "ln_2.bias", [h])
-                    add(p + "mlp.c_fc.weight", [h, intermediate]); add(p + "mlp.c_fc.bias", [intermediate])
-                    add(p + "mlp.c_proj.weight", [intermediate, h]); add(p + "mlp.c_proj.bias", [h])
-                }
-                add("transformer.ln_f.weight", [h]); add("transformer.ln_f.bias", [h])
-                return t
-            }
-            let bias = architecture == "Qwen2ForCausalLM"
-            add("model.embed_tokens.weight", [vocab, h])
-            for i in 0..<layers {
-                let p = "model.layers.\(i)."
-                add(p + "input_layernorm.weight", [h])
-                add(p + "self_attn.q_proj.weight", [heads * hd, h]); if bias { add(p + "self_attn.q_proj.bias", [heads * hd]) }
-                add(p + "self_attn.k_proj.weight", [kvHeads * hd, h]); if bias { add(p + "self_attn.k_proj.bias", [kvHeads * hd]) }
-                add(p + "self_attn.v_proj.weight", [kvHeads * hd, h]); if bias { add(p + "self_attn.v_proj.bias", [kvHeads * hd]) }
-                add(p + "self_attn.o_proj.weight", [h, heads * hd])
-                add(p + "post_attention_layernorm.weight", [h])
-                add(p + "mlp.gate_proj.weight", [intermediate, h])
-                add(p + "mlp.up_proj.weight", [intermediate, h])
-                add(p + "mlp.down_proj.weight", [h, intermediate])
-            }
-            add("model.norm.weight", [h])
-            if !tied { add("lm_head.weight", [vocab, h]) }
-            return t
+            architecture.synthTensors(shape).map { SafetensorsWriter.Spec(name: $0.name, dtype: dtype, shape: $0.shape) }
         }
 
-        var config: [String: Any] {
-            let eos = vocab - 1
-            if architecture == "GPT2LMHeadModel" {
-                return ["architectures": [architecture], "model_type": "gpt2", "vocab_size": vocab, "n_embd": hidden,
-                        "n_layer": layers, "n_head": heads, "n_inner": intermediate, "n_positions": maxPositions,
-                        "layer_norm_epsilon": 1e-5, "activation_function": "gelu_new", "bos_token_id": eos, "eos_token_id": eos,
-                        "tie_word_embeddings": true]
-            }
-            var c: [String: Any] = [
-                "architectures": [architecture], "model_type": architecture == "Qwen2ForCausalLM" ? "qwen2" : "llama",
-                "vocab_size": vocab, "hidden_size": hidden, "intermediate_size": intermediate, "num_hidden_layers": layers,
-                "num_attention_heads": heads, "num_key_value_heads": kvHeads, "max_position_embeddings": maxPositions,
-                "rms_norm_eps": rmsEps, "rope_theta": ropeTheta, "tie_word_embeddings": tied, "hidden_act": "silu",
-                "bos_token_id": eos, "eos_token_id": eos, "strata_synthetic": true,
-            ]
-            if let e = try? JSONSerialization.jsonObject(with: Data(extra.utf8)) as? [String: Any] { for (k, v) in e { c[k] = v } }
-            return c
-        }
+        var config: [String: Any] { architecture.synthConfig(shape) }
     }
 
     /// Shapes from the models' public config.json files.
     public static let presets: [Preset] = [
-        Preset(name: "tiny", architecture: "LlamaForCausalLM", hidden: 256, intermediate: 768, layers: 4, heads: 8, kvHeads: 4,
+        Preset(name: "tiny", architecture: LlamaArchitecture.self, hidden: 256, intermediate: 768, layers: 4, heads: 8, kvHeads: 4,
                vocab: 4096, maxPositions: 2048, tied: false, ropeTheta: 10000, rmsEps: 1e-5, extra: "{}"),
-        Preset(name: "smollm-135m", architecture: "LlamaForCausalLM", hidden: 576, intermediate: 1536, layers: 30, heads: 9, kvHeads: 3,
+        Preset(name: "smollm-135m", architecture: LlamaArchitecture.self, hidden: 576, intermediate: 1536, layers: 30, heads: 9, kvHeads: 3,
                vocab: 49152, maxPositions: 2048, tied: true, ropeTheta: 10000, rmsEps: 1e-5, extra: "{}"),
-        Preset(name: "gpt2-124m", architecture: "GPT2LMHeadModel", hidden: 768, intermediate: 3072, layers: 12, heads: 12, kvHeads: 12,
+        Preset(name: "gpt2-124m", architecture: GPT2Architecture.self, hidden: 768, intermediate: 3072, layers: 12, heads: 12, kvHeads: 12,
                vocab: 50257, maxPositions: 1024, tied: true, ropeTheta: 0, rmsEps: 1e-5, extra: "{}"),
-        Preset(name: "qwen2.5-0.5b", architecture: "Qwen2ForCausalLM", hidden: 896, intermediate: 4864, layers: 24, heads: 14, kvHeads: 2,
+        Preset(name: "qwen2.5-0.5b", architecture: Qwen2Architecture.self, hidden: 896, intermediate: 4864, layers: 24, heads: 14, kvHeads: 2,
                vocab: 151936, maxPositions: 32768, tied: true, ropeTheta: 1_000_000, rmsEps: 1e-6, extra: "{}"),
-        Preset(name: "tinyllama-1.1b", architecture: "LlamaForCausalLM", hidden: 2048, intermediate: 5632, layers: 22, heads: 32, kvHeads: 4,
+        Preset(name: "tinyllama-1.1b", architecture: LlamaArchitecture.self, hidden: 2048, intermediate: 5632, layers: 22, heads: 32, kvHeads: 4,
                vocab: 32000, maxPositions: 2048, tied: false, ropeTheta: 10000, rmsEps: 1e-5, extra: "{}"),
-        Preset(name: "llama-3.2-1b", architecture: "LlamaForCausalLM", hidden: 2048, intermediate: 8192, layers: 16, heads: 32, kvHeads: 8,
+        Preset(name: "llama-3.2-1b", architecture: LlamaArchitecture.self, hidden: 2048, intermediate: 8192, layers: 16, heads: 32, kvHeads: 8,
                vocab: 128256, maxPositions: 131072, tied: true, ropeTheta: 500000, rmsEps: 1e-5,
                extra: #"{"head_dim": 64, "rope_scaling": {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}}"#),
-        Preset(name: "llama-2-7b", architecture: "LlamaForCausalLM", hidden: 4096, intermediate: 11008, layers: 32, heads: 32, kvHeads: 32,
+        Preset(name: "llama-2-7b", architecture: LlamaArchitecture.self, hidden: 4096, intermediate: 11008, layers: 32, heads: 32, kvHeads: 32,
                vocab: 32000, maxPositions: 4096, tied: false, ropeTheta: 10000, rmsEps: 1e-5, extra: "{}"),
     ]
 

@@ -57,25 +57,15 @@ public struct WeightInventory: Sendable {
     public var coldRowBytes: Int
     public var totalBytes: Int { otherBytes + coldBytes + layerBytes.reduce(0, +) }
 
-    /// The layer a tensor name belongs to (`model.layers.N.` / `h.N.`), or -1.
-    public static func layer(of name: String) -> Int {
-        for marker in [".layers.", "h."] {
-            guard let r = name.range(of: marker) else { continue }
-            if marker == "h." && !(r.lowerBound == name.startIndex || name[name.index(before: r.lowerBound)] == ".") { continue }
-            let rest = name[r.upperBound...]
-            if let dot = rest.firstIndex(of: "."), let n = Int(rest[..<dot]) { return n }
-        }
-        return -1
-    }
-
     public init(directory: String, layers: Int) throws {
+        let arch = try ModelRegistry.architecture(directory: directory)
         let ckpt = try SafetensorsCheckpoint(directory: directory)
         var locs: [TensorLocation] = []
         var perLayer = [Int](repeating: 0, count: layers)
         var other = 0
         for name in ckpt.tensorNames {
             guard let e = ckpt.entry(name), let dtype = e.dtype, let f = ckpt.file(of: name) else { continue }
-            let l = Self.layer(of: name)
+            let l = arch.place(of: name)?.layer ?? -1
             let layer = l < layers ? l : -1
             locs.append(TensorLocation(name: name, path: f.path, begin: e.begin, end: e.end, dtype: dtype, shape: e.shape, layer: layer))
             if layer >= 0 { perLayer[layer] += e.byteCount } else { other += e.byteCount }
@@ -83,8 +73,8 @@ public struct WeightInventory: Sendable {
         locations = locs
         layerBytes = perLayer
         // the token embedding is cold when the LM head is a separate tensor (not tied to it)
-        let untied = ckpt.contains("lm_head.weight")
-        let cold = untied ? locs.filter { $0.layer < 0 && $0.name.contains("embed_tokens") } : []
+        let coldName = arch.coldEmbedding(in: ckpt.tensorNames)
+        let cold = locs.filter { $0.name == coldName }
         coldNames = Set(cold.map { $0.name })
         coldBytes = cold.reduce(0) { $0 + $1.end - $1.begin }
         coldRowBytes = cold.first.map { ($0.end - $0.begin) / max(1, $0.shape.first ?? 1) } ?? 0

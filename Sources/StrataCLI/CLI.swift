@@ -392,7 +392,7 @@ struct Synthesize: ParsableCommand {
             FileHandle.standardError.write(Data(((tty ? "\r" : "") + line + (tty ? "" : "\n")).utf8))
         }
         if tty { eprint("") }
-        eprint("wrote \(out): \(p.name) (\(p.architecture), \(String(format: "%.1f", Double(p.parameterCount) / 1e6)) M parameters, \(dt.rawValue)) in \(String(format: "%.1f", now() - t0)) s")
+        eprint("wrote \(out): \(p.name) (\(p.architecture.name), \(String(format: "%.1f", Double(p.parameterCount) / 1e6)) M parameters, \(dt.rawValue)) in \(String(format: "%.1f", now() - t0)) s")
     }
 }
 

@@ -171,3 +171,60 @@ public final class GPT2Model: CausalLM, @unchecked Sendable {
         return UnsafeBufferPointer(start: ws.logits.f32, count: n * vocab)
     }
 }
+
+/// `GPT2LMHeadModel`: tensors named `h.N.` or `transformer.h.N.` (both occur on the hub),
+/// Conv1D weights stored `[in, out]`, learned positions, the head tied to `wte`.
+public enum GPT2Architecture: Architecture {
+    public static let name = "GPT2LMHeadModel"
+    static let layerTable: [String: TensorRole] = [
+        "ln_1.weight": .attentionNorm, "ln_1.bias": .attentionNorm,
+        "attn.c_attn.weight": .attentionQKV, "attn.c_attn.bias": .attentionQKV,
+        "attn.c_proj.weight": .attentionOutput, "attn.c_proj.bias": .attentionOutput,
+        "ln_2.weight": .mlpNorm, "ln_2.bias": .mlpNorm,
+        "mlp.c_fc.weight": .mlpUp, "mlp.c_fc.bias": .mlpUp,
+        "mlp.c_proj.weight": .mlpDown, "mlp.c_proj.bias": .mlpDown,
+    ]
+    static let globalTable: [String: TensorRole] = [
+        "wte.weight": .tokenEmbedding, "wpe.weight": .positionEmbedding, "ln_f.weight": .finalNorm, "ln_f.bias": .finalNorm,
+    ]
+
+    public static func spec(configPath: String) throws -> ModelSpec { try decodeConfig(GPT2Config.self, path: configPath).spec }
+    public static func build(configPath: String, store: WeightStore) throws -> CausalLM {
+        try GPT2Model(config: decodeConfig(GPT2Config.self, path: configPath), store: store)
+    }
+    public static func place(of tensor: String) -> TensorPlace? {
+        if tensor == "lm_head.weight" { return TensorPlace(layer: nil, role: .outputHead) }
+        let name = tensor.hasPrefix("transformer.") ? String(tensor.dropFirst("transformer.".count)) : tensor
+        if let (n, rest) = layerSuffix(name, prefix: "h.") { return layerTable[String(rest)].map { TensorPlace(layer: n, role: $0) } }
+        return globalTable[name].map { TensorPlace(layer: nil, role: $0) }
+    }
+    /// c_attn (3 h x h), c_proj (h x h), c_fc and its projection (2 h x inner).
+    public static func parametersPerLayer(_ s: ModelSpec) -> Int { 4 * s.hiddenSize * s.hiddenSize + 2 * s.hiddenSize * s.intermediateSize }
+    /// Two LayerNorms (weight and bias) and the biases of the four matrices.
+    public static func vectorsPerLayer(_ s: ModelSpec) -> Int { 4 * s.hiddenSize + 3 * s.hiddenSize + s.hiddenSize + s.intermediateSize + s.hiddenSize }
+
+    public static func synthTensors(_ s: SynthShape) -> [(name: String, shape: [Int])] {
+        var t: [(name: String, shape: [Int])] = []
+        let h = s.hidden
+        t.append(("transformer.wte.weight", [s.vocab, h])); t.append(("transformer.wpe.weight", [s.maxPositions, h]))
+        for i in 0..<s.layers {
+            let p = "transformer.h.\(i)."
+            t.append((p + "ln_1.weight", [h])); t.append((p + "ln_1.bias", [h]))
+            t.append((p + "attn.c_attn.weight", [h, 3 * h])); t.append((p + "attn.c_attn.bias", [3 * h]))
+            t.append((p + "attn.c_proj.weight", [h, h])); t.append((p + "attn.c_proj.bias", [h]))
+            t.append((p + "ln_2.weight", [h])); t.append((p + "ln_2.bias", [h]))
+            t.append((p + "mlp.c_fc.weight", [h, s.intermediate])); t.append((p + "mlp.c_fc.bias", [s.intermediate]))
+            t.append((p + "mlp.c_proj.weight", [s.intermediate, h])); t.append((p + "mlp.c_proj.bias", [h]))
+        }
+        t.append(("transformer.ln_f.weight", [h])); t.append(("transformer.ln_f.bias", [h]))
+        return t
+    }
+
+    public static func synthConfig(_ s: SynthShape) -> [String: Any] {
+        let eos = s.vocab - 1
+        return ["architectures": [name], "model_type": "gpt2", "vocab_size": s.vocab, "n_embd": s.hidden,
+                "n_layer": s.layers, "n_head": s.heads, "n_inner": s.intermediate, "n_positions": s.maxPositions,
+                "layer_norm_epsilon": 1e-5, "activation_function": "gelu_new", "bos_token_id": eos, "eos_token_id": eos,
+                "tie_word_embeddings": true]
+    }
+}

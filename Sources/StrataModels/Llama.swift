@@ -245,3 +245,88 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
         return UnsafeBufferPointer(start: ws.logits.f32, count: n * vocab)
     }
 }
+
+/// The Llama family's checkpoint layout (Llama, Qwen2, Mistral share it): HF tensor names and
+/// their roles, the shapes `synth` writes, and the config it writes. Each architecture of the
+/// family conforms to `Architecture` in its own file through these.
+public enum LlamaFamily {
+    /// Names inside a layer, `model.layers.N.<suffix>`, and their roles.
+    static let layerTable: [String: TensorRole] = [
+        "input_layernorm.weight": .attentionNorm,
+        "self_attn.q_proj.weight": .attentionQuery, "self_attn.q_proj.bias": .attentionQuery,
+        "self_attn.k_proj.weight": .attentionKey, "self_attn.k_proj.bias": .attentionKey,
+        "self_attn.v_proj.weight": .attentionValue, "self_attn.v_proj.bias": .attentionValue,
+        "self_attn.o_proj.weight": .attentionOutput, "self_attn.o_proj.bias": .attentionOutput,
+        "post_attention_layernorm.weight": .mlpNorm,
+        "mlp.gate_proj.weight": .mlpGate, "mlp.gate_proj.bias": .mlpGate,
+        "mlp.up_proj.weight": .mlpUp, "mlp.up_proj.bias": .mlpUp,
+        "mlp.down_proj.weight": .mlpDown, "mlp.down_proj.bias": .mlpDown,
+    ]
+    static let globalTable: [String: TensorRole] = [
+        "model.embed_tokens.weight": .tokenEmbedding, "model.norm.weight": .finalNorm, "lm_head.weight": .outputHead,
+    ]
+
+    public static func place(of tensor: String) -> TensorPlace? {
+        if let (n, rest) = layerSuffix(tensor, prefix: "model.layers.") {
+            return layerTable[String(rest)].map { TensorPlace(layer: n, role: $0) }
+        }
+        return globalTable[tensor].map { TensorPlace(layer: nil, role: $0) }
+    }
+
+    public static func parametersPerLayer(_ s: ModelSpec) -> Int {
+        s.hiddenSize * s.heads * s.headDim * 2 + s.hiddenSize * s.kvDim * 2 + 3 * s.hiddenSize * s.intermediateSize
+    }
+
+    /// Two norms (q/k/v biases, where present, are small and not counted).
+    public static func vectorsPerLayer(_ s: ModelSpec) -> Int { 2 * s.hiddenSize }
+
+    /// `qkvBias`: Qwen2's biases on q, k and v.
+    public static func synthTensors(_ s: SynthShape, qkvBias: Bool) -> [(name: String, shape: [Int])] {
+        var t: [(name: String, shape: [Int])] = []
+        let h = s.hidden
+        let hd = (s.extraFields["head_dim"] as? Int) ?? h / s.heads
+        t.append(("model.embed_tokens.weight", [s.vocab, h]))
+        for i in 0..<s.layers {
+            let p = "model.layers.\(i)."
+            t.append((p + "input_layernorm.weight", [h]))
+            t.append((p + "self_attn.q_proj.weight", [s.heads * hd, h])); if qkvBias { t.append((p + "self_attn.q_proj.bias", [s.heads * hd])) }
+            t.append((p + "self_attn.k_proj.weight", [s.kvHeads * hd, h])); if qkvBias { t.append((p + "self_attn.k_proj.bias", [s.kvHeads * hd])) }
+            t.append((p + "self_attn.v_proj.weight", [s.kvHeads * hd, h])); if qkvBias { t.append((p + "self_attn.v_proj.bias", [s.kvHeads * hd])) }
+            t.append((p + "self_attn.o_proj.weight", [h, s.heads * hd]))
+            t.append((p + "post_attention_layernorm.weight", [h]))
+            t.append((p + "mlp.gate_proj.weight", [s.intermediate, h]))
+            t.append((p + "mlp.up_proj.weight", [s.intermediate, h]))
+            t.append((p + "mlp.down_proj.weight", [h, s.intermediate]))
+        }
+        t.append(("model.norm.weight", [h]))
+        if !s.tied { t.append(("lm_head.weight", [s.vocab, h])) }
+        return t
+    }
+
+    public static func synthConfig(_ s: SynthShape, architecture: String, modelType: String) -> [String: Any] {
+        let eos = s.vocab - 1
+        var c: [String: Any] = [
+            "architectures": [architecture], "model_type": modelType,
+            "vocab_size": s.vocab, "hidden_size": s.hidden, "intermediate_size": s.intermediate, "num_hidden_layers": s.layers,
+            "num_attention_heads": s.heads, "num_key_value_heads": s.kvHeads, "max_position_embeddings": s.maxPositions,
+            "rms_norm_eps": s.rmsEps, "rope_theta": s.ropeTheta, "tie_word_embeddings": s.tied, "hidden_act": "silu",
+            "bos_token_id": eos, "eos_token_id": eos, "strata_synthetic": true,
+        ]
+        for (k, v) in s.extraFields { c[k] = v }
+        return c
+    }
+}
+
+/// `LlamaForCausalLM` (Llama 2/3, TinyLlama, SmolLM).
+public enum LlamaArchitecture: Architecture {
+    public static let name = "LlamaForCausalLM"
+    public static func spec(configPath: String) throws -> ModelSpec { try decodeConfig(LlamaConfig.self, path: configPath).family.spec }
+    public static func build(configPath: String, store: WeightStore) throws -> CausalLM {
+        try LlamaModel(config: decodeConfig(LlamaConfig.self, path: configPath).family, store: store)
+    }
+    public static func place(of tensor: String) -> TensorPlace? { LlamaFamily.place(of: tensor) }
+    public static func parametersPerLayer(_ spec: ModelSpec) -> Int { LlamaFamily.parametersPerLayer(spec) }
+    public static func vectorsPerLayer(_ spec: ModelSpec) -> Int { LlamaFamily.vectorsPerLayer(spec) }
+    public static func synthTensors(_ shape: SynthShape) -> [(name: String, shape: [Int])] { LlamaFamily.synthTensors(shape, qkvBias: false) }
+    public static func synthConfig(_ shape: SynthShape) -> [String: Any] { LlamaFamily.synthConfig(shape, architecture: name, modelType: "llama") }
+}

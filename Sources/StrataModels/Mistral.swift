@@ -1,4 +1,5 @@
 import StrataFormats
+import StrataTensor
 
 /// `MistralForCausalLM`'s `config.json`: the Llama family with Mistral's defaults and a
 /// `sliding_window`. Strata runs Mistral without windowed attention, so the usable context is
@@ -9,4 +10,18 @@ public struct MistralConfig: Decodable, Sendable {
         architecture: "MistralForCausalLM", vocabSize: 32000, maxPositions: 4096 * 32, ropeTheta: 10000, rmsNormEps: 1e-6,
         tieEmbeddings: false, bos: [1], eos: [2], qkvBias: false)
     public init(from decoder: Decoder) throws { family = try LlamaFamilyConfig(from: decoder, defaults: Self.defaults) }
+}
+
+/// `MistralForCausalLM`: the Llama family's layout.
+public enum MistralArchitecture: Architecture {
+    public static let name = "MistralForCausalLM"
+    public static func spec(configPath: String) throws -> ModelSpec { try decodeConfig(MistralConfig.self, path: configPath).family.spec }
+    public static func build(configPath: String, store: WeightStore) throws -> CausalLM {
+        try LlamaModel(config: decodeConfig(MistralConfig.self, path: configPath).family, store: store)
+    }
+    public static func place(of tensor: String) -> TensorPlace? { LlamaFamily.place(of: tensor) }
+    public static func parametersPerLayer(_ spec: ModelSpec) -> Int { LlamaFamily.parametersPerLayer(spec) }
+    public static func vectorsPerLayer(_ spec: ModelSpec) -> Int { LlamaFamily.vectorsPerLayer(spec) }
+    public static func synthTensors(_ shape: SynthShape) -> [(name: String, shape: [Int])] { LlamaFamily.synthTensors(shape, qkvBias: false) }
+    public static func synthConfig(_ shape: SynthShape) -> [String: Any] { LlamaFamily.synthConfig(shape, architecture: name, modelType: "mistral") }
 }

@@ -1,4 +1,5 @@
 import StrataFormats
+import StrataTensor
 
 /// `Qwen2ForCausalLM`'s `config.json`: the Llama family with a bias on q, k and v
 /// (not on o), Qwen2's defaults, and `use_sliding_window` (off by default).
@@ -13,4 +14,18 @@ public struct Qwen2Config: Decodable, Sendable {
         struct Flag: Decodable { var use_sliding_window: Bool? }
         if try Flag(from: decoder).use_sliding_window != true { family.slidingWindow = nil }
     }
+}
+
+/// `Qwen2ForCausalLM`: the Llama family's layout with biases on q, k and v.
+public enum Qwen2Architecture: Architecture {
+    public static let name = "Qwen2ForCausalLM"
+    public static func spec(configPath: String) throws -> ModelSpec { try decodeConfig(Qwen2Config.self, path: configPath).family.spec }
+    public static func build(configPath: String, store: WeightStore) throws -> CausalLM {
+        try LlamaModel(config: decodeConfig(Qwen2Config.self, path: configPath).family, store: store)
+    }
+    public static func place(of tensor: String) -> TensorPlace? { LlamaFamily.place(of: tensor) }
+    public static func parametersPerLayer(_ spec: ModelSpec) -> Int { LlamaFamily.parametersPerLayer(spec) }
+    public static func vectorsPerLayer(_ spec: ModelSpec) -> Int { LlamaFamily.vectorsPerLayer(spec) + spec.heads * spec.headDim + 2 * spec.kvDim }
+    public static func synthTensors(_ shape: SynthShape) -> [(name: String, shape: [Int])] { LlamaFamily.synthTensors(shape, qkvBias: true) }
+    public static func synthConfig(_ shape: SynthShape) -> [String: Any] { LlamaFamily.synthConfig(shape, architecture: name, modelType: "qwen2") }
 }

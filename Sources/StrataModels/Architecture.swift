@@ -1,0 +1,90 @@
+import Foundation
+import StrataFormats
+import StrataTensor
+
+/// What a checkpoint tensor does in the model (llama.cpp's tensor table, `LLM_TENSOR_*`).
+/// A bias has the role of its matrix or norm.
+public enum TensorRole: String, Sendable, Codable, CaseIterable {
+    case tokenEmbedding, positionEmbedding
+    case attentionNorm, attentionQuery, attentionKey, attentionValue, attentionQKV, attentionOutput
+    case mlpNorm, mlpGate, mlpUp, mlpGateUp, mlpDown
+    case finalNorm, outputHead
+
+    /// The coarse group `inspect` prints: embedding, attention, mlp, norm, lm_head.
+    public var group: String {
+        switch self {
+        case .tokenEmbedding, .positionEmbedding: return "embedding"
+        case .attentionQuery, .attentionKey, .attentionValue, .attentionQKV, .attentionOutput: return "attention"
+        case .mlpGate, .mlpUp, .mlpGateUp, .mlpDown: return "mlp"
+        case .attentionNorm, .mlpNorm, .finalNorm: return "norm"
+        case .outputHead: return "lm_head"
+        }
+    }
+}
+
+/// Where a tensor belongs: its layer (nil outside the layers) and its role.
+public struct TensorPlace: Sendable, Equatable {
+    public var layer: Int?
+    public var role: TensorRole
+    public init(layer: Int?, role: TensorRole) { self.layer = layer; self.role = role }
+}
+
+/// The shape `synth` writes (from a real model's public config).
+public struct SynthShape: Sendable {
+    public var hidden: Int, intermediate: Int, layers: Int, heads: Int, kvHeads: Int, vocab: Int
+    public var maxPositions: Int
+    public var tied: Bool
+    public var ropeTheta: Double
+    public var rmsEps: Double
+    /// extra config.json fields (rope_scaling, head_dim, ...), as a JSON object
+    public var extra: String
+    public init(hidden: Int, intermediate: Int, layers: Int, heads: Int, kvHeads: Int, vocab: Int, maxPositions: Int, tied: Bool,
+                ropeTheta: Double, rmsEps: Double, extra: String = "{}") {
+        self.hidden = hidden; self.intermediate = intermediate; self.layers = layers; self.heads = heads; self.kvHeads = kvHeads
+        self.vocab = vocab; self.maxPositions = maxPositions; self.tied = tied; self.ropeTheta = ropeTheta; self.rmsEps = rmsEps
+        self.extra = extra
+    }
+    /// The extra fields decoded (empty when not a JSON object).
+    public var extraFields: [String: Any] {
+        (try? JSONSerialization.jsonObject(with: Data(extra.utf8)) as? [String: Any]) ?? [:]
+    }
+}
+
+/// One model architecture: everything Strata's shared code needs to know about it, answered in
+/// the architecture's own file, so no shared code checks an architecture's name or its tensor
+/// names. The registry (`ModelRegistry.architectures`) lists one conforming type per row.
+public protocol Architecture: Sendable {
+    /// config.json's `architectures[0]`, e.g. `LlamaForCausalLM`.
+    static var name: String { get }
+    /// The model's shape from its config.json (no weights opened).
+    static func spec(configPath: String) throws -> ModelSpec
+    /// The model over `store`'s weights.
+    static func build(configPath: String, store: WeightStore) throws -> CausalLM
+    /// Where a checkpoint tensor belongs; nil for a name this architecture does not read.
+    static func place(of tensor: String) -> TensorPlace?
+    /// Parameters of one layer's matrices (q, k, v, o and the MLP), from the shape.
+    static func parametersPerLayer(_ spec: ModelSpec) -> Int
+    /// Elements of one layer's vectors (norms, biases), from the shape.
+    static func vectorsPerLayer(_ spec: ModelSpec) -> Int
+    /// The checkpoint tensors `synth` writes for `shape`, in file order.
+    static func synthTensors(_ shape: SynthShape) -> [(name: String, shape: [Int])]
+    /// The config.json `synth` writes for `shape` (without the dtype).
+    static func synthConfig(_ shape: SynthShape) -> [String: Any]
+}
+
+extension Architecture {
+    /// The token embedding, read a row per token (cold) when the model has a separate output
+    /// head; nil when the checkpoint's names contain no token embedding.
+    public static func coldEmbedding(in names: [String]) -> String? {
+        guard names.contains(where: { place(of: $0)?.role == .outputHead }) else { return nil }
+        return names.first { place(of: $0)?.role == .tokenEmbedding }
+    }
+}
+
+/// Splits `<prefix>N.<rest>` into (N, rest); nil when `name` does not start so.
+func layerSuffix(_ name: String, prefix: String) -> (Int, Substring)? {
+    guard name.hasPrefix(prefix) else { return nil }
+    let rest = name.dropFirst(prefix.count)
+    guard let dot = rest.firstIndex(of: "."), let n = Int(rest[..<dot]), n >= 0 else { return nil }
+    return (n, rest[rest.index(after: dot)...])
+}
