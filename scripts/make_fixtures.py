@@ -5,7 +5,10 @@ Run by hand (CI never installs torch), from the repository root:
 
     python3 -m venv /tmp/strata-venv
     /tmp/strata-venv/bin/pip install "torch==2.13.0+cpu" transformers tokenizers safetensors
-    /tmp/strata-venv/bin/python scripts/make_fixtures.py
+    /tmp/strata-venv/bin/python scripts/make_fixtures.py [MODEL ...]
+
+With model names (e.g. `qwen3`), only those model folders are written (the tokenizers are
+trained in memory as always, but their fixture files are left as they are).
 
 It writes Tests/Fixtures/:
   tokenizers/<name>/tokenizer.json + cases.json   trained tokenizers and encode/decode cases
@@ -17,6 +20,7 @@ Everything is seeded; rerunning gives the same files for the same library versio
 import json
 import os
 import shutil
+import sys
 
 import torch
 from safetensors.torch import save_file
@@ -121,7 +125,12 @@ def train_sentencepiece(kind):
     return tok
 
 
+ONLY = set(sys.argv[1:])
+
+
 def write_tokenizer(name, tok):
+    if ONLY:
+        return tok
     d = os.path.join(ROOT, "tokenizers", name)
     os.makedirs(d, exist_ok=True)
     tok.save(os.path.join(d, "tokenizer.json"))
@@ -143,6 +152,8 @@ def write_tokenizer(name, tok):
 
 
 def make_model(name, cls_name, config_kwargs, tokenizer, dtype="f32", seed=0, seqs_len=(7, 19)):
+    if ONLY and name not in ONLY:
+        return
     import transformers
     torch.manual_seed(seed)
     cfg_cls = getattr(transformers, cls_name.replace("ForCausalLM", "Config").replace("LMHeadModel", "Config"))
@@ -220,6 +231,11 @@ def main():
     make_model("qwen2", "Qwen2ForCausalLM",
                dict(base, vocab_size=v(q), num_key_value_heads=2, tie_word_embeddings=True, rope_theta=1000000.0,
                     bos_token_id=q.token_to_id("<|endoftext|>"), eos_token_id=q.token_to_id("<|endoftext|>")), q, seed=5)
+    # Qwen3: q_norm/k_norm per head, head_dim (16) independent of hidden / heads (12), tied embeddings
+    make_model("qwen3", "Qwen3ForCausalLM",
+               dict(base, vocab_size=v(q), num_key_value_heads=2, head_dim=16, tie_word_embeddings=True,
+                    rope_theta=1000000.0, bos_token_id=q.token_to_id("<|endoftext|>"),
+                    eos_token_id=q.token_to_id("<|endoftext|>")), q, seed=10)
     make_model("mistral", "MistralForCausalLM",
                dict(base, vocab_size=v(sp), num_key_value_heads=2, tie_word_embeddings=False, sliding_window=None,
                     bos_token_id=1, eos_token_id=2), sp, seed=6)

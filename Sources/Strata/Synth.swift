@@ -43,6 +43,8 @@ public enum Synth {
                vocab: 50257, maxPositions: 1024, tied: true, ropeTheta: 0, rmsEps: 1e-5, extra: "{}"),
         Preset(name: "qwen2.5-0.5b", architecture: Qwen2Architecture.self, hidden: 896, intermediate: 4864, layers: 24, heads: 14, kvHeads: 2,
                vocab: 151936, maxPositions: 32768, tied: true, ropeTheta: 1_000_000, rmsEps: 1e-6, extra: "{}"),
+        Preset(name: "qwen3-0.6b", architecture: Qwen3Architecture.self, hidden: 1024, intermediate: 3072, layers: 28, heads: 16, kvHeads: 8,
+               vocab: 151936, maxPositions: 40960, tied: true, ropeTheta: 1_000_000, rmsEps: 1e-6, extra: #"{"head_dim": 128}"#),
         Preset(name: "tinyllama-1.1b", architecture: LlamaArchitecture.self, hidden: 2048, intermediate: 5632, layers: 22, heads: 32, kvHeads: 4,
                vocab: 32000, maxPositions: 2048, tied: false, ropeTheta: 10000, rmsEps: 1e-5, extra: "{}"),
         Preset(name: "llama-3.2-1b", architecture: LlamaArchitecture.self, hidden: 2048, intermediate: 8192, layers: 16, heads: 32, kvHeads: 8,

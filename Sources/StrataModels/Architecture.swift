@@ -7,6 +7,8 @@ import StrataTensor
 public enum TensorRole: String, Sendable, Codable, CaseIterable {
     case tokenEmbedding, positionEmbedding
     case attentionNorm, attentionQuery, attentionKey, attentionValue, attentionQKV, attentionOutput
+    /// Qwen3's RMSNorm over each head of q, of k
+    case attentionQueryNorm, attentionKeyNorm
     case mlpNorm, mlpGate, mlpUp, mlpGateUp, mlpDown
     case finalNorm, outputHead
 
@@ -16,7 +18,7 @@ public enum TensorRole: String, Sendable, Codable, CaseIterable {
         case .tokenEmbedding, .positionEmbedding: return "embedding"
         case .attentionQuery, .attentionKey, .attentionValue, .attentionQKV, .attentionOutput: return "attention"
         case .mlpGate, .mlpUp, .mlpGateUp, .mlpDown: return "mlp"
-        case .attentionNorm, .mlpNorm, .finalNorm: return "norm"
+        case .attentionNorm, .attentionQueryNorm, .attentionKeyNorm, .mlpNorm, .finalNorm: return "norm"
         case .outputHead: return "lm_head"
         }
     }

@@ -17,6 +17,10 @@ public struct LlamaFamilyConfig: Sendable {
         var eos: [Int]
         /// Qwen2: q/k/v always carry a bias, o does not.
         var qkvBias: Bool
+        /// Qwen3: an RMSNorm over each head of q and of k (`q_norm`, `k_norm`) before RoPE.
+        var qkNorm: Bool = false
+        /// head_dim when config.json has none (Qwen3: 128; others: hidden / heads).
+        var headDim: Int? = nil
     }
 
     public var architecture: String
@@ -32,6 +36,8 @@ public struct LlamaFamilyConfig: Sendable {
     public var tieEmbeddings: Bool
     /// Bias on q, k, v projections.
     public var qkvBias: Bool
+    /// RMSNorm over each head of q and k before RoPE (Qwen3).
+    public var qkNorm: Bool
     /// Bias on the o projection.
     public var oBias: Bool
     public var mlpBias: Bool
@@ -69,7 +75,7 @@ public struct LlamaFamilyConfig: Sendable {
         if heads % kvHeads != 0 {
             throw ConfigError.invalidValue(file: file, field: "num_key_value_heads", reason: "\(kvHeads) does not divide num_attention_heads \(heads)")
         }
-        if let hd = try c.decodeIfPresent(Int.self, forKey: .headDim) {
+        if let hd = try c.decodeIfPresent(Int.self, forKey: .headDim) ?? d.headDim {
             try positive(hd, "head_dim"); headDim = hd
         } else {
             if hiddenSize % heads != 0 {
@@ -83,6 +89,7 @@ public struct LlamaFamilyConfig: Sendable {
         tieEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tie) ?? d.tieEmbeddings
         let attnBias = try c.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? false
         qkvBias = d.qkvBias || attnBias
+        qkNorm = d.qkNorm
         oBias = attnBias
         mlpBias = try c.decodeIfPresent(Bool.self, forKey: .mlpBias) ?? false
         maxPositions = try c.decodeIfPresent(Int.self, forKey: .maxPositions) ?? d.maxPositions
@@ -131,6 +138,8 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
         let inputNorm: Tensor
         /// [heads * headDim, hidden]
         let q: WeightMatrix
+        /// [headDim] RMSNorm weight over each head of q, and of k (Qwen3), or nil
+        let qNorm: Tensor?, kNorm: Tensor?
         /// [kvHeads * headDim, hidden]
         let k: WeightMatrix
         /// [kvHeads * headDim, hidden]
@@ -179,6 +188,8 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
             return Layer(
                 inputNorm: try w.vector(p + "input_layernorm.weight", h, layer: i),
                 q: try lin("self_attn.q_proj", [nh * hd, h], bias: config.qkvBias),
+                qNorm: config.qkNorm ? try w.vector(p + "self_attn.q_norm.weight", hd, layer: i) : nil,
+                kNorm: config.qkNorm ? try w.vector(p + "self_attn.k_norm.weight", hd, layer: i) : nil,
                 k: try lin("self_attn.k_proj", [kvh * hd, h], bias: config.qkvBias),
                 v: try lin("self_attn.v_proj", [kvh * hd, h], bias: config.qkvBias),
                 o: try lin("self_attn.o_proj", [h, nh * hd], bias: config.oBias),
@@ -225,6 +236,10 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
                 L.q.apply(xn, rows: r, q, scratch: conv)
                 L.k.apply(xn, rows: r, kNew, scratch: conv)
                 L.v.apply(xn, rows: r, vNew, scratch: conv)
+                if let qn = L.qNorm, let kn = L.kNorm {  // per head, in place: rows of headDim
+                    Ops.rmsNorm(q, weight: qn.f32, eps: eps, q, rows: r * nh, n: hd)
+                    Ops.rmsNorm(kNew, weight: kn.f32, eps: eps, kNew, rows: r * kvh, n: hd)
+                }
                 rope.apply(q, tokens: r, heads: nh, positions: pos)
                 rope.apply(kNew, tokens: r, heads: kvh, positions: pos)
                 kv.write(layer: l, layout: layout, k: kNew, ldk: kvDim, v: vNew, ldv: kvDim)
@@ -257,6 +272,7 @@ public enum LlamaFamily {
         "self_attn.k_proj.weight": .attentionKey, "self_attn.k_proj.bias": .attentionKey,
         "self_attn.v_proj.weight": .attentionValue, "self_attn.v_proj.bias": .attentionValue,
         "self_attn.o_proj.weight": .attentionOutput, "self_attn.o_proj.bias": .attentionOutput,
+        "self_attn.q_norm.weight": .attentionQueryNorm, "self_attn.k_norm.weight": .attentionKeyNorm,
         "post_attention_layernorm.weight": .mlpNorm,
         "mlp.gate_proj.weight": .mlpGate, "mlp.gate_proj.bias": .mlpGate,
         "mlp.up_proj.weight": .mlpUp, "mlp.up_proj.bias": .mlpUp,
@@ -280,8 +296,8 @@ public enum LlamaFamily {
     /// Two norms (q/k/v biases, where present, are small and not counted).
     public static func vectorsPerLayer(_ s: ModelSpec) -> Int { 2 * s.hiddenSize }
 
-    /// `qkvBias`: Qwen2's biases on q, k and v.
-    public static func synthTensors(_ s: SynthShape, qkvBias: Bool) -> [(name: String, shape: [Int])] {
+    /// `qkvBias`: Qwen2's biases on q, k and v; `qkNorm`: Qwen3's per-head norms of q and k.
+    public static func synthTensors(_ s: SynthShape, qkvBias: Bool, qkNorm: Bool = false) -> [(name: String, shape: [Int])] {
         var t: [(name: String, shape: [Int])] = []
         let h = s.hidden
         let hd = (s.extraFields["head_dim"] as? Int) ?? h / s.heads
@@ -293,6 +309,7 @@ public enum LlamaFamily {
             t.append((p + "self_attn.k_proj.weight", [s.kvHeads * hd, h])); if qkvBias { t.append((p + "self_attn.k_proj.bias", [s.kvHeads * hd])) }
             t.append((p + "self_attn.v_proj.weight", [s.kvHeads * hd, h])); if qkvBias { t.append((p + "self_attn.v_proj.bias", [s.kvHeads * hd])) }
             t.append((p + "self_attn.o_proj.weight", [h, s.heads * hd]))
+            if qkNorm { t.append((p + "self_attn.q_norm.weight", [hd])); t.append((p + "self_attn.k_norm.weight", [hd])) }
             t.append((p + "post_attention_layernorm.weight", [h]))
             t.append((p + "mlp.gate_proj.weight", [s.intermediate, h]))
             t.append((p + "mlp.up_proj.weight", [s.intermediate, h]))
