@@ -236,6 +236,14 @@ def main():
                dict(base, vocab_size=v(q), num_key_value_heads=2, head_dim=16, tie_word_embeddings=True,
                     rope_theta=1000000.0, bos_token_id=q.token_to_id("<|endoftext|>"),
                     eos_token_id=q.token_to_id("<|endoftext|>")), q, seed=10)
+    # Phi-3: fused qkv_proj and gate_up_proj, partial rotary (half of each head), longrope with short
+    # and long factors; sequence 1 (19 tokens) and the greedy continuation pass original_max (16)
+    make_model("phi3", "Phi3ForCausalLM",
+               dict(base, vocab_size=v(sp), num_key_value_heads=2, tie_word_embeddings=False, max_position_embeddings=64,
+                    original_max_position_embeddings=16, partial_rotary_factor=0.5, sliding_window=None,
+                    rope_scaling={"rope_type": "longrope", "short_factor": [1.0, 1.5, 2.0],
+                                  "long_factor": [2.0, 4.0, 9.0]},
+                    bos_token_id=1, eos_token_id=2, pad_token_id=0), sp, seed=11)
     make_model("mistral", "MistralForCausalLM",
                dict(base, vocab_size=v(sp), num_key_value_heads=2, tie_word_embeddings=False, sliding_window=None,
                     bos_token_id=1, eos_token_id=2), sp, seed=6)

@@ -45,6 +45,8 @@ public enum Synth {
                vocab: 151936, maxPositions: 32768, tied: true, ropeTheta: 1_000_000, rmsEps: 1e-6, extra: "{}"),
         Preset(name: "qwen3-0.6b", architecture: Qwen3Architecture.self, hidden: 1024, intermediate: 3072, layers: 28, heads: 16, kvHeads: 8,
                vocab: 151936, maxPositions: 40960, tied: true, ropeTheta: 1_000_000, rmsEps: 1e-6, extra: #"{"head_dim": 128}"#),
+        Preset(name: "phi-3-mini", architecture: Phi3Architecture.self, hidden: 3072, intermediate: 8192, layers: 32, heads: 32, kvHeads: 32,
+               vocab: 32064, maxPositions: 4096, tied: false, ropeTheta: 10000, rmsEps: 1e-5, extra: "{}"),
         Preset(name: "tinyllama-1.1b", architecture: LlamaArchitecture.self, hidden: 2048, intermediate: 5632, layers: 22, heads: 32, kvHeads: 4,
                vocab: 32000, maxPositions: 2048, tied: false, ropeTheta: 10000, rmsEps: 1e-5, extra: "{}"),
         Preset(name: "llama-3.2-1b", architecture: LlamaArchitecture.self, hidden: 2048, intermediate: 8192, layers: 16, heads: 32, kvHeads: 8,

@@ -122,9 +122,15 @@ public struct RopeSettings: Sendable, Equatable {
         case none
         case linear(factor: Double)
         case llama3(factor: Double, lowFreqFactor: Double, highFreqFactor: Double, originalMaxPositions: Int)
+        /// Phi-3's LongRoPE: frequencies divided by `short` up to `originalMaxPositions` positions in a
+        /// forward call, by `long` beyond; cos/sin times `attentionFactor` (nil: from `factor`, or
+        /// from max_position_embeddings / originalMaxPositions, as transformers derives it).
+        case longrope(short: [Double], long: [Double], originalMaxPositions: Int, factor: Double?, attentionFactor: Double?)
     }
     public var theta: Double
     public var kind: Kind
+    /// Fraction of each head's dimensions that rotate (Phi-3 and others: `partial_rotary_factor`).
+    public var partialRotaryFactor: Double = 1
 
     private struct Params: Decodable {
         var ropeType: String?
@@ -134,14 +140,23 @@ public struct RopeSettings: Sendable, Equatable {
         var lowFreqFactor: Double?
         var highFreqFactor: Double?
         var originalMaxPositionEmbeddings: Int?
+        var shortFactor: [Double]?
+        var longFactor: [Double]?
+        var attentionFactor: Double?
+        var partialRotaryFactor: Double?
         enum CodingKeys: String, CodingKey {
             case ropeType = "rope_type", type, ropeTheta = "rope_theta", factor
             case lowFreqFactor = "low_freq_factor", highFreqFactor = "high_freq_factor"
             case originalMaxPositionEmbeddings = "original_max_position_embeddings"
+            case shortFactor = "short_factor", longFactor = "long_factor", attentionFactor = "attention_factor"
+            case partialRotaryFactor = "partial_rotary_factor"
         }
     }
 
-    private enum Keys: String, CodingKey { case ropeTheta = "rope_theta", ropeScaling = "rope_scaling", ropeParameters = "rope_parameters" }
+    private enum Keys: String, CodingKey {
+        case ropeTheta = "rope_theta", ropeScaling = "rope_scaling", ropeParameters = "rope_parameters"
+        case partialRotaryFactor = "partial_rotary_factor", originalMaxPositionEmbeddings = "original_max_position_embeddings"
+    }
 
     /// Decodes from the config's top level; `defaultTheta` is the architecture's default.
     public static func decode(from decoder: Decoder, defaultTheta: Double, file: String) throws -> RopeSettings {
@@ -153,9 +168,30 @@ public struct RopeSettings: Sendable, Equatable {
         guard theta > 0 else { throw ConfigError.invalidValue(file: file, field: "rope_theta", reason: "must be positive, got \(theta)") }
         let p = scaling ?? params
         let type = p?.ropeType ?? p?.type ?? "default"
+        let partial = try params?.partialRotaryFactor ?? c.decodeIfPresent(Double.self, forKey: .partialRotaryFactor) ?? 1
+        guard partial > 0 && partial <= 1 else {
+            throw ConfigError.invalidValue(file: file, field: "partial_rotary_factor", reason: "must be in (0, 1], got \(partial)")
+        }
+        var settings = try kind(type: type, p, c, theta: theta, file: file)
+        settings.partialRotaryFactor = partial
+        return settings
+    }
+
+    private static func kind(type: String, _ p: Params?, _ c: KeyedDecodingContainer<Keys>, theta: Double, file: String) throws -> RopeSettings {
         switch type {
         case "default":
             return RopeSettings(theta: theta, kind: .none)
+        case "longrope", "su":
+            guard let short = p?.shortFactor, let long = p?.longFactor, short.count == long.count, !short.isEmpty,
+                  (short + long).allSatisfy({ $0 > 0 }) else {
+                throw ConfigError.malformed(file: file, field: "rope_scaling", reason: "longrope needs short_factor and long_factor, positive, of equal length")
+            }
+            let orig = try p?.originalMaxPositionEmbeddings ?? c.decodeIfPresent(Int.self, forKey: .originalMaxPositionEmbeddings)
+            guard let orig, orig > 0 else {
+                throw ConfigError.malformed(file: file, field: "original_max_position_embeddings", reason: "longrope needs it, positive")
+            }
+            return RopeSettings(theta: theta, kind: .longrope(short: short, long: long, originalMaxPositions: orig,
+                                                               factor: p?.factor, attentionFactor: p?.attentionFactor))
         case "linear":
             guard let f = p?.factor, f > 0 else { throw ConfigError.malformed(file: file, field: "rope_scaling.factor", reason: "missing or not positive") }
             return RopeSettings(theta: theta, kind: .linear(factor: f))

@@ -21,6 +21,8 @@ public struct LlamaFamilyConfig: Sendable {
         var qkNorm: Bool = false
         /// head_dim when config.json has none (Qwen3: 128; others: hidden / heads).
         var headDim: Int? = nil
+        /// Phi-3: q, k, v in one `qkv_proj` and gate, up in one `gate_up_proj` (rows stacked).
+        var fused: Bool = false
     }
 
     public var architecture: String
@@ -38,6 +40,8 @@ public struct LlamaFamilyConfig: Sendable {
     public var qkvBias: Bool
     /// RMSNorm over each head of q and k before RoPE (Qwen3).
     public var qkNorm: Bool
+    /// q|k|v in `self_attn.qkv_proj` and gate|up in `mlp.gate_up_proj`, rows stacked (Phi-3).
+    public var fused: Bool
     /// Bias on the o projection.
     public var oBias: Bool
     public var mlpBias: Bool
@@ -86,10 +90,18 @@ public struct LlamaFamilyConfig: Sendable {
         if headDim % 2 != 0 { throw ConfigError.invalidValue(file: file, field: "head_dim", reason: "must be even for RoPE, got \(headDim)") }
         rmsNormEps = try c.decodeIfPresent(Double.self, forKey: .rmsNormEps) ?? d.rmsNormEps
         rope = try RopeSettings.decode(from: decoder, defaultTheta: d.ropeTheta, file: file)
+        let rot = Int(Double(headDim) * rope.partialRotaryFactor)
+        if rot < 2 || rot % 2 != 0 {
+            throw ConfigError.invalidValue(file: file, field: "partial_rotary_factor", reason: "gives \(rot) rotary dimensions of \(headDim); must be even and >= 2")
+        }
+        if case let .longrope(short, _, _, _, _) = rope.kind, short.count != rot / 2 {
+            throw ConfigError.invalidValue(file: file, field: "rope_scaling.short_factor", reason: "\(short.count) factors for \(rot / 2) rotary frequencies")
+        }
         tieEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tie) ?? d.tieEmbeddings
         let attnBias = try c.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? false
         qkvBias = d.qkvBias || attnBias
         qkNorm = d.qkNorm
+        fused = d.fused
         oBias = attnBias
         mlpBias = try c.decodeIfPresent(Bool.self, forKey: .mlpBias) ?? false
         maxPositions = try c.decodeIfPresent(Int.self, forKey: .maxPositions) ?? d.maxPositions
@@ -109,12 +121,32 @@ public struct LlamaFamilyConfig: Sendable {
                   bosTokenIDs: bos, eosTokenIDs: eos, queryBufferWidth: heads * headDim)
     }
 
+    /// Leading dimensions of each head that rotate: `int(headDim * partial_rotary_factor)`.
+    public var rotaryDim: Int { Int(Double(headDim) * rope.partialRotaryFactor) }
+
+    /// The rotary scaling of a forward call (for LongRoPE: the short factors).
     var ropeScaling: RoPE.Scaling {
         switch rope.kind {
         case .none: return .none
         case let .linear(f): return .linear(factor: Float(f))
         case let .llama3(f, lo, hi, orig): return .llama3(factor: Float(f), lowFreqFactor: Float(lo), highFreqFactor: Float(hi), originalMaxPositions: orig)
+        case let .longrope(short, _, orig, factor, attention): return .perFrequency(divisors: short.map(Float.init), attentionScaling: longRopeAttention(orig, factor, attention))
         }
+    }
+
+    /// LongRoPE: the scaling of a forward call whose positions reach past `originalMaxPositions`
+    /// (the long factors), and that limit; nil for other rotary types.
+    var longRopeScaling: (scaling: RoPE.Scaling, beyond: Int)? {
+        guard case let .longrope(_, long, orig, factor, attention) = rope.kind else { return nil }
+        return (.perFrequency(divisors: long.map(Float.init), attentionScaling: longRopeAttention(orig, factor, attention)), orig)
+    }
+
+    /// As transformers: `attention_factor`, else sqrt(1 + ln(factor) / ln(original)) with factor
+    /// `factor` or max_position_embeddings / original (1 when factor <= 1).
+    private func longRopeAttention(_ orig: Int, _ factor: Double?, _ attention: Double?) -> Float {
+        if let attention { return Float(attention) }
+        let f = factor ?? Double(maxPositions) / Double(orig)
+        return f <= 1 ? 1 : Float((1 + log(f) / log(Double(orig))).squareRoot())
     }
 }
 
@@ -164,6 +196,9 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
     /// [vocab, hidden] (the embedding when tied)
     let lmHead: WeightMatrix
     let rope: RoPE
+    /// LongRoPE: the rotation of a forward call whose positions reach past `beyond` (as
+    /// transformers, which picks the long factors when max(position) + 1 > original_max).
+    let longRope: (rope: RoPE, beyond: Int)?
     public let maxRows: Int
     private var workspace: Workspace?
     private let lock = NSLock()
@@ -185,17 +220,32 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
             func lin(_ name: String, _ shape: [Int], bias: Bool) throws -> WeightMatrix {
                 WeightMatrix(try w.tensor(p + name + ".weight", shape, layer: i), bias: bias ? try w.vector(p + name + ".bias", shape[0], layer: i) : nil)
             }
+            let q: WeightMatrix, k: WeightMatrix, v: WeightMatrix, gate: WeightMatrix, up: WeightMatrix
+            if config.fused {
+                // Phi-3: row ranges of the stacked matrices, views (nothing copied)
+                let qkv = try w.tensor(p + "self_attn.qkv_proj.weight", [(nh + 2 * kvh) * hd, h], layer: i)
+                q = WeightMatrix(qkv.slice(0..<(nh * hd)))
+                k = WeightMatrix(qkv.slice((nh * hd)..<((nh + kvh) * hd)))
+                v = WeightMatrix(qkv.slice(((nh + kvh) * hd)..<((nh + 2 * kvh) * hd)))
+                let gu = try w.tensor(p + "mlp.gate_up_proj.weight", [2 * ff, h], layer: i)
+                gate = WeightMatrix(gu.slice(0..<ff))
+                up = WeightMatrix(gu.slice(ff..<(2 * ff)))
+            } else {
+                q = try lin("self_attn.q_proj", [nh * hd, h], bias: config.qkvBias)
+                k = try lin("self_attn.k_proj", [kvh * hd, h], bias: config.qkvBias)
+                v = try lin("self_attn.v_proj", [kvh * hd, h], bias: config.qkvBias)
+                gate = try lin("mlp.gate_proj", [ff, h], bias: config.mlpBias)
+                up = try lin("mlp.up_proj", [ff, h], bias: config.mlpBias)
+            }
             return Layer(
                 inputNorm: try w.vector(p + "input_layernorm.weight", h, layer: i),
-                q: try lin("self_attn.q_proj", [nh * hd, h], bias: config.qkvBias),
+                q: q,
                 qNorm: config.qkNorm ? try w.vector(p + "self_attn.q_norm.weight", hd, layer: i) : nil,
                 kNorm: config.qkNorm ? try w.vector(p + "self_attn.k_norm.weight", hd, layer: i) : nil,
-                k: try lin("self_attn.k_proj", [kvh * hd, h], bias: config.qkvBias),
-                v: try lin("self_attn.v_proj", [kvh * hd, h], bias: config.qkvBias),
+                k: k, v: v,
                 o: try lin("self_attn.o_proj", [h, nh * hd], bias: config.oBias),
                 postNorm: try w.vector(p + "post_attention_layernorm.weight", h, layer: i),
-                gate: try lin("mlp.gate_proj", [ff, h], bias: config.mlpBias),
-                up: try lin("mlp.up_proj", [ff, h], bias: config.mlpBias),
+                gate: gate, up: up,
                 down: try lin("mlp.down_proj", [h, ff], bias: config.mlpBias))
         }
         norm = try w.vector("model.norm.weight", h)
@@ -204,7 +254,12 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
         } else {
             lmHead = WeightMatrix(embed)
         }
-        rope = RoPE(headDim: hd, theta: Float(config.rope.theta), layout: .halfSplit, scaling: config.ropeScaling)
+        rope = RoPE(headDim: hd, rotaryDim: config.rotaryDim, theta: Float(config.rope.theta), layout: .halfSplit, scaling: config.ropeScaling)
+        if let long = config.longRopeScaling {
+            longRope = (RoPE(headDim: hd, rotaryDim: config.rotaryDim, theta: Float(config.rope.theta), layout: .halfSplit, scaling: long.scaling), long.beyond)
+        } else {
+            longRope = nil
+        }
     }
 
     public var workspaceBytes: Int { Workspace.bytes(spec: spec, maxRows: maxRows, weightDType: embed.dtype) }
@@ -229,6 +284,12 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
         let x = ws.x.f32, xn = ws.xn.f32, q = ws.q.f32, attn = ws.attn.f32, kNew = ws.k.f32, vNew = ws.v.f32
         Ops.embedding(table: embed.rawPointer, dtype: embed.dtype, vocab: vocab, dim: h, ids: tokens, x)
         try ws.positions.withUnsafeBufferPointer { pos in
+            var rope = self.rope
+            if let long = longRope {
+                var top: Int32 = 0
+                for i in 0..<r { top = max(top, pos[i]) }
+                if Int(top) + 1 > long.beyond { rope = long.rope }
+            }
             for (l, L) in layers.enumerated() {
                 try store.acquire(layer: l)
                 defer { store.release(layer: l) }
@@ -273,6 +334,7 @@ public enum LlamaFamily {
         "self_attn.v_proj.weight": .attentionValue, "self_attn.v_proj.bias": .attentionValue,
         "self_attn.o_proj.weight": .attentionOutput, "self_attn.o_proj.bias": .attentionOutput,
         "self_attn.q_norm.weight": .attentionQueryNorm, "self_attn.k_norm.weight": .attentionKeyNorm,
+        "self_attn.qkv_proj.weight": .attentionQKV, "mlp.gate_up_proj.weight": .mlpGateUp,
         "post_attention_layernorm.weight": .mlpNorm,
         "mlp.gate_proj.weight": .mlpGate, "mlp.gate_proj.bias": .mlpGate,
         "mlp.up_proj.weight": .mlpUp, "mlp.up_proj.bias": .mlpUp,
@@ -297,7 +359,7 @@ public enum LlamaFamily {
     public static func vectorsPerLayer(_ s: ModelSpec) -> Int { 2 * s.hiddenSize }
 
     /// `qkvBias`: Qwen2's biases on q, k and v; `qkNorm`: Qwen3's per-head norms of q and k.
-    public static func synthTensors(_ s: SynthShape, qkvBias: Bool, qkNorm: Bool = false) -> [(name: String, shape: [Int])] {
+    public static func synthTensors(_ s: SynthShape, qkvBias: Bool, qkNorm: Bool = false, fused: Bool = false) -> [(name: String, shape: [Int])] {
         var t: [(name: String, shape: [Int])] = []
         let h = s.hidden
         let hd = (s.extraFields["head_dim"] as? Int) ?? h / s.heads
@@ -305,6 +367,14 @@ public enum LlamaFamily {
         for i in 0..<s.layers {
             let p = "model.layers.\(i)."
             t.append((p + "input_layernorm.weight", [h]))
+            if fused {  // Phi-3
+                t.append((p + "self_attn.qkv_proj.weight", [(s.heads + 2 * s.kvHeads) * hd, h]))
+                t.append((p + "self_attn.o_proj.weight", [h, s.heads * hd]))
+                t.append((p + "post_attention_layernorm.weight", [h]))
+                t.append((p + "mlp.gate_up_proj.weight", [2 * s.intermediate, h]))
+                t.append((p + "mlp.down_proj.weight", [h, s.intermediate]))
+                continue
+            }
             t.append((p + "self_attn.q_proj.weight", [s.heads * hd, h])); if qkvBias { t.append((p + "self_attn.q_proj.bias", [s.heads * hd])) }
             t.append((p + "self_attn.k_proj.weight", [s.kvHeads * hd, h])); if qkvBias { t.append((p + "self_attn.k_proj.bias", [s.kvHeads * hd])) }
             t.append((p + "self_attn.v_proj.weight", [s.kvHeads * hd, h])); if qkvBias { t.append((p + "self_attn.v_proj.bias", [s.kvHeads * hd])) }

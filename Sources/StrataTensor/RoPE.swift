@@ -18,6 +18,9 @@ public struct RoPE: Sendable {
         case linear(factor: Float)
         /// Llama 3.1: low frequencies divided by `factor`, high kept, a smooth band between.
         case llama3(factor: Float, lowFreqFactor: Float, highFreqFactor: Float, originalMaxPositions: Int)
+        /// LongRoPE (Phi-3): frequency `i` divided by `divisors[i]` (`[rotaryDim / 2]`), cos and
+        /// sin multiplied by `attentionScaling`.
+        case perFrequency(divisors: [Float], attentionScaling: Float)
     }
 
     public let headDim: Int
@@ -35,7 +38,7 @@ public struct RoPE: Sendable {
         self.headDim = headDim
         self.rotaryDim = rd
         self.layout = layout
-        self.attentionScaling = 1
+        var attention: Float = 1
         var f = (0..<(rd / 2)).map { i -> Float in
             // as transformers: 1 / base ** (arange(0, dim, 2).float() / dim), in f32
             let e = Float(2 * i) / Float(rd)
@@ -55,8 +58,13 @@ public struct RoPE: Sendable {
                 let smooth = (Float(orig) / wavelen - low) / (high - low)
                 return (1 - smooth) * inv / factor + smooth * inv
             }
+        case let .perFrequency(divisors, scale):
+            precondition(divisors.count == rd / 2, "RoPE: \(divisors.count) divisors for \(rd / 2) frequencies")
+            f = zip(f, divisors).map { $0 / $1 }
+            attention = scale
         }
         self.invFreq = f
+        self.attentionScaling = attention
     }
 
     /// Rotates `x` `[tokens, heads, headDim]` (row stride `ld` elements between tokens) in place;

@@ -7,7 +7,7 @@ import StrataTensor
 // Logits against Hugging Face transformers (fixtures by scripts/make_fixtures.py).
 // Tolerance: 1e-4 absolute for f32 checkpoints. f16/bf16 checkpoints: the reference ran f32 on
 // the same rounded weights, and Strata converts them exactly to f32, so the same 1e-4 holds.
-let f32Models = ["llama-gqa", "llama-mha-tied", "llama3-scaled", "llama-linear-rope", "qwen2", "qwen3", "mistral", "gpt2"]
+let f32Models = ["llama-gqa", "llama-mha-tied", "llama3-scaled", "llama-linear-rope", "qwen2", "qwen3", "phi3", "mistral", "gpt2"]
 let halfModels = ["llama-gqa-f16", "llama-gqa-bf16"]
 
 @Suite struct ModelLogitsTests {
@@ -50,7 +50,12 @@ let halfModels = ["llama-gqa-f16", "llama-gqa-bf16"]
     func incrementalDecodeEqualsFullPass(name: String) throws {
         // prefill then one token at a time through the KV cache gives the same logits
         let model = try ModelRegistry.load(directory: Fixtures.model(name))
-        let seq = try Fixtures.reference(name).sequences[1].map(Int32.init)
+        var seq = try Fixtures.reference(name).sequences[1].map(Int32.init)
+        // LongRoPE (phi3) picks its factors per forward call from the highest position, as
+        // transformers does, so past original_max_position_embeddings (16 in the fixture) a full
+        // pass and a token-by-token pass differ by design; greedyContinuationMatchesTransformers
+        // checks the crossing against transformers' own incremental generation
+        if name == "phi3" { seq = Array(seq.prefix(16)) }
         let full = try model.logits(seq)
         let cache = model.makeCache(capacity: seq.count)
         _ = try seq[0..<5].withUnsafeBufferPointer { try model.forward($0, cache: cache, allLogits: false) }
