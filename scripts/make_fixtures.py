@@ -244,6 +244,14 @@ def main():
                     rope_scaling={"rope_type": "longrope", "short_factor": [1.0, 1.5, 2.0],
                                   "long_factor": [2.0, 4.0, 9.0]},
                     bos_token_id=1, eos_token_id=2, pad_token_id=0), sp, seed=11)
+    # Gemma-2: embeddings scaled by sqrt(hidden), (1 + w) RMSNorms before and after attention and
+    # MLP, GeGLU (tanh GELU), attention and final-logit soft-capping, query_pre_attn_scalar,
+    # a sliding window (8) on every other layer: sequence 1 (19 tokens) is longer than the window
+    make_model("gemma2", "Gemma2ForCausalLM",
+               dict(base, vocab_size=v(sp), num_key_value_heads=2, head_dim=16, tie_word_embeddings=True,
+                    query_pre_attn_scalar=24, sliding_window=8, attn_logit_softcapping=5.0,
+                    final_logit_softcapping=3.0, hidden_activation="gelu_pytorch_tanh",
+                    attn_implementation="eager", bos_token_id=1, eos_token_id=2, pad_token_id=0), sp, seed=12)
     make_model("mistral", "MistralForCausalLM",
                dict(base, vocab_size=v(sp), num_key_value_heads=2, tie_word_embeddings=False, sliding_window=None,
                     bos_token_id=1, eos_token_id=2), sp, seed=6)

@@ -223,7 +223,7 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
     }
 
     public func attend(layer: Int, layout: BatchLayout, q: UnsafePointer<Float>, ldq: Int, out: UnsafeMutablePointer<Float>, ldo: Int,
-                       heads: Int, kvHeads: Int, headDim d: Int, scale: Float) {
+                       heads: Int, kvHeads: Int, headDim d: Int, scale: Float, softcap: Float, window: Int) {
         let kp = k[layer].f32, vp = v[layer].f32
         // decode rows (one query row): Strata's loops over the blocks, sequences in parallel
         var decodeEntries = 0
@@ -246,7 +246,8 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
                 decodeTables.withUnsafeBufferPointer { tables in
                     decodeScratch.withUnsafeBufferPointer { scratch in
                         var job = DecodeAttentionJob(q: q, ldq: ldq, out: out, ldo: ldo, kPool: kp, vPool: vp, blockSize: blockSize, kvDim: kvDim,
-                                                     heads: heads, kvHeads: kvHeads, headDim: d, scale: scale, entries: entries,
+                                                     heads: heads, kvHeads: kvHeads, headDim: d, scale: scale, softcap: softcap,
+                                                     window: window, entries: entries,
                                                      tables: tables, scores: scratch, chunks: chunkCount)
                         withUnsafeMutablePointer(to: &job) { jp in
                             // a C-convention function and a context on the stack: nothing allocated per step
@@ -276,7 +277,8 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
             if scores.count < e.rowCount * n { scores = Tensor(zeros: [e.rowCount * n]) }
             Attention.causal(q: q + e.rowStart * ldq, ldq: ldq, k: gatherK.f32, ldk: kvDim, v: gatherV.f32, ldv: kvDim,
                              out: out + e.rowStart * ldo, ldo: ldo, tokens: e.rowCount, start: e.startPosition, keys: n,
-                             heads: heads, kvHeads: kvHeads, headDim: d, scale: scale, scores: scores.f32)
+                             heads: heads, kvHeads: kvHeads, headDim: d, scale: scale, scores: scores.f32,
+                             softcap: softcap, window: window)
         }
     }
 
@@ -285,7 +287,7 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
         let q: UnsafePointer<Float>, ldq: Int
         let out: UnsafeMutablePointer<Float>, ldo: Int
         let kPool: UnsafePointer<Float>, vPool: UnsafePointer<Float>
-        let blockSize: Int, kvDim: Int, heads: Int, kvHeads: Int, headDim: Int, scale: Float
+        let blockSize: Int, kvDim: Int, heads: Int, kvHeads: Int, headDim: Int, scale: Float, softcap: Float, window: Int
         let entries: UnsafeBufferPointer<BatchLayout.Entry>
         let tables: UnsafeBufferPointer<[Int]>
         /// per chunk, `[heads * maxContext]` scores
@@ -296,7 +298,7 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
             let e = entries[i]
             PagedKVCache.decodeAttention(q: q + e.rowStart * ldq, out: out + e.rowStart * ldo, table: tables[i], keys: e.endPosition,
                                          kPool: kPool, vPool: vPool, blockSize: blockSize, kvDim: kvDim, heads: heads, kvHeads: kvHeads,
-                                         headDim: headDim, scale: scale, scores: scores)
+                                         headDim: headDim, scale: scale, scores: scores, softcap: softcap, window: window)
         }
     }
 
@@ -304,7 +306,8 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
     /// `heads * keys` floats. Query heads of a group share each loaded key and value row.
     static func decodeAttention(q: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, table: [Int], keys n: Int,
                                 kPool: UnsafePointer<Float>, vPool: UnsafePointer<Float>, blockSize bs: Int, kvDim: Int,
-                                heads: Int, kvHeads: Int, headDim d: Int, scale: Float, scores: UnsafeMutablePointer<Float>) {
+                                heads: Int, kvHeads: Int, headDim d: Int, scale: Float, scores: UnsafeMutablePointer<Float>,
+                                softcap: Float = 0, window: Int = 0) {
         let group = heads / kvHeads
         for g in 0..<kvHeads {
             // scores[h][j] = q_h . k_j
@@ -317,6 +320,8 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
             }
             for hh in 0..<group {
                 let h = g * group + hh
+                // the query is at position n - 1
+                Ops.capAndWindow(scores + h * n, rows: 1, n: n, causalOffset: n - 1, softcap: softcap, window: window)
                 Ops.softmax(scores + h * n, rows: 1, n: n)
                 let o = out + h * d
                 for c in 0..<d { o[c] = 0 }

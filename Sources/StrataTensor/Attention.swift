@@ -17,7 +17,7 @@ public enum Attention {
         out: UnsafeMutablePointer<Float>, ldo: Int,
         tokens t: Int, start: Int, keys s: Int,
         heads: Int, kvHeads: Int, headDim d: Int, scale: Float,
-        scores: UnsafeMutablePointer<Float>
+        scores: UnsafeMutablePointer<Float>, softcap: Float = 0, window: Int = 0
     ) {
         precondition(heads % kvHeads == 0, "attention: \(heads) heads not a multiple of \(kvHeads) kv heads")
         precondition(s >= start + t, "attention: \(s) keys for queries up to position \(start + t - 1)")
@@ -27,10 +27,12 @@ public enum Attention {
             let qh = q + h * d, kh = k + kvh * d, vh = v + kvh * d, oh = out + h * d
             if t == 1 {
                 BLAS.sgemv(m: s, n: d, alpha: scale, a: kh, lda: ldk, x: qh, y: scores)
+                Ops.capAndWindow(scores, rows: 1, n: s, causalOffset: start, softcap: softcap, window: window)
                 Ops.softmax(scores, rows: 1, n: s, causalOffset: start)
                 BLAS.sgemv(trans: true, m: s, n: d, a: vh, lda: ldv, x: scores, y: oh)
             } else {
                 BLAS.sgemm(transB: true, m: t, n: s, k: d, alpha: scale, a: qh, lda: ldq, b: kh, ldb: ldk, c: scores, ldc: s)
+                Ops.capAndWindow(scores, rows: t, n: s, causalOffset: start, softcap: softcap, window: window)
                 Ops.softmax(scores, rows: t, n: s, causalOffset: start)
                 BLAS.sgemm(m: t, n: d, k: s, a: scores, lda: s, b: vh, ldb: ldv, c: oh, ldc: ldo)
             }

@@ -44,8 +44,19 @@ public protocol KVStorage: AnyObject {
     /// the positions `layout` gives them.
     func write(layer: Int, layout: BatchLayout, k: UnsafePointer<Float>, ldk: Int, v: UnsafePointer<Float>, ldv: Int)
     /// Causal attention of each entry's query rows over its sequence's keys `0 ..< endPosition`;
-    /// `q` `[rows, heads * headDim]`, `out` `[rows, heads * headDim]`.
+    /// `q` `[rows, heads * headDim]`, `out` `[rows, heads * headDim]`. `softcap` > 0: scores
+    /// become `softcap * tanh(score / softcap)` (Gemma-2); `window` > 0: a query at position p
+    /// sees only keys after p - window (sliding-window layers).
     func attend(layer: Int, layout: BatchLayout, q: UnsafePointer<Float>, ldq: Int, out: UnsafeMutablePointer<Float>, ldo: Int,
-                heads: Int, kvHeads: Int, headDim: Int, scale: Float)
+                heads: Int, kvHeads: Int, headDim: Int, scale: Float, softcap: Float, window: Int)
+}
+
+extension KVStorage {
+    /// Plain causal attention (no soft-capping, no window).
+    public func attend(layer: Int, layout: BatchLayout, q: UnsafePointer<Float>, ldq: Int, out: UnsafeMutablePointer<Float>, ldo: Int,
+                       heads: Int, kvHeads: Int, headDim: Int, scale: Float) {
+        attend(layer: layer, layout: layout, q: q, ldq: ldq, out: out, ldo: ldo, heads: heads, kvHeads: kvHeads, headDim: headDim,
+               scale: scale, softcap: 0, window: 0)
+    }
 }
 

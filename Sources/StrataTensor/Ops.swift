@@ -57,6 +57,12 @@ public enum Ops {
         withUnsafeMutablePointer(to: &job) { Threads.runChunks(chunks, context: UnsafeMutableRawPointer($0), swigluChunk) }
     }
 
+    /// gate[i] = gelu_tanh(gate[i]) * up[i] (Gemma's GeGLU MLP), in place in `gate`.
+    public static func geglu(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, count: Int) {
+        geluTanh(gate, count: count)
+        for i in 0..<count { gate[i] *= up[i] }
+    }
+
     /// GELU, exact erf form: x * 0.5 * (1 + erf(x / sqrt 2)), in place.
     @inlinable public static func geluErf(_ x: UnsafeMutablePointer<Float>, count: Int) {
         for i in 0..<count { let v = x[i]; x[i] = 0.5 * v * (1 + erff(v * 0.70710678118654752)) }
@@ -140,6 +146,25 @@ public enum Ops {
             let inv = 1 / s
             for i in 0..<valid { row[i] *= inv }
             for i in valid..<n { row[i] = 0 }
+        }
+    }
+
+    /// Before a causal softmax over `rows` of `n` scores (row r is the query at position
+    /// `r + causalOffset`): `softcap` > 0 replaces each visible score s by `softcap * tanh(s /
+    /// softcap)` (Gemma-2); `window` > 0 masks (-inf) the keys at or before position - window.
+    /// Nothing to do when both are 0.
+    public static func capAndWindow(_ x: UnsafeMutablePointer<Float>, rows: Int, n: Int, causalOffset: Int, softcap: Float, window: Int) {
+        if softcap <= 0 && window <= 0 { return }
+        for r in 0..<rows {
+            let row = x + r * n, pos = r + causalOffset
+            let valid = min(n, max(0, pos + 1))
+            if softcap > 0 {
+                let inv = 1 / softcap
+                for i in 0..<valid { row[i] = tanhf(row[i] * inv) * softcap }
+            }
+            if window > 0 {
+                for i in 0..<min(valid, max(0, pos - window + 1)) { row[i] = -.infinity }
+            }
         }
     }
 

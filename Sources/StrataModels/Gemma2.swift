@@ -1,0 +1,272 @@
+import Foundation
+import StrataFormats
+import StrataTensor
+
+/// `Gemma2ForCausalLM`'s `config.json` (keys and defaults as transformers' `Gemma2Config`).
+public struct Gemma2Config: Decodable, Sendable {
+    public var vocabSize: Int
+    public var hiddenSize: Int
+    public var intermediateSize: Int
+    public var layers: Int
+    public var heads: Int
+    public var kvHeads: Int
+    public var headDim: Int
+    public var maxPositions: Int
+    public var rmsNormEps: Double
+    public var rope: RopeSettings
+    /// Attention scores are scaled by `queryPreAttnScalar ** -0.5` (not headDim).
+    public var queryPreAttnScalar: Double
+    /// `softcap * tanh(x / softcap)` on attention scores and on the final logits (nil: none).
+    public var attnSoftcap: Double?
+    public var finalSoftcap: Double?
+    public var slidingWindow: Int?
+    /// Per layer: true where attention is windowed (`layer_types` "sliding_attention"; by
+    /// default every even layer, counting from 0).
+    public var slidingLayers: [Bool]
+    public var tieEmbeddings: Bool
+    public var bos: [Int]
+    public var eos: [Int]
+
+    enum Keys: String, CodingKey {
+        case vocabSize = "vocab_size", hiddenSize = "hidden_size", intermediateSize = "intermediate_size"
+        case layers = "num_hidden_layers", heads = "num_attention_heads", kvHeads = "num_key_value_heads", headDim = "head_dim"
+        case maxPositions = "max_position_embeddings", rmsNormEps = "rms_norm_eps", query = "query_pre_attn_scalar"
+        case attnSoftcap = "attn_logit_softcapping", finalSoftcap = "final_logit_softcapping", slidingWindow = "sliding_window"
+        case layerTypes = "layer_types", tie = "tie_word_embeddings", bos = "bos_token_id", eos = "eos_token_id"
+        case act = "hidden_activation", attentionBias = "attention_bias"
+    }
+
+    public init(from decoder: Decoder) throws {
+        let file = decoder.userInfo[configFileKey] as? String ?? "config.json"
+        let c = try decoder.container(keyedBy: Keys.self)
+        func positive(_ v: Int, _ field: String) throws {
+            if v <= 0 { throw ConfigError.invalidValue(file: file, field: field, reason: "must be positive, got \(v)") }
+        }
+        vocabSize = try c.decodeIfPresent(Int.self, forKey: .vocabSize) ?? 256000
+        hiddenSize = try c.decodeIfPresent(Int.self, forKey: .hiddenSize) ?? 2304
+        intermediateSize = try c.decodeIfPresent(Int.self, forKey: .intermediateSize) ?? 9216
+        layers = try c.decodeIfPresent(Int.self, forKey: .layers) ?? 26
+        heads = try c.decodeIfPresent(Int.self, forKey: .heads) ?? 8
+        kvHeads = try c.decodeIfPresent(Int.self, forKey: .kvHeads) ?? 4
+        headDim = try c.decodeIfPresent(Int.self, forKey: .headDim) ?? 256
+        maxPositions = try c.decodeIfPresent(Int.self, forKey: .maxPositions) ?? 8192
+        for (v, f) in [(vocabSize, "vocab_size"), (hiddenSize, "hidden_size"), (intermediateSize, "intermediate_size"), (layers, "num_hidden_layers"),
+                       (heads, "num_attention_heads"), (kvHeads, "num_key_value_heads"), (headDim, "head_dim"), (maxPositions, "max_position_embeddings")] {
+            try positive(v, f)
+        }
+        if heads % kvHeads != 0 {
+            throw ConfigError.invalidValue(file: file, field: "num_key_value_heads", reason: "\(kvHeads) does not divide num_attention_heads \(heads)")
+        }
+        if headDim % 2 != 0 { throw ConfigError.invalidValue(file: file, field: "head_dim", reason: "must be even for RoPE, got \(headDim)") }
+        rmsNormEps = try c.decodeIfPresent(Double.self, forKey: .rmsNormEps) ?? 1e-6
+        rope = try RopeSettings.decode(from: decoder, defaultTheta: 10000, file: file)
+        if rope.kind != .none || rope.partialRotaryFactor != 1 {
+            throw ConfigError.unsupportedRopeType(file: file, ropeType: "scaled or partial rotary for Gemma-2")
+        }
+        queryPreAttnScalar = try c.decodeIfPresent(Double.self, forKey: .query) ?? 256
+        if !(queryPreAttnScalar > 0) { throw ConfigError.invalidValue(file: file, field: "query_pre_attn_scalar", reason: "must be positive") }
+        attnSoftcap = try c.decodeIfPresent(Double.self, forKey: .attnSoftcap) ?? 50
+        finalSoftcap = try c.decodeIfPresent(Double.self, forKey: .finalSoftcap) ?? 30
+        for (v, f) in [(attnSoftcap, "attn_logit_softcapping"), (finalSoftcap, "final_logit_softcapping")] where v != nil && !(v! > 0) {
+            throw ConfigError.invalidValue(file: file, field: f, reason: "must be positive or null")
+        }
+        slidingWindow = try c.decodeIfPresent(Int.self, forKey: .slidingWindow) ?? 4096
+        if let w = slidingWindow { try positive(w, "sliding_window") }
+        if let types = try c.decodeIfPresent([String].self, forKey: .layerTypes) {
+            guard types.count == layers, types.allSatisfy({ $0 == "sliding_attention" || $0 == "full_attention" }) else {
+                throw ConfigError.invalidValue(file: file, field: "layer_types", reason: "needs \(layers) of sliding_attention / full_attention")
+            }
+            slidingLayers = types.map { $0 == "sliding_attention" }
+        } else {
+            slidingLayers = (0..<layers).map { ($0 + 1) % 2 == 1 }
+        }
+        tieEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tie) ?? true
+        bos = try c.decodeIfPresent(TokenIDs.self, forKey: .bos)?.ids ?? [2]
+        eos = try c.decodeIfPresent(TokenIDs.self, forKey: .eos)?.ids ?? [1]
+        let act = try c.decodeIfPresent(String.self, forKey: .act) ?? "gelu_pytorch_tanh"
+        if act != "gelu_pytorch_tanh" && act != "gelu_tanh" {
+            throw ConfigError.invalidValue(file: file, field: "hidden_activation", reason: "'\(act)' not supported (gelu_pytorch_tanh)")
+        }
+        if try c.decodeIfPresent(Bool.self, forKey: .attentionBias) == true {
+            throw ConfigError.invalidValue(file: file, field: "attention_bias", reason: "true is not supported")
+        }
+    }
+
+    public var spec: ModelSpec {
+        ModelSpec(architecture: Gemma2Architecture.name, vocabSize: vocabSize, hiddenSize: hiddenSize, intermediateSize: intermediateSize,
+                  layers: layers, heads: heads, kvHeads: kvHeads, headDim: headDim, maxPositions: maxPositions,
+                  tiedEmbeddings: tieEmbeddings, bosTokenIDs: bos, eosTokenIDs: eos, queryBufferWidth: heads * headDim)
+    }
+}
+
+/// Gemma-2's decoder: embeddings times sqrt(hidden); per layer RMSNorm (1 + w) -> attention
+/// (rotary half-split, GQA, scores scaled by query_pre_attn_scalar^-1/2 and soft-capped, a sliding
+/// window on windowed layers) -> RMSNorm -> residual; RMSNorm -> GeGLU MLP (tanh GELU) -> RMSNorm
+/// -> residual; final RMSNorm, the tied head, final soft-capping. The `(1 + w)` of each norm is
+/// taken once at load (the norm vectors are small f32 copies), so the pass uses plain RMSNorm.
+public final class Gemma2Model: CausalLM, @unchecked Sendable {
+    public let spec: ModelSpec
+    let config: Gemma2Config
+
+    struct Layer {
+        /// [hidden] each, already 1 + w
+        let inputNorm: Tensor, postAttnNorm: Tensor, preFFNorm: Tensor, postFFNorm: Tensor
+        /// [heads * headDim, hidden]
+        let q: WeightMatrix
+        /// [kvHeads * headDim, hidden]
+        let k: WeightMatrix, v: WeightMatrix
+        /// [hidden, heads * headDim]
+        let o: WeightMatrix
+        /// [intermediate, hidden]
+        let gate: WeightMatrix, up: WeightMatrix
+        /// [hidden, intermediate]
+        let down: WeightMatrix
+        /// the attention window of this layer (0: full)
+        let window: Int
+    }
+
+    /// [vocab, hidden]
+    let embed: Tensor
+    let layers: [Layer]
+    /// [hidden], 1 + w
+    let norm: Tensor
+    /// [vocab, hidden] (the embedding when tied)
+    let lmHead: WeightMatrix
+    let rope: RoPE
+    public let maxRows: Int
+    private var workspace: Workspace?
+    private let lock = NSLock()
+    let store: WeightStore
+
+    public init(config: Gemma2Config, store: WeightStore, maxRows: Int = 512) throws {
+        self.config = config
+        self.spec = config.spec
+        self.maxRows = maxRows
+        self.store = store
+        let w = WeightLoader(store: store)
+        let h = config.hiddenSize, hd = config.headDim, nh = config.heads, kvh = config.kvHeads, ff = config.intermediateSize
+        func onePlus(_ t: Tensor) -> Tensor {
+            for i in 0..<t.count { t.f32[i] += 1 }
+            return t
+        }
+        embed = try w.tensor("model.embed_tokens.weight", [config.vocabSize, h])
+        layers = try (0..<config.layers).map { i in
+            let p = "model.layers.\(i)."
+            func lin(_ name: String, _ shape: [Int]) throws -> WeightMatrix { WeightMatrix(try w.tensor(p + name + ".weight", shape, layer: i)) }
+            func nrm(_ name: String) throws -> Tensor { onePlus(try w.vector(p + name + ".weight", h, layer: i)) }
+            return Layer(inputNorm: try nrm("input_layernorm"), postAttnNorm: try nrm("post_attention_layernorm"),
+                         preFFNorm: try nrm("pre_feedforward_layernorm"), postFFNorm: try nrm("post_feedforward_layernorm"),
+                         q: try lin("self_attn.q_proj", [nh * hd, h]), k: try lin("self_attn.k_proj", [kvh * hd, h]),
+                         v: try lin("self_attn.v_proj", [kvh * hd, h]), o: try lin("self_attn.o_proj", [h, nh * hd]),
+                         gate: try lin("mlp.gate_proj", [ff, h]), up: try lin("mlp.up_proj", [ff, h]), down: try lin("mlp.down_proj", [h, ff]),
+                         window: config.slidingLayers[i] ? (config.slidingWindow ?? 0) : 0)
+        }
+        norm = onePlus(try w.vector("model.norm.weight", h))
+        if !config.tieEmbeddings || store.contains("lm_head.weight") {
+            lmHead = WeightMatrix(try w.tensor("lm_head.weight", [config.vocabSize, h]))
+        } else {
+            lmHead = WeightMatrix(embed)
+        }
+        rope = RoPE(headDim: hd, theta: Float(config.rope.theta), layout: .halfSplit)
+    }
+
+    public var workspaceBytes: Int { Workspace.bytes(spec: spec, maxRows: maxRows, weightDType: embed.dtype) }
+
+    private func makeWorkspace() -> Workspace {
+        if let ws = workspace { return ws }
+        let ws = Workspace(spec: spec, maxRows: maxRows, weightDType: embed.dtype)
+        workspace = ws
+        return ws
+    }
+
+    public func forward(_ tokens: UnsafeBufferPointer<Int32>, layout: BatchLayout, kv: KVStorage) throws -> UnsafeBufferPointer<Float> {
+        try checkTokens(tokens)
+        lock.lock(); defer { lock.unlock() }
+        let c = config
+        let ws = makeWorkspace()
+        try ws.prepare(layout, tokens: tokens.count, maxPositions: spec.maxPositions)
+        let h = c.hiddenSize, hd = c.headDim, nh = c.heads, kvh = c.kvHeads, kvDim = kvh * hd, ff = c.intermediateSize
+        let eps = Float(c.rmsNormEps), scale = 1 / Float(c.queryPreAttnScalar).squareRoot(), vocab = c.vocabSize
+        let softcap = Float(c.attnSoftcap ?? 0)
+        let r = tokens.count
+        let conv = ws.convertScratch
+        let x = ws.x.f32, xn = ws.xn.f32, q = ws.q.f32, attn = ws.attn.f32, kNew = ws.k.f32, vNew = ws.v.f32
+        Ops.embedding(table: embed.rawPointer, dtype: embed.dtype, vocab: vocab, dim: h, ids: tokens, x)
+        Ops.scale(x, Float(Double(h).squareRoot()), x, count: r * h)  // transformers: hidden ** 0.5 as an f32 tensor
+        try ws.positions.withUnsafeBufferPointer { pos in
+            for (l, L) in layers.enumerated() {
+                try store.acquire(layer: l)
+                defer { store.release(layer: l) }
+                Ops.rmsNorm(x, weight: L.inputNorm.f32, eps: eps, xn, rows: r, n: h)
+                L.q.apply(xn, rows: r, q, scratch: conv)
+                L.k.apply(xn, rows: r, kNew, scratch: conv)
+                L.v.apply(xn, rows: r, vNew, scratch: conv)
+                rope.apply(q, tokens: r, heads: nh, positions: pos)
+                rope.apply(kNew, tokens: r, heads: kvh, positions: pos)
+                kv.write(layer: l, layout: layout, k: kNew, ldk: kvDim, v: vNew, ldv: kvDim)
+                kv.attend(layer: l, layout: layout, q: q, ldq: nh * hd, out: attn, ldo: nh * hd,
+                          heads: nh, kvHeads: kvh, headDim: hd, scale: scale, softcap: softcap, window: L.window)
+                // the attention output is normed before the residual add: through xn
+                L.o.apply(attn, rows: r, xn, scratch: conv)
+                Ops.rmsNorm(xn, weight: L.postAttnNorm.f32, eps: eps, xn, rows: r, n: h)
+                Ops.add(x, xn, x, count: r * h)
+                Ops.rmsNorm(x, weight: L.preFFNorm.f32, eps: eps, xn, rows: r, n: h)
+                L.gate.apply(xn, rows: r, ws.ffA.f32, scratch: conv)
+                L.up.apply(xn, rows: r, ws.ffB.f32, scratch: conv)
+                Ops.geglu(ws.ffA.f32, ws.ffB.f32, count: r * ff)
+                L.down.apply(ws.ffA.f32, rows: r, xn, scratch: conv)
+                Ops.rmsNorm(xn, weight: L.postFFNorm.f32, eps: eps, xn, rows: r, n: h)
+                Ops.add(x, xn, x, count: r * h)
+            }
+        }
+        let n = ws.gatherLogitRows(layout, from: x, to: xn, width: h)
+        if n == 0 { return UnsafeBufferPointer(start: ws.logits.f32, count: 0) }
+        Ops.rmsNorm(xn, weight: norm.f32, eps: eps, xn, rows: n, n: h)
+        lmHead.apply(xn, rows: n, ws.logits.f32, scratch: conv)
+        if let cap = c.finalSoftcap {
+            let capF = Float(cap), inv = 1 / capF, lp = ws.logits.f32
+            for i in 0..<(n * vocab) { lp[i] = tanhf(lp[i] * inv) * capF }
+        }
+        return UnsafeBufferPointer(start: ws.logits.f32, count: n * vocab)
+    }
+}
+
+/// `Gemma2ForCausalLM` (Gemma 2): the Llama family's tensor names plus the pre/post
+/// feed-forward norms.
+public enum Gemma2Architecture: Architecture {
+    public static let name = "Gemma2ForCausalLM"
+    public static func spec(configPath: String) throws -> ModelSpec { try decodeConfig(Gemma2Config.self, path: configPath).spec }
+    public static func build(configPath: String, store: WeightStore) throws -> CausalLM {
+        try Gemma2Model(config: decodeConfig(Gemma2Config.self, path: configPath), store: store)
+    }
+    static let extraNorms: [String: TensorRole] = [
+        "pre_feedforward_layernorm.weight": .mlpNorm, "post_feedforward_layernorm.weight": .mlpNorm,
+    ]
+    public static func place(of tensor: String) -> TensorPlace? {
+        if let (n, rest) = layerSuffix(tensor, prefix: "model.layers."), let role = extraNorms[String(rest)] {
+            return TensorPlace(layer: n, role: role)
+        }
+        return LlamaFamily.place(of: tensor)
+    }
+    public static func parametersPerLayer(_ spec: ModelSpec) -> Int { LlamaFamily.parametersPerLayer(spec) }
+    /// Four norms.
+    public static func vectorsPerLayer(_ spec: ModelSpec) -> Int { 4 * spec.hiddenSize }
+    public static func synthTensors(_ s: SynthShape) -> [(name: String, shape: [Int])] {
+        var t: [(name: String, shape: [Int])] = []
+        for (name, shape) in LlamaFamily.synthTensors(s, qkvBias: false) {
+            t.append((name, shape))
+            if name.hasSuffix("post_attention_layernorm.weight") {
+                let p = String(name.dropLast("post_attention_layernorm.weight".count))
+                t.append((p + "pre_feedforward_layernorm.weight", shape))
+                t.append((p + "post_feedforward_layernorm.weight", shape))
+            }
+        }
+        return t
+    }
+    public static func synthConfig(_ s: SynthShape) -> [String: Any] {
+        var c = LlamaFamily.synthConfig(s, architecture: name, modelType: "gemma2")
+        c["hidden_act"] = nil
+        c["hidden_activation"] = "gelu_pytorch_tanh"
+        return c
+    }
+}
