@@ -5,7 +5,9 @@ import StrataTensor
 
 /// A loaded model folder: the model (weights mapped), its tokenizer, and its BOS/EOS ids.
 public final class LoadedModel: @unchecked Sendable {
-    public let directory: String
+    /// The opened folder (config, headers, tokenizer read once).
+    public let folder: ModelFolder
+    public var directory: String { folder.directory }
     public let model: CausalLM
     /// nil when the folder has no tokenizer.json (then only ids can be used).
     public let tokenizer: Tokenizer?
@@ -14,19 +16,23 @@ public final class LoadedModel: @unchecked Sendable {
 
     /// Loads `config.json`, `*.safetensors` (zero-copy), `tokenizer.json` and `generation_config.json`.
     public convenience init(directory: String) throws {
-        try self.init(directory: directory, model: ModelRegistry.load(directory: directory))
+        try self.init(folder: ModelFolder(directory: directory))
     }
 
-    /// The folder's tokenizer and generation settings around an already built `model`
-    /// (e.g. one whose weights come from a tiered store).
-    public init(directory: String, model: CausalLM) throws {
-        self.directory = directory
-        self.model = model
-        let tokPath = (directory as NSString).appendingPathComponent("tokenizer.json")
-        tokenizer = FileManager.default.fileExists(atPath: tokPath) ? try Tokenizer(path: tokPath) : nil
-        let ids = try ModelRegistry.generationTokens(directory: directory, spec: model.spec)
+    /// The opened folder's model (weights mapped, or `model` when given: e.g. one whose
+    /// weights come from a tiered store), tokenizer and generation settings.
+    public init(folder: ModelFolder, model: CausalLM? = nil) throws {
+        self.folder = folder
+        self.model = try model ?? folder.load()
+        tokenizer = folder.tokenizer
+        let ids = folder.generationTokens
         bos = ids.bos
         eos = Set(ids.eos)
+    }
+
+    /// The folder at `directory` around an already built `model`.
+    public convenience init(directory: String, model: CausalLM) throws {
+        try self.init(folder: ModelFolder(directory: directory), model: model)
     }
 
     public var spec: ModelSpec { model.spec }

@@ -11,10 +11,12 @@ public struct CheckpointSummary: Codable, Sendable {
     public var totalBytes: Int
     public var parameters: Int
 
-    public init(directory: String) throws {
-        let arch = try ModelRegistry.architecture(directory: directory)
-        let ckpt = try SafetensorsCheckpoint(directory: directory)
-        spec = try ModelRegistry.load(directory: directory).spec
+    public init(directory: String) throws { try self.init(folder: ModelFolder(directory: directory)) }
+
+    public init(folder: ModelFolder) throws {
+        let arch = folder.architecture
+        let ckpt = try folder.requireCheckpoint()
+        spec = folder.spec
         var dtypes: [String: Int] = [:]
         var byRole: [String: (Int, Int)] = [:]
         var total = 0, params = 0

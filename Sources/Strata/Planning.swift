@@ -198,17 +198,23 @@ extension PlannerInventory {
     /// without `*.safetensors`, from config.json alone (no weights needed: plan a 70B model from
     /// its config); the dtype is then `dtype`, else the config's `torch_dtype` / `dtype`.
     public static func build(directory: String, workload: Workload, dtype requested: DType? = nil, maxRows: Int = 512) throws -> PlannerInventory {
-        let spec = try ModelRegistry.spec(directory: directory)
-        let dtype = try requested ?? configOnlyDType(directory: directory)
+        try build(folder: ModelFolder(directory: directory), workload: workload, dtype: requested, maxRows: maxRows)
+    }
+
+    public static func build(folder: ModelFolder, workload: Workload, dtype requested: DType? = nil, maxRows: Int = 512) throws -> PlannerInventory {
+        let spec = folder.spec, directory = folder.directory
+        let dtype = try requested ?? configOnlyDType(folder)
         let h = spec.hiddenSize
-        let arch = try ModelRegistry.architecture(directory: directory)
+        let arch = folder.architecture
         // parameters per layer from the shapes (q, k, v, o, and the MLP), as the architecture counts them
         let perLayer = arch.parametersPerLayer(spec)
         var layerBytes: [Int], otherBytes: Int
         let hasWeights = dtype == nil
         var coldPageCache = 0
+        var weightInventory: WeightInventory? = nil
         if hasWeights {
-            let inv = try WeightInventory(directory: directory, layers: spec.layers)
+            let inv = try WeightInventory(folder: folder)
+            weightInventory = inv
             layerBytes = inv.layerBytes
             otherBytes = inv.otherBytes  // an untied embedding is cold: not resident
             coldPageCache = PlacementRule.coldPageCacheBytes(inv, workload)
@@ -220,7 +226,7 @@ extension PlannerInventory {
         }
         // the same lines `TieredRun` charges: runtime overhead and activations
         let maxContext = min(spec.maxPositions, workload.promptTokens + workload.outputTokens + 16)
-        let weightDType = try dtype ?? WeightInventory(directory: directory, layers: spec.layers).locations.first { $0.shape.count == 2 }?.dtype ?? .f32
+        let weightDType = dtype ?? weightInventory?.locations.first { $0.shape.count == 2 }?.dtype ?? .f32
         let fixed = PlacementRule.runtimeOverhead() + PlacementRule.activationBytes(spec: spec, weightDType: weightDType, maxContext: maxContext, maxRows: maxRows)
             + coldPageCache
         var inv = PlannerInventory(name: (directory as NSString).lastPathComponent, layers: spec.layers, hidden: h, heads: spec.heads,
@@ -236,11 +242,10 @@ extension PlannerInventory {
 extension PlannerInventory {
     /// For a folder with no `*.safetensors`: the dtype its config.json declares (nil when the
     /// folder has weights). Throws when it has neither weights nor a declared dtype.
-    static func configOnlyDType(directory: String) throws -> DType? {
-        let files = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-        if files.contains(where: { $0.hasSuffix(".safetensors") }) { return nil }
-        guard let d = try ConfigDType.load(directory: directory) else {
-            throw ConfigError.malformed(file: (directory as NSString).appendingPathComponent("config.json"), field: "torch_dtype",
+    static func configOnlyDType(_ folder: ModelFolder) throws -> DType? {
+        if folder.checkpoint != nil { return nil }
+        guard let d = try folder.declaredDType() else {
+            throw ConfigError.malformed(file: folder.config.path, field: "torch_dtype",
                                         reason: "missing, and the folder has no *.safetensors to read the dtype from (pass --dtype)")
         }
         return d

@@ -57,9 +57,12 @@ public struct WeightInventory: Sendable {
     public var coldRowBytes: Int
     public var totalBytes: Int { otherBytes + coldBytes + layerBytes.reduce(0, +) }
 
-    public init(directory: String, layers: Int) throws {
-        let arch = try ModelRegistry.architecture(directory: directory)
-        let ckpt = try SafetensorsCheckpoint(directory: directory)
+    public init(directory: String, layers: Int) throws { try self.init(folder: ModelFolder(directory: directory)) }
+
+    /// From the opened folder's headers.
+    public init(folder: ModelFolder) throws {
+        let arch = folder.architecture, layers = folder.spec.layers
+        let ckpt = try folder.requireCheckpoint()
         var locs: [TensorLocation] = []
         var perLayer = [Int](repeating: 0, count: layers)
         var other = 0
@@ -227,11 +230,18 @@ public final class TieredRun: @unchecked Sendable {
     /// - Parameters:
     ///   - budget: RAM budget in bytes (nil: unlimited, everything resident unless `placement` says otherwise).
     ///   - placement: a saved placement; nil: `PlacementRule.place`.
-    public init(directory: String, budget: Int?, workload: Workload, placement given: Placement? = nil,
+    public convenience init(directory: String, budget: Int?, workload: Workload, placement given: Placement? = nil,
+                            weights: Placement.Weights = .tiered, prefetchDepth: Int = 1, blockSize: Int = 16, kvBlocks: Int? = nil,
+                            swap: SwapSpace? = nil) throws {
+        try self.init(folder: ModelFolder(directory: directory), budget: budget, workload: workload, placement: given, weights: weights,
+                      prefetchDepth: prefetchDepth, blockSize: blockSize, kvBlocks: kvBlocks, swap: swap)
+    }
+
+    public init(folder: ModelFolder, budget: Int?, workload: Workload, placement given: Placement? = nil,
                 weights: Placement.Weights = .tiered, prefetchDepth: Int = 1, blockSize: Int = 16, kvBlocks: Int? = nil,
                 swap: SwapSpace? = nil) throws {
-        let spec = try ModelRegistry.spec(directory: directory)
-        let inv = try WeightInventory(directory: directory, layers: spec.layers)
+        let spec = folder.spec, directory = folder.directory
+        let inv = try WeightInventory(folder: folder)
         let ledger = Ledger(budget: budget)
         self.ledger = ledger
         self.workload = workload
@@ -265,10 +275,10 @@ public final class TieredRun: @unchecked Sendable {
                                           ledger: ledger, location: directory, cold: inv.coldNames)
         case .mmap:
             // mapped pages are not RAM the ledger controls; they are counted as the kernel maps them (peak RSS)
-            store = MappedWeightStore(checkpoint: try SafetensorsCheckpoint(directory: directory))
+            store = MappedWeightStore(checkpoint: try folder.requireCheckpoint())
         }
-        let model = try ModelRegistry.load(directory: directory, store: store)
-        loaded = try LoadedModel(directory: directory, model: model)
+        let model = try folder.load(store: store)
+        loaded = try LoadedModel(folder: folder, model: model)
         engine = BatchEngine(loaded: loaded, config: .init(blocks: p.kvBlocksRAM, blockSize: p.kvBlockSize, maxBatch: max(1, p.batchSize)),
                              swap: swap)
     }

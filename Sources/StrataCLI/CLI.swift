@@ -172,9 +172,10 @@ extension Generate {
 
     /// Generation under a RAM budget (or with a report): tiered weights, paged KV, batch engine.
     func runTiered() throws {
-        // the requests need the tokenizer: read it without loading weights
+        // the folder opened once (config, headers, tokenizer): everything below takes it
+        let folder = try ModelFolder(directory: model)
         let tokPath = (model as NSString).appendingPathComponent("tokenizer.json")
-        let tokenizer = FileManager.default.fileExists(atPath: tokPath) ? try Tokenizer(path: tokPath) : nil
+        let tokenizer = folder.tokenizer
         func encode(_ text: String) throws -> [Int] {
             guard let tokenizer else { throw ConfigError.missingFile(path: tokPath) }
             return tokenizer.encode(text)
@@ -190,7 +191,7 @@ extension Generate {
         let workload = Workload(batch: min(maxBatch, requests.reduce(0) { $0 + $1.n }),
                                 promptTokens: requests.map { $0.prompt.count }.max() ?? 1,
                                 outputTokens: requests.map { $0.parameters.maxTokens }.max() ?? 1)
-        let spec = try ModelRegistry.spec(directory: model)
+        let spec = folder.spec
         var swap: SwapSpace? = nil
         if let kvDisk {
             let perBlock = PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: kvBlockSize)
@@ -200,7 +201,7 @@ extension Generate {
         var usedPlan: Plan? = try plan.map { try JSONDecoder().decode(Plan.self, from: Data(contentsOf: URL(fileURLWithPath: $0))) }
         if saved == nil, usedPlan == nil, !noPlan, let budget = ramBudget.flatMap(parseByteSize) {
             // plan automatically: the planner's placement and its prediction
-            let inv = try PlannerInventory.build(directory: model, workload: workload)
+            let inv = try PlannerInventory.build(folder: folder, workload: workload)
             usedPlan = try Planner.plan(inv: inv, profile: try loadProfile(),
                                         request: PlanRequest(budgetBytes: budget, batch: workload.batch, promptTokens: workload.promptTokens,
                                                              outputTokens: workload.outputTokens), curve: false)
@@ -209,7 +210,7 @@ extension Generate {
             saved = usedPlan.placement
             if let w = Placement.Weights(rawValue: weights) { saved!.weights = w }
         }
-        let run = try TieredRun(directory: model, budget: ramBudget.flatMap(parseByteSize), workload: workload, placement: saved,
+        let run = try TieredRun(folder: folder, budget: ramBudget.flatMap(parseByteSize), workload: workload, placement: saved,
                                 weights: Placement.Weights(rawValue: weights)!, prefetchDepth: prefetch, blockSize: kvBlockSize,
                                 kvBlocks: kvBlocks, swap: swap)
         defer { run.shutdown() }
@@ -337,8 +338,9 @@ struct Inspect: ParsableCommand {
                 guard let x = DType(rawValue: d) else { throw ValidationError("--dtype must be f32, f16 or bf16") }
                 return x
             }
-            let inv = try PlannerInventory.build(directory: model, workload: Workload(batch: 1, promptTokens: 1, outputTokens: 1), dtype: dt)
-            let spec = try ModelRegistry.spec(directory: model)
+            let folder = try ModelFolder(directory: model)
+            let inv = try PlannerInventory.build(folder: folder, workload: Workload(batch: 1, promptTokens: 1, outputTokens: 1), dtype: dt)
+            let spec = folder.spec
             let d = inv.weightDType ?? .f32
             // the planner's inventory leaves out an untied token embedding (cold: read a row a token)
             let embedding = spec.tiedEmbeddings ? 0 : spec.vocabSize * spec.hiddenSize
@@ -467,7 +469,7 @@ struct BenchModel: ParsableCommand {
         let loaded = try LoadedModel(directory: model)
         let m = loaded.model
         let spec = m.spec
-        let summary = try CheckpointSummary(directory: model)
+        let summary = try CheckpointSummary(folder: loaded.folder)
         let vocab = spec.vocabSize
         let ids = (0..<prompt).map { Int32(($0 * 7919 + 13) % vocab) }
         let cap = min(spec.maxPositions, max(prompt, gen + 1))
@@ -542,7 +544,7 @@ struct BenchBatch: ParsableCommand {
         try threads.apply()
         let loaded = try LoadedModel(directory: model)
         let spec = loaded.spec
-        let summary = try CheckpointSummary(directory: model)
+        let summary = try CheckpointSummary(folder: loaded.folder)
         var rows: [(Int, Double, Double, Double)] = []
         for b in batches {
             guard b >= 1 else { throw ValidationError("batch sizes must be positive") }

@@ -81,9 +81,12 @@ public struct ConfigDType: Decodable, Sendable {
 
     /// The dtype declared by `config.json` in `directory`, nil when it declares none; a value that
     /// is not one of the three throws naming the field.
-    public static func load(directory: String) throws -> DType? {
-        let path = (directory as NSString).appendingPathComponent("config.json")
-        let c = try decodeJSONFile(ConfigDType.self, path: path)
+    public static func load(directory: String) throws -> DType? { try load(ConfigFile(directory: directory)) }
+
+    /// The same from a config already read.
+    public static func load(_ config: ConfigFile) throws -> DType? {
+        let path = config.path
+        let c = try config.decode(ConfigDType.self)
         let (field, value) = c.dtype.map { ("dtype", $0) } ?? c.torchDType.map { ("torch_dtype", $0) } ?? ("", "")
         if field.isEmpty { return nil }
         switch value {
@@ -210,16 +213,40 @@ public struct RopeSettings: Sendable, Equatable {
 /// `CodingUserInfoKey` under which the config's file path travels into `init(from:)`.
 public let configFileKey = CodingUserInfoKey(rawValue: "strata.configFile")!
 
+/// A `config.json` read once: its path (for error messages) and bytes. Every decoder of the
+/// config (architecture probe, shape, dtype) decodes these bytes, not the file again.
+public struct ConfigFile: Sendable {
+    public let path: String
+    public let data: Data
+
+    /// Reads the file at `path` (missing: `ConfigError.missingFile`).
+    public init(path: String) throws {
+        guard let data = FileManager.default.contents(atPath: path) else { throw ConfigError.missingFile(path: path) }
+        self.init(path: path, data: data)
+    }
+
+    public init(path: String, data: Data) {
+        self.path = path
+        self.data = data
+    }
+
+    /// `config.json` in `directory`.
+    public init(directory: String) throws { try self.init(path: (directory as NSString).appendingPathComponent("config.json")) }
+
+    /// The bytes decoded into `T`, with the path in `userInfo[configFileKey]`; decoding errors
+    /// become `ConfigError`s naming the file and field.
+    public func decode<T: Decodable>(_ type: T.Type) throws -> T {
+        let dec = JSONDecoder()
+        dec.userInfo[configFileKey] = path
+        do {
+            return try dec.decode(T.self, from: data)
+        } catch is DecodingError {
+            return try decodeJSON(T.self, data: data, file: path)  // its messages name the field
+        }
+    }
+}
+
 /// Decodes `config.json` at `path` into `T`, passing the path through `userInfo[configFileKey]`.
 public func decodeConfig<T: Decodable>(_ type: T.Type, path: String) throws -> T {
-    guard let data = FileManager.default.contents(atPath: path) else { throw ConfigError.missingFile(path: path) }
-    let dec = JSONDecoder()
-    dec.userInfo[configFileKey] = path
-    do {
-        return try dec.decode(T.self, from: data)
-    } catch let e as DecodingError {
-        // reuse the messages of decodeJSON
-        _ = e
-        return try decodeJSON(T.self, data: data, file: path)
-    }
+    try ConfigFile(path: path).decode(T.self)
 }

@@ -59,9 +59,9 @@ public protocol Architecture: Sendable {
     /// config.json's `architectures[0]`, e.g. `LlamaForCausalLM`.
     static var name: String { get }
     /// The model's shape from its config.json (no weights opened).
-    static func spec(configPath: String) throws -> ModelSpec
+    static func spec(config: ConfigFile) throws -> ModelSpec
     /// The model over `store`'s weights.
-    static func build(configPath: String, store: WeightStore) throws -> CausalLM
+    static func build(config: ConfigFile, store: WeightStore) throws -> CausalLM
     /// Where a checkpoint tensor belongs; nil for a name this architecture does not read.
     static func place(of tensor: String) -> TensorPlace?
     /// Parameters of one layer's matrices (q, k, v, o and the MLP), from the shape.

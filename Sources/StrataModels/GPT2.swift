@@ -188,9 +188,9 @@ public enum GPT2Architecture: Architecture {
         "wte.weight": .tokenEmbedding, "wpe.weight": .positionEmbedding, "ln_f.weight": .finalNorm, "ln_f.bias": .finalNorm,
     ]
 
-    public static func spec(configPath: String) throws -> ModelSpec { try decodeConfig(GPT2Config.self, path: configPath).spec }
-    public static func build(configPath: String, store: WeightStore) throws -> CausalLM {
-        try GPT2Model(config: decodeConfig(GPT2Config.self, path: configPath), store: store)
+    public static func spec(config: ConfigFile) throws -> ModelSpec { try config.decode(GPT2Config.self).spec }
+    public static func build(config: ConfigFile, store: WeightStore) throws -> CausalLM {
+        try GPT2Model(config: config.decode(GPT2Config.self), store: store)
     }
     public static func place(of tensor: String) -> TensorPlace? {
         if tensor == "lm_head.weight" { return TensorPlace(layer: nil, role: .outputHead) }

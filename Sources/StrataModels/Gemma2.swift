@@ -235,9 +235,9 @@ public final class Gemma2Model: CausalLM, @unchecked Sendable {
 /// feed-forward norms.
 public enum Gemma2Architecture: Architecture {
     public static let name = "Gemma2ForCausalLM"
-    public static func spec(configPath: String) throws -> ModelSpec { try decodeConfig(Gemma2Config.self, path: configPath).spec }
-    public static func build(configPath: String, store: WeightStore) throws -> CausalLM {
-        try Gemma2Model(config: decodeConfig(Gemma2Config.self, path: configPath), store: store)
+    public static func spec(config: ConfigFile) throws -> ModelSpec { try config.decode(Gemma2Config.self).spec }
+    public static func build(config: ConfigFile, store: WeightStore) throws -> CausalLM {
+        try Gemma2Model(config: config.decode(Gemma2Config.self), store: store)
     }
     static let extraNorms: [String: TensorRole] = [
         "pre_feedforward_layernorm.weight": .mlpNorm, "post_feedforward_layernorm.weight": .mlpNorm,

@@ -407,9 +407,9 @@ public enum LlamaFamily {
 /// `LlamaForCausalLM` (Llama 2/3, TinyLlama, SmolLM).
 public enum LlamaArchitecture: Architecture {
     public static let name = "LlamaForCausalLM"
-    public static func spec(configPath: String) throws -> ModelSpec { try decodeConfig(LlamaConfig.self, path: configPath).family.spec }
-    public static func build(configPath: String, store: WeightStore) throws -> CausalLM {
-        try LlamaModel(config: decodeConfig(LlamaConfig.self, path: configPath).family, store: store)
+    public static func spec(config: ConfigFile) throws -> ModelSpec { try config.decode(LlamaConfig.self).family.spec }
+    public static func build(config: ConfigFile, store: WeightStore) throws -> CausalLM {
+        try LlamaModel(config: config.decode(LlamaConfig.self).family, store: store)
     }
     public static func place(of tensor: String) -> TensorPlace? { LlamaFamily.place(of: tensor) }
     public static func parametersPerLayer(_ spec: ModelSpec) -> Int { LlamaFamily.parametersPerLayer(spec) }

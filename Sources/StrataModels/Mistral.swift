@@ -15,9 +15,9 @@ public struct MistralConfig: Decodable, Sendable {
 /// `MistralForCausalLM`: the Llama family's layout.
 public enum MistralArchitecture: Architecture {
     public static let name = "MistralForCausalLM"
-    public static func spec(configPath: String) throws -> ModelSpec { try decodeConfig(MistralConfig.self, path: configPath).family.spec }
-    public static func build(configPath: String, store: WeightStore) throws -> CausalLM {
-        try LlamaModel(config: decodeConfig(MistralConfig.self, path: configPath).family, store: store)
+    public static func spec(config: ConfigFile) throws -> ModelSpec { try config.decode(MistralConfig.self).family.spec }
+    public static func build(config: ConfigFile, store: WeightStore) throws -> CausalLM {
+        try LlamaModel(config: config.decode(MistralConfig.self).family, store: store)
     }
     public static func place(of tensor: String) -> TensorPlace? { LlamaFamily.place(of: tensor) }
     public static func parametersPerLayer(_ spec: ModelSpec) -> Int { LlamaFamily.parametersPerLayer(spec) }

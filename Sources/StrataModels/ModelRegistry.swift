@@ -18,13 +18,17 @@ public enum ModelRegistry {
 
     /// The architecture named by `config.json` in `directory`.
     public static func architecture(directory: String) throws -> any Architecture.Type {
-        let path = (directory as NSString).appendingPathComponent("config.json")
-        let probe = try decodeJSONFile(ArchitectureProbe.self, path: path)
+        try architecture(of: ConfigFile(directory: directory))
+    }
+
+    /// The architecture a config names (`architectures[0]`).
+    public static func architecture(of config: ConfigFile) throws -> any Architecture.Type {
+        let probe = try config.decode(ArchitectureProbe.self)
         guard let arch = probe.architectures?.first else {
-            throw ConfigError.malformed(file: path, field: "architectures", reason: "missing or empty")
+            throw ConfigError.malformed(file: config.path, field: "architectures", reason: "missing or empty")
         }
         guard let a = architecture(named: arch) else {
-            throw ConfigError.unsupportedArchitecture(file: path, architecture: arch, supported: supportedArchitectures)
+            throw ConfigError.unsupportedArchitecture(file: config.path, architecture: arch, supported: supportedArchitectures)
         }
         return a
     }
@@ -32,14 +36,13 @@ public enum ModelRegistry {
     /// Loads the model in `directory` (config.json + safetensors); weights stay mapped
     /// (or come from `store`, e.g. a tiered store that streams some layers from disk).
     public static func load(directory: String, store: WeightStore? = nil) throws -> CausalLM {
-        let arch = try architecture(directory: directory)
-        let s = try store ?? MappedWeightStore(checkpoint: SafetensorsCheckpoint(directory: directory))
-        return try arch.build(configPath: (directory as NSString).appendingPathComponent("config.json"), store: s)
+        try ModelFolder(directory: directory).load(store: store)
     }
 
     /// The model's spec from `config.json` alone (no weights opened): what the planner needs.
     public static func spec(directory: String) throws -> ModelSpec {
-        try architecture(directory: directory).spec(configPath: (directory as NSString).appendingPathComponent("config.json"))
+        let config = try ConfigFile(directory: directory)
+        return try architecture(of: config).spec(config: config)
     }
 
     /// The model's spec with BOS/EOS from `generation_config.json` where it has them.

@@ -15,9 +15,9 @@ public struct Phi3Config: Decodable, Sendable {
 /// `Phi3ForCausalLM` (Phi-3, Phi-3.5 mini): the Llama family's layout with fused projections.
 public enum Phi3Architecture: Architecture {
     public static let name = "Phi3ForCausalLM"
-    public static func spec(configPath: String) throws -> ModelSpec { try decodeConfig(Phi3Config.self, path: configPath).family.spec }
-    public static func build(configPath: String, store: WeightStore) throws -> CausalLM {
-        try LlamaModel(config: decodeConfig(Phi3Config.self, path: configPath).family, store: store)
+    public static func spec(config: ConfigFile) throws -> ModelSpec { try config.decode(Phi3Config.self).family.spec }
+    public static func build(config: ConfigFile, store: WeightStore) throws -> CausalLM {
+        try LlamaModel(config: config.decode(Phi3Config.self).family, store: store)
     }
     public static func place(of tensor: String) -> TensorPlace? { LlamaFamily.place(of: tensor) }
     public static func parametersPerLayer(_ spec: ModelSpec) -> Int { LlamaFamily.parametersPerLayer(spec) }

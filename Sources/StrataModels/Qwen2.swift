@@ -19,9 +19,9 @@ public struct Qwen2Config: Decodable, Sendable {
 /// `Qwen2ForCausalLM`: the Llama family's layout with biases on q, k and v.
 public enum Qwen2Architecture: Architecture {
     public static let name = "Qwen2ForCausalLM"
-    public static func spec(configPath: String) throws -> ModelSpec { try decodeConfig(Qwen2Config.self, path: configPath).family.spec }
-    public static func build(configPath: String, store: WeightStore) throws -> CausalLM {
-        try LlamaModel(config: decodeConfig(Qwen2Config.self, path: configPath).family, store: store)
+    public static func spec(config: ConfigFile) throws -> ModelSpec { try config.decode(Qwen2Config.self).family.spec }
+    public static func build(config: ConfigFile, store: WeightStore) throws -> CausalLM {
+        try LlamaModel(config: config.decode(Qwen2Config.self).family, store: store)
     }
     public static func place(of tensor: String) -> TensorPlace? { LlamaFamily.place(of: tensor) }
     public static func parametersPerLayer(_ spec: ModelSpec) -> Int { LlamaFamily.parametersPerLayer(spec) }

@@ -20,9 +20,9 @@ public struct Qwen3Config: Decodable, Sendable {
 /// `Qwen3ForCausalLM`: the Llama family's layout plus `self_attn.q_norm` / `k_norm` `[head_dim]`.
 public enum Qwen3Architecture: Architecture {
     public static let name = "Qwen3ForCausalLM"
-    public static func spec(configPath: String) throws -> ModelSpec { try decodeConfig(Qwen3Config.self, path: configPath).family.spec }
-    public static func build(configPath: String, store: WeightStore) throws -> CausalLM {
-        try LlamaModel(config: decodeConfig(Qwen3Config.self, path: configPath).family, store: store)
+    public static func spec(config: ConfigFile) throws -> ModelSpec { try config.decode(Qwen3Config.self).family.spec }
+    public static func build(config: ConfigFile, store: WeightStore) throws -> CausalLM {
+        try LlamaModel(config: config.decode(Qwen3Config.self).family, store: store)
     }
     public static func place(of tensor: String) -> TensorPlace? { LlamaFamily.place(of: tensor) }
     public static func parametersPerLayer(_ spec: ModelSpec) -> Int { LlamaFamily.parametersPerLayer(spec) }

@@ -16,7 +16,7 @@ import StrataModels
         let data = try JSONSerialization.data(withJSONObject: arch.synthConfig(p.shape))
         try data.write(to: URL(fileURLWithPath: dir + "/config.json"))
         #expect(ObjectIdentifier(try ModelRegistry.architecture(directory: dir)) == ObjectIdentifier(arch))
-        let spec = try arch.spec(configPath: dir + "/config.json")
+        let spec = try arch.spec(config: ConfigFile(path: dir + "/config.json"))
         var matrices = [Int](repeating: 0, count: spec.layers), vectors = [Int](repeating: 0, count: spec.layers)
         var roles = Set<TensorRole>()
         for (tensor, shape) in arch.synthTensors(p.shape) {
