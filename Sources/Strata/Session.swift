@@ -1,0 +1,117 @@
+import Foundation
+@_exported import StrataPlanner
+import StrataMemory
+
+/// The headline feature from `import Strata` alone: open a model, plan it under a RAM budget
+/// (the `Plan` and its prediction), run requests under that plan (tokens as they come, or as an
+/// `AsyncSequence` of events ending with the run's report), and get the `RunReport` with
+/// predicted vs measured. This is what `strata generate --ram-budget` does.
+///
+/// ```swift
+/// let session = try Session(model: "models/tinyllama", ramBudget: 700 << 20)
+/// let plan = try session.plan(Workload(batch: 1, promptTokens: 32, outputTokens: 64))
+/// let result = try session.run([GenerationRequest(prompt: ids, parameters: .greedy)], plan: plan)
+/// print(result.report.error ?? [:])   // measured vs predicted, per figure
+/// ```
+public final class Session: @unchecked Sendable {
+    /// The model folder, opened once.
+    public let folder: ModelFolder
+    /// The RAM budget in bytes (nil: no budget, everything resident).
+    public let ramBudget: Int?
+
+    public init(folder: ModelFolder, ramBudget: Int? = nil) {
+        self.folder = folder
+        self.ramBudget = ramBudget
+    }
+
+    public convenience init(model directory: String, ramBudget: Int? = nil) throws {
+        self.init(folder: try ModelFolder(directory: directory), ramBudget: ramBudget)
+    }
+
+    /// The machine's profile: the cached one (`strata profile`), or measured now (tens of
+    /// seconds; `diskPath` is where a scratch file is written) and cached.
+    public static func hardwareProfile(diskPath: String = ".", log: (String) -> Void = { _ in }) throws -> HardwareProfile {
+        if let p = Profiler.cached() { return p }
+        log("no hardware profile yet: measuring (strata profile)")
+        let p = try Profiler.measure(diskPath: diskPath, log: log)
+        try Profiler.save(p)
+        return p
+    }
+
+    /// The planner's plan for `workload` under the budget (`profile` default: `hardwareProfile()`).
+    /// Throws when there is no budget, or when the budget cannot hold the smallest plan.
+    public func plan(_ workload: Workload, profile: HardwareProfile? = nil, objective: PlanRequest.Objective = .throughput,
+                     batch: Int? = nil) throws -> Plan {
+        guard let budget = ramBudget else { throw SessionError.noBudget }
+        let inv = try PlannerInventory.build(folder: folder, workload: workload)
+        let prof = try profile ?? Session.hardwareProfile()
+        return try Planner.plan(inv: inv, profile: prof, request: PlanRequest(budgetBytes: budget, batch: batch, promptTokens: workload.promptTokens,
+                                                                            outputTokens: workload.outputTokens, objective: objective), curve: false)
+    }
+
+    /// What a run produced: each request's output, and the report (measured, and predicted with
+    /// the error of each figure when a plan was given).
+    public struct Result: Sendable {
+        public var outputs: [RequestOutput]
+        public var report: RunReport
+    }
+
+    /// Runs `requests` under the budget with `plan`'s placement (nil: the fill-the-budget rule
+    /// under a budget, everything resident without one); `onToken(request, sample, token)` as
+    /// tokens come. `maxBatch` caps the sequences decoded together.
+    public func run(_ requests: [GenerationRequest], plan: Plan? = nil, maxBatch: Int = 64, kvDisk: SwapSpace? = nil,
+                    onToken: (Int, Int, GeneratedToken) -> Void = { _, _, _ in }) throws -> Result {
+        let workload = Session.workload(requests, maxBatch: maxBatch)
+        let run = try TieredRun(folder: folder, budget: ramBudget, workload: workload, placement: plan?.placement, swap: kvDisk)
+        defer { run.shutdown() }
+        var (outs, report) = try run.run(requests, onToken: onToken)
+        if let plan {
+            report.compare(with: plan.prediction.reportValues)
+            if plan.ruleTokensPerSecond > 0, plan.request.objective == .throughput { report.predictedRuleTokensPerSecond = plan.ruleTokensPerSecond }
+        }
+        return Result(outputs: outs, report: report)
+    }
+
+    /// One event of a streamed run.
+    public enum Event: Sendable {
+        /// A token of sample `sample` of request `request`.
+        case token(request: Int, sample: Int, GeneratedToken)
+        /// The run ended: every output and the report.
+        case finished(Result)
+    }
+
+    /// The same run as an `AsyncSequence`: tokens as they come, then `.finished` with the
+    /// statistics. The run goes on a thread of its own; errors end the stream.
+    public func events(_ requests: [GenerationRequest], plan: Plan? = nil, maxBatch: Int = 64) -> AsyncThrowingStream<Event, Error> {
+        AsyncThrowingStream { continuation in
+            let thread = Thread { [self] in
+                do {
+                    let result = try run(requests, plan: plan, maxBatch: maxBatch) { r, s, t in continuation.yield(.token(request: r, sample: s, t)) }
+                    continuation.yield(.finished(result))
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
+            }
+            thread.stackSize = 8 << 20
+            thread.start()
+        }
+    }
+
+    /// The workload of `requests`: the batch (samples, capped at `maxBatch`), the longest prompt
+    /// and the longest output.
+    public static func workload(_ requests: [GenerationRequest], maxBatch: Int = 64) -> Workload {
+        Workload(batch: max(1, min(maxBatch, requests.reduce(0) { $0 + $1.n })),
+                 promptTokens: max(1, requests.map { $0.prompt.count }.max() ?? 1),
+                 outputTokens: max(1, requests.map { $0.parameters.maxTokens }.max() ?? 1))
+    }
+}
+
+public enum SessionError: Error, CustomStringConvertible, Sendable {
+    case noBudget
+    public var description: String {
+        switch self {
+        case .noBudget: return "a plan needs a RAM budget (Session(model:ramBudget:))"
+        }
+    }
+}
