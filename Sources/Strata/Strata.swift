@@ -24,7 +24,7 @@ public struct MachineInfo: Codable, Sendable {
 }
 
 /// Sizes in bytes, human-readable: `1.5 GiB`.
-public func formatBytes(_ n: Int) -> String {
+package func formatBytes(_ n: Int) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB"]
     var v = Double(n), u = 0
     while abs(v) >= 1024 && u < units.count - 1 { v /= 1024; u += 1 }
@@ -32,19 +32,19 @@ public func formatBytes(_ n: Int) -> String {
 }
 
 /// Median of a non-empty sample.
-public func median(_ xs: [Double]) -> Double {
+package func median(_ xs: [Double]) -> Double {
     precondition(!xs.isEmpty, "median of an empty sample")
     let s = xs.sorted()
     return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
 }
 
 /// Monotonic seconds.
-public func now() -> Double {
+package func now() -> Double {
     Double(DispatchTime.now().uptimeNanoseconds) / 1e9
 }
 
 /// Parses a byte size: `1073741824`, `512MiB`, `1.5GiB`, `2G` (G = GiB, as in most CLIs), `800MB` (10^6).
-public func parseByteSize(_ s: String) -> Int? {
+package func parseByteSize(_ s: String) -> Int? {
     let t = s.trimmingCharacters(in: .whitespaces)
     let units: [(String, Double)] = [("TiB", 1_099_511_627_776), ("GiB", 1_073_741_824), ("MiB", 1_048_576), ("KiB", 1024),
                                      ("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3),

@@ -24,12 +24,12 @@ public enum ConfigError: Error, CustomStringConvertible, Equatable, Sendable {
 
 /// Decodes a JSON file into `T`, turning `DecodingError`s into `ConfigError.malformed` naming
 /// the file and the field path.
-public func decodeJSONFile<T: Decodable>(_ type: T.Type, path: String) throws -> T {
+package func decodeJSONFile<T: Decodable>(_ type: T.Type, path: String) throws -> T {
     guard let data = FileManager.default.contents(atPath: path) else { throw ConfigError.missingFile(path: path) }
     return try decodeJSON(type, data: data, file: path)
 }
 
-public func decodeJSON<T: Decodable>(_ type: T.Type, data: Data, file: String) throws -> T {
+package func decodeJSON<T: Decodable>(_ type: T.Type, data: Data, file: String) throws -> T {
     do {
         return try JSONDecoder().decode(T.self, from: data)
     } catch let e as DecodingError {
@@ -211,7 +211,7 @@ public struct RopeSettings: Sendable, Equatable {
 }
 
 /// `CodingUserInfoKey` under which the config's file path travels into `init(from:)`.
-public let configFileKey = CodingUserInfoKey(rawValue: "strata.configFile")!
+package let configFileKey = CodingUserInfoKey(rawValue: "strata.configFile")!
 
 /// A `config.json` read once: its path (for error messages) and bytes. Every decoder of the
 /// config (architecture probe, shape, dtype) decodes these bytes, not the file again.
@@ -247,6 +247,6 @@ public struct ConfigFile: Sendable {
 }
 
 /// Decodes `config.json` at `path` into `T`, passing the path through `userInfo[configFileKey]`.
-public func decodeConfig<T: Decodable>(_ type: T.Type, path: String) throws -> T {
+package func decodeConfig<T: Decodable>(_ type: T.Type, path: String) throws -> T {
     try ConfigFile(path: path).decode(T.self)
 }

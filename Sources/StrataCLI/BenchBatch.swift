@@ -1,0 +1,53 @@
+import ArgumentParser
+import Foundation
+import Strata
+import StrataMemory
+import StrataPlanner
+
+struct BenchBatch: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench-batch",
+        abstract: "Aggregate decode tokens/s at several batch sizes (continuous batching, paged KV).")
+    @Option(help: "Model folder.") var model: String
+    @Option(help: "Batch sizes.") var batches: [Int] = [1, 4, 16, 64]
+    @Option(help: "Prompt tokens per request.") var prompt = 32
+    @Option(help: "Generated tokens per request.") var gen = 32
+    @Option(help: "Repeats per batch size (medians).") var repeats = 3
+    @Flag(help: "One JSON line per batch size instead of a table.") var json = false
+    @OptionGroup var threads: ThreadOption
+
+    func run() throws {
+        try threads.apply()
+        let loaded = try LoadedModel(directory: model)
+        let spec = loaded.spec
+        let summary = try CheckpointSummary(folder: loaded.folder)
+        var rows: [(Int, Double, Double, Double)] = []
+        for b in batches {
+            guard b >= 1 else { throw ValidationError("batch sizes must be positive") }
+            var rates: [Double] = []
+            for r in 0..<repeats {
+                eprint("batch \(b): repeat \(r + 1)/\(repeats)")
+                let requests = (0..<b).map { i in
+                    GenerationRequest(prompt: (0..<prompt).map { ($0 * 7919 + i * 104729 + r) % spec.vocabSize },
+                                      parameters: SamplingParameters(temperature: 0, maxTokens: gen, stopAtEOS: false))
+                }
+                let blocks = b * ((prompt + gen + 16) / 16 + 1)
+                let engine = BatchEngine(loaded: loaded, config: .init(blocks: blocks, blockSize: 16, maxBatch: max(b, 1)))
+                _ = try engine.run(requests)
+                rates.append(engine.stats.decodeTokensPerSecond)
+            }
+            let med = median(rates)
+            rows.append((b, med, (rates.max()! - rates.min()!) / 2, med / max(rows.first?.1 ?? med, 1e-9)))
+            if json {
+                try printJSON(["batch": b, "decode_tokens_per_second": med, "spread": rows.last!.2, "vs_batch_1": rows.last!.3])
+            }
+        }
+        if json { return }
+        print("model: \(spec.architecture) \(String(format: "%.0f", Double(summary.parameters) / 1e6))M params, weights \(formatBytes(summary.totalBytes)), threads \(Threads.count), prompt \(prompt), generated \(gen)")
+        print("| batch | aggregate decode tokens/s (median of \(repeats)) | ± | per sequence | vs batch 1 |")
+        print("|---:|---:|---:|---:|---:|")
+        for (b, r, sp, x) in rows {
+            print(String(format: "| %d | %.2f | %.2f | %.2f | %.2fx |", b, r, sp, r / Double(b), x))
+        }
+    }
+}

@@ -1,0 +1,81 @@
+import ArgumentParser
+import Foundation
+import Strata
+import StrataMemory
+import StrataPlanner
+
+struct BenchModel: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench-model",
+        abstract: "llama-bench-like prompt processing (pp) and decode (tg) speed, beside the machine's bounds measured in the same run.")
+    @Option(help: "Model folder.") var model: String
+    @Option(help: "Prompt tokens for the pp test.") var prompt = 512
+    @Option(help: "Generated tokens for the tg test.") var gen = 128
+    @Option(help: "Repeats (medians are reported).") var repeats = 3
+    @Flag(help: "Print one JSON object instead of a table.") var json = false
+    @OptionGroup var threads: ThreadOption
+
+    func run() throws {
+        try threads.apply()
+        guard prompt >= 1, gen >= 1, repeats >= 1 else { throw ValidationError("--prompt, --gen and --repeats must be positive") }
+        let loaded = try LoadedModel(directory: model)
+        let m = loaded.model
+        let spec = m.spec
+        let summary = try CheckpointSummary(folder: loaded.folder)
+        let vocab = spec.vocabSize
+        let ids = (0..<prompt).map { Int32(($0 * 7919 + 13) % vocab) }
+        let cap = min(spec.maxPositions, max(prompt, gen + 1))
+        // warm up: touch every weight page once (first-touch page faults are not compute)
+        do {
+            let c = m.makeCache(capacity: cap)
+            _ = try ids.prefix(8).withUnsafeBufferPointer { try m.forward($0, cache: c, allLogits: false) }
+        }
+        let params = Double(summary.parameters)
+        // bytes a decode step reads: every weight except the embedding table (one row is gathered)
+        let embedBytes = summary.roles.first { $0.role == "embedding" }?.bytes ?? 0
+        let tied = spec.tiedEmbeddings && !summary.roles.contains { $0.role == "lm_head" }
+        let decodeBytes = Double(summary.totalBytes - (tied ? 0 : embedBytes))
+        // Each repeat measures its own bounds right before its test (this machine's bandwidth
+        // drifts with its neighbours), so each ratio is from one moment; medians are reported.
+        var pp: [Double] = [], tg: [Double] = [], ppB: [Double] = [], tgB: [Double] = [], flopsS: [Double] = [], bwS: [Double] = []
+        for r in 0..<repeats {
+            eprint("repeat \(r + 1)/\(repeats): sgemm bound, pp\(prompt)")
+            let flops = Measure.gemmFlops(m: min(prompt, 512), n: spec.intermediateSize, k: spec.hiddenSize, repeats: 3)
+            flopsS.append(flops); ppB.append(flops / (2 * params))
+            let c1 = m.makeCache(capacity: cap)
+            var t0 = now()
+            _ = try ids.withUnsafeBufferPointer { try m.forward($0, cache: c1, allLogits: false) }
+            pp.append(Double(prompt) / (now() - t0))
+            eprint("repeat \(r + 1)/\(repeats): memory bandwidth bound, tg\(gen)")
+            let bw = Measure.memoryReadBandwidth(bytes: 512 << 20, repeats: 3)
+            bwS.append(bw); tgB.append(bw / decodeBytes)
+            let c2 = m.makeCache(capacity: cap)
+            var one: [Int32] = [1]
+            t0 = now()
+            for i in 0..<gen {
+                one[0] = Int32((i * 31 + 7) % vocab)
+                _ = try one.withUnsafeBufferPointer { try m.forward($0, cache: c2, allLogits: false) }
+            }
+            tg.append(Double(gen) / (now() - t0))
+        }
+        let flops = median(flopsS), bw = median(bwS)
+        let ppBound = median(ppB), tgBound = median(tgB)
+        let ppMed = median(pp), tgMed = median(tg)
+        let ppFrac = median(zip(pp, ppB).map { $0 / $1 }), tgFrac = median(zip(tg, tgB).map { $0 / $1 })
+        func spread(_ xs: [Double]) -> Double { (xs.max()! - xs.min()!) / 2 }
+        if json {
+            try printJSON(["model": model, "threads": Threads.count, "pp_tokens": prompt, "tg_tokens": gen, "repeats": repeats,
+                           "pp_tokens_per_second": ppMed, "pp_spread": spread(pp), "tg_tokens_per_second": tgMed, "tg_spread": spread(tg),
+                           "sgemm_flops": flops, "memory_read_bytes_per_second": bw, "pp_bound": ppBound, "tg_bound": tgBound,
+                           "decode_bytes_per_token": decodeBytes, "parameters": params, "pp_fraction_of_bound": ppFrac, "tg_fraction_of_bound": tgFrac])
+            return
+        }
+        print("model: \(spec.architecture) \(String(format: "%.0f", params / 1e6))M params, weights \(formatBytes(summary.totalBytes)), threads \(Threads.count)")
+        print(String(format: "bounds (same run): sgemm %.1f GFLOP/s -> pp bound %.1f t/s; memory read %.1f GB/s over %@ per token -> tg bound %.2f t/s",
+                     flops / 1e9, ppBound, bw / 1e9, formatBytes(Int(decodeBytes)) as NSString, tgBound))
+        print("| test | tokens/s (median of \(repeats)) | ± | bound | fraction of bound (median of per-repeat ratios) |")
+        print("|---|---:|---:|---:|---:|")
+        print(String(format: "| pp%d | %.2f | %.2f | %.2f | %.1f%% |", prompt, ppMed, spread(pp), ppBound, 100 * ppFrac))
+        print(String(format: "| tg%d | %.2f | %.2f | %.2f | %.1f%% |", gen, tgMed, spread(tg), tgBound, 100 * tgFrac))
+    }
+}

@@ -1,0 +1,16 @@
+import ArgumentParser
+import Foundation
+import Strata
+import StrataMemory
+import StrataPlanner
+
+struct Detokenize: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Decode ids; prints {\"text\":\"...\"}.")
+    @Option(help: "Model folder (holds tokenizer.json).") var model: String
+    @Option(help: "Comma-separated token ids.") var ids: String
+    @Flag(name: .customLong("skip-special"), help: "Leave special tokens out of the text.") var skipSpecial = false
+    func run() throws {
+        let tok = try Tokenizer(directory: model)
+        try printJSON(["text": tok.decode(parseIDs(ids), skipSpecialTokens: skipSpecial, strict: true)])
+    }
+}

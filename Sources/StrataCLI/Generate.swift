@@ -1,0 +1,241 @@
+import ArgumentParser
+import Foundation
+import Strata
+import StrataMemory
+import StrataPlanner
+
+struct Generate: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Generate text from a prompt; streams text, tokens/s to stderr.")
+    @Option(help: "Model folder.") var model: String
+    @Option(help: "Prompt text (encoded with the model's tokenizer, BOS added where it adds it).") var prompt: String?
+    @Option(help: "Prompt as comma-separated token ids.") var ids: String?
+    @Option(name: .customLong("prompts-file"), help: ArgumentHelp("Run many prompts together (continuous batching): one prompt per line, or JSONL objects with \"prompt\" or \"ids\" and optional \"max_tokens\", \"temperature\", \"top_k\", \"top_p\", \"seed\", \"n\", \"stop\". Prints one JSON line per request.")) var promptsFile: String?
+    @Option(name: .customLong("kv-block-size"), help: "Tokens per KV block (batch mode).") var kvBlockSize = 16
+    @Option(name: .customLong("kv-blocks"), help: "KV blocks in the pool (batch mode; default: enough for every request, at most --kv-memory).") var kvBlocks: Int?
+    @Option(name: .customLong("kv-memory"), help: "KV pool size in bytes, e.g. 512MiB (batch mode; default 2GiB cap).") var kvMemory: String?
+    @Option(name: .customLong("max-batch"), help: "Most sequences decoding at once (batch mode).") var maxBatch = 64
+    @Option(name: .customLong("ram-budget"), help: "Keep everything resident (weights, KV, staging, activations, runtime) under this many bytes, e.g. 1GiB; layers that do not fit are streamed from disk.") var ramBudget: String?
+    @Option(help: "Weight tiers: tiered (resident + streamed, the default under a budget) or mmap (map the file, the llama.cpp way).") var weights: String = "tiered"
+    @Option(help: "Run a saved placement (JSON, as written in a report's \"placement\").") var placement: String?
+    @Option(help: "Layers read ahead while one computes, when streaming.") var prefetch = 1
+    @Option(name: .customLong("kv-disk"), help: "File for the KV cache's disk tier: preempted sequences are swapped there.") var kvDisk: String?
+    @Option(name: .customLong("kv-disk-size"), help: "Size limit of the --kv-disk file, e.g. 1GiB.") var kvDiskSize: String = "1GiB"
+    @Option(help: "Write a JSON run report (measured speeds, disk traffic, ledger peak, placement) to this file.") var report: String?
+    @Option(help: "Run a saved plan (from strata plan --out).") var plan: String?
+    @Flag(name: .customLong("no-plan"), help: "Under --ram-budget, place with the simple rule instead of the planner.") var noPlan = false
+    @Option(name: .customLong("max-tokens"), help: "Tokens to generate at most.") var maxTokens = 128
+    @Option(help: "Sampling temperature; 0 is greedy.") var temperature: Float = 0.8
+    @Option(name: .customLong("top-k"), help: "Sample from the k most likely tokens (0: all).") var topK = 0
+    @Option(name: .customLong("top-p"), help: "Sample from the smallest set reaching probability p (1: off).") var topP: Float = 1
+    @Option(help: "Seed for reproducible sampling.") var seed: UInt64?
+    @Option(name: .customLong("stop"), help: "Stop string (repeatable).") var stop: [String] = []
+    @Flag(name: .customLong("ignore-eos"), help: "Keep generating past end-of-sequence tokens.") var ignoreEOS = false
+    @Flag(help: "Print one JSON object {\"prompt_ids\",\"ids\",\"text\"} instead of streaming.") var json = false
+    @OptionGroup var threads: ThreadOption
+
+    func validate() throws {
+        let given = [prompt != nil, ids != nil, promptsFile != nil].filter { $0 }.count
+        if given != 1 { throw ValidationError("give exactly one of --prompt, --ids and --prompts-file") }
+        if kvBlockSize < 1 { throw ValidationError("--kv-block-size must be positive") }
+        if let m = kvMemory, parseByteSize(m) == nil { throw ValidationError("--kv-memory: '\(m)' is not a size (e.g. 512MiB, 2GiB)") }
+        if let b = ramBudget, parseByteSize(b) == nil { throw ValidationError("--ram-budget: '\(b)' is not a size (e.g. 1GiB)") }
+        if parseByteSize(kvDiskSize) == nil { throw ValidationError("--kv-disk-size: '\(kvDiskSize)' is not a size") }
+        if Placement.Weights(rawValue: weights) == nil { throw ValidationError("--weights must be tiered or mmap, got '\(weights)'") }
+        if prefetch < 0 { throw ValidationError("--prefetch must be >= 0") }
+    }
+
+    var tiered: Bool { ramBudget != nil || placement != nil || plan != nil || report != nil || kvDisk != nil || weights != "tiered" }
+
+    func run() throws {
+        try threads.apply()
+        if tiered { return try runTiered() }
+        let loaded = try LoadedModel(directory: model)
+        if let promptsFile { return try runBatch(loaded, file: promptsFile) }
+        let promptIDs: [Int]
+        if let ids { promptIDs = try parseIDs(ids) } else { promptIDs = try loaded.requireTokenizer().encode(prompt!) }
+        let params = SamplingParameters(temperature: temperature, topK: topK, topP: topP, seed: seed, maxTokens: maxTokens,
+                                        stopStrings: stop, stopAtEOS: !ignoreEOS)
+        let out = FileHandle.standardOutput
+        let result = try Generator(loaded).generate(promptIDs: promptIDs, parameters: params) { tok in
+            if !json && loaded.tokenizer != nil && !tok.text.isEmpty { out.write(Data(tok.text.utf8)) }
+            if !json && loaded.tokenizer == nil && tok.id >= 0 { out.write(Data("\(tok.id) ".utf8)) }
+            return true
+        }
+        if json {
+            try printJSON(["prompt_ids": result.promptIDs, "ids": result.ids, "text": result.text])
+        } else {
+            out.write(Data("\n".utf8))
+        }
+        eprint(String(format: "prompt: %d tokens, %.1f tokens/s | generation: %d tokens, %.2f tokens/s | stop: %@",
+                      result.promptIDs.count, result.promptTokensPerSecond, result.ids.count, result.decodeTokensPerSecond,
+                      result.stopReason.rawValue as NSString))
+    }
+}
+
+extension Generate {
+    struct FileRequest: Decodable {
+        var prompt: String?
+        var ids: [Int]?
+        var max_tokens: Int?
+        var temperature: Float?
+        var top_k: Int?
+        var top_p: Float?
+        var seed: UInt64?
+        var n: Int?
+        var stop: [String]?
+    }
+
+    /// Generation under a RAM budget (or with a report): tiered weights, paged KV, batch engine.
+    func runTiered() throws {
+        // the folder opened once (config, headers, tokenizer): everything below takes it
+        let folder = try ModelFolder(directory: model)
+        let tokPath = (model as NSString).appendingPathComponent("tokenizer.json")
+        let tokenizer = folder.tokenizer
+        func encode(_ text: String) throws -> [Int] {
+            guard let tokenizer else { throw ConfigError.missingFile(path: tokPath) }
+            return tokenizer.encode(text)
+        }
+        let requests: [GenerationRequest]
+        if let promptsFile {
+            requests = try readRequests(promptsFile, encode: encode)
+        } else {
+            let ids = try self.ids.map(parseIDs) ?? encode(prompt!)
+            requests = [GenerationRequest(prompt: ids, parameters: SamplingParameters(temperature: temperature, topK: topK, topP: topP, seed: seed,
+                                                                                    maxTokens: maxTokens, stopStrings: stop, stopAtEOS: !ignoreEOS))]
+        }
+        let workload = Workload(batch: min(maxBatch, requests.reduce(0) { $0 + $1.n }),
+                                promptTokens: requests.map { $0.prompt.count }.max() ?? 1,
+                                outputTokens: requests.map { $0.parameters.maxTokens }.max() ?? 1)
+        let spec = folder.spec
+        var swap: SwapSpace? = nil
+        if let kvDisk {
+            let perBlock = PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: kvBlockSize)
+            swap = try SwapSpace(path: kvDisk, bytes: parseByteSize(kvDiskSize)!, slotBytes: perBlock)
+        }
+        var saved = try placement.map { try JSONDecoder().decode(Placement.self, from: Data(contentsOf: URL(fileURLWithPath: $0))) }
+        var usedPlan: Plan? = try plan.map { try JSONDecoder().decode(Plan.self, from: Data(contentsOf: URL(fileURLWithPath: $0))) }
+        if saved == nil, usedPlan == nil, !noPlan, let budget = ramBudget.flatMap(parseByteSize) {
+            // plan automatically: the planner's placement and its prediction
+            let inv = try PlannerInventory.build(folder: folder, workload: workload)
+            usedPlan = try Planner.plan(inv: inv, profile: try loadProfile(),
+                                        request: PlanRequest(budgetBytes: budget, batch: workload.batch, promptTokens: workload.promptTokens,
+                                                             outputTokens: workload.outputTokens), curve: false)
+        }
+        if let usedPlan, saved == nil {
+            saved = usedPlan.placement
+            if let w = Placement.Weights(rawValue: weights) { saved!.weights = w }
+        }
+        let run = try TieredRun(folder: folder, budget: ramBudget.flatMap(parseByteSize), workload: workload, placement: saved,
+                                weights: Placement.Weights(rawValue: weights)!, prefetchDepth: prefetch, blockSize: kvBlockSize,
+                                kvBlocks: kvBlocks, swap: swap)
+        defer { run.shutdown() }
+        let p = run.placement
+        eprint("placement: weights \(p.weights.rawValue), \(spec.layers - p.streamedLayers.count) layers resident, \(p.streamedLayers.count) streamed (prefetch \(p.prefetchDepth)), KV \(p.kvBlocksRAM) blocks in RAM, \(p.kvBlocksDisk) on disk")
+        let single = promptsFile == nil && !json
+        let out = FileHandle.standardOutput
+        var (outs, rep) = try run.run(requests) { _, _, tok in
+            if single && !tok.text.isEmpty { out.write(Data(tok.text.utf8)) }
+        }
+        if single { out.write(Data("\n".utf8)) }
+        for o in outs where !single {
+            if promptsFile == nil {
+                try printJSON(["prompt_ids": requests[0].prompt, "ids": o.ids, "text": o.text])
+            } else {
+                try printOutput(o, requests)
+            }
+        }
+        let m = rep.measured
+        eprint(String(format: "prompt %.1f tokens/s | decode %.2f tokens/s per sequence, %.2f aggregate | TTFT %.2f s | disk read %@ at %.0f MB/s, I/O wait %.2f s | ledger peak %@, peak RSS %@",
+                      m.prefillTokensPerSecond, m.decodeTokensPerSecond, m.aggregateTokensPerSecond, m.timeToFirstTokenSeconds,
+                      formatBytes(m.diskBytesRead) as NSString, m.diskReadBytesPerSecond / 1e6, m.ioWaitSeconds,
+                      formatBytes(m.peakResidentBytes) as NSString, formatBytes(m.peakRSSBytes) as NSString))
+        if let usedPlan {
+            rep.compare(with: usedPlan.prediction.reportValues)
+            // the rule's figure is aggregate tokens/s under the throughput objective (per sequence under latency)
+            if usedPlan.ruleTokensPerSecond > 0, usedPlan.request.objective == .throughput {
+                rep.predictedRuleTokensPerSecond = usedPlan.ruleTokensPerSecond
+            }
+            if !usedPlan.versusRule.isEmpty { eprint("plan vs \(usedPlan.versusRule)") }
+            eprint("measured vs predicted:")
+            eprint("  " + "key".padding(toLength: 30, withPad: " ", startingAt: 0) + "measured".padding(toLength: 16, withPad: " ", startingAt: 0) + "predicted".padding(toLength: 16, withPad: " ", startingAt: 0) + "error")
+            let measuredValues: [String: Double] = [
+                "prefill_tokens_per_second": m.prefillTokensPerSecond, "decode_tokens_per_second": m.decodeTokensPerSecond,
+                "aggregate_tokens_per_second": m.aggregateTokensPerSecond, "time_to_first_token_seconds": m.timeToFirstTokenSeconds,
+                "disk_bytes_read": Double(m.diskBytesRead), "peak_resident_bytes": Double(m.peakResidentBytes)]
+            for k in measuredValues.keys.sorted() {
+                let pv = rep.predicted?[k] ?? 0, mv = measuredValues[k]!
+                eprint("  " + k.padding(toLength: 30, withPad: " ", startingAt: 0) + String(format: "%-16.4g%-16.4g%+.1f%%", mv, pv, 100 * (rep.error?[k] ?? 0)))
+            }
+        }
+        _ = outs
+        if let report {
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try enc.encode(rep).write(to: URL(fileURLWithPath: report))
+        }
+    }
+
+    func readRequests(_ file: String, encode: (String) throws -> [Int]) throws -> [GenerationRequest] {
+        guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
+            throw ValidationError("--prompts-file: cannot read \(file)")
+        }
+        var requests: [GenerationRequest] = []
+        for (n, raw) in text.split(separator: "\n", omittingEmptySubsequences: true).enumerated() {
+            let line = raw.trimmingCharacters(in: .whitespaces)
+            if line.isEmpty { continue }
+            var base = SamplingParameters(temperature: temperature, topK: topK, topP: topP, seed: seed, maxTokens: maxTokens,
+                                          stopStrings: stop, stopAtEOS: !ignoreEOS)
+            var promptIDs: [Int]
+            var samples = 1
+            if line.hasPrefix("{") {
+                let r: FileRequest
+                do { r = try JSONDecoder().decode(FileRequest.self, from: Data(line.utf8)) } catch {
+                    throw ValidationError("\(file):\(n + 1): not a JSON request object (\(error))")
+                }
+                if let ids = r.ids { promptIDs = ids } else if let p = r.prompt { promptIDs = try encode(p) } else {
+                    throw ValidationError("\(file):\(n + 1): needs \"prompt\" or \"ids\"")
+                }
+                base.maxTokens = r.max_tokens ?? base.maxTokens
+                base.temperature = r.temperature ?? base.temperature
+                base.topK = r.top_k ?? base.topK
+                base.topP = r.top_p ?? base.topP
+                base.seed = r.seed ?? base.seed
+                base.stopStrings = r.stop ?? base.stopStrings
+                samples = r.n ?? 1
+            } else {
+                promptIDs = try encode(line)
+            }
+            requests.append(GenerationRequest(prompt: promptIDs, parameters: base, n: samples))
+        }
+        if requests.isEmpty { throw ValidationError("--prompts-file: \(file) holds no prompts") }
+        return requests
+    }
+
+    /// One JSON line per request (and sample) of a batch run.
+    func printOutput(_ o: RequestOutput, _ requests: [GenerationRequest]) throws {
+        var obj: [String: Any] = ["index": o.index, "text": o.text, "ids": o.ids, "prompt_tokens": o.promptTokens,
+                                  "generated_tokens": o.ids.count, "stop_reason": o.stopReason.rawValue]
+        if requests[o.index].n > 1 { obj["sample"] = o.sample }
+        if let e = o.error { obj["error"] = e }
+        try printJSON(obj)
+    }
+
+    func runBatch(_ loaded: LoadedModel, file: String) throws {
+        let requests = try readRequests(file) { try loaded.requireTokenizer().encode($0) }
+        let spec = loaded.spec
+        let perBlock = PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: kvBlockSize)
+        let cap = kvMemory.flatMap(parseByteSize) ?? (2 << 30)
+        let wanted = requests.reduce(0) { $0 + $1.n * (($1.prompt.count + $1.parameters.maxTokens + kvBlockSize) / kvBlockSize) }
+        let blocks = kvBlocks ?? (kvMemory != nil ? cap / perBlock : min(wanted, cap / perBlock))
+        guard blocks >= 1 else { throw ValidationError("KV pool of \(formatBytes(cap)) holds no block of \(formatBytes(perBlock))") }
+        let engine = BatchEngine(loaded: loaded, config: .init(blocks: blocks, blockSize: kvBlockSize, maxBatch: maxBatch))
+        let outs = try engine.run(requests)
+        for o in outs { try printOutput(o, requests) }
+        let st = engine.stats
+        let generated = outs.reduce(0) { $0 + $1.ids.count }
+        eprint(String(format: "%d requests, %d sequences: %d prompt tokens computed (%d from the prefix cache), %d generated in %.2f s: %.2f tokens/s aggregate; %d steps, max %d running, %d preemptions, KV pool %d blocks x %d tokens (%@)",
+                      requests.count, outs.count, st.promptTokensComputed, st.prefixHitTokens, generated, st.seconds,
+                      Double(generated) / max(st.seconds, 1e-9), st.steps, st.maxRunning, st.preemptions, blocks, kvBlockSize,
+                      formatBytes(blocks * perBlock) as NSString))
+    }
+}

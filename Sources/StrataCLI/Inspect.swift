@@ -1,0 +1,48 @@
+import ArgumentParser
+import Foundation
+import Strata
+import StrataMemory
+import StrataPlanner
+
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print a model folder's inventory (from headers, no weights read).")
+    @Option(help: "Model folder.") var model: String
+    @Option(help: "For a folder with config.json only: the weight dtype (f32, f16, bf16); default the config's torch_dtype / dtype.") var dtype: String?
+    @Flag(help: "JSON output.") var json = false
+    func run() throws {
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: model)) ?? []
+        if dtype != nil || !files.contains(where: { $0.hasSuffix(".safetensors") }) {
+            // config only: the sizes the planner derives from config.json
+            let dt = try dtype.map { d -> DType in
+                guard let x = DType(rawValue: d) else { throw ValidationError("--dtype must be f32, f16 or bf16") }
+                return x
+            }
+            let folder = try ModelFolder(directory: model)
+            let inv = try PlannerInventory.build(folder: folder, workload: Workload(batch: 1, promptTokens: 1, outputTokens: 1), dtype: dt)
+            let spec = folder.spec
+            let d = inv.weightDType ?? .f32
+            // the planner's inventory leaves out an untied token embedding (cold: read a row a token)
+            let embedding = spec.tiedEmbeddings ? 0 : spec.vocabSize * spec.hiddenSize
+            let params = inv.weightBytes / d.byteSize + embedding
+            let bytes = params * d.byteSize
+            if json {
+                try printJSON(["model": model, "architecture": spec.architecture, "source": "config.json", "dtype": d.rawValue,
+                               "layers": inv.layers, "parameters": params, "weight_bytes": bytes,
+                               "kv_bytes_per_token": inv.kvBytesPerToken])
+            } else {
+                print("\(model): \(spec.architecture), config.json only (no weights): \(d.rawValue), \(inv.layers) layers, "
+                      + "\(String(format: "%.1f", Double(params) / 1e6)) M parameters, \(formatBytes(bytes)) of weights, "
+                      + "KV \(formatBytes(inv.kvBytesPerToken)) per token")
+            }
+            return
+        }
+        let s = try CheckpointSummary(directory: model)
+        if json {
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try enc.encode(s), as: UTF8.self))
+        } else {
+            print(s.text, terminator: "")
+        }
+    }
+}

@@ -1,0 +1,26 @@
+import ArgumentParser
+import Foundation
+import Strata
+import StrataMemory
+import StrataPlanner
+
+struct Logits: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Logits of every position; prints {\"ids\":[...],\"logits\":[[...],...]}.")
+    @Option(help: "Model folder.") var model: String
+    @Option(help: "Comma-separated token ids.") var ids: String
+    @Option(help: "Write the JSON to this file instead of stdout.") var out: String?
+    @OptionGroup var threads: ThreadOption
+    func run() throws {
+        try threads.apply()
+        let loaded = try LoadedModel(directory: model)
+        let ids = try parseIDs(ids)
+        let logits = try loaded.model.logits(ids.map(Int32.init))
+        let obj: [String: Any] = ["ids": ids, "logits": logits.map { $0.map(Double.init) }]
+        if let out {
+            let data = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])
+            try data.write(to: URL(fileURLWithPath: out))
+        } else {
+            try printJSON(obj)
+        }
+    }
+}

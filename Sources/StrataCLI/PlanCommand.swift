@@ -1,0 +1,46 @@
+import ArgumentParser
+import Foundation
+import Strata
+import StrataMemory
+import StrataPlanner
+
+struct PlanCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "plan", abstract: "Plan weights and KV across RAM and disk under a RAM budget, and predict the speed.")
+    @Option(help: "Model folder (config.json; safetensors headers unless --dtype).") var model: String
+    @Option(name: .customLong("ram-budget"), help: "RAM budget, e.g. 2GiB.") var ramBudget: String
+    @Option(help: "Batch size, or auto.") var batch: String = "auto"
+    @Option(name: .customLong("prompt-tokens")) var promptTokens = 512
+    @Option(name: .customLong("output-tokens")) var outputTokens = 128
+    @Option(help: "throughput or latency.") var objective: String = "throughput"
+    @Option(help: "text, json or markdown.") var format: String = "text"
+    @Option(help: "Write the placement strip and budget curve as SVG.") var svg: String?
+    @Option(help: "Plan from config.json alone with this weight dtype (f32, f16, bf16): no weights needed.") var dtype: String?
+    @Option(help: "Write the plan JSON (for generate --plan).") var out: String?
+    @OptionGroup var threads: ThreadOption
+
+    func run() throws {
+        try threads.apply()
+        guard let budget = parseByteSize(ramBudget) else { throw ValidationError("--ram-budget: '\(ramBudget)' is not a size") }
+        guard let obj = PlanRequest.Objective(rawValue: objective) else { throw ValidationError("--objective must be throughput or latency") }
+        let b: Int? = batch == "auto" ? nil : Int(batch)
+        if batch != "auto" && (b == nil || b! < 1) { throw ValidationError("--batch must be auto or a positive integer") }
+        let dt = try dtype.map { d -> DType in
+            guard let x = DType(rawValue: d) else { throw ValidationError("--dtype must be f32, f16 or bf16") }
+            return x
+        }
+        guard ["text", "json", "markdown"].contains(format) else { throw ValidationError("--format must be text, json or markdown") }
+        let profile = try loadProfile()
+        let workload = Workload(batch: b ?? 1, promptTokens: promptTokens, outputTokens: outputTokens)
+        let inv = try PlannerInventory.build(directory: model, workload: workload, dtype: dt)
+        let plan = try Planner.plan(inv: inv, profile: profile, request: PlanRequest(budgetBytes: budget, batch: b, promptTokens: promptTokens,
+                                                                                    outputTokens: outputTokens, objective: obj))
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        if let out { try enc.encode(plan).write(to: URL(fileURLWithPath: out)) }
+        if let svg { try PlanReport.svg(plan, inv: inv).write(toFile: svg, atomically: true, encoding: .utf8) }
+        switch format {
+        case "json": print(String(decoding: try enc.encode(plan), as: UTF8.self))
+        default: print(PlanReport.text(plan, inv: inv, profile: profile, markdown: format == "markdown"), terminator: "")
+        }
+    }
+}

@@ -1,0 +1,35 @@
+import ArgumentParser
+import Foundation
+import Strata
+import StrataMemory
+import StrataPlanner
+
+struct Synthesize: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "synth", abstract: "Write a random-weight model folder of a real shape.")
+    @Option(help: "Preset: \(Synth.presets.map { $0.name }.joined(separator: ", ")).") var preset: String
+    @Option(help: "Weight dtype: f32, f16 or bf16.") var dtype: String = "f32"
+    @Option(help: "Seed of the weights.") var seed: UInt64 = 0
+    @Option(help: "Output folder.") var out: String
+    @OptionGroup var threads: ThreadOption
+
+    func run() throws {
+        try threads.apply()
+        guard let dt = DType(rawValue: dtype) else { throw ValidationError("--dtype must be f32, f16 or bf16, got '\(dtype)'") }
+        let p = try Synth.preset(preset)
+        let t0 = now()
+        var lastPrint = 0.0
+        let tty = isatty(2) != 0
+        try Synth.write(preset: p, dtype: dt, seed: seed, to: out) { done, total in
+            let t = now()
+            if t - lastPrint < 0.2 && done < total { return }
+            lastPrint = t
+            let frac = Double(done) / Double(max(1, total))
+            let bar = String(repeating: "#", count: Int(frac * 30)).padding(toLength: 30, withPad: ".", startingAt: 0)
+            let line = String(format: "[%@] %5.1f%%  ", bar as NSString, frac * 100) + formatBytes(done) + " / " + formatBytes(total)
+                + String(format: "  %.0f MB/s", Double(done) / max(1e-9, t - t0) / 1e6)
+            FileHandle.standardError.write(Data(((tty ? "\r" : "") + line + (tty ? "" : "\n")).utf8))
+        }
+        if tty { eprint("") }
+        eprint("wrote \(out): \(p.name) (\(p.architecture.name), \(String(format: "%.1f", Double(p.parameterCount) / 1e6)) M parameters, \(dt.rawValue)) in \(String(format: "%.1f", now() - t0)) s")
+    }
+}
