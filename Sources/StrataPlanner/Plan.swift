@@ -1,0 +1,108 @@
+import Foundation
+import StrataTensor
+
+/// The planner's question.
+public struct PlanRequest: Codable, Sendable {
+    public enum Objective: String, Codable, Sendable { case throughput, latency }
+    public var budgetBytes: Int
+    /// nil: the planner chooses
+    public var batch: Int?
+    public var promptTokens: Int
+    public var outputTokens: Int
+    public var objective: Objective
+    public var blockSize: Int
+    public var maxBatch: Int
+    public var maxPrefetch: Int
+    public init(budgetBytes: Int, batch: Int? = nil, promptTokens: Int, outputTokens: Int, objective: Objective = .throughput,
+                blockSize: Int = 16, maxBatch: Int = 64, maxPrefetch: Int = 3) {
+        self.budgetBytes = budgetBytes; self.batch = batch; self.promptTokens = promptTokens; self.outputTokens = outputTokens
+        self.objective = objective; self.blockSize = blockSize; self.maxBatch = maxBatch; self.maxPrefetch = maxPrefetch
+    }
+}
+
+/// Times the cost model predicts (seconds and tokens/s), with the terms that make them.
+public struct Prediction: Codable, Sendable, Equatable {
+    public var prefillTokensPerSecond: Double
+    public var decodeTokensPerSecond: Double
+    public var aggregateTokensPerSecond: Double
+    public var timeToFirstTokenSeconds: Double
+    public var decodeStepSeconds: Double
+    /// per decode step
+    public var computeSeconds: Double
+    public var residentReadSeconds: Double
+    public var diskReadSeconds: Double
+    public var diskBytesRead: Int
+    public var peakResidentBytes: Int
+    /// the largest term of a decode step: compute, memory or disk
+    public var bottleneck: String
+
+    enum CodingKeys: String, CodingKey {
+        case prefillTokensPerSecond = "prefill_tokens_per_second", decodeTokensPerSecond = "decode_tokens_per_second"
+        case aggregateTokensPerSecond = "aggregate_tokens_per_second", timeToFirstTokenSeconds = "time_to_first_token_seconds"
+        case decodeStepSeconds = "decode_step_seconds", computeSeconds = "compute_seconds", residentReadSeconds = "resident_read_seconds"
+        case diskReadSeconds = "disk_read_seconds", diskBytesRead = "disk_bytes_read", peakResidentBytes = "peak_resident_bytes"
+        case bottleneck
+    }
+}
+
+/// The planner's answer: a placement with its prediction and the ledger behind it.
+public struct Plan: Codable, Sendable {
+    public var model: String
+    public var request: PlanRequest
+    public var batch: Int
+    public var prefetchDepth: Int
+    public var streamedLayers: [Int]
+    public var kvBlocksRAM: Int
+    public var kvBlocksDisk: Int
+    public var blockSize: Int
+    /// ledger lines: bytes
+    public var ledger: [String: Int]
+    public var prediction: Prediction
+    /// which constraint decided the plan
+    public var binding: String
+    /// predicted aggregate tokens/s with more RAM: (budget bytes, tokens/s)
+    public var budgetCurve: [[Double]]
+    public var moreRAM: String
+    /// the rule's placement at the same batch, predicted by the same model (tokens/s of the
+    /// objective: aggregate for throughput, per sequence for latency), and the comparison
+    public var ruleTokensPerSecond: Double = 0
+    public var versusRule: String = ""
+
+    enum CodingKeys: String, CodingKey {
+        case model, request, batch, prefetchDepth = "prefetch_depth", streamedLayers = "streamed_layers", kvBlocksRAM = "kv_blocks_ram"
+        case kvBlocksDisk = "kv_blocks_disk", blockSize = "block_size", ledger, prediction, binding, budgetCurve = "budget_curve"
+        case moreRAM = "more_ram", ruleTokensPerSecond = "rule_tokens_per_second", versusRule = "versus_rule"
+    }
+}
+
+extension Plan {
+    /// Decodes a saved plan; plans saved before the rule comparison existed decode without it.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        model = try c.decode(String.self, forKey: .model)
+        request = try c.decode(PlanRequest.self, forKey: .request)
+        batch = try c.decode(Int.self, forKey: .batch)
+        prefetchDepth = try c.decode(Int.self, forKey: .prefetchDepth)
+        streamedLayers = try c.decode([Int].self, forKey: .streamedLayers)
+        kvBlocksRAM = try c.decode(Int.self, forKey: .kvBlocksRAM)
+        kvBlocksDisk = try c.decode(Int.self, forKey: .kvBlocksDisk)
+        blockSize = try c.decode(Int.self, forKey: .blockSize)
+        ledger = try c.decode([String: Int].self, forKey: .ledger)
+        prediction = try c.decode(Prediction.self, forKey: .prediction)
+        binding = try c.decode(String.self, forKey: .binding)
+        budgetCurve = try c.decode([[Double]].self, forKey: .budgetCurve)
+        moreRAM = try c.decode(String.self, forKey: .moreRAM)
+        ruleTokensPerSecond = try c.decodeIfPresent(Double.self, forKey: .ruleTokensPerSecond) ?? 0
+        versusRule = try c.decodeIfPresent(String.self, forKey: .versusRule) ?? ""
+    }
+}
+
+public enum PlanError: Error, CustomStringConvertible, Equatable, Sendable {
+    case budgetTooSmall(budget: Int, minimum: Int)
+    public var description: String {
+        switch self {
+        case let .budgetTooSmall(b, m):
+            return "RAM budget \(b) bytes is too small: the smallest plan for this model and workload needs \(m) bytes"
+        }
+    }
+}
