@@ -1,0 +1,96 @@
+import Foundation
+import StrataFormats
+
+// MARK: - decoders
+
+indirect enum TokenDecoder {
+    case sequence([TokenDecoder])
+    case byteLevel
+    case replace(pattern: String, content: String)
+    case byteFallback
+    case fuse
+    case strip(content: Character, start: Int, stop: Int)
+    case metaspace(replacement: String, prependScheme: String)
+
+    static func parse(_ any: Any?, _ p: JSONPath) throws -> TokenDecoder? {
+        guard let o = try p.component(any) else { return nil }
+        let type = o["type"] as? String ?? ""
+        switch type {
+        case "Sequence":
+            let items = (o["decoders"] as? [Any]) ?? []
+            return .sequence(try items.enumerated().compactMap { try parse($1, p.sub("decoders.\($0)")) })
+        case "ByteLevel": return .byteLevel
+        case "Replace":
+            guard let pat = (o["pattern"] as? [String: Any])?["String"] as? String, let content = o["content"] as? String else {
+                throw p.sub("pattern").malformed("only String patterns are supported")
+            }
+            return .replace(pattern: pat, content: content)
+        case "ByteFallback": return .byteFallback
+        case "Fuse": return .fuse
+        case "Strip":
+            guard let c = (o["content"] as? String)?.first else { throw p.sub("content").malformed("missing") }
+            return .strip(content: c, start: o["start"] as? Int ?? 0, stop: o["stop"] as? Int ?? 0)
+        case "Metaspace":
+            let scheme = o["prepend_scheme"] as? String ?? ((o["add_prefix_space"] as? Bool ?? true) ? "always" : "never")
+            return .metaspace(replacement: o["replacement"] as? String ?? "\u{2581}", prependScheme: scheme)
+        default: throw p.unsupported(type)
+        }
+    }
+
+    func decode(_ tokens: [String]) -> [String] {
+        switch self {
+        case let .sequence(ds): return ds.reduce(tokens) { $1.decode($0) }
+        case .byteLevel:
+            var bytes: [UInt8] = []
+            for t in tokens {
+                for ch in t {
+                    if let b = ByteLevelAlphabet.charToByte[ch] { bytes.append(b) } else { bytes.append(contentsOf: Array(String(ch).utf8)) }
+                }
+            }
+            return [String(decoding: bytes, as: UTF8.self)]
+        case let .replace(pat, content):
+            return tokens.map { $0.replacingOccurrences(of: pat, with: content) }
+        case .byteFallback:
+            var out: [String] = []
+            var pending: [UInt8] = []
+            func flush() {
+                if pending.isEmpty { return }
+                if let s = String(validating: pending, as: UTF8.self) { out.append(s) }
+                else { out.append(String(repeating: "\u{FFFD}", count: pending.count)) }
+                pending = []
+            }
+            for t in tokens {
+                if t.count == 6, t.hasPrefix("<0x"), t.hasSuffix(">"), let b = UInt8(t.dropFirst(3).prefix(2), radix: 16) {
+                    pending.append(b)
+                } else {
+                    flush(); out.append(t)
+                }
+            }
+            flush()
+            return out
+        case .fuse:
+            return [tokens.joined()]
+        case let .strip(c, start, stop):
+            return tokens.map { t in
+                var chars = Array(t)
+                var s = 0
+                while s < start && s < chars.count && chars[s] == c { s += 1 }
+                chars.removeFirst(s)
+                var e = 0
+                while e < stop && !chars.isEmpty && chars[chars.count - 1] == c { chars.removeLast(); e += 1 }
+                return String(chars)
+            }
+        case let .metaspace(replacement, scheme):
+            return tokens.enumerated().map { i, t in
+                var s = t.replacingOccurrences(of: replacement, with: " ")
+                if i == 0 && scheme != "never" && s.hasPrefix(" ") { s.removeFirst() }
+                return s
+            }
+        }
+    }
+}
+
+/// GPT-2's byte <-> character map, for tools that build byte-level vocabularies.
+public enum ByteLevelAlphabetPublic {
+    public static var byteToChar: [Character] { ByteLevelAlphabet.byteToChar }
+}
