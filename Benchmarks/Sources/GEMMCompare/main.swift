@@ -6,6 +6,10 @@ import CRawBLAS
 import Foundation
 import Strata
 
+/// Seconds on a monotonic clock (Strata's own helpers are package-internal).
+func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+func median(_ xs: [Double]) -> Double { let s = xs.sorted(); return s.isEmpty ? 0 : (s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2) }
+
 struct Shape { let name: String, m: Int, n: Int, k: Int, transB: Bool }
 let shapes: [Shape] = [512, 1024, 2048, 4096].map { Shape(name: "\($0)x\($0)x\($0)", m: $0, n: $0, k: $0, transB: false) }
     + [1, 16, 512].map { Shape(name: "[\($0),2048]x[2048,5632]^T", m: $0, n: 5632, k: 2048, transB: true) }
