@@ -126,82 +126,178 @@ public final class BatchEngine: @unchecked Sendable {
         bytes / PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: blockSize)
     }
 
-    /// Runs all `requests` to completion. `onToken(request, sample, token)` sees every token as
-    /// it is made. Outputs come back in request order, samples in order.
+    // MARK: state between steps (the scheduler's queues)
+
+    private var waiting: [Seq] = []
+    private var running: [Seq] = []
+    private var finished: [Seq] = []
+    private var nextID = 0
+    private var nextRequest = 0
+    /// Submitted requests not yet taken back by `takeFinished`, by request id.
+    private var requests: [Int: GenerationRequest] = [:]
+    /// Where each request's tokens go: `(sample, token)`.
+    private var sinks: [Int: (Int, GeneratedToken) -> Void] = [:]
+    private lazy var layout = BatchLayout(capacity: config.maxBatch + 8)
+    private lazy var rowTokens = [Int32](repeating: 0, count: loaded.model.maxRows)
+    private var rowSeq: [Seq] = []
+
+    /// Whether anything is waiting or running.
+    public var hasWork: Bool { !waiting.isEmpty || !running.isEmpty }
+    /// Sequences decoding now, and waiting to be admitted.
+    public var runningCount: Int { running.count }
+    public var waitingCount: Int { waiting.count }
+
+    /// Checks a request the way `submit` does, without submitting it.
+    public func validate(_ r: GenerationRequest) throws {
+        let model = loaded.model, maxContext = kv.maxContext
+        try r.parameters.validate()
+        if r.prompt.isEmpty { throw ModelError.emptyInput }
+        if r.n < 1 { throw SamplingError.invalid(field: "n", reason: "must be >= 1, got \(r.n)") }
+        try r.prompt.map(Int32.init).withUnsafeBufferPointer { try model.checkTokens($0) }
+        if r.prompt.count >= maxContext {
+            throw ModelError.contextFull(needed: r.prompt.count + 1, capacity: maxContext)
+        }
+        let blocksForPrompt = (r.prompt.count + config.blockSize) / config.blockSize
+        if blocksForPrompt > config.blocks {
+            throw BlockPoolError.outOfBlocks(requested: blocksForPrompt, free: config.blocks, total: config.blocks)
+        }
+    }
+
+    /// Queues `request` (it joins the next step, beside whatever is running) and returns its id;
+    /// `onToken(sample, token)` sees each token as it is made (on the thread that calls `step`).
+    @discardableResult
+    public func submit(_ request: GenerationRequest, onToken: @escaping (Int, GeneratedToken) -> Void = { _, _ in }) throws -> Int {
+        try validate(request)
+        if !hasWork { runStart = now() }
+        let id = nextRequest
+        nextRequest += 1
+        requests[id] = request
+        sinks[id] = onToken
+        let sampler = Sampler(parameters: request.parameters, vocabSize: loaded.spec.vocabSize)
+        waiting.append(Seq(id: nextID, request: id, sample: 0, arrival: nextID, prompt: request.prompt.map(Int32.init), sampler: sampler,
+                           decoder: loaded.tokenizer.map { StreamingDecoder(tokenizer: $0) }))
+        nextID += 1
+        return id
+    }
+
+    /// Ends request `id` now: its sequences leave the queues, their KV blocks (and swap slots)
+    /// are freed at once, and it finishes with `.cancelled` and what it generated so far.
+    public func cancel(_ id: Int) {
+        for s in waiting where s.request == id {
+            if let sw = s.swapped { swap?.free(sw.slots); s.swapped = nil }
+            if kv.contains(s.id) { kv.free(s.id) }
+            s.stop = .cancelled
+            finished.append(s)
+        }
+        waiting.removeAll { $0.request == id }
+        for s in running where s.request == id {
+            kv.free(s.id)
+            s.stop = .cancelled
+            finished.append(s)
+        }
+        running.removeAll { $0.request == id }
+    }
+
+    /// The outputs of the requests that have finished (every sample of each; of `only` those
+    /// when given), taken out of the engine; samples in order.
+    public func takeFinished(only: Set<Int>? = nil) -> [(request: Int, outputs: [RequestOutput])] {
+        var out: [(Int, [RequestOutput])] = []
+        let live = Set(waiting.map(\.request) + running.map(\.request))
+        let done = Set(finished.map(\.request)).subtracting(live)
+        for id in done.sorted() where only?.contains(id) ?? true {
+            guard let r = requests[id] else { continue }
+            let seqs = finished.filter { $0.request == id }
+            // a request with n samples is done when all n have finished
+            if seqs.count < r.n && seqs.allSatisfy({ $0.stop != .cancelled }) { continue }
+            out.append((id, seqs.sorted { $0.sample < $1.sample }.map(output)))
+            finished.removeAll { $0.request == id }
+            requests[id] = nil
+            sinks[id] = nil
+        }
+        return out
+    }
+
+    private func output(_ s: Seq) -> RequestOutput {
+        RequestOutput(index: s.request, sample: s.sample, promptTokens: s.promptCount, ids: s.generated, text: s.text,
+                      stopReason: s.stop ?? .maxTokens, cachedPromptTokens: s.cached, preemptions: s.preemptions, error: s.error)
+    }
+
+    /// Submits all `requests` and steps until nothing is left: every request to completion,
+    /// with whatever else was submitted. `onToken(request, sample, token)` sees every token as it
+    /// is made (`request` is the index in `requests`). Outputs come back in request order,
+    /// samples in order.
     public func run(_ requests: [GenerationRequest],
                     onToken: (Int, Int, GeneratedToken) -> Void = { _, _, _ in }) throws -> [RequestOutput] {
-        let model = loaded.model
-        let spec = model.spec
-        let maxContext = kv.maxContext
         for (i, r) in requests.enumerated() {
-            try r.parameters.validate()
-            if r.prompt.isEmpty { throw ModelError.emptyInput }
-            if r.n < 1 { throw SamplingError.invalid(field: "n", reason: "must be >= 1, got \(r.n) (request \(i))") }
-            try r.prompt.map(Int32.init).withUnsafeBufferPointer { try model.checkTokens($0) }
-            if r.prompt.count >= maxContext {
-                throw ModelError.contextFull(needed: r.prompt.count + 1, capacity: maxContext)
-            }
-            let blocksForPrompt = (r.prompt.count + config.blockSize) / config.blockSize
-            if blocksForPrompt > config.blocks {
-                throw BlockPoolError.outOfBlocks(requested: blocksForPrompt, free: config.blocks, total: config.blocks)
+            do { try validate(r) } catch let SamplingError.invalid(field, reason) {
+                throw SamplingError.invalid(field: field, reason: reason + " (request \(i))")
             }
         }
         let t0 = now()
-        runStart = t0
-        var nextID = 0
-        var waiting: [Seq] = []
-        var running: [Seq] = []
-        var finished: [Seq] = []
-        for (i, r) in requests.enumerated() {
-            let sampler = Sampler(parameters: r.parameters, vocabSize: spec.vocabSize)
-            waiting.append(Seq(id: nextID, request: i, sample: 0, arrival: nextID, prompt: r.prompt.map(Int32.init), sampler: sampler,
-                               decoder: loaded.tokenizer.map { StreamingDecoder(tokenizer: $0) }))
-            nextID += 1
+        return try withoutActuallyEscaping(onToken) { sink in
+            var ids: [Int] = []
+            for r in requests {
+                let index = ids.count
+                ids.append(try submit(r) { sample, token in sink(index, sample, token) })
+            }
+            defer { for id in ids { sinks[id] = nil } }
+            while hasWork { try step() }
+            stats.copiesOnWrite = kv.copiesOnWrite
+            stats.seconds = now() - t0
+            stats.swapBytesRead = swap?.bytesRead ?? 0
+            stats.swapBytesWritten = swap?.bytesWritten ?? 0
+            let byID = Dictionary(uniqueKeysWithValues: takeFinished(only: Set(ids)).map { ($0.request, $0.outputs) })
+            return ids.enumerated().flatMap { (index, id) in
+                (byID[id] ?? []).map { o -> RequestOutput in var o = o; o.index = index; return o }
+            }
         }
-        let layout = BatchLayout(capacity: config.maxBatch + 8)
-        var rowTokens = [Int32](repeating: 0, count: model.maxRows)
-        var rowSeq: [Seq] = []
-        rowSeq.reserveCapacity(config.maxBatch + 8)
+    }
 
-        func preempt(_ s: Seq) {
-            s.preemptions += 1
-            stats.preemptions += 1
-            running.removeAll { $0 === s }
-            if let swap, s.computed > 0, s.prefillDone {
-                // the disk tier: write the blocks out, read them back on re-admission
-                do {
-                    let n = kv.blockTable(of: s.id).count
-                    s.swapped = try kv.swapOut(s.id, to: swap)
-                    stats.blocksSwappedOut += n
-                } catch {
-                    // no room on disk (or a write error): this sequence fails, the others go on
-                    kv.free(s.id)
-                    s.error = "\(error)"
-                    s.stop = .error
-                    finished.append(s)
-                    return
-                }
-            } else {
+    private func preempt(_ s: Seq) {
+        s.preemptions += 1
+        stats.preemptions += 1
+        running.removeAll { $0 === s }
+        if let swap, s.computed > 0, s.prefillDone {
+            // the disk tier: write the blocks out, read them back on re-admission
+            do {
+                let n = kv.blockTable(of: s.id).count
+                s.swapped = try kv.swapOut(s.id, to: swap)
+                stats.blocksSwappedOut += n
+            } catch {
+                // no room on disk (or a write error): this sequence fails, the others go on
                 kv.free(s.id)
-                s.tokens = s.tokens.prefix(s.promptCount) + s.generated.map(Int32.init)
-                s.computed = 0
+                s.error = "\(error)"
+                s.stop = .error
+                finished.append(s)
+                return
             }
-            let at = waiting.firstIndex { $0.arrival > s.arrival } ?? waiting.count
-            waiting.insert(s, at: at)
-        }
-
-        func finish(_ s: Seq, _ reason: StopReason) {
-            s.stop = reason
-            if reason != .stopString, let tail = try? s.decoder?.finish(), !tail.isEmpty {
-                s.text += tail
-                onToken(s.request, s.sample, GeneratedToken(id: -1, text: tail))
-            }
+        } else {
             kv.free(s.id)
-            running.removeAll { $0 === s }
-            finished.append(s)
+            s.tokens = s.tokens.prefix(s.promptCount) + s.generated.map(Int32.init)
+            s.computed = 0
         }
+        let at = waiting.firstIndex { $0.arrival > s.arrival } ?? waiting.count
+        waiting.insert(s, at: at)
+    }
 
-        while !waiting.isEmpty || !running.isEmpty {
+    private func finish(_ s: Seq, _ reason: StopReason) {
+        s.stop = reason
+        if reason != .stopString, let tail = try? s.decoder?.finish(), !tail.isEmpty {
+            s.text += tail
+            sinks[s.request]?(s.sample, GeneratedToken(id: -1, text: tail))
+        }
+        if kv.contains(s.id) { kv.free(s.id) }
+        running.removeAll { $0 === s }
+        finished.append(s)
+    }
+
+    /// The scheduler's half of a step (vLLM's `schedule()`): which rows run now, with which
+    /// blocks. Fills `layout`, `rowTokens` and `rowSeq`; preempts when blocks run out. Returns
+    /// false when nothing could be scheduled even after preempting (a lone sequence the pool
+    /// cannot hold: an error).
+    private func schedule() throws -> Bool {
+        let model = loaded.model
+        while true {
             layout.removeAll()
             rowSeq.removeAll(keepingCapacity: true)
             var budget = model.maxRows
@@ -285,92 +381,88 @@ public final class BatchEngine: @unchecked Sendable {
                 }
                 throw BlockPoolError.outOfBlocks(requested: 1, free: kv.pool.available, total: kv.pool.blockCount)
             }
-            stats.maxRunning = max(stats.maxRunning, running.count)
-            // 3. one forward pass over every row
-            let decodeOnly = layout.entries.allSatisfy { $0.rowCount == 1 } && rowSeq.allSatisfy { !$0.generated.isEmpty && $0.prefillDone }
-            let stepStart = now()
-            defer {
-                if decodeOnly {
-                    stats.decodeOnlySteps += 1
-                    stats.decodeOnlyTokens += layout.totalRows
-                    stats.decodeOnlySeconds += now() - stepStart
+            return true
+        }
+    }
+
+    /// One step: schedule, then run the forward pass over every scheduled row (vLLM's model
+    /// runner), commit their KV and sample where a row produced logits. Requests submitted
+    /// since the last step join this one.
+    public func step() throws {
+        guard hasWork else { return }
+        let model = loaded.model
+        let spec = model.spec
+        _ = try schedule()
+        stats.maxRunning = max(stats.maxRunning, running.count)
+        // 3. one forward pass over every row
+        let decodeOnly = layout.entries.allSatisfy { $0.rowCount == 1 } && rowSeq.allSatisfy { !$0.generated.isEmpty && $0.prefillDone }
+        let stepStart = now()
+        defer {
+            if decodeOnly {
+                stats.decodeOnlySteps += 1
+                stats.decodeOnlyTokens += layout.totalRows
+                stats.decodeOnlySeconds += now() - stepStart
+            } else {
+                stats.prefillSeconds += now() - stepStart
+            }
+        }
+        let logits = try rowTokens.withUnsafeBufferPointer {
+            try model.forward(UnsafeBufferPointer(rebasing: $0[0..<layout.totalRows]), layout: layout, kv: kv)
+        }
+        stats.steps += 1
+        // 4. commit KV, sample where a row produced logits
+        var logitRow = 0
+        var forks: [(Seq, Int)] = []
+        for (e, s) in zip(layout.entries, rowSeq) {
+            rowTokens.withUnsafeBufferPointer { kv.commit(s.id, tokens: UnsafeBufferPointer(rebasing: $0[e.rowStart..<(e.rowStart + e.rowCount)])) }
+            s.computed += e.rowCount
+            if e.rowCount > 1 || s.generated.isEmpty { stats.promptTokensComputed += e.rowCount } else { stats.decodeTokens += 1 }
+            guard e.logits != .none else { continue }
+            let row = UnsafeBufferPointer(rebasing: logits[(logitRow * spec.vocabSize)..<((logitRow + 1) * spec.vocabSize)])
+            logitRow += 1
+            guard let request = requests[s.request] else { continue }
+            if request.n > 1 && s.sample == 0 && !s.forked {
+                s.forked = true
+                forks.append((s, logitRow - 1))
+            }
+            try emit(s, row: row, request: request, finish: finish)
+        }
+        // parallel samples: fork after the prompt, each child samples from the same logits
+        for (parent, r) in forks {
+            let row = UnsafeBufferPointer(rebasing: logits[(r * spec.vocabSize)..<((r + 1) * spec.vocabSize)])
+            guard let request = requests[parent.request] else { continue }
+            for k in 1..<request.n {
+                var p = request.parameters
+                p.seed = p.seed.map { $0 &+ UInt64(k) }
+                let child = Seq(id: nextID, request: parent.request, sample: k, arrival: parent.arrival, prompt: Array(parent.tokens.prefix(parent.promptCount)),
+                                sampler: Sampler(parameters: p, vocabSize: spec.vocabSize),
+                                decoder: loaded.tokenizer.map { StreamingDecoder(tokenizer: $0) })
+                nextID += 1
+                child.cached = parent.cached
+                child.forked = true
+                try emit(child, row: row, request: request, finish: { s, r in finish(s, r) })
+                if child.stop != nil { continue }
+                if kv.contains(parent.id) {
+                    kv.fork(parent.id, into: child.id)
+                    child.computed = parent.promptCount
+                    running.append(child)
                 } else {
-                    stats.prefillSeconds += now() - stepStart
+                    // the parent already finished: the child recomputes its prompt and first token
+                    child.tokens = child.tokens + child.generated.map(Int32.init)
+                    child.computed = 0
+                    waiting.append(child)
                 }
             }
-            let logits = try rowTokens.withUnsafeBufferPointer {
-                try model.forward(UnsafeBufferPointer(rebasing: $0[0..<layout.totalRows]), layout: layout, kv: kv)
-            }
-            stats.steps += 1
-            // 4. commit KV, sample where a row produced logits
-            var logitRow = 0
-            var forks: [(Seq, Int)] = []
-            for (e, s) in zip(layout.entries, rowSeq) {
-                rowTokens.withUnsafeBufferPointer { kv.commit(s.id, tokens: UnsafeBufferPointer(rebasing: $0[e.rowStart..<(e.rowStart + e.rowCount)])) }
-                s.computed += e.rowCount
-                if e.rowCount > 1 || s.generated.isEmpty { stats.promptTokensComputed += e.rowCount } else { stats.decodeTokens += 1 }
-                guard e.logits != .none else { continue }
-                let row = UnsafeBufferPointer(rebasing: logits[(logitRow * spec.vocabSize)..<((logitRow + 1) * spec.vocabSize)])
-                logitRow += 1
-                let request = requests[s.request]
-                if request.n > 1 && s.sample == 0 && !s.forked {
-                    s.forked = true
-                    forks.append((s, logitRow - 1))
-                }
-                try emit(s, row: row, request: request, onToken: onToken, finish: finish)
-            }
-            // parallel samples: fork after the prompt, each child samples from the same logits
-            for (parent, r) in forks {
-                let row = UnsafeBufferPointer(rebasing: logits[(r * spec.vocabSize)..<((r + 1) * spec.vocabSize)])
-                let request = requests[parent.request]
-                for k in 1..<request.n {
-                    var p = request.parameters
-                    p.seed = p.seed.map { $0 &+ UInt64(k) }
-                    let child = Seq(id: nextID, request: parent.request, sample: k, arrival: parent.arrival, prompt: Array(parent.tokens.prefix(parent.promptCount)),
-                                    sampler: Sampler(parameters: p, vocabSize: spec.vocabSize),
-                                    decoder: loaded.tokenizer.map { StreamingDecoder(tokenizer: $0) })
-                    nextID += 1
-                    child.cached = parent.cached
-                    child.forked = true
-                    try emit(child, row: row, request: request, onToken: onToken, finish: { s, r in
-                        s.stop = r
-                        if r != .stopString, let tail = try? s.decoder?.finish(), !tail.isEmpty {
-                            s.text += tail
-                            onToken(s.request, s.sample, GeneratedToken(id: -1, text: tail))
-                        }
-                        finished.append(s)
-                    })
-                    if child.stop != nil { continue }
-                    if kv.contains(parent.id) {
-                        kv.fork(parent.id, into: child.id)
-                        child.computed = parent.promptCount
-                        running.append(child)
-                    } else {
-                        // the parent already finished: the child recomputes its prompt and first token
-                        child.tokens = child.tokens + child.generated.map(Int32.init)
-                        child.computed = 0
-                        waiting.append(child)
-                    }
-                }
-            }
-            let waste = kv.wastedSlots
-            if waste > stats.peakWastedSlots { stats.peakWastedSlots = waste; stats.wasteSequencesAtPeak = running.count }
-            afterStep?(self)
         }
-        stats.copiesOnWrite = kv.copiesOnWrite
-        stats.seconds = now() - t0
-        stats.swapBytesRead = swap?.bytesRead ?? 0
-        stats.swapBytesWritten = swap?.bytesWritten ?? 0
-        return finished.sorted { ($0.request, $0.sample) < ($1.request, $1.sample) }.map {
-            RequestOutput(index: $0.request, sample: $0.sample, promptTokens: $0.promptCount, ids: $0.generated, text: $0.text,
-                          stopReason: $0.stop ?? .maxTokens, cachedPromptTokens: $0.cached, preemptions: $0.preemptions, error: $0.error)
-        }
+        let waste = kv.wastedSlots
+        if waste > stats.peakWastedSlots { stats.peakWastedSlots = waste; stats.wasteSequencesAtPeak = running.count }
+        afterStep?(self)
     }
 
     private var runStart = 0.0
 
     private func emit(_ s: Seq, row: UnsafeBufferPointer<Float>, request: GenerationRequest,
-                      onToken: (Int, Int, GeneratedToken) -> Void, finish: (Seq, StopReason) -> Void) throws {
+                      finish: (Seq, StopReason) -> Void) throws {
         let p = request.parameters
         if stats.firstTokenSeconds == 0 { stats.firstTokenSeconds = now() - runStart }
         if p.maxTokens == 0 { finish(s, .maxTokens); return }
@@ -379,7 +471,7 @@ public final class BatchEngine: @unchecked Sendable {
         var piece = try s.decoder?.push(next) ?? ""
         var stop = stopReason(token: next, text: s.text, piece: &piece, parameters: p, eos: loaded.eos)
         s.text += piece
-        onToken(s.request, s.sample, GeneratedToken(id: next, text: piece))
+        sinks[s.request]?(s.sample, GeneratedToken(id: next, text: piece))
         if stop == nil && s.generated.count >= p.maxTokens { stop = .maxTokens }
         if stop == nil && s.promptCount + s.generated.count >= kv.maxContext { stop = .contextFull }
         if let stop { finish(s, stop) }

@@ -51,7 +51,7 @@ public struct GeneratedToken: Sendable {
 }
 
 /// Why generation ended.
-public enum StopReason: String, Sendable, Codable { case maxTokens = "max_tokens", eos, stopString = "stop_string", contextFull = "context_full", error }
+public enum StopReason: String, Sendable, Codable { case maxTokens = "max_tokens", eos, stopString = "stop_string", contextFull = "context_full", error, cancelled }
 
 /// The outcome of one generation, with its timings.
 public struct GenerationResult: Sendable {

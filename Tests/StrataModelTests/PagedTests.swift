@@ -199,3 +199,40 @@ import StrataTensor
         }
     }
 }
+
+@Suite struct EngineSubmitTests {
+    @Test func requestsJoinARunningBatchAndCancelFreesBlocks() throws {
+        let loaded = try LoadedModel(directory: Fixtures.model("llama-gqa"))
+        let ref = try Fixtures.reference("llama-gqa")
+        var p = SamplingParameters.greedy
+        p.maxTokens = 12
+        p.stopAtEOS = false
+        let a = ref.greedy_prompt, b = ref.sequences[1]
+        let aloneA = try Generator(loaded).generate(promptIDs: a, parameters: p).ids
+        let aloneB = try Generator(loaded).generate(promptIDs: b, parameters: p).ids
+        let engine = BatchEngine(loaded: loaded, config: .init(blocks: 64, blockSize: 4))
+        var streamedA: [Int] = []
+        let idA = try engine.submit(GenerationRequest(prompt: a, parameters: p)) { _, t in if t.id >= 0 { streamedA.append(t.id) } }
+        for _ in 0..<4 { try engine.step() }
+        #expect(engine.runningCount == 1 && streamedA.count >= 3)
+        // B joins while A decodes; C is cancelled mid-way
+        let idB = try engine.submit(GenerationRequest(prompt: b, parameters: p))
+        var long = p
+        long.maxTokens = 60
+        let idC = try engine.submit(GenerationRequest(prompt: b, parameters: long))
+        try engine.step()
+        #expect(engine.runningCount == 3)
+        for _ in 0..<3 { try engine.step() }
+        engine.cancel(idC)
+        #expect(engine.runningCount == 2 && engine.kv.checkInvariants().isEmpty)
+        while engine.hasWork { try engine.step() }
+        let done = Dictionary(uniqueKeysWithValues: engine.takeFinished().map { ($0.request, $0.outputs) })
+        #expect(done[idA]?.first?.ids == aloneA && streamedA == aloneA)
+        #expect(done[idB]?.first?.ids == aloneB)
+        let c = try #require(done[idC]?.first)
+        #expect(c.stopReason == .cancelled && c.ids.count > 0 && c.ids.count < 60)
+        // every block back (cached prefixes stay evictable, none owned)
+        #expect(engine.kv.pool.available == 64 && engine.kv.checkInvariants().isEmpty)
+        #expect(engine.takeFinished().isEmpty && !engine.hasWork)
+    }
+}
