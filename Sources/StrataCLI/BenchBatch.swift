@@ -14,6 +14,7 @@ struct BenchBatch: ParsableCommand {
     @Option(help: "Generated tokens per request.") var gen = 32
     @Option(help: "Repeats per batch size (medians).") var repeats = 3
     @Flag(help: "One JSON line per batch size instead of a table.") var json = false
+    @Option(name: .customLong("step-window"), help: "Also print the median decode-step time over each window of this many steps (does a step's time grow with the position?).") var stepWindow: Int?
     @OptionGroup var threads: ThreadOption
 
     func run() throws {
@@ -33,7 +34,23 @@ struct BenchBatch: ParsableCommand {
                 }
                 let blocks = b * ((prompt + gen + 16) / 16 + 1)
                 let engine = BatchEngine(loaded: loaded, config: .init(blocks: blocks, blockSize: 16, maxBatch: max(b, 1)))
+                var stepTimes: [Double] = []
+                var last = 0.0
+                if stepWindow != nil {
+                    stepTimes.reserveCapacity(gen + 8)
+                    engine.afterStep = { _ in let t = now(); if last > 0 { stepTimes.append(t - last) }; last = t }
+                }
                 _ = try engine.run(requests)
+                if let w = stepWindow, w > 0, r == 0 {
+                    // step k of the run decodes position prompt + k (one prefill step first)
+                    print("batch \(b): median decode-step time by position (window \(w) steps)")
+                    print("| positions | ms per step |")
+                    print("|---|---:|")
+                    for start in stride(from: 0, to: stepTimes.count, by: w) {
+                        let win = Array(stepTimes[start..<min(stepTimes.count, start + w)])
+                        print(String(format: "| %d-%d | %.3f |", prompt + start + 1, prompt + start + win.count, median(win) * 1e3))
+                    }
+                }
                 rates.append(engine.stats.decodeTokensPerSecond)
             }
             let med = median(rates)
