@@ -56,13 +56,31 @@ public final class Session: @unchecked Sendable {
         public var report: RunReport
     }
 
-    /// Runs `requests` under the budget with `plan`'s placement (nil: the fill-the-budget rule
-    /// under a budget, everything resident without one); `onToken(request, sample, token)` as
-    /// tokens come. `maxBatch` caps the sequences decoded together.
-    public func run(_ requests: [GenerationRequest], plan: Plan? = nil, maxBatch: Int = 64, kvDisk: SwapSpace? = nil,
-                    onToken: (Int, Int, GeneratedToken) -> Void = { _, _, _ in }) throws -> Result {
-        let workload = Session.workload(requests, maxBatch: maxBatch)
-        let run = try TieredRun(folder: folder, budget: ramBudget, workload: workload, placement: plan?.placement, swap: kvDisk)
+    /// How a run holds its weights and KV when no plan or placement says so.
+    public struct RunOptions: Sendable {
+        /// tiered (resident + streamed) or mmap (map the file, the llama.cpp way)
+        public var weights: Placement.Weights = .tiered
+        public var prefetchDepth = 1
+        public var blockSize = 16
+        /// KV blocks in RAM (nil: from the workload)
+        public var kvBlocks: Int? = nil
+        /// the most sequences decoded together
+        public var maxBatch = 64
+        public init(weights: Placement.Weights = .tiered, prefetchDepth: Int = 1, blockSize: Int = 16, kvBlocks: Int? = nil, maxBatch: Int = 64) {
+            self.weights = weights; self.prefetchDepth = prefetchDepth; self.blockSize = blockSize; self.kvBlocks = kvBlocks; self.maxBatch = maxBatch
+        }
+    }
+
+    /// Runs `requests` under the budget with `placement` (default: `plan`'s; with neither, the
+    /// fill-the-budget rule under a budget, everything resident without one); the report compares
+    /// the measured figures with `plan`'s prediction when a plan is given. `onToken(request,
+    /// sample, token)` as tokens come.
+    public func run(_ requests: [GenerationRequest], plan: Plan? = nil, placement: Placement? = nil, options: RunOptions = RunOptions(),
+                    kvDisk: SwapSpace? = nil, onToken: (Int, Int, GeneratedToken) -> Void = { _, _, _ in }) throws -> Result {
+        let workload = Session.workload(requests, maxBatch: options.maxBatch)
+        let run = try TieredRun(folder: folder, budget: ramBudget, workload: workload, placement: placement ?? plan?.placement,
+                                weights: options.weights, prefetchDepth: options.prefetchDepth, blockSize: options.blockSize,
+                                kvBlocks: options.kvBlocks, swap: kvDisk)
         defer { run.shutdown() }
         var (outs, report) = try run.run(requests, onToken: onToken)
         if let plan {
@@ -86,7 +104,9 @@ public final class Session: @unchecked Sendable {
         AsyncThrowingStream { continuation in
             let thread = Thread { [self] in
                 do {
-                    let result = try run(requests, plan: plan, maxBatch: maxBatch) { r, s, t in continuation.yield(.token(request: r, sample: s, t)) }
+                    let result = try run(requests, plan: plan, options: RunOptions(maxBatch: maxBatch)) { r, s, t in
+                        continuation.yield(.token(request: r, sample: s, t))
+                    }
                     continuation.yield(.finished(result))
                     continuation.finish()
                 } catch {

@@ -114,29 +114,28 @@ extension Generate {
         }
         var saved = try placement.map { try JSONDecoder().decode(Placement.self, from: Data(contentsOf: URL(fileURLWithPath: $0))) }
         var usedPlan: Plan? = try plan.map { try JSONDecoder().decode(Plan.self, from: Data(contentsOf: URL(fileURLWithPath: $0))) }
-        if saved == nil, usedPlan == nil, !noPlan, let budget = ramBudget.flatMap(parseByteSize) {
+        // the library's plan -> run: Session
+        let session = Session(folder: folder, ramBudget: ramBudget.flatMap(parseByteSize))
+        if saved == nil, usedPlan == nil, !noPlan, session.ramBudget != nil {
             // plan automatically: the planner's placement and its prediction
-            let inv = try PlannerInventory.build(folder: folder, workload: workload)
-            usedPlan = try Planner.plan(inv: inv, profile: try loadProfile(),
-                                        request: PlanRequest(budgetBytes: budget, batch: workload.batch, promptTokens: workload.promptTokens,
-                                                             outputTokens: workload.outputTokens), curve: false)
+            usedPlan = try session.plan(workload, profile: loadProfile(), batch: workload.batch)
         }
         if let usedPlan, saved == nil {
             saved = usedPlan.placement
             if let w = Placement.Weights(rawValue: weights) { saved!.weights = w }
         }
-        let run = try TieredRun(folder: folder, budget: ramBudget.flatMap(parseByteSize), workload: workload, placement: saved,
-                                weights: Placement.Weights(rawValue: weights)!, prefetchDepth: prefetch, blockSize: kvBlockSize,
-                                kvBlocks: kvBlocks, swap: swap)
-        defer { run.shutdown() }
-        let p = run.placement
-        eprint("placement: weights \(p.weights.rawValue), \(spec.layers - p.streamedLayers.count) layers resident, \(p.streamedLayers.count) streamed (prefetch \(p.prefetchDepth)), KV \(p.kvBlocksRAM) blocks in RAM, \(p.kvBlocksDisk) on disk")
         let single = promptsFile == nil && !json
         let out = FileHandle.standardOutput
-        var (outs, rep) = try run.run(requests) { _, _, tok in
+        let options = Session.RunOptions(weights: Placement.Weights(rawValue: weights)!, prefetchDepth: prefetch, blockSize: kvBlockSize,
+                                         kvBlocks: kvBlocks, maxBatch: maxBatch)
+        let result = try session.run(requests, plan: usedPlan, placement: saved, options: options, kvDisk: swap) { _, _, tok in
             if single && !tok.text.isEmpty { out.write(Data(tok.text.utf8)) }
         }
+        let outs = result.outputs
+        let rep = result.report
         if single { out.write(Data("\n".utf8)) }
+        let p = rep.placement
+        eprint("placement: weights \(p.weights.rawValue), \(spec.layers - p.streamedLayers.count) layers resident, \(p.streamedLayers.count) streamed (prefetch \(p.prefetchDepth)), KV \(p.kvBlocksRAM) blocks in RAM, \(p.kvBlocksDisk) on disk")
         for o in outs where !single {
             if promptsFile == nil {
                 try printJSON(["prompt_ids": requests[0].prompt, "ids": o.ids, "text": o.text])
@@ -150,11 +149,7 @@ extension Generate {
                       formatBytes(m.diskBytesRead) as NSString, m.diskReadBytesPerSecond / 1e6, m.ioWaitSeconds,
                       formatBytes(m.peakResidentBytes) as NSString, formatBytes(m.peakRSSBytes) as NSString))
         if let usedPlan {
-            rep.compare(with: usedPlan.prediction.reportValues)
-            // the rule's figure is aggregate tokens/s under the throughput objective (per sequence under latency)
-            if usedPlan.ruleTokensPerSecond > 0, usedPlan.request.objective == .throughput {
-                rep.predictedRuleTokensPerSecond = usedPlan.ruleTokensPerSecond
-            }
+            // Session.run compared the report with the plan's prediction (and the rule's figure)
             if !usedPlan.versusRule.isEmpty { eprint("plan vs \(usedPlan.versusRule)") }
             eprint("measured vs predicted:")
             eprint("  " + "key".padding(toLength: 30, withPad: " ", startingAt: 0) + "measured".padding(toLength: 16, withPad: " ", startingAt: 0) + "predicted".padding(toLength: 16, withPad: " ", startingAt: 0) + "error")
