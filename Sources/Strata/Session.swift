@@ -66,18 +66,28 @@ public final class Session: @unchecked Sendable {
         public var kvBlocks: Int? = nil
         /// the most sequences decoded together
         public var maxBatch = 64
-        public init(weights: Placement.Weights = .tiered, prefetchDepth: Int = 1, blockSize: Int = 16, kvBlocks: Int? = nil, maxBatch: Int = 64) {
+        /// Under a budget with no plan and no placement: place by the fill-the-budget rule
+        /// (first layers resident) instead of planning (`strata generate --no-plan`).
+        public var fillTheBudgetRule = false
+        public init(weights: Placement.Weights = .tiered, prefetchDepth: Int = 1, blockSize: Int = 16, kvBlocks: Int? = nil, maxBatch: Int = 64,
+                    fillTheBudgetRule: Bool = false) {
             self.weights = weights; self.prefetchDepth = prefetchDepth; self.blockSize = blockSize; self.kvBlocks = kvBlocks; self.maxBatch = maxBatch
+            self.fillTheBudgetRule = fillTheBudgetRule
         }
     }
 
-    /// Runs `requests` under the budget with `placement` (default: `plan`'s; with neither, the
-    /// fill-the-budget rule under a budget, everything resident without one); the report compares
-    /// the measured figures with `plan`'s prediction when a plan is given. `onToken(request,
-    /// sample, token)` as tokens come.
-    public func run(_ requests: [GenerationRequest], plan: Plan? = nil, placement: Placement? = nil, options: RunOptions = RunOptions(),
+    /// Runs `requests` under the budget with `placement` (default: `plan`'s). With neither and a
+    /// budget, the session plans first (with the cached profile, measured on first use), unless
+    /// `options.fillTheBudgetRule`; without a budget everything is resident. The report compares
+    /// the measured figures with the plan's prediction. `onToken(request, sample, token)` as
+    /// tokens come.
+    public func run(_ requests: [GenerationRequest], plan given: Plan? = nil, placement: Placement? = nil, options: RunOptions = RunOptions(),
                     kvDisk: SwapSpace? = nil, onToken: (Int, Int, GeneratedToken) -> Void = { _, _, _ in }) throws -> Result {
         let workload = Session.workload(requests, maxBatch: options.maxBatch)
+        var plan = given
+        if plan == nil, placement == nil, ramBudget != nil, !options.fillTheBudgetRule {
+            plan = try self.plan(workload, batch: workload.batch)
+        }
         let run = try TieredRun(folder: folder, budget: ramBudget, workload: workload, placement: placement ?? plan?.placement,
                                 weights: options.weights, prefetchDepth: options.prefetchDepth, blockSize: options.blockSize,
                                 kvBlocks: options.kvBlocks, swap: kvDisk)

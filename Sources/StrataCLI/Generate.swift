@@ -127,7 +127,7 @@ extension Generate {
         let single = promptsFile == nil && !json
         let out = FileHandle.standardOutput
         let options = Session.RunOptions(weights: Placement.Weights(rawValue: weights)!, prefetchDepth: prefetch, blockSize: kvBlockSize,
-                                         kvBlocks: kvBlocks, maxBatch: maxBatch)
+                                         kvBlocks: kvBlocks, maxBatch: maxBatch, fillTheBudgetRule: noPlan)
         let result = try session.run(requests, plan: usedPlan, placement: saved, options: options, kvDisk: swap) { _, _, tok in
             if single && !tok.text.isEmpty { out.write(Data(tok.text.utf8)) }
         }

@@ -40,6 +40,8 @@ public struct WeightIOStats: Sendable, Codable {
 public final class TieredWeightStore: WeightStore, @unchecked Sendable {
     public let location: String
     public let streamedLayers: [Int]
+    /// Streamed layers pass through the staging ring in order: forward passes must not overlap.
+    public var streams: Bool { !streamedLayers.isEmpty }
     public let prefetchDepth: Int
     public let slotBytes: Int
     let ledger: Ledger

@@ -135,9 +135,14 @@ public final class GPT2Model: CausalLM, @unchecked Sendable {
 
     public func forward(_ tokens: UnsafeBufferPointer<Int32>, layout: BatchLayout, kv: KVStorage) throws -> UnsafeBufferPointer<Float> {
         try checkTokens(tokens)
-        lock.lock(); defer { lock.unlock() }
+        // a single-sequence cache brings its own workspace: Generators on one model run at once;
+        // shared-workspace calls (the batch engine) and streamed weights go one at a time
+        let own = kv as? KVCache
+        let serialized = own == nil || store.streams
+        if serialized { lock.lock() }
+        defer { if serialized { lock.unlock() } }
         let c = config
-        let ws = makeWorkspace()
+        let ws = own.map { $0.workspace(spec: spec, maxRows: maxRows, weightDType: wte.dtype) } ?? makeWorkspace()
         try ws.prepare(layout, tokens: tokens.count, maxPositions: spec.maxPositions)
         let h = c.hiddenSize, nh = c.heads, hd = h / nh, vocab = c.vocabSize, inner = c.innerSize
         let eps = Float(c.layerNormEps), scale = 1 / Float(hd).squareRoot()

@@ -273,9 +273,14 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
 
     public func forward(_ tokens: UnsafeBufferPointer<Int32>, layout: BatchLayout, kv: KVStorage) throws -> UnsafeBufferPointer<Float> {
         try checkTokens(tokens)
-        lock.lock(); defer { lock.unlock() }
+        // a single-sequence cache brings its own workspace: Generators on one model run at once;
+        // shared-workspace calls (the batch engine) and streamed weights go one at a time
+        let own = kv as? KVCache
+        let serialized = own == nil || store.streams
+        if serialized { lock.lock() }
+        defer { if serialized { lock.unlock() } }
         let c = config
-        let ws = makeWorkspace()
+        let ws = own.map { $0.workspace(spec: spec, maxRows: maxRows, weightDType: embed.dtype) } ?? makeWorkspace()
         try ws.prepare(layout, tokens: tokens.count, maxPositions: spec.maxPositions)
         let h = c.hiddenSize, hd = c.headDim, nh = c.heads, kvh = c.kvHeads, kvDim = kvh * hd, ff = c.intermediateSize
         let eps = Float(c.rmsNormEps), scale = 1 / Float(hd).squareRoot(), vocab = c.vocabSize

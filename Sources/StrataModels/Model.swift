@@ -65,6 +65,16 @@ public final class KVCache: KVStorage, @unchecked Sendable {
     let layout = BatchLayout(capacity: 1)
     /// `[tokens, vocab]` logits of a long all-position forward (grown when needed).
     var longLogits = Tensor(zeros: [1])
+    /// This cache's own forward-pass buffers (rows up to its capacity), made on first use, so
+    /// forward passes over different caches of one model need no lock.
+    private var ownWorkspace: Workspace?
+
+    func workspace(spec: ModelSpec, maxRows: Int, weightDType: DType) -> Workspace {
+        if let w = ownWorkspace { return w }
+        let w = Workspace(spec: spec, maxRows: min(maxRows, capacity), weightDType: weightDType)
+        ownWorkspace = w
+        return w
+    }
 
     public init(layers: Int, capacity: Int, kvDim: Int) {
         precondition(layers > 0 && capacity > 0 && kvDim > 0, "KVCache: layers \(layers) capacity \(capacity) kvDim \(kvDim)")

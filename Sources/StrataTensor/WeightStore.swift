@@ -13,4 +13,11 @@ public protocol WeightStore: AnyObject, Sendable {
     func release(layer: Int)
     /// A name for error messages (the model folder).
     var location: String { get }
+    /// Whether `acquire`/`release` carry state between calls (layers streamed in order): then
+    /// forward passes over the store must not overlap.
+    var streams: Bool { get }
+}
+
+extension WeightStore {
+    public var streams: Bool { false }
 }

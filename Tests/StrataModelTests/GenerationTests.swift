@@ -84,3 +84,25 @@ import Testing
         #expect(ids == r.ids && text == r.text)
     }
 }
+
+@Suite struct ConcurrentGeneratorTests {
+    @Test func generatorsOnOneModelRunAtOnceAndAgree() throws {
+        let loaded = try LoadedModel(directory: Fixtures.model("llama-gqa"))
+        let ref = try Fixtures.reference("llama-gqa")
+        let prompts = [ref.greedy_prompt, ref.sequences[1], Array(ref.sequences[1].prefix(5)), ref.sequences[0]]
+        var params = SamplingParameters.greedy
+        params.maxTokens = 16
+        params.stopAtEOS = false
+        let p = params
+        let alone = try prompts.map { try Generator(loaded).generate(promptIDs: $0, parameters: p).ids }
+        final class Box: @unchecked Sendable { var ids = [[Int]](repeating: [], count: 4); let lock = NSLock() }
+        let box = Box()
+        // four generations at once on the one model (each cache has its own workspace)
+        DispatchQueue.concurrentPerform(iterations: 4) { i in
+            let ids = (try? Generator(loaded).generate(promptIDs: prompts[i], parameters: p).ids) ?? []
+            box.lock.lock(); box.ids[i] = ids; box.lock.unlock()
+        }
+        #expect(box.ids == alone)
+        #expect(box.ids[0] == Array(ref.greedy_continuation.prefix(16)))
+    }
+}
