@@ -4,7 +4,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#if defined(__GLIBC__) || defined(__linux__)
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
+#define STRATA_SANITIZED 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define STRATA_SANITIZED 1
+#endif
+
+// Sanitizers intercept malloc themselves: under them the counter stands aside (available() == 0).
+#if (defined(__GLIBC__) || defined(__linux__)) && !defined(STRATA_SANITIZED)
+int strata_alloc_counter_available(void) { return 1; }
 extern void *__libc_malloc(size_t);
 extern void *__libc_calloc(size_t, size_t);
 extern void *__libc_realloc(void *, size_t);
@@ -32,6 +43,7 @@ int posix_memalign(void **out, size_t align, size_t n) {
     return 0;
 }
 #else
+int strata_alloc_counter_available(void) { return 0; }
 void strata_alloc_count_begin(void) {}
 long strata_alloc_count_end(void) { return -1; }
 #endif

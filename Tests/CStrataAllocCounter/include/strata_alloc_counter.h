@@ -5,6 +5,8 @@
 // through it; only the calling thread's are counted, between begin and end.
 #ifndef STRATA_ALLOC_COUNTER_H
 #define STRATA_ALLOC_COUNTER_H
+/// 1 when allocations are counted; 0 under a sanitizer (which intercepts malloc itself).
+int strata_alloc_counter_available(void);
 /// Starts counting this thread's allocations from zero.
 void strata_alloc_count_begin(void);
 /// Stops counting; returns how many allocations this thread made since begin.
