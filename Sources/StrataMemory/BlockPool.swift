@@ -17,7 +17,9 @@ public struct BlockKey: Hashable, Sendable {
     public init(parent: UInt64, tokens: [Int32]) { self.parent = parent; self.tokens = tokens }
 
     /// FNV-1a over the parent hash and the tokens: the hash the next block chains from.
-    public var chainHash: UInt64 {
+    public var chainHash: UInt64 { BlockKey.chainHash(parent: parent, tokens: tokens[...]) }
+
+    public static func chainHash(parent: UInt64, tokens: ArraySlice<Int32>) -> UInt64 {
         var h: UInt64 = 0xcbf2_9ce4_8422_2325 ^ parent
         h = h &* 0x100_0000_01b3
         for t in tokens {
@@ -33,21 +35,28 @@ public struct BlockKey: Hashable, Sendable {
 /// Data structures:
 /// - `refCount[b]`: how many sequences' block tables hold block `b`;
 /// - `freeList`: blocks with no owner and no cached contents (a stack: recently freed first);
-/// - `cached`: full blocks by content (`BlockKey`), for prefix caching; `keyOf[b]` the reverse;
+/// - `cached`: full blocks by the chain hash of their content (the parent's hash and their
+///   tokens), for prefix caching; per block, `hasKey[b]`, `keyHash[b]`, `keyParent[b]` and its
+///   tokens in `keyTokens` (compared exactly on lookup, so a hash collision never reuses a block),
+///   all sized at init: registering a block allocates nothing;
 /// - `lru`: cached blocks with no owner, least recently used first: they still hold a
 ///   reusable prefix but leave (lose their key) when the pool needs room.
 ///
 /// Invariants (`checkInvariants`): every block is exactly one of free (in `freeList`, no key,
 /// refcount 0), evictable (in `lru`, has a key, refcount 0) or owned (refcount > 0, in neither
 /// list); `refCount[b]` equals the number of block-table entries naming `b`; `cached` and
-/// `keyOf` are inverse maps.
+/// the per-block keys are inverse maps.
 public final class BlockPool: @unchecked Sendable {
     public let blockCount: Int
     public let blockSize: Int
     private(set) var refCount: [Int32]
     private var freeList: [Int32]
-    private var cached: [BlockKey: Int32] = [:]
-    private var keyOf: [Int32: BlockKey] = [:]
+    private var cached: [UInt64: Int32] = [:]
+    private var hasKey: [Bool]
+    private var keyHash: [UInt64]
+    private var keyParent: [UInt64]
+    /// `[blockCount, blockSize]` the tokens of each cached block
+    private var keyTokens: [Int32]
     /// Evictable cached blocks in LRU order: a linked list threaded through two arrays.
     private var prev: [Int32], next: [Int32]
     private var inLRU: [Bool]
@@ -64,6 +73,11 @@ public final class BlockPool: @unchecked Sendable {
         prev = [Int32](repeating: -1, count: blockCount)
         next = [Int32](repeating: -1, count: blockCount)
         inLRU = [Bool](repeating: false, count: blockCount)
+        hasKey = [Bool](repeating: false, count: blockCount)
+        keyHash = [UInt64](repeating: 0, count: blockCount)
+        keyParent = [UInt64](repeating: 0, count: blockCount)
+        keyTokens = [Int32](repeating: 0, count: blockCount * blockSize)
+        cached.reserveCapacity(blockCount)
     }
 
     /// Blocks that `allocate` can hand out now (free plus evictable).
@@ -83,7 +97,7 @@ public final class BlockPool: @unchecked Sendable {
         guard head >= 0 else { throw BlockPoolError.outOfBlocks(requested: 1, free: 0, total: blockCount) }
         let b = head
         lruRemove(b)
-        if let k = keyOf.removeValue(forKey: b) { cached.removeValue(forKey: k) }
+        if hasKey[Int(b)] { cached.removeValue(forKey: keyHash[Int(b)]); hasKey[Int(b)] = false }
         evictions += 1
         refCount[Int(b)] = 1
         return Int(b)
@@ -107,29 +121,53 @@ public final class BlockPool: @unchecked Sendable {
         precondition(refCount[b] > 0, "BlockPool.free: block \(b) is not owned")
         refCount[b] -= 1
         if refCount[b] == 0 {
-            if keyOf[Int32(b)] != nil { lruAppend(Int32(b)) } else { freeList.append(Int32(b)) }
+            if hasKey[b] { lruAppend(Int32(b)) } else { freeList.append(Int32(b)) }
         }
     }
 
-    /// Records that block `b` (full, owned) holds the contents `key`, so later prompts with the
-    /// same prefix can reuse it. A block already cached under another key keeps its first key.
-    public func register(_ b: Int, key: BlockKey) {
+    /// Records that block `b` (full, owned) holds `tokens` after the prefix whose chain hash is
+    /// `parent`, so later prompts with the same prefix can reuse it; returns the chain hash the
+    /// next block chains from. A block already cached keeps its first contents, and contents
+    /// already cached in another block stay there. Allocates nothing.
+    @discardableResult
+    public func register(_ b: Int, parent: UInt64, tokens: ArraySlice<Int32>) -> UInt64 {
         precondition(refCount[b] > 0, "BlockPool.register: block \(b) is not owned")
-        if keyOf[Int32(b)] != nil || cached[key] != nil { return }
-        cached[key] = Int32(b)
-        keyOf[Int32(b)] = key
+        precondition(tokens.count == blockSize, "BlockPool.register: \(tokens.count) tokens for a block of \(blockSize)")
+        let h = BlockKey.chainHash(parent: parent, tokens: tokens)
+        if hasKey[b] || cached[h] != nil { return h }
+        cached[h] = Int32(b)
+        hasKey[b] = true
+        keyHash[b] = h
+        keyParent[b] = parent
+        var i = b * blockSize
+        for t in tokens { keyTokens[i] = t; i += 1 }
+        return h
     }
+
+    /// The cached block holding `tokens` after the prefix `parent`, now with one more owner, and
+    /// the chain hash after it; nil when no block holds exactly these contents.
+    public func lookup(parent: UInt64, tokens: ArraySlice<Int32>) -> (block: Int, chain: UInt64)? {
+        guard tokens.count == blockSize else { return nil }
+        let h = BlockKey.chainHash(parent: parent, tokens: tokens)
+        guard let b32 = cached[h] else { return nil }
+        let b = Int(b32)
+        guard keyParent[b] == parent, zip(keyTokens[(b * blockSize)..<((b + 1) * blockSize)], tokens).allSatisfy({ $0 == $1 }) else { return nil }
+        if refCount[b] == 0 { lruRemove(b32) }
+        refCount[b] += 1
+        return (b, h)
+    }
+
+    /// Records `key` in block `b` (see `register(_:parent:tokens:)`).
+    public func register(_ b: Int, key: BlockKey) { register(b, parent: key.parent, tokens: key.tokens[...]) }
 
     /// The cached block holding `key`, now with one more owner, or nil.
-    public func lookup(_ key: BlockKey) -> Int? {
-        guard let b = cached[key] else { return nil }
-        if refCount[Int(b)] == 0 { lruRemove(b) }
-        refCount[Int(b)] += 1
-        return Int(b)
-    }
+    public func lookup(_ key: BlockKey) -> Int? { lookup(parent: key.parent, tokens: key.tokens[...])?.block }
 
     /// Whether `key` is cached (without taking it).
-    public func contains(_ key: BlockKey) -> Bool { cached[key] != nil }
+    public func contains(_ key: BlockKey) -> Bool {
+        guard let b = cached[key.chainHash].map(Int.init), key.tokens.count == blockSize else { return false }
+        return keyParent[b] == key.parent && Array(keyTokens[(b * blockSize)..<((b + 1) * blockSize)]) == key.tokens
+    }
 
     // MARK: LRU list
 
@@ -164,7 +202,7 @@ public final class BlockPool: @unchecked Sendable {
         while c >= 0 && lruSeen <= blockCount { lruSeen += 1; c = next[Int(c)] }
         if lruSeen != lruCount { errors.append("LRU list length \(lruSeen) != count \(lruCount)") }
         for b in 0..<blockCount {
-            let isFree = freeSet.contains(Int32(b)), isLRU = inLRU[b], rc = refCount[b], key = keyOf[Int32(b)]
+            let isFree = freeSet.contains(Int32(b)), isLRU = inLRU[b], rc = refCount[b], key: UInt64? = hasKey[b] ? keyHash[b] : nil
             if rc != owners[b] { errors.append("block \(b): refcount \(rc) but \(owners[b]) owners") }
             let states = (isFree ? 1 : 0) + (isLRU ? 1 : 0) + (rc > 0 ? 1 : 0)
             if states != 1 { errors.append("block \(b): free \(isFree) evictable \(isLRU) refcount \(rc)") }
@@ -172,7 +210,8 @@ public final class BlockPool: @unchecked Sendable {
             if isLRU && key == nil { errors.append("block \(b): evictable without contents") }
             if let k = key, cached[k] != Int32(b) { errors.append("block \(b): key map mismatch") }
         }
-        if cached.count != keyOf.count { errors.append("cached \(cached.count) != keyOf \(keyOf.count)") }
+        let keyed = hasKey.filter { $0 }.count
+        if cached.count != keyed { errors.append("cached \(cached.count) != blocks with contents \(keyed)") }
         return errors
     }
 }

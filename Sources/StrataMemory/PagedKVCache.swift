@@ -78,13 +78,13 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
         let bs = blockSize
         let usable = max(0, (prompt.count - 1) / bs)
         for b in 0..<usable {
-            let key = BlockKey(parent: s.chain, tokens: Array(prompt[(b * bs)..<((b + 1) * bs)]))
-            guard let block = pool.lookup(key) else { break }
+            let tokens = prompt[(b * bs)..<((b + 1) * bs)]
+            guard let (block, chain) = pool.lookup(parent: s.chain, tokens: tokens) else { break }
             s.table.append(block)
             s.length += bs
-            s.tokens += key.tokens
+            s.tokens += tokens
             s.registered += 1
-            s.chain = key.chainHash
+            s.chain = chain
         }
         prefixHitTokens += s.length
         seqs[id] = s
@@ -162,9 +162,7 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
     private func registerFullBlocks(_ s: inout Sequence) {
         while (s.registered + 1) * blockSize <= s.length {
             let b = s.registered
-            let key = BlockKey(parent: s.chain, tokens: Array(s.tokens[(b * blockSize)..<((b + 1) * blockSize)]))
-            pool.register(s.table[b], key: key)
-            s.chain = key.chainHash
+            s.chain = pool.register(s.table[b], parent: s.chain, tokens: s.tokens[(b * blockSize)..<((b + 1) * blockSize)])
             s.registered += 1
         }
     }
@@ -260,6 +258,9 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
                     }
                 }
             }
+            // let go of the sequences' tables now: held until the next step, they would make the
+            // next block's append copy the table (the forward pass allocates nothing per token)
+            decodeTables.removeAll(keepingCapacity: true)
         }
         // prefill chunks: gather the sequence's keys/values, then BLAS attention
         for e in layout.entries where e.rowCount > 1 {

@@ -30,9 +30,9 @@ import StrataTensor
         let loaded = try LoadedModel(directory: Fixtures.model("llama-gqa"))
         let spec = loaded.spec
         // two sequences decoding together through the paged cache, as the batch engine steps them;
-        // blocks of 64 so no block fills during the counted steps (a full block registers a
-        // prefix-cache key, an allocation per 64 tokens not covered here)
-        let kv = PagedKVCache(layers: spec.layers, kvDim: spec.kvDim, blockSize: 64, blockCount: 8, maxContext: 64)
+        // blocks of 4, so blocks fill (and register as cached prefixes) and new ones are taken
+        // during the counted steps
+        let kv = PagedKVCache(layers: spec.layers, kvDim: spec.kvDim, blockSize: 4, blockCount: 32, maxContext: 64)
         let prompts: [[Int32]] = [[1, 5, 9, 3], [2, 8, 4]]
         let layout = BatchLayout(capacity: 8)
         var samplers = [Sampler(parameters: SamplingParameters(temperature: 0.8, topK: 20, topP: 0.9, seed: 1), vocabSize: spec.vocabSize),
@@ -71,5 +71,6 @@ import StrataTensor
         #expect(allocations == 0, "40 decode steps of 2 sequences allocated \(allocations) times")
         #endif
         #expect(kv.length(of: 0) == 48 && kv.length(of: 1) == 47)
+        #expect(kv.pool.cachedCount >= 22 && kv.checkInvariants().isEmpty)  // the full blocks were registered
     }
 }
