@@ -227,8 +227,15 @@ extension PlannerInventory {
         // the same lines `TieredRun` charges: runtime overhead and activations
         let maxContext = min(spec.maxPositions, workload.promptTokens + workload.outputTokens + 16)
         let weightDType = dtype ?? weightInventory?.locations.first { $0.shape.count == 2 }?.dtype ?? .f32
+        // what the tiered store holds beyond whole layers: the vectors (norms, biases) of streamed
+        // layers stay resident, and each staging slot rounds its segments out to 4 KiB pages
+        // (O_DIRECT): counted for every layer and the deepest prefetch, so a plan never
+        // under-counts what the run charges (a run at the planner's minimum once overshot by 20 KiB)
+        let vectorBytes = weightInventory.map { inv in inv.locations.filter { $0.layer >= 0 && $0.shape.count < 2 }.reduce(0) { $0 + $1.end - $1.begin } }
+            ?? arch.vectorsPerLayer(spec) * spec.layers * (dtype?.byteSize ?? 4)
+        let stagingSlack = 4 * 2 * 2 * 4096  // up to 4 slots, two segments of one layer each, a page at each end
         let fixed = PlacementRule.runtimeOverhead() + PlacementRule.activationBytes(spec: spec, weightDType: weightDType, maxContext: maxContext, maxRows: maxRows)
-            + coldPageCache
+            + coldPageCache + vectorBytes + stagingSlack
         var inv = PlannerInventory(name: (directory as NSString).lastPathComponent, layers: spec.layers, hidden: h, heads: spec.heads,
                                    kvHeads: spec.kvHeads, headDim: spec.headDim, vocab: spec.vocabSize, layerBytes: layerBytes,
                                    layerParams: [Int](repeating: perLayer, count: spec.layers), otherBytes: otherBytes,
