@@ -88,10 +88,10 @@ public final class GPT2Model: CausalLM, @unchecked Sendable {
     let lnfw: Tensor, lnfb: Tensor
     let lmHead: WeightMatrix
     public let maxRows: Int
-    private var workspace: Workspace?
     /// [maxRows, hidden] position rows
     private var posRows: Tensor
-    private let lock = NSLock()
+    /// the forward pass's buffers (per cache, or shared under a lock)
+    private let buffers: ForwardBuffers
 
     public static let architectures = ["GPT2LMHeadModel"]
 
@@ -107,6 +107,7 @@ public final class GPT2Model: CausalLM, @unchecked Sendable {
         // hub checkpoints name tensors "h.0..." or "transformer.h.0..."
         let prefix = store.contains("transformer.wte.weight") ? "transformer." : ""
         wte = try w.tensor(prefix + "wte.weight", [config.vocabSize, h])
+        buffers = ForwardBuffers(spec: spec, maxRows: maxRows, weightDType: wte.dtype, store: store)
         wpe = try w.tensor(prefix + "wpe.weight", [config.maxPositions, h])
         layers = try (0..<config.layers).map { i in
             let p = prefix + "h.\(i)."
@@ -124,25 +125,13 @@ public final class GPT2Model: CausalLM, @unchecked Sendable {
         posRows = Tensor(zeros: [maxRows, h])
     }
 
-    public var workspaceBytes: Int { Workspace.bytes(spec: spec, maxRows: maxRows, weightDType: wte.dtype) }
-
-    private func makeWorkspace() -> Workspace {
-        if let ws = workspace { return ws }
-        let ws = Workspace(spec: spec, maxRows: maxRows, weightDType: wte.dtype)
-        workspace = ws
-        return ws
-    }
+    public var workspaceBytes: Int { buffers.bytes }
 
     public func forward(_ tokens: UnsafeBufferPointer<Int32>, layout: BatchLayout, kv: KVStorage) throws -> UnsafeBufferPointer<Float> {
         try checkTokens(tokens)
-        // a single-sequence cache brings its own workspace: Generators on one model run at once;
-        // shared-workspace calls (the batch engine) and streamed weights go one at a time
-        let own = kv as? KVCache
-        let serialized = own == nil || store.streams
-        if serialized { lock.lock() }
-        defer { if serialized { lock.unlock() } }
+        let ws = buffers.begin(kv)
+        defer { buffers.end(kv) }
         let c = config
-        let ws = own.map { $0.workspace(spec: spec, maxRows: maxRows, weightDType: wte.dtype) } ?? makeWorkspace()
         try ws.prepare(layout, tokens: tokens.count, maxPositions: spec.maxPositions)
         let h = c.hiddenSize, nh = c.heads, hd = h / nh, vocab = c.vocabSize, inner = c.innerSize
         let eps = Float(c.layerNormEps), scale = 1 / Float(hd).squareRoot()

@@ -134,8 +134,8 @@ public final class Gemma2Model: CausalLM, @unchecked Sendable {
     let lmHead: WeightMatrix
     let rope: RoPE
     public let maxRows: Int
-    private var workspace: Workspace?
-    private let lock = NSLock()
+    /// the forward pass's buffers (per cache, or shared under a lock)
+    private let buffers: ForwardBuffers
     let store: WeightStore
 
     public init(config: Gemma2Config, store: WeightStore, maxRows: Int = 512) throws {
@@ -150,6 +150,7 @@ public final class Gemma2Model: CausalLM, @unchecked Sendable {
             return t
         }
         embed = try w.tensor("model.embed_tokens.weight", [config.vocabSize, h])
+        buffers = ForwardBuffers(spec: spec, maxRows: maxRows, weightDType: embed.dtype, store: store)
         layers = try (0..<config.layers).map { i in
             let p = "model.layers.\(i)."
             func lin(_ name: String, _ shape: [Int]) throws -> WeightMatrix { WeightMatrix(try w.tensor(p + name + ".weight", shape, layer: i)) }
@@ -170,25 +171,13 @@ public final class Gemma2Model: CausalLM, @unchecked Sendable {
         rope = RoPE(headDim: hd, theta: Float(config.rope.theta), layout: .halfSplit)
     }
 
-    public var workspaceBytes: Int { Workspace.bytes(spec: spec, maxRows: maxRows, weightDType: embed.dtype) }
-
-    private func makeWorkspace() -> Workspace {
-        if let ws = workspace { return ws }
-        let ws = Workspace(spec: spec, maxRows: maxRows, weightDType: embed.dtype)
-        workspace = ws
-        return ws
-    }
+    public var workspaceBytes: Int { buffers.bytes }
 
     public func forward(_ tokens: UnsafeBufferPointer<Int32>, layout: BatchLayout, kv: KVStorage) throws -> UnsafeBufferPointer<Float> {
         try checkTokens(tokens)
-        // a single-sequence cache brings its own workspace: Generators on one model run at once;
-        // shared-workspace calls (the batch engine) and streamed weights go one at a time
-        let own = kv as? KVCache
-        let serialized = own == nil || store.streams
-        if serialized { lock.lock() }
-        defer { if serialized { lock.unlock() } }
+        let ws = buffers.begin(kv)
+        defer { buffers.end(kv) }
         let c = config
-        let ws = own.map { $0.workspace(spec: spec, maxRows: maxRows, weightDType: embed.dtype) } ?? makeWorkspace()
         try ws.prepare(layout, tokens: tokens.count, maxPositions: spec.maxPositions)
         let h = c.hiddenSize, hd = c.headDim, nh = c.heads, kvh = c.kvHeads, kvDim = kvh * hd, ff = c.intermediateSize
         let eps = Float(c.rmsNormEps), scale = 1 / Float(c.queryPreAttnScalar).squareRoot(), vocab = c.vocabSize

@@ -200,8 +200,8 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
     /// transformers, which picks the long factors when max(position) + 1 > original_max).
     let longRope: (rope: RoPE, beyond: Int)?
     public let maxRows: Int
-    private var workspace: Workspace?
-    private let lock = NSLock()
+    /// the forward pass's buffers (per cache, or shared under a lock)
+    private let buffers: ForwardBuffers
 
     public static let architectures = ["LlamaForCausalLM"]
 
@@ -215,6 +215,7 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
         let w = WeightLoader(store: store)
         let h = config.hiddenSize, hd = config.headDim, nh = config.heads, kvh = config.kvHeads, ff = config.intermediateSize
         embed = try w.tensor("model.embed_tokens.weight", [config.vocabSize, h])
+        buffers = ForwardBuffers(spec: spec, maxRows: maxRows, weightDType: embed.dtype, store: store)
         layers = try (0..<config.layers).map { i in
             let p = "model.layers.\(i)."
             func lin(_ name: String, _ shape: [Int], bias: Bool) throws -> WeightMatrix {
@@ -262,25 +263,13 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
         }
     }
 
-    public var workspaceBytes: Int { Workspace.bytes(spec: spec, maxRows: maxRows, weightDType: embed.dtype) }
-
-    private func makeWorkspace() -> Workspace {
-        if let ws = workspace { return ws }
-        let ws = Workspace(spec: spec, maxRows: maxRows, weightDType: embed.dtype)
-        workspace = ws
-        return ws
-    }
+    public var workspaceBytes: Int { buffers.bytes }
 
     public func forward(_ tokens: UnsafeBufferPointer<Int32>, layout: BatchLayout, kv: KVStorage) throws -> UnsafeBufferPointer<Float> {
         try checkTokens(tokens)
-        // a single-sequence cache brings its own workspace: Generators on one model run at once;
-        // shared-workspace calls (the batch engine) and streamed weights go one at a time
-        let own = kv as? KVCache
-        let serialized = own == nil || store.streams
-        if serialized { lock.lock() }
-        defer { if serialized { lock.unlock() } }
+        let ws = buffers.begin(kv)
+        defer { buffers.end(kv) }
         let c = config
-        let ws = own.map { $0.workspace(spec: spec, maxRows: maxRows, weightDType: embed.dtype) } ?? makeWorkspace()
         try ws.prepare(layout, tokens: tokens.count, maxPositions: spec.maxPositions)
         let h = c.hiddenSize, hd = c.headDim, nh = c.heads, kvh = c.kvHeads, kvDim = kvh * hd, ff = c.intermediateSize
         let eps = Float(c.rmsNormEps), scale = 1 / Float(hd).squareRoot(), vocab = c.vocabSize

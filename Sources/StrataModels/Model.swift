@@ -376,3 +376,40 @@ struct WeightLoader {
         try tensor(name, [n], layer: layer).contiguousF32()
     }
 }
+
+/// A model's forward-pass buffers and who may run at once. A pass over a single-sequence
+/// `KVCache` uses that cache's own workspace, so `Generator`s on one model run concurrently;
+/// a pass over any other storage (the batch engine's paged cache) uses the model's shared
+/// workspace, and a streaming weight store (layers acquired in order) admits one pass at a time:
+/// those take the lock. `begin` before the pass, `end` after it (no closure: nothing allocated).
+final class ForwardBuffers: @unchecked Sendable {
+    let spec: ModelSpec
+    let maxRows: Int
+    let weightDType: DType
+    let store: WeightStore
+    private var shared: Workspace?
+    private let lock = NSLock()
+
+    init(spec: ModelSpec, maxRows: Int, weightDType: DType, store: WeightStore) {
+        self.spec = spec; self.maxRows = maxRows; self.weightDType = weightDType; self.store = store
+    }
+
+    /// Bytes of one workspace.
+    var bytes: Int { Workspace.bytes(spec: spec, maxRows: maxRows, weightDType: weightDType) }
+
+    private func serialized(_ kv: KVStorage) -> Bool { !(kv is KVCache) || store.streams }
+
+    /// The workspace for a pass over `kv` (taking the lock when the pass must run alone).
+    func begin(_ kv: KVStorage) -> Workspace {
+        if let own = kv as? KVCache, !store.streams { return own.workspace(spec: spec, maxRows: maxRows, weightDType: weightDType) }
+        lock.lock()
+        if let kvc = kv as? KVCache { return kvc.workspace(spec: spec, maxRows: maxRows, weightDType: weightDType) }
+        if let ws = shared { return ws }
+        let ws = Workspace(spec: spec, maxRows: maxRows, weightDType: weightDType)
+        shared = ws
+        return ws
+    }
+
+    /// Ends the pass `begin(kv)` started.
+    func end(_ kv: KVStorage) { if serialized(kv) { lock.unlock() } }
+}
