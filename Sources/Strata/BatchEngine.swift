@@ -241,7 +241,14 @@ public final class BatchEngine: @unchecked Sendable {
                 ids.append(try submit(r) { sample, token in sink(index, sample, token) })
             }
             defer { for id in ids { sinks[id] = nil } }
-            while hasWork { try step() }
+            do {
+                while hasWork { try step() }
+            } catch {
+                // the run failed: its requests leave the engine (blocks freed), nothing is left queued
+                for id in ids { cancel(id) }
+                _ = takeFinished(only: Set(ids))
+                throw error
+            }
             stats.copiesOnWrite = kv.copiesOnWrite
             stats.seconds = now() - t0
             stats.swapBytesRead = swap?.bytesRead ?? 0

@@ -57,7 +57,7 @@ public struct WeightInventory: Sendable {
     public var coldRowBytes: Int
     public var totalBytes: Int { otherBytes + coldBytes + layerBytes.reduce(0, +) }
 
-    public init(directory: String, layers: Int) throws { try self.init(folder: ModelFolder(directory: directory)) }
+    public init(directory: String) throws { try self.init(folder: ModelFolder(directory: directory)) }
 
     /// From the opened folder's headers.
     public init(folder: ModelFolder) throws {

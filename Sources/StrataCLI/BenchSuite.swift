@@ -95,7 +95,7 @@ struct BenchSuite: ParsableCommand {
 
         progress("RAM-budget sweep: planned, rule-placed and mmap runs, each in a memory cgroup, page cache dropped")
         let spec = try ModelRegistry.spec(directory: f32Model)
-        let f32Inventory = try WeightInventory(directory: f32Model, layers: spec.layers)
+        let f32Inventory = try WeightInventory(directory: f32Model)
         let weights = f32Inventory.totalBytes
         let modelFile = f32Model + "/model.safetensors"
         // one read per layer, as the engine streams it

@@ -38,6 +38,14 @@ func printJSON(_ obj: Any) throws {
 func eprint(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
 
 /// "1,2,3" -> [1, 2, 3]
+/// `--dtype`'s value (nil when not given).
+func parseDType(_ s: String?) throws -> DType? {
+    try s.map { d in
+        guard let x = DType(rawValue: d) else { throw ValidationError("--dtype must be f32, f16 or bf16, got '\(d)'") }
+        return x
+    }
+}
+
 func parseIDs(_ s: String) throws -> [Int] {
     let parts = s.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
     return try parts.map {

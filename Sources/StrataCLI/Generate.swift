@@ -103,9 +103,7 @@ extension Generate {
             requests = [GenerationRequest(prompt: ids, parameters: SamplingParameters(temperature: temperature, topK: topK, topP: topP, seed: seed,
                                                                                     maxTokens: maxTokens, stopStrings: stop, stopAtEOS: !ignoreEOS))]
         }
-        let workload = Workload(batch: min(maxBatch, requests.reduce(0) { $0 + $1.n }),
-                                promptTokens: requests.map { $0.prompt.count }.max() ?? 1,
-                                outputTokens: requests.map { $0.parameters.maxTokens }.max() ?? 1)
+        let workload = Session.workload(requests, maxBatch: maxBatch)  // the one Session.run plans and runs with
         let spec = folder.spec
         var swap: SwapSpace? = nil
         if let kvDisk {

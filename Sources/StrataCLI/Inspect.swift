@@ -10,14 +10,10 @@ struct Inspect: ParsableCommand {
     @Option(help: "For a folder with config.json only: the weight dtype (f32, f16, bf16); default the config's torch_dtype / dtype.") var dtype: String?
     @Flag(help: "JSON output.") var json = false
     func run() throws {
-        let files = (try? FileManager.default.contentsOfDirectory(atPath: model)) ?? []
-        if dtype != nil || !files.contains(where: { $0.hasSuffix(".safetensors") }) {
+        let dt = try parseDType(dtype)
+        let folder = try ModelFolder(directory: model)
+        if dt != nil || folder.checkpoint == nil {
             // config only: the sizes the planner derives from config.json
-            let dt = try dtype.map { d -> DType in
-                guard let x = DType(rawValue: d) else { throw ValidationError("--dtype must be f32, f16 or bf16") }
-                return x
-            }
-            let folder = try ModelFolder(directory: model)
             let inv = try PlannerInventory.build(folder: folder, workload: Workload(batch: 1, promptTokens: 1, outputTokens: 1), dtype: dt)
             let spec = folder.spec
             let d = inv.weightDType ?? .f32
@@ -36,7 +32,7 @@ struct Inspect: ParsableCommand {
             }
             return
         }
-        let s = try CheckpointSummary(directory: model)
+        let s = try CheckpointSummary(folder: folder)
         if json {
             let enc = JSONEncoder()
             enc.outputFormatting = [.prettyPrinted, .sortedKeys]

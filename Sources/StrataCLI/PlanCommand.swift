@@ -24,10 +24,7 @@ struct PlanCommand: ParsableCommand {
         guard let obj = PlanRequest.Objective(rawValue: objective) else { throw ValidationError("--objective must be throughput or latency") }
         let b: Int? = batch == "auto" ? nil : Int(batch)
         if batch != "auto" && (b == nil || b! < 1) { throw ValidationError("--batch must be auto or a positive integer") }
-        let dt = try dtype.map { d -> DType in
-            guard let x = DType(rawValue: d) else { throw ValidationError("--dtype must be f32, f16 or bf16") }
-            return x
-        }
+        let dt = try parseDType(dtype)
         guard ["text", "json", "markdown"].contains(format) else { throw ValidationError("--format must be text, json or markdown") }
         let profile = try loadProfile()
         let workload = Workload(batch: b ?? 1, promptTokens: promptTokens, outputTokens: outputTokens)

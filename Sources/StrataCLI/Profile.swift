@@ -37,10 +37,5 @@ struct Profile: ParsableCommand {
 }
 
 /// The cached profile, measured now when there is none.
-func loadProfile() throws -> HardwareProfile {
-    if let p = Profiler.cached() { return p }
-    eprint("no hardware profile yet: measuring (strata profile)")
-    let p = try Profiler.measure(diskPath: ".") { eprint($0) }
-    try Profiler.save(p)
-    return p
-}
+/// The cached profile, or measured now (and cached), logging to stderr.
+func loadProfile() throws -> HardwareProfile { try Session.hardwareProfile { eprint($0) } }

@@ -16,7 +16,7 @@ public enum ConfigError: Error, CustomStringConvertible, Equatable, Sendable {
         case let .malformed(f, field, r): return "\(f): field '\(field)': \(r)"
         case let .unsupportedArchitecture(f, a, s):
             return "\(f): unsupported architecture '\(a)' (supported: \(s.joined(separator: ", ")))"
-        case let .unsupportedRopeType(f, t): return "\(f): unsupported rope type '\(t)' (supported: default, linear, llama3)"
+        case let .unsupportedRopeType(f, t): return "\(f): unsupported rope type '\(t)' (supported: default, linear, llama3, longrope)"
         case let .invalidValue(f, field, r): return "\(f): field '\(field)': \(r)"
         }
     }
@@ -81,9 +81,6 @@ public struct ConfigDType: Decodable, Sendable {
 
     /// The dtype declared by `config.json` in `directory`, nil when it declares none; a value that
     /// is not one of the three throws naming the field.
-    public static func load(directory: String) throws -> DType? { try load(ConfigFile(directory: directory)) }
-
-    /// The same from a config already read.
     public static func load(_ config: ConfigFile) throws -> DType? {
         let path = config.path
         let c = try config.decode(ConfigDType.self)

@@ -60,8 +60,9 @@ public struct Gemma2Config: Decodable, Sendable {
         if headDim % 2 != 0 { throw ConfigError.invalidValue(file: file, field: "head_dim", reason: "must be even for RoPE, got \(headDim)") }
         rmsNormEps = try c.decodeIfPresent(Double.self, forKey: .rmsNormEps) ?? 1e-6
         rope = try RopeSettings.decode(from: decoder, defaultTheta: 10000, file: file)
-        if rope.kind != .none || rope.partialRotaryFactor != 1 {
-            throw ConfigError.unsupportedRopeType(file: file, ropeType: "scaled or partial rotary for Gemma-2")
+        if rope.kind != .none { throw ConfigError.invalidValue(file: file, field: "rope_scaling", reason: "Gemma-2 takes no rotary scaling") }
+        if rope.partialRotaryFactor != 1 {
+            throw ConfigError.invalidValue(file: file, field: "partial_rotary_factor", reason: "Gemma-2 rotates whole heads, got \(rope.partialRotaryFactor)")
         }
         queryPreAttnScalar = try c.decodeIfPresent(Double.self, forKey: .query) ?? 256
         if !(queryPreAttnScalar > 0) { throw ConfigError.invalidValue(file: file, field: "query_pre_attn_scalar", reason: "must be positive") }

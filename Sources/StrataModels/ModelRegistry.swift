@@ -45,11 +45,4 @@ public enum ModelRegistry {
         return try architecture(of: config).spec(config: config)
     }
 
-    /// The model's spec with BOS/EOS from `generation_config.json` where it has them.
-    public static func generationTokens(directory: String, spec: ModelSpec) throws -> (bos: [Int], eos: [Int]) {
-        let g = try GenerationConfig.load(directory: directory)
-        let bos = g?.bosTokenID?.ids ?? spec.bosTokenIDs
-        let eos = g?.eosTokenID?.ids ?? spec.eosTokenIDs
-        return (bos, eos)
-    }
 }

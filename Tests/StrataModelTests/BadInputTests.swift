@@ -150,6 +150,45 @@ func writeRawSafetensors(_ path: String, header: String, data: [UInt8], headerLe
         #expect(throws: ConfigError.missingFile(path: cfg)) { try ModelRegistry.load(directory: d) }
     }
 
+    @Test func malformedPhi3AndGemma2Configs() throws {
+        // each edit of the fixture's config.json: the error names the file and the field
+        func check(_ name: String, _ edit: (inout [String: Any]) -> Void, field: String) throws {
+            let d = try copyModel(name)
+            defer { try? FileManager.default.removeItem(atPath: d) }
+            let cfg = d + "/config.json"
+            var obj = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: cfg))) as! [String: Any]
+            edit(&obj)
+            try JSONSerialization.data(withJSONObject: obj).write(to: URL(fileURLWithPath: cfg))
+            do {
+                _ = try ModelRegistry.load(directory: d)
+                Issue.record("\(name): expected an error naming \(field)")
+            } catch let e as ConfigError {
+                #expect("\(e)".contains(cfg) && "\(e)".contains(field), "\(e)")
+            }
+        }
+        func rope(_ o: inout [String: Any], _ f: (inout [String: Any]) -> Void) {
+            var r = o["rope_parameters"] as! [String: Any]
+            f(&r)
+            o["rope_parameters"] = r
+        }
+        // Phi-3: LongRoPE factors of the wrong count, missing, not positive; no original length; odd rotary dims
+        try check("phi3", { rope(&$0) { $0["short_factor"] = [1.0, 1.5] } }, field: "rope_scaling")
+        try check("phi3", { rope(&$0) { $0["long_factor"] = nil } }, field: "rope_scaling")
+        try check("phi3", { rope(&$0) { $0["long_factor"] = [2.0, -4.0, 9.0] } }, field: "rope_scaling")
+        try check("phi3", { o in o["original_max_position_embeddings"] = nil; rope(&o) { $0["original_max_position_embeddings"] = nil } },
+                  field: "original_max_position_embeddings")
+        try check("phi3", { o in rope(&o) { $0["partial_rotary_factor"] = 0.25 } }, field: "partial_rotary_factor")  // 3 of 12 dims
+        try check("phi3", { o in rope(&o) { $0["partial_rotary_factor"] = 1.5 } }, field: "partial_rotary_factor")
+        // Gemma-2: layer_types of the wrong length or kind, a negative soft-cap or window, rotary scaling
+        try check("gemma2", { $0["layer_types"] = ["sliding_attention"] }, field: "layer_types")
+        try check("gemma2", { $0["layer_types"] = ["sliding_attention", "chunked_attention"] }, field: "layer_types")
+        try check("gemma2", { $0["attn_logit_softcapping"] = -5.0 }, field: "attn_logit_softcapping")
+        try check("gemma2", { $0["sliding_window"] = 0 }, field: "sliding_window")
+        try check("gemma2", { $0["query_pre_attn_scalar"] = 0 }, field: "query_pre_attn_scalar")
+        try check("gemma2", { rope(&$0) { $0["rope_type"] = "linear"; $0["factor"] = 2.0 } }, field: "rope_scaling")
+        try check("gemma2", { $0["hidden_activation"] = "relu" }, field: "hidden_activation")
+    }
+
     @Test func olderConfigKeysRopeThetaAndRopeScaling() throws {
         // transformers < 5 writes rope_theta + rope_scaling {"type": ...}; both must decode the same
         let d = try copyModel("llama3-scaled")

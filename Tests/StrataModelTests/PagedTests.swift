@@ -235,4 +235,40 @@ import StrataTensor
         #expect(engine.kv.pool.available == 64 && engine.kv.checkInvariants().isEmpty)
         #expect(engine.takeFinished().isEmpty && !engine.hasWork)
     }
+
+    /// A store that fails `acquire` while `failing` is set (a disk error mid-run).
+    final class FlakyStore: WeightStore, @unchecked Sendable {
+        let inner: WeightStore
+        var failing = false
+        struct Failure: Error {}
+        init(_ inner: WeightStore) { self.inner = inner }
+        func contains(_ name: String) -> Bool { inner.contains(name) }
+        func tensor(_ name: String, layer: Int) throws -> Tensor { try inner.tensor(name, layer: layer) }
+        func acquire(layer: Int) throws { if failing { throw Failure() }; try inner.acquire(layer: layer) }
+        func release(layer: Int) { inner.release(layer: layer) }
+        var location: String { inner.location }
+    }
+
+    @Test func aFailedRunLeavesNothingQueued() throws {
+        let folder = try ModelFolder(directory: Fixtures.model("llama-gqa"))
+        let store = FlakyStore(MappedWeightStore(checkpoint: try folder.requireCheckpoint()))
+        let loaded = try LoadedModel(folder: folder, model: folder.load(store: store))
+        let engine = BatchEngine(loaded: loaded, config: .init(blocks: 16, blockSize: 4))
+        var p = SamplingParameters.greedy
+        p.maxTokens = 20
+        p.stopAtEOS = false
+        let requests = [GenerationRequest(prompt: [1, 5, 9, 3, 7, 8], parameters: p), GenerationRequest(prompt: [2, 4], parameters: p)]
+        // the weights fail after the third token: the run throws, and its requests leave the engine
+        var tokens = 0
+        #expect(throws: FlakyStore.Failure.self) {
+            try engine.run(requests) { _, _, _ in tokens += 1; if tokens == 3 { store.failing = true } }
+        }
+        #expect(!engine.hasWork && engine.kv.pool.available == 16 && engine.kv.checkInvariants().isEmpty)
+        #expect(engine.takeFinished().isEmpty)
+        // the engine runs the same requests again as if the failure had not happened
+        store.failing = false
+        let out = try engine.run(requests)
+        let alone = try requests.map { try Generator(loaded).generate(promptIDs: $0.prompt, parameters: p).ids }
+        #expect(out.map(\.ids) == alone && out.map(\.index) == [0, 1])
+    }
 }

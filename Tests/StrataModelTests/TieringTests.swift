@@ -17,7 +17,7 @@ import StrataTensor
     func streamedLayersGiveTheSameLogitsAndTokens(name: String) throws {
         let dir = Fixtures.model(name)
         let spec = try ModelRegistry.spec(directory: dir)
-        let inv = try WeightInventory(directory: dir, layers: spec.layers)
+        let inv = try WeightInventory(directory: dir)
         #expect(inv.layerBytes.count == spec.layers && inv.layerBytes.allSatisfy { $0 > 0 })
         // layer 1 streamed through one staging slot, layer 0 resident
         let ledger = Ledger(budget: nil)
@@ -44,7 +44,7 @@ import StrataTensor
     @Test func tieredRunUnderABudgetMatchesAllRAMAndStaysUnderIt() throws {
         let dir = Fixtures.model("llama-gqa")
         let spec = try ModelRegistry.spec(directory: dir)
-        let inv = try WeightInventory(directory: dir, layers: spec.layers)
+        let inv = try WeightInventory(directory: dir)
         let prompts = try (0..<3).map { Array(try Fixtures.reference("llama-gqa").sequences[1].dropFirst($0)) }
         let expected = try allRAM("llama-gqa", prompts)
         let workload = Workload(batch: 3, promptTokens: 19, outputTokens: 16)
