@@ -466,6 +466,7 @@ int strata_kernels_set_isa(int isa) {
 
 void strata_linear_rows_isa(int isa, const strata_linear_args *a, long j0, long j1) {
     if (j1 <= j0 || a->m <= 0) return;
+    if (a->wtype >= STRATA_W_Q8_0) { strata_qlinear_rows_isa(isa, a, j0, j1); return; }
     switch (isa) {
 #if STRATA_X86
     case STRATA_ISA_AVX512: rows_avx512(a, j0, j1); return;
@@ -664,7 +665,7 @@ void strata_linear(const strata_linear_args *a) {
     // sixteen times as many chunks as threads, claimed as threads come free, so the thread that
     // finishes last holds the other up by at most one small chunk (on the Zen 4, f16 decode
     // 13.8-14.4 tokens/s against 12.6-14.0 with four chunks per thread and 64-row minimum)
-    long minRows = (32L << 10) / (a->k * (long)wsize(a->wtype) + 1);
+    long minRows = (32L << 10) / (a->k / strata_qblock_elements(a->wtype) * strata_qblock_bytes(a->wtype) + 1);
     if (minRows < 16) minRows = 16;
     long chunks = 16L * threads;
     if (chunks > a->n / minRows) chunks = a->n / minRows;

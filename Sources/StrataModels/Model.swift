@@ -231,14 +231,14 @@ struct WeightMatrix {
             // 16-bit weights, many rows: convert a band of the weight at a time into the scratch
             // (at most `WeightMatrix.convertElements` floats) and multiply that band
             guard let scratch else { preconditionFailure("WeightMatrix: \(tensor.dtype) weight needs conversion scratch") }
-            let esz = tensor.dtype.byteSize
+            let rowBytes = tensor.rowBytes
             switch layout {
             case .outIn:
                 let band = max(1, min(outFeatures, WeightMatrix.convertElements / inFeatures))
                 var o = 0
                 while o < outFeatures {
                     let n = min(band, outFeatures - o)
-                    HalfConversion.toF32(tensor.rawPointer + o * inFeatures * esz, dtype: tensor.dtype, scratch, count: n * inFeatures)
+                    HalfConversion.toF32(tensor.rawPointer + o * rowBytes, dtype: tensor.dtype, scratch, count: n * inFeatures)
                     BLAS.linear(x: x, rows: rows, inFeatures: inFeatures, ldx: lx, weight: scratch, outFeatures: n,
                                 y: y + o, ldy: ly, accumulate: accumulate)
                     o += n
@@ -248,7 +248,7 @@ struct WeightMatrix {
                 var i = 0
                 while i < inFeatures {
                     let n = min(band, inFeatures - i)
-                    HalfConversion.toF32(tensor.rawPointer + i * outFeatures * esz, dtype: tensor.dtype, scratch, count: n * outFeatures)
+                    HalfConversion.toF32(tensor.rawPointer + i * rowBytes, dtype: tensor.dtype, scratch, count: n * outFeatures)
                     let beta: Float = (accumulate || i > 0) ? 1 : 0
                     BLAS.sgemm(m: rows, n: outFeatures, k: n, a: x + i, lda: lx, b: scratch, ldb: outFeatures, beta: beta, c: y, ldc: ly)
                     i += n

@@ -1,16 +1,63 @@
-/// Element types Strata understands. Compute is always `f32`; `f16` and `bf16`
-/// are storage types (the dtypes of real checkpoints) converted to f32 where used.
+/// Element types Strata understands. Compute is always `f32`; `f16` and `bf16` are storage types
+/// (the dtypes of real checkpoints) converted to f32 where used; the quantized ones are ggml's
+/// block layouts (llama.cpp's GGUF files): a run of `blockElements` weights stored in
+/// `blockBytes` bytes (scales and codes), dequantized to f32 where used. A quantized tensor's
+/// rows (its last dimension) hold whole blocks.
 public enum DType: String, Sendable, Codable, CaseIterable {
     case f32
     case f16
     case bf16
+    /// 32 weights: an f16 scale and 32 signed bytes (8.5 bits per weight).
+    case q8_0
+    /// 32 weights: an f16 scale and 32 nibbles offset by 8 (4.5 bits per weight).
+    case q4_0
+    /// 256 weights: f16 scale and min, eight 6-bit sub-scales and mins, 256 nibbles (4.5 bits).
+    case q4_k
+    /// 256 weights: 6-bit codes, sixteen 8-bit sub-scales, an f16 scale (6.5625 bits).
+    case q6_k
 
-    /// Bytes per element.
-    @inlinable public var byteSize: Int {
+    /// The storage types of unquantized checkpoints.
+    public static let floats: [DType] = [.f32, .f16, .bf16]
+    /// The ggml block types.
+    public static let quantized: [DType] = [.q8_0, .q4_0, .q4_k, .q6_k]
+
+    public var isQuantized: Bool { blockElements > 1 }
+
+    /// Weights per block (1 for the float types).
+    @inlinable public var blockElements: Int {
+        switch self {
+        case .f32, .f16, .bf16: return 1
+        case .q8_0, .q4_0: return 32
+        case .q4_k, .q6_k: return 256
+        }
+    }
+
+    /// Bytes per block (the element size for the float types).
+    @inlinable public var blockBytes: Int {
         switch self {
         case .f32: return 4
         case .f16, .bf16: return 2
+        case .q8_0: return 34
+        case .q4_0: return 18
+        case .q4_k: return 144
+        case .q6_k: return 210
         }
+    }
+
+    /// Bytes per element of a float type. A quantized type has no per-element size: use
+    /// `bytes(elements:)`.
+    @inlinable public var byteSize: Int {
+        precondition(!isQuantized, "DType.byteSize of quantized \(self): use bytes(elements:)")
+        return blockBytes
+    }
+
+    /// Average bytes per weight (0.53125 for Q8_0).
+    public var bytesPerElement: Double { Double(blockBytes) / Double(blockElements) }
+
+    /// Bytes of `n` elements; `n` is a multiple of the block (rounded up to whole blocks if not).
+    @inlinable public func bytes(elements n: Int) -> Int {
+        let be = blockElements
+        return be == 1 ? n * blockBytes : (n + be - 1) / be * blockBytes
     }
 }
 

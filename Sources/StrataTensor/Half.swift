@@ -89,12 +89,14 @@ public enum HalfConversion {
         for i in 0..<count { dst[i] = f32ToBF16(src[i]) }
     }
 
-    /// Converts `count` elements of `dtype` at `src` into f32 at `dst`.
+    /// Converts `count` elements of `dtype` at `src` into f32 at `dst` (quantized types: `count`
+    /// a multiple of the block, dequantized by the kernel layer).
     public static func toF32(_ src: UnsafeRawPointer, dtype: DType, _ dst: UnsafeMutablePointer<Float>, count: Int) {
         switch dtype {
         case .f32: dst.update(from: src.assumingMemoryBound(to: Float.self), count: count)
         case .f16: f16ToF32(src.assumingMemoryBound(to: UInt16.self), dst, count: count)
         case .bf16: bf16ToF32(src.assumingMemoryBound(to: UInt16.self), dst, count: count)
+        case .q8_0, .q4_0, .q4_k, .q6_k: Kernels.dequantize(src, dtype: dtype, dst, count: count)
         }
     }
 }

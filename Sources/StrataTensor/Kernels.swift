@@ -46,10 +46,11 @@ public enum Kernels {
     /// The most rows the few-row kernel takes for weights of `dtype`; more go to OpenBLAS sgemm.
     /// (Measured crossovers, docs/benchmarks.md "Few-row linear kernels".)
     public static func maxRows(dtype: DType) -> Int {
-        dtype == .f32 ? maxRowsF32 : maxRows16
+        dtype == .f32 ? maxRowsF32 : dtype.isQuantized ? maxRowsQuantized : maxRows16
     }
     static let maxRowsF32 = 16
     static let maxRows16 = 32
+    static let maxRowsQuantized = 16
 
     @inline(__always)
     static func code(_ d: DType) -> Int32 {
@@ -57,7 +58,17 @@ public enum Kernels {
         case .f32: return Int32(STRATA_W_F32)
         case .f16: return Int32(STRATA_W_F16)
         case .bf16: return Int32(STRATA_W_BF16)
+        case .q8_0: return Int32(STRATA_W_Q8_0)
+        case .q4_0: return Int32(STRATA_W_Q4_0)
+        case .q4_k: return Int32(STRATA_W_Q4_K)
+        case .q6_k: return Int32(STRATA_W_Q6_K)
         }
+    }
+
+    /// `count` weights of quantized `dtype` (a multiple of its block) at `src` into f32 `dst`.
+    public static func dequantize(_ src: UnsafeRawPointer, dtype: DType, _ dst: UnsafeMutablePointer<Float>, count: Int) {
+        precondition(count % dtype.blockElements == 0, "dequantize: \(count) weights of \(dtype) is not whole blocks")
+        strata_dequantize(code(dtype), src, dst, count)
     }
 
     /// `y[r, j] (+)= sum_i x[r, i] * W[j, i]` for `r < rows`, `j < outFeatures`, over the pool's
@@ -85,7 +96,8 @@ public enum Kernels {
     private static func args(_ w: UnsafeRawPointer, _ dtype: DType, _ n: Int, _ k: Int, _ x: UnsafePointer<Float>, _ m: Int,
                              _ ldx: Int?, _ y: UnsafeMutablePointer<Float>, _ ldy: Int?, _ accumulate: Bool) -> strata_linear_args {
         let lx = ldx ?? k, ly = ldy ?? n
-        precondition(n >= 0 && k >= 0 && m >= 0 && lx >= k && ly >= n, "Kernels.linear: n=\(n) k=\(k) m=\(m) ldx=\(lx) ldy=\(ly)")
+        precondition(n >= 0 && k >= 0 && m >= 0 && lx >= k && ly >= n && k % dtype.blockElements == 0,
+                     "Kernels.linear: n=\(n) k=\(k) m=\(m) ldx=\(lx) ldy=\(ly) \(dtype)")
         return strata_linear_args(w: w, wtype: code(dtype), accumulate: accumulate ? 1 : 0, n: n, k: k, x: x, ldx: lx, m: m, y: y, ldy: ly)
     }
 

@@ -176,7 +176,7 @@ public enum Ops {
                                  ids: UnsafeBufferPointer<Int32>, _ out: UnsafeMutablePointer<Float>) {
         for (r, id) in ids.enumerated() {
             precondition(id >= 0 && Int(id) < vocab, "embedding: token id \(id) outside vocab \(vocab)")
-            HalfConversion.toF32(table + Int(id) * dim * dtype.byteSize, dtype: dtype, out + r * dim, count: dim)
+            HalfConversion.toF32(table + Int(id) * dtype.bytes(elements: dim), dtype: dtype, out + r * dim, count: dim)
         }
     }
 

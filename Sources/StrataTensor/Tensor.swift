@@ -22,7 +22,7 @@ public struct Tensor: @unchecked Sendable {
             for (d, s) in zip(shape, st) {
                 if s >= 0 { maxIndex += (d - 1) * s } else { minIndex += (d - 1) * s }
             }
-            precondition(minIndex >= 0 && (maxIndex + 1) * dtype.byteSize <= storage.byteCount,
+            precondition(minIndex >= 0 && dtype.bytes(elements: maxIndex + 1) <= storage.byteCount,
                          "Tensor: view \(shape) strides \(st) offset \(offset) exceeds storage of \(storage.byteCount) bytes")
         }
         self.storage = storage
@@ -35,7 +35,7 @@ public struct Tensor: @unchecked Sendable {
     /// A new zero-filled, owned, contiguous tensor.
     public init(zeros shape: [Int], dtype: DType = .f32) {
         let count = shape.reduce(1, *)
-        self.init(storage: TensorStorage(byteCount: count * dtype.byteSize), dtype: dtype, shape: shape)
+        self.init(storage: TensorStorage(byteCount: dtype.bytes(elements: count)), dtype: dtype, shape: shape)
     }
 
     /// A new owned f32 tensor holding `values` (row-major).
@@ -58,11 +58,14 @@ public struct Tensor: @unchecked Sendable {
 
     public var rank: Int { shape.count }
     public var count: Int { shape.reduce(1, *) }
-    public var byteCount: Int { count * dtype.byteSize }
+    public var byteCount: Int { dtype.bytes(elements: count) }
     public var isContiguous: Bool { strides == Tensor.rowMajorStrides(shape) }
 
-    /// Raw pointer to element [0, 0, ...].
-    public var rawPointer: UnsafeMutableRawPointer { storage.base + offset * dtype.byteSize }
+    /// Raw pointer to element [0, 0, ...] (for a quantized tensor, to the block it starts).
+    public var rawPointer: UnsafeMutableRawPointer { storage.base + dtype.bytes(elements: offset) }
+
+    /// Bytes of one row (the last dimension) of a contiguous tensor.
+    public var rowBytes: Int { dtype.bytes(elements: shape.last ?? 1) }
 
     /// Pointer to element [0, 0, ...] of an f32 tensor.
     public var f32: UnsafeMutablePointer<Float> {
@@ -99,6 +102,12 @@ public struct Tensor: @unchecked Sendable {
         case .f32: return base.assumingMemoryBound(to: Float.self)[e]
         case .f16: return HalfConversion.f16ToF32(base.assumingMemoryBound(to: UInt16.self)[e])
         case .bf16: return HalfConversion.bf16ToF32(base.assumingMemoryBound(to: UInt16.self)[e])
+        case .q8_0, .q4_0, .q4_k, .q6_k:
+            // the block holding element e, dequantized (tests and small reads)
+            let be = dtype.blockElements
+            var block = [Float](repeating: 0, count: be)
+            HalfConversion.toF32(base + e / be * dtype.blockBytes, dtype: dtype, &block, count: be)
+            return block[e % be]
         }
     }
 

@@ -21,7 +21,19 @@ extern "C" {
 enum { STRATA_ISA_PORTABLE = 0, STRATA_ISA_AVX2 = 1, STRATA_ISA_AVX512 = 2 };
 
 /// Weight storage types of the linear kernels (activations and accumulation are always f32).
-enum { STRATA_W_F32 = 0, STRATA_W_F16 = 1, STRATA_W_BF16 = 2 };
+/// The quantized ones are ggml's block layouts (quant.c): a row of k weights is k / 32 (Q8_0,
+/// Q4_0) or k / 256 (Q4_K, Q6_K) blocks; k must be a multiple of the block.
+enum {
+    STRATA_W_F32 = 0, STRATA_W_F16 = 1, STRATA_W_BF16 = 2,
+    STRATA_W_Q8_0 = 3, STRATA_W_Q4_0 = 4, STRATA_W_Q4_K = 5, STRATA_W_Q6_K = 6
+};
+
+/// Weights per block of `wtype` (1 for f32/f16/bf16) and bytes per block (the element size for those).
+long strata_qblock_elements(int wtype);
+long strata_qblock_bytes(int wtype);
+/// `count` weights (a multiple of the block) of quantized `wtype` at `src` into f32 `dst`.
+void strata_dequantize(int wtype, const void *src, float *dst, long count);
+
 
 /// 1 when this CPU can run `isa`.
 int strata_isa_supported(int isa);
@@ -47,6 +59,10 @@ typedef struct {
     float *y;
     long ldy;
 } strata_linear_args;
+
+/// The quantized linear's output rows [j0, j1) on `isa` (quant.c; the AVX2 path runs the portable
+/// code for now); strata_linear_rows_isa calls it for quantized weights.
+void strata_qlinear_rows_isa(int isa, const strata_linear_args *a, long j0, long j1);
 
 /// The output rows [j0, j1) of the linear on the path in use, on the calling thread.
 void strata_linear_rows(const strata_linear_args *a, long j0, long j1);

@@ -1,0 +1,317 @@
+// Strata's quantized-weight kernels: ggml's block layouts (Q8_0, Q4_0, Q4_K, Q6_K), dequantized
+// to f32 and multiplied against f32 activations. See include/strata_kernels.h for the contract.
+//
+// Block layouts, as ggml defines them (ggml-common.h), little-endian:
+//   Q8_0 (32 weights, 34 bytes):  f16 d; int8 qs[32]                    w = d * q
+//   Q4_0 (32 weights, 18 bytes):  f16 d; u8 qs[16]                      w[i] = d * ((qs[i] & 15) - 8),
+//                                                                       w[i + 16] = d * ((qs[i] >> 4) - 8)
+//   Q4_K (256 weights, 144 bytes): f16 d; f16 dmin; u8 scales[12]; u8 qs[128]
+//        eight sub-blocks of 32 with 6-bit scale sc and min m packed in `scales`;
+//        w = d * sc * q - dmin * m, q a nibble; each 32 bytes of qs hold two sub-blocks (low
+//        nibbles the first, high nibbles the second)
+//   Q6_K (256 weights, 210 bytes): u8 ql[128]; u8 qh[64]; int8 scales[16]; f16 d
+//        sixteen sub-blocks of 16 with an 8-bit scale; q = (4 low bits from ql | 2 high bits
+//        from qh) - 32; w = d * scale * q
+//
+// The exact path: every weight is formed in f32 (as gguf-py's dequantize does, up to the order of
+// the two multiplications) and the dot products accumulate in f32, so the result is that of an f32
+// matrix holding the dequantized weights.
+#define _GNU_SOURCE
+#include "strata_kernels.h"
+
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#define STRATA_X86 1
+#include <immintrin.h>
+#else
+#define STRATA_X86 0
+#endif
+
+#define INLINE static inline __attribute__((always_inline))
+
+INLINE float qf16(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1F, mant = h & 0x3FF, bits;
+    if (exp == 0x1F) {
+        bits = sign | 0x7F800000u | (mant << 13);
+    } else if (exp == 0) {
+        float v = (float)mant * 5.960464477539063e-08f;
+        memcpy(&bits, &v, 4);
+        bits |= sign;
+    } else {
+        bits = sign | ((exp + 112) << 23) | (mant << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+long strata_qblock_elements(int wtype) {
+    switch (wtype) {
+    case STRATA_W_Q8_0: case STRATA_W_Q4_0: return 32;
+    case STRATA_W_Q4_K: case STRATA_W_Q6_K: return 256;
+    default: return 1;
+    }
+}
+
+long strata_qblock_bytes(int wtype) {
+    switch (wtype) {
+    case STRATA_W_Q8_0: return 34;
+    case STRATA_W_Q4_0: return 18;
+    case STRATA_W_Q4_K: return 144;
+    case STRATA_W_Q6_K: return 210;
+    case STRATA_W_F32: return 4;
+    default: return 2;
+    }
+}
+
+/// Q4_K's 6-bit scale and min of sub-block j (ggml's get_scale_min_k4).
+INLINE void k4_scale_min(int j, const uint8_t *q, int *sc, int *m) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+/// One block of `wtype` at `b` into 32 or 256 floats.
+static void dequant_block(int t, const uint8_t *b, float *y) {
+    switch (t) {
+    case STRATA_W_Q8_0: {
+        const float d = qf16(b);
+        const int8_t *q = (const int8_t *)(b + 2);
+        for (int i = 0; i < 32; i++) y[i] = d * (float)q[i];
+        break;
+    }
+    case STRATA_W_Q4_0: {
+        const float d = qf16(b);
+        const uint8_t *q = b + 2;
+        for (int i = 0; i < 16; i++) {
+            y[i] = d * (float)((q[i] & 15) - 8);
+            y[i + 16] = d * (float)((q[i] >> 4) - 8);
+        }
+        break;
+    }
+    case STRATA_W_Q4_K: {
+        const float d = qf16(b), dmin = qf16(b + 2);
+        const uint8_t *sc = b + 4, *q = b + 16;
+        for (int c = 0; c < 4; c++) {
+            int s0, m0, s1, m1;
+            k4_scale_min(2 * c, sc, &s0, &m0);
+            k4_scale_min(2 * c + 1, sc, &s1, &m1);
+            const float d0 = d * (float)s0, n0 = dmin * (float)m0, d1 = d * (float)s1, n1 = dmin * (float)m1;
+            for (int l = 0; l < 32; l++) y[64 * c + l] = d0 * (float)(q[32 * c + l] & 15) - n0;
+            for (int l = 0; l < 32; l++) y[64 * c + 32 + l] = d1 * (float)(q[32 * c + l] >> 4) - n1;
+        }
+        break;
+    }
+    case STRATA_W_Q6_K: {
+        const uint8_t *ql = b, *qh = b + 128;
+        const int8_t *sc = (const int8_t *)(b + 192);
+        const float d = qf16(b + 208);
+        for (int n = 0; n < 2; n++) {
+            float *yy = y + 128 * n;
+            for (int l = 0; l < 32; l++) {
+                const int is = l / 16;
+                const int q1 = (int)((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+                const int q2 = (int)((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+                const int q3 = (int)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+                const int q4 = (int)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+                yy[l] = d * (float)sc[is] * (float)q1;
+                yy[l + 32] = d * (float)sc[is + 2] * (float)q2;
+                yy[l + 64] = d * (float)sc[is + 4] * (float)q3;
+                yy[l + 96] = d * (float)sc[is + 6] * (float)q4;
+            }
+            ql += 64;
+            qh += 32;
+            sc += 8;
+        }
+        break;
+    }
+    default: break;
+    }
+}
+
+void strata_dequantize(int wtype, const void *src, float *dst, long count) {
+    const long be = strata_qblock_elements(wtype), bb = strata_qblock_bytes(wtype);
+    const uint8_t *p = (const uint8_t *)src;
+    for (long i = 0; i + be <= count; i += be, p += bb) dequant_block(wtype, p, dst + i);
+}
+
+/// Portable: each block dequantized once into a buffer, then dotted with every x row.
+static void qrows_portable(const strata_linear_args *a, long j0, long j1) {
+    const int t = a->wtype;
+    const long be = strata_qblock_elements(t), bb = strata_qblock_bytes(t), nb = a->k / be;
+    float buf[256];
+    float acc[64];
+    for (long j = j0; j < j1; j++) {
+        const uint8_t *w = (const uint8_t *)a->w + (size_t)j * (size_t)nb * (size_t)bb;
+        for (long r0 = 0; r0 < a->m; r0 += 64) {
+            const long rn = a->m - r0 < 64 ? a->m - r0 : 64;
+            for (long r = 0; r < rn; r++) acc[r] = 0;
+            for (long b = 0; b < nb; b++) {
+                dequant_block(t, w + b * bb, buf);
+                for (long r = 0; r < rn; r++) {
+                    const float *x = a->x + (r0 + r) * a->ldx + b * be;
+                    float s = 0;
+                    for (long i = 0; i < be; i++) s += buf[i] * x[i];
+                    acc[r] += s;
+                }
+            }
+            for (long r = 0; r < rn; r++) {
+                float *y = a->y + (r0 + r) * a->ldy + j;
+                *y = a->accumulate ? *y + acc[r] : acc[r];
+            }
+        }
+    }
+}
+
+#if STRATA_X86
+// ---- AVX-512 --------------------------------------------------------------------------------
+// Per block, the integer codes are widened to f32 once (shared by every x row); for each x row
+// the sum of q * x over a group of one scale is formed, then multiplied by the group's scale into
+// the row's accumulator (Q4_K: minus dmin * m * sum(x) over the group).
+#define TGT512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+
+TGT512 INLINE __m512 u8x16(const uint8_t *p) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p))); }
+TGT512 INLINE __m512 i8x16(const int8_t *p) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p))); }
+
+/// RB rows of x against weight row j (RB <= 8), all blocks.
+TGT512 INLINE void qrow512(const int t, const int RB, const strata_linear_args *a, long j, long r) {
+    const long be = strata_qblock_elements(t), bb = strata_qblock_bytes(t), nb = a->k / be;
+    const uint8_t *w = (const uint8_t *)a->w + (size_t)j * (size_t)nb * (size_t)bb;
+    const float *xr[8];
+    __m512 acc[8];
+    for (int rr = 0; rr < RB; rr++) { xr[rr] = a->x + (r + rr) * a->ldx; acc[rr] = _mm512_setzero_ps(); }
+    const __m512i mask4 = _mm512_set1_epi32(15);
+    for (long b = 0; b < nb; b++, w += bb) {
+        _mm_prefetch((const char *)w + 512, _MM_HINT_T0);
+        const long xo = b * be;
+        if (t == STRATA_W_Q8_0 || t == STRATA_W_Q4_0) {
+            __m512 q0, q1;
+            const __m512 d = _mm512_set1_ps(qf16(w));
+            if (t == STRATA_W_Q8_0) {
+                q0 = i8x16((const int8_t *)(w + 2));
+                q1 = i8x16((const int8_t *)(w + 18));
+            } else {
+                const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(w + 2)));
+                const __m512i eight = _mm512_set1_epi32(8);
+                q0 = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_and_si512(v, mask4), eight));
+                q1 = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_srli_epi32(v, 4), eight));
+            }
+            for (int rr = 0; rr < RB; rr++) {
+                __m512 s = _mm512_mul_ps(q0, _mm512_loadu_ps(xr[rr] + xo));
+                s = _mm512_fmadd_ps(q1, _mm512_loadu_ps(xr[rr] + xo + 16), s);
+                acc[rr] = _mm512_fmadd_ps(s, d, acc[rr]);
+            }
+        } else if (t == STRATA_W_Q4_K) {
+            const float d = qf16(w), dmin = qf16(w + 2);
+            const uint8_t *sc = w + 4, *q = w + 16;
+            for (int c = 0; c < 4; c++) {
+                int s0, m0, s1, m1;
+                k4_scale_min(2 * c, sc, &s0, &m0);
+                k4_scale_min(2 * c + 1, sc, &s1, &m1);
+                const __m512 d0 = _mm512_set1_ps(d * (float)s0), n0 = _mm512_set1_ps(dmin * (float)m0);
+                const __m512 d1 = _mm512_set1_ps(d * (float)s1), n1 = _mm512_set1_ps(dmin * (float)m1);
+                const __m512i va = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(q + 32 * c)));
+                const __m512i vb = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(q + 32 * c + 16)));
+                const __m512 la = _mm512_cvtepi32_ps(_mm512_and_si512(va, mask4));
+                const __m512 lb = _mm512_cvtepi32_ps(_mm512_and_si512(vb, mask4));
+                const __m512 ha = _mm512_cvtepi32_ps(_mm512_srli_epi32(va, 4));
+                const __m512 hb = _mm512_cvtepi32_ps(_mm512_srli_epi32(vb, 4));
+                const long o = xo + 64 * c;
+                for (int rr = 0; rr < RB; rr++) {
+                    const __m512 x0 = _mm512_loadu_ps(xr[rr] + o), x1 = _mm512_loadu_ps(xr[rr] + o + 16);
+                    const __m512 x2 = _mm512_loadu_ps(xr[rr] + o + 32), x3 = _mm512_loadu_ps(xr[rr] + o + 48);
+                    __m512 sl = _mm512_mul_ps(la, x0);
+                    sl = _mm512_fmadd_ps(lb, x1, sl);
+                    __m512 sh = _mm512_mul_ps(ha, x2);
+                    sh = _mm512_fmadd_ps(hb, x3, sh);
+                    acc[rr] = _mm512_fmadd_ps(sl, d0, acc[rr]);
+                    acc[rr] = _mm512_fnmadd_ps(_mm512_add_ps(x0, x1), n0, acc[rr]);
+                    acc[rr] = _mm512_fmadd_ps(sh, d1, acc[rr]);
+                    acc[rr] = _mm512_fnmadd_ps(_mm512_add_ps(x2, x3), n1, acc[rr]);
+                }
+            }
+        } else {  // Q6_K
+            const uint8_t *ql = w, *qh = w + 128;
+            const int8_t *sc = (const int8_t *)(w + 192);
+            const float d = qf16(w + 208);
+            const __m512i three = _mm512_set1_epi32(3), m32 = _mm512_set1_epi32(32);
+            for (int n = 0; n < 2; n++) {
+                for (int h = 0; h < 2; h++) {  // l in [16h, 16h + 16)
+                    const int l = 16 * h;
+                    const __m512i a0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(ql + l)));
+                    const __m512i a1 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(ql + l + 32)));
+                    const __m512i hh = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(qh + l)));
+                    const __m512 q1 = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_or_si512(_mm512_and_si512(a0, mask4),
+                                                         _mm512_slli_epi32(_mm512_and_si512(hh, three), 4)), m32));
+                    const __m512 q2 = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_or_si512(_mm512_and_si512(a1, mask4),
+                                                         _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(hh, 2), three), 4)), m32));
+                    const __m512 q3 = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_or_si512(_mm512_srli_epi32(a0, 4),
+                                                         _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(hh, 4), three), 4)), m32));
+                    const __m512 q4 = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_or_si512(_mm512_srli_epi32(a1, 4),
+                                                         _mm512_slli_epi32(_mm512_srli_epi32(hh, 6), 4)), m32));
+                    const __m512 s1 = _mm512_set1_ps(d * (float)sc[h]), s2 = _mm512_set1_ps(d * (float)sc[h + 2]);
+                    const __m512 s3 = _mm512_set1_ps(d * (float)sc[h + 4]), s4 = _mm512_set1_ps(d * (float)sc[h + 6]);
+                    const long o = xo + 128 * n + l;
+                    for (int rr = 0; rr < RB; rr++) {
+                        acc[rr] = _mm512_fmadd_ps(_mm512_mul_ps(q1, _mm512_loadu_ps(xr[rr] + o)), s1, acc[rr]);
+                        acc[rr] = _mm512_fmadd_ps(_mm512_mul_ps(q2, _mm512_loadu_ps(xr[rr] + o + 32)), s2, acc[rr]);
+                        acc[rr] = _mm512_fmadd_ps(_mm512_mul_ps(q3, _mm512_loadu_ps(xr[rr] + o + 64)), s3, acc[rr]);
+                        acc[rr] = _mm512_fmadd_ps(_mm512_mul_ps(q4, _mm512_loadu_ps(xr[rr] + o + 96)), s4, acc[rr]);
+                    }
+                }
+                ql += 64;
+                qh += 32;
+                sc += 8;
+            }
+        }
+    }
+    for (int rr = 0; rr < RB; rr++) {
+        float *y = a->y + (r + rr) * a->ldy + j;
+        const float v = _mm512_reduce_add_ps(acc[rr]);
+        *y = a->accumulate ? *y + v : v;
+    }
+}
+
+TGT512 INLINE void qrows512_t(const int t, const strata_linear_args *a, long j0, long j1) {
+    for (long j = j0; j < j1; j++) {
+        long r = 0;
+        for (; r + 8 <= a->m; r += 8) qrow512(t, 8, a, j, r);
+        switch (a->m - r) {
+        case 7: qrow512(t, 7, a, j, r); break;
+        case 6: qrow512(t, 6, a, j, r); break;
+        case 5: qrow512(t, 5, a, j, r); break;
+        case 4: qrow512(t, 4, a, j, r); break;
+        case 3: qrow512(t, 3, a, j, r); break;
+        case 2: qrow512(t, 2, a, j, r); break;
+        case 1: qrow512(t, 1, a, j, r); break;
+        default: break;
+        }
+    }
+}
+
+TGT512 static void qrows_avx512(const strata_linear_args *a, long j0, long j1) {
+    switch (a->wtype) {
+    case STRATA_W_Q8_0: qrows512_t(STRATA_W_Q8_0, a, j0, j1); break;
+    case STRATA_W_Q4_0: qrows512_t(STRATA_W_Q4_0, a, j0, j1); break;
+    case STRATA_W_Q4_K: qrows512_t(STRATA_W_Q4_K, a, j0, j1); break;
+    case STRATA_W_Q6_K: qrows512_t(STRATA_W_Q6_K, a, j0, j1); break;
+    default: break;
+    }
+}
+#endif
+
+void strata_qlinear_rows_isa(int isa, const strata_linear_args *a, long j0, long j1) {
+#if STRATA_X86
+    if (isa == STRATA_ISA_AVX512) { qrows_avx512(a, j0, j1); return; }
+#endif
+    (void)isa;
+    qrows_portable(a, j0, j1);
+}

@@ -1,0 +1,138 @@
+import StrataTestSupport
+import Testing
+import Foundation
+@testable import StrataTensor
+
+// The quantized kernels (ggml's Q8_0, Q4_0, Q4_K, Q6_K blocks) against a naive dequantizer written
+// here from ggml's block definitions, element by element, and a Double-accumulated dot product.
+// (The GGUF model tests check the same layouts against gguf-py's own dequantization.)
+
+/// Random but well-formed blocks: small positive f16 scales, random codes and sub-scales.
+func randomBlocks(_ dtype: DType, rows n: Int, k: Int, seed: UInt64) -> [UInt8] {
+    var rng = TestRNG(seed)
+    let nb = n * k / dtype.blockElements
+    var out = [UInt8]()
+    out.reserveCapacity(nb * dtype.blockBytes)
+    func f16(_ v: Float) -> [UInt8] { let h = HalfConversion.f32ToF16(v); return [UInt8(h & 0xFF), UInt8(h >> 8)] }
+    func bytes(_ c: Int) -> [UInt8] { (0..<c).map { _ in UInt8(truncatingIfNeeded: rng.next()) } }
+    for _ in 0..<nb {
+        switch dtype {
+        case .q8_0: out += f16(0.002 + 0.01 * abs(rng.float())) + bytes(32)
+        case .q4_0: out += f16(0.02 + 0.1 * abs(rng.float())) + bytes(16)
+        case .q4_k: out += f16(0.001 + 0.004 * abs(rng.float())) + f16(0.001 + 0.004 * abs(rng.float())) + bytes(12) + bytes(128)
+        case .q6_k: out += bytes(128) + bytes(64) + bytes(16) + f16(0.0005 + 0.002 * abs(rng.float()))
+        default: fatalError("not quantized")
+        }
+    }
+    return out
+}
+
+/// ggml's dequantize_row_* for one block, written out element by element.
+func naiveDequant(_ dtype: DType, _ b: ArraySlice<UInt8>) -> [Float] {
+    let b = Array(b)
+    func f16(_ i: Int) -> Float { HalfConversion.f16ToF32(UInt16(b[i]) | UInt16(b[i + 1]) << 8) }
+    switch dtype {
+    case .q8_0:
+        return (0..<32).map { f16(0) * Float(Int8(bitPattern: b[2 + $0])) }
+    case .q4_0:
+        let d = f16(0)
+        return (0..<32).map { (i: Int) -> Float in
+            let code: Int = i < 16 ? Int(b[2 + i] & 15) : Int(b[2 + i - 16] >> 4)
+            return d * Float(code - 8)
+        }
+    case .q4_k:
+        let d = f16(0), dmin = f16(2)
+        let s = Array(b[4..<16]), q = Array(b[16..<144])
+        func scaleMin(_ j: Int) -> (Int, Int) {
+            j < 4 ? (Int(s[j] & 63), Int(s[j + 4] & 63))
+                  : (Int(s[j + 4] & 0xF) | Int(s[j - 4] >> 6) << 4, Int(s[j + 4] >> 4) | Int(s[j] >> 6) << 4)
+        }
+        return (0..<256).map { i in
+            let sub = i / 32, chunk = i / 64, l = i % 32
+            let (sc, m) = scaleMin(sub)
+            let code = sub % 2 == 0 ? Int(q[32 * chunk + l] & 15) : Int(q[32 * chunk + l] >> 4)
+            return d * Float(sc) * Float(code) - dmin * Float(m)
+        }
+    case .q6_k:
+        let d = f16(208)
+        return (0..<256).map { (i: Int) -> Float in
+            let half = i / 128, j = i % 128, quarter = j / 32, l = j % 32
+            let ql: UInt8 = b[64 * half + l + (quarter % 2 == 1 ? 32 : 0)]
+            let low: Int = quarter < 2 ? Int(ql & 15) : Int(ql >> 4)
+            let high: Int = Int(b[128 + 32 * half + l] >> UInt8(2 * quarter)) & 3
+            let sc = Float(Int8(bitPattern: b[192 + 8 * half + l / 16 + 2 * quarter]))
+            let code: Int = (low | (high << 4)) - 32
+            return d * sc * Float(code)
+        }
+    default: fatalError("not quantized")
+    }
+}
+
+@Suite struct QuantKernelTests {
+    @Test(arguments: DType.quantized)
+    func dequantizeMatchesTheBlockDefinition(dtype: DType) {
+        let n = 3, k = 512
+        let raw = randomBlocks(dtype, rows: n, k: k, seed: 7)
+        var ref: [Float] = []
+        for blk in 0..<(n * k / dtype.blockElements) {
+            ref += naiveDequant(dtype, raw[(blk * dtype.blockBytes)..<((blk + 1) * dtype.blockBytes)])
+        }
+        var out = [Float](repeating: .nan, count: n * k)
+        raw.withUnsafeBytes { Kernels.dequantize($0.baseAddress!, dtype: dtype, &out, count: n * k) }
+        let scale = ref.map(abs).max()!
+        #expect(maxAbsDiff(out, ref) <= 1e-6 * scale, "\(dtype)")
+        // a tensor over the same bytes reads the same values, row views included
+        let t = Tensor(zeros: [n, k], dtype: dtype)
+        raw.withUnsafeBytes { t.rawPointer.copyMemory(from: $0.baseAddress!, byteCount: raw.count) }
+        #expect(t.byteCount == raw.count)
+        #expect(maxAbsDiff(t.slice(1..<2).toArray(), Array(ref[k..<(2 * k)])) <= 1e-6 * scale)
+        #expect(abs(t[2, 300] - ref[2 * k + 300]) <= 1e-6 * scale)
+    }
+
+    @Test(arguments: [1, 2, 3, 5, 8, 9, 17])
+    func linearRowsMatchNaiveOnEveryPath(m: Int) {
+        for dtype in DType.quantized {
+            for (n, k) in [(1, 256), (7, 512), (33, 768)] {
+                let raw = randomBlocks(dtype, rows: n, k: k, seed: UInt64(n * 31 + k + m))
+                var wf: [Float] = []
+                for blk in 0..<(n * k / dtype.blockElements) {
+                    wf += naiveDequant(dtype, raw[(blk * dtype.blockBytes)..<((blk + 1) * dtype.blockBytes)])
+                }
+                var rng = TestRNG(UInt64(m * 7 + n))
+                let ldx = k + 5, ldy = n + 1
+                let x = rng.floats(m * ldx)
+                var ref = [Double](repeating: 0, count: m * n)
+                var mag = [Double](repeating: 0, count: m * n)
+                for r in 0..<m { for j in 0..<n { for i in 0..<k {
+                    ref[r * n + j] += Double(wf[j * k + i]) * Double(x[r * ldx + i])
+                    mag[r * n + j] += abs(Double(wf[j * k + i]) * Double(x[r * ldx + i]))
+                } } }
+                for path in Kernels.supportedPaths {
+                    for acc in [false, true] {
+                        var y = [Float](repeating: 0.5, count: m * ldy)
+                        raw.withUnsafeBytes { wp in
+                            Kernels.linearRows(path: path, weight: wp.baseAddress!, dtype: dtype, outFeatures: n, inFeatures: k,
+                                               x: x, rows: m, ldx: ldx, y: &y, ldy: ldy, accumulate: acc)
+                        }
+                        var worst = 0.0
+                        for r in 0..<m { for j in 0..<n {
+                            // f32 accumulation: error relative to the sum of |products|
+                            let e = abs(Double(y[r * ldy + j]) - ref[r * n + j] - (acc ? 0.5 : 0)) / max(1e-3, mag[r * n + j])
+                            worst = max(worst, e)
+                        } }
+                        #expect(worst < 2e-6, "\(path) \(dtype) m=\(m) n=\(n) k=\(k) acc=\(acc): \(worst)")
+                        for r in 0..<m { #expect(y[r * ldy + n] == 0.5, "row padding written") }
+                    }
+                }
+                // the pool-split linear gives the same as the one-thread rows
+                var y1 = [Float](repeating: 0, count: m * n), y2 = y1
+                raw.withUnsafeBytes { wp in
+                    Kernels.linear(weight: wp.baseAddress!, dtype: dtype, outFeatures: n, inFeatures: k, x: x, rows: m, ldx: ldx, y: &y1)
+                    Kernels.linearRows(path: Kernels.path, weight: wp.baseAddress!, dtype: dtype, outFeatures: n, inFeatures: k,
+                                       x: x, rows: m, ldx: ldx, y: &y2)
+                }
+                #expect(y1 == y2)
+            }
+        }
+    }
+}
