@@ -16,7 +16,7 @@ public final class LoadedModel: @unchecked Sendable {
 
     /// Loads `config.json`, `*.safetensors` (zero-copy), `tokenizer.json` and `generation_config.json`.
     public convenience init(directory: String) throws {
-        try self.init(folder: ModelFolder(directory: directory))
+        try self.init(folder: ModelFolder(path: directory))
     }
 
     /// The opened folder's model (weights mapped, or `model` when given: e.g. one whose
@@ -32,7 +32,7 @@ public final class LoadedModel: @unchecked Sendable {
 
     /// The folder at `directory` around an already built `model`.
     public convenience init(directory: String, model: CausalLM) throws {
-        try self.init(folder: ModelFolder(directory: directory), model: model)
+        try self.init(folder: ModelFolder(path: directory), model: model)
     }
 
     public var spec: ModelSpec { model.spec }

@@ -11,7 +11,7 @@ public struct CheckpointSummary: Codable, Sendable {
     public var totalBytes: Int
     public var parameters: Int
 
-    public init(directory: String) throws { try self.init(folder: ModelFolder(directory: directory)) }
+    public init(directory: String) throws { try self.init(folder: ModelFolder(path: directory)) }
 
     public init(folder: ModelFolder) throws {
         let arch = folder.architecture

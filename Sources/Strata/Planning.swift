@@ -198,7 +198,7 @@ extension PlannerInventory {
     /// without `*.safetensors`, from config.json alone (no weights needed: plan a 70B model from
     /// its config); the dtype is then `dtype`, else the config's `torch_dtype` / `dtype`.
     public static func build(directory: String, workload: Workload, dtype requested: DType? = nil, maxRows: Int = 512) throws -> PlannerInventory {
-        try build(folder: ModelFolder(directory: directory), workload: workload, dtype: requested, maxRows: maxRows)
+        try build(folder: ModelFolder(path: directory), workload: workload, dtype: requested, maxRows: maxRows)
     }
 
     public static func build(folder: ModelFolder, workload: Workload, dtype requested: DType? = nil, maxRows: Int = 512) throws -> PlannerInventory {

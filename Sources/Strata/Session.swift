@@ -25,7 +25,7 @@ public final class Session: @unchecked Sendable {
     }
 
     public convenience init(model directory: String, ramBudget: Int? = nil) throws {
-        self.init(folder: try ModelFolder(directory: directory), ramBudget: ramBudget)
+        self.init(folder: try ModelFolder(path: directory), ramBudget: ramBudget)
     }
 
     /// The machine's profile: the cached one (`strata profile`), or measured now (tens of

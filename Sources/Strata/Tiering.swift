@@ -57,7 +57,7 @@ public struct WeightInventory: Sendable {
     public var coldRowBytes: Int
     public var totalBytes: Int { otherBytes + coldBytes + layerBytes.reduce(0, +) }
 
-    public init(directory: String) throws { try self.init(folder: ModelFolder(directory: directory)) }
+    public init(directory: String) throws { try self.init(folder: ModelFolder(path: directory)) }
 
     /// From the opened folder's headers.
     public init(folder: ModelFolder) throws {
@@ -67,10 +67,10 @@ public struct WeightInventory: Sendable {
         var perLayer = [Int](repeating: 0, count: layers)
         var other = 0
         for name in ckpt.tensorNames {
-            guard let e = ckpt.entry(name), let dtype = e.dtype, let f = ckpt.file(of: name) else { continue }
+            guard let e = ckpt.entry(name), let dtype = e.dtype, let path = ckpt.path(of: name) else { continue }
             let l = arch.place(of: name)?.layer ?? -1
             let layer = l < layers ? l : -1
-            locs.append(TensorLocation(name: name, path: f.path, begin: e.begin, end: e.end, dtype: dtype, shape: e.shape, layer: layer))
+            locs.append(TensorLocation(name: name, path: path, begin: e.begin, end: e.end, dtype: dtype, shape: e.shape, layer: layer))
             if layer >= 0 { perLayer[layer] += e.byteCount } else { other += e.byteCount }
         }
         locations = locs
@@ -233,7 +233,7 @@ public final class TieredRun: @unchecked Sendable {
     public convenience init(directory: String, budget: Int?, workload: Workload, placement given: Placement? = nil,
                             weights: Placement.Weights = .tiered, prefetchDepth: Int = 1, blockSize: Int = 16, kvBlocks: Int? = nil,
                             swap: SwapSpace? = nil) throws {
-        try self.init(folder: ModelFolder(directory: directory), budget: budget, workload: workload, placement: given, weights: weights,
+        try self.init(folder: ModelFolder(path: directory), budget: budget, workload: workload, placement: given, weights: weights,
                       prefetchDepth: prefetchDepth, blockSize: blockSize, kvBlocks: kvBlocks, swap: swap)
     }
 

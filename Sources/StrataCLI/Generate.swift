@@ -88,7 +88,7 @@ extension Generate {
     /// Generation under a RAM budget (or with a report): tiered weights, paged KV, batch engine.
     func runTiered() throws {
         // the folder opened once (config, headers, tokenizer): everything below takes it
-        let folder = try ModelFolder(directory: model)
+        let folder = try ModelFolder(path: model)
         let tokPath = (model as NSString).appendingPathComponent("tokenizer.json")
         let tokenizer = folder.tokenizer
         func encode(_ text: String) throws -> [Int] {

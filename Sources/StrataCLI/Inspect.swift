@@ -11,7 +11,7 @@ struct Inspect: ParsableCommand {
     @Flag(help: "JSON output.") var json = false
     func run() throws {
         let dt = try parseDType(dtype)
-        let folder = try ModelFolder(directory: model)
+        let folder = try ModelFolder(path: model)
         if dt != nil || folder.checkpoint == nil {
             // config only: the sizes the planner derives from config.json
             let inv = try PlannerInventory.build(folder: folder, workload: Workload(batch: 1, promptTokens: 1, outputTokens: 1), dtype: dt)

@@ -35,10 +35,25 @@ public enum SafetensorsError: Error, CustomStringConvertible, Equatable, Sendabl
     }
 }
 
-/// One tensor's entry in a safetensors header.
-public struct SafetensorsEntry: Sendable, Equatable {
+/// A model's weights as named tensors at byte ranges of files: a safetensors checkpoint, or a
+/// GGUF file (whose tensors the model layer presents under the Hugging Face names). The tiered
+/// store, the inventory and the planner read weights through this.
+public protocol WeightCheckpoint: AnyObject, Sendable {
+    /// The folder or file, for messages.
+    var location: String { get }
+    var tensorNames: [String] { get }
+    func contains(_ name: String) -> Bool
+    func entry(_ name: String) -> TensorEntry?
+    /// The file that holds `name`.
+    func path(of name: String) -> String?
+    /// A zero-copy view of tensor `name`.
+    func tensor(_ name: String) throws -> Tensor
+}
+
+/// One tensor's entry in a checkpoint (a safetensors header or a GGUF tensor info).
+public struct TensorEntry: Sendable, Equatable {
     public let name: String
-    /// The dtype as written (`F32`, `BF16`, `I64`, ...).
+    /// The dtype as written (`F32`, `BF16`, `I64`, `Q4_K`, ...).
     public let rawDType: String
     /// The compute-capable dtype, or nil for other dtypes.
     public let dtype: DType?
@@ -47,6 +62,9 @@ public struct SafetensorsEntry: Sendable, Equatable {
     public let begin: Int
     public let end: Int
     public var byteCount: Int { end - begin }
+    public init(name: String, rawDType: String, dtype: DType?, shape: [Int], begin: Int, end: Int) {
+        self.name = name; self.rawDType = rawDType; self.dtype = dtype; self.shape = shape; self.begin = begin; self.end = end
+    }
 }
 
 /// A safetensors file: 8-byte little-endian header length N, N bytes of JSON
@@ -61,9 +79,9 @@ public final class SafetensorsFile: @unchecked Sendable {
     public let path: String
     public let fileSize: Int
     /// Entries by name.
-    public let entries: [String: SafetensorsEntry]
+    public let entries: [String: TensorEntry]
     /// Entries in file order.
-    public let ordered: [SafetensorsEntry]
+    public let ordered: [TensorEntry]
     public let metadata: [String: String]
     private var mapping: MappedFile?
     private let lock = NSLock()
@@ -99,14 +117,14 @@ public final class SafetensorsFile: @unchecked Sendable {
         self.ordered = entries.sorted { $0.begin < $1.begin || ($0.begin == $1.begin && $0.name < $1.name) }
         self.metadata = metadata
         // no overlaps (zero-sized tensors take no room)
-        var prev: SafetensorsEntry?
+        var prev: TensorEntry?
         for e in ordered where e.byteCount > 0 {
             if let p = prev, e.begin < p.end { throw SafetensorsError.overlap(file: path, tensor: e.name, other: p.name) }
             prev = e
         }
     }
 
-    static func parseHeader(_ bytes: [UInt8], file: String, dataStart: Int, dataSize: Int) throws -> ([SafetensorsEntry], [String: String]) {
+    static func parseHeader(_ bytes: [UInt8], file: String, dataStart: Int, dataSize: Int) throws -> ([TensorEntry], [String: String]) {
         let json: Any
         do {
             json = try JSONSerialization.jsonObject(with: Data(bytes), options: [])
@@ -117,7 +135,7 @@ public final class SafetensorsFile: @unchecked Sendable {
             throw SafetensorsError.invalidHeader(file: file, reason: "header is not a JSON object")
         }
         var metadata: [String: String] = [:]
-        var entries: [SafetensorsEntry] = []
+        var entries: [TensorEntry] = []
         for (name, value) in obj {
             if name == "__metadata__" {
                 guard let m = value as? [String: Any] else {
@@ -156,7 +174,7 @@ public final class SafetensorsFile: @unchecked Sendable {
                 throw SafetensorsError.byteLengthMismatch(file: file, tensor: name, shape: shape, dtype: rawDType, bytes: end - begin)
             }
             let dtype: DType? = ["F32": .f32, "F16": .f16, "BF16": .bf16][rawDType]
-            entries.append(SafetensorsEntry(name: name, rawDType: rawDType, dtype: dtype, shape: shape,
+            entries.append(TensorEntry(name: name, rawDType: rawDType, dtype: dtype, shape: shape,
                                             begin: dataStart + begin, end: dataStart + end))
         }
         return (entries, metadata)
@@ -196,11 +214,11 @@ public final class SafetensorsFile: @unchecked Sendable {
 
 /// A model's weights: one `model.safetensors`, several `*.safetensors`, or shards named by
 /// `model.safetensors.index.json` (`{"weight_map": {tensor: file}}`).
-public final class SafetensorsCheckpoint: @unchecked Sendable {
+public final class SafetensorsCheckpoint: WeightCheckpoint, @unchecked Sendable {
     public let directory: String
     public let files: [SafetensorsFile]
     /// Tensor name -> index into `files`.
-    private let location: [String: Int]
+    private let fileIndex: [String: Int]
 
     public init(directory: String) throws {
         self.directory = directory
@@ -246,41 +264,37 @@ public final class SafetensorsCheckpoint: @unchecked Sendable {
             }
         }
         self.files = files
-        self.location = location
+        self.fileIndex = location
     }
 
-    public var tensorNames: [String] { location.keys.sorted() }
-    public func contains(_ name: String) -> Bool { location[name] != nil }
+    public var tensorNames: [String] { fileIndex.keys.sorted() }
+    public func contains(_ name: String) -> Bool { fileIndex[name] != nil }
 
-    public func entry(_ name: String) -> SafetensorsEntry? {
-        location[name].flatMap { files[$0].entries[name] }
+    public func entry(_ name: String) -> TensorEntry? {
+        fileIndex[name].flatMap { files[$0].entries[name] }
     }
 
     /// A zero-copy view of tensor `name`.
     public func tensor(_ name: String) throws -> Tensor {
-        guard let i = location[name] else { throw SafetensorsError.missingTensor(name: name, checkpoint: directory) }
+        guard let i = fileIndex[name] else { throw SafetensorsError.missingTensor(name: name, checkpoint: directory) }
         return try files[i].tensor(name)
     }
 
-    /// Tensor `name`, checked against the shape the config implies.
-    public func tensor(_ name: String, shape: [Int]) throws -> Tensor {
-        let t = try tensor(name)
-        try t.expectShape(shape, "\(entry(name).map { ($0.name) } ?? name) in \(directory)")
-        return t
-    }
 
     /// The file that holds `name`.
-    public func file(of name: String) -> SafetensorsFile? { location[name].map { files[$0] } }
+    public func file(of name: String) -> SafetensorsFile? { fileIndex[name].map { files[$0] } }
+    public func path(of name: String) -> String? { file(of: name)?.path }
+    public var location: String { directory }
 }
 
 /// The plain weight store: every tensor a view into the mapped checkpoint (the llama.cpp way;
 /// the page cache holds what was read). Layers need no acquiring.
 public final class MappedWeightStore: WeightStore, @unchecked Sendable {
-    public let checkpoint: SafetensorsCheckpoint
-    public init(checkpoint: SafetensorsCheckpoint) { self.checkpoint = checkpoint }
+    public let checkpoint: any WeightCheckpoint
+    public init(checkpoint: any WeightCheckpoint) { self.checkpoint = checkpoint }
     public func contains(_ name: String) -> Bool { checkpoint.contains(name) }
     public func tensor(_ name: String, layer: Int) throws -> Tensor { try checkpoint.tensor(name) }
     public func acquire(layer: Int) throws {}
     public func release(layer: Int) {}
-    public var location: String { checkpoint.directory }
+    public var location: String { checkpoint.location }
 }

@@ -72,6 +72,13 @@ public protocol Architecture: Sendable {
     static func synthTensors(_ shape: SynthShape) -> [(name: String, shape: [Int])]
     /// The config.json `synth` writes for `shape` (without the dtype).
     static func synthConfig(_ shape: SynthShape) -> [String: Any]
+    /// GGUF's `general.architecture` of this architecture (nil: Strata reads no GGUF of it;
+    /// llama.cpp writes Mistral as `llama`). Default nil (GGUFModel.swift).
+    static var ggufArchitecture: String? { get }
+    /// The HF name of a llama.cpp tensor name (nil: not read). Default: the Llama family's table.
+    static func tensorName(gguf: String) -> String?
+    /// The config.json fields of a GGUF file's metadata. Default: the Llama family's fields.
+    static func ggufConfig(_ h: GGUFHyperparameters) throws -> [String: Any]
 }
 
 extension Architecture {

@@ -24,6 +24,8 @@ public struct Gemma2Config: Decodable, Sendable {
     /// default every even layer, counting from 0).
     public var slidingLayers: [Bool]
     public var tieEmbeddings: Bool
+    /// The norm weights are stored as 1 + w (a GGUF of llama.cpp's converter).
+    public var normWeightsIncludeOne: Bool
     public var bos: [Int]
     public var eos: [Int]
 
@@ -34,6 +36,7 @@ public struct Gemma2Config: Decodable, Sendable {
         case attnSoftcap = "attn_logit_softcapping", finalSoftcap = "final_logit_softcapping", slidingWindow = "sliding_window"
         case layerTypes = "layer_types", tie = "tie_word_embeddings", bos = "bos_token_id", eos = "eos_token_id"
         case act = "hidden_activation", attentionBias = "attention_bias"
+        case normIncludesOne = "strata_norm_weights_include_one"
     }
 
     public init(from decoder: Decoder) throws {
@@ -82,6 +85,7 @@ public struct Gemma2Config: Decodable, Sendable {
             slidingLayers = (0..<layers).map { ($0 + 1) % 2 == 1 }
         }
         tieEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tie) ?? true
+        normWeightsIncludeOne = try c.decodeIfPresent(Bool.self, forKey: .normIncludesOne) ?? false
         bos = try c.decodeIfPresent(TokenIDs.self, forKey: .bos)?.ids ?? [2]
         eos = try c.decodeIfPresent(TokenIDs.self, forKey: .eos)?.ids ?? [1]
         let act = try c.decodeIfPresent(String.self, forKey: .act) ?? "gelu_pytorch_tanh"
@@ -147,6 +151,7 @@ public final class Gemma2Model: CausalLM, @unchecked Sendable {
         let w = WeightLoader(store: store)
         let h = config.hiddenSize, hd = config.headDim, nh = config.heads, kvh = config.kvHeads, ff = config.intermediateSize
         func onePlus(_ t: Tensor) -> Tensor {
+            if config.normWeightsIncludeOne { return t }
             for i in 0..<t.count { t.f32[i] += 1 }
             return t
         }
@@ -257,6 +262,28 @@ public enum Gemma2Architecture: Architecture {
             }
         }
         return t
+    }
+    public static var ggufArchitecture: String? { "gemma2" }
+    public static func tensorName(gguf name: String) -> String? {
+        var t = llamaFamilyGGUFLayerNames
+        t["post_attention_norm"] = "post_attention_layernorm"
+        t["ffn_norm"] = "pre_feedforward_layernorm"
+        t["post_ffw_norm"] = "post_feedforward_layernorm"
+        return llamaFamilyTensorName(gguf: name, layerNames: t)
+    }
+    /// llama.cpp stores Gemma's norms as 1 + w, and scales queries by head_dim^-1/2 (27B, with 46
+    /// layers: (hidden / heads)^-1/2), as transformers' `query_pre_attn_scalar` of those models.
+    public static func ggufConfig(_ h: GGUFHyperparameters) throws -> [String: Any] {
+        var f = try h.llamaFamilyFields()
+        let hidden = f["hidden_size"] as! Int, heads = f["num_attention_heads"] as! Int
+        let headDim = f["head_dim"] as? Int ?? hidden / heads
+        f["head_dim"] = headDim
+        f["query_pre_attn_scalar"] = (f["num_hidden_layers"] as! Int) == 46 ? hidden / heads : headDim
+        f["attn_logit_softcapping"] = try h.double("attn_logit_softcapping") ?? NSNull()
+        f["final_logit_softcapping"] = try h.double("final_logit_softcapping") ?? NSNull()
+        if let w = try h.int("attention.sliding_window") { f["sliding_window"] = w }
+        f["strata_norm_weights_include_one"] = true
+        return f
     }
     public static func synthConfig(_ s: SynthShape) -> [String: Any] {
         var c = LlamaFamily.synthConfig(s, architecture: name, modelType: "gemma2")

@@ -50,6 +50,8 @@ public struct LlamaFamilyConfig: Sendable {
     public var slidingWindow: Int?
     public var bos: [Int]
     public var eos: [Int]
+    /// Q and K rows in RoPE's interleaved layout (a GGUF of llama.cpp's converter).
+    public var ropeInterleaved: Bool
 
     enum Keys: String, CodingKey {
         case vocabSize = "vocab_size", hiddenSize = "hidden_size", intermediateSize = "intermediate_size"
@@ -58,6 +60,7 @@ public struct LlamaFamilyConfig: Sendable {
         case attentionBias = "attention_bias", mlpBias = "mlp_bias", maxPositions = "max_position_embeddings"
         case slidingWindow = "sliding_window", useSlidingWindow = "use_sliding_window"
         case bos = "bos_token_id", eos = "eos_token_id", hiddenAct = "hidden_act"
+        case ropeInterleaved = "strata_rope_interleaved"
     }
 
     public init(from decoder: Decoder, defaults d: Defaults) throws {
@@ -110,6 +113,7 @@ public struct LlamaFamilyConfig: Sendable {
         slidingWindow = useWindow ? try c.decodeIfPresent(Int.self, forKey: .slidingWindow) : nil
         bos = try c.decodeIfPresent(TokenIDs.self, forKey: .bos)?.ids ?? d.bos
         eos = try c.decodeIfPresent(TokenIDs.self, forKey: .eos)?.ids ?? d.eos
+        ropeInterleaved = try c.decodeIfPresent(Bool.self, forKey: .ropeInterleaved) ?? false
         let act = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? "silu"
         if act != "silu" { throw ConfigError.invalidValue(file: file, field: "hidden_act", reason: "'\(act)' not supported (silu)") }
     }
@@ -255,9 +259,9 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
         } else {
             lmHead = WeightMatrix(embed)
         }
-        rope = RoPE(headDim: hd, rotaryDim: config.rotaryDim, theta: Float(config.rope.theta), layout: .halfSplit, scaling: config.ropeScaling)
+        rope = RoPE(headDim: hd, rotaryDim: config.rotaryDim, theta: Float(config.rope.theta), layout: config.ropeInterleaved ? .interleaved : .halfSplit, scaling: config.ropeScaling)
         if let long = config.longRopeScaling {
-            longRope = (RoPE(headDim: hd, rotaryDim: config.rotaryDim, theta: Float(config.rope.theta), layout: .halfSplit, scaling: long.scaling), long.beyond)
+            longRope = (RoPE(headDim: hd, rotaryDim: config.rotaryDim, theta: Float(config.rope.theta), layout: config.ropeInterleaved ? .interleaved : .halfSplit, scaling: long.scaling), long.beyond)
         } else {
             longRope = nil
         }
@@ -410,4 +414,11 @@ public enum LlamaArchitecture: Architecture {
     public static func vectorsPerLayer(_ spec: ModelSpec) -> Int { LlamaFamily.vectorsPerLayer(spec) }
     public static func synthTensors(_ shape: SynthShape) -> [(name: String, shape: [Int])] { LlamaFamily.synthTensors(shape, qkvBias: false) }
     public static func synthConfig(_ shape: SynthShape) -> [String: Any] { LlamaFamily.synthConfig(shape, architecture: name, modelType: "llama") }
+    public static var ggufArchitecture: String? { "llama" }
+    /// llama.cpp's converter permutes Llama's Q and K rows into RoPE's interleaved layout.
+    public static func ggufConfig(_ h: GGUFHyperparameters) throws -> [String: Any] {
+        var f = try h.llamaFamilyFields()
+        f["strata_rope_interleaved"] = true
+        return f
+    }
 }

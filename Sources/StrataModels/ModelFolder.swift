@@ -2,24 +2,57 @@ import Foundation
 import StrataFormats
 import StrataTensor
 
-/// A model folder opened once: `config.json` read and decoded once (its architecture and
-/// shape), the `*.safetensors` headers read once (the files mapped, zero-copy), `tokenizer.json`
-/// and `generation_config.json` parsed once. Everything below the CLI takes this value, not a
-/// path, so nothing opens the folder's files again. A folder with config.json alone (no
-/// weights) opens too: `checkpoint` is nil and the planner works from the shape.
+/// A model opened once: a Hugging Face folder or a GGUF file.
+///
+/// A folder: `config.json` read and decoded once (its architecture and shape), the
+/// `*.safetensors` headers read once (the files mapped, zero-copy), `tokenizer.json` and
+/// `generation_config.json` parsed once. A folder with config.json alone (no weights) opens
+/// too: `checkpoint` is nil and the planner works from the shape.
+///
+/// A `.gguf` file (llama.cpp's format): its metadata becomes the config, its tensors the
+/// checkpoint (under the HF names), its `tokenizer.ggml.*` the tokenizer (`GGUFModel`).
+///
+/// Everything below the CLI takes this value, not a path, so nothing opens the files again.
 public final class ModelFolder: @unchecked Sendable {
+    /// The folder, or the GGUF file.
     public let directory: String
     public let config: ConfigFile
     public let architecture: any Architecture.Type
     public let spec: ModelSpec
     /// The weights' headers (nil when the folder has no `*.safetensors`).
-    public let checkpoint: SafetensorsCheckpoint?
+    public let checkpoint: (any WeightCheckpoint)?
     /// nil when the folder has no tokenizer.json (then only ids can be used).
     public let tokenizer: Tokenizer?
     public let generation: GenerationConfig?
+    /// The GGUF file, when the model is one.
+    public let gguf: GGUFFile?
+
+    /// A folder, or a GGUF file (a path that is a regular file).
+    public convenience init(path: String) throws {
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue {
+            try self.init(gguf: path)
+        } else {
+            try self.init(directory: path)
+        }
+    }
+
+    /// A GGUF file.
+    public init(gguf path: String) throws {
+        let file = try GGUFFile(path: path)
+        directory = path
+        gguf = file
+        architecture = try GGUFModel.architecture(of: file)
+        config = try GGUFModel.config(of: file, architecture: architecture)
+        spec = try architecture.spec(config: config)
+        checkpoint = try GGUFCheckpoint(file: file, architecture: architecture)
+        tokenizer = try GGUFTokenizer.load(file)
+        generation = nil
+    }
 
     public init(directory: String) throws {
         self.directory = directory
+        gguf = nil
         config = try ConfigFile(directory: directory)
         architecture = try ModelRegistry.architecture(of: config)
         spec = try architecture.spec(config: config)
@@ -31,7 +64,7 @@ public final class ModelFolder: @unchecked Sendable {
     }
 
     /// The checkpoint, or a typed error naming the folder when it has none.
-    public func requireCheckpoint() throws -> SafetensorsCheckpoint {
+    public func requireCheckpoint() throws -> any WeightCheckpoint {
         guard let c = checkpoint else { throw SafetensorsError.noWeights(directory: directory) }
         return c
     }
@@ -48,5 +81,5 @@ public final class ModelFolder: @unchecked Sendable {
     }
 
     /// The storage dtype config.json declares (`torch_dtype` / `dtype`), nil when none.
-    public func declaredDType() throws -> DType? { try ConfigDType.load(config) }
+    public func declaredDType() throws -> DType? { gguf != nil ? nil : try ConfigDType.load(config) }
 }

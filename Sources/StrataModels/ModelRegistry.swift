@@ -36,7 +36,7 @@ public enum ModelRegistry {
     /// Loads the model in `directory` (config.json + safetensors); weights stay mapped
     /// (or come from `store`, e.g. a tiered store that streams some layers from disk).
     public static func load(directory: String, store: WeightStore? = nil) throws -> CausalLM {
-        try ModelFolder(directory: directory).load(store: store)
+        try ModelFolder(path: directory).load(store: store)
     }
 
     /// The model's spec from `config.json` alone (no weights opened): what the planner needs.

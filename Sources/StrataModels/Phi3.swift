@@ -26,4 +26,29 @@ public enum Phi3Architecture: Architecture {
         LlamaFamily.synthTensors(shape, qkvBias: false, fused: true)
     }
     public static func synthConfig(_ shape: SynthShape) -> [String: Any] { LlamaFamily.synthConfig(shape, architecture: name, modelType: "phi3") }
+
+    public static var ggufArchitecture: String? { "phi3" }
+    /// llama.cpp keeps Phi-3's fused tensors: `attn_qkv` (q|k|v) and `ffn_up` (gate|up).
+    public static func tensorName(gguf name: String) -> String? {
+        var t = llamaFamilyGGUFLayerNames
+        t["attn_qkv"] = "self_attn.qkv_proj"
+        t["ffn_up"] = "mlp.gate_up_proj"
+        return llamaFamilyTensorName(gguf: name, layerNames: t)
+    }
+    /// Partial rotary from `rope.dimension_count`; LongRoPE from the `rope_factors_short` and
+    /// `rope_factors_long` tensors with `rope.scaling.original_context_length` and `attn_factor`.
+    public static func ggufConfig(_ h: GGUFHyperparameters) throws -> [String: Any] {
+        var f = try h.llamaFamilyFields()
+        let hidden = f["hidden_size"] as! Int, heads = f["num_attention_heads"] as! Int
+        let headDim = f["head_dim"] as? Int ?? hidden / heads
+        if let rot = try h.int("rope.dimension_count") { f["partial_rotary_factor"] = Double(rot) / Double(headDim) }
+        if let w = try h.int("attention.sliding_window") { f["sliding_window"] = w }
+        if let short = try h.floats(tensor: "rope_factors_short.weight"), let long = try h.floats(tensor: "rope_factors_long.weight") {
+            var s: [String: Any] = ["rope_type": "longrope", "short_factor": short, "long_factor": long]
+            if let o = try h.int("rope.scaling.original_context_length") { s["original_max_position_embeddings"] = o }
+            if let a = try h.double("rope.scaling.attn_factor") { s["attention_factor"] = a }
+            f["rope_scaling"] = s
+        }
+        return f
+    }
 }

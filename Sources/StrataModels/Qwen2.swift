@@ -28,4 +28,5 @@ public enum Qwen2Architecture: Architecture {
     public static func vectorsPerLayer(_ spec: ModelSpec) -> Int { LlamaFamily.vectorsPerLayer(spec) + spec.heads * spec.headDim + 2 * spec.kvDim }
     public static func synthTensors(_ shape: SynthShape) -> [(name: String, shape: [Int])] { LlamaFamily.synthTensors(shape, qkvBias: true) }
     public static func synthConfig(_ shape: SynthShape) -> [String: Any] { LlamaFamily.synthConfig(shape, architecture: name, modelType: "qwen2") }
+    public static var ggufArchitecture: String? { "qwen2" }
 }

@@ -31,4 +31,5 @@ public enum Qwen3Architecture: Architecture {
         LlamaFamily.synthTensors(shape, qkvBias: false, qkNorm: true)
     }
     public static func synthConfig(_ shape: SynthShape) -> [String: Any] { LlamaFamily.synthConfig(shape, architecture: name, modelType: "qwen3") }
+    public static var ggufArchitecture: String? { "qwen3" }
 }

@@ -34,6 +34,8 @@ public final class Tokenizer: @unchecked Sendable {
     let added: [AddedToken]
     /// ids of special added tokens
     public let specialIDs: Set<Int>
+    /// The model's chat template (a GGUF's `tokenizer.chat_template`), when it came with one.
+    public internal(set) var chatTemplate: String?
 
     struct AddedToken {
         let id: Int
@@ -54,12 +56,17 @@ public final class Tokenizer: @unchecked Sendable {
         try self.init(path: (directory as NSString).appendingPathComponent("tokenizer.json"))
     }
 
-    public init(path: String) throws {
-        file = path
+    public convenience init(path: String) throws {
         guard let data = FileManager.default.contents(atPath: path) else { throw ConfigError.missingFile(path: path) }
         guard let root = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
             throw TokenizerError.malformed(file: path, field: "(document)", reason: "not a JSON object")
         }
+        try self.init(root: root, file: path)
+    }
+
+    /// A tokenizer from the decoded `tokenizer.json` object (`file` names it in errors).
+    public init(root: [String: Any], file path: String) throws {
+        file = path
         let p = JSONPath(file: path)
         guard let modelObj = root["model"] as? [String: Any] else { throw TokenizerError.malformed(file: path, field: "model", reason: "missing") }
         model = try BPEModel(modelObj, p.sub("model"))

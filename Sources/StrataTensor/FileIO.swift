@@ -23,6 +23,8 @@ public enum FileError: Error, CustomStringConvertible, Equatable, Sendable {
     case unexpectedEOF(path: String, offset: Int, count: Int)
     /// No space left on the device (ENOSPC) or a size limit was reached.
     case diskFull(path: String, requested: Int)
+    /// Not a regular file (a FIFO, device or directory), refused before opening it.
+    case notRegular(path: String)
 
     public var description: String {
         switch self {
@@ -35,6 +37,7 @@ public enum FileError: Error, CustomStringConvertible, Equatable, Sendable {
         case let .rename(f, t, e): return "\(f): cannot rename to \(t): \(FileError.message(e))"
         case let .unexpectedEOF(p, o, c): return "\(p): file ends before offset \(o) + \(c) bytes"
         case let .diskFull(p, r): return "\(p): disk full (needed \(r) more bytes)"
+        case let .notRegular(p): return "\(p): not a regular file"
         }
     }
 
@@ -112,6 +115,19 @@ public enum FileIO {
     }
 
     public static func openRead(_ path: String) throws -> Int32 { try open(path, O_RDONLY) }
+
+    /// `stat(2)` (the Swift name `stat` is the struct's initializer here).
+    private static func lstatFollow(_ path: String, _ st: UnsafeMutablePointer<stat>) -> Int32 {
+        path.withCString { fstatat(AT_FDCWD, $0, st, 0) }
+    }
+
+    /// Throws unless `path` is a regular file (`stat`, which does not open it, so a FIFO cannot
+    /// block the caller): missing files give `FileError.open` with ENOENT.
+    public static func requireRegularFile(_ path: String) throws {
+        var st = stat()
+        if lstatFollow(path, &st) != 0 { throw FileError.open(path: path, errno: errno) }
+        if (st.st_mode & S_IFMT) != S_IFREG { throw FileError.notRegular(path: path) }
+    }
 
     public static func size(fd: Int32, path: String) throws -> Int {
         var st = stat()

@@ -1,0 +1,163 @@
+import Foundation
+import StrataFormats
+import StrataTensor
+
+/// A GGUF file opened as a model: its metadata turned into the `config.json` fields the
+/// architecture decodes, its tensors presented under the Hugging Face names the architecture
+/// reads (zero-copy views of the mapped file), its tokenizer rebuilt from `tokenizer.ggml.*`.
+///
+/// What llama.cpp's converter changes, and how Strata undoes it:
+/// - Llama-family Q and K rows are permuted per head into RoPE's interleaved layout (pairs
+///   `2i, 2i+1`); Strata rotates those weights with the interleaved layout instead of permuting
+///   them back (attention scores are dot products over the head, unchanged by a permutation
+///   applied to both q and k), so the tensors stay mapped. Config key `strata_rope_interleaved`.
+/// - Gemma-2's RMSNorm weights are stored as `1 + w`; config key `strata_norm_weights_include_one`.
+/// - GPT-2's Conv1D weights are stored transposed (`[out, in]`); config key `strata_linear_out_in`.
+public enum GGUFModel {
+    /// The architecture of a GGUF file (`general.architecture`).
+    public static func architecture(of file: GGUFFile) throws -> any Architecture.Type {
+        guard let name = try file.string("general.architecture") else { throw GGUFError.missingKey(file: file.path, key: "general.architecture") }
+        guard let a = ModelRegistry.architectures.first(where: { $0.ggufArchitecture == name }) else {
+            let known = ModelRegistry.architectures.compactMap { $0.ggufArchitecture }
+            throw ConfigError.unsupportedArchitecture(file: file.path, architecture: name, supported: known)
+        }
+        return a
+    }
+
+    /// The config.json an architecture decodes, from the file's metadata.
+    public static func config(of file: GGUFFile, architecture a: any Architecture.Type) throws -> ConfigFile {
+        var fields = try a.ggufConfig(GGUFHyperparameters(file: file, prefix: a.ggufArchitecture ?? ""))
+        fields["architectures"] = [a.name]
+        let data = try JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])
+        return ConfigFile(path: file.path, data: data)
+    }
+}
+
+/// Typed access to `<arch>.*` hyperparameters of a GGUF file, errors naming the key.
+public struct GGUFHyperparameters {
+    public let file: GGUFFile
+    public let prefix: String
+    public func int(_ key: String) throws -> Int? { try file.int(prefix + "." + key) }
+    public func requireInt(_ key: String) throws -> Int {
+        let v = try file.requireInt(prefix + "." + key)
+        guard v > 0 else { throw GGUFError.invalid(file: file.path, field: prefix + "." + key, reason: "must be positive, got \(v)") }
+        return v
+    }
+    public func double(_ key: String) throws -> Double? { try file.double(prefix + "." + key) }
+    public func string(_ key: String) throws -> String? { try file.string(prefix + "." + key) }
+    public func hasTensor(_ name: String) -> Bool { file.tensorsByName[name] != nil }
+
+    /// The vocabulary size: `<arch>.vocab_size`, else the embedding's rows, else the token
+    /// list's length.
+    public func vocabSize() throws -> Int {
+        if let v = try int("vocab_size") { return v }
+        if let e = file.tensorsByName["token_embd.weight"], e.dims.count == 2 { return e.dims[1] }
+        if let t = try file.strings("tokenizer.ggml.tokens") { return t.count }
+        throw GGUFError.missingKey(file: file.path, key: prefix + ".vocab_size")
+    }
+
+    /// A 1-D f32 tensor's values (rope frequency factors).
+    public func floats(tensor name: String) throws -> [Float]? {
+        guard file.tensorsByName[name] != nil else { return nil }
+        let t = try file.tensor(name)
+        guard t.dtype == .f32, t.rank == 1 else {
+            throw GGUFError.badShape(file: file.path, tensor: name, reason: "expected a 1-D F32 tensor, got \(t.dtype) \(t.shape)")
+        }
+        return t.toArray()
+    }
+
+    /// The Llama-family fields (llama, qwen2, qwen3, phi3, gemma2 share them).
+    public func llamaFamilyFields() throws -> [String: Any] {
+        let heads = try requireInt("attention.head_count")
+        var f: [String: Any] = [
+            "vocab_size": try vocabSize(),
+            "hidden_size": try requireInt("embedding_length"),
+            "intermediate_size": try requireInt("feed_forward_length"),
+            "num_hidden_layers": try requireInt("block_count"),
+            "num_attention_heads": heads,
+            "num_key_value_heads": try int("attention.head_count_kv") ?? heads,
+            "tie_word_embeddings": !hasTensor("output.weight"),
+        ]
+        if let v = try int("context_length") { f["max_position_embeddings"] = v }
+        if let v = try int("attention.key_length") { f["head_dim"] = v }
+        if let v = try double("attention.layer_norm_rms_epsilon") { f["rms_norm_eps"] = v }
+        if let v = try double("rope.freq_base") { f["rope_theta"] = v }
+        if let v = try file.int("tokenizer.ggml.bos_token_id") { f["bos_token_id"] = v }
+        if let v = try file.int("tokenizer.ggml.eos_token_id") { f["eos_token_id"] = v }
+        switch try string("rope.scaling.type") {
+        case nil, "none": break
+        case "linear":
+            guard let factor = try double("rope.scaling.factor") else { throw GGUFError.missingKey(file: file.path, key: prefix + ".rope.scaling.factor") }
+            f["rope_scaling"] = ["rope_type": "linear", "factor": factor]
+        case let other?:
+            throw GGUFError.invalid(file: file.path, field: prefix + ".rope.scaling.type", reason: "'\(other)' is not supported (none, linear)")
+        }
+        // Llama 3.1's frequency scaling is written as a tensor of per-frequency divisors
+        if let divisors = try floats(tensor: "rope_freqs.weight") {
+            f["rope_scaling"] = ["rope_type": "longrope", "short_factor": divisors, "long_factor": divisors,
+                                 "original_max_position_embeddings": f["max_position_embeddings"] ?? 1 << 30, "attention_factor": 1.0]
+        }
+        return f
+    }
+}
+
+extension Architecture {
+    /// llama.cpp's name of one layer's tensor -> the HF suffix after `model.layers.N.`.
+    static var llamaFamilyGGUFLayerNames: [String: String] {
+        ["attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+         "attn_output": "self_attn.o_proj", "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm",
+         "ffn_norm": "post_attention_layernorm", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj"]
+    }
+
+    /// llama.cpp's tensor name -> the HF name, through `layerNames` (Llama-family globals).
+    static func llamaFamilyTensorName(gguf name: String, layerNames: [String: String]) -> String? {
+        switch name {
+        case "token_embd.weight": return "model.embed_tokens.weight"
+        case "output_norm.weight": return "model.norm.weight"
+        case "output.weight": return "lm_head.weight"
+        default: break
+        }
+        guard let (layer, rest) = layerSuffix(name, prefix: "blk.") else { return nil }
+        guard let dot = rest.lastIndex(of: ".") else { return nil }
+        let base = String(rest[..<dot]), kind = rest[rest.index(after: dot)...]
+        guard kind == "weight" || kind == "bias", let hf = layerNames[base] else { return nil }
+        return "model.layers.\(layer).\(hf).\(kind)"
+    }
+
+    // Defaults for the Llama family (Llama, Qwen2, Qwen3); other architectures override.
+    public static var ggufArchitecture: String? { nil }
+    public static func tensorName(gguf name: String) -> String? { llamaFamilyTensorName(gguf: name, layerNames: llamaFamilyGGUFLayerNames) }
+    public static func ggufConfig(_ h: GGUFHyperparameters) throws -> [String: Any] { try h.llamaFamilyFields() }
+}
+
+/// A GGUF file's tensors under the Hugging Face names of its architecture (tensors the
+/// architecture does not read, such as `rope_freqs.weight`, keep their llama.cpp names).
+public final class GGUFCheckpoint: WeightCheckpoint, @unchecked Sendable {
+    public let file: GGUFFile
+    /// HF name -> llama.cpp name
+    private let ggufName: [String: String]
+    private let entries: [String: TensorEntry]
+
+    public init(file: GGUFFile, architecture a: any Architecture.Type) throws {
+        self.file = file
+        var names: [String: String] = [:], entries: [String: TensorEntry] = [:]
+        for t in file.tensors {
+            let hf = a.tensorName(gguf: t.name) ?? t.name
+            if let prev = names[hf] { throw GGUFError.duplicateTensor(file: file.path, tensor: "\(t.name) (also \(prev))") }
+            names[hf] = t.name
+            entries[hf] = TensorEntry(name: hf, rawDType: t.type.name, dtype: t.type.dtype, shape: t.shape, begin: t.begin, end: t.end)
+        }
+        ggufName = names
+        self.entries = entries
+    }
+
+    public var location: String { file.path }
+    public var tensorNames: [String] { entries.keys.sorted() }
+    public func contains(_ name: String) -> Bool { entries[name] != nil }
+    public func entry(_ name: String) -> TensorEntry? { entries[name] }
+    public func path(of name: String) -> String? { entries[name] != nil ? file.path : nil }
+    public func tensor(_ name: String) throws -> Tensor {
+        guard let g = ggufName[name] else { throw SafetensorsError.missingTensor(name: name, checkpoint: file.path) }
+        return try file.tensor(g)
+    }
+}

@@ -1,0 +1,434 @@
+#!/usr/bin/env python3
+"""Make Strata's GGUF test fixtures with PyPI `gguf` (the library llama.cpp's converter writes
+with), `transformers`, `tokenizers` and `sentencepiece`.
+
+Run by hand (CI never installs torch), from the repository root:
+
+    python3 -m venv /tmp/strata-venv
+    /tmp/strata-venv/bin/pip install "torch==2.13.0+cpu" transformers tokenizers safetensors gguf sentencepiece protobuf
+    /tmp/strata-venv/bin/python scripts/make_gguf_fixtures.py
+
+It writes Tests/Fixtures/gguf/:
+  <name>.gguf        a tiny random model written the way convert_hf_to_gguf.py writes it:
+                     llama.cpp's tensor names and metadata keys, Llama's Q/K rows permuted for
+                     interleaved RoPE, Gemma's norms stored as 1 + w, 2-D weights quantized
+  <name>.json        reference: token sequences, greedy continuation, tokenizer cases (ids from
+                     the Hugging Face tokenizer of the same model)
+  <name>.safetensors reference logits, f32 [T, vocab] per sequence, from `transformers` running
+                     the HF model whose weights are gguf-py's dequantization of the file's blocks
+  bad/*.gguf         hostile files (truncated, lying counts and lengths, offsets outside the
+                     data, overlapping tensors, unknown type, dims whose product overflows)
+Q8_0 and Q4_0 blocks come from gguf-py's quantize; gguf-py has no K-quant quantizer, so Q4_K and
+Q6_K blocks come from a plain min/max quantizer here (valid blocks; the reference is what
+gguf-py's dequantize reads from them, whatever quantizer made them).
+Everything is seeded; rerunning gives the same files for the same library versions.
+"""
+import json
+import os
+import struct
+import sys
+import tempfile
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+import gguf
+from gguf import GGMLQuantizationType as Q
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_fixtures import CASES, CORPUS, train_byte_level  # noqa: E402
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "Fixtures", "gguf")
+
+
+# ---- K-quant blocks (ggml's layouts; simple min/max quantizer) ---------------------------------
+
+def f16(x):
+    return np.float16(x).tobytes()
+
+
+def quant_q4_k(row):
+    out = bytearray()
+    for blk in row.reshape(-1, 256):
+        sub = blk.reshape(8, 32)
+        mn = np.minimum(sub.min(axis=1), 0)
+        mx = sub.max(axis=1)
+        scale = (mx - mn) / 15
+        mins = -mn
+        d = max(scale.max() / 63, 1e-8)
+        dmin = max(mins.max() / 63, 1e-8)
+        d16, dmin16 = np.float16(d), np.float16(dmin)
+        sc = np.clip(np.round(scale / float(d16)), 0, 63).astype(np.int64)
+        m = np.clip(np.round(mins / float(dmin16)), 0, 63).astype(np.int64)
+        scales = [0] * 12
+        for j in range(8):
+            if j < 4:
+                scales[j] |= int(sc[j]) & 63
+                scales[j + 4] |= int(m[j]) & 63
+            else:
+                scales[j + 4] |= (int(sc[j]) & 0xF) | ((int(m[j]) & 0xF) << 4)
+                scales[j - 4] |= (int(sc[j]) >> 4) << 6
+                scales[j] |= (int(m[j]) >> 4) << 6
+        q = np.zeros(256, dtype=np.int64)
+        for j in range(8):
+            dl = float(d16) * sc[j]
+            ml = float(dmin16) * m[j]
+            q[32 * j:32 * j + 32] = np.clip(np.round((sub[j] + ml) / dl), 0, 15) if dl > 0 else 0
+        qs = bytearray(128)
+        for c in range(4):
+            lo, hi = q[64 * c:64 * c + 32], q[64 * c + 32:64 * c + 64]
+            for l in range(32):
+                qs[32 * c + l] = int(lo[l]) | (int(hi[l]) << 4)
+        out += f16(d16) + f16(dmin16) + bytes(scales) + bytes(qs)
+    return bytes(out)
+
+
+def quant_q6_k(row):
+    out = bytearray()
+    for blk in row.reshape(-1, 256):
+        sub = blk.reshape(16, 16)
+        amax = np.abs(sub).max(axis=1)
+        scale = amax / 31
+        d = max(np.abs(scale).max() / 127, 1e-8)
+        d16 = np.float16(d)
+        sc = np.clip(np.round(scale / float(d16)), -128, 127).astype(np.int64)
+        q = np.zeros(256, dtype=np.int64)
+        for j in range(16):
+            dl = float(d16) * sc[j]
+            q[16 * j:16 * j + 16] = (np.clip(np.round(sub[j] / dl), -32, 31) if dl != 0 else 0) + 32
+        ql = bytearray(128)
+        qh = bytearray(64)
+        for n in range(2):
+            qq = q[128 * n:128 * n + 128]
+            for l in range(32):
+                q1, q2, q3, q4 = int(qq[l]), int(qq[l + 32]), int(qq[l + 64]), int(qq[l + 96])
+                ql[64 * n + l] = (q1 & 0xF) | ((q3 & 0xF) << 4)
+                ql[64 * n + l + 32] = (q2 & 0xF) | ((q4 & 0xF) << 4)
+                qh[32 * n + l] = (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6)
+        out += bytes(ql) + bytes(qh) + bytes(np.array(sc, dtype=np.int8).tobytes()) + f16(d16)
+    return bytes(out)
+
+
+def quantize(w, qtype):
+    """2-D float32 [rows, cols] -> (uint8 [rows, bytes_per_row], dequantized float32 [rows, cols])."""
+    w = np.ascontiguousarray(w, dtype=np.float32)
+    if qtype == Q.F32:
+        return w, w
+    if qtype == Q.F16:
+        h = w.astype(np.float16)
+        return h, h.astype(np.float32)
+    if qtype in (Q.Q8_0, Q.Q4_0):
+        raw = gguf.quants.quantize(w, qtype)
+    elif qtype == Q.Q4_K:
+        raw = np.frombuffer(b"".join(quant_q4_k(r) for r in w), dtype=np.uint8).reshape(w.shape[0], -1)
+    elif qtype == Q.Q6_K:
+        raw = np.frombuffer(b"".join(quant_q6_k(r) for r in w), dtype=np.uint8).reshape(w.shape[0], -1)
+    else:
+        raise ValueError(qtype)
+    return raw, gguf.quants.dequantize(raw, qtype).reshape(w.shape).astype(np.float32)
+
+
+def permute(w, n_head):
+    """convert_hf_to_gguf.py's LlamaModel.permute: HF half-split rows -> interleaved pairs."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+# ---- tokenizers ----------------------------------------------------------------------------------
+
+def sentencepiece_tokenizer(tmp):
+    """A SentencePiece BPE model with byte fallback, as Llama 2 / TinyLlama ship it, and the
+    Hugging Face tokenizer transformers converts from it."""
+    import sentencepiece as spm
+    from transformers import AutoTokenizer
+    text = os.path.join(tmp, "corpus.txt")
+    with open(text, "w") as f:
+        f.write("\n".join(CORPUS))
+    prefix = os.path.join(tmp, "tokenizer")
+    spm.SentencePieceTrainer.train(input=text, model_prefix=prefix, model_type="bpe", vocab_size=400,
+                                   byte_fallback=True, character_coverage=1.0, bos_id=1, eos_id=2, unk_id=0,
+                                   split_digits=True, allow_whitespace_only_pieces=True, remove_extra_whitespaces=False,
+                                   normalization_rule_name="identity", minloglevel=2)
+    sp = spm.SentencePieceProcessor(model_file=prefix + ".model")
+    with open(os.path.join(tmp, "tokenizer_config.json"), "w") as f:
+        json.dump({"tokenizer_class": "LlamaTokenizer", "legacy": True, "add_bos_token": True, "bos_token": "<s>",
+                   "eos_token": "</s>", "unk_token": "<unk>"}, f)
+    hf = AutoTokenizer.from_pretrained(tmp)
+    # convert_hf_to_gguf.py's _set_vocab_sentencepiece
+    tokens, scores, types = [], [], []
+    for i in range(sp.vocab_size()):
+        piece = sp.id_to_piece(i)
+        t = gguf.TokenType.NORMAL
+        if sp.is_unknown(i):
+            t = gguf.TokenType.UNKNOWN
+        elif sp.is_control(i):
+            t = gguf.TokenType.CONTROL
+        elif sp.is_unused(i):
+            t = gguf.TokenType.UNUSED
+        elif sp.is_byte(i):
+            t = gguf.TokenType.BYTE
+        tokens.append(piece)
+        scores.append(sp.get_score(i))
+        types.append(int(t))
+    meta = dict(model="llama", pre="default", tokens=tokens, scores=scores, types=types, merges=None,
+                bos=1, eos=2, unk=0, add_bos=True)
+    # the HF tokenizer is the oracle; SentencePiece's own ids are kept beside it (llama.cpp
+    # tokenizes as SentencePiece does, and transformers' conversion differs from it on leading spaces)
+    return meta, (lambda s: hf(s)["input_ids"]), sp.vocab_size(), (lambda s: [1] + sp.encode(s))
+
+
+def byte_level_tokenizer(kind):
+    """A trained byte-level BPE (make_fixtures.py's) and the GGUF vocab the converter's
+    get_vocab_base writes for it."""
+    tok = train_byte_level(kind)
+    vocab = tok.get_vocab(with_added_tokens=True)
+    added = {a.content: a for a in tok.get_added_tokens_decoder().values()}
+    n = max(vocab.values()) + 1
+    rev = {i: t for t, i in vocab.items()}
+    tokens, types = [], []
+    for i in range(n):
+        t = rev[i]
+        if t in added:
+            types.append(int(gguf.TokenType.CONTROL if added[t].special else gguf.TokenType.USER_DEFINED))
+        else:
+            types.append(int(gguf.TokenType.NORMAL))
+        tokens.append(t)
+    model = json.loads(tok.to_str())["model"]
+    merges = [" ".join(m) if isinstance(m, list) else m for m in model["merges"]]
+    bos = tok.token_to_id("<|begin_of_text|>")
+    eot = tok.token_to_id("<|endoftext|>")
+    meta = dict(model="gpt2", pre={"llama3": "llama-bpe", "qwen2": "qwen2", "gpt2": "gpt-2"}[kind], tokens=tokens,
+                scores=None, types=types, merges=merges, bos=bos if kind == "llama3" else eot, eos=eot, unk=None,
+                add_bos=kind == "llama3")
+    return meta, (lambda s: tok.encode(s).ids), n, (lambda s: tok.encode(s).ids)
+
+
+# ---- models ----------------------------------------------------------------------------------
+
+def write_model(name, cls_name, arch, cfg_kwargs, tok, types, seed, chat_template=None):
+    import transformers
+    meta, encode, ntok, encode_native = tok
+    torch.manual_seed(seed)
+    vocab = (ntok + 7) // 8 * 8
+    # the converter pads the token list to the model's vocab with unused [PAD<i>] tokens
+    meta = dict(meta, tokens=meta["tokens"] + ["[PAD%d]" % i for i in range(ntok, vocab)],
+                types=meta["types"] + [int(gguf.TokenType.UNUSED)] * (vocab - ntok),
+                scores=None if meta["scores"] is None else meta["scores"] + [-1000.0] * (vocab - ntok))
+    cfg = getattr(transformers, cls_name.replace("ForCausalLM", "Config"))(vocab_size=vocab, **cfg_kwargs)
+    model = getattr(transformers, cls_name)(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn_like(p) * 0.2)
+    sd = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
+    heads, kv = cfg.num_attention_heads, cfg.num_key_value_heads
+    w = gguf.GGUFWriter(os.path.join(ROOT, name + ".gguf"), arch)
+    w.add_name(name)
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv)
+    hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    if arch in ("qwen3", "gemma2"):
+        w.add_key_length(hd)
+        w.add_value_length(hd)
+    w.add_rope_freq_base(float(getattr(cfg, "rope_theta", None) or cfg.rope_parameters["rope_theta"]))
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    w.add_rope_dimension_count(hd)
+    if arch == "gemma2":
+        w.add_attn_logit_softcapping(cfg.attn_logit_softcapping)
+        w.add_final_logit_softcapping(cfg.final_logit_softcapping)
+        w.add_sliding_window(cfg.sliding_window)
+    w.add_tokenizer_model(meta["model"])
+    w.add_tokenizer_pre(meta["pre"])
+    w.add_token_list(meta["tokens"])
+    if meta["scores"] is not None:
+        w.add_token_scores(meta["scores"])
+    w.add_token_types(meta["types"])
+    if meta["merges"] is not None:
+        w.add_token_merges(meta["merges"])
+    w.add_bos_token_id(meta["bos"])
+    w.add_eos_token_id(meta["eos"])
+    if meta["unk"] is not None:
+        w.add_unk_token_id(meta["unk"])
+    w.add_add_bos_token(meta["add_bos"])
+    if chat_template:
+        w.add_chat_template(chat_template)
+
+    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight", "lm_head.weight": "output.weight"}
+    layer = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+             "self_attn.o_proj": "attn_output", "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm",
+             "post_attention_layernorm": "ffn_norm", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+    if arch == "gemma2":
+        layer.update({"post_attention_layernorm": "post_attention_norm", "pre_feedforward_layernorm": "ffn_norm",
+                      "post_feedforward_layernorm": "post_ffw_norm"})
+    if arch == "phi3":
+        layer.update({"self_attn.qkv_proj": "attn_qkv", "mlp.gate_up_proj": "ffn_up"})
+    new_sd = {}
+    for hf, t in sd.items():
+        if hf == "lm_head.weight" and cfg.tie_word_embeddings:
+            continue
+        if hf in names:
+            g = names[hf]
+        else:
+            parts = hf.split(".")
+            i = parts[2]
+            base, kind = ".".join(parts[3:-1]), parts[-1]
+            g = "blk.%s.%s.%s" % (i, layer[base], kind)
+        data = t
+        if arch == "llama" and g.endswith("attn_q.weight"):
+            data = permute(data, heads)
+        if arch == "llama" and g.endswith("attn_k.weight"):
+            data = permute(data, kv)
+        if arch == "gemma2" and "norm" in g:
+            data = data + 1
+        qtype = Q.F32 if data.ndim == 1 else types(g)
+        raw, deq = quantize(data, qtype) if data.ndim == 2 else (data.astype(np.float32), data.astype(np.float32))
+        if qtype in (Q.F32, Q.F16):
+            w.add_tensor(g, raw)
+        else:
+            w.add_tensor(g, raw, raw_dtype=qtype)
+        # the reference model holds what the file's blocks mean, back in HF order
+        if arch == "llama" and g.endswith("attn_q.weight"):
+            deq = permute_back(deq, heads)
+        if arch == "llama" and g.endswith("attn_k.weight"):
+            deq = permute_back(deq, kv)
+        if arch == "gemma2" and "norm" in g:
+            deq = deq - 1
+        new_sd[hf] = torch.from_numpy(np.ascontiguousarray(deq))
+    if cfg.tie_word_embeddings:
+        new_sd["lm_head.weight"] = new_sd["model.embed_tokens.weight"]
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    model.load_state_dict(new_sd, strict=False)
+    if cfg.tie_word_embeddings:
+        model.tie_weights()
+
+    g = torch.Generator().manual_seed(seed + 1)
+    seqs = [torch.randint(0, ntok, (n,), generator=g).tolist() for n in (7, 19)]
+    logits = {}
+    with torch.no_grad():
+        for i, s in enumerate(seqs):
+            logits["seq%d" % i] = model(torch.tensor([s])).logits[0].float().contiguous()
+        prompt = seqs[0]
+        gen = model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=24, min_new_tokens=24,
+                             eos_token_id=None, pad_token_id=0)[0].tolist()[len(prompt):]
+    save_file(logits, os.path.join(ROOT, name + ".safetensors"))
+    cases = [{"text": t, "ids": encode(t), "native_ids": encode_native(t)} for t in CASES]
+    with open(os.path.join(ROOT, name + ".json"), "w") as f:
+        json.dump({"name": name, "architecture": cls_name, "sequences": seqs, "greedy_prompt": prompt,
+                   "greedy_continuation": gen, "tokenizer_cases": cases, "chat_template": chat_template,
+                   "gguf_version": gguf.__version__ if hasattr(gguf, "__version__") else "", "transformers_version": transformers.__version__},
+                  f, ensure_ascii=False, indent=1)
+    # gguf-py's own reader reads the file back
+    r = gguf.GGUFReader(os.path.join(ROOT, name + ".gguf"))
+    assert len(r.tensors) == len(new_sd) - (1 if cfg.tie_word_embeddings else 0), (len(r.tensors), len(new_sd))
+    print("wrote", name, os.path.getsize(os.path.join(ROOT, name + ".gguf")), "bytes")
+
+
+def permute_back(w, n_head):
+    return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def q4_k_m(name):
+    """llama.cpp's Q4_K_M mix in miniature: Q6_K for the output, the values and ffn_down; Q4_K elsewhere."""
+    if name == "output.weight" or name.endswith("attn_v.weight") or name.endswith("ffn_down.weight"):
+        return Q.Q6_K
+    return Q.Q4_K
+
+
+# ---- hostile files ----------------------------------------------------------------------------
+
+def write_bad():
+    d = os.path.join(ROOT, "bad")
+    os.makedirs(d, exist_ok=True)
+    # a small valid file: metadata like a model's, two Q8_0 matrices and a vector
+    base_path = os.path.join(d, "base.gguf")
+    w = gguf.GGUFWriter(base_path, "llama")
+    w.add_block_count(1)
+    w.add_token_list(["a", "b", "c"])
+    rng = np.random.default_rng(0)
+    for name in ("blk.0.attn_q.weight", "blk.0.attn_k.weight"):
+        w.add_tensor(name, gguf.quants.quantize(rng.standard_normal((4, 64)).astype(np.float32), Q.Q8_0), raw_dtype=Q.Q8_0)
+    w.add_tensor("blk.0.attn_norm.weight", np.ones(64, dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    data = open(base_path, "rb").read()
+    r = gguf.GGUFReader(base_path)
+    first = r.tensors[0]
+
+    def put(name, b):
+        with open(os.path.join(d, name + ".gguf"), "wb") as f:
+            f.write(b)
+
+    put("truncated-header", data[:100])
+    put("truncated-data", data[:len(data) - 100])
+    put("bad-magic", b"GGUX" + data[4:])
+    put("version-1", data[:4] + struct.pack("<I", 1) + data[8:])
+    put("huge-tensor-count", data[:8] + struct.pack("<Q", 1 << 60) + data[16:])
+    put("huge-kv-count", data[:16] + struct.pack("<Q", 1 << 60) + data[24:])
+    # the first key's string length made huge
+    put("huge-string-length", data[:24] + struct.pack("<Q", 1 << 62) + data[32:])
+
+    # tensor info fields: find the first tensor's name in the header, then its dims/type/offset
+    name_bytes = first.name.encode()
+    at = data.index(struct.pack("<Q", len(name_bytes)) + name_bytes)
+    p = at + 8 + len(name_bytes)
+    nd = struct.unpack_from("<I", data, p)[0]
+    dims_at, type_at = p + 4, p + 4 + 8 * nd
+    off_at = type_at + 4
+
+    def patch(b, pos, fmt, v):
+        b = bytearray(b)
+        struct.pack_into(fmt, b, pos, v)
+        return bytes(b)
+
+    put("unknown-type", patch(data, type_at, "<I", 99))
+    put("offset-outside", patch(data, off_at, "<Q", 1 << 40))
+    put("dims-overflow", patch(patch(data, dims_at, "<Q", 1 << 40), dims_at + 8, "<Q", 1 << 40) if nd >= 2 else data)
+    second = r.tensors[1]
+    put("overlap", patch(data, off_at, "<Q", int(second.data_offset - r.data_offset)))
+    # a duplicate tensor name: the second tensor renamed to the first (same length names only)
+    s_name = second.name.encode()
+    if len(s_name) == len(name_bytes):
+        put("duplicate-tensor", data.replace(struct.pack("<Q", len(s_name)) + s_name, struct.pack("<Q", len(name_bytes)) + name_bytes))
+    put("misaligned-offset", patch(data, off_at, "<Q", 3))
+
+
+def main():
+    torch.set_num_threads(2)
+    os.makedirs(ROOT, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        sp = sentencepiece_tokenizer(tmp)
+    q2 = byte_level_tokenizer("qwen2")
+    l3 = byte_level_tokenizer("llama3")
+    base = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                max_position_embeddings=128, rms_norm_eps=1e-5)
+    template = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
+    write_model("llama-q8_0", "LlamaForCausalLM", "llama", dict(base, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2),
+                sp, lambda g: Q.Q8_0, seed=21, chat_template=template)
+    write_model("llama-q4_0", "LlamaForCausalLM", "llama", dict(base, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2),
+                sp, lambda g: Q.Q4_0, seed=22)
+    write_model("llama-q4_k_m", "LlamaForCausalLM", "llama", dict(base, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2),
+                sp, q4_k_m, seed=23)
+    write_model("llama3-q6_k", "LlamaForCausalLM", "llama", dict(base, tie_word_embeddings=True, rope_theta=500000.0),
+                l3, lambda g: Q.Q6_K, seed=24)
+    write_model("qwen2-q4_k_m", "Qwen2ForCausalLM", "qwen2", dict(base, tie_word_embeddings=True, rope_theta=1000000.0),
+                q2, q4_k_m, seed=25)
+    write_model("qwen3-q8_0", "Qwen3ForCausalLM", "qwen3", dict(base, head_dim=64, tie_word_embeddings=True, rope_theta=1000000.0),
+                q2, lambda g: Q.Q8_0, seed=26)
+    write_model("gemma2-q8_0", "Gemma2ForCausalLM", "gemma2",
+                dict(base, head_dim=64, tie_word_embeddings=True, query_pre_attn_scalar=64, sliding_window=8,
+                     attn_logit_softcapping=5.0, final_logit_softcapping=3.0, hidden_activation="gelu_pytorch_tanh",
+                     attn_implementation="eager", bos_token_id=1, eos_token_id=2, pad_token_id=0),
+                sp, lambda g: Q.Q8_0, seed=27)
+    write_bad()
+
+
+if __name__ == "__main__":
+    main()
