@@ -458,6 +458,19 @@ int strata_kernels_isa(void) {
     return isa;
 }
 
+static _Atomic int g_act = -1;
+
+int strata_activations(void) {
+    int m = atomic_load_explicit(&g_act, memory_order_relaxed);
+    if (m >= 0) return m;
+    const char *env = getenv("STRATA_ACTIVATIONS");
+    m = env && strcmp(env, "q8") == 0 ? STRATA_ACT_Q8 : STRATA_ACT_F32;
+    atomic_store_explicit(&g_act, m, memory_order_relaxed);
+    return m;
+}
+
+void strata_set_activations(int mode) { atomic_store_explicit(&g_act, mode == STRATA_ACT_Q8 ? 1 : 0, memory_order_relaxed); }
+
 int strata_kernels_set_isa(int isa) {
     if (!strata_isa_supported(isa)) return -1;
     atomic_store_explicit(&g_isa, isa, memory_order_relaxed);
@@ -673,6 +686,8 @@ void strata_linear(const strata_linear_args *a) {
     long per = (a->n + chunks - 1) / chunks;
     per = (per + 3) & ~3L;
     chunks = (a->n + per - 1) / per;
+    const int act = a->act >= 0 ? a->act : strata_activations();
+    if (a->wtype >= STRATA_W_Q8_0 && act == STRATA_ACT_Q8) { strata_qlinear_q8(a, chunks, per); return; }
     linear_job job = {a, strata_kernels_isa(), per};
     if (chunks == 1) { linear_chunk(&job, 0); return; }
     strata_pool_run(linear_chunk, &job, chunks);

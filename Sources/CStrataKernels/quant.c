@@ -178,8 +178,22 @@ static void qrows_portable(const strata_linear_args *a, long j0, long j1) {
 // the row's accumulator (Q4_K: minus dmin * m * sum(x) over the group).
 #define TGT512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
 
-TGT512 INLINE __m512 u8x16(const uint8_t *p) { return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p))); }
 TGT512 INLINE __m512 i8x16(const int8_t *p) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p))); }
+TGT512 INLINE float h2f(const uint8_t *p) { uint16_t h; memcpy(&h, p, 2); return _cvtsh_ss(h); }
+
+/// Q4_K's eight 6-bit scales (bytes 0-7 of the result) and mins (bytes 8-15) unpacked from the 12
+/// packed bytes with 32-bit masks (the same bits as k4_scale_min).
+INLINE void k4_unpack(const uint8_t *q, uint8_t out[16]) {
+    uint32_t u[4];
+    memcpy(u, q, 12);
+    const uint32_t m1 = 0x3f3f3f3f, m2 = 0x0f0f0f0f, m3 = 0x03030303;
+    u[3] = ((u[2] >> 4) & m2) | (((u[1] >> 6) & m3) << 4);
+    const uint32_t a = u[1] & m1;
+    u[1] = (u[2] & m2) | (((u[0] >> 6) & m3) << 4);
+    u[2] = a;
+    u[0] &= m1;
+    memcpy(out, u, 16);
+}
 
 /// RB rows of x against weight row j (RB <= 8), all blocks.
 TGT512 INLINE void qrow512(const int t, const int RB, const strata_linear_args *a, long j, long r) {
@@ -189,12 +203,13 @@ TGT512 INLINE void qrow512(const int t, const int RB, const strata_linear_args *
     __m512 acc[8];
     for (int rr = 0; rr < RB; rr++) { xr[rr] = a->x + (r + rr) * a->ldx; acc[rr] = _mm512_setzero_ps(); }
     const __m512i mask4 = _mm512_set1_epi32(15);
+    float sc[16] __attribute__((aligned(64))), mn[8] __attribute__((aligned(32)));
     for (long b = 0; b < nb; b++, w += bb) {
-        _mm_prefetch((const char *)w + 512, _MM_HINT_T0);
+        for (long o = 0; o < bb; o += 64) _mm_prefetch((const char *)w + 2048 + o, _MM_HINT_T0);  // as quant_q8.c's QPF
         const long xo = b * be;
         if (t == STRATA_W_Q8_0 || t == STRATA_W_Q4_0) {
             __m512 q0, q1;
-            const __m512 d = _mm512_set1_ps(qf16(w));
+            const __m512 d = _mm512_set1_ps(h2f(w));
             if (t == STRATA_W_Q8_0) {
                 q0 = i8x16((const int8_t *)(w + 2));
                 q1 = i8x16((const int8_t *)(w + 18));
@@ -210,14 +225,17 @@ TGT512 INLINE void qrow512(const int t, const int RB, const strata_linear_args *
                 acc[rr] = _mm512_fmadd_ps(s, d, acc[rr]);
             }
         } else if (t == STRATA_W_Q4_K) {
-            const float d = qf16(w), dmin = qf16(w + 2);
-            const uint8_t *sc = w + 4, *q = w + 16;
+            // the block's eight d * sc and dmin * m, once for every row
+            uint8_t u[16];
+            k4_unpack(w + 4, u);
+            const __m256 both = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)u)));
+            const __m256 mins = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(u + 8))));
+            _mm256_store_ps(sc, _mm256_mul_ps(both, _mm256_set1_ps(h2f(w))));
+            _mm256_store_ps(mn, _mm256_mul_ps(mins, _mm256_set1_ps(h2f(w + 2))));
+            const uint8_t *q = w + 16;
             for (int c = 0; c < 4; c++) {
-                int s0, m0, s1, m1;
-                k4_scale_min(2 * c, sc, &s0, &m0);
-                k4_scale_min(2 * c + 1, sc, &s1, &m1);
-                const __m512 d0 = _mm512_set1_ps(d * (float)s0), n0 = _mm512_set1_ps(dmin * (float)m0);
-                const __m512 d1 = _mm512_set1_ps(d * (float)s1), n1 = _mm512_set1_ps(dmin * (float)m1);
+                const __m512 d0 = _mm512_set1_ps(sc[2 * c]), n0 = _mm512_set1_ps(mn[2 * c]);
+                const __m512 d1 = _mm512_set1_ps(sc[2 * c + 1]), n1 = _mm512_set1_ps(mn[2 * c + 1]);
                 const __m512i va = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(q + 32 * c)));
                 const __m512i vb = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(q + 32 * c + 16)));
                 const __m512 la = _mm512_cvtepi32_ps(_mm512_and_si512(va, mask4));
@@ -228,20 +246,15 @@ TGT512 INLINE void qrow512(const int t, const int RB, const strata_linear_args *
                 for (int rr = 0; rr < RB; rr++) {
                     const __m512 x0 = _mm512_loadu_ps(xr[rr] + o), x1 = _mm512_loadu_ps(xr[rr] + o + 16);
                     const __m512 x2 = _mm512_loadu_ps(xr[rr] + o + 32), x3 = _mm512_loadu_ps(xr[rr] + o + 48);
-                    __m512 sl = _mm512_mul_ps(la, x0);
-                    sl = _mm512_fmadd_ps(lb, x1, sl);
-                    __m512 sh = _mm512_mul_ps(ha, x2);
-                    sh = _mm512_fmadd_ps(hb, x3, sh);
-                    acc[rr] = _mm512_fmadd_ps(sl, d0, acc[rr]);
-                    acc[rr] = _mm512_fnmadd_ps(_mm512_add_ps(x0, x1), n0, acc[rr]);
-                    acc[rr] = _mm512_fmadd_ps(sh, d1, acc[rr]);
-                    acc[rr] = _mm512_fnmadd_ps(_mm512_add_ps(x2, x3), n1, acc[rr]);
+                    // (d sc q - dmin m) . x = d sc (q . x) - dmin m (sum x), per sub-block of 32
+                    const __m512 sl = _mm512_fmsub_ps(_mm512_fmadd_ps(lb, x1, _mm512_mul_ps(la, x0)), d0, _mm512_mul_ps(_mm512_add_ps(x0, x1), n0));
+                    const __m512 sh = _mm512_fmsub_ps(_mm512_fmadd_ps(hb, x3, _mm512_mul_ps(ha, x2)), d1, _mm512_mul_ps(_mm512_add_ps(x2, x3), n1));
+                    acc[rr] = _mm512_add_ps(acc[rr], _mm512_add_ps(sl, sh));
                 }
             }
         } else {  // Q6_K
             const uint8_t *ql = w, *qh = w + 128;
-            const int8_t *sc = (const int8_t *)(w + 192);
-            const float d = qf16(w + 208);
+            _mm512_store_ps(sc, _mm512_mul_ps(i8x16((const int8_t *)(w + 192)), _mm512_set1_ps(h2f(w + 208))));
             const __m512i three = _mm512_set1_epi32(3), m32 = _mm512_set1_epi32(32);
             for (int n = 0; n < 2; n++) {
                 for (int h = 0; h < 2; h++) {  // l in [16h, 16h + 16)
@@ -257,8 +270,8 @@ TGT512 INLINE void qrow512(const int t, const int RB, const strata_linear_args *
                                                          _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(hh, 4), three), 4)), m32));
                     const __m512 q4 = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_or_si512(_mm512_srli_epi32(a1, 4),
                                                          _mm512_slli_epi32(_mm512_srli_epi32(hh, 6), 4)), m32));
-                    const __m512 s1 = _mm512_set1_ps(d * (float)sc[h]), s2 = _mm512_set1_ps(d * (float)sc[h + 2]);
-                    const __m512 s3 = _mm512_set1_ps(d * (float)sc[h + 4]), s4 = _mm512_set1_ps(d * (float)sc[h + 6]);
+                    const float *s = sc + 8 * n + h;
+                    const __m512 s1 = _mm512_set1_ps(s[0]), s2 = _mm512_set1_ps(s[2]), s3 = _mm512_set1_ps(s[4]), s4 = _mm512_set1_ps(s[6]);
                     const long o = xo + 128 * n + l;
                     for (int rr = 0; rr < RB; rr++) {
                         acc[rr] = _mm512_fmadd_ps(_mm512_mul_ps(q1, _mm512_loadu_ps(xr[rr] + o)), s1, acc[rr]);
@@ -269,7 +282,6 @@ TGT512 INLINE void qrow512(const int t, const int RB, const strata_linear_args *
                 }
                 ql += 64;
                 qh += 32;
-                sc += 8;
             }
         }
     }

@@ -8,7 +8,7 @@ struct BenchBatch: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench-batch",
         abstract: "Aggregate decode tokens/s at several batch sizes (continuous batching, paged KV).")
-    @Option(help: "Model folder.") var model: String
+    @Option(help: "Model folder (config.json, safetensors) or GGUF file.") var model: String
     @Option(help: "Batch sizes.") var batches: [Int] = [1, 4, 16, 64]
     @Option(help: "Prompt tokens per request.") var prompt = 32
     @Option(help: "Generated tokens per request.") var gen = 32

@@ -8,7 +8,7 @@ struct BenchModel: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench-model",
         abstract: "llama-bench-like prompt processing (pp) and decode (tg) speed, beside the machine's bounds measured in the same run.")
-    @Option(help: "Model folder.") var model: String
+    @Option(help: "Model folder (config.json, safetensors) or GGUF file.") var model: String
     @Option(help: "Prompt tokens for the pp test.") var prompt = 512
     @Option(help: "Generated tokens for the tg test.") var gen = 128
     @Option(help: "Repeats (medians are reported).") var repeats = 3

@@ -18,7 +18,14 @@ struct ThreadOption: ParsableArguments {
     @Option(name: .long, help: "Threads for OpenBLAS and Strata's loops (default: all cores).")
     var threads: Int?
 
+    @Option(name: .long, help: "Activations against quantized (GGUF) weights: q8 (8-bit per weight block, integer dot products as llama.cpp does; faster) or f32 (exact).")
+    var activations: String = "q8"
+
     func apply() throws {
+        guard let act = Kernels.Activations(rawValue: activations) else {
+            throw ValidationError("--activations must be q8 or f32, got '\(activations)'")
+        }
+        Kernels.activations = act
         if let t = threads {
             guard t >= 1 else { throw ValidationError("--threads must be at least 1, got \(t)") }
             Threads.set(t)
@@ -41,7 +48,9 @@ func eprint(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8))
 /// `--dtype`'s value (nil when not given).
 func parseDType(_ s: String?) throws -> DType? {
     try s.map { d in
-        guard let x = DType(rawValue: d) else { throw ValidationError("--dtype must be f32, f16 or bf16, got '\(d)'") }
+        guard let x = DType(rawValue: d) else {
+            throw ValidationError("--dtype must be one of \(DType.allCases.map(\.rawValue).joined(separator: ", ")), got '\(d)'")
+        }
         return x
     }
 }

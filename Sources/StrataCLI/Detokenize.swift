@@ -6,11 +6,11 @@ import StrataPlanner
 
 struct Detokenize: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Decode ids; prints {\"text\":\"...\"}.")
-    @Option(help: "Model folder (holds tokenizer.json).") var model: String
+    @Option(help: "Model folder (holds tokenizer.json) or GGUF file.") var model: String
     @Option(help: "Comma-separated token ids.") var ids: String
     @Flag(name: .customLong("skip-special"), help: "Leave special tokens out of the text.") var skipSpecial = false
     func run() throws {
-        let tok = try Tokenizer(directory: model)
+        let tok = try Tokenizer.open(model: model)
         try printJSON(["text": tok.decode(parseIDs(ids), skipSpecialTokens: skipSpecial, strict: true)])
     }
 }

@@ -6,7 +6,7 @@ import StrataPlanner
 
 struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Generate text from a prompt; streams text, tokens/s to stderr.")
-    @Option(help: "Model folder.") var model: String
+    @Option(help: "Model folder (config.json, safetensors) or GGUF file.") var model: String
     @Option(help: "Prompt text (encoded with the model's tokenizer, BOS added where it adds it).") var prompt: String?
     @Option(help: "Prompt as comma-separated token ids.") var ids: String?
     @Option(name: .customLong("prompts-file"), help: ArgumentHelp("Run many prompts together (continuous batching): one prompt per line, or JSONL objects with \"prompt\" or \"ids\" and optional \"max_tokens\", \"temperature\", \"top_k\", \"top_p\", \"seed\", \"n\", \"stop\". Prints one JSON line per request.")) var promptsFile: String?

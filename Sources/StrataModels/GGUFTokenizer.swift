@@ -124,3 +124,17 @@ public enum GGUFTokenizer {
         return merges
     }
 }
+
+extension Tokenizer {
+    /// The tokenizer of a model folder (its tokenizer.json) or of a GGUF file (its metadata).
+    public static func open(model path: String) throws -> Tokenizer {
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue {
+            guard let t = try GGUFTokenizer.load(GGUFFile(path: path)) else {
+                throw GGUFError.missingKey(file: path, key: "tokenizer.ggml.model")
+            }
+            return t
+        }
+        return try Tokenizer(directory: path)
+    }
+}

@@ -65,6 +65,36 @@ public enum Kernels {
         }
     }
 
+    /// How the quantized linear treats activations.
+    public enum Activations: String, CaseIterable, Sendable {
+        /// Exact: every weight dequantized to f32, f32 products and sums (the reference).
+        case f32
+        /// llama.cpp's arithmetic: each x row quantized to 8 bits per weight block, integer dot
+        /// products (AVX-512 VNNI), scaled in f32. Faster; logits differ from the exact ones by
+        /// the rounding of x (docs/kernels.md gives the measured error).
+        case q8
+    }
+
+    /// The activations mode of every later quantized linear (default: `STRATA_ACTIVATIONS`, else f32).
+    public static var activations: Activations {
+        get { strata_activations() == Int32(STRATA_ACT_Q8) ? .q8 : .f32 }
+        set { strata_set_activations(newValue == .q8 ? Int32(STRATA_ACT_Q8) : Int32(STRATA_ACT_F32)) }
+    }
+
+    /// Whether this CPU runs the 8-bit path's VNNI kernel (else that mode runs its portable definition).
+    public static var q8VNNISupported: Bool { strata_q8_vnni_supported() != 0 }
+
+    /// Output rows `outputRows` of the 8-bit-activation product on `path` on the calling thread
+    /// (tests): avx512 runs the VNNI kernel when the CPU has it; every other path the portable
+    /// definition.
+    public static func linearRowsQ8(path p: Path, weight: UnsafeRawPointer, dtype: DType, outFeatures n: Int, inFeatures k: Int,
+                                    x: UnsafePointer<Float>, rows m: Int, ldx: Int? = nil,
+                                    y: UnsafeMutablePointer<Float>, ldy: Int? = nil, accumulate: Bool = false) {
+        precondition(p.isSupported && dtype.isQuantized && m <= Int(STRATA_Q8_MAX_ROWS), "Kernels.linearRowsQ8: \(p) \(dtype) m=\(m)")
+        var a = args(weight, dtype, n, k, x, m, ldx, y, ldy, accumulate)
+        strata_qlinear_q8_rows_isa(p.rawValue, &a, 0, n)
+    }
+
     /// `count` weights of quantized `dtype` (a multiple of its block) at `src` into f32 `dst`.
     public static func dequantize(_ src: UnsafeRawPointer, dtype: DType, _ dst: UnsafeMutablePointer<Float>, count: Int) {
         precondition(count % dtype.blockElements == 0, "dequantize: \(count) weights of \(dtype) is not whole blocks")
@@ -74,10 +104,12 @@ public enum Kernels {
     /// `y[r, j] (+)= sum_i x[r, i] * W[j, i]` for `r < rows`, `j < outFeatures`, over the pool's
     /// threads. W `[outFeatures, inFeatures]` row-major in `dtype`; x rows `ldx` floats apart,
     /// y rows `ldy` floats apart.
+    /// `activations` (quantized weights): nil for the process-wide `Kernels.activations`.
     public static func linear(weight: UnsafeRawPointer, dtype: DType, outFeatures n: Int, inFeatures k: Int,
                               x: UnsafePointer<Float>, rows m: Int, ldx: Int? = nil,
-                              y: UnsafeMutablePointer<Float>, ldy: Int? = nil, accumulate: Bool = false) {
+                              y: UnsafeMutablePointer<Float>, ldy: Int? = nil, accumulate: Bool = false, activations: Activations? = nil) {
         var a = args(weight, dtype, n, k, x, m, ldx, y, ldy, accumulate)
+        if let act = activations { a.act = act == .q8 ? Int32(STRATA_ACT_Q8) : Int32(STRATA_ACT_F32) }
         strata_linear(&a)
     }
 
@@ -98,7 +130,7 @@ public enum Kernels {
         let lx = ldx ?? k, ly = ldy ?? n
         precondition(n >= 0 && k >= 0 && m >= 0 && lx >= k && ly >= n && k % dtype.blockElements == 0,
                      "Kernels.linear: n=\(n) k=\(k) m=\(m) ldx=\(lx) ldy=\(ly) \(dtype)")
-        return strata_linear_args(w: w, wtype: code(dtype), accumulate: accumulate ? 1 : 0, n: n, k: k, x: x, ldx: lx, m: m, y: y, ldy: ly)
+        return strata_linear_args(w: w, wtype: code(dtype), accumulate: accumulate ? 1 : 0, n: n, k: k, x: x, ldx: lx, m: m, y: y, ldy: ly, act: -1)
     }
 
     /// Sum of `count` floats read with the widest loads of `path`, prefetching `prefetchBytes`

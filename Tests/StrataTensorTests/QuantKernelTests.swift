@@ -135,4 +135,61 @@ func naiveDequant(_ dtype: DType, _ b: ArraySlice<UInt8>) -> [Float] {
             }
         }
     }
+
+    /// The 8-bit-activation path: x quantized per weight block (dx = max|x| / 127, q = round(x / dx)),
+    /// then the dequantized weights times the dequantized x. The portable definition and the VNNI
+    /// kernel both match that naive product, and stay near the exact (f32) product.
+    @Test(arguments: [1, 2, 3, 4, 5, 16])
+    func q8ActivationsMatchTheirDefinitionOnEveryPath(m: Int) {
+        for dtype in DType.quantized {
+            for (n, k) in [(3, 256), (9, 512), (20, 1024)] {
+                let raw = randomBlocks(dtype, rows: n, k: k, seed: UInt64(n * 17 + k + m))
+                var wf: [Float] = []
+                for blk in 0..<(n * k / dtype.blockElements) {
+                    wf += naiveDequant(dtype, raw[(blk * dtype.blockBytes)..<((blk + 1) * dtype.blockBytes)])
+                }
+                var rng = TestRNG(UInt64(m * 5 + n))
+                let ldx = k + 3
+                let x = rng.floats(m * ldx)
+                // x as the path sees it: per block of the weight type, rounded to 8 bits
+                var xq = x
+                let be = dtype.blockElements
+                for r in 0..<m { for b in 0..<(k / be) {
+                    let o = r * ldx + b * be
+                    let amax = (0..<be).map { abs(x[o + $0]) }.max()!
+                    let d = amax / 127, id = d > 0 ? 1 / d : 0
+                    for i in 0..<be { xq[o + i] = Float((x[o + i] * id).rounded(.toNearestOrEven)) * d }
+                } }
+                var ref = [Double](repeating: 0, count: m * n), exact = ref, mag = ref
+                for r in 0..<m { for j in 0..<n { for i in 0..<k {
+                    ref[r * n + j] += Double(wf[j * k + i]) * Double(xq[r * ldx + i])
+                    exact[r * n + j] += Double(wf[j * k + i]) * Double(x[r * ldx + i])
+                    mag[r * n + j] += abs(Double(wf[j * k + i]) * Double(x[r * ldx + i]))
+                } } }
+                for path in Kernels.supportedPaths {
+                    var y = [Float](repeating: 0, count: m * n)
+                    raw.withUnsafeBytes { wp in
+                        Kernels.linearRowsQ8(path: path, weight: wp.baseAddress!, dtype: dtype, outFeatures: n, inFeatures: k,
+                                             x: x, rows: m, ldx: ldx, y: &y)
+                    }
+                    var worst = 0.0, drift = 0.0
+                    for i in 0..<(m * n) {
+                        worst = max(worst, abs(Double(y[i]) - ref[i]) / max(1e-3, mag[i]))
+                        drift = max(drift, abs(Double(y[i]) - exact[i]) / max(1e-3, mag[i]))
+                    }
+                    #expect(worst < 1e-5, "\(path) \(dtype) m=\(m) n=\(n) k=\(k): \(worst)")
+                    #expect(drift < 2e-2, "\(path) \(dtype) m=\(m) n=\(n) k=\(k): \(drift) from exact")
+                }
+                // the pool-split linear in q8 mode gives the one-thread kernel's result
+                var y1 = [Float](repeating: 0, count: m * n), y2 = y1
+                raw.withUnsafeBytes { wp in
+                    Kernels.linear(weight: wp.baseAddress!, dtype: dtype, outFeatures: n, inFeatures: k, x: x, rows: m, ldx: ldx, y: &y1,
+                                   activations: .q8)
+                    Kernels.linearRowsQ8(path: Kernels.path, weight: wp.baseAddress!, dtype: dtype, outFeatures: n, inFeatures: k,
+                                         x: x, rows: m, ldx: ldx, y: &y2)
+                }
+                for i in 0..<(m * n) { #expect(abs(Double(y1[i] - y2[i])) / max(1e-3, mag[i]) < 1e-5, "\(dtype) m=\(m)") }
+            }
+        }
+    }
 }

@@ -58,11 +58,30 @@ typedef struct {
     long ldx, m;
     float *y;
     long ldy;
+    /// Quantized weights: STRATA_ACT_F32 or STRATA_ACT_Q8, or -1 for the process-wide mode.
+    int act;
 } strata_linear_args;
 
 /// The quantized linear's output rows [j0, j1) on `isa` (quant.c; the AVX2 path runs the portable
 /// code for now); strata_linear_rows_isa calls it for quantized weights.
 void strata_qlinear_rows_isa(int isa, const strata_linear_args *a, long j0, long j1);
+
+/// Activations of the quantized linear: f32 (exact: every weight dequantized to f32, quant.c) or
+/// quantized to 8 bits per weight block with integer dot products (llama.cpp's arithmetic,
+/// quant_q8.c; AVX-512 VNNI, else a portable definition). Default f32; the environment variable
+/// STRATA_ACTIVATIONS=q8|f32 or strata_set_activations sets it.
+enum { STRATA_ACT_F32 = 0, STRATA_ACT_Q8 = 1 };
+int strata_activations(void);
+void strata_set_activations(int mode);
+/// Most x rows the 8-bit path takes in one call.
+#define STRATA_Q8_MAX_ROWS 16
+/// 1 when this CPU runs the 8-bit path's VNNI kernel.
+int strata_q8_vnni_supported(void);
+/// The 8-bit path's output rows [j0, j1) on `isa` (avx512 with VNNI; else the portable definition).
+void strata_qlinear_q8_rows_isa(int isa, const strata_linear_args *a, long j0, long j1);
+/// The 8-bit path's whole linear, `chunks` chunks of `per` rows on the pool (the VNNI kernel when
+/// it takes the arguments, else the portable definition).
+void strata_qlinear_q8(const strata_linear_args *a, long chunks, long per);
 
 /// The output rows [j0, j1) of the linear on the path in use, on the calling thread.
 void strata_linear_rows(const strata_linear_args *a, long j0, long j1);

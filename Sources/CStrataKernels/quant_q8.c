@@ -1,0 +1,391 @@
+// The quantized linear with 8-bit activations (STRATA_ACT_Q8): each x row is quantized per weight
+// block (32 weights for Q8_0 / Q4_0, 256 for Q4_K / Q6_K) to int8 with one f32 scale,
+// dx = max|x| / 127, q = round(x / dx), and each block's dot product is formed in integers
+// (AVX-512 VNNI vpdpbusd: 64 u8 x s8 products per instruction), then scaled in f32:
+//
+//   Q8_0:  dw * dx * sum(qw * qx)
+//   Q4_0:  dw * dx * sum((qw - 8) * qx)
+//   Q4_K:  per sub-block s of 32: d sc_s dx sum(q * qx) - dmin m_s dx sum(qx)
+//   Q6_K:  per sub-block s of 16: d sc_s dx sum((q - 32) * qx)
+//
+// This is llama.cpp's arithmetic (its vec_dot kernels quantize activations to Q8_0 / Q8_K the
+// same way); it trades the exactness of f32 activations (STRATA_ACT_F32, quant.c) for about 3x
+// fewer instructions per weight. The portable code below is the definition; the VNNI kernel
+// gives the same integers and differs only in the order of the f32 additions.
+#define _GNU_SOURCE
+#include "strata_kernels.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#define STRATA_X86 1
+#include <immintrin.h>
+#else
+#define STRATA_X86 0
+#endif
+
+#define INLINE static inline __attribute__((always_inline))
+
+INLINE float h2f_p(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1F, mant = h & 0x3FF, bits;
+    if (exp == 0x1F) bits = sign | 0x7F800000u | (mant << 13);
+    else if (exp == 0) { float v = (float)mant * 5.960464477539063e-08f; memcpy(&bits, &v, 4); bits |= sign; }
+    else bits = sign | ((exp + 112) << 23) | (mant << 13);
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/// One block of x (n = 32 or 256 floats) to int8 codes; returns the scale.
+INLINE float quantize_block(const float *x, int n, int8_t *q) {
+    float amax = 0;
+    for (int i = 0; i < n; i++) { const float v = fabsf(x[i]); if (v > amax) amax = v; }
+    const float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
+    for (int i = 0; i < n; i++) q[i] = (int8_t)lrintf(x[i] * id);
+    return d;
+}
+
+/// Q4_K's eight 6-bit scales and mins (ggml's get_scale_min_k4).
+INLINE void k4_sm(int j, const uint8_t *q, int *sc, int *m) {
+    if (j < 4) { *sc = q[j] & 63; *m = q[j + 4] & 63; }
+    else { *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4); *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4); }
+}
+
+/// The definition: weight row j against x row r, block by block, in integers.
+static float dot_q8_portable(int t, const uint8_t *w, const float *x, long k) {
+    const long be = strata_qblock_elements(t), bb = strata_qblock_bytes(t);
+    int8_t q[256];
+    float sum = 0;
+    for (long b = 0; b < k / be; b++, w += bb) {
+        const float dx = quantize_block(x + b * be, (int)be, q);
+        if (t == STRATA_W_Q8_0) {
+            int s = 0;
+            for (int i = 0; i < 32; i++) s += (int)(int8_t)w[2 + i] * q[i];
+            sum += h2f_p(w) * dx * (float)s;
+        } else if (t == STRATA_W_Q4_0) {
+            int s = 0;
+            for (int i = 0; i < 16; i++) s += ((w[2 + i] & 15) - 8) * q[i] + ((w[2 + i] >> 4) - 8) * q[i + 16];
+            sum += h2f_p(w) * dx * (float)s;
+        } else if (t == STRATA_W_Q4_K) {
+            const float d = h2f_p(w), dmin = h2f_p(w + 2);
+            for (int sb = 0; sb < 8; sb++) {
+                int sc, m, s = 0, sx = 0;
+                k4_sm(sb, w + 4, &sc, &m);
+                const uint8_t *qs = w + 16 + 32 * (sb / 2);
+                for (int l = 0; l < 32; l++) {
+                    const int code = sb % 2 == 0 ? (qs[l] & 15) : (qs[l] >> 4);
+                    s += code * q[32 * sb + l];
+                    sx += q[32 * sb + l];
+                }
+                sum += d * (float)sc * dx * (float)s - dmin * (float)m * dx * (float)sx;
+            }
+        } else {  // Q6_K
+            const float d = h2f_p(w + 208);
+            for (int sb = 0; sb < 16; sb++) {
+                int s = 0;
+                for (int e = 16 * sb; e < 16 * sb + 16; e++) {
+                    const int half = e / 128, jj = e % 128, quarter = jj / 32, l = jj % 32;
+                    const uint8_t ql = w[64 * half + l + (quarter % 2 == 1 ? 32 : 0)];
+                    const int low = quarter < 2 ? (ql & 15) : (ql >> 4);
+                    const int high = (w[128 + 32 * half + l] >> (2 * quarter)) & 3;
+                    s += ((low | (high << 4)) - 32) * q[e];
+                }
+                sum += d * (float)(int8_t)w[192 + sb] * dx * (float)s;
+            }
+        }
+    }
+    return sum;
+}
+
+static void q8rows_portable(const strata_linear_args *a, long j0, long j1) {
+    const int t = a->wtype;
+    const size_t rb = (size_t)(a->k / strata_qblock_elements(t)) * (size_t)strata_qblock_bytes(t);
+    for (long j = j0; j < j1; j++)
+        for (long r = 0; r < a->m; r++) {
+            const float v = dot_q8_portable(t, (const uint8_t *)a->w + (size_t)j * rb, a->x + r * a->ldx, a->k);
+            float *y = a->y + r * a->ldy + j;
+            *y = a->accumulate ? *y + v : v;
+        }
+}
+
+// ---- the quantized activations of one call -----------------------------------------------------
+//
+// Per x row, in the order the VNNI kernel reads them:
+//   q     int8[k]      codes; Q4_0 per 64: [b 0-15, b+1 0-15, b 16-31, b+1 16-31];
+//                      Q4_K per 128: [0-31, 64-95, 32-63, 96-127]; Q8_0, Q6_K natural order
+//   bias  int32[k/4]   -offset * (sum of the 4 codes of the lane): offset 128 (Q8_0, whose
+//                      weights are read as unsigned w + 128), 8 (Q4_0), 32 (Q6_K), 0 (Q4_K)
+//   dl    float[k/4]   Q8_0 / Q4_0: the scale of the lane's block; K types: [k/256] per block
+//   xs    float[k/32]  Q4_K: dx * sum of the codes of each sub-block of 32 (natural order)
+
+typedef struct {
+    int8_t *q;
+    int32_t *bias;
+    float *dl;
+    float *xs;
+    long k;
+} qx_row;
+
+static _Thread_local struct { void *mem; size_t cap; } t_qx;
+/// Bytes ahead of the weight stream to prefetch, every cache line: alternated in bench-model
+/// --prompt 1 --gen 64 on the Zen 4 (2 threads, TinyLlama Q4_K_M, 8-bit activations), 512 B gave
+/// 27.7-31.7 tokens/s, 1 KiB 32.8, 2 KiB 38.1-39.3, 4 KiB 35.2-36.7, 8 KiB 34.1-41.3.
+#define QPF 2048
+
+/// Quantizes the m rows of x for weights of type t into the calling thread's buffer (grown, never
+/// shrunk: no allocation once it has held the largest call). Returns 0, or -1 if out of memory.
+static int quantize_rows(const strata_linear_args *a, qx_row *rows) {
+    const int t = a->wtype;
+    const long k = a->k, be = strata_qblock_elements(t);
+    const size_t per = (size_t)k + 4 * (size_t)(k / 4) + 4 * (size_t)(k / 4) + 4 * (size_t)(k / 32) + 256;
+    const size_t need = per * (size_t)a->m;
+    if (need > t_qx.cap) {
+        free(t_qx.mem);
+        t_qx.mem = NULL;
+        t_qx.cap = 0;
+        if (posix_memalign(&t_qx.mem, 64, need) != 0) return -1;
+        t_qx.cap = need;
+    }
+    char *p = (char *)t_qx.mem;
+    const int off = t == STRATA_W_Q8_0 ? 128 : t == STRATA_W_Q4_0 ? 8 : t == STRATA_W_Q6_K ? 32 : 0;
+    for (long r = 0; r < a->m; r++) {
+        qx_row *R = &rows[r];
+        R->k = k;
+        R->q = (int8_t *)p;
+        R->bias = (int32_t *)(p + ((k + 63) & ~63L));
+        R->dl = (float *)((char *)R->bias + 4 * (k / 4));
+        R->xs = R->dl + k / 4;
+        p = (char *)(R->xs + k / 32);
+        p = (char *)(((uintptr_t)p + 63) & ~(uintptr_t)63);
+        const float *x = a->x + r * a->ldx;
+        int8_t nat[256];
+        for (long b = 0; b < k / be; b++) {
+            const float d = quantize_block(x + b * be, (int)be, nat);
+            int8_t *dst = R->q + b * be;
+            if (t == STRATA_W_Q4_K) {
+                for (int h = 0; h < 2; h++) {
+                    memcpy(dst + 128 * h, nat + 128 * h, 32);
+                    memcpy(dst + 128 * h + 32, nat + 128 * h + 64, 32);
+                    memcpy(dst + 128 * h + 64, nat + 128 * h + 32, 32);
+                    memcpy(dst + 128 * h + 96, nat + 128 * h + 96, 32);
+                }
+                for (int s = 0; s < 8; s++) {
+                    int sx = 0;
+                    for (int l = 0; l < 32; l++) sx += nat[32 * s + l];
+                    R->xs[b * 8 + s] = d * (float)sx;
+                }
+                R->dl[b] = d;
+            } else if (t == STRATA_W_Q4_0) {
+                // pairs of blocks interleave by halves; k is a multiple of 64 on this path
+                const long pair = b / 2, side = b % 2;
+                int8_t *pd = R->q + pair * 64;
+                memcpy(pd + 16 * side, nat, 16);
+                memcpy(pd + 32 + 16 * side, nat + 16, 16);
+                for (int l = 0; l < 4; l++) { R->dl[pair * 16 + 4 * side + l] = d; R->dl[pair * 16 + 8 + 4 * side + l] = d; }
+            } else if (t == STRATA_W_Q8_0) {
+                memcpy(dst, nat, 32);
+                for (int l = 0; l < 8; l++) R->dl[b * 8 + l] = d;
+            } else {
+                memcpy(dst, nat, 256);
+                R->dl[b] = d;
+            }
+        }
+        for (long l = 0; l < k / 4; l++)
+            R->bias[l] = -off * (R->q[4 * l] + R->q[4 * l + 1] + R->q[4 * l + 2] + R->q[4 * l + 3]);
+    }
+    return 0;
+}
+
+#if STRATA_X86
+#define TGTV __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+
+TGTV INLINE float h2f_v(const uint8_t *p) { uint16_t h; memcpy(&h, p, 2); return _cvtsh_ss(h); }
+
+/// Weight row j against RB quantized x rows (RB <= 4).
+TGTV INLINE void q8row_vnni(const int t, const int RB, const strata_linear_args *a, const qx_row *X, long j, long r) {
+    const long k = a->k, be = strata_qblock_elements(t), bb = strata_qblock_bytes(t), nb = k / be;
+    const uint8_t *w = (const uint8_t *)a->w + (size_t)j * (size_t)nb * (size_t)bb;
+    __m512 acc[4];
+    __m256 accm[4];
+    for (int rr = 0; rr < RB; rr++) { acc[rr] = _mm512_setzero_ps(); accm[rr] = _mm256_setzero_ps(); }
+    const __m512i m4 = _mm512_set1_epi8(15);
+    if (t == STRATA_W_Q8_0 || t == STRATA_W_Q4_0) {
+        for (long b = 0; b < nb; b += 2, w += 2 * bb) {
+            for (long o = 0; o < 2 * bb; o += 64) _mm_prefetch((const char *)w + QPF + o, _MM_HINT_T0);
+            __m512i W;
+            __m512 dw;
+            const float d0 = h2f_v(w), d1 = h2f_v(w + bb);
+            if (t == STRATA_W_Q8_0) {
+                const __m256i lo = _mm256_loadu_si256((const __m256i *)(w + 2)), hi = _mm256_loadu_si256((const __m256i *)(w + bb + 2));
+                W = _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1), _mm512_set1_epi8((char)0x80));
+                dw = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(d0), _mm512_set1_ps(d1));
+            } else {
+                const __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(w + 2))),
+                                                          _mm_loadu_si128((const __m128i *)(w + bb + 2)), 1);
+                const __m512i vv = _mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1);
+                W = _mm512_and_si512(vv, m4);
+                dw = _mm512_mask_blend_ps(0xF0F0, _mm512_set1_ps(d0), _mm512_set1_ps(d1));
+            }
+            for (int rr = 0; rr < RB; rr++) {
+                const qx_row *R = X + r + rr;
+                const __m512i dot = _mm512_dpbusd_epi32(_mm512_loadu_si512(R->bias + b * 8), W, _mm512_loadu_si512(R->q + b * 32));
+                acc[rr] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dot), dw), _mm512_loadu_ps(R->dl + b * 8), acc[rr]);
+            }
+        }
+    } else if (t == STRATA_W_Q4_K) {
+        const __m512i i0 = _mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0);
+        const __m512i i1 = _mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1);
+        const __m512i four = _mm512_set1_epi32(4);
+        for (long b = 0; b < nb; b++, w += bb) {
+            for (long o = 0; o < bb; o += 64) _mm_prefetch((const char *)w + QPF + o, _MM_HINT_T0);
+            uint32_t u[4];
+            memcpy(u, w + 4, 12);
+            const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
+            u[3] = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
+            const uint32_t ax = u[1] & k1;
+            u[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
+            u[2] = ax;
+            u[0] &= k1;
+            const __m256 sc8 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)u))), _mm256_set1_ps(h2f_v(w)));
+            const __m256 mn8 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(u + 2)))), _mm256_set1_ps(h2f_v(w + 2)));
+            const __m512 sc = _mm512_castps256_ps512(sc8);
+            const __m512 s0 = _mm512_permutexvar_ps(i0, sc), s1 = _mm512_permutexvar_ps(i1, sc);
+            const __m512 s2 = _mm512_permutexvar_ps(_mm512_add_epi32(i0, four), sc), s3 = _mm512_permutexvar_ps(_mm512_add_epi32(i1, four), sc);
+            const __m512i Q0 = _mm512_loadu_si512(w + 16), Q1 = _mm512_loadu_si512(w + 80);
+            const __m512i l0 = _mm512_and_si512(Q0, m4), h0 = _mm512_and_si512(_mm512_srli_epi16(Q0, 4), m4);
+            const __m512i l1 = _mm512_and_si512(Q1, m4), h1 = _mm512_and_si512(_mm512_srli_epi16(Q1, 4), m4);
+            for (int rr = 0; rr < RB; rr++) {
+                const qx_row *R = X + r + rr;
+                const int8_t *q = R->q + b * 256;
+                const __m512i z = _mm512_setzero_si512();
+                __m512 tsum = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(z, l0, _mm512_loadu_si512(q))), s0);
+                tsum = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(z, h0, _mm512_loadu_si512(q + 64))), s1, tsum);
+                tsum = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(z, l1, _mm512_loadu_si512(q + 128))), s2, tsum);
+                tsum = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(z, h1, _mm512_loadu_si512(q + 192))), s3, tsum);
+                acc[rr] = _mm512_fmadd_ps(tsum, _mm512_set1_ps(R->dl[b]), acc[rr]);
+                accm[rr] = _mm256_fmadd_ps(mn8, _mm256_loadu_ps(R->xs + b * 8), accm[rr]);
+            }
+        }
+    } else {  // Q6_K
+        const __m512i lane4 = _mm512_srli_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), 2);
+        const __m512i three = _mm512_set1_epi8(3);
+        for (long b = 0; b < nb; b++, w += bb) {
+            for (long o = 0; o < bb; o += 64) _mm_prefetch((const char *)w + QPF + o, _MM_HINT_T0);
+            const __m512 sc = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(w + 192)))),
+                                            _mm512_set1_ps(h2f_v(w + 208)));
+            __m512i Qv[4];
+            for (int n = 0; n < 2; n++) {
+                const __m512i L = _mm512_loadu_si512(w + 64 * n);
+                const __m256i H = _mm256_loadu_si256((const __m256i *)(w + 128 + 32 * n));
+                const __m512i hlo = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(H), _mm256_srli_epi16(H, 2), 1), three);
+                const __m512i hhi = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(_mm256_srli_epi16(H, 4)), _mm256_srli_epi16(H, 6), 1), three);
+                Qv[2 * n] = _mm512_or_si512(_mm512_and_si512(L, m4), _mm512_slli_epi16(hlo, 4));
+                Qv[2 * n + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(L, 4), m4), _mm512_slli_epi16(hhi, 4));
+            }
+            __m512 S[4];
+            for (int v = 0; v < 4; v++) S[v] = _mm512_permutexvar_ps(_mm512_add_epi32(lane4, _mm512_set1_epi32(4 * v)), sc);
+            for (int rr = 0; rr < RB; rr++) {
+                const qx_row *R = X + r + rr;
+                const int8_t *q = R->q + b * 256;
+                const int32_t *bias = R->bias + b * 64;
+                __m512 tsum = _mm512_setzero_ps();
+                for (int v = 0; v < 4; v++) {
+                    const __m512i dot = _mm512_dpbusd_epi32(_mm512_loadu_si512(bias + 16 * v), Qv[v], _mm512_loadu_si512(q + 64 * v));
+                    tsum = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), S[v], tsum);
+                }
+                acc[rr] = _mm512_fmadd_ps(tsum, _mm512_set1_ps(R->dl[b]), acc[rr]);
+            }
+        }
+    }
+    for (int rr = 0; rr < RB; rr++) {
+        float v = _mm512_reduce_add_ps(acc[rr]);
+        if (t == STRATA_W_Q4_K) {
+            const __m128 s = _mm_add_ps(_mm256_castps256_ps128(accm[rr]), _mm256_extractf128_ps(accm[rr], 1));
+            const __m128 s2 = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            v -= _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)));
+        }
+        float *y = a->y + (r + rr) * a->ldy + j;
+        *y = a->accumulate ? *y + v : v;
+    }
+}
+
+TGTV INLINE void q8rows_vnni_t(const int t, const strata_linear_args *a, const qx_row *X, long j0, long j1) {
+    for (long j = j0; j < j1; j++) {
+        long r = 0;
+        for (; r + 4 <= a->m; r += 4) q8row_vnni(t, 4, a, X, j, r);
+        switch (a->m - r) {
+        case 3: q8row_vnni(t, 3, a, X, j, r); break;
+        case 2: q8row_vnni(t, 2, a, X, j, r); break;
+        case 1: q8row_vnni(t, 1, a, X, j, r); break;
+        default: break;
+        }
+    }
+}
+
+TGTV static void q8rows_vnni(const strata_linear_args *a, const qx_row *X, long j0, long j1) {
+    switch (a->wtype) {
+    case STRATA_W_Q8_0: q8rows_vnni_t(STRATA_W_Q8_0, a, X, j0, j1); break;
+    case STRATA_W_Q4_0: q8rows_vnni_t(STRATA_W_Q4_0, a, X, j0, j1); break;
+    case STRATA_W_Q4_K: q8rows_vnni_t(STRATA_W_Q4_K, a, X, j0, j1); break;
+    case STRATA_W_Q6_K: q8rows_vnni_t(STRATA_W_Q6_K, a, X, j0, j1); break;
+    default: break;
+    }
+}
+#endif
+
+int strata_q8_vnni_supported(void) {
+#if STRATA_X86
+    __builtin_cpu_init();
+    return strata_isa_supported(STRATA_ISA_AVX512) && __builtin_cpu_supports("avx512vnni");
+#else
+    return 0;
+#endif
+}
+
+/// Whether the VNNI kernel takes these arguments (else the portable definition runs).
+static int vnni_takes(int isa, const strata_linear_args *a) {
+    if (isa != STRATA_ISA_AVX512 || !strata_q8_vnni_supported()) return 0;
+    if ((a->wtype == STRATA_W_Q8_0 || a->wtype == STRATA_W_Q4_0) && a->k % 64 != 0) return 0;
+    return a->m <= STRATA_Q8_MAX_ROWS;
+}
+
+typedef struct {
+    const strata_linear_args *a;
+    const qx_row *X;
+    long per;
+} q8_job;
+
+static void q8_chunk(void *ctx, long c) {
+    const q8_job *job = (const q8_job *)ctx;
+    long j0 = c * job->per, j1 = j0 + job->per;
+    if (j1 > job->a->n) j1 = job->a->n;
+    if (j1 <= j0) return;
+#if STRATA_X86
+    if (job->X) { q8rows_vnni(job->a, job->X, j0, j1); return; }
+#endif
+    q8rows_portable(job->a, j0, j1);
+}
+
+void strata_qlinear_q8_rows_isa(int isa, const strata_linear_args *a, long j0, long j1) {
+    if (j1 <= j0 || a->m <= 0) return;
+    if (!vnni_takes(isa, a)) { q8rows_portable(a, j0, j1); return; }
+    qx_row rows[STRATA_Q8_MAX_ROWS];
+    if (quantize_rows(a, rows) != 0) { q8rows_portable(a, j0, j1); return; }
+#if STRATA_X86
+    q8rows_vnni(a, rows, j0, j1);
+#endif
+}
+
+void strata_qlinear_q8(const strata_linear_args *a, long chunks, long per) {
+    qx_row rows[STRATA_Q8_MAX_ROWS];
+    // the VNNI kernel over the quantized rows, or (no VNNI, too many rows, no memory) the
+    // portable definition, which quantizes x itself
+    const int fast = vnni_takes(strata_kernels_isa(), a) && quantize_rows(a, rows) == 0;
+    q8_job job = {a, fast ? rows : NULL, per};
+    if (chunks == 1) q8_chunk(&job, 0);
+    else strata_pool_run(q8_chunk, &job, chunks);
+}
