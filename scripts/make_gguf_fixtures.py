@@ -400,9 +400,23 @@ def write_bad():
     put("misaligned-offset", patch(data, off_at, "<Q", 3))
 
 
+def write_quant_reference():
+    """gguf-py's Q8_0 and Q4_0 blocks of a matrix Strata can rebuild exactly (float32 of a formula)."""
+    i = np.arange(4 * 256, dtype=np.float64)
+    x = (np.sin(i * 0.731) * (1 + (i % 7)) * 0.1).astype(np.float32).reshape(4, 256)
+    x[1, 32:64] = 0  # an all-zero block
+    out = {"formula": "float32(sin(i * 0.731) * (1 + i % 7) * 0.1), i = 0..1023, rows of 256; row 1 [32, 64) zero",
+           "x": x.tobytes().hex()}
+    for name, t in (("q8_0", Q.Q8_0), ("q4_0", Q.Q4_0)):
+        out[name] = gguf.quants.quantize(x, t).tobytes().hex()
+    with open(os.path.join(ROOT, "quant_reference.json"), "w") as f:
+        json.dump(out, f, indent=1)
+
+
 def main():
     torch.set_num_threads(2)
     os.makedirs(ROOT, exist_ok=True)
+    write_quant_reference()
     with tempfile.TemporaryDirectory() as tmp:
         sp = sentencepiece_tokenizer(tmp)
     q2 = byte_level_tokenizer("qwen2")

@@ -14,22 +14,35 @@ struct Synthesize: ParsableCommand {
 
     func run() throws {
         try threads.apply()
-        guard let dt = DType(rawValue: dtype) else { throw ValidationError("--dtype must be f32, f16 or bf16, got '\(dtype)'") }
+        guard let dt = DType(rawValue: dtype), !dt.isQuantized else {
+            throw ValidationError("--dtype must be f32, f16 or bf16, got '\(dtype)' (quantize a folder with strata quantize)")
+        }
         let p = try Synth.preset(preset)
         let t0 = now()
-        var lastPrint = 0.0
-        let tty = isatty(2) != 0
-        try Synth.write(preset: p, dtype: dt, seed: seed, to: out) { done, total in
-            let t = now()
-            if t - lastPrint < 0.2 && done < total { return }
-            lastPrint = t
-            let frac = Double(done) / Double(max(1, total))
-            let bar = String(repeating: "#", count: Int(frac * 30)).padding(toLength: 30, withPad: ".", startingAt: 0)
-            let line = String(format: "[%@] %5.1f%%  ", bar as NSString, frac * 100) + formatBytes(done) + " / " + formatBytes(total)
-                + String(format: "  %.0f MB/s", Double(done) / max(1e-9, t - t0) / 1e6)
-            FileHandle.standardError.write(Data(((tty ? "\r" : "") + line + (tty ? "" : "\n")).utf8))
-        }
-        if tty { eprint("") }
+        var bar = ProgressBar()
+        try Synth.write(preset: p, dtype: dt, seed: seed, to: out) { done, total in bar.update(done, total) }
+        bar.finish()
         eprint("wrote \(out): \(p.name) (\(p.architecture.name), \(String(format: "%.1f", Double(p.parameterCount) / 1e6)) M parameters, \(dt.rawValue)) in \(String(format: "%.1f", now() - t0)) s")
     }
+}
+
+/// A progress bar on stderr: redrawn in place on a terminal (at most every 0.2 s), a line per
+/// update otherwise.
+struct ProgressBar {
+    let t0 = now()
+    var lastPrint = 0.0
+    let tty = isatty(2) != 0
+
+    mutating func update(_ done: Int, _ total: Int) {
+        let t = now()
+        if t - lastPrint < 0.2 && done < total { return }
+        lastPrint = t
+        let frac = Double(done) / Double(max(1, total))
+        let bar = String(repeating: "#", count: Int(frac * 30)).padding(toLength: 30, withPad: ".", startingAt: 0)
+        let line = String(format: "[%@] %5.1f%%  ", bar as NSString, frac * 100) + formatBytes(done) + " / " + formatBytes(total)
+            + String(format: "  %.0f MB/s", Double(done) / max(1e-9, t - t0) / 1e6)
+        FileHandle.standardError.write(Data(((tty ? "\r" : "") + line + (tty ? "" : "\n")).utf8))
+    }
+
+    func finish() { if tty { eprint("") } }
 }

@@ -79,6 +79,8 @@ public protocol Architecture: Sendable {
     static func tensorName(gguf: String) -> String?
     /// The config.json fields of a GGUF file's metadata. Default: the Llama family's fields.
     static func ggufConfig(_ h: GGUFHyperparameters) throws -> [String: Any]
+    /// How to write a folder of this architecture as GGUF; nil (the default) when Strata cannot.
+    static func ggufExport(config: ConfigFile) throws -> GGUFExport?
 }
 
 extension Architecture {

@@ -415,6 +415,9 @@ public enum LlamaArchitecture: Architecture {
     public static func synthTensors(_ shape: SynthShape) -> [(name: String, shape: [Int])] { LlamaFamily.synthTensors(shape, qkvBias: false) }
     public static func synthConfig(_ shape: SynthShape) -> [String: Any] { LlamaFamily.synthConfig(shape, architecture: name, modelType: "llama") }
     public static var ggufArchitecture: String? { "llama" }
+    public static func ggufExport(config: ConfigFile) throws -> GGUFExport? {
+        try config.decode(LlamaConfig.self).family.ggufExport(arch: "llama", permute: true)
+    }
     /// llama.cpp's converter permutes Llama's Q and K rows into RoPE's interleaved layout.
     public static func ggufConfig(_ h: GGUFHyperparameters) throws -> [String: Any] {
         var f = try h.llamaFamilyFields()

@@ -24,4 +24,8 @@ public enum MistralArchitecture: Architecture {
     public static func vectorsPerLayer(_ spec: ModelSpec) -> Int { LlamaFamily.vectorsPerLayer(spec) }
     public static func synthTensors(_ shape: SynthShape) -> [(name: String, shape: [Int])] { LlamaFamily.synthTensors(shape, qkvBias: false) }
     public static func synthConfig(_ shape: SynthShape) -> [String: Any] { LlamaFamily.synthConfig(shape, architecture: name, modelType: "mistral") }
+    /// llama.cpp writes Mistral as `llama` (its reader then opens it as Llama).
+    public static func ggufExport(config: ConfigFile) throws -> GGUFExport? {
+        try config.decode(MistralConfig.self).family.ggufExport(arch: "llama", permute: true)
+    }
 }

@@ -29,4 +29,7 @@ public enum Qwen2Architecture: Architecture {
     public static func synthTensors(_ shape: SynthShape) -> [(name: String, shape: [Int])] { LlamaFamily.synthTensors(shape, qkvBias: true) }
     public static func synthConfig(_ shape: SynthShape) -> [String: Any] { LlamaFamily.synthConfig(shape, architecture: name, modelType: "qwen2") }
     public static var ggufArchitecture: String? { "qwen2" }
+    public static func ggufExport(config: ConfigFile) throws -> GGUFExport? {
+        try config.decode(Qwen2Config.self).family.ggufExport(arch: "qwen2", permute: false)
+    }
 }

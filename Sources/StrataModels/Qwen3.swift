@@ -32,4 +32,7 @@ public enum Qwen3Architecture: Architecture {
     }
     public static func synthConfig(_ shape: SynthShape) -> [String: Any] { LlamaFamily.synthConfig(shape, architecture: name, modelType: "qwen3") }
     public static var ggufArchitecture: String? { "qwen3" }
+    public static func ggufExport(config: ConfigFile) throws -> GGUFExport? {
+        try config.decode(Qwen3Config.self).family.ggufExport(arch: "qwen3", permute: false)
+    }
 }
