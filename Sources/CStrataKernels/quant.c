@@ -137,10 +137,30 @@ static void dequant_block(int t, const uint8_t *b, float *y) {
     }
 }
 
-void strata_dequantize(int wtype, const void *src, float *dst, long count) {
+static void dequant_range(int wtype, const void *src, float *dst, long b0, long b1) {
     const long be = strata_qblock_elements(wtype), bb = strata_qblock_bytes(wtype);
-    const uint8_t *p = (const uint8_t *)src;
-    for (long i = 0; i + be <= count; i += be, p += bb) dequant_block(wtype, p, dst + i);
+    const uint8_t *p = (const uint8_t *)src + b0 * bb;
+    for (long b = b0; b < b1; b++, p += bb) dequant_block(wtype, p, dst + b * be);
+}
+
+typedef struct { int t; const void *src; float *dst; long blocks, per; } dq_job;
+
+static void dq_chunk(void *ctx, long c) {
+    const dq_job *j = (const dq_job *)ctx;
+    const long b0 = c * j->per, b1 = b0 + j->per < j->blocks ? b0 + j->per : j->blocks;
+    dequant_range(j->t, j->src, j->dst, b0, b1);
+}
+
+void strata_dequantize(int wtype, const void *src, float *dst, long count) {
+    const long blocks = count / strata_qblock_elements(wtype);
+    // split across the pool when there is enough (a prefill's band of weights: >= 64K weights per chunk)
+    const long threads = strata_pool_threads();
+    const long minBlocks = (64L << 10) / strata_qblock_elements(wtype);
+    long chunks = blocks / minBlocks;
+    if (chunks > 4 * threads) chunks = 4 * threads;
+    if (chunks <= 1) { dequant_range(wtype, src, dst, 0, blocks); return; }
+    dq_job j = {wtype, src, dst, blocks, (blocks + chunks - 1) / chunks};
+    strata_pool_run(dq_chunk, &j, (blocks + j.per - 1) / j.per);
 }
 
 /// Portable: each block dequantized once into a buffer, then dotted with every x row.
@@ -179,7 +199,15 @@ static void qrows_portable(const strata_linear_args *a, long j0, long j1) {
 #define TGT512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
 
 TGT512 INLINE __m512 i8x16(const int8_t *p) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p))); }
-TGT512 INLINE float h2f(const uint8_t *p) { uint16_t h; memcpy(&h, p, 2); return _cvtsh_ss(h); }
+/// The f16 at p, and at p + 2 (see quant_q8.c's h2f_v for the empty asm).
+TGT512 INLINE float h2f(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    __m128i v = _mm_cvtsi32_si128(h);
+    __asm__("" : "+x"(v));
+    return _mm_cvtss_f32(_mm_cvtph_ps(v));
+}
+TGT512 INLINE float h2f_hi(const uint8_t *p) { return h2f(p + 2); }
 
 /// Q4_K's eight 6-bit scales (bytes 0-7 of the result) and mins (bytes 8-15) unpacked from the 12
 /// packed bytes with 32-bit masks (the same bits as k4_scale_min).
@@ -231,7 +259,7 @@ TGT512 INLINE void qrow512(const int t, const int RB, const strata_linear_args *
             const __m256 both = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)u)));
             const __m256 mins = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(u + 8))));
             _mm256_store_ps(sc, _mm256_mul_ps(both, _mm256_set1_ps(h2f(w))));
-            _mm256_store_ps(mn, _mm256_mul_ps(mins, _mm256_set1_ps(h2f(w + 2))));
+            _mm256_store_ps(mn, _mm256_mul_ps(mins, _mm256_set1_ps(h2f_hi(w))));
             const uint8_t *q = w + 16;
             for (int c = 0; c < 4; c++) {
                 const __m512 d0 = _mm512_set1_ps(sc[2 * c]), n0 = _mm512_set1_ps(mn[2 * c]);
@@ -254,7 +282,7 @@ TGT512 INLINE void qrow512(const int t, const int RB, const strata_linear_args *
             }
         } else {  // Q6_K
             const uint8_t *ql = w, *qh = w + 128;
-            _mm512_store_ps(sc, _mm512_mul_ps(i8x16((const int8_t *)(w + 192)), _mm512_set1_ps(h2f(w + 208))));
+            _mm512_store_ps(sc, _mm512_mul_ps(i8x16((const int8_t *)(w + 192)), _mm512_set1_ps(h2f_hi(w + 206))));
             const __m512i three = _mm512_set1_epi32(3), m32 = _mm512_set1_epi32(32);
             for (int n = 0; n < 2; n++) {
                 for (int h = 0; h < 2; h++) {  // l in [16h, 16h + 16)

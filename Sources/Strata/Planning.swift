@@ -219,10 +219,11 @@ extension PlannerInventory {
             otherBytes = inv.otherBytes  // an untied embedding is cold: not resident
             coldPageCache = PlacementRule.coldPageCacheBytes(inv, workload)
         } else {
-            let e = dtype!.byteSize
-            layerBytes = [Int](repeating: (perLayer + arch.vectorsPerLayer(spec)) * e, count: spec.layers)
-            otherBytes = (spec.vocabSize * h + h) * e  // the head (tied: the embedding); an untied embedding is cold
-            if !spec.tiedEmbeddings { coldPageCache = min(spec.vocabSize, workload.batch * (workload.promptTokens + workload.outputTokens)) * ((h * e + 8191) / 4096 * 4096) }
+            // matrices in the dtype; vectors (norms, biases) 16-bit beside 16-bit matrices, f32 beside quantized ones (GGUF)
+            let d = dtype!, v = d.isQuantized ? 4 : d.byteSize
+            layerBytes = [Int](repeating: d.bytes(elements: perLayer) + arch.vectorsPerLayer(spec) * v, count: spec.layers)
+            otherBytes = d.bytes(elements: spec.vocabSize * h) + h * v  // the head (tied: the embedding); an untied embedding is cold
+            if !spec.tiedEmbeddings { coldPageCache = min(spec.vocabSize, workload.batch * (workload.promptTokens + workload.outputTokens)) * ((d.bytes(elements: h) + 8191) / 4096 * 4096) }
         }
         // the same lines `TieredRun` charges: runtime overhead and activations
         let maxContext = min(spec.maxPositions, workload.promptTokens + workload.outputTokens + 16)
@@ -232,7 +233,7 @@ extension PlannerInventory {
         // (O_DIRECT): counted for every layer and the deepest prefetch, so a plan never
         // under-counts what the run charges (a run at the planner's minimum once overshot by 20 KiB)
         let vectorBytes = weightInventory.map { inv in inv.locations.filter { $0.layer >= 0 && $0.shape.count < 2 }.reduce(0) { $0 + $1.end - $1.begin } }
-            ?? arch.vectorsPerLayer(spec) * spec.layers * (dtype?.byteSize ?? 4)
+            ?? arch.vectorsPerLayer(spec) * spec.layers * (dtype.map { $0.isQuantized ? 4 : $0.byteSize } ?? 4)
         let stagingSlack = 4 * 2 * 2 * 4096  // up to 4 slots, two segments of one layer each, a page at each end
         let fixed = PlacementRule.runtimeOverhead() + PlacementRule.activationBytes(spec: spec, weightDType: weightDType, maxContext: maxContext, maxRows: maxRows)
             + coldPageCache + vectorBytes + stagingSlack

@@ -14,7 +14,7 @@ struct PlanCommand: ParsableCommand {
     @Option(help: "throughput or latency.") var objective: String = "throughput"
     @Option(help: "text, json or markdown.") var format: String = "text"
     @Option(help: "Write the placement strip and budget curve as SVG.") var svg: String?
-    @Option(help: "Plan from config.json alone with this weight dtype (f32, f16, bf16): no weights needed.") var dtype: String?
+    @Option(help: "Plan from config.json alone with this weight dtype (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k): no weights needed.") var dtype: String?
     @Option(help: "Write the plan JSON (for generate --plan).") var out: String?
     @OptionGroup var threads: ThreadOption
 
@@ -37,7 +37,12 @@ struct PlanCommand: ParsableCommand {
         if let svg { try PlanReport.svg(plan, inv: inv).write(toFile: svg, atomically: true, encoding: .utf8) }
         switch format {
         case "json": print(String(decoding: try enc.encode(plan), as: UTF8.self))
-        default: print(PlanReport.text(plan, inv: inv, profile: profile, markdown: format == "markdown"), terminator: "")
+        default:
+            print(PlanReport.text(plan, inv: inv, profile: profile, markdown: format == "markdown"), terminator: "")
+            let folder = try ModelFolder(path: model)
+            let rows = StorageAdvice.compare(folder: folder, inv: inv, profile: profile, request: plan.request)
+            print(format == "markdown" ? "\n## Other storage types at this budget (predicted)\n" : "\nOther storage types at this budget (predicted)")
+            print(StorageAdvice.text(rows, markdown: format == "markdown"), terminator: "")
         }
     }
 }
