@@ -43,6 +43,8 @@ public final class TieredWeightStore: WeightStore, @unchecked Sendable {
     /// Streamed layers pass through the staging ring in order: forward passes must not overlap.
     public var streams: Bool { !streamedLayers.isEmpty }
     public let prefetchDepth: Int
+    /// The O_DIRECT bounce buffer of the resident reads (freed once they are done).
+    static let bounceBytes = 4 << 20
     public let slotBytes: Int
     let ledger: Ledger
     private var resident: [String: Tensor] = [:]
@@ -118,13 +120,39 @@ public final class TieredWeightStore: WeightStore, @unchecked Sendable {
             mappings[l.path] = m
             resident[l.name] = Tensor(storage: m.storage(offset: l.begin, count: l.end - l.begin), dtype: l.dtype, shape: l.shape)
         }
+        // read through O_DIRECT and a 4 MiB bounce buffer where the file system allows: buffered
+        // reads leave readahead and the pages at each tensor's ends in the page cache, which a
+        // memory cgroup counts (a GGUF's unaligned tensors left 120 MB); else buffered reads
+        // with the pages dropped after each tensor
+        var direct: [String: (fd: Int32, size: Int)] = [:]
+        defer { for (_, d) in direct { FileIO.closeFile(d.fd) } }
+        var bounce: TensorStorage? = nil
+        defer { if bounce != nil { ledger.credit("load bounce buffer", Self.bounceBytes) } }
         for l in locations where (!streamed.contains(l.layer) || Self.keptResident(l)) && !cold.contains(l.name) {
             try ledger.charge("resident weights", l.end - l.begin)
             let t = Tensor(storage: TensorStorage(byteCount: l.end - l.begin, hugePages: true), dtype: l.dtype, shape: l.shape)
-            let fd = try buffered[l.path] ?? FileIO.openRead(l.path)
-            buffered[l.path] = fd
-            try FileIO.pread(fd: fd, path: l.path, into: t.rawPointer, count: l.end - l.begin, offset: l.begin)
-            FileIO.dropCache(fd: fd, offset: l.begin, count: l.end - l.begin)
+            if direct[l.path] == nil, let dfd = try FileIO.openReadDirect(l.path) {
+                direct[l.path] = (dfd, try FileIO.size(fd: dfd, path: l.path))
+            }
+            if let d = direct[l.path] {
+                if bounce == nil { try ledger.charge("load bounce buffer", Self.bounceBytes) }
+                let b = bounce ?? TensorStorage(byteCount: Self.bounceBytes, alignment: Self.align)
+                bounce = b
+                var pos = l.begin
+                while pos < l.end {
+                    let start = pos / Self.align * Self.align
+                    let length = min(Self.bounceBytes, (l.end - start + Self.align - 1) / Self.align * Self.align)
+                    try FileIO.preadAligned(fd: d.fd, path: l.path, into: b.base, count: length, offset: start, fileSize: d.size)
+                    let n = min(l.end, start + length) - pos
+                    (t.rawPointer + (pos - l.begin)).copyMemory(from: b.base + (pos - start), byteCount: n)
+                    pos += n
+                }
+            } else {
+                let fd = try buffered[l.path] ?? FileIO.openRead(l.path)
+                buffered[l.path] = fd
+                try FileIO.pread(fd: fd, path: l.path, into: t.rawPointer, count: l.end - l.begin, offset: l.begin)
+                FileIO.dropCache(fd: fd, offset: l.begin, count: l.end - l.begin)
+            }
             resident[l.name] = t
         }
         if slotCount > 0 {
