@@ -43,8 +43,6 @@ public final class TieredWeightStore: WeightStore, @unchecked Sendable {
     /// Streamed layers pass through the staging ring in order: forward passes must not overlap.
     public var streams: Bool { !streamedLayers.isEmpty }
     public let prefetchDepth: Int
-    /// The O_DIRECT bounce buffer of the resident reads (freed once they are done).
-    static let bounceBytes = 4 << 20
     public let slotBytes: Int
     let ledger: Ledger
     private var resident: [String: Tensor] = [:]
@@ -120,28 +118,25 @@ public final class TieredWeightStore: WeightStore, @unchecked Sendable {
             mappings[l.path] = m
             resident[l.name] = Tensor(storage: m.storage(offset: l.begin, count: l.end - l.begin), dtype: l.dtype, shape: l.shape)
         }
-        // read through O_DIRECT and a 4 MiB bounce buffer where the file system allows: buffered
-        // reads leave readahead and the pages at each tensor's ends in the page cache, which a
-        // memory cgroup counts (a GGUF's unaligned tensors left 120 MB); else buffered reads
-        // with the pages dropped after each tensor
+        // with layers streamed, read through O_DIRECT with the first staging slot (already charged,
+        // not yet in use) as the bounce buffer, where the file system allows: buffered reads leave
+        // readahead and the pages at each tensor's ends in the page cache, which a memory cgroup
+        // counts; else (or with every layer resident) buffered reads, the pages dropped after each tensor
         var direct: [String: (fd: Int32, size: Int)] = [:]
         defer { for (_, d) in direct { FileIO.closeFile(d.fd) } }
-        var bounce: TensorStorage? = nil
-        defer { if bounce != nil { ledger.credit("load bounce buffer", Self.bounceBytes) } }
+        let bounce = slots.first
+        let bounceBytes = slotBytes / Self.align * Self.align
         for l in locations where (!streamed.contains(l.layer) || Self.keptResident(l)) && !cold.contains(l.name) {
             try ledger.charge("resident weights", l.end - l.begin)
             let t = Tensor(storage: TensorStorage(byteCount: l.end - l.begin, hugePages: true), dtype: l.dtype, shape: l.shape)
-            if direct[l.path] == nil, let dfd = try FileIO.openReadDirect(l.path) {
+            if bounce != nil && bounceBytes >= 2 * Self.align && direct[l.path] == nil, let dfd = try FileIO.openReadDirect(l.path) {
                 direct[l.path] = (dfd, try FileIO.size(fd: dfd, path: l.path))
             }
-            if let d = direct[l.path] {
-                if bounce == nil { try ledger.charge("load bounce buffer", Self.bounceBytes) }
-                let b = bounce ?? TensorStorage(byteCount: Self.bounceBytes, alignment: Self.align)
-                bounce = b
+            if let d = direct[l.path], let b = bounce {
                 var pos = l.begin
                 while pos < l.end {
                     let start = pos / Self.align * Self.align
-                    let length = min(Self.bounceBytes, (l.end - start + Self.align - 1) / Self.align * Self.align)
+                    let length = min(bounceBytes, (l.end - start + Self.align - 1) / Self.align * Self.align)
                     try FileIO.preadAligned(fd: d.fd, path: l.path, into: b.base, count: length, offset: start, fileSize: d.size)
                     let n = min(l.end, start + length) - pos
                     (t.rawPointer + (pos - l.begin)).copyMemory(from: b.base + (pos - start), byteCount: n)
