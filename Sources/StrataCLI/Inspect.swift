@@ -7,7 +7,7 @@ import StrataPlanner
 struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Print a model folder's inventory (from headers, no weights read).")
     @Option(help: "Model folder (config.json, safetensors) or GGUF file.") var model: String
-    @Option(help: "For a folder with config.json only: the weight dtype (f32, f16, bf16); default the config's torch_dtype / dtype.") var dtype: String?
+    @Option(help: "For a folder with config.json only: the weight dtype (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k); default the config's torch_dtype / dtype.") var dtype: String?
     @Flag(help: "JSON output.") var json = false
     func run() throws {
         let dt = try parseDType(dtype)
@@ -19,8 +19,8 @@ struct Inspect: ParsableCommand {
             let d = inv.weightDType ?? .f32
             // the planner's inventory leaves out an untied token embedding (cold: read a row a token)
             let embedding = spec.tiedEmbeddings ? 0 : spec.vocabSize * spec.hiddenSize
-            let params = inv.weightBytes / d.byteSize + embedding
-            let bytes = params * d.byteSize
+            let params = inv.layerParams.reduce(0, +) + inv.headParams + embedding
+            let bytes = inv.weightBytes + d.bytes(elements: embedding)
             if json {
                 try printJSON(["model": model, "architecture": spec.architecture, "source": "config.json", "dtype": d.rawValue,
                                "layers": inv.layers, "parameters": params, "weight_bytes": bytes,
