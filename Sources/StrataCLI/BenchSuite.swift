@@ -93,6 +93,21 @@ struct BenchSuite: ParsableCommand {
         }
         results["batch_bf16"] = try batchSweep(bf16Model)
 
+        // quantized GGUF files of the same model (strata quantize), pp / tg and the batch sweep
+        let schemes = quick ? ["q8_0"] : ["q8_0", "q4_k_m"]
+        progress("quantized weights (\(schemes.joined(separator: ", ")) GGUF): prompt processing, decode, batches")
+        var quantized: [[String: Any]] = []
+        for scheme in schemes {
+            let file = ".build/bench-models/\(preset)-\(scheme).gguf"
+            if !FileManager.default.fileExists(atPath: file) {
+                _ = try shell([exe, "quantize", "--model", f32Model, "--type", scheme, "--out", file])
+            }
+            let json = try shell([exe, "bench-model", "--model", file, "--prompt", "\(pp)", "--gen", "\(tg)", "--repeats", "\(repeats)", "--json"])
+            let m = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any] ?? [:]
+            quantized.append(["scheme": scheme, "model": m, "batch": try batchSweep(file)])
+        }
+        results["quantized"] = quantized
+
         progress("RAM-budget sweep: planned, rule-placed and mmap runs, each in a memory cgroup, page cache dropped")
         let spec = try ModelRegistry.spec(directory: f32Model)
         let f32Inventory = try WeightInventory(directory: f32Model)
@@ -263,6 +278,16 @@ enum BenchRender {
             s += "## Batch sweep (aggregate decode tokens/s, bf16 weights)\n\n| batch | tokens/s (median) | ± | vs batch 1 |\n|---:|---:|---:|---:|\n"
             for x in b {
                 s += String(format: "| %d | %.2f | %.2f | %.2fx |\n", Int(num(x["batch"])), num(x["decode_tokens_per_second"]), num(x["spread"]), num(x["vs_batch_1"]))
+            }
+            s += "\n"
+        }
+        if let q = r["quantized"] as? [[String: Any]], !q.isEmpty {
+            s += "## Quantized weights (strata quantize of the same model, GGUF, 8-bit activations)\n\n| weights | pp t/s | tg t/s | tg fraction of bound | batch: aggregate t/s (vs batch 1) |\n|---|---:|---:|---:|---|\n"
+            for x in q {
+                let m = x["model"] as? [String: Any] ?? [:]
+                let b = (x["batch"] as? [[String: Any]] ?? []).map { String(format: "%d: %.1f (%.2fx)", Int(num($0["batch"])), num($0["decode_tokens_per_second"]), num($0["vs_batch_1"])) }
+                s += String(format: "| %@ | %.2f | %.2f | %.1f%% | %@ |\n", (x["scheme"] as? String ?? "") as NSString, num(m["pp_tokens_per_second"]), num(m["tg_tokens_per_second"]),
+                            100 * num(m["tg_fraction_of_bound"]), b.joined(separator: "; ") as NSString)
             }
             s += "\n"
         }
