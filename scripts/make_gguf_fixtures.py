@@ -329,6 +329,83 @@ def write_model(name, cls_name, arch, cfg_kwargs, tok, types, seed, chat_templat
     print("wrote", name, os.path.getsize(os.path.join(ROOT, name + ".gguf")), "bytes")
 
 
+def write_gpt2(name, tok, qtype, seed):
+    """GPT-2 as convert_hf_to_gguf.py writes it: Conv1D weights transposed to [out, in]."""
+    import transformers
+    meta, encode, ntok, encode_native = tok
+    torch.manual_seed(seed)
+    vocab = (ntok + 7) // 8 * 8
+    meta = dict(meta, tokens=meta["tokens"] + ["[PAD%d]" % i for i in range(ntok, vocab)],
+                types=meta["types"] + [int(gguf.TokenType.UNUSED)] * (vocab - ntok))
+    cfg = transformers.GPT2Config(vocab_size=vocab, n_embd=256, n_layer=2, n_head=4, n_positions=128,
+                                  bos_token_id=meta["bos"], eos_token_id=meta["eos"])
+    model = transformers.GPT2LMHeadModel(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn_like(p) * 0.2)
+    w = gguf.GGUFWriter(os.path.join(ROOT, name + ".gguf"), "gpt2")
+    w.add_name(name)
+    w.add_block_count(cfg.n_layer)
+    w.add_context_length(cfg.n_positions)
+    w.add_embedding_length(cfg.n_embd)
+    w.add_feed_forward_length(4 * cfg.n_embd)
+    w.add_head_count(cfg.n_head)
+    w.add_layer_norm_eps(cfg.layer_norm_epsilon)
+    w.add_tokenizer_model(meta["model"])
+    w.add_tokenizer_pre(meta["pre"])
+    w.add_token_list(meta["tokens"])
+    w.add_token_types(meta["types"])
+    w.add_token_merges(meta["merges"])
+    w.add_bos_token_id(meta["bos"])
+    w.add_eos_token_id(meta["eos"])
+    w.add_add_bos_token(False)
+    names = {"transformer.wte.weight": "token_embd.weight", "transformer.wpe.weight": "position_embd.weight",
+             "transformer.ln_f.weight": "output_norm.weight", "transformer.ln_f.bias": "output_norm.bias"}
+    layer = {"ln_1": "attn_norm", "attn.c_attn": "attn_qkv", "attn.c_proj": "attn_output", "ln_2": "ffn_norm",
+             "mlp.c_fc": "ffn_up", "mlp.c_proj": "ffn_down"}
+    new_sd = {}
+    for hf, t in model.state_dict().items():
+        if hf == "lm_head.weight" or hf.endswith((".attn.bias", ".attn.masked_bias")):
+            continue
+        t = t.detach().float().numpy()
+        if hf in names:
+            g = names[hf]
+        else:
+            parts = hf.split(".")
+            g = "blk.%s.%s.%s" % (parts[2], layer[".".join(parts[3:-1])], parts[-1])
+        conv = hf.endswith((".c_attn.weight", ".c_proj.weight", ".c_fc.weight"))
+        data = np.ascontiguousarray(t.T) if conv else t
+        qt = Q.F32 if data.ndim == 1 else (Q.F16 if "position_embd" in g else qtype)
+        raw, deq = quantize(data, qt) if data.ndim == 2 else (data.astype(np.float32), data.astype(np.float32))
+        if qt in (Q.F32, Q.F16):
+            w.add_tensor(g, raw)
+        else:
+            w.add_tensor(g, raw, raw_dtype=qt)
+        new_sd[hf] = torch.from_numpy(np.ascontiguousarray(deq.T if conv else deq))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    model.load_state_dict(new_sd, strict=False)
+    model.tie_weights()
+    g = torch.Generator().manual_seed(seed + 1)
+    seqs = [torch.randint(0, ntok, (n,), generator=g).tolist() for n in (7, 19)]
+    logits = {}
+    with torch.no_grad():
+        for i, sq in enumerate(seqs):
+            logits["seq%d" % i] = model(torch.tensor([sq])).logits[0].float().contiguous()
+        prompt = seqs[0]
+        gen = model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=24, min_new_tokens=24,
+                             eos_token_id=None, pad_token_id=0)[0].tolist()[len(prompt):]
+    save_file(logits, os.path.join(ROOT, name + ".safetensors"))
+    cases = [{"text": t, "ids": encode(t), "native_ids": encode_native(t)} for t in CASES]
+    with open(os.path.join(ROOT, name + ".json"), "w") as f:
+        json.dump({"name": name, "architecture": "GPT2LMHeadModel", "sequences": seqs, "greedy_prompt": prompt,
+                   "greedy_continuation": gen, "tokenizer_cases": cases, "chat_template": None,
+                   "transformers_version": transformers.__version__}, f, ensure_ascii=False, indent=1)
+    print("wrote", name, os.path.getsize(os.path.join(ROOT, name + ".gguf")), "bytes")
+
+
 def permute_back(w, n_head):
     return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
@@ -441,6 +518,7 @@ def main():
                      attn_logit_softcapping=5.0, final_logit_softcapping=3.0, hidden_activation="gelu_pytorch_tanh",
                      attn_implementation="eager", bos_token_id=1, eos_token_id=2, pad_token_id=0),
                 sp, lambda g: Q.Q8_0, seed=27)
+    write_gpt2("gpt2-q8_0", byte_level_tokenizer("gpt2"), Q.Q8_0, seed=28)
     write_bad()
 
 

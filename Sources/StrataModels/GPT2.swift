@@ -14,8 +14,11 @@ public struct GPT2Config: Decodable, Sendable {
     public var activation: String
     public var bos: [Int]
     public var eos: [Int]
+    /// The Conv1D weights are stored `[out, in]` (a GGUF of llama.cpp's converter, which transposes them).
+    public var linearOutIn: Bool
 
     enum Keys: String, CodingKey {
+        case linearOutIn = "strata_linear_out_in"
         case vocabSize = "vocab_size", nEmbd = "n_embd", nLayer = "n_layer", nHead = "n_head", nInner = "n_inner"
         case nPositions = "n_positions", eps = "layer_norm_epsilon", act = "activation_function"
         case bos = "bos_token_id", eos = "eos_token_id", scaleByLayer = "scale_attn_by_inverse_layer_idx"
@@ -35,6 +38,7 @@ public struct GPT2Config: Decodable, Sendable {
         activation = try c.decodeIfPresent(String.self, forKey: .act) ?? "gelu_new"
         bos = try c.decodeIfPresent(TokenIDs.self, forKey: .bos)?.ids ?? [50256]
         eos = try c.decodeIfPresent(TokenIDs.self, forKey: .eos)?.ids ?? [50256]
+        linearOutIn = try c.decodeIfPresent(Bool.self, forKey: .linearOutIn) ?? false
         for (v, f) in [(vocabSize, "vocab_size"), (hiddenSize, "n_embd"), (layers, "n_layer"), (heads, "n_head"),
                        (innerSize, "n_inner"), (maxPositions, "n_positions")] where v <= 0 {
             throw ConfigError.invalidValue(file: file, field: f, reason: "must be positive, got \(v)")
@@ -112,7 +116,11 @@ public final class GPT2Model: CausalLM, @unchecked Sendable {
         layers = try (0..<config.layers).map { i in
             let p = prefix + "h.\(i)."
             func conv(_ name: String, _ shape: [Int]) throws -> WeightMatrix {
-                WeightMatrix(try w.tensor(p + name + ".weight", shape, layer: i), layout: .inOut, bias: try w.vector(p + name + ".bias", shape[1], layer: i))
+                if config.linearOutIn {
+                    return WeightMatrix(try w.tensor(p + name + ".weight", [shape[1], shape[0]], layer: i), layout: .outIn,
+                                        bias: try w.vector(p + name + ".bias", shape[1], layer: i))
+                }
+                return WeightMatrix(try w.tensor(p + name + ".weight", shape, layer: i), layout: .inOut, bias: try w.vector(p + name + ".bias", shape[1], layer: i))
             }
             return Layer(ln1w: try w.vector(p + "ln_1.weight", h, layer: i), ln1b: try w.vector(p + "ln_1.bias", h, layer: i),
                          qkv: try conv("attn.c_attn", [h, 3 * h]), proj: try conv("attn.c_proj", [h, h]),
@@ -212,6 +220,31 @@ public enum GPT2Architecture: Architecture {
         }
         t.append(("transformer.ln_f.weight", [h])); t.append(("transformer.ln_f.bias", [h]))
         return t
+    }
+
+    public static var ggufArchitecture: String? { "gpt2" }
+    /// llama.cpp's GPT-2 names (the HF names without the `transformer.` prefix).
+    public static func tensorName(gguf name: String) -> String? {
+        let globals = ["token_embd.weight": "wte.weight", "position_embd.weight": "wpe.weight", "output_norm.weight": "ln_f.weight",
+                       "output_norm.bias": "ln_f.bias", "output.weight": "lm_head.weight"]
+        if let g = globals[name] { return g }
+        guard let (layer, rest) = layerSuffix(name, prefix: "blk."), let dot = rest.lastIndex(of: ".") else { return nil }
+        let table = ["attn_norm": "ln_1", "attn_qkv": "attn.c_attn", "attn_output": "attn.c_proj", "ffn_norm": "ln_2",
+                     "ffn_up": "mlp.c_fc", "ffn_down": "mlp.c_proj"]
+        guard let hf = table[String(rest[..<dot])] else { return nil }
+        return "h.\(layer).\(hf)" + rest[dot...]
+    }
+    /// The converter transposes the Conv1D weights to `[out, in]`.
+    public static func ggufConfig(_ h: GGUFHyperparameters) throws -> [String: Any] {
+        let embd = try h.requireInt("embedding_length")
+        var f: [String: Any] = ["vocab_size": try h.vocabSize(), "n_embd": embd, "n_layer": try h.requireInt("block_count"),
+                                "n_head": try h.requireInt("attention.head_count"), "n_inner": try h.int("feed_forward_length") ?? 4 * embd,
+                                "strata_linear_out_in": true]
+        if let v = try h.int("context_length") { f["n_positions"] = v }
+        if let v = try h.double("attention.layer_norm_epsilon") { f["layer_norm_epsilon"] = v }
+        if let v = try h.file.int("tokenizer.ggml.bos_token_id") { f["bos_token_id"] = v }
+        if let v = try h.file.int("tokenizer.ggml.eos_token_id") { f["eos_token_id"] = v }
+        return f
     }
 
     public static func synthConfig(_ s: SynthShape) -> [String: Any] {

@@ -10,7 +10,7 @@ import StrataTensor
 // greedy continuations, tokenizer ids against the Hugging Face tokenizer of the same model, and
 // every class of hostile file.
 
-let ggufModels = ["llama-q8_0", "llama-q4_0", "llama-q4_k_m", "llama3-q6_k", "qwen2-q4_k_m", "qwen3-q8_0", "gemma2-q8_0"]
+let ggufModels = ["llama-q8_0", "llama-q4_0", "llama-q4_k_m", "llama3-q6_k", "qwen2-q4_k_m", "qwen3-q8_0", "gemma2-q8_0", "gpt2-q8_0"]
 
 enum GGUFFixtures {
     static func path(_ name: String) -> String { Fixtures.root + "/gguf/" + name + ".gguf" }
@@ -74,7 +74,7 @@ enum GGUFFixtures {
     /// The tokenizer rebuilt from tokenizer.ggml.* gives the Hugging Face tokenizer's ids. Where
     /// transformers' conversion of a SentencePiece model disagrees with SentencePiece itself (a
     /// leading space: 2 of 15 cases), it gives SentencePiece's, as llama.cpp does.
-    @Test(arguments: ["llama-q8_0", "llama3-q6_k", "qwen2-q4_k_m"])
+    @Test(arguments: ["llama-q8_0", "llama3-q6_k", "qwen2-q4_k_m", "gpt2-q8_0"])
     func tokenizerFromMetadataMatchesHuggingFace(name: String) throws {
         let folder = try ModelFolder(path: GGUFFixtures.path(name))
         let tok = try #require(folder.tokenizer)
