@@ -518,6 +518,9 @@ def main():
                      attn_logit_softcapping=5.0, final_logit_softcapping=3.0, hidden_activation="gelu_pytorch_tanh",
                      attn_implementation="eager", bos_token_id=1, eos_token_id=2, pad_token_id=0),
                 sp, lambda g: Q.Q8_0, seed=27)
+    write_model("phi3-q8_0", "Phi3ForCausalLM", "phi3",
+                dict(base, tie_word_embeddings=False, sliding_window=None, bos_token_id=1, eos_token_id=2, pad_token_id=0),
+                sp, lambda g: Q.Q8_0, seed=29)
     write_gpt2("gpt2-q8_0", byte_level_tokenizer("gpt2"), Q.Q8_0, seed=28)
     write_bad()
 

@@ -10,7 +10,7 @@ import StrataTensor
 // greedy continuations, tokenizer ids against the Hugging Face tokenizer of the same model, and
 // every class of hostile file.
 
-let ggufModels = ["llama-q8_0", "llama-q4_0", "llama-q4_k_m", "llama3-q6_k", "qwen2-q4_k_m", "qwen3-q8_0", "gemma2-q8_0", "gpt2-q8_0"]
+let ggufModels = ["llama-q8_0", "llama-q4_0", "llama-q4_k_m", "llama3-q6_k", "qwen2-q4_k_m", "qwen3-q8_0", "gemma2-q8_0", "gpt2-q8_0", "phi3-q8_0"]
 
 enum GGUFFixtures {
     static func path(_ name: String) -> String { Fixtures.root + "/gguf/" + name + ".gguf" }
