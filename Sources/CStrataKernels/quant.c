@@ -346,11 +346,155 @@ TGT512 static void qrows_avx512(const strata_linear_args *a, long j0, long j1) {
     default: break;
     }
 }
+
+// ---- AVX2 + FMA + F16C -----------------------------------------------------------------------
+// The AVX-512 kernel's scheme in 8 lanes: each block's codes widened to f32 once for every x row
+// of the call, a sum of q x per group of one scale, times the scale into the row's accumulator.
+#define TGT2 __attribute__((target("avx2,fma,f16c")))
+
+TGT2 INLINE float h2f2(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    __m128i v = _mm_cvtsi32_si128(h);
+    __asm__("" : "+x"(v));  // see quant_q8.c's h2f_v
+    return _mm_cvtss_f32(_mm_cvtph_ps(v));
+}
+TGT2 INLINE __m256 u8x8(const uint8_t *p) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p))); }
+TGT2 INLINE __m256 i8x8(const int8_t *p) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p))); }
+
+TGT2 INLINE float hsum8q(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/// RB rows of x against weight row j (RB <= 4), all blocks.
+TGT2 INLINE void qrow2(const int t, const int RB, const strata_linear_args *a, long j, long r) {
+    const long be = strata_qblock_elements(t), bb = strata_qblock_bytes(t), nb = a->k / be;
+    const uint8_t *w = (const uint8_t *)a->w + (size_t)j * (size_t)nb * (size_t)bb;
+    const float *xr[4];
+    __m256 acc[4];
+    for (int rr = 0; rr < RB; rr++) { xr[rr] = a->x + (r + rr) * a->ldx; acc[rr] = _mm256_setzero_ps(); }
+    const __m256i m4 = _mm256_set1_epi32(15);
+    float sc[16] __attribute__((aligned(32))), mn[8] __attribute__((aligned(32)));
+    for (long b = 0; b < nb; b++, w += bb) {
+        for (long o = 0; o < bb; o += 64) _mm_prefetch((const char *)w + 2048 + o, _MM_HINT_T0);
+        const long xo = b * be;
+        if (t == STRATA_W_Q8_0 || t == STRATA_W_Q4_0) {
+            __m256 q[4];
+            const __m256 d = _mm256_set1_ps(h2f2(w));
+            if (t == STRATA_W_Q8_0) {
+                for (int u = 0; u < 4; u++) q[u] = i8x8((const int8_t *)(w + 2 + 8 * u));
+            } else {
+                const __m256i e = _mm256_set1_epi32(8);
+                for (int u = 0; u < 2; u++) {
+                    const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(w + 2 + 8 * u)));
+                    q[u] = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_and_si256(v, m4), e));
+                    q[u + 2] = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(v, 4), e));
+                }
+            }
+            for (int rr = 0; rr < RB; rr++) {
+                __m256 s = _mm256_mul_ps(q[0], _mm256_loadu_ps(xr[rr] + xo));
+                for (int u = 1; u < 4; u++) s = _mm256_fmadd_ps(q[u], _mm256_loadu_ps(xr[rr] + xo + 8 * u), s);
+                acc[rr] = _mm256_fmadd_ps(s, d, acc[rr]);
+            }
+        } else if (t == STRATA_W_Q4_K) {
+            const float d = h2f2(w), dmin = h2f2(w + 2);
+            for (int s = 0; s < 8; s++) {
+                int c, m;
+                k4_scale_min(s, w + 4, &c, &m);
+                sc[s] = d * (float)c;
+                mn[s] = dmin * (float)m;
+            }
+            const uint8_t *qs = w + 16;
+            for (int c = 0; c < 4; c++) {
+                __m256 lo[4], hi[4];
+                for (int u = 0; u < 4; u++) {
+                    const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(qs + 32 * c + 8 * u)));
+                    lo[u] = _mm256_cvtepi32_ps(_mm256_and_si256(v, m4));
+                    hi[u] = _mm256_cvtepi32_ps(_mm256_srli_epi32(v, 4));
+                }
+                const __m256 d0 = _mm256_set1_ps(sc[2 * c]), n0 = _mm256_set1_ps(mn[2 * c]);
+                const __m256 d1 = _mm256_set1_ps(sc[2 * c + 1]), n1 = _mm256_set1_ps(mn[2 * c + 1]);
+                const long o = xo + 64 * c;
+                for (int rr = 0; rr < RB; rr++) {
+                    __m256 sl = _mm256_setzero_ps(), sh = _mm256_setzero_ps(), xl = _mm256_setzero_ps(), xh = _mm256_setzero_ps();
+                    for (int u = 0; u < 4; u++) {
+                        const __m256 x0 = _mm256_loadu_ps(xr[rr] + o + 8 * u), x1 = _mm256_loadu_ps(xr[rr] + o + 32 + 8 * u);
+                        sl = _mm256_fmadd_ps(lo[u], x0, sl);
+                        sh = _mm256_fmadd_ps(hi[u], x1, sh);
+                        xl = _mm256_add_ps(xl, x0);
+                        xh = _mm256_add_ps(xh, x1);
+                    }
+                    acc[rr] = _mm256_add_ps(acc[rr], _mm256_add_ps(_mm256_fmsub_ps(sl, d0, _mm256_mul_ps(xl, n0)),
+                                                                   _mm256_fmsub_ps(sh, d1, _mm256_mul_ps(xh, n1))));
+                }
+            }
+        } else {  // Q6_K
+            const uint8_t *ql = w, *qh = w + 128;
+            const float d = h2f2(w + 208);
+            for (int s = 0; s < 16; s++) sc[s] = d * (float)(int8_t)w[192 + s];
+            const __m256i three = _mm256_set1_epi32(3), m32 = _mm256_set1_epi32(32);
+            for (int n = 0; n < 2; n++) {
+                for (int l = 0; l < 32; l += 8) {
+                    const __m256i a0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(ql + l)));
+                    const __m256i a1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(ql + l + 32)));
+                    const __m256i hh = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(qh + l)));
+                    const __m256 q1 = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_or_si256(_mm256_and_si256(a0, m4), _mm256_slli_epi32(_mm256_and_si256(hh, three), 4)), m32));
+                    const __m256 q2 = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_or_si256(_mm256_and_si256(a1, m4), _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(hh, 2), three), 4)), m32));
+                    const __m256 q3 = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_or_si256(_mm256_srli_epi32(a0, 4), _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(hh, 4), three), 4)), m32));
+                    const __m256 q4 = _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_or_si256(_mm256_srli_epi32(a1, 4), _mm256_slli_epi32(_mm256_srli_epi32(hh, 6), 4)), m32));
+                    const float *s = sc + 8 * n + l / 16;
+                    const __m256 s1 = _mm256_set1_ps(s[0]), s2 = _mm256_set1_ps(s[2]), s3 = _mm256_set1_ps(s[4]), s4 = _mm256_set1_ps(s[6]);
+                    const long o = xo + 128 * n + l;
+                    for (int rr = 0; rr < RB; rr++) {
+                        acc[rr] = _mm256_fmadd_ps(_mm256_mul_ps(q1, _mm256_loadu_ps(xr[rr] + o)), s1, acc[rr]);
+                        acc[rr] = _mm256_fmadd_ps(_mm256_mul_ps(q2, _mm256_loadu_ps(xr[rr] + o + 32)), s2, acc[rr]);
+                        acc[rr] = _mm256_fmadd_ps(_mm256_mul_ps(q3, _mm256_loadu_ps(xr[rr] + o + 64)), s3, acc[rr]);
+                        acc[rr] = _mm256_fmadd_ps(_mm256_mul_ps(q4, _mm256_loadu_ps(xr[rr] + o + 96)), s4, acc[rr]);
+                    }
+                }
+                ql += 64;
+                qh += 32;
+            }
+        }
+    }
+    for (int rr = 0; rr < RB; rr++) {
+        float *y = a->y + (r + rr) * a->ldy + j;
+        const float v = hsum8q(acc[rr]);
+        *y = a->accumulate ? *y + v : v;
+    }
+}
+
+TGT2 INLINE void qrows2_t(const int t, const strata_linear_args *a, long j0, long j1) {
+    for (long j = j0; j < j1; j++) {
+        long r = 0;
+        for (; r + 4 <= a->m; r += 4) qrow2(t, 4, a, j, r);
+        switch (a->m - r) {
+        case 3: qrow2(t, 3, a, j, r); break;
+        case 2: qrow2(t, 2, a, j, r); break;
+        case 1: qrow2(t, 1, a, j, r); break;
+        default: break;
+        }
+    }
+}
+
+TGT2 static void qrows_avx2(const strata_linear_args *a, long j0, long j1) {
+    switch (a->wtype) {
+    case STRATA_W_Q8_0: qrows2_t(STRATA_W_Q8_0, a, j0, j1); break;
+    case STRATA_W_Q4_0: qrows2_t(STRATA_W_Q4_0, a, j0, j1); break;
+    case STRATA_W_Q4_K: qrows2_t(STRATA_W_Q4_K, a, j0, j1); break;
+    case STRATA_W_Q6_K: qrows2_t(STRATA_W_Q6_K, a, j0, j1); break;
+    default: break;
+    }
+}
 #endif
 
 void strata_qlinear_rows_isa(int isa, const strata_linear_args *a, long j0, long j1) {
 #if STRATA_X86
     if (isa == STRATA_ISA_AVX512) { qrows_avx512(a, j0, j1); return; }
+    if (isa == STRATA_ISA_AVX2) { qrows_avx2(a, j0, j1); return; }
 #endif
     (void)isa;
     qrows_portable(a, j0, j1);

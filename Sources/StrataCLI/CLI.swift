@@ -18,14 +18,19 @@ struct ThreadOption: ParsableArguments {
     @Option(name: .long, help: "Threads for OpenBLAS and Strata's loops (default: all cores).")
     var threads: Int?
 
-    @Option(name: .long, help: "Activations against quantized (GGUF) weights: q8 (8-bit per weight block, integer dot products as llama.cpp does; faster) or f32 (exact).")
-    var activations: String = "q8"
+    @Option(name: .long, help: "Activations against quantized (GGUF) weights: q8 (8-bit per weight block, integer dot products as llama.cpp does; faster) or f32 (exact). Default q8 where the CPU has AVX-512 VNNI, else f32.")
+    var activations: String?
 
     func apply() throws {
-        guard let act = Kernels.Activations(rawValue: activations) else {
-            throw ValidationError("--activations must be q8 or f32, got '\(activations)'")
+        if let activations {
+            guard let act = Kernels.Activations(rawValue: activations) else {
+                throw ValidationError("--activations must be q8 or f32, got '\(activations)'")
+            }
+            Kernels.activations = act
+        } else {
+            // without VNNI the 8-bit path runs its portable definition, slower than the exact SIMD kernels
+            Kernels.activations = Kernels.q8VNNISupported && Kernels.path == .avx512 ? .q8 : .f32
         }
-        Kernels.activations = act
         if let t = threads {
             guard t >= 1 else { throw ValidationError("--threads must be at least 1, got \(t)") }
             Threads.set(t)
