@@ -7,6 +7,7 @@
 //   bf16 : the top 16 bits of a binary32, 2 bytes (widened by a 16-bit shift)
 #define _GNU_SOURCE
 #include "strata_kernels.h"
+#include "common.h"
 
 #include <pthread.h>
 #include <sched.h>
@@ -15,41 +16,8 @@
 #include <string.h>
 #include <time.h>
 
-#if defined(__x86_64__) || defined(__i386__)
-#define STRATA_X86 1
-#include <immintrin.h>
-#else
-#define STRATA_X86 0
-#endif
-
-#define INLINE static inline __attribute__((always_inline))
 
 // ---- portable path ---------------------------------------------------------------------
-
-/// Exact f16 bits -> f32 (zero, subnormals, Inf, NaN).
-INLINE float f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
-    uint32_t exp = (h >> 10) & 0x1F, mant = h & 0x3FF, bits;
-    if (exp == 0x1F) {
-        bits = sign | 0x7F800000u | (mant << 13);
-    } else if (exp == 0) {
-        float v = (float)mant * 5.960464477539063e-08f;  // mant * 2^-24, exact
-        memcpy(&bits, &v, 4);
-        bits |= sign;
-    } else {
-        bits = sign | ((exp + 112) << 23) | (mant << 13);
-    }
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
-INLINE float bf16_to_f32(uint16_t h) {
-    uint32_t bits = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
 
 INLINE float load_w1(int t, const void *w, long i) {
     switch (t) {

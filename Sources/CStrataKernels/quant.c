@@ -18,36 +18,10 @@
 // matrix holding the dequantized weights.
 #define _GNU_SOURCE
 #include "strata_kernels.h"
+#include "common.h"
 
 #include <string.h>
 
-#if defined(__x86_64__) || defined(__i386__)
-#define STRATA_X86 1
-#include <immintrin.h>
-#else
-#define STRATA_X86 0
-#endif
-
-#define INLINE static inline __attribute__((always_inline))
-
-INLINE float qf16(const uint8_t *p) {
-    uint16_t h;
-    memcpy(&h, p, 2);
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
-    uint32_t exp = (h >> 10) & 0x1F, mant = h & 0x3FF, bits;
-    if (exp == 0x1F) {
-        bits = sign | 0x7F800000u | (mant << 13);
-    } else if (exp == 0) {
-        float v = (float)mant * 5.960464477539063e-08f;
-        memcpy(&bits, &v, 4);
-        bits |= sign;
-    } else {
-        bits = sign | ((exp + 112) << 23) | (mant << 13);
-    }
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
 
 long strata_qblock_elements(int wtype) {
     switch (wtype) {
@@ -68,28 +42,17 @@ long strata_qblock_bytes(int wtype) {
     }
 }
 
-/// Q4_K's 6-bit scale and min of sub-block j (ggml's get_scale_min_k4).
-INLINE void k4_scale_min(int j, const uint8_t *q, int *sc, int *m) {
-    if (j < 4) {
-        *sc = q[j] & 63;
-        *m = q[j + 4] & 63;
-    } else {
-        *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-    }
-}
-
 /// One block of `wtype` at `b` into 32 or 256 floats.
 static void dequant_block(int t, const uint8_t *b, float *y) {
     switch (t) {
     case STRATA_W_Q8_0: {
-        const float d = qf16(b);
+        const float d = f16_at(b);
         const int8_t *q = (const int8_t *)(b + 2);
         for (int i = 0; i < 32; i++) y[i] = d * (float)q[i];
         break;
     }
     case STRATA_W_Q4_0: {
-        const float d = qf16(b);
+        const float d = f16_at(b);
         const uint8_t *q = b + 2;
         for (int i = 0; i < 16; i++) {
             y[i] = d * (float)((q[i] & 15) - 8);
@@ -98,7 +61,7 @@ static void dequant_block(int t, const uint8_t *b, float *y) {
         break;
     }
     case STRATA_W_Q4_K: {
-        const float d = qf16(b), dmin = qf16(b + 2);
+        const float d = f16_at(b), dmin = f16_at(b + 2);
         const uint8_t *sc = b + 4, *q = b + 16;
         for (int c = 0; c < 4; c++) {
             int s0, m0, s1, m1;
@@ -113,7 +76,7 @@ static void dequant_block(int t, const uint8_t *b, float *y) {
     case STRATA_W_Q6_K: {
         const uint8_t *ql = b, *qh = b + 128;
         const int8_t *sc = (const int8_t *)(b + 192);
-        const float d = qf16(b + 208);
+        const float d = f16_at(b + 208);
         for (int n = 0; n < 2; n++) {
             float *yy = y + 128 * n;
             for (int l = 0; l < 32; l++) {

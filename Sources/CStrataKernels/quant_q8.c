@@ -14,31 +14,12 @@
 // gives the same integers and differs only in the order of the f32 additions.
 #define _GNU_SOURCE
 #include "strata_kernels.h"
+#include "common.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__x86_64__) || defined(__i386__)
-#define STRATA_X86 1
-#include <immintrin.h>
-#else
-#define STRATA_X86 0
-#endif
-
-#define INLINE static inline __attribute__((always_inline))
-
-INLINE float h2f_p(const uint8_t *p) {
-    uint16_t h;
-    memcpy(&h, p, 2);
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1F, mant = h & 0x3FF, bits;
-    if (exp == 0x1F) bits = sign | 0x7F800000u | (mant << 13);
-    else if (exp == 0) { float v = (float)mant * 5.960464477539063e-08f; memcpy(&bits, &v, 4); bits |= sign; }
-    else bits = sign | ((exp + 112) << 23) | (mant << 13);
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
 
 /// One block of x (n = 32 or 256 floats) to int8 codes; returns the scale.
 INLINE float quantize_block(const float *x, int n, int8_t *q) {
@@ -47,12 +28,6 @@ INLINE float quantize_block(const float *x, int n, int8_t *q) {
     const float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
     for (int i = 0; i < n; i++) q[i] = (int8_t)lrintf(x[i] * id);
     return d;
-}
-
-/// Q4_K's eight 6-bit scales and mins (ggml's get_scale_min_k4).
-INLINE void k4_sm(int j, const uint8_t *q, int *sc, int *m) {
-    if (j < 4) { *sc = q[j] & 63; *m = q[j + 4] & 63; }
-    else { *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4); *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4); }
 }
 
 /// The definition: weight row j against x row r, block by block, in integers.
@@ -65,16 +40,16 @@ static float dot_q8_portable(int t, const uint8_t *w, const float *x, long k) {
         if (t == STRATA_W_Q8_0) {
             int s = 0;
             for (int i = 0; i < 32; i++) s += (int)(int8_t)w[2 + i] * q[i];
-            sum += h2f_p(w) * dx * (float)s;
+            sum += f16_at(w) * dx * (float)s;
         } else if (t == STRATA_W_Q4_0) {
             int s = 0;
             for (int i = 0; i < 16; i++) s += ((w[2 + i] & 15) - 8) * q[i] + ((w[2 + i] >> 4) - 8) * q[i + 16];
-            sum += h2f_p(w) * dx * (float)s;
+            sum += f16_at(w) * dx * (float)s;
         } else if (t == STRATA_W_Q4_K) {
-            const float d = h2f_p(w), dmin = h2f_p(w + 2);
+            const float d = f16_at(w), dmin = f16_at(w + 2);
             for (int sb = 0; sb < 8; sb++) {
                 int sc, m, s = 0, sx = 0;
-                k4_sm(sb, w + 4, &sc, &m);
+                k4_scale_min(sb, w + 4, &sc, &m);
                 const uint8_t *qs = w + 16 + 32 * (sb / 2);
                 for (int l = 0; l < 32; l++) {
                     const int code = sb % 2 == 0 ? (qs[l] & 15) : (qs[l] >> 4);
@@ -84,7 +59,7 @@ static float dot_q8_portable(int t, const uint8_t *w, const float *x, long k) {
                 sum += d * (float)sc * dx * (float)s - dmin * (float)m * dx * (float)sx;
             }
         } else {  // Q6_K
-            const float d = h2f_p(w + 208);
+            const float d = f16_at(w + 208);
             for (int sb = 0; sb < 16; sb++) {
                 int s = 0;
                 for (int e = 16 * sb; e < 16 * sb + 16; e++) {
