@@ -18,7 +18,7 @@ struct ThreadOption: ParsableArguments {
     @Option(name: .long, help: "Threads for OpenBLAS and Strata's loops (default: all cores).")
     var threads: Int?
 
-    @Option(name: .long, help: "Activations against quantized (GGUF) weights: q8 (8-bit per weight block, integer dot products as llama.cpp does; faster) or f32 (exact). Default q8 where the CPU has AVX-512 VNNI, else f32.")
+    @Option(name: .long, help: "Activations against quantized (GGUF) weights: q8 (fast: 8-bit per weight block with integer dot products as llama.cpp does for decode, bf16 products for prefill) or f32 (exact). Default q8 where the CPU has AVX-512 VNNI, else f32.")
     var activations: String?
 
     func apply() throws {

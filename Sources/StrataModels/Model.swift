@@ -207,7 +207,12 @@ struct WeightMatrix {
                accumulate: Bool = false, scratch: UnsafeMutablePointer<Float>?) {
         let bp = bias.map { UnsafePointer($0.f32) }
         let lx = ldx ?? inFeatures, ly = ldy ?? outFeatures
-        if layout == .outIn && rows <= Kernels.maxRows(dtype: tensor.dtype) {
+        if layout == .outIn && tensor.dtype.isQuantized && rows > Kernels.maxRows(dtype: tensor.dtype) && Kernels.activations == .q8,
+           let scratch, Kernels.quantizedGEMMBF16(weight: tensor.rawPointer, dtype: tensor.dtype, outFeatures: outFeatures, inFeatures: inFeatures,
+                                                  x: x, rows: rows, ldx: lx, y: y, ldy: ly, accumulate: accumulate,
+                                                  scratch: scratch, scratchElements: WeightMatrix.convertElements) {
+            // quantized weights, a prefill, the fast (non-exact) mode: bf16 products (AVX-512 BF16)
+        } else if layout == .outIn && rows <= Kernels.maxRows(dtype: tensor.dtype) {
             // few rows (a decode step): the kernel reads each weight byte once for all rows and
             // widens 16-bit weights in registers, no conversion pass
             Kernels.linear(weight: tensor.rawPointer, dtype: tensor.dtype, outFeatures: outFeatures, inFeatures: inFeatures,

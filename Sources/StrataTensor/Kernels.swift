@@ -69,9 +69,11 @@ public enum Kernels {
     public enum Activations: String, CaseIterable, Sendable {
         /// Exact: every weight dequantized to f32, f32 products and sums (the reference).
         case f32
-        /// llama.cpp's arithmetic: each x row quantized to 8 bits per weight block, integer dot
-        /// products (AVX-512 VNNI), scaled in f32. Faster; logits differ from the exact ones by
-        /// the rounding of x (docs/kernels.md gives the measured error).
+        /// The fast mode. Up to 16 rows (decode): llama.cpp's arithmetic, each x row quantized to
+        /// 8 bits per weight block, integer dot products (AVX-512 VNNI), scaled in f32. More rows
+        /// (prefill), where the CPU has AVX-512 BF16: x and the dequantized weights rounded to bf16,
+        /// products summed in f32. Logits differ from the exact ones by those roundings
+        /// (docs/kernels.md gives the measured error).
         case q8
     }
 
@@ -93,6 +95,20 @@ public enum Kernels {
         precondition(p.isSupported && dtype.isQuantized && m <= Int(STRATA_Q8_MAX_ROWS), "Kernels.linearRowsQ8: \(p) \(dtype) m=\(m)")
         var a = args(weight, dtype, n, k, x, m, ldx, y, ldy, accumulate)
         strata_qlinear_q8_rows_isa(p.rawValue, &a, 0, n)
+    }
+
+    /// Whether this CPU runs the bf16 GEMM (AVX-512 BF16) of quantized prompt processing.
+    public static var bf16GEMMSupported: Bool { strata_bf16_gemm_supported() != 0 }
+
+    /// Quantized weights, many rows, 8-bit-activation mode: the product with bf16-rounded x and
+    /// weights (AVX-512 BF16), W dequantized through `scratch` (`scratchElements` floats) a band
+    /// at a time. False (nothing done) when the CPU or the shapes do not allow it.
+    public static func quantizedGEMMBF16(weight: UnsafeRawPointer, dtype: DType, outFeatures n: Int, inFeatures k: Int,
+                                         x: UnsafePointer<Float>, rows m: Int, ldx: Int? = nil, y: UnsafeMutablePointer<Float>, ldy: Int? = nil,
+                                         accumulate: Bool = false, scratch: UnsafeMutablePointer<Float>, scratchElements: Int) -> Bool {
+        guard dtype.isQuantized, scratchElements >= k else { return false }
+        var a = args(weight, dtype, n, k, x, m, ldx, y, ldy, accumulate)
+        return strata_qlinear_bf16_gemm(&a, scratch, scratchElements / k) == 0
     }
 
     /// `count` weights of quantized `dtype` (a multiple of its block) at `src` into f32 `dst`.

@@ -192,4 +192,41 @@ func naiveDequant(_ dtype: DType, _ b: ArraySlice<UInt8>) -> [Float] {
             }
         }
     }
+
+    /// Prompt processing in the fast mode: x and the dequantized weights rounded to bf16, their
+    /// products summed in f32 (AVX-512 BF16), against the naive product of the rounded values.
+    @Test func bf16GEMMMatchesTheRoundedProduct() {
+        guard Kernels.bf16GEMMSupported else { return }
+        for dtype in DType.quantized {
+            for (n, k, m) in [(37, 512, 17), (8, 256, 64), (5, 768, 130)] {
+                let raw = randomBlocks(dtype, rows: n, k: k, seed: UInt64(n + k + m))
+                var wf: [Float] = []
+                for blk in 0..<(n * k / dtype.blockElements) {
+                    wf += naiveDequant(dtype, raw[(blk * dtype.blockBytes)..<((blk + 1) * dtype.blockBytes)])
+                }
+                func bf(_ v: Float) -> Float { HalfConversion.bf16ToF32(HalfConversion.f32ToBF16(v)) }
+                var rng = TestRNG(UInt64(m))
+                let ldx = k + 32, ldy = n + 3
+                let x = rng.floats(m * ldx)
+                var y = [Float](repeating: 0.25, count: m * ldy)
+                var scratch = [Float](repeating: 0, count: 3 * k)  // three weight rows per band: several bands
+                let ok = raw.withUnsafeBytes { wp in
+                    Kernels.quantizedGEMMBF16(weight: wp.baseAddress!, dtype: dtype, outFeatures: n, inFeatures: k, x: x, rows: m, ldx: ldx,
+                                              y: &y, ldy: ldy, accumulate: true, scratch: &scratch, scratchElements: scratch.count)
+                }
+                #expect(ok)
+                var worst = 0.0
+                for r in 0..<m { for j in 0..<n {
+                    var ref = 0.0, mag = 0.0
+                    for i in 0..<k {
+                        let p = Double(bf(wf[j * k + i])) * Double(bf(x[r * ldx + i]))
+                        ref += p; mag += abs(p)
+                    }
+                    worst = max(worst, abs(Double(y[r * ldy + j]) - 0.25 - ref) / max(1e-3, mag))
+                } }
+                #expect(worst < 1e-5, "\(dtype) n=\(n) k=\(k) m=\(m): \(worst)")
+                for r in 0..<m { for j in n..<ldy { #expect(y[r * ldy + j] == 0.25) } }
+            }
+        }
+    }
 }

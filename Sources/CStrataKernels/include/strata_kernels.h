@@ -83,6 +83,13 @@ void strata_qlinear_q8_rows_isa(int isa, const strata_linear_args *a, long j0, l
 /// it takes the arguments, else the portable definition).
 void strata_qlinear_q8(const strata_linear_args *a, long chunks, long per);
 
+/// 1 when this CPU runs the bf16 GEMM (AVX-512 BF16).
+int strata_bf16_gemm_supported(void);
+/// The quantized linear for many rows with bf16 products: x rounded to bf16, W dequantized band
+/// by band (`band` rows, through `scratch` of band * k floats) and rounded to bf16, vdpbf16ps
+/// tiles over the pool. Returns -1 (nothing done) when the CPU or the arguments do not allow it.
+int strata_qlinear_bf16_gemm(const strata_linear_args *a, float *scratch, long band);
+
 /// The output rows [j0, j1) of the linear on the path in use, on the calling thread.
 void strata_linear_rows(const strata_linear_args *a, long j0, long j1);
 /// The same on a given path (tests); the path must be supported.

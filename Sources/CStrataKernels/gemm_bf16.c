@@ -1,0 +1,116 @@
+// Prompt processing over quantized weights with bf16 products (STRATA_ACT_Q8 mode, many rows):
+// y[M, N] (+)= x[M, K] * W[N, K]^T where a band of W is dequantized and rounded to bf16 and x is
+// rounded to bf16; AVX-512 BF16's vdpbf16ps multiplies 32 bf16 pairs per instruction into f32
+// sums (twice an f32 FMA's), in register tiles of 4 x rows by 4 weight rows.
+#define _GNU_SOURCE
+#include "strata_kernels.h"
+#include "common.h"
+
+#include <stdlib.h>
+
+#if STRATA_X86
+#define TGTB __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c")))
+
+/// f32 -> bf16, round to nearest even (as vcvtneps2bf16), n a multiple of 16.
+TGTB static void to_bf16(const float *x, uint16_t *y, long n) {
+    for (long i = 0; i < n; i += 16) _mm256_storeu_si256((__m256i *)(y + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(x + i)));
+}
+
+/// RB x rows by JB weight rows, K in steps of 32 (k a multiple of 32).
+TGTB INLINE void tile(const int RB, const int JB, const uint16_t *xb, long ldx, const uint16_t *wb, long ldw, long k,
+                      float *y, long ldy, int acc_on) {
+    __m512 s[4][4];
+    for (int r = 0; r < RB; r++) for (int j = 0; j < JB; j++) s[r][j] = _mm512_setzero_ps();
+    for (long i = 0; i < k; i += 32) {
+        __m512bh w[4];
+        for (int j = 0; j < JB; j++) w[j] = (__m512bh)_mm512_loadu_si512(wb + j * ldw + i);
+        for (int r = 0; r < RB; r++) {
+            const __m512bh xv = (__m512bh)_mm512_loadu_si512(xb + r * ldx + i);
+            for (int j = 0; j < JB; j++) s[r][j] = _mm512_dpbf16_ps(s[r][j], xv, w[j]);
+        }
+    }
+    for (int r = 0; r < RB; r++)
+        for (int j = 0; j < JB; j++) {
+            const float v = _mm512_reduce_add_ps(s[r][j]);
+            y[r * ldy + j] = acc_on ? y[r * ldy + j] + v : v;
+        }
+}
+
+typedef struct {
+    const uint16_t *xb; long ldx; const uint16_t *wb; long ldw; float *y; long ldy; long m, n, k; int acc; long per;
+} gemm_job;
+
+TGTB static void gemm_chunk(void *ctx, long c) {
+    const gemm_job *g = (const gemm_job *)ctx;
+    const long j0 = c * g->per, j1 = j0 + g->per < g->n ? j0 + g->per : g->n;
+    // 64 x rows at a time against this chunk's weight rows, so a chunk's weights stay in L2
+    for (long r0 = 0; r0 < g->m; r0 += 64) {
+        const long r1 = r0 + 64 < g->m ? r0 + 64 : g->m;
+        long j = j0;
+        for (; j + 4 <= j1; j += 4) {
+            long r = r0;
+            for (; r + 4 <= r1; r += 4) tile(4, 4, g->xb + r * g->ldx, g->ldx, g->wb + j * g->ldw, g->ldw, g->k, g->y + r * g->ldy + j, g->ldy, g->acc);
+            for (; r < r1; r++) tile(1, 4, g->xb + r * g->ldx, g->ldx, g->wb + j * g->ldw, g->ldw, g->k, g->y + r * g->ldy + j, g->ldy, g->acc);
+        }
+        for (; j < j1; j++) {
+            long r = r0;
+            for (; r + 4 <= r1; r += 4) tile(4, 1, g->xb + r * g->ldx, g->ldx, g->wb + j * g->ldw, g->ldw, g->k, g->y + r * g->ldy + j, g->ldy, g->acc);
+            for (; r < r1; r++) tile(1, 1, g->xb + r * g->ldx, g->ldx, g->wb + j * g->ldw, g->ldw, g->k, g->y + r * g->ldy + j, g->ldy, g->acc);
+        }
+    }
+}
+#endif
+
+int strata_bf16_gemm_supported(void) {
+#if STRATA_X86
+    __builtin_cpu_init();
+    return strata_isa_supported(STRATA_ISA_AVX512) && __builtin_cpu_supports("avx512bf16");
+#else
+    return 0;
+#endif
+}
+
+static _Thread_local struct { uint16_t *p; size_t cap; } t_xb, t_wb;
+
+static uint16_t *grow(uint16_t **p, size_t *cap, size_t n) {
+    if (n <= *cap) return *p;
+    free(*p);
+    *p = NULL;
+    *cap = 0;
+    void *m = NULL;
+    if (posix_memalign(&m, 64, n * 2) != 0) return NULL;
+    *p = (uint16_t *)m;
+    *cap = n;
+    return *p;
+}
+
+int strata_qlinear_bf16_gemm(const strata_linear_args *a, float *scratch, long band) {
+#if STRATA_X86
+    if (!strata_bf16_gemm_supported() || a->k % 32 != 0 || a->wtype < STRATA_W_Q8_0) return -1;
+    const long k = a->k, n = a->n, m = a->m;
+    uint16_t *xb = grow(&t_xb.p, &t_xb.cap, (size_t)m * (size_t)k);
+    if (band > n) band = n;
+    uint16_t *wb = grow(&t_wb.p, &t_wb.cap, (size_t)band * (size_t)k);
+    if (!xb || !wb) return -1;
+    for (long r = 0; r < m; r++) to_bf16(a->x + r * a->ldx, xb + r * k, k);
+    const long rowBytes = k / strata_qblock_elements(a->wtype) * strata_qblock_bytes(a->wtype);
+    const int threads = strata_pool_threads();
+    for (long o = 0; o < n; o += band) {
+        const long nb = o + band < n ? band : n - o;
+        strata_dequantize(a->wtype, (const char *)a->w + o * rowBytes, scratch, nb * k);
+        to_bf16(scratch, wb, nb * k);
+        long chunks = 4L * threads;
+        if (chunks > nb / 4) chunks = nb / 4 > 0 ? nb / 4 : 1;
+        long per = (nb + chunks - 1) / chunks;
+        per = (per + 3) & ~3L;
+        chunks = (nb + per - 1) / per;
+        gemm_job g = {xb, k, wb, k, a->y + o, a->ldy, m, nb, k, a->accumulate, per};
+        if (chunks == 1) gemm_chunk(&g, 0);
+        else strata_pool_run(gemm_chunk, &g, chunks);
+    }
+    return 0;
+#else
+    (void)a; (void)scratch; (void)band;
+    return -1;
+#endif
+}
