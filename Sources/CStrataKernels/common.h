@@ -47,6 +47,21 @@ INLINE float f16_at(const uint8_t *p) {
     return f16_to_f32(h);
 }
 
+#if STRATA_X86
+/// The f16 at p by F16C (inlined into every SIMD path, whose targets include f16c). The empty asm
+/// makes the compiler build the whole register (vmovd from a general register): left alone, clang
+/// narrows the conversion to a vpinsrw into whatever register it picks, once an accumulator,
+/// chaining every block behind the previous block's FMA (a Q8_0 walk over the TinyLlama file read
+/// 21 GB/s instead of 26-30).
+__attribute__((target("f16c"))) INLINE float f16c_at(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    __m128i v = _mm_cvtsi32_si128(h);
+    __asm__("" : "+x"(v));
+    return _mm_cvtss_f32(_mm_cvtph_ps(v));
+}
+#endif
+
 /// Q4_K's 6-bit scale and min of sub-block j from the 12 packed bytes (ggml's get_scale_min_k4).
 INLINE void k4_scale_min(int j, const uint8_t *q, int *sc, int *m) {
     if (j < 4) {

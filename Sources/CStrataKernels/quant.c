@@ -162,15 +162,6 @@ static void qrows_portable(const strata_linear_args *a, long j0, long j1) {
 #define TGT512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
 
 TGT512 INLINE __m512 i8x16(const int8_t *p) { return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p))); }
-/// The f16 at p, and at p + 2 (see quant_q8.c's h2f_v for the empty asm).
-TGT512 INLINE float h2f(const uint8_t *p) {
-    uint16_t h;
-    memcpy(&h, p, 2);
-    __m128i v = _mm_cvtsi32_si128(h);
-    __asm__("" : "+x"(v));
-    return _mm_cvtss_f32(_mm_cvtph_ps(v));
-}
-TGT512 INLINE float h2f_hi(const uint8_t *p) { return h2f(p + 2); }
 
 /// Q4_K's eight 6-bit scales (bytes 0-7 of the result) and mins (bytes 8-15) unpacked from the 12
 /// packed bytes with 32-bit masks (the same bits as k4_scale_min).
@@ -200,7 +191,7 @@ TGT512 INLINE void qrow512(const int t, const int RB, const strata_linear_args *
         const long xo = b * be;
         if (t == STRATA_W_Q8_0 || t == STRATA_W_Q4_0) {
             __m512 q0, q1;
-            const __m512 d = _mm512_set1_ps(h2f(w));
+            const __m512 d = _mm512_set1_ps(f16c_at(w));
             if (t == STRATA_W_Q8_0) {
                 q0 = i8x16((const int8_t *)(w + 2));
                 q1 = i8x16((const int8_t *)(w + 18));
@@ -221,8 +212,8 @@ TGT512 INLINE void qrow512(const int t, const int RB, const strata_linear_args *
             k4_unpack(w + 4, u);
             const __m256 both = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)u)));
             const __m256 mins = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(u + 8))));
-            _mm256_store_ps(sc, _mm256_mul_ps(both, _mm256_set1_ps(h2f(w))));
-            _mm256_store_ps(mn, _mm256_mul_ps(mins, _mm256_set1_ps(h2f_hi(w))));
+            _mm256_store_ps(sc, _mm256_mul_ps(both, _mm256_set1_ps(f16c_at(w))));
+            _mm256_store_ps(mn, _mm256_mul_ps(mins, _mm256_set1_ps(f16c_at(w + 2))));
             const uint8_t *q = w + 16;
             for (int c = 0; c < 4; c++) {
                 const __m512 d0 = _mm512_set1_ps(sc[2 * c]), n0 = _mm512_set1_ps(mn[2 * c]);
@@ -245,7 +236,7 @@ TGT512 INLINE void qrow512(const int t, const int RB, const strata_linear_args *
             }
         } else {  // Q6_K
             const uint8_t *ql = w, *qh = w + 128;
-            _mm512_store_ps(sc, _mm512_mul_ps(i8x16((const int8_t *)(w + 192)), _mm512_set1_ps(h2f_hi(w + 206))));
+            _mm512_store_ps(sc, _mm512_mul_ps(i8x16((const int8_t *)(w + 192)), _mm512_set1_ps(f16c_at(w + 208))));
             const __m512i three = _mm512_set1_epi32(3), m32 = _mm512_set1_epi32(32);
             for (int n = 0; n < 2; n++) {
                 for (int h = 0; h < 2; h++) {  // l in [16h, 16h + 16)
@@ -315,13 +306,6 @@ TGT512 static void qrows_avx512(const strata_linear_args *a, long j0, long j1) {
 // of the call, a sum of q x per group of one scale, times the scale into the row's accumulator.
 #define TGT2 __attribute__((target("avx2,fma,f16c")))
 
-TGT2 INLINE float h2f2(const uint8_t *p) {
-    uint16_t h;
-    memcpy(&h, p, 2);
-    __m128i v = _mm_cvtsi32_si128(h);
-    __asm__("" : "+x"(v));  // see quant_q8.c's h2f_v
-    return _mm_cvtss_f32(_mm_cvtph_ps(v));
-}
 TGT2 INLINE __m256 u8x8(const uint8_t *p) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p))); }
 TGT2 INLINE __m256 i8x8(const int8_t *p) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p))); }
 
@@ -346,7 +330,7 @@ TGT2 INLINE void qrow2(const int t, const int RB, const strata_linear_args *a, l
         const long xo = b * be;
         if (t == STRATA_W_Q8_0 || t == STRATA_W_Q4_0) {
             __m256 q[4];
-            const __m256 d = _mm256_set1_ps(h2f2(w));
+            const __m256 d = _mm256_set1_ps(f16c_at(w));
             if (t == STRATA_W_Q8_0) {
                 for (int u = 0; u < 4; u++) q[u] = i8x8((const int8_t *)(w + 2 + 8 * u));
             } else {
@@ -363,7 +347,7 @@ TGT2 INLINE void qrow2(const int t, const int RB, const strata_linear_args *a, l
                 acc[rr] = _mm256_fmadd_ps(s, d, acc[rr]);
             }
         } else if (t == STRATA_W_Q4_K) {
-            const float d = h2f2(w), dmin = h2f2(w + 2);
+            const float d = f16c_at(w), dmin = f16c_at(w + 2);
             for (int s = 0; s < 8; s++) {
                 int c, m;
                 k4_scale_min(s, w + 4, &c, &m);
@@ -396,7 +380,7 @@ TGT2 INLINE void qrow2(const int t, const int RB, const strata_linear_args *a, l
             }
         } else {  // Q6_K
             const uint8_t *ql = w, *qh = w + 128;
-            const float d = h2f2(w + 208);
+            const float d = f16c_at(w + 208);
             for (int s = 0; s < 16; s++) sc[s] = d * (float)(int8_t)w[192 + s];
             const __m256i three = _mm256_set1_epi32(3), m32 = _mm256_set1_epi32(32);
             for (int n = 0; n < 2; n++) {

@@ -191,19 +191,7 @@ static int quantize_rows(const strata_linear_args *a, qx_row *rows) {
 #if STRATA_X86
 #define TGTV __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 
-/// The f16 at p. The empty asm makes the compiler build the whole register (vmovd from a
-/// general register): left alone, clang narrows the conversion to a vpinsrw into whatever
-/// register it picks, once an accumulator, chaining every block behind the previous block's FMA
-/// (Q8_0 decode read 20 GB/s instead of 27 in a walk over the TinyLlama file).
-TGTV INLINE float h2f_v(const uint8_t *p) {
-    uint16_t h;
-    memcpy(&h, p, 2);
-    __m128i v = _mm_cvtsi32_si128(h);
-    __asm__("" : "+x"(v));
-    return _mm_cvtss_f32(_mm_cvtph_ps(v));
-}
-TGTV INLINE float h2f_hi(const uint8_t *p) { return h2f_v(p + 2); }
-/// The f16s at p and q as lanes 0 and 1.
+/// The f16s at p and q as lanes 0 and 1 (the empty asm as in common.h's f16c_at).
 TGTV INLINE __m128 h2f_pair(const uint8_t *p, const uint8_t *q) {
     uint16_t a, b;
     memcpy(&a, p, 2);
@@ -289,8 +277,8 @@ TGTV INLINE void q8row_vnni(const int t, const int RB, const strata_linear_args 
             u[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
             u[2] = ax;
             u[0] &= k1;
-            const __m256 sc8 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)u))), _mm256_set1_ps(h2f_v(w)));
-            const __m256 mn8 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(u + 2)))), _mm256_set1_ps(h2f_hi(w)));
+            const __m256 sc8 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)u))), _mm256_set1_ps(f16c_at(w)));
+            const __m256 mn8 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(u + 2)))), _mm256_set1_ps(f16c_at(w + 2)));
             const __m512 sc = _mm512_castps256_ps512(sc8);
             const __m512 s0 = _mm512_permutexvar_ps(i0, sc), s1 = _mm512_permutexvar_ps(i1, sc);
             const __m512 s2 = _mm512_permutexvar_ps(_mm512_add_epi32(i0, four), sc), s3 = _mm512_permutexvar_ps(_mm512_add_epi32(i1, four), sc);
@@ -314,7 +302,7 @@ TGTV INLINE void q8row_vnni(const int t, const int RB, const strata_linear_args 
         for (long b = 0; b < nb; b++, w += bb) {
             for (int o = 0; o < 256; o += 64) _mm_prefetch((const char *)w + QPF + o, _MM_HINT_T0);
             const __m512 sc = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(w + 192)))),
-                                            _mm512_set1_ps(h2f_hi(w + 206)));
+                                            _mm512_set1_ps(f16c_at(w + 208)));
             __m512i Qv[4];
             for (int n = 0; n < 2; n++) {
                 const __m512i L = _mm512_loadu_si512(w + 64 * n);

@@ -347,6 +347,17 @@ public final class GGUFFile: @unchecked Sendable {
         guard case let .array(t, a) = v, t == .string else { throw GGUFError.wrongKeyType(file: path, key: key, expected: "an array of strings") }
         return a.map { $0.string ?? "" }
     }
+    /// An array of integers (any width), each fitting in Int.
+    public func ints(_ key: String) throws -> [Int]? {
+        guard let v = metadata[key] else { return nil }
+        guard case let .array(t, a) = v, t != .string, t != .array, t != .bool, t != .f32, t != .f64 else {
+            throw GGUFError.wrongKeyType(file: path, key: key, expected: "an array of integers")
+        }
+        return try a.map { e in
+            guard let i = e.int else { throw GGUFError.invalid(file: path, field: key, reason: "an element does not fit in Int") }
+            return i
+        }
+    }
     public func numbers(_ key: String) throws -> [Double]? {
         guard let v = metadata[key] else { return nil }
         guard case let .array(t, a) = v, t != .string, t != .array, t != .bool else {

@@ -79,7 +79,8 @@ public struct GGUFHyperparameters {
             "tie_word_embeddings": !hasTensor("output.weight"),
         ]
         if let v = try int("context_length") { f["max_position_embeddings"] = v }
-        if let v = try int("attention.key_length") { f["head_dim"] = v }
+        // head_dim always present: the key length, else hidden / heads (the configs' own default)
+        f["head_dim"] = try int("attention.key_length") ?? (f["hidden_size"] as! Int) / heads
         if let v = try double("attention.layer_norm_rms_epsilon") { f["rms_norm_eps"] = v }
         if let v = try double("rope.freq_base") { f["rope_theta"] = v }
         if let v = try file.int("tokenizer.ggml.bos_token_id") { f["bos_token_id"] = v }

@@ -31,7 +31,7 @@ public enum GGUFTokenizer {
     public static func load(_ file: GGUFFile) throws -> Tokenizer? {
         guard let model = try file.string("tokenizer.ggml.model") else { return nil }
         guard let tokens = try file.strings("tokenizer.ggml.tokens") else { throw GGUFError.missingKey(file: file.path, key: "tokenizer.ggml.tokens") }
-        let types = try file.numbers("tokenizer.ggml.token_type")?.map { Int($0) } ?? []
+        let types = try file.ints("tokenizer.ggml.token_type") ?? []
         if !types.isEmpty && types.count != tokens.count {
             throw GGUFError.invalid(file: file.path, field: "tokenizer.ggml.token_type", reason: "\(types.count) types for \(tokens.count) tokens")
         }
@@ -79,8 +79,8 @@ public enum GGUFTokenizer {
             root["decoder"] = ["type": "ByteLevel"]
             addBOS = try file.bool("tokenizer.ggml.add_bos_token") ?? false
         case "llama":
-            guard let scores = try file.numbers("tokenizer.ggml.scores"), scores.count == tokens.count else {
-                throw GGUFError.invalid(file: file.path, field: "tokenizer.ggml.scores", reason: "missing, or not one score per token")
+            guard let scores = try file.numbers("tokenizer.ggml.scores"), scores.count == tokens.count, scores.allSatisfy(\.isFinite) else {
+                throw GGUFError.invalid(file: file.path, field: "tokenizer.ggml.scores", reason: "missing, not one score per token, or not finite")
             }
             root["model"] = ["type": "BPE", "vocab": vocab, "merges": sentencePieceMerges(tokens: tokens, scores: scores, vocab: vocab, isNormal: { type($0) == .normal || type($0) == .undefined }),
                              "byte_fallback": true, "fuse_unk": true, "unk_token": unk.map { tokens[$0] } ?? NSNull()] as [String: Any]

@@ -275,9 +275,7 @@ public enum Gemma2Architecture: Architecture {
     /// layers: (hidden / heads)^-1/2), as transformers' `query_pre_attn_scalar` of those models.
     public static func ggufConfig(_ h: GGUFHyperparameters) throws -> [String: Any] {
         var f = try h.llamaFamilyFields()
-        let hidden = f["hidden_size"] as! Int, heads = f["num_attention_heads"] as! Int
-        let headDim = f["head_dim"] as? Int ?? hidden / heads
-        f["head_dim"] = headDim
+        let hidden = f["hidden_size"] as! Int, heads = f["num_attention_heads"] as! Int, headDim = f["head_dim"] as! Int
         f["query_pre_attn_scalar"] = (f["num_hidden_layers"] as! Int) == 46 ? hidden / heads : headDim
         f["attn_logit_softcapping"] = try h.double("attn_logit_softcapping") ?? NSNull()
         f["final_logit_softcapping"] = try h.double("final_logit_softcapping") ?? NSNull()

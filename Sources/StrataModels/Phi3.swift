@@ -39,8 +39,7 @@ public enum Phi3Architecture: Architecture {
     /// `rope_factors_long` tensors with `rope.scaling.original_context_length` and `attn_factor`.
     public static func ggufConfig(_ h: GGUFHyperparameters) throws -> [String: Any] {
         var f = try h.llamaFamilyFields()
-        let hidden = f["hidden_size"] as! Int, heads = f["num_attention_heads"] as! Int
-        let headDim = f["head_dim"] as? Int ?? hidden / heads
+        let headDim = f["head_dim"] as! Int
         if let rot = try h.int("rope.dimension_count") { f["partial_rotary_factor"] = Double(rot) / Double(headDim) }
         if let w = try h.int("attention.sliding_window") { f["sliding_window"] = w }
         if let short = try h.floats(tensor: "rope_factors_short.weight"), let long = try h.floats(tensor: "rope_factors_long.weight") {

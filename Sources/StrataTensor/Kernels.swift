@@ -50,7 +50,7 @@ public enum Kernels {
     }
     static let maxRowsF32 = 16
     static let maxRows16 = 32
-    static let maxRowsQuantized = 16
+    static let maxRowsQuantized = Int(STRATA_Q8_MAX_ROWS)  // the 8-bit path's row limit
 
     @inline(__always)
     static func code(_ d: DType) -> Int32 {

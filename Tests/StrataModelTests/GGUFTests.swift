@@ -171,6 +171,37 @@ enum GGUFFixtures {
         #expect(throws: FileError.notRegular(path: fifo)) { try GGUFFile(path: fifo) }
     }
 
+    /// Lying tokenizer metadata names the key instead of trapping or tokenizing wrongly.
+    @Test func hostileTokenizerMetadataIsRefused() throws {
+        let d = Fixtures.scratch + "/gguf-tok"
+        try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+        let tokens: GGUFValue = .array(.string, [.string("a"), .string("b"), .string("ab")])
+        func load(_ name: String, _ extra: [(String, GGUFValue)]) throws -> String {
+            let p = d + "/" + name + ".gguf"
+            let g = try GGUFWriter(path: p, metadata: [("tokenizer.ggml.model", .string("llama")), ("tokenizer.ggml.tokens", tokens)] + extra, tensors: [])
+            try g.finish()
+            _ = try GGUFTokenizer.load(GGUFFile(path: p))
+            return p
+        }
+        let nanTypes = Fixtures.scratch + "/gguf-tok/types.gguf"
+        #expect(throws: GGUFError.wrongKeyType(file: nanTypes, key: "tokenizer.ggml.token_type", expected: "an array of integers")) {
+            _ = try load("types", [("tokenizer.ggml.token_type", .array(.f32, [.f32(.nan), .f32(1e30), .f32(1)]))])
+        }
+        #expect(throws: GGUFError.self) {
+            _ = try load("scores", [("tokenizer.ggml.scores", .array(.f32, [.f32(0), .f32(.nan), .f32(-1)]))])
+        }
+        #expect(throws: GGUFError.self) {
+            _ = try load("count", [("tokenizer.ggml.scores", .array(.f32, [.f32(0)]))])
+        }
+        #expect(throws: GGUFError.self) {
+            _ = try load("bos", [("tokenizer.ggml.scores", .array(.f32, [.f32(0), .f32(0), .f32(-1)])), ("tokenizer.ggml.bos_token_id", .u32(7))])
+        }
+        // and a well-formed one merges by score: "a" "b" -> "ab"
+        let ok = try load("ok", [("tokenizer.ggml.scores", .array(.f32, [.f32(0), .f32(0), .f32(-1)])), ("tokenizer.ggml.add_space_prefix", .bool(false)),
+                                 ("tokenizer.ggml.add_bos_token", .bool(false))])
+        #expect(try GGUFTokenizer.load(GGUFFile(path: ok))?.encode("ab") == [2])
+    }
+
     @Test func writerRoundTripsMetadataAndTensors() throws {
         let p = Fixtures.scratch + "/roundtrip.gguf"
         let meta: [(String, GGUFValue)] = [

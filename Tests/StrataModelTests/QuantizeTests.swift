@@ -98,6 +98,11 @@ import StrataTestSupport
             let bound: Float = e.dtype == .f32 ? 0 : e.dtype == .q8_0 ? 0.006 : e.dtype == .q6_k ? 0.02 : 0.12
             #expect(err <= bound, "\(scheme) \(name) (\(e.rawDType)): relative RMS error \(err)")
         }
+        // the storage advice's bytes for this scheme (from the folder, before any file) are the file's
+        let advised = StorageAdvice.bytes(folder: folder, storage: scheme.rawValue)
+        let inv = try WeightInventory(folder: g)
+        #expect(advised.layers == inv.layerBytes, "\(scheme)")
+        #expect(advised.layers.reduce(0, +) + advised.other == inv.totalBytes - inv.coldBytes, "\(scheme)")
         // the tokenizer written as tokenizer.ggml.* gives the folder's ids
         let t1 = try #require(folder.tokenizer), t2 = try #require(g.tokenizer)
         for text in ["Hello world", " leading space", "numbers 1234567890, it's", "Caf\u{e9} \u{6771}\u{4eac} \u{1F600}", ""] {
