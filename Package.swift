@@ -24,6 +24,8 @@ let package = Package(
         .target(name: "CStrataSys"),
         .target(name: "StrataTensor", dependencies: ["COpenBLAS", "CStrataKernels", "CStrataSys"]),
         .target(name: "StrataFormats", dependencies: ["StrataTensor"]),
+        // the Jinja template language chat templates are written in (no Swift package for it resolves here)
+        .target(name: "StrataJinja"),
         .target(name: "StrataModels", dependencies: ["StrataTensor", "StrataFormats"]),
         .target(name: "StrataMemory", dependencies: ["StrataTensor"]),
         .target(name: "StrataPlanner", dependencies: ["StrataTensor"]),
@@ -38,6 +40,7 @@ let package = Package(
         .target(name: "StrataTestSupport", dependencies: ["StrataTensor"], path: "Tests/StrataTestSupport"),
         // counts one thread's heap allocations (the decode step allocates nothing); tests only
         .target(name: "CStrataAllocCounter", path: "Tests/CStrataAllocCounter"),
+        .testTarget(name: "StrataJinjaTests", dependencies: ["StrataJinja"]),
         .testTarget(name: "StrataTensorTests", dependencies: ["StrataTensor", "StrataTestSupport"]),
         .testTarget(name: "StrataModelTests", dependencies: ["Strata", "StrataFormats", "StrataModels", "StrataMemory", "StrataPlanner", "StrataTestSupport",
                                                             "CStrataAllocCounter"]),
