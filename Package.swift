@@ -26,7 +26,7 @@ let package = Package(
         .target(name: "StrataFormats", dependencies: ["StrataTensor"]),
         // the Jinja template language chat templates are written in (no Swift package for it resolves here)
         .target(name: "StrataJinja"),
-        .target(name: "StrataModels", dependencies: ["StrataTensor", "StrataFormats"]),
+        .target(name: "StrataModels", dependencies: ["StrataTensor", "StrataFormats", "StrataJinja"]),
         .target(name: "StrataMemory", dependencies: ["StrataTensor"]),
         .target(name: "StrataPlanner", dependencies: ["StrataTensor"]),
 

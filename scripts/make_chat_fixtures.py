@@ -172,6 +172,53 @@ def render(source, conv, add_generation_prompt, bos, eos):
         return {"error": str(e), "error_type": type(e).__name__}
 
 
+MODEL_CONVERSATION = [
+    {"role": "system", "content": "You are a test model."},
+    {"role": "user", "content": "hello world"},
+    {"role": "assistant", "content": "the quick brown fox"},
+    {"role": "user", "content": "jumps over the lazy dog"},
+]
+
+
+def make_model():
+    """Tests/Fixtures/chat/model: the llama-gqa fixture (links to its weights, config and
+    tokenizer) with a tokenizer_config.json holding Llama 2's chat template and a
+    generation_config.json with sampling defaults; the chat's ids as transformers encodes them,
+    and greedy tokens with a repetition penalty as transformers generates them."""
+    import shutil
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    src = os.path.join(ROOT, "..", "models", "llama-gqa")
+    d = os.path.join(ROOT, "model")
+    os.makedirs(d, exist_ok=True)
+    for f in ("config.json", "model.safetensors", "tokenizer.json"):
+        link = os.path.join(d, f)
+        if os.path.lexists(link):
+            os.remove(link)
+        os.symlink(os.path.join("..", "..", "models", "llama-gqa", f), link)
+    template = open(os.path.join(ROOT, "templates", "llama-2.jinja"), encoding="utf-8").read()
+    with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
+        json.dump({"bos_token": "<s>", "eos_token": "</s>", "unk_token": {"__type": "AddedToken", "content": "<unk>", "lstrip": False, "normalized": False, "rstrip": False, "single_word": False, "special": True},
+                   "chat_template": template, "tokenizer_class": "PreTrainedTokenizerFast",
+                   "model_max_length": 128}, f, indent=2)
+    with open(os.path.join(d, "generation_config.json"), "w") as f:
+        json.dump({"bos_token_id": 1, "eos_token_id": 2, "do_sample": True, "temperature": 0.7, "top_p": 0.9,
+                   "top_k": 40, "repetition_penalty": 1.15}, f, indent=2)
+    tok = AutoTokenizer.from_pretrained(d)
+    ids = tok.apply_chat_template(MODEL_CONVERSATION, add_generation_prompt=True, tokenize=True, return_dict=False)
+    if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+        ids = ids["input_ids"]
+    text = tok.apply_chat_template(MODEL_CONVERSATION, add_generation_prompt=True, tokenize=False)
+    model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32)
+    model.eval()
+    runs = {}
+    for penalty in (1.0, 1.3, 0.8):
+        out = model.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=24, repetition_penalty=penalty,
+                             eos_token_id=None, pad_token_id=0, temperature=None, top_p=None, top_k=None)
+        runs[str(penalty)] = out[0][len(ids):].tolist()
+    return {"messages": MODEL_CONVERSATION, "text": text, "ids": list(ids), "greedy_repetition_penalty": runs}
+
+
 def main():
     tdir = os.path.join(ROOT, "templates")
     names = sorted(f[:-6] for f in os.listdir(tdir) if f.endswith(".jinja"))
@@ -186,7 +233,8 @@ def main():
                 cases.append(case)
     language = [{"name": n, "template": t, "variables": v, **render_language(t, v)} for n, t, v in LANGUAGE]
     syntax = [{"name": n, "template": t, "line": syntax_error_line(t)} for n, t in SYNTAX_ERRORS]
-    out = {"date": DATE, "conversations": CONVERSATIONS, "cases": cases, "language": language, "syntax_errors": syntax}
+    out = {"date": DATE, "conversations": CONVERSATIONS, "cases": cases, "language": language, "syntax_errors": syntax,
+           "model": make_model()}
     with open(os.path.join(ROOT, "cases.json"), "w", encoding="utf-8") as f:
         json.dump(out, f, ensure_ascii=False, indent=1)
         f.write("\n")

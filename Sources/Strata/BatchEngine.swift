@@ -173,7 +173,7 @@ public final class BatchEngine: @unchecked Sendable {
         nextRequest += 1
         requests[id] = request
         sinks[id] = onToken
-        let sampler = Sampler(parameters: request.parameters, vocabSize: loaded.spec.vocabSize)
+        let sampler = Sampler(parameters: request.parameters, vocabSize: loaded.spec.vocabSize, prompt: request.prompt)
         waiting.append(Seq(id: nextID, request: id, sample: 0, arrival: nextID, prompt: request.prompt.map(Int32.init), sampler: sampler,
                            decoder: loaded.tokenizer.map { StreamingDecoder(tokenizer: $0) }))
         nextID += 1
@@ -442,7 +442,7 @@ public final class BatchEngine: @unchecked Sendable {
                 var p = request.parameters
                 p.seed = p.seed.map { $0 &+ UInt64(k) }
                 let child = Seq(id: nextID, request: parent.request, sample: k, arrival: parent.arrival, prompt: Array(parent.tokens.prefix(parent.promptCount)),
-                                sampler: Sampler(parameters: p, vocabSize: spec.vocabSize),
+                                sampler: Sampler(parameters: p, vocabSize: spec.vocabSize, prompt: request.prompt),
                                 decoder: loaded.tokenizer.map { StreamingDecoder(tokenizer: $0) })
                 nextID += 1
                 child.cached = parent.cached
@@ -478,7 +478,8 @@ public final class BatchEngine: @unchecked Sendable {
         var piece = try s.decoder?.push(next) ?? ""
         var stop = stopReason(token: next, text: s.text, piece: &piece, parameters: p, eos: loaded.eos)
         s.text += piece
-        sinks[s.request]?(s.sample, GeneratedToken(id: next, text: piece))
+        sinks[s.request]?(s.sample, p.logprobs == nil ? GeneratedToken(id: next, text: piece)
+                          : GeneratedToken(id: next, text: piece, logprob: s.sampler.lastLogprob, topLogprobs: s.sampler.lastTopLogprobs))
         if stop == nil && s.generated.count >= p.maxTokens { stop = .maxTokens }
         if stop == nil && s.promptCount + s.generated.count >= kv.maxContext { stop = .contextFull }
         if let stop { finish(s, stop) }

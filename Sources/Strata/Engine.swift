@@ -48,6 +48,12 @@ public struct GeneratedToken: Sendable {
     public let id: Int
     /// The new text this token completes (empty while a character is incomplete).
     public let text: String
+    /// Its log-probability and the most likely tokens' (when the request asked for logprobs).
+    public var logprob: Float? = nil
+    public var topLogprobs: [TokenLogprob] = []
+    public init(id: Int, text: String, logprob: Float? = nil, topLogprobs: [TokenLogprob] = []) {
+        self.id = id; self.text = text; self.logprob = logprob; self.topLogprobs = topLogprobs
+    }
 }
 
 /// Why generation ended.
@@ -96,7 +102,7 @@ public struct Generator {
         let capacity = min(model.spec.maxPositions, promptIDs.count + parameters.maxTokens)
         if promptIDs.count > capacity { throw ModelError.contextFull(needed: promptIDs.count, capacity: capacity) }
         let cache = model.makeCache(capacity: capacity)
-        var sampler = Sampler(parameters: parameters, vocabSize: model.spec.vocabSize)
+        var sampler = Sampler(parameters: parameters, vocabSize: model.spec.vocabSize, prompt: promptIDs)
         var stream = loaded.tokenizer.map { StreamingDecoder(tokenizer: $0, skipSpecialTokens: true) }
         var result = GenerationResult(promptIDs: promptIDs, ids: [], text: "", stopReason: .maxTokens, prefillSeconds: 0, decodeSeconds: 0)
         if parameters.maxTokens == 0 { return result }
@@ -111,7 +117,8 @@ public struct Generator {
             var piece = try stream?.push(next) ?? ""
             let stop = stopReason(token: next, text: result.text, piece: &piece, parameters: parameters, eos: loaded.eos)
             result.text += piece
-            let go = try onToken(GeneratedToken(id: next, text: piece))
+            let go = try onToken(parameters.logprobs == nil ? GeneratedToken(id: next, text: piece)
+                                 : GeneratedToken(id: next, text: piece, logprob: sampler.lastLogprob, topLogprobs: sampler.lastTopLogprobs))
             if let stop { result.stopReason = stop; break }
             if !go || result.ids.count >= parameters.maxTokens { break }
             if cache.length >= cache.capacity { result.stopReason = .contextFull; break }

@@ -103,8 +103,12 @@ public struct GenerationConfig: Codable, Sendable {
     public var temperature: Double?
     public var topK: Int?
     public var topP: Double?
+    public var minP: Double?
+    public var repetitionPenalty: Double?
+    public var maxNewTokens: Int?
     enum CodingKeys: String, CodingKey {
         case bosTokenID = "bos_token_id", eosTokenID = "eos_token_id", temperature, topK = "top_k", topP = "top_p"
+        case minP = "min_p", repetitionPenalty = "repetition_penalty", maxNewTokens = "max_new_tokens"
     }
 
     /// Reads `generation_config.json` in `directory`, or nil when there is none.

@@ -76,6 +76,10 @@ public final class ModelFolder: @unchecked Sendable {
     }
 
     /// BOS/EOS: generation_config.json's where it has them, else config.json's.
+    /// Sampling defaults from generation_config.json (`SamplingParameters.defaults(from:)`);
+    /// a GGUF has none.
+    public var samplingDefaults: SamplingParameters { SamplingParameters.defaults(from: generation) }
+
     public var generationTokens: (bos: [Int], eos: [Int]) {
         (generation?.bosTokenID?.ids ?? spec.bosTokenIDs, generation?.eosTokenID?.ids ?? spec.eosTokenIDs)
     }

@@ -1,7 +1,13 @@
 import Foundation
 import StrataTensor
+import StrataFormats
 
-/// How to pick the next token. `temperature == 0` is greedy (argmax).
+/// How to pick the next token. `temperature == 0` is greedy (argmax). Penalties follow vLLM and
+/// the OpenAI API: the repetition penalty (transformers' `repetition_penalty`) divides positive
+/// logits and multiplies negative ones of every token in the prompt or the output; presence and
+/// frequency penalties subtract from the logits of tokens in the output (once, and per
+/// occurrence). Then temperature, top-k, top-p and min-p (tokens below `minP` times the most
+/// likely one's probability are dropped).
 public struct SamplingParameters: Sendable, Codable, Equatable {
     public var temperature: Float = 1
     /// Keep only the k most likely tokens (0: off).
@@ -15,14 +21,70 @@ public struct SamplingParameters: Sendable, Codable, Equatable {
     public var stopStrings: [String] = []
     /// Stop at an end-of-sequence token.
     public var stopAtEOS: Bool = true
+    /// > 1 discourages tokens already in the prompt or output, < 1 encourages them (1: off).
+    public var repetitionPenalty: Float = 1
+    /// Subtracted once from the logit of every token already in the output (-2...2; 0: off).
+    public var presencePenalty: Float = 0
+    /// Subtracted per occurrence from the logit of tokens in the output (-2...2; 0: off).
+    public var frequencyPenalty: Float = 0
+    /// Drop tokens whose probability is below minP x the most likely token's (0: off).
+    public var minP: Float = 0
+    /// Log-probabilities to report with each token (of the model's distribution, before
+    /// penalties and temperature): nil none, 0 the chosen token's, n also the n most likely.
+    public var logprobs: Int? = nil
 
     public init(temperature: Float = 1, topK: Int = 0, topP: Float = 1, seed: UInt64? = nil, maxTokens: Int = 128,
-                stopStrings: [String] = [], stopAtEOS: Bool = true) {
+                stopStrings: [String] = [], stopAtEOS: Bool = true, repetitionPenalty: Float = 1, presencePenalty: Float = 0,
+                frequencyPenalty: Float = 0, minP: Float = 0, logprobs: Int? = nil) {
         self.temperature = temperature; self.topK = topK; self.topP = topP; self.seed = seed
         self.maxTokens = maxTokens; self.stopStrings = stopStrings; self.stopAtEOS = stopAtEOS
+        self.repetitionPenalty = repetitionPenalty; self.presencePenalty = presencePenalty; self.frequencyPenalty = frequencyPenalty
+        self.minP = minP; self.logprobs = logprobs
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case temperature, topK = "top_k", topP = "top_p", seed, maxTokens = "max_tokens", stopStrings = "stop", stopAtEOS = "stop_at_eos"
+        case repetitionPenalty = "repetition_penalty", presencePenalty = "presence_penalty", frequencyPenalty = "frequency_penalty"
+        case minP = "min_p", logprobs
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        var p = SamplingParameters()
+        p.temperature = try c.decodeIfPresent(Float.self, forKey: .temperature) ?? p.temperature
+        p.topK = try c.decodeIfPresent(Int.self, forKey: .topK) ?? p.topK
+        p.topP = try c.decodeIfPresent(Float.self, forKey: .topP) ?? p.topP
+        p.seed = try c.decodeIfPresent(UInt64.self, forKey: .seed)
+        p.maxTokens = try c.decodeIfPresent(Int.self, forKey: .maxTokens) ?? p.maxTokens
+        p.stopStrings = try c.decodeIfPresent([String].self, forKey: .stopStrings) ?? p.stopStrings
+        p.stopAtEOS = try c.decodeIfPresent(Bool.self, forKey: .stopAtEOS) ?? p.stopAtEOS
+        p.repetitionPenalty = try c.decodeIfPresent(Float.self, forKey: .repetitionPenalty) ?? p.repetitionPenalty
+        p.presencePenalty = try c.decodeIfPresent(Float.self, forKey: .presencePenalty) ?? p.presencePenalty
+        p.frequencyPenalty = try c.decodeIfPresent(Float.self, forKey: .frequencyPenalty) ?? p.frequencyPenalty
+        p.minP = try c.decodeIfPresent(Float.self, forKey: .minP) ?? p.minP
+        p.logprobs = try c.decodeIfPresent(Int.self, forKey: .logprobs)
+        self = p
     }
 
     public static let greedy = SamplingParameters(temperature: 0)
+
+    /// The defaults a model's generation_config.json sets, as vLLM takes them: temperature,
+    /// top_k, top_p, min_p, repetition_penalty and max_new_tokens where present (do_sample is
+    /// not read; everything else keeps `base`'s value).
+    public static func defaults(from g: GenerationConfig?, base: SamplingParameters = SamplingParameters()) -> SamplingParameters {
+        var p = base
+        guard let g else { return p }
+        if let t = g.temperature { p.temperature = Float(t) }
+        if let k = g.topK { p.topK = max(0, k) }
+        if let t = g.topP { p.topP = Float(t) }
+        if let m = g.minP { p.minP = Float(m) }
+        if let r = g.repetitionPenalty { p.repetitionPenalty = Float(r) }
+        if let n = g.maxNewTokens { p.maxTokens = n }
+        return p
+    }
+
+    /// Whether any penalty needs the token history.
+    var penalized: Bool { repetitionPenalty != 1 || presencePenalty != 0 || frequencyPenalty != 0 }
 
     /// Throws `SamplingError` on values out of range (they come from users).
     public func validate() throws {
@@ -30,7 +92,21 @@ public struct SamplingParameters: Sendable, Codable, Equatable {
         if topK < 0 { throw SamplingError.invalid(field: "top_k", reason: "must be >= 0, got \(topK)") }
         if !(topP > 0 && topP <= 1) { throw SamplingError.invalid(field: "top_p", reason: "must be in (0, 1], got \(topP)") }
         if maxTokens < 0 { throw SamplingError.invalid(field: "max_tokens", reason: "must be >= 0, got \(maxTokens)") }
+        if !(repetitionPenalty > 0) || !repetitionPenalty.isFinite {
+            throw SamplingError.invalid(field: "repetition_penalty", reason: "must be > 0, got \(repetitionPenalty)")
+        }
+        if !(presencePenalty >= -2 && presencePenalty <= 2) { throw SamplingError.invalid(field: "presence_penalty", reason: "must be in [-2, 2], got \(presencePenalty)") }
+        if !(frequencyPenalty >= -2 && frequencyPenalty <= 2) { throw SamplingError.invalid(field: "frequency_penalty", reason: "must be in [-2, 2], got \(frequencyPenalty)") }
+        if !(minP >= 0 && minP <= 1) { throw SamplingError.invalid(field: "min_p", reason: "must be in [0, 1], got \(minP)") }
+        if let n = logprobs, n < 0 || n > 20 { throw SamplingError.invalid(field: "top_logprobs", reason: "must be in [0, 20], got \(n)") }
     }
+}
+
+/// A token and its log-probability.
+public struct TokenLogprob: Sendable, Equatable {
+    public var id: Int
+    public var logprob: Float
+    public init(id: Int, logprob: Float) { self.id = id; self.logprob = logprob }
 }
 
 public enum SamplingError: Error, CustomStringConvertible, Equatable, Sendable {
@@ -66,7 +142,9 @@ public struct Xoshiro256: RandomNumberGenerator, Sendable {
     public mutating func nextUnit() -> Double { Double(next() >> 11) * 0x1.0p-53 }
 }
 
-/// Picks tokens from logits by `SamplingParameters`. Buffers are sized once for the vocabulary.
+/// Picks tokens from logits by `SamplingParameters`. Buffers are sized once for the vocabulary
+/// (the penalty buffers only when a penalty is set); the sampler keeps the token history the
+/// penalties need: the prompt given at the start, then every token it picks.
 public struct Sampler {
     public let parameters: SamplingParameters
     var rng: Xoshiro256
@@ -76,15 +154,75 @@ public struct Sampler {
     var probs: [Double]
     /// [topK] (logit, id) of the top-k candidates (capacity kept across tokens)
     var top: [(Float, Int)] = []
+    /// [vocab] penalized logits; [vocab] times each id was generated; [vocab] in the prompt
+    var adjusted: [Float] = []
+    var outputCounts: [Int32] = []
+    var inPrompt: [Bool] = []
+    /// distinct ids in the prompt or the output (where the penalties apply)
+    var seen: [Int32] = []
+    /// The chosen token's log-probability and the most likely ones' (when `logprobs` is set).
+    public private(set) var lastLogprob: Float = 0
+    public private(set) var lastTopLogprobs: [TokenLogprob] = []
 
-    public init(parameters: SamplingParameters, vocabSize: Int) {
+    public init(parameters: SamplingParameters, vocabSize: Int, prompt: [Int] = []) {
         self.parameters = parameters
         rng = Xoshiro256(seed: parameters.seed ?? UInt64.random(in: 0...UInt64.max))
         candidates = [Int32](repeating: 0, count: vocabSize)
         probs = [Double](repeating: 0, count: vocabSize)
+        if parameters.penalized {
+            adjusted = [Float](repeating: 0, count: vocabSize)
+            outputCounts = [Int32](repeating: 0, count: vocabSize)
+            inPrompt = [Bool](repeating: false, count: vocabSize)
+            for t in prompt where t >= 0 && t < vocabSize && !inPrompt[t] {
+                inPrompt[t] = true
+                seen.append(Int32(t))
+            }
+        }
     }
 
+    /// The next token from `logits` (one row of the vocabulary); the token joins the history.
     public mutating func sample(_ logits: UnsafeBufferPointer<Float>) -> Int {
+        let p = parameters
+        if let n = p.logprobs { computeLogprobs(logits, top: n) }
+        let next: Int
+        if p.penalized {
+            adjusted.withUnsafeMutableBufferPointer { a in
+                _ = a.initialize(from: logits)
+                for t32 in seen {
+                    let t = Int(t32)
+                    var l = a[t]
+                    if p.repetitionPenalty != 1 { l = l > 0 ? l / p.repetitionPenalty : l * p.repetitionPenalty }
+                    let c = outputCounts[t]
+                    if c > 0 { l -= p.frequencyPenalty * Float(c) + p.presencePenalty }
+                    a[t] = l
+                }
+            }
+            next = adjusted.withUnsafeBufferPointer { pick($0) }
+            if outputCounts[next] == 0 && !inPrompt[next] { seen.append(Int32(next)) }
+            outputCounts[next] += 1
+        } else {
+            next = pick(logits)
+        }
+        if p.logprobs != nil { lastLogprob = Float(Double(logits[next]) - logSumExp) }
+        return next
+    }
+
+    var logSumExp = 0.0
+
+    mutating func computeLogprobs(_ logits: UnsafeBufferPointer<Float>, top n: Int) {
+        var m = -Float.infinity
+        for x in logits { m = max(m, x) }
+        var sum = 0.0
+        for x in logits { sum += exp(Double(x - m)) }
+        logSumExp = Double(m) + log(sum)
+        lastTopLogprobs.removeAll(keepingCapacity: true)
+        if n > 0 {
+            Ops.topK(logits.baseAddress!, count: logits.count, k: n, into: &top)
+            for (l, id) in top { lastTopLogprobs.append(TokenLogprob(id: id, logprob: Float(Double(l) - logSumExp))) }
+        }
+    }
+
+    mutating func pick(_ logits: UnsafeBufferPointer<Float>) -> Int {
         let p = parameters
         let v = logits.count
         if p.temperature == 0 { return Ops.argmax(logits.baseAddress!, count: v) }
@@ -119,6 +257,18 @@ public struct Sampler {
             n = keep
             sum = 0
             for i in 0..<n { sum += probs[i] }
+        }
+        if p.minP > 0 {
+            // the most likely candidate has probability 1 before normalization (exp(0))
+            let floor = Double(p.minP)
+            var kept = 0
+            sum = 0
+            for i in 0..<n where probs[i] >= floor {
+                candidates[kept] = candidates[i]; probs[kept] = probs[i]
+                sum += probs[i]
+                kept += 1
+            }
+            n = kept
         }
         var u = rng.nextUnit() * sum
         for i in 0..<n {

@@ -1,0 +1,108 @@
+import Foundation
+@_exported import StrataJinja
+
+/// How an instruct model is prompted: its chat template and the special tokens the template
+/// sees. From a folder: `chat_template.jinja` (transformers >= 4.49 writes it), else
+/// tokenizer_config.json's `chat_template` (a string, or a list of named templates: "default" or
+/// the first), with its `bos_token`/`eos_token`; from a GGUF: `tokenizer.chat_template` and the
+/// text of the BOS/EOS ids.
+public struct ChatFormat: Sendable {
+    public let template: ChatTemplate
+    /// bos_token, eos_token (and unk_token, pad_token where known), as strings.
+    public let specialTokens: [String: String]
+    /// Where the template came from (a path, or "FILE.gguf:tokenizer.chat_template").
+    public let origin: String
+
+    public init(template: ChatTemplate, specialTokens: [String: String], origin: String) {
+        self.template = template; self.specialTokens = specialTokens; self.origin = origin
+    }
+
+    /// The prompt of a conversation (`extra`: more variables, e.g. `enable_thinking`).
+    public func render(messages: JSONValue, tools: JSONValue? = nil, addGenerationPrompt: Bool = true,
+                       extra: [String: JSONValue] = [:]) throws -> String {
+        try template.render(messages: messages, tools: tools, addGenerationPrompt: addGenerationPrompt, specialTokens: specialTokens, extra: extra)
+    }
+}
+
+public enum ChatFormatError: Error, CustomStringConvertible, Sendable {
+    case noTemplate(String)
+    case badTemplate(path: String, JinjaError)
+    case badConfig(path: String, field: String, reason: String)
+    case unknownName(path: String, name: String, known: [String])
+
+    public var description: String {
+        switch self {
+        case let .noTemplate(p): return "\(p) has no chat template (tokenizer_config.json chat_template, chat_template.jinja or a GGUF's tokenizer.chat_template)"
+        case let .badTemplate(p, e): return "\(p): \(e)"
+        case let .badConfig(p, f, r): return "\(p): field \(f): \(r)"
+        case let .unknownName(p, n, k): return "\(p): no chat template named '\(n)' (has: \(k.joined(separator: ", ")))"
+        }
+    }
+}
+
+extension ModelFolder {
+    /// The model's chat format, or nil when it has no chat template. `name` picks one of a list
+    /// of named templates (e.g. "tool_use"). Throws on a template that does not parse (with its
+    /// line and column) or a malformed tokenizer_config.json.
+    public func chatFormat(name: String? = nil) throws -> ChatFormat? {
+        var tokens: [String: String] = [:]
+        let ids = generationTokens
+        if let t = tokenizer {
+            if let b = ids.bos.first, let s = t.token(of: b) { tokens["bos_token"] = s }
+            if let e = ids.eos.first, let s = t.token(of: e) { tokens["eos_token"] = s }
+        }
+        if let gguf {
+            guard let source = tokenizer?.chatTemplate else { return nil }
+            let origin = gguf.path + ":tokenizer.chat_template"
+            do { return ChatFormat(template: try ChatTemplate(source), specialTokens: tokens, origin: origin) } catch let e as JinjaError {
+                throw ChatFormatError.badTemplate(path: origin, e)
+            }
+        }
+        let configPath = (directory as NSString).appendingPathComponent("tokenizer_config.json")
+        var source: String? = nil
+        var origin = configPath
+        if let data = FileManager.default.contents(atPath: configPath) {
+            let cfg: JSONValue
+            do { cfg = try JSONValue.parse(data) } catch { throw ChatFormatError.badConfig(path: configPath, field: "(document)", reason: "\(error)") }
+            for key in ["bos_token", "eos_token", "unk_token", "pad_token"] {
+                switch cfg[key] {
+                case let .string(s)?: tokens[key] = s
+                case let .object(o)?: if case let .string(s)? = o.last(where: { $0.0 == "content" })?.1 { tokens[key] = s }
+                default: break
+                }
+            }
+            switch cfg["chat_template"] {
+            case let .string(s)?: source = s
+            case let .array(list)?:
+                var named: [(String, String)] = []
+                for item in list {
+                    guard case let .string(n)? = item["name"], case let .string(t)? = item["template"] else {
+                        throw ChatFormatError.badConfig(path: configPath, field: "chat_template", reason: "a list entry without a string name and template")
+                    }
+                    named.append((n, t))
+                }
+                let want = name ?? "default"
+                if let hit = named.first(where: { $0.0 == want }) { source = hit.1 }
+                else if name != nil { throw ChatFormatError.unknownName(path: configPath, name: want, known: named.map(\.0)) }
+                else { source = named.first?.1 }
+            case nil, .null?: break
+            case let other?: throw ChatFormatError.badConfig(path: configPath, field: "chat_template", reason: "expected a string or a list, got \(other.typeName)")
+            }
+        }
+        let filePath = (directory as NSString).appendingPathComponent("chat_template.jinja")
+        if name == nil, let data = FileManager.default.contents(atPath: filePath) {
+            source = String(decoding: data, as: UTF8.self)
+            origin = filePath
+        }
+        guard let source else { return nil }
+        do { return ChatFormat(template: try ChatTemplate(source), specialTokens: tokens, origin: origin) } catch let e as JinjaError {
+            throw ChatFormatError.badTemplate(path: origin, e)
+        }
+    }
+
+    /// The chat format, or an error saying the model has none.
+    public func requireChatFormat(name: String? = nil) throws -> ChatFormat {
+        guard let f = try chatFormat(name: name) else { throw ChatFormatError.noTemplate(gguf?.path ?? directory) }
+        return f
+    }
+}

@@ -1,0 +1,157 @@
+import Foundation
+import Testing
+import Strata
+import StrataTensor
+
+/// The chat fixture (Tests/Fixtures/chat/model, made by scripts/make_chat_fixtures.py): the
+/// llama-gqa model with Llama 2's chat template in tokenizer_config.json and sampling defaults
+/// in generation_config.json; transformers' chat ids and greedy tokens under repetition penalties.
+enum ChatFixture {
+    static let model = Fixtures.root + "/chat/model"
+    static func expected() throws -> JSONValue {
+        try JSONValue.parse(Data(contentsOf: URL(fileURLWithPath: Fixtures.root + "/chat/cases.json")))["model"]!
+    }
+    static func ints(_ v: JSONValue?) -> [Int] {
+        (v?.arrayValue ?? []).map { if case let .int(i) = $0 { return i }; return -1 }
+    }
+}
+
+@Suite struct ChatFormatTests {
+    @Test func folderTemplateRendersAndEncodesAsTransformers() throws {
+        let want = try ChatFixture.expected()
+        let folder = try ModelFolder(path: ChatFixture.model)
+        let format = try folder.requireChatFormat()
+        #expect(format.specialTokens["bos_token"] == "<s>" && format.specialTokens["eos_token"] == "</s>" && format.specialTokens["unk_token"] == "<unk>")
+        let text = try format.render(messages: want["messages"]!, addGenerationPrompt: true)
+        #expect(text == want["text"]?.stringValue)
+        #expect(folder.tokenizer!.encode(text, addSpecialTokens: false) == ChatFixture.ints(want["ids"]))
+    }
+
+    @Test func aTemplateThatRaisesGivesItsMessage() throws {
+        let format = try ModelFolder(path: ChatFixture.model).requireChatFormat()
+        let bad = try JSONValue.parse(#"[{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]"#)
+        #expect(throws: JinjaError.raised(message: "Conversation roles must alternate user/assistant/user/assistant/...")) {
+            try format.render(messages: bad)
+        }
+    }
+
+    @Test func badTemplatesAndConfigsAreNamed() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("strata-chat-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+            try FileManager.default.createSymbolicLink(atPath: dir + "/" + f, withDestinationPath: Fixtures.model("llama-gqa") + "/" + f)
+        }
+        // no template at all
+        #expect(try ModelFolder(path: dir).chatFormat() == nil)
+        #expect(throws: ChatFormatError.self) { try ModelFolder(path: dir).requireChatFormat() }
+        // a syntax error names the file, line and column
+        try #"{"chat_template": "{% for m in messages %}\n{{ m.content "}"#.write(toFile: dir + "/tokenizer_config.json", atomically: true, encoding: .utf8)
+        do { _ = try ModelFolder(path: dir).chatFormat(); Issue.record("no error") } catch let ChatFormatError.badTemplate(path, e) {
+            #expect(path.hasSuffix("tokenizer_config.json"))
+            if case let .syntax(_, line, _) = e { #expect(line == 2) } else { Issue.record("\(e)") }
+        }
+        // a list of named templates; an unknown name is an error listing the names
+        try #"{"chat_template": [{"name": "default", "template": "D{{ messages|length }}"}, {"name": "tool_use", "template": "T"}]}"#
+            .write(toFile: dir + "/tokenizer_config.json", atomically: true, encoding: .utf8)
+        #expect(try ModelFolder(path: dir).requireChatFormat().render(messages: .array([])) == "D0")
+        #expect(try ModelFolder(path: dir).requireChatFormat(name: "tool_use").render(messages: .array([])) == "T")
+        #expect(throws: ChatFormatError.self) { try ModelFolder(path: dir).chatFormat(name: "nope") }
+        try #"{"chat_template": 5}"#.write(toFile: dir + "/tokenizer_config.json", atomically: true, encoding: .utf8)
+        #expect(throws: ChatFormatError.self) { try ModelFolder(path: dir).chatFormat() }
+        // chat_template.jinja wins over tokenizer_config.json
+        try "J".write(toFile: dir + "/chat_template.jinja", atomically: true, encoding: .utf8)
+        try #"{"chat_template": "C"}"#.write(toFile: dir + "/tokenizer_config.json", atomically: true, encoding: .utf8)
+        #expect(try ModelFolder(path: dir).requireChatFormat().render(messages: .array([])) == "J")
+    }
+
+    @Test func generationConfigDefaults() throws {
+        let p = try ModelFolder(path: ChatFixture.model).samplingDefaults
+        #expect(p.temperature == 0.7 && p.topP == 0.9 && p.topK == 40 && p.repetitionPenalty == 1.15)
+        #expect(p.maxTokens == SamplingParameters().maxTokens && p.minP == 0)
+        #expect(try ModelFolder(path: Fixtures.model("llama-gqa")).samplingDefaults == SamplingParameters())
+    }
+}
+
+@Suite struct SamplingTests {
+    /// Greedy decoding with transformers' repetition penalty (over prompt and output) gives
+    /// transformers' tokens, through the single-sequence generator and the batch engine.
+    @Test func repetitionPenaltyMatchesTransformers() throws {
+        let want = try ChatFixture.expected()
+        let prompt = ChatFixture.ints(want["ids"])
+        let loaded = try LoadedModel(directory: ChatFixture.model)
+        guard case let .object(runs)? = want["greedy_repetition_penalty"] else { Issue.record("no runs"); return }
+        #expect(runs.count == 3)
+        for (penalty, tokens) in runs {
+            let p = SamplingParameters(temperature: 0, maxTokens: 24, stopAtEOS: false, repetitionPenalty: Float(penalty)!)
+            let single = try Generator(loaded).generate(promptIDs: prompt, parameters: p)
+            #expect(single.ids == ChatFixture.ints(tokens), "penalty \(penalty)")
+            let engine = BatchEngine(loaded: loaded, config: .init(blocks: 32, blockSize: 16))
+            let batch = try engine.run([GenerationRequest(prompt: prompt, parameters: p), GenerationRequest(prompt: Array(prompt.prefix(20)), parameters: p)])
+            #expect(batch[0].ids == ChatFixture.ints(tokens), "batch, penalty \(penalty)")
+        }
+    }
+
+    /// Every penalty against a naive reference that recomputes the penalized logits from the
+    /// whole history at each step.
+    @Test func penaltiesMatchANaiveReference() {
+        var rng = Xoshiro256(seed: 7)
+        let vocab = 50
+        let prompt = [3, 3, 9, 17]
+        for (rep, pres, freq) in [(Float(1.4), Float(0), Float(0)), (1, 0.7, 0), (1, 0, 0.9), (0.7, -0.5, 1.3), (1.2, 1.5, -0.4)] {
+            let p = SamplingParameters(temperature: 0, repetitionPenalty: rep, presencePenalty: pres, frequencyPenalty: freq)
+            var sampler = Sampler(parameters: p, vocabSize: vocab, prompt: prompt)
+            var output: [Int] = []
+            for _ in 0..<40 {
+                // peaked rows so repeats are likely without penalties
+                let row = (0..<vocab).map { i in Float(rng.nextUnit() * 2 - 1) + (i % 7 == 0 ? 3 : 0) }
+                var ref = row
+                for t in Set(prompt + output) {
+                    if rep != 1 { ref[t] = ref[t] > 0 ? ref[t] / rep : ref[t] * rep }
+                    let c = output.filter { $0 == t }.count
+                    if c > 0 { ref[t] -= freq * Float(c) + pres }
+                }
+                let want = ref.indices.max { ref[$0] < ref[$1] }!
+                let got = row.withUnsafeBufferPointer { sampler.sample($0) }
+                #expect(got == want, "rep \(rep) pres \(pres) freq \(freq) step \(output.count)")
+                output.append(got)
+            }
+        }
+    }
+
+    @Test func minPDropsUnlikelyTokens() {
+        // probabilities 0.5, 0.25, 0.125, ...: min_p 0.3 keeps ids 0 and 1 only (0.25 >= 0.3 x 0.5 ... 0.125 < 0.15)
+        let row: [Float] = (0..<10).map { -Float($0) * log(2) }
+        var sampler = Sampler(parameters: SamplingParameters(temperature: 1, seed: 3, minP: 0.3), vocabSize: 10)
+        var seen = Set<Int>()
+        for _ in 0..<400 { seen.insert(row.withUnsafeBufferPointer { sampler.sample($0) }) }
+        #expect(seen == [0, 1])
+        var all = Sampler(parameters: SamplingParameters(temperature: 1, seed: 3), vocabSize: 10)
+        var seenAll = Set<Int>()
+        for _ in 0..<400 { seenAll.insert(row.withUnsafeBufferPointer { all.sample($0) }) }
+        #expect(seenAll.count > 4)
+    }
+
+    @Test func logprobsAreTheModelsLogSoftmax() {
+        var rng = Xoshiro256(seed: 11)
+        let row = (0..<100).map { _ in Float(rng.nextUnit() * 8 - 4) }
+        let m = Double(row.max()!)
+        let lse = m + log(row.reduce(0.0) { $0 + exp(Double($1) - m) })
+        // penalties and temperature do not change the reported logprobs (they are the model's)
+        var sampler = Sampler(parameters: SamplingParameters(temperature: 0.5, seed: 1, repetitionPenalty: 2, logprobs: 5), vocabSize: 100, prompt: [1, 2])
+        let id = row.withUnsafeBufferPointer { sampler.sample($0) }
+        #expect(abs(Double(sampler.lastLogprob) - (Double(row[id]) - lse)) < 1e-5)
+        let top = row.indices.sorted { row[$0] > row[$1] }.prefix(5)
+        #expect(sampler.lastTopLogprobs.map(\.id) == Array(top))
+        for t in sampler.lastTopLogprobs { #expect(abs(Double(t.logprob) - (Double(row[t.id]) - lse)) < 1e-5) }
+    }
+
+    @Test func outOfRangeValuesAreRefused() {
+        for (p, field) in [(SamplingParameters(repetitionPenalty: 0), "repetition_penalty"), (SamplingParameters(presencePenalty: 3), "presence_penalty"),
+                           (SamplingParameters(frequencyPenalty: -2.5), "frequency_penalty"), (SamplingParameters(minP: 1.5), "min_p"),
+                           (SamplingParameters(repetitionPenalty: .nan), "repetition_penalty"), (SamplingParameters(logprobs: 21), "top_logprobs")] {
+            #expect(throws: SamplingError.self, "\(field)") { try p.validate() }
+            do { try p.validate() } catch let SamplingError.invalid(f, _) { #expect(f == field) } catch {}
+        }
+    }
+}
