@@ -11,6 +11,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         .systemLibrary(
@@ -32,9 +34,13 @@ let package = Package(
 
 
         .target(name: "Strata", dependencies: ["StrataTensor", "StrataFormats", "StrataModels", "StrataMemory", "StrataPlanner"]),
+        // the OpenAI-compatible HTTP server (SwiftNIO) over one ServingEngine
+        .target(name: "StrataServer", dependencies: ["Strata", .product(name: "NIOCore", package: "swift-nio"),
+                                                     .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
+                                                     .product(name: "Logging", package: "swift-log")]),
         .executableTarget(
             name: "StrataCLI",
-            dependencies: ["Strata", "StrataMemory", "StrataPlanner", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Strata", "StrataServer", .product(name: "Logging", package: "swift-log"), "StrataMemory", "StrataPlanner", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // helpers shared by the test targets (not a product)
         .target(name: "StrataTestSupport", dependencies: ["StrataTensor"], path: "Tests/StrataTestSupport"),

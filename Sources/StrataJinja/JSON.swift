@@ -128,6 +128,10 @@ public indirect enum JSONValue: Equatable, Sendable {
     }
 }
 
+extension JSONValue: ExpressibleByStringLiteral {
+    public init(stringLiteral value: String) { self = .string(value) }
+}
+
 /// A JSON syntax error at a byte offset.
 public struct JSONError: Error, CustomStringConvertible, Sendable {
     public let offset: Int

@@ -1,0 +1,326 @@
+import Foundation
+import Strata
+
+/// An OpenAI-style error answer: `{"error": {"message", "type", "param", "code"}}` with its HTTP status.
+public struct APIError: Error, CustomStringConvertible, Sendable {
+    public let status: Int
+    public let message: String
+    public let type: String
+    public let param: String?
+    public let code: String?
+
+    public init(_ status: Int, _ message: String, type: String = "invalid_request_error", param: String? = nil, code: String? = nil) {
+        self.status = status; self.message = message; self.type = type; self.param = param; self.code = code
+    }
+
+    public var description: String { "\(status): \(message)" }
+
+    public var json: JSONValue {
+        .object([("error", .object([("message", .string(message)), ("type", .string(type)),
+                                    ("param", param.map { .string($0) } ?? .null), ("code", code.map { .string($0) } ?? .null)]))])
+    }
+
+    static func field(_ name: String, _ reason: String) -> APIError { APIError(400, "'\(name)': \(reason)", param: name) }
+}
+
+/// The fields of a request object, read with their types checked (errors name the field).
+struct Fields {
+    let pairs: [(String, JSONValue)]
+    init(_ v: JSONValue) throws {
+        guard case let .object(p) = v else { throw APIError(400, "the request body must be a JSON object, got \(v.typeName)") }
+        pairs = p
+    }
+    /// The value of `key`; JSON null counts as absent.
+    func get(_ key: String) -> JSONValue? {
+        guard let v = pairs.last(where: { $0.0 == key })?.1, !v.isNull else { return nil }
+        return v
+    }
+    func string(_ k: String) throws -> String? {
+        guard let v = get(k) else { return nil }
+        guard case let .string(s) = v else { throw APIError.field(k, "expected a string, got \(v.typeName)") }
+        return s
+    }
+    func bool(_ k: String) throws -> Bool? {
+        guard let v = get(k) else { return nil }
+        guard case let .bool(b) = v else { throw APIError.field(k, "expected a boolean, got \(v.typeName)") }
+        return b
+    }
+    func int(_ k: String, _ range: ClosedRange<Int>) throws -> Int? {
+        guard let v = get(k) else { return nil }
+        let i: Int
+        switch v {
+        case let .int(x): i = x
+        case let .double(d) where d.rounded() == d && abs(d) < 9e15: i = Int(d)
+        default: throw APIError.field(k, "expected an integer, got \(v.typeName)")
+        }
+        guard range.contains(i) else { throw APIError.field(k, "must be in \(range.lowerBound)...\(range.upperBound), got \(i)") }
+        return i
+    }
+    func number(_ k: String, _ range: ClosedRange<Double>) throws -> Double? {
+        guard let v = get(k) else { return nil }
+        let d: Double
+        switch v {
+        case let .int(x): d = Double(x)
+        case let .double(x): d = x
+        default: throw APIError.field(k, "expected a number, got \(v.typeName)")
+        }
+        guard d.isFinite, range.contains(d) else { throw APIError.field(k, "must be in \(range.lowerBound)...\(range.upperBound), got \(d)") }
+        return d
+    }
+}
+
+/// One parsed `/v1/completions` or `/v1/chat/completions` request.
+public struct CompletionJob: Sendable {
+    public var chat: Bool
+    public var model: String
+    public var promptIDs: [Int]
+    public var parameters: SamplingParameters
+    public var n: Int
+    public var stream: Bool
+    public var includeUsage: Bool
+    /// chat: logprobs requested (top n in parameters.logprobs); completions: the same
+    public var logprobs: Bool
+    public var created: Int
+    public var id: String
+
+    var request: GenerationRequest { GenerationRequest(prompt: promptIDs, parameters: parameters, n: n) }
+}
+
+/// What the server serves: the model's name, tokenizer, chat format and sampling defaults.
+public struct ServedModel: Sendable {
+    public let id: String
+    public let tokenizer: Tokenizer
+    public let chat: ChatFormat?
+    public let defaults: SamplingParameters
+    public let maxContext: Int
+    public let created: Int
+
+    public init(id: String, tokenizer: Tokenizer, chat: ChatFormat?, defaults: SamplingParameters, maxContext: Int) {
+        self.id = id; self.tokenizer = tokenizer; self.chat = chat; self.defaults = defaults; self.maxContext = maxContext
+        created = Int(Date().timeIntervalSince1970)
+    }
+
+    /// Parses a request body (`chat`: /v1/chat/completions). Throws `APIError` (400 naming the
+    /// field, 404 for another model, 400 `context_length_exceeded`).
+    public func parse(_ body: JSONValue, chat: Bool) throws -> CompletionJob {
+        let f = try Fields(body)
+        let model = try f.string("model") ?? id
+        if model != id { throw APIError(404, "The model '\(model)' does not exist (this server serves '\(id)').", param: "model", code: "model_not_found") }
+        var prompt: [Int]
+        if chat {
+            guard let m = f.get("messages") else { throw APIError.field("messages", "required") }
+            guard case let .array(list) = m, !list.isEmpty else { throw APIError.field("messages", "expected a non-empty array, got \(m.typeName)") }
+            var messages: [JSONValue] = []
+            for (i, msg) in list.enumerated() {
+                let mf: Fields
+                do { mf = try Fields(msg) } catch { throw APIError.field("messages[\(i)]", "expected an object, got \(msg.typeName)") }
+                guard let role = try? mf.string("role") else { throw APIError.field("messages[\(i)].role", "required, a string") }
+                guard ["system", "user", "assistant", "tool", "developer"].contains(role) else {
+                    throw APIError.field("messages[\(i)].role", "must be system, user, assistant, tool or developer, got '\(role)'")
+                }
+                var pairs = mf.pairs
+                if let idx = pairs.lastIndex(where: { $0.0 == "content" }) {
+                    switch pairs[idx].1 {
+                    case .string, .null: break
+                    case let .array(parts):
+                        // text parts become one string, as vLLM gives templates that expect strings
+                        var texts: [String] = []
+                        for (j, part) in parts.enumerated() {
+                            guard part["type"]?.stringValue == "text", let t = part["text"]?.stringValue else {
+                                throw APIError.field("messages[\(i)].content[\(j)]", "only {\"type\": \"text\", \"text\": ...} parts are supported")
+                            }
+                            texts.append(t)
+                        }
+                        pairs[idx].1 = .string(texts.joined(separator: "\n"))
+                    default: throw APIError.field("messages[\(i)].content", "expected a string or an array of parts, got \(pairs[idx].1.typeName)")
+                    }
+                } else if role != "assistant" {
+                    throw APIError.field("messages[\(i)].content", "required")
+                }
+                messages.append(.object(pairs))
+            }
+            guard let chatFormat = self.chat else {
+                throw APIError(400, "the model '\(id)' has no chat template (tokenizer_config.json chat_template or chat_template.jinja); use /v1/completions")
+            }
+            var tools: JSONValue? = nil
+            if let t = f.get("tools") {
+                guard case .array = t else { throw APIError.field("tools", "expected an array, got \(t.typeName)") }
+                tools = t
+            }
+            var extra: [String: JSONValue] = [:]
+            if let k = f.get("chat_template_kwargs") {
+                guard case let .object(kv) = k else { throw APIError.field("chat_template_kwargs", "expected an object") }
+                for (a, b) in kv { extra[a] = b }
+            }
+            let text: String
+            do {
+                text = try chatFormat.render(messages: .array(messages), tools: tools, addGenerationPrompt: true, extra: extra)
+            } catch let e as JinjaError {
+                throw APIError(400, "the chat template refused the conversation: \(e)", param: "messages")
+            }
+            prompt = tokenizer.encode(text, addSpecialTokens: false)
+        } else {
+            guard let p = f.get("prompt") else { throw APIError.field("prompt", "required") }
+            switch p {
+            case let .string(s): prompt = tokenizer.encode(s)
+            case let .array(items):
+                if items.count == 1, case let .string(s) = items[0] { prompt = tokenizer.encode(s) }
+                else if items.count == 1, case let .array(ids) = items[0] { prompt = try Self.tokenIDs(ids, vocab: tokenizer.vocabSize) }
+                else if items.allSatisfy({ if case .int = $0 { return true }; return false }) { prompt = try Self.tokenIDs(items, vocab: tokenizer.vocabSize) }
+                else { throw APIError.field("prompt", "one prompt per request: a string, or an array of token ids") }
+            default: throw APIError.field("prompt", "expected a string or an array of token ids, got \(p.typeName)")
+            }
+        }
+        if prompt.isEmpty { throw APIError.field(chat ? "messages" : "prompt", "the prompt is empty") }
+        if prompt.count >= maxContext {
+            throw APIError(400, "This model's maximum context length is \(maxContext) tokens. However, your \(chat ? "messages" : "prompt") resulted in \(prompt.count) tokens. Please reduce the length.",
+                           param: chat ? "messages" : "prompt", code: "context_length_exceeded")
+        }
+        var p = defaults
+        let room = maxContext - prompt.count
+        let asked = try f.int("max_completion_tokens", 1...Int(Int32.max)) ?? f.int("max_tokens", 1...Int(Int32.max))
+        if let asked, asked > room {
+            throw APIError(400, "This model's maximum context length is \(maxContext) tokens. However, you requested \(prompt.count + asked) tokens (\(prompt.count) in the \(chat ? "messages" : "prompt"), \(asked) in the completion). Please reduce the length.",
+                           param: "max_tokens", code: "context_length_exceeded")
+        }
+        p.maxTokens = asked ?? (chat ? room : min(16, room))
+        if let t = try f.number("temperature", 0...100) { p.temperature = Float(t) }
+        if let t = try f.number("top_p", 1e-9...1) { p.topP = Float(t) }
+        if let k = try f.int("top_k", -1...Int(Int32.max)) { p.topK = max(0, k) }
+        if let m = try f.number("min_p", 0...1) { p.minP = Float(m) }
+        if let r = try f.number("repetition_penalty", 1e-6...100) { p.repetitionPenalty = Float(r) }
+        if let x = try f.number("presence_penalty", -2...2) { p.presencePenalty = Float(x) }
+        if let x = try f.number("frequency_penalty", -2...2) { p.frequencyPenalty = Float(x) }
+        if let s = f.get("seed") {
+            guard case let .int(seed) = s else { throw APIError.field("seed", "expected an integer, got \(s.typeName)") }
+            p.seed = UInt64(bitPattern: Int64(seed))
+        }
+        if let s = f.get("stop") {
+            switch s {
+            case let .string(x): p.stopStrings = [x]
+            case let .array(xs):
+                guard xs.count <= 16 else { throw APIError.field("stop", "at most 16 stop strings") }
+                p.stopStrings = try xs.map { x in
+                    guard case let .string(v) = x else { throw APIError.field("stop", "expected strings, got \(x.typeName)") }
+                    return v
+                }
+            default: throw APIError.field("stop", "expected a string or an array of strings, got \(s.typeName)")
+            }
+            p.stopStrings = p.stopStrings.filter { !$0.isEmpty }
+        }
+        if let ignore = try f.bool("ignore_eos") { p.stopAtEOS = !ignore }
+        var logprobs = false
+        if chat {
+            logprobs = try f.bool("logprobs") ?? false
+            let top = try f.int("top_logprobs", 0...20)
+            if top != nil && !logprobs { throw APIError.field("top_logprobs", "needs 'logprobs': true") }
+            p.logprobs = logprobs ? (top ?? 0) : nil
+        } else if let n = try f.int("logprobs", 0...20) {
+            logprobs = true
+            p.logprobs = n
+        }
+        let n = try f.int("n", 1...16) ?? 1
+        let stream = try f.bool("stream") ?? false
+        var includeUsage = false
+        if let so = f.get("stream_options") {
+            guard stream else { throw APIError.field("stream_options", "only allowed when 'stream' is true") }
+            includeUsage = try Fields(so).bool("include_usage") ?? false
+        }
+        do { try p.validate() } catch let SamplingError.invalid(field, reason) { throw APIError.field(field, reason) }
+        let rid = (chat ? "chatcmpl-" : "cmpl-") + String(UInt64.random(in: 0...UInt64.max), radix: 16)
+        return CompletionJob(chat: chat, model: id, promptIDs: prompt, parameters: p, n: n, stream: stream, includeUsage: includeUsage,
+                             logprobs: logprobs, created: Int(Date().timeIntervalSince1970), id: rid)
+    }
+
+    static func tokenIDs(_ items: [JSONValue], vocab: Int) throws -> [Int] {
+        try items.map { v in
+            guard case let .int(i) = v, i >= 0, i < vocab else { throw APIError.field("prompt", "token ids must be integers in 0..<\(vocab)") }
+            return i
+        }
+    }
+
+    // MARK: responses
+
+    public var modelsList: JSONValue {
+        .object([("object", "list"), ("data", .array([.object([("id", .string(id)), ("object", "model"), ("created", .int(created)),
+                                                               ("owned_by", "strata"), ("max_model_len", .int(maxContext))])]))])
+    }
+
+    static func finishReason(_ r: StopReason) -> JSONValue {
+        switch r {
+        case .eos, .stopString: return "stop"
+        case .maxTokens, .contextFull: return "length"
+        case .cancelled: return "abort"
+        case .error: return "error"
+        }
+    }
+
+    func tokenText(_ id: Int) -> String { (try? tokenizer.decode([id])) ?? "" }
+
+    func logprobEntry(_ t: GeneratedToken, chat: Bool) -> JSONValue {
+        let text = tokenText(t.id)
+        let bytes = JSONValue.array(Array(text.utf8).map { .int(Int($0)) })
+        let top = JSONValue.array(t.topLogprobs.map { x in
+            let s = tokenText(x.id)
+            return .object([("token", .string(s)), ("logprob", .double(Double(x.logprob))), ("bytes", .array(Array(s.utf8).map { .int(Int($0)) }))])
+        })
+        return .object([("token", .string(text)), ("logprob", .double(Double(t.logprob ?? 0))), ("bytes", bytes), ("top_logprobs", top)])
+    }
+
+    /// Completions' logprobs object: tokens, token_logprobs, top_logprobs (dicts), text_offset.
+    func completionLogprobs(_ toks: [GeneratedToken]) -> JSONValue {
+        var offset = 0
+        var offsets: [JSONValue] = []
+        for t in toks { offsets.append(.int(offset)); offset += tokenText(t.id).unicodeScalars.count }
+        return .object([("tokens", .array(toks.map { .string(tokenText($0.id)) })),
+                        ("token_logprobs", .array(toks.map { .double(Double($0.logprob ?? 0)) })),
+                        ("top_logprobs", .array(toks.map { t in .object(t.topLogprobs.map { (tokenText($0.id), .double(Double($0.logprob))) }) })),
+                        ("text_offset", .array(offsets))])
+    }
+
+    func usage(_ job: CompletionJob, completion: Int) -> JSONValue {
+        .object([("prompt_tokens", .int(job.promptIDs.count)), ("completion_tokens", .int(completion)),
+                 ("total_tokens", .int(job.promptIDs.count + completion))])
+    }
+
+    /// The whole (non-streamed) response.
+    func response(_ job: CompletionJob, outputs: [RequestOutput], tokens: [Int: [GeneratedToken]]) -> JSONValue {
+        let choices: [JSONValue] = outputs.map { o in
+            let toks = (tokens[o.sample] ?? []).filter { $0.id >= 0 }
+            var lp: JSONValue = .null
+            if job.logprobs { lp = job.chat ? .object([("content", .array(toks.map { logprobEntry($0, chat: true) }))]) : completionLogprobs(toks) }
+            if job.chat {
+                return .object([("index", .int(o.sample)), ("message", .object([("role", "assistant"), ("content", .string(o.text))])),
+                                ("logprobs", lp), ("finish_reason", Self.finishReason(o.stopReason))])
+            }
+            return .object([("index", .int(o.sample)), ("text", .string(o.text)), ("logprobs", lp), ("finish_reason", Self.finishReason(o.stopReason))])
+        }
+        return .object([("id", .string(job.id)), ("object", .string(job.chat ? "chat.completion" : "text_completion")), ("created", .int(job.created)),
+                        ("model", .string(job.model)), ("choices", .array(choices)),
+                        ("usage", usage(job, completion: outputs.reduce(0) { $0 + $1.ids.count }))])
+    }
+
+    /// One server-sent chunk of a streamed response.
+    func chunk(_ job: CompletionJob, sample: Int, text: String?, role: Bool = false, token: GeneratedToken? = nil, finish: StopReason? = nil) -> JSONValue {
+        var lp: JSONValue = .null
+        if job.logprobs, let token, token.id >= 0 {
+            lp = job.chat ? .object([("content", .array([logprobEntry(token, chat: true)]))]) : completionLogprobs([token])
+        }
+        let choice: JSONValue
+        if job.chat {
+            var delta: [(String, JSONValue)] = []
+            if role { delta.append(("role", "assistant")) }
+            if let text { delta.append(("content", .string(text))) }
+            choice = .object([("index", .int(sample)), ("delta", .object(delta)), ("logprobs", lp), ("finish_reason", finish.map(Self.finishReason) ?? .null)])
+        } else {
+            choice = .object([("index", .int(sample)), ("text", .string(text ?? "")), ("logprobs", lp), ("finish_reason", finish.map(Self.finishReason) ?? .null)])
+        }
+        return .object([("id", .string(job.id)), ("object", .string(job.chat ? "chat.completion.chunk" : "text_completion")), ("created", .int(job.created)),
+                        ("model", .string(job.model)), ("choices", .array([choice]))])
+    }
+
+    func usageChunk(_ job: CompletionJob, completion: Int) -> JSONValue {
+        .object([("id", .string(job.id)), ("object", .string(job.chat ? "chat.completion.chunk" : "text_completion")), ("created", .int(job.created)),
+                 ("model", .string(job.model)), ("choices", .array([])), ("usage", usage(job, completion: completion))])
+    }
+}
