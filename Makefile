@@ -24,6 +24,8 @@ build: deps
 test: deps
 	$(SWIFT) test
 	$(SWIFT) test -c release --filter AllocationTests   # allocation counts mean something only optimized
+	$(SWIFT) build --product strata
+	scripts/test-serve.sh                                 # strata serve against the official openai client (venv made here)
 
 # make bench: every suite, results in bench-results/<timestamp>/ (results.json, summary.md, plots);
 # make bench-quick: smaller presets, fewer repeats. BENCH_COMPARE=bench-results/<earlier> prints the change;

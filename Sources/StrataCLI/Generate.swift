@@ -24,9 +24,13 @@ struct Generate: ParsableCommand {
     @Option(help: "Run a saved plan (from strata plan --out).") var plan: String?
     @Flag(name: .customLong("no-plan"), help: "Under --ram-budget, place with the simple rule instead of the planner.") var noPlan = false
     @Option(name: .customLong("max-tokens"), help: "Tokens to generate at most.") var maxTokens = 128
-    @Option(help: "Sampling temperature; 0 is greedy.") var temperature: Float = 0.8
-    @Option(name: .customLong("top-k"), help: "Sample from the k most likely tokens (0: all).") var topK = 0
-    @Option(name: .customLong("top-p"), help: "Sample from the smallest set reaching probability p (1: off).") var topP: Float = 1
+    @Option(help: "Sampling temperature; 0 is greedy (default: generation_config.json's, else 0.8).") var temperature: Float?
+    @Option(name: .customLong("top-k"), help: "Sample from the k most likely tokens (0: all; default: generation_config.json's, else 0).") var topK: Int?
+    @Option(name: .customLong("top-p"), help: "Sample from the smallest set reaching probability p (1: off; default: generation_config.json's, else 1).") var topP: Float?
+    @Option(name: .customLong("min-p"), help: "Drop tokens below this fraction of the most likely one's probability (default: generation_config.json's, else 0).") var minP: Float?
+    @Option(name: .customLong("repetition-penalty"), help: "Penalize tokens of the prompt and output, as transformers does (1: off; default: generation_config.json's).") var repetitionPenalty: Float?
+    @Option(name: .customLong("presence-penalty"), help: "Subtract once from the logits of tokens already generated (OpenAI's; default 0).") var presencePenalty: Float = 0
+    @Option(name: .customLong("frequency-penalty"), help: "Subtract per occurrence from the logits of tokens already generated (OpenAI's; default 0).") var frequencyPenalty: Float = 0
     @Option(help: "Seed for reproducible sampling.") var seed: UInt64?
     @Option(name: .customLong("stop"), help: "Stop string (repeatable).") var stop: [String] = []
     @Flag(name: .customLong("ignore-eos"), help: "Keep generating past end-of-sequence tokens.") var ignoreEOS = false
@@ -44,6 +48,23 @@ struct Generate: ParsableCommand {
         if prefetch < 0 { throw ValidationError("--prefetch must be >= 0") }
     }
 
+    /// generation_config.json's defaults, then the flags given.
+    func sampling(_ folder: ModelFolder) -> SamplingParameters {
+        var p = SamplingParameters.defaults(from: folder.generation, base: SamplingParameters(temperature: 0.8))
+        if let temperature { p.temperature = temperature }
+        if let topK { p.topK = topK }
+        if let topP { p.topP = topP }
+        if let minP { p.minP = minP }
+        if let repetitionPenalty { p.repetitionPenalty = repetitionPenalty }
+        p.presencePenalty = presencePenalty
+        p.frequencyPenalty = frequencyPenalty
+        p.seed = seed
+        p.maxTokens = maxTokens
+        p.stopStrings = stop
+        p.stopAtEOS = !ignoreEOS
+        return p
+    }
+
     var tiered: Bool { ramBudget != nil || placement != nil || plan != nil || report != nil || kvDisk != nil || weights != "tiered" }
 
     func run() throws {
@@ -53,8 +74,7 @@ struct Generate: ParsableCommand {
         if let promptsFile { return try runBatch(loaded, file: promptsFile) }
         let promptIDs: [Int]
         if let ids { promptIDs = try parseIDs(ids) } else { promptIDs = try loaded.requireTokenizer().encode(prompt!) }
-        let params = SamplingParameters(temperature: temperature, topK: topK, topP: topP, seed: seed, maxTokens: maxTokens,
-                                        stopStrings: stop, stopAtEOS: !ignoreEOS)
+        let params = sampling(loaded.folder)
         let out = FileHandle.standardOutput
         let result = try Generator(loaded).generate(promptIDs: promptIDs, parameters: params) { tok in
             if !json && loaded.tokenizer != nil && !tok.text.isEmpty { out.write(Data(tok.text.utf8)) }
@@ -97,11 +117,10 @@ extension Generate {
         }
         let requests: [GenerationRequest]
         if let promptsFile {
-            requests = try readRequests(promptsFile, encode: encode)
+            requests = try readRequests(promptsFile, base: sampling(folder), encode: encode)
         } else {
             let ids = try self.ids.map(parseIDs) ?? encode(prompt!)
-            requests = [GenerationRequest(prompt: ids, parameters: SamplingParameters(temperature: temperature, topK: topK, topP: topP, seed: seed,
-                                                                                    maxTokens: maxTokens, stopStrings: stop, stopAtEOS: !ignoreEOS))]
+            requests = [GenerationRequest(prompt: ids, parameters: sampling(folder))]
         }
         let workload = Session.workload(requests, maxBatch: maxBatch)  // the one Session.run plans and runs with
         let spec = folder.spec
@@ -168,7 +187,7 @@ extension Generate {
         }
     }
 
-    func readRequests(_ file: String, encode: (String) throws -> [Int]) throws -> [GenerationRequest] {
+    func readRequests(_ file: String, base defaults: SamplingParameters, encode: (String) throws -> [Int]) throws -> [GenerationRequest] {
         guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
             throw ValidationError("--prompts-file: cannot read \(file)")
         }
@@ -176,8 +195,7 @@ extension Generate {
         for (n, raw) in text.split(separator: "\n", omittingEmptySubsequences: true).enumerated() {
             let line = raw.trimmingCharacters(in: .whitespaces)
             if line.isEmpty { continue }
-            var base = SamplingParameters(temperature: temperature, topK: topK, topP: topP, seed: seed, maxTokens: maxTokens,
-                                          stopStrings: stop, stopAtEOS: !ignoreEOS)
+            var base = defaults
             var promptIDs: [Int]
             var samples = 1
             if line.hasPrefix("{") {
@@ -214,7 +232,7 @@ extension Generate {
     }
 
     func runBatch(_ loaded: LoadedModel, file: String) throws {
-        let requests = try readRequests(file) { try loaded.requireTokenizer().encode($0) }
+        let requests = try readRequests(file, base: sampling(loaded.folder)) { try loaded.requireTokenizer().encode($0) }
         let spec = loaded.spec
         let perBlock = PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: kvBlockSize)
         let cap = kvMemory.flatMap(parseByteSize) ?? (2 << 30)

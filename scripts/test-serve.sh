@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# `make test` part 3: strata serve against the official openai client, in a venv made here
+# (.build/venv-serve, reused when present). Needs PyPI once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=.build/venv-serve
+if ! "$VENV/bin/python" -c "import openai" 2>/dev/null; then
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q "openai>=1.40,<3"
+fi
+BIN=${BIN:-.build/debug/strata}
+[ -x "$BIN" ] || swift build --product strata
+"$VENV/bin/python" scripts/test_serve.py "$BIN" Tests/Fixtures/chat/model

@@ -1,0 +1,270 @@
+#!/usr/bin/env python3
+"""End-to-end tests of `strata serve` with the official `openai` Python client (run by
+scripts/test-serve.sh from `make test`). The oracle for every completion is a solo
+`strata generate` of the same prompt ids (from `strata chat-template --ids`), greedy.
+
+    python scripts/test_serve.py BIN MODEL_DIR
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import openai
+from openai import OpenAI
+
+BIN, MODEL = sys.argv[1], sys.argv[2]
+NAME = "tiny"
+FAILURES = []
+
+
+def check(cond, what):
+    print(("ok   " if cond else "FAIL ") + what, flush=True)
+    if not cond:
+        FAILURES.append(what)
+
+
+class Server:
+    def __init__(self, *extra):
+        self.proc = subprocess.Popen([BIN, "serve", "--model", MODEL, "--port", "0", "--served-model-name", NAME, *extra],
+                                     stderr=subprocess.PIPE, text=True)
+        self.log = []
+        deadline = time.time() + 60
+        self.port = None
+        while time.time() < deadline:
+            line = self.proc.stderr.readline()
+            if not line:
+                break
+            self.log.append(line)
+            if "listening on http://" in line:
+                self.port = int(line.strip().rsplit(":", 1)[1])
+                break
+        if self.port is None:
+            raise SystemExit("server did not start:\n" + "".join(self.log))
+        threading.Thread(target=self._drain, daemon=True).start()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.client = OpenAI(base_url=self.base + "/v1", api_key="unused", max_retries=0, timeout=60)
+
+    def _drain(self):
+        for line in self.proc.stderr:
+            self.log.append(line)
+
+    def metrics(self):
+        text = urllib.request.urlopen(self.base + "/metrics", timeout=10).read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                k, v = line.rsplit(" ", 1)
+                out[k] = int(v)
+        return out
+
+    def healthy(self):
+        try:
+            return json.loads(urllib.request.urlopen(self.base + "/health", timeout=10).read()) == {"status": "ok"}
+        except Exception:
+            return False
+
+    def raw(self, path, body, content_type="application/json"):
+        req = urllib.request.Request(self.base + path, data=body, headers={"content-type": content_type}, method="POST")
+        try:
+            r = urllib.request.urlopen(req, timeout=30)
+            return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGINT)
+        return self.proc.wait(timeout=60)
+
+
+def solo(messages, max_tokens):
+    """The greedy completion of a conversation by `strata generate` alone."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump({"messages": messages}, f)
+    r = json.loads(subprocess.check_output([BIN, "chat-template", "--model", MODEL, "--messages", f.name, "--add-generation-prompt", "--ids"]))
+    os.unlink(f.name)
+    ids = ",".join(map(str, r["ids"]))
+    g = json.loads(subprocess.check_output([BIN, "generate", "--model", MODEL, "--ids", ids, "--temperature", "0",
+                                            "--max-tokens", str(max_tokens), "--json"], stderr=subprocess.DEVNULL))
+    return r["ids"], g["text"], len(g["ids"])
+
+
+def conversation(i):
+    words = ["hello world", "the quick brown fox", "jumps over", "the lazy dog", "a tiny model", "serves many",
+             "clients at once", "with one engine"]
+    return [{"role": "system", "content": "Test number %d." % i},
+            {"role": "user", "content": words[i % len(words)] + " " + words[(i * 3 + 1) % len(words)]}]
+
+
+def main():
+    s = Server("--max-running", "16", "--max-queued", "16")
+    c = s.client
+    try:
+        models = c.models.list()
+        check([m.id for m in models.data] == [NAME], "GET /v1/models lists the served model")
+
+        # 1. chat completion, whole and streamed, equals the solo greedy completion
+        msgs = conversation(0)
+        ids, want, n = solo(msgs, 12)
+        r = c.chat.completions.create(model=NAME, messages=msgs, max_tokens=12, temperature=0)
+        check(r.choices[0].message.content == want, "chat completion equals solo strata generate")
+        check(r.usage.prompt_tokens == len(ids) and r.usage.completion_tokens == n, "usage counts the prompt and completion tokens")
+        check(r.choices[0].finish_reason in ("length", "stop"), "finish_reason is set")
+        chunks = list(c.chat.completions.create(model=NAME, messages=msgs, max_tokens=12, temperature=0, stream=True,
+                                                stream_options={"include_usage": True}))
+        text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+        check(text == want, "streamed chat completion equals solo strata generate")
+        check(chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == n and not chunks[-1].choices,
+              "stream_options.include_usage ends with a usage chunk")
+        check(any(ch.choices and ch.choices[0].finish_reason for ch in chunks), "the stream carries a finish_reason")
+
+        # 2. logprobs: greedy picks the most likely token
+        r = c.chat.completions.create(model=NAME, messages=msgs, max_tokens=6, temperature=0, logprobs=True, top_logprobs=3)
+        lp = r.choices[0].logprobs.content
+        check(len(lp) == r.usage.completion_tokens and all(len(t.top_logprobs) == 3 for t in lp), "logprobs: one entry per token, 3 alternatives")
+        check(all(abs(t.logprob - t.top_logprobs[0].logprob) < 1e-6 and t.logprob <= 0 for t in lp), "greedy tokens are the most likely ones")
+
+        # 3. completions endpoint
+        g = json.loads(subprocess.check_output([BIN, "generate", "--model", MODEL, "--prompt", "the quick brown", "--temperature", "0",
+                                                "--max-tokens", "10", "--json"], stderr=subprocess.DEVNULL))
+        r = c.completions.create(model=NAME, prompt="the quick brown", max_tokens=10, temperature=0)
+        check(r.choices[0].text == g["text"], "text completion equals solo strata generate")
+
+        # 4. 16 concurrent streaming clients, each exactly its solo greedy tokens
+        wants = [solo(conversation(i), 24) for i in range(16)]
+        steps_before = s.metrics()["strata_engine_steps_total"]
+        got = [None] * 16
+        def client(i):
+            try:
+                st = c.chat.completions.create(model=NAME, messages=conversation(i), max_tokens=24, temperature=0, stream=True)
+                got[i] = "".join(ch.choices[0].delta.content or "" for ch in st if ch.choices)
+            except Exception as e:
+                got[i] = "error: %r" % e
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        same = sum(1 for i in range(16) if got[i] == wants[i][1])
+        check(same == 16, f"16 concurrent streams each equal their solo completion ({same}/16)")
+        m = s.metrics()
+        tokens = sum(w[2] for w in wants)
+        check(m["strata_engine_steps_total"] - steps_before < tokens, f"they shared engine steps ({m['strata_engine_steps_total'] - steps_before} steps for {tokens} tokens)")
+
+        # 5. a client that disconnects mid-stream: its request is cancelled, its blocks freed
+        before = s.metrics()
+        sock = socket.create_connection(("127.0.0.1", s.port))
+        body = json.dumps({"model": NAME, "messages": conversation(3), "max_tokens": 60, "temperature": 0, "stream": True,
+                           "ignore_eos": True}).encode()
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
+                     + str(len(body)).encode() + b"\r\n\r\n" + body)
+        got_bytes = b""
+        while got_bytes.count(b"data:") < 3:
+            part = sock.recv(4096)
+            if not part:
+                break
+            got_bytes += part
+        mid = s.metrics()
+        sock.close()
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            m = s.metrics()
+            if m["strata_requests_cancelled_total"] == before["strata_requests_cancelled_total"] + 1 and m["strata_requests_running"] == 0:
+                break
+            time.sleep(0.05)
+        check(mid["strata_kv_blocks_used"] > 0, f"mid-stream the request holds KV blocks ({mid['strata_kv_blocks_used']})")
+        check(m["strata_requests_cancelled_total"] == before["strata_requests_cancelled_total"] + 1, "the disconnected request is cancelled")
+        check(m["strata_kv_blocks_used"] == 0 and m["strata_requests_running"] == 0, "its KV blocks are back in /metrics")
+
+        # 6. bad requests: the documented status, and the server still serves
+        code, err = s.raw("/v1/chat/completions", b'{"model": "tiny", "messages": [')
+        check(code == 400 and "error" in err and "JSON" in err["error"]["message"], "malformed JSON: 400")
+        try:
+            c.chat.completions.create(model=NAME, messages=msgs, temperature="hot")
+            check(False, "wrong type: 400")
+        except openai.BadRequestError as e:
+            check(e.status_code == 400 and e.body["param"] == "temperature", "wrong type: 400 naming the field")
+        try:
+            c.chat.completions.create(model=NAME, messages="hello")
+            check(False, "messages not an array: 400")
+        except openai.BadRequestError as e:
+            check(e.body["param"] == "messages", "messages not an array: 400 naming the field")
+        try:
+            c.chat.completions.create(model="gpt-4o", messages=msgs)
+            check(False, "unknown model: 404")
+        except openai.NotFoundError as e:
+            check(e.status_code == 404 and e.body["code"] == "model_not_found", "unknown model: 404 model_not_found")
+        try:
+            c.chat.completions.create(model=NAME, messages=[{"role": "user", "content": "hello world " * 200}])
+            check(False, "prompt over the context: 400")
+        except openai.BadRequestError as e:
+            check(e.body["code"] == "context_length_exceeded", "prompt over the context: 400 context_length_exceeded")
+        try:
+            c.chat.completions.create(model=NAME, messages=msgs, max_tokens=1000)
+            check(False, "max_tokens over the context: 400")
+        except openai.BadRequestError as e:
+            check(e.body["code"] == "context_length_exceeded", "prompt + max_tokens over the context: 400")
+        try:
+            c.chat.completions.create(model=NAME, messages=[{"role": "user", "content": "a"}, {"role": "user", "content": "b"}])
+            check(False, "template refusal: 400")
+        except openai.BadRequestError as e:
+            check("alternate" in e.body["message"], "a conversation the chat template refuses: 400 with its message")
+        code, _ = s.raw("/v1/nothing", b"{}")
+        check(code == 404, "unknown route: 404")
+        check(s.healthy(), "still healthy after the bad requests")
+        r = c.chat.completions.create(model=NAME, messages=msgs, max_tokens=12, temperature=0)
+        check(r.choices[0].message.content == want, "still serving after the bad requests")
+    finally:
+        rc = s.stop()
+    check(rc == 0, "Ctrl-C: exits 0")
+
+    # 7. over-limit concurrency (1 running, none queued): 429, then serving again
+    s = Server("--max-running", "1", "--max-queued", "0")
+    c = s.client
+    try:
+        long = {"model": NAME, "messages": conversation(1), "max_tokens": 60, "temperature": 0, "stream": True, "ignore_eos": True}
+        sock = socket.create_connection(("127.0.0.1", s.port))
+        body = json.dumps(long).encode()
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
+                     + str(len(body)).encode() + b"\r\n\r\n" + body)
+        first = b""
+        while b"data:" not in first:
+            part = sock.recv(4096)
+            if not part:
+                break
+            first += part
+        try:
+            c.chat.completions.create(model=NAME, messages=msgs, max_tokens=4, temperature=0)
+            check(False, "over the limit: 429")
+        except openai.RateLimitError as e:
+            check(e.status_code == 429 and "error" in (e.response.json()), "over the running + queued limit: 429 with an OpenAI error")
+        # Ctrl-C while a stream runs: it finishes, then the server exits
+        s.proc.send_signal(signal.SIGINT)
+        rest = first
+        sock.settimeout(30)
+        while b"data: [DONE]" not in rest:
+            part = sock.recv(65536)
+            if not part:
+                break
+            rest += part
+        sock.close()
+        check(b"data: [DONE]" in rest and rest.count(b'"finish_reason":"length"') == 1, "Ctrl-C lets the running stream finish")
+        check(s.proc.wait(timeout=60) == 0, "then exits 0")
+    finally:
+        if s.proc.poll() is None:
+            s.proc.kill()
+    if FAILURES:
+        print(f"{len(FAILURES)} failed:", *FAILURES, sep="\n  ")
+        sys.exit(1)
+    print("all server tests passed")
+
+
+if __name__ == "__main__":
+    main()
