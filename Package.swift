@@ -35,7 +35,7 @@ let package = Package(
 
         .target(name: "Strata", dependencies: ["StrataTensor", "StrataFormats", "StrataModels", "StrataMemory", "StrataPlanner"]),
         // the OpenAI-compatible HTTP server (SwiftNIO) over one ServingEngine
-        .target(name: "StrataServer", dependencies: ["Strata", .product(name: "NIOCore", package: "swift-nio"),
+        .target(name: "StrataServer", dependencies: ["Strata", "StrataMemory", .product(name: "NIOCore", package: "swift-nio"),
                                                      .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
                                                      .product(name: "Logging", package: "swift-log")]),
         .executableTarget(

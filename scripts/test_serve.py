@@ -225,7 +225,16 @@ def main():
         rc = s.stop()
     check(rc == 0, "Ctrl-C: exits 0")
 
-    # 7. over-limit concurrency (1 running, none queued): 429, then serving again
+    # 7. strata chat: each answer is the solo completion of the conversation so far
+    sysmsg = "You are a test model."
+    chat = subprocess.run([BIN, "chat", "--model", MODEL, "--temperature", "0", "--max-tokens", "8", "--system", sysmsg],
+                          input="hello world\njumps over the lazy dog\n", capture_output=True, text=True, timeout=120)
+    first = [{"role": "system", "content": sysmsg}, {"role": "user", "content": "hello world"}]
+    _, a1, _ = solo(first, 8)
+    _, a2, _ = solo(first + [{"role": "assistant", "content": a1}, {"role": "user", "content": "jumps over the lazy dog"}], 8)
+    check(chat.returncode == 0 and chat.stdout == a1 + "\n" + a2 + "\n", "strata chat keeps the conversation: each answer equals the solo completion")
+
+    # 8. over-limit concurrency (1 running, none queued): 429, then serving again
     s = Server("--max-running", "1", "--max-queued", "0")
     c = s.client
     try:

@@ -2,7 +2,6 @@ import ArgumentParser
 import Foundation
 import Logging
 import Strata
-import StrataMemory
 import StrataServer
 
 struct ServeCommand: ParsableCommand {
@@ -48,31 +47,11 @@ struct ServeCommand: ParsableCommand {
             return h
         }
         let logger = Logger(label: "strata.serve")
-        let folder = try ModelFolder(path: model)
-        guard let tokenizer = folder.tokenizer else { throw ValidationError("\(model) has no tokenizer; the server needs one") }
-        let chat = try folder.chatFormat(name: templateName)
-        if chat == nil { logger.warning("\(model) has no chat template: /v1/chat/completions will answer 400") }
-        let spec = folder.spec
-        let context = min(maxContext ?? spec.maxPositions, spec.maxPositions)
-        let workload = Workload(batch: maxRunning, promptTokens: max(1, context - context / 4), outputTokens: max(1, context / 4))
-        let budget = ramBudget.flatMap(parseByteSize)
-        var placement: Placement? = nil
-        var kvBlocks: Int? = nil
-        if let budget, !noPlan {
-            let plan = try Session(folder: folder, ramBudget: budget).plan(workload, batch: maxRunning)
-            placement = plan.placement
-            logger.info("plan: \(plan.placement.streamedLayers.count) layers streamed, batch \(plan.placement.batchSize), \(plan.placement.kvBlocksRAM) KV blocks, predicted \(String(format: "%.2f", plan.prediction.decodeTokensPerSecond)) tokens/s per sequence")
-        } else if budget == nil {
-            let perBlock = PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: 16)
-            let cap = kvMemory.flatMap(parseByteSize) ?? (1 << 30)
-            kvBlocks = max(1, min(PlacementRule.kvBlocks(workload, blockSize: 16), cap / perBlock))
-        }
-        let run = try TieredRun(folder: folder, budget: budget, workload: workload, placement: placement, kvBlocks: kvBlocks)
-        let engine = ServingEngine(run: run, maxQueued: maxQueued)
-        engine.start()
         let name = servedModelName ?? URL(fileURLWithPath: model).lastPathComponent
-        let served = ServedModel(id: name, tokenizer: tokenizer, chat: chat, defaults: folder.samplingDefaults, maxContext: engine.maxContext)
-        let server = OpenAIServer(served: served, engine: engine, logger: logger)
+        let server = try OpenAIServer.make(model: model, name: name, ramBudget: ramBudget.flatMap(parseByteSize), plan: !noPlan,
+                                           maxRunning: maxRunning, maxQueued: maxQueued, maxContext: maxContext,
+                                           kvMemory: kvMemory.flatMap(parseByteSize), templateName: templateName, logger: logger)
+        let engine = server.engine, run = engine.run
         let bound = try server.start(host: host, port: port)
         logger.info("serving '\(name)' on http://\(host):\(bound) (batch \(run.engine.config.maxBatch), \(run.engine.kv.pool.blockCount) KV blocks, context \(engine.maxContext), RAM ledger \(formatBytes(run.ledger.total)))")
         eprint("listening on http://\(host):\(bound)")

@@ -4,6 +4,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import Strata
+import StrataMemory
 
 /// `strata serve`: an OpenAI-compatible HTTP/1.1 server (SwiftNIO) in front of one
 /// `ServingEngine`. Routes: GET /health, GET /v1/models, POST /v1/completions,
@@ -26,6 +27,35 @@ public final class OpenAIServer: @unchecked Sendable {
         self.engine = engine
         self.logger = logger
         group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+    }
+
+    /// A server for the model at `model` (folder or GGUF): the tiered run (planned under
+    /// `ramBudget` unless `plan` is false; without a budget all resident with a KV pool of
+    /// `maxRunning` full contexts, at most `kvMemory` or 1 GiB), its engine started.
+    public static func make(model: String, name: String, ramBudget: Int?, plan: Bool = true, maxRunning: Int, maxQueued: Int,
+                            maxContext: Int? = nil, kvMemory: Int? = nil, templateName: String? = nil, logger: Logger) throws -> OpenAIServer {
+        let folder = try ModelFolder(path: model)
+        guard let tokenizer = folder.tokenizer else { throw APIError(500, "\(model) has no tokenizer; the server needs one") }
+        let chat = try folder.chatFormat(name: templateName)
+        if chat == nil { logger.warning("\(model) has no chat template: /v1/chat/completions will answer 400") }
+        let spec = folder.spec
+        let context = min(maxContext ?? spec.maxPositions, spec.maxPositions)
+        let workload = Workload(batch: maxRunning, promptTokens: max(1, context - context / 4), outputTokens: max(1, context / 4))
+        var placement: Placement? = nil
+        var kvBlocks: Int? = nil
+        if let ramBudget, plan {
+            let p = try Session(folder: folder, ramBudget: ramBudget).plan(workload, batch: maxRunning)
+            placement = p.placement
+            logger.info("plan: \(p.placement.streamedLayers.count) layers streamed, batch \(p.placement.batchSize), \(p.placement.kvBlocksRAM) KV blocks, predicted \(String(format: "%.2f", p.prediction.decodeTokensPerSecond)) tokens/s per sequence")
+        } else if ramBudget == nil {
+            let perBlock = PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: 16)
+            kvBlocks = max(1, min(PlacementRule.kvBlocks(workload, blockSize: 16), (kvMemory ?? (1 << 30)) / perBlock))
+        }
+        let run = try TieredRun(folder: folder, budget: ramBudget, workload: workload, placement: placement, kvBlocks: kvBlocks)
+        let engine = ServingEngine(run: run, maxQueued: maxQueued)
+        engine.start()
+        let served = ServedModel(id: name, tokenizer: tokenizer, chat: chat, defaults: folder.samplingDefaults, maxContext: engine.maxContext)
+        return OpenAIServer(served: served, engine: engine, logger: logger)
     }
 
     /// Binds and returns the bound port (`port` 0: any free one).

@@ -1,0 +1,83 @@
+import ArgumentParser
+import Foundation
+import Strata
+
+struct ChatCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "chat",
+        abstract: "Chat with an instruct model in the terminal (its chat template, the conversation kept).",
+        discussion: "Type a message and Enter. /reset forgets the conversation, /system TEXT sets the system message, /exit (or end of input) quits. The oldest turns are dropped when the conversation outgrows the context.")
+    @Option(help: "Model folder or GGUF file.") var model: String
+    @Option(help: "System message.") var system: String?
+    @Option(name: .customLong("max-tokens"), help: "Most tokens per answer.") var maxTokens = 512
+    @Option(help: "Sampling temperature (default: generation_config.json's, else 0.8).") var temperature: Float?
+    @Option(name: .customLong("top-p"), help: "Top-p (default: generation_config.json's).") var topP: Float?
+    @Option(name: .customLong("top-k"), help: "Top-k (default: generation_config.json's).") var topK: Int?
+    @Option(name: .customLong("min-p"), help: "Min-p (default: generation_config.json's).") var minP: Float?
+    @Option(name: .customLong("repetition-penalty"), help: "Repetition penalty (default: generation_config.json's).") var repetitionPenalty: Float?
+    @Option(help: "Seed for reproducible sampling.") var seed: UInt64?
+    @Option(name: .customLong("template-name"), help: "One of a list of named chat templates.") var templateName: String?
+    @OptionGroup var threads: ThreadOption
+
+    func run() throws {
+        try threads.apply()
+        let loaded = try LoadedModel(directory: model)
+        let tokenizer = try loaded.requireTokenizer()
+        let format = try loaded.folder.requireChatFormat(name: templateName)
+        var params = SamplingParameters.defaults(from: loaded.folder.generation, base: SamplingParameters(temperature: 0.8))
+        if let temperature { params.temperature = temperature }
+        if let topP { params.topP = topP }
+        if let topK { params.topK = topK }
+        if let minP { params.minP = minP }
+        if let repetitionPenalty { params.repetitionPenalty = repetitionPenalty }
+        params.seed = seed
+        params.maxTokens = maxTokens
+        try params.validate()
+        let context = loaded.spec.maxPositions
+        var systemMessage = system
+        var turns: [(String, String)] = []   // (user, assistant)
+        let interactive = isatty(0) != 0
+        func prompt() { if interactive { FileHandle.standardError.write(Data("> ".utf8)) } }
+        prompt()
+        while let line = readLine() {
+            let text = line.trimmingCharacters(in: .whitespaces)
+            if text.isEmpty { prompt(); continue }
+            if text == "/exit" || text == "/quit" { break }
+            if text == "/reset" { turns.removeAll(); eprint("(conversation cleared)"); prompt(); continue }
+            if text.hasPrefix("/system") { systemMessage = String(text.dropFirst(7)).trimmingCharacters(in: .whitespaces); turns.removeAll(); eprint("(system message set; conversation cleared)"); prompt(); continue }
+            var ids: [Int] = []
+            var dropped = 0
+            while true {
+                var messages: [JSONValue] = []
+                if let s = systemMessage, !s.isEmpty { messages.append(.object([("role", "system"), ("content", .string(s))])) }
+                for (u, a) in turns.dropFirst(dropped) {
+                    messages.append(.object([("role", "user"), ("content", .string(u))]))
+                    messages.append(.object([("role", "assistant"), ("content", .string(a))]))
+                }
+                messages.append(.object([("role", "user"), ("content", .string(text))]))
+                let rendered: String
+                do { rendered = try format.render(messages: .array(messages)) } catch {
+                    eprint("the chat template refused the conversation: \(error)")
+                    ids = []
+                    break
+                }
+                ids = tokenizer.encode(rendered, addSpecialTokens: false)
+                if ids.count + 1 < context || dropped >= turns.count { break }
+                dropped += 1
+            }
+            if ids.isEmpty { prompt(); continue }
+            if ids.count + 1 >= context { eprint("the message is longer than the context (\(ids.count) of \(context) tokens)"); prompt(); continue }
+            if dropped > 0 { turns.removeFirst(dropped); eprint("(\(dropped) oldest turn\(dropped == 1 ? "" : "s") dropped to fit the context)") }
+            var p = params
+            p.maxTokens = min(maxTokens, context - ids.count)
+            let out = FileHandle.standardOutput
+            let result = try Generator(loaded).generate(promptIDs: ids, parameters: p) { tok in
+                if !tok.text.isEmpty { out.write(Data(tok.text.utf8)) }
+                return true
+            }
+            out.write(Data("\n".utf8))
+            turns.append((text, result.text))
+            prompt()
+        }
+    }
+}
