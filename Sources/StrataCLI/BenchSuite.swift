@@ -108,6 +108,14 @@ struct BenchSuite: ParsableCommand {
         }
         results["quantized"] = quantized
 
+        // the server: concurrent streaming clients over loopback against strata serve (in process)
+        progress("serving: bench-serve at 1, 4 and 16 clients on the bf16 model")
+        let serveOut = NSTemporaryDirectory() + "strata-bench-serve-\(getpid()).json"
+        _ = try shell([exe, "bench-serve", "--model", bf16Model, "--clients", "1,4,16", "--requests-per-client", quick ? "1" : "2",
+                       "--prompt-tokens", "32", "--max-tokens", quick ? "64" : "128", "--out", serveOut])
+        results["serve"] = (try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: serveOut)))) ?? []
+        try? FileManager.default.removeItem(atPath: serveOut)
+
         progress("RAM-budget sweep: planned, rule-placed and mmap runs, each in a memory cgroup, page cache dropped")
         let spec = try ModelRegistry.spec(directory: f32Model)
         let f32Inventory = try WeightInventory(directory: f32Model)
@@ -288,6 +296,16 @@ enum BenchRender {
                 let b = (x["batch"] as? [[String: Any]] ?? []).map { String(format: "%d: %.1f (%.2fx)", Int(num($0["batch"])), num($0["decode_tokens_per_second"]), num($0["vs_batch_1"])) }
                 s += String(format: "| %@ | %.2f | %.2f | %.1f%% | %@ |\n", (x["scheme"] as? String ?? "") as NSString, num(m["pp_tokens_per_second"]), num(m["tg_tokens_per_second"]),
                             100 * num(m["tg_fraction_of_bound"]), b.joined(separator: "; ") as NSString)
+            }
+            s += "\n"
+        }
+        if let sv = r["serve"] as? [[String: Any]], !sv.isEmpty {
+            s += "## Serving (strata bench-serve, bf16, streamed text completions over loopback, 32 prompt tokens each)\n\n| clients | requests | req/s | output t/s (vs 1 client) | TTFT p50 / p99 ms | ITL p50 / p99 ms |\n|---:|---:|---:|---|---|---|\n"
+            let one = sv.first { Int(num($0["clients"])) == 1 }.map { num($0["outputTokensPerSecond"]) } ?? 0
+            for x in sv {
+                let t = num(x["outputTokensPerSecond"])
+                s += String(format: "| %d | %d | %.2f | %.1f (%.2fx) | %.0f / %.0f | %.1f / %.1f |\n", Int(num(x["clients"])), Int(num(x["requests"])), num(x["requestsPerSecond"]),
+                            t, one > 0 ? t / one : 0, num(x["ttftP50"]), num(x["ttftP99"]), num(x["itlP50"]), num(x["itlP99"]))
             }
             s += "\n"
         }
