@@ -27,6 +27,22 @@ enum ChatFixture {
         #expect(folder.tokenizer!.encode(text, addSpecialTokens: false) == ChatFixture.ints(want["ids"]))
     }
 
+    /// A GGUF written by strata quantize keeps the chat template (tokenizer.chat_template) and
+    /// the special tokens: the same text and ids as transformers from the folder.
+    @Test func ggufChatTemplateRendersTheSame() throws {
+        let want = try ChatFixture.expected()
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("strata-chat-\(UUID().uuidString).gguf").path
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        _ = try QuantizeModel.run(folder: ModelFolder(path: ChatFixture.model), scheme: .q8_0, out: out)
+        let folder = try ModelFolder(path: out)
+        let format = try folder.requireChatFormat()
+        #expect(format.origin.hasSuffix(":tokenizer.chat_template"))
+        #expect(format.specialTokens["bos_token"] == "<s>" && format.specialTokens["eos_token"] == "</s>")
+        let text = try format.render(messages: want["messages"]!)
+        #expect(text == want["text"]?.stringValue)
+        #expect(folder.tokenizer!.encode(text, addSpecialTokens: false) == ChatFixture.ints(want["ids"]))
+    }
+
     @Test func aTemplateThatRaisesGivesItsMessage() throws {
         let format = try ModelFolder(path: ChatFixture.model).requireChatFormat()
         let bad = try JSONValue.parse(#"[{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]"#)
