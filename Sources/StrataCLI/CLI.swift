@@ -14,6 +14,33 @@ struct StrataCommand: ParsableCommand {
     )
 }
 
+/// The sampling flags of `generate` and `chat`: unset ones take generation_config.json's values.
+struct SamplingOptions: ParsableArguments {
+    @Option(help: "Sampling temperature; 0 is greedy (default: generation_config.json's, else 0.8).") var temperature: Float?
+    @Option(name: .customLong("top-k"), help: "Sample from the k most likely tokens (0: all; default: generation_config.json's, else 0).") var topK: Int?
+    @Option(name: .customLong("top-p"), help: "Sample from the smallest set reaching probability p (1: off; default: generation_config.json's, else 1).") var topP: Float?
+    @Option(name: .customLong("min-p"), help: "Drop tokens below this fraction of the most likely one's probability (default: generation_config.json's, else 0).") var minP: Float?
+    @Option(name: .customLong("repetition-penalty"), help: "Penalize tokens of the prompt and output, as transformers does (1: off; default: generation_config.json's).") var repetitionPenalty: Float?
+    @Option(name: .customLong("presence-penalty"), help: "Subtract once from the logits of tokens already generated (OpenAI's; default 0).") var presencePenalty: Float = 0
+    @Option(name: .customLong("frequency-penalty"), help: "Subtract per occurrence from the logits of tokens already generated (OpenAI's; default 0).") var frequencyPenalty: Float = 0
+    @Option(help: "Seed for reproducible sampling.") var seed: UInt64?
+
+    /// generation_config.json's defaults (temperature 0.8 without one), then the flags given.
+    func parameters(_ folder: ModelFolder, maxTokens: Int) -> SamplingParameters {
+        var p = SamplingParameters.defaults(from: folder.generation, base: SamplingParameters(temperature: 0.8))
+        if let temperature { p.temperature = temperature }
+        if let topK { p.topK = topK }
+        if let topP { p.topP = topP }
+        if let minP { p.minP = minP }
+        if let repetitionPenalty { p.repetitionPenalty = repetitionPenalty }
+        p.presencePenalty = presencePenalty
+        p.frequencyPenalty = frequencyPenalty
+        p.seed = seed
+        p.maxTokens = maxTokens
+        return p
+    }
+}
+
 struct ThreadOption: ParsableArguments {
     @Option(name: .long, help: "Threads for OpenBLAS and Strata's loops (default: all cores).")
     var threads: Int?

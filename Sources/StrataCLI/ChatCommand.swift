@@ -10,12 +10,7 @@ struct ChatCommand: ParsableCommand {
     @Option(help: "Model folder or GGUF file.") var model: String
     @Option(help: "System message.") var system: String?
     @Option(name: .customLong("max-tokens"), help: "Most tokens per answer.") var maxTokens = 512
-    @Option(help: "Sampling temperature (default: generation_config.json's, else 0.8).") var temperature: Float?
-    @Option(name: .customLong("top-p"), help: "Top-p (default: generation_config.json's).") var topP: Float?
-    @Option(name: .customLong("top-k"), help: "Top-k (default: generation_config.json's).") var topK: Int?
-    @Option(name: .customLong("min-p"), help: "Min-p (default: generation_config.json's).") var minP: Float?
-    @Option(name: .customLong("repetition-penalty"), help: "Repetition penalty (default: generation_config.json's).") var repetitionPenalty: Float?
-    @Option(help: "Seed for reproducible sampling.") var seed: UInt64?
+    @OptionGroup var sampling: SamplingOptions
     @Option(name: .customLong("template-name"), help: "One of a list of named chat templates.") var templateName: String?
     @OptionGroup var threads: ThreadOption
 
@@ -24,14 +19,7 @@ struct ChatCommand: ParsableCommand {
         let loaded = try LoadedModel(directory: model)
         let tokenizer = try loaded.requireTokenizer()
         let format = try loaded.folder.requireChatFormat(name: templateName)
-        var params = SamplingParameters.defaults(from: loaded.folder.generation, base: SamplingParameters(temperature: 0.8))
-        if let temperature { params.temperature = temperature }
-        if let topP { params.topP = topP }
-        if let topK { params.topK = topK }
-        if let minP { params.minP = minP }
-        if let repetitionPenalty { params.repetitionPenalty = repetitionPenalty }
-        params.seed = seed
-        params.maxTokens = maxTokens
+        let params = sampling.parameters(loaded.folder, maxTokens: maxTokens)
         try params.validate()
         let context = loaded.spec.maxPositions
         var systemMessage = system

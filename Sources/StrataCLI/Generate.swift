@@ -24,14 +24,7 @@ struct Generate: ParsableCommand {
     @Option(help: "Run a saved plan (from strata plan --out).") var plan: String?
     @Flag(name: .customLong("no-plan"), help: "Under --ram-budget, place with the simple rule instead of the planner.") var noPlan = false
     @Option(name: .customLong("max-tokens"), help: "Tokens to generate at most.") var maxTokens = 128
-    @Option(help: "Sampling temperature; 0 is greedy (default: generation_config.json's, else 0.8).") var temperature: Float?
-    @Option(name: .customLong("top-k"), help: "Sample from the k most likely tokens (0: all; default: generation_config.json's, else 0).") var topK: Int?
-    @Option(name: .customLong("top-p"), help: "Sample from the smallest set reaching probability p (1: off; default: generation_config.json's, else 1).") var topP: Float?
-    @Option(name: .customLong("min-p"), help: "Drop tokens below this fraction of the most likely one's probability (default: generation_config.json's, else 0).") var minP: Float?
-    @Option(name: .customLong("repetition-penalty"), help: "Penalize tokens of the prompt and output, as transformers does (1: off; default: generation_config.json's).") var repetitionPenalty: Float?
-    @Option(name: .customLong("presence-penalty"), help: "Subtract once from the logits of tokens already generated (OpenAI's; default 0).") var presencePenalty: Float = 0
-    @Option(name: .customLong("frequency-penalty"), help: "Subtract per occurrence from the logits of tokens already generated (OpenAI's; default 0).") var frequencyPenalty: Float = 0
-    @Option(help: "Seed for reproducible sampling.") var seed: UInt64?
+    @OptionGroup var sampling: SamplingOptions
     @Option(name: .customLong("stop"), help: "Stop string (repeatable).") var stop: [String] = []
     @Flag(name: .customLong("ignore-eos"), help: "Keep generating past end-of-sequence tokens.") var ignoreEOS = false
     @Flag(help: "Print one JSON object {\"prompt_ids\",\"ids\",\"text\"} instead of streaming.") var json = false
@@ -50,16 +43,7 @@ struct Generate: ParsableCommand {
 
     /// generation_config.json's defaults, then the flags given.
     func sampling(_ folder: ModelFolder) -> SamplingParameters {
-        var p = SamplingParameters.defaults(from: folder.generation, base: SamplingParameters(temperature: 0.8))
-        if let temperature { p.temperature = temperature }
-        if let topK { p.topK = topK }
-        if let topP { p.topP = topP }
-        if let minP { p.minP = minP }
-        if let repetitionPenalty { p.repetitionPenalty = repetitionPenalty }
-        p.presencePenalty = presencePenalty
-        p.frequencyPenalty = frequencyPenalty
-        p.seed = seed
-        p.maxTokens = maxTokens
+        var p = sampling.parameters(folder, maxTokens: maxTokens)
         p.stopStrings = stop
         p.stopAtEOS = !ignoreEOS
         return p

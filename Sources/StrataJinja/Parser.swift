@@ -434,13 +434,18 @@ struct Parser {
                 i += 1
                 e = try parseSubscript(e)
             } else if isOp("(") {
-                let line = current.line
-                let (args, kwargs) = try parseCallArguments()
-                e = .call(e, args, kwargs, line: line)
+                e = try parseCall(e)
             } else {
                 return e
             }
         }
+    }
+
+    /// `callee(args)`: the call, with the line of its parenthesis.
+    mutating func parseCall(_ callee: Expr) throws -> Expr {
+        let line = current.line
+        let (args, kwargs) = try parseCallArguments()
+        return .call(callee, args, kwargs, line: line)
     }
 
     mutating func parseSubscript(_ base: Expr) throws -> Expr {
@@ -512,9 +517,7 @@ struct Parser {
                 let t = Expr.test(e, name, args, line: line)
                 e = negated ? .not(t) : t
             } else if isOp("(") {
-                let line = current.line
-                let (args, kwargs) = try parseCallArguments()
-                e = .call(e, args, kwargs, line: line)
+                e = try parseCall(e)
             } else {
                 return e
             }
