@@ -235,7 +235,7 @@ def main():
     check(chat.returncode == 0 and chat.stdout == a1 + "\n" + a2 + "\n", "strata chat keeps the conversation: each answer equals the solo completion")
 
     # 8. over-limit concurrency (1 running, none queued): 429, then serving again
-    s = Server("--max-running", "1", "--max-queued", "0")
+    s = Server("--max-running", "1", "--max-queued", "0", "--ram-budget", "200MiB", "--no-plan")
     c = s.client
     try:
         long = {"model": NAME, "messages": conversation(1), "max_tokens": 60, "temperature": 0, "stream": True, "ignore_eos": True}
@@ -254,6 +254,10 @@ def main():
             check(False, "over the limit: 429")
         except openai.RateLimitError as e:
             check(e.status_code == 429 and "error" in (e.response.json()), "over the running + queued limit: 429 with an OpenAI error")
+        check(s.healthy(), "still healthy after the 429")
+        m = s.metrics()
+        check(m.get("strata_ram_budget_bytes") == 200 << 20 and 0 < m["strata_ledger_bytes"] <= 200 << 20,
+              "under --ram-budget the ledger stays within the budget (/metrics)")
         # Ctrl-C while a stream runs: it finishes, then the server exits
         s.proc.send_signal(signal.SIGINT)
         rest = first
