@@ -112,6 +112,9 @@ public final class BatchEngine: @unchecked Sendable {
         var prefillDone: Bool { computed >= tokens.count }
     }
 
+    /// The most parallel samples of one request.
+    public static let maxSamples = 256
+
     public init(loaded: LoadedModel, config: Config, swap: SwapSpace? = nil) {
         self.loaded = loaded
         self.config = config
@@ -152,8 +155,8 @@ public final class BatchEngine: @unchecked Sendable {
         let model = loaded.model, maxContext = kv.maxContext
         try r.parameters.validate()
         if r.prompt.isEmpty { throw ModelError.emptyInput }
-        if r.n < 1 { throw SamplingError.invalid(field: "n", reason: "must be >= 1, got \(r.n)") }
-        try r.prompt.map(Int32.init).withUnsafeBufferPointer { try model.checkTokens($0) }
+        if r.n < 1 || r.n > BatchEngine.maxSamples { throw SamplingError.invalid(field: "n", reason: "must be in 1...\(BatchEngine.maxSamples), got \(r.n)") }
+        try model.checkTokens(r.prompt)
         if r.prompt.count >= maxContext {
             throw ModelError.contextFull(needed: r.prompt.count + 1, capacity: maxContext)
         }

@@ -99,7 +99,8 @@ public struct Generator {
         try parameters.validate()
         let model = loaded.model
         guard !promptIDs.isEmpty else { throw ModelError.emptyInput }
-        let capacity = min(model.spec.maxPositions, promptIDs.count + parameters.maxTokens)
+        try model.checkTokens(promptIDs)
+        let capacity = min(model.spec.maxPositions, promptIDs.count + min(parameters.maxTokens, model.spec.maxPositions))
         if promptIDs.count > capacity { throw ModelError.contextFull(needed: promptIDs.count, capacity: capacity) }
         let cache = model.makeCache(capacity: capacity)
         var sampler = Sampler(parameters: parameters, vocabSize: model.spec.vocabSize, prompt: promptIDs)

@@ -131,9 +131,9 @@ public final class Session: @unchecked Sendable {
     /// The workload of `requests`: the batch (samples, capped at `maxBatch`), the longest prompt
     /// and the longest output.
     public static func workload(_ requests: [GenerationRequest], maxBatch: Int = 64) -> Workload {
-        Workload(batch: max(1, min(maxBatch, requests.reduce(0) { $0 + $1.n })),
+        Workload(batch: max(1, min(maxBatch, requests.reduce(0) { $0 + min(max($1.n, 0), BatchEngine.maxSamples) })),
                  promptTokens: max(1, requests.map { $0.prompt.count }.max() ?? 1),
-                 outputTokens: max(1, requests.map { $0.parameters.maxTokens }.max() ?? 1))
+                 outputTokens: max(1, requests.map { min(max($0.parameters.maxTokens, 0), SamplingParameters.maxTokensLimit) }.max() ?? 1))
     }
 }
 

@@ -44,15 +44,17 @@ package func now() -> Double {
 }
 
 /// Parses a byte size: `1073741824`, `512MiB`, `1.5GiB`, `2G` (G = GiB, as in most CLIs), `800MB` (10^6).
+/// nil for anything else, negative, or 2^62 bytes and more (a size no machine has, and one that
+/// sums of sizes cannot overflow from).
 package func parseByteSize(_ s: String) -> Int? {
     let t = s.trimmingCharacters(in: .whitespaces)
     let units: [(String, Double)] = [("TiB", 1_099_511_627_776), ("GiB", 1_073_741_824), ("MiB", 1_048_576), ("KiB", 1024),
                                      ("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3),
                                      ("T", 1_099_511_627_776), ("G", 1_073_741_824), ("M", 1_048_576), ("K", 1024), ("B", 1)]
     for (u, m) in units where t.hasSuffix(u) {
-        guard let v = Double(t.dropLast(u.count).trimmingCharacters(in: .whitespaces)), v >= 0, v.isFinite else { return nil }
+        guard let v = Double(t.dropLast(u.count).trimmingCharacters(in: .whitespaces)), v >= 0, v.isFinite, v * m < 0x1p62 else { return nil }
         return Int(v * m)
     }
-    guard let v = Int(t), v >= 0 else { return nil }
+    guard let v = Int(t), v >= 0, v < 1 << 62 else { return nil }
     return v
 }

@@ -31,6 +31,26 @@ public struct Placement: Codable, Sendable, Equatable {
         self.weights = weights; self.streamedLayers = streamedLayers; self.prefetchDepth = prefetchDepth; self.kvBlockSize = kvBlockSize
         self.kvBlocksRAM = kvBlocksRAM; self.kvBlocksDisk = kvBlocksDisk; self.batchSize = batchSize
     }
+
+    /// Checks a placement read from a file (a saved placement or plan) against the model:
+    /// every number within what can run, streamed layers that exist, none twice.
+    public func validate(layers: Int) throws {
+        func bad(_ f: String, _ r: String) -> PlacementError { PlacementError.invalid(field: f, reason: r) }
+        if !(0...64).contains(prefetchDepth) { throw bad("prefetch_depth", "must be in 0...64, got \(prefetchDepth)") }
+        if !(1...1024).contains(kvBlockSize) { throw bad("kv_block_size", "must be in 1...1024, got \(kvBlockSize)") }
+        if !(1...(1 << 24)).contains(kvBlocksRAM) { throw bad("kv_blocks_ram", "must be in 1...\(1 << 24), got \(kvBlocksRAM)") }
+        if !(0...(1 << 24)).contains(kvBlocksDisk) { throw bad("kv_blocks_disk", "must be in 0...\(1 << 24), got \(kvBlocksDisk)") }
+        if !(1...4096).contains(batchSize) { throw bad("batch_size", "must be in 1...4096, got \(batchSize)") }
+        if let l = streamedLayers.first(where: { $0 < 0 || $0 >= layers }) { throw bad("streamed_layers", "layer \(l) does not exist (the model has \(layers))") }
+        if Set(streamedLayers).count != streamedLayers.count { throw bad("streamed_layers", "a layer is listed twice") }
+    }
+}
+
+public enum PlacementError: Error, CustomStringConvertible, Equatable, Sendable {
+    case invalid(field: String, reason: String)
+    public var description: String {
+        switch self { case let .invalid(f, r): return "placement field \(f): \(r)" }
+    }
 }
 
 /// The workload a placement is made for.
@@ -241,6 +261,10 @@ public final class TieredRun: @unchecked Sendable {
                 weights: Placement.Weights = .tiered, prefetchDepth: Int = 1, blockSize: Int = 16, kvBlocks: Int? = nil,
                 swap: SwapSpace? = nil) throws {
         let spec = folder.spec, directory = folder.directory
+        // no sequence outgrows the model's context: a workload asking for more is sized to it
+        var workload = workload
+        workload.promptTokens = min(max(1, workload.promptTokens), spec.maxPositions)
+        workload.outputTokens = min(max(1, workload.outputTokens), spec.maxPositions)
         let inv = try WeightInventory(folder: folder)
         let ledger = Ledger(budget: budget)
         self.ledger = ledger
@@ -252,6 +276,7 @@ public final class TieredRun: @unchecked Sendable {
         let activations = PlacementRule.activationBytes(spec: spec, weightDType: weightDType, maxContext: maxContext)
         var p: Placement
         if let given {
+            try given.validate(layers: spec.layers)
             p = given
         } else if let budget {
             p = try PlacementRule.place(inventory: inv, spec: spec, fixed: overhead + activations + PlacementRule.coldPageCacheBytes(inv, workload), budget: budget, workload: workload,

@@ -87,6 +87,12 @@ func parseDType(_ s: String?) throws -> DType? {
     }
 }
 
+/// A numeric flag within what the machine and the model can hold (checked before any size is
+/// computed from it).
+func checkFlag(_ v: Int, _ range: ClosedRange<Int>, _ flag: String) throws {
+    if !range.contains(v) { throw ValidationError("\(flag) must be in \(range.lowerBound)...\(range.upperBound), got \(v)") }
+}
+
 func parseIDs(_ s: String) throws -> [Int] {
     let parts = s.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
     return try parts.map {

@@ -33,12 +33,15 @@ struct Generate: ParsableCommand {
     func validate() throws {
         let given = [prompt != nil, ids != nil, promptsFile != nil].filter { $0 }.count
         if given != 1 { throw ValidationError("give exactly one of --prompt, --ids and --prompts-file") }
-        if kvBlockSize < 1 { throw ValidationError("--kv-block-size must be positive") }
+        try checkFlag(kvBlockSize, 1...1024, "--kv-block-size")
+        try checkFlag(maxTokens, 0...SamplingParameters.maxTokensLimit, "--max-tokens")
+        try checkFlag(maxBatch, 1...4096, "--max-batch")
+        if let kvBlocks { try checkFlag(kvBlocks, 1...(1 << 24), "--kv-blocks") }
         if let m = kvMemory, parseByteSize(m) == nil { throw ValidationError("--kv-memory: '\(m)' is not a size (e.g. 512MiB, 2GiB)") }
         if let b = ramBudget, parseByteSize(b) == nil { throw ValidationError("--ram-budget: '\(b)' is not a size (e.g. 1GiB)") }
         if parseByteSize(kvDiskSize) == nil { throw ValidationError("--kv-disk-size: '\(kvDiskSize)' is not a size") }
         if Placement.Weights(rawValue: weights) == nil { throw ValidationError("--weights must be tiered or mmap, got '\(weights)'") }
-        if prefetch < 0 { throw ValidationError("--prefetch must be >= 0") }
+        try checkFlag(prefetch, 0...64, "--prefetch")
     }
 
     /// generation_config.json's defaults, then the flags given.
@@ -200,6 +203,10 @@ extension Generate {
             } else {
                 promptIDs = try encode(line)
             }
+            do { try base.validate() } catch let SamplingError.invalid(field, reason) {
+                throw ValidationError("\(file):\(n + 1): \(field): \(reason)")
+            }
+            if samples < 1 || samples > BatchEngine.maxSamples { throw ValidationError("\(file):\(n + 1): n must be in 1...\(BatchEngine.maxSamples), got \(samples)") }
             requests.append(GenerationRequest(prompt: promptIDs, parameters: base, n: samples))
         }
         if requests.isEmpty { throw ValidationError("--prompts-file: \(file) holds no prompts") }

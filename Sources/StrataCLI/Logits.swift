@@ -14,6 +14,7 @@ struct Logits: ParsableCommand {
         try threads.apply()
         let loaded = try LoadedModel(directory: model)
         let ids = try parseIDs(ids)
+        try loaded.model.checkTokens(ids)
         let logits = try loaded.model.logits(ids.map(Int32.init))
         let obj: [String: Any] = ["ids": ids, "logits": logits.map { $0.map(Double.init) }]
         if let out {

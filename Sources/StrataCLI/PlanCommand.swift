@@ -23,7 +23,9 @@ struct PlanCommand: ParsableCommand {
         guard let budget = parseByteSize(ramBudget) else { throw ValidationError("--ram-budget: '\(ramBudget)' is not a size") }
         guard let obj = PlanRequest.Objective(rawValue: objective) else { throw ValidationError("--objective must be throughput or latency") }
         let b: Int? = batch == "auto" ? nil : Int(batch)
-        if batch != "auto" && (b == nil || b! < 1) { throw ValidationError("--batch must be auto or a positive integer") }
+        if batch != "auto" && (b == nil || b! < 1 || b! > 4096) { throw ValidationError("--batch must be auto or an integer in 1...4096") }
+        try checkFlag(promptTokens, 1...(1 << 24), "--prompt-tokens")
+        try checkFlag(outputTokens, 1...(1 << 24), "--output-tokens")
         let dt = try parseDType(dtype)
         guard ["text", "json", "markdown"].contains(format) else { throw ValidationError("--format must be text, json or markdown") }
         let profile = try loadProfile()

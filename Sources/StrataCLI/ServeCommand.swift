@@ -29,12 +29,12 @@ struct ServeCommand: ParsableCommand {
     @OptionGroup var threads: ThreadOption
 
     func validate() throws {
-        if maxRunning < 1 { throw ValidationError("--max-running must be >= 1") }
-        if maxQueued < 0 { throw ValidationError("--max-queued must be >= 0") }
+        try checkFlag(maxRunning, 1...1024, "--max-running")
+        try checkFlag(maxQueued, 0...100_000, "--max-queued")
         if !(0...65535).contains(port) { throw ValidationError("--port must be in 0...65535") }
         if let b = ramBudget, parseByteSize(b) == nil { throw ValidationError("--ram-budget: '\(b)' is not a size (e.g. 2GiB)") }
         if let m = kvMemory, parseByteSize(m) == nil { throw ValidationError("--kv-memory: '\(m)' is not a size") }
-        if let c = maxContext, c < 2 { throw ValidationError("--max-context must be >= 2") }
+        if let c = maxContext { try checkFlag(c, 2...(1 << 24), "--max-context") }
         if Logger.Level(rawValue: logLevel) == nil { throw ValidationError("--log-level: unknown level '\(logLevel)'") }
     }
 

@@ -171,6 +171,14 @@ extension CausalLM {
     }
 
     /// Throws when a token id is outside the vocabulary (ids come from users and files).
+    /// Token ids as given (from users, files, requests): each in 0..<vocab, checked before any
+    /// narrowing to Int32 (which would wrap 4294967301 to 5 in an unchecked build).
+    public func checkTokens(_ ids: [Int]) throws {
+        for t in ids where t < 0 || t >= spec.vocabSize {
+            throw ModelError.tokenOutOfRange(token: t, vocabSize: spec.vocabSize)
+        }
+    }
+
     public func checkTokens(_ tokens: UnsafeBufferPointer<Int32>) throws {
         for t in tokens where t < 0 || Int(t) >= spec.vocabSize {
             throw ModelError.tokenOutOfRange(token: Int(t), vocabSize: spec.vocabSize)

@@ -67,6 +67,9 @@ public struct SamplingParameters: Sendable, Codable, Equatable {
     }
 
     public static let greedy = SamplingParameters(temperature: 0)
+    /// The most tokens one request may ask for (2^30: far past any context, small enough that
+    /// sizes computed from it cannot overflow).
+    public static let maxTokensLimit = 1 << 30
 
     /// The defaults a model's generation_config.json sets, as vLLM takes them: temperature,
     /// top_k, top_p, min_p, repetition_penalty and max_new_tokens where present (do_sample is
@@ -91,7 +94,9 @@ public struct SamplingParameters: Sendable, Codable, Equatable {
         if !(temperature >= 0) || !temperature.isFinite { throw SamplingError.invalid(field: "temperature", reason: "must be >= 0, got \(temperature)") }
         if topK < 0 { throw SamplingError.invalid(field: "top_k", reason: "must be >= 0, got \(topK)") }
         if !(topP > 0 && topP <= 1) { throw SamplingError.invalid(field: "top_p", reason: "must be in (0, 1], got \(topP)") }
-        if maxTokens < 0 { throw SamplingError.invalid(field: "max_tokens", reason: "must be >= 0, got \(maxTokens)") }
+        if maxTokens < 0 || maxTokens > SamplingParameters.maxTokensLimit {
+            throw SamplingError.invalid(field: "max_tokens", reason: "must be in 0...\(SamplingParameters.maxTokensLimit), got \(maxTokens)")
+        }
         if !(repetitionPenalty > 0) || !repetitionPenalty.isFinite {
             throw SamplingError.invalid(field: "repetition_penalty", reason: "must be > 0, got \(repetitionPenalty)")
         }
