@@ -25,7 +25,7 @@ public enum ConfigError: Error, CustomStringConvertible, Equatable, Sendable {
 /// Decodes a JSON file into `T`, turning `DecodingError`s into `ConfigError.malformed` naming
 /// the file and the field path.
 package func decodeJSONFile<T: Decodable>(_ type: T.Type, path: String) throws -> T {
-    guard let data = FileManager.default.contents(atPath: path) else { throw ConfigError.missingFile(path: path) }
+    guard let data = try FileIO.readSmallFile(path) else { throw ConfigError.missingFile(path: path) }
     return try decodeJSON(type, data: data, file: path)
 }
 
@@ -222,7 +222,7 @@ public struct ConfigFile: Sendable {
 
     /// Reads the file at `path` (missing: `ConfigError.missingFile`).
     public init(path: String) throws {
-        guard let data = FileManager.default.contents(atPath: path) else { throw ConfigError.missingFile(path: path) }
+        guard let data = try FileIO.readSmallFile(path) else { throw ConfigError.missingFile(path: path) }
         self.init(path: path, data: data)
     }
 

@@ -227,7 +227,7 @@ public final class SafetensorsCheckpoint: WeightCheckpoint, @unchecked Sendable 
         var fileNames: [String]
         var expected: [String: String]? = nil
         if fm.fileExists(atPath: indexPath) {
-            guard let data = fm.contents(atPath: indexPath),
+            guard let data = try FileIO.readSmallFile(indexPath),
                   let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
                 throw SafetensorsError.invalidIndex(file: indexPath, reason: "not a JSON object")
             }

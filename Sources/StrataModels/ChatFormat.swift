@@ -1,4 +1,5 @@
 import Foundation
+import StrataTensor
 @_exported import StrataJinja
 
 /// How an instruct model is prompted: its chat template and the special tokens the template
@@ -61,7 +62,7 @@ extension ModelFolder {
         let configPath = (directory as NSString).appendingPathComponent("tokenizer_config.json")
         var source: String? = nil
         var origin = configPath
-        if let data = FileManager.default.contents(atPath: configPath) {
+        if let data = try FileIO.readSmallFile(configPath) {
             let cfg: JSONValue
             do { cfg = try JSONValue.parse(data) } catch { throw ChatFormatError.badConfig(path: configPath, field: "(document)", reason: "\(error)") }
             for key in ["bos_token", "eos_token", "unk_token", "pad_token"] {
@@ -90,7 +91,7 @@ extension ModelFolder {
             }
         }
         let filePath = (directory as NSString).appendingPathComponent("chat_template.jinja")
-        if name == nil, let data = FileManager.default.contents(atPath: filePath) {
+        if name == nil, let data = try FileIO.readSmallFile(filePath) {
             source = String(decoding: data, as: UTF8.self)
             origin = filePath
         }

@@ -1,5 +1,6 @@
 import Foundation
 import StrataFormats
+import StrataTensor
 
 /// Errors loading or using a `tokenizer.json`; each names the file and the field.
 public enum TokenizerError: Error, CustomStringConvertible, Equatable, Sendable {
@@ -57,7 +58,7 @@ public final class Tokenizer: @unchecked Sendable {
     }
 
     public convenience init(path: String) throws {
-        guard let data = FileManager.default.contents(atPath: path) else { throw ConfigError.missingFile(path: path) }
+        guard let data = try FileIO.readSmallFile(path) else { throw ConfigError.missingFile(path: path) }
         guard let root = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
             throw TokenizerError.malformed(file: path, field: "(document)", reason: "not a JSON object")
         }

@@ -1,3 +1,4 @@
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -25,6 +26,8 @@ public enum FileError: Error, CustomStringConvertible, Equatable, Sendable {
     case diskFull(path: String, requested: Int)
     /// Not a regular file (a FIFO, device or directory), refused before opening it.
     case notRegular(path: String)
+    /// A file read whole (config, tokenizer) larger than Strata accepts.
+    case tooLarge(path: String, size: Int, limit: Int)
 
     public var description: String {
         switch self {
@@ -38,6 +41,7 @@ public enum FileError: Error, CustomStringConvertible, Equatable, Sendable {
         case let .unexpectedEOF(p, o, c): return "\(p): file ends before offset \(o) + \(c) bytes"
         case let .diskFull(p, r): return "\(p): disk full (needed \(r) more bytes)"
         case let .notRegular(p): return "\(p): not a regular file"
+        case let .tooLarge(p, n, l): return "\(p): \(n) bytes, more than the \(l) this file may have"
         }
     }
 
@@ -108,10 +112,35 @@ public enum FileIO {
     /// `O_DIRECT` of this platform (0 where it has none).
     static let oDirect = Int32(strata_sys_o_direct())
 
+    /// Opens `path`; anything but a regular file (a FIFO, device, directory) is refused: the
+    /// open is non-blocking (a FIFO with no writer cannot hang it) and the file is checked with
+    /// fstat before it is used.
     static func open(_ path: String, _ flags: Int32, _ mode: mode_t = 0) throws -> Int32 {
-        let fd = retrying { Glibc.open(path, flags | O_CLOEXEC, mode) }
+        let fd = retrying { Glibc.open(path, flags | O_CLOEXEC | O_NONBLOCK, mode) }
         if fd < 0 { throw FileError.open(path: path, errno: errno) }
+        var st = stat()
+        if fstat(fd, &st) != 0 || (st.st_mode & S_IFMT) != S_IFREG {
+            Glibc.close(fd)
+            throw FileError.notRegular(path: path)
+        }
+        let fl = fcntl(fd, F_GETFL)
+        if fl >= 0 { _ = fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) }
         return fd
+    }
+
+    /// The whole of a small file (a config, tokenizer or template), or nil when it does not
+    /// exist. Refuses non-regular files and files over `limit` bytes (default 512 MiB).
+    public static func readSmallFile(_ path: String, limit: Int = 512 << 20) throws -> Data? {
+        let fd: Int32
+        do { fd = try open(path, O_RDONLY) } catch FileError.open(_, let e) where e == ENOENT || e == ENOTDIR {
+            return nil
+        }
+        defer { closeFile(fd) }
+        let n = try size(fd: fd, path: path)
+        if n > limit { throw FileError.tooLarge(path: path, size: n, limit: limit) }
+        var data = Data(count: n)
+        if n > 0 { try data.withUnsafeMutableBytes { try pread(fd: fd, path: path, into: $0.baseAddress!, count: n, offset: 0) } }
+        return data
     }
 
     public static func openRead(_ path: String) throws -> Int32 { try open(path, O_RDONLY) }

@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""Hostile flags and files against the strata CLI (issue 16's reproduced cases): each must end
+with a non-zero exit and a message naming the flag, field or file -- never a signal, never a hang.
+
+    python3 scripts/test_cli_hostile.py BIN
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+BIN = sys.argv[1]
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+MODEL = os.path.join(ROOT, "Tests", "Fixtures", "models", "llama-gqa")
+BIG = "9223372036854775807"
+failures = []
+
+
+def case(name, args, expect, stdin=None):
+    try:
+        r = subprocess.run([BIN, *args], capture_output=True, text=True, timeout=60, input=stdin)
+    except subprocess.TimeoutExpired:
+        failures.append(name)
+        print(f"FAIL {name}: hung (60 s)")
+        return
+    out = r.stdout + r.stderr
+    ok = r.returncode > 0 and expect in out
+    print(("ok   " if ok else "FAIL ") + f"{name} (exit {r.returncode})" + ("" if ok else f": {out[-300:]!r}"))
+    if not ok:
+        failures.append(name)
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="strata-hostile-")
+
+    def write(name, text):
+        p = os.path.join(tmp, name)
+        with open(p, "w") as f:
+            f.write(text)
+        return p
+
+    case("logits: token id wrapping to 5", ["logits", "--model", MODEL, "--ids", "4294967301"], "outside the vocabulary")
+    case("generate: token id wrapping to 5", ["generate", "--model", MODEL, "--ids", "4294967301", "--max-tokens", "2"], "outside the vocabulary")
+    case("generate: negative token id", ["generate", "--model", MODEL, "--ids", "1,-3", "--max-tokens", "2"], "outside the vocabulary")
+    case("generate: --max-tokens Int.max under a budget", ["generate", "--model", MODEL, "--ids", "1", "--max-tokens", BIG, "--ram-budget", "200MiB"], "--max-tokens")
+    case("generate: --kv-block-size Int.max", ["generate", "--model", MODEL, "--ids", "1", "--kv-block-size", BIG], "--kv-block-size")
+    case("generate: --prefetch Int.max", ["generate", "--model", MODEL, "--ids", "1", "--prefetch", BIG], "--prefetch")
+    case("generate: --ram-budget 8388608TiB", ["generate", "--model", MODEL, "--ids", "1", "--ram-budget", "8388608TiB"], "--ram-budget")
+    case("generate: --kv-disk-size 1e30GiB", ["generate", "--model", MODEL, "--ids", "1", "--kv-disk", os.path.join(tmp, "kv"), "--kv-disk-size", "1e30GiB"], "--kv-disk-size")
+    p = write("maxtok.jsonl", json.dumps({"ids": [1], "max_tokens": int(BIG)}) + "\n")
+    case("prompts file: max_tokens Int.max", ["generate", "--model", MODEL, "--prompts-file", p, "--ram-budget", "200MiB", "--no-plan"], "max_tokens")
+    for n in (-5, 1000000):
+        p = write(f"n{n}.jsonl", json.dumps({"ids": [1], "n": n}) + "\n")
+        case(f"prompts file: n {n}", ["generate", "--model", MODEL, "--prompts-file", p, "--ram-budget", "200MiB", "--no-plan"], "n must be")
+    p = write("ids.jsonl", json.dumps({"ids": [4294967301]}) + "\n")
+    case("prompts file: token id wrapping", ["generate", "--model", MODEL, "--prompts-file", p], "outside the vocabulary")
+    case("plan: --batch Int.max", ["plan", "--model", MODEL, "--ram-budget", "1GiB", "--batch", BIG], "--batch")
+    case("plan: --prompt-tokens -5", ["plan", "--model", MODEL, "--ram-budget", "1GiB", "--prompt-tokens", "-5"], "--prompt-tokens")
+    good = {"weights": "tiered", "streamed_layers": [], "prefetch_depth": 1, "kv_block_size": 16, "kv_blocks_ram": 8, "kv_blocks_disk": 0, "batch_size": 1}
+    for field, value in (("prefetch_depth", -1), ("kv_blocks_ram", -4), ("kv_block_size", 1000000000), ("streamed_layers", [99])):
+        p = write(f"placement-{field}.json", json.dumps({**good, field: value}))
+        case(f"placement file: {field} {value}", ["generate", "--model", MODEL, "--ids", "1", "--max-tokens", "2", "--placement", p], field)
+    # a FIFO where a weights file should be: refused without blocking
+    d = os.path.join(tmp, "fifo-model")
+    os.makedirs(d)
+    for f in ("config.json", "tokenizer.json"):
+        os.symlink(os.path.join(MODEL, f), os.path.join(d, f))
+    os.mkfifo(os.path.join(d, "model.safetensors"))
+    case("a FIFO as the weights file", ["generate", "--model", d, "--ids", "1", "--max-tokens", "2"], "model.safetensors")
+    d2 = os.path.join(tmp, "fifo-config")
+    os.makedirs(d2)
+    os.mkfifo(os.path.join(d2, "config.json"))
+    case("a FIFO as config.json", ["inspect", "--model", d2], "config.json")
+    d3 = os.path.join(tmp, "dev-config")
+    os.makedirs(d3)
+    os.symlink("/dev/zero", os.path.join(d3, "config.json"))
+    case("/dev/zero as config.json", ["inspect", "--model", d3], "not a regular file")
+    os.mkfifo(os.path.join(tmp, "fifo.gguf"))
+    case("a FIFO as a GGUF file", ["generate", "--model", os.path.join(tmp, "fifo.gguf"), "--ids", "1"], "fifo.gguf")
+    if failures:
+        print(f"{len(failures)} failed")
+        sys.exit(1)
+    print("all hostile CLI cases refused cleanly")
+
+
+if __name__ == "__main__":
+    main()
