@@ -25,9 +25,11 @@ let package = Package(
         // libc constants the Glibc module lacks (O_DIRECT), from the platform headers; only FileIO imports it
         .target(name: "CStrataSys"),
         .target(name: "StrataTensor", dependencies: ["COpenBLAS", "CStrataKernels", "CStrataSys"]),
-        .target(name: "StrataFormats", dependencies: ["StrataTensor"]),
+        // an order-keeping JSON value and parser (duplicate keys visible), Python json.dumps output
+        .target(name: "StrataJSON"),
+        .target(name: "StrataFormats", dependencies: ["StrataTensor", "StrataJSON"]),
         // the Jinja template language chat templates are written in (no Swift package for it resolves here)
-        .target(name: "StrataJinja"),
+        .target(name: "StrataJinja", dependencies: ["StrataJSON"]),
         .target(name: "StrataModels", dependencies: ["StrataTensor", "StrataFormats", "StrataJinja"]),
         .target(name: "StrataMemory", dependencies: ["StrataTensor"]),
         .target(name: "StrataPlanner", dependencies: ["StrataTensor"]),

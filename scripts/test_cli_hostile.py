@@ -61,6 +61,16 @@ def main():
     for field, value in (("prefetch_depth", -1), ("kv_blocks_ram", -4), ("kv_block_size", 1000000000), ("streamed_layers", [99])):
         p = write(f"placement-{field}.json", json.dumps({**good, field: value}))
         case(f"placement file: {field} {value}", ["generate", "--model", MODEL, "--ids", "1", "--max-tokens", "2", "--placement", p], field)
+    # shapes no machine holds, in config.json (config alone: inspect reads no weights)
+    base = json.load(open(os.path.join(MODEL, "config.json")))
+    for field, value in (("num_hidden_layers", 1000000000), ("vocab_size", 2 ** 62), ("intermediate_size", 2 ** 62),
+                         ("head_dim", 2 ** 62), ("num_attention_heads", 2 ** 62), ("hidden_size", -48),
+                         ("max_position_embeddings", 2 ** 62), ("num_key_value_heads", 0)):
+        d = os.path.join(tmp, f"config-{field}")
+        os.makedirs(d)
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump({**base, field: value}, f)
+        case(f"config.json: {field} {value}", ["inspect", "--model", d], field)
     # a FIFO where a weights file should be: refused without blocking
     d = os.path.join(tmp, "fifo-model")
     os.makedirs(d)

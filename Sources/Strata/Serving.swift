@@ -82,6 +82,7 @@ public final class ServingEngine: @unchecked Sendable {
 
     /// Starts the engine's thread.
     public func start() {
+        updateGauges()   // before the engine's thread exists: /metrics is right from the first request
         let t = Thread { [self] in loop() }
         t.stackSize = 8 << 20
         t.name = "strata-engine"

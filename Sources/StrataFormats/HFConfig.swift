@@ -231,6 +231,31 @@ public struct ConfigFile: Sendable {
         self.data = data
     }
 
+    /// The shape fields every architecture multiplies together, bounded before any of them is
+    /// used (so `num_attention_heads x head_dim` cannot overflow): each must be an integer in
+    /// 0...2^24 where present. The architecture's spec checks the exact ranges after.
+    public static let shapeFields = ["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                                     "num_key_value_heads", "head_dim", "max_position_embeddings", "sliding_window",
+                                     "n_embd", "n_head", "n_layer", "n_positions", "n_inner", "n_ctx", "original_max_position_embeddings"]
+
+    public func checkShapeFields() throws {
+        guard let obj = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else { return }
+        var objects: [[String: Any]] = [obj]
+        if let text = obj["text_config"] as? [String: Any] { objects.append(text) }
+        for o in objects {
+            for f in Self.shapeFields {
+                guard let v = o[f], !(v is NSNull) else { continue }
+                guard let n = v as? NSNumber else {
+                    throw ConfigError.invalidValue(file: path, field: f, reason: "expected an integer, got \(v)")
+                }
+                let d = n.doubleValue
+                if !(d >= 0 && d <= Double(1 << 24)) || d != d.rounded() {
+                    throw ConfigError.invalidValue(file: path, field: f, reason: "must be an integer in 0...\(1 << 24), got \(n)")
+                }
+            }
+        }
+    }
+
     /// `config.json` in `directory`.
     public init(directory: String) throws { try self.init(path: (directory as NSString).appendingPathComponent("config.json")) }
 

@@ -1,4 +1,5 @@
 import Foundation
+import StrataJSON
 import StrataTensor
 
 /// Errors reading a safetensors file or a sharded checkpoint; each names the file and, where
@@ -12,6 +13,8 @@ public enum SafetensorsError: Error, CustomStringConvertible, Equatable, Sendabl
     case byteLengthMismatch(file: String, tensor: String, shape: [Int], dtype: String, bytes: Int)
     case offsetsOutOfRange(file: String, tensor: String, begin: Int, end: Int, dataSize: Int)
     case overlap(file: String, tensor: String, other: String)
+    /// A tensor name that appears twice in the header.
+    case duplicateTensor(file: String, tensor: String)
     case missingTensor(name: String, checkpoint: String)
     case invalidIndex(file: String, reason: String)
     case noWeights(directory: String)
@@ -28,6 +31,7 @@ public enum SafetensorsError: Error, CustomStringConvertible, Equatable, Sendabl
         case let .offsetsOutOfRange(f, t, b, e, n):
             return "\(f): tensor '\(t)' data offsets [\(b), \(e)] outside the data section of \(n) bytes"
         case let .overlap(f, t, o): return "\(f): tensors '\(t)' and '\(o)' overlap"
+        case let .duplicateTensor(f, t): return "\(f): tensor '\(t)' appears twice in the header"
         case let .missingTensor(n, c): return "\(c): missing tensor '\(n)'"
         case let .invalidIndex(f, r): return "\(f): invalid index: \(r)"
         case let .noWeights(d): return "\(d): no *.safetensors files"
@@ -133,6 +137,13 @@ public final class SafetensorsFile: @unchecked Sendable {
         }
         guard let obj = json as? [String: Any] else {
             throw SafetensorsError.invalidHeader(file: file, reason: "header is not a JSON object")
+        }
+        // a name given twice would silently keep the last: refused (the order-keeping parser sees both)
+        if case let .object(pairs)? = try? JSONValue.parse(Data(bytes)) {
+            var seen = Set<String>()
+            for (k, _) in pairs where !seen.insert(k).inserted {
+                throw SafetensorsError.duplicateTensor(file: file, tensor: k)
+            }
         }
         var metadata: [String: String] = [:]
         var entries: [TensorEntry] = []

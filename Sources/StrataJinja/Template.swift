@@ -1,3 +1,4 @@
+@_exported import StrataJSON
 import Foundation
 #if canImport(Glibc)
 import Glibc

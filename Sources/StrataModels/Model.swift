@@ -26,6 +26,32 @@ public struct ModelSpec: Sendable, Codable, Equatable {
 }
 
 extension ModelSpec {
+    /// Checks the shape read from `file` (config.json or a GGUF's metadata) against what a
+    /// machine can hold, so no size computed from it can overflow or ask for petabytes: a
+    /// typed error names the field (HF's name).
+    public func validate(file: String) throws {
+        func check(_ v: Int, _ range: ClosedRange<Int>, _ field: String) throws {
+            if !range.contains(v) {
+                throw ConfigError.invalidValue(file: file, field: field, reason: "must be in \(range.lowerBound)...\(range.upperBound), got \(v)")
+            }
+        }
+        try check(vocabSize, 1...(1 << 24), "vocab_size")
+        try check(hiddenSize, 1...(1 << 17), "hidden_size")
+        try check(intermediateSize, 1...(1 << 20), "intermediate_size")
+        try check(layers, 1...4096, "num_hidden_layers")
+        try check(heads, 1...4096, "num_attention_heads")
+        try check(kvHeads, 1...heads, "num_key_value_heads")
+        try check(headDim, 1...(1 << 14), "head_dim")
+        try check(maxPositions, 1...(1 << 24), "max_position_embeddings")
+        try check(queryBufferWidth, 1...(1 << 20), "num_attention_heads x head_dim")
+        if heads % kvHeads != 0 {
+            throw ConfigError.invalidValue(file: file, field: "num_key_value_heads", reason: "\(kvHeads) does not divide num_attention_heads \(heads)")
+        }
+        for id in bosTokenIDs + eosTokenIDs where id < 0 || id >= vocabSize {
+            throw ConfigError.invalidValue(file: file, field: "bos_token_id/eos_token_id", reason: "\(id) outside the vocabulary (0..<\(vocabSize))")
+        }
+    }
+
     /// Bytes of the forward pass's buffers for this shape (what `CausalLM.workspaceBytes`
     /// allocates), from the spec alone, so a planner can count them without weights.
     public func workspaceBytes(maxRows: Int = 512, weightDType: DType) -> Int {

@@ -44,7 +44,9 @@ public final class ModelFolder: @unchecked Sendable {
         gguf = file
         architecture = try GGUFModel.architecture(of: file)
         config = try GGUFModel.config(of: file, architecture: architecture)
+        try config.checkShapeFields()
         spec = try architecture.spec(config: config)
+        try spec.validate(file: path)
         checkpoint = try GGUFCheckpoint(file: file, architecture: architecture)
         tokenizer = try GGUFTokenizer.load(file)
         generation = nil
@@ -54,8 +56,10 @@ public final class ModelFolder: @unchecked Sendable {
         self.directory = directory
         gguf = nil
         config = try ConfigFile(directory: directory)
+        try config.checkShapeFields()
         architecture = try ModelRegistry.architecture(of: config)
         spec = try architecture.spec(config: config)
+        try spec.validate(file: (directory as NSString).appendingPathComponent("config.json"))
         let files = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
         checkpoint = files.contains { $0.hasSuffix(".safetensors") } ? try SafetensorsCheckpoint(directory: directory) : nil
         let tokPath = (directory as NSString).appendingPathComponent("tokenizer.json")

@@ -42,7 +42,10 @@ public enum ModelRegistry {
     /// The model's spec from `config.json` alone (no weights opened): what the planner needs.
     public static func spec(directory: String) throws -> ModelSpec {
         let config = try ConfigFile(directory: directory)
-        return try architecture(of: config).spec(config: config)
+        try config.checkShapeFields()
+        let spec = try architecture(of: config).spec(config: config)
+        try spec.validate(file: (directory as NSString).appendingPathComponent("config.json"))
+        return spec
     }
 
 }

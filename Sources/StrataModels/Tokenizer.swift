@@ -50,6 +50,10 @@ public final class Tokenizer: @unchecked Sendable {
         let singleWord: Bool
     }
 
+    /// Ids above this are refused when a tokenizer is read (no vocabulary is that large, and
+    /// `vocabSize` = largest id + 1 must not overflow).
+    public static let maxID = 1 << 24
+
     /// Number of ids (largest id + 1).
     public var vocabSize: Int { (idToToken.keys.max() ?? -1) + 1 }
 
@@ -80,8 +84,8 @@ public final class Tokenizer: @unchecked Sendable {
         var added: [AddedToken] = []
         for (i, a) in ((root["added_tokens"] as? [[String: Any]]) ?? []).enumerated() {
             let f = p.sub("added_tokens.\(i)")
-            guard let id = a["id"] as? Int, let content = a["content"] as? String, !content.isEmpty else {
-                throw TokenizerError.malformed(file: path, field: f.path, reason: "needs an integer id and non-empty content")
+            guard let id = a["id"] as? Int, id >= 0, id < Tokenizer.maxID, let content = a["content"] as? String, !content.isEmpty else {
+                throw TokenizerError.malformed(file: path, field: f.path, reason: "needs an integer id in 0..<\(Tokenizer.maxID) and non-empty content")
             }
             let special = a["special"] as? Bool ?? false
             let normalized = a["normalized"] as? Bool ?? !special

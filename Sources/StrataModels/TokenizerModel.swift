@@ -52,7 +52,7 @@ struct BPEModel {
         vocab.reserveCapacity(v.count)
         var idToToken: [Int: String] = [:]
         for (k, idAny) in v {
-            guard let id = idAny as? Int, id >= 0 else { throw p.sub("vocab").malformed("token '\(k)' has no valid id") }
+            guard let id = idAny as? Int, id >= 0, id < Tokenizer.maxID else { throw p.sub("vocab").malformed("token '\(k)' has no valid id (an integer in 0..<\(Tokenizer.maxID))") }
             vocab[k] = id
             idToToken[id] = k
         }

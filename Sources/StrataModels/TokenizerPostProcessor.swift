@@ -24,7 +24,11 @@ indirect enum PostProcessor {
             }
             var ids: [String: [Int]] = [:]
             for (k, v) in (o["special_tokens"] as? [String: Any]) ?? [:] {
-                ids[k] = ((v as? [String: Any])?["ids"] as? [Int]) ?? []
+                let list = ((v as? [String: Any])?["ids"] as? [Int]) ?? []
+                if let bad = list.first(where: { $0 < 0 || $0 >= Tokenizer.maxID }) {
+                    throw p.sub("special_tokens.\(k).ids").malformed("id \(bad) outside 0..<\(Tokenizer.maxID)")
+                }
+                ids[k] = list
             }
             return .template(items, ids: ids)
         case "ByteLevel": return .byteLevel

@@ -68,4 +68,21 @@ import StrataTensor
             }
         }
     }
+
+    /// libFuzzer's find: a vocabulary id of Int.max made vocabSize overflow.
+    @Test func tokenizerIdsAreBounded() {
+        let huge: [String: Any] = ["model": ["type": "BPE", "vocab": ["a": Int.max], "merges": [] as [Any]]]
+        #expect(throws: TokenizerError.self) { try Tokenizer(root: huge, file: "tokenizer.json") }
+        let added: [String: Any] = ["model": ["type": "BPE", "vocab": ["a": 0], "merges": [] as [Any]],
+                                    "added_tokens": [["id": -7, "content": "<x>"]]]
+        #expect(throws: TokenizerError.self) { try Tokenizer(root: added, file: "tokenizer.json") }
+    }
+
+    @Test func duplicateTensorNamesAreRefused() throws {
+        let path = Fixtures.scratch + "/dup-\(UUID().uuidString).safetensors"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let header = #"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#
+        try writeRawSafetensors(path, header: header, data: [UInt8](repeating: 0, count: 8))
+        #expect(throws: SafetensorsError.duplicateTensor(file: path, tensor: "w")) { try SafetensorsFile(path: path) }
+    }
 }

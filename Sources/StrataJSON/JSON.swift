@@ -294,7 +294,7 @@ struct JSONParser {
 
 /// Python's `repr(float)`: the shortest digits that round-trip, `1.0` for integral values,
 /// exponent form below 1e-4 and from 1e16 (Swift's `description` follows the same rules).
-func pythonFloatRepr(_ d: Double, json: Bool = false) -> String {
+public func pythonFloatRepr(_ d: Double, json: Bool = false) -> String {
     if d.isNaN { return json ? "NaN" : "nan" }
     if d.isInfinite { return d > 0 ? (json ? "Infinity" : "inf") : (json ? "-Infinity" : "-inf") }
     return d.description
