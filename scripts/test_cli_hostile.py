@@ -31,6 +31,57 @@ def case(name, args, expect, stdin=None):
         failures.append(name)
 
 
+def check(ok, name, detail=""):
+    print(("ok   " if ok else "FAIL ") + name + ("" if ok else f": {detail}"))
+    if not ok:
+        failures.append(name)
+
+
+def interrupted_run(tmp):
+    """SIGINT in the middle of a batch run with a KV disk file and a report: exit 130, the
+    report written and marked interrupted, every request printed, the swap file gone."""
+    import signal
+    import time
+    prompts = os.path.join(tmp, "many.jsonl")
+    with open(prompts, "w") as f:
+        for i in range(400):
+            f.write(json.dumps({"ids": [1 + i % 50, 2, 3], "max_tokens": 100}) + "\n")
+    kv, report = os.path.join(tmp, "kv.swap"), os.path.join(tmp, "report.json")
+    p = subprocess.Popen([BIN, "generate", "--model", MODEL, "--prompts-file", prompts, "--ignore-eos", "--temperature", "0",
+                          "--kv-disk", kv, "--kv-disk-size", "16MiB", "--report", report, "--max-batch", "8"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 30
+    while not os.path.exists(kv) and time.time() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    time.sleep(1.0)
+    p.send_signal(signal.SIGINT)
+    try:
+        out, err = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        check(False, "SIGINT: generate stops", "hung")
+        return
+    check(p.returncode == 130, "SIGINT: generate exits 130", f"exit {p.returncode}: {err[-300:]}")
+    lines = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+    check(len(lines) == 400 and any(l["stop_reason"] == "cancelled" for l in lines),
+          "SIGINT: every request printed, the unfinished ones cancelled", f"{len(lines)} lines")
+    rep = json.load(open(report)) if os.path.exists(report) else {}
+    check(rep.get("interrupted") is True, "SIGINT: the report is written and marked interrupted", str(rep)[:200])
+    check(not os.path.exists(kv), "SIGINT: the KV swap file is removed")
+
+
+def swap_file_cases(tmp):
+    """--kv-disk never overwrites a file that is not Strata's."""
+    victim = os.path.join(tmp, "precious.bin")
+    with open(victim, "wb") as f:
+        f.write(b"do not overwrite me")
+    case("--kv-disk on an existing file", ["generate", "--model", MODEL, "--ids", "1", "--max-tokens", "2", "--kv-disk", victim], "not a Strata KV swap file")
+    check(open(victim, "rb").read() == b"do not overwrite me", "the existing file is untouched")
+    small = os.path.join(tmp, "small.swap")
+    case("--kv-disk-size below one block", ["generate", "--model", MODEL, "--ids", "1", "--max-tokens", "2", "--kv-disk", small, "--kv-disk-size", "10"], "holds no block")
+    check(not os.path.exists(small), "a refused swap file leaves nothing behind")
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="strata-hostile-")
 
@@ -88,6 +139,8 @@ def main():
     case("/dev/zero as config.json", ["inspect", "--model", d3], "not a regular file")
     os.mkfifo(os.path.join(tmp, "fifo.gguf"))
     case("a FIFO as a GGUF file", ["generate", "--model", os.path.join(tmp, "fifo.gguf"), "--ids", "1"], "fifo.gguf")
+    interrupted_run(tmp)
+    swap_file_cases(tmp)
     if failures:
         print(f"{len(failures)} failed")
         sys.exit(1)

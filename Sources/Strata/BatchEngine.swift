@@ -83,6 +83,9 @@ public final class BatchEngine: @unchecked Sendable {
     /// The KV disk tier: preempted sequences are swapped here instead of recomputed.
     public let swap: SwapSpace?
     public private(set) var stats = BatchStats()
+    /// Checked before each step of `run`: true ends every request now as `.cancelled` (default:
+    /// Ctrl-C, `Interrupt.requested`).
+    public var shouldStop: () -> Bool = { Interrupt.requested }
     /// Called after every step (tests check the pool's invariants here).
     public var afterStep: ((BatchEngine) -> Void)?
 
@@ -245,7 +248,14 @@ public final class BatchEngine: @unchecked Sendable {
             }
             defer { for id in ids { sinks[id] = nil } }
             do {
-                while hasWork { try step() }
+                while hasWork {
+                    if shouldStop() {
+                        // Ctrl-C: every request ends now with what it has (stop reason .cancelled)
+                        for id in ids { cancel(id) }
+                        break
+                    }
+                    try step()
+                }
             } catch {
                 // the run failed: its requests leave the engine (blocks freed), nothing is left queued
                 for id in ids { cancel(id) }

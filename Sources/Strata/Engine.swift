@@ -122,6 +122,7 @@ public struct Generator {
                                  : GeneratedToken(id: next, text: piece, logprob: sampler.lastLogprob, topLogprobs: sampler.lastTopLogprobs))
             if let stop { result.stopReason = stop; break }
             if !go || result.ids.count >= parameters.maxTokens { break }
+            if Interrupt.requested { result.stopReason = .cancelled; break }
             if cache.length >= cache.capacity { result.stopReason = .contextFull; break }
             if result.ids.count == 1 { tFirst = now() }
             one[0] = Int32(next)

@@ -58,3 +58,50 @@ package func parseByteSize(_ s: String) -> Int? {
     guard let v = Int(t), v >= 0, v < 1 << 62 else { return nil }
     return v
 }
+
+/// Ctrl-C (SIGINT) and SIGTERM as a request to stop: `install()` makes the signals set a flag
+/// instead of killing the process; the generation loops (`Generator.generate`,
+/// `BatchEngine.run`) check it between steps and end their requests as `.cancelled`, so the
+/// caller can print what was generated, write its report and remove its files. A second signal
+/// exits at once (status 130).
+public enum Interrupt {
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var flag = false
+    nonisolated(unsafe) private static var sources: [DispatchSourceSignal] = []
+    nonisolated(unsafe) private static var cleanups: [() -> Void] = []
+
+    /// Whether a stop was requested.
+    public static var requested: Bool { lock.lock(); defer { lock.unlock() }; return flag }
+
+    /// Requests a stop (what the signal does; tests call it directly).
+    public static func request() { lock.lock(); flag = true; lock.unlock() }
+    public static func reset() { lock.lock(); flag = false; lock.unlock() }
+
+    /// Work to do if the process must exit at once (a second signal): remove temporary files.
+    public static func onForcedExit(_ f: @escaping () -> Void) { lock.lock(); cleanups.append(f); lock.unlock() }
+
+    public static func install() {
+        lock.lock()
+        defer { lock.unlock() }
+        guard sources.isEmpty else { return }
+        for sig in [SIGINT, SIGTERM] {
+            signal(sig, SIG_IGN)
+            let src = DispatchSource.makeSignalSource(signal: sig, queue: DispatchQueue.global())
+            src.setEventHandler {
+                lock.lock()
+                let second = flag
+                flag = true
+                let work = cleanups
+                lock.unlock()
+                if second {
+                    for f in work { f() }
+                    FileHandle.standardError.write(Data("\ninterrupted twice: exiting now\n".utf8))
+                    exit(130)
+                }
+                FileHandle.standardError.write(Data("\ninterrupted: finishing the step (Ctrl-C again to exit now)\n".utf8))
+            }
+            src.resume()
+            sources.append(src)
+        }
+    }
+}

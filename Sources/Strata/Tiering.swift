@@ -218,10 +218,12 @@ public struct RunReport: Codable, Sendable {
     /// The fill-the-budget rule's placement at the same batch, as the planner predicted it
     /// (aggregate tokens/s), when a plan was used.
     public var predictedRuleTokensPerSecond: Double?
+    /// The run was stopped by Ctrl-C (SIGINT/SIGTERM): its figures cover what ran until then.
+    public var interrupted: Bool? = nil
 
     enum CodingKeys: String, CodingKey {
         case model, ramBudgetBytes = "ram_budget_bytes", workload, placement, measured, predicted, error
-        case predictedRuleTokensPerSecond = "predicted_rule_aggregate_tokens_per_second"
+        case predictedRuleTokensPerSecond = "predicted_rule_aggregate_tokens_per_second", interrupted
     }
 
     /// Fills `predicted` and `error` from a plan's prediction.

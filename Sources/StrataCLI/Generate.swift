@@ -56,7 +56,12 @@ struct Generate: ParsableCommand {
 
     func run() throws {
         try threads.apply()
-        if tiered { return try runTiered() }
+        Interrupt.install()
+        if tiered { try runTiered() } else { try runResident() }
+        if Interrupt.requested { throw ExitCode(130) }
+    }
+
+    func runResident() throws {
         let loaded = try LoadedModel(directory: model)
         if let promptsFile { return try runBatch(loaded, file: promptsFile) }
         let promptIDs: [Int]
@@ -115,6 +120,7 @@ extension Generate {
         if let kvDisk {
             let perBlock = PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: kvBlockSize)
             swap = try SwapSpace(path: kvDisk, bytes: parseByteSize(kvDiskSize)!, slotBytes: perBlock)
+            Interrupt.onForcedExit { FileIO.remove(kvDisk) }
         }
         var saved = try placement.map { try JSONDecoder().decode(Placement.self, from: Data(contentsOf: URL(fileURLWithPath: $0))) }
         var usedPlan: Plan? = try plan.map { try JSONDecoder().decode(Plan.self, from: Data(contentsOf: URL(fileURLWithPath: $0))) }
@@ -135,8 +141,10 @@ extension Generate {
         let result = try session.run(requests, plan: usedPlan, placement: saved, options: options, kvDisk: swap) { _, _, tok in
             if single && !tok.text.isEmpty { out.write(Data(tok.text.utf8)) }
         }
+        swap?.close()
         let outs = result.outputs
-        let rep = result.report
+        var rep = result.report
+        if Interrupt.requested { rep.interrupted = true }
         if single { out.write(Data("\n".utf8)) }
         let p = rep.placement
         eprint("placement: weights \(p.weights.rawValue), \(spec.layers - p.streamedLayers.count) layers resident, \(p.streamedLayers.count) streamed (prefetch \(p.prefetchDepth)), KV \(p.kvBlocksRAM) blocks in RAM, \(p.kvBlocksDisk) on disk")

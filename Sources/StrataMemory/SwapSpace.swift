@@ -1,12 +1,22 @@
+import Glibc
 import StrataTensor
 
 /// Errors of the KV disk tier.
 public enum SwapError: Error, CustomStringConvertible, Equatable, Sendable {
     /// The swap file has no free slot for the blocks being swapped out.
     case full(path: String, needed: Int, free: Int, slots: Int)
+    /// Something that is not Strata's swap file is at the path (never overwritten).
+    case exists(path: String)
+    /// Another run holds the swap file.
+    case inUse(path: String)
+    /// The size limit holds no block.
+    case tooSmall(path: String, bytes: Int, slotBytes: Int)
     public var description: String {
         switch self {
         case let .full(p, n, f, s): return "\(p): KV swap space full: \(n) blocks to write, \(f) of \(s) slots free"
+        case let .exists(p): return "\(p): a file that is not a Strata KV swap file is there; it is left alone (choose another --kv-disk path)"
+        case let .inUse(p): return "\(p): another Strata run is using this KV swap file"
+        case let .tooSmall(p, b, s): return "\(p): a KV swap space of \(b) bytes holds no block of \(s) bytes"
         }
     }
 }
@@ -14,6 +24,11 @@ public enum SwapError: Error, CustomStringConvertible, Equatable, Sendable {
 /// The KV cache's disk tier: a preallocated file of block-sized slots. A slot holds one KV
 /// block of every layer (K then V per layer). Creating it reserves the disk (`posix_fallocate`),
 /// so "disk full" is found at start, not in the middle of a run; the size limit caps it.
+///
+/// The file is Strata's alone: created exclusively with a header page naming it (an existing
+/// file without that header is never touched), locked while the run uses it (a second run is
+/// refused), and removed when the space is released (`close()`, deinit, or a failed start). A
+/// stale swap file of a killed run (header present, no lock) is reused.
 public final class SwapSpace: @unchecked Sendable {
     public let path: String
     public let slotBytes: Int
@@ -23,22 +38,50 @@ public final class SwapSpace: @unchecked Sendable {
     public private(set) var bytesWritten = 0
     public private(set) var bytesRead = 0
 
+    /// Bytes before the first slot: the header page ("STRATA-KV-SWAP\n").
+    static let headerBytes = 4096
+    static let magic = Array("STRATA-KV-SWAP\n".utf8)
+    private var closed = false
+
     public init(path: String, bytes: Int, slotBytes: Int) throws {
-        precondition(slotBytes > 0, "SwapSpace: empty slots")
+        guard slotBytes > 0, bytes >= slotBytes else { throw SwapError.tooSmall(path: path, bytes: bytes, slotBytes: max(slotBytes, 0)) }
         self.path = path
         self.slotBytes = slotBytes
-        slotCount = max(0, bytes / slotBytes)
-        fd = try FileIO.openReadWrite(path)
+        slotCount = bytes / slotBytes
+        var fd: Int32
         do {
-            try FileIO.preallocate(fd: fd, path: path, bytes: slotCount * slotBytes)
+            fd = try FileIO.createExclusive(path)
+        } catch FileError.open(_, let e) where e == EEXIST {
+            // only a stale swap file of Strata's (its header, nobody holding it) is taken over
+            let existing = try FileIO.openReadWrite(path)
+            var head = [UInt8](repeating: 0, count: SwapSpace.magic.count)
+            let ok = (try? FileIO.pread(fd: existing, path: path, into: &head, count: head.count, offset: 0)) != nil && head == SwapSpace.magic
+            if !ok { FileIO.closeFile(existing); throw SwapError.exists(path: path) }
+            fd = existing
+        }
+        if !FileIO.tryLock(fd) { FileIO.closeFile(fd); throw SwapError.inUse(path: path) }
+        self.fd = fd
+        do {
+            var header = SwapSpace.magic + [UInt8](repeating: 0, count: SwapSpace.headerBytes - SwapSpace.magic.count)
+            try FileIO.pwrite(fd: fd, path: path, from: &header, count: header.count, offset: 0)
+            try FileIO.preallocate(fd: fd, path: path, bytes: SwapSpace.headerBytes + slotCount * slotBytes)
         } catch {
+            FileIO.remove(path)
             FileIO.closeFile(fd)
             throw error
         }
         freeSlots = Array((0..<slotCount).reversed())
     }
 
-    deinit { FileIO.closeFile(fd) }
+    /// Removes the file and closes it (once; deinit does it too).
+    public func close() {
+        if closed { return }
+        closed = true
+        FileIO.remove(path)
+        FileIO.closeFile(fd)
+    }
+
+    deinit { close() }
 
     public var freeCount: Int { freeSlots.count }
 
@@ -50,12 +93,12 @@ public final class SwapSpace: @unchecked Sendable {
     public func free(_ slots: [Int]) { freeSlots.append(contentsOf: slots) }
 
     func write(slot: Int, from p: UnsafeRawPointer) throws {
-        try FileIO.pwrite(fd: fd, path: path, from: p, count: slotBytes, offset: slot * slotBytes)
+        try FileIO.pwrite(fd: fd, path: path, from: p, count: slotBytes, offset: SwapSpace.headerBytes + slot * slotBytes)
         bytesWritten += slotBytes
     }
 
     func read(slot: Int, into p: UnsafeMutableRawPointer) throws {
-        try FileIO.pread(fd: fd, path: path, into: p, count: slotBytes, offset: slot * slotBytes)
+        try FileIO.pread(fd: fd, path: path, into: p, count: slotBytes, offset: SwapSpace.headerBytes + slot * slotBytes)
         bytesRead += slotBytes
     }
 }

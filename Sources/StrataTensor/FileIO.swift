@@ -217,6 +217,15 @@ public enum FileIO {
     /// Opens (creating) a file for reading and writing, without truncating.
     public static func openReadWrite(_ path: String) throws -> Int32 { try open(path, O_RDWR | O_CREAT, 0o644) }
 
+    /// Creates `path`, failing with EEXIST when something is already there.
+    public static func createExclusive(_ path: String) throws -> Int32 { try open(path, O_RDWR | O_CREAT | O_EXCL, 0o600) }
+
+    /// An exclusive advisory lock on `fd` without waiting: false when another process holds one.
+    public static func tryLock(_ fd: Int32) -> Bool { flock(fd, LOCK_EX | LOCK_NB) == 0 }
+
+    /// Removes `path` (nothing when it is already gone).
+    public static func remove(_ path: String) { _ = unlink(path) }
+
     /// Reserves `bytes` of disk for the file (`posix_fallocate`): ENOSPC becomes `diskFull`.
     public static func preallocate(fd: Int32, path: String, bytes: Int) throws {
         var r: Int32
