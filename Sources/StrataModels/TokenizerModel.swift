@@ -102,18 +102,83 @@ struct BPEModel {
             }
             // no unk token: the character is dropped, as tokenizers does
         }
-        // merge the lowest-ranked adjacent pair (leftmost on ties) until none is left
-        while symbols.count > 1 {
-            var bestRank = Int.max, bestPos = -1, bestID = 0
-            for i in 0..<(symbols.count - 1) {
-                if let m = merges[UInt64(symbols[i]) << 32 | UInt64(symbols[i + 1])], m.rank < bestRank {
-                    bestRank = m.rank; bestPos = i; bestID = m.id
-                }
-            }
-            if bestPos < 0 { break }
-            symbols[bestPos] = bestID
-            symbols.remove(at: bestPos + 1)
-        }
+        mergeAll(&symbols)
         out.append(contentsOf: symbols)
+    }
+
+    /// Applies the merges: the lowest-ranked adjacent pair first (leftmost on ties), until none
+    /// is left, as tokenizers' `Word::merge_all` does: the symbols in a linked list over their
+    /// first positions, candidate pairs in a min-heap by (rank, position), stale candidates
+    /// skipped when popped. O(n log n) in the word's length (a 1 MB word takes well under a
+    /// second), where rescanning for the best pair after every merge was quadratic.
+    func mergeAll(_ symbols: inout [Int]) {
+        let n = symbols.count
+        if n < 2 { return }
+        var next = Array(1...n)            // n: none
+        var prev = Array(-1..<(n - 1))     // -1: none
+        var alive = [Bool](repeating: true, count: n)
+        var heap = PairHeap()
+        func push(_ i: Int) {
+            let j = next[i]
+            guard j < n, let m = merges[UInt64(symbols[i]) << 32 | UInt64(symbols[j])] else { return }
+            heap.push(rank: m.rank, pos: i, left: symbols[i], right: symbols[j])
+        }
+        for i in 0..<(n - 1) { push(i) }
+        while let top = heap.pop() {
+            let i = top.pos
+            let j = next[i]
+            // stale: the left symbol changed or was merged away, or its right neighbour changed
+            guard alive[i], j < n, symbols[i] == top.left, symbols[j] == top.right,
+                  let m = merges[UInt64(top.left) << 32 | UInt64(top.right)], m.rank == top.rank else { continue }
+            symbols[i] = m.id
+            alive[j] = false
+            next[i] = next[j]
+            if next[j] < n { prev[next[j]] = i }
+            if prev[i] >= 0 { push(prev[i]) }
+            push(i)
+        }
+        var out: [Int] = []
+        out.reserveCapacity(n)
+        var i = 0
+        while i < n { out.append(symbols[i]); i = next[i] }
+        symbols = out
+    }
+}
+
+/// A binary min-heap of merge candidates ordered by (rank, position).
+struct PairHeap {
+    struct Entry { var rank: Int; var pos: Int; var left: Int; var right: Int }
+    var items: [Entry] = []
+
+    static func less(_ a: Entry, _ b: Entry) -> Bool { a.rank != b.rank ? a.rank < b.rank : a.pos < b.pos }
+
+    mutating func push(rank: Int, pos: Int, left: Int, right: Int) {
+        items.append(Entry(rank: rank, pos: pos, left: left, right: right))
+        var c = items.count - 1
+        while c > 0 {
+            let p = (c - 1) / 2
+            if !PairHeap.less(items[c], items[p]) { break }
+            items.swapAt(c, p)
+            c = p
+        }
+    }
+
+    mutating func pop() -> Entry? {
+        guard let first = items.first else { return nil }
+        let last = items.removeLast()
+        if !items.isEmpty {
+            items[0] = last
+            var p = 0
+            while true {
+                let l = 2 * p + 1, r = l + 1
+                var m = p
+                if l < items.count && PairHeap.less(items[l], items[m]) { m = l }
+                if r < items.count && PairHeap.less(items[r], items[m]) { m = r }
+                if m == p { break }
+                items.swapAt(p, m)
+                p = m
+            }
+        }
+        return first
     }
 }
