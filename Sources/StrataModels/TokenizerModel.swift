@@ -114,6 +114,21 @@ struct BPEModel {
     func mergeAll(_ symbols: inout [Int]) {
         let n = symbols.count
         if n < 2 { return }
+        if n <= 16 {
+            // a short word: rescanning is cheaper than the heap's arrays (same order of merges)
+            while symbols.count > 1 {
+                var bestRank = Int.max, bestPos = -1, bestID = 0
+                for i in 0..<(symbols.count - 1) {
+                    if let m = merges[UInt64(symbols[i]) << 32 | UInt64(symbols[i + 1])], m.rank < bestRank {
+                        bestRank = m.rank; bestPos = i; bestID = m.id
+                    }
+                }
+                if bestPos < 0 { break }
+                symbols[bestPos] = bestID
+                symbols.remove(at: bestPos + 1)
+            }
+            return
+        }
         var next = Array(1...n)            // n: none
         var prev = Array(-1..<(n - 1))     // -1: none
         var alive = [Bool](repeating: true, count: n)

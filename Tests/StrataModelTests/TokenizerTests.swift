@@ -73,3 +73,46 @@ func loadCases(_ name: String) throws -> [TokenizerCase] {
         #expect(throws: ConfigError.missingFile(path: dir + "/nope.json")) { try Tokenizer(path: dir + "/nope.json") }
     }
 }
+
+/// The heap-based merge (words over 16 symbols) applies the same merges in the same order as
+/// rescanning for the lowest-ranked leftmost pair, on random long words of every fixture
+/// tokenizer; and a 200,000-symbol word merges (the rescanning loop was quadratic).
+@Suite struct LinearBPETests {
+    func naive(_ model: BPEModel, _ input: [Int]) -> [Int] {
+        var symbols = input
+        while symbols.count > 1 {
+            var bestRank = Int.max, bestPos = -1, bestID = 0
+            for i in 0..<(symbols.count - 1) {
+                if let m = model.merges[UInt64(symbols[i]) << 32 | UInt64(symbols[i + 1])], m.rank < bestRank {
+                    bestRank = m.rank; bestPos = i; bestID = m.id
+                }
+            }
+            if bestPos < 0 { break }
+            symbols[bestPos] = bestID
+            symbols.remove(at: bestPos + 1)
+        }
+        return symbols
+    }
+
+    @Test(arguments: ["bytelevel-gpt2", "bytelevel-llama3", "bytelevel-qwen2", "sp-legacy", "sp-metaspace"])
+    func heapMergeEqualsRescanning(_ name: String) throws {
+        let tok = try Tokenizer(directory: Fixtures.tokenizer(name))
+        let model = tok.model
+        // symbols that take part in merges: the left and right ids of the merge table
+        let ids = Array(Set(model.merges.keys.flatMap { [Int($0 >> 32), Int($0 & 0xFFFF_FFFF)] })).sorted()
+        #expect(!ids.isEmpty)
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0..<200 {
+            let n = Int.random(in: 17...300, using: &rng)
+            // few distinct symbols, so merges chain and compete
+            let alphabet = (0..<6).map { _ in ids.randomElement(using: &rng)! }
+            let word = (0..<n).map { _ in alphabet.randomElement(using: &rng)! }
+            var fast = word
+            model.mergeAll(&fast)
+            #expect(fast == naive(model, word))
+        }
+        var long = [Int](repeating: ids[0], count: 200_000)
+        model.mergeAll(&long)
+        #expect(!long.isEmpty && long.count <= 200_000)
+    }
+}
