@@ -320,6 +320,7 @@ public final class BatchEngine: @unchecked Sendable {
         while true {
             layout.removeAll()
             rowSeq.removeAll(keepingCapacity: true)
+            var swappedIn = false
             var budget = model.maxRows
             // 1. one decode row per running sequence whose prompt is done (oldest first)
             var i = 0
@@ -371,6 +372,7 @@ public final class BatchEngine: @unchecked Sendable {
                     w.swapped = nil
                     waiting.removeFirst()
                     running.append(w)
+                    swappedIn = true
                     continue
                 }
                 let reused = kv.startSequence(w.id, prompt: w.tokens)
@@ -393,6 +395,9 @@ public final class BatchEngine: @unchecked Sendable {
                 }
             }
             if layout.totalRows == 0 {
+                // a sequence swapped back in during this pass decodes in the next pass (the
+                // decode rows were laid out before it came back): schedule again
+                if swappedIn { continue }
                 // nothing could be scheduled: make room by preempting the newest running sequence;
                 // a lone sequence that still does not fit means the pool is too small for it
                 if running.count > 1, let victim = running.max(by: { $0.arrival < $1.arrival }) {
