@@ -116,7 +116,7 @@ def main():
     base = json.load(open(os.path.join(MODEL, "config.json")))
     for field, value in (("num_hidden_layers", 1000000000), ("vocab_size", 2 ** 62), ("intermediate_size", 2 ** 62),
                          ("head_dim", 2 ** 62), ("num_attention_heads", 2 ** 62), ("hidden_size", -48),
-                         ("max_position_embeddings", 2 ** 62), ("num_key_value_heads", 0)):
+                         ("max_position_embeddings", 2 ** 62), ("num_key_value_heads", 0), ("rms_norm_eps", -1)):
         d = os.path.join(tmp, f"config-{field}")
         os.makedirs(d)
         with open(os.path.join(d, "config.json"), "w") as f:

@@ -491,6 +491,14 @@ public final class BatchEngine: @unchecked Sendable {
         let p = request.parameters
         if stats.firstTokenSeconds == 0 { stats.firstTokenSeconds = now() - runStart }
         if p.maxTokens == 0 { finish(s, .maxTokens); return }
+        do {
+            try checkFiniteLogits(row, position: s.promptCount + s.generated.count - 1)
+        } catch {
+            // this sequence fails with the reason; the others go on
+            s.error = "\(error)"
+            finish(s, .error)
+            return
+        }
         let next = s.sampler.sample(row)
         s.generated.append(next)
         var piece = try s.decoder?.push(next) ?? ""

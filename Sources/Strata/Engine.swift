@@ -113,6 +113,7 @@ public struct Generator {
         result.prefillSeconds = tFirst - t0
         var one: [Int32] = [0]
         while true {
+            try checkFiniteLogits(logits, position: promptIDs.count + result.ids.count - 1)
             let next = sampler.sample(logits)
             result.ids.append(next)
             var piece = try stream?.push(next) ?? ""

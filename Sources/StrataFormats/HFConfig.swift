@@ -243,6 +243,12 @@ public struct ConfigFile: Sendable {
         var objects: [[String: Any]] = [obj]
         if let text = obj["text_config"] as? [String: Any] { objects.append(text) }
         for o in objects {
+            for f in ["rms_norm_eps", "layer_norm_epsilon", "layer_norm_eps"] {
+                guard let v = o[f], !(v is NSNull) else { continue }
+                guard let n = v as? NSNumber, n.doubleValue.isFinite, n.doubleValue > 0, n.doubleValue < 1 else {
+                    throw ConfigError.invalidValue(file: path, field: f, reason: "must be a number in (0, 1), got \(v)")
+                }
+            }
             for f in Self.shapeFields {
                 guard let v = o[f], !(v is NSNull) else { continue }
                 guard let n = v as? NSNumber else {

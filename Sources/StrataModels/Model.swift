@@ -62,12 +62,16 @@ extension ModelSpec {
 /// Errors running a model on input.
 public enum ModelError: Error, CustomStringConvertible, Equatable, Sendable {
     case tokenOutOfRange(token: Int, vocabSize: Int)
+    /// The forward pass produced NaN or infinite logits (the weights or the config, e.g. a
+    /// negative norm epsilon, make the arithmetic blow up).
+    case nonFiniteLogits(position: Int, count: Int)
     case contextFull(needed: Int, capacity: Int)
     case emptyInput
 
     public var description: String {
         switch self {
         case let .tokenOutOfRange(t, v): return "token id \(t) outside the vocabulary (0..<\(v))"
+        case let .nonFiniteLogits(p, n): return "the model's logits at position \(p) are not finite (\(n) NaN or infinite values): its weights or config make the arithmetic blow up"
         case let .contextFull(n, c): return "sequence needs \(n) positions but the cache/model holds \(c)"
         case .emptyInput: return "no input tokens"
         }
@@ -451,4 +455,11 @@ final class ForwardBuffers: @unchecked Sendable {
 
     /// Ends the pass `begin(kv)` started.
     func end(_ kv: KVStorage) { if serialized(kv) { lock.unlock() } }
+}
+
+/// Throws `ModelError.nonFiniteLogits` when a row of logits holds NaN or infinity.
+public func checkFiniteLogits(_ row: UnsafeBufferPointer<Float>, position: Int) throws {
+    var bad = 0
+    for x in row where !x.isFinite { bad += 1 }
+    if bad > 0 { throw ModelError.nonFiniteLogits(position: position, count: bad) }
 }

@@ -123,3 +123,34 @@ import StrataTensor
         }
     }
 }
+
+/// NaN weights no longer run to "exit 0, token 0 forever": the logits are checked.
+@Suite struct NonFiniteTests {
+    /// A copy of llama-gqa whose final norm weight holds a NaN.
+    static func nanModel() throws -> String {
+        let src = Fixtures.model("llama-gqa")
+        let dir = Fixtures.scratch + "/nan-model-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        for f in ["config.json", "tokenizer.json"] { try FileManager.default.copyItem(atPath: src + "/" + f, toPath: dir + "/" + f) }
+        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: src + "/model.safetensors")))
+        let n = Int(bytes[0..<8].enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) })
+        let header = try JSONSerialization.jsonObject(with: Data(bytes[8..<(8 + n)])) as! [String: Any]
+        let entry = header["model.norm.weight"] as! [String: Any]
+        let begin = (entry["data_offsets"] as! [Int])[0]
+        withUnsafeBytes(of: Float.nan.bitPattern.littleEndian) { for (i, b) in $0.enumerated() { bytes[8 + n + begin + i] = b } }
+        try Data(bytes).write(to: URL(fileURLWithPath: dir + "/model.safetensors"))
+        return dir
+    }
+
+    @Test func nanWeightsAreReportedNotSampled() throws {
+        let dir = try Self.nanModel()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let loaded = try LoadedModel(directory: dir)
+        #expect(throws: ModelError.self) { try Generator(loaded).generate(promptIDs: [1, 2, 3], parameters: .greedy) }
+        do { _ = try Generator(loaded).generate(promptIDs: [1, 2, 3], parameters: .greedy) } catch let ModelError.nonFiniteLogits(position, count) {
+            #expect(position == 2 && count > 0)
+        }
+        let outs = try BatchEngine(loaded: loaded, config: .init(blocks: 8)).run([GenerationRequest(prompt: [1, 2, 3], parameters: .greedy)])
+        #expect(outs[0].stopReason == .error && outs[0].ids.isEmpty && (outs[0].error ?? "").contains("not finite"))
+    }
+}
