@@ -66,10 +66,15 @@ public final class MappedFile: @unchecked Sendable {
         let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0)
         if p == MAP_FAILED || p == nil { throw FileError.map(path: path, errno: errno) }
         base = p
+        // a SIGBUS in here (the file shrank under the mapping) names the file and exits 74
+        strata_sys_register_mapping(p, size, path)
     }
 
     deinit {
-        if let base { munmap(base, size) }
+        if let base {
+            strata_sys_unregister_mapping(base)
+            munmap(base, size)
+        }
     }
 
     /// A storage view of `count` bytes at `offset`. Precondition: inside the file.

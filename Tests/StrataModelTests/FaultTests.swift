@@ -154,3 +154,22 @@ import StrataTensor
         #expect(outs[0].stopReason == .error && outs[0].ids.isEmpty && (outs[0].error ?? "").contains("not finite"))
     }
 }
+
+/// A mapped file that shrinks under a run: the bus error names the file and the process exits
+/// 74, instead of dying of a raw SIGBUS (run in a child process).
+@Suite struct ShrunkFileTests {
+    @Test func aTruncatedMappedFileNamesItself() async {
+        let result = await #expect(processExitsWith: .exitCode(74), observing: [\.standardErrorContent]) {
+            let path = NSTemporaryDirectory() + "strata-shrink-\(getpid()).bin"
+            FileManager.default.createFile(atPath: path, contents: Data(repeating: 7, count: 1 << 20))
+            let m = try! MappedFile(path: path)
+            truncate(path, 0)
+            unlink(path)
+            // reading a page past the new end raises SIGBUS
+            let v = m.base!.load(fromByteOffset: 512 << 10, as: UInt8.self)
+            print(v)
+        }
+        let err = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(err.contains("strata-shrink-") && err.contains("shrank while it was mapped"))
+    }
+}
