@@ -9,7 +9,7 @@ indirect enum TokenDecoder {
     case replace(pattern: String, content: String)
     case byteFallback
     case fuse
-    case strip(content: Character, start: Int, stop: Int)
+    case strip(content: Unicode.Scalar, start: Int, stop: Int)
     case metaspace(replacement: String, prependScheme: String)
 
     static func parse(_ any: Any?, _ p: JSONPath) throws -> TokenDecoder? {
@@ -28,7 +28,7 @@ indirect enum TokenDecoder {
         case "ByteFallback": return .byteFallback
         case "Fuse": return .fuse
         case "Strip":
-            guard let c = (o["content"] as? String)?.first else { throw p.sub("content").malformed("missing") }
+            guard let c = (o["content"] as? String)?.unicodeScalars.first else { throw p.sub("content").malformed("missing") }
             return .strip(content: c, start: o["start"] as? Int ?? 0, stop: o["stop"] as? Int ?? 0)
         case "Metaspace":
             let scheme = o["prepend_scheme"] as? String ?? ((o["add_prefix_space"] as? Bool ?? true) ? "always" : "never")
@@ -71,19 +71,23 @@ indirect enum TokenDecoder {
         case .fuse:
             return [tokens.joined()]
         case let .strip(c, start, stop):
+            // by Unicode scalar, as tokenizers strips chars (a space and a combining mark after it
+            // are one Swift Character)
             return tokens.map { t in
-                var chars = Array(t)
+                var chars = Array(t.unicodeScalars)
                 var s = 0
                 while s < start && s < chars.count && chars[s] == c { s += 1 }
                 chars.removeFirst(s)
                 var e = 0
                 while e < stop && !chars.isEmpty && chars[chars.count - 1] == c { chars.removeLast(); e += 1 }
-                return String(chars)
+                var out = String.UnicodeScalarView()
+                out.append(contentsOf: chars)
+                return String(out)
             }
         case let .metaspace(replacement, scheme):
             return tokens.enumerated().map { i, t in
                 var s = t.replacingOccurrences(of: replacement, with: " ")
-                if i == 0 && scheme != "never" && s.hasPrefix(" ") { s.removeFirst() }
+                if i == 0 && scheme != "never" && s.unicodeScalars.first == " " { s = String(s.unicodeScalars.dropFirst()) }
                 return s
             }
         }

@@ -91,10 +91,13 @@ struct BPEModel {
         var symbols: [Int] = []
         symbols.reserveCapacity(word.unicodeScalars.count)
         var lastWasUnk = false
-        for ch in word {
-            if let id = vocab[String(ch)] {
+        // by Unicode scalar, as tokenizers iterates chars (a Swift Character would join "\r\n",
+        // or a letter and its combining marks, into one symbol)
+        for scalar in word.unicodeScalars {
+            let ch = String(scalar)
+            if let id = vocab[ch] {
                 symbols.append(id); lastWasUnk = false
-            } else if byteFallback, case let ids = String(ch).utf8.map({ byteIDs[Int($0)] }), ids.allSatisfy({ $0 != nil }) {
+            } else if byteFallback, case let ids = ch.utf8.map({ byteIDs[Int($0)] }), ids.allSatisfy({ $0 != nil }) {
                 symbols.append(contentsOf: ids.map { $0! }); lastWasUnk = false
             } else if let unk = unkID {
                 if !(fuseUnk && lastWasUnk) { symbols.append(unk) }

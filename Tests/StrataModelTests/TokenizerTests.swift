@@ -116,3 +116,29 @@ func loadCases(_ name: String) throws -> [TokenizerCase] {
         #expect(!long.isEmpty && long.count <= 200_000)
     }
 }
+
+/// 2000 strings per fixture tokenizer (every Unicode category, combining marks, ligatures,
+/// CR/LF/CRLF, controls, emoji sequences, CJK, RTL, long runs) encoded by `tokenizers`
+/// (scripts/make_tokenizer_diff_fixtures.py): Strata must give the same ids, with and without
+/// special tokens, and decode them back to the same text.
+@Suite struct TokenizerDifferentialTests {
+    @Test(arguments: ["bytelevel-gpt2", "bytelevel-llama3", "bytelevel-qwen2", "sp-legacy", "sp-metaspace"])
+    func sameIdsAsTokenizers(_ name: String) throws {
+        let doc = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Fixtures.root + "/tokenizers/differential.json"))) as! [String: Any]
+        let texts = doc["texts"] as! [String]
+        let cases = (doc["tokenizers"] as! [String: Any])[name] as! [[String: Any]]
+        #expect(cases.count >= 2000 && cases.count == texts.count)
+        let tok = try Tokenizer(directory: Fixtures.tokenizer(name))
+        var failures: [String] = []
+        for (text, c) in zip(texts, cases) {
+            let ids = c["ids"] as! [Int]
+            let got = tok.encode(text, addSpecialTokens: false)
+            if got != ids { failures.append("encode \(text.debugDescription): \(got) want \(ids)"); continue }
+            let special = (c["ids_special"] as? [Int]) ?? ids
+            if tok.encode(text) != special { failures.append("encode with special tokens \(text.debugDescription)") }
+            let decoded = (c["decoded"] as? String) ?? text
+            if (try? tok.decode(ids)) != decoded { failures.append("decode \(text.debugDescription): \(String(describing: try? tok.decode(ids))) want \(decoded.debugDescription)") }
+        }
+        #expect(failures.isEmpty, Comment(rawValue: "\(name): \(failures.count) of \(cases.count) differ:\n" + failures.sorted { $0.count < $1.count }.prefix(8).joined(separator: "\n")))
+    }
+}
