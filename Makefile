@@ -6,7 +6,7 @@ BIN         := .build/release/strata
 APT_PKGS    := libopenblas-dev liblapacke-dev
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test bench bench-quick bench-gemm bench-gemm-build bench-model bench-kernels demo clean
+.PHONY: all deps build test bench bench-quick bench-gemm bench-gemm-build bench-model bench-kernels demo clean fuzz
 
 all: build
 
@@ -63,5 +63,12 @@ bench-model: build
 	@[ -f $(BENCH_MODEL)/model.safetensors ] || $(BIN) synth --preset tinyllama-1.1b --dtype f32 --out $(BENCH_MODEL)
 	$(BIN) bench-model --model $(BENCH_MODEL) --prompt 512 --gen 128 --repeats 5 --threads 2
 
+# libFuzzer over every parser of hostile input (Fuzz/, a nested package built with -sanitize=fuzzer):
+# FUZZ_SECONDS per target (default 60); FUZZ_TARGETS to choose. Crashes land in .build/fuzz/<target>/.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	$(SWIFT) build -c release --package-path Fuzz -Xswiftc -sanitize=fuzzer -Xswiftc -use-ld=lld
+	scripts/fuzz.sh $(FUZZ_SECONDS)
+
 clean:
-	rm -rf .build Benchmarks/.build
+	rm -rf .build Benchmarks/.build Fuzz/.build

@@ -229,7 +229,7 @@ struct JSONParser {
         }
         let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<pos]), as: UTF8.self)
         if isInt, let i = Int(text) { return .int(i) }
-        guard let d = Double(text) else { throw JSONError(offset: start, message: "bad number") }
+        guard let d = Double(text), d.isFinite else { throw JSONError(offset: start, message: "number out of range") }
         return .double(d)
     }
 

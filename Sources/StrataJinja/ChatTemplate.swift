@@ -3,7 +3,7 @@
 /// special tokens (`bos_token`, `eos_token`, ...) as variables.
 public final class ChatTemplate: @unchecked Sendable {
     public let source: String
-    let template: Template
+    public let template: Template
 
     /// Compiles `source`; a syntax error throws `JinjaError.syntax` with the line and column.
     public init(_ source: String) throws {
