@@ -65,7 +65,10 @@ public final class TieredWeightStore: WeightStore, @unchecked Sendable {
     private var thread: Thread?
     private var files: [String: (fd: Int32, direct: Bool, size: Int)] = [:]
     private var mappings: [String: MappedFile] = [:]
-    public private(set) var stats = WeightIOStats()
+    /// Written by the I/O thread and the forward pass under `cond`; read through `stats`.
+    private var counters = WeightIOStats()
+    /// The I/O figures so far (a consistent copy, safe from any thread).
+    public var stats: WeightIOStats { cond.lock(); defer { cond.unlock() }; return counters }
 
     static let align = 4096
 
@@ -152,7 +155,11 @@ public final class TieredWeightStore: WeightStore, @unchecked Sendable {
         }
         if slotCount > 0 {
             for segs in segments { for seg in segs { _ = try file(seg.path) } }
-            let t = Thread { self.loaderLoop() }
+            // the thread holds the store only while it loads a layer (or waits up to 0.1 s for a
+            // free slot), so a store dropped without shutdown() is still freed and the thread ends
+            let t = Thread { [weak self] in
+                while let store = self, store.loadNext() {}
+            }
             t.name = "strata-weight-io"
             thread = t
             t.start()
@@ -215,7 +222,7 @@ public final class TieredWeightStore: WeightStore, @unchecked Sendable {
             if let f = failure { throw f }
             cond.wait()
         }
-        stats.waitSeconds += Self.clock() - t0
+        counters.waitSeconds += Self.clock() - t0
         if Self.trace { Self.traceLine("wait", si, t0, Self.clock() - t0) }
     }
 
@@ -229,48 +236,50 @@ public final class TieredWeightStore: WeightStore, @unchecked Sendable {
         cond.unlock()
     }
 
-    private func loaderLoop() {
-        while true {
-            cond.lock()
-            // the next layer goes into its slot once the slot is empty
-            var slot = nextToLoad % slots.count
-            while !stopping && slotLayer[slot] != -1 {
-                cond.wait()
-                slot = nextToLoad % slots.count
-            }
-            if stopping { cond.unlock(); return }
-            let si = nextToLoad
-            slotBusy[slot] = true
-            slotLayer[slot] = si
-            cond.unlock()
-            do {
-                let t0 = Self.clock()
-                var bytes = 0
-                for seg in segments[si] {
-                    let f = try file(seg.path)
-                    let dst = slots[slot].base + seg.slotOffset
-                    if f.direct {
-                        try FileIO.preadAligned(fd: f.fd, path: seg.path, into: dst, count: seg.length, offset: seg.start, fileSize: f.size)
-                    } else {
-                        let n = min(seg.length, f.size - seg.start)
-                        try FileIO.pread(fd: f.fd, path: seg.path, into: dst, count: n, offset: seg.start)
-                        FileIO.dropCache(fd: f.fd, offset: seg.start, count: n)
-                    }
-                    bytes += min(seg.length, f.size - seg.start)
+    /// Loads the next streamed layer into its slot once the slot is free. Returns false when the
+    /// store is stopping or a read failed; true to be called again (also after 0.1 s without a
+    /// free slot, so the caller can let go of the store).
+    private func loadNext() -> Bool {
+        cond.lock()
+        // the next layer goes into its slot once the slot is empty
+        var slot = nextToLoad % slots.count
+        while !stopping && slotLayer[slot] != -1 {
+            if !cond.wait(until: Date(timeIntervalSinceNow: 0.1)) { cond.unlock(); return true }
+            slot = nextToLoad % slots.count
+        }
+        if stopping { cond.unlock(); return false }
+        let si = nextToLoad
+        slotBusy[slot] = true
+        slotLayer[slot] = si
+        cond.unlock()
+        do {
+            let t0 = Self.clock()
+            var bytes = 0
+            for seg in segments[si] {
+                let f = try file(seg.path)
+                let dst = slots[slot].base + seg.slotOffset
+                if f.direct {
+                    try FileIO.preadAligned(fd: f.fd, path: seg.path, into: dst, count: seg.length, offset: seg.start, fileSize: f.size)
+                } else {
+                    let n = min(seg.length, f.size - seg.start)
+                    try FileIO.pread(fd: f.fd, path: seg.path, into: dst, count: n, offset: seg.start)
+                    FileIO.dropCache(fd: f.fd, offset: seg.start, count: n)
                 }
-                cond.lock()
-                stats.bytesRead += bytes
-                stats.readSeconds += Self.clock() - t0
-                if Self.trace { Self.traceLine("read", si, t0, Self.clock() - t0) }
-                stats.layersLoaded += 1
-                slotBusy[slot] = false
-                nextToLoad = (si + 1) % streamedLayers.count
-                cond.broadcast()
-                cond.unlock()
-            } catch {
-                cond.lock(); failure = error; slotBusy[slot] = false; cond.broadcast(); cond.unlock()
-                return
+                bytes += min(seg.length, f.size - seg.start)
             }
+            cond.lock()
+            counters.bytesRead += bytes
+            counters.readSeconds += Self.clock() - t0
+            if Self.trace { Self.traceLine("read", si, t0, Self.clock() - t0) }
+            counters.layersLoaded += 1
+            slotBusy[slot] = false
+            nextToLoad = (si + 1) % streamedLayers.count
+            cond.broadcast()
+            cond.unlock()
+            return true
+        } catch {
+            cond.lock(); failure = error; slotBusy[slot] = false; cond.broadcast(); cond.unlock()
+            return false
         }
     }
 

@@ -173,3 +173,22 @@ import StrataTensor
         #expect(err.contains("strata-shrink-") && err.contains("shrank while it was mapped"))
     }
 }
+
+/// LeakSanitizer's report (issue 16): a tiered store dropped without `shutdown()` stayed alive
+/// with its I/O thread; now the thread lets go and the store is freed.
+@Suite struct StoreLifetimeTests {
+    @Test func aDroppedStoreIsFreed() async throws {
+        weak var weakStore: TieredWeightStore?
+        do {
+            let placement = Placement(weights: .tiered, streamedLayers: [0, 1], prefetchDepth: 1, kvBlockSize: 16, kvBlocksRAM: 8, kvBlocksDisk: 0, batchSize: 1)
+            let run = try TieredRun(folder: ModelFolder(path: Fixtures.model("llama-gqa")), budget: nil,
+                                    workload: Workload(batch: 1, promptTokens: 4, outputTokens: 4), placement: placement)
+            let outs = try run.engine.run([GenerationRequest(prompt: [1, 2, 3], parameters: SamplingParameters(temperature: 0, maxTokens: 3))])
+            #expect(outs[0].ids.count == 3)
+            weakStore = run.store as? TieredWeightStore
+            #expect(weakStore != nil && weakStore!.stats.layersLoaded > 0)
+        }
+        for _ in 0..<40 where weakStore != nil { try await Task.sleep(nanoseconds: 50_000_000) }
+        #expect(weakStore == nil)
+    }
+}
