@@ -18,7 +18,26 @@ struct BenchSuite: ParsableCommand {
 
     var exe: String { CommandLine.arguments[0] }
 
+    /// scripts/run-in-memcg.sh found from the executable (…/.build/release/strata -> the
+    /// repository's scripts/), the current directory, or STRATA_SCRIPTS, so the suite runs from
+    /// anywhere.
+    static func helper(_ name: String) throws -> String {
+        var candidates: [String] = []
+        if let d = ProcessInfo.processInfo.environment["STRATA_SCRIPTS"] { candidates.append((d as NSString).appendingPathComponent(name)) }
+        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+        for _ in 0..<5 {
+            candidates.append(dir.appendingPathComponent("scripts/\(name)").path)
+            dir = dir.deletingLastPathComponent()
+        }
+        candidates.append(FileManager.default.currentDirectoryPath + "/scripts/" + name)
+        guard let hit = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+            throw ValidationError("cannot find scripts/\(name) (looked in \(candidates.joined(separator: ", "))); set STRATA_SCRIPTS")
+        }
+        return hit
+    }
+
     func run() throws {
+        let memcgScript = try BenchSuite.helper("run-in-memcg.sh")
         let t0 = now()
         let stamp = ISO8601DateFormatter().string(from: Date()).replacingOccurrences(of: ":", with: "-")
         let dir = (out as NSString).appendingPathComponent(stamp)
@@ -178,7 +197,7 @@ struct BenchSuite: ParsableCommand {
                     eprint("  [\(n)/\(total)] budget \(formatBytes(budget)), batch \(batch), \(mode) #\(rep + 1) (elapsed \(Int(now() - t0)) s)")
                     dropCaches()
                     let report = (dir as NSString).appendingPathComponent("report-\(budget >> 20)MiB-b\(batch)-\(mode)-\(rep + 1).json")
-                    var cmd = ["scripts/run-in-memcg.sh", "\(budget)", exe, "generate", "--model", f32Model, "--prompts-file", prompts,
+                    var cmd = [memcgScript, "\(budget)", exe, "generate", "--model", f32Model, "--prompts-file", prompts,
                                "--ignore-eos", "--ram-budget", "\(budget)", "--report", report, "--max-batch", "\(batch)"]
                     switch mode {
                     case "plan": cmd += ["--kv-disk", (dir as NSString).appendingPathComponent("kv.swap"), "--kv-disk-size", "256MiB"]
@@ -212,6 +231,9 @@ struct BenchSuite: ParsableCommand {
 
         let json = try JSONSerialization.data(withJSONObject: results, options: [.prettyPrinted, .sortedKeys])
         try json.write(to: URL(fileURLWithPath: (dir as NSString).appendingPathComponent("results.json")))
+        // a sweep run that failed for another reason than the memory cgroup killing it is a failed suite
+        let broken = sweep.filter { $0["failed"] != nil && $0["killed"] as? Bool != true }
+
         let summary = BenchRender.summary(results)
         try summary.write(toFile: (dir as NSString).appendingPathComponent("summary.md"), atomically: true, encoding: .utf8)
         try BenchRender.budgetSVG(sweep).write(toFile: (dir as NSString).appendingPathComponent("tokens-vs-budget.svg"), atomically: true, encoding: .utf8)
@@ -223,6 +245,10 @@ struct BenchSuite: ParsableCommand {
             print(try BenchRender.compare(old: compare, new: results))
         }
         eprint(String(format: "results in %@ (%.0f s)", dir as NSString, now() - t0))
+        if !broken.isEmpty {
+            eprint("\(broken.count) of \(sweep.count) RAM-budget runs failed (see \"failed\" in results.json)")
+            throw ExitCode(1)
+        }
     }
 
     func dropCaches() {
