@@ -7,7 +7,15 @@ import StrataTensor
 
 /// Measures the machine for the planner (`strata profile`) and caches it.
 public enum Profiler {
+    /// `STRATA_PROFILE` when set (the bench suite points it at its own results folder, so a
+    /// suite run on a loaded machine does not rewrite the user's profile), else
+    /// `~/.cache/strata/profile.json`.
     public static var cachePath: String {
+        if let p = ProcessInfo.processInfo.environment["STRATA_PROFILE"], !p.isEmpty { return p }
+        return userCachePath
+    }
+
+    public static var userCachePath: String {
         let home = ProcessInfo.processInfo.environment["HOME"] ?? "/tmp"
         return home + "/.cache/strata/profile.json"
     }

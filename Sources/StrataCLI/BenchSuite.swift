@@ -14,6 +14,7 @@ struct BenchSuite: ParsableCommand {
     @Option(help: "Folder for results.") var out = "bench-results"
     @Option(help: "Runs of plan and of rule per RAM-budget configuration (default: 3, --quick 1).") var sweepRepeats: Int?
     @Option(help: "An earlier results folder to compare with.") var compare: String?
+    @Flag(name: .customLong("update-profile"), help: "Also make the profile this suite measured the user's (~/.cache/strata/profile.json); by default the suite keeps its own in its results folder.") var updateProfile = false
     @Option(help: "gemm-compare binary (built by make bench).") var gemmCompare = "Benchmarks/.build/release/gemm-compare"
 
     var exe: String { CommandLine.arguments[0] }
@@ -42,6 +43,10 @@ struct BenchSuite: ParsableCommand {
         let stamp = ISO8601DateFormatter().string(from: Date()).replacingOccurrences(of: ":", with: "-")
         let dir = (out as NSString).appendingPathComponent(stamp)
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        // the suite measures and keeps its own profile (its runs inherit STRATA_PROFILE); the
+        // user's ~/.cache/strata/profile.json changes only with --update-profile
+        let suiteProfile = URL(fileURLWithPath: dir).standardizedFileURL.appendingPathComponent("profile.json").path
+        setenv("STRATA_PROFILE", suiteProfile, 1)
         let preset = quick ? "smollm-135m" : "tinyllama-1.1b"
         let repeats = quick ? 2 : 3
         var steps = ["machine", "gemm", "pp/tg", "batch sweep", "RAM-budget sweep"]
@@ -245,6 +250,11 @@ struct BenchSuite: ParsableCommand {
             print(try BenchRender.compare(old: compare, new: results))
         }
         eprint(String(format: "results in %@ (%.0f s)", dir as NSString, now() - t0))
+        if updateProfile, let data = FileManager.default.contents(atPath: suiteProfile) {
+            try FileManager.default.createDirectory(atPath: (Profiler.userCachePath as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try data.write(to: URL(fileURLWithPath: Profiler.userCachePath))
+            eprint("profile copied to \(Profiler.userCachePath)")
+        }
         if !broken.isEmpty {
             eprint("\(broken.count) of \(sweep.count) RAM-budget runs failed (see \"failed\" in results.json)")
             throw ExitCode(1)
