@@ -45,7 +45,7 @@ enum Operators {
             }
             return .double(try float(op, Double(x), Double(y)))
         }
-        if let x = a.numeric, let y = b.numeric, !(a.isBoolOrInt && b.isBoolOrInt) || true, a.isNumber, b.isNumber {
+        if a.isNumber, b.isNumber, let x = a.numeric, let y = b.numeric {
             return .double(try float(op, x, y))
         }
         throw EvalError("unsupported operand types for \(op): '\(a.typeName)' and '\(b.typeName)'")
@@ -115,9 +115,6 @@ enum Operators {
 extension Value {
     var isNumber: Bool {
         switch self { case .int, .double, .bool: return true; default: return false }
-    }
-    var isBoolOrInt: Bool {
-        switch self { case .int, .bool: return true; default: return false }
     }
 }
 
@@ -463,7 +460,6 @@ enum Filters {
             var item: String? = nil, key = ": "
             if let seps = a.get(2, "separators"), case let .array(p) = seps, p.count == 2 { item = p[0].str; key = p[1].str }
             let sortKeys = a.get(3, "sort_keys")?.truthy ?? false
-            if a.get(0, "ensure_ascii")?.truthy == true, a.positional.isEmpty { /* ensure_ascii=True: rare; output stays UTF-8 */ }
             return .string(try v.json().serialized(indent: indent, itemSeparator: item, keySeparator: key, sortKeys: sortKeys))
         case "selectattr", "rejectattr":
             guard let at = a.get(0, "attribute") else { throw EvalError("\(name) needs an attribute name") }

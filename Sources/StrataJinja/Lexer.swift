@@ -209,7 +209,6 @@ struct Lexer {
         throw error("missing end of raw directive", l, c)
     }
 
-    static let operators3: [String] = []
     static let operators2 = ["//", "**", "==", "!=", "<=", ">="]
     static let operators1: Set<Unicode.Scalar> = ["+", "-", "*", "/", "%", "~", "<", ">", "=", "(", ")", "[", "]", "{", "}", ",", ".", ":", "|"]
 

@@ -18,6 +18,13 @@ public struct ChatFormat: Sendable {
         self.template = template; self.specialTokens = specialTokens; self.origin = origin
     }
 
+    /// Compiles `source`; a syntax error names `origin` with the template's line and column.
+    static func compile(_ source: String, origin: String, tokens: [String: String]) throws -> ChatFormat {
+        do { return ChatFormat(template: try ChatTemplate(source), specialTokens: tokens, origin: origin) } catch let e as JinjaError {
+            throw ChatFormatError.badTemplate(path: origin, e)
+        }
+    }
+
     /// The prompt of a conversation (`extra`: more variables, e.g. `enable_thinking`).
     public func render(messages: JSONValue, tools: JSONValue? = nil, addGenerationPrompt: Bool = true,
                        extra: [String: JSONValue] = [:]) throws -> String {
@@ -54,11 +61,19 @@ extension ModelFolder {
         }
         if let gguf {
             guard let source = tokenizer?.chatTemplate else { return nil }
-            let origin = gguf.path + ":tokenizer.chat_template"
-            do { return ChatFormat(template: try ChatTemplate(source), specialTokens: tokens, origin: origin) } catch let e as JinjaError {
-                throw ChatFormatError.badTemplate(path: origin, e)
-            }
+            return try ChatFormat.compile(source, origin: gguf.path + ":tokenizer.chat_template", tokens: tokens)
         }
+        guard let found = try ModelFolder.templateSource(directory: directory, name: name) else { return nil }
+        for (k, v) in found.tokens { tokens[k] = v }
+        return try ChatFormat.compile(found.source, origin: found.origin, tokens: tokens)
+    }
+
+    /// A folder's chat template source and where it came from (`chat_template.jinja`, else
+    /// tokenizer_config.json's `chat_template`, a string or a named list), with the special
+    /// tokens tokenizer_config.json names; nil when it has none. Also what `strata quantize`
+    /// writes into a GGUF.
+    static func templateSource(directory: String, name: String?) throws -> (source: String, origin: String, tokens: [String: String])? {
+        var tokens: [String: String] = [:]
         let configPath = (directory as NSString).appendingPathComponent("tokenizer_config.json")
         var source: String? = nil
         var origin = configPath
@@ -96,9 +111,7 @@ extension ModelFolder {
             origin = filePath
         }
         guard let source else { return nil }
-        do { return ChatFormat(template: try ChatTemplate(source), specialTokens: tokens, origin: origin) } catch let e as JinjaError {
-            throw ChatFormatError.badTemplate(path: origin, e)
-        }
+        return (source, origin, tokens)
     }
 
     /// The chat format, or an error saying the model has none.

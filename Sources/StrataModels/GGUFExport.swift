@@ -173,14 +173,9 @@ public enum GGUFTokenizerExport {
         return first["SpecialToken"] != nil
     }
 
-    /// tokenizer_config.json's `chat_template` (a string, or the "default" of a list of named ones).
+    /// The folder's chat template (ModelFolder's own lookup: chat_template.jinja, else
+    /// tokenizer_config.json's default template).
     static func chatTemplate(directory: String) throws -> String? {
-        let p = (directory as NSString).appendingPathComponent("tokenizer_config.json")
-        guard let data = FileManager.default.contents(atPath: p), let o = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else { return nil }
-        if let s = o["chat_template"] as? String { return s }
-        if let list = o["chat_template"] as? [[String: Any]] {
-            return (list.first { $0["name"] as? String == "default" } ?? list.first)?["template"] as? String
-        }
-        return nil
+        try ModelFolder.templateSource(directory: directory, name: nil)?.source
     }
 }
