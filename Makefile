@@ -29,6 +29,7 @@ test: deps
 	$(SWIFT) build --product strata
 	scripts/test-serve.sh                                 # strata serve against the official openai client (venv made here)
 	python3 scripts/test_cli_hostile.py .build/debug/strata   # hostile flags and files: an error naming them, never a signal or a hang
+	scripts/sanitize.sh address thread                    # the whole suite under ASan (+leaks) and TSan: any report fails
 
 # make bench: every suite, results in bench-results/<timestamp>/ (results.json, summary.md, plots);
 # make bench-quick: smaller presets, fewer repeats. BENCH_COMPARE=bench-results/<earlier> prints the change;

@@ -1,6 +1,6 @@
-// Prompt processing over quantized weights with bf16 products (STRATA_ACT_Q8 mode, many rows):
-// y[M, N] (+)= x[M, K] * W[N, K]^T where a band of W is dequantized and rounded to bf16 and x is
-// rounded to bf16; AVX-512 BF16's vdpbf16ps multiplies 32 bf16 pairs per instruction into f32
+// Prompt processing with bf16 products (the fast, STRATA_ACT_Q8 mode, many rows) over quantized,
+// f16 or bf16 weights: y[M, N] (+)= x[M, K] * W[N, K]^T where x is rounded to bf16 and W is used
+// as it lies (bf16), rounded from f16, or dequantized band by band and rounded to bf16; AVX-512 BF16's vdpbf16ps multiplies 32 bf16 pairs per instruction into f32
 // sums (twice an f32 FMA's), in register tiles of 4 x rows by 4 weight rows.
 #define _GNU_SOURCE
 #include "strata_kernels.h"
@@ -14,6 +14,19 @@
 /// f32 -> bf16, round to nearest even (as vcvtneps2bf16), n a multiple of 16.
 TGTB static void to_bf16(const float *x, uint16_t *y, long n) {
     for (long i = 0; i < n; i += 16) _mm256_storeu_si256((__m256i *)(y + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(x + i)));
+}
+
+/// f16 -> bf16 through f32 (exact widening, then round to nearest even), n a multiple of 16.
+TGTB static void f16_to_bf16(const uint16_t *x, uint16_t *y, long n) {
+    for (long i = 0; i < n; i += 16)
+        _mm256_storeu_si256((__m256i *)(y + i), (__m256i)_mm512_cvtneps_pbh(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(x + i)))));
+}
+
+typedef struct { const uint16_t *src; uint16_t *dst; long k, per, rows; } cvt_job;
+TGTB static void cvt_chunk(void *ctx, long c) {
+    const cvt_job *j = (const cvt_job *)ctx;
+    const long r0 = c * j->per, r1 = r0 + j->per < j->rows ? r0 + j->per : j->rows;
+    if (r1 > r0) f16_to_bf16(j->src + r0 * j->k, j->dst + r0 * j->k, (r1 - r0) * j->k);
 }
 
 /// RB x rows by JB weight rows, K in steps of 32 (k a multiple of 32).
@@ -86,19 +99,30 @@ static uint16_t *grow(uint16_t **p, size_t *cap, size_t n) {
 
 int strata_qlinear_bf16_gemm(const strata_linear_args *a, float *scratch, long band) {
 #if STRATA_X86
-    if (!strata_bf16_gemm_supported() || a->k % 32 != 0 || a->wtype < STRATA_W_Q8_0) return -1;
+    if (!strata_bf16_gemm_supported() || a->k % 32 != 0 || a->wtype == STRATA_W_F32) return -1;
     const long k = a->k, n = a->n, m = a->m;
+    const int bf16 = a->wtype == STRATA_W_BF16, f16 = a->wtype == STRATA_W_F16;
     uint16_t *xb = grow(&t_xb.p, &t_xb.cap, (size_t)m * (size_t)k);
-    if (band > n) band = n;
-    uint16_t *wb = grow(&t_wb.p, &t_wb.cap, (size_t)band * (size_t)k);
-    if (!xb || !wb) return -1;
+    // bf16 weights are multiplied where they lie: one band of all rows, no copy
+    if (band > n || bf16) band = n;
+    uint16_t *wb = bf16 ? NULL : grow(&t_wb.p, &t_wb.cap, (size_t)band * (size_t)k);
+    if (!xb || (!bf16 && !wb)) return -1;
     for (long r = 0; r < m; r++) to_bf16(a->x + r * a->ldx, xb + r * k, k);
-    const long rowBytes = k / strata_qblock_elements(a->wtype) * strata_qblock_bytes(a->wtype);
+    const long rowBytes = bf16 || f16 ? 2 * k : k / strata_qblock_elements(a->wtype) * strata_qblock_bytes(a->wtype);
     const int threads = strata_pool_threads();
     for (long o = 0; o < n; o += band) {
         const long nb = o + band < n ? band : n - o;
-        strata_dequantize(a->wtype, (const char *)a->w + o * rowBytes, scratch, nb * k);
-        to_bf16(scratch, wb, nb * k);
+        if (bf16) {
+            wb = (uint16_t *)((const char *)a->w + o * rowBytes);
+        } else if (f16) {
+            // f16 -> bf16 over the pool (the band's rows split)
+            long cc = 4L * threads, per = (nb + cc - 1) / cc;
+            cvt_job cj = {(const uint16_t *)((const char *)a->w + o * rowBytes), wb, k, per, nb};
+            strata_pool_run(cvt_chunk, &cj, (nb + per - 1) / per);
+        } else {
+            strata_dequantize(a->wtype, (const char *)a->w + o * rowBytes, scratch, nb * k);
+            to_bf16(scratch, wb, nb * k);
+        }
         long chunks = 4L * threads;
         if (chunks > nb / 4) chunks = nb / 4 > 0 ? nb / 4 : 1;
         long per = (nb + chunks - 1) / chunks;

@@ -492,7 +492,7 @@ public final class BatchEngine: @unchecked Sendable {
         if stats.firstTokenSeconds == 0 { stats.firstTokenSeconds = now() - runStart }
         if p.maxTokens == 0 { finish(s, .maxTokens); return }
         do {
-            try checkFiniteLogits(row, position: s.promptCount + s.generated.count - 1)
+            try loaded.model.checkFinite(row, position: s.promptCount + s.generated.count - 1) { Array(s.tokens.prefix(s.promptCount)) + s.generated.map(Int32.init) }
         } catch {
             // this sequence fails with the reason; the others go on
             s.error = "\(error)"

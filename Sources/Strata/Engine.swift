@@ -113,7 +113,7 @@ public struct Generator {
         result.prefillSeconds = tFirst - t0
         var one: [Int32] = [0]
         while true {
-            try checkFiniteLogits(logits, position: promptIDs.count + result.ids.count - 1)
+            try model.checkFinite(logits, position: promptIDs.count + result.ids.count - 1) { (promptIDs + result.ids).map(Int32.init) }
             let next = sampler.sample(logits)
             result.ids.append(next)
             var piece = try stream?.push(next) ?? ""

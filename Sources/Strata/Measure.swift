@@ -248,3 +248,42 @@ extension Measure {
         return times.map { median($0) }
     }
 }
+
+extension Measure {
+    /// CPU time of the whole machine and of this process, from /proc (Linux), to tell how much of
+    /// the machine other processes used over an interval: a profile measured while something else
+    /// ran reports a fraction of the machine's rates.
+    public struct CPUTimes: Sendable {
+        /// ticks (USER_HZ) summed over all CPUs: busy (user, nice, system, irq, softirq, steal) and all
+        public var busy: Int, total: Int
+        /// ticks this process used (user + system, all threads)
+        public var own: Int
+
+        /// Now; nil where /proc cannot be read.
+        public static func now() -> CPUTimes? {
+            // /proc files report size 0: read as text, not by size
+            guard let stat = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
+                  let line = stat.split(separator: "\n").first(where: { $0.hasPrefix("cpu ") }) else { return nil }
+            let f = line.split(separator: " ").dropFirst().compactMap { Int($0) }
+            guard f.count >= 8 else { return nil }
+            // user nice system idle iowait irq softirq steal
+            let busy = f[0] + f[1] + f[2] + f[5] + f[6] + f[7]
+            let total = busy + f[3] + f[4]
+            guard let s = try? String(contentsOfFile: "/proc/self/stat", encoding: .utf8) else { return nil }
+            // fields after the parenthesized command name: state is field 3, utime 14, stime 15
+            guard let close = s.lastIndex(of: ")") else { return nil }
+            let rest = s[s.index(after: close)...].split(separator: " ")
+            guard rest.count > 12, let ut = Int(rest[11]), let st = Int(rest[12]) else { return nil }
+            return CPUTimes(busy: busy, total: total, own: ut + st)
+        }
+
+        /// The fraction of the machine's CPU time that other processes used between `start` and
+        /// `self` (0 ... 1).
+        public func otherLoad(since start: CPUTimes) -> Double {
+            let total = total - start.total
+            guard total > 0 else { return 0 }
+            let others = (busy - start.busy) - (own - start.own)
+            return min(1, max(0, Double(others) / Double(total)))
+        }
+    }
+}

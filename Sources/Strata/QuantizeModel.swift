@@ -119,6 +119,12 @@ public enum QuantizeModel {
                         HalfConversion.toF32(src.rawPointer + srcRow * src.dtype.bytes(elements: k), dtype: src.dtype, f32.f32 + i * k, count: k)
                     }
                     if p.type.isQuantized {
+                        // ggml's formulas turn a NaN or infinity into garbage blocks (or, in
+                        // Swift, a trap converting it to an integer): refuse the tensor by name
+                        let xs0 = f32.f32
+                        for j in 0..<(n * k) where !xs0[j].isFinite {
+                            throw SafetensorsError.nonFiniteValue(file: ckpt.path(of: p.hf) ?? folder.directory, tensor: p.hf, row: r0 + j / k)
+                        }
                         let xs = UncheckedSendable(f32.f32), qs = UncheckedSendable(qbuf.base), t = p.type
                         Threads.parallelFor(n, minChunk: 1) { range in
                             for i in range { Quantizer.quantize(xs.value + i * k, count: k, to: t, into: qs.value + i * outRow) }

@@ -29,9 +29,15 @@ public final class Session: @unchecked Sendable {
     }
 
     /// The machine's profile: the cached one (`strata profile`), or measured now (tens of
-    /// seconds; `diskPath` is where a scratch file is written) and cached.
+    /// seconds; `diskPath` is where a scratch file is written) and cached. Logs why a cached
+    /// profile may not describe this machine today (`HardwareProfile.warnings`).
     public static func hardwareProfile(diskPath: String = ".", log: (String) -> Void = { _ in }) throws -> HardwareProfile {
-        if let p = Profiler.cached() { return p }
+        if let p = Profiler.cached() {
+            let w = p.warnings(machine: MachineInfo.current().profileMachine, now: Date())
+            for line in w { log("warning: " + line) }
+            if !w.isEmpty { log("warning: predictions from \(Profiler.cachePath) may be off; `strata profile --refresh` measures again") }
+            return p
+        }
         log("no hardware profile yet: measuring (strata profile)")
         let p = try Profiler.measure(diskPath: diskPath, log: log)
         try Profiler.save(p)

@@ -1,4 +1,5 @@
 @_exported import StrataTensor
+import StrataPlanner
 import Foundation
 
 /// Facts about the machine and the BLAS that Strata runs on.
@@ -20,6 +21,13 @@ public struct MachineInfo: Codable, Sendable {
         return MachineInfo(cpu: cpu, cores: ProcessInfo.processInfo.activeProcessorCount, threads: Threads.count,
                            openBLASCore: BLAS.coreName, openBLASConfig: BLAS.config,
                            memoryBytes: Int(ProcessInfo.processInfo.physicalMemory))
+    }
+}
+
+extension MachineInfo {
+    /// This machine as a profile is checked against (`HardwareProfile.warnings`).
+    public var profileMachine: HardwareProfile.Machine {
+        .init(cpu: cpu, cores: cores, memoryBytes: memoryBytes, openBLASCore: openBLASCore)
     }
 }
 

@@ -48,7 +48,19 @@ struct ThreadOption: ParsableArguments {
     @Option(name: .long, help: "Activations against quantized (GGUF) weights: q8 (fast: 8-bit per weight block with integer dot products as llama.cpp does for decode, bf16 products for prefill) or f32 (exact). Default q8 where the CPU has AVX-512 VNNI, else f32.")
     var activations: String?
 
+    @Option(name: .customLong("prefill16"), help: "Prompt processing over f16/bf16 weights: exact (weights widened to f32, sgemm; the default) or bf16 (activations rounded to bf16, AVX-512 BF16 products, as llama.cpp does for bf16 models; faster, not exact: docs/kernels.md gives the error).")
+    var prefill16: String?
+
     func apply() throws {
+        if let prefill16 {
+            guard let mode = Kernels.Prefill16(rawValue: prefill16) else {
+                throw ValidationError("--prefill16 must be exact or bf16, got '\(prefill16)'")
+            }
+            if mode == .bf16 && !Kernels.bf16GEMMSupported {
+                throw ValidationError("--prefill16 bf16 needs AVX-512 BF16, which this CPU lacks")
+            }
+            Kernels.prefill16 = mode
+        }
         if let activations {
             guard let act = Kernels.Activations(rawValue: activations) else {
                 throw ValidationError("--activations must be q8 or f32, got '\(activations)'")

@@ -85,18 +85,6 @@ struct Generate: ParsableCommand {
 }
 
 extension Generate {
-    struct FileRequest: Decodable {
-        var prompt: String?
-        var ids: [Int]?
-        var max_tokens: Int?
-        var temperature: Float?
-        var top_k: Int?
-        var top_p: Float?
-        var seed: UInt64?
-        var n: Int?
-        var stop: [String]?
-    }
-
     /// Generation under a RAM budget (or with a report): tiered weights, paged KV, batch engine.
     func runTiered() throws {
         // the folder opened once (config, headers, tokenizer): everything below takes it
@@ -183,42 +171,9 @@ extension Generate {
     }
 
     func readRequests(_ file: String, base defaults: SamplingParameters, encode: (String) throws -> [Int]) throws -> [GenerationRequest] {
-        guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
-            throw ValidationError("--prompts-file: cannot read \(file)")
+        do { return try PromptsFile.read(file, defaults: defaults, encode: encode) } catch let e as PromptsFileError {
+            throw ValidationError(e.description)
         }
-        var requests: [GenerationRequest] = []
-        for (n, raw) in text.split(separator: "\n", omittingEmptySubsequences: true).enumerated() {
-            let line = raw.trimmingCharacters(in: .whitespaces)
-            if line.isEmpty { continue }
-            var base = defaults
-            var promptIDs: [Int]
-            var samples = 1
-            if line.hasPrefix("{") {
-                let r: FileRequest
-                do { r = try JSONDecoder().decode(FileRequest.self, from: Data(line.utf8)) } catch {
-                    throw ValidationError("\(file):\(n + 1): not a JSON request object (\(error))")
-                }
-                if let ids = r.ids { promptIDs = ids } else if let p = r.prompt { promptIDs = try encode(p) } else {
-                    throw ValidationError("\(file):\(n + 1): needs \"prompt\" or \"ids\"")
-                }
-                base.maxTokens = r.max_tokens ?? base.maxTokens
-                base.temperature = r.temperature ?? base.temperature
-                base.topK = r.top_k ?? base.topK
-                base.topP = r.top_p ?? base.topP
-                base.seed = r.seed ?? base.seed
-                base.stopStrings = r.stop ?? base.stopStrings
-                samples = r.n ?? 1
-            } else {
-                promptIDs = try encode(line)
-            }
-            do { try base.validate() } catch let SamplingError.invalid(field, reason) {
-                throw ValidationError("\(file):\(n + 1): \(field): \(reason)")
-            }
-            if samples < 1 || samples > BatchEngine.maxSamples { throw ValidationError("\(file):\(n + 1): n must be in 1...\(BatchEngine.maxSamples), got \(samples)") }
-            requests.append(GenerationRequest(prompt: promptIDs, parameters: base, n: samples))
-        }
-        if requests.isEmpty { throw ValidationError("--prompts-file: \(file) holds no prompts") }
-        return requests
     }
 
     /// One JSON line per request (and sample) of a batch run.

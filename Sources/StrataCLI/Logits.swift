@@ -16,7 +16,9 @@ struct Logits: ParsableCommand {
         let ids = try parseIDs(ids)
         try loaded.model.checkTokens(ids)
         let logits = try loaded.model.logits(ids.map(Int32.init))
-        for (i, row) in logits.enumerated() { try row.withUnsafeBufferPointer { try checkFiniteLogits($0, position: i) } }
+        for (i, row) in logits.enumerated() {
+            try row.withUnsafeBufferPointer { try loaded.model.checkFinite($0, position: i) { ids[0...i].map(Int32.init) } }
+        }
         let obj: [String: Any] = ["ids": ids, "logits": logits.map { $0.map(Double.init) }]
         if let out {
             let data = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])

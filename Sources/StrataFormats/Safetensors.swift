@@ -18,6 +18,8 @@ public enum SafetensorsError: Error, CustomStringConvertible, Equatable, Sendabl
     case missingTensor(name: String, checkpoint: String)
     case invalidIndex(file: String, reason: String)
     case noWeights(directory: String)
+    /// A tensor holds NaN or infinity where a finite value is needed (quantizing it).
+    case nonFiniteValue(file: String, tensor: String, row: Int)
 
     public var description: String {
         switch self {
@@ -35,6 +37,7 @@ public enum SafetensorsError: Error, CustomStringConvertible, Equatable, Sendabl
         case let .missingTensor(n, c): return "\(c): missing tensor '\(n)'"
         case let .invalidIndex(f, r): return "\(f): invalid index: \(r)"
         case let .noWeights(d): return "\(d): no *.safetensors files"
+        case let .nonFiniteValue(f, t, r): return "\(f): tensor '\(t)' holds NaN or infinity (row \(r)); it cannot be quantized"
         }
     }
 }

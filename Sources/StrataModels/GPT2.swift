@@ -153,6 +153,7 @@ public final class GPT2Model: CausalLM, @unchecked Sendable {
                           ids: UnsafeBufferPointer(rebasing: pos[0..<r]), posRows.f32)
         }
         Ops.add(x, posRows.f32, x, count: r * h)
+        ws.noteLayer(-1, x, count: r * h)
         for (l, L) in layers.enumerated() {
             try store.acquire(layer: l)
             defer { store.release(layer: l) }
@@ -165,6 +166,7 @@ public final class GPT2Model: CausalLM, @unchecked Sendable {
             L.fc.apply(xn, rows: r, ws.ffA.f32, scratch: conv)
             if erf { Ops.geluErf(ws.ffA.f32, count: r * inner) } else { Ops.geluTanh(ws.ffA.f32, count: r * inner) }
             L.fcProj.apply(ws.ffA.f32, rows: r, x, accumulate: true, scratch: conv)
+            ws.noteLayer(l, x, count: r * h)
         }
         let n = ws.gatherLogitRows(layout, from: x, to: xn, width: h)
         if n == 0 { return UnsafeBufferPointer(start: ws.logits.f32, count: 0) }

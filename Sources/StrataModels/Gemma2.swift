@@ -193,6 +193,7 @@ public final class Gemma2Model: CausalLM, @unchecked Sendable {
         let x = ws.x.f32, xn = ws.xn.f32, q = ws.q.f32, attn = ws.attn.f32, kNew = ws.k.f32, vNew = ws.v.f32
         Ops.embedding(table: embed.rawPointer, dtype: embed.dtype, vocab: vocab, dim: h, ids: tokens, x)
         Ops.scale(x, Float(Double(h).squareRoot()), x, count: r * h)  // transformers: hidden ** 0.5 as an f32 tensor
+        ws.noteLayer(-1, x, count: r * h)
         try ws.positions.withUnsafeBufferPointer { pos in
             for (l, L) in layers.enumerated() {
                 try store.acquire(layer: l)
@@ -217,6 +218,7 @@ public final class Gemma2Model: CausalLM, @unchecked Sendable {
                 L.down.apply(ws.ffA.f32, rows: r, xn, scratch: conv)
                 Ops.rmsNorm(xn, weight: L.postFFNorm.f32, eps: eps, xn, rows: r, n: h)
                 Ops.add(x, xn, x, count: r * h)
+                ws.noteLayer(l, x, count: r * h)
             }
         }
         let n = ws.gatherLogitRows(layout, from: x, to: xn, width: h)

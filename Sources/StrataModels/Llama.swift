@@ -281,6 +281,7 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
         let conv = ws.convertScratch
         let x = ws.x.f32, xn = ws.xn.f32, q = ws.q.f32, attn = ws.attn.f32, kNew = ws.k.f32, vNew = ws.v.f32
         Ops.embedding(table: embed.rawPointer, dtype: embed.dtype, vocab: vocab, dim: h, ids: tokens, x)
+        ws.noteLayer(-1, x, count: r * h)
         try ws.positions.withUnsafeBufferPointer { pos in
             var rope = self.rope
             if let long = longRope {
@@ -310,6 +311,7 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
                 L.up.apply(xn, rows: r, ws.ffB.f32, scratch: conv)
                 Ops.swiglu(ws.ffA.f32, ws.ffB.f32, count: r * ff)
                 L.down.apply(ws.ffA.f32, rows: r, x, accumulate: true, scratch: conv)
+                ws.noteLayer(l, x, count: r * h)
             }
         }
         let n = ws.gatherLogitRows(layout, from: x, to: xn, width: h)

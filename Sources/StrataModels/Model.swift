@@ -59,19 +59,40 @@ extension ModelSpec {
     }
 }
 
+/// Where a forward pass first went non-finite.
+public enum NonFinitePlace: Equatable, Sendable, CustomStringConvertible {
+    /// the token embedding (and, for GPT-2, the learned positions)
+    case embedding
+    /// the residual stream after this layer (0-based) of `of`
+    case layer(Int, of: Int)
+    /// every layer finite: the final norm or the output head
+    case head
+
+    public var description: String {
+        switch self {
+        case .embedding: return "in the token embedding"
+        case let .layer(l, n): return "after layer \(l) (0-based, of \(n))"
+        case .head: return "in the final norm or output head (every layer's output was finite)"
+        }
+    }
+}
+
 /// Errors running a model on input.
 public enum ModelError: Error, CustomStringConvertible, Equatable, Sendable {
     case tokenOutOfRange(token: Int, vocabSize: Int)
     /// The forward pass produced NaN or infinite logits (the weights or the config, e.g. a
-    /// negative norm epsilon, make the arithmetic blow up).
-    case nonFiniteLogits(position: Int, count: Int)
+    /// negative norm epsilon, make the arithmetic blow up). `where` names the first place the
+    /// residual stream went non-finite when a traced re-run found it (`CausalLM.checkFinite`).
+    case nonFiniteLogits(position: Int, count: Int, where: NonFinitePlace? = nil)
     case contextFull(needed: Int, capacity: Int)
     case emptyInput
 
     public var description: String {
         switch self {
         case let .tokenOutOfRange(t, v): return "token id \(t) outside the vocabulary (0..<\(v))"
-        case let .nonFiniteLogits(p, n): return "the model's logits at position \(p) are not finite (\(n) NaN or infinite values): its weights or config make the arithmetic blow up"
+        case let .nonFiniteLogits(p, n, place):
+            let at = place.map { "; first non-finite \($0)" } ?? ""
+            return "the model's logits at position \(p) are not finite (\(n) NaN or infinite values\(at)): its weights or config make the arithmetic blow up"
         case let .contextFull(n, c): return "sequence needs \(n) positions but the cache/model holds \(c)"
         case .emptyInput: return "no input tokens"
         }
@@ -102,9 +123,16 @@ public final class KVCache: KVStorage, @unchecked Sendable {
     func workspace(spec: ModelSpec, maxRows: Int, weightDType: DType) -> Workspace {
         if let w = ownWorkspace { return w }
         let w = Workspace(spec: spec, maxRows: min(maxRows, capacity), weightDType: weightDType)
+        w.traceNonFinite = traceNonFinite
         ownWorkspace = w
         return w
     }
+
+    /// Passes over this cache trace where the residual stream first goes non-finite (set
+    /// before the first pass; `CausalLM.checkFinite` does it for its diagnostic re-run).
+    var traceNonFinite = false
+    /// The first layer (-1: the embedding) a traced pass over this cache went non-finite at.
+    var firstNonFiniteLayer: Int? { ownWorkspace?.firstNonFiniteLayer }
 
     public init(layers: Int, capacity: Int, kvDim: Int) {
         precondition(layers > 0 && capacity > 0 && kvDim > 0, "KVCache: layers \(layers) capacity \(capacity) kvDim \(kvDim)")
@@ -245,11 +273,12 @@ struct WeightMatrix {
                accumulate: Bool = false, scratch: UnsafeMutablePointer<Float>?) {
         let bp = bias.map { UnsafePointer($0.f32) }
         let lx = ldx ?? inFeatures, ly = ldy ?? outFeatures
-        if layout == .outIn && tensor.dtype.isQuantized && rows > Kernels.maxRows(dtype: tensor.dtype) && Kernels.activations == .q8,
-           let scratch, Kernels.quantizedGEMMBF16(weight: tensor.rawPointer, dtype: tensor.dtype, outFeatures: outFeatures, inFeatures: inFeatures,
+        if layout == .outIn && tensor.dtype != .f32 && rows > Kernels.maxRows(dtype: tensor.dtype)
+            && (tensor.dtype.isQuantized ? Kernels.activations == .q8 : Kernels.prefill16 == .bf16),
+           let scratch, Kernels.gemmBF16(weight: tensor.rawPointer, dtype: tensor.dtype, outFeatures: outFeatures, inFeatures: inFeatures,
                                                   x: x, rows: rows, ldx: lx, y: y, ldy: ly, accumulate: accumulate,
                                                   scratch: scratch, scratchElements: WeightMatrix.convertElements) {
-            // quantized weights, a prefill, the fast (non-exact) mode: bf16 products (AVX-512 BF16)
+            // a prefill in a fast (non-exact) mode, quantized or 16-bit weights: bf16 products (AVX-512 BF16)
         } else if layout == .outIn && rows <= Kernels.maxRows(dtype: tensor.dtype) {
             // few rows (a decode step): the kernel reads each weight byte once for all rows and
             // widens 16-bit weights in registers, no conversion pass
@@ -338,6 +367,19 @@ final class Workspace {
     let convert: Tensor
     /// [maxRows] positions
     var positions: [Int32]
+    /// When set, `noteLayer` records the first layer whose output holds NaN or infinity (off in
+    /// normal passes: one branch per layer; `CausalLM.checkFinite` turns it on for a re-run).
+    var traceNonFinite = false
+    /// -1: the embedding; 0...: that layer; nil: nothing non-finite seen (or not traced)
+    var firstNonFiniteLayer: Int?
+
+    /// After layer `layer` (-1: after the embedding): records it when tracing and the
+    /// residual stream `x[0..<count]` holds a non-finite value for the first time.
+    @inline(__always)
+    func noteLayer(_ layer: Int, _ x: UnsafePointer<Float>, count: Int) {
+        guard traceNonFinite, firstNonFiniteLayer == nil else { return }
+        for i in 0..<count where !x[i].isFinite { firstNonFiniteLayer = layer; return }
+    }
 
     /// Rows of logits one pass can return.
     static let maxLogitRows = 256
@@ -462,4 +504,32 @@ public func checkFiniteLogits(_ row: UnsafeBufferPointer<Float>, position: Int) 
     var bad = 0
     for x in row where !x.isFinite { bad += 1 }
     if bad > 0 { throw ModelError.nonFiniteLogits(position: position, count: bad) }
+}
+
+extension CausalLM {
+    /// Sequences up to this long are re-run to name where a non-finite pass went wrong.
+    public static var nonFiniteTraceLimit: Int { 4096 }
+
+    /// Throws `ModelError.nonFiniteLogits` when `row` (the logits of `position`) holds NaN or
+    /// infinity, naming where the pass first went non-finite: the sequence (`tokens()`, the
+    /// tokens up to and including `position`) is run again over a fresh cache with each layer's
+    /// output checked. Costs nothing while the logits are finite.
+    public func checkFinite(_ row: UnsafeBufferPointer<Float>, position: Int, tokens: () -> [Int32]) throws {
+        do { try checkFiniteLogits(row, position: position) } catch let ModelError.nonFiniteLogits(p, n, _) {
+            throw ModelError.nonFiniteLogits(position: p, count: n, where: try? nonFinitePlace(tokens()))
+        }
+    }
+
+    /// Where a pass over `tokens` first goes non-finite (nil: nowhere, or too long to re-run).
+    public func nonFinitePlace(_ tokens: [Int32]) throws -> NonFinitePlace? {
+        guard !tokens.isEmpty, tokens.count <= min(spec.maxPositions, Self.nonFiniteTraceLimit) else { return nil }
+        let cache = makeCache(capacity: tokens.count)
+        cache.traceNonFinite = true
+        let out = try tokens.withUnsafeBufferPointer { try forward($0, cache: cache, allLogits: false) }
+        switch cache.firstNonFiniteLayer {
+        case .some(-1): return .embedding
+        case let .some(l): return .layer(l, of: spec.layers)
+        case .none: return out.contains { !$0.isFinite } ? .head : nil
+        }
+    }
 }

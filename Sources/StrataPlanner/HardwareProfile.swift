@@ -32,11 +32,66 @@ public struct HardwareProfile: Codable, Sendable, Equatable {
     /// seconds per row of a layer's element-wise work outside the GEMMs (norms, RoPE, SwiGLU,
     /// residual adds) at hidden size 2048 (nil: not measured, no cost)
     public var elementwiseSecondsPerRow: Double?
+    /// OpenBLAS's core and the kernel layer's instruction-set path on the measured machine (nil
+    /// in profiles older than these fields)
+    public var openBLASCore: String?
+    public var kernelPath: String?
+    /// Fraction of the machine's CPU time (all cores) that other processes used while the profile
+    /// was measured, 0 ... 1 (nil: not recorded)
+    public var otherLoad: Double?
+    /// Rounds measured; each compute and memory figure is the best of them (nil: one)
+    public var rounds: Int?
 
     public init(cpu: String, cores: Int, threads: Int, memoryBytes: Int, gemm: [GemmSample], memoryReadBytesPerSecond: Double,
                 diskReadBytesPerSecond: Double, diskWriteBytesPerSecond: Double, diskPath: String, measuredAt: String) {
         self.cpu = cpu; self.cores = cores; self.threads = threads; self.memoryBytes = memoryBytes; self.gemm = gemm
         self.memoryReadBytesPerSecond = memoryReadBytesPerSecond; self.diskReadBytesPerSecond = diskReadBytesPerSecond
         self.diskWriteBytesPerSecond = diskWriteBytesPerSecond; self.diskPath = diskPath; self.measuredAt = measuredAt
+    }
+}
+
+extension HardwareProfile {
+    /// What a profile is checked against: the machine that is planning now.
+    public struct Machine: Sendable, Equatable {
+        public var cpu: String, cores: Int, memoryBytes: Int, openBLASCore: String?
+        public init(cpu: String, cores: Int, memoryBytes: Int, openBLASCore: String?) {
+            self.cpu = cpu; self.cores = cores; self.memoryBytes = memoryBytes; self.openBLASCore = openBLASCore
+        }
+    }
+
+    /// A profile older than this many days is called stale.
+    public static let staleAfterDays = 30.0
+    /// A profile measured while other processes used more than this fraction of the machine's
+    /// CPU time is called measured under load (its rates may be a fraction of the machine's).
+    public static let loadLimit = 0.2
+
+    /// Why this profile may not describe `machine` today: stale, taken on another machine (CPU,
+    /// cores, memory or OpenBLAS core differ), measured under load, or too old to say what load
+    /// it was measured under. Empty when it can be trusted. Pure: the caller gives the machine and
+    /// the date.
+    public func warnings(machine: Machine, now: Date) -> [String] {
+        var out: [String] = []
+        if let at = ISO8601DateFormatter().date(from: measuredAt) {
+            let days = now.timeIntervalSince(at) / 86400
+            if days > Self.staleAfterDays { out.append(String(format: "the hardware profile is %.0f days old (measured %@)", days, measuredAt as NSString)) }
+        } else {
+            out.append("the hardware profile's date '\(measuredAt)' cannot be read")
+        }
+        var differs: [String] = []
+        if cpu != machine.cpu { differs.append("CPU '\(cpu)', this machine '\(machine.cpu)'") }
+        if cores != machine.cores { differs.append("\(cores) cores, this machine \(machine.cores)") }
+        if machine.memoryBytes > 0, abs(Double(memoryBytes - machine.memoryBytes)) > 0.05 * Double(machine.memoryBytes) {
+            differs.append("\(memoryBytes >> 20) MiB of memory, this machine \(machine.memoryBytes >> 20) MiB")
+        }
+        if let a = openBLASCore, let b = machine.openBLASCore, a != b { differs.append("OpenBLAS core \(a), this machine \(b)") }
+        if !differs.isEmpty { out.append("the hardware profile describes another machine (" + differs.joined(separator: "; ") + ")") }
+        if let load = otherLoad {
+            if load > Self.loadLimit {
+                out.append(String(format: "the hardware profile was measured under load (other processes used %.0f%% of the CPU)", load * 100))
+            }
+        } else {
+            out.append("the hardware profile does not record the load it was measured under")
+        }
+        return out
     }
 }

@@ -1,3 +1,5 @@
+import Foundation
+import Synchronization
 import CStrataKernels
 
 /// The kernel wrapper: Strata's only door to its SIMD kernels (`CStrataKernels`).
@@ -97,16 +99,35 @@ public enum Kernels {
         strata_qlinear_q8_rows_isa(p.rawValue, &a, 0, n)
     }
 
-    /// Whether this CPU runs the bf16 GEMM (AVX-512 BF16) of quantized prompt processing.
+    /// Whether this CPU runs the bf16 GEMM (AVX-512 BF16) of fast prompt processing.
     public static var bf16GEMMSupported: Bool { strata_bf16_gemm_supported() != 0 }
 
-    /// Quantized weights, many rows, 8-bit-activation mode: the product with bf16-rounded x and
-    /// weights (AVX-512 BF16), W dequantized through `scratch` (`scratchElements` floats) a band
-    /// at a time. False (nothing done) when the CPU or the shapes do not allow it.
-    public static func quantizedGEMMBF16(weight: UnsafeRawPointer, dtype: DType, outFeatures n: Int, inFeatures k: Int,
-                                         x: UnsafePointer<Float>, rows m: Int, ldx: Int? = nil, y: UnsafeMutablePointer<Float>, ldy: Int? = nil,
-                                         accumulate: Bool = false, scratch: UnsafeMutablePointer<Float>, scratchElements: Int) -> Bool {
-        guard dtype.isQuantized, scratchElements >= k else { return false }
+    /// Prompt processing (more rows than the decode kernel takes) over f16 and bf16 weights.
+    public enum Prefill16: String, CaseIterable, Sendable {
+        /// Exact (the default): bands of the weight widened to f32, OpenBLAS sgemm.
+        case exact
+        /// x rounded to bf16 (f16 weights too), products summed in f32 with AVX-512 BF16
+        /// (`gemmBF16`), bf16 weights multiplied where they lie: llama.cpp's arithmetic for bf16
+        /// models. Logits differ from the exact ones by that rounding (docs/kernels.md).
+        case bf16
+    }
+
+    private static let prefill16Mode = Atomic<Int>(ProcessInfo.processInfo.environment["STRATA_PREFILL16"] == "bf16" ? 1 : 0)
+
+    /// The 16-bit prefill mode of every later linear (default: `STRATA_PREFILL16`, else exact).
+    public static var prefill16: Prefill16 {
+        get { prefill16Mode.load(ordering: .relaxed) == 1 ? .bf16 : .exact }
+        set { prefill16Mode.store(newValue == .bf16 ? 1 : 0, ordering: .relaxed) }
+    }
+
+    /// Many rows: the product with bf16-rounded x and weights (AVX-512 BF16): bf16 weights used
+    /// in place, f16 weights rounded to bf16, quantized weights dequantized through `scratch`
+    /// (`scratchElements` floats) a band at a time. False (nothing done) when the CPU or the
+    /// shapes do not allow it (f32 weights, K not a multiple of 32).
+    public static func gemmBF16(weight: UnsafeRawPointer, dtype: DType, outFeatures n: Int, inFeatures k: Int,
+                                x: UnsafePointer<Float>, rows m: Int, ldx: Int? = nil, y: UnsafeMutablePointer<Float>, ldy: Int? = nil,
+                                accumulate: Bool = false, scratch: UnsafeMutablePointer<Float>, scratchElements: Int) -> Bool {
+        guard dtype != .f32, scratchElements >= k else { return false }
         var a = args(weight, dtype, n, k, x, m, ldx, y, ldy, accumulate)
         return strata_qlinear_bf16_gemm(&a, scratch, scratchElements / k) == 0
     }

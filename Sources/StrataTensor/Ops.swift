@@ -14,7 +14,11 @@ public enum Ops {
     @inlinable @inline(__always)
     public static func fastExp(_ x: Float) -> Float {
         let xc = min(max(x, -87.0), 88.0)
-        let n = (xc * 1.4426950408889634).rounded(.toNearestOrEven)
+        // n = round(x / ln2), to nearest even, by adding 1.5 * 2^23: the integer lands in the low
+        // mantissa bits, read back without a float-to-int conversion (which traps on NaN: a NaN
+        // input gives NaN, so a non-finite pass is reported, not a crash)
+        let t = xc * 1.4426950408889634 + 12582912.0
+        let n = t - 12582912.0
         let r = xc - n * 0.693145751953125 - n * 1.428606765330187e-06
         var p: Float = 1.0 / 720.0
         p = p * r + 1.0 / 120.0
@@ -23,7 +27,7 @@ public enum Ops {
         p = p * r + 0.5
         p = p * r + 1.0
         p = p * r + 1.0
-        return p * Float(bitPattern: UInt32(bitPattern: Int32(n) + 127) << 23)
+        return p * Float(bitPattern: (t.bitPattern &- 0x4B40_0000 &+ 127) << 23)
     }
 
     // MARK: elementwise

@@ -1,8 +1,11 @@
+import Synchronization
+
 /// One setting for the number of threads, applied to OpenBLAS and to Strata's own parallel
 /// loops (`Threads.parallelFor`), which run on the kernel wrapper's worker pool (`Kernels`):
 /// workers that stay ready between calls instead of a dispatch per call.
 public enum Threads {
-    nonisolated(unsafe) private static var _count: Int = defaultCount()
+    /// Atomic: a library user (or a test) may set it while another thread's loops read it.
+    private static let _count = Atomic<Int>(defaultCount())
 
     private static func defaultCount() -> Int {
         let n = BLAS.threads
@@ -12,12 +15,12 @@ public enum Threads {
     }
 
     /// Threads in use.
-    public static var count: Int { _count }
+    public static var count: Int { _count.load(ordering: .relaxed) }
 
     /// Sets the thread count for OpenBLAS and Strata's loops. Call before work starts.
     public static func set(_ n: Int) {
         precondition(n >= 1, "Threads.set: need at least one thread, got \(n)")
-        _count = n
+        _count.store(n, ordering: .relaxed)
         BLAS.setThreads(n)
         Kernels.setPoolThreads(n)
     }

@@ -127,15 +127,19 @@ import StrataTensor
 /// NaN weights no longer run to "exit 0, token 0 forever": the logits are checked.
 @Suite struct NonFiniteTests {
     /// A copy of llama-gqa whose final norm weight holds a NaN.
-    static func nanModel() throws -> String {
-        let src = Fixtures.model("llama-gqa")
+    /// A copy of `src` (a folder with one model.safetensors) with a NaN written over the first
+    /// four bytes of `tensor`.
+    static func nanModel(tensor: String = "model.norm.weight", source: String = Fixtures.model("llama-gqa")) throws -> String {
+        let src = source
         let dir = Fixtures.scratch + "/nan-model-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        for f in ["config.json", "tokenizer.json"] { try FileManager.default.copyItem(atPath: src + "/" + f, toPath: dir + "/" + f) }
+        for f in try FileManager.default.contentsOfDirectory(atPath: src) where f != "model.safetensors" {
+            try FileManager.default.copyItem(atPath: src + "/" + f, toPath: dir + "/" + f)
+        }
         var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: src + "/model.safetensors")))
         let n = Int(bytes[0..<8].enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) })
         let header = try JSONSerialization.jsonObject(with: Data(bytes[8..<(8 + n)])) as! [String: Any]
-        let entry = header["model.norm.weight"] as! [String: Any]
+        let entry = header[tensor] as! [String: Any]
         let begin = (entry["data_offsets"] as! [Int])[0]
         withUnsafeBytes(of: Float.nan.bitPattern.littleEndian) { for (i, b) in $0.enumerated() { bytes[8 + n + begin + i] = b } }
         try Data(bytes).write(to: URL(fileURLWithPath: dir + "/model.safetensors"))
@@ -147,11 +151,39 @@ import StrataTensor
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let loaded = try LoadedModel(directory: dir)
         #expect(throws: ModelError.self) { try Generator(loaded).generate(promptIDs: [1, 2, 3], parameters: .greedy) }
-        do { _ = try Generator(loaded).generate(promptIDs: [1, 2, 3], parameters: .greedy) } catch let ModelError.nonFiniteLogits(position, count) {
+        do { _ = try Generator(loaded).generate(promptIDs: [1, 2, 3], parameters: .greedy) } catch let ModelError.nonFiniteLogits(position, count, place) {
             #expect(position == 2 && count > 0)
+            // every layer's output finite: the NaN is in the final norm
+            #expect(place == .head)
         }
         let outs = try BatchEngine(loaded: loaded, config: .init(blocks: 8)).run([GenerationRequest(prompt: [1, 2, 3], parameters: .greedy)])
         #expect(outs[0].stopReason == .error && outs[0].ids.isEmpty && (outs[0].error ?? "").contains("not finite"))
+        #expect((outs[0].error ?? "").contains("final norm or output head"))
+    }
+
+    /// A NaN in one layer's weight: the error names that layer (the re-run traces each layer's
+    /// output), through the generator, the batch engine and the embedding.
+    @Test func theFirstNonFiniteLayerIsNamed() throws {
+        let layers = try ModelFolder(path: Fixtures.model("llama-gqa")).spec.layers
+        #expect(layers >= 2)
+        for (tensor, want) in [("model.layers.1.mlp.down_proj.weight", NonFinitePlace.layer(1, of: layers)),
+                               ("model.layers.0.self_attn.o_proj.weight", .layer(0, of: layers)),
+                               ("model.embed_tokens.weight", .embedding)] {
+            let dir = try Self.nanModel(tensor: tensor)
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let loaded = try LoadedModel(directory: dir)
+            // the NaN sits in element 0 (row 0): the embedding of token 0, and every output of
+            // a projection whose row 0 meets a non-zero input
+            let prompt = tensor.contains("embed") ? [0, 2, 3] : [1, 2, 3]
+            do {
+                _ = try Generator(loaded).generate(promptIDs: prompt, parameters: .greedy)
+                Issue.record("\(tensor): a NaN weight generated without an error")
+            } catch let ModelError.nonFiniteLogits(_, _, place) {
+                #expect(place == want, "\(tensor)")
+            }
+            let outs = try BatchEngine(loaded: loaded, config: .init(blocks: 8)).run([GenerationRequest(prompt: prompt, parameters: .greedy)])
+            #expect((outs[0].error ?? "").contains(want.description), "\(tensor): \(outs[0].error ?? "no error")")
+        }
     }
 }
 

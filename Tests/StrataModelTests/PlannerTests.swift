@@ -15,6 +15,49 @@ func syntheticProfile() -> HardwareProfile {
 }
 
 @Suite struct PlannerTests {
+    @Test func profileWarningsNameStaleForeignAndLoadedProfiles() {
+        let here = HardwareProfile.Machine(cpu: "test", cores: 2, memoryBytes: 24 << 30, openBLASCore: "SkylakeX")
+        let day = ISO8601DateFormatter().date(from: "2026-12-02T12:00:00Z")!
+        var p = syntheticProfile()
+        p.measuredAt = "2026-11-30T12:00:00Z"
+        p.openBLASCore = "SkylakeX"
+        p.otherLoad = 0.05
+        #expect(p.warnings(machine: here, now: day).isEmpty)
+        // stale
+        var old = p; old.measuredAt = "2026-09-01T00:00:00Z"
+        #expect(old.warnings(machine: here, now: day).map { $0.contains("days old") } == [true])
+        // unreadable date
+        var undated = p; undated.measuredAt = "now"
+        #expect(undated.warnings(machine: here, now: day).count == 1)
+        // another machine: each difference named
+        var other = here; other.cpu = "Intel Xeon"; other.cores = 8; other.openBLASCore = "Haswell"
+        let w = p.warnings(machine: other, now: day)
+        #expect(w.count == 1 && w[0].contains("another machine") && w[0].contains("Intel Xeon") && w[0].contains("8") && w[0].contains("Haswell"))
+        var moreMemory = here; moreMemory.memoryBytes = 64 << 30
+        #expect(p.warnings(machine: moreMemory, now: day).count == 1)
+        var slightlyLess = here; slightlyLess.memoryBytes = (24 << 30) - (100 << 20)   // a VM's reserve: not another machine
+        #expect(p.warnings(machine: slightlyLess, now: day).isEmpty)
+        // under load, and not recorded
+        var loaded = p; loaded.otherLoad = 0.45
+        #expect(loaded.warnings(machine: here, now: day).map { $0.contains("under load") && $0.contains("45%") } == [true])
+        var unknown = p; unknown.otherLoad = nil
+        #expect(unknown.warnings(machine: here, now: day).map { $0.contains("does not record the load") } == [true])
+    }
+
+    @Test func cpuTimesCountThisProcessAndNotAsOthers() throws {
+        let a = try #require(Measure.CPUTimes.now())
+        // spin this thread for about 0.3 s: its ticks are ours, not others'
+        let t0 = Date()
+        var x = 0.0
+        while Date().timeIntervalSince(t0) < 0.3 { for i in 0..<10_000 { x += Double(i).squareRoot() } }
+        let b = try #require(Measure.CPUTimes.now())
+        #expect(x > 0)
+        #expect(b.own - a.own >= 10)           // >= 0.1 s of ticks at USER_HZ 100
+        #expect(b.total > a.total && b.busy >= a.busy)
+        let load = b.otherLoad(since: a)
+        #expect(load >= 0 && load <= 1)
+    }
+
     @Test func costModelFitRecoversTheRates() {
         let c = CostModel(profile: syntheticProfile())
         #expect(abs(c.alpha - 1e-3) < 1e-9 && abs(c.beta - 1e-4) < 1e-10)

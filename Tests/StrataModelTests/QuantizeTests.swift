@@ -68,6 +68,23 @@ import StrataTestSupport
         #expect(QuantizeModel.type(gguf: "blk.3.attn_q.weight", shape: [48, 48], scheme: .q8_0, layers: layers) == .f16)
     }
 
+    /// A NaN among the weights: a typed error naming the tensor and row, not a trap in the
+    /// quantizer's float-to-int conversion, and no file left behind.
+    @Test func aNaNWeightIsRefusedByName() throws {
+        let dir = try NonFiniteTests.nanModel(tensor: "model.layers.1.mlp.down_proj.weight", source: Self.tinyFolder)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let out = Fixtures.scratch + "/nan-\(UUID().uuidString).gguf"
+        for scheme in [QuantizeModel.Scheme.q8_0, .q4_k_m] {
+            #expect {
+                _ = try QuantizeModel.run(folder: try ModelFolder(path: dir), scheme: scheme, out: out)
+            } throws: { e in
+                guard case let SafetensorsError.nonFiniteValue(_, tensor, row) = e else { return false }
+                return tensor == "model.layers.1.mlp.down_proj.weight" && row == 0
+            }
+            #expect(!FileManager.default.fileExists(atPath: out))
+        }
+    }
+
     /// A synthesized Llama folder (byte-level tokenizer) quantized and read back.
     @Test(arguments: QuantizeModel.Scheme.allCases)
     func quantizedFolderReadsBack(scheme: QuantizeModel.Scheme) throws {

@@ -223,5 +223,12 @@ import Foundation
         #expect(worst < 3e-7, "worst relative error \(worst)")
         #expect(Ops.fastExp(0) == 1)
         #expect(Ops.fastExp(-.infinity) < 1e-37 && Ops.fastExp(-.infinity) >= 0)
+        // NaN in, NaN out (it trapped converting NaN to an integer: a NaN weight crashed SwiGLU)
+        #expect(Ops.fastExp(.nan).isNaN)
+        #expect(Ops.fastExp(.infinity) > 1e38)
+        let xs: [Float] = [1, .nan, -2, .infinity, -.infinity, 3]
+        var g = xs, u = [Float](repeating: 1, count: xs.count)
+        Ops.swiglu(&g, &u, count: xs.count)
+        #expect(g[1].isNaN && abs(g[0] - 1 / (1 + exp(-1))) < 1e-6 && abs(g[5] - 3 / (1 + exp(-3))) < 1e-5)
     }
 }

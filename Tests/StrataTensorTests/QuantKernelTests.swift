@@ -197,12 +197,24 @@ func naiveDequant(_ dtype: DType, _ b: ArraySlice<UInt8>) -> [Float] {
     /// products summed in f32 (AVX-512 BF16), against the naive product of the rounded values.
     @Test func bf16GEMMMatchesTheRoundedProduct() {
         guard Kernels.bf16GEMMSupported else { return }
-        for dtype in DType.quantized {
+        for dtype in DType.quantized + [.f16, .bf16] {
             for (n, k, m) in [(37, 512, 17), (8, 256, 64), (5, 768, 130)] {
-                let raw = randomBlocks(dtype, rows: n, k: k, seed: UInt64(n + k + m))
+                let raw: [UInt8]
                 var wf: [Float] = []
-                for blk in 0..<(n * k / dtype.blockElements) {
-                    wf += naiveDequant(dtype, raw[(blk * dtype.blockBytes)..<((blk + 1) * dtype.blockBytes)])
+                if dtype.isQuantized {
+                    raw = randomBlocks(dtype, rows: n, k: k, seed: UInt64(n + k + m))
+                    for blk in 0..<(n * k / dtype.blockElements) {
+                        wf += naiveDequant(dtype, raw[(blk * dtype.blockBytes)..<((blk + 1) * dtype.blockBytes)])
+                    }
+                } else {
+                    // 16-bit weights: random values, f16 subnormals among them
+                    var rng = TestRNG(UInt64(n * k))
+                    let bits: [UInt16] = rng.floats(n * k).enumerated().map { i, v in
+                        let f = i % 97 == 0 ? v * 1e-6 : v
+                        return dtype == .f16 ? HalfConversion.f32ToF16(f) : HalfConversion.f32ToBF16(f)
+                    }
+                    wf = bits.map { dtype == .f16 ? HalfConversion.f16ToF32($0) : HalfConversion.bf16ToF32($0) }
+                    raw = bits.withUnsafeBytes { Array($0) }
                 }
                 func bf(_ v: Float) -> Float { HalfConversion.bf16ToF32(HalfConversion.f32ToBF16(v)) }
                 var rng = TestRNG(UInt64(m))
@@ -211,7 +223,7 @@ func naiveDequant(_ dtype: DType, _ b: ArraySlice<UInt8>) -> [Float] {
                 var y = [Float](repeating: 0.25, count: m * ldy)
                 var scratch = [Float](repeating: 0, count: 3 * k)  // three weight rows per band: several bands
                 let ok = raw.withUnsafeBytes { wp in
-                    Kernels.quantizedGEMMBF16(weight: wp.baseAddress!, dtype: dtype, outFeatures: n, inFeatures: k, x: x, rows: m, ldx: ldx,
+                    Kernels.gemmBF16(weight: wp.baseAddress!, dtype: dtype, outFeatures: n, inFeatures: k, x: x, rows: m, ldx: ldx,
                                               y: &y, ldy: ldy, accumulate: true, scratch: &scratch, scratchElements: scratch.count)
                 }
                 #expect(ok)

@@ -85,9 +85,10 @@ void strata_qlinear_q8(const strata_linear_args *a, long chunks, long per);
 
 /// 1 when this CPU runs the bf16 GEMM (AVX-512 BF16).
 int strata_bf16_gemm_supported(void);
-/// The quantized linear for many rows with bf16 products: x rounded to bf16, W dequantized band
-/// by band (`band` rows, through `scratch` of band * k floats) and rounded to bf16, vdpbf16ps
-/// tiles over the pool. Returns -1 (nothing done) when the CPU or the arguments do not allow it.
+/// The linear for many rows with bf16 products: x rounded to bf16; W used in place (bf16),
+/// rounded from f16, or dequantized band by band (`band` rows, through `scratch` of band * k
+/// floats) and rounded to bf16; vdpbf16ps tiles over the pool. Returns -1 (nothing done) when
+/// the CPU or the arguments do not allow it (f32 weights, K not a multiple of 32).
 int strata_qlinear_bf16_gemm(const strata_linear_args *a, float *scratch, long band);
 
 /// The output rows [j0, j1) of the linear on the path in use, on the calling thread.
