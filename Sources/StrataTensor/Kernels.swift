@@ -99,6 +99,11 @@ public enum Kernels {
         strata_qlinear_q8_rows_isa(p.rawValue, &a, 0, n)
     }
 
+    /// `x[0..<n]` <- softmax in place on `path` (tests; the engine's softmax uses the path in use).
+    public static func softmaxRow(path p: Path, _ x: UnsafeMutablePointer<Float>, count n: Int) {
+        strata_softmax_row_isa(p.rawValue, x, n)
+    }
+
     /// Whether this CPU runs the bf16 GEMM (AVX-512 BF16) of fast prompt processing.
     public static var bf16GEMMSupported: Bool { strata_bf16_gemm_supported() != 0 }
 

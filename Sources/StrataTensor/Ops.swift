@@ -1,3 +1,4 @@
+import CStrataKernels
 import Foundation
 
 /// Elementwise and row-wise operations of the transformer layers.
@@ -135,7 +136,7 @@ public enum Ops {
         }
     }
 
-    @inlinable static func softmaxRows(_ x: UnsafeMutablePointer<Float>, rows: Range<Int>, n: Int, ld stride: Int, causalOffset: Int?) {
+    static func softmaxRows(_ x: UnsafeMutablePointer<Float>, rows: Range<Int>, n: Int, ld stride: Int, causalOffset: Int?) {
         for r in rows {
             let row = x + r * stride
             let valid = causalOffset.map { min(n, max(0, r + $0 + 1)) } ?? n
@@ -143,12 +144,7 @@ public enum Ops {
                 for i in 0..<n { row[i] = 0 }
                 continue
             }
-            var m = -Float.infinity
-            for i in 0..<valid { m = max(m, row[i]) }
-            var s: Float = 0
-            for i in 0..<valid { let e = fastExp(row[i] - m); row[i] = e; s += e }
-            let inv = 1 / s
-            for i in 0..<valid { row[i] *= inv }
+            strata_softmax_row(row, valid)   // CStrataKernels: 16 lanes on AVX-512 (a scalar chain was 9% of a bf16 prefill)
             for i in valid..<n { row[i] = 0 }
         }
     }

@@ -78,6 +78,32 @@ import Foundation
         #expect(inplace == out)
     }
 
+    /// The softmax kernel on every path against a double-precision reference: lengths around
+    /// the 16-lane width, large and negative scores, -inf entries (masked keys), NaN propagating.
+    @Test func softmaxRowMatchesTheReferenceOnEveryPath() {
+        var rng = TestRNG(11)
+        for path in Kernels.supportedPaths {
+            for n in [1, 2, 15, 16, 17, 31, 33, 100, 513] {
+                var x = rng.floats(n).map { $0 * 30 - 10 }
+                if n > 3 { x[2] = -.infinity }
+                let ref: [Double] = {
+                    let m = x.map(Double.init).max()!
+                    let e = x.map { exp(Double($0) - m) }
+                    let s = e.reduce(0, +)
+                    return e.map { $0 / s }
+                }()
+                x.withUnsafeMutableBufferPointer { Kernels.softmaxRow(path: path, $0.baseAddress!, count: n) }
+                let worst = zip(x, ref).map { abs(Double($0) - $1) / max($1, 1e-30) }.max()!
+                #expect(worst < 5e-6, "\(path) n=\(n): relative error \(worst)")
+                #expect(abs(x.map(Double.init).reduce(0, +) - 1) < 1e-5, "\(path) n=\(n)")
+                if n > 3 { #expect(x[2] >= 0 && x[2] < 1e-37) }   // e^-inf: clamped to e^-87 scaled, as Ops.fastExp
+            }
+            var bad: [Float] = [1, .nan, 2, 3]
+            bad.withUnsafeMutableBufferPointer { Kernels.softmaxRow(path: path, $0.baseAddress!, count: 4) }
+            #expect(bad.allSatisfy { $0.isNaN }, "\(path): a NaN score must make the row NaN")
+        }
+    }
+
     @Test func softmaxStableAndCausal() {
         // large values would overflow a naive exp
         var x: [Float] = [1000, 1001, 1002, -5, 3, 2, 2, 2]

@@ -102,6 +102,11 @@ void strata_linear(const strata_linear_args *a);
 /// accumulators), prefetching `prefetch_bytes` ahead when that is > 0; the read kernel behind
 /// the memory-bandwidth figure.
 float strata_read_sum(int isa, const float *p, long count, long prefetch_bytes);
+/// x[0..n) <- softmax(x) in place (max subtracted; e^x as Ops.fastExp): AVX-512 when that is the
+/// path in use, else portable C.
+void strata_softmax_row(float *x, long n);
+/// The same on a given path (tests): avx512 where supported, every other path portable C.
+void strata_softmax_row_isa(int isa, float *x, long n);
 
 // ---- the worker pool -------------------------------------------------------------------
 // Threads that stay ready between calls: after a job a worker spins (pause, yielding the core
