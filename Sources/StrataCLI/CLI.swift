@@ -12,6 +12,25 @@ struct StrataCommand: ParsableCommand {
         subcommands: [Generate.self, ChatCommand.self, ServeCommand.self, BenchServeCommand.self, ChatTemplateCommand.self, Logits.self, Tokenize.self, Detokenize.self, Inspect.self, Synthesize.self, QuantizeCommand.self,
                       PlanCommand.self, Profile.self, BenchModel.self, BenchBatch.self, BenchSuite.self, BenchLinear.self, Info.self, MatmulDemo.self]
     )
+
+    static func main() {
+        openBLASThreadsSleepWhenIdle()
+        main(nil)
+    }
+}
+
+/// OpenBLAS's idle threads spin on `sched_yield` for 2^28 cycles (about 80 ms here) after each
+/// call before they sleep, on the cores Strata's own kernel threads need: in a bf16-product
+/// prefill, where OpenBLAS only runs the attention, its spinning thread took 14% of the samples
+/// (`perf`) and `OPENBLAS_THREAD_TIMEOUT=4` (sleep after 2^4 cycles) took TinyLlama bf16 pp512
+/// from 217-221 to 247-268 tokens/s, with exact prefill and decode unchanged within noise
+/// (docs/kernels.md). OpenBLAS reads the variable once, when it loads, so the CLI sets it and
+/// runs itself again (same pid, arguments and environment otherwise); a value the user set is
+/// kept, and if the exec fails the run goes on as it is.
+func openBLASThreadsSleepWhenIdle() {
+    guard getenv("OPENBLAS_THREAD_TIMEOUT") == nil else { return }
+    setenv("OPENBLAS_THREAD_TIMEOUT", "4", 1)
+    execv("/proc/self/exe", CommandLine.unsafeArgv)
 }
 
 /// The sampling flags of `generate` and `chat`: unset ones take generation_config.json's values.

@@ -316,7 +316,7 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
                 let kr = kPool + (table[j / bs] * bs + j % bs) * kvDim + g * d
                 for hh in 0..<group {
                     let h = g * group + hh
-                    scores[h * n + j] = dot(q + h * d, kr, d) * scale
+                    scores[h * n + j] = Attention.dot(q + h * d, kr, d) * scale
                 }
             }
             for hh in 0..<group {
@@ -331,34 +331,9 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
                 let vr = vPool + (table[j / bs] * bs + j % bs) * kvDim + g * d
                 for hh in 0..<group {
                     let h = g * group + hh
-                    axpy(scores[h * n + j], vr, out + h * d, d)
+                    Attention.axpy(scores[h * n + j], vr, out + h * d, d)
                 }
             }
         }
-    }
-
-    @inline(__always)
-    static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
-        var s = SIMD8<Float>()
-        var i = 0
-        while i + 8 <= n {
-            s += UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self) * UnsafeRawPointer(b + i).loadUnaligned(as: SIMD8<Float>.self)
-            i += 8
-        }
-        var t = s.sum()
-        while i < n { t += a[i] * b[i]; i += 1 }
-        return t
-    }
-
-    @inline(__always)
-    static func axpy(_ alpha: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
-        var i = 0
-        let a = SIMD8<Float>(repeating: alpha)
-        while i + 8 <= n {
-            let yv = UnsafeRawPointer(y + i).loadUnaligned(as: SIMD8<Float>.self) + a * UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)
-            UnsafeMutableRawPointer(y + i).storeBytes(of: yv, as: SIMD8<Float>.self)
-            i += 8
-        }
-        while i < n { y[i] += alpha * x[i]; i += 1 }
     }
 }

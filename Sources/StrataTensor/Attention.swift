@@ -5,7 +5,8 @@
 /// - `k`,`v` `[S, kvHeads * headDim]`: keys/values of positions `0 ..< S` (S >= start + T);
 /// - `out` `[T, heads * headDim]`.
 /// Query head `h` reads kv head `h / (heads / kvHeads)`.
-/// `scores` is caller-owned scratch of at least `T * S` floats (no allocation here).
+/// `scores` is caller-owned scratch of at least `T * S` floats (no allocation here); for one
+/// query row, `scoresCount` floats (its size) let the heads run in parallel, a row of S per chunk.
 ///
 /// Per head: `scores = scale * Q_h K_h^T` (one `cblas_sgemm`, or `cblas_sgemv` for T == 1),
 /// causal softmax, `out_h = P V_h`.
@@ -17,11 +18,27 @@ public enum Attention {
         out: UnsafeMutablePointer<Float>, ldo: Int,
         tokens t: Int, start: Int, keys s: Int,
         heads: Int, kvHeads: Int, headDim d: Int, scale: Float,
-        scores: UnsafeMutablePointer<Float>, softcap: Float = 0, window: Int = 0
+        scores: UnsafeMutablePointer<Float>, scoresCount: Int = 0, softcap: Float = 0, window: Int = 0
     ) {
         precondition(heads % kvHeads == 0, "attention: \(heads) heads not a multiple of \(kvHeads) kv heads")
         precondition(s >= start + t, "attention: \(s) keys for queries up to position \(start + t - 1)")
         let group = heads / kvHeads
+        if t == 1 {
+            // one query row (decode): Strata's own loops, heads split over the pool when the
+            // scratch holds a row of scores per chunk. Not OpenBLAS's sgemv: past about 144 keys
+            // it wakes OpenBLAS's threads for every head of every layer.
+            let chunks = max(1, min(Threads.count, heads, scoresCount / max(1, s)))
+            var job = DecodeJob(q: q, k: k, ldk: ldk, v: v, ldv: ldv, out: out, keys: s, start: start, heads: heads, group: group,
+                                headDim: d, scale: scale, scores: scores, softcap: softcap, window: window, chunks: chunks)
+            if chunks == 1 { job.run(chunk: 0); return }
+            withUnsafeMutablePointer(to: &job) { jp in
+                // a C-convention function and a context on the stack: nothing allocated per step
+                Threads.runChunks(chunks, context: UnsafeMutableRawPointer(jp)) { ctx, chunk in
+                    ctx!.assumingMemoryBound(to: DecodeJob.self).pointee.run(chunk: chunk)
+                }
+            }
+            return
+        }
         for h in 0..<heads {
             let kvh = h / group
             let qh = q + h * d, kh = k + kvh * d, vh = v + kvh * d, oh = out + h * d
@@ -37,5 +54,54 @@ public enum Attention {
                 BLAS.sgemm(m: t, n: d, k: s, a: scores, lda: s, b: vh, ldb: ldv, c: oh, ldc: ldo)
             }
         }
+    }
+
+    /// One query row over all heads, chunk `c` of `chunks` taking a contiguous run of heads and
+    /// its own row of scores.
+    struct DecodeJob {
+        let q: UnsafePointer<Float>, k: UnsafePointer<Float>, ldk: Int, v: UnsafePointer<Float>, ldv: Int
+        let out: UnsafeMutablePointer<Float>
+        let keys: Int, start: Int, heads: Int, group: Int, headDim: Int, scale: Float
+        let scores: UnsafeMutablePointer<Float>, softcap: Float, window: Int, chunks: Int
+
+        func run(chunk c: Int) {
+            let s = keys, d = headDim, sc = scores + c * s
+            for h in (heads * c / chunks)..<(heads * (c + 1) / chunks) {
+                let kvh = h / group
+                let qh = q + h * d, kh = k + kvh * d, vh = v + kvh * d, oh = out + h * d
+                for j in 0..<s { sc[j] = Attention.dot(qh, kh + j * ldk, d) * scale }
+                Ops.capAndWindow(sc, rows: 1, n: s, causalOffset: start, softcap: softcap, window: window)
+                Ops.softmaxRows(sc, rows: 0..<1, n: s, ld: s, causalOffset: start)
+                for i in 0..<d { oh[i] = 0 }
+                for j in 0..<s { Attention.axpy(sc[j], vh + j * ldv, oh, d) }
+            }
+        }
+    }
+
+    /// sum a[i] b[i], eight lanes.
+    @inline(__always)
+    public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
+        var s = SIMD8<Float>()
+        var i = 0
+        while i + 8 <= n {
+            s += UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self) * UnsafeRawPointer(b + i).loadUnaligned(as: SIMD8<Float>.self)
+            i += 8
+        }
+        var t = s.sum()
+        while i < n { t += a[i] * b[i]; i += 1 }
+        return t
+    }
+
+    /// y[i] += alpha x[i], eight lanes.
+    @inline(__always)
+    public static func axpy(_ alpha: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
+        var i = 0
+        let a = SIMD8<Float>(repeating: alpha)
+        while i + 8 <= n {
+            let yv = UnsafeRawPointer(y + i).loadUnaligned(as: SIMD8<Float>.self) + a * UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)
+            UnsafeMutableRawPointer(y + i).storeBytes(of: yv, as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < n { y[i] += alpha * x[i]; i += 1 }
     }
 }
