@@ -94,11 +94,16 @@ public enum Measure {
 
     /// A Llama layer's seven f32 weight matrices, `[out, in]`: q and o `[hidden, hidden]`, k and v
     /// `[kvDim, hidden]`, gate and up `[ffn, hidden]`, down `[hidden, ffn]`; every page touched.
-    static func layerMatrices(hidden: Int, kvDim: Int, ffn: Int) -> [Tensor] {
+    static func layerMatrices(hidden: Int, kvDim: Int, ffn: Int, dtype: DType = .f32) -> [Tensor] {
         let shapes = [(hidden, hidden), (kvDim, hidden), (kvDim, hidden), (hidden, hidden), (ffn, hidden), (ffn, hidden), (hidden, ffn)]
         return shapes.map { s in
-            let w = Tensor(storage: TensorStorage(byteCount: s.0 * s.1 * 4, hugePages: true), dtype: .f32, shape: [s.0, s.1])
-            for i in stride(from: 0, to: w.count, by: 1024) { w.f32[i] = 0.01 }
+            let w = Tensor(storage: TensorStorage(byteCount: s.0 * s.1 * dtype.byteSize, hugePages: true), dtype: dtype, shape: [s.0, s.1])
+            if dtype == .bf16 {
+                let p = w.rawPointer.assumingMemoryBound(to: UInt16.self)
+                for i in stride(from: 0, to: w.count, by: 512) { p[i] = HalfConversion.f32ToBF16(0.01) }
+            } else {
+                for i in stride(from: 0, to: w.count, by: 1024) { w.f32[i] = 0.01 }
+            }
             return w
         }
     }
@@ -195,7 +200,7 @@ extension Measure {
     /// figure holds the GEMMs, the element-wise work between them and the threads' hand-offs,
     /// as a forward pass runs them; the median of `repeats` rounds over the row counts.
     public static func layerPassSeconds(rows: [Int], hidden: Int = 2048, heads: Int = 32, kvHeads: Int = 4, ffn: Int = 5632,
-                                        layers: Int = 4, repeats: Int = 5) throws -> [Double] {
+                                        layers: Int = 4, repeats: Int = 5, dtype: DType = .f32) throws -> [Double] {
         let vocab = 256, hd = hidden / heads
         let shape = SynthShape(hidden: hidden, intermediate: ffn, layers: layers, heads: heads, kvHeads: kvHeads, vocab: vocab,
                                maxPositions: 2048, tied: false, ropeTheta: 10000, rmsEps: 1e-5)
@@ -217,7 +222,7 @@ extension Measure {
             case .attentionNorm, .mlpNorm, .finalNorm: t[name] = filled(dims, 1)
             default:
                 guard let l = place.layer, let i = order.firstIndex(of: place.role) else { continue }
-                if matrices[l] == nil { matrices[l] = layerMatrices(hidden: hidden, kvDim: kvHeads * hd, ffn: ffn) }
+                if matrices[l] == nil { matrices[l] = layerMatrices(hidden: hidden, kvDim: kvHeads * hd, ffn: ffn, dtype: dtype) }
                 t[name] = matrices[l]![i]
             }
         }

@@ -89,6 +89,19 @@ public enum Profiler {
         p.widenBF16PerSecond = Measure.widenElementsPerSecond(dtype: .bf16)
         p.widenF16PerSecond = Measure.widenElementsPerSecond(dtype: .f16)
         log(String(format: "16-bit weights widened to f32: bf16 %.2f, f16 %.2f G elements/s", p.widenBF16PerSecond! / 1e9, p.widenF16PerSecond! / 1e9))
+        if Kernels.bf16GEMMSupported {
+            // the same layer pass with bf16 weights in the bf16-product prefill mode, at prefill
+            // row counts (the mode of quantized weights in q8 and of --prefill16 bf16)
+            let saved = Kernels.prefill16
+            Kernels.prefill16 = .bf16
+            defer { Kernels.prefill16 = saved }
+            let ms = [64, 256, 512]
+            let ts = try Measure.layerPassSeconds(rows: ms, repeats: 3, dtype: .bf16)
+            p.bf16Gemm = zip(ms, ts).map { m, t in .init(m: m, n: 21504, k: 2048, seconds: max(t - ew * Double(m), t / 2)) }
+            for s in p.bf16Gemm! {
+                log(String(format: "layer pass M=%d, bf16 products: %.2f ms; its GEMMs at %.1f GFLOP/s", s.m, s.seconds * 1e3, 2 * Double(s.m) * 21504 * 2048 / s.seconds / 1e9))
+            }
+        }
         p.openBLASCore = info.openBLASCore
         p.kernelPath = Kernels.path.description
         p.rounds = max(1, rounds)

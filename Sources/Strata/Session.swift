@@ -52,7 +52,9 @@ public final class Session: @unchecked Sendable {
         let inv = try PlannerInventory.build(folder: folder, workload: workload)
         let prof = try profile ?? Session.hardwareProfile()
         return try Planner.plan(inv: inv, profile: prof, request: PlanRequest(budgetBytes: budget, batch: batch, promptTokens: workload.promptTokens,
-                                                                            outputTokens: workload.outputTokens, objective: objective), curve: false)
+                                                                            outputTokens: workload.outputTokens, objective: objective,
+                                                                            bf16Products: Kernels.prefillUsesBF16Products(dtype: inv.weightDType ?? .f32)),
+                                curve: false)
     }
 
     /// What a run produced: each request's output, and the report (measured, and predicted with

@@ -32,7 +32,8 @@ struct PlanCommand: ParsableCommand {
         let workload = Workload(batch: b ?? 1, promptTokens: promptTokens, outputTokens: outputTokens)
         let inv = try PlannerInventory.build(directory: model, workload: workload, dtype: dt)
         let plan = try Planner.plan(inv: inv, profile: profile, request: PlanRequest(budgetBytes: budget, batch: b, promptTokens: promptTokens,
-                                                                                    outputTokens: outputTokens, objective: obj))
+                                                                                    outputTokens: outputTokens, objective: obj,
+                                                                                    bf16Products: Kernels.prefillUsesBF16Products(dtype: inv.weightDType ?? .f32)))
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
         if let out { try enc.encode(plan).write(to: URL(fileURLWithPath: out)) }

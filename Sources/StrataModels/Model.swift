@@ -274,8 +274,7 @@ struct WeightMatrix {
                accumulate: Bool = false, scratch: UnsafeMutablePointer<Float>?) {
         let bp = bias.map { UnsafePointer($0.f32) }
         let lx = ldx ?? inFeatures, ly = ldy ?? outFeatures
-        if layout == .outIn && tensor.dtype != .f32 && rows > Kernels.maxRows(dtype: tensor.dtype)
-            && (tensor.dtype.isQuantized ? Kernels.activations == .q8 : Kernels.prefill16 == .bf16),
+        if layout == .outIn && rows > Kernels.maxRows(dtype: tensor.dtype) && Kernels.prefillUsesBF16Products(dtype: tensor.dtype),
            let scratch, Kernels.gemmBF16(weight: tensor.rawPointer, dtype: tensor.dtype, outFeatures: outFeatures, inFeatures: inFeatures,
                                                   x: x, rows: rows, ldx: lx, y: y, ldy: ly, accumulate: accumulate,
                                                   scratch: scratch, scratchElements: WeightMatrix.convertElements) {

@@ -28,6 +28,9 @@ public struct CostModel: Sendable {
     public let perParam: [(m: Double, s: Double)]
     /// the layers' weight dtype, for the widening cost (set from the inventory)
     public var dtype: DType? = nil
+    /// prefill GEMMs (more rows than the few-row kernel takes) run with bf16 products at the
+    /// profile's `bf16Gemm` layer-pass samples instead of the f32 ones (set from the request)
+    public var bf16Products = false
 
     public init(profile: HardwareProfile) {
         self.profile = profile
@@ -59,10 +62,31 @@ public struct CostModel: Sendable {
             if let g = gemvSecondsPerParam { return max(stream, g * params * (bytes / max(1, params)) / 4) }
             return stream
         }
+        let d = dtype ?? .f32
+        if bf16Products, d != .f32, rows > Kernels.maxRows(dtype: d), let s = bf16SecondsPerParam(rows: rows) {
+            // the bf16-product GEMM: weights used in place or converted band by band inside it
+            return max(s * params, stream)
+        }
         // up to Kernels.maxRows rows the few-row kernel widens 16-bit weights in registers; beyond,
         // the engine widens them into a scratch before OpenBLAS's sgemm
         let widen = rows > Kernels.maxRows(dtype: dtype ?? .f32) ? widenSeconds(params: params) : 0
         return max(gemmSecondsPerParam(rows: rows) * params, stream) + widen
+    }
+
+    /// Seconds per parameter of the bf16-product GEMM over `rows` rows, from the profile's
+    /// `bf16Gemm` samples: linear between them, proportional to the rows outside them (nil: none).
+    public func bf16SecondsPerParam(rows: Int) -> Double? {
+        guard let samples = profile.bf16Gemm?.filter({ $0.seconds > 0 }).sorted(by: { $0.m < $1.m }), let first = samples.first,
+              let last = samples.last else { return nil }
+        let per = { (s: HardwareProfile.GemmSample) in s.seconds / Double(s.n * s.k) }
+        let m = Double(rows)
+        if rows <= first.m { return per(first) * m / Double(first.m) }
+        if rows >= last.m { return per(last) * m / Double(last.m) }
+        for (a, b) in zip(samples, samples.dropFirst()) where rows <= b.m {
+            let f = (m - Double(a.m)) / Double(b.m - a.m)
+            return per(a) + f * (per(b) - per(a))
+        }
+        return nil
     }
 
     /// 16-bit weights before a GEMM of more rows than the few-row kernel takes: the engine widens

@@ -32,6 +32,11 @@ public struct HardwareProfile: Codable, Sendable, Equatable {
     /// seconds per row of a layer's element-wise work outside the GEMMs (norms, RoPE, SwiGLU,
     /// residual adds) at hidden size 2048 (nil: not measured, no cost)
     public var elementwiseSecondsPerRow: Double?
+    /// The layer pass at prefill row counts (64, 256, 512) with bf16 weights in the bf16-product
+    /// mode (`Kernels.gemmBF16`, AVX-512 BF16), less its element-wise work, as `gemm` holds the f32
+    /// pass: the prefill of quantized weights in the q8 mode and of 16-bit weights with
+    /// `--prefill16 bf16` (nil: not measured, or the CPU has no AVX-512 BF16)
+    public var bf16Gemm: [GemmSample]?
     /// OpenBLAS's core and the kernel layer's instruction-set path on the measured machine (nil
     /// in profiles older than these fields)
     public var openBLASCore: String?

@@ -13,10 +13,14 @@ public struct PlanRequest: Codable, Sendable {
     public var blockSize: Int
     public var maxBatch: Int
     public var maxPrefetch: Int
+    /// Whether prefill GEMMs run with bf16 products (`Kernels.prefillUsesBF16Products` of the
+    /// weights' dtype, decided by the caller; nil: no)
+    public var bf16Products: Bool?
     public init(budgetBytes: Int, batch: Int? = nil, promptTokens: Int, outputTokens: Int, objective: Objective = .throughput,
-                blockSize: Int = 16, maxBatch: Int = 64, maxPrefetch: Int = 3) {
+                blockSize: Int = 16, maxBatch: Int = 64, maxPrefetch: Int = 3, bf16Products: Bool? = nil) {
         self.budgetBytes = budgetBytes; self.batch = batch; self.promptTokens = promptTokens; self.outputTokens = outputTokens
         self.objective = objective; self.blockSize = blockSize; self.maxBatch = maxBatch; self.maxPrefetch = maxPrefetch
+        self.bf16Products = bf16Products
     }
 }
 

@@ -125,6 +125,14 @@ public enum Kernels {
         set { prefill16Mode.store(newValue == .bf16 ? 1 : 0, ordering: .relaxed) }
     }
 
+    /// Whether a many-row linear over `dtype` weights takes the bf16-product GEMM in the modes
+    /// now set: quantized weights in the q8 mode, f16/bf16 weights with `prefill16 == .bf16`,
+    /// on a CPU with AVX-512 BF16 (the engine also needs K a multiple of 32).
+    public static func prefillUsesBF16Products(dtype: DType) -> Bool {
+        guard dtype != .f32, bf16GEMMSupported else { return false }
+        return dtype.isQuantized ? activations == .q8 : prefill16 == .bf16
+    }
+
     /// Many rows: the product with bf16-rounded x and weights (AVX-512 BF16): bf16 weights used
     /// in place, f16 weights rounded to bf16, quantized weights dequantized through `scratch`
     /// (`scratchElements` floats) a band at a time. False (nothing done) when the CPU or the

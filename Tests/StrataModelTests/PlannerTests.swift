@@ -44,6 +44,40 @@ func syntheticProfile() -> HardwareProfile {
         #expect(unknown.warnings(machine: here, now: day).map { $0.contains("does not record the load") } == [true])
     }
 
+    /// Prefill GEMMs in the bf16-product modes are charged at the profile's bf16 GEMM rate, for
+    /// 16-bit and quantized weights; f32 weights, few rows and the exact mode keep the f32 samples.
+    @Test func bf16ProductPrefillUsesItsMeasuredRate() {
+        var prof = syntheticProfile()
+        // 400 GFLOP/s at every sampled row count: 2 * rows / 400e9 seconds per parameter
+        prof.bf16Gemm = [64, 256, 512].map { .init(m: $0, n: 1000, k: 1000, seconds: 2 * Double($0) * 1e6 / 400e9) }
+        var c = CostModel(profile: prof)
+        let params = 1e7, rows = 512
+        for dtype in [DType.bf16, .f16, .q8_0, .q4_k] {
+            c.dtype = dtype
+            c.bf16Products = false
+            let exact = c.linear(params: params, bytes: 2 * params, rows: rows)
+            c.bf16Products = true
+            let fast = c.linear(params: params, bytes: 2 * params, rows: rows)
+            #expect(abs(fast - 2 * params * Double(rows) / 400e9) < 1e-9, "\(dtype)")
+            // between samples: linear; 100 rows of 1000 x 1000 parameters at 400 GFLOP/s
+            #expect(abs(c.bf16SecondsPerParam(rows: 100)! - 2 * 100 / 400e9) < 1e-15)
+            #expect(fast < exact, "\(dtype)")
+            // a decode step's few rows: the few-row kernel either way
+            #expect(c.linear(params: params, bytes: 2 * params, rows: 4) == { c.bf16Products = false; return c.linear(params: params, bytes: 2 * params, rows: 4) }())
+        }
+        c.dtype = .f32
+        c.bf16Products = true
+        let f32 = c.linear(params: params, bytes: 4 * params, rows: rows)
+        c.bf16Products = false
+        #expect(f32 == c.linear(params: params, bytes: 4 * params, rows: rows))
+        // no measured rate: the f32 samples
+        var noRate = CostModel(profile: syntheticProfile())
+        noRate.dtype = .bf16
+        let base = noRate.linear(params: params, bytes: 2 * params, rows: rows)
+        noRate.bf16Products = true
+        #expect(noRate.linear(params: params, bytes: 2 * params, rows: rows) == base)
+    }
+
     @Test func cpuTimesCountThisProcessAndNotAsOthers() throws {
         let a = try #require(Measure.CPUTimes.now())
         // spin this thread for about 0.3 s: its ticks are ours, not others'
