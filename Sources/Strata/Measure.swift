@@ -92,6 +92,27 @@ public enum Measure {
         return 2 * Double(m) * Double(n) * Double(k) / median(times)
     }
 
+    /// Quantized weights of `dtype` dequantized to f32 per second (`Kernels.dequantize`, over the
+    /// pool as a prefill's bands are): bands of 4M weights from a source of `elements` weights
+    /// (zero blocks: the work does not depend on the values), the median of `repeats` passes.
+    public static func dequantElementsPerSecond(dtype: DType, elements: Int = 64 << 20, band: Int = 4 << 20, repeats: Int = 3) -> Double {
+        let src = TensorStorage(byteCount: dtype.bytes(elements: elements), hugePages: true)
+        let dst = UnsafeMutablePointer<Float>.allocate(capacity: band)
+        defer { dst.deallocate() }
+        var times: [Double] = []
+        for _ in 0..<(repeats + 1) {
+            let t0 = now()
+            var o = 0
+            while o < elements {
+                Kernels.dequantize(src.base + dtype.bytes(elements: o), dtype: dtype, dst, count: min(band, elements - o))
+                o += band
+            }
+            times.append(now() - t0)
+        }
+        times.removeFirst()
+        return Double(elements) / median(times)
+    }
+
     /// A Llama layer's seven f32 weight matrices, `[out, in]`: q and o `[hidden, hidden]`, k and v
     /// `[kvDim, hidden]`, gate and up `[ffn, hidden]`, down `[hidden, ffn]`; every page touched.
     static func layerMatrices(hidden: Int, kvDim: Int, ffn: Int, dtype: DType = .f32) -> [Tensor] {

@@ -102,6 +102,10 @@ public enum Profiler {
                 log(String(format: "layer pass M=%d, bf16 products: %.2f ms; its GEMMs at %.1f GFLOP/s", s.m, s.seconds * 1e3, 2 * Double(s.m) * 21504 * 2048 / s.seconds / 1e9))
             }
         }
+        var dq: [String: Double] = [:]
+        for t in DType.quantized { dq[t.rawValue] = Measure.dequantElementsPerSecond(dtype: t) }
+        p.dequantPerSecond = dq
+        log("quantized weights dequantized: " + DType.quantized.map { String(format: "%@ %.2f", $0.rawValue as NSString, dq[$0.rawValue]! / 1e9) }.joined(separator: ", ") + " G elements/s")
         p.openBLASCore = info.openBLASCore
         p.kernelPath = Kernels.path.description
         p.rounds = max(1, rounds)

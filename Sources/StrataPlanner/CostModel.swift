@@ -64,8 +64,10 @@ public struct CostModel: Sendable {
         }
         let d = dtype ?? .f32
         if bf16Products, d != .f32, rows > Kernels.maxRows(dtype: d), let s = bf16SecondsPerParam(rows: rows) {
-            // the bf16-product GEMM: weights used in place or converted band by band inside it
-            return max(s * params, stream)
+            // the bf16-product GEMM: 16-bit weights used in place or rounded inside it; quantized
+            // weights first dequantized band by band, once per pass
+            let dequant = d.isQuantized ? (profile.dequantPerSecond?[d.rawValue]).map { params / $0 } ?? 0 : 0
+            return max(s * params, stream) + dequant
         }
         // up to Kernels.maxRows rows the few-row kernel widens 16-bit weights in registers; beyond,
         // the engine widens them into a scratch before OpenBLAS's sgemm

@@ -37,6 +37,10 @@ public struct HardwareProfile: Codable, Sendable, Equatable {
     /// pass: the prefill of quantized weights in the q8 mode and of 16-bit weights with
     /// `--prefill16 bf16` (nil: not measured, or the CPU has no AVX-512 BF16)
     public var bf16Gemm: [GemmSample]?
+    /// Quantized weights dequantized to f32 per second (elements, over the pool), by dtype name
+    /// (`q8_0`, `q4_0`, `q4_k`, `q6_k`): the bands a bf16-product prefill decodes before its
+    /// products, once per pass (nil: not measured)
+    public var dequantPerSecond: [String: Double]?
     /// OpenBLAS's core and the kernel layer's instruction-set path on the measured machine (nil
     /// in profiles older than these fields)
     public var openBLASCore: String?

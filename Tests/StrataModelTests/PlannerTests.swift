@@ -65,6 +65,13 @@ func syntheticProfile() -> HardwareProfile {
             // a decode step's few rows: the few-row kernel either way
             #expect(c.linear(params: params, bytes: 2 * params, rows: 4) == { c.bf16Products = false; return c.linear(params: params, bytes: 2 * params, rows: 4) }())
         }
+        // quantized weights: the band dequantization on top, once per pass
+        var dq = prof
+        dq.dequantPerSecond = ["q8_0": 2e9]
+        var cq = CostModel(profile: dq)
+        cq.dtype = .q8_0
+        cq.bf16Products = true
+        #expect(abs(cq.linear(params: params, bytes: params, rows: rows) - (2 * params * Double(rows) / 400e9 + params / 2e9)) < 1e-9)
         c.dtype = .f32
         c.bf16Products = true
         let f32 = c.linear(params: params, bytes: 4 * params, rows: rows)
