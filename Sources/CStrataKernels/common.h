@@ -73,3 +73,11 @@ INLINE void k4_scale_min(int j, const uint8_t *q, int *sc, int *m) {
     }
 }
 #endif
+
+/// A per-thread scratch buffer (64-byte aligned) that grows and is never shrunk, freed when its
+/// thread exits (a pthread key's destructor: a thread-local pointer alone leaked the buffer of
+/// every thread that ended, which LeakSanitizer reported). `slot` names the buffer (one key
+/// each). Returns the buffer of at least `bytes`, or NULL when out of memory.
+typedef struct { void *p; size_t cap; } strata_tls_buf;
+enum { STRATA_TLS_QX = 0, STRATA_TLS_XB = 1, STRATA_TLS_WB = 2, STRATA_TLS_SLOTS = 3 };
+void *strata_tls_grow(strata_tls_buf *b, int slot, size_t bytes);

@@ -90,29 +90,17 @@ int strata_bf16_gemm_supported(void) {
 #endif
 }
 
-static _Thread_local struct { uint16_t *p; size_t cap; } t_xb, t_wb;
-
-static uint16_t *grow(uint16_t **p, size_t *cap, size_t n) {
-    if (n <= *cap) return *p;
-    free(*p);
-    *p = NULL;
-    *cap = 0;
-    void *m = NULL;
-    if (posix_memalign(&m, 64, n * 2) != 0) return NULL;
-    *p = (uint16_t *)m;
-    *cap = n;
-    return *p;
-}
+static _Thread_local strata_tls_buf t_xb, t_wb;
 
 int strata_qlinear_bf16_gemm(const strata_linear_args *a, float *scratch, long band) {
 #if STRATA_X86
     if (!strata_bf16_gemm_supported() || a->k % 32 != 0 || a->wtype == STRATA_W_F32) return -1;
     const long k = a->k, n = a->n, m = a->m;
     const int bf16 = a->wtype == STRATA_W_BF16, f16 = a->wtype == STRATA_W_F16;
-    uint16_t *xb = grow(&t_xb.p, &t_xb.cap, (size_t)m * (size_t)k);
+    uint16_t *xb = (uint16_t *)strata_tls_grow(&t_xb, STRATA_TLS_XB, (size_t)m * (size_t)k * 2);
     // bf16 weights are multiplied where they lie: one band of all rows, no copy
     if (band > n || bf16) band = n;
-    uint16_t *wb = bf16 ? NULL : grow(&t_wb.p, &t_wb.cap, (size_t)band * (size_t)k);
+    uint16_t *wb = bf16 ? NULL : (uint16_t *)strata_tls_grow(&t_wb, STRATA_TLS_WB, (size_t)band * (size_t)k * 2);
     if (!xb || (!bf16 && !wb)) return -1;
     for (long r = 0; r < m; r++) to_bf16(a->x + r * a->ldx, xb + r * k, k);
     const long rowBytes = bf16 || f16 ? 2 * k : k / strata_qblock_elements(a->wtype) * strata_qblock_bytes(a->wtype);

@@ -478,6 +478,28 @@ float strata_read_sum(int isa, const float *p, long count, long prefetch_bytes) 
     return read_portable(p, count);
 }
 
+// ---- per-thread scratch buffers --------------------------------------------------------------
+
+static pthread_key_t tls_keys[STRATA_TLS_SLOTS];
+static pthread_once_t tls_once = PTHREAD_ONCE_INIT;
+static void tls_make_keys(void) {
+    for (int i = 0; i < STRATA_TLS_SLOTS; i++) pthread_key_create(&tls_keys[i], free);
+}
+
+void *strata_tls_grow(strata_tls_buf *b, int slot, size_t bytes) {
+    if (bytes <= b->cap) return b->p;
+    pthread_once(&tls_once, tls_make_keys);
+    free(b->p);
+    b->p = NULL;
+    b->cap = 0;
+    void *m = NULL;
+    if (posix_memalign(&m, 64, bytes) != 0) { pthread_setspecific(tls_keys[slot], NULL); return NULL; }
+    b->p = m;
+    b->cap = bytes;
+    pthread_setspecific(tls_keys[slot], m);  // freed by the key's destructor when the thread ends
+    return m;
+}
+
 // ---- softmax over one row -------------------------------------------------------------------
 //
 // x[0..n) <- exp(x - max) / sum, in place: the attention's causal softmax per query row. e^x as

@@ -105,7 +105,7 @@ typedef struct {
     long k;
 } qx_row;
 
-static _Thread_local struct { void *mem; size_t cap; } t_qx;
+static _Thread_local strata_tls_buf t_qx;
 
 #if STRATA_X86
 static float quantize_block_v(const float *x, int n, int8_t *q);
@@ -123,14 +123,8 @@ static int quantize_rows(const strata_linear_args *a, qx_row *rows) {
     const long k = a->k, be = strata_qblock_elements(t);
     const size_t per = (size_t)k + 4 * (size_t)(k / 4) + 4 * (size_t)(k / 4) + 4 * (size_t)(k / 32) + 256;
     const size_t need = per * (size_t)a->m;
-    if (need > t_qx.cap) {
-        free(t_qx.mem);
-        t_qx.mem = NULL;
-        t_qx.cap = 0;
-        if (posix_memalign(&t_qx.mem, 64, need) != 0) return -1;
-        t_qx.cap = need;
-    }
-    char *p = (char *)t_qx.mem;
+    char *p = (char *)strata_tls_grow(&t_qx, STRATA_TLS_QX, need);
+    if (!p) return -1;
     const int off = t == STRATA_W_Q8_0 ? 128 : t == STRATA_W_Q4_0 ? 8 : t == STRATA_W_Q6_K ? 32 : 0;
     for (long r = 0; r < a->m; r++) {
         qx_row *R = &rows[r];

@@ -63,6 +63,9 @@ public final class TieredWeightStore: WeightStore, @unchecked Sendable {
     private var stopping = false
     private let cond = NSCondition()
     private var thread: Thread?
+    /// Signalled when the I/O thread has left its loop (and dropped the store)
+    private let threadDone = DispatchSemaphore(value: 0)
+    private var joined = false
     private var files: [String: (fd: Int32, direct: Bool, size: Int)] = [:]
     private var mappings: [String: MappedFile] = [:]
     /// Written by the I/O thread and the forward pass under `cond`; read through `stats`.
@@ -157,8 +160,9 @@ public final class TieredWeightStore: WeightStore, @unchecked Sendable {
             for segs in segments { for seg in segs { _ = try file(seg.path) } }
             // the thread holds the store only while it loads a layer (or waits up to 0.1 s for a
             // free slot), so a store dropped without shutdown() is still freed and the thread ends
-            let t = Thread { [weak self] in
+            let t = Thread { [weak self, threadDone] in
                 while let store = self, store.loadNext() {}
+                threadDone.signal()
             }
             t.name = "strata-weight-io"
             thread = t
@@ -176,9 +180,17 @@ public final class TieredWeightStore: WeightStore, @unchecked Sendable {
         for (_, f) in files { FileIO.closeFile(f.fd) }
     }
 
-    /// Stops the I/O thread (call before dropping the store).
+    /// Stops the I/O thread and waits until it has left (call before dropping the store): when
+    /// this returns, nothing but the caller holds the store, so whatever it owns is freed with
+    /// it (a run's model, say) before the run returns, not some time after.
     public func shutdown() {
-        cond.lock(); stopping = true; cond.broadcast(); cond.unlock()
+        cond.lock()
+        stopping = true
+        cond.broadcast()
+        let wait = thread != nil && !joined
+        joined = true
+        cond.unlock()
+        if wait { threadDone.wait() }
     }
 
     private func file(_ path: String) throws -> (fd: Int32, direct: Bool, size: Int) {
