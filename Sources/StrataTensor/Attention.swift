@@ -1,4 +1,4 @@
-/// Causal scaled-dot-product attention with grouped-query heads, on BLAS.
+/// Causal scaled-dot-product attention with grouped-query heads.
 ///
 /// Layouts (row-major, row strides given so heads can live inside wider rows):
 /// - `q`   `[T, heads * headDim]`: the T query rows, at absolute positions `start ..< start + T`;
@@ -8,8 +8,8 @@
 /// `scores` is caller-owned scratch of at least `T * S` floats (no allocation here); for one
 /// query row, `scoresCount` floats (its size) let the heads run in parallel, a row of S per chunk.
 ///
-/// Per head: `scores = scale * Q_h K_h^T` (one `cblas_sgemm`, or `cblas_sgemv` for T == 1),
-/// causal softmax, `out_h = P V_h`.
+/// T > 1, per head: `scores = scale * Q_h K_h^T` (one `cblas_sgemm`), causal softmax,
+/// `out_h = P V_h` (another). T == 1: the same in Strata's own loops (`DecodeJob`).
 public enum Attention {
     public static func causal(
         q: UnsafePointer<Float>, ldq: Int,
@@ -42,17 +42,10 @@ public enum Attention {
         for h in 0..<heads {
             let kvh = h / group
             let qh = q + h * d, kh = k + kvh * d, vh = v + kvh * d, oh = out + h * d
-            if t == 1 {
-                BLAS.sgemv(m: s, n: d, alpha: scale, a: kh, lda: ldk, x: qh, y: scores)
-                Ops.capAndWindow(scores, rows: 1, n: s, causalOffset: start, softcap: softcap, window: window)
-                Ops.softmax(scores, rows: 1, n: s, causalOffset: start)
-                BLAS.sgemv(trans: true, m: s, n: d, a: vh, lda: ldv, x: scores, y: oh)
-            } else {
-                BLAS.sgemm(transB: true, m: t, n: s, k: d, alpha: scale, a: qh, lda: ldq, b: kh, ldb: ldk, c: scores, ldc: s)
-                Ops.capAndWindow(scores, rows: t, n: s, causalOffset: start, softcap: softcap, window: window)
-                Ops.softmax(scores, rows: t, n: s, causalOffset: start)
-                BLAS.sgemm(m: t, n: d, k: s, a: scores, lda: s, b: vh, ldb: ldv, c: oh, ldc: ldo)
-            }
+            BLAS.sgemm(transB: true, m: t, n: s, k: d, alpha: scale, a: qh, lda: ldq, b: kh, ldb: ldk, c: scores, ldc: s)
+            Ops.capAndWindow(scores, rows: t, n: s, causalOffset: start, softcap: softcap, window: window)
+            Ops.softmax(scores, rows: t, n: s, causalOffset: start)
+            BLAS.sgemm(m: t, n: d, k: s, a: scores, lda: s, b: vh, ldb: ldv, c: oh, ldc: ldo)
         }
     }
 

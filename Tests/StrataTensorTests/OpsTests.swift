@@ -194,17 +194,21 @@ import Foundation
         #expect(heap.map { $0.1 } == [1, 2, 5, 0])
     }
 
-    @Test(arguments: [(1, 5), (4, 4), (3, 7)])
-    func attentionMatchesNaive(t: Int, start: Int) {
-        // GQA: 4 query heads over 2 kv heads, head dim 5, queries at positions start..<start+t
-        var rng = TestRNG(UInt64(t * 31 + start))
-        let heads = 4, kvh = 2, d = 5, s = start + t
+    /// (tokens, start, head dim, scores floats): one-row cases run the decode loops, on one
+    /// thread (scratch of one row) and with the heads split over the pool (scratch of four rows);
+    /// head dim 12 takes the 8-lane loop and its tail.
+    @Test(arguments: [(1, 5, 5, 0), (1, 40, 12, 0), (1, 40, 12, 4 * 41), (4, 4, 5, 0), (3, 7, 5, 0)])
+    func attentionMatchesNaive(t: Int, start: Int, d: Int, scoresCount: Int) {
+        // GQA: 4 query heads over 2 kv heads, queries at positions start..<start+t
+        var rng = TestRNG(UInt64(t * 31 + start + d))
+        let heads = 4, kvh = 2, s = start + t
         let q = rng.floats(t * heads * d), k = rng.floats(s * kvh * d), v = rng.floats(s * kvh * d)
         var out = [Float](repeating: 0, count: t * heads * d)
-        var scores = [Float](repeating: 0, count: t * s)
+        var scores = [Float](repeating: 0, count: max(t * s, scoresCount))
         let scale = 1 / Float(d).squareRoot()
         Attention.causal(q: q, ldq: heads * d, k: k, ldk: kvh * d, v: v, ldv: kvh * d, out: &out, ldo: heads * d,
-                         tokens: t, start: start, keys: s, heads: heads, kvHeads: kvh, headDim: d, scale: scale, scores: &scores)
+                         tokens: t, start: start, keys: s, heads: heads, kvHeads: kvh, headDim: d, scale: scale, scores: &scores,
+                         scoresCount: scoresCount)
         for i in 0..<t { for h in 0..<heads {
             let g = h / 2
             let visible = start + i + 1
