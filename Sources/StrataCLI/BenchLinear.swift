@@ -87,6 +87,18 @@ struct BenchLinear: ParsableCommand {
                                  params * Double(dtype.byteSize) / t / 1e9, 2 * params * Double(m) / t / 1e9, vs as NSString))
                 }
                 Kernels.use(chosen)
+                // the bf16-product GEMM (`--prefill16 bf16`, or quantized weights in the q8 mode) on the same rows
+                if Kernels.prefillUsesBF16Products(dtype: dtype) {
+                    let t = time {
+                        for w in mats {
+                            _ = Kernels.gemmBF16(weight: w.rawPointer, dtype: dtype, outFeatures: w.shape[0], inFeatures: w.shape[1],
+                                                 x: x.f32, rows: m, y: y.f32, scratch: scratch.f32, scratchElements: scratch.count)
+                        }
+                    }
+                    let vs = noBlas ? "- | -" : String(format: "%.3f | %.2fx", blas * 1e3, blas / t)
+                    print(String(format: "| %@ | %d | bf16 products | %.3f | %.1f | %.1f | %@ |", dtype.rawValue, m, t * 1e3,
+                                 params * Double(dtype.byteSize) / t / 1e9, 2 * params * Double(m) / t / 1e9, vs as NSString))
+                }
             }
         }
         // the pool: a job right after another (workers spinning) and after a pause (workers asleep)

@@ -67,7 +67,7 @@ struct ThreadOption: ParsableArguments {
     @Option(name: .long, help: "Activations against quantized (GGUF) weights: q8 (fast: 8-bit per weight block with integer dot products as llama.cpp does for decode, bf16 products for prefill) or f32 (exact). Default q8 where the CPU has AVX-512 VNNI, else f32.")
     var activations: String?
 
-    @Option(name: .customLong("prefill16"), help: "Prompt processing over f16/bf16 weights: exact (weights widened to f32, sgemm; the default) or bf16 (activations rounded to bf16, AVX-512 BF16 products, as llama.cpp does for bf16 models; faster, not exact: docs/kernels.md gives the error).")
+    @Option(name: .customLong("prefill16"), help: "Linears of many rows over f16/bf16 weights (prompt processing, decode steps of 9 or more sequences): exact (weights widened to f32, sgemm; the default) or bf16 (activations rounded to bf16, AVX-512 BF16 products, as llama.cpp does for bf16 models; faster, not exact: docs/kernels.md gives the error).")
     var prefill16: String?
 
     func apply() throws {

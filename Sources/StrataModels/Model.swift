@@ -274,7 +274,7 @@ struct WeightMatrix {
                accumulate: Bool = false, scratch: UnsafeMutablePointer<Float>?) {
         let bp = bias.map { UnsafePointer($0.f32) }
         let lx = ldx ?? inFeatures, ly = ldy ?? outFeatures
-        if layout == .outIn && rows > Kernels.maxRows(dtype: tensor.dtype) && Kernels.prefillUsesBF16Products(dtype: tensor.dtype),
+        if layout == .outIn && rows >= Kernels.bf16ProductsMinRows(dtype: tensor.dtype) && Kernels.prefillUsesBF16Products(dtype: tensor.dtype),
            let scratch, Kernels.gemmBF16(weight: tensor.rawPointer, dtype: tensor.dtype, outFeatures: outFeatures, inFeatures: inFeatures,
                                                   x: x, rows: rows, ldx: lx, y: y, ldy: ly, accumulate: accumulate,
                                                   scratch: scratch, scratchElements: WeightMatrix.convertElements) {

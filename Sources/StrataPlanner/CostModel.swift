@@ -63,7 +63,7 @@ public struct CostModel: Sendable {
             return stream
         }
         let d = dtype ?? .f32
-        if bf16Products, d != .f32, rows > Kernels.maxRows(dtype: d), let s = bf16SecondsPerParam(rows: rows) {
+        if bf16Products, d != .f32, rows >= Kernels.bf16ProductsMinRows(dtype: d), let s = bf16SecondsPerParam(rows: rows) {
             // the bf16-product GEMM: 16-bit weights used in place or rounded inside it; quantized
             // weights first dequantized band by band, once per pass
             let dequant = d.isQuantized ? (profile.dequantPerSecond?[d.rawValue]).map { params / $0 } ?? 0 : 0

@@ -50,7 +50,9 @@ public enum Kernels {
     public static func maxRows(dtype: DType) -> Int {
         dtype == .f32 ? maxRowsF32 : dtype.isQuantized ? maxRowsQuantized : maxRows16
     }
-    static let maxRowsF32 = 16
+    // f32 to 32 rows since the K-tiled walk (bench-linear f32: 16 rows 8.1 ms per layer vs
+    // OpenBLAS 13.2, 24 rows 11.5 vs 25.4, 32 rows 16.0 vs 21.2)
+    static let maxRowsF32 = 32
     static let maxRows16 = 32
     static let maxRowsQuantized = Int(STRATA_Q8_MAX_ROWS)  // the 8-bit path's row limit
 
@@ -107,7 +109,8 @@ public enum Kernels {
     /// Whether this CPU runs the bf16 GEMM (AVX-512 BF16) of fast prompt processing.
     public static var bf16GEMMSupported: Bool { strata_bf16_gemm_supported() != 0 }
 
-    /// Prompt processing (more rows than the decode kernel takes) over f16 and bf16 weights.
+    /// Linears of many rows over f16 and bf16 weights: prompt processing, and batched decode steps
+    /// of `bf16ProductsMinRows` or more sequences.
     public enum Prefill16: String, CaseIterable, Sendable {
         /// Exact (the default): bands of the weight widened to f32, OpenBLAS sgemm.
         case exact
@@ -131,6 +134,15 @@ public enum Kernels {
     public static func prefillUsesBF16Products(dtype: DType) -> Bool {
         guard dtype != .f32, bf16GEMMSupported else { return false }
         return dtype.isQuantized ? activations == .q8 : prefill16 == .bf16
+    }
+
+    /// The fewest rows a linear over `dtype` weights sends to the bf16-product GEMM when
+    /// `prefillUsesBF16Products(dtype:)`: 16-bit weights from 9 rows (a batched decode step of 9+
+    /// sequences too: bench-linear `--prefill16 bf16` on the TinyLlama layer, 16 rows 4.1 ms against
+    /// 6.4 for the exact kernel, which is bound by f32 FMAs there; 8 rows even), quantized weights
+    /// above the 8-bit decode kernel's rows.
+    public static func bf16ProductsMinRows(dtype: DType) -> Int {
+        dtype.isQuantized ? maxRowsQuantized + 1 : 9
     }
 
     /// Many rows: the product with bf16-rounded x and weights (AVX-512 BF16): bf16 weights used
