@@ -106,6 +106,11 @@ def main():
         case(f"prompts file: n {n}", ["generate", "--model", MODEL, "--prompts-file", p, "--ram-budget", "200MiB", "--no-plan"], "n must be")
     p = write("ids.jsonl", json.dumps({"ids": [4294967301]}) + "\n")
     case("prompts file: token id wrapping", ["generate", "--model", MODEL, "--prompts-file", p], "outside the vocabulary")
+    case("bench-linear: quantized dtype off its block", ["bench-linear", "--hidden", "100", "--dtypes", "q4_k"], "multiples of its block")
+    r = subprocess.run([BIN, "bench-linear", "--dtypes", "q4_k", "--dtypes", "q8_0", "--rows", "1", "--rows", "3", "--layers", "1",
+                        "--repeats", "1", "--no-blas", "--hidden", "256", "--kv-dim", "256", "--ffn", "512"],
+                       capture_output=True, text=True, timeout=120)
+    check(r.returncode == 0 and "| q4_k | 3 |" in r.stdout, "bench-linear: quantized dtypes run", (r.stdout + r.stderr)[-300:])
     case("plan: --batch Int.max", ["plan", "--model", MODEL, "--ram-budget", "1GiB", "--batch", BIG], "--batch")
     case("plan: --prompt-tokens -5", ["plan", "--model", MODEL, "--ram-budget", "1GiB", "--prompt-tokens", "-5"], "--prompt-tokens")
     good = {"weights": "tiered", "streamed_layers": [], "prefetch_depth": 1, "kv_block_size": 16, "kv_blocks_ram": 8, "kv_blocks_disk": 0, "batch_size": 1}

@@ -14,7 +14,7 @@ struct BenchLinear: ParsableCommand {
     @Option(help: "FFN width.") var ffn = 5632
     @Option(help: "Copies of the layer (so the weights come from memory, not cache).") var layers = 4
     @Option(parsing: .upToNextOption, help: "Row counts M.") var rows: [Int] = [1, 2, 4, 8, 16, 32]
-    @Option(parsing: .upToNextOption, help: "Weight dtypes.") var dtypes: [String] = ["f32", "f16", "bf16"]
+    @Option(parsing: .upToNextOption, help: "Weight dtypes (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k; quantized weights hold arbitrary finite blocks).") var dtypes: [String] = ["f32", "f16", "bf16"]
     @Flag(help: "Every instruction-set path this CPU has, not only the best.") var allPaths = false
     @Flag(help: "Skip the OpenBLAS comparison.") var noBlas = false
     @Option(help: "Repeats (medians are reported).") var repeats = 5
@@ -26,8 +26,11 @@ struct BenchLinear: ParsableCommand {
             throw ValidationError("sizes, --layers, --repeats and --rows must be positive (rows at most 4096)")
         }
         let types = try dtypes.map { s -> DType in
-            guard let d = DType(rawValue: s) else { throw ValidationError("--dtypes: unknown dtype '\(s)' (f32, f16, bf16)") }
+            guard let d = DType(rawValue: s) else { throw ValidationError("--dtypes: unknown dtype '\(s)' (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k)") }
             return d
+        }
+        for d in types where hidden % d.blockElements != 0 || ffn % d.blockElements != 0 {
+            throw ValidationError("--dtypes \(d.rawValue): --hidden and --ffn must be multiples of its block of \(d.blockElements) weights")
         }
         let shapes = [(hidden, hidden), (kvDim, hidden), (kvDim, hidden), (hidden, hidden), (ffn, hidden), (ffn, hidden), (hidden, ffn)]
         let widest = max(hidden, ffn)
@@ -43,12 +46,13 @@ struct BenchLinear: ParsableCommand {
         print("|---|---:|---|---:|---:|---:|---:|---:|")
         for dtype in types {
             let mats = (0..<layers).flatMap { l in shapes.map { s -> Tensor in
-                let t = Tensor(storage: TensorStorage(byteCount: s.0 * s.1 * dtype.byteSize, hugePages: true), dtype: dtype, shape: [s.0, s.1])
+                let t = Tensor(storage: TensorStorage(byteCount: dtype.bytes(elements: s.0 * s.1), hugePages: true), dtype: dtype, shape: [s.0, s.1])
                 let b = t.rawPointer.assumingMemoryBound(to: UInt16.self)
-                for i in 0..<(s.0 * s.1 * dtype.byteSize / 2) { b[i] = UInt16(truncatingIfNeeded: 0x3C00 &+ ((i &* 2654435761 &+ l) >> 7) & 0x3FF) & 0x3FFF }
+                for i in 0..<(dtype.bytes(elements: s.0 * s.1) / 2) { b[i] = UInt16(truncatingIfNeeded: 0x3C00 &+ ((i &* 2654435761 &+ l) >> 7) & 0x3FF) & 0x3FFF }
                 return t
             } }
             let params = Double(shapes.reduce(0) { $0 + $1.0 * $1.1 })
+            let weightBytes = Double(shapes.reduce(0) { $0 + dtype.bytes(elements: $1.0 * $1.1) })
             for m in rows {
                 func kernelPass() {
                     for w in mats {
@@ -65,7 +69,7 @@ struct BenchLinear: ParsableCommand {
                             var o = 0
                             while o < n {
                                 let b = min(band, n - o)
-                                HalfConversion.toF32(w.rawPointer + o * k * dtype.byteSize, dtype: dtype, scratch.f32, count: b * k)
+                                HalfConversion.toF32(w.rawPointer + o * k * dtype.bytes(elements: 1), dtype: dtype, scratch.f32, count: b * k)
                                 BLAS.linear(x: x.f32, rows: m, inFeatures: k, weight: scratch.f32, outFeatures: b, y: y.f32 + o, ldy: n)
                                 o += b
                             }
@@ -78,13 +82,14 @@ struct BenchLinear: ParsableCommand {
                     for _ in 0..<repeats { let t0 = Date(); f(); ts.append(Date().timeIntervalSince(t0)) }
                     return ts.sorted()[ts.count / 2] / Double(layers)
                 }
-                let blas = noBlas ? Double.nan : time(blasPass)
+                let skipBlas = noBlas || dtype.isQuantized  // no OpenBLAS counterpart for quantized weights
+                let blas = skipBlas ? Double.nan : time(blasPass)
                 for p in paths {
                     Kernels.use(p)
                     let t = time(kernelPass)
-                    let vs = noBlas ? "- | -" : String(format: "%.3f | %.2fx", blas * 1e3, blas / t)
+                    let vs = skipBlas ? "- | -" : String(format: "%.3f | %.2fx", blas * 1e3, blas / t)
                     print(String(format: "| %@ | %d | %@ | %.3f | %.1f | %.1f | %@ |", dtype.rawValue, m, p.description, t * 1e3,
-                                 params * Double(dtype.byteSize) / t / 1e9, 2 * params * Double(m) / t / 1e9, vs as NSString))
+                                 weightBytes / t / 1e9, 2 * params * Double(m) / t / 1e9, vs as NSString))
                 }
                 Kernels.use(chosen)
                 // the bf16-product GEMM (`--prefill16 bf16`, or quantized weights in the q8 mode) on the same rows
@@ -95,9 +100,9 @@ struct BenchLinear: ParsableCommand {
                                                  x: x.f32, rows: m, y: y.f32, scratch: scratch.f32, scratchElements: scratch.count)
                         }
                     }
-                    let vs = noBlas ? "- | -" : String(format: "%.3f | %.2fx", blas * 1e3, blas / t)
+                    let vs = skipBlas ? "- | -" : String(format: "%.3f | %.2fx", blas * 1e3, blas / t)
                     print(String(format: "| %@ | %d | bf16 products | %.3f | %.1f | %.1f | %@ |", dtype.rawValue, m, t * 1e3,
-                                 params * Double(dtype.byteSize) / t / 1e9, 2 * params * Double(m) / t / 1e9, vs as NSString))
+                                 weightBytes / t / 1e9, 2 * params * Double(m) / t / 1e9, vs as NSString))
                 }
             }
         }
