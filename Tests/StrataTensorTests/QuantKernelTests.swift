@@ -139,10 +139,12 @@ func naiveDequant(_ dtype: DType, _ b: ArraySlice<UInt8>) -> [Float] {
     /// The 8-bit-activation path: x quantized per weight block (dx = max|x| / 127, q = round(x / dx)),
     /// then the dequantized weights times the dequantized x. The portable definition and the VNNI
     /// kernel both match that naive product, and stay near the exact (f32) product.
-    @Test(arguments: [1, 2, 3, 4, 5, 16])
+    // past 4 rows the VNNI kernel walks groups of 4 x rows over 64 weight rows at a time
+    // (tails of 1-3 rows; 70 weight rows cross a 64-row band)
+    @Test(arguments: [1, 2, 3, 4, 5, 6, 7, 16])
     func q8ActivationsMatchTheirDefinitionOnEveryPath(m: Int) {
         for dtype in DType.quantized {
-            for (n, k) in [(3, 256), (9, 512), (20, 1024)] {
+            for (n, k) in [(3, 256), (9, 512), (20, 1024), (70, 256)] {
                 let raw = randomBlocks(dtype, rows: n, k: k, seed: UInt64(n * 17 + k + m))
                 var wf: [Float] = []
                 for blk in 0..<(n * k / dtype.blockElements) {
