@@ -104,8 +104,8 @@ struct BenchSuite: ParsableCommand {
 
         progress("batch sweep (continuous batching, paged KV), f32 and bf16 weights")
         let batches = quick ? [1, 2, 4, 8, 16] : [1, 2, 4, 8, 16, 64]
-        func batchSweep(_ model: String) throws -> [[String: Any]] {
-            var args = [exe, "bench-batch", "--model", model, "--repeats", "\(quick ? 1 : 2)", "--prompt", "32", "--gen", "16", "--json"]
+        func batchSweep(_ model: String, extra: [String] = []) throws -> [[String: Any]] {
+            var args = [exe, "bench-batch", "--model", model, "--repeats", "\(quick ? 1 : 2)", "--prompt", "32", "--gen", "16", "--json"] + extra
             for b in batches { args += ["--batches", "\(b)"] }
             return try shell(args).split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
         }
@@ -116,6 +116,8 @@ struct BenchSuite: ParsableCommand {
             _ = try shell([exe, "synth", "--preset", preset, "--dtype", "bf16", "--out", bf16Model])
         }
         results["batch_bf16"] = try batchSweep(bf16Model)
+        // and with bf16 products for steps of 9+ sequences (`--prefill16 bf16`), where the CPU has them
+        if Kernels.bf16GEMMSupported { results["batch_bf16_products"] = try batchSweep(bf16Model, extra: ["--prefill16", "bf16"]) }
 
         // quantized GGUF files of the same model (strata quantize), pp / tg and the batch sweep
         let schemes = quick ? ["q8_0"] : ["q8_0", "q4_k_m"]
@@ -318,8 +320,9 @@ enum BenchRender {
             }
             s += "\n"
         }
-        if let b = r["batch_bf16"] as? [[String: Any]], !b.isEmpty {
-            s += "## Batch sweep (aggregate decode tokens/s, bf16 weights)\n\n| batch | tokens/s (median) | ± | vs batch 1 |\n|---:|---:|---:|---:|\n"
+        for (key, title) in [("batch_bf16", "bf16 weights"), ("batch_bf16_products", "bf16 weights, `--prefill16 bf16` (bf16 products from 9 rows)")] {
+            guard let b = r[key] as? [[String: Any]], !b.isEmpty else { continue }
+            s += "## Batch sweep (aggregate decode tokens/s, \(title))\n\n| batch | tokens/s (median) | ± | vs batch 1 |\n|---:|---:|---:|---:|\n"
             for x in b {
                 s += String(format: "| %d | %.2f | %.2f | %.2fx |\n", Int(num(x["batch"])), num(x["decode_tokens_per_second"]), num(x["spread"]), num(x["vs_batch_1"]))
             }
