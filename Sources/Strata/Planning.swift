@@ -289,6 +289,8 @@ extension PlannerInventory {
                                    headParams: spec.vocabSize * h, kvBytesPerToken: spec.kvBytesPerToken,
                                    fixedBytes: fixed)
         inv.weightDType = weightDType
+        // the head's bytes: `otherBytes` is the head (the embedding, when tied) and the final norm
+        inv.headBytes = otherBytes
         return inv
     }
 }

@@ -79,6 +79,7 @@ public enum StorageAdvice {
             var alt = inv
             alt.layerBytes = layers
             alt.otherBytes = other
+            alt.headBytes = other
             alt.weightDType = s == "f32" ? .f32 : s == "f16" ? .f16 : s == "q8_0" ? .q8_0 : .q4_k
             guard let p = try? Planner.plan(inv: alt, profile: profile, request: request, curve: false) else { continue }
             rows.append(Row(storage: s, weightBytes: layers.reduce(0, +) + other, streamedLayers: p.streamedLayers.count, layers: alt.layers,

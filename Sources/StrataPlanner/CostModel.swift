@@ -191,7 +191,7 @@ public struct CostModel: Sendable {
                             + elementwise)
             memory += Double(inv.layerBytes[l]) / profile.memoryReadBytesPerSecond
         }
-        let head = linear(params: Double(inv.headParams), bytes: Double(inv.headParams * 4), rows: max(1, logitRows))
+        let head = linear(params: Double(inv.headParams), bytes: Double(inv.headBytes ?? inv.headParams * 4), rows: max(1, logitRows))
         let compute = perLayer.reduce(0, +) + head
         let diskBytes = streamed.reduce(0) { $0 + inv.layerBytes[$1] }
         let disk = diskSeconds(diskBytes)

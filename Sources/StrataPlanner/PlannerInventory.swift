@@ -18,6 +18,9 @@ public struct PlannerInventory: Codable, Sendable {
     /// embeddings, final norm, LM head: bytes, and the LM head's parameters
     public var otherBytes: Int
     public var headParams: Int
+    /// the LM head's bytes as stored (nil: f32, 4 per parameter; a 16-bit or quantized head
+    /// reads fewer bytes per decode step)
+    public var headBytes: Int? = nil
     /// bytes of K and V per token, all layers (f32)
     public var kvBytesPerToken: Int
     /// fixed resident bytes: runtime overhead and activations at the workload's size

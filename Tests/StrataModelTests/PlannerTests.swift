@@ -106,6 +106,20 @@ func syntheticProfile() -> HardwareProfile {
         #expect(abs(c.linear(params: 1e6, bytes: 4e6, rows: 1) - 4e6 / 30e9) < 1e-12)
     }
 
+    /// A decode step reads the LM head as stored: a 16-bit or quantized head costs its own
+    /// bytes, not 4 per parameter (the f32 figure is only the default when the bytes are unknown).
+    @Test func theHeadIsChargedItsStoredBytes() {
+        let c = CostModel(profile: syntheticProfile())
+        var inv = PlannerInventory(name: "h", layers: 2, hidden: 64, heads: 4, kvHeads: 4, headDim: 16, vocab: 1000,
+                                   layerBytes: [4_000_000, 4_000_000], layerParams: [1_000_000, 1_000_000],
+                                   otherBytes: 500_000, headParams: 64_000_000, kvBytesPerToken: 1024, fixedBytes: 0)
+        let f32 = c.pass(inv: inv, rows: 1, context: 0, logitRows: 1, streamed: [], prefetch: 0).seconds
+        inv.headBytes = 36_000_000  // Q6_K: 0.5625 bytes per parameter
+        let q = c.pass(inv: inv, rows: 1, context: 0, logitRows: 1, streamed: [], prefetch: 0).seconds
+        #expect(abs((f32 - q) - (c.linear(params: 64e6, bytes: 256e6, rows: 1) - c.linear(params: 64e6, bytes: 36e6, rows: 1))) < 1e-12)
+        #expect(abs((f32 - q) - 220e6 / 30e9) < 1e-9)
+    }
+
     @Test func gemmTimesInterpolateTheSamples() {
         var prof = syntheticProfile()
         // a one-row GEMV sample of a layer's parameters: seconds per parameter from it, scaled by bytes
