@@ -113,6 +113,28 @@ public enum Measure {
         return Double(elements) / median(times)
     }
 
+    /// Bytes of quantized `dtype` weights per second through the one-row linear (a decode step's
+    /// kernel, in the activations mode now set), over the pool: `[rows, 2048]` blocks filling
+    /// `bytes` (far more than the caches; every page written first, so none is the shared zero
+    /// page), the median of `repeats` passes. The 8-bit kernel decodes and multiplies every block,
+    /// so on a machine whose memory is fast for its cores this is below the memory read figure.
+    public static func oneRowBytesPerSecond(dtype: DType, bytes: Int = 512 << 20, repeats: Int = 3) -> Double {
+        let k = 2048, rowBytes = dtype.bytes(elements: k), rows = bytes / rowBytes
+        let w = TensorStorage(byteCount: rows * rowBytes, hugePages: true)
+        let raw = w.base.assumingMemoryBound(to: UInt8.self)
+        for i in stride(from: 0, to: rows * rowBytes, by: 4096) { raw[i] = 0 }
+        let x = Tensor(zeros: [k]), y = Tensor(zeros: [rows])
+        for i in 0..<k { x.f32[i] = 1 }
+        var times: [Double] = []
+        for _ in 0..<(repeats + 1) {
+            let t0 = now()
+            Kernels.linear(weight: w.base, dtype: dtype, outFeatures: rows, inFeatures: k, x: x.f32, rows: 1, y: y.f32)
+            times.append(now() - t0)
+        }
+        times.removeFirst()
+        return Double(rows * rowBytes) / median(times)
+    }
+
     /// A Llama layer's seven f32 weight matrices, `[out, in]`: q and o `[hidden, hidden]`, k and v
     /// `[kvDim, hidden]`, gate and up `[ffn, hidden]`, down `[hidden, ffn]`; every page touched.
     static func layerMatrices(hidden: Int, kvDim: Int, ffn: Int, dtype: DType = .f32) -> [Tensor] {

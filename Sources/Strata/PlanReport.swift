@@ -10,9 +10,10 @@ public enum PlanReport {
         s += markdown ? "# Strata plan: \(p.model)\n" : "Strata plan: \(p.model)\n"
         h("Model and machine")
         s += "model: \(inv.layers) layers, hidden \(inv.hidden), heads \(inv.heads)/\(inv.kvHeads) kv, vocab \(inv.vocab), weights \(formatBytes(inv.weightBytes))\n"
-        s += String(format: "machine: %@, %d threads; GEMM fit alpha %.2e s + beta %.2e s/row per %.0fM params; memory %.1f GB/s; disk read %.0f MB/s\n",
+        s += String(format: "machine: %@, %d threads; GEMM fit alpha %.2e s + beta %.2e s/row per %.0fM params; memory %.1f GB/s (best %.1f); disk read %.0f MB/s\n",
                     profile.cpu as NSString, profile.threads, CostModel(profile: profile).alpha, CostModel(profile: profile).beta,
-                    CostModel(profile: profile).referenceParams / 1e6, profile.memoryReadBytesPerSecond / 1e9, profile.diskReadBytesPerSecond / 1e6)
+                    CostModel(profile: profile).referenceParams / 1e6, profile.typicalMemoryRead / 1e9, profile.memoryReadBytesPerSecond / 1e9,
+                    profile.diskReadBytesPerSecond / 1e6)
         s += "budget: \(formatBytes(p.request.budgetBytes)); workload: batch \(p.batch), prompt \(p.request.promptTokens), output \(p.request.outputTokens); objective \(p.request.objective.rawValue)\n"
         h("Tiers")
         let streamedBytes = p.streamedLayers.reduce(0) { $0 + inv.layerBytes[$1] }

@@ -61,7 +61,7 @@ public enum Profiler {
     /// meanwhile, which `HardwareProfile.warnings` checks. About 20 s per round plus 10 s on 2 cores.
     public static func measure(diskPath: String, scratchBytes: Int = 1 << 30, rounds: Int = 2, log: (String) -> Void = { _ in }) throws -> HardwareProfile {
         let cpuStart = Measure.CPUTimes.now()
-        var samples: [HardwareProfile.GemmSample] = [], ew = 0.0, bw = 0.0
+        var samples: [HardwareProfile.GemmSample] = [], ew = 0.0, bw = 0.0, memRounds: [Double] = []
         for round in 1...max(1, rounds) {
             if rounds > 1 { log("round \(round) of \(rounds)") }
             let (s, e) = try computeSamples(log: log)
@@ -69,9 +69,13 @@ public enum Profiler {
                 for i in samples.indices { samples[i].seconds = min(samples[i].seconds, s[i].seconds) }
                 ew = min(ew, e)
             }
-            let b = Measure.memoryReadBandwidth()
-            log(String(format: "memory read: %.1f GB/s", b / 1e9))
-            bw = max(bw, b)
+            // twice a round: this class of machine's memory moves by a third within minutes
+            for _ in 0..<2 {
+                let b = Measure.memoryReadBandwidth()
+                log(String(format: "memory read: %.1f GB/s", b / 1e9))
+                bw = max(bw, b)
+                memRounds.append(b)
+            }
         }
         let scratch = (diskPath as NSString).appendingPathComponent(".strata-profile-\(FileIO.processID)")
         defer { try? FileManager.default.removeItem(atPath: scratch) }
@@ -84,6 +88,7 @@ public enum Profiler {
                                 memoryReadBytesPerSecond: bw, diskReadBytesPerSecond: rd, diskWriteBytesPerSecond: wr,
                                 diskPath: diskPath, measuredAt: ISO8601DateFormatter().string(from: Date()))
         p.elementwiseSecondsPerRow = ew
+        p.memoryReadRounds = memRounds
         p.computeFactorWhileReading = cf
         p.readFactorWhileComputing = rf
         p.widenBF16PerSecond = Measure.widenElementsPerSecond(dtype: .bf16)
@@ -105,6 +110,10 @@ public enum Profiler {
         var dq: [String: Double] = [:]
         for t in DType.quantized { dq[t.rawValue] = Measure.dequantElementsPerSecond(dtype: t) }
         p.dequantPerSecond = dq
+        var one: [String: Double] = [:]
+        for t in DType.quantized { one[t.rawValue] = Measure.oneRowBytesPerSecond(dtype: t) }
+        p.oneRowBytesPerSecond = one
+        log("one-row decode kernel (\(Kernels.activations) activations): " + DType.quantized.map { String(format: "%@ %.1f", $0.rawValue as NSString, one[$0.rawValue]! / 1e9) }.joined(separator: ", ") + " GB/s of weights")
         log("quantized weights dequantized: " + DType.quantized.map { String(format: "%@ %.2f", $0.rawValue as NSString, dq[$0.rawValue]! / 1e9) }.joined(separator: ", ") + " G elements/s")
         p.openBLASCore = info.openBLASCore
         p.kernelPath = Kernels.path.description

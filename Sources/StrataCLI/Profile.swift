@@ -36,6 +36,5 @@ struct Profile: ParsableCommand {
     }
 }
 
-/// The cached profile, measured now when there is none.
 /// The cached profile, or measured now (and cached), logging to stderr.
 func loadProfile() throws -> HardwareProfile { try Session.hardwareProfile { eprint($0) } }

@@ -50,14 +50,16 @@ public struct CostModel: Sendable {
         if samples.count >= 2, let x = BLAS.leastSquares(a: a, rows: samples.count, cols: 2, b: b) {
             alpha = max(0, x[0]); beta = max(1e-15, x[1])
         } else {
-            alpha = p0 * 4 / max(1, profile.memoryReadBytesPerSecond); beta = 2 * p0 / 1e11
+            alpha = p0 * 4 / max(1, profile.typicalMemoryRead); beta = 2 * p0 / 1e11
         }
     }
 
     /// Seconds for a linear of `params` parameters over `rows` rows (one row: a bandwidth-bound GEMV).
     public func linear(params: Double, bytes: Double, rows: Int) -> Double {
-        let stream = bytes / profile.memoryReadBytesPerSecond
+        let stream = bytes / profile.typicalMemoryRead
         if rows == 1 {
+            // quantized weights: the one-row kernel's own measured rate, where it is below memory's
+            if let d = dtype, d.isQuantized, let r = profile.oneRowBytesPerSecond?[d.rawValue], r > 0 { return max(stream, bytes / r) }
             // the measured GEMV rate is for f32 weights: scale by the bytes each parameter takes
             if let g = gemvSecondsPerParam { return max(stream, g * params * (bytes / max(1, params)) / 4) }
             return stream
@@ -180,7 +182,7 @@ public struct CostModel: Sendable {
     public func pass(inv: PlannerInventory, rows: Int, context: Int, logitRows: Int, streamed: Set<Int>, prefetch: Int, steady: Bool = true)
         -> (seconds: Double, compute: Double, memory: Double, disk: Double, diskBytes: Int) {
         // attention: read each sequence's KV, multiply-adds over the context, shared by the layers
-        let kvRead = Double(rows) * Double(context) * Double(inv.kvBytesPerToken) / profile.memoryReadBytesPerSecond
+        let kvRead = Double(rows) * Double(context) * Double(inv.kvBytesPerToken) / profile.typicalMemoryRead
         let attention = kvRead + Double(rows) * Double(context) * Double(inv.attentionMACsPerContextToken) * beta / referenceParams
         // element-wise work per layer, scaled from the profile's hidden size of 2048
         let elementwise = Double(rows) * (profile.elementwiseSecondsPerRow ?? 0) * Double(inv.hidden) / 2048
@@ -189,7 +191,7 @@ public struct CostModel: Sendable {
         for l in 0..<inv.layers {
             perLayer.append(linear(params: Double(inv.layerParams[l]), bytes: Double(inv.layerBytes[l]), rows: rows) + attention / Double(inv.layers)
                             + elementwise)
-            memory += Double(inv.layerBytes[l]) / profile.memoryReadBytesPerSecond
+            memory += Double(inv.layerBytes[l]) / profile.typicalMemoryRead
         }
         let head = linear(params: Double(inv.headParams), bytes: Double(inv.headBytes ?? inv.headParams * 4), rows: max(1, logitRows))
         let compute = perLayer.reduce(0, +) + head

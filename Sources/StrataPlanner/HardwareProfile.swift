@@ -15,7 +15,17 @@ public struct HardwareProfile: Codable, Sendable, Equatable {
     public var threads: Int
     public var memoryBytes: Int
     public var gemm: [GemmSample]
+    /// The best memory read figure of the rounds (the honest bound of a decode step)
     public var memoryReadBytesPerSecond: Double
+    /// Every round's memory read figure (nil in older profiles). On a shared VM they spread: 46.1
+    /// and 73.7 GB/s minutes apart in one profile here.
+    public var memoryReadRounds: [Double]?
+    /// What predictions use: the median of the rounds (the best figure when there are none). A
+    /// decode step reads at the machine's typical speed, not at its best minute's.
+    public var typicalMemoryRead: Double {
+        guard let r = memoryReadRounds?.filter({ $0 > 0 }).sorted(), !r.isEmpty else { return memoryReadBytesPerSecond }
+        return r.count % 2 == 1 ? r[r.count / 2] : (r[r.count / 2 - 1] + r[r.count / 2]) / 2
+    }
     public var diskReadBytesPerSecond: Double
     public var diskWriteBytesPerSecond: Double
     public var diskPath: String
@@ -41,6 +51,10 @@ public struct HardwareProfile: Codable, Sendable, Equatable {
     /// (`q8_0`, `q4_0`, `q4_k`, `q6_k`): the bands a bf16-product prefill decodes before its
     /// products, once per pass (nil: not measured)
     public var dequantPerSecond: [String: Double]?
+    /// Bytes of quantized weights per second through the one-row decode kernel, by dtype name
+    /// (`Measure.oneRowBytesPerSecond`): a decode step over quantized weights reads at most this
+    /// fast, even when memory is faster (nil: not measured; then the memory read figure alone)
+    public var oneRowBytesPerSecond: [String: Double]?
     /// OpenBLAS's core and the kernel layer's instruction-set path on the measured machine (nil
     /// in profiles older than these fields)
     public var openBLASCore: String?

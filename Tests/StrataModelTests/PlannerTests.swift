@@ -120,6 +120,34 @@ func syntheticProfile() -> HardwareProfile {
         #expect(abs((f32 - q) - 220e6 / 30e9) < 1e-9)
     }
 
+    /// One row over quantized weights: bounded by the one-row kernel's measured rate when that is
+    /// below memory's (the 8-bit kernel is compute-bound on fast memory), else by memory.
+    @Test func quantizedDecodeFollowsTheKernelsOwnRate() {
+        var prof = syntheticProfile()  // memory reads at 30 GB/s
+        prof.oneRowBytesPerSecond = ["q4_k": 20e9, "q8_0": 40e9]
+        var c = CostModel(profile: prof)
+        c.dtype = .q4_k
+        #expect(abs(c.linear(params: 1e6, bytes: 5.625e5, rows: 1) - 5.625e5 / 20e9) < 1e-15)
+        c.dtype = .q8_0
+        #expect(abs(c.linear(params: 1e6, bytes: 1.0625e6, rows: 1) - 1.0625e6 / 30e9) < 1e-15)
+        c.dtype = .q6_k  // not measured: memory
+        #expect(abs(c.linear(params: 1e6, bytes: 8.2e5, rows: 1) - 8.2e5 / 30e9) < 1e-15)
+    }
+
+    /// Predictions use the median of the profile's memory rounds; the best round stays the bound.
+    @Test func predictionsUseTheTypicalMemoryRound() {
+        var prof = syntheticProfile()
+        prof.memoryReadBytesPerSecond = 60e9
+        prof.memoryReadRounds = [60e9, 20e9, 30e9]
+        #expect(prof.typicalMemoryRead == 30e9)
+        prof.memoryReadRounds = [60e9, 20e9, 30e9, 40e9]
+        #expect(prof.typicalMemoryRead == 35e9)
+        let c = CostModel(profile: prof)
+        #expect(abs(c.linear(params: 1e6, bytes: 4e6, rows: 1) - 4e6 / 35e9) < 1e-15)
+        prof.memoryReadRounds = nil  // an older profile: its one figure
+        #expect(prof.typicalMemoryRead == 60e9)
+    }
+
     @Test func gemmTimesInterpolateTheSamples() {
         var prof = syntheticProfile()
         // a one-row GEMV sample of a layer's parameters: seconds per parameter from it, scaled by bytes
