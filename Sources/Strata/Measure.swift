@@ -94,9 +94,13 @@ public enum Measure {
 
     /// Quantized weights of `dtype` dequantized to f32 per second (`Kernels.dequantize`, over the
     /// pool as a prefill's bands are): bands of 4M weights from a source of `elements` weights
-    /// (zero blocks: the work does not depend on the values), the median of `repeats` passes.
+    /// (zero blocks: the work does not depend on the values; every page written first, so they
+    /// are read from memory), the median of `repeats` passes.
     public static func dequantElementsPerSecond(dtype: DType, elements: Int = 64 << 20, band: Int = 4 << 20, repeats: Int = 3) -> Double {
         let src = TensorStorage(byteCount: dtype.bytes(elements: elements), hugePages: true)
+        // every page written, so the reads come from memory and not from the shared zero page
+        let raw = src.base.assumingMemoryBound(to: UInt8.self)
+        for i in stride(from: 0, to: dtype.bytes(elements: elements), by: 4096) { raw[i] = 0 }
         let dst = UnsafeMutablePointer<Float>.allocate(capacity: band)
         defer { dst.deallocate() }
         var times: [Double] = []
@@ -244,6 +248,15 @@ extension Measure {
     /// as a forward pass runs them; the median of `repeats` rounds over the row counts.
     public static func layerPassSeconds(rows: [Int], hidden: Int = 2048, heads: Int = 32, kvHeads: Int = 4, ffn: Int = 5632,
                                         layers: Int = 4, repeats: Int = 5, dtype: DType = .f32) throws -> [Double] {
+        try layerPass(rows: rows, hidden: hidden, heads: heads, kvHeads: kvHeads, ffn: ffn, layers: layers, repeats: repeats, dtype: dtype).seconds
+    }
+
+    /// `layerPassSeconds`, and, when `rows` holds 1, the seconds per layer of the same seven
+    /// matrices multiplied alone at one row (`Kernels.linear` back to back, same weights, each
+    /// right after a one-row pass): the pass less that is what a decode step spends per layer
+    /// outside its GEMVs (hand-offs to the pool, norms, RoPE, attention's jobs).
+    public static func layerPass(rows: [Int], hidden: Int = 2048, heads: Int = 32, kvHeads: Int = 4, ffn: Int = 5632,
+                                 layers: Int = 4, repeats: Int = 5, dtype: DType = .f32) throws -> (seconds: [Double], oneRowLinears: Double?) {
         let vocab = 256, hd = hidden / heads
         let shape = SynthShape(hidden: hidden, intermediate: ffn, layers: layers, heads: heads, kvHeads: kvHeads, vocab: vocab,
                                maxPositions: 2048, tied: false, ropeTheta: 10000, rmsEps: 1e-5)
@@ -288,12 +301,32 @@ extension Measure {
         }
         // rounds over all row counts (not repeats of one count in a row), so a slow spell of
         // this shared machine spreads over the counts instead of bending one of them
+        let xs = Tensor(zeros: [max(hidden, ffn)]), ys = Tensor(zeros: [max(hidden, ffn)])
+        for i in 0..<xs.count { xs.f32[i] = 0.01 }
+        func linearsAlone() -> Double {
+            let t0 = now()
+            for l in 0..<layers {
+                for w in matrices[l] ?? [] {
+                    Kernels.linear(weight: w.rawPointer, dtype: w.dtype, outFeatures: w.shape[0], inFeatures: w.shape[1], x: xs.f32, rows: 1, y: ys.f32)
+                }
+            }
+            return (now() - t0) / Double(layers)
+        }
         for m in rows { _ = try pass(m) }  // warm-up: workspace, BLAS buffers, first touches
         var times = [[Double]](repeating: [], count: rows.count)
+        var alone: [Double] = []
         for _ in 0..<repeats {
-            for (i, m) in rows.enumerated() { times[i].append(try pass(m)) }
+            for (i, m) in rows.enumerated() {
+                times[i].append(try pass(m))
+                // right after the one-row pass, so the two see the same spell of this machine
+                if m == 1 { alone.append(linearsAlone()) }
+            }
         }
-        return times.map { median($0) }
+        // the one-row figure for the matrices alone: the pass less the median of the per-round
+        // differences (the difference is a few percent of either time, less than their spread)
+        guard let one = rows.firstIndex(of: 1) else { return (times.map { median($0) }, nil) }
+        let diffs = zip(times[one], alone).map { $0 - $1 }
+        return (times.map { median($0) }, median(times[one]) - median(diffs))
     }
 }
 

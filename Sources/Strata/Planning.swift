@@ -30,7 +30,11 @@ public enum Profiler {
     /// element-wise work, as samples of the layer's parameters, and the element-wise seconds per
     /// row. About 16 s on 2 cores (a `strata profile --refresh` here, 2026-11-26). `make bench`
     /// re-measures them before each configuration after the first.
-    public static func computeSamples(log: (String) -> Void = { _ in }) throws -> (samples: [HardwareProfile.GemmSample], elementwisePerRow: Double) {
+    /// `overheadPerLayer`: what a one-row pass spends per layer beyond its element-wise work and
+    /// its GEMVs (the pass at M = 1 less the same matrices multiplied alone); it is taken out of
+    /// every sample and charged per layer and pass by the cost model.
+    public static func computeSamples(log: (String) -> Void = { _ in }) throws
+        -> (samples: [HardwareProfile.GemmSample], elementwisePerRow: Double, overheadPerLayer: Double) {
         var samples: [HardwareProfile.GemmSample] = []
         // the engine's own forward pass over layers of this shape (weights from memory), less
         // the element-wise work (measured alone; the cost model charges it per row and scales it
@@ -41,8 +45,11 @@ public enum Profiler {
         let ew = Measure.layerElementwiseSecondsPerRow()
         log(String(format: "element-wise work of a layer outside the GEMMs: %.1f us per row", ew * 1e6))
         let ms = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
-        for (m, t) in zip(ms, try Measure.layerPassSeconds(rows: ms)) {
-            let sec = max(t - ew * Double(m), t / 2)
+        let (ts, alone) = try Measure.layerPass(rows: ms)
+        let overhead = max(0, (ts.first ?? 0) - ew - (alone ?? ts.first ?? 0))
+        log(String(format: "a one-row layer pass beyond its GEMVs and element-wise work: %.1f us per layer", overhead * 1e6))
+        for (m, t) in zip(ms, ts) {
+            let sec = max(t - ew * Double(m) - overhead, t / 2)
             samples.append(.init(m: m, n: 21504, k: 2048, seconds: sec))
             if m == 1 {
                 log(String(format: "layer pass M=1: %.2f ms; its GEMVs at %.1f GB/s of f32 weights", t * 1e3, 4 * 21504 * 2048 / sec / 1e9))
@@ -50,7 +57,7 @@ public enum Profiler {
                 log(String(format: "layer pass M=%d: %.2f ms; its GEMMs at %.1f GFLOP/s", m, t * 1e3, 2 * Double(m) * 21504 * 2048 / sec / 1e9))
             }
         }
-        return (samples, ew)
+        return (samples, ew, overhead)
     }
 
     /// Measures a layer's forward pass for M = 1 ... 512 rows and memory read bandwidth, each
@@ -61,13 +68,14 @@ public enum Profiler {
     /// meanwhile, which `HardwareProfile.warnings` checks. About 20 s per round plus 10 s on 2 cores.
     public static func measure(diskPath: String, scratchBytes: Int = 1 << 30, rounds: Int = 2, log: (String) -> Void = { _ in }) throws -> HardwareProfile {
         let cpuStart = Measure.CPUTimes.now()
-        var samples: [HardwareProfile.GemmSample] = [], ew = 0.0, bw = 0.0, memRounds: [Double] = []
+        var samples: [HardwareProfile.GemmSample] = [], ew = 0.0, ohs: [Double] = [], bw = 0.0, memRounds: [Double] = []
         for round in 1...max(1, rounds) {
             if rounds > 1 { log("round \(round) of \(rounds)") }
-            let (s, e) = try computeSamples(log: log)
-            if samples.isEmpty { (samples, ew) = (s, e) } else {
+            let (s, e, o) = try computeSamples(log: log)
+            if samples.isEmpty { (samples, ew, ohs) = (s, e, [o]) } else {
                 for i in samples.indices { samples[i].seconds = min(samples[i].seconds, s[i].seconds) }
                 ew = min(ew, e)
+                ohs.append(o)
             }
             // twice a round: this class of machine's memory moves by a third within minutes
             for _ in 0..<2 {
@@ -89,6 +97,7 @@ public enum Profiler {
                                 diskPath: diskPath, measuredAt: ISO8601DateFormatter().string(from: Date()))
         p.elementwiseSecondsPerRow = ew
         p.memoryReadRounds = memRounds
+        p.passOverheadPerLayer = median(ohs)  // a difference of two timings: the rounds' median, not their best
         p.computeFactorWhileReading = cf
         p.readFactorWhileComputing = rf
         p.widenBF16PerSecond = Measure.widenElementsPerSecond(dtype: .bf16)

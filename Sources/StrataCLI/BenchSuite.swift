@@ -183,12 +183,13 @@ struct BenchSuite: ParsableCommand {
                 // (the layer pass at 64 rows took 43.7-49.9 ms per layer in five profiles on 2026-11-26)
                 // (the first configuration comes right after the full profile: its samples stand)
                 let fresh = diskRates.count == 1 ? Profiler.cached() : nil
-                let (samples, ew) = try fresh.map { ($0.gemm, $0.elementwiseSecondsPerRow ?? 0) } ?? Profiler.computeSamples()
+                let (samples, ew, overhead) = try fresh.map { ($0.gemm, $0.elementwiseSecondsPerRow ?? 0, $0.passOverheadPerLayer ?? 0) } ?? Profiler.computeSamples()
                 let layer64 = samples.first { $0.m == 64 }.map { $0.seconds + ew * 64 } ?? 0
                 if var prof = Profiler.cached() {
                     prof.diskReadBytesPerSecond = disk
                     prof.gemm = samples
                     prof.elementwiseSecondsPerRow = ew
+                    prof.passOverheadPerLayer = overhead
                     try Profiler.save(prof)
                 }
                 eprint(String(format: "  compute now: a layer pass at 64 rows %.2f ms", layer64 * 1e3))

@@ -8,8 +8,10 @@ import StrataTensor
 /// per parameter; beyond the last sample it grows by `beta` per row, where `alpha + beta * M`
 /// is fitted by least squares (LAPACKE `dgels`). One row is a GEMV: the profile's one-row
 /// sample (weights cycled through more memory than the caches hold), else bytes / memory
-/// bandwidth. Each layer adds its share of attention (reading each sequence's KV at memory
-/// bandwidth plus the multiply-adds at the fitted rate) and its element-wise work.
+/// bandwidth; quantized weights at most at the one-row kernel's measured rate. Memory figures
+/// are the profile's typical (median) round, not its best. Each layer adds its share of
+/// attention (reading each sequence's KV at memory bandwidth plus the multiply-adds at the
+/// fitted rate), its element-wise work and the pass's fixed overhead per layer.
 ///
 /// Streamed layers are read by one I/O thread, in order, into `prefetch + 1` staging slots: the
 /// read of a layer starts when the previous read is done and its slot has been released (the
@@ -186,6 +188,7 @@ public struct CostModel: Sendable {
         let attention = kvRead + Double(rows) * Double(context) * Double(inv.attentionMACsPerContextToken) * beta / referenceParams
         // element-wise work per layer, scaled from the profile's hidden size of 2048
         let elementwise = Double(rows) * (profile.elementwiseSecondsPerRow ?? 0) * Double(inv.hidden) / 2048
+            + (profile.passOverheadPerLayer ?? 0)
         var perLayer: [Double] = []
         var memory = 0.0
         for l in 0..<inv.layers {

@@ -42,6 +42,10 @@ public struct HardwareProfile: Codable, Sendable, Equatable {
     /// seconds per row of a layer's element-wise work outside the GEMMs (norms, RoPE, SwiGLU,
     /// residual adds) at hidden size 2048 (nil: not measured, no cost)
     public var elementwiseSecondsPerRow: Double?
+    /// seconds a forward pass spends per layer beyond its GEMMs and element-wise work: handing
+    /// work to the pool and back, the norms' and attention's jobs (the one-row layer pass less
+    /// its seven matrices multiplied alone; nil: not measured, no cost)
+    public var passOverheadPerLayer: Double?
     /// The layer pass at prefill row counts (64, 256, 512) with bf16 weights in the bf16-product
     /// mode (`Kernels.gemmBF16`, AVX-512 BF16), less its element-wise work, as `gemm` holds the f32
     /// pass: the prefill of quantized weights in the q8 mode and of 16-bit weights with

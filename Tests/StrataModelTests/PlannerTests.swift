@@ -148,6 +148,19 @@ func syntheticProfile() -> HardwareProfile {
         #expect(prof.typicalMemoryRead == 60e9)
     }
 
+    /// The profile's per-layer pass overhead (pool hand-offs, norms, attention's jobs) is charged
+    /// once per layer and pass, on top of the GEMVs and the element-wise work.
+    @Test func passOverheadIsChargedPerLayer() {
+        var prof = syntheticProfile()
+        let inv = PlannerInventory(name: "o", layers: 3, hidden: 64, heads: 4, kvHeads: 4, headDim: 16, vocab: 1000,
+                                   layerBytes: [4_000_000, 4_000_000, 4_000_000], layerParams: [1_000_000, 1_000_000, 1_000_000],
+                                   otherBytes: 500_000, headParams: 64_000, kvBytesPerToken: 1024, fixedBytes: 0)
+        let without = CostModel(profile: prof).pass(inv: inv, rows: 1, context: 0, logitRows: 1, streamed: [], prefetch: 0).seconds
+        prof.passOverheadPerLayer = 1e-4
+        let with = CostModel(profile: prof).pass(inv: inv, rows: 1, context: 0, logitRows: 1, streamed: [], prefetch: 0).seconds
+        #expect(abs((with - without) - 3e-4) < 1e-12)
+    }
+
     @Test func gemmTimesInterpolateTheSamples() {
         var prof = syntheticProfile()
         // a one-row GEMV sample of a layer's parameters: seconds per parameter from it, scaled by bytes
