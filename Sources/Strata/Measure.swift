@@ -59,20 +59,11 @@ public enum Measure {
         }
         // the decode kernel itself over the same bytes, as f32 [rows, 4096] and as f16 [rows, 4096]
         let k = 4096
-        let x = Tensor(zeros: [k])
-        for i in 0..<k { x.f32[i] = 1 }
         for dtype in [DType.f32, .f16] {
             let rows = n * 4 / (k * dtype.byteSize)
-            let y = Tensor(zeros: [rows])
-            var times: [Double] = []
-            for _ in 0..<(repeats + 1) {
-                let t0 = now()
-                Kernels.linear(weight: storage.base, dtype: dtype, outFeatures: rows, inFeatures: k, x: x.f32, rows: 1, y: y.f32)
-                times.append(now() - t0)
-            }
-            times.removeFirst()
+            let t = oneRowLinearSeconds(storage.base, dtype: dtype, rows: rows, k: k, repeats: repeats)
             out.append(ReadVariant(name: "linear kernel \(Kernels.path) (\(dtype), 1 row), \(Threads.count) thread\(Threads.count == 1 ? "" : "s")",
-                                   bytesPerSecond: Double(rows * k * dtype.byteSize) / median(times)))
+                                   bytesPerSecond: Double(rows * k * dtype.byteSize) / t))
         }
         return out
     }
@@ -127,16 +118,22 @@ public enum Measure {
         let w = TensorStorage(byteCount: rows * rowBytes, hugePages: true)
         let raw = w.base.assumingMemoryBound(to: UInt8.self)
         for i in stride(from: 0, to: rows * rowBytes, by: 4096) { raw[i] = 0 }
+        return Double(rows * rowBytes) / oneRowLinearSeconds(w.base, dtype: dtype, rows: rows, k: k, repeats: repeats)
+    }
+
+    /// Median seconds of the one-row `Kernels.linear` over `[rows, k]` weights of `dtype` at
+    /// `weight` (x all ones), over `repeats` passes after a warm-up pass.
+    static func oneRowLinearSeconds(_ weight: UnsafeRawPointer, dtype: DType, rows: Int, k: Int, repeats: Int) -> Double {
         let x = Tensor(zeros: [k]), y = Tensor(zeros: [rows])
         for i in 0..<k { x.f32[i] = 1 }
         var times: [Double] = []
         for _ in 0..<(repeats + 1) {
             let t0 = now()
-            Kernels.linear(weight: w.base, dtype: dtype, outFeatures: rows, inFeatures: k, x: x.f32, rows: 1, y: y.f32)
+            Kernels.linear(weight: weight, dtype: dtype, outFeatures: rows, inFeatures: k, x: x.f32, rows: 1, y: y.f32)
             times.append(now() - t0)
         }
         times.removeFirst()
-        return Double(rows * rowBytes) / median(times)
+        return median(times)
     }
 
     /// A Llama layer's seven f32 weight matrices, `[out, in]`: q and o `[hidden, hidden]`, k and v
