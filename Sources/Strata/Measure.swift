@@ -139,6 +139,7 @@ public enum Measure {
     /// A Llama layer's seven f32 weight matrices, `[out, in]`: q and o `[hidden, hidden]`, k and v
     /// `[kvDim, hidden]`, gate and up `[ffn, hidden]`, down `[hidden, ffn]`; every page touched.
     static func layerMatrices(hidden: Int, kvDim: Int, ffn: Int, dtype: DType = .f32) -> [Tensor] {
+        precondition(dtype == .f32 || dtype == .bf16, "Measure.layerMatrices: f32 or bf16, not \(dtype)")
         let shapes = [(hidden, hidden), (kvDim, hidden), (kvDim, hidden), (hidden, hidden), (ffn, hidden), (ffn, hidden), (hidden, ffn)]
         return shapes.map { s in
             let w = Tensor(storage: TensorStorage(byteCount: s.0 * s.1 * dtype.byteSize, hugePages: true), dtype: dtype, shape: [s.0, s.1])
@@ -248,12 +249,13 @@ extension Measure {
         try layerPass(rows: rows, hidden: hidden, heads: heads, kvHeads: kvHeads, ffn: ffn, layers: layers, repeats: repeats, dtype: dtype).seconds
     }
 
-    /// `layerPassSeconds`, and, when `rows` holds 1, the seconds per layer of the same seven
-    /// matrices multiplied alone at one row (`Kernels.linear` back to back, same weights, each
-    /// right after a one-row pass): the pass less that is what a decode step spends per layer
-    /// outside its GEMVs (hand-offs to the pool, norms, RoPE, attention's jobs).
+    /// `layerPassSeconds`, and, when `rows` holds 1, the seconds per layer by which the one-row
+    /// pass exceeds its seven matrices multiplied alone (`Kernels.linear` back to back, same
+    /// weights, each right after a one-row pass; the median of the per-round differences, which
+    /// are a few percent of either time, less than their spread): what a decode step spends per
+    /// layer outside its GEMVs (element-wise work, hand-offs to the pool, attention's jobs).
     public static func layerPass(rows: [Int], hidden: Int = 2048, heads: Int = 32, kvHeads: Int = 4, ffn: Int = 5632,
-                                 layers: Int = 4, repeats: Int = 5, dtype: DType = .f32) throws -> (seconds: [Double], oneRowLinears: Double?) {
+                                 layers: Int = 4, repeats: Int = 5, dtype: DType = .f32) throws -> (seconds: [Double], oneRowBeyondGEMVs: Double?) {
         let vocab = 256, hd = hidden / heads
         let shape = SynthShape(hidden: hidden, intermediate: ffn, layers: layers, heads: heads, kvHeads: kvHeads, vocab: vocab,
                                maxPositions: 2048, tied: false, ropeTheta: 10000, rmsEps: 1e-5)
@@ -319,11 +321,8 @@ extension Measure {
                 if m == 1 { alone.append(linearsAlone()) }
             }
         }
-        // the one-row figure for the matrices alone: the pass less the median of the per-round
-        // differences (the difference is a few percent of either time, less than their spread)
         guard let one = rows.firstIndex(of: 1) else { return (times.map { median($0) }, nil) }
-        let diffs = zip(times[one], alone).map { $0 - $1 }
-        return (times.map { median($0) }, median(times[one]) - median(diffs))
+        return (times.map { median($0) }, median(zip(times[one], alone).map { $0 - $1 }))
     }
 }
 

@@ -45,8 +45,8 @@ public enum Profiler {
         let ew = Measure.layerElementwiseSecondsPerRow()
         log(String(format: "element-wise work of a layer outside the GEMMs: %.1f us per row", ew * 1e6))
         let ms = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
-        let (ts, alone) = try Measure.layerPass(rows: ms)
-        let overhead = max(0, (ts.first ?? 0) - ew - (alone ?? ts.first ?? 0))
+        let (ts, beyond) = try Measure.layerPass(rows: ms)
+        let overhead = max(0, (beyond ?? 0) - ew)
         log(String(format: "a one-row layer pass beyond its GEMVs and element-wise work: %.1f us per layer", overhead * 1e6))
         for (m, t) in zip(ms, ts) {
             let sec = max(t - ew * Double(m) - overhead, t / 2)
@@ -111,7 +111,9 @@ public enum Profiler {
             defer { Kernels.prefill16 = saved }
             let ms = [64, 256, 512]
             let ts = try Measure.layerPassSeconds(rows: ms, repeats: 3, dtype: .bf16)
-            p.bf16Gemm = zip(ms, ts).map { m, t in .init(m: m, n: 21504, k: 2048, seconds: max(t - ew * Double(m), t / 2)) }
+            // less the element-wise work and the pass overhead, as the f32 samples (the cost model adds both)
+            let oh = p.passOverheadPerLayer ?? 0
+            p.bf16Gemm = zip(ms, ts).map { m, t in .init(m: m, n: 21504, k: 2048, seconds: max(t - ew * Double(m) - oh, t / 2)) }
             for s in p.bf16Gemm! {
                 log(String(format: "layer pass M=%d, bf16 products: %.2f ms; its GEMMs at %.1f GFLOP/s", s.m, s.seconds * 1e3, 2 * Double(s.m) * 21504 * 2048 / s.seconds / 1e9))
             }

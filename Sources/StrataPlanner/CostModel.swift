@@ -30,8 +30,9 @@ public struct CostModel: Sendable {
     public let perParam: [(m: Double, s: Double)]
     /// the layers' weight dtype, for the widening cost (set from the inventory)
     public var dtype: DType? = nil
-    /// prefill GEMMs (more rows than the few-row kernel takes) run with bf16 products at the
-    /// profile's `bf16Gemm` layer-pass samples instead of the f32 ones (set from the request)
+    /// linears of `Kernels.bf16ProductsMinRows` rows or more over 16-bit or quantized weights run
+    /// with bf16 products at the profile's `bf16Gemm` layer-pass samples instead of the f32 ones
+    /// (set from the request)
     public var bf16Products = false
 
     public init(profile: HardwareProfile) {
@@ -186,14 +187,15 @@ public struct CostModel: Sendable {
         // attention: read each sequence's KV, multiply-adds over the context, shared by the layers
         let kvRead = Double(rows) * Double(context) * Double(inv.kvBytesPerToken) / profile.typicalMemoryRead
         let attention = kvRead + Double(rows) * Double(context) * Double(inv.attentionMACsPerContextToken) * beta / referenceParams
-        // element-wise work per layer, scaled from the profile's hidden size of 2048
+        // element-wise work per layer, scaled from the profile's hidden size of 2048, and the
+        // pass's fixed overhead per layer
         let elementwise = Double(rows) * (profile.elementwiseSecondsPerRow ?? 0) * Double(inv.hidden) / 2048
-            + (profile.passOverheadPerLayer ?? 0)
+        let overhead = profile.passOverheadPerLayer ?? 0
         var perLayer: [Double] = []
         var memory = 0.0
         for l in 0..<inv.layers {
             perLayer.append(linear(params: Double(inv.layerParams[l]), bytes: Double(inv.layerBytes[l]), rows: rows) + attention / Double(inv.layers)
-                            + elementwise)
+                            + elementwise + overhead)
             memory += Double(inv.layerBytes[l]) / profile.typicalMemoryRead
         }
         let head = linear(params: Double(inv.headParams), bytes: Double(inv.headBytes ?? inv.headParams * 4), rows: max(1, logitRows))
