@@ -62,6 +62,27 @@ __attribute__((target("f16c"))) INLINE float f16c_at(const uint8_t *p) {
 }
 #endif
 
+/// Weights and bytes per block of `wtype` (strata_qblock_elements / _bytes, inlined: the kernels
+/// call them per weight row, where a call into another file was 0.9% of a Q4_K_M decode step).
+INLINE long qblock_elements(int wtype) {
+    switch (wtype) {
+    case STRATA_W_Q8_0: case STRATA_W_Q4_0: return 32;
+    case STRATA_W_Q4_K: case STRATA_W_Q6_K: return 256;
+    default: return 1;
+    }
+}
+
+INLINE long qblock_bytes(int wtype) {
+    switch (wtype) {
+    case STRATA_W_Q8_0: return 34;
+    case STRATA_W_Q4_0: return 18;
+    case STRATA_W_Q4_K: return 144;
+    case STRATA_W_Q6_K: return 210;
+    case STRATA_W_F32: return 4;
+    default: return 2;
+    }
+}
+
 /// Q4_K's 6-bit scale and min of sub-block j from the 12 packed bytes (ggml's get_scale_min_k4).
 INLINE void k4_scale_min(int j, const uint8_t *q, int *sc, int *m) {
     if (j < 4) {

@@ -103,7 +103,7 @@ int strata_qlinear_bf16_gemm(const strata_linear_args *a, float *scratch, long b
     uint16_t *wb = bf16 ? NULL : (uint16_t *)strata_tls_grow(&t_wb, STRATA_TLS_WB, (size_t)band * (size_t)k * 2);
     if (!xb || (!bf16 && !wb)) return -1;
     for (long r = 0; r < m; r++) to_bf16(a->x + r * a->ldx, xb + r * k, k);
-    const long rowBytes = bf16 || f16 ? 2 * k : k / strata_qblock_elements(a->wtype) * strata_qblock_bytes(a->wtype);
+    const long rowBytes = bf16 || f16 ? 2 * k : k / qblock_elements(a->wtype) * qblock_bytes(a->wtype);
     const int threads = strata_pool_threads();
     for (long o = 0; o < n; o += band) {
         const long nb = o + band < n ? band : n - o;

@@ -824,7 +824,7 @@ void strata_linear(const strata_linear_args *a) {
     // sixteen times as many chunks as threads, claimed as threads come free, so the thread that
     // finishes last holds the other up by at most one small chunk (on the Zen 4, f16 decode
     // 13.8-14.4 tokens/s against 12.6-14.0 with four chunks per thread and 64-row minimum)
-    long minRows = (32L << 10) / (a->k / strata_qblock_elements(a->wtype) * strata_qblock_bytes(a->wtype) + 1);
+    long minRows = (32L << 10) / (a->k / qblock_elements(a->wtype) * qblock_bytes(a->wtype) + 1);
     if (minRows < 16) minRows = 16;
     long chunks = 16L * threads;
     if (chunks > a->n / minRows) chunks = a->n / minRows;

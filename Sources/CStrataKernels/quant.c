@@ -23,24 +23,9 @@
 #include <string.h>
 
 
-long strata_qblock_elements(int wtype) {
-    switch (wtype) {
-    case STRATA_W_Q8_0: case STRATA_W_Q4_0: return 32;
-    case STRATA_W_Q4_K: case STRATA_W_Q6_K: return 256;
-    default: return 1;
-    }
-}
+long strata_qblock_elements(int wtype) { return qblock_elements(wtype); }
 
-long strata_qblock_bytes(int wtype) {
-    switch (wtype) {
-    case STRATA_W_Q8_0: return 34;
-    case STRATA_W_Q4_0: return 18;
-    case STRATA_W_Q4_K: return 144;
-    case STRATA_W_Q6_K: return 210;
-    case STRATA_W_F32: return 4;
-    default: return 2;
-    }
-}
+long strata_qblock_bytes(int wtype) { return qblock_bytes(wtype); }
 
 /// One block of `wtype` at `b` into 32 or 256 floats.
 static void dequant_block(int t, const uint8_t *b, float *y) {
@@ -101,7 +86,7 @@ static void dequant_block(int t, const uint8_t *b, float *y) {
 }
 
 static void dequant_range(int wtype, const void *src, float *dst, long b0, long b1) {
-    const long be = strata_qblock_elements(wtype), bb = strata_qblock_bytes(wtype);
+    const long be = qblock_elements(wtype), bb = qblock_bytes(wtype);
     const uint8_t *p = (const uint8_t *)src + b0 * bb;
     for (long b = b0; b < b1; b++, p += bb) dequant_block(wtype, p, dst + b * be);
 }
@@ -115,10 +100,10 @@ static void dq_chunk(void *ctx, long c) {
 }
 
 void strata_dequantize(int wtype, const void *src, float *dst, long count) {
-    const long blocks = count / strata_qblock_elements(wtype);
+    const long blocks = count / qblock_elements(wtype);
     // split across the pool when there is enough (a prefill's band of weights: >= 64K weights per chunk)
     const long threads = strata_pool_threads();
-    const long minBlocks = (64L << 10) / strata_qblock_elements(wtype);
+    const long minBlocks = (64L << 10) / qblock_elements(wtype);
     long chunks = blocks / minBlocks;
     if (chunks > 4 * threads) chunks = 4 * threads;
     if (chunks <= 1) { dequant_range(wtype, src, dst, 0, blocks); return; }
@@ -129,7 +114,7 @@ void strata_dequantize(int wtype, const void *src, float *dst, long count) {
 /// Portable: each block dequantized once into a buffer, then dotted with every x row.
 static void qrows_portable(const strata_linear_args *a, long j0, long j1) {
     const int t = a->wtype;
-    const long be = strata_qblock_elements(t), bb = strata_qblock_bytes(t), nb = a->k / be;
+    const long be = qblock_elements(t), bb = qblock_bytes(t), nb = a->k / be;
     float buf[256];
     float acc[64];
     for (long j = j0; j < j1; j++) {
@@ -179,7 +164,7 @@ INLINE void k4_unpack(const uint8_t *q, uint8_t out[16]) {
 
 /// RB rows of x against weight row j (RB <= 8), all blocks.
 TGT512 INLINE void qrow512(const int t, const int RB, const strata_linear_args *a, long j, long r) {
-    const long be = strata_qblock_elements(t), bb = strata_qblock_bytes(t), nb = a->k / be;
+    const long be = qblock_elements(t), bb = qblock_bytes(t), nb = a->k / be;
     const uint8_t *w = (const uint8_t *)a->w + (size_t)j * (size_t)nb * (size_t)bb;
     const float *xr[8];
     __m512 acc[8];
@@ -318,7 +303,7 @@ TGT2 INLINE float hsum8q(__m256 v) {
 
 /// RB rows of x against weight row j (RB <= 4), all blocks.
 TGT2 INLINE void qrow2(const int t, const int RB, const strata_linear_args *a, long j, long r) {
-    const long be = strata_qblock_elements(t), bb = strata_qblock_bytes(t), nb = a->k / be;
+    const long be = qblock_elements(t), bb = qblock_bytes(t), nb = a->k / be;
     const uint8_t *w = (const uint8_t *)a->w + (size_t)j * (size_t)nb * (size_t)bb;
     const float *xr[4];
     __m256 acc[4];

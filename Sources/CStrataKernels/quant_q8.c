@@ -32,7 +32,7 @@ INLINE float quantize_block(const float *x, int n, int8_t *q) {
 
 /// The definition: weight row j against x row r, block by block, in integers.
 static float dot_q8_portable(int t, const uint8_t *w, const float *x, long k) {
-    const long be = strata_qblock_elements(t), bb = strata_qblock_bytes(t);
+    const long be = qblock_elements(t), bb = qblock_bytes(t);
     int8_t q[256];
     float sum = 0;
     for (long b = 0; b < k / be; b++, w += bb) {
@@ -78,7 +78,7 @@ static float dot_q8_portable(int t, const uint8_t *w, const float *x, long k) {
 
 static void q8rows_portable(const strata_linear_args *a, long j0, long j1) {
     const int t = a->wtype;
-    const size_t rb = (size_t)(a->k / strata_qblock_elements(t)) * (size_t)strata_qblock_bytes(t);
+    const size_t rb = (size_t)(a->k / qblock_elements(t)) * (size_t)qblock_bytes(t);
     for (long j = j0; j < j1; j++)
         for (long r = 0; r < a->m; r++) {
             const float v = dot_q8_portable(t, (const uint8_t *)a->w + (size_t)j * rb, a->x + r * a->ldx, a->k);
@@ -120,7 +120,7 @@ static void lane_bias_v(const int8_t *q, long k, int off, int32_t *bias);
 /// shrunk: no allocation once it has held the largest call). Returns 0, or -1 if out of memory.
 static int quantize_rows(const strata_linear_args *a, qx_row *rows) {
     const int t = a->wtype;
-    const long k = a->k, be = strata_qblock_elements(t);
+    const long k = a->k, be = qblock_elements(t);
     const size_t per = (size_t)k + 4 * (size_t)(k / 4) + 4 * (size_t)(k / 4) + 4 * (size_t)(k / 32) + 256;
     const size_t need = per * (size_t)a->m;
     char *p = (char *)strata_tls_grow(&t_qx, STRATA_TLS_QX, need);
@@ -219,7 +219,7 @@ TGTV static void lane_bias_v(const int8_t *q, long k, int off, int32_t *bias) {
 
 /// Weight row j against RB quantized x rows (RB <= 4).
 TGTV INLINE void q8row_vnni(const int t, const int RB, const strata_linear_args *a, const qx_row *X, long j, long r) {
-    const long k = a->k, be = strata_qblock_elements(t), bb = strata_qblock_bytes(t), nb = k / be;
+    const long k = a->k, be = qblock_elements(t), bb = qblock_bytes(t), nb = k / be;
     const uint8_t *w = (const uint8_t *)a->w + (size_t)j * (size_t)nb * (size_t)bb;
     __m512 acc[4];
     __m256 accm[4];

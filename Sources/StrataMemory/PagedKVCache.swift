@@ -304,36 +304,34 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
     }
 
     /// One query row over `keys` positions read through the block table; `scores` holds
-    /// `heads * keys` floats. Query heads of a group share each loaded key and value row.
+    /// `heads * keys` floats. Each head runs the kernel module's scores and values loops over the
+    /// block runs of its kv head (the group's heads find the rows in L2 after the first).
     static func decodeAttention(q: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, table: [Int], keys n: Int,
                                 kPool: UnsafePointer<Float>, vPool: UnsafePointer<Float>, blockSize bs: Int, kvDim: Int,
                                 heads: Int, kvHeads: Int, headDim d: Int, scale: Float, scores: UnsafeMutablePointer<Float>,
                                 softcap: Float = 0, window: Int = 0) {
         let group = heads / kvHeads
-        for g in 0..<kvHeads {
-            // scores[h][j] = q_h . k_j
-            for j in 0..<n {
-                let kr = kPool + (table[j / bs] * bs + j % bs) * kvDim + g * d
-                for hh in 0..<group {
-                    let h = g * group + hh
-                    scores[h * n + j] = Attention.dot(q + h * d, kr, d) * scale
-                }
+        for h in 0..<heads {
+            let g = h / group, sh = scores + h * n
+            // scores[h][j] = q_h . k_j, block by block (a block's rows are contiguous)
+            var j = 0
+            while j < n {
+                let rows = min(bs - j % bs, n - j)
+                Kernels.attentionScores(q: q + h * d, k: kPool + (table[j / bs] * bs + j % bs) * kvDim + g * d, ldk: kvDim, keys: rows,
+                                        headDim: d, scale: scale, scores: sh + j)
+                j += rows
             }
-            for hh in 0..<group {
-                let h = g * group + hh
-                // the query is at position n - 1
-                Ops.capAndWindow(scores + h * n, rows: 1, n: n, causalOffset: n - 1, softcap: softcap, window: window)
-                Ops.softmax(scores + h * n, rows: 1, n: n)
-                let o = out + h * d
-                for c in 0..<d { o[c] = 0 }
+            // the query is at position n - 1
+            Ops.capAndWindow(sh, rows: 1, n: n, causalOffset: n - 1, softcap: softcap, window: window)
+            Ops.softmax(sh, rows: 1, n: n)
+            j = 0
+            while j < n {
+                let rows = min(bs - j % bs, n - j)
+                Kernels.attentionValues(weights: sh + j, v: vPool + (table[j / bs] * bs + j % bs) * kvDim + g * d, ldv: kvDim, keys: rows,
+                                        headDim: d, out: out + h * d, accumulate: j > 0)
+                j += rows
             }
-            for j in 0..<n {
-                let vr = vPool + (table[j / bs] * bs + j % bs) * kvDim + g * d
-                for hh in 0..<group {
-                    let h = g * group + hh
-                    Attention.axpy(scores[h * n + j], vr, out + h * d, d)
-                }
-            }
+            if n == 0 { for c in 0..<d { out[h * d + c] = 0 } }
         }
     }
 }

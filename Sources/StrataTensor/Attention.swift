@@ -9,7 +9,8 @@
 /// query row, `scoresCount` floats (its size) let the heads run in parallel, a row of S per chunk.
 ///
 /// T > 1, per head: `scores = scale * Q_h K_h^T` (one `cblas_sgemm`), causal softmax,
-/// `out_h = P V_h` (another). T == 1: the same in Strata's own loops (`DecodeJob`).
+/// `out_h = P V_h` (another). T == 1: the same in the kernel module's loops (`DecodeJob`,
+/// `Kernels.attentionScores` / `attentionValues`).
 public enum Attention {
     public static func causal(
         q: UnsafePointer<Float>, ldq: Int,
@@ -62,39 +63,11 @@ public enum Attention {
             for h in (heads * c / chunks)..<(heads * (c + 1) / chunks) {
                 let kvh = h / group
                 let qh = q + h * d, kh = k + kvh * d, vh = v + kvh * d, oh = out + h * d
-                for j in 0..<s { sc[j] = Attention.dot(qh, kh + j * ldk, d) * scale }
+                Kernels.attentionScores(q: qh, k: kh, ldk: ldk, keys: s, headDim: d, scale: scale, scores: sc)
                 Ops.capAndWindow(sc, rows: 1, n: s, causalOffset: start, softcap: softcap, window: window)
                 Ops.softmaxRows(sc, rows: 0..<1, n: s, ld: s, causalOffset: start)
-                for i in 0..<d { oh[i] = 0 }
-                for j in 0..<s { Attention.axpy(sc[j], vh + j * ldv, oh, d) }
+                Kernels.attentionValues(weights: sc, v: vh, ldv: ldv, keys: s, headDim: d, out: oh, accumulate: false)
             }
         }
-    }
-
-    /// sum a[i] b[i], eight lanes.
-    @inline(__always)
-    public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
-        var s = SIMD8<Float>()
-        var i = 0
-        while i + 8 <= n {
-            s += UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self) * UnsafeRawPointer(b + i).loadUnaligned(as: SIMD8<Float>.self)
-            i += 8
-        }
-        var t = s.sum()
-        while i < n { t += a[i] * b[i]; i += 1 }
-        return t
-    }
-
-    /// y[i] += alpha x[i], eight lanes.
-    @inline(__always)
-    public static func axpy(_ alpha: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
-        var i = 0
-        let a = SIMD8<Float>(repeating: alpha)
-        while i + 8 <= n {
-            let yv = UnsafeRawPointer(y + i).loadUnaligned(as: SIMD8<Float>.self) + a * UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)
-            UnsafeMutableRawPointer(y + i).storeBytes(of: yv, as: SIMD8<Float>.self)
-            i += 8
-        }
-        while i < n { y[i] += alpha * x[i]; i += 1 }
     }
 }

@@ -106,6 +106,23 @@ public enum Kernels {
         strata_softmax_row_isa(p.rawValue, x, n)
     }
 
+    /// One query head of a decode step against `n` cached key rows (stride `ldk` floats):
+    /// `scores[j] = scale * q . k_j` over `d` floats, on `path` (default: the path in use).
+    @inline(__always)
+    public static func attentionScores(path p: Path? = nil, q: UnsafePointer<Float>, k: UnsafePointer<Float>, ldk: Int, keys n: Int,
+                                       headDim d: Int, scale: Float, scores: UnsafeMutablePointer<Float>) {
+        if let p { strata_attn_scores_isa(p.rawValue, q, k, ldk, n, d, scale, scores) } else { strata_attn_scores(q, k, ldk, n, d, scale, scores) }
+    }
+
+    /// `out[i] (+)= sum_j p[j] v_j[i]` for `i < d` over `n` value rows (stride `ldv` floats), on
+    /// `path` (default: the path in use); without `accumulate` out is overwritten.
+    @inline(__always)
+    public static func attentionValues(path p: Path? = nil, weights: UnsafePointer<Float>, v: UnsafePointer<Float>, ldv: Int, keys n: Int,
+                                       headDim d: Int, out: UnsafeMutablePointer<Float>, accumulate: Bool) {
+        if let p { strata_attn_values_isa(p.rawValue, weights, v, ldv, n, d, out, accumulate ? 1 : 0) }
+        else { strata_attn_values(weights, v, ldv, n, d, out, accumulate ? 1 : 0) }
+    }
+
     /// Whether this CPU runs the bf16 GEMM (AVX-512 BF16) of fast prompt processing.
     public static var bf16GEMMSupported: Bool { strata_bf16_gemm_supported() != 0 }
 

@@ -194,10 +194,44 @@ import Foundation
         #expect(heap.map { $0.1 } == [1, 2, 5, 0])
     }
 
+    /// The decode attention kernels (scores of one head against key rows, the weighted sum of
+    /// value rows) on every path against double-precision loops: head dims around the 8- and
+    /// 16-lane widths and the 64-float output tile, key counts around the 8- and 16-key blocks
+    /// (0 included), rows wider than the head (a kv head inside a wider row), accumulate on and off.
+    @Test func attentionKernelsMatchNaiveOnEveryPath() {
+        var rng = TestRNG(77)
+        for path in Kernels.supportedPaths {
+            for d in [1, 5, 8, 12, 16, 17, 64, 80, 96, 130] {
+                for n in [0, 1, 7, 8, 9, 15, 16, 17, 33, 100] {
+                    let ld = d + 3
+                    let q = rng.floats(d), k = rng.floats(max(1, n) * ld), v = rng.floats(max(1, n) * ld)
+                    var s = [Float](repeating: .nan, count: n + 1)
+                    Kernels.attentionScores(path: path, q: q, k: k, ldk: ld, keys: n, headDim: d, scale: 0.37, scores: &s)
+                    for j in 0..<n {
+                        let ref = (0..<d).reduce(0.0) { $0 + Double(q[$1]) * Double(k[j * ld + $1]) } * 0.37
+                        #expect(abs(Double(s[j]) - ref) < 1e-5 * (1 + abs(ref)), "\(path) d=\(d) n=\(n) score \(j)")
+                    }
+                    #expect(s[n].isNaN, "\(path) d=\(d) n=\(n): wrote past the scores")
+                    let p = rng.floats(max(1, n))
+                    for accumulate in [false, true] {
+                        let start = rng.floats(d + 1)
+                        var out = start
+                        Kernels.attentionValues(path: path, weights: p, v: v, ldv: ld, keys: n, headDim: d, out: &out, accumulate: accumulate)
+                        for i in 0..<d {
+                            let ref = (accumulate ? Double(start[i]) : 0) + (0..<n).reduce(0.0) { $0 + Double(p[$1]) * Double(v[$1 * ld + i]) }
+                            #expect(abs(Double(out[i]) - ref) < 1e-5 * (1 + abs(ref)), "\(path) d=\(d) n=\(n) acc=\(accumulate) out \(i)")
+                        }
+                        #expect(out[d] == start[d], "\(path) d=\(d) n=\(n): wrote past the output row")
+                    }
+                }
+            }
+        }
+    }
+
     /// (tokens, start, head dim, scores floats): one-row cases run the decode loops, on one
     /// thread (scratch of one row) and with the heads split over the pool (scratch of four rows);
-    /// head dim 12 takes the 8-lane loop and its tail.
-    @Test(arguments: [(1, 5, 5, 0), (1, 40, 12, 0), (1, 40, 12, 4 * 41), (4, 4, 5, 0), (3, 7, 5, 0)])
+    /// head dims 5 and 12 take the kernels' tails, 64 their full tiles over 71 keys.
+    @Test(arguments: [(1, 5, 5, 0), (1, 40, 12, 0), (1, 40, 12, 4 * 41), (1, 70, 64, 4 * 71), (4, 4, 5, 0), (3, 7, 5, 0)])
     func attentionMatchesNaive(t: Int, start: Int, d: Int, scoresCount: Int) {
         // GQA: 4 query heads over 2 kv heads, queries at positions start..<start+t
         var rng = TestRNG(UInt64(t * 31 + start + d))

@@ -108,6 +108,14 @@ void strata_softmax_row(float *x, long n);
 /// The same on a given path (tests): avx512 where supported, every other path portable C.
 void strata_softmax_row_isa(int isa, float *x, long n);
 
+/// One query head against n cached key rows (attention.c): scores[j] = scale * sum_i q[i] k[j*ldk + i],
+/// i < d, j < n.
+void strata_attn_scores(const float *q, const float *k, long ldk, long n, long d, float scale, float *scores);
+/// out[i] (+)= sum_j p[j] v[j*ldv + i] for i < d (accumulate 0: out is overwritten; n = 0 gives zeros).
+void strata_attn_values(const float *p, const float *v, long ldv, long n, long d, float *out, int accumulate);
+/// The same two on a given path (tests); an unsupported path runs portable C.
+void strata_attn_scores_isa(int isa, const float *q, const float *k, long ldk, long n, long d, float scale, float *scores);
+void strata_attn_values_isa(int isa, const float *p, const float *v, long ldv, long n, long d, float *out, int accumulate);
 // ---- the worker pool -------------------------------------------------------------------
 // Threads that stay ready between calls: after a job a worker spins (pause, yielding the core
 // every 256 pauses) for `spin_us` microseconds, then sleeps on a condition variable. A job is split into `chunks`
