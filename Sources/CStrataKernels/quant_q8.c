@@ -256,9 +256,9 @@ TGTV INLINE void q8row_vnni(const int t, const int RB, const strata_linear_args 
             }
         }
     } else if (t == STRATA_W_Q4_K) {
-        const __m512i i0 = _mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0);
-        const __m512i i1 = _mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1);
-        const __m512i four = _mm512_set1_epi32(4);
+        // 16-bit lane indices: scale 0 in the low half, scale 2 in the high half (S0); +1, +4, +5
+        const __m512i p0 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
+        const __m512i one16 = _mm512_set1_epi16(1), four16 = _mm512_set1_epi16(4), five16 = _mm512_set1_epi16(5);
         for (long b = 0; b < nb; b++, w += bb) {
             _mm_prefetch((const char *)w + QPF, _MM_HINT_T0);
             _mm_prefetch((const char *)w + QPF + 64, _MM_HINT_T0);
@@ -271,22 +271,25 @@ TGTV INLINE void q8row_vnni(const int t, const int RB, const strata_linear_args 
             u[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
             u[2] = ax;
             u[0] &= k1;
-            const __m256 sc8 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)u))), _mm256_set1_ps(f16c_at(w)));
+            // the eight 6-bit scales as 16-bit lanes, one vector per 64 weights: [sub-block a x 16,
+            // sub-block b x 16], the halves of that vector's codes
+            const __m512i sc16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)u)));
+            const __m512i S0 = _mm512_permutexvar_epi16(p0, sc16), S1 = _mm512_permutexvar_epi16(_mm512_add_epi16(p0, one16), sc16);
+            const __m512i S2 = _mm512_permutexvar_epi16(_mm512_add_epi16(p0, four16), sc16), S3 = _mm512_permutexvar_epi16(_mm512_add_epi16(p0, five16), sc16);
             const __m256 mn8 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(u + 2)))), _mm256_set1_ps(f16c_at(w + 2)));
-            const __m512 sc = _mm512_castps256_ps512(sc8);
-            const __m512 s0 = _mm512_permutexvar_ps(i0, sc), s1 = _mm512_permutexvar_ps(i1, sc);
-            const __m512 s2 = _mm512_permutexvar_ps(_mm512_add_epi32(i0, four), sc), s3 = _mm512_permutexvar_ps(_mm512_add_epi32(i1, four), sc);
+            const float d = f16c_at(w);
             const __m512i Q0 = _mm512_loadu_si512(w + 16), Q1 = _mm512_loadu_si512(w + 80);
             const __m512i l0 = _mm512_and_si512(Q0, m4), h0 = _mm512_and_si512(_mm512_srli_epi16(Q0, 4), m4);
             const __m512i l1 = _mm512_and_si512(Q1, m4), h1 = _mm512_and_si512(_mm512_srli_epi16(Q1, 4), m4);
             for (int rr = 0; rr < RB; rr++) {
+                // codes x codes in pairs (vpmaddubsw: at most 2 * 15 * 127, no saturation), times
+                // the sub-block's scale in pairs (vpdpwssd), summed in integers over the block
                 const int8_t *q = xq[rr] + b * 256;
-                const __m512i z = _mm512_setzero_si512();
-                __m512 tsum = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(z, l0, _mm512_loadu_si512(q))), s0);
-                tsum = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(z, h0, _mm512_loadu_si512(q + 64))), s1, tsum);
-                tsum = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(z, l1, _mm512_loadu_si512(q + 128))), s2, tsum);
-                tsum = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(z, h1, _mm512_loadu_si512(q + 192))), s3, tsum);
-                acc[rr] = _mm512_fmadd_ps(tsum, _mm512_set1_ps(xd[rr][b]), acc[rr]);
+                __m512i s = _mm512_dpwssd_epi32(_mm512_setzero_si512(), _mm512_maddubs_epi16(l0, _mm512_loadu_si512(q)), S0);
+                s = _mm512_dpwssd_epi32(s, _mm512_maddubs_epi16(h0, _mm512_loadu_si512(q + 64)), S1);
+                s = _mm512_dpwssd_epi32(s, _mm512_maddubs_epi16(l1, _mm512_loadu_si512(q + 128)), S2);
+                s = _mm512_dpwssd_epi32(s, _mm512_maddubs_epi16(h1, _mm512_loadu_si512(q + 192)), S3);
+                acc[rr] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_set1_ps(d * xd[rr][b]), acc[rr]);
                 accm[rr] = _mm256_fmadd_ps(mn8, _mm256_loadu_ps(xm[rr] + b * 8), accm[rr]);
             }
         }
