@@ -17,15 +17,22 @@ public enum Measure {
     /// Memory read bandwidth in bytes/s, the best of `memoryReadVariants`: the honest bound of a
     /// weight-bound decode step is at least what the fastest way of reading this machine's memory
     /// reaches, not what one loop does.
-    public static func memoryReadBandwidth(bytes: Int = 1 << 30, repeats: Int = 5) -> Double {
-        memoryReadVariants(bytes: bytes, repeats: repeats).map(\.bytesPerSecond).max() ?? 0
+    /// `between(round)` runs after each round of passes (see `memoryReadVariants`).
+    public static func memoryReadBandwidth(bytes: Int = 1 << 30, repeats: Int = 5, between: ((Int) throws -> Void)? = nil) rethrows -> Double {
+        try memoryReadVariants(bytes: bytes, repeats: repeats, between: between).map(\.bytesPerSecond).max() ?? 0
     }
 
     /// The read kernel (`Kernels.readSum`) over a `bytes`-sized buffer (far larger than the
     /// caches) with every SIMD path, 1 and `Threads.count` threads, and software prefetch off and
     /// on; and the decode kernel itself (`Kernels.linear`, one row) over the same bytes as an
-    /// f32 and as an f16 `[rows, 4096]` matrix. Each the median of `repeats` passes after a warm-up pass.
-    public static func memoryReadVariants(bytes: Int = 1 << 30, repeats: Int = 5) -> [ReadVariant] {
+    /// f32 and as an f16 `[rows, 4096]` matrix. After a warm-up pass of each, `repeats` rounds
+    /// time one pass of every variant in turn; each variant reports the median of its passes.
+    /// Round by round, a burst of this host's bandwidth (it swings by a third within minutes)
+    /// lands on one pass of several variants, which their medians drop; variant after variant,
+    /// it lifted every pass of one, and the best of the medians took it. `between(round)`, when
+    /// given, runs after each round: a benchmark that runs its own work there (bench-model's
+    /// decode, in slices) gets a bound read over the same seconds as that work.
+    public static func memoryReadVariants(bytes: Int = 1 << 30, repeats: Int = 5, between: ((Int) throws -> Void)? = nil) rethrows -> [ReadVariant] {
         let n = bytes / 4
         let storage = TensorStorage(byteCount: n * 4, hugePages: true)
         let p = storage.base.assumingMemoryBound(to: Float.self)
@@ -36,36 +43,44 @@ public enum Measure {
         sink.initialize(repeating: 0, count: 64)
         let sinkBox = UncheckedSendable(sink)
         let paths = Kernels.supportedPaths.filter { $0 != .portable }
-        var out: [ReadVariant] = []
+        // (name, bytes one pass reads, one pass)
+        var variants: [(String, Int, () -> Void)] = []
         for path in paths.isEmpty ? [.portable] : paths {
             for threads in Set([1, Threads.count]).sorted() {
                 for pf in [0, 2048] {
-                    var times: [Double] = []
-                    for _ in 0..<(repeats + 1) {
-                        let t0 = now()
+                    variants.append(("\(path), \(threads) thread\(threads == 1 ? "" : "s"), prefetch \(pf > 0 ? "\(pf) B" : "off")", n * 4, {
                         Threads.parallelFor(threads, minChunk: 1) { r in
                             for c in r {
                                 let lo = n * c / threads, hi = n * (c + 1) / threads
                                 sinkBox.value[c % 64] += Kernels.readSum(path: path, box.value + lo, count: hi - lo, prefetchBytes: pf)
                             }
                         }
-                        times.append(now() - t0)
-                    }
-                    times.removeFirst()
-                    out.append(ReadVariant(name: "\(path), \(threads) thread\(threads == 1 ? "" : "s"), prefetch \(pf > 0 ? "\(pf) B" : "off")",
-                                           bytesPerSecond: Double(n * 4) / median(times)))
+                    }))
                 }
             }
         }
         // the decode kernel itself over the same bytes, as f32 [rows, 4096] and as f16 [rows, 4096]
         let k = 4096
+        let x = Tensor(zeros: [k])
+        for i in 0..<k { x.f32[i] = 1 }
+        let y = Tensor(zeros: [n * 4 / (k * 2)])
         for dtype in [DType.f32, .f16] {
             let rows = n * 4 / (k * dtype.byteSize)
-            let t = oneRowLinearSeconds(storage.base, dtype: dtype, rows: rows, k: k, repeats: repeats)
-            out.append(ReadVariant(name: "linear kernel \(Kernels.path) (\(dtype), 1 row), \(Threads.count) thread\(Threads.count == 1 ? "" : "s")",
-                                   bytesPerSecond: Double(rows * k * dtype.byteSize) / t))
+            variants.append(("linear kernel \(Kernels.path) (\(dtype), 1 row), \(Threads.count) thread\(Threads.count == 1 ? "" : "s")", rows * k * dtype.byteSize, {
+                Kernels.linear(weight: storage.base, dtype: dtype, outFeatures: rows, inFeatures: k, x: x.f32, rows: 1, y: y.f32)
+            }))
         }
-        return out
+        for v in variants { v.2() }  // warm-up
+        var times = [[Double]](repeating: [], count: variants.count)
+        for round in 0..<max(1, repeats) {
+            for (i, v) in variants.enumerated() {
+                let t0 = now()
+                v.2()
+                times[i].append(now() - t0)
+            }
+            try between?(round)
+        }
+        return variants.indices.map { ReadVariant(name: variants[$0].0, bytesPerSecond: Double(variants[$0].1) / median(times[$0])) }
     }
 
     /// sgemm FLOP/s for `[m, k] x [n, k]^T` through the BLAS wrapper (median of `repeats`).

@@ -25,6 +25,7 @@ struct BenchModel: ParsableCommand {
         let vocab = spec.vocabSize
         let ids = (0..<prompt).map { Int32(($0 * 7919 + 13) % vocab) }
         let cap = min(spec.maxPositions, max(prompt, gen + 1))
+        let slices = min(4, gen)
         // warm up: touch every weight page once (first-touch page faults are not compute)
         do {
             let c = m.makeCache(capacity: cap)
@@ -35,8 +36,10 @@ struct BenchModel: ParsableCommand {
         let embedBytes = summary.roles.first { $0.role == "embedding" }?.bytes ?? 0
         let tied = spec.tiedEmbeddings && !summary.roles.contains { $0.role == "lm_head" }
         let decodeBytes = Double(summary.totalBytes - (tied ? 0 : embedBytes))
-        // Each repeat measures its own bounds right before its test (this machine's bandwidth
-        // drifts with its neighbours), so each ratio is from one moment; medians are reported.
+        // Each repeat measures its own bounds with its tests (this machine's bandwidth drifts
+        // with its neighbours), so each ratio is from one stretch of time; medians are reported.
+        // The decode runs in slices between the rounds of the memory-read passes, so the bound
+        // is read over the same seconds as the decode it bounds.
         var pp: [Double] = [], tg: [Double] = [], ppB: [Double] = [], tgB: [Double] = [], flopsS: [Double] = [], bwS: [Double] = []
         for r in 0..<repeats {
             eprint("repeat \(r + 1)/\(repeats): sgemm bound, pp\(prompt)")
@@ -46,17 +49,22 @@ struct BenchModel: ParsableCommand {
             var t0 = now()
             _ = try ids.withUnsafeBufferPointer { try m.forward($0, cache: c1, allLogits: false) }
             pp.append(Double(prompt) / (now() - t0))
-            eprint("repeat \(r + 1)/\(repeats): memory bandwidth bound, tg\(gen)")
-            let bw = Measure.memoryReadBandwidth(bytes: 512 << 20, repeats: 3)
-            bwS.append(bw); tgB.append(bw / decodeBytes)
+            eprint("repeat \(r + 1)/\(repeats): tg\(gen) in \(slices) slices between rounds of the memory bandwidth bound")
             let c2 = m.makeCache(capacity: cap)
             var one: [Int32] = [1]
-            t0 = now()
-            for i in 0..<gen {
-                one[0] = Int32((i * 31 + 7) % vocab)
-                _ = try one.withUnsafeBufferPointer { try m.forward($0, cache: c2, allLogits: false) }
+            var seconds = 0.0, i = 0
+            let bw = try Measure.memoryReadBandwidth(bytes: 512 << 20, repeats: slices) { round in
+                let end = gen * (round + 1) / slices
+                let t = now()
+                while i < end {
+                    one[0] = Int32((i * 31 + 7) % vocab)
+                    _ = try one.withUnsafeBufferPointer { try m.forward($0, cache: c2, allLogits: false) }
+                    i += 1
+                }
+                seconds += now() - t
             }
-            tg.append(Double(gen) / (now() - t0))
+            bwS.append(bw); tgB.append(bw / decodeBytes)
+            tg.append(Double(gen) / seconds)
         }
         let flops = median(flopsS), bw = median(bwS)
         let ppBound = median(ppB), tgBound = median(tgB)
