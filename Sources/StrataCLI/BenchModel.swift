@@ -46,7 +46,7 @@ struct BenchModel: ParsableCommand {
             let flops = Measure.gemmFlops(m: min(prompt, 512), n: spec.intermediateSize, k: spec.hiddenSize, repeats: 3)
             flopsS.append(flops); ppB.append(flops / (2 * params))
             let c1 = m.makeCache(capacity: cap)
-            var t0 = now()
+            let t0 = now()
             _ = try ids.withUnsafeBufferPointer { try m.forward($0, cache: c1, allLogits: false) }
             pp.append(Double(prompt) / (now() - t0))
             eprint("repeat \(r + 1)/\(repeats): tg\(gen) in \(slices) slices between rounds of the memory bandwidth bound")
