@@ -128,23 +128,24 @@ public enum Measure {
     /// `bytes` (far more than the caches; every page written first, so none is the shared zero
     /// page), the median of `repeats` passes. The 8-bit kernel decodes and multiplies every block,
     /// so on a machine whose memory is fast for its cores this is below the memory read figure.
-    public static func oneRowBytesPerSecond(dtype: DType, bytes: Int = 512 << 20, repeats: Int = 3) -> Double {
+    public static func oneRowBytesPerSecond(dtype: DType, activations: Kernels.Activations? = nil, bytes: Int = 512 << 20, repeats: Int = 3) -> Double {
         let k = 2048, rowBytes = dtype.bytes(elements: k), rows = bytes / rowBytes
         let w = TensorStorage(byteCount: rows * rowBytes, hugePages: true)
         let raw = w.base.assumingMemoryBound(to: UInt8.self)
         for i in stride(from: 0, to: rows * rowBytes, by: 4096) { raw[i] = 0 }
-        return Double(rows * rowBytes) / oneRowLinearSeconds(w.base, dtype: dtype, rows: rows, k: k, repeats: repeats)
+        return Double(rows * rowBytes) / oneRowLinearSeconds(w.base, dtype: dtype, rows: rows, k: k, repeats: repeats, activations: activations)
     }
 
     /// Median seconds of the one-row `Kernels.linear` over `[rows, k]` weights of `dtype` at
     /// `weight` (x all ones), over `repeats` passes after a warm-up pass.
-    static func oneRowLinearSeconds(_ weight: UnsafeRawPointer, dtype: DType, rows: Int, k: Int, repeats: Int) -> Double {
+    static func oneRowLinearSeconds(_ weight: UnsafeRawPointer, dtype: DType, rows: Int, k: Int, repeats: Int,
+                                    activations: Kernels.Activations? = nil) -> Double {
         let x = Tensor(zeros: [k]), y = Tensor(zeros: [rows])
         for i in 0..<k { x.f32[i] = 1 }
         var times: [Double] = []
         for _ in 0..<(repeats + 1) {
             let t0 = now()
-            Kernels.linear(weight: weight, dtype: dtype, outFeatures: rows, inFeatures: k, x: x.f32, rows: 1, y: y.f32)
+            Kernels.linear(weight: weight, dtype: dtype, outFeatures: rows, inFeatures: k, x: x.f32, rows: 1, y: y.f32, activations: activations)
             times.append(now() - t0)
         }
         times.removeFirst()

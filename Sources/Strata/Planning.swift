@@ -121,10 +121,18 @@ public enum Profiler {
         var dq: [String: Double] = [:]
         for t in DType.quantized { dq[t.rawValue] = Measure.dequantElementsPerSecond(dtype: t) }
         p.dequantPerSecond = dq
-        var one: [String: Double] = [:]
-        for t in DType.quantized { one[t.rawValue] = Measure.oneRowBytesPerSecond(dtype: t) }
-        p.oneRowBytesPerSecond = one
-        log("one-row decode kernel (\(Kernels.activations) activations): " + DType.quantized.map { String(format: "%@ %.1f", $0.rawValue as NSString, one[$0.rawValue]! / 1e9) }.joined(separator: ", ") + " GB/s of weights")
+        // the one-row kernels in both activation modes (the run's mode picks one; 8-bit only
+        // where the VNNI kernel exists, elsewhere it is a slow portable definition no run uses)
+        var exact: [String: Double] = [:]
+        for t in DType.quantized { exact[t.rawValue] = Measure.oneRowBytesPerSecond(dtype: t, activations: .f32) }
+        p.oneRowExactBytesPerSecond = exact
+        log("one-row decode kernel, f32 activations: " + DType.quantized.map { String(format: "%@ %.1f", $0.rawValue as NSString, exact[$0.rawValue]! / 1e9) }.joined(separator: ", ") + " GB/s of weights")
+        if Kernels.q8VNNISupported {
+            var one: [String: Double] = [:]
+            for t in DType.quantized { one[t.rawValue] = Measure.oneRowBytesPerSecond(dtype: t, activations: .q8) }
+            p.oneRowBytesPerSecond = one
+            log("one-row decode kernel, 8-bit activations: " + DType.quantized.map { String(format: "%@ %.1f", $0.rawValue as NSString, one[$0.rawValue]! / 1e9) }.joined(separator: ", ") + " GB/s of weights")
+        }
         log("quantized weights dequantized: " + DType.quantized.map { String(format: "%@ %.2f", $0.rawValue as NSString, dq[$0.rawValue]! / 1e9) }.joined(separator: ", ") + " G elements/s")
         p.openBLASCore = info.openBLASCore
         p.kernelPath = Kernels.path.description

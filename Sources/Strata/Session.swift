@@ -53,7 +53,8 @@ public final class Session: @unchecked Sendable {
         let prof = try profile ?? Session.hardwareProfile()
         return try Planner.plan(inv: inv, profile: prof, request: PlanRequest(budgetBytes: budget, batch: batch, promptTokens: workload.promptTokens,
                                                                             outputTokens: workload.outputTokens, objective: objective,
-                                                                            bf16Products: Kernels.prefillUsesBF16Products(dtype: inv.weightDType ?? .f32)),
+                                                                            bf16Products: Kernels.prefillUsesBF16Products(dtype: inv.weightDType ?? .f32),
+                                                                            exactActivations: Kernels.activations == .f32),
                                 curve: false)
     }
 

@@ -143,7 +143,7 @@ struct BenchSuite: ParsableCommand {
         try? FileManager.default.removeItem(atPath: serveOut)
 
         progress("RAM-budget sweep: planned, rule-placed and mmap runs, each in a memory cgroup, page cache dropped")
-        let spec = try ModelRegistry.spec(directory: f32Model)
+        _ = try ModelRegistry.spec(directory: f32Model)
         let f32Inventory = try WeightInventory(directory: f32Model)
         let weights = f32Inventory.totalBytes
         let modelFile = f32Model + "/model.safetensors"
@@ -278,7 +278,7 @@ struct BenchSuite: ParsableCommand {
         p.standardOutput = pipe
         // stderr goes to a file: progress of the child is shown after it ends, and parsed when needed
         let errPath = NSTemporaryDirectory() + "strata-bench-\(FileIO.processID)-\(UUID().uuidString).err"
-        FileManager.default.createFile(atPath: errPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
         defer { try? FileManager.default.removeItem(atPath: errPath) }
         p.standardError = FileHandle(forWritingAtPath: errPath)
         try p.run()

@@ -33,7 +33,8 @@ struct PlanCommand: ParsableCommand {
         let inv = try PlannerInventory.build(directory: model, workload: workload, dtype: dt)
         let plan = try Planner.plan(inv: inv, profile: profile, request: PlanRequest(budgetBytes: budget, batch: b, promptTokens: promptTokens,
                                                                                     outputTokens: outputTokens, objective: obj,
-                                                                                    bf16Products: Kernels.prefillUsesBF16Products(dtype: inv.weightDType ?? .f32)))
+                                                                                    bf16Products: Kernels.prefillUsesBF16Products(dtype: inv.weightDType ?? .f32),
+                                                                                    exactActivations: Kernels.activations == .f32))
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
         if let out { try enc.encode(plan).write(to: URL(fileURLWithPath: out)) }

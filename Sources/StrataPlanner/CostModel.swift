@@ -34,6 +34,9 @@ public struct CostModel: Sendable {
     /// with bf16 products at the profile's `bf16Gemm` layer-pass samples instead of the f32 ones
     /// (set from the request)
     public var bf16Products = false
+    /// one-row linears over quantized weights run with exact f32 activations (the profile's
+    /// `oneRowExactBytesPerSecond`), not 8-bit ones (`oneRowBytesPerSecond`) (set from the request)
+    public var exactActivations = false
 
     public init(profile: HardwareProfile) {
         self.profile = profile
@@ -62,7 +65,8 @@ public struct CostModel: Sendable {
         let stream = bytes / profile.typicalMemoryRead
         if rows == 1 {
             // quantized weights: the one-row kernel's own measured rate, where it is below memory's
-            if let d = dtype, d.isQuantized, let r = profile.oneRowBytesPerSecond?[d.rawValue], r > 0 { return max(stream, bytes / r) }
+            if let d = dtype, d.isQuantized, let r = (exactActivations ? profile.oneRowExactBytesPerSecond : profile.oneRowBytesPerSecond)?[d.rawValue],
+               r > 0 { return max(stream, bytes / r) }
             // the measured GEMV rate is for f32 weights: scale by the bytes each parameter takes
             if let g = gemvSecondsPerParam { return max(stream, g * params * (bytes / max(1, params)) / 4) }
             return stream

@@ -55,10 +55,14 @@ public struct HardwareProfile: Codable, Sendable, Equatable {
     /// (`q8_0`, `q4_0`, `q4_k`, `q6_k`): the bands a bf16-product prefill decodes before its
     /// products, once per pass (nil: not measured)
     public var dequantPerSecond: [String: Double]?
-    /// Bytes of quantized weights per second through the one-row decode kernel, by dtype name
-    /// (`Measure.oneRowBytesPerSecond`): a decode step over quantized weights reads at most this
-    /// fast, even when memory is faster (nil: not measured; then the memory read figure alone)
+    /// Bytes of quantized weights per second through the one-row decode kernel with 8-bit
+    /// activations, by dtype name (`Measure.oneRowBytesPerSecond`): a decode step over quantized
+    /// weights reads at most this fast, even when memory is faster (nil: not measured, e.g. a CPU
+    /// without AVX-512 VNNI; then the memory read figure alone)
     public var oneRowBytesPerSecond: [String: Double]?
+    /// The same with exact f32 activations (`--activations f32`; every weight dequantized in
+    /// registers), several times slower per byte than the 8-bit kernel (nil: not measured)
+    public var oneRowExactBytesPerSecond: [String: Double]?
     /// OpenBLAS's core and the kernel layer's instruction-set path on the measured machine (nil
     /// in profiles older than these fields)
     public var openBLASCore: String?

@@ -16,11 +16,14 @@ public struct PlanRequest: Codable, Sendable {
     /// Whether prefill GEMMs run with bf16 products (`Kernels.prefillUsesBF16Products` of the
     /// weights' dtype, decided by the caller; nil: no)
     public var bf16Products: Bool?
+    /// Whether quantized weights decode with exact f32 activations (`Kernels.activations == .f32`,
+    /// decided by the caller; nil: no, 8-bit ones)
+    public var exactActivations: Bool?
     public init(budgetBytes: Int, batch: Int? = nil, promptTokens: Int, outputTokens: Int, objective: Objective = .throughput,
-                blockSize: Int = 16, maxBatch: Int = 64, maxPrefetch: Int = 3, bf16Products: Bool? = nil) {
+                blockSize: Int = 16, maxBatch: Int = 64, maxPrefetch: Int = 3, bf16Products: Bool? = nil, exactActivations: Bool? = nil) {
         self.budgetBytes = budgetBytes; self.batch = batch; self.promptTokens = promptTokens; self.outputTokens = outputTokens
         self.objective = objective; self.blockSize = blockSize; self.maxBatch = maxBatch; self.maxPrefetch = maxPrefetch
-        self.bf16Products = bf16Products
+        self.bf16Products = bf16Products; self.exactActivations = exactActivations
     }
 }
 

@@ -8,6 +8,7 @@ public enum Planner {
         var cost = CostModel(profile: profile)
         cost.dtype = inv.weightDType
         cost.bf16Products = request.bf16Products ?? false
+        cost.exactActivations = request.exactActivations ?? false
         let perBlock = 2 * inv.layers * request.blockSize * (inv.kvHeads * inv.headDim) * 4
         let blocksPerSeq = (request.promptTokens + request.outputTokens + request.blockSize - 1) / request.blockSize + 1
         let batches: [Int] = request.batch.map { [$0] } ?? Array(Set([1, 2, 4, 8, 16, 32, 64, 128, 256].filter { $0 <= request.maxBatch })).sorted()

@@ -132,6 +132,23 @@ func syntheticProfile() -> HardwareProfile {
         #expect(abs(c.linear(params: 1e6, bytes: 1.0625e6, rows: 1) - 1.0625e6 / 30e9) < 1e-15)
         c.dtype = .q6_k  // not measured: memory
         #expect(abs(c.linear(params: 1e6, bytes: 8.2e5, rows: 1) - 8.2e5 / 30e9) < 1e-15)
+        // exact f32 activations: their own, slower rates; the 8-bit ones no longer apply
+        prof.oneRowExactBytesPerSecond = ["q4_k": 6e9]
+        c = CostModel(profile: prof)
+        c.exactActivations = true
+        c.dtype = .q4_k
+        #expect(abs(c.linear(params: 1e6, bytes: 5.625e5, rows: 1) - 5.625e5 / 6e9) < 1e-15)
+        c.dtype = .q8_0  // no exact rate measured: memory, not the 8-bit kernel's 40 GB/s
+        #expect(abs(c.linear(params: 1e6, bytes: 1.0625e6, rows: 1) - 1.0625e6 / 30e9) < 1e-15)
+        // and through the planner: the request's mode reaches the cost model
+        var inv = PlannerInventory(name: "q", layers: 4, hidden: 512, heads: 8, kvHeads: 4, headDim: 64, vocab: 1000,
+                                   layerBytes: [Int](repeating: 5_625_000, count: 4), layerParams: [Int](repeating: 10_000_000, count: 4),
+                                   otherBytes: 100_000, headParams: 512_000, kvBytesPerToken: 2048, fixedBytes: 0)
+        inv.weightDType = .q4_k
+        let fast = try! Planner.plan(inv: inv, profile: prof, request: PlanRequest(budgetBytes: 1 << 30, batch: 1, promptTokens: 8, outputTokens: 8))
+        let slow = try! Planner.plan(inv: inv, profile: prof, request: PlanRequest(budgetBytes: 1 << 30, batch: 1, promptTokens: 8, outputTokens: 8,
+                                                                                   exactActivations: true))
+        #expect(slow.prediction.decodeTokensPerSecond < fast.prediction.decodeTokensPerSecond / 2)
     }
 
     /// Predictions use the median of the profile's memory rounds; the best round stays the bound.
