@@ -83,6 +83,10 @@ INLINE long qblock_bytes(int wtype) {
     }
 }
 
+/// The 8-bit path's grouped linear (quant_q8.c, for strata_linear_group): every member on the
+/// VNNI kernel with one weight type, x quantized once; -1 (nothing done) when that cannot be.
+int strata_qlinear_q8_group(const strata_linear_args *a, int count, const long *chunks, const long *per);
+
 /// Q4_K's 6-bit scale and min of sub-block j from the 12 packed bytes (ggml's get_scale_min_k4).
 INLINE void k4_scale_min(int j, const uint8_t *q, int *sc, int *m) {
     if (j < 4) {

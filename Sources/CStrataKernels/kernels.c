@@ -817,9 +817,8 @@ static void linear_chunk(void *ctx, long c) {
     strata_linear_rows_isa(job->isa, job->a, j0, j1);
 }
 
-void strata_linear(const strata_linear_args *a) {
-    if (a->n <= 0 || a->m <= 0) return;
-    const int threads = strata_pool_threads();
+/// The chunking of one linear: `*per` output rows per chunk (a multiple of 4); returns the chunks.
+static long linear_chunks(const strata_linear_args *a, int threads, long *per_out) {
     // chunks of >= 16 rows or ~32 KiB of weights, so a woken thread has work worth its wake-up;
     // sixteen times as many chunks as threads, claimed as threads come free, so the thread that
     // finishes last holds the other up by at most one small chunk (on the Zen 4, f16 decode
@@ -831,10 +830,72 @@ void strata_linear(const strata_linear_args *a) {
     if (chunks < 1) chunks = 1;
     long per = (a->n + chunks - 1) / chunks;
     per = (per + 3) & ~3L;
-    chunks = (a->n + per - 1) / per;
+    *per_out = per;
+    return (a->n + per - 1) / per;
+}
+
+void strata_linear(const strata_linear_args *a) {
+    if (a->n <= 0 || a->m <= 0) return;
+    long per;
+    const long chunks = linear_chunks(a, strata_pool_threads(), &per);
     const int act = a->act >= 0 ? a->act : strata_activations();
     if (a->wtype >= STRATA_W_Q8_0 && act == STRATA_ACT_Q8) { strata_qlinear_q8(a, chunks, per); return; }
     linear_job job = {a, strata_kernels_isa(), per};
     if (chunks == 1) { linear_chunk(&job, 0); return; }
     strata_pool_run(linear_chunk, &job, chunks);
+}
+
+typedef struct {
+    const strata_linear_args *a;
+    int isa, count;
+    long per[STRATA_LINEAR_GROUP], start[STRATA_LINEAR_GROUP + 1];
+} linear_group_job;
+
+static void linear_group_chunk(void *ctx, long c) {
+    const linear_group_job *g = (const linear_group_job *)ctx;
+    int i = 0;
+    while (i + 1 < g->count && c >= g->start[i + 1]) i++;
+    long j0 = (c - g->start[i]) * g->per[i], j1 = j0 + g->per[i];
+    if (j1 > g->a[i].n) j1 = g->a[i].n;
+    if (j1 > j0) strata_linear_rows_isa(g->isa, &g->a[i], j0, j1);
+}
+
+void strata_linear_group(const strata_linear_args *a, int count) {
+    int shared = count >= 1 && count <= STRATA_LINEAR_GROUP;
+    for (int i = 0; shared && i < count; i++)
+        shared = a[i].n > 0 && a[i].x == a[0].x && a[i].ldx == a[0].ldx && a[i].m == a[0].m && a[i].k == a[0].k &&
+                 a[0].m > 0 && (a[i].act >= 0 ? a[i].act : strata_activations()) == (a[0].act >= 0 ? a[0].act : strata_activations());
+    if (!shared) {
+        for (int i = 0; i < count; i++) strata_linear(&a[i]);
+        return;
+    }
+    long chunks[STRATA_LINEAR_GROUP], per[STRATA_LINEAR_GROUP];
+    const int threads = strata_pool_threads();
+    for (int i = 0; i < count; i++) chunks[i] = linear_chunks(&a[i], threads, &per[i]);
+    const int act = a[0].act >= 0 ? a[0].act : strata_activations();
+    int quantized = 0, plain = 0;
+    for (int i = 0; i < count; i++) { if (a[i].wtype >= STRATA_W_Q8_0) quantized++; else plain++; }
+    if (quantized == count && act == STRATA_ACT_Q8) {
+        // one job per weight type (x is quantized per type: Q4_K_M's q and k are Q4_K, its v
+        // Q6_K in some layers), members in their order within each
+        int done[STRATA_LINEAR_GROUP] = {0};
+        for (int i = 0; i < count; i++) {
+            if (done[i]) continue;
+            strata_linear_args sub[STRATA_LINEAR_GROUP];
+            long sc[STRATA_LINEAR_GROUP], sp[STRATA_LINEAR_GROUP];
+            int n = 0;
+            for (int j = i; j < count; j++)
+                if (!done[j] && a[j].wtype == a[i].wtype) { sub[n] = a[j]; sc[n] = chunks[j]; sp[n] = per[j]; n++; done[j] = 1; }
+            if (n == 1 || strata_qlinear_q8_group(sub, n, sc, sp) != 0)
+                for (int j = 0; j < n; j++) strata_linear(&sub[j]);
+        }
+        return;
+    }
+    if (plain != count && act == STRATA_ACT_Q8) {
+        for (int i = 0; i < count; i++) strata_linear(&a[i]);
+        return;
+    }
+    linear_group_job g = {a, strata_kernels_isa(), count, {0}, {0}};
+    for (int i = 0; i < count; i++) { g.per[i] = per[i]; g.start[i + 1] = g.start[i] + chunks[i]; }
+    strata_pool_run(linear_group_chunk, &g, g.start[count]);
 }

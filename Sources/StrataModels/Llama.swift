@@ -293,9 +293,7 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
                 try store.acquire(layer: l)
                 defer { store.release(layer: l) }
                 Ops.rmsNorm(x, weight: L.inputNorm.f32, eps: eps, xn, rows: r, n: h)
-                L.q.apply(xn, rows: r, q, scratch: conv)
-                L.k.apply(xn, rows: r, kNew, scratch: conv)
-                L.v.apply(xn, rows: r, vNew, scratch: conv)
+                WeightMatrix.applyGroup(xn, rows: r, (L.q, q), (L.k, kNew), (L.v, vNew), scratch: conv)
                 if let qn = L.qNorm, let kn = L.kNorm {  // per head, in place: rows of headDim
                     Ops.rmsNorm(q, weight: qn.f32, eps: eps, q, rows: r * nh, n: hd)
                     Ops.rmsNorm(kNew, weight: kn.f32, eps: eps, kNew, rows: r * kvh, n: hd)
@@ -307,8 +305,7 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
                           heads: nh, kvHeads: kvh, headDim: hd, scale: scale)
                 L.o.apply(attn, rows: r, x, accumulate: true, scratch: conv)
                 Ops.rmsNorm(x, weight: L.postNorm.f32, eps: eps, xn, rows: r, n: h)
-                L.gate.apply(xn, rows: r, ws.ffA.f32, scratch: conv)
-                L.up.apply(xn, rows: r, ws.ffB.f32, scratch: conv)
+                WeightMatrix.applyGroup(xn, rows: r, (L.gate, ws.ffA.f32), (L.up, ws.ffB.f32), scratch: conv)
                 Ops.swiglu(ws.ffA.f32, ws.ffB.f32, count: r * ff)
                 L.down.apply(ws.ffA.f32, rows: r, x, accumulate: true, scratch: conv)
                 ws.noteLayer(l, x, count: r * h)

@@ -327,9 +327,42 @@ struct WeightMatrix {
                 }
             }
         }
-        if let bp {
-            for r in 0..<rows { let row = y + r * ly; for j in 0..<outFeatures { row[j] += bp[j] } }
+        addBias(y, rows: rows, ldy: ly)
+    }
+
+    private func addBias(_ y: UnsafeMutablePointer<Float>, rows: Int, ldy ly: Int) {
+        guard let bp = bias.map({ UnsafePointer($0.f32) }) else { return }
+        for r in 0..<rows { let row = y + r * ly; for j in 0..<outFeatures { row[j] += bp[j] } }
+    }
+
+    /// Whether `apply` of `rows` rows takes the few-row kernel (`Kernels.linear`).
+    private func fewRowKernel(rows: Int) -> Bool {
+        let d = tensor.dtype
+        return layout == .outIn && rows <= Kernels.maxRows(dtype: d) && !(rows >= Kernels.bf16ProductsMinRows(dtype: d) && Kernels.prefillUsesBF16Products(dtype: d))
+    }
+
+    /// `a.1 = x a.0`, `b.1 = x b.0` (and c), y rows `outFeatures` apart, x rows `inFeatures`: the
+    /// matrices that share an input (q, k, v; gate, up). Where each would take the few-row kernel,
+    /// one job on the pool for all of them (`Kernels.linearGroup`: no wait at each matrix's end,
+    /// 8-bit activations quantized once); else one `apply` each.
+    static func applyGroup(_ x: UnsafePointer<Float>, rows: Int, _ a: (WeightMatrix, UnsafeMutablePointer<Float>),
+                           _ b: (WeightMatrix, UnsafeMutablePointer<Float>), _ c: (WeightMatrix, UnsafeMutablePointer<Float>)? = nil,
+                           scratch: UnsafeMutablePointer<Float>?) {
+        let k = a.0.inFeatures
+        guard a.0.fewRowKernel(rows: rows), b.0.fewRowKernel(rows: rows), b.0.inFeatures == k,
+              c.map({ $0.0.fewRowKernel(rows: rows) && $0.0.inFeatures == k }) ?? true else {
+            a.0.apply(x, rows: rows, a.1, scratch: scratch)
+            b.0.apply(x, rows: rows, b.1, scratch: scratch)
+            if let c { c.0.apply(x, rows: rows, c.1, scratch: scratch) }
+            return
         }
+        func member(_ m: (WeightMatrix, UnsafeMutablePointer<Float>)) -> Kernels.GroupMember {
+            Kernels.GroupMember(weight: m.0.tensor.rawPointer, dtype: m.0.tensor.dtype, outFeatures: m.0.outFeatures, y: m.1)
+        }
+        Kernels.linearGroup(x: x, rows: rows, inFeatures: k, member(a), member(b), c.map(member))
+        a.0.addBias(a.1, rows: rows, ldy: a.0.outFeatures)
+        b.0.addBias(b.1, rows: rows, ldy: b.0.outFeatures)
+        if let c { c.0.addBias(c.1, rows: rows, ldy: c.0.outFeatures) }
     }
 
     /// Floats of the f16/bf16 conversion scratch: a band of the weight, not the whole matrix.

@@ -192,6 +192,33 @@ public enum Kernels {
         strata_linear(&a)
     }
 
+    /// One member of `linearGroup`: a weight `[outFeatures, inFeatures]` and its output rows.
+    public struct GroupMember {
+        public let weight: UnsafeRawPointer, dtype: DType, outFeatures: Int, y: UnsafeMutablePointer<Float>
+        public init(weight: UnsafeRawPointer, dtype: DType, outFeatures: Int, y: UnsafeMutablePointer<Float>) {
+            self.weight = weight; self.dtype = dtype; self.outFeatures = outFeatures; self.y = y
+        }
+    }
+
+    /// Two or three linears over the same x (a layer's q, k and v; gate and up) as one job on
+    /// the pool (`strata_linear_group`): `member.y[r, j] = sum_i x[r, i] * W[j, i]`, y rows
+    /// `outFeatures` apart. Nothing allocated. `activations` (quantized weights): nil for the
+    /// process-wide `Kernels.activations`.
+    public static func linearGroup(x: UnsafePointer<Float>, rows m: Int, inFeatures k: Int, ldx: Int? = nil,
+                                   _ a: GroupMember, _ b: GroupMember, _ c: GroupMember? = nil, activations: Activations? = nil) {
+        let c3 = c ?? b
+        var t = (args(a.weight, a.dtype, a.outFeatures, k, x, m, ldx, a.y, nil, false),
+                 args(b.weight, b.dtype, b.outFeatures, k, x, m, ldx, b.y, nil, false),
+                 args(c3.weight, c3.dtype, c3.outFeatures, k, x, m, ldx, c3.y, nil, false))
+        if let act = activations {
+            let code = act == .q8 ? Int32(STRATA_ACT_Q8) : Int32(STRATA_ACT_F32)
+            t.0.act = code; t.1.act = code; t.2.act = code
+        }
+        withUnsafeMutablePointer(to: &t) { p in
+            p.withMemoryRebound(to: strata_linear_args.self, capacity: 3) { strata_linear_group($0, c == nil ? 2 : 3) }
+        }
+    }
+
     /// Output rows `outputRows` (default all) of the same product on the calling thread, on a
     /// given path (tests and benchmarks of each path).
     public static func linearRows(path p: Path, weight: UnsafeRawPointer, dtype: DType, outFeatures n: Int, inFeatures k: Int,

@@ -195,6 +195,67 @@ func naiveDequant(_ dtype: DType, _ b: ArraySlice<UInt8>) -> [Float] {
         }
     }
 
+    /// Matrices that share an input run as one job (`Kernels.linearGroup`): each member's output
+    /// equals its own `Kernels.linear`, bit for bit (the same chunks, the same x quantization), in
+    /// both activation modes, for float members, quantized members of one type and of two (one
+    /// job per type), and a float member among quantized ones (one job each).
+    @Test func linearGroupGivesEachMembersOwnLinear() {
+        let k = 512
+        let combos: [[DType]] = [[.f32, .f32, .f32], [.bf16, .f16], [.q4_k, .q4_k, .q6_k], [.q8_0, .q8_0], [.q4_k, .f32, .q4_0]]
+        let widths = [300, 20, 76]
+        for (ci, dts) in combos.enumerated() {
+            var rng = TestRNG(UInt64(900 + ci))
+            let weights: [UnsafeMutableRawPointer] = dts.enumerated().map { i, d in
+                let n = widths[i]
+                var bytes: [UInt8]
+                if d.isQuantized {
+                    bytes = randomBlocks(d, rows: n, k: k, seed: UInt64(ci * 10 + i))
+                } else {
+                    let f = rng.floats(n * k)
+                    switch d {
+                    case .f32: bytes = f.withUnsafeBytes { Array($0) }
+                    case .f16: bytes = f.map { HalfConversion.f32ToF16($0) }.withUnsafeBytes { Array($0) }
+                    default: bytes = f.map { HalfConversion.f32ToBF16($0) }.withUnsafeBytes { Array($0) }
+                    }
+                }
+                let p = UnsafeMutableRawPointer.allocate(byteCount: bytes.count, alignment: 64)
+                bytes.withUnsafeBytes { p.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
+                return p
+            }
+            defer { for p in weights { p.deallocate() } }
+            for act in [Kernels.Activations.q8, .f32] {
+                for m in [1, 3, 16] {
+                    let x = rng.floats(m * k)
+                    var own = dts.indices.map { [Float](repeating: 0, count: m * widths[$0]) }
+                    var g0 = [Float](repeating: .nan, count: m * widths[0]), g1 = [Float](repeating: .nan, count: m * widths[1])
+                    var g2 = [Float](repeating: .nan, count: m * widths[2])
+                    for i in dts.indices {
+                        Kernels.linear(weight: weights[i], dtype: dts[i], outFeatures: widths[i], inFeatures: k, x: x, rows: m, y: &own[i],
+                                       activations: act)
+                    }
+                    g0.withUnsafeMutableBufferPointer { y0 in
+                        g1.withUnsafeMutableBufferPointer { y1 in
+                            g2.withUnsafeMutableBufferPointer { y2 in
+                                let a = Kernels.GroupMember(weight: weights[0], dtype: dts[0], outFeatures: widths[0], y: y0.baseAddress!)
+                                let b = Kernels.GroupMember(weight: weights[1], dtype: dts[1], outFeatures: widths[1], y: y1.baseAddress!)
+                                if dts.count == 3 {
+                                    let c = Kernels.GroupMember(weight: weights[2], dtype: dts[2], outFeatures: widths[2], y: y2.baseAddress!)
+                                    Kernels.linearGroup(x: x, rows: m, inFeatures: k, a, b, c, activations: act)
+                                } else {
+                                    Kernels.linearGroup(x: x, rows: m, inFeatures: k, a, b, activations: act)
+                                }
+                            }
+                        }
+                    }
+                    let grouped = [g0, g1, g2]
+                    for i in dts.indices {
+                        #expect(grouped[i] == own[i], "\(dts) \(act) m=\(m): member \(i) (\(dts[i]))")
+                    }
+                }
+            }
+        }
+    }
+
     /// Prompt processing in the fast mode: x and the dequantized weights rounded to bf16, their
     /// products summed in f32 (AVX-512 BF16), against the naive product of the rounded values.
     @Test func bf16GEMMMatchesTheRoundedProduct() {

@@ -97,6 +97,13 @@ void strata_linear_rows(const strata_linear_args *a, long j0, long j1);
 void strata_linear_rows_isa(int isa, const strata_linear_args *a, long j0, long j1);
 /// The whole linear, its output rows split across the pool's threads.
 void strata_linear(const strata_linear_args *a);
+/// Up to STRATA_LINEAR_GROUP linears over the same x (same x, ldx, m, k; e.g. a layer's q, k and
+/// v projections) as one job on the pool: their chunks are claimed from one counter, so the
+/// threads go from one matrix to the next without waiting at each end, and the 8-bit path
+/// quantizes x once. Falls back to one strata_linear per member when they do not share x or,
+/// for the 8-bit path, the weight type.
+#define STRATA_LINEAR_GROUP 4
+void strata_linear_group(const strata_linear_args *a, int count);
 
 /// Sum of the floats of [p, p + count) read with `isa`'s widest loads (8 independent
 /// accumulators), prefetching `prefetch_bytes` ahead when that is > 0; the read kernel behind
