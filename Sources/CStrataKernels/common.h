@@ -83,6 +83,30 @@ INLINE long qblock_bytes(int wtype) {
     }
 }
 
+/// The chunks of a grouped job (strata_linear_group): member i owns chunks [start[i], start[i+1]),
+/// `per[i]` output rows each.
+typedef struct {
+    const strata_linear_args *a;
+    int count;
+    long per[STRATA_LINEAR_GROUP], start[STRATA_LINEAR_GROUP + 1];
+} group_plan;
+
+INLINE void group_plan_init(group_plan *g, const strata_linear_args *a, int count, const long *chunks, const long *per) {
+    g->a = a;
+    g->count = count;
+    g->start[0] = 0;
+    for (int i = 0; i < count; i++) { g->per[i] = per[i]; g->start[i + 1] = g->start[i] + chunks[i]; }
+}
+
+/// The member of chunk c and its output rows [*j0, *j1) (empty past the member's end).
+INLINE const strata_linear_args *group_chunk(const group_plan *g, long c, long *j0, long *j1) {
+    int i = 0;
+    while (i + 1 < g->count && c >= g->start[i + 1]) i++;
+    *j0 = (c - g->start[i]) * g->per[i];
+    *j1 = *j0 + g->per[i] < g->a[i].n ? *j0 + g->per[i] : g->a[i].n;
+    return &g->a[i];
+}
+
 /// The 8-bit path's grouped linear (quant_q8.c, for strata_linear_group): every member on the
 /// VNNI kernel with one weight type, x quantized once; -1 (nothing done) when that cannot be.
 int strata_qlinear_q8_group(const strata_linear_args *a, int count, const long *chunks, const long *per);

@@ -846,25 +846,24 @@ void strata_linear(const strata_linear_args *a) {
 }
 
 typedef struct {
-    const strata_linear_args *a;
-    int isa, count;
-    long per[STRATA_LINEAR_GROUP], start[STRATA_LINEAR_GROUP + 1];
+    group_plan plan;
+    int isa;
 } linear_group_job;
 
 static void linear_group_chunk(void *ctx, long c) {
     const linear_group_job *g = (const linear_group_job *)ctx;
-    int i = 0;
-    while (i + 1 < g->count && c >= g->start[i + 1]) i++;
-    long j0 = (c - g->start[i]) * g->per[i], j1 = j0 + g->per[i];
-    if (j1 > g->a[i].n) j1 = g->a[i].n;
-    if (j1 > j0) strata_linear_rows_isa(g->isa, &g->a[i], j0, j1);
+    long j0, j1;
+    const strata_linear_args *a = group_chunk(&g->plan, c, &j0, &j1);
+    if (j1 > j0) strata_linear_rows_isa(g->isa, a, j0, j1);
 }
 
+INLINE int act_of(const strata_linear_args *a) { return a->act >= 0 ? a->act : strata_activations(); }
+
 void strata_linear_group(const strata_linear_args *a, int count) {
-    int shared = count >= 1 && count <= STRATA_LINEAR_GROUP;
+    int shared = count >= 1 && count <= STRATA_LINEAR_GROUP && a[0].m > 0;
     for (int i = 0; shared && i < count; i++)
         shared = a[i].n > 0 && a[i].x == a[0].x && a[i].ldx == a[0].ldx && a[i].m == a[0].m && a[i].k == a[0].k &&
-                 a[0].m > 0 && (a[i].act >= 0 ? a[i].act : strata_activations()) == (a[0].act >= 0 ? a[0].act : strata_activations());
+                 act_of(&a[i]) == act_of(&a[0]);
     if (!shared) {
         for (int i = 0; i < count; i++) strata_linear(&a[i]);
         return;
@@ -872,7 +871,7 @@ void strata_linear_group(const strata_linear_args *a, int count) {
     long chunks[STRATA_LINEAR_GROUP], per[STRATA_LINEAR_GROUP];
     const int threads = strata_pool_threads();
     for (int i = 0; i < count; i++) chunks[i] = linear_chunks(&a[i], threads, &per[i]);
-    const int act = a[0].act >= 0 ? a[0].act : strata_activations();
+    const int act = act_of(&a[0]);
     int quantized = 0, plain = 0;
     for (int i = 0; i < count; i++) { if (a[i].wtype >= STRATA_W_Q8_0) quantized++; else plain++; }
     if (quantized == count && act == STRATA_ACT_Q8) {
@@ -895,7 +894,8 @@ void strata_linear_group(const strata_linear_args *a, int count) {
         for (int i = 0; i < count; i++) strata_linear(&a[i]);
         return;
     }
-    linear_group_job g = {a, strata_kernels_isa(), count, {0}, {0}};
-    for (int i = 0; i < count; i++) { g.per[i] = per[i]; g.start[i + 1] = g.start[i] + chunks[i]; }
-    strata_pool_run(linear_group_chunk, &g, g.start[count]);
+    linear_group_job g;
+    group_plan_init(&g.plan, a, count, chunks, per);
+    g.isa = strata_kernels_isa();
+    strata_pool_run(linear_group_chunk, &g, g.plan.start[count]);
 }

@@ -422,24 +422,19 @@ void strata_qlinear_q8_rows_isa(int isa, const strata_linear_args *a, long j0, l
 }
 
 typedef struct {
-    const strata_linear_args *a;
+    group_plan plan;
     const qx_row *X;
-    int count;
-    long per[STRATA_LINEAR_GROUP], start[STRATA_LINEAR_GROUP + 1];
 } q8_group_job;
 
 static void q8_group_chunk(void *ctx, long c) {
     const q8_group_job *g = (const q8_group_job *)ctx;
-    int i = 0;
-    while (i + 1 < g->count && c >= g->start[i + 1]) i++;
-    const strata_linear_args *a = &g->a[i];
-    long j0 = (c - g->start[i]) * g->per[i], j1 = j0 + g->per[i];
-    if (j1 > a->n) j1 = a->n;
+    long j0, j1;
+    const strata_linear_args *a = group_chunk(&g->plan, c, &j0, &j1);
     if (j1 <= j0) return;
 #if STRATA_X86
     q8rows_vnni(a, g->X, j0, j1);
 #else
-    (void)a; (void)j0; (void)j1;
+    (void)a;
 #endif
 }
 
@@ -449,9 +444,10 @@ int strata_qlinear_q8_group(const strata_linear_args *a, int count, const long *
         if (!vnni_takes(strata_kernels_isa(), &a[i]) || a[i].wtype != a[0].wtype) return -1;
     qx_row rows[STRATA_Q8_MAX_ROWS];
     if (quantize_rows(&a[0], rows) != 0) return -1;  // the same x, k and m for every member (checked by the caller)
-    q8_group_job g = {a, rows, count, {0}, {0}};
-    for (int i = 0; i < count; i++) { g.per[i] = per[i]; g.start[i + 1] = g.start[i] + chunks[i]; }
-    strata_pool_run(q8_group_chunk, &g, g.start[count]);
+    q8_group_job g;
+    group_plan_init(&g.plan, a, count, chunks, per);
+    g.X = rows;
+    strata_pool_run(q8_group_chunk, &g, g.plan.start[count]);
     return 0;
 }
 

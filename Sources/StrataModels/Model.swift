@@ -274,8 +274,7 @@ struct WeightMatrix {
                accumulate: Bool = false, scratch: UnsafeMutablePointer<Float>?) {
         let bp = bias.map { UnsafePointer($0.f32) }
         let lx = ldx ?? inFeatures, ly = ldy ?? outFeatures
-        if layout == .outIn && rows >= Kernels.bf16ProductsMinRows(dtype: tensor.dtype) && Kernels.prefillUsesBF16Products(dtype: tensor.dtype),
-           let scratch, Kernels.gemmBF16(weight: tensor.rawPointer, dtype: tensor.dtype, outFeatures: outFeatures, inFeatures: inFeatures,
+        if bf16Products(rows: rows), let scratch, Kernels.gemmBF16(weight: tensor.rawPointer, dtype: tensor.dtype, outFeatures: outFeatures, inFeatures: inFeatures,
                                                   x: x, rows: rows, ldx: lx, y: y, ldy: ly, accumulate: accumulate,
                                                   scratch: scratch, scratchElements: WeightMatrix.convertElements) {
             // a prefill in a fast (non-exact) mode, quantized or 16-bit weights: bf16 products (AVX-512 BF16)
@@ -335,10 +334,15 @@ struct WeightMatrix {
         for r in 0..<rows { let row = y + r * ly; for j in 0..<outFeatures { row[j] += bp[j] } }
     }
 
+    /// Whether `apply` of `rows` rows tries the bf16-product GEMM first (a fast mode's prefill or
+    /// large batch over 16-bit or quantized weights).
+    private func bf16Products(rows: Int) -> Bool {
+        layout == .outIn && rows >= Kernels.bf16ProductsMinRows(dtype: tensor.dtype) && Kernels.prefillUsesBF16Products(dtype: tensor.dtype)
+    }
+
     /// Whether `apply` of `rows` rows takes the few-row kernel (`Kernels.linear`).
     private func fewRowKernel(rows: Int) -> Bool {
-        let d = tensor.dtype
-        return layout == .outIn && rows <= Kernels.maxRows(dtype: d) && !(rows >= Kernels.bf16ProductsMinRows(dtype: d) && Kernels.prefillUsesBF16Products(dtype: d))
+        layout == .outIn && rows <= Kernels.maxRows(dtype: tensor.dtype) && !bf16Products(rows: rows)
     }
 
     /// `a.1 = x a.0`, `b.1 = x b.0` (and c), y rows `outFeatures` apart, x rows `inFeatures`: the
