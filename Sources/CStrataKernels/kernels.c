@@ -652,13 +652,28 @@ void strata_softmax_row(float *x, long n) { strata_softmax_row_isa(strata_kernel
 
 // ---- the worker pool -----------------------------------------------------------------------
 //
-// State: `job` (generation << 32 | next chunk index) is the claim counter; a worker may take a
+// A job's chunks are split into one contiguous range per thread (`ranges` of them, the job's
+// threads); thread i claims from range i, front to back, and when it is empty steals from the
+// front of the next ranges in turn. Each thread so walks adjacent chunks (adjacent output rows,
+// adjacent weight bytes): its software prefetch runs on from one chunk into the next instead of
+// every chunk starting a cold stream, and its claims touch a counter no other thread writes until
+// it steals. One shared counter handing chunks out in turn cost Q4_K 2048-row linears 12% of
+// their read speed against two halves (C harness over 512 MiB in 2048-row calls, 37 -> 42 GB/s).
+//
+// State: each range's counter is (generation << 32 | next chunk index); a worker may take a
 // chunk only while the generation in it is the one it woke for, so a late worker can never run
 // a chunk of the next job with the previous job's function. `done` counts finished chunks of
-// the current job; the caller returns only when done == chunks, so the next job is published
-// after every chunk of this one has run.
+// the current job (each thread adds its count once, when it finds nothing left); the caller
+// returns only when done == chunks, so the next job is published after every chunk of this one
+// has run.
 
 #define POOL_MAX 256
+
+typedef struct {
+    _Atomic uint64_t next;  // generation << 32 | next chunk index
+    _Atomic long end;       // one past the range's last chunk
+    char pad[64 - sizeof(uint64_t) - sizeof(long)];
+} pool_range;
 
 static struct {
     pthread_mutex_t start_mu;     // serializes pool_set_threads
@@ -667,8 +682,7 @@ static struct {
     pthread_cond_t sleep_cv;
     _Atomic(strata_task_fn) fn;
     _Atomic(void *) ctx;
-    _Atomic long chunks;
-    _Atomic uint64_t job;
+    _Atomic int ranges;
     _Atomic long done;
     _Atomic uint32_t gen;
     _Atomic int sleepers;
@@ -676,6 +690,7 @@ static struct {
     _Atomic long sleep_wakeups;
     int workers;                  // started worker threads
     _Atomic int wanted;           // threads per job, caller included
+    pool_range range[POOL_MAX] __attribute__((aligned(64)));
 } P = {
     .start_mu = PTHREAD_MUTEX_INITIALIZER,
     .run_mu = PTHREAD_MUTEX_INITIALIZER,
@@ -699,18 +714,26 @@ INLINE void cpu_relax(void) {
 #endif
 }
 
-/// Claims and runs chunks of generation `g` until none is left.
-static void run_chunks(uint32_t g) {
+/// Claims and runs chunks of generation `g`, from range `self` first and then the others in turn,
+/// until none is left; adds the chunks it ran to `done`.
+static void run_chunks(uint32_t g, int self) {
     strata_task_fn fn = atomic_load_explicit(&P.fn, memory_order_acquire);
     void *ctx = atomic_load_explicit(&P.ctx, memory_order_acquire);
-    long chunks = atomic_load_explicit(&P.chunks, memory_order_acquire);
-    for (;;) {
-        uint64_t v = atomic_load_explicit(&P.job, memory_order_acquire);
-        if ((uint32_t)(v >> 32) != g || (long)(v & 0xFFFFFFFFu) >= chunks) return;
-        if (!atomic_compare_exchange_weak_explicit(&P.job, &v, v + 1, memory_order_acq_rel, memory_order_relaxed)) continue;
-        fn(ctx, (long)(v & 0xFFFFFFFFu));
-        atomic_fetch_add_explicit(&P.done, 1, memory_order_release);
+    const int ranges = atomic_load_explicit(&P.ranges, memory_order_acquire);
+    long ran = 0;
+    for (int step = 0; step < ranges; step++) {
+        pool_range *R = &P.range[(self + step) % ranges];
+        for (;;) {
+            uint64_t v = atomic_load_explicit(&R->next, memory_order_acquire);
+            if ((uint32_t)(v >> 32) != g) goto out;  // a newer job: this one is over
+            if ((long)(v & 0xFFFFFFFFu) >= atomic_load_explicit(&R->end, memory_order_relaxed)) break;
+            if (!atomic_compare_exchange_weak_explicit(&R->next, &v, v + 1, memory_order_acq_rel, memory_order_relaxed)) continue;
+            fn(ctx, (long)(v & 0xFFFFFFFFu));
+            ran++;
+        }
     }
+out:
+    if (ran) atomic_fetch_add_explicit(&P.done, ran, memory_order_release);
 }
 
 static void *worker_main(void *arg) {
@@ -741,7 +764,7 @@ static void *worker_main(void *arg) {
             }
         }
         seen = g;
-        if (index < atomic_load_explicit(&P.wanted, memory_order_relaxed)) run_chunks(g);
+        if (index < atomic_load_explicit(&P.wanted, memory_order_relaxed)) run_chunks(g, index);
     }
     return NULL;
 }
@@ -780,14 +803,21 @@ void strata_pool_run(strata_task_fn fn, void *ctx, long chunks) {
         return;
     }
     uint32_t g = atomic_load_explicit(&P.gen, memory_order_relaxed) + 1;
-    // close the claim counter first (new generation, no chunk left), so a worker still holding
-    // the previous generation cannot claim while the job's fields below are rewritten
-    atomic_store_explicit(&P.job, ((uint64_t)g << 32) | 0xFFFFFFFFu, memory_order_seq_cst);
+    int ranges = atomic_load_explicit(&P.wanted, memory_order_relaxed);
+    if (ranges > chunks) ranges = (int)chunks;
+    // close the claim counters first (new generation, no chunk left), so a worker still holding
+    // the previous generation cannot claim while the job's fields below are rewritten (ranges
+    // past `ranges` keep their ends: every chunk of theirs was claimed before this call)
+    for (int i = 0; i < ranges; i++)
+        atomic_store_explicit(&P.range[i].next, ((uint64_t)g << 32) | 0xFFFFFFFFu, memory_order_seq_cst);
     atomic_store_explicit(&P.fn, fn, memory_order_relaxed);
     atomic_store_explicit(&P.ctx, ctx, memory_order_relaxed);
-    atomic_store_explicit(&P.chunks, chunks, memory_order_release);
+    atomic_store_explicit(&P.ranges, ranges, memory_order_relaxed);
     atomic_store_explicit(&P.done, 0, memory_order_relaxed);
-    atomic_store_explicit(&P.job, (uint64_t)g << 32, memory_order_release);
+    for (int i = 0; i < ranges; i++) {
+        atomic_store_explicit(&P.range[i].end, chunks * (i + 1) / ranges, memory_order_relaxed);
+        atomic_store_explicit(&P.range[i].next, ((uint64_t)g << 32) | (uint64_t)(chunks * i / ranges), memory_order_release);
+    }
     atomic_store_explicit(&P.gen, g, memory_order_release);
     if (atomic_load(&P.sleepers) > 0) {
         atomic_fetch_add_explicit(&P.sleep_wakeups, 1, memory_order_relaxed);
@@ -796,7 +826,7 @@ void strata_pool_run(strata_task_fn fn, void *ctx, long chunks) {
         pthread_mutex_unlock(&P.sleep_mu);
     }
     t_in_job = 1;
-    run_chunks(g);
+    run_chunks(g, 0);
     t_in_job = 0;
     while (atomic_load_explicit(&P.done, memory_order_acquire) < chunks) cpu_relax();
     pthread_mutex_unlock(&P.run_mu);

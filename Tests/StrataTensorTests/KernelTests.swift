@@ -159,4 +159,28 @@ private func stored(_ w: [Float], _ n: Int, _ k: Int, _ dtype: DType) -> (Tensor
             #expect(hits == [Int](repeating: 1, count: 37))
         }
     }
+
+    /// Every chunk runs once whatever the thread count (each thread's contiguous range, stealing
+    /// from the others' when its own is empty; more threads than cores leaves ranges to steal),
+    /// with fewer chunks than threads, and with the count changing between jobs (ranges of an
+    /// earlier, wider job left behind).
+    @Test func poolRangesRunEveryChunkOnceAtEveryThreadCount() {
+        let before = Threads.count
+        defer { Threads.set(before) }
+        let counts = [2, 3, 7, 37, 200]
+        var hits = [Int](repeating: 0, count: 200)
+        hits.withUnsafeMutableBufferPointer { hp in
+            for threads in [3, 2, 5, 1, 4, 2] {
+                Threads.set(threads)
+                for rep in 0..<40 {
+                    let chunks = counts[rep % counts.count]
+                    for i in 0..<chunks { hp[i] = 0 }
+                    Threads.runChunks(chunks, context: UnsafeMutableRawPointer(hp.baseAddress!)) { ctx, c in
+                        ctx!.assumingMemoryBound(to: Int.self)[c] += 1
+                    }
+                    #expect(Array(hp[0..<chunks]) == [Int](repeating: 1, count: chunks), "\(threads) threads, \(chunks) chunks")
+                }
+            }
+        }
+    }
 }
