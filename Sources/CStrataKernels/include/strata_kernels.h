@@ -98,8 +98,8 @@ void strata_linear_rows_isa(int isa, const strata_linear_args *a, long j0, long 
 /// The whole linear, its output rows split across the pool's threads.
 void strata_linear(const strata_linear_args *a);
 /// Up to STRATA_LINEAR_GROUP linears over the same x (same x, ldx, m, k; e.g. a layer's q, k and
-/// v projections) as one job on the pool: their chunks are claimed from one counter, so the
-/// threads go from one matrix to the next without waiting at each end, and the 8-bit path
+/// v projections) as one job on the pool: their chunks are numbered member after member in one job, so
+/// the threads go from one matrix to the next without waiting at each end, and the 8-bit path
 /// quantizes x once. Falls back to one strata_linear per member when they do not share x or,
 /// for the 8-bit path, the weight type.
 #define STRATA_LINEAR_GROUP 4
@@ -126,7 +126,8 @@ void strata_attn_values_isa(int isa, const float *p, const float *v, long ldv, l
 // ---- the worker pool -------------------------------------------------------------------
 // Threads that stay ready between calls: after a job a worker spins (pause, yielding the core
 // every 256 pauses) for `spin_us` microseconds, then sleeps on a condition variable. A job is split into `chunks`
-// pieces claimed dynamically by the caller and the workers; the call returns when all are done.
+// pieces, one contiguous range of them per thread (a thread whose range is empty steals from
+// the others'); the call returns when all are done.
 // A call from inside a job, or while another thread's job runs, runs its chunks inline.
 
 typedef void (*strata_task_fn)(void *ctx, long chunk);
