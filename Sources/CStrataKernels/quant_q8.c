@@ -111,10 +111,13 @@ static _Thread_local strata_tls_buf t_qx;
 static float quantize_block_v(const float *x, int n, int8_t *q);
 static void lane_bias_v(const int8_t *q, long k, int off, int32_t *bias);
 #endif
-/// Bytes ahead of the weight stream to prefetch, every cache line: alternated in bench-model
-/// --prompt 1 --gen 64 on the Zen 4 (2 threads, TinyLlama Q4_K_M, 8-bit activations), 512 B gave
-/// 27.7-31.7 tokens/s, 1 KiB 32.8, 2 KiB 38.1-39.3, 4 KiB 35.2-36.7, 8 KiB 34.1-41.3.
-#define QPF 2048
+/// Bytes ahead of the weight stream to prefetch, every cache line. With one shared chunk counter
+/// (threads taking chunks in turn) 2 KiB was best (bench-model --prompt 1 --gen 64, TinyLlama
+/// Q4_K_M: 512 B 27.7-31.7 tokens/s, 1 KiB 32.8, 2 KiB 38.1-39.3, 4 KiB 35.2-36.7); since each
+/// thread walks its own contiguous range (the pool), 4 KiB: bench-model --prompt 1 --gen 128
+/// --repeats 2, alternated over four rounds, Q4_K_M 84.6-88.4% -> 88.3-91.1% of the bound,
+/// Q8_0 87.2-89.0% -> 93.1-93.9% over three.
+#define QPF 4096
 
 /// Quantizes the m rows of x for weights of type t into the calling thread's buffer (grown, never
 /// shrunk: no allocation once it has held the largest call). Returns 0, or -1 if out of memory.
