@@ -172,7 +172,7 @@ TGT512 INLINE void qrow512(const int t, const int RB, const strata_linear_args *
     const __m512i mask4 = _mm512_set1_epi32(15);
     float sc[16] __attribute__((aligned(64))), mn[8] __attribute__((aligned(32)));
     for (long b = 0; b < nb; b++, w += bb) {
-        for (long o = 0; o < bb; o += 64) _mm_prefetch((const char *)w + 2048 + o, _MM_HINT_T0);  // as quant_q8.c's QPF
+        for (long o = 0; o < bb; o += 64) _mm_prefetch((const char *)w + 4096 + o, _MM_HINT_T0);  // as quant_q8.c's QPF
         const long xo = b * be;
         if (t == STRATA_W_Q8_0 || t == STRATA_W_Q4_0) {
             __m512 q0, q1;
@@ -311,7 +311,7 @@ TGT2 INLINE void qrow2(const int t, const int RB, const strata_linear_args *a, l
     const __m256i m4 = _mm256_set1_epi32(15);
     float sc[16] __attribute__((aligned(32))), mn[8] __attribute__((aligned(32)));
     for (long b = 0; b < nb; b++, w += bb) {
-        for (long o = 0; o < bb; o += 64) _mm_prefetch((const char *)w + 2048 + o, _MM_HINT_T0);
+        for (long o = 0; o < bb; o += 64) _mm_prefetch((const char *)w + 4096 + o, _MM_HINT_T0);
         const long xo = b * be;
         if (t == STRATA_W_Q8_0 || t == STRATA_W_Q4_0) {
             __m256 q[4];
