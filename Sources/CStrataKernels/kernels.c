@@ -850,9 +850,11 @@ static void linear_chunk(void *ctx, long c) {
 /// The chunking of one linear: `*per` output rows per chunk (a multiple of 4); returns the chunks.
 static long linear_chunks(const strata_linear_args *a, int threads, long *per_out) {
     // chunks of >= 16 rows or ~32 KiB of weights, so a woken thread has work worth its wake-up;
-    // sixteen times as many chunks as threads, claimed as threads come free, so the thread that
-    // finishes last holds the other up by at most one small chunk (on the Zen 4, f16 decode
-    // 13.8-14.4 tokens/s against 12.6-14.0 with four chunks per thread and 64-row minimum)
+    // sixteen times as many chunks as threads (each thread's range walked in order, an empty
+    // thread stealing from the others'), so the thread that finishes last holds the other up by
+    // at most one small chunk (measured with the shared counter the ranges replaced, on the
+    // Zen 4: f16 decode 13.8-14.4 tokens/s against 12.6-14.0 with four chunks per thread and a
+    // 64-row minimum; with ranges, 4, 16 and 64 per thread did not differ through the noise)
     long minRows = (32L << 10) / (a->k / qblock_elements(a->wtype) * qblock_bytes(a->wtype) + 1);
     if (minRows < 16) minRows = 16;
     long chunks = 16L * threads;
