@@ -2,6 +2,7 @@ import Foundation
 @_exported import StrataFormats
 @_exported import StrataModels
 import StrataTensor
+import StrataMemory
 
 /// A loaded model folder: the model (weights mapped), its tokenizer, and its BOS/EOS ids.
 public final class LoadedModel: @unchecked Sendable {
@@ -28,6 +29,24 @@ public final class LoadedModel: @unchecked Sendable {
         let ids = folder.generationTokens
         bos = ids.bos
         eos = Set(ids.eos)
+    }
+
+    /// The folder at `directory` with its weights placed as `weights` says: `.mmap` views the
+    /// mapped files (instant; the page cache holds the bytes, mostly in 4 KiB pages); `.tiered`
+    /// reads every tensor into the process's own memory, 2 MiB-aligned with transparent huge
+    /// pages asked for (as planned runs, `Session` and the server place an in-RAM model): a
+    /// 16-bit decode reads it a few percent faster (docs/kernels.md), for a load of seconds.
+    public convenience init(directory: String, weights: Placement.Weights) throws {
+        let folder = try ModelFolder(path: directory)
+        switch weights {
+        case .mmap:
+            try self.init(folder: folder)
+        case .tiered:
+            let inv = try WeightInventory(folder: folder)
+            let store = try TieredWeightStore(locations: inv.locations, streamed: [], prefetchDepth: 0, ledger: Ledger(budget: nil),
+                                              location: folder.directory, cold: inv.coldNames)
+            try self.init(folder: folder, model: folder.load(store: store))
+        }
     }
 
     /// The folder at `directory` around an already built `model`.

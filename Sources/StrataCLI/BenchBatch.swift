@@ -15,11 +15,13 @@ struct BenchBatch: ParsableCommand {
     @Option(help: "Repeats per batch size (medians).") var repeats = 3
     @Flag(help: "One JSON line per batch size instead of a table.") var json = false
     @Option(name: .customLong("step-window"), help: "Also print the median decode-step time over each window of this many steps (does a step's time grow with the position?).") var stepWindow: Int?
+    @Option(help: "Where the weights live: tiered (read into the process's memory, huge pages asked for, as planned runs and the server place them) or mmap (views of the mapped files).") var weights = "tiered"
     @OptionGroup var threads: ThreadOption
 
     func run() throws {
         try threads.apply()
-        let loaded = try LoadedModel(directory: model)
+        guard let placement = Placement.Weights(rawValue: weights) else { throw ValidationError("--weights must be tiered or mmap, got '\(weights)'") }
+        let loaded = try LoadedModel(directory: model, weights: placement)
         let spec = loaded.spec
         let summary = try CheckpointSummary(folder: loaded.folder)
         var rows: [(Int, Double, Double, Double)] = []

@@ -13,12 +13,14 @@ struct BenchModel: ParsableCommand {
     @Option(help: "Generated tokens for the tg test.") var gen = 128
     @Option(help: "Repeats (medians are reported).") var repeats = 3
     @Flag(help: "Print one JSON object instead of a table.") var json = false
+    @Option(help: "Where the weights live: tiered (read into the process's memory, huge pages asked for, as planned runs and the server place them) or mmap (views of the mapped files).") var weights = "tiered"
     @OptionGroup var threads: ThreadOption
 
     func run() throws {
         try threads.apply()
         guard prompt >= 1, gen >= 1, repeats >= 1 else { throw ValidationError("--prompt, --gen and --repeats must be positive") }
-        let loaded = try LoadedModel(directory: model)
+        guard let placement = Placement.Weights(rawValue: weights) else { throw ValidationError("--weights must be tiered or mmap, got '\(weights)'") }
+        let loaded = try LoadedModel(directory: model, weights: placement)
         let m = loaded.model
         let spec = m.spec
         let summary = try CheckpointSummary(folder: loaded.folder)
