@@ -32,11 +32,16 @@ TGTB static void cvt_chunk(void *ctx, long c) {
 /// RB x rows by JB weight rows (RB <= 4, JB <= 6), K in steps of 32 (k a multiple of 32). At
 /// 4 x 6, 24 accumulators, 6 weight vectors and one x vector fill the 32 zmm registers: 10
 /// loads feed 24 vdpbf16ps (4 x 4: 8 loads for 16), and on Zen 4 the loads are what binds.
+/// pf, when not NULL: rows [pf0, pf1) of the next block of weight rows (from pf, row stride
+/// ldw) are prefetched a line per step, so the next block comes in from memory while this one
+/// is multiplied instead of in its first pass.
 TGTB INLINE void tile(const int RB, const int JB, const uint16_t *xb, long ldx, const uint16_t *wb, long ldw, long k,
-                      float *y, long ldy, int acc_on) {
+                      float *y, long ldy, int acc_on, const uint16_t *pf, int pf0, int pf1) {
     __m512 s[4][6];
     for (int r = 0; r < RB; r++) for (int j = 0; j < JB; j++) s[r][j] = _mm512_setzero_ps();
     for (long i = 0; i < k; i += 32) {
+        if (pf)
+            for (int q = pf0; q < pf1; q++) _mm_prefetch((const char *)(pf + q * ldw + i), _MM_HINT_T0);
         __m512bh w[6];
         for (int j = 0; j < JB; j++) w[j] = (__m512bh)_mm512_loadu_si512(wb + j * ldw + i);
         for (int r = 0; r < RB; r++) {
@@ -63,19 +68,28 @@ TGTB static void gemm_chunk(void *ctx, long c) {
         const long r1 = r0 + 64 < g->m ? r0 + 64 : g->m;
         long j = j0;
         for (; j + 6 <= j1; j += 6) {
+            // the next 6 weight rows of this chunk (when it has 6 more) are
+            // prefetched over this block's passes, a share of the rows per group of x rows
+            const uint16_t *nx = j + 12 <= j1 ? g->wb + (j + 6) * g->ldw : NULL;
+            const long groups = (r1 - r0 + 3) / 4;
+            const int share = (int)((6 + groups - 1) / groups);
             long r = r0;
-            for (; r + 4 <= r1; r += 4) tile(4, 6, g->xb + r * g->ldx, g->ldx, g->wb + j * g->ldw, g->ldw, g->k, g->y + r * g->ldy + j, g->ldy, g->acc);
-            for (; r < r1; r++) tile(1, 6, g->xb + r * g->ldx, g->ldx, g->wb + j * g->ldw, g->ldw, g->k, g->y + r * g->ldy + j, g->ldy, g->acc);
+            for (; r + 4 <= r1; r += 4) {
+                const int q0 = (int)((r - r0) / 4) * share, q1 = q0 + share < 6 ? q0 + share : 6;
+                tile(4, 6, g->xb + r * g->ldx, g->ldx, g->wb + j * g->ldw, g->ldw, g->k, g->y + r * g->ldy + j, g->ldy, g->acc,
+                     q0 < 6 ? nx : NULL, q0, q1);
+            }
+            for (; r < r1; r++) tile(1, 6, g->xb + r * g->ldx, g->ldx, g->wb + j * g->ldw, g->ldw, g->k, g->y + r * g->ldy + j, g->ldy, g->acc, NULL, 0, 0);
         }
         for (; j + 4 <= j1; j += 4) {
             long r = r0;
-            for (; r + 4 <= r1; r += 4) tile(4, 4, g->xb + r * g->ldx, g->ldx, g->wb + j * g->ldw, g->ldw, g->k, g->y + r * g->ldy + j, g->ldy, g->acc);
-            for (; r < r1; r++) tile(1, 4, g->xb + r * g->ldx, g->ldx, g->wb + j * g->ldw, g->ldw, g->k, g->y + r * g->ldy + j, g->ldy, g->acc);
+            for (; r + 4 <= r1; r += 4) tile(4, 4, g->xb + r * g->ldx, g->ldx, g->wb + j * g->ldw, g->ldw, g->k, g->y + r * g->ldy + j, g->ldy, g->acc, NULL, 0, 0);
+            for (; r < r1; r++) tile(1, 4, g->xb + r * g->ldx, g->ldx, g->wb + j * g->ldw, g->ldw, g->k, g->y + r * g->ldy + j, g->ldy, g->acc, NULL, 0, 0);
         }
         for (; j < j1; j++) {
             long r = r0;
-            for (; r + 4 <= r1; r += 4) tile(4, 1, g->xb + r * g->ldx, g->ldx, g->wb + j * g->ldw, g->ldw, g->k, g->y + r * g->ldy + j, g->ldy, g->acc);
-            for (; r < r1; r++) tile(1, 1, g->xb + r * g->ldx, g->ldx, g->wb + j * g->ldw, g->ldw, g->k, g->y + r * g->ldy + j, g->ldy, g->acc);
+            for (; r + 4 <= r1; r += 4) tile(4, 1, g->xb + r * g->ldx, g->ldx, g->wb + j * g->ldw, g->ldw, g->k, g->y + r * g->ldy + j, g->ldy, g->acc, NULL, 0, 0);
+            for (; r < r1; r++) tile(1, 1, g->xb + r * g->ldx, g->ldx, g->wb + j * g->ldw, g->ldw, g->k, g->y + r * g->ldy + j, g->ldy, g->acc, NULL, 0, 0);
         }
     }
 }

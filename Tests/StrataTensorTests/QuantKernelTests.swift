@@ -261,7 +261,7 @@ func naiveDequant(_ dtype: DType, _ b: ArraySlice<UInt8>) -> [Float] {
     @Test func bf16GEMMMatchesTheRoundedProduct() {
         guard Kernels.bf16GEMMSupported else { return }
         for dtype in DType.quantized + [.f16, .bf16] {
-            for (n, k, m) in [(13, 512, 9), (37, 512, 17), (8, 256, 64), (5, 768, 130)] {
+            for (n, k, m) in [(13, 512, 9), (37, 512, 17), (8, 256, 64), (5, 768, 130), (100, 256, 16)] {
                 let raw: [UInt8]
                 var wf: [Float] = []
                 if dtype.isQuantized {
