@@ -71,7 +71,7 @@ TGTB static void gemm_chunk(void *ctx, long c) {
             // the next 6 weight rows of this chunk (when it has 6 more) are
             // prefetched over this block's passes, a share of the rows per group of x rows
             const uint16_t *nx = j + 12 <= j1 ? g->wb + (j + 6) * g->ldw : NULL;
-            const long groups = (r1 - r0 + 3) / 4;
+            const long groups = (r1 - r0) / 4 > 0 ? (r1 - r0) / 4 : 1;  // whole groups of 4 x rows
             const int share = (int)((6 + groups - 1) / groups);
             long r = r0;
             for (; r + 4 <= r1; r += 4) {

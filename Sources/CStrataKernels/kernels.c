@@ -384,10 +384,11 @@ TGT512 INLINE void row512(const int t, const int U, const int RB, const int PF, 
 TGT512 INLINE void rows512_t(const int t, const strata_linear_args *a, long j0, long j1) {
     const long m = a->m;
     if (m == 1) {
-        // one row: one weight row at a time, K unrolled twice, prefetching 256 bytes ahead;
+        // one row: one weight row at a time, K unrolled twice, prefetching 8 KiB ahead for f16
+        // and bf16 (docs/kernels.md, "The one-row 16-bit kernel's reach"), 256 bytes for f32;
         // against the four-row block walk below, alternated in bench-model --prompt 1 on the
         // Zen 4 (2 threads), tg rose from 10.4-11.2 to 13.0-13.4 tokens/s for f16 and from
-        // 5.6-7.5 to 7.4-8.5 for f32. With 2 or more rows the blocks below win (bench-batch
+        // 5.6-7.5 to 7.4-8.5 for f32. With 3 or more rows the blocks below win (bench-batch
         // batch 4: 2.95x batch 1 against 1.9x with this walk): every x row would otherwise be
         // read from L2 once per weight row. Blocks of 4 x 6 rows were tried and ran 2x slower
         // than 4 x 4 at 16 rows (bench-linear). Each block's four weight streams are prefetched
