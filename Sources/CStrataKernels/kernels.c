@@ -394,8 +394,7 @@ TGT512 INLINE void rows512_t(const int t, const strata_linear_args *a, long j0, 
         // than 4 x 4 at 16 rows (bench-linear). Each block's four weight streams are prefetched
         // 1 KiB ahead: bf16 bench-batch batch 4 50.2-50.4 -> 60.3-63.0 tokens/s, batch 16
         // 94.9-98.4 -> 108.2-111.8 (f32 the same within noise), alternated pairs
-        if (t == STRATA_W_F32) for (long j = j0; j < j1; j++) row512(t, 2, 1, 256, a, j, 0);
-        else for (long j = j0; j < j1; j++) row512(t, 2, 1, 8192, a, j, 0);
+        for (long j = j0; j < j1; j++) row512(t, 2, 1, t == STRATA_W_F32 ? 256 : 8192, a, j, 0);
         return;
     }
     if (m > 4) {

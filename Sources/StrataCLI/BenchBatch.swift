@@ -20,8 +20,7 @@ struct BenchBatch: ParsableCommand {
 
     func run() throws {
         try threads.apply()
-        guard let placement = Placement.Weights(rawValue: weights) else { throw ValidationError("--weights must be tiered or mmap, got '\(weights)'") }
-        let loaded = try LoadedModel(directory: model, weights: placement)
+        let loaded = try LoadedModel(directory: model, weights: parseWeights(weights))
         let spec = loaded.spec
         let summary = try CheckpointSummary(folder: loaded.folder)
         var rows: [(Int, Double, Double, Double)] = []

@@ -19,8 +19,7 @@ struct BenchModel: ParsableCommand {
     func run() throws {
         try threads.apply()
         guard prompt >= 1, gen >= 1, repeats >= 1 else { throw ValidationError("--prompt, --gen and --repeats must be positive") }
-        guard let placement = Placement.Weights(rawValue: weights) else { throw ValidationError("--weights must be tiered or mmap, got '\(weights)'") }
-        let loaded = try LoadedModel(directory: model, weights: placement)
+        let loaded = try LoadedModel(directory: model, weights: parseWeights(weights))
         let m = loaded.model
         let spec = m.spec
         let summary = try CheckpointSummary(folder: loaded.folder)

@@ -40,7 +40,7 @@ struct Generate: ParsableCommand {
         if let m = kvMemory, parseByteSize(m) == nil { throw ValidationError("--kv-memory: '\(m)' is not a size (e.g. 512MiB, 2GiB)") }
         if let b = ramBudget, parseByteSize(b) == nil { throw ValidationError("--ram-budget: '\(b)' is not a size (e.g. 1GiB)") }
         if parseByteSize(kvDiskSize) == nil { throw ValidationError("--kv-disk-size: '\(kvDiskSize)' is not a size") }
-        if Placement.Weights(rawValue: weights) == nil { throw ValidationError("--weights must be tiered or mmap, got '\(weights)'") }
+        _ = try parseWeights(weights)
         try checkFlag(prefetch, 0...64, "--prefetch")
     }
 
@@ -124,7 +124,7 @@ extension Generate {
         }
         let single = promptsFile == nil && !json
         let out = FileHandle.standardOutput
-        let options = Session.RunOptions(weights: Placement.Weights(rawValue: weights)!, prefetchDepth: prefetch, blockSize: kvBlockSize,
+        let options = Session.RunOptions(weights: try parseWeights(weights), prefetchDepth: prefetch, blockSize: kvBlockSize,
                                          kvBlocks: kvBlocks, maxBatch: maxBatch, fillTheBudgetRule: noPlan)
         let result = try session.run(requests, plan: usedPlan, placement: saved, options: options, kvDisk: swap) { _, _, tok in
             if single && !tok.text.isEmpty { out.write(Data(tok.text.utf8)) }
