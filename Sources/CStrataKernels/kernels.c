@@ -309,16 +309,15 @@ TGT512 INLINE void blk512(const int t, const int JB, const int RB, const strata_
             store(a->y + (r + rr) * a->ldy + j + jj, _mm512_reduce_add_ps(acc[jj * 4 + rr]), a->accumulate);
 }
 
-/// JB weight rows x rows [r0, r1) (at most 32), more than 4: K is walked in tiles short enough
-/// that the tile of every x row (r1 - r0 rows x kt floats, <= 16 KiB) and of the JB weight rows
-/// stay in L1 while each group of 4 x rows passes over them; the weights come from memory once,
-/// in the first group's pass. (One pass per group over the whole K, as `blk512` does, re-reads
-/// the weights and x rows from L2 for every group: f32 at 16 rows ran at 92 GFLOP/s against
-/// 234 for bf16, bench-linear.)
+/// JB weight rows x rows [r0, r1) (at most 32), more than 4: K is walked in tiles of 4 KiB of
+/// each weight row (1024 f32 or 2048 16-bit elements), so the JB rows' tile (16 KiB at JB = 4)
+/// stays in L1 while each group of 4 x rows passes over it, the x rows' tiles coming from L2;
+/// the weights come from memory once, in the first group's pass. (One pass per group over the
+/// whole K, as `blk512` does, re-reads the weights from L2 for every group: f32 at 16 rows ran
+/// at 92 GFLOP/s against 234 for bf16, bench-linear. Tiles sized so that x stayed in L1 as well,
+/// 16 KiB of x, were 10-40% slower at 12-32 rows: docs/kernels.md, "The K tile".)
 TGT512 INLINE void blkt512(const int t, const int JB, const strata_linear_args *a, long j, long r0, long r1) {
-    const long k = a->k, rows = r1 - r0;
-    long kt = (4096 / rows) & ~15L;
-    if (kt < 64) kt = 64;
+    const long k = a->k, rows = r1 - r0, kt = 4096 / (long)wsize(t);
     __m512 acc[8][16];
     const long groups = (rows + 3) / 4;
     for (long g = 0; g < groups; g++)

@@ -20,7 +20,7 @@ private func stored(_ w: [Float], _ n: Int, _ k: Int, _ dtype: DType) -> (Tensor
 }
 
 @Suite struct KernelTests {
-    static let shapes: [(n: Int, k: Int)] = [(1, 1), (7, 13), (5, 16), (9, 37), (3, 31), (130, 70), (67, 2049), (260, 64)]
+    static let shapes: [(n: Int, k: Int)] = [(1, 1), (7, 13), (5, 16), (9, 37), (3, 31), (130, 70), (67, 2049), (13, 4133), (260, 64)]
 
     @Test func everyPathThisCPUHasIsOffered() {
         #expect(Kernels.supportedPaths.first == .portable)
