@@ -383,9 +383,9 @@ TGT512 INLINE void row512(const int t, const int U, const int RB, const int PF, 
 TGT512 INLINE void rows512_t(const int t, const strata_linear_args *a, long j0, long j1) {
     const long m = a->m;
     if (m == 1) {
-        // one row: one weight row at a time, K unrolled twice, prefetching 8 KiB ahead for f16
-        // and bf16 (docs/kernels.md, "The one-row 16-bit kernel's reach"), 256 bytes for f32;
-        // against the four-row block walk below, alternated in bench-model --prompt 1 on the
+        // one row: one weight row at a time, K unrolled twice, prefetching 8 KiB ahead for every
+        // dtype (docs/kernels.md, "The one-row 16-bit kernel's reach", and for f32 "The f32
+        // reach"); against the four-row block walk below, alternated in bench-model --prompt 1 on the
         // Zen 4 (2 threads), tg rose from 10.4-11.2 to 13.0-13.4 tokens/s for f16 and from
         // 5.6-7.5 to 7.4-8.5 for f32. With 3 or more rows the blocks below win (bench-batch
         // batch 4: 2.95x batch 1 against 1.9x with this walk): every x row would otherwise be
@@ -393,7 +393,7 @@ TGT512 INLINE void rows512_t(const int t, const strata_linear_args *a, long j0, 
         // than 4 x 4 at 16 rows (bench-linear). Each block's four weight streams are prefetched
         // 1 KiB ahead: bf16 bench-batch batch 4 50.2-50.4 -> 60.3-63.0 tokens/s, batch 16
         // 94.9-98.4 -> 108.2-111.8 (f32 the same within noise), alternated pairs
-        for (long j = j0; j < j1; j++) row512(t, 2, 1, t == STRATA_W_F32 ? 256 : 8192, a, j, 0);
+        for (long j = j0; j < j1; j++) row512(t, 2, 1, 8192, a, j, 0);
         return;
     }
     if (m > 4) {
