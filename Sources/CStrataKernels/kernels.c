@@ -315,7 +315,7 @@ TGT512 INLINE void blk512(const int t, const int JB, const int RB, const strata_
 /// the weights come from memory once, in the first group's pass. (One pass per group over the
 /// whole K, as `blk512` does, re-reads the weights from L2 for every group: f32 at 16 rows ran
 /// at 92 GFLOP/s against 234 for bf16, bench-linear. Tiles sized so that x stayed in L1 as well,
-/// 16 KiB of x, were 10-40% slower at 12-32 rows: docs/kernels.md, "The K tile".)
+/// 16 KiB of x, were 2-40% slower at 12-32 rows: docs/kernels.md, "The K tile".)
 TGT512 INLINE void blkt512(const int t, const int JB, const strata_linear_args *a, long j, long r0, long r1) {
     const long k = a->k, rows = r1 - r0, kt = 4096 / (long)wsize(t);
     __m512 acc[8][16];
@@ -385,8 +385,8 @@ TGT512 INLINE void rows512_t(const int t, const strata_linear_args *a, long j0, 
     if (m == 1) {
         // one row: one weight row at a time, K unrolled twice, prefetching 8 KiB ahead for every
         // dtype (docs/kernels.md, "The one-row 16-bit kernel's reach", and for f32 "The f32
-        // reach"); against the four-row block walk below, alternated in bench-model --prompt 1 on the
-        // Zen 4 (2 threads), tg rose from 10.4-11.2 to 13.0-13.4 tokens/s for f16 and from
+        // reach"); against the four-row block walk below, alternated in bench-model --prompt 1
+        // on the Zen 4 (2 threads), tg rose from 10.4-11.2 to 13.0-13.4 tokens/s for f16 and from
         // 5.6-7.5 to 7.4-8.5 for f32. With 3 or more rows the blocks below win (bench-batch
         // batch 4: 2.95x batch 1 against 1.9x with this walk): every x row would otherwise be
         // read from L2 once per weight row. Blocks of 4 x 6 rows were tried and ran 2x slower
