@@ -419,14 +419,11 @@ TGT512 INLINE void rows512_t(const int t, const strata_linear_args *a, long j0, 
         for (long jj = j0; jj < j1; jj++) row512(t, 1, 2, 8192, a, jj, 0);
         return;
     }
+    // 3 or 4 rows (1, 2 and 5 or more returned above): 4 x m blocks
     long j = j0;
     for (; j + 4 <= j1; j += 4) {
-        switch (m) {
-        case 4: blk512(t, 4, 4, a, j, 0); break;
-        case 3: blk512(t, 4, 3, a, j, 0); break;
-        case 2: blk512(t, 4, 2, a, j, 0); break;
-        default: blk512(t, 4, 1, a, j, 0); break;
-        }
+        if (m == 4) blk512(t, 4, 4, a, j, 0);
+        else blk512(t, 4, 3, a, j, 0);
     }
     for (; j < j1; j++)
         for (long r = 0; r < m; r++) blk512(t, 1, 1, a, j, r);

@@ -118,14 +118,14 @@ func parseDType(_ s: String?) throws -> DType? {
     }
 }
 
-/// A numeric flag within what the machine and the model can hold (checked before any size is
-/// computed from it).
 /// `--weights`: tiered or mmap.
 func parseWeights(_ s: String) throws -> Placement.Weights {
     guard let w = Placement.Weights(rawValue: s) else { throw ValidationError("--weights must be tiered or mmap, got '\(s)'") }
     return w
 }
 
+/// A numeric flag within what the machine and the model can hold (checked before any size is
+/// computed from it).
 func checkFlag(_ v: Int, _ range: ClosedRange<Int>, _ flag: String) throws {
     if !range.contains(v) { throw ValidationError("\(flag) must be in \(range.lowerBound)...\(range.upperBound), got \(v)") }
 }
