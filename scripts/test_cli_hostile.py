@@ -111,6 +111,15 @@ def main():
                         "--repeats", "1", "--no-blas", "--hidden", "256", "--kv-dim", "256", "--ffn", "512"],
                        capture_output=True, text=True, timeout=120)
     check(r.returncode == 0 and "| q4_k | 3 |" in r.stdout, "bench-linear: quantized dtypes run", (r.stdout + r.stderr)[-300:])
+    case("bench-batch: --repeats 0", ["bench-batch", "--model", MODEL, "--batches", "1", "--repeats", "0"], "--repeats")
+    case("bench-batch: --batches=-3", ["bench-batch", "--model", MODEL, "--batches=-3"], "batch sizes must be positive")
+    r = subprocess.run([BIN, "bench-batch", "--model", MODEL, "--batches", "1", "--batches", "2", "--repeats", "2", "--prompt", "4",
+                        "--gen", "4", "--json"], capture_output=True, text=True, timeout=120)
+    rows = [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")]
+    order = [l.split(":")[0] for l in r.stderr.splitlines() if l.startswith("batch ")]
+    check(r.returncode == 0 and [x["batch"] for x in rows] == [1, 2] and abs(rows[0]["vs_batch_1"] - 1) < 1e-9
+          and order == ["batch 1", "batch 2", "batch 2", "batch 1"],
+          "bench-batch: one row per batch size, repeats interleaved in alternating order", (r.stdout + r.stderr)[-300:])
     case("plan: --batch Int.max", ["plan", "--model", MODEL, "--ram-budget", "1GiB", "--batch", BIG], "--batch")
     case("plan: --prompt-tokens -5", ["plan", "--model", MODEL, "--ram-budget", "1GiB", "--prompt-tokens", "-5"], "--prompt-tokens")
     good = {"weights": "tiered", "streamed_layers": [], "prefetch_depth": 1, "kv_block_size": 16, "kv_blocks_ram": 8, "kv_blocks_disk": 0, "batch_size": 1}

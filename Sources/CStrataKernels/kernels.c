@@ -268,15 +268,15 @@ TGT512 INLINE void span512(const int t, const int JB, const int RB, const int PF
     const long k16 = i1 & ~15L;
     const char *W = (const char *)a->w;
     const size_t rs = (size_t)a->k * wsize(t);
-    const void *wr[4];
+    const void *wr[6];
     const float *xr[4];
     for (int jj = 0; jj < JB; jj++) wr[jj] = W + (size_t)(j + jj) * rs;
     for (int rr = 0; rr < RB; rr++) xr[rr] = a->x + (r + rr) * a->ldx;
-    __m512 s[4][4];
+    __m512 s[6][4];
     for (int jj = 0; jj < JB; jj++)
         for (int rr = 0; rr < RB; rr++) s[jj][rr] = acc[jj * 4 + rr];
     for (long i = i0; i < k16; i += 16) {
-        __m512 wv[4];
+        __m512 wv[6];
         // each weight row's stream prefetched 1 KiB ahead, a cache line per 64 bytes of it
         if (PF && ((i * wsize(t)) & 63) == 0)
             for (int jj = 0; jj < JB; jj++) _mm_prefetch((const char *)wr[jj] + (size_t)i * wsize(t) + 1024, _MM_HINT_T0);
@@ -288,7 +288,7 @@ TGT512 INLINE void span512(const int t, const int JB, const int RB, const int PF
     }
     if (k16 < i1) {
         const __mmask16 mask = (__mmask16)((1u << (i1 - k16)) - 1);
-        __m512 wv[4];
+        __m512 wv[6];
         for (int jj = 0; jj < JB; jj++) wv[jj] = ld16m(t, wr[jj], k16, mask);
         for (int rr = 0; rr < RB; rr++) {
             __m512 xv = _mm512_maskz_loadu_ps(mask, xr[rr] + k16);
@@ -309,19 +309,23 @@ TGT512 INLINE void blk512(const int t, const int JB, const int RB, const strata_
             store(a->y + (r + rr) * a->ldy + j + jj, _mm512_reduce_add_ps(acc[jj * 4 + rr]), a->accumulate);
 }
 
-/// JB weight rows x rows [r0, r1) (at most 32), more than 4: K is walked in tiles of 4 KiB of
-/// each weight row (1024 f32 or 2048 16-bit elements), so the JB rows' tile (16 KiB at JB = 4)
-/// stays in L1 while each group of 4 x rows passes over it, the x rows' tiles coming from L2;
-/// the weights come from memory once, in the first group's pass. (One pass per group over the
+/// JB (6, 4 or 1) weight rows x rows [r0, r1) (at most 32), more than 4: K is walked in tiles of
+/// 4 KiB of each weight row (1024 f32 or 2048 16-bit elements), so the JB rows' tile (24 KiB at
+/// JB = 6) stays in L1 while each group of 4 x rows passes over it, the x rows' tiles coming from
+/// L2; the weights come from memory once, in the first group's pass. (One pass per group over the
 /// whole K, as `blk512` does, re-reads the weights from L2 for every group: f32 at 16 rows ran
 /// at 92 GFLOP/s against 234 for bf16, bench-linear. Tiles sized so that x stayed in L1 as well,
-/// 16 KiB of x, were 2-40% slower at 12-32 rows: docs/kernels.md, "The K tile".)
+/// 16 KiB of x, were 2-40% slower at 12-32 rows: docs/kernels.md, "The K tile".) Six weight rows
+/// x 4 x rows hold 24 accumulators, 6 weight vectors and an x vector in the 32 registers, and
+/// load an x vector (from L2) per 6 FMAs where 4 weight rows loaded one per 4: bench-batch at
+/// batch 16, 4 alternated rounds, bf16 113.9 -> 122.8 and f32 90.5 -> 95.8 tokens/s (medians;
+/// docs/kernels.md, "Six weight rows").
 TGT512 INLINE void blkt512(const int t, const int JB, const strata_linear_args *a, long j, long r0, long r1) {
     const long k = a->k, rows = r1 - r0, kt = 4096 / (long)wsize(t);
-    __m512 acc[8][16];
+    __m512 acc[8][24];
     const long groups = (rows + 3) / 4;
     for (long g = 0; g < groups; g++)
-        for (int q = 0; q < 16; q++) acc[g][q] = _mm512_setzero_ps();
+        for (int q = 0; q < 24; q++) acc[g][q] = _mm512_setzero_ps();
     for (long i0 = 0; i0 < k; i0 += kt) {
         const long i1 = i0 + kt < k ? i0 + kt : k;
         long g = 0, r = r0;
@@ -402,6 +406,11 @@ TGT512 INLINE void rows512_t(const int t, const strata_linear_args *a, long j0, 
             const long r1 = r0 + 32 < m ? r0 + 32 : m;
             long j = j0;
             if (r1 - r0 > 4) {
+                // blocks of 6 weight rows, then 4, then 1; a remainder of 2 or 3 after the 6s is
+                // taken as 8 or 9 (two 4s) rather than as single rows
+                long n6 = (j1 - j) / 6;
+                if (n6 > 0 && (j1 - j - 6 * n6) % 4 >= 2) n6--;
+                for (long q = 0; q < n6; q++, j += 6) blkt512(t, 6, a, j, r0, r1);
                 for (; j + 4 <= j1; j += 4) blkt512(t, 4, a, j, r0, r1);
                 for (; j < j1; j++) blkt512(t, 1, a, j, r0, r1);
             } else {

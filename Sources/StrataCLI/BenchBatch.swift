@@ -23,11 +23,17 @@ struct BenchBatch: ParsableCommand {
         let loaded = try LoadedModel(directory: model, weights: parseWeights(weights))
         let spec = loaded.spec
         let summary = try CheckpointSummary(folder: loaded.folder)
-        var rows: [(Int, Double, Double, Double)] = []
-        for b in batches {
-            guard b >= 1 else { throw ValidationError("batch sizes must be positive") }
-            var rates: [Double] = []
-            for r in 0..<repeats {
+        guard batches.allSatisfy({ $0 >= 1 }) else { throw ValidationError("batch sizes must be positive") }
+        guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1") }
+        // Repeat-major, the order of the batch sizes reversed on every other repeat: this host's
+        // memory bandwidth swings by 2x for seconds at a time, and running all repeats of batch 1
+        // before those of batch 16 let one burst set the ratio (docs/benchmarks.md, "Batch sizes
+        // interleaved").
+        var rates = [[Double]](repeating: [], count: batches.count)
+        for r in 0..<repeats {
+            let order = r % 2 == 0 ? Array(batches.indices) : Array(batches.indices.reversed())
+            for bi in order {
+                let b = batches[bi]
                 eprint("batch \(b): repeat \(r + 1)/\(repeats)")
                 let requests = (0..<b).map { i in
                     GenerationRequest(prompt: (0..<prompt).map { ($0 * 7919 + i * 104729 + r) % spec.vocabSize },
@@ -52,10 +58,13 @@ struct BenchBatch: ParsableCommand {
                         print(String(format: "| %d-%d | %.3f |", prompt + start + 1, prompt + start + win.count, median(win) * 1e3))
                     }
                 }
-                rates.append(engine.stats.decodeTokensPerSecond)
+                rates[bi].append(engine.stats.decodeTokensPerSecond)
             }
-            let med = median(rates)
-            rows.append((b, med, (rates.max()! - rates.min()!) / 2, med / max(rows.first?.1 ?? med, 1e-9)))
+        }
+        var rows: [(Int, Double, Double, Double)] = []
+        for (bi, b) in batches.enumerated() {
+            let med = median(rates[bi])
+            rows.append((b, med, (rates[bi].max()! - rates[bi].min()!) / 2, med / max(rows.first?.1 ?? med, 1e-9)))
             if json {
                 try printJSON(["batch": b, "decode_tokens_per_second": med, "spread": rows.last!.2, "vs_batch_1": rows.last!.3])
             }

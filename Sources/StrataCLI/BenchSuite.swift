@@ -105,7 +105,7 @@ struct BenchSuite: ParsableCommand {
         progress("batch sweep (continuous batching, paged KV), f32 and bf16 weights")
         let batches = quick ? [1, 2, 4, 8, 16] : [1, 2, 4, 8, 16, 64]
         func batchSweep(_ model: String, extra: [String] = []) throws -> [[String: Any]] {
-            var args = [exe, "bench-batch", "--model", model, "--repeats", "\(quick ? 1 : 2)", "--prompt", "32", "--gen", "16", "--json"] + extra
+            var args = [exe, "bench-batch", "--model", model, "--repeats", "\(quick ? 1 : 3)", "--prompt", "32", "--gen", "16", "--json"] + extra
             for b in batches { args += ["--batches", "\(b)"] }
             return try shell(args).split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
         }

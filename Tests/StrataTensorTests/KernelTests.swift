@@ -20,7 +20,7 @@ private func stored(_ w: [Float], _ n: Int, _ k: Int, _ dtype: DType) -> (Tensor
 }
 
 @Suite struct KernelTests {
-    static let shapes: [(n: Int, k: Int)] = [(1, 1), (7, 13), (5, 16), (9, 37), (3, 31), (130, 70), (67, 2049), (13, 4133), (260, 64)]
+    static let shapes: [(n: Int, k: Int)] = [(1, 1), (7, 13), (5, 16), (9, 37), (3, 31), (12, 40), (130, 70), (67, 2049), (13, 4133), (260, 64)]
 
     @Test func everyPathThisCPUHasIsOffered() {
         #expect(Kernels.supportedPaths.first == .portable)
@@ -28,7 +28,9 @@ private func stored(_ w: [Float], _ n: Int, _ k: Int, _ dtype: DType) -> (Tensor
         #expect(Kernels.supportedPaths.contains(Kernels.bestPath))
     }
 
-    // 5-33 rows take the K-tiled walk (groups of 4 rows and a 1-3 row tail; over 32 rows in two chunks)
+    // 5-33 rows take the K-tiled walk (groups of 4 rows and a 1-3 row tail; over 32 rows in two
+    // chunks), over blocks of 6, 4 and 1 weight rows: n = 12 is two 6s, 7 and 13 a single row
+    // after the 6s, 130 a 4 after them, 9 and 260 a remainder of 3 or 2 taken as 4s
     @Test(arguments: [1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 20, 33])
     func linearRowsMatchNaiveOnEveryPathAndDType(m: Int) {
         for (n, k) in Self.shapes {
