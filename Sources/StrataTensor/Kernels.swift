@@ -48,13 +48,28 @@ public enum Kernels {
     /// The most rows the few-row kernel takes for weights of `dtype`; more go to OpenBLAS sgemm.
     /// (Measured crossovers, docs/benchmarks.md "Few-row linear kernels".)
     public static func maxRows(dtype: DType) -> Int {
-        dtype == .f32 ? maxRowsF32 : dtype.isQuantized ? maxRowsQuantized : maxRows16
+        if dtype.isQuantized { return maxRowsQuantized }
+        return path == .avx512 && !blasSGEMMHasAVX512 ? maxRowsOverAVX2BLAS : maxRowsFloat
     }
-    // f32 to 32 rows since the K-tiled walk (bench-linear f32: 16 rows 8.1 ms per layer vs
-    // OpenBLAS 13.2, 24 rows 11.5 vs 25.4, 32 rows 16.0 vs 21.2)
-    static let maxRowsF32 = 32
-    static let maxRows16 = 32
+    // f32 and 16-bit to 32 rows since the K-tiled walk (bench-linear f32: 16 rows 8.1 ms per
+    // layer vs OpenBLAS 13.2, 24 rows 11.5 vs 25.4, 32 rows 16.0 vs 21.2)
+    static let maxRowsFloat = 32
+    // Against an OpenBLAS on its AVX2 kernels (a Haswell or Zen core name, as this project's
+    // hosts pin with OPENBLAS_CORETYPE=Haswell), the AVX-512 kernel in 32-row passes wins to 64
+    // rows (batch steps of 33-64 sequences): bench-linear, TinyLlama's layer, 2 threads, 48 rows
+    // f32 15.2 ms vs 25.5, bf16 12.9 vs 28.4; 64 rows f32 18.5 vs 32.0, bf16 17.7 vs 38.1. Against
+    // OpenBLAS's AVX-512 sgemm (368-413 GFLOP/s on the same host, docs/kernels.md "What bounds
+    // the exact paths on this host") the kernel's 300-330 GFLOP/s would lose, so 32 stays there.
+    static let maxRowsOverAVX2BLAS = 64
     static let maxRowsQuantized = Int(STRATA_Q8_MAX_ROWS)  // the 8-bit path's row limit
+    /// Whether OpenBLAS's sgemm runs AVX-512 kernels, from its core name: false only for the
+    /// cores known to run AVX2 or older kernels (an unknown name keeps the cautious 32 rows).
+    static let blasSGEMMHasAVX512 = !sgemmCoreIsAVX2OrOlder(BLAS.coreName)
+    static func sgemmCoreIsAVX2OrOlder(_ core: String) -> Bool {
+        ["haswell", "zen", "sandybridge", "nehalem", "core2", "penryn", "dunnington", "prescott", "atom",
+         "barcelona", "bulldozer", "piledriver", "steamroller", "excavator", "bobcat", "opteron"]
+            .contains(core.lowercased())
+    }
 
     @inline(__always)
     static func code(_ d: DType) -> Int32 {

@@ -22,6 +22,20 @@ private func stored(_ w: [Float], _ n: Int, _ k: Int, _ dtype: DType) -> (Tensor
 @Suite struct KernelTests {
     static let shapes: [(n: Int, k: Int)] = [(1, 1), (7, 13), (5, 16), (9, 37), (3, 31), (12, 40), (130, 70), (67, 2049), (13, 4133), (260, 64)]
 
+    // 33-64 rows take the few-row kernel only where it beats OpenBLAS: over an sgemm on AVX2
+    // kernels (OpenBLAS's Haswell or Zen core) with the AVX-512 path; elsewhere 32
+    @Test func rowLimitFollowsOpenBLASCore() {
+        #expect(Kernels.sgemmCoreIsAVX2OrOlder("Haswell"))
+        #expect(Kernels.sgemmCoreIsAVX2OrOlder("ZEN"))
+        #expect(!Kernels.sgemmCoreIsAVX2OrOlder("SkylakeX"))
+        #expect(!Kernels.sgemmCoreIsAVX2OrOlder("Cooperlake"))
+        #expect(!Kernels.sgemmCoreIsAVX2OrOlder("SapphireRapids"))
+        #expect(!Kernels.sgemmCoreIsAVX2OrOlder("SomeFutureCore"))
+        let expected = Kernels.path == .avx512 && Kernels.sgemmCoreIsAVX2OrOlder(BLAS.coreName) ? 64 : 32
+        for d in DType.floats { #expect(Kernels.maxRows(dtype: d) == expected, "\(d) over OpenBLAS \(BLAS.coreName)") }
+        #expect(Kernels.maxRows(dtype: .q8_0) == Kernels.maxRowsQuantized)
+    }
+
     @Test func everyPathThisCPUHasIsOffered() {
         #expect(Kernels.supportedPaths.first == .portable)
         #expect(Kernels.bestPath.isSupported)
@@ -31,7 +45,7 @@ private func stored(_ w: [Float], _ n: Int, _ k: Int, _ dtype: DType) -> (Tensor
     // 5-33 rows take the K-tiled walk (groups of 4 rows and a 1-3 row tail; over 32 rows in two
     // chunks), over blocks of 6, 4 and 1 weight rows: n = 12 is two 6s, 7 and 13 a single row
     // after the 6s, 130 a 4 after them, 9 and 260 a remainder of 3 or 2 taken as 4s
-    @Test(arguments: [1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 20, 33])
+    @Test(arguments: [1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 20, 33, 64])
     func linearRowsMatchNaiveOnEveryPathAndDType(m: Int) {
         for (n, k) in Self.shapes {
             var rng = TestRNG(UInt64(n * 1000 + k * 10 + m))
