@@ -46,7 +46,8 @@ public enum Kernels {
     public static func use(_ p: Path) -> Bool { strata_kernels_set_isa(p.rawValue) == 0 }
 
     /// The most rows the few-row kernel takes for weights of `dtype`; more go to OpenBLAS sgemm.
-    /// (Measured crossovers, docs/benchmarks.md "Few-row linear kernels".)
+    /// (Measured crossovers: docs/kernels.md, "How the kernel walks the weights"; docs/benchmarks.md,
+    /// "Few-row kernels vs OpenBLAS".)
     public static func maxRows(dtype: DType) -> Int {
         if dtype.isQuantized { return maxRowsQuantized }
         return path == .avx512 && !blasSGEMMHasAVX512 ? maxRowsOverAVX2BLAS : maxRowsFloat
@@ -59,7 +60,8 @@ public enum Kernels {
     // rows (batch steps of 33-64 sequences): bench-linear, TinyLlama's layer, 2 threads, 48 rows
     // f32 15.2 ms vs 25.5, bf16 12.9 vs 28.4; 64 rows f32 18.5 vs 32.0, bf16 17.7 vs 38.1. Against
     // OpenBLAS's AVX-512 sgemm (368-413 GFLOP/s on the same host, docs/kernels.md "What bounds
-    // the exact paths on this host") the kernel's 300-330 GFLOP/s would lose, so 32 stays there.
+    // the exact paths on this host") the kernel's 280-330 GFLOP/s (bench-linear at 48-64 rows)
+    // would lose, so 32 stays there.
     static let maxRowsOverAVX2BLAS = 64
     static let maxRowsQuantized = Int(STRATA_Q8_MAX_ROWS)  // the 8-bit path's row limit
     /// Whether OpenBLAS's sgemm runs AVX-512 kernels, from its core name: false only for the
