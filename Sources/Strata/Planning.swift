@@ -301,7 +301,7 @@ extension PlannerInventory {
         }
         // the same lines `TieredRun` charges: runtime overhead and activations
         let maxContext = min(spec.maxPositions, workload.promptTokens + workload.outputTokens + 16)
-        let weightDType = dtype ?? weightInventory?.locations.first { $0.shape.count == 2 }?.dtype ?? .f32
+        let weightDType = dtype ?? weightInventory?.matrixScratchDType ?? .f32
         // what the tiered store holds beyond whole layers: the vectors (norms, biases) of streamed
         // layers stay resident, and each staging slot rounds its segments out to 4 KiB pages
         // (O_DIRECT): counted for every layer and the deepest prefetch, so a plan never

@@ -76,6 +76,11 @@ public struct WeightInventory: Sendable {
     /// bytes of one row of the cold embedding
     public var coldRowBytes: Int
     public var totalBytes: Int { otherBytes + coldBytes + layerBytes.reduce(0, +) }
+    /// The dtype that sizes the forward pass's conversion scratch: the first matrix that is not
+    /// f32 (tensors each have their own dtype), f32 when all are.
+    public var matrixScratchDType: DType {
+        locations.first { $0.shape.count == 2 && $0.dtype != .f32 }?.dtype ?? .f32
+    }
 
     public init(directory: String) throws { try self.init(folder: ModelFolder(path: directory)) }
 
@@ -274,7 +279,7 @@ public final class TieredRun: @unchecked Sendable {
         // the fixed lines: runtime and activations (charged once the placement is known to fit)
         let overhead = PlacementRule.runtimeOverhead()
         let maxContext = min(spec.maxPositions, workload.promptTokens + workload.outputTokens + blockSize)
-        let weightDType = inv.locations.first { $0.shape.count == 2 }?.dtype ?? .f32
+        let weightDType = inv.matrixScratchDType
         let activations = PlacementRule.activationBytes(spec: spec, weightDType: weightDType, maxContext: maxContext)
         var p: Placement
         if let given {

@@ -111,7 +111,6 @@ public final class GPT2Model: CausalLM, @unchecked Sendable {
         // hub checkpoints name tensors "h.0..." or "transformer.h.0..."
         let prefix = store.contains("transformer.wte.weight") ? "transformer." : ""
         wte = try w.tensor(prefix + "wte.weight", [config.vocabSize, h])
-        buffers = ForwardBuffers(spec: spec, maxRows: maxRows, weightDType: wte.dtype, store: store)
         wpe = try w.tensor(prefix + "wpe.weight", [config.maxPositions, h])
         layers = try (0..<config.layers).map { i in
             let p = prefix + "h.\(i)."
@@ -131,6 +130,7 @@ public final class GPT2Model: CausalLM, @unchecked Sendable {
         lnfb = try w.vector(prefix + "ln_f.bias", h)
         lmHead = WeightMatrix(store.contains("lm_head.weight") ? try w.tensor("lm_head.weight", [config.vocabSize, h]) : wte)
         posRows = Tensor(zeros: [maxRows, h])
+        buffers = ForwardBuffers(spec: spec, maxRows: maxRows, matrices: layers.flatMap { [$0.qkv, $0.proj, $0.fc, $0.fcProj] } + [lmHead], store: store)
     }
 
     public var workspaceBytes: Int { buffers.bytes }

@@ -156,7 +156,6 @@ public final class Gemma2Model: CausalLM, @unchecked Sendable {
             return t
         }
         embed = try w.tensor("model.embed_tokens.weight", [config.vocabSize, h])
-        buffers = ForwardBuffers(spec: spec, maxRows: maxRows, weightDType: embed.dtype, store: store)
         layers = try (0..<config.layers).map { i in
             let p = "model.layers.\(i)."
             func lin(_ name: String, _ shape: [Int]) throws -> WeightMatrix { WeightMatrix(try w.tensor(p + name + ".weight", shape, layer: i)) }
@@ -174,6 +173,7 @@ public final class Gemma2Model: CausalLM, @unchecked Sendable {
         } else {
             lmHead = WeightMatrix(embed)
         }
+        buffers = ForwardBuffers(spec: spec, maxRows: maxRows, matrices: layers.flatMap { [$0.q, $0.k, $0.v, $0.o, $0.gate, $0.up, $0.down] } + [lmHead], store: store)
         rope = RoPE(headDim: hd, theta: Float(config.rope.theta), layout: .halfSplit)
     }
 

@@ -219,7 +219,6 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
         let w = WeightLoader(store: store)
         let h = config.hiddenSize, hd = config.headDim, nh = config.heads, kvh = config.kvHeads, ff = config.intermediateSize
         embed = try w.tensor("model.embed_tokens.weight", [config.vocabSize, h])
-        buffers = ForwardBuffers(spec: spec, maxRows: maxRows, weightDType: embed.dtype, store: store)
         layers = try (0..<config.layers).map { i in
             let p = "model.layers.\(i)."
             func lin(_ name: String, _ shape: [Int], bias: Bool) throws -> WeightMatrix {
@@ -259,6 +258,7 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
         } else {
             lmHead = WeightMatrix(embed)
         }
+        buffers = ForwardBuffers(spec: spec, maxRows: maxRows, matrices: layers.flatMap { [$0.q, $0.k, $0.v, $0.o, $0.gate, $0.up, $0.down] } + [lmHead], store: store)
         rope = RoPE(headDim: hd, rotaryDim: config.rotaryDim, theta: Float(config.rope.theta), layout: config.ropeInterleaved ? .interleaved : .halfSplit, scaling: config.ropeScaling)
         if let long = config.longRopeScaling {
             longRope = (RoPE(headDim: hd, rotaryDim: config.rotaryDim, theta: Float(config.rope.theta), layout: config.ropeInterleaved ? .interleaved : .halfSplit, scaling: long.scaling), long.beyond)

@@ -369,7 +369,7 @@ struct WeightMatrix {
         if let c { c.0.addBias(c.1, rows: rows, ldy: c.0.outFeatures) }
     }
 
-    /// Floats of the f16/bf16 conversion scratch: a band of the weight, not the whole matrix.
+    /// Floats of the f16/bf16/quantized conversion scratch: a band of the weight, not the whole matrix.
     static let convertElements = 4 << 20
 
     /// Scratch a model with these weight shapes needs (0 for f32 weights).
@@ -512,8 +512,12 @@ final class ForwardBuffers: @unchecked Sendable {
     private var shared: Workspace?
     private let lock = NSLock()
 
-    init(spec: ModelSpec, maxRows: Int, weightDType: DType, store: WeightStore) {
-        self.spec = spec; self.maxRows = maxRows; self.weightDType = weightDType; self.store = store
+    /// `matrices`: every weight matrix the pass multiplies by. The conversion scratch is sized
+    /// when any of them is not f32 (each tensor has its own dtype: an f32 embedding over f16 or
+    /// quantized layers is an ordinary checkpoint).
+    init(spec: ModelSpec, maxRows: Int, matrices: [WeightMatrix], store: WeightStore) {
+        self.spec = spec; self.maxRows = maxRows; self.store = store
+        weightDType = matrices.first { $0.tensor.dtype != .f32 }?.tensor.dtype ?? .f32
     }
 
     /// Bytes of one workspace.
