@@ -100,17 +100,17 @@ public final class BatchEngine: @unchecked Sendable {
         var computed = 0
         var generated: [Int] = []
         var sampler: Sampler
-        var decoder: StreamingDecoder?
-        var text = ""
+        /// detokenizing and stop strings; `output.text` is the text so far
+        var output: TextOutput
         var stop: StopReason?
         var cached = 0
         var preemptions = 0
         var forked = false
         var swapped: SwappedSequence?
         var error: String?
-        init(id: Int, request: Int, sample: Int, arrival: Int, prompt: [Int32], sampler: Sampler, decoder: StreamingDecoder?) {
+        init(id: Int, request: Int, sample: Int, arrival: Int, prompt: [Int32], sampler: Sampler, output: TextOutput) {
             self.id = id; self.request = request; self.sample = sample; self.arrival = arrival
-            self.promptCount = prompt.count; self.tokens = prompt; self.sampler = sampler; self.decoder = decoder
+            self.promptCount = prompt.count; self.tokens = prompt; self.sampler = sampler; self.output = output
         }
         var prefillDone: Bool { computed >= tokens.count }
     }
@@ -181,7 +181,7 @@ public final class BatchEngine: @unchecked Sendable {
         sinks[id] = onToken
         let sampler = Sampler(parameters: request.parameters, vocabSize: loaded.spec.vocabSize, prompt: request.prompt)
         waiting.append(Seq(id: nextID, request: id, sample: 0, arrival: nextID, prompt: request.prompt.map(Int32.init), sampler: sampler,
-                           decoder: loaded.tokenizer.map { StreamingDecoder(tokenizer: $0) }))
+                           output: textOutput(request.parameters)))
         nextID += 1
         return id
     }
@@ -224,7 +224,7 @@ public final class BatchEngine: @unchecked Sendable {
     }
 
     private func output(_ s: Seq) -> RequestOutput {
-        RequestOutput(index: s.request, sample: s.sample, promptTokens: s.promptCount, ids: s.generated, text: s.text,
+        RequestOutput(index: s.request, sample: s.sample, promptTokens: s.promptCount, ids: s.generated, text: s.output.text,
                       stopReason: s.stop ?? .maxTokens, cachedPromptTokens: s.cached, preemptions: s.preemptions, error: s.error)
     }
 
@@ -300,10 +300,13 @@ public final class BatchEngine: @unchecked Sendable {
         waiting.insert(s, at: at)
     }
 
+    private func textOutput(_ p: SamplingParameters) -> TextOutput {
+        TextOutput(decoder: loaded.tokenizer.map { StreamingDecoder(tokenizer: $0) }, stopStrings: p.stopStrings)
+    }
+
     private func finish(_ s: Seq, _ reason: StopReason) {
         s.stop = reason
-        if reason != .stopString, let tail = try? s.decoder?.finish(), !tail.isEmpty {
-            s.text += tail
+        if reason != .stopString, case let tail = s.output.finish(), !tail.isEmpty {
             sinks[s.request]?(s.sample, GeneratedToken(id: -1, text: tail))
         }
         if kv.contains(s.id) { kv.free(s.id) }
@@ -461,7 +464,7 @@ public final class BatchEngine: @unchecked Sendable {
                 p.seed = p.seed.map { $0 &+ UInt64(k) }
                 let child = Seq(id: nextID, request: parent.request, sample: k, arrival: parent.arrival, prompt: Array(parent.tokens.prefix(parent.promptCount)),
                                 sampler: Sampler(parameters: p, vocabSize: spec.vocabSize, prompt: request.prompt),
-                                decoder: loaded.tokenizer.map { StreamingDecoder(tokenizer: $0) })
+                                output: textOutput(p))
                 nextID += 1
                 child.cached = parent.cached
                 child.forked = true
@@ -501,9 +504,8 @@ public final class BatchEngine: @unchecked Sendable {
         }
         let next = s.sampler.sample(row)
         s.generated.append(next)
-        var piece = try s.decoder?.push(next) ?? ""
-        var stop = stopReason(token: next, text: s.text, piece: &piece, parameters: p, eos: loaded.eos)
-        s.text += piece
+        let (piece, stopped) = try s.output.push(next)
+        var stop: StopReason? = stopped ? .stopString : p.stopAtEOS && loaded.eos.contains(next) ? .eos : nil
         sinks[s.request]?(s.sample, p.logprobs == nil ? GeneratedToken(id: next, text: piece)
                           : GeneratedToken(id: next, text: piece, logprob: s.sampler.lastLogprob, topLogprobs: s.sampler.lastTopLogprobs))
         if stop == nil && s.generated.count >= p.maxTokens { stop = .maxTokens }

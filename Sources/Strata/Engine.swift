@@ -91,21 +91,6 @@ public struct GenerationResult: Sendable {
     public var decodeTokensPerSecond: Double { decodeSeconds > 0 && ids.count > 1 ? Double(ids.count - 1) / decodeSeconds : 0 }
 }
 
-/// Whether generation stops at `token`: an end-of-sequence token, or a stop string now
-/// present in `text + piece` (then `piece` is cut so the text ends right before it).
-func stopReason(token: Int, text: String, piece: inout String, parameters p: SamplingParameters, eos: Set<Int>) -> StopReason? {
-    var stop: StopReason? = nil
-    if p.stopAtEOS && eos.contains(token) { stop = .eos }
-    if !p.stopStrings.isEmpty {
-        let candidate = text + piece
-        if let hit = p.stopStrings.compactMap({ x in candidate.range(of: x) }).min(by: { $0.lowerBound < $1.lowerBound }) {
-            piece = String(candidate[..<hit.lowerBound].dropFirst(text.count))
-            stop = .stopString
-        }
-    }
-    return stop
-}
-
 /// Generation from one prompt with a contiguous KV cache.
 public struct Generator {
     public let loaded: LoadedModel
@@ -123,7 +108,8 @@ public struct Generator {
         if promptIDs.count > capacity { throw ModelError.contextFull(needed: promptIDs.count, capacity: capacity) }
         let cache = model.makeCache(capacity: capacity)
         var sampler = Sampler(parameters: parameters, vocabSize: model.spec.vocabSize, prompt: promptIDs)
-        var stream = loaded.tokenizer.map { StreamingDecoder(tokenizer: $0, skipSpecialTokens: true) }
+        var output = TextOutput(decoder: loaded.tokenizer.map { StreamingDecoder(tokenizer: $0, skipSpecialTokens: true) },
+                                stopStrings: parameters.stopStrings)
         var result = GenerationResult(promptIDs: promptIDs, ids: [], text: "", stopReason: .maxTokens, prefillSeconds: 0, decodeSeconds: 0)
         if parameters.maxTokens == 0 { return result }
         let t0 = now()
@@ -135,8 +121,8 @@ public struct Generator {
             try model.checkFinite(logits, position: promptIDs.count + result.ids.count - 1) { (promptIDs + result.ids).map(Int32.init) }
             let next = sampler.sample(logits)
             result.ids.append(next)
-            var piece = try stream?.push(next) ?? ""
-            let stop = stopReason(token: next, text: result.text, piece: &piece, parameters: parameters, eos: loaded.eos)
+            let (piece, stopped) = try output.push(next)
+            let stop: StopReason? = stopped ? .stopString : parameters.stopAtEOS && loaded.eos.contains(next) ? .eos : nil
             result.text += piece
             let go = try onToken(parameters.logprobs == nil ? GeneratedToken(id: next, text: piece)
                                  : GeneratedToken(id: next, text: piece, logprob: sampler.lastLogprob, topLogprobs: sampler.lastTopLogprobs))
@@ -148,7 +134,7 @@ public struct Generator {
             one[0] = Int32(next)
             logits = try one.withUnsafeBufferPointer { try model.forward($0, cache: cache, allLogits: false) }
         }
-        if result.stopReason != .stopString, let tail = try stream?.finish(), !tail.isEmpty {
+        if result.stopReason != .stopString, case let tail = output.finish(), !tail.isEmpty {
             result.text += tail
             _ = try onToken(GeneratedToken(id: -1, text: tail))
         }

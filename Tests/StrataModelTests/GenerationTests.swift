@@ -70,6 +70,85 @@ import Testing
         }
     }
 
+    /// The token pieces of a greedy run (streamed), and stop strings that span 2, 3 and 4 of them:
+    /// the end of one piece, the whole of those between, the start of the last.
+    static func spanningStops(_ loaded: LoadedModel, _ prompt: [Int], _ p: SamplingParameters) throws -> (pieces: [String], stops: [(Int, String)]) {
+        var pieces: [String] = []
+        _ = try Generator(loaded).generate(promptIDs: prompt, parameters: p) { t in pieces.append(t.text); return true }
+        var stops: [(Int, String)] = []
+        for span in 2...4 {
+            // the first run of `span` tokens whose first and last pieces are not empty
+            for i in 4..<(pieces.count - span) where !pieces[i].isEmpty && !pieces[i + span - 1].isEmpty {
+                let stop = String(pieces[i].unicodeScalars.suffix(1)) + pieces[(i + 1)..<(i + span - 1)].joined() + String(pieces[i + span - 1].unicodeScalars.prefix(1))
+                stops.append((span, stop))
+                break
+            }
+        }
+        return (pieces, stops)
+    }
+
+    /// Python's `text[:text.find(stop)]` over scalars: what OpenAI and vLLM return.
+    static func before(_ stop: String, in text: String) -> String {
+        let t = Array(text.unicodeScalars), s = Array(stop.unicodeScalars)
+        guard s.count <= t.count else { return text }
+        for i in 0...(t.count - s.count) where t[i..<(i + s.count)].elementsEqual(s) { return String(String.UnicodeScalarView(t[..<i])) }
+        return text
+    }
+
+    /// A stop string that spans 2-4 tokens ends the text right before it, whole and streamed, in
+    /// the one-sequence generator and in the batch engine with n = 3 samples: no part of it leaks.
+    @Test func stopStringsSpanningTokensNeverLeak() throws {
+        let loaded = try LoadedModel(directory: Fixtures.model("gpt2"))
+        let prompt = try Fixtures.reference("gpt2").greedy_prompt
+        var p = SamplingParameters(temperature: 0, maxTokens: 32, stopAtEOS: false)
+        let (pieces, stops) = try Self.spanningStops(loaded, prompt, p)
+        let full = pieces.joined()
+        #expect(stops.count == 3, "greedy pieces \(pieces)")
+        for (span, stop) in stops {
+            let expected = Self.before(stop, in: full)
+            #expect(expected.count < full.count && !expected.isEmpty)
+            // a decoy that never completes, and one whose prefix is held back then released
+            p.stopStrings = [stop, stop + "\u{1}never", "\u{2}"]
+            var streamed = ""
+            let r = try Generator(loaded).generate(promptIDs: prompt, parameters: p) { t in
+                streamed += t.text
+                #expect(!streamed.contains(stop) && expected.hasPrefix(streamed), "span \(span): streamed \(streamed.debugDescription)")
+                return true
+            }
+            #expect(r.stopReason == .stopString && r.text == expected && streamed == expected, "span \(span): \(r.text.debugDescription) for \(expected.debugDescription)")
+            let engine = BatchEngine(loaded: loaded, config: .init(blocks: 64, blockSize: 4))
+            var streams = [String](repeating: "", count: 3)
+            let outs = try engine.run([GenerationRequest(prompt: prompt, parameters: p, n: 3)]) { _, sample, t in streams[sample] += t.text }
+            #expect(outs.count == 3)
+            for o in outs {
+                #expect(o.stopReason == .stopString && o.text == expected && streams[o.sample] == expected, "span \(span), sample \(o.sample): \(o.text.debugDescription)")
+            }
+        }
+        // a stop string that never comes: everything held back is handed out at the end
+        p.stopStrings = [full.suffix(3) + "\u{3}"]
+        var streamed = ""
+        let r = try Generator(loaded).generate(promptIDs: prompt, parameters: p) { t in streamed += t.text; return true }
+        #expect(r.stopReason == .maxTokens && r.text == full && streamed == full)
+    }
+
+    @Test func textOutputHoldsBackOnlyWhatCouldStillStop() {
+        // pieces given directly (no decoder): "ab" + "cX" with stop "bcd" releases "abc" only when X arrives
+        var o = TextOutput(decoder: nil, stopStrings: ["bcd", "", "zz"])
+        func push(_ s: String) -> (String, Bool) { o.push(text: s) }
+        #expect(push("ab") == ("a", false))
+        #expect(push("c") == ("", false))
+        #expect(push("X") == ("bcX", false))
+        #expect(push("zbc") == ("z", false))  // "bc" could start "bcd"
+        #expect(o.finish() == "bc" && o.text == "abcXzbc")
+        var q = TextOutput(decoder: nil, stopStrings: ["bcd"])
+        #expect(q.push(text: "xxb") == ("xx", false))
+        #expect(q.push(text: "cdyy") == ("", true))
+        #expect(q.text == "xx")
+        var e = TextOutput(decoder: nil, stopStrings: ["é"])
+        #expect(e.push(text: "caf") == ("caf", false))
+        #expect(e.push(text: "e\u{301}") == ("e\u{301}", false))  // scalars: a decomposed é is not "é"
+    }
+
     @Test func streamDeliversTheSameTokens() async throws {
         let loaded = try LoadedModel(directory: Fixtures.model("qwen2"))
         let prompt = try Fixtures.reference("qwen2").greedy_prompt

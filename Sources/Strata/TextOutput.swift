@@ -1,0 +1,83 @@
+import StrataModels
+
+/// The text side of one generated sequence: the tokens detokenized one by one
+/// (`StreamingDecoder`), and the stop strings, whose text never reaches the output.
+///
+/// A stop string can span tokens ("EN" then "D" for "END"), so text that could still become the
+/// start of a stop string is held back until the next token decides: the held text is the
+/// longest suffix of the text so far that is a proper prefix of some stop string. A stop string
+/// that completes can only start inside the held text (whatever came before it was handed out
+/// because no stop string could start there), so the output ends right before the first stop
+/// string, as OpenAI's API and vLLM end it, streamed or not. Matching is over Unicode scalars
+/// (Python's `str`, which vLLM matches on). Empty stop strings are ignored.
+struct TextOutput {
+    private var decoder: StreamingDecoder?
+    /// the stop strings, as scalars
+    private let stops: [[Unicode.Scalar]]
+    /// text decoded but not handed out: it may be the start of a stop string
+    private var held: [Unicode.Scalar] = []
+    /// all the text handed out so far
+    private(set) var text = ""
+
+    init(decoder: StreamingDecoder?, stopStrings: [String]) {
+        self.decoder = decoder
+        stops = stopStrings.filter { !$0.isEmpty }.map { Array($0.unicodeScalars) }
+    }
+
+    /// Adds one token: the text that can be handed out now, and whether a stop string completed
+    /// (then the text ends before it and the sequence ends).
+    mutating func push(_ token: Int) throws -> (text: String, stopped: Bool) {
+        let piece = try decoder?.push(token) ?? ""
+        return push(text: piece)
+    }
+
+    /// At the end of a sequence that did not stop at a stop string: the decoder's tail (an
+    /// incomplete character as U+FFFD) and the held text, which no stop string can complete now.
+    /// Stops short of a stop string that the tail completes.
+    mutating func finish() -> String {
+        let tail = (try? decoder?.finish()) ?? ""
+        let (out, stopped) = push(text: tail)
+        if stopped { return out }
+        let rest = String(String.UnicodeScalarView(held))
+        held.removeAll()
+        text += rest
+        return out + rest
+    }
+
+    /// Adds decoded text (what `push(_:)` does with a token's piece).
+    mutating func push(text piece: String) -> (text: String, stopped: Bool) {
+        if stops.isEmpty {
+            text += piece
+            return (piece, false)
+        }
+        held.append(contentsOf: piece.unicodeScalars)
+        // the first stop string to start, of those in the held text
+        var first: Int?
+        for s in stops where s.count <= held.count {
+            var i = 0
+            while i + s.count <= held.count, i < (first ?? Int.max) {
+                if held[i] == s[0] && held[i..<(i + s.count)].elementsEqual(s) { first = i; break }
+                i += 1
+            }
+        }
+        if let first {
+            let out = String(String.UnicodeScalarView(held[..<first]))
+            held.removeAll()
+            text += out
+            return (out, true)
+        }
+        // keep the longest suffix that is a proper prefix of a stop string
+        var keep = 0
+        for s in stops {
+            var n = min(s.count - 1, held.count)
+            while n > keep {
+                if held[(held.count - n)...].elementsEqual(s[..<n]) { keep = n; break }
+                n -= 1
+            }
+        }
+        let out = String(String.UnicodeScalarView(held[..<(held.count - keep)]))
+        held.removeFirst(held.count - keep)
+        text += out
+        return (out, false)
+    }
+}
