@@ -1,37 +1,73 @@
 import Foundation
 
+/// The sandbox's bounds (jinja2's `SandboxedEnvironment` is the anchor: arithmetic that would
+/// overflow is an error, `range` is capped, a render has a budget of work and output). Python's
+/// integers do not overflow; ours are 64-bit, so a result outside Int is an error, never a trap.
+public enum Sandbox {
+    /// The longest string a template can make (repetition, concatenation, padding, indentation,
+    /// `tojson`), and the default bound on a render's output.
+    public static let maxStringBytes = 16 << 20
+    /// The most items a list can have (repetition, concatenation).
+    public static let maxListItems = 1 << 20
+    /// Items `range` may make (jinja2's sandbox: MAX_RANGE = 100000).
+    public static let maxRange = 100_000
+
+    /// `r` unless the operation overflowed.
+    static func checked(_ r: (partialValue: Int, overflow: Bool), _ what: @autoclosure () -> String) throws -> Int {
+        if r.overflow { throw EvalError("integer overflow in \(what()) (the sandbox's integers are 64-bit)") }
+        return r.partialValue
+    }
+
+    /// A width or count used to pad or repeat: refused past `maxStringBytes`.
+    static func width(_ n: Int, _ what: String) throws -> Int {
+        if n > maxStringBytes { throw EvalError("\(what) \(n) too large (at most \(maxStringBytes))") }
+        return max(0, n)
+    }
+
+    static func string(_ s: String, _ what: @autoclosure () -> String) throws -> String {
+        if s.utf8.count > maxStringBytes { throw EvalError("\(what()) makes a string larger than \(maxStringBytes) bytes") }
+        return s
+    }
+}
+
 /// Python's arithmetic and comparison operators.
 enum Operators {
-    static let maxRepeat = 16 << 20
-
     static func binary(_ op: String, _ a: Value, _ b: Value) throws -> Value {
         switch (op, a, b) {
-        case let ("+", .string(x), .string(y)): return .string(x + y)
-        case let ("+", .array(x), .array(y)): return .array(x + y)
+        case let ("+", .string(x), .string(y)):
+            if x.utf8.count + y.utf8.count > Sandbox.maxStringBytes { throw EvalError("string concatenation larger than \(Sandbox.maxStringBytes) bytes") }
+            return .string(x + y)
+        case let ("+", .array(x), .array(y)):
+            if x.count + y.count > Sandbox.maxListItems { throw EvalError("list concatenation longer than \(Sandbox.maxListItems) items") }
+            return .array(x + y)
         case let ("*", .string(s), n), let ("*", n, .string(s)):
             guard let k = n.intValue else { break }
-            guard k * s.utf8.count <= maxRepeat else { throw EvalError("string repetition too large") }
+            let (bytes, o) = max(0, k).multipliedReportingOverflow(by: s.utf8.count)
+            guard !o, bytes <= Sandbox.maxStringBytes else { throw EvalError("string repetition too large (\(k) times \(s.utf8.count) bytes; at most \(Sandbox.maxStringBytes))") }
             return .string(String(repeating: s, count: max(0, k)))
         case let ("*", .array(x), n), let ("*", n, .array(x)):
             guard let k = n.intValue else { break }
-            guard k * x.count <= maxRepeat else { throw EvalError("list repetition too large") }
+            let (items, o) = max(0, k).multipliedReportingOverflow(by: x.count)
+            guard !o, items <= Sandbox.maxListItems else { throw EvalError("list repetition too large (\(k) times \(x.count) items; at most \(Sandbox.maxListItems))") }
             return .array(Array([[Value]](repeating: x, count: max(0, k)).joined()))
         default: break
         }
         if let x = a.intValue, let y = b.intValue {
             switch op {
-            case "+": let (r, o) = x.addingReportingOverflow(y); if !o { return .int(r) }
-            case "-": let (r, o) = x.subtractingReportingOverflow(y); if !o { return .int(r) }
-            case "*": let (r, o) = x.multipliedReportingOverflow(by: y); if !o { return .int(r) }
+            case "+": return .int(try Sandbox.checked(x.addingReportingOverflow(y), "\(x) + \(y)"))
+            case "-": return .int(try Sandbox.checked(x.subtractingReportingOverflow(y), "\(x) - \(y)"))
+            case "*": return .int(try Sandbox.checked(x.multipliedReportingOverflow(by: y), "\(x) * \(y)"))
             case "/":
                 if y == 0 { throw EvalError("division by zero") }
                 return .double(Double(x) / Double(y))
             case "//":
                 if y == 0 { throw EvalError("integer division or modulo by zero") }
+                if y == -1 { return .int(try Sandbox.checked(0.subtractingReportingOverflow(x), "\(x) // -1")) }
                 let q = x / y
                 return .int((x % y != 0 && (x < 0) != (y < 0)) ? q - 1 : q)
             case "%":
                 if y == 0 { throw EvalError("integer division or modulo by zero") }
+                if y == -1 { return .int(0) }
                 let r = x % y
                 return .int(r != 0 && (r < 0) != (y < 0) ? r + y : r)
             case "**":
@@ -169,15 +205,25 @@ func pySplit(_ s: String, _ sep: String?, _ maxSplit: Int) -> [String] {
     return parts
 }
 
-func pyReplace(_ s: String, _ old: String, _ new: String, _ count: Int) -> String {
-    if count < 0 { return old.isEmpty ? s : s.replacingOccurrences(of: old, with: new) }
+/// Python's `str.replace` (`count` < 0: every occurrence); a result beyond the sandbox's string
+/// bound is an error before it is made.
+func pyReplace(_ s: String, _ old: String, _ new: String, _ count: Int) throws -> String {
+    if old.isEmpty { return s }
+    if count < 0 {
+        let n = s.components(separatedBy: old).count - 1
+        let (grow, o) = n.multipliedReportingOverflow(by: max(0, new.utf8.count - old.utf8.count))
+        if o || s.utf8.count + grow > Sandbox.maxStringBytes { throw EvalError("replace makes a string larger than \(Sandbox.maxStringBytes) bytes") }
+        return s.replacingOccurrences(of: old, with: new)
+    }
     var out = "", rest = Substring(s), n = 0
-    while n < count, !old.isEmpty, let r = rest.range(of: old) {
-        out += rest[..<r.lowerBound] + new
+    while count < 0 || n < count, !old.isEmpty, let r = rest.range(of: old) {
+        out += rest[..<r.lowerBound]
+        if out.utf8.count + new.utf8.count > Sandbox.maxStringBytes { throw EvalError("replace makes a string larger than \(Sandbox.maxStringBytes) bytes") }
+        out += new
         rest = rest[r.upperBound...]
         n += 1
     }
-    return out + rest
+    return try Sandbox.string(out + rest, "replace")
 }
 
 func pyCapitalize(_ s: String) -> String {
@@ -228,7 +274,7 @@ enum Methods {
                 return .bool(false)
             case "replace":
                 guard let old = try str(0, "old"), let new = try str(1, "new") else { throw EvalError("replace() takes two strings") }
-                return .string(pyReplace(s, old, new, a.get(2, "count")?.intValue ?? -1))
+                return .string(try pyReplace(s, old, new, a.get(2, "count")?.intValue ?? -1))
             case "find", "rfind", "index", "count":
                 guard let sub = try str(0, "sub") else { throw EvalError("\(name)() takes a string") }
                 if name == "count" { return .int(sub.isEmpty ? s.unicodeScalars.count + 1 : s.components(separatedBy: sub).count - 1) }
@@ -240,7 +286,7 @@ enum Methods {
                 return .int(s.unicodeScalars.distance(from: s.startIndex, to: r.lowerBound))
             case "join":
                 guard let items = a.get(0, "iterable")?.iterated else { throw EvalError("join() takes an iterable") }
-                return .string(items.map(\.str).joined(separator: s))
+                return .string(try Sandbox.string(items.map(\.str).joined(separator: s), "join"))
             case "isdigit": return .bool(!s.isEmpty && s.unicodeScalars.allSatisfy { $0.properties.numericType == .decimal })
             case "isspace": return .bool(!s.isEmpty && s.unicodeScalars.allSatisfy(isPythonSpace))
             case "isalpha": return .bool(!s.isEmpty && s.unicodeScalars.allSatisfy { $0.properties.isAlphabetic })
@@ -342,7 +388,7 @@ enum Filters {
             let sep = a.get(0, "d")?.str ?? ""
             var items = try iterable(v)
             if let at = a.get(1, "attribute"), !at.isNoneLike { items = items.map { attr($0, at.str) } }
-            return .string(items.map(string).joined(separator: sep))
+            return .string(try Sandbox.string(items.map(string).joined(separator: sep), "join"))
         case "items":
             switch v {
             case .undefined: return .array([])
@@ -358,9 +404,24 @@ enum Filters {
             if case let .string(s) = v { return .string(String(String.UnicodeScalarView(s.unicodeScalars.reversed()))) }
             return .array(try iterable(v).reversed())
         case "unique":
-            var seen: [Value] = []
-            for x in try iterable(v) where !seen.contains(where: { $0.equals(x) }) { seen.append(x) }
-            return .array(seen)
+            // scalars by a key that equal values share (1 == 1.0 == True, as in Python); other
+            // values by a scan of the other values kept: linear for the lists templates hold
+            var out: [Value] = [], keys = Set<String>(), others: [Value] = []
+            for x in try iterable(v) {
+                let key: String?
+                switch x {
+                case let .string(s): key = "s" + s
+                case .none: key = "n"
+                case .int, .double, .bool: key = "d" + String(x.numeric!)
+                default: key = nil
+                }
+                if let key {
+                    if keys.insert(key).inserted { out.append(x) }
+                } else if !others.contains(where: { $0.equals(x) }) {
+                    others.append(x); out.append(x)
+                }
+            }
+            return .array(out)
         case "sort":
             let reverse = a.get(0, "reverse")?.truthy ?? false
             let caseSensitive = a.get(1, "case_sensitive")?.truthy ?? false
@@ -395,7 +456,7 @@ enum Filters {
             return best
         case "abs":
             switch v {
-            case let .int(i): return .int(abs(i))
+            case let .int(i): return .int(try Sandbox.checked(i < 0 ? 0.subtractingReportingOverflow(i) : (i, false), "abs(\(i))"))
             case let .double(d): return .double(abs(d))
             default: throw EvalError("bad operand type for abs(): '\(v.typeName)'")
             }
@@ -435,13 +496,16 @@ enum Filters {
             }
         case "replace":
             guard let old = a.get(0, "old"), let new = a.get(1, "new") else { throw EvalError("replace filter takes two arguments") }
-            return .string(pyReplace(string(v), old.str, new.str, a.get(2, "count").flatMap { $0.isNoneLike ? nil : $0.intValue } ?? -1))
+            return .string(try pyReplace(string(v), old.str, new.str, a.get(2, "count").flatMap { $0.isNoneLike ? nil : $0.intValue } ?? -1))
         case "indent":
             let w = a.get(0, "width") ?? .int(4)
-            let indention: String = { if case let .string(s) = w { return s }; return String(repeating: " ", count: max(0, w.intValue ?? 4)) }()
+            let indention: String
+            if case let .string(s) = w { indention = s } else { indention = String(repeating: " ", count: try Sandbox.width(w.intValue ?? 4, "indent width")) }
             let first = a.get(1, "first")?.truthy ?? false
             let blank = a.get(2, "blank")?.truthy ?? false
             let lines = (string(v) + "\n").split(separator: "\n", omittingEmptySubsequences: false).dropLast().map(String.init)
+            let (pad, o) = indention.utf8.count.multipliedReportingOverflow(by: lines.count + 1)
+            if o || pad + string(v).utf8.count > Sandbox.maxStringBytes { throw EvalError("indent makes a string larger than \(Sandbox.maxStringBytes) bytes") }
             var rv: String
             if blank {
                 rv = lines.joined(separator: "\n" + indention)
@@ -455,12 +519,19 @@ enum Filters {
             let indentArg = a.get(1, "indent") ?? a.get(0, "indent")
             var indent: String? = nil
             if let i = indentArg, !i.isNoneLike {
-                if case let .string(s) = i { indent = s } else if let n = i.intValue { indent = String(repeating: " ", count: max(0, n)) }
+                if case let .string(s) = i { indent = s } else if let n = i.intValue { indent = String(repeating: " ", count: try Sandbox.width(n, "tojson indent")) }
             }
             var item: String? = nil, key = ": "
             if let seps = a.get(2, "separators"), case let .array(p) = seps, p.count == 2 { item = p[0].str; key = p[1].str }
             let sortKeys = a.get(3, "sort_keys")?.truthy ?? false
-            return .string(try v.json().serialized(indent: indent, itemSeparator: item, keySeparator: key, sortKeys: sortKeys))
+            let json = try v.json()
+            if let indent, !indent.isEmpty {
+                // each line repeats the indent once per level: bound the text before making it
+                let (lines, depth) = json.shape
+                let (bytes, o) = lines.multipliedReportingOverflow(by: depth * indent.utf8.count)
+                if o || bytes > Sandbox.maxStringBytes { throw EvalError("tojson with this indent makes a string larger than \(Sandbox.maxStringBytes) bytes") }
+            }
+            return .string(try Sandbox.string(json.serialized(indent: indent, itemSeparator: item, keySeparator: key, sortKeys: sortKeys), "tojson"))
         case "selectattr", "rejectattr":
             guard let at = a.get(0, "attribute") else { throw EvalError("\(name) needs an attribute name") }
             let test = a.positional.count > 1 ? a.positional[1].str : nil
@@ -495,7 +566,7 @@ enum Filters {
             let items = try iterable(v)
             return .array(stride(from: 0, to: items.count, by: n).map { .array(Array(items[$0..<min($0 + n, items.count)])) })
         case "center":
-            let width = a.get(0, "width")?.intValue ?? 80
+            let width = try Sandbox.width(a.get(0, "width")?.intValue ?? 80, "center width")
             let s = string(v)
             let pad = max(0, width - s.unicodeScalars.count)
             let left = pad / 2 + (pad & width & 1)
@@ -550,10 +621,27 @@ enum Tests {
             if name == "odd" { return i % 2 != 0 }
             if name == "even" { return i % 2 == 0 }
             guard let d = try arg().intValue, d != 0 else { throw EvalError("divisibleby needs a non-zero integer") }
-            return i % d == 0
+            return d == -1 || i % d == 0
         case "lower": if case let .string(s) = v { return s.lowercased() == s }; return false
         case "upper": if case let .string(s) = v { return s.uppercased() == s }; return false
         default: throw EvalError("no test named '\(name)'")
+        }
+    }
+}
+
+extension JSONValue {
+    /// Values in the document (each a line when indented) and its nesting depth.
+    var shape: (lines: Int, depth: Int) {
+        switch self {
+        case let .array(a):
+            var n = 2, d = 0
+            for x in a { let (l, e) = x.shape; n += l; d = max(d, e) }
+            return (n, d + 1)
+        case let .object(pairs):
+            var n = 2, d = 0
+            for (_, x) in pairs { let (l, e) = x.shape; n += l; d = max(d, e) }
+            return (n, d + 1)
+        default: return (1, 0)
         }
     }
 }

@@ -33,7 +33,8 @@ indirect enum Node {
     case text(String)
     case output(Expr, line: Int)
     case conditional([(Expr, [Node])], otherwise: [Node])
-    case loop(targets: [String], iterable: Expr, condition: Expr?, body: [Node], otherwise: [Node], line: Int)
+    /// `usesLoop`: whether the body names `loop` (else no `loop` object is made per iteration)
+    case loop(targets: [String], iterable: Expr, condition: Expr?, body: [Node], otherwise: [Node], usesLoop: Bool, line: Int)
     case set(SetTarget, Expr, line: Int)
     case setBlock(String, filters: [(String, [Expr], [(String, Expr)])], body: [Node], line: Int)
     case macro(Macro)
@@ -57,10 +58,24 @@ public final class Macro {
 struct Parser {
     var tokens: [Token]
     var i = 0
+    /// How deep the construct being parsed sits: blocks inside blocks, brackets and
+    /// sub-expressions inside each other, and each link of a chain (`a + b + c`, `x|f|g`, `a.b.c`),
+    /// which nests the tree one level more. Bounded so that the tree, its evaluation and its
+    /// release recurse a bounded depth (jinja2 relies on Python's recursion limit).
+    var nesting = 0
+    static let maxNesting = 250
+    /// times the name `loop` was parsed (a for loop whose body names it makes its `loop` object)
+    var loopMentions = 0
 
     init(tokens: [Token]) { self.tokens = tokens }
 
     var current: Token { tokens[i] }
+
+    /// One level deeper; the caller restores `nesting` when it returns.
+    mutating func deeper() throws {
+        nesting += 1
+        if nesting > Parser.maxNesting { throw error("nested deeper than \(Parser.maxNesting) levels (blocks, brackets and chained operators)") }
+    }
     func peekKind(_ k: Int = 1) -> TokenKind { i + k < tokens.count ? tokens[i + k].kind : .eof }
 
     func error(_ m: String, _ t: Token? = nil) -> JinjaError {
@@ -119,6 +134,9 @@ struct Parser {
     /// Nodes up to one of the block tags in `until` (whose name is consumed and returned, the
     /// rest of that tag left to the caller), or the end of the template when `until` is empty.
     mutating func parseBody(until: Set<String>) throws -> ([Node], String?) {
+        let saved = nesting
+        defer { nesting = saved }
+        try deeper()
         var nodes: [Node] = []
         while true {
             let t = current
@@ -177,14 +195,16 @@ struct Parser {
             let condition = skipName("if") ? try parseExpression() : nil
             _ = skipName("recursive")
             try expectBlockEnd()
+            let mentions = loopMentions
             let (body, end) = try parseBody(until: ["else", "endfor"])
+            let usesLoop = loopMentions > mentions
             var otherwise: [Node] = []
             if end == "else" {
                 try expectBlockEnd()
                 (otherwise, _) = try parseBody(until: ["endfor"])
             }
             try expectBlockEnd()
-            return .loop(targets: targets, iterable: iterable, condition: condition, body: body, otherwise: otherwise, line: tok.line)
+            return .loop(targets: targets, iterable: iterable, condition: condition, body: body, otherwise: otherwise, usesLoop: usesLoop, line: tok.line)
         case "set":
             let first = try expectName()
             var target = SetTarget.name(first)
@@ -269,6 +289,9 @@ struct Parser {
 
     /// Comma-separated expressions: one without a trailing comma is itself, more a tuple.
     mutating func parseTuple(conditional: Bool = true) throws -> Expr {
+        let saved = nesting
+        defer { nesting = saved }
+        try deeper()
         var items: [Expr] = []
         var sawComma = false
         while true {
@@ -283,8 +306,12 @@ struct Parser {
     }
 
     mutating func parseExpression() throws -> Expr {
+        let saved = nesting
+        defer { nesting = saved }
+        try deeper()
         var e = try parseOr()
         while skipName("if") {
+            try deeper()
             let cond = try parseOr()
             let otherwise = skipName("else") ? try parseExpression() : nil
             e = .conditional(cond, e, otherwise)
@@ -293,23 +320,32 @@ struct Parser {
     }
 
     mutating func parseOr() throws -> Expr {
+        let saved = nesting
+        defer { nesting = saved }
         var e = try parseAnd()
-        while skipName("or") { e = .or(e, try parseAnd()) }
+        while skipName("or") { try deeper(); e = .or(e, try parseAnd()) }
         return e
     }
 
     mutating func parseAnd() throws -> Expr {
+        let saved = nesting
+        defer { nesting = saved }
         var e = try parseNot()
-        while skipName("and") { e = .and(e, try parseNot()) }
+        while skipName("and") { try deeper(); e = .and(e, try parseNot()) }
         return e
     }
 
     mutating func parseNot() throws -> Expr {
+        let saved = nesting
+        defer { nesting = saved }
+        try deeper()
         if skipName("not") { return .not(try parseNot()) }
         return try parseCompare()
     }
 
     mutating func parseCompare() throws -> Expr {
+        let saved = nesting
+        defer { nesting = saved }
         let first = try parseMath1()
         var ops: [(String, Expr)] = []
         while true {
@@ -327,8 +363,11 @@ struct Parser {
     }
 
     mutating func parseMath1() throws -> Expr {
+        let saved = nesting
+        defer { nesting = saved }
         var e = try parseConcat()
         while case let .op(o) = current.kind, o == "+" || o == "-" {
+            try deeper()
             let line = next().line
             e = .binary(o, e, try parseConcat(), line: line)
         }
@@ -336,14 +375,19 @@ struct Parser {
     }
 
     mutating func parseConcat() throws -> Expr {
+        let saved = nesting
+        defer { nesting = saved }
         var items = [try parseMath2()]
         while skipOp("~") { items.append(try parseMath2()) }
         return items.count == 1 ? items[0] : .concat(items)
     }
 
     mutating func parseMath2() throws -> Expr {
+        let saved = nesting
+        defer { nesting = saved }
         var e = try parsePow()
         while case let .op(o) = current.kind, ["*", "/", "//", "%"].contains(o) {
+            try deeper()
             let line = next().line
             e = .binary(o, e, try parsePow(), line: line)
         }
@@ -351,8 +395,11 @@ struct Parser {
     }
 
     mutating func parsePow() throws -> Expr {
+        let saved = nesting
+        defer { nesting = saved }
         var e = try parseUnary()
         while isOp("**") {
+            try deeper()
             let line = next().line
             e = .binary("**", e, try parseUnary(), line: line)
         }
@@ -360,6 +407,9 @@ struct Parser {
     }
 
     mutating func parseUnary(withFilter: Bool = true) throws -> Expr {
+        let saved = nesting
+        defer { nesting = saved }
+        try deeper()
         var e: Expr
         if skipOp("-") {
             e = .negate(try parseUnary(withFilter: false))
@@ -372,6 +422,8 @@ struct Parser {
     }
 
     mutating func parsePrimary() throws -> Expr {
+        let saved = nesting
+        defer { nesting = saved }
         let t = current
         switch t.kind {
         case let .name(n):
@@ -380,7 +432,9 @@ struct Parser {
             case "true", "True": return .literal(.bool(true))
             case "false", "False": return .literal(.bool(false))
             case "none", "None": return .literal(.none)
-            default: return .name(n)
+            default:
+                if n == "loop" { loopMentions += 1 }
+                return .name(n)
             }
         case .string:
             var s = ""
@@ -422,8 +476,11 @@ struct Parser {
     }
 
     mutating func parsePostfix(_ base: Expr) throws -> Expr {
+        let saved = nesting
+        defer { nesting = saved }
         var e = base
         while true {
+            try deeper()
             if skipOp(".") {
                 switch current.kind {
                 case let .name(n): i += 1; e = .attribute(e, n)
@@ -489,8 +546,11 @@ struct Parser {
     }
 
     mutating func parseFilterExpression(_ base: Expr) throws -> Expr {
+        let saved = nesting
+        defer { nesting = saved }
         var e = base
         while true {
+            try deeper()
             if isOp("|") {
                 let line = next().line
                 var name = try expectName()

@@ -14,9 +14,18 @@ import Glibc
 /// ```
 public final class Template: @unchecked Sendable {
     let nodes: [Node]
-    /// Limits against hostile templates: macro call depth, output size, items made by `range`.
+    /// Limits against hostile templates (a chat template is model data): macro call depth, output
+    /// size, the work of one render (`maxSteps`: a node rendered, an expression evaluated, a loop
+    /// iteration, an item a filter or an operator walks, a node of a value checked on assignment),
+    /// nesting of a value kept in a variable, and evaluation frames (the parser bounds the nesting
+    /// of the source: `Parser.maxNesting`). Each is an error naming the limit, never a trap.
     public var maxDepth = 200
-    public var maxOutputBytes = 64 << 20
+    public var maxOutputBytes = Sandbox.maxStringBytes
+    public var maxSteps = 1_000_000
+    public var maxValueDepth = 600
+    /// Stack given to a render (its own thread): the recursion the limits allow fits in it with
+    /// room to spare, whatever thread calls `render` (an event loop's, a cooperative pool's).
+    static let renderStackBytes = 64 << 20
 
     /// Compiles `source`; a syntax error throws `JinjaError.syntax` with the line and column.
     public init(_ source: String) throws {
@@ -25,8 +34,24 @@ public final class Template: @unchecked Sendable {
         nodes = try parser.parseTemplate()
     }
 
-    /// Renders with `context` as the template's variables (beside the built-in functions).
+    /// Renders with `context` as the template's variables (beside the built-in functions), on a
+    /// thread of its own with a stack of `renderStackBytes`.
     public func render(_ context: [String: Value]) throws -> String {
+        final class Outcome: @unchecked Sendable { var result: Result<String, Error> = .success("") }
+        let outcome = Outcome()
+        let done = DispatchSemaphore(value: 0)
+        nonisolated(unsafe) let ctx = context
+        let thread = Thread { [self] in
+            outcome.result = Result { try self.renderHere(ctx) }
+            done.signal()
+        }
+        thread.stackSize = Template.renderStackBytes
+        thread.start()
+        done.wait()
+        return try outcome.result.get()
+    }
+
+    func renderHere(_ context: [String: Value]) throws -> String {
         let root = Frame(parent: nil)
         for (k, v) in Template.globals { root.vars[k] = v }
         for (k, v) in context { root.vars[k] = v }
@@ -52,9 +77,13 @@ public final class Template: @unchecked Sendable {
             default: throw EvalError("range() takes 1 to 3 arguments")
             }
             if step == 0 { throw EvalError("range() step must not be zero") }
-            let count = step > 0 ? max(0, (stop - start + step - 1) / step) : max(0, (start - stop - step - 1) / -step)
-            if count > 100_000 { throw EvalError("range() too big (\(count) items; at most 100000)") }
-            return .array((0..<count).map { .int(start + $0 * step) })
+            // the span and the step as magnitudes (UInt: exact for any two Ints), so no bound overflows
+            let (lo, hi) = step > 0 ? (start, stop) : (stop, start)
+            let span = hi > lo ? UInt(bitPattern: hi &- lo) : 0
+            let stride = step.magnitude
+            let count = span / stride + (span % stride == 0 ? 0 : 1)
+            if count > UInt(Sandbox.maxRange) { throw EvalError("range() too big (\(count) items; at most \(Sandbox.maxRange))") }
+            return .array((0..<Int(count)).map { .int(start &+ $0 &* step) })
         }),
         "namespace": .function(Value.Builtin(name: "namespace") { args, kwargs in
             var d = Value.Dict()
@@ -116,9 +145,46 @@ struct Context {
     var depth = 0
     var line = 0
 
+    /// work done so far (see `Template.maxSteps`)
+    var steps = 0
+    /// evaluation and rendering calls on the stack now
+    var frames = 0
+    static let maxFrames = 3000
+
     init(template: Template, root: Frame) { self.template = template; self.root = root }
 
     func fail(_ m: String) -> JinjaError { .runtime(message: m, line: line) }
+
+    /// Counts `n` steps of work against the render's budget.
+    @inline(__always)
+    mutating func charge(_ n: Int = 1) throws {
+        steps += n
+        if steps > template.maxSteps { throw EvalError("the template did more than \(template.maxSteps) steps of work (the render's budget)") }
+    }
+
+    mutating func enter() throws {
+        frames += 1
+        if frames > Context.maxFrames { throw EvalError("evaluation nested deeper than \(Context.maxFrames) frames") }
+    }
+
+    /// A value about to be kept in a variable: nested at most `maxValueDepth` deep (what prints,
+    /// compares and frees it recurses that deep); each node walked is a step of work.
+    mutating func checkKept(_ v: Value) throws {
+        var stack: [(Value, Int)] = [(v, 1)]
+        while let (x, d) = stack.popLast() {
+            switch x {
+            case let .array(a):
+                try charge(a.count)
+                if d > template.maxValueDepth { throw EvalError("a value nested deeper than \(template.maxValueDepth) levels") }
+                for y in a { if y.isContainer { stack.append((y, d + 1)) } }
+            case let .dict(dd):
+                try charge(dd.count)
+                if d > template.maxValueDepth { throw EvalError("a value nested deeper than \(template.maxValueDepth) levels") }
+                for (_, y) in dd.pairs { if y.isContainer { stack.append((y, d + 1)) } }
+            default: break
+            }
+        }
+    }
 
     // MARK: statements
 
@@ -130,6 +196,11 @@ struct Context {
     }
 
     mutating func render(_ node: Node, frame: Frame, into out: inout String) throws {
+        do {
+            try charge()
+            try enter()
+        } catch let err as EvalError { throw fail(err.message) }
+        defer { frames -= 1 }
         switch node {
         case let .text(s): out += s
         case let .output(e, l):
@@ -141,9 +212,12 @@ struct Context {
                 return
             }
             try render(otherwise, frame: frame, into: &out)
-        case let .loop(targets, iterable, condition, body, otherwise, l):
+        case let .loop(targets, iterable, condition, body, otherwise, usesLoop, l):
             line = l
             let source = try eval(iterable, frame)
+            if case let .string(text) = source {
+                do { try charge(text.utf8.count) } catch let err as EvalError { throw fail(err.message) }
+            }
             guard var items = source.iterated else { throw fail("'\(source.typeName)' object is not iterable") }
             if let condition {
                 let f = Frame(parent: frame)
@@ -155,19 +229,22 @@ struct Context {
             if items.isEmpty { try render(otherwise, frame: frame, into: &out); return }
             let n = items.count
             for (i, item) in items.enumerated() {
+                do { try charge() } catch let err as EvalError { throw fail(err.message) }
                 let f = Frame(parent: frame)
                 try bind(targets, item, in: f)
-                var loop = Value.Dict()
-                loop["index0"] = .int(i); loop["index"] = .int(i + 1)
-                loop["revindex0"] = .int(n - 1 - i); loop["revindex"] = .int(n - i)
-                loop["first"] = .bool(i == 0); loop["last"] = .bool(i == n - 1)
-                loop["length"] = .int(n); loop["depth"] = .int(1); loop["depth0"] = .int(0)
-                loop["previtem"] = i > 0 ? items[i - 1] : .undefined("previtem")
-                loop["nextitem"] = i < n - 1 ? items[i + 1] : .undefined("nextitem")
-                loop["cycle"] = .function(Value.Builtin(name: "cycle") { args, _ in
-                    args.isEmpty ? .undefined("cycle") : args[i % args.count]
-                })
-                f.vars["loop"] = .dict(loop)
+                if usesLoop {
+                    var loop = Value.Dict()
+                    loop["index0"] = .int(i); loop["index"] = .int(i + 1)
+                    loop["revindex0"] = .int(n - 1 - i); loop["revindex"] = .int(n - i)
+                    loop["first"] = .bool(i == 0); loop["last"] = .bool(i == n - 1)
+                    loop["length"] = .int(n); loop["depth"] = .int(1); loop["depth0"] = .int(0)
+                    loop["previtem"] = i > 0 ? items[i - 1] : .undefined("previtem")
+                    loop["nextitem"] = i < n - 1 ? items[i + 1] : .undefined("nextitem")
+                    loop["cycle"] = .function(Value.Builtin(name: "cycle") { args, _ in
+                        args.isEmpty ? .undefined("cycle") : args[i % args.count]
+                    })
+                    f.vars["loop"] = .dict(loop)
+                }
                 do {
                     try render(body, frame: f, into: &out)
                 } catch LoopSignal.breakLoop {
@@ -179,6 +256,7 @@ struct Context {
         case let .set(target, e, l):
             line = l
             let v = try eval(e, frame)
+            do { try checkKept(v) } catch let err as EvalError { throw fail(err.message) }
             switch target {
             case let .name(n): frame.vars[n] = v
             case let .names(ns): try bind(ns, v, in: frame)
@@ -204,7 +282,11 @@ struct Context {
             out += try applyFilter(f, .string(s), try args.map { try eval($0, frame) }, try kwargs.map { ($0.0, try eval($0.1, frame)) }).str
         case let .with(assigns, body):
             let f = Frame(parent: frame)
-            for (n, e) in assigns { f.vars[n] = try eval(e, frame) }
+            for (n, e) in assigns {
+                let v = try eval(e, frame)
+                do { try checkKept(v) } catch let err as EvalError { throw fail(err.message) }
+                f.vars[n] = v
+            }
             try render(body, frame: f, into: &out)
         case .breakLoop: throw LoopSignal.breakLoop
         case .continueLoop: throw LoopSignal.continueLoop
@@ -230,6 +312,9 @@ struct Context {
     }
 
     mutating func evalInner(_ e: Expr, _ f: Frame) throws -> Value {
+        try charge()
+        try enter()
+        defer { frames -= 1 }
         switch e {
         case let .literal(v): return v
         case let .name(n): return f.lookup(n) ?? .undefined(n)
@@ -255,26 +340,34 @@ struct Context {
             line = l
             let a = try args.map { try evalInner($0, f) }
             let k = try kwargs.map { ($0.0, try evalInner($0.1, f)) }
+            try charge(a.reduce(0) { $0 + $1.workSize })
+            let result: Value
             if case let .attribute(objExpr, name) = callee {
                 let obj = try evalInner(objExpr, f)
-                if let r = try Methods.call(obj, name, a, k) { return r }
-                return try call(try attribute(obj, name), a, k, what: name)
+                try charge(obj.workSize)
+                if let r = try Methods.call(obj, name, a, k) { result = r } else { result = try call(try attribute(obj, name), a, k, what: name) }
+            } else {
+                let target = try evalInner(callee, f)
+                var what = "value"
+                if case let .name(n) = callee { what = n }
+                result = try call(target, a, k, what: what)
             }
-            let target = try evalInner(callee, f)
-            var what = "value"
-            if case let .name(n) = callee { what = n }
-            return try call(target, a, k, what: what)
+            try charge(result.workSize)
+            return result
         case let .filter(base, name, args, kwargs, l):
             line = l
             let v = try evalInner(base, f)
-            return try applyFilter(name, v, try args.map { try evalInner($0, f) }, try kwargs.map { ($0.0, try evalInner($0.1, f)) })
+            try charge(v.workSize)
+            let result = try applyFilter(name, v, try args.map { try evalInner($0, f) }, try kwargs.map { ($0.0, try evalInner($0.1, f)) })
+            try charge(result.workSize)
+            return result
         case let .test(base, name, args, l):
             line = l
             return .bool(try applyTest(name, try evalInner(base, f), try args.map { try evalInner($0, f) }))
         case let .not(x): return .bool(!(try evalInner(x, f).truthy))
         case let .negate(x):
             switch try evalInner(x, f) {
-            case let .int(i): return .int(-i)
+            case let .int(i): return .int(try Sandbox.checked(0.subtractingReportingOverflow(i), "-(\(i))"))
             case let .double(d): return .double(-d)
             case let .bool(b): return .int(b ? -1 : 0)
             case let v: throw EvalError("bad operand type for unary -: '\(v.typeName)'")
@@ -287,17 +380,20 @@ struct Context {
             return x.truthy ? x : try evalInner(b, f)
         case let .binary(op, a, b, l):
             line = l
-            return try Operators.binary(op, try evalInner(a, f), try evalInner(b, f))
+            let x = try evalInner(a, f), y = try evalInner(b, f)
+            try charge(x.workSize + y.workSize)
+            return try Operators.binary(op, x, y)
         case let .compare(first, ops):
             var left = try evalInner(first, f)
             for (op, rhs) in ops {
                 let right = try evalInner(rhs, f)
+                try charge(op == "in" || op == "not in" ? right.workSize : 1)
                 if !(try Operators.compare(op, left, right)) { return .bool(false) }
                 left = right
             }
             return .bool(true)
         case let .concat(items):
-            return .string(try items.map { try evalInner($0, f).str }.joined())
+            return .string(try Sandbox.string(try items.map { try evalInner($0, f).str }.joined(), "'~'"))
         case let .conditional(cond, yes, no):
             if try evalInner(cond, f).truthy { return try evalInner(yes, f) }
             return try no.map { try evalInner($0, f) } ?? .undefined("conditional")
@@ -376,6 +472,7 @@ struct Context {
                 else if let kw = kwargs.last(where: { $0.0 == p }) { f.vars[p] = kw.1 }
                 else if let dflt { f.vars[p] = try eval(dflt, f) }
                 else { f.vars[p] = .undefined(p) }
+                if let v = f.vars[p] { try checkKept(v) }
             }
             var out = ""
             depth += 1
@@ -399,6 +496,21 @@ struct Context {
 }
 
 extension Value {
+    var isContainer: Bool {
+        switch self { case .array, .dict: return true; default: return false }
+    }
+
+    /// What an operator or filter over this value walks, in steps: its items, or a string's
+    /// bytes by the 64.
+    var workSize: Int {
+        switch self {
+        case let .array(a): return a.count
+        case let .dict(d): return d.count
+        case let .string(s): return s.utf8.count >> 6
+        default: return 0
+        }
+    }
+
     var isNoneLike: Bool {
         switch self { case .none, .undefined: return true; default: return false }
     }

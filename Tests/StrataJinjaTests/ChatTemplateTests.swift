@@ -105,6 +105,66 @@ import Testing
         #expect(throws: JinjaError.self) { try Template("{{ 1 // 0 }}").render([:]) }
     }
 
+    /// Hostile input II, class 2: every way a template (model data) trapped, overflowed the
+    /// stack, exhausted memory or ran without bound is an error naming the limit, and the values
+    /// at the edges of Int are Python's where they fit.
+    @Test func sandboxRefusesWhatWouldTrapOrRunAway() throws {
+        let minInt = "(-9223372036854775807 - 1)"
+        let hostile = [
+            // integer overflow (Python's ints would grow; ours are 64-bit): an error, never a trap
+            "{{ 9223372036854775807 + 1 }}", "{{ \(minInt) - 1 }}", "{{ 3037000500 * 3037000500 }}",
+            "{{ -\(minInt) }}", "{{ \(minInt) // -1 }}", "{{ \(minInt) | abs }}",
+            // repetition and ranges by huge counts (the product overflows Int)
+            "{{ 'ab' * 9223372036854775807 }}", "{{ [1, 2] * 9223372036854775807 }}", "{{ 'x' * 4611686018427387904 }}",
+            "{{ range(\(minInt), 9223372036854775807) | length }}", "{{ range(9223372036854775807, \(minInt), -1) | length }}",
+            "{{ range(0, 9223372036854775807, 2) | length }}",
+            // widths
+            "{{ 'x' | center(9223372036854775807) }}", "{{ 'x' | center(1000000000) }}", "{{ 'a\nb' | indent(9223372036854775807) }}",
+            "{{ ('a\n' * 100000) | indent(1000) }}", "{{ [[[[1]]]] | tojson(indent=9223372036854775807) }}",
+            "{{ range(1000) | list | tojson(indent=100000) }}",
+            // strings and lists that double without bound
+            "{% set s = namespace(v='xxxxxxxxxxxxxxxx') %}{% for i in range(40) %}{% set s.v = s.v + s.v %}{% endfor %}{{ s.v | length }}",
+            "{% set s = namespace(v=[1]) %}{% for i in range(40) %}{% set s.v = s.v + s.v %}{% endfor %}{{ s.v | length }}",
+            "{{ ('x' * 1000000) | replace('x', 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx') | length }}",
+            "{% set s = namespace(v='x') %}{% for i in range(40) %}{% set s.v = s.v ~ s.v %}{% endfor %}{{ s.v | length }}",
+            // deep nesting: the source, and values built by set
+            String(repeating: "{% if true %}", count: 5000) + "x" + String(repeating: "{% endif %}", count: 5000),
+            "{{ " + String(repeating: "(", count: 5000) + "1" + String(repeating: ")", count: 5000) + " }}",
+            "{{ " + String(repeating: "[", count: 5000) + String(repeating: "]", count: 5000) + " }}",
+            "{{ 1" + String(repeating: " + 1", count: 100000) + " }}",
+            "{{ x" + String(repeating: "|string", count: 100000) + " }}",
+            "{{ " + String(repeating: "not ", count: 100000) + "x }}",
+            "{{ " + String(repeating: "-", count: 100000) + "1 }}",
+            "{% set ns = namespace(v=[]) %}{% for i in range(100000) %}{% set ns.v = [ns.v] %}{% endfor %}{{ ns.v }}",
+            "{% set ns = namespace(v={}) %}{% for i in range(100000) %}{% set ns.v = {'a': ns.v} %}{% endfor %}{{ ns.v | tojson }}",
+            // no bound on work
+            "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}",
+            "{% set l = range(100000) | list %}{% for a in range(100000) %}{% if a in l %}{% endif %}{% endfor %}",
+            "{% macro f(n) %}{{ f(n) ~ f(n) }}{% endmacro %}{{ f(0) }}",
+        ]
+        for src in hostile {
+            #expect(throws: JinjaError.self, "\(src.prefix(120))") {
+                let t = try Template(src)
+                t.maxSteps = 200_000  // the default's mechanism, at a debug build's speed
+                _ = try t.render(["x": .string("x")])
+            }
+        }
+        // what fits in 64 bits is Python's answer
+        let edges: [(String, String)] = [
+            ("{{ \(minInt) }}", "-9223372036854775808"), ("{{ \(minInt) % -1 }}", "0"), ("{{ \(minInt) // 1 }}", "-9223372036854775808"),
+            ("{{ 7 // -1 }}", "-7"), ("{{ -7 % -1 }}", "0"), ("{{ \(minInt) is divisibleby(-1) }}", "True"),
+            ("{{ range(9223372036854775800, 9223372036854775807) | list | length }}", "7"),
+            ("{{ range(\(minInt), \(minInt) + 10, 3) | list }}", "[-9223372036854775808, -9223372036854775805, -9223372036854775802, -9223372036854775799]"),
+            ("{{ range(5, -5, -3) | list }}", "[5, 2, -1, -4]"), ("{{ 'ab' * -3 }}", ""), ("{{ [1] * 0 }}", "[]"),
+            ("{{ 'x' | center(-9223372036854775807) }}", "x"), ("{{ [1, 1.0, true, '1', none, none, [1], [1]] | unique | list }}", "[1, '1', None, [1]]"),
+            ("{{ (" + String(repeating: "(", count: 30) + "1" + String(repeating: ")", count: 30) + ") }}", "1"),
+            (String(repeating: "{% if true %}", count: 100) + "deep" + String(repeating: "{% endif %}", count: 100), "deep"),
+        ]
+        for (src, want) in edges {
+            #expect(try Template(src).render([:]) == want, "\(src.prefix(120))")
+        }
+    }
+
     @Test func jsonRoundTripKeepsOrderAndPythonFormatting() throws {
         let v = try JSONValue.parse(#"{"z": 1, "a": [1.5, true, null, "\u00e9\n"], "m": {}, "big": 1e300, "neg": -0.0001}"#)
         #expect(v.serialized() == #"{"z": 1, "a": [1.5, true, null, "é\n"], "m": {}, "big": 1e+300, "neg": -0.0001}"#)
