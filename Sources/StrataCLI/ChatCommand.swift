@@ -49,7 +49,7 @@ struct ChatCommand: ParsableCommand {
                     ids = []
                     break
                 }
-                ids = tokenizer.encode(rendered, addSpecialTokens: false)
+                ids = try tokenizer.encode(rendered, addSpecialTokens: false)
                 if ids.count + 1 < context || dropped >= turns.count { break }
                 dropped += 1
             }

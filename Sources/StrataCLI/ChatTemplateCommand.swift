@@ -34,7 +34,7 @@ struct ChatTemplateCommand: ParsableCommand {
         for (k, v) in pairs where k != "messages" && k != "tools" { extra[k] = v }
         let text = try format.render(messages: msgs, tools: doc["tools"], addGenerationPrompt: addGenerationPrompt, extra: extra)
         var out: [(String, JSONValue)] = [("text", .string(text))]
-        if ids, let tok = folder.tokenizer { out.append(("ids", .array(tok.encode(text, addSpecialTokens: false).map { .int($0) }))) }
+        if ids, let tok = folder.tokenizer { out.append(("ids", .array(try tok.encode(text, addSpecialTokens: false).map { .int($0) }))) }
         print(JSONValue.object(out).serialized())
     }
 }

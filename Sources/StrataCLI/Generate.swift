@@ -93,7 +93,7 @@ extension Generate {
         let tokenizer = folder.tokenizer
         func encode(_ text: String) throws -> [Int] {
             guard let tokenizer else { throw ConfigError.missingFile(path: tokPath) }
-            return tokenizer.encode(text)
+            return try tokenizer.encode(text)
         }
         let requests: [GenerationRequest]
         if let promptsFile {

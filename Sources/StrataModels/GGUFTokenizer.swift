@@ -108,20 +108,65 @@ public enum GGUFTokenizer {
     }
 
     /// SentencePiece BPE as ranked merges: every split of a normal piece into two pieces of the
-    /// vocab, ranked by the joined piece's score (highest first; ties by id, then by the split).
+    /// vocab (by Unicode scalar, as tokenizers' SentencePiece converter splits Python strings),
+    /// ranked by the joined piece's score (highest first; ties by id, then by the split).
+    ///
+    /// Linear in the vocabulary's text: the cuts of a piece whose left part is a vocab piece come
+    /// from one walk down a trie of the vocab, those whose right part is one from one walk down a
+    /// trie of the reversed vocab; only cuts that are both become strings (a piece of length L no
+    /// longer costs L^2, which a hostile file with a megabyte-long token turned into a hang).
     static func sentencePieceMerges(tokens: [String], scores: [Double], vocab: [String: Int], isNormal: (Int) -> Bool) -> [[String]] {
-        let order = tokens.indices.filter { isNormal($0) && tokens[$0].count > 1 }.sorted { scores[$0] > scores[$1] || (scores[$0] == scores[$1] && $0 < $1) }
+        let order = tokens.indices.filter { isNormal($0) && tokens[$0].unicodeScalars.count > 1 }.sorted { scores[$0] > scores[$1] || (scores[$0] == scores[$1] && $0 < $1) }
+        let forward = ScalarTrie(vocab.keys.map { Array($0.unicodeScalars) })
+        let backward = ScalarTrie(vocab.keys.map { Array($0.unicodeScalars.reversed()) })
         var merges: [[String]] = []
         for i in order {
-            let piece = Array(tokens[i])
+            let piece = Array(tokens[i].unicodeScalars)
+            let n = piece.count
+            var leftOK = [Bool](repeating: false, count: n + 1), rightOK = [Bool](repeating: false, count: n + 1)
+            forward.walk(piece.indices.lazy.map { piece[$0] }) { k in leftOK[k] = true }
+            backward.walk(piece.indices.reversed().lazy.map { piece[$0] }) { k in rightOK[n - k] = true }
             var splits: [(Int, Int, String, String)] = []
-            for cut in 1..<piece.count {
-                let l = String(piece[..<cut]), r = String(piece[cut...])
+            for cut in 1..<n where leftOK[cut] && rightOK[cut] {
+                let l = String(String.UnicodeScalarView(piece[..<cut])), r = String(String.UnicodeScalarView(piece[cut...]))
                 if let li = vocab[l], let ri = vocab[r] { splits.append((li, ri, l, r)) }
             }
             for s in splits.sorted(by: { ($0.0, $0.1) < ($1.0, $1.1) }) { merges.append([s.2, s.3]) }
         }
         return merges
+    }
+}
+
+/// A trie over Unicode scalars in one flat table: (node, scalar) -> child.
+struct ScalarTrie {
+    private var children: [UInt64: Int32] = [:]
+    private var terminal: [Bool] = [false]
+
+    init(_ words: [[Unicode.Scalar]]) {
+        for w in words {
+            var node: Int32 = 0
+            for c in w {
+                let key = UInt64(node) << 21 | UInt64(c.value)
+                if let next = children[key] { node = next } else {
+                    let next = Int32(terminal.count)
+                    terminal.append(false)
+                    children[key] = next
+                    node = next
+                }
+            }
+            terminal[Int(node)] = true
+        }
+    }
+
+    /// Walks `scalars` from the root; calls `found(k)` for each k such that the first k scalars are a word.
+    func walk<S: Sequence>(_ scalars: S, found: (Int) -> Void) where S.Element == Unicode.Scalar {
+        var node: Int32 = 0, k = 0
+        for c in scalars {
+            guard let next = children[UInt64(node) << 21 | UInt64(c.value)] else { return }
+            node = next
+            k += 1
+            if terminal[Int(node)] { found(k) }
+        }
     }
 }
 

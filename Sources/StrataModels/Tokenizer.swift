@@ -7,9 +7,13 @@ public enum TokenizerError: Error, CustomStringConvertible, Equatable, Sendable 
     case malformed(file: String, field: String, reason: String)
     case unsupported(file: String, field: String, type: String)
     case unknownTokenID(id: Int, vocabSize: Int)
+    /// A split regex worked past its budget on a text of `length` UTF-16 units.
+    case regexBudget(pattern: String, length: Int)
 
     public var description: String {
         switch self {
+        case let .regexBudget(pat, n):
+            return "the tokenizer's split pattern \(pat.debugDescription) backtracked past its work budget on a text of \(n) UTF-16 units (a pattern that backtracks catastrophically; tokenizers' regex engine does not)"
         case let .malformed(f, field, r): return "\(f): field '\(field)': \(r)"
         case let .unsupported(f, field, t): return "\(f): field '\(field)': unsupported type '\(t)'"
         case let .unknownTokenID(id, n): return "token id \(id) not in the tokenizer (\(n) tokens)"
@@ -110,7 +114,9 @@ public final class Tokenizer: @unchecked Sendable {
 
     /// Token ids of `text`. With `addSpecialTokens` the post-processor adds its tokens (BOS for
     /// Llama), as `tokenizers`' `encode(text)` does by default.
-    public func encode(_ text: String, addSpecialTokens: Bool = true) -> [Int] {
+    /// Throws `TokenizerError.regexBudget` when the tokenizer's split pattern backtracks past its
+    /// budget (linear in the text's length).
+    public func encode(_ text: String, addSpecialTokens: Bool = true) throws -> [Int] {
         var ids: [Int] = []
         // 1. split the raw text on added tokens matched before normalization
         for seg in splitAdded(text, tokens: added.filter { !$0.normalized }, originalStart: 0) {
@@ -124,7 +130,7 @@ public final class Tokenizer: @unchecked Sendable {
                     case let .token(id): ids.append(id)
                     case let .text(piece, off):
                         // 4. pre-tokenize, 5. BPE each word
-                        let words = preTokenizer?.apply([PreToken(text: piece, originalStart: off)]) ?? [PreToken(text: piece, originalStart: off)]
+                        let words = try preTokenizer?.apply([PreToken(text: piece, originalStart: off)]) ?? [PreToken(text: piece, originalStart: off)]
                         for w in words where !w.text.isEmpty { model.encode(w.text, into: &ids) }
                     }
                 }
@@ -140,13 +146,19 @@ public final class Tokenizer: @unchecked Sendable {
     func splitAdded(_ text: String, tokens: [AddedToken], originalStart: Int) -> [Segment] {
         if tokens.isEmpty || text.isEmpty { return text.isEmpty ? [] : [.text(text, offset: originalStart)] }
         let chars = Array(text.unicodeScalars)
-        let patterns = tokens.map { (Array($0.pattern.unicodeScalars), $0) }
+        // the tokens by their first scalar: each position looks only at those that can start there
+        var byFirst: [Unicode.Scalar: [([Unicode.Scalar], AddedToken)]] = [:]
+        for t in tokens {
+            let pat = Array(t.pattern.unicodeScalars)
+            if let f = pat.first { byFirst[f, default: []].append((pat, t)) }
+        }
         var out: [Segment] = []
         var segStart = 0
         var i = 0
         func isWordChar(_ c: Unicode.Scalar) -> Bool { c.properties.isAlphabetic || c.properties.numericType != nil || c == "_" }
         while i < chars.count {
             var best: (len: Int, tok: AddedToken)? = nil
+            guard let patterns = byFirst[chars[i]] else { i += 1; continue }
             for (pat, tok) in patterns where pat.count <= chars.count - i && (best == nil || pat.count > best!.len) {
                 var ok = true
                 for j in 0..<pat.count where chars[i + j] != pat[j] { ok = false; break }

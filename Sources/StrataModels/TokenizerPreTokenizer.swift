@@ -13,7 +13,8 @@ indirect enum PreTokenizer {
     enum Behavior: String { case isolated = "Isolated", removed = "Removed", mergedWithPrevious = "MergedWithPrevious", mergedWithNext = "MergedWithNext", contiguous = "Contiguous" }
     case sequence([PreTokenizer])
     case byteLevel(addPrefixSpace: Bool, useRegex: Bool)
-    case split(regex: NSRegularExpression, behavior: Behavior, invert: Bool)
+    /// `pattern`: the regex's source, as tokenizer.json gives it (named in errors)
+    case split(regex: NSRegularExpression, pattern: String, behavior: Behavior, invert: Bool)
     case metaspace(replacement: String, prependScheme: String, split: Bool)
     case digits(individual: Bool)
 
@@ -32,10 +33,13 @@ indirect enum PreTokenizer {
         case "Split":
             let pat = o["pattern"] as? [String: Any]
             let regex: NSRegularExpression
+            let source: String
             do {
                 if let r = pat?["Regex"] as? String {
+                    source = r
                     regex = try NSRegularExpression(pattern: r)
                 } else if let s = pat?["String"] as? String {
+                    source = s
                     regex = try NSRegularExpression(pattern: NSRegularExpression.escapedPattern(for: s))
                 } else {
                     throw p.sub("pattern").malformed("needs Regex or String")
@@ -46,7 +50,7 @@ indirect enum PreTokenizer {
             guard let b = Behavior(rawValue: o["behavior"] as? String ?? "") else {
                 throw p.sub("behavior").malformed("unknown behavior '\(o["behavior"] ?? "")'")
             }
-            return .split(regex: regex, behavior: b, invert: o["invert"] as? Bool ?? false)
+            return .split(regex: regex, pattern: source, behavior: b, invert: o["invert"] as? Bool ?? false)
         case "Metaspace":
             let scheme = o["prepend_scheme"] as? String ?? ((o["add_prefix_space"] as? Bool ?? true) ? "always" : "never")
             guard ["always", "first", "never"].contains(scheme) else { throw p.sub("prepend_scheme").malformed("unknown '\(scheme)'") }
@@ -58,19 +62,24 @@ indirect enum PreTokenizer {
         }
     }
 
-    func apply(_ pieces: [PreToken]) -> [PreToken] {
+    nonisolated(unsafe) static let digitsRegex = try! NSRegularExpression(pattern: "\\p{N}")
+    nonisolated(unsafe) static let digitRunsRegex = try! NSRegularExpression(pattern: "\\p{N}+")
+
+    /// Throws `TokenizerError.regexBudget` when a split regex works far beyond what the text's
+    /// length calls for (catastrophic backtracking in a pattern from tokenizer.json).
+    func apply(_ pieces: [PreToken]) throws -> [PreToken] {
         switch self {
         case let .sequence(ps):
-            return ps.reduce(pieces) { $1.apply($0) }
+            return try ps.reduce(pieces) { try $1.apply($0) }
         case let .byteLevel(addPrefixSpace, useRegex):
-            return pieces.flatMap { piece -> [PreToken] in
+            return try pieces.flatMap { piece -> [PreToken] in
                 var t = piece
                 if addPrefixSpace && !t.text.hasPrefix(" ") { t.text = " " + t.text }
-                let parts = useRegex ? PreTokenizer.splitRegex(t, PreTokenizer.gpt2Regex, .isolated, invert: false) : [t]
+                let parts = useRegex ? try PreTokenizer.splitRegex(t, PreTokenizer.gpt2Regex, pattern: PreTokenizer.gpt2Pattern, .isolated, invert: false) : [t]
                 return parts.map { PreToken(text: ByteLevelAlphabet.encode($0.text), originalStart: $0.originalStart) }
             }
-        case let .split(regex, behavior, invert):
-            return pieces.flatMap { PreTokenizer.splitRegex($0, regex, behavior, invert: invert) }
+        case let .split(regex, pattern, behavior, invert):
+            return try pieces.flatMap { try PreTokenizer.splitRegex($0, regex, pattern: pattern, behavior, invert: invert) }
         case let .metaspace(replacement, scheme, split):
             return pieces.flatMap { piece -> [PreToken] in
                 var s = piece.text.replacingOccurrences(of: " ", with: replacement)
@@ -88,23 +97,40 @@ indirect enum PreTokenizer {
                 return out
             }
         case let .digits(individual):
-            let re = try! NSRegularExpression(pattern: individual ? "\\p{N}" : "\\p{N}+")
-            return pieces.flatMap { PreTokenizer.splitRegex($0, re, .isolated, invert: false) }
+            let re = individual ? PreTokenizer.digitsRegex : PreTokenizer.digitRunsRegex
+            return try pieces.flatMap { try PreTokenizer.splitRegex($0, re, pattern: re.pattern, .isolated, invert: false) }
         }
     }
 
-    /// Splits a piece by regex matches with a `tokenizers` SplitDelimiterBehavior.
-    static func splitRegex(_ piece: PreToken, _ regex: NSRegularExpression, _ behavior: Behavior, invert: Bool) -> [PreToken] {
+    /// The regex engine's progress reports (each some thousands of its steps) one split may take:
+    /// a floor, then one per 256 UTF-16 units of text. The patterns tokenizers ship take about one
+    /// per 5000 (measured: the GPT-2 and Llama 3 patterns, 220 over 1.2 M characters), so the
+    /// budget is some 20 times what they need, and a pattern that backtracks catastrophically
+    /// stops within a fraction of a second instead of running for hours.
+    static func regexBudget(length: Int) -> Int { 256 + length / 256 }
+
+    /// Splits a piece by regex matches with a `tokenizers` SplitDelimiterBehavior; linear in the
+    /// piece (offsets counted as the spans go by) and bounded in the regex's work.
+    static func splitRegex(_ piece: PreToken, _ regex: NSRegularExpression, pattern: String, _ behavior: Behavior, invert: Bool) throws -> [PreToken] {
         let s = piece.text
         let ns = s as NSString
         // (range, isMatch) covering the whole string
         var spans: [(NSRange, Bool)] = []
         var last = 0
-        for m in regex.matches(in: s, range: NSRange(location: 0, length: ns.length)) where m.range.length > 0 {
+        let budget = regexBudget(length: ns.length)
+        var reports = 0
+        regex.enumerateMatches(in: s, options: [.reportProgress], range: NSRange(location: 0, length: ns.length)) { m, _, stop in
+            guard let m else {
+                reports += 1
+                if reports > budget { stop.pointee = true }
+                return
+            }
+            guard m.range.length > 0 else { return }
             if m.range.location > last { spans.append((NSRange(location: last, length: m.range.location - last), false)) }
             spans.append((m.range, true))
             last = m.range.location + m.range.length
         }
+        if reports > budget { throw TokenizerError.regexBudget(pattern: pattern, length: ns.length) }
         if last < ns.length { spans.append((NSRange(location: last, length: ns.length - last), false)) }
         if invert { spans = spans.map { ($0.0, !$0.1) } }
         var pieces: [NSRange] = []
@@ -129,9 +155,14 @@ indirect enum PreTokenizer {
                 prevMatch = isMatch
             }
         }
-        return pieces.map { r in
-            let prefixScalars = ns.substring(to: r.location).unicodeScalars.count
-            return PreToken(text: ns.substring(with: r), originalStart: piece.originalStart + prefixScalars)
+        // scalar offsets: pieces come in order, so count only the text since the previous one
+        var out: [PreToken] = []
+        out.reserveCapacity(pieces.count)
+        var at = 0, scalars = 0
+        for r in pieces {
+            if r.location > at { scalars += ns.substring(with: NSRange(location: at, length: r.location - at)).unicodeScalars.count; at = r.location }
+            out.append(PreToken(text: ns.substring(with: r), originalStart: piece.originalStart + scalars))
         }
+        return out
     }
 }

@@ -16,6 +16,8 @@ public final class OpenAIServer: @unchecked Sendable {
     public let logger: Logger
     /// Largest request body accepted (413 beyond).
     public var maxBodyBytes = 16 << 20
+    /// Where requests are parsed, templated and tokenized: off the event loop.
+    let prepareQueue = DispatchQueue(label: "strata.serve.prepare", qos: .userInitiated, attributes: .concurrent)
     let group: MultiThreadedEventLoopGroup
     var channel: Channel?
     private let lock = NSLock()
@@ -214,22 +216,43 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
+    /// Parses the request, renders its chat template and tokenizes its prompt off the event loop
+    /// (on `server.prepareQueue`: a long prompt or a slow template must not stall `/health` or
+    /// the other connections), then submits it from the loop.
     func complete(context: ChannelHandlerContext, head h: HTTPRequestHead, chat: Bool) {
         let started = ProcessInfo.processInfo.systemUptime
-        let job: CompletionJob
-        do {
-            let doc: JSONValue
+        let data = Data(body.readableBytesView)
+        let loop = context.eventLoop
+        let bound = NIOLoopBound((self, context), eventLoop: loop)
+        let served = server.served
+        server.prepareQueue.async {
+            let prepared: Result<CompletionJob, APIError>
             do {
-                doc = try JSONValue.parse(Data(body.readableBytesView))
+                let doc: JSONValue
+                do {
+                    doc = try JSONValue.parse(data)
+                } catch {
+                    throw APIError(400, "the request body is not valid JSON: \(error)")
+                }
+                prepared = .success(try served.parse(doc, chat: chat))
+            } catch let e as APIError {
+                prepared = .failure(e)
             } catch {
-                throw APIError(400, "the request body is not valid JSON: \(error)")
+                prepared = .failure(APIError(400, "\(error)"))
             }
-            job = try server.served.parse(doc, chat: chat)
-        } catch let e as APIError {
-            return sendError(context: context, h, e)
-        } catch {
-            return sendError(context: context, h, APIError(400, "\(error)"))
+            loop.execute {
+                let (handler, ctx) = bound.value
+                guard handler.open else { return }
+                switch prepared {
+                case let .failure(e): handler.sendError(context: ctx, h, e)
+                case let .success(job): handler.submit(job, context: ctx, head: h, started: started)
+                }
+            }
         }
+    }
+
+    /// Submits a parsed request to the engine and answers it, streamed or whole (on the loop).
+    func submit(_ job: CompletionJob, context: ChannelHandlerContext, head h: HTTPRequestHead, started: Double) {
         let loop = context.eventLoop
         let bound = NIOLoopBound((self, context), eventLoop: loop)
         let served = server.served

@@ -95,6 +95,11 @@ public struct ServedModel: Sendable {
     public let maxContext: Int
     public let created: Int
 
+    /// Messages one chat request may hold (400 beyond).
+    public static let maxMessages = 4096
+    /// Bytes of one stop string (400 beyond): generated text is held back that long.
+    public static let maxStopBytes = 4096
+
     public init(id: String, tokenizer: Tokenizer, chat: ChatFormat?, defaults: SamplingParameters, maxContext: Int) {
         self.id = id; self.tokenizer = tokenizer; self.chat = chat; self.defaults = defaults; self.maxContext = maxContext
         created = Int(Date().timeIntervalSince1970)
@@ -110,6 +115,7 @@ public struct ServedModel: Sendable {
         if chat {
             guard let m = f.get("messages") else { throw APIError.field("messages", "required") }
             guard case let .array(list) = m, !list.isEmpty else { throw APIError.field("messages", "expected a non-empty array, got \(m.typeName)") }
+            if list.count > Self.maxMessages { throw APIError.field("messages", "at most \(Self.maxMessages) messages per request, got \(list.count)") }
             var messages: [JSONValue] = []
             for (i, msg) in list.enumerated() {
                 let mf: Fields
@@ -158,13 +164,13 @@ public struct ServedModel: Sendable {
             } catch let e as JinjaError {
                 throw APIError(400, "the chat template refused the conversation: \(e)", param: "messages")
             }
-            prompt = tokenizer.encode(text, addSpecialTokens: false)
+            prompt = try tokenizer.encode(text, addSpecialTokens: false)
         } else {
             guard let p = f.get("prompt") else { throw APIError.field("prompt", "required") }
             switch p {
-            case let .string(s): prompt = tokenizer.encode(s)
+            case let .string(s): prompt = try tokenizer.encode(s)
             case let .array(items):
-                if items.count == 1, case let .string(s) = items[0] { prompt = tokenizer.encode(s) }
+                if items.count == 1, case let .string(s) = items[0] { prompt = try tokenizer.encode(s) }
                 else if items.count == 1, case let .array(ids) = items[0] { prompt = try Self.tokenIDs(ids, vocab: tokenizer.vocabSize) }
                 else if items.allSatisfy({ if case .int = $0 { return true }; return false }) { prompt = try Self.tokenIDs(items, vocab: tokenizer.vocabSize) }
                 else { throw APIError.field("prompt", "one prompt per request: a string, or an array of token ids") }
@@ -207,6 +213,9 @@ public struct ServedModel: Sendable {
             default: throw APIError.field("stop", "expected a string or an array of strings, got \(s.typeName)")
             }
             p.stopStrings = p.stopStrings.filter { !$0.isEmpty }
+            if let long = p.stopStrings.first(where: { $0.utf8.count > Self.maxStopBytes }) {
+                throw APIError.field("stop", "a stop string is at most \(Self.maxStopBytes) bytes, got \(long.utf8.count)")
+            }
         }
         if let ignore = try f.bool("ignore_eos") { p.stopAtEOS = !ignore }
         var logprobs = false

@@ -24,7 +24,7 @@ enum ChatFixture {
         #expect(format.specialTokens["bos_token"] == "<s>" && format.specialTokens["eos_token"] == "</s>" && format.specialTokens["unk_token"] == "<unk>")
         let text = try format.render(messages: want["messages"]!, addGenerationPrompt: true)
         #expect(text == want["text"]?.stringValue)
-        #expect(folder.tokenizer!.encode(text, addSpecialTokens: false) == ChatFixture.ints(want["ids"]))
+        #expect(try folder.tokenizer!.encode(text, addSpecialTokens: false) == ChatFixture.ints(want["ids"]))
     }
 
     /// A GGUF written by strata quantize keeps the chat template (tokenizer.chat_template) and
@@ -40,7 +40,7 @@ enum ChatFixture {
         #expect(format.specialTokens["bos_token"] == "<s>" && format.specialTokens["eos_token"] == "</s>")
         let text = try format.render(messages: want["messages"]!)
         #expect(text == want["text"]?.stringValue)
-        #expect(folder.tokenizer!.encode(text, addSpecialTokens: false) == ChatFixture.ints(want["ids"]))
+        #expect(try folder.tokenizer!.encode(text, addSpecialTokens: false) == ChatFixture.ints(want["ids"]))
     }
 
     @Test func aTemplateThatRaisesGivesItsMessage() throws {

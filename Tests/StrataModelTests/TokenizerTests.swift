@@ -25,8 +25,8 @@ func loadCases(_ name: String) throws -> [TokenizerCase] {
     func encodeMatchesTokenizers(name: String) throws {
         let tok = try Tokenizer(directory: Fixtures.tokenizer(name))
         for c in try loadCases(name) {
-            #expect(tok.encode(c.text) == c.ids, "\(name) encode \(c.text.debugDescription)")
-            #expect(tok.encode(c.text, addSpecialTokens: false) == c.ids_no_special, "\(name) encode(no special) \(c.text.debugDescription)")
+            #expect(try tok.encode(c.text) == c.ids, "\(name) encode \(c.text.debugDescription)")
+            #expect(try tok.encode(c.text, addSpecialTokens: false) == c.ids_no_special, "\(name) encode(no special) \(c.text.debugDescription)")
         }
     }
 
@@ -132,13 +132,78 @@ func loadCases(_ name: String) throws -> [TokenizerCase] {
         var failures: [String] = []
         for (text, c) in zip(texts, cases) {
             let ids = c["ids"] as! [Int]
-            let got = tok.encode(text, addSpecialTokens: false)
+            let got = try tok.encode(text, addSpecialTokens: false)
             if got != ids { failures.append("encode \(text.debugDescription): \(got) want \(ids)"); continue }
             let special = (c["ids_special"] as? [Int]) ?? ids
-            if tok.encode(text) != special { failures.append("encode with special tokens \(text.debugDescription)") }
+            if try tok.encode(text) != special { failures.append("encode with special tokens \(text.debugDescription)") }
             let decoded = (c["decoded"] as? String) ?? text
             if (try? tok.decode(ids)) != decoded { failures.append("decode \(text.debugDescription): \(String(describing: try? tok.decode(ids))) want \(decoded.debugDescription)") }
         }
         #expect(failures.isEmpty, Comment(rawValue: "\(name): \(failures.count) of \(cases.count) differ:\n" + failures.sorted { $0.count < $1.count }.prefix(8).joined(separator: "\n")))
+    }
+}
+
+/// Hostile input II, class 3: work that grew faster than the input.
+@Suite struct TokenizerWorkBoundTests {
+    /// A split pattern from tokenizer.json that backtracks catastrophically stops at its budget
+    /// with an error naming the pattern; the same pattern on text it matches quickly still works.
+    @Test func catastrophicSplitPatternStopsWithItsName() throws {
+        let root: [String: Any] = [
+            "model": ["type": "BPE", "vocab": ["a": 0, "b": 1, "c": 2], "merges": [] as [Any]],
+            "pre_tokenizer": ["type": "Split", "pattern": ["Regex": "(a|aa)+c"], "behavior": "Isolated", "invert": false],
+        ]
+        let tok = try Tokenizer(root: root, file: "tokenizer.json")
+        #expect(try tok.encode("aaac") == [0, 0, 0, 2])
+        #expect {
+            _ = try tok.encode(String(repeating: "a", count: 60))
+        } throws: { e in
+            guard case let TokenizerError.regexBudget(pattern, length) = e else { return false }
+            return pattern == "(a|aa)+c" && length == 60 && "\(e)".contains("(a|aa)+c")
+        }
+    }
+
+    /// Offsets of split pieces are counted as the pieces go by (the Metaspace "first" scheme reads
+    /// them): a long text whose pieces each need their offset gives the ids of its parts.
+    @Test func longTextsTokenizeAsTheirParts() throws {
+        // byte-level: the split pattern cuts before each " hello", so the whole is its parts
+        let tok = try Tokenizer(directory: Fixtures.tokenizer("bytelevel-llama3"))
+        let first = try tok.encode("hello there", addSpecialTokens: false), rest = try tok.encode(" hello there", addSpecialTokens: false)
+        let many = try tok.encode("hello there" + String(repeating: " hello there", count: 20_000), addSpecialTokens: false)
+        #expect(many == first + Array([[Int]](repeating: rest, count: 20_000).joined()))
+        // Metaspace (prepend_scheme "first" reads the offsets): only the first word gets the prefix
+        let sp = try Tokenizer(directory: Fixtures.tokenizer("sp-metaspace"))
+        let one = try sp.encode("hello", addSpecialTokens: false), two = try sp.encode("hello hello", addSpecialTokens: false)
+        let manySP = try sp.encode("hello" + String(repeating: " hello", count: 20_000), addSpecialTokens: false)
+        let tail = Array(two.dropFirst(one.count))
+        #expect(manySP == one + Array([[Int]](repeating: tail, count: 20_000).joined()))
+    }
+
+    /// SentencePiece merges from a GGUF vocabulary with a very long piece: found by walking tries,
+    /// not by making every split of it (quadratic: a 200k-scalar token took minutes); the merges
+    /// equal the naive enumeration's on a vocabulary small enough for it.
+    @Test func sentencePieceMergesAreLinearAndExact() {
+        // (no two canonically equivalent pieces: Swift's String keys would join them)
+        let tokens = ["a", "b", "ab", "ba", "aba", "bab", "abab", "é", "aé", "x", "xé", "日本", "日", "本"]
+        let scores = tokens.indices.map { Double(-$0) }
+        var vocab: [String: Int] = [:]
+        for (i, t) in tokens.enumerated() { vocab[t] = i }
+        var naive: [[String]] = []
+        for i in tokens.indices.filter({ tokens[$0].unicodeScalars.count > 1 }).sorted(by: { scores[$0] > scores[$1] }) {
+            let u = Array(tokens[i].unicodeScalars)
+            var splits: [(Int, Int, String, String)] = []
+            for cut in 1..<u.count {
+                let l = String(String.UnicodeScalarView(u[..<cut])), r = String(String.UnicodeScalarView(u[cut...]))
+                if let li = vocab[l], let ri = vocab[r] { splits.append((li, ri, l, r)) }
+            }
+            naive += splits.sorted { ($0.0, $0.1) < ($1.0, $1.1) }.map { [$0.2, $0.3] }
+        }
+        #expect(GGUFTokenizer.sentencePieceMerges(tokens: tokens, scores: scores, vocab: vocab, isNormal: { _ in true }) == naive)
+        #expect(naive.contains(["x", "é"]) && naive.contains(["a", "é"]) && naive.contains(["日", "本"]))
+        let long = String(repeating: "ab", count: 100_000)
+        let big = tokens + [long]
+        var bigVocab = vocab
+        bigVocab[long] = big.count - 1
+        let merges = GGUFTokenizer.sentencePieceMerges(tokens: big, scores: big.indices.map { Double(-$0) }, vocab: bigVocab, isNormal: { _ in true })
+        #expect(merges.count == naive.count)  // the long piece splits into no two vocab pieces
     }
 }
