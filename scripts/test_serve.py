@@ -32,8 +32,8 @@ def check(cond, what):
 
 
 class Server:
-    def __init__(self, *extra):
-        self.proc = subprocess.Popen([BIN, "serve", "--model", MODEL, "--port", "0", "--served-model-name", NAME, *extra],
+    def __init__(self, *extra, model=None):
+        self.proc = subprocess.Popen([BIN, "serve", "--model", model or MODEL, "--port", "0", "--served-model-name", NAME, *extra],
                                      stderr=subprocess.PIPE, text=True)
         self.log = []
         deadline = time.time() + 60
@@ -137,6 +137,27 @@ def main():
         r = c.completions.create(model=NAME, prompt="the quick brown", max_tokens=10, temperature=0)
         check(r.choices[0].text == g["text"], "text completion equals solo strata generate")
 
+        # 3b. stop strings spanning 2-4 tokens end the text right before them, whole and streamed, n = 2
+        pieces = [ch.choices[0].delta.content or "" for ch in c.chat.completions.create(
+            model=NAME, messages=msgs, max_tokens=12, temperature=0, stream=True) if ch.choices]
+        pieces = [p for p in pieces if p]
+        full = "".join(pieces)
+        for span in (2, 3, 4):
+            i = next((i for i in range(1, len(pieces) - span) if pieces[i] and pieces[i + span - 1]), None)
+            if i is None:
+                check(False, f"greedy answer long enough for a stop string over {span} tokens: {pieces}")
+                continue
+            stop = pieces[i][-1:] + "".join(pieces[i + 1:i + span - 1]) + pieces[i + span - 1][:1]
+            want_text = full[:full.find(stop)]
+            r = c.chat.completions.create(model=NAME, messages=msgs, max_tokens=12, temperature=0, stop=[stop], n=2)
+            ok = all(ch.message.content == want_text and ch.finish_reason == "stop" for ch in r.choices)
+            streamed = {}
+            for ch in c.chat.completions.create(model=NAME, messages=msgs, max_tokens=12, temperature=0, stop=stop, n=2, stream=True):
+                for choice in ch.choices:
+                    streamed[choice.index] = streamed.get(choice.index, "") + (choice.delta.content or "")
+            check(ok and streamed == {0: want_text, 1: want_text},
+                  f"a stop string over {span} tokens ends the text before it, whole and streamed, n=2 ({stop!r})")
+
         # 4. 16 concurrent streaming clients, each exactly its solo greedy tokens
         wants = [solo(conversation(i), 24) for i in range(16)]
         steps_before = s.metrics()["strata_engine_steps_total"]
@@ -224,6 +245,35 @@ def main():
     finally:
         rc = s.stop()
     check(rc == 0, "Ctrl-C: exits 0")
+
+    # 6b. a hostile chat template (model data): each request it breaks is a 400, the server keeps serving
+    hostile_dir = tempfile.mkdtemp()
+    for f in os.listdir(MODEL):
+        os.symlink(os.path.abspath(os.path.join(MODEL, f)), os.path.join(hostile_dir, f))
+    os.unlink(os.path.join(hostile_dir, "tokenizer_config.json"))
+    cfg = json.load(open(os.path.join(MODEL, "tokenizer_config.json")))
+    cfg["chat_template"] = (
+        "{% set c = messages[0]['content'] %}"
+        "{% if c == 'overflow' %}{{ 'ab' * 9223372036854775807 }}{{ (-9223372036854775807 - 1) // -1 }}"
+        "{% elif c == 'deep' %}{% set ns = namespace(v=[]) %}{% for i in range(100000) %}{% set ns.v = [ns.v] %}{% endfor %}{{ ns.v }}"
+        "{% elif c == 'spin' %}{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}"
+        "{% elif c == 'wide' %}{{ 'x' | center(9223372036854775807) }}"
+        "{% else %}{{ bos_token }}[INST] {{ c }} [/INST]{% endif %}")
+    json.dump(cfg, open(os.path.join(hostile_dir, "tokenizer_config.json"), "w"))
+    s = Server(model=hostile_dir)
+    try:
+        for attack in ("overflow", "deep", "spin", "wide"):
+            try:
+                s.client.chat.completions.create(model=NAME, messages=[{"role": "user", "content": attack}], max_tokens=2)
+                check(False, f"hostile template ({attack}): 400")
+            except openai.BadRequestError as e:
+                check(e.status_code == 400 and "template" in e.body["message"], f"hostile template ({attack}): 400 naming the template")
+            check(s.healthy() and s.proc.poll() is None, f"still healthy after the {attack} template")
+        r = s.client.chat.completions.create(model=NAME, messages=[{"role": "user", "content": "hello"}], max_tokens=3, temperature=0)
+        check(r.choices[0].finish_reason in ("length", "stop"), "the hostile template's server still answers ordinary requests")
+    finally:
+        rc = s.stop()
+    check(rc == 0, "hostile template server: Ctrl-C exits 0")
 
     # 7. strata chat: each answer is the solo completion of the conversation so far
     sysmsg = "You are a test model."
