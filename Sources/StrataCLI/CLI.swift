@@ -45,7 +45,9 @@ struct SamplingOptions: ParsableArguments {
     @Option(help: "Seed for reproducible sampling.") var seed: UInt64?
 
     /// generation_config.json's defaults (temperature 0.8 without one), then the flags given.
-    func parameters(_ folder: ModelFolder, maxTokens: Int) -> SamplingParameters {
+    /// The sampling parameters: these flags, else generation_config.json's values, else the
+    /// defaults (`fallback` tokens at most when neither `maxTokens` nor max_new_tokens is set).
+    func parameters(_ folder: ModelFolder, maxTokens: Int?, fallback: Int) -> SamplingParameters {
         var p = SamplingParameters.defaults(from: folder.generation, base: SamplingParameters(temperature: 0.8))
         if let temperature { p.temperature = temperature }
         if let topK { p.topK = topK }
@@ -55,7 +57,7 @@ struct SamplingOptions: ParsableArguments {
         p.presencePenalty = presencePenalty
         p.frequencyPenalty = frequencyPenalty
         p.seed = seed
-        p.maxTokens = maxTokens
+        p.maxTokens = maxTokens ?? folder.generation?.maxNewTokens ?? fallback
         return p
     }
 }

@@ -9,7 +9,7 @@ struct ChatCommand: ParsableCommand {
         discussion: "Type a message and Enter. /reset forgets the conversation, /system TEXT sets the system message, /exit (or end of input) quits. The oldest turns are dropped when the conversation outgrows the context.")
     @Option(help: "Model folder or GGUF file.") var model: String
     @Option(help: "System message.") var system: String?
-    @Option(name: .customLong("max-tokens"), help: "Most tokens per answer.") var maxTokens = 512
+    @Option(name: .customLong("max-tokens"), help: "Most tokens per answer (default: generation_config.json's max_new_tokens, else 512).") var maxTokens: Int?
     @OptionGroup var sampling: SamplingOptions
     @Option(name: .customLong("template-name"), help: "One of a list of named chat templates.") var templateName: String?
     @OptionGroup var threads: ThreadOption
@@ -19,7 +19,7 @@ struct ChatCommand: ParsableCommand {
         let loaded = try LoadedModel(directory: model)
         let tokenizer = try loaded.requireTokenizer()
         let format = try loaded.folder.requireChatFormat(name: templateName)
-        let params = sampling.parameters(loaded.folder, maxTokens: maxTokens)
+        let params = sampling.parameters(loaded.folder, maxTokens: maxTokens, fallback: 512)
         try params.validate()
         let context = loaded.spec.maxPositions
         var systemMessage = system
@@ -57,7 +57,7 @@ struct ChatCommand: ParsableCommand {
             if ids.count + 1 >= context { eprint("the message is longer than the context (\(ids.count) of \(context) tokens)"); prompt(); continue }
             if dropped > 0 { turns.removeFirst(dropped); eprint("(\(dropped) oldest turn\(dropped == 1 ? "" : "s") dropped to fit the context)") }
             var p = params
-            p.maxTokens = min(maxTokens, context - ids.count)
+            p.maxTokens = min(params.maxTokens, context - ids.count)
             let out = FileHandle.standardOutput
             let result = try Generator(loaded).generate(promptIDs: ids, parameters: p) { tok in
                 if !tok.text.isEmpty { out.write(Data(tok.text.utf8)) }

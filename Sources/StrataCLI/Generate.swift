@@ -23,7 +23,7 @@ struct Generate: ParsableCommand {
     @Option(help: "Write a JSON run report (measured speeds, disk traffic, ledger peak, placement) to this file.") var report: String?
     @Option(help: "Run a saved plan (from strata plan --out).") var plan: String?
     @Flag(name: .customLong("no-plan"), help: "Under --ram-budget, place with the simple rule instead of the planner.") var noPlan = false
-    @Option(name: .customLong("max-tokens"), help: "Tokens to generate at most.") var maxTokens = 128
+    @Option(name: .customLong("max-tokens"), help: "Tokens to generate at most (default: generation_config.json's max_new_tokens, else 128).") var maxTokens: Int?
     @OptionGroup var sampling: SamplingOptions
     @Option(name: .customLong("stop"), help: "Stop string (repeatable).") var stop: [String] = []
     @Flag(name: .customLong("ignore-eos"), help: "Keep generating past end-of-sequence tokens.") var ignoreEOS = false
@@ -34,7 +34,7 @@ struct Generate: ParsableCommand {
         let given = [prompt != nil, ids != nil, promptsFile != nil].filter { $0 }.count
         if given != 1 { throw ValidationError("give exactly one of --prompt, --ids and --prompts-file") }
         try checkFlag(kvBlockSize, 1...1024, "--kv-block-size")
-        try checkFlag(maxTokens, 0...SamplingParameters.maxTokensLimit, "--max-tokens")
+        if let maxTokens { try checkFlag(maxTokens, 0...SamplingParameters.maxTokensLimit, "--max-tokens") }
         try checkFlag(maxBatch, 1...4096, "--max-batch")
         if let kvBlocks { try checkFlag(kvBlocks, 1...(1 << 24), "--kv-blocks") }
         if let m = kvMemory, parseByteSize(m) == nil { throw ValidationError("--kv-memory: '\(m)' is not a size (e.g. 512MiB, 2GiB)") }
@@ -46,7 +46,7 @@ struct Generate: ParsableCommand {
 
     /// generation_config.json's defaults, then the flags given.
     func sampling(_ folder: ModelFolder) -> SamplingParameters {
-        var p = sampling.parameters(folder, maxTokens: maxTokens)
+        var p = sampling.parameters(folder, maxTokens: maxTokens, fallback: 128)
         p.stopStrings = stop
         p.stopAtEOS = !ignoreEOS
         return p

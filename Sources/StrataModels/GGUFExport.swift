@@ -87,9 +87,9 @@ extension LlamaFamilyConfig {
 public enum GGUFTokenizerExport {
     public static func metadata(directory: String, bos: [Int], eos: [Int]) throws -> [(String, GGUFValue)] {
         let path = (directory as NSString).appendingPathComponent("tokenizer.json")
-        guard let data = FileManager.default.contents(atPath: path) else { return [] }
-        guard let root = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
-              let model = root["model"] as? [String: Any], (model["type"] as? String ?? "BPE") == "BPE",
+        guard FileManager.default.fileExists(atPath: path) else { return [] }
+        let root = try Tokenizer.folderRoot(directory: directory)
+        guard let model = root["model"] as? [String: Any], (model["type"] as? String ?? "BPE") == "BPE",
               let vocab = model["vocab"] as? [String: Int] else {
             throw TokenizerError.malformed(file: path, field: "model", reason: "a BPE model with a vocab is needed to write GGUF")
         }
@@ -140,8 +140,9 @@ public enum GGUFTokenizerExport {
                   ("tokenizer.ggml.tokens", .array(.string, tokens)), ("tokenizer.ggml.token_type", .array(.i32, tokenTypes)),
                   ("tokenizer.ggml.merges", .array(.string, merges.map { .string($0) }))]
         }
-        if let b = bos.first { m.append(("tokenizer.ggml.bos_token_id", .u32(UInt32(b)))) }
-        if let e = eos.first { m.append(("tokenizer.ggml.eos_token_id", .u32(UInt32(e)))) }
+        // ids outside the vocabulary (config.json of tiny test checkpoints) are not written: GGUF readers refuse them
+        if let b = bos.first, b >= 0, b < n { m.append(("tokenizer.ggml.bos_token_id", .u32(UInt32(b)))) }
+        if let e = eos.first, e >= 0, e < n { m.append(("tokenizer.ggml.eos_token_id", .u32(UInt32(e)))) }
         m.append(("tokenizer.ggml.add_bos_token", .bool(addsBOS(root["post_processor"]))))
         if let t = try chatTemplate(directory: directory) { m.append(("tokenizer.chat_template", .string(t))) }
         return m

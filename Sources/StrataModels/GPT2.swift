@@ -16,13 +16,15 @@ public struct GPT2Config: Decodable, Sendable {
     public var eos: [Int]
     /// The Conv1D weights are stored `[out, in]` (a GGUF of llama.cpp's converter, which transposes them).
     public var linearOutIn: Bool
+    /// `tie_word_embeddings` (default true): the head is `wte`, whatever `lm_head.weight` holds.
+    public var tieEmbeddings: Bool
 
     enum Keys: String, CodingKey {
         case linearOutIn = "strata_linear_out_in"
         case vocabSize = "vocab_size", nEmbd = "n_embd", nLayer = "n_layer", nHead = "n_head", nInner = "n_inner"
         case nPositions = "n_positions", eps = "layer_norm_epsilon", act = "activation_function"
         case bos = "bos_token_id", eos = "eos_token_id", scaleByLayer = "scale_attn_by_inverse_layer_idx"
-        case scaleWeights = "scale_attn_weights"
+        case scaleWeights = "scale_attn_weights", tie = "tie_word_embeddings"
     }
 
     public init(from decoder: Decoder) throws {
@@ -39,6 +41,7 @@ public struct GPT2Config: Decodable, Sendable {
         bos = try c.decodeIfPresent(TokenIDs.self, forKey: .bos)?.ids ?? [50256]
         eos = try c.decodeIfPresent(TokenIDs.self, forKey: .eos)?.ids ?? [50256]
         linearOutIn = try c.decodeIfPresent(Bool.self, forKey: .linearOutIn) ?? false
+        tieEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tie) ?? true
         for (v, f) in [(vocabSize, "vocab_size"), (hiddenSize, "n_embd"), (layers, "n_layer"), (heads, "n_head"),
                        (innerSize, "n_inner"), (maxPositions, "n_positions")] where v <= 0 {
             throw ConfigError.invalidValue(file: file, field: f, reason: "must be positive, got \(v)")
@@ -58,7 +61,7 @@ public struct GPT2Config: Decodable, Sendable {
     public var spec: ModelSpec {
         ModelSpec(architecture: "GPT2LMHeadModel", vocabSize: vocabSize, hiddenSize: hiddenSize, intermediateSize: innerSize,
                   layers: layers, heads: heads, kvHeads: heads, headDim: hiddenSize / heads, maxPositions: maxPositions,
-                  tiedEmbeddings: true, bosTokenIDs: bos, eosTokenIDs: eos, queryBufferWidth: 3 * hiddenSize)
+                  tiedEmbeddings: tieEmbeddings, bosTokenIDs: bos, eosTokenIDs: eos, queryBufferWidth: 3 * hiddenSize)
     }
 }
 
@@ -128,7 +131,7 @@ public final class GPT2Model: CausalLM, @unchecked Sendable {
         }
         lnfw = try w.vector(prefix + "ln_f.weight", h)
         lnfb = try w.vector(prefix + "ln_f.bias", h)
-        lmHead = WeightMatrix(store.contains("lm_head.weight") ? try w.tensor("lm_head.weight", [config.vocabSize, h]) : wte)
+        lmHead = WeightMatrix(config.tieEmbeddings ? wte : try w.tensor("lm_head.weight", [config.vocabSize, h]))
         posRows = Tensor(zeros: [maxRows, h])
         buffers = ForwardBuffers(spec: spec, maxRows: maxRows, matrices: layers.flatMap { [$0.qkv, $0.proj, $0.fc, $0.fcProj] } + [lmHead], store: store)
     }

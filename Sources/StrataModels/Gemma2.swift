@@ -168,7 +168,7 @@ public final class Gemma2Model: CausalLM, @unchecked Sendable {
                          window: config.slidingLayers[i] ? (config.slidingWindow ?? 0) : 0)
         }
         norm = onePlus(try w.vector("model.norm.weight", h))
-        if !config.tieEmbeddings || store.contains("lm_head.weight") {
+        if !config.tieEmbeddings {  // tied: the embedding, whatever an lm_head.weight holds (transformers ties them)
             lmHead = WeightMatrix(try w.tensor("lm_head.weight", [config.vocabSize, h]))
         } else {
             lmHead = WeightMatrix(embed)

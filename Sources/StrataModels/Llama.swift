@@ -23,6 +23,9 @@ public struct LlamaFamilyConfig: Sendable {
         var headDim: Int? = nil
         /// Phi-3: q, k, v in one `qkv_proj` and gate, up in one `gate_up_proj` (rows stacked).
         var fused: Bool = false
+        /// Whether the architecture applies config.json's `sliding_window` (Mistral, Phi-3, Qwen2/3
+        /// with `use_sliding_window`); transformers' Llama ignores the key, and so does Strata.
+        var slidingWindow: Bool = true
     }
 
     public var architecture: String
@@ -109,7 +112,7 @@ public struct LlamaFamilyConfig: Sendable {
         mlpBias = try c.decodeIfPresent(Bool.self, forKey: .mlpBias) ?? false
         maxPositions = try c.decodeIfPresent(Int.self, forKey: .maxPositions) ?? d.maxPositions
         try positive(maxPositions, "max_position_embeddings")
-        let useWindow = try c.decodeIfPresent(Bool.self, forKey: .useSlidingWindow) ?? true
+        let useWindow = try d.slidingWindow && (c.decodeIfPresent(Bool.self, forKey: .useSlidingWindow) ?? true)
         slidingWindow = useWindow ? try c.decodeIfPresent(Int.self, forKey: .slidingWindow) : nil
         bos = try c.decodeIfPresent(TokenIDs.self, forKey: .bos)?.ids ?? d.bos
         eos = try c.decodeIfPresent(TokenIDs.self, forKey: .eos)?.ids ?? d.eos
@@ -159,7 +162,7 @@ public struct LlamaConfig: Decodable, Sendable {
     public var family: LlamaFamilyConfig
     static let defaults = LlamaFamilyConfig.Defaults(
         architecture: "LlamaForCausalLM", vocabSize: 32000, maxPositions: 2048, ropeTheta: 10000, rmsNormEps: 1e-6,
-        tieEmbeddings: false, bos: [1], eos: [2], qkvBias: false)
+        tieEmbeddings: false, bos: [1], eos: [2], qkvBias: false, slidingWindow: false)
     public init(from decoder: Decoder) throws { family = try LlamaFamilyConfig(from: decoder, defaults: Self.defaults) }
 }
 
@@ -253,7 +256,9 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
                 down: try lin("mlp.down_proj", [h, ff], bias: config.mlpBias))
         }
         norm = try w.vector("model.norm.weight", h)
-        if !config.tieEmbeddings || store.contains("lm_head.weight") {
+        // tied: the embedding, even when the checkpoint also holds an lm_head.weight (transformers
+        // ties the two and never reads it)
+        if !config.tieEmbeddings {
             lmHead = WeightMatrix(try w.tensor("lm_head.weight", [config.vocabSize, h]))
         } else {
             lmHead = WeightMatrix(embed)

@@ -14,6 +14,9 @@ import StrataTensor
 ///
 /// Everything below the CLI takes this value, not a path, so nothing opens the files again.
 public final class ModelFolder: @unchecked Sendable {
+    /// What is odd about the model but runs (printed to standard error when it opens).
+    public private(set) var warnings: [String] = []
+
     /// The folder, or the GGUF file.
     public let directory: String
     public let config: ConfigFile
@@ -60,11 +63,18 @@ public final class ModelFolder: @unchecked Sendable {
         architecture = try ModelRegistry.architecture(of: config)
         spec = try architecture.spec(config: config)
         try spec.validate(file: (directory as NSString).appendingPathComponent("config.json"))
+        warnings = spec.warnings(file: (directory as NSString).appendingPathComponent("config.json"))
+        for w in warnings { FileHandle.standardError.write(Data(("warning: " + w + "\n").utf8)) }
         let files = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
         checkpoint = files.contains { $0.hasSuffix(".safetensors") } ? try SafetensorsCheckpoint(directory: directory) : nil
-        let tokPath = (directory as NSString).appendingPathComponent("tokenizer.json")
-        tokenizer = files.contains("tokenizer.json") ? try Tokenizer(path: tokPath) : nil
+        tokenizer = files.contains("tokenizer.json") ? try Tokenizer(directory: directory) : nil
         generation = try GenerationConfig.load(directory: directory)
+        // its values are the defaults of every request: checked once, here, naming the file
+        do { try SamplingParameters.defaults(from: generation).validate() } catch let SamplingError.invalid(field, reason) {
+            let names = ["max_tokens": "max_new_tokens"]
+            throw ConfigError.invalidValue(file: (directory as NSString).appendingPathComponent("generation_config.json"),
+                                           field: names[field] ?? field, reason: reason)
+        }
     }
 
     /// The checkpoint, or a typed error naming the folder when it has none.

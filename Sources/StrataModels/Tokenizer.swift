@@ -61,8 +61,50 @@ public final class Tokenizer: @unchecked Sendable {
     /// Number of ids (largest id + 1).
     public var vocabSize: Int { (idToToken.keys.max() ?? -1) + 1 }
 
+    /// The folder's tokenizer.json, with tokenizer_config.json's `add_bos_token: false` applied
+    /// as transformers applies it (its Llama tokenizer rebuilds the post-processor without the
+    /// BOS): the special tokens the post-processor puts before the text are dropped.
     public convenience init(directory: String) throws {
-        try self.init(path: (directory as NSString).appendingPathComponent("tokenizer.json"))
+        try self.init(root: Tokenizer.folderRoot(directory: directory), file: (directory as NSString).appendingPathComponent("tokenizer.json"))
+    }
+
+    /// The decoded tokenizer.json of a folder with tokenizer_config.json's `add_bos_token` applied.
+    static func folderRoot(directory: String) throws -> [String: Any] {
+        let path = (directory as NSString).appendingPathComponent("tokenizer.json")
+        guard let data = try FileIO.readSmallFile(path) else { throw ConfigError.missingFile(path: path) }
+        guard var root = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+            throw TokenizerError.malformed(file: path, field: "(document)", reason: "not a JSON object")
+        }
+        let configPath = (directory as NSString).appendingPathComponent("tokenizer_config.json")
+        if let cdata = try FileIO.readSmallFile(configPath) {
+            let cfg: JSONValue
+            do { cfg = try JSONValue.parse(cdata) } catch {
+                throw TokenizerError.malformed(file: configPath, field: "(document)", reason: "\(error)")
+            }
+            switch cfg["add_bos_token"] {
+            case nil, .null?, .bool(true)?: break
+            case .bool(false)?: if let pp = root["post_processor"] { root["post_processor"] = Tokenizer.withoutLeadingSpecials(pp) }
+            case let v?: throw TokenizerError.malformed(file: configPath, field: "add_bos_token", reason: "expected true or false, got \(v.compact)")
+            }
+        }
+        return root
+    }
+
+    /// A post-processor (tokenizer.json form) without the special tokens its templates put
+    /// before the first sequence.
+    static func withoutLeadingSpecials(_ pp: Any) -> Any {
+        guard var o = pp as? [String: Any] else { return pp }
+        switch o["type"] as? String {
+        case "TemplateProcessing":
+            for key in ["single", "pair"] {
+                guard let items = o[key] as? [[String: Any]] else { continue }
+                o[key] = Array(items.drop { $0["SpecialToken"] != nil })
+            }
+        case "Sequence":
+            if let ps = o["processors"] as? [Any] { o["processors"] = ps.map(withoutLeadingSpecials) }
+        default: break
+        }
+        return o
     }
 
     public convenience init(path: String) throws {

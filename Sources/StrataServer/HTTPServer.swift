@@ -56,7 +56,8 @@ public final class OpenAIServer: @unchecked Sendable {
         let run = try TieredRun(folder: folder, budget: ramBudget, workload: workload, placement: placement, kvBlocks: kvBlocks)
         let engine = ServingEngine(run: run, maxQueued: maxQueued)
         engine.start()
-        let served = ServedModel(id: name, tokenizer: tokenizer, chat: chat, defaults: folder.samplingDefaults, maxContext: engine.maxContext)
+        let served = ServedModel(id: name, tokenizer: tokenizer, chat: chat, defaults: folder.samplingDefaults, maxContext: engine.maxContext,
+                                 defaultMaxTokens: folder.generation?.maxNewTokens)
         return OpenAIServer(served: served, engine: engine, logger: logger)
     }
 

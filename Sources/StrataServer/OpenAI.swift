@@ -94,14 +94,17 @@ public struct ServedModel: Sendable {
     public let defaults: SamplingParameters
     public let maxContext: Int
     public let created: Int
+    /// generation_config.json's `max_new_tokens`: a request's max_tokens when it sets none (as vLLM)
+    public let defaultMaxTokens: Int?
 
     /// Messages one chat request may hold (400 beyond).
     public static let maxMessages = 4096
     /// Bytes of one stop string (400 beyond): generated text is held back that long.
     public static let maxStopBytes = 4096
 
-    public init(id: String, tokenizer: Tokenizer, chat: ChatFormat?, defaults: SamplingParameters, maxContext: Int) {
+    public init(id: String, tokenizer: Tokenizer, chat: ChatFormat?, defaults: SamplingParameters, maxContext: Int, defaultMaxTokens: Int? = nil) {
         self.id = id; self.tokenizer = tokenizer; self.chat = chat; self.defaults = defaults; self.maxContext = maxContext
+        self.defaultMaxTokens = defaultMaxTokens
         created = Int(Date().timeIntervalSince1970)
     }
 
@@ -189,7 +192,7 @@ public struct ServedModel: Sendable {
             throw APIError(400, "This model's maximum context length is \(maxContext) tokens. However, you requested \(prompt.count + asked) tokens (\(prompt.count) in the \(chat ? "messages" : "prompt"), \(asked) in the completion). Please reduce the length.",
                            param: "max_tokens", code: "context_length_exceeded")
         }
-        p.maxTokens = asked ?? (chat ? room : min(16, room))
+        p.maxTokens = asked ?? min(defaultMaxTokens ?? (chat ? room : 16), room)
         if let t = try f.number("temperature", 0...100) { p.temperature = Float(t) }
         if let t = try f.number("top_p", 1e-9...1) { p.topP = Float(t) }
         if let k = try f.int("top_k", -1...Int(Int32.max)) { p.topK = max(0, k) }
