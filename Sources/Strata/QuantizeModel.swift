@@ -91,7 +91,7 @@ public enum QuantizeModel {
         ]
         meta += export.metadata
         let (bos, eos) = folder.generationTokens
-        meta += try GGUFTokenizerExport.metadata(directory: folder.directory, bos: bos, eos: eos)
+        meta += try GGUFTokenizerExport.metadata(directory: folder.directory, bos: bos, eos: eos, vocabSize: folder.spec.vocabSize)
         let specs = plan.map { GGUFWriter.Spec(name: $0.gguf, dtype: $0.type, shape: $0.shape) }
             + export.extraTensors.map { GGUFWriter.Spec(name: $0.0, dtype: .f32, shape: [$0.1.count]) }
         let writer = try GGUFWriter(path: out, metadata: meta, tensors: specs)

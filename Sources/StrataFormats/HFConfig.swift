@@ -1,4 +1,5 @@
 import Foundation
+import StrataJSON
 import StrataTensor
 
 /// Errors reading `config.json`, `generation_config.json` or `tokenizer.json`; each names the
@@ -29,7 +30,10 @@ package func decodeJSONFile<T: Decodable>(_ type: T.Type, path: String) throws -
     return try decodeJSON(type, data: data, file: path)
 }
 
-package func decodeJSON<T: Decodable>(_ type: T.Type, data: Data, file: String) throws -> T {
+package func decodeJSON<T: Decodable>(_ type: T.Type, data raw: Data, file: String) throws -> T {
+    // a key written twice keeps its last value, as Python reads it
+    var data = raw
+    if let v = try? JSONValue.parse(raw), v.hasDuplicateKeys { data = Data(v.lastValueWins.compact.utf8) }
     do {
         return try JSONDecoder().decode(T.self, from: data)
     } catch let e as DecodingError {
@@ -226,9 +230,15 @@ public struct ConfigFile: Sendable {
         self.init(path: path, data: data)
     }
 
+    /// A key written twice keeps its last value, as Python's `json` (and so transformers)
+    /// reads it; Foundation's decoder would keep the first.
     public init(path: String, data: Data) {
         self.path = path
-        self.data = data
+        if let v = try? JSONValue.parse(data), v.hasDuplicateKeys {
+            self.data = Data(v.lastValueWins.compact.utf8)
+        } else {
+            self.data = data
+        }
     }
 
     /// The shape fields every architecture multiplies together, bounded before any of them is
@@ -274,6 +284,35 @@ public struct ConfigFile: Sendable {
             return try dec.decode(T.self, from: data)
         } catch is DecodingError {
             return try decodeJSON(T.self, data: data, file: path)  // its messages name the field
+        }
+    }
+}
+
+extension JSONValue {
+    /// Whether an object anywhere in the document names a key twice.
+    var hasDuplicateKeys: Bool {
+        switch self {
+        case let .object(pairs):
+            var seen = Set<String>()
+            for (k, v) in pairs { if !seen.insert(k).inserted || v.hasDuplicateKeys { return true } }
+            return false
+        case let .array(a): return a.contains { $0.hasDuplicateKeys }
+        default: return false
+        }
+    }
+
+    /// The document with each repeated key keeping its first place and its last value (Python's dict).
+    var lastValueWins: JSONValue {
+        switch self {
+        case let .object(pairs):
+            var order: [String] = [], values: [String: JSONValue] = [:]
+            for (k, v) in pairs {
+                if values[k] == nil { order.append(k) }
+                values[k] = v.lastValueWins
+            }
+            return .object(order.map { ($0, values[$0]!) })
+        case let .array(a): return .array(a.map(\.lastValueWins))
+        default: return self
         }
     }
 }

@@ -85,7 +85,9 @@ extension LlamaFamilyConfig {
 /// (tokens with scores: a merged piece scores minus its first merge's rank, so merging by highest
 /// score is merging by rank).
 public enum GGUFTokenizerExport {
-    public static func metadata(directory: String, bos: [Int], eos: [Int]) throws -> [(String, GGUFValue)] {
+    /// `vocabSize`: the embedding's rows; the token list is padded to it with `[PADi]` tokens of
+    /// type unused, as llama.cpp's converter pads it (its reader sizes the vocabulary by the list).
+    public static func metadata(directory: String, bos: [Int], eos: [Int], vocabSize: Int) throws -> [(String, GGUFValue)] {
         let path = (directory as NSString).appendingPathComponent("tokenizer.json")
         guard FileManager.default.fileExists(atPath: path) else { return [] }
         let root = try Tokenizer.folderRoot(directory: directory)
@@ -102,7 +104,7 @@ public enum GGUFTokenizerExport {
             byID[id] = content
             types[id] = (a["special"] as? Bool ?? false) ? .control : .userDefined
         }
-        let n = (byID.keys.max() ?? -1) + 1
+        let n = max((byID.keys.max() ?? -1) + 1, vocabSize)
         var tokens: [GGUFValue] = [], tokenTypes: [GGUFValue] = []
         let unk = (model["unk_token"] as? String).flatMap { vocab[$0] }
         for i in 0..<n {

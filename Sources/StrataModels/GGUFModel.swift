@@ -26,8 +26,10 @@ public enum GGUFModel {
 
     /// The config.json an architecture decodes, from the file's metadata.
     public static func config(of file: GGUFFile, architecture a: any Architecture.Type) throws -> ConfigFile {
-        var fields = try a.ggufConfig(GGUFHyperparameters(file: file, prefix: a.ggufArchitecture ?? ""))
+        let h = GGUFHyperparameters(file: file, prefix: a.ggufArchitecture ?? "")
+        var fields = try a.ggufConfig(h)
         fields["architectures"] = [a.name]
+        try h.checkAgainstTensors()
         let data = try JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])
         return ConfigFile(path: file.path, data: data)
     }
@@ -43,7 +45,29 @@ public struct GGUFHyperparameters {
         guard v > 0 else { throw GGUFError.invalid(file: file.path, field: prefix + "." + key, reason: "must be positive, got \(v)") }
         return v
     }
-    public func double(_ key: String) throws -> Double? { try file.double(prefix + "." + key) }
+    /// A float hyperparameter; NaN or infinity is refused naming the key.
+    public func double(_ key: String) throws -> Double? {
+        guard let v = try file.double(prefix + "." + key) else { return nil }
+        guard v.isFinite else { throw GGUFError.invalid(file: file.path, field: prefix + "." + key, reason: "must be finite, got \(v)") }
+        return v
+    }
+
+    /// What llama.cpp checks between the metadata and the tensors, so that no part of the file
+    /// is silently ignored: no `blk.N` tensor at or past `block_count`, and the token list as long
+    /// as the embedding has rows (llama.cpp sizes the vocabulary by the list).
+    func checkAgainstTensors() throws {
+        let blocks = try requireInt("block_count")
+        for name in file.tensorsByName.keys where name.hasPrefix("blk.") {
+            let parts = name.split(separator: ".")
+            if parts.count > 1, let n = Int(parts[1]), n >= blocks {
+                throw GGUFError.invalid(file: file.path, field: prefix + ".block_count", reason: "\(blocks) blocks, but the file holds tensor \(name)")
+            }
+        }
+        if let tokens = try file.strings("tokenizer.ggml.tokens"), let e = file.tensorsByName["token_embd.weight"], e.dims.count == 2, e.dims[1] != tokens.count {
+            throw GGUFError.invalid(file: file.path, field: "tokenizer.ggml.tokens",
+                                    reason: "\(tokens.count) tokens for an embedding of \(e.dims[1]) rows (llama.cpp refuses the mismatch)")
+        }
+    }
     public func string(_ key: String) throws -> String? { try file.string(prefix + "." + key) }
     public func hasTensor(_ name: String) -> Bool { file.tensorsByName[name] != nil }
 
@@ -85,11 +109,22 @@ public struct GGUFHyperparameters {
         if let v = try double("rope.freq_base") { f["rope_theta"] = v }
         if let v = try file.int("tokenizer.ggml.bos_token_id") { f["bos_token_id"] = v }
         if let v = try file.int("tokenizer.ggml.eos_token_id") { f["eos_token_id"] = v }
-        switch try string("rope.scaling.type") {
+        // every head rotates whole: a rotary width other than the head's is not this architecture
+        if let rot = try int("rope.dimension_count"), rot != f["head_dim"] as! Int {
+            throw GGUFError.invalid(file: file.path, field: prefix + ".rope.dimension_count",
+                                    reason: "\(rot) rotary dimensions for heads of \(f["head_dim"] as! Int) (llama.cpp refuses it too)")
+        }
+        // the scaling type defaults to linear, as llama.cpp reads it; the factor may come from the
+        // older `rope.scale_linear` key
+        let factor = try double("rope.scaling.factor") ?? double("rope.scale_linear")
+        if let factor, !(factor > 0) {
+            throw GGUFError.invalid(file: file.path, field: prefix + ".rope.scaling.factor", reason: "must be positive, got \(factor)")
+        }
+        switch try string("rope.scaling.type") ?? (factor != nil ? "linear" : nil) {
         case nil, "none": break
         case "linear":
-            guard let factor = try double("rope.scaling.factor") else { throw GGUFError.missingKey(file: file.path, key: prefix + ".rope.scaling.factor") }
-            f["rope_scaling"] = ["rope_type": "linear", "factor": factor]
+            guard let factor else { throw GGUFError.missingKey(file: file.path, key: prefix + ".rope.scaling.factor") }
+            if factor != 1 { f["rope_scaling"] = ["rope_type": "linear", "factor": factor] }
         case let other?:
             throw GGUFError.invalid(file: file.path, field: prefix + ".rope.scaling.type", reason: "'\(other)' is not supported (none, linear)")
         }

@@ -128,17 +128,18 @@ public final class Tokenizer: @unchecked Sendable {
         var vocab = model.vocab
         var idToToken = model.idToToken
         var added: [AddedToken] = []
-        for (i, a) in ((root["added_tokens"] as? [[String: Any]]) ?? []).enumerated() {
+        for (i, entry) in try p.list(root, "added_tokens").enumerated() {
             let f = p.sub("added_tokens.\(i)")
+            guard let a = entry as? [String: Any] else { throw f.malformed("expected an object, got \(entry)") }
             guard let id = a["id"] as? Int, id >= 0, id < Tokenizer.maxID, let content = a["content"] as? String, !content.isEmpty else {
                 throw TokenizerError.malformed(file: path, field: f.path, reason: "needs an integer id in 0..<\(Tokenizer.maxID) and non-empty content")
             }
-            let special = a["special"] as? Bool ?? false
-            let normalized = a["normalized"] as? Bool ?? !special
+            let special = try f.bool(a, "special") ?? false
+            let normalized = try f.bool(a, "normalized") ?? !special
             let pattern = normalized ? (normalizer?.apply(content) ?? content) : content
             added.append(AddedToken(id: id, content: content, pattern: pattern, special: special, normalized: normalized,
-                                    lstrip: a["lstrip"] as? Bool ?? false, rstrip: a["rstrip"] as? Bool ?? false,
-                                    singleWord: a["single_word"] as? Bool ?? false))
+                                    lstrip: try f.bool(a, "lstrip") ?? false, rstrip: try f.bool(a, "rstrip") ?? false,
+                                    singleWord: try f.bool(a, "single_word") ?? false))
             vocab[pattern] = id
             idToToken[id] = pattern
         }
@@ -146,7 +147,7 @@ public final class Tokenizer: @unchecked Sendable {
         self.idToToken = idToToken
         self.added = added
         specialIDs = Set(added.filter { $0.special }.map { $0.id })
-        try postProcessor?.resolve(vocab: vocab, p.sub("post_processor"))
+        try postProcessor?.resolve(vocab: vocab, vocabSize: (idToToken.keys.max() ?? -1) + 1, p.sub("post_processor"))
     }
 
     public func id(of token: String) -> Int? { vocab[token] }
@@ -305,5 +306,29 @@ struct JSONPath {
         if let o = any as? [String: Any] { return o }
         if any == nil || any is NSNull { return nil }
         throw malformed("not an object")
+    }
+
+    /// `o[key]` as a boolean: nil when absent or null; a string, number or anything else is an
+    /// error naming the field (tokenizers' serde refuses it; reading it as false would be silent).
+    func bool(_ o: [String: Any], _ key: String) throws -> Bool? {
+        guard let v = o[key], !(v is NSNull) else { return nil }
+        if let n = v as? NSNumber, String(cString: n.objCType) == "c" { return n.boolValue }
+        if let b = v as? Bool, !(v is NSNumber) { return b }
+        throw sub(key).malformed("expected true or false, got \(v)")
+    }
+
+    /// `o[key]` as a string: nil when absent or null, an error when another type.
+    func string(_ o: [String: Any], _ key: String) throws -> String? {
+        guard let v = o[key], !(v is NSNull) else { return nil }
+        guard let s = v as? String else { throw sub(key).malformed("expected a string, got \(v)") }
+        return s
+    }
+
+    /// `o[key]` as a list: empty when absent or null, an error when another type (an object
+    /// where a list belongs would otherwise drop the whole component in silence).
+    func list(_ o: [String: Any], _ key: String) throws -> [Any] {
+        guard let v = o[key], !(v is NSNull) else { return [] }
+        guard let a = v as? [Any] else { throw sub(key).malformed("expected a list, got \(type(of: v))") }
+        return a
     }
 }

@@ -17,7 +17,7 @@ indirect enum TokenDecoder {
         let type = o["type"] as? String ?? ""
         switch type {
         case "Sequence":
-            let items = (o["decoders"] as? [Any]) ?? []
+            let items = try p.list(o, "decoders")
             return .sequence(try items.enumerated().compactMap { try parse($1, p.sub("decoders.\($0)")) })
         case "ByteLevel": return .byteLevel
         case "Replace":
@@ -31,8 +31,8 @@ indirect enum TokenDecoder {
             guard let c = (o["content"] as? String)?.unicodeScalars.first else { throw p.sub("content").malformed("missing") }
             return .strip(content: c, start: o["start"] as? Int ?? 0, stop: o["stop"] as? Int ?? 0)
         case "Metaspace":
-            let scheme = o["prepend_scheme"] as? String ?? ((o["add_prefix_space"] as? Bool ?? true) ? "always" : "never")
-            return .metaspace(replacement: o["replacement"] as? String ?? "\u{2581}", prependScheme: scheme)
+            let scheme = try p.string(o, "prepend_scheme") ?? ((try p.bool(o, "add_prefix_space") ?? true) ? "always" : "never")
+            return .metaspace(replacement: try p.string(o, "replacement") ?? "\u{2581}", prependScheme: scheme)
         default: throw p.unsupported(type)
         }
     }

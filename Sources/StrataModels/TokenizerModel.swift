@@ -57,7 +57,7 @@ struct BPEModel {
             idToToken[id] = k
         }
         var merges: [UInt64: (Int, Int)] = [:]
-        for (rank, m) in ((o["merges"] as? [Any]) ?? []).enumerated() {
+        for (rank, m) in try p.list(o, "merges").enumerated() {
             let pair: [String]
             if let s = m as? String {
                 let parts = s.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: false)
@@ -73,16 +73,20 @@ struct BPEModel {
             let key = UInt64(a) << 32 | UInt64(b)
             if merges[key] == nil { merges[key] = (rank, ab) }
         }
-        if o["dropout"] is Double { throw p.sub("dropout").malformed("BPE dropout is not supported for inference") }
+        if let d = o["dropout"], !(d is NSNull) {
+            // tokenizers refuses a dropout that is not a number; any number but 0 samples merges at random
+            guard let x = d as? NSNumber, String(cString: x.objCType) != "c" else { throw p.sub("dropout").malformed("expected a number or null, got \(d)") }
+            if x.doubleValue != 0 { throw p.sub("dropout").malformed("BPE dropout \(x) is not supported for inference") }
+        }
         if let prefix = o["continuing_subword_prefix"] as? String, !prefix.isEmpty { throw p.sub("continuing_subword_prefix").malformed("not supported") }
         if let suffix = o["end_of_word_suffix"] as? String, !suffix.isEmpty { throw p.sub("end_of_word_suffix").malformed("not supported") }
         self.vocab = vocab
         self.idToToken = idToToken
         self.merges = merges
-        unkID = (o["unk_token"] as? String).flatMap { vocab[$0] }
-        byteFallback = o["byte_fallback"] as? Bool ?? false
-        fuseUnk = o["fuse_unk"] as? Bool ?? false
-        ignoreMerges = o["ignore_merges"] as? Bool ?? false
+        unkID = try p.string(o, "unk_token").flatMap { vocab[$0] }
+        byteFallback = try p.bool(o, "byte_fallback") ?? false
+        fuseUnk = try p.bool(o, "fuse_unk") ?? false
+        ignoreMerges = try p.bool(o, "ignore_merges") ?? false
         byteIDs = (0..<256).map { vocab[String(format: "<0x%02X>", $0)] }
     }
 

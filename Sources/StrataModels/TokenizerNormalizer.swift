@@ -14,7 +14,7 @@ indirect enum Normalizer {
         let type = o["type"] as? String ?? ""
         switch type {
         case "Sequence":
-            let items = (o["normalizers"] as? [Any]) ?? []
+            let items = try p.list(o, "normalizers")
             return .sequence(try items.enumerated().compactMap { try parse($1, p.sub("normalizers.\($0)")) })
         case "Prepend":
             guard let s = o["prepend"] as? String else { throw p.sub("prepend").malformed("missing") }

@@ -15,7 +15,7 @@ indirect enum PostProcessor {
         let type = o["type"] as? String ?? ""
         switch type {
         case "TemplateProcessing":
-            guard let single = o["single"] as? [[String: Any]] else { throw p.sub("single").malformed("missing") }
+            guard let single = o["single"] as? [[String: Any]] else { throw p.sub("single").malformed("missing, or not a list of objects") }
             var items: [Item] = []
             for (i, it) in single.enumerated() {
                 if let sp = it["SpecialToken"] as? [String: Any], let id = sp["id"] as? String { items.append(.special(id)) }
@@ -23,8 +23,9 @@ indirect enum PostProcessor {
                 else { throw p.sub("single.\(i)").malformed("neither SpecialToken nor Sequence") }
             }
             var ids: [String: [Int]] = [:]
+            if let st = o["special_tokens"], !(st is NSNull), !(st is [String: Any]) { throw p.sub("special_tokens").malformed("expected an object") }
             for (k, v) in (o["special_tokens"] as? [String: Any]) ?? [:] {
-                let list = ((v as? [String: Any])?["ids"] as? [Int]) ?? []
+                guard let list = (v as? [String: Any])?["ids"] as? [Int] else { throw p.sub("special_tokens.\(k).ids").malformed("expected a list of integer ids") }
                 if let bad = list.first(where: { $0 < 0 || $0 >= Tokenizer.maxID }) {
                     throw p.sub("special_tokens.\(k).ids").malformed("id \(bad) outside 0..<\(Tokenizer.maxID)")
                 }
@@ -33,7 +34,7 @@ indirect enum PostProcessor {
             return .template(items, ids: ids)
         case "ByteLevel": return .byteLevel
         case "Sequence":
-            let items = (o["processors"] as? [Any]) ?? []
+            let items = try p.list(o, "processors")
             return .sequence(try items.enumerated().compactMap { try parse($1, p.sub("processors.\($0)")) })
         case "BertProcessing", "RobertaProcessing":
             guard let cls = (o["cls"] as? [Any])?.last as? Int, let sep = (o["sep"] as? [Any])?.last as? Int else {
@@ -44,11 +45,26 @@ indirect enum PostProcessor {
         }
     }
 
-    func resolve(vocab: [String: Int], _ p: JSONPath) throws {
-        if case let .template(items, ids) = self {
+    /// Every token the post-processor adds exists: a name the template uses has an id, and
+    /// every id is one of the tokenizer's (tokenizers refuses both).
+    func resolve(vocab: [String: Int], vocabSize: Int, _ p: JSONPath) throws {
+        switch self {
+        case let .template(items, ids):
             for case let .special(name) in items where ids[name] == nil && vocab[name] == nil {
                 throw p.sub("special_tokens").malformed("template names '\(name)' which has no id")
             }
+            for (name, list) in ids {
+                if let bad = list.first(where: { $0 >= vocabSize }) {
+                    throw p.sub("special_tokens.\(name).ids").malformed("id \(bad) is not in the vocabulary (0..<\(vocabSize))")
+                }
+            }
+        case let .sequence(ps):
+            for (i, q) in ps.enumerated() { try q.resolve(vocab: vocab, vocabSize: vocabSize, p.sub("processors.\(i)")) }
+        case let .bert(cls, sep):
+            for (f, id) in [("cls", cls), ("sep", sep)] where id < 0 || id >= vocabSize {
+                throw p.sub(f).malformed("id \(id) is not in the vocabulary (0..<\(vocabSize))")
+            }
+        case .byteLevel: break
         }
     }
 

@@ -26,10 +26,10 @@ indirect enum PreTokenizer {
         let type = o["type"] as? String ?? ""
         switch type {
         case "Sequence":
-            let items = (o["pretokenizers"] as? [Any]) ?? []
+            let items = try p.list(o, "pretokenizers")
             return .sequence(try items.enumerated().compactMap { try parse($1, p.sub("pretokenizers.\($0)")) })
         case "ByteLevel":
-            return .byteLevel(addPrefixSpace: o["add_prefix_space"] as? Bool ?? true, useRegex: o["use_regex"] as? Bool ?? true)
+            return .byteLevel(addPrefixSpace: try p.bool(o, "add_prefix_space") ?? true, useRegex: try p.bool(o, "use_regex") ?? true)
         case "Split":
             let pat = o["pattern"] as? [String: Any]
             let regex: NSRegularExpression
@@ -50,13 +50,13 @@ indirect enum PreTokenizer {
             guard let b = Behavior(rawValue: o["behavior"] as? String ?? "") else {
                 throw p.sub("behavior").malformed("unknown behavior '\(o["behavior"] ?? "")'")
             }
-            return .split(regex: regex, pattern: source, behavior: b, invert: o["invert"] as? Bool ?? false)
+            return .split(regex: regex, pattern: source, behavior: b, invert: try p.bool(o, "invert") ?? false)
         case "Metaspace":
-            let scheme = o["prepend_scheme"] as? String ?? ((o["add_prefix_space"] as? Bool ?? true) ? "always" : "never")
+            let scheme = try p.string(o, "prepend_scheme") ?? ((try p.bool(o, "add_prefix_space") ?? true) ? "always" : "never")
             guard ["always", "first", "never"].contains(scheme) else { throw p.sub("prepend_scheme").malformed("unknown '\(scheme)'") }
-            return .metaspace(replacement: o["replacement"] as? String ?? "\u{2581}", prependScheme: scheme, split: o["split"] as? Bool ?? true)
+            return .metaspace(replacement: try p.string(o, "replacement") ?? "\u{2581}", prependScheme: scheme, split: try p.bool(o, "split") ?? true)
         case "Digits":
-            return .digits(individual: o["individual_digits"] as? Bool ?? false)
+            return .digits(individual: try p.bool(o, "individual_digits") ?? false)
         default:
             throw p.unsupported(type)
         }

@@ -40,7 +40,7 @@ import StrataTestSupport
     }
 
     /// Every tensor of the folder in every type (converted once: quantizing is slow in debug).
-    nonisolated(unsafe) static let converted: [DType: [String: (stored: Tensor, dequantized: Tensor)]] = {
+    static let converted: [DType: [String: (stored: Tensor, dequantized: Tensor)]] = {
         let ckpt = try! ModelFolder(path: folder).requireCheckpoint()
         var out: [DType: [String: (stored: Tensor, dequantized: Tensor)]] = [:]
         for name in ckpt.tensorNames {
