@@ -82,6 +82,87 @@ def swap_file_cases(tmp):
     check(not os.path.exists(small), "a refused swap file leaves nothing behind")
 
 
+def stop_midway(args, sig, ready=lambda: True, delay=0.3):
+    """Runs BIN args, sends `sig` once `ready()` (then `delay` s), returns (exit code, stderr)."""
+    import time
+    p = subprocess.Popen([BIN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not ready() and time.time() < deadline and p.poll() is None:
+        time.sleep(0.01)
+    time.sleep(delay)
+    if p.poll() is None:
+        p.send_signal(sig)
+    try:
+        _, err = p.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        return None, "hung"
+    return p.returncode, err
+
+
+def files_and_signals(tmp):
+    """Hostile input II, class 7: an output is complete or absent, whatever signal ends the
+    process; a write never replaces what is not a regular file; --kv-disk never follows a
+    dangling link."""
+    import signal
+    import stat
+    # a FIFO (and, as root, a character device) named as an output: refused, left as it was
+    fifo = os.path.join(tmp, "out.fifo")
+    os.mkfifo(fifo)
+    case("plan --svg naming a FIFO", ["plan", "--model", MODEL, "--ram-budget", "1GiB", "--svg", fifo], "not a regular file")
+    case("plan --out naming a FIFO", ["plan", "--model", MODEL, "--ram-budget", "1GiB", "--out", fifo], "not a regular file")
+    case("logits --out naming a FIFO", ["logits", "--model", MODEL, "--ids", "1,2", "--out", fifo], "not a regular file")
+    case("quantize --out naming a FIFO", ["quantize", "--model", MODEL, "--type", "q8_0", "--out", fifo], "not a regular file")
+    check(stat.S_ISFIFO(os.lstat(fifo).st_mode), "the FIFO is still a FIFO")
+    if os.geteuid() == 0:
+        node = os.path.join(tmp, "null-node")
+        os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        case("generate --report naming a device node", ["generate", "--model", MODEL, "--ids", "1", "--max-tokens", "1", "--report", node], "not a regular file")
+        check(stat.S_ISCHR(os.lstat(node).st_mode), "the device node is still a device node")
+    # --kv-disk on a dangling symbolic link: refused, its target not created
+    target = os.path.join(tmp, "nowhere", "..", "swap-target")
+    link = os.path.join(tmp, "dangling.swap")
+    os.symlink(target, link)
+    case("--kv-disk on a dangling link", ["generate", "--model", MODEL, "--ids", "1", "--max-tokens", "2", "--kv-disk", link], "dangling.swap")
+    check(not os.path.exists(os.path.join(tmp, "swap-target")), "the dangling link's target is not created")
+    # SIGTERM / SIGHUP in the middle of quantize and synth: the output complete, or absent
+    src = os.path.join(tmp, "synth-src")
+    code, err = stop_midway(["synth", "--preset", "tiny", "--out", src], signal.SIGTERM, delay=0.2)
+    whole = all(os.path.exists(os.path.join(src, f)) for f in ("config.json", "model.safetensors", "tokenizer.json"))
+    check((code == 130 and not os.path.exists(src)) or (code == 0 and whole), "SIGTERM during synth: the folder complete or absent",
+          f"exit {code}, {os.listdir(src) if os.path.exists(src) else 'absent'}: {err[-200:]}")
+    check(not os.path.exists(src + ".partial"), "SIGTERM during synth: no staging folder left")
+    subprocess.run([BIN, "synth", "--preset", "tiny", "--out", src], check=True, capture_output=True)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        out = os.path.join(tmp, f"q-{int(sig)}.gguf")
+        code, err = stop_midway(["quantize", "--model", src, "--type", "q4_k_m", "--out", out], sig, delay=0.2)
+        ok = (code == 130 and not os.path.exists(out)) or (code == 0 and os.path.getsize(out) > 0)
+        check(ok and not os.path.exists(out + ".partial"), f"signal {int(sig)} during quantize: the GGUF complete or absent, no .partial",
+              f"exit {code}: {err[-200:]}")
+    # SIGHUP during a run with a KV swap file: the swap file is removed
+    kv = os.path.join(tmp, "hup.swap")
+    prompts = os.path.join(tmp, "hup.jsonl")
+    with open(prompts, "w") as f:
+        for i in range(400):
+            f.write(json.dumps({"ids": [1 + i % 50, 2, 3], "max_tokens": 100}) + "\n")
+    code, err = stop_midway(["generate", "--model", MODEL, "--prompts-file", prompts, "--ignore-eos", "--temperature", "0",
+                             "--kv-disk", kv, "--kv-disk-size", "16MiB", "--max-batch", "8"], signal.SIGHUP, ready=lambda: os.path.exists(kv))
+    check(code is not None and code != 0 and not os.path.exists(kv), "SIGHUP during generate: it stops and removes its swap file",
+          f"exit {code}: {err[-200:]}")
+    # synth on a full disk (a 1 MiB tmpfs, when one can be mounted): nothing left behind
+    mnt = os.path.join(tmp, "small-fs")
+    os.makedirs(mnt)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt], capture_output=True).returncode == 0:
+        try:
+            out = os.path.join(mnt, "model")
+            case("synth on a full disk", ["synth", "--preset", "tiny", "--out", out], "disk full")
+            check(os.listdir(mnt) == [], "synth on a full disk leaves nothing", str(os.listdir(mnt)))
+        finally:
+            subprocess.run(["umount", mnt], capture_output=True)
+    else:
+        print("skip synth on a full disk (no tmpfs mount here)")
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="strata-hostile-")
 
@@ -155,6 +236,7 @@ def main():
     case("a FIFO as a GGUF file", ["generate", "--model", os.path.join(tmp, "fifo.gguf"), "--ids", "1"], "fifo.gguf")
     interrupted_run(tmp)
     swap_file_cases(tmp)
+    files_and_signals(tmp)
     if failures:
         print(f"{len(failures)} failed")
         sys.exit(1)

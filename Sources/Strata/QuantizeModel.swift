@@ -95,6 +95,7 @@ public enum QuantizeModel {
         let specs = plan.map { GGUFWriter.Spec(name: $0.gguf, dtype: $0.type, shape: $0.shape) }
             + export.extraTensors.map { GGUFWriter.Spec(name: $0.0, dtype: .f32, shape: [$0.1.count]) }
         let writer = try GGUFWriter(path: out, metadata: meta, tensors: specs)
+        Interrupt.onForcedExit { FileIO.remove(out + ".partial") }
         var summary = Summary(tensors: specs.count, bytes: 0, byType: [:])
         do {
             let total = plan.reduce(0) { $0 + (ckpt.entry($1.hf)?.byteCount ?? 0) }
@@ -113,6 +114,7 @@ public enum QuantizeModel {
                 let qbuf = TensorStorage(byteCount: band * outRow)
                 var r0 = 0
                 while r0 < rows {
+                    if Interrupt.requested { throw Interrupted() }
                     let n = min(band, rows - r0)
                     for i in 0..<n {
                         let srcRow = perm?[r0 + i] ?? (r0 + i)

@@ -72,6 +72,15 @@ package func parseByteSize(_ s: String) -> Int? {
 /// `BatchEngine.run`) check it between steps and end their requests as `.cancelled`, so the
 /// caller can print what was generated, write its report and remove its files. A second signal
 /// exits at once (status 130).
+/// A long job (quantize, synth) stopped by `Interrupt` before it finished: nothing was written.
+public struct Interrupted: Error, CustomStringConvertible, Sendable {
+    public init() {}
+    public var description: String { "interrupted: stopped before the output was complete; nothing was written" }
+}
+
+/// SIGINT, SIGTERM and SIGHUP: the first asks the running work to stop at its next step (the
+/// server drains, generation ends its step, quantize and synth stop and remove what they wrote),
+/// the second exits at once after the `onForcedExit` cleanups.
 public enum Interrupt {
     private static let lock = NSLock()
     nonisolated(unsafe) private static var flag = false
@@ -92,7 +101,7 @@ public enum Interrupt {
         lock.lock()
         defer { lock.unlock() }
         guard sources.isEmpty else { return }
-        for sig in [SIGINT, SIGTERM] {
+        for sig in [SIGINT, SIGTERM, SIGHUP] {
             signal(sig, SIG_IGN)
             let src = DispatchSource.makeSignalSource(signal: sig, queue: DispatchQueue.global())
             src.setEventHandler {

@@ -74,12 +74,40 @@ public enum Synth {
     }
 
     /// Writes the model folder. `progress(done, total)` is called as bytes are written.
+    /// The files of a synthesized folder, in the order they are moved into place (config.json
+    /// last: it is what makes a folder a model).
+    static let files = ["model.safetensors", "tokenizer.json", "generation_config.json", "config.json"]
+
+    /// Writes the folder whole or not at all: everything goes to `<directory>.partial` first, then
+    /// each file is renamed into `directory`; an error (a full disk) or a stop request
+    /// (`Interrupt`: SIGINT, SIGTERM, SIGHUP) removes the staging folder and leaves `directory`
+    /// as it was. Throws `Interrupted` when stopped.
     public static func write(preset: Preset, dtype: DType, seed: UInt64, to directory: String,
                              progress: (Int, Int) -> Void = { _, _ in }) throws {
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let fm = FileManager.default
+        let staging = directory + ".partial"
+        var isDir: ObjCBool = false
+        if fm.fileExists(atPath: directory, isDirectory: &isDir), !isDir.boolValue { throw FileError.notRegular(path: directory) }
+        try? fm.removeItem(atPath: staging)
+        try fm.createDirectory(atPath: staging, withIntermediateDirectories: true)
+        Interrupt.onForcedExit { try? FileManager.default.removeItem(atPath: staging) }
+        do {
+            try writeFiles(preset: preset, dtype: dtype, seed: seed, to: staging, progress: progress)
+            try fm.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            for f in files {
+                try FileIO.rename((staging as NSString).appendingPathComponent(f), to: (directory as NSString).appendingPathComponent(f))
+            }
+            try? fm.removeItem(atPath: staging)
+        } catch {
+            try? fm.removeItem(atPath: staging)
+            throw error
+        }
+    }
+
+    static func writeFiles(preset: Preset, dtype: DType, seed: UInt64, to directory: String, progress: (Int, Int) -> Void) throws {
         func writeJSON(_ obj: Any, _ name: String) throws {
             let data = try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys])
-            try data.write(to: URL(fileURLWithPath: (directory as NSString).appendingPathComponent(name)))
+            try FileIO.writeAtomically((directory as NSString).appendingPathComponent(name), data)
         }
         var cfg = preset.config
         cfg["torch_dtype"] = ["f32": "float32", "f16": "float16", "bf16": "bfloat16"][dtype.rawValue]!
@@ -115,7 +143,14 @@ public enum Synth {
                 let m = min(chunk, n - off)
                 free.wait()
                 errorBox.value.lock(); let failed = writeError; errorBox.value.unlock()
-                if let failed { throw failed }
+                if failed != nil || Interrupt.requested {
+                    // give the slot back and let the queued write end: libdispatch traps on a
+                    // semaphore freed below its initial value
+                    free.signal()
+                    withExtendedLifetime((bufs, outs)) { writeQueue.sync {} }
+                    writer.abandon()
+                    throw failed ?? Interrupted()
+                }
                 let p = bufs[which].f32
                 if isNorm {
                     for j in 0..<m { p[j] = 1 }
@@ -158,7 +193,7 @@ public enum Synth {
         }
         // the buffers must outlive the queued writes (Swift may end a lifetime at its last use)
         withExtendedLifetime((bufs, outs)) { writeQueue.sync {} }
-        if let writeError { throw writeError }
+        if let writeError { writer.abandon(); throw writeError }
         progress(dataBytes, dataBytes)
         try writer.finish()
     }

@@ -22,6 +22,7 @@ struct BenchServeCommand: ParsableCommand {
     @OptionGroup var threads: ThreadOption
 
     func run() throws {
+        if let out { try FileIO.requireReplaceable(out) }  // before any work
         try threads.apply()
         let counts = clients.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
         guard !counts.isEmpty, counts.allSatisfy({ $0 >= 1 && $0 <= 256 }) else { throw ValidationError("--clients: counts in 1...256, e.g. 1,4,16") }
@@ -33,7 +34,7 @@ struct BenchServeCommand: ParsableCommand {
         if let out {
             let enc = JSONEncoder()
             enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try enc.encode(results).write(to: URL(fileURLWithPath: out))
+            try FileIO.writeAtomically(out, enc.encode(results))
         }
     }
 }

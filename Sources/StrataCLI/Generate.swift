@@ -55,6 +55,7 @@ struct Generate: ParsableCommand {
     var tiered: Bool { ramBudget != nil || placement != nil || plan != nil || report != nil || kvDisk != nil || weights != "tiered" }
 
     func run() throws {
+        if let report { try FileIO.requireReplaceable(report) }  // before any work
         try threads.apply()
         Interrupt.install()
         if tiered { try runTiered() } else { try runResident() }
@@ -166,7 +167,7 @@ extension Generate {
         if let report {
             let enc = JSONEncoder()
             enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try enc.encode(rep).write(to: URL(fileURLWithPath: report))
+            try FileIO.writeAtomically(report, enc.encode(rep))
         }
     }
 

@@ -11,6 +11,7 @@ struct Logits: ParsableCommand {
     @Option(help: "Write the JSON to this file instead of stdout.") var out: String?
     @OptionGroup var threads: ThreadOption
     func run() throws {
+        if let out { try FileIO.requireReplaceable(out) }  // before any work
         try threads.apply()
         let loaded = try LoadedModel(directory: model)
         let ids = try parseIDs(ids)
@@ -22,7 +23,7 @@ struct Logits: ParsableCommand {
         let obj: [String: Any] = ["ids": ids, "logits": logits.map { $0.map(Double.init) }]
         if let out {
             let data = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])
-            try data.write(to: URL(fileURLWithPath: out))
+            try FileIO.writeAtomically(out, data)
         } else {
             try printJSON(obj)
         }

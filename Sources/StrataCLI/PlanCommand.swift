@@ -19,6 +19,8 @@ struct PlanCommand: ParsableCommand {
     @OptionGroup var threads: ThreadOption
 
     func run() throws {
+        // outputs are checked before any work (a FIFO or device named as one is refused)
+        for path in [out, svg].compactMap({ $0 }) { try FileIO.requireReplaceable(path) }
         try threads.apply()
         guard let budget = parseByteSize(ramBudget) else { throw ValidationError("--ram-budget: '\(ramBudget)' is not a size") }
         guard let obj = PlanRequest.Objective(rawValue: objective) else { throw ValidationError("--objective must be throughput or latency") }
@@ -37,8 +39,8 @@ struct PlanCommand: ParsableCommand {
                                                                                     exactActivations: Kernels.activations == .f32))
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-        if let out { try enc.encode(plan).write(to: URL(fileURLWithPath: out)) }
-        if let svg { try PlanReport.svg(plan, inv: inv).write(toFile: svg, atomically: true, encoding: .utf8) }
+        if let out { try FileIO.writeAtomically(out, enc.encode(plan)) }
+        if let svg { try FileIO.writeAtomically(svg, Data(PlanReport.svg(plan, inv: inv).utf8)) }
         switch format {
         case "json": print(String(decoding: try enc.encode(plan), as: UTF8.self))
         default:

@@ -12,6 +12,7 @@ struct Profile: ParsableCommand {
     @Flag(help: "Measure again even when a cached profile exists.") var refresh = false
     @OptionGroup var threads: ThreadOption
     func run() throws {
+        if let out { try FileIO.requireReplaceable(out) }  // before any work
         try threads.apply()
         var p: HardwareProfile
         if let diskFile {
@@ -31,7 +32,7 @@ struct Profile: ParsableCommand {
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
         let data = try enc.encode(p)
-        if let out { try data.write(to: URL(fileURLWithPath: out)) }
+        if let out { try FileIO.writeAtomically(out, data) }
         print(String(decoding: data, as: UTF8.self))
     }
 }

@@ -13,13 +13,17 @@ struct QuantizeCommand: ParsableCommand {
 
     func run() throws {
         try threads.apply()
+        Interrupt.install()
         guard let scheme = QuantizeModel.Scheme(rawValue: type) else {
             throw ValidationError("--type must be one of \(QuantizeModel.Scheme.allCases.map(\.rawValue).joined(separator: ", ")), got '\(type)'")
         }
         let folder = try ModelFolder(path: model)
         let t0 = now()
         var bar = ProgressBar()
-        let s = try QuantizeModel.run(folder: folder, scheme: scheme, out: out) { done, total in bar.update(done, total) }
+        let s: QuantizeModel.Summary
+        do { s = try QuantizeModel.run(folder: folder, scheme: scheme, out: out) { done, total in bar.update(done, total) } } catch let e as Interrupted {
+            bar.finish(); eprint("\(e)"); throw ExitCode(130)
+        }
         bar.finish()
         let types = s.byType.sorted { $0.key.rawValue < $1.key.rawValue }.map { "\($0.key.rawValue) \(formatBytes($0.value))" }.joined(separator: ", ")
         eprint("wrote \(out): \(s.tensors) tensors, \(formatBytes(s.bytes)) (\(types)) in \(String(format: "%.1f", now() - t0)) s")

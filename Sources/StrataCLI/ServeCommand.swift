@@ -56,13 +56,14 @@ struct ServeCommand: ParsableCommand {
         logger.info("serving '\(name)' on http://\(host):\(bound) (batch \(run.engine.config.maxBatch), \(run.engine.kv.pool.blockCount) KV blocks, context \(engine.maxContext), RAM ledger \(formatBytes(run.ledger.total)))")
         eprint("listening on http://\(host):\(bound)")
 
-        // Ctrl-C / SIGTERM: stop accepting, finish what runs, exit; a second one exits at once
+        // Ctrl-C / SIGTERM / SIGHUP: stop accepting, finish what runs, exit; a second one exits at once
         signal(SIGINT, SIG_IGN)
         signal(SIGTERM, SIG_IGN)
+        signal(SIGHUP, SIG_IGN)
         let queue = DispatchQueue(label: "strata.signals")
         var sources: [DispatchSourceSignal] = []
         let seen = Counter()
-        for sig in [SIGINT, SIGTERM] {
+        for sig in [SIGINT, SIGTERM, SIGHUP] {
             let src = DispatchSource.makeSignalSource(signal: sig, queue: queue)
             src.setEventHandler {
                 if seen.increment() > 1 { eprint("second signal: exiting now"); Foundation.exit(130) }

@@ -14,13 +14,16 @@ struct Synthesize: ParsableCommand {
 
     func run() throws {
         try threads.apply()
+        Interrupt.install()
         guard let dt = DType(rawValue: dtype), !dt.isQuantized else {
             throw ValidationError("--dtype must be f32, f16 or bf16, got '\(dtype)' (quantize a folder with strata quantize)")
         }
         let p = try Synth.preset(preset)
         let t0 = now()
         var bar = ProgressBar()
-        try Synth.write(preset: p, dtype: dt, seed: seed, to: out) { done, total in bar.update(done, total) }
+        do { try Synth.write(preset: p, dtype: dt, seed: seed, to: out) { done, total in bar.update(done, total) } } catch let e as Interrupted {
+            bar.finish(); eprint("\(e)"); throw ExitCode(130)
+        }
         bar.finish()
         eprint("wrote \(out): \(p.name) (\(p.architecture.name), \(String(format: "%.1f", Double(p.parameterCount) / 1e6)) M parameters, \(dt.rawValue)) in \(String(format: "%.1f", now() - t0)) s")
     }

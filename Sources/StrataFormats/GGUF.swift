@@ -484,6 +484,7 @@ public final class GGUFWriter {
         offsets = offs.map { $0 + h.data.count }
         totalBytes = h.data.count + off
         partialPath = path + ".partial"
+        try FileIO.requireReplaceable(path)
         fd = try FileIO.createWrite(partialPath)
         position = 0
         do {

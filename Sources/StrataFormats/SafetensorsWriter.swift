@@ -44,6 +44,7 @@ public final class SafetensorsWriter {
         prefix.append(json)
         let partial = path + ".partial"
         self.partialPath = partial
+        try FileIO.requireReplaceable(path)
         let fd = try FileIO.createWrite(partial)
         do {
             try prefix.withUnsafeBytes { try FileIO.pwrite(fd: fd, path: partial, from: $0.baseAddress!, count: prefix.count, offset: 0) }
@@ -78,6 +79,12 @@ public final class SafetensorsWriter {
             throw FileError.unexpectedEOF(path: path, offset: offsets[min(next, specs.count - 1)], count: specs[min(next, specs.count - 1)].byteCount)
         }
         try FileIO.rename(partialPath, to: path)
+    }
+
+    /// Closes and removes the partial file (an error or a stop before `finish`).
+    public func abandon() {
+        FileIO.closeFile(fd)
+        FileIO.remove(partialPath)
     }
 
     /// Writes whole tensors (small files, tests).

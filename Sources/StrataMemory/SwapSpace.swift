@@ -53,7 +53,8 @@ public final class SwapSpace: @unchecked Sendable {
             fd = try FileIO.createExclusive(path)
         } catch FileError.open(_, let e) where e == EEXIST {
             // only a stale swap file of Strata's (its header, nobody holding it) is taken over
-            let existing = try FileIO.openReadWrite(path)
+            let existing: Int32
+            do { existing = try FileIO.openExistingRegular(path) } catch { throw SwapError.exists(path: path) }
             var head = [UInt8](repeating: 0, count: SwapSpace.magic.count)
             let ok = (try? FileIO.pread(fd: existing, path: path, into: &head, count: head.count, offset: 0)) != nil && head == SwapSpace.magic
             if !ok { FileIO.closeFile(existing); throw SwapError.exists(path: path) }

@@ -222,6 +222,47 @@ public enum FileIO {
     /// Opens (creating) a file for reading and writing, without truncating.
     public static func openReadWrite(_ path: String) throws -> Int32 { try open(path, O_RDWR | O_CREAT, 0o644) }
 
+    /// An existing regular file for reading and writing, never through a symbolic link (a
+    /// dangling link would otherwise have its target created) and never a device or FIFO.
+    public static func openExistingRegular(_ path: String) throws -> Int32 {
+        let fd = try open(path, O_RDWR | O_NOFOLLOW | O_NONBLOCK)
+        var st = stat()
+        if fstat(fd, &st) != 0 || (st.st_mode & S_IFMT) != S_IFREG { _ = close(fd); throw FileError.notRegular(path: path) }
+        return fd
+    }
+
+    /// Throws unless writing `path` by write-then-rename replaces nothing but a regular file (or a
+    /// symbolic link, which the rename replaces, not its target): a device node, FIFO, socket or
+    /// directory named as an output is refused (as root, `--out /dev/null` would replace the node).
+    public static func requireReplaceable(_ path: String) throws {
+        var st = stat()
+        let r = path.withCString { fstatat(AT_FDCWD, $0, &st, AT_SYMLINK_NOFOLLOW) }
+        if r != 0 { return }  // absent: created
+        let type = st.st_mode & S_IFMT
+        if type != S_IFREG && type != S_IFLNK { throw FileError.notRegular(path: path) }
+    }
+
+    /// Writes `data` to `path` whole or not at all: `path.partial` (never through a link),
+    /// synced, renamed over `path`; on failure the partial file is removed.
+    public static func writeAtomically(_ path: String, _ data: Data) throws {
+        try requireReplaceable(path)
+        let partial = path + ".partial"
+        unlink(partial)
+        let fd = try open(partial, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o644)
+        do {
+            try data.withUnsafeBytes { buf in
+                if buf.count > 0 { try pwrite(fd: fd, path: partial, from: buf.baseAddress!, count: buf.count, offset: 0) }
+            }
+            try sync(fd: fd, path: partial)
+            _ = close(fd)
+            try rename(partial, to: path)
+        } catch {
+            _ = close(fd)
+            unlink(partial)
+            throw error
+        }
+    }
+
     /// Creates `path`, failing with EEXIST when something is already there.
     public static func createExclusive(_ path: String) throws -> Int32 { try open(path, O_RDWR | O_CREAT | O_EXCL, 0o600) }
 
@@ -240,7 +281,7 @@ public enum FileIO {
     }
 
     /// Creates (truncating) a file for writing.
-    public static func createWrite(_ path: String) throws -> Int32 { try open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644) }
+    public static func createWrite(_ path: String) throws -> Int32 { try open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0o644) }
 
     /// Writes all `count` bytes at `offset`; ENOSPC becomes `FileError.diskFull`.
     public static func pwrite(fd: Int32, path: String, from buffer: UnsafeRawPointer, count: Int, offset: Int) throws {
