@@ -4,7 +4,7 @@
 // a crash, a trap or a hang (libFuzzer's -timeout) is a finding.
 import PackageDescription
 
-let targets = ["fuzz-safetensors", "fuzz-config", "fuzz-tokenizer", "fuzz-gguf", "fuzz-jinja", "fuzz-json", "fuzz-placement", "fuzz-prompts"]
+let targets = ["fuzz-safetensors", "fuzz-config", "fuzz-tokenizer", "fuzz-gguf", "fuzz-jinja", "fuzz-chat", "fuzz-json", "fuzz-placement", "fuzz-prompts"]
 
 let package = Package(
     name: "StrataFuzz",

@@ -5,7 +5,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER=${1:-${FUZZ_SECONDS:-60}}
-TARGETS=${FUZZ_TARGETS:-"fuzz-safetensors fuzz-config fuzz-tokenizer fuzz-gguf fuzz-jinja fuzz-json fuzz-placement fuzz-prompts"}
+TARGETS=${FUZZ_TARGETS:-"fuzz-safetensors fuzz-config fuzz-tokenizer fuzz-gguf fuzz-jinja fuzz-chat fuzz-json fuzz-placement fuzz-prompts"}
 BIN=Fuzz/.build/release
 total=0
 failed=0
