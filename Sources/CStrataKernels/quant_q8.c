@@ -110,7 +110,12 @@ static _Thread_local strata_tls_buf t_qx;
 #if STRATA_X86
 static float quantize_block_v(const float *x, int n, int8_t *q);
 static void lane_bias_v(const int8_t *q, long k, int off, int32_t *bias);
+static float quantize_block_v2(const float *x, int n, int8_t *q);
+static void lane_bias_v2(const int8_t *q, long k, int off, int32_t *bias);
 #endif
+
+/// Which kernel runs the 8-bit product: the definition, AVX2 (maddubs), or AVX-512 VNNI.
+enum { Q8_PORTABLE = 0, Q8_AVX2 = 1, Q8_VNNI = 2 };
 /// Bytes ahead of the weight stream to prefetch, every cache line. With one shared chunk counter
 /// (threads taking chunks in turn) 2 KiB was best (bench-model --prompt 1 --gen 64, TinyLlama
 /// Q4_K_M: 512 B 27.7-31.7 tokens/s, 1 KiB 32.8, 2 KiB 38.1-39.3, 4 KiB 35.2-36.7); since each
@@ -121,7 +126,7 @@ static void lane_bias_v(const int8_t *q, long k, int off, int32_t *bias);
 
 /// Quantizes the m rows of x for weights of type t into the calling thread's buffer (grown, never
 /// shrunk: no allocation once it has held the largest call). Returns 0, or -1 if out of memory.
-static int quantize_rows(const strata_linear_args *a, qx_row *rows) {
+static int quantize_rows(const strata_linear_args *a, qx_row *rows, int kernel) {
     const int t = a->wtype;
     const long k = a->k, be = qblock_elements(t);
     const size_t per = (size_t)k + 4 * (size_t)(k / 4) + 4 * (size_t)(k / 4) + 4 * (size_t)(k / 32) + 256;
@@ -142,8 +147,9 @@ static int quantize_rows(const strata_linear_args *a, qx_row *rows) {
         int8_t nat[256];
         for (long b = 0; b < k / be; b++) {
 #if STRATA_X86
-            const float d = quantize_block_v(x + b * be, (int)be, nat);  // only reached with AVX-512 VNNI
+            const float d = kernel == Q8_VNNI ? quantize_block_v(x + b * be, (int)be, nat) : quantize_block_v2(x + b * be, (int)be, nat);
 #else
+            (void)kernel;
             const float d = quantize_block(x + b * be, (int)be, nat);
 #endif
             int8_t *dst = R->q + b * be;
@@ -176,7 +182,7 @@ static int quantize_rows(const strata_linear_args *a, qx_row *rows) {
             }
         }
 #if STRATA_X86
-        lane_bias_v(R->q, k, off, R->bias);
+        if (kernel == Q8_VNNI) lane_bias_v(R->q, k, off, R->bias); else lane_bias_v2(R->q, k, off, R->bias);
 #else
         for (long l = 0; l < k / 4; l++)
             R->bias[l] = -off * (R->q[4 * l] + R->q[4 * l + 1] + R->q[4 * l + 2] + R->q[4 * l + 3]);
@@ -381,6 +387,210 @@ TGTV static void q8rows_vnni(const strata_linear_args *a, const qx_row *X, long 
 }
 #endif
 
+
+#if STRATA_X86
+// ---- AVX2 (no VNNI): the same integers with vpmaddubsw + vpmaddwd --------------------------------
+//
+// llama.cpp's way on AVX2: u8 x s8 products in pairs to int16 (vpmaddubsw), pairs of those to
+// int32 (vpmaddwd by ones, or by the sub-block's scale). The codes of Q4_0, Q4_K and Q6_K are
+// unsigned (at most 63), so no pair saturates (2 x 63 x 127); Q8_0's signed weights go in as
+// |w| against x with w's sign (2 x 128 x 127), the bias lanes unused. Same x layout as the VNNI
+// kernel (quantize_rows), 8 int32 lanes per 32 codes.
+#define TGT2 __attribute__((target("avx2,fma,f16c")))
+
+TGT2 static float quantize_block_v2(const float *x, int n, int8_t *q) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 m = _mm256_setzero_ps();
+    for (int i = 0; i < n; i += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + i)));
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    const float amax = _mm_cvtss_f32(h);
+    const float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
+    const __m256 vid = _mm256_set1_ps(id);
+    for (int i = 0; i < n; i += 32) {
+        // 32 floats -> 32 int8 (round half to even, as lrintf); |x * id| <= 127, no saturation
+        const __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i), vid));
+        const __m256i b = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 8), vid));
+        const __m256i c = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 16), vid));
+        const __m256i e = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 24), vid));
+        const __m256i ab = _mm256_packs_epi32(a, b), ce = _mm256_packs_epi32(c, e);
+        __m256i v = _mm256_packs_epi16(ab, ce);
+        // the packs interleave 128-bit lanes: put the 4-byte groups back in order
+        v = _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)(q + i), v);
+    }
+    return d;
+}
+
+/// bias[l] = -off * (sum of codes 4l ... 4l + 3), 32 codes at a time (k a multiple of 32).
+TGT2 static void lane_bias_v2(const int8_t *q, long k, int off, int32_t *bias) {
+    const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1), m = _mm256_set1_epi32(-off);
+    for (long i = 0; i < k; i += 32) {
+        const __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, _mm256_loadu_si256((const __m256i *)(q + i))), ones16);
+        _mm256_storeu_si256((__m256i *)(bias + i / 4), _mm256_mullo_epi32(s, m));
+    }
+}
+
+TGT2 INLINE float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+/// Weight row j against RB quantized x rows (RB <= 4).
+TGT2 INLINE void q8row_avx2(const int t, const int RB, const strata_linear_args *a, const qx_row *X, long j, long r) {
+    const long k = a->k, be = qblock_elements(t), bb = qblock_bytes(t), nb = k / be;
+    const uint8_t *w = (const uint8_t *)a->w + (size_t)j * (size_t)nb * (size_t)bb;
+    __m256 acc[4], accm[4];
+    const int8_t *xq[4];
+    const int32_t *xb[4];
+    const float *xd[4], *xm[4];
+    for (int rr = 0; rr < RB; rr++) {
+        acc[rr] = _mm256_setzero_ps(); accm[rr] = _mm256_setzero_ps();
+        xq[rr] = X[r + rr].q; xb[rr] = X[r + rr].bias; xd[rr] = X[r + rr].dl; xm[rr] = X[r + rr].xs;
+    }
+    const __m256i m4 = _mm256_set1_epi8(15), ones16 = _mm256_set1_epi16(1);
+    if (t == STRATA_W_Q8_0) {
+        for (long b = 0; b < nb; b++, w += bb) {
+            _mm_prefetch((const char *)w + QPF, _MM_HINT_T0);
+            const __m256i W = _mm256_loadu_si256((const __m256i *)(w + 2));
+            const __m256i aw = _mm256_sign_epi8(W, W);
+            const float dw = f16c_at(w);
+            for (int rr = 0; rr < RB; rr++) {
+                const __m256i xs = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(xq[rr] + b * 32)), W);
+                const __m256i dot = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, xs), ones16);
+                acc[rr] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(dw * xd[rr][b * 8]), acc[rr]);
+            }
+        }
+    } else if (t == STRATA_W_Q4_0) {
+        // x per pair of blocks: [b 0-15, b+1 0-15, b 16-31, b+1 16-31] (the VNNI layout)
+        for (long b = 0; b < nb; b++, w += bb) {
+            if ((b & 1) == 0) _mm_prefetch((const char *)w + QPF, _MM_HINT_T0);
+            const __m128i v = _mm_loadu_si128((const __m128i *)(w + 2));
+            const __m256i W = _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1), m4);
+            const float dw = f16c_at(w);
+            const long pair = b / 2, side = b % 2;
+            for (int rr = 0; rr < RB; rr++) {
+                const int8_t *pd = xq[rr] + pair * 64 + 16 * side;
+                const __m256i xs = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)pd)),
+                                                           _mm_loadu_si128((const __m128i *)(pd + 32)), 1);
+                const int32_t *bl = xb[rr] + pair * 16 + 4 * side;
+                const __m256i bias = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)bl)),
+                                                             _mm_loadu_si128((const __m128i *)(bl + 8)), 1);
+                const __m256i dot = _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(W, xs), ones16), bias);
+                acc[rr] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(dw * xd[rr][pair * 16 + 4 * side]), acc[rr]);
+            }
+        }
+    } else if (t == STRATA_W_Q4_K) {
+        // x per 128: sub-blocks [0, 2, 1, 3] (the VNNI layout); chunk c of the codes holds
+        // sub-blocks 2c (low nibbles) and 2c + 1 (high)
+        static const int xoff[8] = {0, 64, 32, 96, 128, 192, 160, 224};
+        for (long b = 0; b < nb; b++, w += bb) {
+            _mm_prefetch((const char *)w + QPF, _MM_HINT_T0);
+            _mm_prefetch((const char *)w + QPF + 64, _MM_HINT_T0);
+            _mm_prefetch((const char *)w + QPF + 128, _MM_HINT_T0);
+            int sc[8], mn[8];
+            for (int sb = 0; sb < 8; sb++) k4_scale_min(sb, w + 4, &sc[sb], &mn[sb]);
+            const __m256 mn8 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_setr_epi32(mn[0], mn[1], mn[2], mn[3], mn[4], mn[5], mn[6], mn[7])),
+                                             _mm256_set1_ps(f16c_at(w + 2)));
+            const float d = f16c_at(w);
+            __m256i lo[4], hi[4], S[8];
+            for (int c = 0; c < 4; c++) {
+                const __m256i Q = _mm256_loadu_si256((const __m256i *)(w + 16 + 32 * c));
+                lo[c] = _mm256_and_si256(Q, m4);
+                hi[c] = _mm256_and_si256(_mm256_srli_epi16(Q, 4), m4);
+            }
+            for (int sb = 0; sb < 8; sb++) S[sb] = _mm256_set1_epi16((short)sc[sb]);
+            for (int rr = 0; rr < RB; rr++) {
+                const int8_t *q = xq[rr] + b * 256;
+                __m256i s = _mm256_setzero_si256();
+                for (int c = 0; c < 4; c++) {
+                    s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(lo[c], _mm256_loadu_si256((const __m256i *)(q + xoff[2 * c]))), S[2 * c]));
+                    s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(hi[c], _mm256_loadu_si256((const __m256i *)(q + xoff[2 * c + 1]))), S[2 * c + 1]));
+                }
+                acc[rr] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * xd[rr][b]), acc[rr]);
+                accm[rr] = _mm256_fmadd_ps(mn8, _mm256_loadu_ps(xm[rr] + b * 8), accm[rr]);
+            }
+        }
+    } else {  // Q6_K: x in natural order, bias -32 per lane of 4
+        const __m256i three = _mm256_set1_epi8(3);
+        for (long b = 0; b < nb; b++, w += bb) {
+            for (int o = 0; o < 256; o += 64) _mm_prefetch((const char *)w + QPF + o, _MM_HINT_T0);
+            const float d = f16c_at(w + 208);
+            __m256i Qv[8];
+            __m256 Sv[8];
+            for (int half = 0; half < 2; half++) {
+                const __m256i L0 = _mm256_loadu_si256((const __m256i *)(w + 64 * half));
+                const __m256i L1 = _mm256_loadu_si256((const __m256i *)(w + 64 * half + 32));
+                const __m256i H = _mm256_loadu_si256((const __m256i *)(w + 128 + 32 * half));
+                Qv[4 * half + 0] = _mm256_or_si256(_mm256_and_si256(L0, m4), _mm256_slli_epi16(_mm256_and_si256(H, three), 4));
+                Qv[4 * half + 1] = _mm256_or_si256(_mm256_and_si256(L1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 2), three), 4));
+                Qv[4 * half + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(L0, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 4), three), 4));
+                Qv[4 * half + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(L1, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 6), three), 4));
+            }
+            // 32 codes span two sub-blocks of 16: lanes 0-3 the first scale, 4-7 the second
+            for (int v = 0; v < 8; v++) {
+                const float s0 = d * (float)(int8_t)w[192 + 2 * v], s1 = d * (float)(int8_t)w[192 + 2 * v + 1];
+                Sv[v] = _mm256_setr_ps(s0, s0, s0, s0, s1, s1, s1, s1);
+            }
+            for (int rr = 0; rr < RB; rr++) {
+                const int8_t *q = xq[rr] + b * 256;
+                const int32_t *bias = xb[rr] + b * 64;
+                __m256 tsum = _mm256_setzero_ps();
+                for (int v = 0; v < 8; v++) {
+                    const __m256i dot = _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(Qv[v], _mm256_loadu_si256((const __m256i *)(q + 32 * v))), ones16),
+                                                         _mm256_loadu_si256((const __m256i *)(bias + 8 * v)));
+                    tsum = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), Sv[v], tsum);
+                }
+                acc[rr] = _mm256_fmadd_ps(tsum, _mm256_set1_ps(xd[rr][b]), acc[rr]);
+            }
+        }
+    }
+    for (int rr = 0; rr < RB; rr++) {
+        float v = hsum8(acc[rr]);
+        if (t == STRATA_W_Q4_K) v -= hsum8(accm[rr]);
+        float *y = a->y + (r + rr) * a->ldy + j;
+        *y = a->accumulate ? *y + v : v;
+    }
+}
+
+TGT2 INLINE void q8rows_avx2_t(const int t, const strata_linear_args *a, const qx_row *X, long j0, long j1) {
+    // as the VNNI kernel: past 4 rows, groups of 4 x rows over bands of 64 weight rows
+    const long band = a->m > 4 ? 64 : 1;
+    for (long jb = j0; jb < j1; jb += band) {
+        const long je = jb + band < j1 ? jb + band : j1;
+        long r = 0;
+        for (; r + 4 <= a->m; r += 4) for (long j = jb; j < je; j++) q8row_avx2(t, 4, a, X, j, r);
+        switch (a->m - r) {
+        case 3: for (long j = jb; j < je; j++) q8row_avx2(t, 3, a, X, j, r); break;
+        case 2: for (long j = jb; j < je; j++) q8row_avx2(t, 2, a, X, j, r); break;
+        case 1: for (long j = jb; j < je; j++) q8row_avx2(t, 1, a, X, j, r); break;
+        default: break;
+        }
+    }
+}
+
+TGT2 static void q8rows_avx2(const strata_linear_args *a, const qx_row *X, long j0, long j1) {
+    switch (a->wtype) {
+    case STRATA_W_Q8_0: q8rows_avx2_t(STRATA_W_Q8_0, a, X, j0, j1); break;
+    case STRATA_W_Q4_0: q8rows_avx2_t(STRATA_W_Q4_0, a, X, j0, j1); break;
+    case STRATA_W_Q4_K: q8rows_avx2_t(STRATA_W_Q4_K, a, X, j0, j1); break;
+    case STRATA_W_Q6_K: q8rows_avx2_t(STRATA_W_Q6_K, a, X, j0, j1); break;
+    default: break;
+    }
+}
+#endif
+
+/// The kernel's rows [j0, j1) over the quantized x of `kernel` (Q8_AVX2 or Q8_VNNI).
+static void q8rows_fast(int kernel, const strata_linear_args *a, const qx_row *X, long j0, long j1) {
+#if STRATA_X86
+    if (kernel == Q8_VNNI) q8rows_vnni(a, X, j0, j1); else q8rows_avx2(a, X, j0, j1);
+#else
+    (void)kernel; (void)a; (void)X; (void)j0; (void)j1;
+#endif
+}
+
 int strata_q8_vnni_supported(void) {
 #if STRATA_X86
     __builtin_cpu_init();
@@ -390,17 +600,22 @@ int strata_q8_vnni_supported(void) {
 #endif
 }
 
-/// Whether the VNNI kernel takes these arguments (else the portable definition runs).
-static int vnni_takes(int isa, const strata_linear_args *a) {
-    if (isa != STRATA_ISA_AVX512 || !strata_q8_vnni_supported()) return 0;
-    if ((a->wtype == STRATA_W_Q8_0 || a->wtype == STRATA_W_Q4_0) && a->k % 64 != 0) return 0;
-    return a->m <= STRATA_Q8_MAX_ROWS;
+/// The kernel that takes these arguments on path `isa`: VNNI (AVX-512 with VNNI), AVX2 (the AVX2
+/// path, or AVX-512 without VNNI), else the portable definition.
+static int q8_kernel(int isa, const strata_linear_args *a) {
+    if (a->m > STRATA_Q8_MAX_ROWS || isa == STRATA_ISA_PORTABLE) return Q8_PORTABLE;
+    if ((a->wtype == STRATA_W_Q8_0 || a->wtype == STRATA_W_Q4_0) && a->k % 64 != 0) return Q8_PORTABLE;
+    if (isa == STRATA_ISA_AVX512 && strata_q8_vnni_supported()) return Q8_VNNI;
+    return strata_isa_supported(STRATA_ISA_AVX2) ? Q8_AVX2 : Q8_PORTABLE;
 }
+
+int strata_q8_fast_supported(void) { return q8_kernel(strata_kernels_isa(), &(strata_linear_args){.m = 1, .k = 256, .wtype = STRATA_W_Q4_K}) != Q8_PORTABLE; }
 
 typedef struct {
     const strata_linear_args *a;
     const qx_row *X;
     long per;
+    int kernel;
 } q8_job;
 
 static void q8_chunk(void *ctx, long c) {
@@ -408,25 +623,23 @@ static void q8_chunk(void *ctx, long c) {
     long j0 = c * job->per, j1 = j0 + job->per;
     if (j1 > job->a->n) j1 = job->a->n;
     if (j1 <= j0) return;
-#if STRATA_X86
-    if (job->X) { q8rows_vnni(job->a, job->X, j0, j1); return; }
-#endif
+    if (job->X) { q8rows_fast(job->kernel, job->a, job->X, j0, j1); return; }
     q8rows_portable(job->a, j0, j1);
 }
 
 void strata_qlinear_q8_rows_isa(int isa, const strata_linear_args *a, long j0, long j1) {
     if (j1 <= j0 || a->m <= 0) return;
-    if (!vnni_takes(isa, a)) { q8rows_portable(a, j0, j1); return; }
+    const int kernel = q8_kernel(isa, a);
+    if (kernel == Q8_PORTABLE) { q8rows_portable(a, j0, j1); return; }
     qx_row rows[STRATA_Q8_MAX_ROWS];
-    if (quantize_rows(a, rows) != 0) { q8rows_portable(a, j0, j1); return; }
-#if STRATA_X86
-    q8rows_vnni(a, rows, j0, j1);
-#endif
+    if (quantize_rows(a, rows, kernel) != 0) { q8rows_portable(a, j0, j1); return; }
+    q8rows_fast(kernel, a, rows, j0, j1);
 }
 
 typedef struct {
     group_plan plan;
     const qx_row *X;
+    int kernel;
 } q8_group_job;
 
 static void q8_group_chunk(void *ctx, long c) {
@@ -434,20 +647,19 @@ static void q8_group_chunk(void *ctx, long c) {
     long j0, j1;
     const strata_linear_args *a = group_chunk(&g->plan, c, &j0, &j1);
     if (j1 <= j0) return;
-#if STRATA_X86
-    q8rows_vnni(a, g->X, j0, j1);
-#else
-    (void)a;
-#endif
+    q8rows_fast(g->kernel, a, g->X, j0, j1);
 }
 
 int strata_qlinear_q8_group(const strata_linear_args *a, int count, const long *chunks, const long *per) {
     if (count < 1 || count > STRATA_LINEAR_GROUP) return -1;
+    const int kernel = q8_kernel(strata_kernels_isa(), &a[0]);
+    if (kernel == Q8_PORTABLE) return -1;
     for (int i = 0; i < count; i++)
-        if (!vnni_takes(strata_kernels_isa(), &a[i]) || a[i].wtype != a[0].wtype) return -1;
+        if (q8_kernel(strata_kernels_isa(), &a[i]) != kernel || a[i].wtype != a[0].wtype) return -1;
     qx_row rows[STRATA_Q8_MAX_ROWS];
-    if (quantize_rows(&a[0], rows) != 0) return -1;  // the same x, k and m for every member (checked by the caller)
+    if (quantize_rows(&a[0], rows, kernel) != 0) return -1;  // the same x, k and m for every member (checked by the caller)
     q8_group_job g;
+    g.kernel = kernel;
     group_plan_init(&g.plan, a, count, chunks, per);
     g.X = rows;
     strata_pool_run(q8_group_chunk, &g, g.plan.start[count]);
@@ -456,10 +668,11 @@ int strata_qlinear_q8_group(const strata_linear_args *a, int count, const long *
 
 void strata_qlinear_q8(const strata_linear_args *a, long chunks, long per) {
     qx_row rows[STRATA_Q8_MAX_ROWS];
-    // the VNNI kernel over the quantized rows, or (no VNNI, too many rows, no memory) the
-    // portable definition, which quantizes x itself
-    const int fast = vnni_takes(strata_kernels_isa(), a) && quantize_rows(a, rows) == 0;
-    q8_job job = {a, fast ? rows : NULL, per};
+    // the VNNI or AVX2 kernel over the quantized rows, or (too many rows, no memory, no SIMD
+    // path) the portable definition, which quantizes x itself
+    const int kernel = q8_kernel(strata_kernels_isa(), a);
+    const int fast = kernel != Q8_PORTABLE && quantize_rows(a, rows, kernel) == 0;
+    q8_job job = {a, fast ? rows : NULL, per, kernel};
     if (chunks == 1) q8_chunk(&job, 0);
     else strata_pool_run(q8_chunk, &job, chunks);
 }

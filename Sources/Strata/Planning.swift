@@ -122,12 +122,12 @@ public enum Profiler {
         for t in DType.quantized { dq[t.rawValue] = Measure.dequantElementsPerSecond(dtype: t) }
         p.dequantPerSecond = dq
         // the one-row kernels in both activation modes (the run's mode picks one; 8-bit only
-        // where the VNNI kernel exists, elsewhere it is a slow portable definition no run uses)
+        // where a SIMD kernel exists, elsewhere it is a slow portable definition no run uses)
         var exact: [String: Double] = [:]
         for t in DType.quantized { exact[t.rawValue] = Measure.oneRowBytesPerSecond(dtype: t, activations: .f32) }
         p.oneRowExactBytesPerSecond = exact
         log("one-row decode kernel, f32 activations: " + DType.quantized.map { String(format: "%@ %.1f", $0.rawValue as NSString, exact[$0.rawValue]! / 1e9) }.joined(separator: ", ") + " GB/s of weights")
-        if Kernels.q8VNNISupported {
+        if Kernels.q8FastSupported {
             var one: [String: Double] = [:]
             for t in DType.quantized { one[t.rawValue] = Measure.oneRowBytesPerSecond(dtype: t, activations: .q8) }
             p.oneRowBytesPerSecond = one

@@ -66,7 +66,7 @@ struct ThreadOption: ParsableArguments {
     @Option(name: .long, help: "Threads for OpenBLAS and Strata's loops (default: all cores).")
     var threads: Int?
 
-    @Option(name: .long, help: "Activations against quantized (GGUF) weights: q8 (fast: 8-bit per weight block with integer dot products as llama.cpp does for decode, bf16 products for prefill) or f32 (exact). Default q8 where the CPU has AVX-512 VNNI, else f32.")
+    @Option(name: .long, help: "Activations against quantized (GGUF) weights: q8 (fast: 8-bit per weight block with integer dot products as llama.cpp does for decode, bf16 products for prefill) or f32 (exact). Default q8 where the CPU has AVX2 or AVX-512 VNNI, else f32.")
     var activations: String?
 
     @Option(name: .customLong("prefill16"), help: "Linears of many rows over f16/bf16 weights (prompt processing, decode steps of 9 or more sequences): exact (weights widened to f32, sgemm; the default) or bf16 (activations rounded to bf16, AVX-512 BF16 products, as llama.cpp does for bf16 models; faster, not exact: docs/kernels.md gives the error).")
@@ -88,8 +88,9 @@ struct ThreadOption: ParsableArguments {
             }
             Kernels.activations = act
         } else {
-            // without VNNI the 8-bit path runs its portable definition, slower than the exact SIMD kernels
-            Kernels.activations = Kernels.q8VNNISupported && Kernels.path == .avx512 ? .q8 : .f32
+            // where the 8-bit path has a SIMD kernel (AVX-512 VNNI, AVX2); elsewhere it runs its
+            // portable definition, slower than the exact kernels
+            Kernels.activations = Kernels.q8FastSupported ? .q8 : .f32
         }
         if let t = threads {
             guard t >= 1 else { throw ValidationError("--threads must be at least 1, got \(t)") }

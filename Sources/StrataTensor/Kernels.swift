@@ -91,7 +91,8 @@ public enum Kernels {
         /// Exact: every weight dequantized to f32, f32 products and sums (the reference).
         case f32
         /// The fast mode. Up to 16 rows (decode): llama.cpp's arithmetic, each x row quantized to
-        /// 8 bits per weight block, integer dot products (AVX-512 VNNI), scaled in f32. More rows
+        /// 8 bits per weight block, integer dot products (AVX-512 VNNI, or AVX2's vpmaddubsw and
+        /// vpmaddwd), scaled in f32. More rows
         /// (prefill), where the CPU has AVX-512 BF16: x and the dequantized weights rounded to bf16,
         /// products summed in f32. Logits differ from the exact ones by those roundings
         /// (docs/kernels.md gives the measured error).
@@ -104,12 +105,16 @@ public enum Kernels {
         set { strata_set_activations(newValue == .q8 ? Int32(STRATA_ACT_Q8) : Int32(STRATA_ACT_F32)) }
     }
 
-    /// Whether this CPU runs the 8-bit path's VNNI kernel (else that mode runs its portable definition).
+    /// Whether this CPU runs the 8-bit path's VNNI kernel.
     public static var q8VNNISupported: Bool { strata_q8_vnni_supported() != 0 }
 
+    /// Whether the 8-bit path runs a SIMD kernel on the path in use (VNNI on AVX-512, vpmaddubsw
+    /// on AVX2), not its portable definition: where it does, it is the CLI's default mode.
+    public static var q8FastSupported: Bool { strata_q8_fast_supported() != 0 }
+
     /// Output rows `outputRows` of the 8-bit-activation product on `path` on the calling thread
-    /// (tests): avx512 runs the VNNI kernel when the CPU has it; every other path the portable
-    /// definition.
+    /// (tests): avx512 runs the VNNI kernel when the CPU has it (else the AVX2 kernel), avx2 the
+    /// AVX2 kernel, portable the definition.
     public static func linearRowsQ8(path p: Path, weight: UnsafeRawPointer, dtype: DType, outFeatures n: Int, inFeatures k: Int,
                                     x: UnsafePointer<Float>, rows m: Int, ldx: Int? = nil,
                                     y: UnsafeMutablePointer<Float>, ldy: Int? = nil, accumulate: Bool = false) {

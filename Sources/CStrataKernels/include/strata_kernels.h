@@ -76,6 +76,9 @@ void strata_set_activations(int mode);
 /// Most x rows the 8-bit path takes in one call.
 #define STRATA_Q8_MAX_ROWS 16
 /// 1 when this CPU runs the 8-bit path's VNNI kernel.
+/// Whether the 8-bit-activation path runs a SIMD kernel on the path in use (AVX-512 VNNI, or
+/// AVX2's vpmaddubsw on the AVX2 path and on AVX-512 without VNNI), not the portable definition.
+int strata_q8_fast_supported(void);
 int strata_q8_vnni_supported(void);
 /// The 8-bit path's output rows [j0, j1) on `isa` (avx512 with VNNI; else the portable definition).
 void strata_qlinear_q8_rows_isa(int isa, const strata_linear_args *a, long j0, long j1);
