@@ -44,12 +44,15 @@ enum Operators {
             guard let k = n.intValue else { break }
             let (bytes, o) = max(0, k).multipliedReportingOverflow(by: s.utf8.count)
             guard !o, bytes <= Sandbox.maxStringBytes else { throw EvalError("string repetition too large (\(k) times \(s.utf8.count) bytes; at most \(Sandbox.maxStringBytes))") }
-            return .string(String(repeating: s, count: max(0, k)))
+            // an empty string repeated 2^62 times is empty, at once (String(repeating:) would loop)
+            if s.isEmpty || k <= 0 { return .string("") }
+            return .string(String(repeating: s, count: k))
         case let ("*", .array(x), n), let ("*", n, .array(x)):
             guard let k = n.intValue else { break }
             let (items, o) = max(0, k).multipliedReportingOverflow(by: x.count)
             guard !o, items <= Sandbox.maxListItems else { throw EvalError("list repetition too large (\(k) times \(x.count) items; at most \(Sandbox.maxListItems))") }
-            return .array(Array([[Value]](repeating: x, count: max(0, k)).joined()))
+            if x.isEmpty || k <= 0 { return .array([]) }
+            return .array(Array([[Value]](repeating: x, count: k).joined()))
         default: break
         }
         if let x = a.intValue, let y = b.intValue {
