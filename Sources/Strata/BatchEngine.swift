@@ -301,7 +301,7 @@ public final class BatchEngine: @unchecked Sendable {
     }
 
     private func textOutput(_ p: SamplingParameters) -> TextOutput {
-        TextOutput(decoder: loaded.tokenizer.map { StreamingDecoder(tokenizer: $0) }, stopStrings: p.stopStrings)
+        TextOutput(decoder: loaded.tokenizer.map { StreamingDecoder(tokenizer: $0) }, parameters: p, eos: loaded.eos)
     }
 
     private func finish(_ s: Seq, _ reason: StopReason) {
@@ -504,8 +504,8 @@ public final class BatchEngine: @unchecked Sendable {
         }
         let next = s.sampler.sample(row)
         s.generated.append(next)
-        let (piece, stopped) = try s.output.push(next)
-        var stop: StopReason? = stopped ? .stopString : p.stopAtEOS && loaded.eos.contains(next) ? .eos : nil
+        let (piece, textStop) = try s.output.push(next)
+        var stop = textStop
         sinks[s.request]?(s.sample, p.logprobs == nil ? GeneratedToken(id: next, text: piece)
                           : GeneratedToken(id: next, text: piece, logprob: s.sampler.lastLogprob, topLogprobs: s.sampler.lastTopLogprobs))
         if stop == nil && s.generated.count >= p.maxTokens { stop = .maxTokens }

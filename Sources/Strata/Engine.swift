@@ -109,7 +109,7 @@ public struct Generator {
         let cache = model.makeCache(capacity: capacity)
         var sampler = Sampler(parameters: parameters, vocabSize: model.spec.vocabSize, prompt: promptIDs)
         var output = TextOutput(decoder: loaded.tokenizer.map { StreamingDecoder(tokenizer: $0, skipSpecialTokens: true) },
-                                stopStrings: parameters.stopStrings)
+                                parameters: parameters, eos: loaded.eos)
         var result = GenerationResult(promptIDs: promptIDs, ids: [], text: "", stopReason: .maxTokens, prefillSeconds: 0, decodeSeconds: 0)
         if parameters.maxTokens == 0 { return result }
         let t0 = now()
@@ -121,8 +121,7 @@ public struct Generator {
             try model.checkFinite(logits, position: promptIDs.count + result.ids.count - 1) { (promptIDs + result.ids).map(Int32.init) }
             let next = sampler.sample(logits)
             result.ids.append(next)
-            let (piece, stopped) = try output.push(next)
-            let stop: StopReason? = stopped ? .stopString : parameters.stopAtEOS && loaded.eos.contains(next) ? .eos : nil
+            let (piece, stop) = try output.push(next)
             result.text += piece
             let go = try onToken(parameters.logprobs == nil ? GeneratedToken(id: next, text: piece)
                                  : GeneratedToken(id: next, text: piece, logprob: sampler.lastLogprob, topLogprobs: sampler.lastTopLogprobs))

@@ -67,20 +67,18 @@ package func parseByteSize(_ s: String) -> Int? {
     return v
 }
 
-/// Ctrl-C (SIGINT) and SIGTERM as a request to stop: `install()` makes the signals set a flag
-/// instead of killing the process; the generation loops (`Generator.generate`,
-/// `BatchEngine.run`) check it between steps and end their requests as `.cancelled`, so the
-/// caller can print what was generated, write its report and remove its files. A second signal
-/// exits at once (status 130).
 /// A long job (quantize, synth) stopped by `Interrupt` before it finished: nothing was written.
 public struct Interrupted: Error, CustomStringConvertible, Sendable {
     public init() {}
     public var description: String { "interrupted: stopped before the output was complete; nothing was written" }
 }
 
-/// SIGINT, SIGTERM and SIGHUP: the first asks the running work to stop at its next step (the
-/// server drains, generation ends its step, quantize and synth stop and remove what they wrote),
-/// the second exits at once after the `onForcedExit` cleanups.
+/// Ctrl-C (SIGINT), SIGTERM and SIGHUP as a request to stop: `install()` makes the signals set a
+/// flag instead of killing the process; the generation loops (`Generator.generate`,
+/// `BatchEngine.run`) check it between steps and end their requests as `.cancelled`, so the
+/// caller can print what was generated, write its report and remove its files; quantize and
+/// synth stop at their next chunk and remove what they wrote (`Interrupted`). A second signal
+/// exits at once (status 130) after the `onForcedExit` cleanups.
 public enum Interrupt {
     private static let lock = NSLock()
     nonisolated(unsafe) private static var flag = false

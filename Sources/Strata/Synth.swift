@@ -73,7 +73,6 @@ public enum Synth {
         return p
     }
 
-    /// Writes the model folder. `progress(done, total)` is called as bytes are written.
     /// The files of a synthesized folder, in the order they are moved into place (config.json
     /// last: it is what makes a folder a model).
     static let files = ["model.safetensors", "tokenizer.json", "generation_config.json", "config.json"]
@@ -81,7 +80,8 @@ public enum Synth {
     /// Writes the folder whole or not at all: everything goes to `<directory>.partial` first, then
     /// each file is renamed into `directory`; an error (a full disk) or a stop request
     /// (`Interrupt`: SIGINT, SIGTERM, SIGHUP) removes the staging folder and leaves `directory`
-    /// as it was. Throws `Interrupted` when stopped.
+    /// as it was. Throws `Interrupted` when stopped. `progress(done, total)` is called as bytes
+    /// are written.
     public static func write(preset: Preset, dtype: DType, seed: UInt64, to directory: String,
                              progress: (Int, Int) -> Void = { _, _ in }) throws {
         let fm = FileManager.default

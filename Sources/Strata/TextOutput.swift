@@ -9,9 +9,13 @@ import StrataModels
 /// that completes can only start inside the held text (whatever came before it was handed out
 /// because no stop string could start there), so the output ends right before the first stop
 /// string, as OpenAI's API and vLLM end it, streamed or not. Matching is over Unicode scalars
-/// (Python's `str`, which vLLM matches on). Empty stop strings are ignored.
+/// (Python's `str`, which vLLM matches on). Empty stop strings are ignored. It also says when a
+/// token is an end-of-sequence token that ends the sequence, so `Generator` and `BatchEngine`
+/// decide a sequence's end in one place.
 struct TextOutput {
     private var decoder: StreamingDecoder?
+    /// the tokens that end the sequence (empty when the request generates past them)
+    private let eos: Set<Int>
     /// the stop strings, as scalars
     private let stops: [[Unicode.Scalar]]
     /// text decoded but not handed out: it may be the start of a stop string
@@ -19,16 +23,19 @@ struct TextOutput {
     /// all the text handed out so far
     private(set) var text = ""
 
-    init(decoder: StreamingDecoder?, stopStrings: [String]) {
+    /// `parameters`: its stop strings, and `stopAtEOS` (then `eos` ends the sequence).
+    init(decoder: StreamingDecoder?, parameters: SamplingParameters, eos: Set<Int>) {
         self.decoder = decoder
-        stops = stopStrings.filter { !$0.isEmpty }.map { Array($0.unicodeScalars) }
+        self.eos = parameters.stopAtEOS ? eos : []
+        stops = parameters.stopStrings.filter { !$0.isEmpty }.map { Array($0.unicodeScalars) }
     }
 
-    /// Adds one token: the text that can be handed out now, and whether a stop string completed
-    /// (then the text ends before it and the sequence ends).
-    mutating func push(_ token: Int) throws -> (text: String, stopped: Bool) {
+    /// Adds one token: the text that can be handed out now, and whether the sequence ends here
+    /// (a stop string completed, and the text ends before it; or an end-of-sequence token).
+    mutating func push(_ token: Int) throws -> (text: String, stop: StopReason?) {
         let piece = try decoder?.push(token) ?? ""
-        return push(text: piece)
+        let (out, stopped) = push(text: piece)
+        return (out, stopped ? .stopString : eos.contains(token) ? .eos : nil)
     }
 
     /// At the end of a sequence that did not stop at a stop string: the decoder's tail (an

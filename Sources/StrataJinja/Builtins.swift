@@ -407,22 +407,22 @@ enum Filters {
             if case let .string(s) = v { return .string(String(String.UnicodeScalarView(s.unicodeScalars.reversed()))) }
             return .array(try iterable(v).reversed())
         case "unique":
-            // scalars by a key that equal values share (1 == 1.0 == True, as in Python); other
-            // values by a scan of the other values kept: linear for the lists templates hold
-            var out: [Value] = [], keys = Set<String>(), others: [Value] = []
+            // jinja2's: a set of keys (1 == 1.0 == True, as in Python), strings compared without
+            // case unless case_sensitive, by an attribute when given; lists and dicts are unhashable
+            let caseSensitive = a.get(0, "case_sensitive")?.truthy ?? false
+            let at = a.get(1, "attribute").flatMap { $0.isNoneLike ? nil : $0.str }
+            var out: [Value] = [], keys = Set<String>()
             for x in try iterable(v) {
-                let key: String?
-                switch x {
-                case let .string(s): key = "s" + s
+                let k = at.map { attr(x, $0) } ?? x
+                let key: String
+                switch k {
+                case let .string(s): key = "s" + (caseSensitive ? s : s.lowercased())
                 case .none: key = "n"
-                case .int, .double, .bool: key = "d" + String(x.numeric!)
-                default: key = nil
+                case .int, .double, .bool: key = "d" + String(k.numeric!)
+                case .undefined: key = "u"
+                default: throw EvalError("unhashable type: '\(k.typeName)' (filter unique)")
                 }
-                if let key {
-                    if keys.insert(key).inserted { out.append(x) }
-                } else if !others.contains(where: { $0.equals(x) }) {
-                    others.append(x); out.append(x)
-                }
+                if keys.insert(key).inserted { out.append(x) }
             }
             return .array(out)
         case "sort":

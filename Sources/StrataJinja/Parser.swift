@@ -344,8 +344,6 @@ struct Parser {
     }
 
     mutating func parseCompare() throws -> Expr {
-        let saved = nesting
-        defer { nesting = saved }
         let first = try parseMath1()
         var ops: [(String, Expr)] = []
         while true {
@@ -375,8 +373,6 @@ struct Parser {
     }
 
     mutating func parseConcat() throws -> Expr {
-        let saved = nesting
-        defer { nesting = saved }
         var items = [try parseMath2()]
         while skipOp("~") { items.append(try parseMath2()) }
         return items.count == 1 ? items[0] : .concat(items)
@@ -422,8 +418,6 @@ struct Parser {
     }
 
     mutating func parsePrimary() throws -> Expr {
-        let saved = nesting
-        defer { nesting = saved }
         let t = current
         switch t.kind {
         case let .name(n):

@@ -37,6 +37,10 @@ public final class Tokenizer: @unchecked Sendable {
     let postProcessor: PostProcessor?
     let decoder: TokenDecoder?
     let added: [AddedToken]
+    /// The added tokens matched on the raw text (`normalized: false`) and on the normalized text,
+    /// each by its first scalar: a position of the text looks only at those that can start there.
+    typealias AddedIndex = [Unicode.Scalar: [([Unicode.Scalar], AddedToken)]]
+    let rawAdded: AddedIndex, normalizedAdded: AddedIndex
     /// ids of special added tokens
     public let specialIDs: Set<Int>
     /// The model's chat template (a GGUF's `tokenizer.chat_template`), when it came with one.
@@ -146,6 +150,16 @@ public final class Tokenizer: @unchecked Sendable {
         self.vocab = vocab
         self.idToToken = idToToken
         self.added = added
+        func index(_ tokens: [AddedToken]) -> AddedIndex {
+            var byFirst: AddedIndex = [:]
+            for t in tokens {
+                let pat = Array(t.pattern.unicodeScalars)
+                if let f = pat.first { byFirst[f, default: []].append((pat, t)) }
+            }
+            return byFirst
+        }
+        rawAdded = index(added.filter { !$0.normalized })
+        normalizedAdded = index(added.filter { $0.normalized })
         specialIDs = Set(added.filter { $0.special }.map { $0.id })
         try postProcessor?.resolve(vocab: vocab, vocabSize: (idToToken.keys.max() ?? -1) + 1, p.sub("post_processor"))
     }
@@ -162,13 +176,13 @@ public final class Tokenizer: @unchecked Sendable {
     public func encode(_ text: String, addSpecialTokens: Bool = true) throws -> [Int] {
         var ids: [Int] = []
         // 1. split the raw text on added tokens matched before normalization
-        for seg in splitAdded(text, tokens: added.filter { !$0.normalized }, originalStart: 0) {
+        for seg in splitAdded(text, tokens: rawAdded, originalStart: 0) {
             switch seg {
             case let .token(id): ids.append(id)
             case let .text(s, offset):
                 // 2. normalize, 3. split on added tokens matched after normalization
                 let n = normalizer?.apply(s) ?? s
-                for seg2 in splitAdded(n, tokens: added.filter { $0.normalized }, originalStart: offset) {
+                for seg2 in splitAdded(n, tokens: normalizedAdded, originalStart: offset) {
                     switch seg2 {
                     case let .token(id): ids.append(id)
                     case let .text(piece, off):
@@ -186,15 +200,9 @@ public final class Tokenizer: @unchecked Sendable {
     enum Segment { case text(String, offset: Int), token(Int) }
 
     /// Splits `text` at occurrences of `tokens` (leftmost, longest), honouring lstrip/rstrip/single_word.
-    func splitAdded(_ text: String, tokens: [AddedToken], originalStart: Int) -> [Segment] {
-        if tokens.isEmpty || text.isEmpty { return text.isEmpty ? [] : [.text(text, offset: originalStart)] }
+    func splitAdded(_ text: String, tokens byFirst: AddedIndex, originalStart: Int) -> [Segment] {
+        if byFirst.isEmpty || text.isEmpty { return text.isEmpty ? [] : [.text(text, offset: originalStart)] }
         let chars = Array(text.unicodeScalars)
-        // the tokens by their first scalar: each position looks only at those that can start there
-        var byFirst: [Unicode.Scalar: [([Unicode.Scalar], AddedToken)]] = [:]
-        for t in tokens {
-            let pat = Array(t.pattern.unicodeScalars)
-            if let f = pat.first { byFirst[f, default: []].append((pat, t)) }
-        }
         var out: [Segment] = []
         var segStart = 0
         var i = 0

@@ -103,10 +103,9 @@ indirect enum PreTokenizer {
     }
 
     /// The regex engine's progress reports (each some thousands of its steps) one split may take:
-    /// a floor, then one per 256 UTF-16 units of text. The patterns tokenizers ship take about one
-    /// per 5000 (measured: the GPT-2 and Llama 3 patterns, 220 over 1.2 M characters), so the
-    /// budget is some 20 times what they need, and a pattern that backtracks catastrophically
-    /// stops within a fraction of a second instead of running for hours.
+    /// a floor, then one per 256 UTF-16 units of text: some 20 times what the patterns tokenizers
+    /// ship need (docs/robustness.md gives the measurement), while a pattern that backtracks
+    /// catastrophically stops within a fraction of a second instead of running for hours.
     static func regexBudget(length: Int) -> Int { 256 + length / 256 }
 
     /// Splits a piece by regex matches with a `tokenizers` SplitDelimiterBehavior; linear in the

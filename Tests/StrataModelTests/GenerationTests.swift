@@ -133,18 +133,18 @@ import Testing
 
     @Test func textOutputHoldsBackOnlyWhatCouldStillStop() {
         // pieces given directly (no decoder): "ab" + "cX" with stop "bcd" releases "abc" only when X arrives
-        var o = TextOutput(decoder: nil, stopStrings: ["bcd", "", "zz"])
+        var o = TextOutput(decoder: nil, parameters: SamplingParameters(stopStrings: ["bcd", "", "zz"]), eos: [])
         func push(_ s: String) -> (String, Bool) { o.push(text: s) }
         #expect(push("ab") == ("a", false))
         #expect(push("c") == ("", false))
         #expect(push("X") == ("bcX", false))
         #expect(push("zbc") == ("z", false))  // "bc" could start "bcd"
         #expect(o.finish() == "bc" && o.text == "abcXzbc")
-        var q = TextOutput(decoder: nil, stopStrings: ["bcd"])
+        var q = TextOutput(decoder: nil, parameters: SamplingParameters(stopStrings: ["bcd"]), eos: [])
         #expect(q.push(text: "xxb") == ("xx", false))
         #expect(q.push(text: "cdyy") == ("", true))
         #expect(q.text == "xx")
-        var e = TextOutput(decoder: nil, stopStrings: ["é"])
+        var e = TextOutput(decoder: nil, parameters: SamplingParameters(stopStrings: ["é"]), eos: [])
         #expect(e.push(text: "caf") == ("caf", false))
         #expect(e.push(text: "e\u{301}") == ("e\u{301}", false))  // scalars: a decomposed é is not "é"
     }
