@@ -14,6 +14,9 @@
 #endif
 
 #define INLINE static inline __attribute__((always_inline))
+/// Before a loop whose trip count is a constant after inlining: unrolled whole, so arrays indexed
+/// by its variable can live in registers.
+#define UNROLL _Pragma("clang loop unroll(full)")
 
 /// Exact f16 bits -> f32 (zero, subnormals, Inf, NaN).
 INLINE float f16_to_f32(uint16_t h) {

@@ -96,12 +96,15 @@ static void q8rows_portable(const strata_linear_args *a, long j0, long j1) {
 //                      weights are read as unsigned w + 128), 8 (Q4_0), 32 (Q6_K), 0 (Q4_K)
 //   dl    float[k/4]   Q8_0 / Q4_0: the scale of the lane's block; K types: [k/256] per block
 //   xs    float[k/32]  Q4_K: dx * sum of the codes of each sub-block of 32 (natural order)
+//   s16   int16[k/16]  Q6_K: the sum of the codes of each sub-block of 16 (the AVX2 kernel scales
+//                      it by the sub-block's scale in integers, one vpmaddwd per block and row)
 
 typedef struct {
     int8_t *q;
     int32_t *bias;
     float *dl;
     float *xs;
+    int16_t *s16;
     long k;
 } qx_row;
 
@@ -129,7 +132,7 @@ enum { Q8_PORTABLE = 0, Q8_AVX2 = 1, Q8_VNNI = 2 };
 static int quantize_rows(const strata_linear_args *a, qx_row *rows, int kernel) {
     const int t = a->wtype;
     const long k = a->k, be = qblock_elements(t);
-    const size_t per = (size_t)k + 4 * (size_t)(k / 4) + 4 * (size_t)(k / 4) + 4 * (size_t)(k / 32) + 256;
+    const size_t per = (size_t)k + 4 * (size_t)(k / 4) + 4 * (size_t)(k / 4) + 4 * (size_t)(k / 32) + 2 * (size_t)(k / 16) + 256;
     const size_t need = per * (size_t)a->m;
     char *p = (char *)strata_tls_grow(&t_qx, STRATA_TLS_QX, need);
     if (!p) return -1;
@@ -141,7 +144,8 @@ static int quantize_rows(const strata_linear_args *a, qx_row *rows, int kernel) 
         R->bias = (int32_t *)(p + ((k + 63) & ~63L));
         R->dl = (float *)((char *)R->bias + 4 * (k / 4));
         R->xs = R->dl + k / 4;
-        p = (char *)(R->xs + k / 32);
+        R->s16 = (int16_t *)(R->xs + k / 32);
+        p = (char *)(R->s16 + k / 16);
         p = (char *)(((uintptr_t)p + 63) & ~(uintptr_t)63);
         const float *x = a->x + r * a->ldx;
         int8_t nat[256];
@@ -178,6 +182,11 @@ static int quantize_rows(const strata_linear_args *a, qx_row *rows, int kernel) 
                 for (int l = 0; l < 8; l++) R->dl[b * 8 + l] = d;
             } else {
                 memcpy(dst, nat, 256);
+                for (int s = 0; s < 16; s++) {
+                    int sx = 0;
+                    for (int l = 0; l < 16; l++) sx += nat[16 * s + l];
+                    R->s16[b * 16 + s] = (int16_t)sx;
+                }
                 R->dl[b] = d;
             }
         }
@@ -442,13 +451,17 @@ TGT2 INLINE float hsum8(__m256 v) {
 TGT2 INLINE void q8row_avx2(const int t, const int RB, const strata_linear_args *a, const qx_row *X, long j, long r) {
     const long k = a->k, be = qblock_elements(t), bb = qblock_bytes(t), nb = k / be;
     const uint8_t *w = (const uint8_t *)a->w + (size_t)j * (size_t)nb * (size_t)bb;
-    __m256 acc[4], accm[4];
+    // one accumulator per x row (Q4_K's mins subtracted into it): with RB a constant and the
+    // row loops unrolled the accumulators live in registers (an array indexed in a loop stayed
+    // on the stack, and each block's store-load of it was 15% of the kernel's cycles)
+    __m256 acc[4];
     const int8_t *xq[4];
     const int32_t *xb[4];
     const float *xd[4], *xm[4];
-    for (int rr = 0; rr < RB; rr++) {
-        acc[rr] = _mm256_setzero_ps(); accm[rr] = _mm256_setzero_ps();
-        xq[rr] = X[r + rr].q; xb[rr] = X[r + rr].bias; xd[rr] = X[r + rr].dl; xm[rr] = X[r + rr].xs;
+    const int16_t *xs16[4];
+    UNROLL for (int rr = 0; rr < RB; rr++) {
+        acc[rr] = _mm256_setzero_ps();
+        xq[rr] = X[r + rr].q; xb[rr] = X[r + rr].bias; xd[rr] = X[r + rr].dl; xm[rr] = X[r + rr].xs; xs16[rr] = X[r + rr].s16;
     }
     const __m256i m4 = _mm256_set1_epi8(15), ones16 = _mm256_set1_epi16(1);
     if (t == STRATA_W_Q8_0) {
@@ -457,7 +470,7 @@ TGT2 INLINE void q8row_avx2(const int t, const int RB, const strata_linear_args 
             const __m256i W = _mm256_loadu_si256((const __m256i *)(w + 2));
             const __m256i aw = _mm256_sign_epi8(W, W);
             const float dw = f16c_at(w);
-            for (int rr = 0; rr < RB; rr++) {
+            UNROLL for (int rr = 0; rr < RB; rr++) {
                 const __m256i xs = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(xq[rr] + b * 32)), W);
                 const __m256i dot = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, xs), ones16);
                 acc[rr] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(dw * xd[rr][b * 8]), acc[rr]);
@@ -471,7 +484,7 @@ TGT2 INLINE void q8row_avx2(const int t, const int RB, const strata_linear_args 
             const __m256i W = _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1), m4);
             const float dw = f16c_at(w);
             const long pair = b / 2, side = b % 2;
-            for (int rr = 0; rr < RB; rr++) {
+            UNROLL for (int rr = 0; rr < RB; rr++) {
                 const int8_t *pd = xq[rr] + pair * 64 + 16 * side;
                 const __m256i xs = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)pd)),
                                                            _mm_loadu_si128((const __m128i *)(pd + 32)), 1);
@@ -490,10 +503,19 @@ TGT2 INLINE void q8row_avx2(const int t, const int RB, const strata_linear_args 
             _mm_prefetch((const char *)w + QPF, _MM_HINT_T0);
             _mm_prefetch((const char *)w + QPF + 64, _MM_HINT_T0);
             _mm_prefetch((const char *)w + QPF + 128, _MM_HINT_T0);
-            int sc[8], mn[8];
-            for (int sb = 0; sb < 8; sb++) k4_scale_min(sb, w + 4, &sc[sb], &mn[sb]);
-            const __m256 mn8 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_setr_epi32(mn[0], mn[1], mn[2], mn[3], mn[4], mn[5], mn[6], mn[7])),
+            // the 6-bit scales and mins unpacked four at a time (as the VNNI kernel): u[0..1] the
+            // eight scales, u[2..3] the eight mins, one byte each
+            uint32_t u[4];
+            memcpy(u, w + 4, 12);
+            const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
+            u[3] = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
+            const uint32_t ax = u[1] & k1;
+            u[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
+            u[2] = ax;
+            u[0] &= k1;
+            const __m256 mn8 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(u + 2)))),
                                              _mm256_set1_ps(f16c_at(w + 2)));
+            const __m256i sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)u)));
             const float d = f16c_at(w);
             __m256i lo[4], hi[4], S[8];
             for (int c = 0; c < 4; c++) {
@@ -501,8 +523,9 @@ TGT2 INLINE void q8row_avx2(const int t, const int RB, const strata_linear_args 
                 lo[c] = _mm256_and_si256(Q, m4);
                 hi[c] = _mm256_and_si256(_mm256_srli_epi16(Q, 4), m4);
             }
-            for (int sb = 0; sb < 8; sb++) S[sb] = _mm256_set1_epi16((short)sc[sb]);
-            for (int rr = 0; rr < RB; rr++) {
+            for (int sb = 0; sb < 8; sb++)
+                S[sb] = _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((short)(2 * sb | (2 * sb + 1) << 8)));
+            UNROLL for (int rr = 0; rr < RB; rr++) {
                 const int8_t *q = xq[rr] + b * 256;
                 __m256i s = _mm256_setzero_si256();
                 for (int c = 0; c < 4; c++) {
@@ -510,16 +533,15 @@ TGT2 INLINE void q8row_avx2(const int t, const int RB, const strata_linear_args 
                     s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(hi[c], _mm256_loadu_si256((const __m256i *)(q + xoff[2 * c + 1]))), S[2 * c + 1]));
                 }
                 acc[rr] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * xd[rr][b]), acc[rr]);
-                accm[rr] = _mm256_fmadd_ps(mn8, _mm256_loadu_ps(xm[rr] + b * 8), accm[rr]);
+                acc[rr] = _mm256_fnmadd_ps(mn8, _mm256_loadu_ps(xm[rr] + b * 8), acc[rr]);
             }
         }
-    } else {  // Q6_K: x in natural order, bias -32 per lane of 4
+    } else {  // Q6_K: x in natural order; the -32 of every code through the sums of 16 (s16)
         const __m256i three = _mm256_set1_epi8(3);
         for (long b = 0; b < nb; b++, w += bb) {
             for (int o = 0; o < 256; o += 64) _mm_prefetch((const char *)w + QPF + o, _MM_HINT_T0);
             const float d = f16c_at(w + 208);
-            __m256i Qv[8];
-            __m256 Sv[8];
+            __m256i Qv[8], Sv[8];
             for (int half = 0; half < 2; half++) {
                 const __m256i L0 = _mm256_loadu_si256((const __m256i *)(w + 64 * half));
                 const __m256i L1 = _mm256_loadu_si256((const __m256i *)(w + 64 * half + 32));
@@ -529,27 +551,30 @@ TGT2 INLINE void q8row_avx2(const int t, const int RB, const strata_linear_args 
                 Qv[4 * half + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(L0, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 4), three), 4));
                 Qv[4 * half + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(L1, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(H, 6), three), 4));
             }
-            // 32 codes span two sub-blocks of 16: lanes 0-3 the first scale, 4-7 the second
+            // the 16 signed scales as 16-bit lanes; 32 codes span two sub-blocks of 16: the
+            // vpmaddubsw pairs 0-7 take the first scale, 8-15 the second
+            const __m128i sc8 = _mm_loadu_si128((const __m128i *)(w + 192));
+            const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
             for (int v = 0; v < 8; v++) {
-                const float s0 = d * (float)(int8_t)w[192 + 2 * v], s1 = d * (float)(int8_t)w[192 + 2 * v + 1];
-                Sv[v] = _mm256_setr_ps(s0, s0, s0, s0, s1, s1, s1, s1);
+                const __m128i pick = _mm_setr_epi8((char)(2 * v), (char)(2 * v), (char)(2 * v), (char)(2 * v), (char)(2 * v), (char)(2 * v), (char)(2 * v), (char)(2 * v),
+                                                   (char)(2 * v + 1), (char)(2 * v + 1), (char)(2 * v + 1), (char)(2 * v + 1), (char)(2 * v + 1), (char)(2 * v + 1), (char)(2 * v + 1), (char)(2 * v + 1));
+                Sv[v] = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, pick));
             }
-            for (int rr = 0; rr < RB; rr++) {
+            UNROLL for (int rr = 0; rr < RB; rr++) {
                 const int8_t *q = xq[rr] + b * 256;
-                const int32_t *bias = xb[rr] + b * 64;
-                __m256 tsum = _mm256_setzero_ps();
-                for (int v = 0; v < 8; v++) {
-                    const __m256i dot = _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(Qv[v], _mm256_loadu_si256((const __m256i *)(q + 32 * v))), ones16),
-                                                         _mm256_loadu_si256((const __m256i *)(bias + 8 * v)));
-                    tsum = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), Sv[v], tsum);
-                }
-                acc[rr] = _mm256_fmadd_ps(tsum, _mm256_set1_ps(xd[rr][b]), acc[rr]);
+                // sum over sub-blocks of scale * (sum of code * x): 2 * 63 * 127 per pair, times
+                // |scale| <= 128, 16 pairs per lane and block: far inside 32 bits
+                __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(Qv[0], _mm256_loadu_si256((const __m256i *)q)), Sv[0]);
+                for (int v = 1; v < 8; v++)
+                    s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(Qv[v], _mm256_loadu_si256((const __m256i *)(q + 32 * v))), Sv[v]));
+                const __m256i off = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)(xs16[rr] + b * 16)), sc16);
+                s = _mm256_sub_epi32(s, _mm256_slli_epi32(off, 5));
+                acc[rr] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * xd[rr][b]), acc[rr]);
             }
         }
     }
-    for (int rr = 0; rr < RB; rr++) {
-        float v = hsum8(acc[rr]);
-        if (t == STRATA_W_Q4_K) v -= hsum8(accm[rr]);
+    UNROLL for (int rr = 0; rr < RB; rr++) {
+        const float v = hsum8(acc[rr]);
         float *y = a->y + (r + rr) * a->ldy + j;
         *y = a->accumulate ? *y + v : v;
     }
