@@ -13,6 +13,8 @@
 #include "strata_kernels.h"
 #include "common.h"
 
+#include <math.h>
+
 // ---- portable path ---------------------------------------------------------------------------
 
 static void scores_portable(const float *q, const float *k, long ldk, long n, long d, float scale, float *s) {
@@ -218,3 +220,78 @@ void strata_attn_scores(const float *q, const float *k, long ldk, long n, long d
 void strata_attn_values(const float *p, const float *v, long ldv, long n, long d, float *out, int accumulate) {
     strata_attn_values_isa(strata_kernels_isa(), p, v, ldv, n, d, out, accumulate);
 }
+
+// ---- one query row, a group of heads, online softmax ------------------------------------------
+
+/// Keys per tile: 64 rows of K and of V (64 floats wide: 16 KiB each) stay in L1 while each head
+/// of the group takes them.
+#define ATTN_TILE 64
+/// Heads per pass over the keys (more heads share a kv head only in MQA-like models: passes of 16).
+#define ATTN_HEADS 16
+
+static void attn_decode_heads(int isa, const strata_attn_decode_args *a, long h0, long h1) {
+    const long d = a->d, nh = h1 - h0;
+    float s[ATTN_HEADS * ATTN_TILE], m[ATTN_HEADS], l[ATTN_HEADS];
+    for (long h = 0; h < nh; h++) {
+        m[h] = -INFINITY; l[h] = 0;
+        for (long i = 0; i < d; i++) a->out[(h0 + h) * d + i] = 0;
+    }
+    for (long t0 = a->first; t0 < a->n; t0 += ATTN_TILE) {
+        const long t1 = t0 + ATTN_TILE < a->n ? t0 + ATTN_TILE : a->n, nt = t1 - t0;
+        // scores of every head, run by run (a run: keys of one block, rows ld apart)
+        for (long j = t0; j < t1;) {
+            long rows = t1 - j, row = j;
+            if (a->table) {
+                const long left = a->block - j % a->block;
+                if (left < rows) rows = left;
+                row = a->table[j / a->block] * a->block + j % a->block;
+            }
+            for (long h = 0; h < nh; h++)
+                strata_attn_scores_isa(isa, a->q + (h0 + h) * d, a->k + row * a->ld, a->ld, rows, d, a->scale, s + h * ATTN_TILE + (j - t0));
+            j += rows;
+        }
+        for (long h = 0; h < nh; h++) {
+            float *sh = s + h * ATTN_TILE;
+            if (a->softcap > 0) {
+                const float inv = 1.0f / a->softcap;
+                for (long j = 0; j < nt; j++) sh[j] = tanhf(sh[j] * inv) * a->softcap;
+            }
+            float mt = m[h];
+            for (long j = 0; j < nt; j++) mt = sh[j] > mt ? sh[j] : mt;
+            // the earlier keys' weights and output rescaled to the new max (e^0 = 1 when it held)
+            const float corr = m[h] == -INFINITY ? 0.0f : exp_fast(m[h] - mt);
+            float sum = 0;
+            for (long j = 0; j < nt; j++) { sh[j] = exp_fast(sh[j] - mt); sum += sh[j]; }
+            l[h] = l[h] * corr + sum;
+            m[h] = mt;
+            float *oh = a->out + (h0 + h) * d;
+            if (corr != 1.0f) for (long i = 0; i < d; i++) oh[i] *= corr;
+        }
+        for (long j = t0; j < t1;) {
+            long rows = t1 - j, row = j;
+            if (a->table) {
+                const long left = a->block - j % a->block;
+                if (left < rows) rows = left;
+                row = a->table[j / a->block] * a->block + j % a->block;
+            }
+            for (long h = 0; h < nh; h++)
+                strata_attn_values_isa(isa, s + h * ATTN_TILE + (j - t0), a->v + row * a->ldv, a->ldv, rows, d, a->out + (h0 + h) * d, 1);
+            j += rows;
+        }
+    }
+    for (long h = 0; h < nh; h++) {
+        if (l[h] == 0) continue;  // no keys: zeros
+        const float inv = 1.0f / l[h];
+        float *oh = a->out + (h0 + h) * d;
+        for (long i = 0; i < d; i++) oh[i] *= inv;
+    }
+}
+
+void strata_attn_decode_isa(int isa, const strata_attn_decode_args *a) {
+    if (a->d <= 0 || a->group <= 0) return;
+    if (!strata_isa_supported(isa)) isa = STRATA_ISA_PORTABLE;
+    for (long h0 = 0; h0 < a->group; h0 += ATTN_HEADS)
+        attn_decode_heads(isa, a, h0, h0 + ATTN_HEADS < a->group ? h0 + ATTN_HEADS : a->group);
+}
+
+void strata_attn_decode(const strata_attn_decode_args *a) { strata_attn_decode_isa(strata_kernels_isa(), a); }

@@ -580,25 +580,11 @@ void *strata_tls_grow(strata_tls_buf *b, int slot, size_t bytes) {
 // < 3e-7 on [-87, 88]; NaN in, NaN out). Lanes of 16 (AVX-512) or 8 (AVX2) for the max, the
 // exponentials and the sum (a scalar chain of dependent adds was 9% of a bf16 prefill).
 
-static float exp_portable(float x) {
-    const float xc = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-    const float t = xc * 1.4426950408889634f + 12582912.0f;
-    const float nf = t - 12582912.0f;
-    const float r = xc - nf * 0.693145751953125f - nf * 1.428606765330187e-06f;
-    float p = 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f; p = p * r + 1.0f / 24.0f; p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f; p = p * r + 1.0f; p = p * r + 1.0f;
-    uint32_t tb; memcpy(&tb, &t, 4);
-    const uint32_t eb = (tb - 0x4B400000u + 127u) << 23;
-    float e; memcpy(&e, &eb, 4);
-    return (x != x) ? x : p * e;
-}
-
 static void softmax_portable(float *x, long n) {
     float m = -INFINITY;
     for (long i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
     float s = 0;
-    for (long i = 0; i < n; i++) { x[i] = exp_portable(x[i] - m); s += x[i]; }
+    for (long i = 0; i < n; i++) { x[i] = exp_fast(x[i] - m); s += x[i]; }
     const float inv = 1.0f / s;
     for (long i = 0; i < n; i++) x[i] *= inv;
 }

@@ -90,7 +90,7 @@ static void q8rows_portable(const strata_linear_args *a, long j0, long j1) {
 // ---- the quantized activations of one call -----------------------------------------------------
 //
 // Per x row, in the order the VNNI kernel reads them:
-//   q     int8[k]      codes; Q4_0 per 64: [b 0-15, b+1 0-15, b 16-31, b+1 16-31];
+//   q     int8[k]      codes; Q4_0 per 64 for VNNI: [b 0-15, b+1 0-15, b 16-31, b+1 16-31];
 //                      Q4_K per 128: [0-31, 64-95, 32-63, 96-127]; Q8_0, Q6_K natural order
 //   bias  int32[k/4]   -offset * (sum of the 4 codes of the lane): offset 128 (Q8_0, whose
 //                      weights are read as unsigned w + 128), 8 (Q4_0), 32 (Q6_K), 0 (Q4_K)
@@ -114,7 +114,6 @@ static _Thread_local strata_tls_buf t_qx;
 static float quantize_block_v(const float *x, int n, int8_t *q);
 static void lane_bias_v(const int8_t *q, long k, int off, int32_t *bias);
 static float quantize_block_v2(const float *x, int n, int8_t *q);
-static void lane_bias_v2(const int8_t *q, long k, int off, int32_t *bias);
 #endif
 
 /// Which kernel runs the 8-bit product: the definition, AVX2 (maddubs), or AVX-512 VNNI.
@@ -170,14 +169,14 @@ static int quantize_rows(const strata_linear_args *a, qx_row *rows, int kernel) 
                     R->xs[b * 8 + s] = d * (float)sx;
                 }
                 R->dl[b] = d;
-            } else if (t == STRATA_W_Q4_0) {
+            } else if (t == STRATA_W_Q4_0 && kernel == Q8_VNNI) {
                 // pairs of blocks interleave by halves; k is a multiple of 64 on this path
                 const long pair = b / 2, side = b % 2;
                 int8_t *pd = R->q + pair * 64;
                 memcpy(pd + 16 * side, nat, 16);
                 memcpy(pd + 32 + 16 * side, nat + 16, 16);
                 for (int l = 0; l < 4; l++) { R->dl[pair * 16 + 4 * side + l] = d; R->dl[pair * 16 + 8 + 4 * side + l] = d; }
-            } else if (t == STRATA_W_Q8_0) {
+            } else if (t == STRATA_W_Q8_0 || t == STRATA_W_Q4_0) {  // Q4_0 for AVX2: natural order
                 memcpy(dst, nat, 32);
                 for (int l = 0; l < 8; l++) R->dl[b * 8 + l] = d;
             } else {
@@ -191,7 +190,8 @@ static int quantize_rows(const strata_linear_args *a, qx_row *rows, int kernel) 
             }
         }
 #if STRATA_X86
-        if (kernel == Q8_VNNI) lane_bias_v(R->q, k, off, R->bias); else lane_bias_v2(R->q, k, off, R->bias);
+        // the AVX2 kernel needs no lane bias (Q8_0 and Q4_0 by the sign trick, Q6_K through s16)
+        if (kernel == Q8_VNNI) lane_bias_v(R->q, k, off, R->bias);
 #else
         for (long l = 0; l < k / 4; l++)
             R->bias[l] = -off * (R->q[4 * l] + R->q[4 * l + 1] + R->q[4 * l + 2] + R->q[4 * l + 3]);
@@ -432,15 +432,6 @@ TGT2 static float quantize_block_v2(const float *x, int n, int8_t *q) {
     return d;
 }
 
-/// bias[l] = -off * (sum of codes 4l ... 4l + 3), 32 codes at a time (k a multiple of 32).
-TGT2 static void lane_bias_v2(const int8_t *q, long k, int off, int32_t *bias) {
-    const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1), m = _mm256_set1_epi32(-off);
-    for (long i = 0; i < k; i += 32) {
-        const __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, _mm256_loadu_si256((const __m256i *)(q + i))), ones16);
-        _mm256_storeu_si256((__m256i *)(bias + i / 4), _mm256_mullo_epi32(s, m));
-    }
-}
-
 TGT2 INLINE float hsum8(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -456,12 +447,11 @@ TGT2 INLINE void q8row_avx2(const int t, const int RB, const strata_linear_args 
     // on the stack, and each block's store-load of it was 15% of the kernel's cycles)
     __m256 acc[4];
     const int8_t *xq[4];
-    const int32_t *xb[4];
     const float *xd[4], *xm[4];
     const int16_t *xs16[4];
     UNROLL for (int rr = 0; rr < RB; rr++) {
         acc[rr] = _mm256_setzero_ps();
-        xq[rr] = X[r + rr].q; xb[rr] = X[r + rr].bias; xd[rr] = X[r + rr].dl; xm[rr] = X[r + rr].xs; xs16[rr] = X[r + rr].s16;
+        xq[rr] = X[r + rr].q; xd[rr] = X[r + rr].dl; xm[rr] = X[r + rr].xs; xs16[rr] = X[r + rr].s16;
     }
     const __m256i m4 = _mm256_set1_epi8(15), ones16 = _mm256_set1_epi16(1);
     if (t == STRATA_W_Q8_0) {
@@ -477,22 +467,20 @@ TGT2 INLINE void q8row_avx2(const int t, const int RB, const strata_linear_args 
             }
         }
     } else if (t == STRATA_W_Q4_0) {
-        // x per pair of blocks: [b 0-15, b+1 0-15, b 16-31, b+1 16-31] (the VNNI layout)
+        // x in natural order: the low nibbles are codes 0-15, the high ones 16-31; codes - 8 as
+        // signed bytes, then Q8_0's sign trick (|w| times x with w's sign: vpmaddubsw takes
+        // unsigned x signed), so no bias term
+        const __m256i eight = _mm256_set1_epi8(8);
         for (long b = 0; b < nb; b++, w += bb) {
-            if ((b & 1) == 0) _mm_prefetch((const char *)w + QPF, _MM_HINT_T0);
+            if ((b & 3) == 0) _mm_prefetch((const char *)w + QPF, _MM_HINT_T0);
             const __m128i v = _mm_loadu_si128((const __m128i *)(w + 2));
-            const __m256i W = _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1), m4);
+            const __m256i W = _mm256_sub_epi8(_mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1), m4), eight);
+            const __m256i aw = _mm256_sign_epi8(W, W);
             const float dw = f16c_at(w);
-            const long pair = b / 2, side = b % 2;
             UNROLL for (int rr = 0; rr < RB; rr++) {
-                const int8_t *pd = xq[rr] + pair * 64 + 16 * side;
-                const __m256i xs = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)pd)),
-                                                           _mm_loadu_si128((const __m128i *)(pd + 32)), 1);
-                const int32_t *bl = xb[rr] + pair * 16 + 4 * side;
-                const __m256i bias = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)bl)),
-                                                             _mm_loadu_si128((const __m128i *)(bl + 8)), 1);
-                const __m256i dot = _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(W, xs), ones16), bias);
-                acc[rr] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(dw * xd[rr][pair * 16 + 4 * side]), acc[rr]);
+                const __m256i xs = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(xq[rr] + b * 32)), W);
+                const __m256i dot = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, xs), ones16);
+                acc[rr] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(dw * xd[rr][b * 8]), acc[rr]);
             }
         }
     } else if (t == STRATA_W_Q4_K) {

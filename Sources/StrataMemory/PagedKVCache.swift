@@ -36,12 +36,9 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
 
     /// prefill attention: gathered keys/values `[maxContext, kvDim]` and scores `[rows * keys]`
     private var gatherK: Tensor, gatherV: Tensor, scores: Tensor
-    /// decode attention: per chunk, `[heads * maxContext]` scores
-    private var decodeScores: [Tensor] = []
-    /// decode attention: this step's one-row entries, their block tables, the chunks' score pointers
+    /// decode attention: this step's one-row entries and their block tables
     private var decodeRows: [BatchLayout.Entry] = []
     private var decodeTables: [[Int]] = []
-    private var decodeScratch: [UnsafeMutablePointer<Float>] = []
     public private(set) var copiesOnWrite = 0
     public private(set) var prefixHitTokens = 0
 
@@ -223,37 +220,29 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
     public func attend(layer: Int, layout: BatchLayout, q: UnsafePointer<Float>, ldq: Int, out: UnsafeMutablePointer<Float>, ldo: Int,
                        heads: Int, kvHeads: Int, headDim d: Int, scale: Float, softcap: Float, window: Int) {
         let kp = k[layer].f32, vp = v[layer].f32
-        // decode rows (one query row): Strata's loops over the blocks, sequences in parallel
+        // decode rows (one query row): the grouped decode kernel over the blocks, (sequence, kv head) pairs in parallel
         var decodeEntries = 0
         for e in layout.entries where e.rowCount == 1 { decodeEntries += 1 }
         if decodeEntries > 0 {
-            let chunks = min(Threads.maxChunks, decodeEntries)
-            while decodeScores.count < chunks { decodeScores.append(Tensor(zeros: [heads * maxContext])) }
-            if decodeScores[0].count < heads * maxContext { decodeScores = (0..<chunks).map { _ in Tensor(zeros: [heads * maxContext]) } }
             // reused across layers and steps (capacity kept): the decode path allocates nothing
             decodeRows.removeAll(keepingCapacity: true)
             decodeTables.removeAll(keepingCapacity: true)
-            decodeScratch.removeAll(keepingCapacity: true)
             for e in layout.entries where e.rowCount == 1 {
                 decodeRows.append(e)
                 decodeTables.append(seqs[e.sequence]!.table)
             }
-            for t in decodeScores { decodeScratch.append(t.f32) }
-            let chunkCount = min(Threads.count, decodeRows.count)
             decodeRows.withUnsafeBufferPointer { entries in
                 decodeTables.withUnsafeBufferPointer { tables in
-                    decodeScratch.withUnsafeBufferPointer { scratch in
-                        var job = DecodeAttentionJob(q: q, ldq: ldq, out: out, ldo: ldo, kPool: kp, vPool: vp, blockSize: blockSize, kvDim: kvDim,
-                                                     heads: heads, kvHeads: kvHeads, headDim: d, scale: scale, softcap: softcap,
-                                                     window: window, entries: entries,
-                                                     tables: tables, scores: scratch, chunks: chunkCount)
-                        withUnsafeMutablePointer(to: &job) { jp in
-                            // a C-convention function and a context on the stack: nothing allocated per step
-                            Threads.runChunks(chunkCount, context: UnsafeMutableRawPointer(jp)) { ctx, chunk in
-                                let j = ctx!.assumingMemoryBound(to: DecodeAttentionJob.self)
-                                let n = j.pointee.entries.count, chunks = j.pointee.chunks
-                                for i in (n * chunk / chunks)..<(n * (chunk + 1) / chunks) { j.pointee.run(i, scores: j.pointee.scores[chunk]) }
-                            }
+                    var job = DecodeAttentionJob(q: q, ldq: ldq, out: out, ldo: ldo, kPool: kp, vPool: vp, blockSize: blockSize, kvDim: kvDim,
+                                                 heads: heads, kvHeads: kvHeads, headDim: d, scale: scale, softcap: softcap,
+                                                 window: window, entries: entries, tables: tables)
+                    withUnsafeMutablePointer(to: &job) { jp in
+                        // one chunk per (sequence, kv head): at batch 1 the kv heads still split
+                        // over the threads. A C-convention function and a context on the stack:
+                        // nothing allocated per step
+                        Threads.runChunks(entries.count * kvHeads, context: UnsafeMutableRawPointer(jp)) { ctx, chunk in
+                            let j = ctx!.assumingMemoryBound(to: DecodeAttentionJob.self)
+                            j.pointee.run(chunk / j.pointee.kvHeads, kvHead: chunk % j.pointee.kvHeads)
                         }
                     }
                 }
@@ -291,47 +280,17 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
         let blockSize: Int, kvDim: Int, heads: Int, kvHeads: Int, headDim: Int, scale: Float, softcap: Float, window: Int
         let entries: UnsafeBufferPointer<BatchLayout.Entry>
         let tables: UnsafeBufferPointer<[Int]>
-        /// per chunk, `[heads * maxContext]` scores
-        let scores: UnsafeBufferPointer<UnsafeMutablePointer<Float>>
-        let chunks: Int
 
-        func run(_ i: Int, scores: UnsafeMutablePointer<Float>) {
-            let e = entries[i]
-            PagedKVCache.decodeAttention(q: q + e.rowStart * ldq, out: out + e.rowStart * ldo, table: tables[i], keys: e.endPosition,
-                                         kPool: kPool, vPool: vPool, blockSize: blockSize, kvDim: kvDim, heads: heads, kvHeads: kvHeads,
-                                         headDim: headDim, scale: scale, scores: scores, softcap: softcap, window: window)
-        }
-    }
-
-    /// One query row over `keys` positions read through the block table; `scores` holds
-    /// `heads * keys` floats. Each head runs the kernel module's scores and values loops over the
-    /// block runs of its kv head (the group's heads find the rows in L2 after the first).
-    static func decodeAttention(q: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, table: [Int], keys n: Int,
-                                kPool: UnsafePointer<Float>, vPool: UnsafePointer<Float>, blockSize bs: Int, kvDim: Int,
-                                heads: Int, kvHeads: Int, headDim d: Int, scale: Float, scores: UnsafeMutablePointer<Float>,
-                                softcap: Float = 0, window: Int = 0) {
-        let group = heads / kvHeads
-        for h in 0..<heads {
-            let g = h / group, sh = scores + h * n
-            // scores[h][j] = q_h . k_j, block by block (a block's rows are contiguous)
-            var j = 0
-            while j < n {
-                let rows = min(bs - j % bs, n - j)
-                Kernels.attentionScores(q: q + h * d, k: kPool + (table[j / bs] * bs + j % bs) * kvDim + g * d, ldk: kvDim, keys: rows,
-                                        headDim: d, scale: scale, scores: sh + j)
-                j += rows
+        /// Entry `i`'s query heads of kv head `g` over its keys, through its block table (the
+        /// query is at position n - 1; a window keeps the last `window` keys).
+        func run(_ i: Int, kvHead g: Int) {
+            let e = entries[i], n = e.endPosition, group = heads / kvHeads, d = headDim
+            let first = window > 0 ? max(0, n - window) : 0
+            tables[i].withUnsafeBufferPointer { t in
+                Kernels.attentionDecode(q: q + e.rowStart * ldq + g * group * d, group: group, headDim: d,
+                                        k: kPool + g * d, v: vPool + g * d, ld: kvDim, ldv: kvDim, table: t.baseAddress, block: blockSize,
+                                        first: first, keys: n, scale: scale, softcap: softcap, out: out + e.rowStart * ldo + g * group * d)
             }
-            // the query is at position n - 1
-            Ops.capAndWindow(sh, rows: 1, n: n, causalOffset: n - 1, softcap: softcap, window: window)
-            Ops.softmax(sh, rows: 1, n: n)
-            j = 0
-            while j < n {
-                let rows = min(bs - j % bs, n - j)
-                Kernels.attentionValues(weights: sh + j, v: vPool + (table[j / bs] * bs + j % bs) * kvDim + g * d, ldv: kvDim, keys: rows,
-                                        headDim: d, out: out + h * d, accumulate: j > 0)
-                j += rows
-            }
-            if n == 0 { for c in 0..<d { out[h * d + c] = 0 } }
         }
     }
 }

@@ -168,12 +168,12 @@ public final class KVCache: KVStorage, @unchecked Sendable {
     public func attend(layer: Int, layout: BatchLayout, q: UnsafePointer<Float>, ldq: Int, out: UnsafeMutablePointer<Float>, ldo: Int,
                        heads: Int, kvHeads: Int, headDim: Int, scale: Float, softcap: Float, window: Int) {
         for e in layout.entries {
-            // one row (decode): a row of scores per thread, sized for the whole capacity once
-            let need = e.rowCount == 1 ? Threads.maxChunks * capacity : e.rowCount * e.endPosition
+            // many rows: a row of scores per query row (one row, decode, needs none)
+            let need = e.rowCount == 1 ? 0 : e.rowCount * e.endPosition
             if scores.count < need { scores = Tensor(zeros: [need]) }
             Attention.causal(q: q + e.rowStart * ldq, ldq: ldq, k: k[layer].f32, ldk: kvDim, v: v[layer].f32, ldv: kvDim,
                              out: out + e.rowStart * ldo, ldo: ldo, tokens: e.rowCount, start: e.startPosition, keys: e.endPosition,
-                             heads: heads, kvHeads: kvHeads, headDim: headDim, scale: scale, scores: scores.f32, scoresCount: scores.count,
+                             heads: heads, kvHeads: kvHeads, headDim: headDim, scale: scale, scores: scores.f32,
                              softcap: softcap, window: window)
         }
     }

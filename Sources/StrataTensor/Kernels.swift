@@ -145,6 +145,22 @@ public enum Kernels {
         else { strata_attn_values(weights, v, ldv, n, d, out, accumulate ? 1 : 0) }
     }
 
+    /// Decode attention of one query row for the `group` query heads sharing one kv head (`q`,
+    /// `out`: `[group, headDim]`) over keys `first ..< keys` (`k`, `v`: that kv head's column of
+    /// rows `ld` and `ldv` floats apart). `table`: the paged pool's block table (key j at row
+    /// `table[j / block] * block + j % block`), nil for contiguous rows. Online softmax over tiles
+    /// of keys every head of the group reads while they are in L1 (attention.c). `softcap` > 0:
+    /// Gemma-2's tanh capping. On `path` (default: the path in use).
+    @inline(__always)
+    public static func attentionDecode(path p: Path? = nil, q: UnsafePointer<Float>, group: Int, headDim d: Int,
+                                       k: UnsafePointer<Float>, v: UnsafePointer<Float>, ld: Int, ldv: Int,
+                                       table: UnsafePointer<Int>?, block: Int, first: Int, keys n: Int,
+                                       scale: Float, softcap: Float, out: UnsafeMutablePointer<Float>) {
+        var a = strata_attn_decode_args(q: q, k: k, v: v, ld: ld, ldv: ldv, table: table, block: block, first: first, n: n,
+                                        group: group, d: d, scale: scale, softcap: softcap, out: out)
+        if let p { strata_attn_decode_isa(p.rawValue, &a) } else { strata_attn_decode(&a) }
+    }
+
     /// Whether this CPU runs the bf16 GEMM (AVX-512 BF16) of fast prompt processing.
     public static var bf16GEMMSupported: Bool { strata_bf16_gemm_supported() != 0 }
 

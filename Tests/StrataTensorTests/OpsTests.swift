@@ -228,23 +228,22 @@ import Foundation
         }
     }
 
-    /// (tokens, start, head dim, scores floats): one-row cases run the decode loops, on one
-    /// thread (scratch of one row) and with the heads split over the pool (scratch of four rows);
-    /// head dims 5 and 12 take the kernels' tails, 64 their full tiles over 71 keys.
-    @Test(arguments: [(1, 5, 5, 0), (1, 40, 12, 0), (1, 40, 12, 4 * 41), (1, 70, 64, 4 * 71), (4, 4, 5, 0), (3, 7, 5, 0)])
-    func attentionMatchesNaive(t: Int, start: Int, d: Int, scoresCount: Int) {
-        // GQA: 4 query heads over 2 kv heads, queries at positions start..<start+t
-        var rng = TestRNG(UInt64(t * 31 + start + d))
-        let heads = 4, kvh = 2, s = start + t
+    /// (tokens, start, head dim, kv heads): one-row cases run the grouped decode kernel (kv heads
+    /// split over the pool; one kv head: MQA, all four query heads in one call); head dims 5 and
+    /// 12 take the kernels' tails, 64 their full tiles; 150 keys cross tiles of 64.
+    @Test(arguments: [(1, 5, 5, 2), (1, 40, 12, 2), (1, 40, 12, 1), (1, 70, 64, 2), (1, 149, 64, 4), (4, 4, 5, 2), (3, 7, 5, 2)])
+    func attentionMatchesNaive(t: Int, start: Int, d: Int, kvh: Int) {
+        // GQA: 4 query heads over kvh kv heads, queries at positions start..<start+t
+        var rng = TestRNG(UInt64(t * 31 + start + d + kvh))
+        let heads = 4, s = start + t, group = heads / kvh
         let q = rng.floats(t * heads * d), k = rng.floats(s * kvh * d), v = rng.floats(s * kvh * d)
         var out = [Float](repeating: 0, count: t * heads * d)
-        var scores = [Float](repeating: 0, count: max(t * s, scoresCount))
+        var scores = [Float](repeating: 0, count: t * s)
         let scale = 1 / Float(d).squareRoot()
         Attention.causal(q: q, ldq: heads * d, k: k, ldk: kvh * d, v: v, ldv: kvh * d, out: &out, ldo: heads * d,
-                         tokens: t, start: start, keys: s, heads: heads, kvHeads: kvh, headDim: d, scale: scale, scores: &scores,
-                         scoresCount: scoresCount)
+                         tokens: t, start: start, keys: s, heads: heads, kvHeads: kvh, headDim: d, scale: scale, scores: &scores)
         for i in 0..<t { for h in 0..<heads {
-            let g = h / 2
+            let g = h / group
             let visible = start + i + 1
             var w = (0..<visible).map { j -> Double in
                 (0..<d).reduce(0.0) { $0 + Double(q[i * heads * d + h * d + $1]) * Double(k[j * kvh * d + g * d + $1]) } * Double(scale)
@@ -257,6 +256,64 @@ import Foundation
                 #expect(abs(Double(out[i * heads * d + h * d + c]) - ref) < 1e-5)
             }
         } }
+    }
+
+    /// The grouped decode kernel on every path against a naive softmax attention in doubles: keys
+    /// through a reversed block table (blocks of 16; tiles of 64 cross blocks) or contiguous, a
+    /// window (first > 0), Gemma-2's soft-capping, groups of 1, 3, 4 and 20 query heads (past the
+    /// kernel's 16 per pass), head dims 5, 12, 64 and 80, K and V rows of different strides; no
+    /// keys gives zeros; a NaN key makes every head NaN; nothing written past the output.
+    @Test func groupedDecodeAttentionMatchesNaiveOnEveryPath() {
+        let bs = 16
+        let cases: [(group: Int, d: Int, n: Int, first: Int, softcap: Float, paged: Bool)] = [
+            (1, 5, 3, 0, 0, true), (3, 64, 150, 0, 0, true), (20, 80, 77, 10, 0, true), (3, 64, 200, 137, 0, true),
+            (4, 12, 90, 0, 5, true), (2, 64, 130, 0, 0, false), (2, 5, 40, 40, 0, true)]
+        for c in cases {
+            var rng = TestRNG(UInt64(c.group * 1000 + c.d * 10 + c.n + c.first))
+            let blocks = (c.n + bs - 1) / bs
+            let table = Array((0..<blocks).reversed())
+            let ld = 2 * c.d + 3, ldv = c.d + 1  // a kv head's column inside wider rows
+            let k = rng.floats(blocks * bs * ld), v = rng.floats(blocks * bs * ldv), q = rng.floats(c.group * c.d)
+            let scale = 1 / Float(c.d).squareRoot()
+            let row = { (j: Int) in c.paged ? table[j / bs] * bs + j % bs : j }
+            var ref = [Double](repeating: 0, count: c.group * c.d)
+            for h in 0..<c.group where c.first < c.n {
+                var w = (c.first..<c.n).map { j -> Double in
+                    var x = (0..<c.d).reduce(0.0) { $0 + Double(q[h * c.d + $1]) * Double(k[row(j) * ld + $1]) } * Double(scale)
+                    if c.softcap > 0 { x = tanh(x / Double(c.softcap)) * Double(c.softcap) }
+                    return x
+                }
+                let m = w.max()!
+                w = w.map { exp($0 - m) }
+                let sum = w.reduce(0, +)
+                for i in 0..<c.d {
+                    ref[h * c.d + i] = w.indices.reduce(0.0) { $0 + w[$1] / sum * Double(v[row(c.first + $1) * ldv + i]) }
+                }
+            }
+            for path in Kernels.supportedPaths {
+                var out = [Float](repeating: .nan, count: c.group * c.d + 1)
+                table.withUnsafeBufferPointer { t in
+                    Kernels.attentionDecode(path: path, q: q, group: c.group, headDim: c.d, k: k, v: v, ld: ld, ldv: ldv,
+                                            table: c.paged ? t.baseAddress : nil, block: bs, first: c.first, keys: c.n, scale: scale,
+                                            softcap: c.softcap, out: &out)
+                }
+                for i in 0..<(c.group * c.d) {
+                    #expect(abs(Double(out[i]) - ref[i]) < 1e-5 * (1 + abs(ref[i])), "\(path) \(c) out \(i): \(out[i]) vs \(ref[i])")
+                }
+                #expect(out[c.group * c.d].isNaN, "\(path) \(c): wrote past the output")
+            }
+        }
+        // a NaN in one key reaches every head of the group (a non-finite pass is reported, not hidden)
+        var rng = TestRNG(7)
+        var k = rng.floats(20 * 8)
+        let v = rng.floats(20 * 8), q = rng.floats(2 * 8)
+        k[5 * 8 + 3] = .nan
+        for path in Kernels.supportedPaths {
+            var out = [Float](repeating: 0, count: 16)
+            Kernels.attentionDecode(path: path, q: q, group: 2, headDim: 8, k: k, v: v, ld: 8, ldv: 8, table: nil, block: 1,
+                                    first: 0, keys: 20, scale: 0.3, softcap: 0, out: &out)
+            #expect(out.allSatisfy { $0.isNaN }, "\(path): \(out)")
+        }
     }
 
     @Test func threadsSettingAppliesToBLASAndLoops() {

@@ -126,6 +126,28 @@ void strata_attn_values(const float *p, const float *v, long ldv, long n, long d
 /// The same two on a given path (tests); an unsupported path runs portable C.
 void strata_attn_scores_isa(int isa, const float *q, const float *k, long ldk, long n, long d, float scale, float *scores);
 void strata_attn_values_isa(int isa, const float *p, const float *v, long ldv, long n, long d, float *out, int accumulate);
+/// Decode attention of one query row for the `group` query heads that share one kv head (q and out
+/// `[group, d]`, head h at + h * d), over keys [first, n) of that kv head: key j's row is at
+/// k + row(j) * ld, its value at v + row(j) * ldv, row(j) = j without a table, else table[j / block] * block +
+/// j % block (the paged pool). Keys are walked in tiles that stay in L1 while every head of the
+/// group reads them (the K and V bytes come from memory once per group, not once per head), with
+/// an online softmax: per head a running max and sum, the output rescaled when the max grows.
+/// softcap > 0: scores become softcap * tanh(score / softcap). first >= n gives zeros.
+typedef struct {
+    const float *q;
+    const float *k, *v;
+    long ld, ldv;
+    const long *table;
+    long block;
+    long first, n;
+    long group, d;
+    float scale, softcap;
+    float *out;
+} strata_attn_decode_args;
+void strata_attn_decode(const strata_attn_decode_args *a);
+/// The same on a given path (tests); an unsupported path runs portable C.
+void strata_attn_decode_isa(int isa, const strata_attn_decode_args *a);
+
 // ---- the worker pool -------------------------------------------------------------------
 // Threads that stay ready between calls: after a job a worker spins (pause, yielding the core
 // every 256 pauses) for `spin_us` microseconds, then sleeps on a condition variable. A job is split into `chunks`
