@@ -176,7 +176,13 @@ static int quantize_rows(const strata_linear_args *a, qx_row *rows, int kernel) 
                 memcpy(pd + 16 * side, nat, 16);
                 memcpy(pd + 32 + 16 * side, nat + 16, 16);
                 for (int l = 0; l < 4; l++) { R->dl[pair * 16 + 4 * side + l] = d; R->dl[pair * 16 + 8 + 4 * side + l] = d; }
-            } else if (t == STRATA_W_Q8_0 || t == STRATA_W_Q4_0) {  // Q4_0 for AVX2: natural order
+            } else if (kernel == Q8_AVX2 && (t == STRATA_W_Q8_0 || t == STRATA_W_Q4_0)) {
+                // natural order; per pair of blocks A, B the scales as the AVX2 kernel's folded
+                // sums lie: [A A B B A A B B]
+                memcpy(dst, nat, 32);
+                float *pd = R->dl + (b / 2) * 8 + 2 * (b % 2);
+                pd[0] = pd[1] = pd[4] = pd[5] = d;
+            } else if (t == STRATA_W_Q8_0) {
                 memcpy(dst, nat, 32);
                 for (int l = 0; l < 8; l++) R->dl[b * 8 + l] = d;
             } else {
@@ -432,6 +438,16 @@ TGT2 static float quantize_block_v2(const float *x, int n, int8_t *q) {
     return d;
 }
 
+/// The f16s at p and q as lanes 0 and 1 (h2f_pair for the AVX2 kernel).
+TGT2 INLINE __m128 h2f_pair2(const uint8_t *p, const uint8_t *q) {
+    uint16_t a, b;
+    memcpy(&a, p, 2);
+    memcpy(&b, q, 2);
+    __m128i v = _mm_cvtsi32_si128((int)a | ((int)b << 16));
+    __asm__("" : "+x"(v));
+    return _mm_cvtph_ps(v);
+}
+
 TGT2 INLINE float hsum8(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -454,33 +470,34 @@ TGT2 INLINE void q8row_avx2(const int t, const int RB, const strata_linear_args 
         xq[rr] = X[r + rr].q; xd[rr] = X[r + rr].dl; xm[rr] = X[r + rr].xs; xs16[rr] = X[r + rr].s16;
     }
     const __m256i m4 = _mm256_set1_epi8(15), ones16 = _mm256_set1_epi16(1);
-    if (t == STRATA_W_Q8_0) {
-        for (long b = 0; b < nb; b++, w += bb) {
-            _mm_prefetch((const char *)w + QPF, _MM_HINT_T0);
-            const __m256i W = _mm256_loadu_si256((const __m256i *)(w + 2));
-            const __m256i aw = _mm256_sign_epi8(W, W);
-            const float dw = f16c_at(w);
-            UNROLL for (int rr = 0; rr < RB; rr++) {
-                const __m256i xs = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(xq[rr] + b * 32)), W);
-                const __m256i dot = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, xs), ones16);
-                acc[rr] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(dw * xd[rr][b * 8]), acc[rr]);
-            }
-        }
-    } else if (t == STRATA_W_Q4_0) {
-        // x in natural order: the low nibbles are codes 0-15, the high ones 16-31; codes - 8 as
-        // signed bytes, then Q8_0's sign trick (|w| times x with w's sign: vpmaddubsw takes
-        // unsigned x signed), so no bias term
+    if (t == STRATA_W_Q8_0 || t == STRATA_W_Q4_0) {
+        // Blocks in pairs (k is a multiple of 64 on this path). Q4_0: the low nibbles are codes
+        // 0-15, the high ones 16-31 (x in natural order), codes - 8 as signed bytes. Then the sign
+        // trick (|w| times x with w's sign: vpmaddubsw takes unsigned x signed), so no bias term;
+        // the two blocks' int32 sums folded into one vector by vphaddd (lanes [A A B B A A B B]),
+        // converted and scaled once per pair
         const __m256i eight = _mm256_set1_epi8(8);
-        for (long b = 0; b < nb; b++, w += bb) {
-            if ((b & 3) == 0) _mm_prefetch((const char *)w + QPF, _MM_HINT_T0);
-            const __m128i v = _mm_loadu_si128((const __m128i *)(w + 2));
-            const __m256i W = _mm256_sub_epi8(_mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1), m4), eight);
-            const __m256i aw = _mm256_sign_epi8(W, W);
-            const float dw = f16c_at(w);
+        const __m256i pick = _mm256_setr_epi32(0, 0, 1, 1, 0, 0, 1, 1);
+        for (long b = 0; b < nb; b += 2, w += 2 * bb) {
+            _mm_prefetch((const char *)w + QPF, _MM_HINT_T0);
+            if (t == STRATA_W_Q8_0) _mm_prefetch((const char *)w + QPF + 64, _MM_HINT_T0);
+            __m256i W0, W1;
+            if (t == STRATA_W_Q8_0) {
+                W0 = _mm256_loadu_si256((const __m256i *)(w + 2));
+                W1 = _mm256_loadu_si256((const __m256i *)(w + bb + 2));
+            } else {
+                const __m128i v0 = _mm_loadu_si128((const __m128i *)(w + 2)), v1 = _mm_loadu_si128((const __m128i *)(w + bb + 2));
+                W0 = _mm256_sub_epi8(_mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(v0), _mm_srli_epi16(v0, 4), 1), m4), eight);
+                W1 = _mm256_sub_epi8(_mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(v1), _mm_srli_epi16(v1, 4), 1), m4), eight);
+            }
+            const __m256i a0 = _mm256_sign_epi8(W0, W0), a1 = _mm256_sign_epi8(W1, W1);
+            const __m256 dw = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(h2f_pair2(w, w + bb)), pick);
             UNROLL for (int rr = 0; rr < RB; rr++) {
-                const __m256i xs = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(xq[rr] + b * 32)), W);
-                const __m256i dot = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, xs), ones16);
-                acc[rr] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(dw * xd[rr][b * 8]), acc[rr]);
+                const int8_t *q = xq[rr] + b * 32;
+                const __m256i d0 = _mm256_madd_epi16(_mm256_maddubs_epi16(a0, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)q), W0)), ones16);
+                const __m256i d1 = _mm256_madd_epi16(_mm256_maddubs_epi16(a1, _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(q + 32)), W1)), ones16);
+                const __m256 sum = _mm256_cvtepi32_ps(_mm256_hadd_epi32(d0, d1));
+                acc[rr] = _mm256_fmadd_ps(_mm256_mul_ps(sum, dw), _mm256_loadu_ps(xd[rr] + b * 4), acc[rr]);
             }
         }
     } else if (t == STRATA_W_Q4_K) {
