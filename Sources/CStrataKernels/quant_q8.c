@@ -657,8 +657,32 @@ static void q8_chunk(void *ctx, long c) {
     q8rows_portable(job->a, j0, j1);
 }
 
+/// Rows [r0, r0 + m) of the linear a: x and y moved to row r0.
+static strata_linear_args row_slice(const strata_linear_args *a, long r0, long m) {
+    strata_linear_args s = *a;
+    s.x = a->x + r0 * a->ldx;
+    s.y = a->y + r0 * a->ldy;
+    s.m = m;
+    return s;
+}
+
+/// Whether a linear of more x rows than the fast kernel takes runs as slices of
+/// STRATA_Q8_MAX_ROWS rows (when the fast kernel takes a slice); each slice reads the weights again.
+static int sliced(int isa, const strata_linear_args *a) {
+    if (a->m <= STRATA_Q8_MAX_ROWS) return 0;
+    const strata_linear_args s = row_slice(a, 0, STRATA_Q8_MAX_ROWS);
+    return q8_kernel(isa, &s) != Q8_PORTABLE;
+}
+
 void strata_qlinear_q8_rows_isa(int isa, const strata_linear_args *a, long j0, long j1) {
     if (j1 <= j0 || a->m <= 0) return;
+    if (sliced(isa, a)) {
+        for (long r0 = 0; r0 < a->m; r0 += STRATA_Q8_MAX_ROWS) {
+            const strata_linear_args s = row_slice(a, r0, a->m - r0 < STRATA_Q8_MAX_ROWS ? a->m - r0 : STRATA_Q8_MAX_ROWS);
+            strata_qlinear_q8_rows_isa(isa, &s, j0, j1);
+        }
+        return;
+    }
     const int kernel = q8_kernel(isa, a);
     if (kernel == Q8_PORTABLE) { q8rows_portable(a, j0, j1); return; }
     qx_row rows[STRATA_Q8_MAX_ROWS];
@@ -682,6 +706,19 @@ static void q8_group_chunk(void *ctx, long c) {
 
 int strata_qlinear_q8_group(const strata_linear_args *a, int count, const long *chunks, const long *per) {
     if (count < 1 || count > STRATA_LINEAR_GROUP) return -1;
+    if (sliced(strata_kernels_isa(), &a[0])) {
+        strata_linear_args s[STRATA_LINEAR_GROUP];
+        for (long r0 = 0; r0 < a[0].m; r0 += STRATA_Q8_MAX_ROWS) {
+            const long m = a[0].m - r0 < STRATA_Q8_MAX_ROWS ? a[0].m - r0 : STRATA_Q8_MAX_ROWS;
+            for (int i = 0; i < count; i++) s[i] = row_slice(&a[i], r0, m);
+            // the first slice decides for all: a refusal there changes nothing yet
+            if (strata_qlinear_q8_group(s, count, chunks, per) != 0) {
+                if (r0 == 0) return -1;
+                for (int i = 0; i < count; i++) strata_qlinear_q8(&s[i], chunks[i], per[i]);
+            }
+        }
+        return 0;
+    }
     const int kernel = q8_kernel(strata_kernels_isa(), &a[0]);
     if (kernel == Q8_PORTABLE) return -1;
     for (int i = 0; i < count; i++)
@@ -697,6 +734,13 @@ int strata_qlinear_q8_group(const strata_linear_args *a, int count, const long *
 }
 
 void strata_qlinear_q8(const strata_linear_args *a, long chunks, long per) {
+    if (sliced(strata_kernels_isa(), a)) {
+        for (long r0 = 0; r0 < a->m; r0 += STRATA_Q8_MAX_ROWS) {
+            const strata_linear_args s = row_slice(a, r0, a->m - r0 < STRATA_Q8_MAX_ROWS ? a->m - r0 : STRATA_Q8_MAX_ROWS);
+            strata_qlinear_q8(&s, chunks, per);
+        }
+        return;
+    }
     qx_row rows[STRATA_Q8_MAX_ROWS];
     // the VNNI or AVX2 kernel over the quantized rows, or (too many rows, no memory, no SIMD
     // path) the portable definition, which quantizes x itself

@@ -73,7 +73,8 @@ public struct ServeBenchmark: Sendable {
         return s[lo] + (s[hi] - s[lo]) * (rank - Double(lo))
     }
 
-    /// A blocking HTTP/1.0 client over a POSIX socket (the answer unchunked, ending at close): sends the request, reads the SSE stream.
+    /// A blocking HTTP/1.0 client over a POSIX socket: sends the request, reads the SSE stream to its
+    /// `data: [DONE]` (an answer in HTTP/1.1 chunks, as llama-server sends even to 1.0, is de-chunked).
     func request(path: String, body: JSONValue) -> Timing {
         var timing = Timing()
         guard case var .object(pairs) = body else { return timing }
@@ -104,6 +105,8 @@ public struct ServeBenchmark: Sendable {
             sent += n
         }
         var buffer = [UInt8]()
+        var raw = [UInt8]()  // chunked: bytes not yet de-chunked
+        var chunked = false
         var chunk = [UInt8](repeating: 0, count: 65536)
         var headerDone = false
         var done = false
@@ -116,8 +119,21 @@ public struct ServeBenchmark: Sendable {
                 guard let end = find(buffer, Array("\r\n\r\n".utf8)) else { continue }
                 let status = String(decoding: buffer[0..<end], as: UTF8.self)
                 if !status.hasPrefix("HTTP/1.0 200") && !status.hasPrefix("HTTP/1.1 200") { return timing }
+                chunked = status.lowercased().contains("transfer-encoding: chunked")
                 buffer.removeFirst(end + 4)
                 headerDone = true
+                if chunked { raw = buffer; buffer.removeAll() }
+            } else if chunked {
+                raw.append(contentsOf: chunk[0..<n])
+                buffer.removeLast(n)
+            }
+            // chunks are "<hex size>\r\n<bytes>\r\n"; a size of 0 ends the answer
+            while chunked, let eol = find(raw, [13, 10]) {
+                guard let size = Int(String(decoding: raw[0..<eol], as: UTF8.self).split(separator: ";").first ?? "", radix: 16) else { return timing }
+                if size == 0 { break }
+                guard raw.count >= eol + 2 + size + 2 else { break }
+                buffer.append(contentsOf: raw[(eol + 2)..<(eol + 2 + size)])
+                raw.removeFirst(eol + 2 + size + 2)
             }
             // events are "data: ...\n\n"
             while let end = find(buffer, [10, 10]) {

@@ -49,7 +49,11 @@ public enum Kernels {
     /// (Measured crossovers: docs/kernels.md, "How the kernel walks the weights"; docs/benchmarks.md,
     /// "Few-row kernels vs OpenBLAS".)
     public static func maxRows(dtype: DType) -> Int {
-        if dtype.isQuantized { return maxRowsQuantized }
+        if dtype.isQuantized {
+            // the 8-bit kernel takes more rows in slices of its own limit where no bf16 GEMM
+            // takes them (prompt chunks of a served request, batch steps of 17-64 sequences)
+            return activations == .q8 && q8FastSupported && !bf16GEMMSupported ? maxRowsQuantizedSliced : maxRowsQuantized
+        }
         return path == .avx512 && !blasSGEMMHasAVX512 ? maxRowsOverAVX2BLAS : maxRowsFloat
     }
     // f32 and 16-bit to 32 rows since the K-tiled walk (bench-linear f32: 16 rows 8.1 ms per
@@ -64,6 +68,9 @@ public enum Kernels {
     // would lose, so 32 stays there.
     static let maxRowsOverAVX2BLAS = 64
     static let maxRowsQuantized = Int(STRATA_Q8_MAX_ROWS)  // the 8-bit path's row limit
+    // Past it, slices of 16 rows, each reading the weights again, against dequantizing them to f32
+    // for sgemm: measured in docs/benchmarks.md, "Tenth session"
+    static let maxRowsQuantizedSliced = 64
     /// Whether OpenBLAS's sgemm runs AVX-512 kernels, from its core name: false only for the
     /// cores known to run AVX2 or older kernels (an unknown name keeps the cautious 32 rows).
     static let blasSGEMMHasAVX512 = !sgemmCoreIsAVX2OrOlder(BLAS.coreName)
@@ -118,7 +125,7 @@ public enum Kernels {
     public static func linearRowsQ8(path p: Path, weight: UnsafeRawPointer, dtype: DType, outFeatures n: Int, inFeatures k: Int,
                                     x: UnsafePointer<Float>, rows m: Int, ldx: Int? = nil,
                                     y: UnsafeMutablePointer<Float>, ldy: Int? = nil, accumulate: Bool = false) {
-        precondition(p.isSupported && dtype.isQuantized && m <= Int(STRATA_Q8_MAX_ROWS), "Kernels.linearRowsQ8: \(p) \(dtype) m=\(m)")
+        precondition(p.isSupported && dtype.isQuantized && m > 0, "Kernels.linearRowsQ8: \(p) \(dtype) m=\(m)")
         var a = args(weight, dtype, n, k, x, m, ldx, y, ldy, accumulate)
         strata_qlinear_q8_rows_isa(p.rawValue, &a, 0, n)
     }

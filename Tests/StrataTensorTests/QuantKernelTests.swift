@@ -141,7 +141,8 @@ func naiveDequant(_ dtype: DType, _ b: ArraySlice<UInt8>) -> [Float] {
     /// kernel both match that naive product, and stay near the exact (f32) product.
     // past 4 rows the VNNI kernel walks groups of 4 x rows over 64 weight rows at a time
     // (tails of 1-3 rows; 70 weight rows cross a 64-row band)
-    @Test(arguments: [1, 2, 3, 4, 5, 6, 7, 16])
+    // 17 and 37 rows: slices of 16 (the last of 1 and 5 rows)
+    @Test(arguments: [1, 2, 3, 4, 5, 6, 7, 16, 17, 37])
     func q8ActivationsMatchTheirDefinitionOnEveryPath(m: Int) {
         for dtype in DType.quantized {
             for (n, k) in [(3, 256), (9, 512), (20, 1024), (70, 256)] {
