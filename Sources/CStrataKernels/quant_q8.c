@@ -17,6 +17,7 @@
 #include "common.h"
 
 #include <math.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -749,4 +750,74 @@ void strata_qlinear_q8(const strata_linear_args *a, long chunks, long per) {
     q8_job job = {a, fast ? rows : NULL, per, kernel};
     if (chunks == 1) q8_chunk(&job, 0);
     else strata_pool_run(q8_chunk, &job, chunks);
+}
+
+// ---- the 8-bit products' peak -------------------------------------------------------------------
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+#if STRATA_X86
+/// `iters` rounds of 8 independent chains of vpmaddubsw + vpmaddwd + vpaddd (32 multiply-adds
+/// each); the sums are returned so the loop is not dropped.
+TGT2 static int peak_avx2(long iters) {
+    __m256i acc[8], w[8];
+    const __m256i x = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
+    for (int i = 0; i < 8; i++) { acc[i] = _mm256_setzero_si256(); w[i] = _mm256_set1_epi8((char)(i + 1)); }
+    for (long it = 0; it < iters; it++) {
+        UNROLL for (int i = 0; i < 8; i++) {
+            acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(w[i], x), ones));
+            __asm__("" : "+x"(w[i]));  // w stays opaque: the product is not hoisted out of the loop
+        }
+    }
+    __m256i s = acc[0];
+    for (int i = 1; i < 8; i++) s = _mm256_add_epi32(s, acc[i]);
+    return _mm256_extract_epi32(s, 0);
+}
+#endif
+
+typedef struct {
+    long iters;
+    double seconds[64];
+    volatile int sink;
+} peak_job;
+
+static void peak_chunk(void *ctx, long c) {
+    peak_job *p = (peak_job *)ctx;
+#if STRATA_X86
+    const double t0 = now_seconds();
+    p->sink += peak_avx2(p->iters);
+    if (c < 64) p->seconds[c] = now_seconds() - t0;
+#else
+    (void)p; (void)c;
+#endif
+}
+
+double strata_q8_peak(int isa, double seconds) {
+#if STRATA_X86
+    const strata_linear_args probe = {.m = 1, .k = 256, .wtype = STRATA_W_Q4_K};
+    if (!strata_isa_supported(isa) || q8_kernel(isa, &probe) != Q8_AVX2) return 0;
+    int threads = strata_pool_threads();
+    if (threads < 1) threads = 1;
+    if (threads > 64) threads = 64;
+    peak_job job = {.iters = 1 << 16, .sink = 0};
+    // grow the rounds until one thread's pass takes a tenth of the time asked for
+    for (;;) {
+        peak_chunk(&job, 0);
+        if (job.seconds[0] >= seconds / 10 || job.iters > (1L << 40)) break;
+        job.iters *= 2;
+    }
+    job.iters = (long)((double)job.iters * seconds / (job.seconds[0] > 0 ? job.seconds[0] : 1e-9) / 1);
+    if (job.iters < 1) job.iters = 1;
+    strata_pool_run(peak_chunk, &job, threads);
+    double total = 0;
+    for (int c = 0; c < threads; c++) total += (double)job.iters * 8 * 32 / (job.seconds[c] > 0 ? job.seconds[c] : 1e-9);
+    return total;
+#else
+    (void)isa; (void)seconds;
+    return 0;
+#endif
 }

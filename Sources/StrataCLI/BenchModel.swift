@@ -37,6 +37,11 @@ struct BenchModel: ParsableCommand {
         let embedBytes = summary.roles.first { $0.role == "embedding" }?.bytes ?? 0
         let tied = spec.tiedEmbeddings && !summary.roles.contains { $0.role == "lm_head" }
         let decodeBytes = Double(summary.totalBytes - (tied ? 0 : embedBytes))
+        // multiply-adds a decode step makes: every weight but the embedding table's (gathered)
+        let decodeMACs = Double(summary.parameters - (tied ? 0 : spec.vocabSize * spec.hiddenSize))
+        // quantized weights with 8-bit activations: the 8-bit products' peak bounds a compute-bound kernel
+        let quantized = summary.dtypes.keys.contains { DType(rawValue: $0.lowercased())?.isQuantized ?? false }
+        let q8Peak = quantized && Kernels.activations == .q8 ? Kernels.q8Peak() : 0
         // Each repeat measures its own bounds with its tests (this machine's bandwidth drifts
         // with its neighbours), so each ratio is from one stretch of time; medians are reported.
         // The decode runs in slices between the rounds of the memory-read passes, so the bound
@@ -71,12 +76,15 @@ struct BenchModel: ParsableCommand {
         let ppBound = median(ppB), tgBound = median(tgB)
         let ppMed = median(pp), tgMed = median(tg)
         let ppFrac = median(zip(pp, ppB).map { $0 / $1 }), tgFrac = median(zip(tg, tgB).map { $0 / $1 })
+        let computeBound = q8Peak / decodeMACs
         func spread(_ xs: [Double]) -> Double { (xs.max()! - xs.min()!) / 2 }
         if json {
             try printJSON(["model": model, "threads": Threads.count, "pp_tokens": prompt, "tg_tokens": gen, "repeats": repeats,
                            "pp_tokens_per_second": ppMed, "pp_spread": spread(pp), "tg_tokens_per_second": tgMed, "tg_spread": spread(tg),
                            "sgemm_flops": flops, "memory_read_bytes_per_second": bw, "pp_bound": ppBound, "tg_bound": tgBound,
-                           "decode_bytes_per_token": decodeBytes, "parameters": params, "pp_fraction_of_bound": ppFrac, "tg_fraction_of_bound": tgFrac])
+                           "decode_bytes_per_token": decodeBytes, "parameters": params, "pp_fraction_of_bound": ppFrac, "tg_fraction_of_bound": tgFrac,
+                           "q8_peak_multiply_adds_per_second": q8Peak, "q8_compute_bound": computeBound,
+                           "pp_fraction_of_q8_peak": q8Peak > 0 ? ppMed / computeBound : 0, "tg_fraction_of_q8_peak": q8Peak > 0 ? tgMed / computeBound : 0])
             return
         }
         print("model: \(spec.architecture) \(String(format: "%.0f", params / 1e6))M params, weights \(formatBytes(summary.totalBytes)), threads \(Threads.count)")
@@ -86,5 +94,9 @@ struct BenchModel: ParsableCommand {
         print("|---|---:|---:|---:|---:|")
         print(String(format: "| pp%d | %.2f | %.2f | %.2f | %.1f%% |", prompt, ppMed, spread(pp), ppBound, 100 * ppFrac))
         print(String(format: "| tg%d | %.2f | %.2f | %.2f | %.1f%% |", gen, tgMed, spread(tg), tgBound, 100 * tgFrac))
+        if q8Peak > 0 {
+            print(String(format: "8-bit products' peak (vpmaddubsw + vpmaddwd, %d threads): %.1f G multiply-adds/s over %.0f M per token -> compute bound %.2f t/s; pp%d at %.1f%% of it, tg%d at %.1f%%",
+                         Threads.count, q8Peak / 1e9, decodeMACs / 1e6, computeBound, prompt, 100 * ppMed / computeBound, gen, 100 * tgMed / computeBound))
+        }
     }
 }

@@ -112,6 +112,11 @@ public enum Kernels {
         set { strata_set_activations(newValue == .q8 ? Int32(STRATA_ACT_Q8) : Int32(STRATA_ACT_F32)) }
     }
 
+    /// The 8-bit products' peak on `path` (default: the path in use), in multiply-adds per second
+    /// over the pool's threads (the AVX2 kernel's inner instructions from registers, about
+    /// `seconds` long); 0 where no AVX2 8-bit kernel runs (portable; AVX-512 VNNI is not measured).
+    public static func q8Peak(path p: Path? = nil, seconds: Double = 0.2) -> Double { strata_q8_peak((p ?? path).rawValue, seconds) }
+
     /// Whether this CPU runs the 8-bit path's VNNI kernel.
     public static var q8VNNISupported: Bool { strata_q8_vnni_supported() != 0 }
 

@@ -136,6 +136,17 @@ func naiveDequant(_ dtype: DType, _ b: ArraySlice<UInt8>) -> [Float] {
         }
     }
 
+    /// The 8-bit products' peak (bench-model's compute bound) is measured where the AVX2 8-bit
+    /// kernel runs and is 0 on the portable path (no SIMD kernel to bound).
+    @Test func q8PeakFollowsThePath() {
+        #expect(Kernels.q8Peak(path: .portable, seconds: 0.01) == 0)
+        if Kernels.supportedPaths.contains(.avx2) {
+            let peak = Kernels.q8Peak(path: .avx2, seconds: 0.01)
+            // 32 multiply-adds per instruction pair: at least one pair per 100 ns on any AVX2 core
+            #expect(peak > 3.2e8, "\(peak)")
+        }
+    }
+
     /// The 8-bit-activation path: x quantized per weight block (dx = max|x| / 127, q = round(x / dx)),
     /// then the dequantized weights times the dequantized x. The portable definition and the VNNI
     /// kernel both match that naive product, and stay near the exact (f32) product.
