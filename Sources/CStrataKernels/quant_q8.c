@@ -782,15 +782,16 @@ TGT2 static int peak_avx2(long iters) {
 typedef struct {
     long iters;
     double seconds[64];
-    volatile int sink;
+    volatile int sink[64];  // per chunk: the threads write apart
 } peak_job;
 
 static void peak_chunk(void *ctx, long c) {
     peak_job *p = (peak_job *)ctx;
 #if STRATA_X86
+    if (c >= 64) return;
     const double t0 = now_seconds();
-    p->sink += peak_avx2(p->iters);
-    if (c < 64) p->seconds[c] = now_seconds() - t0;
+    p->sink[c] = peak_avx2(p->iters);
+    p->seconds[c] = now_seconds() - t0;
 #else
     (void)p; (void)c;
 #endif
@@ -803,7 +804,7 @@ double strata_q8_peak(int isa, double seconds) {
     int threads = strata_pool_threads();
     if (threads < 1) threads = 1;
     if (threads > 64) threads = 64;
-    peak_job job = {.iters = 1 << 16, .sink = 0};
+    peak_job job = {.iters = 1 << 16};
     // grow the rounds until one thread's pass takes a tenth of the time asked for
     for (;;) {
         peak_chunk(&job, 0);
