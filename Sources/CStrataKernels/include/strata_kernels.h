@@ -82,7 +82,7 @@ int strata_q8_fast_supported(void);
 int strata_q8_vnni_supported(void);
 /// The 8-bit products' peak on path `isa`: multiply-adds per second of the pool's threads
 /// together, each running the AVX2 kernel's inner instructions (vpmaddubsw, vpmaddwd, vpaddd) on
-/// eight independent accumulators from registers for about `seconds`; 0 where the path runs no
+/// six independent accumulators from registers for about `seconds`; 0 where the path runs no
 /// SIMD 8-bit kernel (portable) or on AVX-512 VNNI (not measured: no host to run it).
 double strata_q8_peak(int isa, double seconds);
 /// The 8-bit path's output rows [j0, j1) on `isa` (avx512 with VNNI; else the portable definition).
