@@ -229,6 +229,15 @@ void strata_attn_values(const float *p, const float *v, long ldv, long n, long d
 /// Heads per pass over the keys (more heads share a kv head only in MQA-like models: passes of 16).
 #define ATTN_HEADS 16
 
+/// Keys [j, end) that lie in one block from key j on (all of them without a table): their count,
+/// and in *row the pool row of key j.
+static long key_run(const strata_attn_decode_args *a, long j, long end, long *row) {
+    if (!a->table) { *row = j; return end - j; }
+    const long left = a->block - j % a->block;
+    *row = a->table[j / a->block] * a->block + j % a->block;
+    return left < end - j ? left : end - j;
+}
+
 static void attn_decode_heads(int isa, const strata_attn_decode_args *a, long h0, long h1) {
     const long d = a->d, nh = h1 - h0;
     float s[ATTN_HEADS * ATTN_TILE], m[ATTN_HEADS], l[ATTN_HEADS];
@@ -240,12 +249,8 @@ static void attn_decode_heads(int isa, const strata_attn_decode_args *a, long h0
         const long t1 = t0 + ATTN_TILE < a->n ? t0 + ATTN_TILE : a->n, nt = t1 - t0;
         // scores of every head, run by run (a run: keys of one block, rows ld apart)
         for (long j = t0; j < t1;) {
-            long rows = t1 - j, row = j;
-            if (a->table) {
-                const long left = a->block - j % a->block;
-                if (left < rows) rows = left;
-                row = a->table[j / a->block] * a->block + j % a->block;
-            }
+            long row;
+            const long rows = key_run(a, j, t1, &row);
             for (long h = 0; h < nh; h++)
                 strata_attn_scores_isa(isa, a->q + (h0 + h) * d, a->k + row * a->ld, a->ld, rows, d, a->scale, s + h * ATTN_TILE + (j - t0));
             j += rows;
@@ -268,12 +273,8 @@ static void attn_decode_heads(int isa, const strata_attn_decode_args *a, long h0
             if (corr != 1.0f) for (long i = 0; i < d; i++) oh[i] *= corr;
         }
         for (long j = t0; j < t1;) {
-            long rows = t1 - j, row = j;
-            if (a->table) {
-                const long left = a->block - j % a->block;
-                if (left < rows) rows = left;
-                row = a->table[j / a->block] * a->block + j % a->block;
-            }
+            long row;
+            const long rows = key_run(a, j, t1, &row);
             for (long h = 0; h < nh; h++)
                 strata_attn_values_isa(isa, s + h * ATTN_TILE + (j - t0), a->v + row * a->ldv, a->ldv, rows, d, a->out + (h0 + h) * d, 1);
             j += rows;

@@ -140,6 +140,18 @@ INLINE void k4_scale_min(int j, const uint8_t *q, int *sc, int *m) {
         *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
     }
 }
+
+/// Q4_K's twelve bytes of packed 6-bit scales and mins at q, four at a time: u[0..1] the eight
+/// scales, u[2..3] the eight mins, one byte each (k4_scale_min's values, all at once).
+INLINE void k4_unpack_scales(const uint8_t *q, uint32_t u[4]) {
+    memcpy(u, q, 12);
+    const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
+    u[3] = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
+    const uint32_t ax = u[1] & k1;
+    u[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
+    u[2] = ax;
+    u[0] &= k1;
+}
 #endif
 
 /// A per-thread scratch buffer (64-byte aligned) that grows and is never shrunk, freed when its

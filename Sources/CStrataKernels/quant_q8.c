@@ -289,13 +289,7 @@ TGTV INLINE void q8row_vnni(const int t, const int RB, const strata_linear_args 
             _mm_prefetch((const char *)w + QPF + 64, _MM_HINT_T0);
             _mm_prefetch((const char *)w + QPF + 128, _MM_HINT_T0);
             uint32_t u[4];
-            memcpy(u, w + 4, 12);
-            const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
-            u[3] = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
-            const uint32_t ax = u[1] & k1;
-            u[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
-            u[2] = ax;
-            u[0] &= k1;
+            k4_unpack_scales(w + 4, u);
             // the eight 6-bit scales as 16-bit lanes, one vector per 64 weights: [sub-block a x 16,
             // sub-block b x 16], the halves of that vector's codes
             const __m512i sc16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)u)));
@@ -509,16 +503,8 @@ TGT2 INLINE void q8row_avx2(const int t, const int RB, const strata_linear_args 
             _mm_prefetch((const char *)w + QPF, _MM_HINT_T0);
             _mm_prefetch((const char *)w + QPF + 64, _MM_HINT_T0);
             _mm_prefetch((const char *)w + QPF + 128, _MM_HINT_T0);
-            // the 6-bit scales and mins unpacked four at a time (as the VNNI kernel): u[0..1] the
-            // eight scales, u[2..3] the eight mins, one byte each
             uint32_t u[4];
-            memcpy(u, w + 4, 12);
-            const uint32_t k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
-            u[3] = ((u[2] >> 4) & k2) | (((u[1] >> 6) & k3) << 4);
-            const uint32_t ax = u[1] & k1;
-            u[1] = (u[2] & k2) | (((u[0] >> 6) & k3) << 4);
-            u[2] = ax;
-            u[0] &= k1;
+            k4_unpack_scales(w + 4, u);
             const __m256 mn8 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(u + 2)))),
                                              _mm256_set1_ps(f16c_at(w + 2)));
             const __m256i sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)u)));
