@@ -14,6 +14,7 @@
 #include "common.h"
 
 #include <math.h>
+#include <stdlib.h>
 
 // ---- portable path ---------------------------------------------------------------------------
 
@@ -221,6 +222,87 @@ void strata_attn_values(const float *p, const float *v, long ldv, long n, long d
     strata_attn_values_isa(strata_kernels_isa(), p, v, ldv, n, d, out, accumulate);
 }
 
+// ---- KV rows stored as f16, bf16 or q8_0, widened to f32 --------------------------------------
+
+static void kv_row_portable(int type, const uint8_t *src, float *dst, long d) {
+    switch (type) {
+    case STRATA_W_F16:
+        for (long i = 0; i < d; i++) dst[i] = f16_at(src + 2 * i);
+        break;
+    case STRATA_W_BF16:
+        for (long i = 0; i < d; i++) { uint16_t h; memcpy(&h, src + 2 * i, 2); dst[i] = bf16_to_f32(h); }
+        break;
+    case STRATA_W_Q8_0:
+        for (long b = 0; b < d / 32; b++, src += 34) {
+            const float sc = f16_at(src);
+            const int8_t *q = (const int8_t *)(src + 2);
+            for (int i = 0; i < 32; i++) dst[32 * b + i] = sc * (float)q[i];
+        }
+        break;
+    default:
+        memcpy(dst, src, (size_t)d * sizeof(float));
+    }
+}
+
+#if STRATA_X86
+/// AVX2 and F16C: eight values per instruction (AVX-512 hosts run it too).
+__attribute__((target("avx2,fma,f16c"))) static void kv_row_avx2(int type, const uint8_t *src, float *dst, long d) {
+    long i = 0;
+    switch (type) {
+    case STRATA_W_F16:
+        for (; i + 8 <= d; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + 2 * i))));
+        for (; i < d; i++) dst[i] = f16_at(src + 2 * i);
+        break;
+    case STRATA_W_BF16:
+        for (; i + 8 <= d; i += 8) {
+            const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(src + 2 * i)));
+            _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)));
+        }
+        for (; i < d; i++) { uint16_t h; memcpy(&h, src + 2 * i, 2); dst[i] = bf16_to_f32(h); }
+        break;
+    case STRATA_W_Q8_0:
+        for (long b = 0; b < d / 32; b++, src += 34) {
+            const __m256 sc = _mm256_set1_ps(f16c_at(src));
+            for (int u = 0; u < 4; u++) {
+                const __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(src + 2 + 8 * u)));
+                _mm256_storeu_ps(dst + 32 * b + 8 * u, _mm256_mul_ps(sc, _mm256_cvtepi32_ps(q)));
+            }
+        }
+        break;
+    default:
+        memcpy(dst, src, (size_t)d * sizeof(float));
+    }
+}
+#endif
+
+/// One stored row of d values as f32 (isa is a path this CPU runs).
+static void kv_row(int isa, int type, const uint8_t *src, float *dst, long d) {
+#if STRATA_X86
+    if (isa != STRATA_ISA_PORTABLE) { kv_row_avx2(type, src, dst, d); return; }
+#endif
+    (void)isa;
+    kv_row_portable(type, src, dst, d);
+}
+
+/// Whether d values of `type` are whole rows the kernels read (q8_0: whole blocks).
+static int kv_shape_ok(int type, long d) {
+    switch (type) {
+    case STRATA_W_F32: case STRATA_W_F16: case STRATA_W_BF16: return 1;
+    case STRATA_W_Q8_0: return d % 32 == 0;
+    default: return 0;
+    }
+}
+
+void strata_kv_gather(int isa, int type, const void *src, long ld, const long *table, long block,
+                      long first, long n, long d, float *dst) {
+    if (d <= 0 || !kv_shape_ok(type, d)) return;
+    if (!strata_isa_supported(isa)) isa = STRATA_ISA_PORTABLE;
+    for (long j = first; j < n; j++) {
+        const long row = table ? table[j / block] * block + j % block : j;
+        kv_row(isa, type, (const uint8_t *)src + row * ld, dst + (j - first) * d, d);
+    }
+}
+
 // ---- one query row, a group of heads, online softmax ------------------------------------------
 
 /// Keys per tile: 64 rows of K and of V (64 floats wide: 16 KiB each) stay in L1 while each head
@@ -228,6 +310,9 @@ void strata_attn_values(const float *p, const float *v, long ldv, long n, long d
 #define ATTN_TILE 64
 /// Heads per pass over the keys (more heads share a kv head only in MQA-like models: passes of 16).
 #define ATTN_HEADS 16
+/// Floats of one tile's widened K (and as many of V) on the stack when K/V are stored narrower
+/// than f32: tiles of min(64, 4096 / d) keys.
+#define ATTN_WIDE 4096
 
 /// Keys [j, end) that lie in one block from key j on (all of them without a table): their count,
 /// and in *row the pool row of key j.
@@ -238,22 +323,40 @@ static long key_run(const strata_attn_decode_args *a, long j, long end, long *ro
     return left < end - j ? left : end - j;
 }
 
-static void attn_decode_heads(int isa, const strata_attn_decode_args *a, long h0, long h1) {
+/// Heads [h0, h1) of the group. kw/vw: room for `tile` widened rows of K and V when they are
+/// stored narrower than f32 (NULL for f32: the scores read the pool's rows in place).
+static void attn_decode_heads(int isa, const strata_attn_decode_args *a, long h0, long h1, float *kw, float *vw, long tile) {
     const long d = a->d, nh = h1 - h0;
+    const float *kf = (const float *)a->k, *vf = (const float *)a->v;
+    const long ldf = a->ld / (long)sizeof(float), ldvf = a->ldv / (long)sizeof(float);
     float s[ATTN_HEADS * ATTN_TILE], m[ATTN_HEADS], l[ATTN_HEADS];
     for (long h = 0; h < nh; h++) {
         m[h] = -INFINITY; l[h] = 0;
         for (long i = 0; i < d; i++) a->out[(h0 + h) * d + i] = 0;
     }
-    for (long t0 = a->first; t0 < a->n; t0 += ATTN_TILE) {
-        const long t1 = t0 + ATTN_TILE < a->n ? t0 + ATTN_TILE : a->n, nt = t1 - t0;
-        // scores of every head, run by run (a run: keys of one block, rows ld apart)
-        for (long j = t0; j < t1;) {
-            long row;
-            const long rows = key_run(a, j, t1, &row);
-            for (long h = 0; h < nh; h++)
-                strata_attn_scores_isa(isa, a->q + (h0 + h) * d, a->k + row * a->ld, a->ld, rows, d, a->scale, s + h * ATTN_TILE + (j - t0));
-            j += rows;
+    for (long t0 = a->first; t0 < a->n; t0 += tile) {
+        const long t1 = t0 + tile < a->n ? t0 + tile : a->n, nt = t1 - t0;
+        if (kw) {
+            // the tile's keys and values widened once for every head of the group
+            for (long j = t0; j < t1;) {
+                long row;
+                const long rows = key_run(a, j, t1, &row);
+                for (long r = 0; r < rows; r++) {
+                    kv_row(isa, a->type, (const uint8_t *)a->k + (row + r) * a->ld, kw + (j - t0 + r) * d, d);
+                    kv_row(isa, a->type, (const uint8_t *)a->v + (row + r) * a->ldv, vw + (j - t0 + r) * d, d);
+                }
+                j += rows;
+            }
+            for (long h = 0; h < nh; h++) strata_attn_scores_isa(isa, a->q + (h0 + h) * d, kw, d, nt, d, a->scale, s + h * ATTN_TILE);
+        } else {
+            // scores of every head, run by run (a run: keys of one block, rows ld apart)
+            for (long j = t0; j < t1;) {
+                long row;
+                const long rows = key_run(a, j, t1, &row);
+                for (long h = 0; h < nh; h++)
+                    strata_attn_scores_isa(isa, a->q + (h0 + h) * d, kf + row * ldf, ldf, rows, d, a->scale, s + h * ATTN_TILE + (j - t0));
+                j += rows;
+            }
         }
         for (long h = 0; h < nh; h++) {
             float *sh = s + h * ATTN_TILE;
@@ -272,12 +375,16 @@ static void attn_decode_heads(int isa, const strata_attn_decode_args *a, long h0
             float *oh = a->out + (h0 + h) * d;
             if (corr != 1.0f) for (long i = 0; i < d; i++) oh[i] *= corr;
         }
-        for (long j = t0; j < t1;) {
-            long row;
-            const long rows = key_run(a, j, t1, &row);
-            for (long h = 0; h < nh; h++)
-                strata_attn_values_isa(isa, s + h * ATTN_TILE + (j - t0), a->v + row * a->ldv, a->ldv, rows, d, a->out + (h0 + h) * d, 1);
-            j += rows;
+        if (kw) {
+            for (long h = 0; h < nh; h++) strata_attn_values_isa(isa, s + h * ATTN_TILE, vw, d, nt, d, a->out + (h0 + h) * d, 1);
+        } else {
+            for (long j = t0; j < t1;) {
+                long row;
+                const long rows = key_run(a, j, t1, &row);
+                for (long h = 0; h < nh; h++)
+                    strata_attn_values_isa(isa, s + h * ATTN_TILE + (j - t0), vf + row * ldvf, ldvf, rows, d, a->out + (h0 + h) * d, 1);
+                j += rows;
+            }
         }
     }
     for (long h = 0; h < nh; h++) {
@@ -290,9 +397,27 @@ static void attn_decode_heads(int isa, const strata_attn_decode_args *a, long h0
 
 void strata_attn_decode_isa(int isa, const strata_attn_decode_args *a) {
     if (a->d <= 0 || a->group <= 0) return;
+    if (!kv_shape_ok(a->type, a->d)) {  // the caller checks the type against the head size first
+        for (long i = 0; i < a->group * a->d; i++) a->out[i] = NAN;
+        return;
+    }
     if (!strata_isa_supported(isa)) isa = STRATA_ISA_PORTABLE;
+    float kbuf[ATTN_WIDE], vbuf[ATTN_WIDE];
+    float *kw = NULL, *vw = NULL, *heap = NULL;
+    long tile = ATTN_TILE;
+    if (a->type != STRATA_W_F32) {
+        if (a->d <= ATTN_WIDE) {
+            kw = kbuf; vw = vbuf;
+            tile = ATTN_WIDE / a->d < ATTN_TILE ? ATTN_WIDE / a->d : ATTN_TILE;
+        } else {  // heads wider than 4096: one key at a time
+            heap = malloc(2 * (size_t)a->d * sizeof(float));
+            if (!heap) { for (long i = 0; i < a->group * a->d; i++) a->out[i] = NAN; return; }
+            kw = heap; vw = heap + a->d; tile = 1;
+        }
+    }
     for (long h0 = 0; h0 < a->group; h0 += ATTN_HEADS)
-        attn_decode_heads(isa, a, h0, h0 + ATTN_HEADS < a->group ? h0 + ATTN_HEADS : a->group);
+        attn_decode_heads(isa, a, h0, h0 + ATTN_HEADS < a->group ? h0 + ATTN_HEADS : a->group, kw, vw, tile);
+    free(heap);
 }
 
 void strata_attn_decode(const strata_attn_decode_args *a) { strata_attn_decode_isa(strata_kernels_isa(), a); }

@@ -72,8 +72,11 @@ public final class BatchEngine: @unchecked Sendable {
         public var maxBatch = 64
         /// Most prompt tokens one sequence computes per step.
         public var prefillChunk = 256
-        public init(blocks: Int, blockSize: Int = 16, maxBatch: Int = 64, prefillChunk: Int = 256) {
-            self.blocks = blocks; self.blockSize = blockSize; self.maxBatch = maxBatch; self.prefillChunk = prefillChunk
+        /// What the KV cache stores keys and values as (`DType.kvTypes`; the caller checks it
+        /// against the model's head size: `DType.checkKV`).
+        public var kvType: DType = .kvDefault
+        public init(blocks: Int, blockSize: Int = 16, maxBatch: Int = 64, prefillChunk: Int = 256, kvType: DType = .kvDefault) {
+            self.blocks = blocks; self.blockSize = blockSize; self.maxBatch = maxBatch; self.prefillChunk = prefillChunk; self.kvType = kvType
         }
     }
 
@@ -124,12 +127,12 @@ public final class BatchEngine: @unchecked Sendable {
         self.swap = swap
         let spec = loaded.spec
         kv = PagedKVCache(layers: spec.layers, kvDim: spec.kvDim, blockSize: config.blockSize, blockCount: config.blocks,
-                          maxContext: min(spec.maxPositions, config.blocks * config.blockSize))
+                          maxContext: min(spec.maxPositions, config.blocks * config.blockSize), type: config.kvType)
     }
 
-    /// Blocks that hold `bytes` of KV for this model.
-    public static func blocks(forBytes bytes: Int, spec: ModelSpec, blockSize: Int) -> Int {
-        bytes / PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: blockSize)
+    /// Blocks that hold `bytes` of KV for this model, stored as `type`.
+    public static func blocks(forBytes bytes: Int, spec: ModelSpec, blockSize: Int, type: DType) -> Int {
+        bytes / PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: blockSize, type: type)
     }
 
     // MARK: state between steps (the scheduler's queues)

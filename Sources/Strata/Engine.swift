@@ -94,8 +94,10 @@ public struct GenerationResult: Sendable {
 /// Generation from one prompt with a contiguous KV cache.
 public struct Generator {
     public let loaded: LoadedModel
+    /// What the KV cache stores keys and values as (`DType.kvTypes`).
+    public let kvType: DType
 
-    public init(_ loaded: LoadedModel) { self.loaded = loaded }
+    public init(_ loaded: LoadedModel, kvType: DType = .kvDefault) { self.loaded = loaded; self.kvType = kvType }
 
     /// Runs to completion, calling `onToken` for each token (return false to stop early).
     public func generate(promptIDs: [Int], parameters: SamplingParameters,
@@ -106,7 +108,7 @@ public struct Generator {
         try model.checkTokens(promptIDs)
         let capacity = min(model.spec.maxPositions, promptIDs.count + min(parameters.maxTokens, model.spec.maxPositions))
         if promptIDs.count > capacity { throw ModelError.contextFull(needed: promptIDs.count, capacity: capacity) }
-        let cache = model.makeCache(capacity: capacity)
+        let cache = try model.makeCache(capacity: capacity, type: kvType)
         var sampler = Sampler(parameters: parameters, vocabSize: model.spec.vocabSize, prompt: promptIDs)
         var output = TextOutput(decoder: loaded.tokenizer.map { StreamingDecoder(tokenizer: $0, skipSpecialTokens: true) },
                                 parameters: parameters, eos: loaded.eos)

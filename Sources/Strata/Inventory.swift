@@ -40,7 +40,7 @@ public struct CheckpointSummary: Codable, Sendable {
         s += "heads \(spec.heads)/\(spec.kvHeads) kv, head dim \(spec.headDim), vocab \(spec.vocabSize)\n"
         s += "parameters: \(String(format: "%.1f", Double(parameters) / 1e6)) M, weights \(formatBytes(totalBytes)) ("
         s += dtypes.sorted { $0.key < $1.key }.map { "\($0.key) \(formatBytes($0.value))" }.joined(separator: ", ") + ")\n"
-        s += "KV cache: \(formatBytes(spec.kvBytesPerToken)) per token (f32)\n"
+        s += "KV cache per token: " + DType.kvTypes.map { "\($0.rawValue) \(formatBytes(spec.kvBytesPerToken($0)))" }.joined(separator: ", ") + "\n"
         for r in roles {
             s += "  " + r.role.padding(toLength: 10, withPad: " ", startingAt: 0) + String(format: " %5d tensors  ", r.tensors) + formatBytes(r.bytes) + "\n"
         }

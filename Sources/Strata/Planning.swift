@@ -271,12 +271,16 @@ extension PlannerInventory {
     /// From a model folder's config.json and safetensors headers, or, with `dtype` or in a folder
     /// without `*.safetensors`, from config.json alone (no weights needed: plan a 70B model from
     /// its config); the dtype is then `dtype`, else the config's `torch_dtype` / `dtype`.
-    public static func build(directory: String, workload: Workload, dtype requested: DType? = nil, maxRows: Int = 512) throws -> PlannerInventory {
-        try build(folder: ModelFolder(path: directory), workload: workload, dtype: requested, maxRows: maxRows)
+    /// The KV cache is counted in `kvType` (checked against the model's head size).
+    public static func build(directory: String, workload: Workload, dtype requested: DType? = nil, maxRows: Int = 512,
+                             kvType: DType = .kvDefault) throws -> PlannerInventory {
+        try build(folder: ModelFolder(path: directory), workload: workload, dtype: requested, maxRows: maxRows, kvType: kvType)
     }
 
-    public static func build(folder: ModelFolder, workload: Workload, dtype requested: DType? = nil, maxRows: Int = 512) throws -> PlannerInventory {
+    public static func build(folder: ModelFolder, workload: Workload, dtype requested: DType? = nil, maxRows: Int = 512,
+                             kvType: DType = .kvDefault) throws -> PlannerInventory {
         let spec = folder.spec, directory = folder.directory
+        try kvType.checkKV(headDim: spec.headDim)
         let dtype = try requested ?? configOnlyDType(folder)
         let h = spec.hiddenSize
         let arch = folder.architecture
@@ -314,7 +318,7 @@ extension PlannerInventory {
         var inv = PlannerInventory(name: (directory as NSString).lastPathComponent, layers: spec.layers, hidden: h, heads: spec.heads,
                                    kvHeads: spec.kvHeads, headDim: spec.headDim, vocab: spec.vocabSize, layerBytes: layerBytes,
                                    layerParams: [Int](repeating: perLayer, count: spec.layers), otherBytes: otherBytes,
-                                   headParams: spec.vocabSize * h, kvBytesPerToken: spec.kvBytesPerToken,
+                                   headParams: spec.vocabSize * h, kvBytesPerToken: spec.kvBytesPerToken(kvType),
                                    fixedBytes: fixed)
         inv.weightDType = weightDType
         // the head's bytes: `otherBytes` is the head (the embedding, when tied) and the final norm
@@ -340,7 +344,7 @@ extension Plan {
     /// The plan as the engine's `Placement`.
     public var placement: Placement {
         Placement(weights: .tiered, streamedLayers: streamedLayers, prefetchDepth: prefetchDepth, kvBlockSize: blockSize,
-                  kvBlocksRAM: kvBlocksRAM, kvBlocksDisk: kvBlocksDisk, batchSize: batch)
+                  kvBlocksRAM: kvBlocksRAM, kvBlocksDisk: kvBlocksDisk, batchSize: batch, kvType: request.kvType ?? .f32)
     }
 }
 

@@ -47,14 +47,14 @@ public final class Session: @unchecked Sendable {
     /// The planner's plan for `workload` under the budget (`profile` default: `hardwareProfile()`).
     /// Throws when there is no budget, or when the budget cannot hold the smallest plan.
     public func plan(_ workload: Workload, profile: HardwareProfile? = nil, objective: PlanRequest.Objective = .throughput,
-                     batch: Int? = nil) throws -> Plan {
+                     batch: Int? = nil, kvType: DType = .kvDefault) throws -> Plan {
         guard let budget = ramBudget else { throw SessionError.noBudget }
-        let inv = try PlannerInventory.build(folder: folder, workload: workload)
+        let inv = try PlannerInventory.build(folder: folder, workload: workload, kvType: kvType)
         let prof = try profile ?? Session.hardwareProfile()
         return try Planner.plan(inv: inv, profile: prof, request: PlanRequest(budgetBytes: budget, batch: batch, promptTokens: workload.promptTokens,
                                                                             outputTokens: workload.outputTokens, objective: objective,
                                                                             bf16Products: Kernels.prefillUsesBF16Products(dtype: inv.weightDType ?? .f32),
-                                                                            exactActivations: Kernels.activations == .f32),
+                                                                            exactActivations: Kernels.activations == .f32, kvType: kvType),
                                 curve: false)
     }
 
@@ -75,13 +75,15 @@ public final class Session: @unchecked Sendable {
         public var kvBlocks: Int? = nil
         /// the most sequences decoded together
         public var maxBatch = 64
+        /// what the KV cache stores keys and values as (`DType.kvTypes`)
+        public var kvType: DType = .kvDefault
         /// Under a budget with no plan and no placement: place by the fill-the-budget rule
         /// (first layers resident) instead of planning (`strata generate --no-plan`).
         public var fillTheBudgetRule = false
         public init(weights: Placement.Weights = .tiered, prefetchDepth: Int = 1, blockSize: Int = 16, kvBlocks: Int? = nil, maxBatch: Int = 64,
-                    fillTheBudgetRule: Bool = false) {
+                    fillTheBudgetRule: Bool = false, kvType: DType = .kvDefault) {
             self.weights = weights; self.prefetchDepth = prefetchDepth; self.blockSize = blockSize; self.kvBlocks = kvBlocks; self.maxBatch = maxBatch
-            self.fillTheBudgetRule = fillTheBudgetRule
+            self.fillTheBudgetRule = fillTheBudgetRule; self.kvType = kvType
         }
     }
 
@@ -95,11 +97,11 @@ public final class Session: @unchecked Sendable {
         let workload = Session.workload(requests, maxBatch: options.maxBatch)
         var plan = given
         if plan == nil, placement == nil, ramBudget != nil, !options.fillTheBudgetRule {
-            plan = try self.plan(workload, batch: workload.batch)
+            plan = try self.plan(workload, batch: workload.batch, kvType: options.kvType)
         }
         let run = try TieredRun(folder: folder, budget: ramBudget, workload: workload, placement: placement ?? plan?.placement,
                                 weights: options.weights, prefetchDepth: options.prefetchDepth, blockSize: options.blockSize,
-                                kvBlocks: options.kvBlocks, swap: kvDisk)
+                                kvBlocks: options.kvBlocks, kvType: options.kvType, swap: kvDisk)
         defer { run.shutdown() }
         var (outs, report) = try run.run(requests, onToken: onToken)
         if let plan {

@@ -120,3 +120,27 @@ public enum Interrupt {
         }
     }
 }
+
+/// What RAM this process can still take.
+public enum MemoryInfo {
+    /// The kernel's MemAvailable (/proc/meminfo), lowered to what the memory cgroup this process
+    /// runs in has left (cgroup v2 `memory.max` - `memory.current`); the machine's physical memory
+    /// where neither can be read.
+    public static func availableBytes() -> Int {
+        var avail = Int(ProcessInfo.processInfo.physicalMemory)
+        if let s = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8),
+           let line = s.split(separator: "\n").first(where: { $0.hasPrefix("MemAvailable:") }),
+           let kb = Int(line.split(separator: " ").dropFirst().first ?? "") {
+            avail = kb * 1024
+        }
+        if let cg = try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8),
+           let path = cg.split(separator: "\n").first(where: { $0.hasPrefix("0::") })?.dropFirst(3) {
+            let dir = "/sys/fs/cgroup" + path
+            func read(_ f: String) -> Int? {
+                (try? String(contentsOfFile: dir + "/" + f, encoding: .utf8)).flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+            }
+            if let max = read("memory.max"), let current = read("memory.current") { avail = min(avail, Swift.max(0, max - current)) }
+        }
+        return avail
+    }
+}

@@ -21,21 +21,40 @@ public struct Placement: Codable, Sendable, Equatable {
     public var kvBlocksRAM: Int
     public var kvBlocksDisk: Int
     public var batchSize: Int
+    /// What the KV cache stores keys and values as (`DType.kvTypes`).
+    public var kvType: DType
 
     enum CodingKeys: String, CodingKey {
         case weights, streamedLayers = "streamed_layers", prefetchDepth = "prefetch_depth", kvBlockSize = "kv_block_size"
-        case kvBlocksRAM = "kv_blocks_ram", kvBlocksDisk = "kv_blocks_disk", batchSize = "batch_size"
+        case kvBlocksRAM = "kv_blocks_ram", kvBlocksDisk = "kv_blocks_disk", batchSize = "batch_size", kvType = "kv_type"
     }
 
-    public init(weights: Weights, streamedLayers: [Int], prefetchDepth: Int, kvBlockSize: Int, kvBlocksRAM: Int, kvBlocksDisk: Int, batchSize: Int) {
+    public init(weights: Weights, streamedLayers: [Int], prefetchDepth: Int, kvBlockSize: Int, kvBlocksRAM: Int, kvBlocksDisk: Int, batchSize: Int,
+                kvType: DType) {
         self.weights = weights; self.streamedLayers = streamedLayers; self.prefetchDepth = prefetchDepth; self.kvBlockSize = kvBlockSize
-        self.kvBlocksRAM = kvBlocksRAM; self.kvBlocksDisk = kvBlocksDisk; self.batchSize = batchSize
+        self.kvBlocksRAM = kvBlocksRAM; self.kvBlocksDisk = kvBlocksDisk; self.batchSize = batchSize; self.kvType = kvType
+    }
+
+    /// Decodes a saved placement; one saved before KV types existed holds an f32 cache (what its
+    /// blocks were counted in).
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        weights = try c.decode(Weights.self, forKey: .weights)
+        streamedLayers = try c.decode([Int].self, forKey: .streamedLayers)
+        prefetchDepth = try c.decode(Int.self, forKey: .prefetchDepth)
+        kvBlockSize = try c.decode(Int.self, forKey: .kvBlockSize)
+        kvBlocksRAM = try c.decode(Int.self, forKey: .kvBlocksRAM)
+        kvBlocksDisk = try c.decode(Int.self, forKey: .kvBlocksDisk)
+        batchSize = try c.decode(Int.self, forKey: .batchSize)
+        kvType = try c.decodeIfPresent(DType.self, forKey: .kvType) ?? .f32
     }
 
     /// Checks a placement read from a file (a saved placement or plan) against the model:
-    /// every number within what can run, streamed layers that exist, none twice.
-    public func validate(layers: Int) throws {
+    /// every number within what can run, streamed layers that exist, none twice, a KV type that
+    /// holds its heads.
+    public func validate(layers: Int, headDim: Int) throws {
         func bad(_ f: String, _ r: String) -> PlacementError { PlacementError.invalid(field: f, reason: r) }
+        do { try kvType.checkKV(headDim: headDim) } catch { throw bad("kv_type", "\(error)") }
         if !(0...64).contains(prefetchDepth) { throw bad("prefetch_depth", "must be in 0...64, got \(prefetchDepth)") }
         if !(1...1024).contains(kvBlockSize) { throw bad("kv_block_size", "must be in 1...1024, got \(kvBlockSize)") }
         if !(1...(1 << 24)).contains(kvBlocksRAM) { throw bad("kv_blocks_ram", "must be in 1...\(1 << 24), got \(kvBlocksRAM)") }
@@ -145,8 +164,8 @@ public enum PlacementRule {
     /// streamed through `prefetchDepth + 1` staging slots. Throws `BudgetError.tooSmall` with
     /// the minimum when even one streamed layer at a time does not fit.
     public static func place(inventory inv: WeightInventory, spec: ModelSpec, fixed: Int, budget: Int, workload: Workload,
-                             blockSize: Int = 16, prefetchDepth: Int = 1, kvBlocks: Int? = nil) throws -> Placement {
-        let perBlock = PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: blockSize)
+                             blockSize: Int = 16, prefetchDepth: Int = 1, kvBlocks: Int? = nil, kvType: DType = .kvDefault) throws -> Placement {
+        let perBlock = PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: blockSize, type: kvType)
         let wantBlocks = kvBlocks ?? kvBlocksFor(workload, blockSize: blockSize)
         let minBlocks = (workload.promptTokens + workload.outputTokens + blockSize - 1) / blockSize + 1
         let maxLayer = inv.layerBytes.max() ?? 0
@@ -155,7 +174,7 @@ public enum PlacementRule {
         if budget < minimum {
             throw BudgetError.tooSmall(budget: budget, minimum: minimum, detail:
                 "runtime and activations \(formatBytes(fixed)), embeddings/norms/head \(formatBytes(inv.otherBytes)), "
-                + "staging for one streamed layer plus \(prefetchDepth) prefetched \(formatBytes(staging)), KV for one sequence \(formatBytes(minBlocks * perBlock))")
+                + "staging for one streamed layer plus \(prefetchDepth) prefetched \(formatBytes(staging)), KV (\(kvType.rawValue)) for one sequence \(formatBytes(minBlocks * perBlock))")
         }
         var left = budget - fixed - inv.otherBytes
         // KV: as the workload wants, but never so much that weights cannot stream
@@ -170,7 +189,7 @@ public enum PlacementRule {
             }
         }
         return Placement(weights: .tiered, streamedLayers: streamed, prefetchDepth: prefetchDepth, kvBlockSize: blockSize,
-                         kvBlocksRAM: kvRAM, kvBlocksDisk: 0, batchSize: workload.batch)
+                         kvBlocksRAM: kvRAM, kvBlocksDisk: 0, batchSize: workload.batch, kvType: kvType)
     }
 
     static func kvBlocksFor(_ w: Workload, blockSize: Int) -> Int { kvBlocks(w, blockSize: blockSize) }
@@ -259,14 +278,14 @@ public final class TieredRun: @unchecked Sendable {
     ///   - placement: a saved placement; nil: `PlacementRule.place`.
     public convenience init(directory: String, budget: Int?, workload: Workload, placement given: Placement? = nil,
                             weights: Placement.Weights = .tiered, prefetchDepth: Int = 1, blockSize: Int = 16, kvBlocks: Int? = nil,
-                            swap: SwapSpace? = nil) throws {
+                            kvType: DType = .kvDefault, swap: SwapSpace? = nil) throws {
         try self.init(folder: ModelFolder(path: directory), budget: budget, workload: workload, placement: given, weights: weights,
-                      prefetchDepth: prefetchDepth, blockSize: blockSize, kvBlocks: kvBlocks, swap: swap)
+                      prefetchDepth: prefetchDepth, blockSize: blockSize, kvBlocks: kvBlocks, kvType: kvType, swap: swap)
     }
 
     public init(folder: ModelFolder, budget: Int?, workload: Workload, placement given: Placement? = nil,
                 weights: Placement.Weights = .tiered, prefetchDepth: Int = 1, blockSize: Int = 16, kvBlocks: Int? = nil,
-                swap: SwapSpace? = nil) throws {
+                kvType: DType = .kvDefault, swap: SwapSpace? = nil) throws {
         let spec = folder.spec, directory = folder.directory
         // no sequence outgrows the model's context: a workload asking for more is sized to it
         var workload = workload
@@ -283,21 +302,24 @@ public final class TieredRun: @unchecked Sendable {
         let activations = PlacementRule.activationBytes(spec: spec, weightDType: weightDType, maxContext: maxContext)
         var p: Placement
         if let given {
-            try given.validate(layers: spec.layers)
+            try given.validate(layers: spec.layers, headDim: spec.headDim)
             p = given
         } else if let budget {
+            try kvType.checkKV(headDim: spec.headDim)
             p = try PlacementRule.place(inventory: inv, spec: spec, fixed: overhead + activations + PlacementRule.coldPageCacheBytes(inv, workload), budget: budget, workload: workload,
-                                        blockSize: blockSize, prefetchDepth: prefetchDepth, kvBlocks: kvBlocks)
+                                        blockSize: blockSize, prefetchDepth: prefetchDepth, kvBlocks: kvBlocks, kvType: kvType)
         } else {
+            try kvType.checkKV(headDim: spec.headDim)
             p = Placement(weights: .tiered, streamedLayers: [], prefetchDepth: prefetchDepth, kvBlockSize: blockSize,
-                          kvBlocksRAM: kvBlocks ?? PlacementRule.kvBlocks(workload, blockSize: blockSize), kvBlocksDisk: 0, batchSize: workload.batch)
+                          kvBlocksRAM: kvBlocks ?? PlacementRule.kvBlocks(workload, blockSize: blockSize), kvBlocksDisk: 0, batchSize: workload.batch,
+                          kvType: kvType)
         }
         p.weights = given?.weights ?? weights
         if let swap { p.kvBlocksDisk = swap.slotCount }
         placement = p
         try ledger.charge("runtime overhead", overhead)
         try ledger.charge("activations", activations)
-        let perBlock = PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: p.kvBlockSize)
+        let perBlock = PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: p.kvBlockSize, type: p.kvType)
         try ledger.charge("KV cache (RAM)", p.kvBlocksRAM * perBlock)
         switch p.weights {
         case .tiered:
@@ -311,7 +333,7 @@ public final class TieredRun: @unchecked Sendable {
         }
         let model = try folder.load(store: store)
         loaded = try LoadedModel(folder: folder, model: model)
-        engine = BatchEngine(loaded: loaded, config: .init(blocks: p.kvBlocksRAM, blockSize: p.kvBlockSize, maxBatch: max(1, p.batchSize)),
+        engine = BatchEngine(loaded: loaded, config: .init(blocks: p.kvBlocksRAM, blockSize: p.kvBlockSize, maxBatch: max(1, p.batchSize), kvType: p.kvType),
                              swap: swap)
     }
 

@@ -17,11 +17,13 @@ struct BenchBatch: ParsableCommand {
     @Option(name: .customLong("step-window"), help: "Also print the median decode-step time over each window of this many steps (does a step's time grow with the position?).") var stepWindow: Int?
     @Option(help: "Where the weights live: tiered (read into the process's memory, huge pages asked for, as planned runs and the server place them) or mmap (views of the mapped files).") var weights = "tiered"
     @OptionGroup var threads: ThreadOption
+    @OptionGroup var kv: KVTypeOption
 
     func run() throws {
         try threads.apply()
         let loaded = try LoadedModel(directory: model, weights: parseWeights(weights))
         let spec = loaded.spec
+        let kvType = try kv.type(spec)
         let summary = try CheckpointSummary(folder: loaded.folder)
         guard batches.allSatisfy({ $0 >= 1 }) else { throw ValidationError("batch sizes must be positive") }
         guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1") }
@@ -40,7 +42,7 @@ struct BenchBatch: ParsableCommand {
                                       parameters: SamplingParameters(temperature: 0, maxTokens: gen, stopAtEOS: false))
                 }
                 let blocks = b * ((prompt + gen + 16) / 16 + 1)
-                let engine = BatchEngine(loaded: loaded, config: .init(blocks: blocks, blockSize: 16, maxBatch: max(b, 1)))
+                let engine = BatchEngine(loaded: loaded, config: .init(blocks: blocks, blockSize: 16, maxBatch: max(b, 1), kvType: kvType))
                 var stepTimes: [Double] = []
                 var last = 0.0
                 if stepWindow != nil {

@@ -15,6 +15,7 @@ struct BenchModel: ParsableCommand {
     @Flag(help: "Print one JSON object instead of a table.") var json = false
     @Option(help: "Where the weights live: tiered (read into the process's memory, huge pages asked for, as planned runs and the server place them) or mmap (views of the mapped files).") var weights = "tiered"
     @OptionGroup var threads: ThreadOption
+    @OptionGroup var kv: KVTypeOption
 
     func run() throws {
         try threads.apply()
@@ -22,6 +23,7 @@ struct BenchModel: ParsableCommand {
         let loaded = try LoadedModel(directory: model, weights: parseWeights(weights))
         let m = loaded.model
         let spec = m.spec
+        let kvType = try kv.type(spec)
         let summary = try CheckpointSummary(folder: loaded.folder)
         let vocab = spec.vocabSize
         let ids = (0..<prompt).map { Int32(($0 * 7919 + 13) % vocab) }
@@ -29,7 +31,7 @@ struct BenchModel: ParsableCommand {
         let slices = min(4, gen)
         // warm up: touch every weight page once (first-touch page faults are not compute)
         do {
-            let c = m.makeCache(capacity: cap)
+            let c = try m.makeCache(capacity: cap, type: kvType)
             _ = try ids.prefix(8).withUnsafeBufferPointer { try m.forward($0, cache: c, allLogits: false) }
         }
         let params = Double(summary.parameters)
@@ -51,12 +53,12 @@ struct BenchModel: ParsableCommand {
             eprint("repeat \(r + 1)/\(repeats): sgemm bound, pp\(prompt)")
             let flops = Measure.gemmFlops(m: min(prompt, 512), n: spec.intermediateSize, k: spec.hiddenSize, repeats: 3)
             flopsS.append(flops); ppB.append(flops / (2 * params))
-            let c1 = m.makeCache(capacity: cap)
+            let c1 = try m.makeCache(capacity: cap, type: kvType)
             let t0 = now()
             _ = try ids.withUnsafeBufferPointer { try m.forward($0, cache: c1, allLogits: false) }
             pp.append(Double(prompt) / (now() - t0))
             eprint("repeat \(r + 1)/\(repeats): tg\(gen) in \(slices) slices between rounds of the memory bandwidth bound")
-            let c2 = m.makeCache(capacity: cap)
+            let c2 = try m.makeCache(capacity: cap, type: kvType)
             var one: [Int32] = [1]
             var seconds = 0.0, i = 0
             let bw = try Measure.memoryReadBandwidth(bytes: 512 << 20, repeats: slices) { round in

@@ -101,6 +101,25 @@ struct ThreadOption: ParsableArguments {
     }
 }
 
+struct KVTypeOption: ParsableArguments {
+    @Option(name: .customLong("kv-type"), help: "What the KV cache stores keys and values as: f32, f16, bf16 or q8_0 (llama.cpp's -ctk/-ctv; q8_0 needs a head size that is a multiple of 32). Default \(DType.kvDefault.rawValue). docs/kernels.md gives each type's logit error, memory and speed.")
+    var kvType: String?
+
+    func validate() throws {
+        if let kvType, DType(rawValue: kvType.lowercased()).map({ DType.kvTypes.contains($0) }) != true {
+            throw ValidationError("--kv-type must be one of \(DType.kvTypes.map(\.rawValue).joined(separator: ", ")), got '\(kvType)'")
+        }
+    }
+
+    /// The type asked for (or the default), not yet checked against a model (its user does).
+    var requested: DType { kvType.flatMap { DType(rawValue: $0.lowercased()) } ?? DType.kvDefault }
+
+    /// The type asked for (or the default), checked against the model's heads.
+    func type(_ spec: ModelSpec) throws -> DType {
+        try DType.kvType(kvType ?? DType.kvDefault.rawValue, headDim: spec.headDim)
+    }
+}
+
 /// Prints a JSON value on one line (machine-readable output).
 func printJSON(_ obj: Any) throws {
     let data = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .withoutEscapingSlashes])

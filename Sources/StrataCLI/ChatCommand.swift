@@ -13,10 +13,12 @@ struct ChatCommand: ParsableCommand {
     @OptionGroup var sampling: SamplingOptions
     @Option(name: .customLong("template-name"), help: "One of a list of named chat templates.") var templateName: String?
     @OptionGroup var threads: ThreadOption
+    @OptionGroup var kv: KVTypeOption
 
     func run() throws {
         try threads.apply()
         let loaded = try LoadedModel(directory: model)
+        let kvType = try kv.type(loaded.spec)
         let tokenizer = try loaded.requireTokenizer()
         let format = try loaded.folder.requireChatFormat(name: templateName)
         let params = sampling.parameters(loaded.folder, maxTokens: maxTokens, fallback: 512)
@@ -59,7 +61,7 @@ struct ChatCommand: ParsableCommand {
             var p = params
             p.maxTokens = min(params.maxTokens, context - ids.count)
             let out = FileHandle.standardOutput
-            let result = try Generator(loaded).generate(promptIDs: ids, parameters: p) { tok in
+            let result = try Generator(loaded, kvType: kvType).generate(promptIDs: ids, parameters: p) { tok in
                 if !tok.text.isEmpty { out.write(Data(tok.text.utf8)) }
                 return true
             }

@@ -29,6 +29,7 @@ struct Generate: ParsableCommand {
     @Flag(name: .customLong("ignore-eos"), help: "Keep generating past end-of-sequence tokens.") var ignoreEOS = false
     @Flag(help: "Print one JSON object {\"prompt_ids\",\"ids\",\"text\"} instead of streaming.") var json = false
     @OptionGroup var threads: ThreadOption
+    @OptionGroup var kv: KVTypeOption
 
     func validate() throws {
         let given = [prompt != nil, ids != nil, promptsFile != nil].filter { $0 }.count
@@ -69,7 +70,7 @@ struct Generate: ParsableCommand {
         if let ids { promptIDs = try parseIDs(ids) } else { promptIDs = try loaded.requireTokenizer().encode(prompt!) }
         let params = sampling(loaded.folder)
         let out = FileHandle.standardOutput
-        let result = try Generator(loaded).generate(promptIDs: promptIDs, parameters: params) { tok in
+        let result = try Generator(loaded, kvType: kv.type(loaded.spec)).generate(promptIDs: promptIDs, parameters: params) { tok in
             if !json && loaded.tokenizer != nil && !tok.text.isEmpty { out.write(Data(tok.text.utf8)) }
             if !json && loaded.tokenizer == nil && tok.id >= 0 { out.write(Data("\(tok.id) ".utf8)) }
             return true
@@ -105,28 +106,36 @@ extension Generate {
         }
         let workload = Session.workload(requests, maxBatch: maxBatch)  // the one Session.run plans and runs with
         let spec = folder.spec
-        var swap: SwapSpace? = nil
-        if let kvDisk {
-            let perBlock = PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: kvBlockSize)
-            swap = try SwapSpace(path: kvDisk, bytes: parseByteSize(kvDiskSize)!, slotBytes: perBlock)
-            Interrupt.onForcedExit { FileIO.remove(kvDisk) }
-        }
+        var kvType = try kv.type(spec)
         var saved = try placement.map { try JSONDecoder().decode(Placement.self, from: Data(contentsOf: URL(fileURLWithPath: $0))) }
         var usedPlan: Plan? = try plan.map { try JSONDecoder().decode(Plan.self, from: Data(contentsOf: URL(fileURLWithPath: $0))) }
         // the library's plan -> run: Session
         let session = Session(folder: folder, ramBudget: ramBudget.flatMap(parseByteSize))
         if saved == nil, usedPlan == nil, !noPlan, session.ramBudget != nil {
             // plan automatically: the planner's placement and its prediction
-            usedPlan = try session.plan(workload, profile: loadProfile(), batch: workload.batch)
+            usedPlan = try session.plan(workload, profile: loadProfile(), batch: workload.batch, kvType: kvType)
         }
         if let usedPlan, saved == nil {
             saved = usedPlan.placement
             if let w = Placement.Weights(rawValue: weights) { saved!.weights = w }
         }
+        // a saved plan or placement sets the KV type and block size its blocks were counted in
+        if let saved {
+            if kv.kvType != nil && saved.kvType != kvType {
+                throw ValidationError("--kv-type \(kvType.rawValue) differs from the saved plan's or placement's kv_type \(saved.kvType.rawValue)")
+            }
+            kvType = saved.kvType
+        }
+        var swap: SwapSpace? = nil
+        if let kvDisk {
+            let perBlock = PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: saved?.kvBlockSize ?? kvBlockSize, type: kvType)
+            swap = try SwapSpace(path: kvDisk, bytes: parseByteSize(kvDiskSize)!, slotBytes: perBlock)
+            Interrupt.onForcedExit { FileIO.remove(kvDisk) }
+        }
         let single = promptsFile == nil && !json
         let out = FileHandle.standardOutput
         let options = Session.RunOptions(weights: try parseWeights(weights), prefetchDepth: prefetch, blockSize: kvBlockSize,
-                                         kvBlocks: kvBlocks, maxBatch: maxBatch, fillTheBudgetRule: noPlan)
+                                         kvBlocks: kvBlocks, maxBatch: maxBatch, fillTheBudgetRule: noPlan, kvType: kvType)
         let result = try session.run(requests, plan: usedPlan, placement: saved, options: options, kvDisk: swap) { _, _, tok in
             if single && !tok.text.isEmpty { out.write(Data(tok.text.utf8)) }
         }
@@ -136,7 +145,7 @@ extension Generate {
         if Interrupt.requested { rep.interrupted = true }
         if single { out.write(Data("\n".utf8)) }
         let p = rep.placement
-        eprint("placement: weights \(p.weights.rawValue), \(spec.layers - p.streamedLayers.count) layers resident, \(p.streamedLayers.count) streamed (prefetch \(p.prefetchDepth)), KV \(p.kvBlocksRAM) blocks in RAM, \(p.kvBlocksDisk) on disk")
+        eprint("placement: weights \(p.weights.rawValue), \(spec.layers - p.streamedLayers.count) layers resident, \(p.streamedLayers.count) streamed (prefetch \(p.prefetchDepth)), KV (\(p.kvType.rawValue)) \(p.kvBlocksRAM) blocks in RAM, \(p.kvBlocksDisk) on disk")
         for o in outs where !single {
             if promptsFile == nil {
                 try printJSON(["prompt_ids": requests[0].prompt, "ids": o.ids, "text": o.text])
@@ -189,19 +198,20 @@ extension Generate {
     func runBatch(_ loaded: LoadedModel, file: String) throws {
         let requests = try readRequests(file, base: sampling(loaded.folder)) { try loaded.requireTokenizer().encode($0) }
         let spec = loaded.spec
-        let perBlock = PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: kvBlockSize)
+        let kvType = try kv.type(spec)
+        let perBlock = PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: kvBlockSize, type: kvType)
         let cap = kvMemory.flatMap(parseByteSize) ?? (2 << 30)
         let wanted = requests.reduce(0) { $0 + $1.n * (($1.prompt.count + $1.parameters.maxTokens + kvBlockSize) / kvBlockSize) }
         let blocks = kvBlocks ?? (kvMemory != nil ? cap / perBlock : min(wanted, cap / perBlock))
         guard blocks >= 1 else { throw ValidationError("KV pool of \(formatBytes(cap)) holds no block of \(formatBytes(perBlock))") }
-        let engine = BatchEngine(loaded: loaded, config: .init(blocks: blocks, blockSize: kvBlockSize, maxBatch: maxBatch))
+        let engine = BatchEngine(loaded: loaded, config: .init(blocks: blocks, blockSize: kvBlockSize, maxBatch: maxBatch, kvType: kvType))
         let outs = try engine.run(requests)
         for o in outs { try printOutput(o, requests) }
         let st = engine.stats
         let generated = outs.reduce(0) { $0 + $1.ids.count }
-        eprint(String(format: "%d requests, %d sequences: %d prompt tokens computed (%d from the prefix cache), %d generated in %.2f s: %.2f tokens/s aggregate; %d steps, max %d running, %d preemptions, KV pool %d blocks x %d tokens (%@)",
+        eprint(String(format: "%d requests, %d sequences: %d prompt tokens computed (%d from the prefix cache), %d generated in %.2f s: %.2f tokens/s aggregate; %d steps, max %d running, %d preemptions, KV pool %d blocks x %d tokens (%@, %@)",
                       requests.count, outs.count, st.promptTokensComputed, st.prefixHitTokens, generated, st.seconds,
                       Double(generated) / max(st.seconds, 1e-9), st.steps, st.maxRunning, st.preemptions, blocks, kvBlockSize,
-                      formatBytes(blocks * perBlock) as NSString))
+                      formatBytes(blocks * perBlock) as NSString, kvType.rawValue as NSString))
     }
 }

@@ -17,6 +17,7 @@ struct PlanCommand: ParsableCommand {
     @Option(help: "Plan from config.json alone with this weight dtype (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k): no weights needed.") var dtype: String?
     @Option(help: "Write the plan JSON (for generate --plan).") var out: String?
     @OptionGroup var threads: ThreadOption
+    @OptionGroup var kv: KVTypeOption
 
     func run() throws {
         // outputs are checked before any work (a FIFO or device named as one is refused)
@@ -32,11 +33,12 @@ struct PlanCommand: ParsableCommand {
         guard ["text", "json", "markdown"].contains(format) else { throw ValidationError("--format must be text, json or markdown") }
         let profile = try loadProfile()
         let workload = Workload(batch: b ?? 1, promptTokens: promptTokens, outputTokens: outputTokens)
-        let inv = try PlannerInventory.build(directory: model, workload: workload, dtype: dt)
+        let kvType = try kv.type(ModelFolder(path: model).spec)
+        let inv = try PlannerInventory.build(directory: model, workload: workload, dtype: dt, kvType: kvType)
         let plan = try Planner.plan(inv: inv, profile: profile, request: PlanRequest(budgetBytes: budget, batch: b, promptTokens: promptTokens,
                                                                                     outputTokens: outputTokens, objective: obj,
                                                                                     bf16Products: Kernels.prefillUsesBF16Products(dtype: inv.weightDType ?? .f32),
-                                                                                    exactActivations: Kernels.activations == .f32))
+                                                                                    exactActivations: Kernels.activations == .f32, kvType: kvType))
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
         if let out { try FileIO.writeAtomically(out, enc.encode(plan)) }

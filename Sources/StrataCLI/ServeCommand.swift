@@ -23,10 +23,11 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .customLong("max-running"), help: "Most requests decoding together (the batch).") var maxRunning = 16
     @Option(name: .customLong("max-queued"), help: "Most requests waiting beyond --max-running; more get 429.") var maxQueued = 64
     @Option(name: .customLong("max-context"), help: "Longest prompt + completion (default: the model's).") var maxContext: Int?
-    @Option(name: .customLong("kv-memory"), help: "KV pool size without a budget (default: --max-running full contexts, at most 1GiB).") var kvMemory: String?
+    @Option(name: .customLong("kv-memory"), help: "KV pool size without a budget (default: --max-running full contexts, at most half the RAM available beside the weights).") var kvMemory: String?
     @Option(name: .customLong("template-name"), help: "One of a list of named chat templates in tokenizer_config.json.") var templateName: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.") var logLevel = "info"
     @OptionGroup var threads: ThreadOption
+    @OptionGroup var kv: KVTypeOption
 
     func validate() throws {
         try checkFlag(maxRunning, 1...1024, "--max-running")
@@ -50,7 +51,7 @@ struct ServeCommand: ParsableCommand {
         let name = servedModelName ?? URL(fileURLWithPath: model).lastPathComponent
         let server = try OpenAIServer.make(model: model, name: name, ramBudget: ramBudget.flatMap(parseByteSize), plan: !noPlan,
                                            maxRunning: maxRunning, maxQueued: maxQueued, maxContext: maxContext,
-                                           kvMemory: kvMemory.flatMap(parseByteSize), templateName: templateName, logger: logger)
+                                           kvMemory: kvMemory.flatMap(parseByteSize), kvType: kv.requested, templateName: templateName, logger: logger)
         let engine = server.engine, run = engine.run
         let bound = try server.start(host: host, port: port)
         logger.info("serving '\(name)' on http://\(host):\(bound) (batch \(run.engine.config.maxBatch), \(run.engine.kv.pool.blockCount) KV blocks, context \(engine.maxContext), RAM ledger \(formatBytes(run.ledger.total)))")

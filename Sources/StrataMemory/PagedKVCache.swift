@@ -15,9 +15,13 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
     public var blockSize: Int { pool.blockSize }
     /// Longest sequence the attention scratch is sized for.
     public let maxContext: Int
-    /// Per layer: `[blockCount, blockSize, kvDim]`.
+    /// What K and V are stored as (`DType.kvTypes`).
+    public let type: DType
+    /// Bytes of one stored K (or V) row.
+    public let rowBytes: Int
+    /// Per layer: `[blockCount, blockSize, kvDim]` of `type`.
     public let k: [Tensor]
-    /// Per layer: `[blockCount, blockSize, kvDim]`.
+    /// Per layer: `[blockCount, blockSize, kvDim]` of `type`.
     public let v: [Tensor]
 
     struct Sequence {
@@ -34,7 +38,8 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
     }
     private var seqs: [Int: Sequence] = [:]
 
-    /// prefill attention: gathered keys/values `[maxContext, kvDim]` and scores `[rows * keys]`
+    /// prefill attention: one kv head's keys/values widened to f32 (`[maxContext, headDim]`, in
+    /// room for `[maxContext, kvDim]`) and scores `[rows * keys]`
     private var gatherK: Tensor, gatherV: Tensor, scores: Tensor
     /// decode attention: this step's one-row entries and their block tables
     private var decodeRows: [BatchLayout.Entry] = []
@@ -42,17 +47,24 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
     public private(set) var copiesOnWrite = 0
     public private(set) var prefixHitTokens = 0
 
-    /// Bytes of K and V per block across all layers (f32).
-    public static func bytesPerBlock(layers: Int, kvDim: Int, blockSize: Int) -> Int { 2 * layers * blockSize * kvDim * 4 }
+    /// Bytes of K and V per block across all layers, stored as `type`.
+    public static func bytesPerBlock(layers: Int, kvDim: Int, blockSize: Int, type: DType) -> Int {
+        2 * layers * blockSize * type.bytes(elements: kvDim)
+    }
 
-    public init(layers: Int, kvDim: Int, blockSize: Int = 16, blockCount: Int, maxContext: Int) {
+    /// `type` must be one of `DType.kvTypes` whose block divides the model's head size
+    /// (`DType.checkKV`: callers check it and throw before they make a cache).
+    public init(layers: Int, kvDim: Int, blockSize: Int = 16, blockCount: Int, maxContext: Int, type: DType = .f32) {
         precondition(layers > 0 && kvDim > 0 && blockCount > 0 && maxContext > 0, "PagedKVCache: bad sizes")
+        precondition(DType.kvTypes.contains(type) && kvDim % type.blockElements == 0, "PagedKVCache: type \(type) for rows of \(kvDim)")
         pool = BlockPool(blockCount: blockCount, blockSize: blockSize)
         self.layers = layers
         self.kvDim = kvDim
         self.maxContext = maxContext
-        k = (0..<layers).map { _ in Tensor(zeros: [blockCount, blockSize, kvDim]) }
-        v = (0..<layers).map { _ in Tensor(zeros: [blockCount, blockSize, kvDim]) }
+        self.type = type
+        rowBytes = type.bytes(elements: kvDim)
+        k = (0..<layers).map { _ in Tensor(zeros: [blockCount, blockSize, kvDim], dtype: type) }
+        v = (0..<layers).map { _ in Tensor(zeros: [blockCount, blockSize, kvDim], dtype: type) }
         gatherK = Tensor(zeros: [maxContext, kvDim])
         gatherV = Tensor(zeros: [maxContext, kvDim])
         scores = Tensor(zeros: [maxContext])
@@ -118,9 +130,10 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
         if s.length % blockSize != 0, let last = s.table.last, pool.refs(last) > 1 {
             let fresh = try pool.allocate()
             let rows = s.length % blockSize
+            let blockBytes = blockSize * rowBytes
             for l in 0..<layers {
-                (k[l].f32 + fresh * blockSize * kvDim).update(from: k[l].f32 + last * blockSize * kvDim, count: rows * kvDim)
-                (v[l].f32 + fresh * blockSize * kvDim).update(from: v[l].f32 + last * blockSize * kvDim, count: rows * kvDim)
+                (k[l].rawPointer + fresh * blockBytes).copyMemory(from: k[l].rawPointer + last * blockBytes, byteCount: rows * rowBytes)
+                (v[l].rawPointer + fresh * blockBytes).copyMemory(from: v[l].rawPointer + last * blockBytes, byteCount: rows * rowBytes)
             }
             pool.free(last)
             s.table[s.table.count - 1] = fresh
@@ -205,21 +218,21 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
     private func row(_ s: Sequence, _ pos: Int) -> Int { s.table[pos / blockSize] * blockSize + pos % blockSize }
 
     public func write(layer: Int, layout: BatchLayout, k kRows: UnsafePointer<Float>, ldk: Int, v vRows: UnsafePointer<Float>, ldv: Int) {
-        let kp = k[layer].f32, vp = v[layer].f32
+        let kp = k[layer].rawPointer, vp = v[layer].rawPointer
         for e in layout.entries {
             guard let s = seqs[e.sequence] else { preconditionFailure("PagedKVCache.write: no sequence \(e.sequence)") }
             precondition(e.endPosition <= s.table.count * blockSize, "PagedKVCache.write: position \(e.endPosition - 1) not reserved")
             for r in 0..<e.rowCount {
-                let dst = row(s, e.startPosition + r) * kvDim
-                (kp + dst).update(from: kRows + (e.rowStart + r) * ldk, count: kvDim)
-                (vp + dst).update(from: vRows + (e.rowStart + r) * ldv, count: kvDim)
+                let dst = row(s, e.startPosition + r) * rowBytes
+                KVRows.store(type, kRows + (e.rowStart + r) * ldk, kp + dst, count: kvDim)
+                KVRows.store(type, vRows + (e.rowStart + r) * ldv, vp + dst, count: kvDim)
             }
         }
     }
 
     public func attend(layer: Int, layout: BatchLayout, q: UnsafePointer<Float>, ldq: Int, out: UnsafeMutablePointer<Float>, ldo: Int,
                        heads: Int, kvHeads: Int, headDim d: Int, scale: Float, softcap: Float, window: Int) {
-        let kp = k[layer].f32, vp = v[layer].f32
+        let kp = k[layer].rawPointer, vp = v[layer].rawPointer
         // decode rows (one query row): the grouped decode kernel over the blocks, (sequence, kv head) pairs in parallel
         var decodeEntries = 0
         for e in layout.entries where e.rowCount == 1 { decodeEntries += 1 }
@@ -233,9 +246,9 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
             }
             decodeRows.withUnsafeBufferPointer { entries in
                 decodeTables.withUnsafeBufferPointer { tables in
-                    var job = DecodeAttentionJob(q: q, ldq: ldq, out: out, ldo: ldo, kPool: kp, vPool: vp, blockSize: blockSize, kvDim: kvDim,
-                                                 heads: heads, kvHeads: kvHeads, headDim: d, scale: scale, softcap: softcap,
-                                                 window: window, entries: entries, tables: tables)
+                    var job = DecodeAttentionJob(q: q, ldq: ldq, out: out, ldo: ldo, kPool: kp, vPool: vp, type: type, rowBytes: rowBytes,
+                                                 blockSize: blockSize, heads: heads, kvHeads: kvHeads, headDim: d, scale: scale,
+                                                 softcap: softcap, window: window, entries: entries, tables: tables)
                     withUnsafeMutablePointer(to: &job) { jp in
                         // one chunk per (sequence, kv head): at batch 1 the kv heads still split
                         // over the threads. A C-convention function and a context on the stack:
@@ -251,24 +264,26 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
             // next block's append copy the table (the forward pass allocates nothing per token)
             decodeTables.removeAll(keepingCapacity: true)
         }
-        // prefill chunks: gather the sequence's keys/values, then BLAS attention
+        // prefill chunks: per kv head, its keys/values widened to f32 through the block table, then
+        // BLAS attention of its query heads
+        let group = heads / kvHeads
         for e in layout.entries where e.rowCount > 1 {
-            let s = seqs[e.sequence]!
             let n = e.endPosition
-            precondition(n <= maxContext, "PagedKVCache.attend: \(n) keys beyond maxContext \(maxContext)")
-            var p = 0
-            var b = 0
-            while p < n {
-                let rows = min(blockSize, n - p)
-                (gatherK.f32 + p * kvDim).update(from: kp + s.table[b] * blockSize * kvDim, count: rows * kvDim)
-                (gatherV.f32 + p * kvDim).update(from: vp + s.table[b] * blockSize * kvDim, count: rows * kvDim)
-                p += rows; b += 1
-            }
+            precondition(n <= maxContext && d <= kvDim, "PagedKVCache.attend: \(n) keys beyond maxContext \(maxContext)")
             if scores.count < e.rowCount * n { scores = Tensor(zeros: [e.rowCount * n]) }
-            Attention.causal(q: q + e.rowStart * ldq, ldq: ldq, k: gatherK.f32, ldk: kvDim, v: gatherV.f32, ldv: kvDim,
-                             out: out + e.rowStart * ldo, ldo: ldo, tokens: e.rowCount, start: e.startPosition, keys: n,
-                             heads: heads, kvHeads: kvHeads, headDim: d, scale: scale, scores: scores.f32,
-                             softcap: softcap, window: window)
+            seqs[e.sequence]!.table.withUnsafeBufferPointer { t in
+                for g in 0..<kvHeads {
+                    let off = KVRows.headOffset(type, head: g, headDim: d)
+                    Kernels.kvGather(type: type, src: kp + off, ld: rowBytes, table: t.baseAddress, block: blockSize, first: 0, keys: n,
+                                     headDim: d, dst: gatherK.f32)
+                    Kernels.kvGather(type: type, src: vp + off, ld: rowBytes, table: t.baseAddress, block: blockSize, first: 0, keys: n,
+                                     headDim: d, dst: gatherV.f32)
+                    Attention.causal(q: q + e.rowStart * ldq + g * group * d, ldq: ldq, k: gatherK.f32, ldk: d, v: gatherV.f32, ldv: d,
+                                     out: out + e.rowStart * ldo + g * group * d, ldo: ldo, tokens: e.rowCount, start: e.startPosition,
+                                     keys: n, heads: group, kvHeads: 1, headDim: d, scale: scale, scores: scores.f32,
+                                     softcap: softcap, window: window)
+                }
+            }
         }
     }
 
@@ -276,8 +291,9 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
     struct DecodeAttentionJob {
         let q: UnsafePointer<Float>, ldq: Int
         let out: UnsafeMutablePointer<Float>, ldo: Int
-        let kPool: UnsafePointer<Float>, vPool: UnsafePointer<Float>
-        let blockSize: Int, kvDim: Int, heads: Int, kvHeads: Int, headDim: Int, scale: Float, softcap: Float, window: Int
+        let kPool: UnsafeRawPointer, vPool: UnsafeRawPointer
+        let type: DType, rowBytes: Int
+        let blockSize: Int, heads: Int, kvHeads: Int, headDim: Int, scale: Float, softcap: Float, window: Int
         let entries: UnsafeBufferPointer<BatchLayout.Entry>
         let tables: UnsafeBufferPointer<[Int]>
 
@@ -285,11 +301,12 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
         /// query is at position n - 1; a window keeps the last `window` keys).
         func run(_ i: Int, kvHead g: Int) {
             let e = entries[i], n = e.endPosition, group = heads / kvHeads, d = headDim
-            let first = window > 0 ? max(0, n - window) : 0
+            let first = window > 0 ? max(0, n - window) : 0, off = KVRows.headOffset(type, head: g, headDim: d)
             tables[i].withUnsafeBufferPointer { t in
                 Kernels.attentionDecode(q: q + e.rowStart * ldq + g * group * d, group: group, headDim: d,
-                                        k: kPool + g * d, v: vPool + g * d, ld: kvDim, ldv: kvDim, table: t.baseAddress, block: blockSize,
-                                        first: first, keys: n, scale: scale, softcap: softcap, out: out + e.rowStart * ldo + g * group * d)
+                                        k: kPool + off, v: vPool + off, type: type, ld: rowBytes, ldv: rowBytes, table: t.baseAddress,
+                                        block: blockSize, first: first, keys: n, scale: scale, softcap: softcap,
+                                        out: out + e.rowStart * ldo + g * group * d)
             }
         }
     }

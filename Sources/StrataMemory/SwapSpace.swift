@@ -115,21 +115,22 @@ public struct SwappedSequence: Sendable {
 
 extension PagedKVCache {
     /// Bytes of one block of every layer, as a swap slot holds it.
-    public var swapSlotBytes: Int { PagedKVCache.bytesPerBlock(layers: layers, kvDim: kvDim, blockSize: blockSize) }
+    public var swapSlotBytes: Int { PagedKVCache.bytesPerBlock(layers: layers, kvDim: kvDim, blockSize: blockSize, type: type) }
 
     /// Writes every block of `id` to `swap` and frees them in RAM. On a write error nothing is
     /// freed and the slots taken are given back.
     public func swapOut(_ id: Int, to swap: SwapSpace) throws -> SwappedSequence {
+        precondition(swap.slotBytes == swapSlotBytes, "PagedKVCache.swapOut: slots of \(swap.slotBytes) bytes for blocks of \(swapSlotBytes)")
         let s = sequenceState(id)
         let slots = try swap.allocate(s.table.count)
         let buf = TensorStorage(byteCount: swap.slotBytes)
-        let blockFloats = blockSize * kvDim
+        let blockBytes = blockSize * rowBytes
         do {
             for (b, slot) in zip(s.table, slots) {
-                var p = buf.base.assumingMemoryBound(to: Float.self)
+                var p = buf.base
                 for l in 0..<layers {
-                    p.update(from: k[l].f32 + b * blockFloats, count: blockFloats); p += blockFloats
-                    p.update(from: v[l].f32 + b * blockFloats, count: blockFloats); p += blockFloats
+                    p.copyMemory(from: k[l].rawPointer + b * blockBytes, byteCount: blockBytes); p += blockBytes
+                    p.copyMemory(from: v[l].rawPointer + b * blockBytes, byteCount: blockBytes); p += blockBytes
                 }
                 try swap.write(slot: slot, from: buf.base)
             }
@@ -143,16 +144,17 @@ extension PagedKVCache {
 
     /// Reads a swapped sequence back into fresh blocks as `id`; its disk slots are freed.
     public func swapIn(_ id: Int, from swapped: SwappedSequence, swap: SwapSpace) throws {
+        precondition(swap.slotBytes == swapSlotBytes, "PagedKVCache.swapIn: slots of \(swap.slotBytes) bytes for blocks of \(swapSlotBytes)")
         let blocks = try pool.allocate(swapped.slots.count)
         let buf = TensorStorage(byteCount: swap.slotBytes)
-        let blockFloats = blockSize * kvDim
+        let blockBytes = blockSize * rowBytes
         do {
             for (b, slot) in zip(blocks, swapped.slots) {
                 try swap.read(slot: slot, into: buf.base)
-                var p = UnsafePointer(buf.base.assumingMemoryBound(to: Float.self))
+                var p = UnsafeRawPointer(buf.base)
                 for l in 0..<layers {
-                    (k[l].f32 + b * blockFloats).update(from: p, count: blockFloats); p += blockFloats
-                    (v[l].f32 + b * blockFloats).update(from: p, count: blockFloats); p += blockFloats
+                    (k[l].rawPointer + b * blockBytes).copyMemory(from: p, byteCount: blockBytes); p += blockBytes
+                    (v[l].rawPointer + b * blockBytes).copyMemory(from: p, byteCount: blockBytes); p += blockBytes
                 }
             }
         } catch {

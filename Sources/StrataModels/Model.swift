@@ -21,8 +21,8 @@ public struct ModelSpec: Sendable, Codable, Equatable {
 
     /// Width of one token's K (or V) row in one layer: kvHeads * headDim.
     public var kvDim: Int { kvHeads * headDim }
-    /// Bytes of K and V for one token across all layers, in f32.
-    public var kvBytesPerToken: Int { 2 * layers * kvDim * 4 }
+    /// Bytes of K and V for one token across all layers, stored as `type`.
+    public func kvBytesPerToken(_ type: DType) -> Int { 2 * layers * type.bytes(elements: kvDim) }
 }
 
 extension ModelSpec {
@@ -104,19 +104,25 @@ public enum ModelError: Error, CustomStringConvertible, Equatable, Sendable {
     }
 }
 
-/// A contiguous per-sequence KV cache: for each layer, K and V rows of every position.
+/// A contiguous per-sequence KV cache: for each layer, K and V rows of every position, stored as
+/// `type` (`DType.kvTypes`).
 public final class KVCache: KVStorage, @unchecked Sendable {
     public let layers: Int
     public let capacity: Int
     public let kvDim: Int
-    /// Per layer: `[capacity, kvDim]`.
+    /// What K and V are stored as.
+    public let type: DType
+    /// Per layer: `[capacity, kvDim]` of `type`.
     public let k: [Tensor]
-    /// Per layer: `[capacity, kvDim]`.
+    /// Per layer: `[capacity, kvDim]` of `type`.
     public let v: [Tensor]
     /// Positions filled so far.
     public internal(set) var length: Int = 0
     /// [maxRows * capacity] attention scores
     var scores: Tensor
+    /// A prompt chunk's keys and values of one kv head widened to f32 (`[capacity, headDim]`,
+    /// made on the first chunk over a cache stored narrower than f32).
+    private var wideK = Tensor(zeros: [1]), wideV = Tensor(zeros: [1])
     /// Reused single-entry layout.
     let layout = BatchLayout(capacity: 1)
     /// `[tokens, vocab]` logits of a long all-position forward (grown when needed).
@@ -139,13 +145,17 @@ public final class KVCache: KVStorage, @unchecked Sendable {
     /// The first layer (-1: the embedding) a traced pass over this cache went non-finite at.
     var firstNonFiniteLayer: Int? { ownWorkspace?.firstNonFiniteLayer }
 
-    public init(layers: Int, capacity: Int, kvDim: Int) {
+    /// `type` must be one of `DType.kvTypes` whose block divides the model's head size
+    /// (`DType.checkKV`: callers check it and throw before they make a cache).
+    public init(layers: Int, capacity: Int, kvDim: Int, type: DType = .f32) {
         precondition(layers > 0 && capacity > 0 && kvDim > 0, "KVCache: layers \(layers) capacity \(capacity) kvDim \(kvDim)")
+        precondition(DType.kvTypes.contains(type) && kvDim % type.blockElements == 0, "KVCache: type \(type) for rows of \(kvDim)")
         self.layers = layers
         self.capacity = capacity
         self.kvDim = kvDim
-        k = (0..<layers).map { _ in Tensor(zeros: [capacity, kvDim]) }
-        v = (0..<layers).map { _ in Tensor(zeros: [capacity, kvDim]) }
+        self.type = type
+        k = (0..<layers).map { _ in Tensor(zeros: [capacity, kvDim], dtype: type) }
+        v = (0..<layers).map { _ in Tensor(zeros: [capacity, kvDim], dtype: type) }
         scores = Tensor(zeros: [capacity])
     }
 
@@ -156,25 +166,46 @@ public final class KVCache: KVStorage, @unchecked Sendable {
     }
 
     public func write(layer: Int, layout: BatchLayout, k kRows: UnsafePointer<Float>, ldk: Int, v vRows: UnsafePointer<Float>, ldv: Int) {
+        let rowBytes = k[layer].rowBytes, kp = k[layer].rawPointer, vp = v[layer].rawPointer
         for e in layout.entries {
             precondition(e.sequence == 0 && e.endPosition <= capacity, "KVCache: entry \(e) for a single-sequence cache of \(capacity)")
             for r in 0..<e.rowCount {
-                (k[layer].f32 + (e.startPosition + r) * kvDim).update(from: kRows + (e.rowStart + r) * ldk, count: kvDim)
-                (v[layer].f32 + (e.startPosition + r) * kvDim).update(from: vRows + (e.rowStart + r) * ldv, count: kvDim)
+                let dst = (e.startPosition + r) * rowBytes
+                KVRows.store(type, kRows + (e.rowStart + r) * ldk, kp + dst, count: kvDim)
+                KVRows.store(type, vRows + (e.rowStart + r) * ldv, vp + dst, count: kvDim)
             }
         }
     }
 
     public func attend(layer: Int, layout: BatchLayout, q: UnsafePointer<Float>, ldq: Int, out: UnsafeMutablePointer<Float>, ldo: Int,
-                       heads: Int, kvHeads: Int, headDim: Int, scale: Float, softcap: Float, window: Int) {
+                       heads: Int, kvHeads: Int, headDim d: Int, scale: Float, softcap: Float, window: Int) {
+        let rowBytes = k[layer].rowBytes, kp = k[layer].rawPointer, vp = v[layer].rawPointer
         for e in layout.entries {
-            // many rows: a row of scores per query row (one row, decode, needs none)
-            let need = e.rowCount == 1 ? 0 : e.rowCount * e.endPosition
-            if scores.count < need { scores = Tensor(zeros: [need]) }
-            Attention.causal(q: q + e.rowStart * ldq, ldq: ldq, k: k[layer].f32, ldk: kvDim, v: v[layer].f32, ldv: kvDim,
-                             out: out + e.rowStart * ldo, ldo: ldo, tokens: e.rowCount, start: e.startPosition, keys: e.endPosition,
-                             heads: heads, kvHeads: kvHeads, headDim: headDim, scale: scale, scores: scores.f32,
-                             softcap: softcap, window: window)
+            let q = q + e.rowStart * ldq, out = out + e.rowStart * ldo, n = e.endPosition
+            if e.rowCount == 1 {
+                Attention.decode(q: q, k: kp, v: vp, type: type, ld: rowBytes, ldv: rowBytes, out: out, keys: n,
+                                 heads: heads, kvHeads: kvHeads, headDim: d, scale: scale, softcap: softcap, window: window)
+                continue
+            }
+            // many rows: a row of scores per query row
+            if scores.count < e.rowCount * n { scores = Tensor(zeros: [e.rowCount * n]) }
+            if type == .f32 {
+                Attention.causal(q: q, ldq: ldq, k: k[layer].f32, ldk: kvDim, v: v[layer].f32, ldv: kvDim, out: out, ldo: ldo,
+                                 tokens: e.rowCount, start: e.startPosition, keys: n, heads: heads, kvHeads: kvHeads, headDim: d,
+                                 scale: scale, scores: scores.f32, softcap: softcap, window: window)
+                continue
+            }
+            // stored narrower: each kv head's keys and values widened, then its query heads
+            if wideK.count < capacity * d { wideK = Tensor(zeros: [capacity, d]); wideV = Tensor(zeros: [capacity, d]) }
+            let group = heads / kvHeads
+            for g in 0..<kvHeads {
+                let off = KVRows.headOffset(type, head: g, headDim: d)
+                Kernels.kvGather(type: type, src: kp + off, ld: rowBytes, table: nil, block: 1, first: 0, keys: n, headDim: d, dst: wideK.f32)
+                Kernels.kvGather(type: type, src: vp + off, ld: rowBytes, table: nil, block: 1, first: 0, keys: n, headDim: d, dst: wideV.f32)
+                Attention.causal(q: q + g * group * d, ldq: ldq, k: wideK.f32, ldk: d, v: wideV.f32, ldv: d, out: out + g * group * d, ldo: ldo,
+                                 tokens: e.rowCount, start: e.startPosition, keys: n, heads: group, kvHeads: 1, headDim: d,
+                                 scale: scale, scores: scores.f32, softcap: softcap, window: window)
+            }
         }
     }
 }
@@ -193,9 +224,16 @@ public protocol CausalLM: AnyObject, Sendable {
 }
 
 extension CausalLM {
-    /// A contiguous cache for up to `capacity` positions (at most `spec.maxPositions`).
+    /// A contiguous cache for up to `capacity` positions (at most `spec.maxPositions`) in f32.
     public func makeCache(capacity: Int) -> KVCache {
         KVCache(layers: spec.layers, capacity: min(capacity, spec.maxPositions), kvDim: spec.kvDim)
+    }
+
+    /// A contiguous cache storing K/V as `type`; throws when the type cannot hold this model's
+    /// heads (q8_0 needs a head size that is a multiple of 32).
+    public func makeCache(capacity: Int, type: DType) throws -> KVCache {
+        try type.checkKV(headDim: spec.headDim)
+        return KVCache(layers: spec.layers, capacity: min(capacity, spec.maxPositions), kvDim: spec.kvDim, type: type)
     }
 
     /// Runs `tokens` at positions `cache.length ..< cache.length + tokens.count` of a single

@@ -19,11 +19,14 @@ public struct PlanRequest: Codable, Sendable {
     /// Whether quantized weights decode with exact f32 activations (`Kernels.activations == .f32`,
     /// decided by the caller; nil: no, 8-bit ones)
     public var exactActivations: Bool?
+    /// What the KV cache stores (the inventory's KV bytes per token are counted in it; nil: f32)
+    public var kvType: DType?
     public init(budgetBytes: Int, batch: Int? = nil, promptTokens: Int, outputTokens: Int, objective: Objective = .throughput,
-                blockSize: Int = 16, maxBatch: Int = 64, maxPrefetch: Int = 3, bf16Products: Bool? = nil, exactActivations: Bool? = nil) {
+                blockSize: Int = 16, maxBatch: Int = 64, maxPrefetch: Int = 3, bf16Products: Bool? = nil, exactActivations: Bool? = nil,
+                kvType: DType? = nil) {
         self.budgetBytes = budgetBytes; self.batch = batch; self.promptTokens = promptTokens; self.outputTokens = outputTokens
         self.objective = objective; self.blockSize = blockSize; self.maxBatch = maxBatch; self.maxPrefetch = maxPrefetch
-        self.bf16Products = bf16Products; self.exactActivations = exactActivations
+        self.bf16Products = bf16Products; self.exactActivations = exactActivations; self.kvType = kvType
     }
 }
 

@@ -33,9 +33,11 @@ public final class OpenAIServer: @unchecked Sendable {
 
     /// A server for the model at `model` (folder or GGUF): the tiered run (planned under
     /// `ramBudget` unless `plan` is false; without a budget all resident with a KV pool of
-    /// `maxRunning` full contexts, at most `kvMemory` or 1 GiB), its engine started.
+    /// `maxRunning` full contexts, at most `kvMemory`, else at most half the RAM the machine has
+    /// available beside the weights), K/V stored as `kvType`, its engine started.
     public static func make(model: String, name: String, ramBudget: Int?, plan: Bool = true, maxRunning: Int, maxQueued: Int,
-                            maxContext: Int? = nil, kvMemory: Int? = nil, templateName: String? = nil, logger: Logger) throws -> OpenAIServer {
+                            maxContext: Int? = nil, kvMemory: Int? = nil, kvType: DType = .kvDefault, templateName: String? = nil,
+                            logger: Logger) throws -> OpenAIServer {
         let folder = try ModelFolder(path: model)
         guard let tokenizer = folder.tokenizer else { throw APIError(500, "\(model) has no tokenizer; the server needs one") }
         let chat = try folder.chatFormat(name: templateName)
@@ -46,14 +48,19 @@ public final class OpenAIServer: @unchecked Sendable {
         var placement: Placement? = nil
         var kvBlocks: Int? = nil
         if let ramBudget, plan {
-            let p = try Session(folder: folder, ramBudget: ramBudget).plan(workload, batch: maxRunning)
+            let p = try Session(folder: folder, ramBudget: ramBudget).plan(workload, batch: maxRunning, kvType: kvType)
             placement = p.placement
-            logger.info("plan: \(p.placement.streamedLayers.count) layers streamed, batch \(p.placement.batchSize), \(p.placement.kvBlocksRAM) KV blocks, predicted \(String(format: "%.2f", p.prediction.decodeTokensPerSecond)) tokens/s per sequence")
+            logger.info("plan: \(p.placement.streamedLayers.count) layers streamed, batch \(p.placement.batchSize), \(p.placement.kvBlocksRAM) KV blocks (\(kvType.rawValue)), predicted \(String(format: "%.2f", p.prediction.decodeTokensPerSecond)) tokens/s per sequence")
         } else if ramBudget == nil {
-            let perBlock = PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: 16)
-            kvBlocks = max(1, min(PlacementRule.kvBlocks(workload, blockSize: 16), (kvMemory ?? (1 << 30)) / perBlock))
+            try kvType.checkKV(headDim: spec.headDim)
+            let perBlock = PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: 16, type: kvType)
+            let weights = try WeightInventory(folder: folder).totalBytes
+            let limit = kvMemory ?? max(perBlock, (MemoryInfo.availableBytes() - weights) / 2)
+            kvBlocks = max(1, min(PlacementRule.kvBlocks(workload, blockSize: 16), limit / perBlock))
+            let why = kvMemory == nil ? ", at most half the RAM available beside the weights (--kv-memory sets it)" : ""
+            logger.info("KV cache: \(kvBlocks!) blocks of 16 tokens (\(kvType.rawValue), \(formatBytes(kvBlocks! * perBlock)))\(why)")
         }
-        let run = try TieredRun(folder: folder, budget: ramBudget, workload: workload, placement: placement, kvBlocks: kvBlocks)
+        let run = try TieredRun(folder: folder, budget: ramBudget, workload: workload, placement: placement, kvBlocks: kvBlocks, kvType: kvType)
         let engine = ServingEngine(run: run, maxQueued: maxQueued)
         engine.start()
         let served = ServedModel(id: name, tokenizer: tokenizer, chat: chat, defaults: folder.samplingDefaults, maxContext: engine.maxContext,

@@ -25,19 +25,9 @@ public enum Attention {
         precondition(s >= start + t, "attention: \(s) keys for queries up to position \(start + t - 1)")
         let group = heads / kvHeads
         if t == 1 {
-            // one query row (decode): the grouped decode kernel, one kv head (and its query
-            // heads) per chunk. Not OpenBLAS's sgemv: past about 144 keys it wakes OpenBLAS's
-            // threads for every head of every layer.
             // the query at position `start` sees keys 0 ... start
-            var job = DecodeJob(q: q, k: k, ldk: ldk, v: v, ldv: ldv, out: out, keys: start + 1, group: group,
-                                headDim: d, scale: scale, softcap: softcap, window: window)
-            if kvHeads == 1 || Threads.count == 1 { for g in 0..<kvHeads { job.run(kvHead: g) }; return }
-            withUnsafeMutablePointer(to: &job) { jp in
-                // a C-convention function and a context on the stack: nothing allocated per step
-                Threads.runChunks(kvHeads, context: UnsafeMutableRawPointer(jp)) { ctx, chunk in
-                    ctx!.assumingMemoryBound(to: DecodeJob.self).pointee.run(kvHead: chunk)
-                }
-            }
+            decode(q: q, k: UnsafeRawPointer(k), v: UnsafeRawPointer(v), type: .f32, ld: ldk * 4, ldv: ldv * 4, out: out, keys: start + 1,
+                   heads: heads, kvHeads: kvHeads, headDim: d, scale: scale, softcap: softcap, window: window)
             return
         }
         for h in 0..<heads {
@@ -50,15 +40,34 @@ public enum Attention {
         }
     }
 
+    /// One query row (decode) over `keys` contiguous K/V rows stored as `type` (`DType.kvTypes`),
+    /// rows `ld` and `ldv` bytes apart: the kernel module's grouped decode attention, one kv head
+    /// (and its query heads) per chunk of the pool. Not OpenBLAS's sgemv: past about 144 keys it
+    /// wakes OpenBLAS's threads for every head of every layer.
+    public static func decode(q: UnsafePointer<Float>, k: UnsafeRawPointer, v: UnsafeRawPointer, type: DType, ld: Int, ldv: Int,
+                              out: UnsafeMutablePointer<Float>, keys: Int, heads: Int, kvHeads: Int, headDim d: Int, scale: Float,
+                              softcap: Float = 0, window: Int = 0) {
+        precondition(heads % kvHeads == 0, "attention: \(heads) heads not a multiple of \(kvHeads) kv heads")
+        var job = DecodeJob(q: q, k: k, v: v, type: type, ld: ld, ldv: ldv, out: out, keys: keys, group: heads / kvHeads,
+                            headDim: d, scale: scale, softcap: softcap, window: window)
+        if kvHeads == 1 || Threads.count == 1 { for g in 0..<kvHeads { job.run(kvHead: g) }; return }
+        withUnsafeMutablePointer(to: &job) { jp in
+            // a C-convention function and a context on the stack: nothing allocated per step
+            Threads.runChunks(kvHeads, context: UnsafeMutableRawPointer(jp)) { ctx, chunk in
+                ctx!.assumingMemoryBound(to: DecodeJob.self).pointee.run(kvHead: chunk)
+            }
+        }
+    }
+
     /// One query row: kv head `g` and its query heads per call.
     struct DecodeJob {
-        let q: UnsafePointer<Float>, k: UnsafePointer<Float>, ldk: Int, v: UnsafePointer<Float>, ldv: Int
+        let q: UnsafePointer<Float>, k: UnsafeRawPointer, v: UnsafeRawPointer, type: DType, ld: Int, ldv: Int
         let out: UnsafeMutablePointer<Float>
         let keys: Int, group: Int, headDim: Int, scale: Float, softcap: Float, window: Int
 
         func run(kvHead g: Int) {
-            let d = headDim, first = window > 0 ? max(0, keys - window) : 0
-            Kernels.attentionDecode(q: q + g * group * d, group: group, headDim: d, k: k + g * d, v: v + g * d, ld: ldk, ldv: ldv,
+            let d = headDim, first = window > 0 ? max(0, keys - window) : 0, off = KVRows.headOffset(type, head: g, headDim: d)
+            Kernels.attentionDecode(q: q + g * group * d, group: group, headDim: d, k: k + off, v: v + off, type: type, ld: ld, ldv: ldv,
                                     table: nil, block: 1, first: first, keys: keys, scale: scale, softcap: softcap,
                                     out: out + g * group * d)
         }

@@ -82,3 +82,32 @@ public enum TensorError: Error, CustomStringConvertible, Equatable, Sendable {
         }
     }
 }
+
+extension DType {
+    /// What a KV cache can store keys and values as (`--kv-type`; llama.cpp's `-ctk`/`-ctv`):
+    /// f32 exactly, f16 and bf16 rounded per value, q8_0 in blocks of 32 values of one head.
+    public static let kvTypes: [DType] = [.f32, .f16, .bf16, .q8_0]
+    /// The KV type when none is asked for.
+    public static let kvDefault: DType = .f16
+
+    /// `name` as a KV cache type, checked against heads of `headDim` values (q8_0's blocks of 32
+    /// must not straddle two heads); the error names the type and the head size.
+    public static func kvType(_ name: String, headDim: Int) throws -> DType {
+        guard let t = DType(rawValue: name.lowercased()), kvTypes.contains(t) else {
+            throw TensorError.unsupportedDType(context: "KV cache type (one of \(kvTypes.map(\.rawValue).joined(separator: ", ")))", dtype: name)
+        }
+        try t.checkKV(headDim: headDim)
+        return t
+    }
+
+    /// Throws unless K/V rows of heads of `headDim` values can be stored as this type.
+    public func checkKV(headDim: Int) throws {
+        if !DType.kvTypes.contains(self) {
+            throw TensorError.unsupportedDType(context: "KV cache type (one of \(DType.kvTypes.map(\.rawValue).joined(separator: ", ")))", dtype: rawValue)
+        }
+        if headDim % blockElements != 0 {
+            throw TensorError.unsupportedDType(context: "KV cache type \(rawValue) needs head_dim a multiple of \(blockElements); this model's head_dim is \(headDim)",
+                                               dtype: rawValue)
+        }
+    }
+}

@@ -60,3 +60,23 @@ extension KVStorage {
     }
 }
 
+
+/// K/V rows in a cache's storage type (`DType.kvTypes`): f32 rows stored (rounded to f16 or
+/// bf16, quantized to q8_0 by ggml's reference formula, as llama.cpp stores a q8_0 cache) and
+/// where a head's values start in a stored row.
+public enum KVRows {
+    /// `count` f32 values (a multiple of the type's block) into `type` at `dst`.
+    @inline(__always)
+    public static func store(_ type: DType, _ src: UnsafePointer<Float>, _ dst: UnsafeMutableRawPointer, count: Int) {
+        switch type {
+        case .f32: dst.assumingMemoryBound(to: Float.self).update(from: src, count: count)
+        case .f16: HalfConversion.f32ToF16(src, dst.assumingMemoryBound(to: UInt16.self), count: count)
+        case .bf16: HalfConversion.f32ToBF16(src, dst.assumingMemoryBound(to: UInt16.self), count: count)
+        default: Quantizer.quantize(src, count: count, to: type, into: dst)
+        }
+    }
+
+    /// Byte offset of kv head `g`'s first value in a stored row (heads of `headDim` values).
+    @inline(__always)
+    public static func headOffset(_ type: DType, head g: Int, headDim d: Int) -> Int { type.bytes(elements: g * d) }
+}

@@ -80,8 +80,8 @@ import StrataTensor
         let spec = loaded.spec
         let blockSize = 4
         let path = Fixtures.scratch + "/swap-workload-\(UUID().uuidString).kv"
-        let swap = try SwapSpace(path: path, bytes: 400 * PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: blockSize),
-                                 slotBytes: PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: blockSize))
+        let swap = try SwapSpace(path: path, bytes: 400 * PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: blockSize, type: .kvDefault),
+                                 slotBytes: PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: blockSize, type: .kvDefault))
         defer { swap.close() }
         let engine = BatchEngine(loaded: loaded, config: .init(blocks: 36, blockSize: blockSize, maxBatch: 4), swap: swap)
         var ids: [Int: Int] = [:]   // engine id -> request index
@@ -110,7 +110,7 @@ import StrataTensor
     @Test func aSwappedSequenceResumesWhenTheOthersAreDone() throws {
         let loaded = try LoadedModel(directory: Fixtures.model("llama-gqa"))
         let spec = loaded.spec
-        let per = PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: 4)
+        let per = PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: 4, type: .kvDefault)
         let swap = try SwapSpace(path: Fixtures.scratch + "/swap-two-\(UUID().uuidString).kv", bytes: 64 * per, slotBytes: per)
         defer { swap.close() }
         let engine = BatchEngine(loaded: loaded, config: .init(blocks: 12, blockSize: 4, maxBatch: 32), swap: swap)
@@ -212,7 +212,7 @@ import StrataTensor
     @Test func aDroppedStoreIsFreed() async throws {
         weak var weakStore: TieredWeightStore?
         do {
-            let placement = Placement(weights: .tiered, streamedLayers: [0, 1], prefetchDepth: 1, kvBlockSize: 16, kvBlocksRAM: 8, kvBlocksDisk: 0, batchSize: 1)
+            let placement = Placement(weights: .tiered, streamedLayers: [0, 1], prefetchDepth: 1, kvBlockSize: 16, kvBlocksRAM: 8, kvBlocksDisk: 0, batchSize: 1, kvType: .f32)
             let run = try TieredRun(folder: ModelFolder(path: Fixtures.model("llama-gqa")), budget: nil,
                                     workload: Workload(batch: 1, promptTokens: 4, outputTokens: 4), placement: placement)
             let outs = try run.engine.run([GenerationRequest(prompt: [1, 2, 3], parameters: SamplingParameters(temperature: 0, maxTokens: 3))])

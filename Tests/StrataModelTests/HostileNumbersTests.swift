@@ -48,8 +48,9 @@ import StrataTensor
     }
 
     @Test func hostilePlacementFilesAreRefused() throws {
-        let good = Placement(weights: .tiered, streamedLayers: [1], prefetchDepth: 1, kvBlockSize: 16, kvBlocksRAM: 8, kvBlocksDisk: 0, batchSize: 1)
-        try good.validate(layers: 2)
+        let good = Placement(weights: .tiered, streamedLayers: [1], prefetchDepth: 1, kvBlockSize: 16, kvBlocksRAM: 8, kvBlocksDisk: 0, batchSize: 1,
+                             kvType: .f16)
+        try good.validate(layers: 2, headDim: 12)
         var cases: [(Placement, String)] = []
         var p = good; p.prefetchDepth = -1; cases.append((p, "prefetch_depth"))
         p = good; p.kvBlocksRAM = -3; cases.append((p, "kv_blocks_ram"))
@@ -58,9 +59,11 @@ import StrataTensor
         p = good; p.streamedLayers = [1, 1]; cases.append((p, "streamed_layers"))
         p = good; p.batchSize = Int.max; cases.append((p, "batch_size"))
         p = good; p.kvBlocksDisk = -1; cases.append((p, "kv_blocks_disk"))
+        p = good; p.kvType = .q8_0; cases.append((p, "kv_type"))  // head_dim 12: q8_0's blocks of 32 straddle heads
+        p = good; p.kvType = .q4_k; cases.append((p, "kv_type"))
         for (bad, field) in cases {
-            #expect(throws: PlacementError.self, "\(field)") { try bad.validate(layers: 2) }
-            do { try bad.validate(layers: 2) } catch let PlacementError.invalid(f, _) { #expect(f == field) }
+            #expect(throws: PlacementError.self, "\(field)") { try bad.validate(layers: 2, headDim: 12) }
+            do { try bad.validate(layers: 2, headDim: 12) } catch let PlacementError.invalid(f, _) { #expect(f == field) }
             // and the run refuses it before allocating anything
             #expect(throws: PlacementError.self) {
                 _ = try TieredRun(folder: ModelFolder(path: Fixtures.model("llama-gqa")), budget: nil,

@@ -88,7 +88,7 @@ import StrataTensor
         let probe = try TieredRun(directory: dir, budget: nil, workload: workload)
         probe.shutdown()
         let fixed = probe.ledger.lines["runtime overhead"]! + probe.ledger.lines["activations"]! + (probe.ledger.lines["embedding rows (page cache)"] ?? 0)
-        let perBlock = PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: 16)
+        let perBlock = PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: 16, type: .kvDefault)
         // less than both layers: both stream through one staging slot (prefetch 0)
         let budget = fixed + inv.otherBytes + inv.layerBytes.max()! + inv.layerBytes[0] - 1 + PlacementRule.kvBlocks(workload, blockSize: 16) * perBlock
         let run = try TieredRun(directory: dir, budget: budget, workload: workload, prefetchDepth: 0)
@@ -132,7 +132,7 @@ import StrataTensor
         p.maxTokens = 10
         let loaded = try LoadedModel(directory: Fixtures.model("llama-gqa"))
         let expected = try prompts.map { try Generator(loaded).generate(promptIDs: $0, parameters: p).ids }
-        let perBlock = PagedKVCache.bytesPerBlock(layers: loaded.spec.layers, kvDim: loaded.spec.kvDim, blockSize: 4)
+        let perBlock = PagedKVCache.bytesPerBlock(layers: loaded.spec.layers, kvDim: loaded.spec.kvDim, blockSize: 4, type: .kvDefault)
         return (loaded, prompts, p, expected, perBlock)
     }
 

@@ -293,7 +293,7 @@ import Foundation
             for path in Kernels.supportedPaths {
                 var out = [Float](repeating: .nan, count: c.group * c.d + 1)
                 table.withUnsafeBufferPointer { t in
-                    Kernels.attentionDecode(path: path, q: q, group: c.group, headDim: c.d, k: k, v: v, ld: ld, ldv: ldv,
+                    Kernels.attentionDecode(path: path, q: q, group: c.group, headDim: c.d, k: k, v: v, type: .f32, ld: ld * 4, ldv: ldv * 4,
                                             table: c.paged ? t.baseAddress : nil, block: bs, first: c.first, keys: c.n, scale: scale,
                                             softcap: c.softcap, out: &out)
                 }
@@ -310,10 +310,85 @@ import Foundation
         k[5 * 8 + 3] = .nan
         for path in Kernels.supportedPaths {
             var out = [Float](repeating: 0, count: 16)
-            Kernels.attentionDecode(path: path, q: q, group: 2, headDim: 8, k: k, v: v, ld: 8, ldv: 8, table: nil, block: 1,
+            Kernels.attentionDecode(path: path, q: q, group: 2, headDim: 8, k: k, v: v, type: .f32, ld: 32, ldv: 32, table: nil, block: 1,
                                     first: 0, keys: 20, scale: 0.3, softcap: 0, out: &out)
             #expect(out.allSatisfy { $0.isNaN }, "\(path): \(out)")
         }
+    }
+
+    /// K/V stored as f16, bf16 and q8_0 (and f32), on every path: the decode kernel against the
+    /// naive attention over the values the stored rows hold (widened by `HalfConversion.toF32`,
+    /// q8_0 by the dequantizer: other code than the kernel's), and the gather the prompt's
+    /// attention reads equal to them. Rows hold two heads (head 1 is read: offsets past a whole
+    /// head), K and V rows of different widths, through a reversed block table and contiguous;
+    /// head dims 32, 64, 128 and 256 (q8_0's blocks; tiles of 64, 32 and 16 keys), and 12 and 80
+    /// for the 16-bit types (tails).
+    @Test(arguments: DType.kvTypes)
+    func decodeAttentionOverStoredKVTypesOnEveryPath(type: DType) {
+        let bs = 16
+        var cases: [(group: Int, d: Int, n: Int, first: Int, paged: Bool)] = [
+            (4, 32, 50, 0, true), (8, 64, 150, 0, true), (2, 128, 97, 5, false), (3, 256, 40, 0, true)]
+        if type.blockElements == 1 { cases += [(3, 12, 70, 0, true), (2, 80, 65, 0, false)] }
+        for c in cases {
+            var rng = TestRNG(UInt64(c.group * 1000 + c.d * 10 + c.n) ^ UInt64(type.blockBytes))
+            let blocks = (c.n + bs - 1) / bs, rows = blocks * bs
+            let table = Array((0..<blocks).reversed())
+            let wk = 2 * c.d, wv = 3 * c.d  // row widths: head 1 of K rows of two heads, of V rows of three
+            let kf = rng.floats(rows * wk), vf = rng.floats(rows * wv), q = rng.floats(c.group * c.d)
+            let ldk = type.bytes(elements: wk), ldv = type.bytes(elements: wv)
+            var ks = [UInt8](repeating: 0, count: rows * ldk), vs = [UInt8](repeating: 0, count: rows * ldv)
+            var kw = [Float](repeating: 0, count: rows * wk), vw = [Float](repeating: 0, count: rows * wv)
+            for r in 0..<rows {
+                ks.withUnsafeMutableBytes { KVRows.store(type, kf.withUnsafeBufferPointer { $0.baseAddress! + r * wk }, $0.baseAddress! + r * ldk, count: wk) }
+                vs.withUnsafeMutableBytes { KVRows.store(type, vf.withUnsafeBufferPointer { $0.baseAddress! + r * wv }, $0.baseAddress! + r * ldv, count: wv) }
+                ks.withUnsafeBytes { b in kw.withUnsafeMutableBufferPointer { HalfConversion.toF32(b.baseAddress! + r * ldk, dtype: type, $0.baseAddress! + r * wk, count: wk) } }
+                vs.withUnsafeBytes { b in vw.withUnsafeMutableBufferPointer { HalfConversion.toF32(b.baseAddress! + r * ldv, dtype: type, $0.baseAddress! + r * wv, count: wv) } }
+            }
+            // the stored values are the rounded inputs: within the type's rounding
+            let tol: Float = type == .f32 ? 0 : type == .f16 ? 1e-3 : 1e-2
+            #expect(zip(kf, kw).allSatisfy { abs($0 - $1) <= tol * 2 }, "\(type): stored K rows far from the input")
+            let off = type.bytes(elements: c.d)
+            let row = { (j: Int) in c.paged ? table[j / bs] * bs + j % bs : j }
+            let scale = 1 / Float(c.d).squareRoot()
+            var ref = [Double](repeating: 0, count: c.group * c.d)
+            for h in 0..<c.group {
+                var w = (c.first..<c.n).map { j -> Double in
+                    (0..<c.d).reduce(0.0) { $0 + Double(q[h * c.d + $1]) * Double(kw[row(j) * wk + c.d + $1]) } * Double(scale)
+                }
+                let m = w.max()!
+                w = w.map { exp($0 - m) }
+                let sum = w.reduce(0, +)
+                for i in 0..<c.d {
+                    ref[h * c.d + i] = w.indices.reduce(0.0) { $0 + w[$1] / sum * Double(vw[row(c.first + $1) * wv + c.d + i]) }
+                }
+            }
+            for path in Kernels.supportedPaths {
+                var out = [Float](repeating: .nan, count: c.group * c.d + 1)
+                var gathered = [Float](repeating: .nan, count: (c.n - c.first) * c.d + 1)
+                ks.withUnsafeBytes { kb in vs.withUnsafeBytes { vb in table.withUnsafeBufferPointer { t in
+                    Kernels.attentionDecode(path: path, q: q, group: c.group, headDim: c.d, k: kb.baseAddress! + off, v: vb.baseAddress! + off,
+                                            type: type, ld: ldk, ldv: ldv, table: c.paged ? t.baseAddress : nil, block: bs, first: c.first,
+                                            keys: c.n, scale: scale, softcap: 0, out: &out)
+                    Kernels.kvGather(path: path, type: type, src: vb.baseAddress! + off, ld: ldv, table: c.paged ? t.baseAddress : nil, block: bs,
+                                     first: c.first, keys: c.n, headDim: c.d, dst: &gathered)
+                } } }
+                for i in 0..<(c.group * c.d) {
+                    #expect(abs(Double(out[i]) - ref[i]) < 1e-5 * (1 + abs(ref[i])), "\(type) \(path) \(c) out \(i): \(out[i]) vs \(ref[i])")
+                }
+                #expect(out[c.group * c.d].isNaN, "\(type) \(path) \(c): wrote past the output")
+                let wantGather = (c.first..<c.n).flatMap { j in (0..<c.d).map { vw[row(j) * wv + c.d + $0] } }
+                #expect(Array(gathered.prefix(wantGather.count)) == wantGather, "\(type) \(path) \(c): gathered values differ")
+                #expect(gathered[wantGather.count].isNaN, "\(type) \(path) \(c): gathered past the end")
+            }
+        }
+    }
+
+    @Test func kvTypesAreCheckedAgainstTheHeadSize() throws {
+        #expect(try DType.kvType("F16", headDim: 12) == .f16)
+        #expect(try DType.kvType("q8_0", headDim: 64) == .q8_0)
+        #expect(throws: TensorError.self) { try DType.kvType("q8_0", headDim: 80) }
+        #expect(throws: TensorError.self) { try DType.kvType("q4_0", headDim: 64) }
+        #expect(throws: TensorError.self) { try DType.kvType("f8", headDim: 64) }
     }
 
     @Test func threadsSettingAppliesToBLASAndLoops() {
