@@ -273,15 +273,21 @@ __attribute__((target("avx2,fma,f16c"))) static void kv_row_avx2(int type, const
         memcpy(dst, src, (size_t)d * sizeof(float));
     }
 }
+
+/// `rows` stored rows ld bytes apart into f32 rows of d floats (one call per run of keys: a call
+/// per row of 64 values was a third of the widening's time).
+__attribute__((target("avx2,fma,f16c"))) static void kv_rows_avx2(int type, const uint8_t *src, long ld, long rows, float *dst, long d) {
+    for (long r = 0; r < rows; r++) kv_row_avx2(type, src + r * ld, dst + r * d, d);
+}
 #endif
 
-/// One stored row of d values as f32 (isa is a path this CPU runs).
-static void kv_row(int isa, int type, const uint8_t *src, float *dst, long d) {
+/// `rows` stored rows ld bytes apart as f32 rows of d floats (isa is a path this CPU runs).
+static void kv_rows(int isa, int type, const uint8_t *src, long ld, long rows, float *dst, long d) {
 #if STRATA_X86
-    if (isa != STRATA_ISA_PORTABLE) { kv_row_avx2(type, src, dst, d); return; }
+    if (isa != STRATA_ISA_PORTABLE) { kv_rows_avx2(type, src, ld, rows, dst, d); return; }
 #endif
     (void)isa;
-    kv_row_portable(type, src, dst, d);
+    for (long r = 0; r < rows; r++) kv_row_portable(type, src + r * ld, dst + r * d, d);
 }
 
 /// Whether d values of `type` are whole rows the kernels read (q8_0: whole blocks).
@@ -293,42 +299,96 @@ static int kv_shape_ok(int type, long d) {
     }
 }
 
-void strata_kv_gather(int isa, int type, const void *src, long ld, const long *table, long block,
+void strata_kv_gather(int isa, int type, const void *src, long ld, const long *table, long block, long block_stride,
                       long first, long n, long d, float *dst) {
     if (d <= 0 || !kv_shape_ok(type, d)) return;
     if (!strata_isa_supported(isa)) isa = STRATA_ISA_PORTABLE;
-    for (long j = first; j < n; j++) {
-        const long row = table ? table[j / block] * block + j % block : j;
-        kv_row(isa, type, (const uint8_t *)src + row * ld, dst + (j - first) * d, d);
+    for (long j = first; j < n;) {
+        const long off = table ? table[j / block] * block_stride + (j % block) * ld : j * ld;
+        const long left = table ? block - j % block : n - j, rows = left < n - j ? left : n - j;
+        kv_rows(isa, type, (const uint8_t *)src + off, ld, rows, dst + (j - first) * d, d);
+        j += rows;
     }
 }
 
 // ---- one query row, a group of heads, online softmax ------------------------------------------
 
-/// Keys per tile: 64 rows of K and of V (64 floats wide: 16 KiB each) stay in L1 while each head
-/// of the group takes them.
+/// Keys per tile: up to 64 rows of K and of V, widened (or, for f32, copied) into contiguous
+/// scratch that stays in L1 while each head of the group reads it. Copied even for f32: a kv
+/// head's slice of pool rows kvDim * 4 bytes apart falls into a few L1 sets (rows 2 KiB apart
+/// use 8 of 64), so read in place the tile did not survive from one head to the next.
 #define ATTN_TILE 64
 /// Heads per pass over the keys (more heads share a kv head only in MQA-like models: passes of 16).
 #define ATTN_HEADS 16
-/// Floats of one tile's widened K (and as many of V) on the stack when K/V are stored narrower
-/// than f32: tiles of min(64, 4096 / d) keys.
+/// Floats of one tile's K (and as many of V) on the stack: tiles of min(64, 4096 / d) keys.
 #define ATTN_WIDE 4096
 
 /// Keys [j, end) that lie in one block from key j on (all of them without a table): their count,
-/// and in *row the pool row of key j.
-static long key_run(const strata_attn_decode_args *a, long j, long end, long *row) {
-    if (!a->table) { *row = j; return end - j; }
-    const long left = a->block - j % a->block;
-    *row = a->table[j / a->block] * a->block + j % a->block;
+/// and in *koff, *voff the byte offsets of key j's rows from k and v.
+static long key_run(const strata_attn_decode_args *a, long j, long end, long *koff, long *voff) {
+    if (!a->table) { *koff = j * a->ld; *voff = j * a->ldv; return end - j; }
+    const long left = a->block - j % a->block, base = a->table[j / a->block] * a->block_stride;
+    *koff = base + (j % a->block) * a->ld;
+    *voff = base + (j % a->block) * a->ldv;
     return left < end - j ? left : end - j;
 }
 
-/// Heads [h0, h1) of the group. kw/vw: room for `tile` widened rows of K and V when they are
-/// stored narrower than f32 (NULL for f32: the scores read the pool's rows in place).
+/// One tile of one head's scores s[0, nt) -> their weights e^(s - m'), where m' is the running
+/// max m raised to the tile's; returns the factor e^(m - m') the earlier weights and output take,
+/// and updates m and the running sum l.
+static float tile_softmax_portable(float *s, long nt, float *m, float *l) {
+    float mt = *m;
+    for (long j = 0; j < nt; j++) mt = s[j] > mt ? s[j] : mt;
+    const float corr = *m == -INFINITY ? 0.0f : exp_fast(*m - mt);
+    float sum = 0;
+    for (long j = 0; j < nt; j++) { s[j] = exp_fast(s[j] - mt); sum += s[j]; }
+    *l = *l * corr + sum;
+    *m = mt;
+    return corr;
+}
+
+#if STRATA_X86
+__attribute__((target("avx2,fma"))) static float tile_softmax_avx2(float *s, long nt, float *m, float *l) {
+    __m256 mv = _mm256_set1_ps(*m);
+    long j = 0;
+    for (; j + 8 <= nt; j += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(s + j));
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(mv), _mm256_extractf128_ps(mv, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
+    float mt = _mm_cvtss_f32(h);
+    for (; j < nt; j++) mt = s[j] > mt ? s[j] : mt;
+    // a NaN score: the max skipped it (max_ps returns its second operand); the exponentials carry it
+    const float corr = *m == -INFINITY ? 0.0f : exp_fast(*m - mt);
+    const __m256 m8 = _mm256_set1_ps(mt);
+    __m256 sv = _mm256_setzero_ps();
+    j = 0;
+    for (; j + 8 <= nt; j += 8) {
+        const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), m8));
+        _mm256_storeu_ps(s + j, e);
+        sv = _mm256_add_ps(sv, e);
+    }
+    __m128 q = _mm_add_ps(_mm256_castps256_ps128(sv), _mm256_extractf128_ps(sv, 1));
+    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
+    float sum = _mm_cvtss_f32(q);
+    for (; j < nt; j++) { s[j] = exp_fast(s[j] - mt); sum += s[j]; }
+    *l = *l * corr + sum;
+    *m = mt;
+    return corr;
+}
+#endif
+
+static float tile_softmax(int isa, float *s, long nt, float *m, float *l) {
+#if STRATA_X86
+    if (isa != STRATA_ISA_PORTABLE) return tile_softmax_avx2(s, nt, m, l);
+#endif
+    (void)isa;
+    return tile_softmax_portable(s, nt, m, l);
+}
+
+/// Heads [h0, h1) of the group; kw/vw: room for `tile` rows of d floats of K and of V.
 static void attn_decode_heads(int isa, const strata_attn_decode_args *a, long h0, long h1, float *kw, float *vw, long tile) {
     const long d = a->d, nh = h1 - h0;
-    const float *kf = (const float *)a->k, *vf = (const float *)a->v;
-    const long ldf = a->ld / (long)sizeof(float), ldvf = a->ldv / (long)sizeof(float);
     float s[ATTN_HEADS * ATTN_TILE], m[ATTN_HEADS], l[ATTN_HEADS];
     for (long h = 0; h < nh; h++) {
         m[h] = -INFINITY; l[h] = 0;
@@ -336,55 +396,25 @@ static void attn_decode_heads(int isa, const strata_attn_decode_args *a, long h0
     }
     for (long t0 = a->first; t0 < a->n; t0 += tile) {
         const long t1 = t0 + tile < a->n ? t0 + tile : a->n, nt = t1 - t0;
-        if (kw) {
-            // the tile's keys and values widened once for every head of the group
-            for (long j = t0; j < t1;) {
-                long row;
-                const long rows = key_run(a, j, t1, &row);
-                for (long r = 0; r < rows; r++) {
-                    kv_row(isa, a->type, (const uint8_t *)a->k + (row + r) * a->ld, kw + (j - t0 + r) * d, d);
-                    kv_row(isa, a->type, (const uint8_t *)a->v + (row + r) * a->ldv, vw + (j - t0 + r) * d, d);
-                }
-                j += rows;
-            }
-            for (long h = 0; h < nh; h++) strata_attn_scores_isa(isa, a->q + (h0 + h) * d, kw, d, nt, d, a->scale, s + h * ATTN_TILE);
-        } else {
-            // scores of every head, run by run (a run: keys of one block, rows ld apart)
-            for (long j = t0; j < t1;) {
-                long row;
-                const long rows = key_run(a, j, t1, &row);
-                for (long h = 0; h < nh; h++)
-                    strata_attn_scores_isa(isa, a->q + (h0 + h) * d, kf + row * ldf, ldf, rows, d, a->scale, s + h * ATTN_TILE + (j - t0));
-                j += rows;
-            }
+        // the tile's keys and values widened (copied) once for every head of the group
+        for (long j = t0; j < t1;) {
+            long koff, voff;
+            const long rows = key_run(a, j, t1, &koff, &voff);
+            kv_rows(isa, a->type, (const uint8_t *)a->k + koff, a->ld, rows, kw + (j - t0) * d, d);
+            kv_rows(isa, a->type, (const uint8_t *)a->v + voff, a->ldv, rows, vw + (j - t0) * d, d);
+            j += rows;
         }
         for (long h = 0; h < nh; h++) {
-            float *sh = s + h * ATTN_TILE;
+            float *sh = s + h * ATTN_TILE, *oh = a->out + (h0 + h) * d;
+            strata_attn_scores_isa(isa, a->q + (h0 + h) * d, kw, d, nt, d, a->scale, sh);
             if (a->softcap > 0) {
                 const float inv = 1.0f / a->softcap;
                 for (long j = 0; j < nt; j++) sh[j] = tanhf(sh[j] * inv) * a->softcap;
             }
-            float mt = m[h];
-            for (long j = 0; j < nt; j++) mt = sh[j] > mt ? sh[j] : mt;
             // the earlier keys' weights and output rescaled to the new max (e^0 = 1 when it held)
-            const float corr = m[h] == -INFINITY ? 0.0f : exp_fast(m[h] - mt);
-            float sum = 0;
-            for (long j = 0; j < nt; j++) { sh[j] = exp_fast(sh[j] - mt); sum += sh[j]; }
-            l[h] = l[h] * corr + sum;
-            m[h] = mt;
-            float *oh = a->out + (h0 + h) * d;
+            const float corr = tile_softmax(isa, sh, nt, &m[h], &l[h]);
             if (corr != 1.0f) for (long i = 0; i < d; i++) oh[i] *= corr;
-        }
-        if (kw) {
-            for (long h = 0; h < nh; h++) strata_attn_values_isa(isa, s + h * ATTN_TILE, vw, d, nt, d, a->out + (h0 + h) * d, 1);
-        } else {
-            for (long j = t0; j < t1;) {
-                long row;
-                const long rows = key_run(a, j, t1, &row);
-                for (long h = 0; h < nh; h++)
-                    strata_attn_values_isa(isa, s + h * ATTN_TILE + (j - t0), vf + row * ldvf, ldvf, rows, d, a->out + (h0 + h) * d, 1);
-                j += rows;
-            }
+            strata_attn_values_isa(isa, sh, vw, d, nt, d, oh, 1);
         }
     }
     for (long h = 0; h < nh; h++) {
@@ -403,17 +433,12 @@ void strata_attn_decode_isa(int isa, const strata_attn_decode_args *a) {
     }
     if (!strata_isa_supported(isa)) isa = STRATA_ISA_PORTABLE;
     float kbuf[ATTN_WIDE], vbuf[ATTN_WIDE];
-    float *kw = NULL, *vw = NULL, *heap = NULL;
-    long tile = ATTN_TILE;
-    if (a->type != STRATA_W_F32) {
-        if (a->d <= ATTN_WIDE) {
-            kw = kbuf; vw = vbuf;
-            tile = ATTN_WIDE / a->d < ATTN_TILE ? ATTN_WIDE / a->d : ATTN_TILE;
-        } else {  // heads wider than 4096: one key at a time
-            heap = malloc(2 * (size_t)a->d * sizeof(float));
-            if (!heap) { for (long i = 0; i < a->group * a->d; i++) a->out[i] = NAN; return; }
-            kw = heap; vw = heap + a->d; tile = 1;
-        }
+    float *kw = kbuf, *vw = vbuf, *heap = NULL;
+    long tile = ATTN_WIDE / a->d < ATTN_TILE ? ATTN_WIDE / a->d : ATTN_TILE;
+    if (a->d > ATTN_WIDE) {  // heads wider than 4096: one key at a time
+        heap = malloc(2 * (size_t)a->d * sizeof(float));
+        if (!heap) { for (long i = 0; i < a->group * a->d; i++) a->out[i] = NAN; return; }
+        kw = heap; vw = heap + a->d; tile = 1;
     }
     for (long h0 = 0; h0 < a->group; h0 += ATTN_HEADS)
         attn_decode_heads(isa, a, h0, h0 + ATTN_HEADS < a->group ? h0 + ATTN_HEADS : a->group, kw, vw, tile);

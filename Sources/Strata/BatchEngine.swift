@@ -126,7 +126,7 @@ public final class BatchEngine: @unchecked Sendable {
         self.config = config
         self.swap = swap
         let spec = loaded.spec
-        kv = PagedKVCache(layers: spec.layers, kvDim: spec.kvDim, blockSize: config.blockSize, blockCount: config.blocks,
+        kv = PagedKVCache(layers: spec.layers, kvDim: spec.kvDim, headDim: spec.headDim, blockSize: config.blockSize, blockCount: config.blocks,
                           maxContext: min(spec.maxPositions, config.blocks * config.blockSize), type: config.kvType)
     }
 

@@ -299,7 +299,7 @@ extension Measure {
         }
         let maxRows = rows.max() ?? 1
         let model = try LlamaModel(config: cfg.family, store: MemoryWeightStore(t), maxRows: maxRows)
-        let kv = PagedKVCache(layers: layers, kvDim: kvHeads * hd, blockSize: 16, blockCount: maxRows + 1, maxContext: 16)
+        let kv = PagedKVCache(layers: layers, kvDim: kvHeads * hd, headDim: hd, blockSize: 16, blockCount: maxRows + 1, maxContext: 16)
         let layout = BatchLayout(capacity: maxRows)
         let tokens = (0..<maxRows).map { Int32($0 % vocab) }
         func pass(_ m: Int) throws -> Double {

@@ -12,6 +12,7 @@ struct BenchModel: ParsableCommand {
     @Option(help: "Prompt tokens for the pp test.") var prompt = 512
     @Option(help: "Generated tokens for the tg test.") var gen = 128
     @Option(help: "Repeats (medians are reported).") var repeats = 3
+    @Option(help: "Positions already in the KV cache when the tg test starts (llama-bench's -d): random K/V rows written into the cache, no prompt computed. Also times one step's attention alone at that depth against the time to read its KV bytes.") var depth = 0
     @Flag(help: "Print one JSON object instead of a table.") var json = false
     @Option(help: "Where the weights live: tiered (read into the process's memory, huge pages asked for, as planned runs and the server place them) or mmap (views of the mapped files).") var weights = "tiered"
     @OptionGroup var threads: ThreadOption
@@ -20,6 +21,7 @@ struct BenchModel: ParsableCommand {
     func run() throws {
         try threads.apply()
         guard prompt >= 1, gen >= 1, repeats >= 1 else { throw ValidationError("--prompt, --gen and --repeats must be positive") }
+        guard depth >= 0 else { throw ValidationError("--depth must be 0 or more") }
         let loaded = try LoadedModel(directory: model, weights: parseWeights(weights))
         let m = loaded.model
         let spec = m.spec
@@ -27,7 +29,10 @@ struct BenchModel: ParsableCommand {
         let summary = try CheckpointSummary(folder: loaded.folder)
         let vocab = spec.vocabSize
         let ids = (0..<prompt).map { Int32(($0 * 7919 + 13) % vocab) }
-        let cap = min(spec.maxPositions, max(prompt, gen + 1))
+        guard depth + gen <= spec.maxPositions else {
+            throw ValidationError("--depth \(depth) + --gen \(gen) passes the model's \(spec.maxPositions) positions")
+        }
+        let cap = min(spec.maxPositions, max(prompt, depth + gen + 1))
         let slices = min(4, gen)
         // warm up: touch every weight page once (first-touch page faults are not compute)
         do {
@@ -38,7 +43,10 @@ struct BenchModel: ParsableCommand {
         // bytes a decode step reads: every weight except the embedding table (one row is gathered)
         let embedBytes = summary.roles.first { $0.role == "embedding" }?.bytes ?? 0
         let tied = spec.tiedEmbeddings && !summary.roles.contains { $0.role == "lm_head" }
-        let decodeBytes = Double(summary.totalBytes - (tied ? 0 : embedBytes))
+        let weightBytes = Double(summary.totalBytes - (tied ? 0 : embedBytes))
+        // and the KV cache up to the step's position (the mean over the tg test)
+        let kvTokenBytes = Double(spec.kvBytesPerToken(kvType))
+        let decodeBytes = weightBytes + kvTokenBytes * (Double(depth) + Double(gen + 1) / 2)
         // multiply-adds a decode step makes: every weight but the embedding table's (gathered)
         let decodeMACs = Double(summary.parameters - (tied ? 0 : spec.vocabSize * spec.hiddenSize))
         // quantized weights with 8-bit activations: the 8-bit products' peak bounds a compute-bound kernel
@@ -49,6 +57,7 @@ struct BenchModel: ParsableCommand {
         // The decode runs in slices between the rounds of the memory-read passes, so the bound
         // is read over the same seconds as the decode it bounds.
         var pp: [Double] = [], tg: [Double] = [], ppB: [Double] = [], tgB: [Double] = [], flopsS: [Double] = [], bwS: [Double] = []
+        var attnS: [Double] = [], kvReadS: [Double] = []
         for r in 0..<repeats {
             eprint("repeat \(r + 1)/\(repeats): sgemm bound, pp\(prompt)")
             let flops = Measure.gemmFlops(m: min(prompt, 512), n: spec.intermediateSize, k: spec.hiddenSize, repeats: 3)
@@ -59,6 +68,7 @@ struct BenchModel: ParsableCommand {
             pp.append(Double(prompt) / (now() - t0))
             eprint("repeat \(r + 1)/\(repeats): tg\(gen) in \(slices) slices between rounds of the memory bandwidth bound")
             let c2 = try m.makeCache(capacity: cap, type: kvType)
+            c2.appendRandomPositions(depth, seed: UInt64(r + 1))
             var one: [Int32] = [1]
             var seconds = 0.0, i = 0
             let bw = try Measure.memoryReadBandwidth(bytes: 512 << 20, repeats: slices) { round in
@@ -73,6 +83,24 @@ struct BenchModel: ParsableCommand {
             }
             bwS.append(bw); tgB.append(bw / decodeBytes)
             tg.append(Double(gen) / seconds)
+            if depth > 0 {
+                // one step's attention alone (every layer, one query row over the cache's keys)
+                let keys = c2.length
+                let q = (0..<(spec.heads * spec.headDim)).map { Float(($0 * 37) % 17) / 17 - 0.5 }
+                var out = [Float](repeating: 0, count: spec.heads * spec.headDim)
+                let layout = BatchLayout(capacity: 1)
+                layout.append(sequence: 0, rows: 1, startPosition: keys - 1, logits: .none)
+                let steps = 8
+                let t = now()
+                for _ in 0..<steps {
+                    for l in 0..<spec.layers {
+                        c2.attend(layer: l, layout: layout, q: q, ldq: q.count, out: &out, ldo: out.count, heads: spec.heads, kvHeads: spec.kvHeads,
+                                  headDim: spec.headDim, scale: 1 / Float(spec.headDim).squareRoot())
+                    }
+                }
+                attnS.append((now() - t) / Double(steps))
+                kvReadS.append(kvTokenBytes * Double(keys) / bw)
+            }
         }
         let flops = median(flopsS), bw = median(bwS)
         let ppBound = median(ppB), tgBound = median(tgB)
@@ -86,16 +114,24 @@ struct BenchModel: ParsableCommand {
                            "sgemm_flops": flops, "memory_read_bytes_per_second": bw, "pp_bound": ppBound, "tg_bound": tgBound,
                            "decode_bytes_per_token": decodeBytes, "parameters": params, "pp_fraction_of_bound": ppFrac, "tg_fraction_of_bound": tgFrac,
                            "q8_peak_multiply_adds_per_second": q8Peak, "q8_compute_bound": computeBound,
-                           "pp_fraction_of_q8_peak": q8Peak > 0 ? ppMed / computeBound : 0, "tg_fraction_of_q8_peak": q8Peak > 0 ? tgMed / computeBound : 0])
+                           "pp_fraction_of_q8_peak": q8Peak > 0 ? ppMed / computeBound : 0, "tg_fraction_of_q8_peak": q8Peak > 0 ? tgMed / computeBound : 0,
+                           "depth": depth, "kv_type": kvType.rawValue, "kv_bytes_per_token": kvTokenBytes,
+                           "attention_seconds_per_step": attnS.isEmpty ? 0 : median(attnS), "kv_read_seconds_per_step": kvReadS.isEmpty ? 0 : median(kvReadS)])
             return
         }
         print("model: \(spec.architecture) \(String(format: "%.0f", params / 1e6))M params, weights \(formatBytes(summary.totalBytes)), threads \(Threads.count)")
         print(String(format: "bounds (same run): sgemm %.1f GFLOP/s -> pp bound %.1f t/s; memory read %.1f GB/s over %@ per token -> tg bound %.2f t/s",
                      flops / 1e9, ppBound, bw / 1e9, formatBytes(Int(decodeBytes)) as NSString, tgBound))
+        print("KV cache \(kvType.rawValue): \(formatBytes(Int(kvTokenBytes))) per token; tg at depth \(depth)")
+        if !attnS.isEmpty {
+            print(String(format: "attention of one step at %d keys (all %d layers): %.2f ms; reading its KV (%@) at the measured bandwidth: %.2f ms; ratio %.2f",
+                         depth + gen, spec.layers, 1e3 * median(attnS), formatBytes(Int(kvTokenBytes) * (depth + gen)) as NSString,
+                         1e3 * median(kvReadS), median(zip(attnS, kvReadS).map { $0 / $1 })))
+        }
         print("| test | tokens/s (median of \(repeats)) | ± | bound | fraction of bound (median of per-repeat ratios) |")
         print("|---|---:|---:|---:|---:|")
         print(String(format: "| pp%d | %.2f | %.2f | %.2f | %.1f%% |", prompt, ppMed, spread(pp), ppBound, 100 * ppFrac))
-        print(String(format: "| tg%d | %.2f | %.2f | %.2f | %.1f%% |", gen, tgMed, spread(tg), tgBound, 100 * tgFrac))
+        print(String(format: "| tg%d%@ | %.2f | %.2f | %.2f | %.1f%% |", gen, (depth > 0 ? " @ d\(depth)" : "") as NSString, tgMed, spread(tg), tgBound, 100 * tgFrac))
         if q8Peak > 0 {
             print(String(format: "8-bit products' peak (vpmaddubsw + vpmaddwd, %d threads): %.1f G multiply-adds/s over %.0f M per token -> compute bound %.2f t/s; pp%d at %.1f%% of it, tg%d at %.1f%%",
                          Threads.count, q8Peak / 1e9, decodeMACs / 1e6, computeBound, prompt, 100 * ppMed / computeBound, gen, 100 * tgMed / computeBound))

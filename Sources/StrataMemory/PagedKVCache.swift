@@ -2,7 +2,9 @@ import StrataTensor
 
 /// KV storage in fixed-size blocks from a `BlockPool`, for many sequences at once
 /// (PagedAttention on the CPU). Each sequence has a block table; position `p` of a sequence
-/// lives in row `p % blockSize` of block `table[p / blockSize]`.
+/// lives in row `p % blockSize` of block `table[p / blockSize]`. Within a block each kv head's
+/// rows lie together (`[kvHeads, blockSize, headDim]`), as vLLM lays them out: a decode step
+/// reads a run of `blockSize` rows per head, not a slice of every row.
 ///
 /// Protocol of use, per step: `reserve` room for the new tokens of each sequence (allocates
 /// blocks, copies a shared partly-filled block first: copy-on-write), run the forward pass
@@ -12,16 +14,17 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
     public let pool: BlockPool
     public let layers: Int
     public let kvDim: Int
+    public let headDim: Int
     public var blockSize: Int { pool.blockSize }
     /// Longest sequence the attention scratch is sized for.
     public let maxContext: Int
     /// What K and V are stored as (`DType.kvTypes`).
     public let type: DType
-    /// Bytes of one stored K (or V) row.
-    public let rowBytes: Int
-    /// Per layer: `[blockCount, blockSize, kvDim]` of `type`.
+    /// Bytes of one stored K (or V) row of all heads, of one head's row, and of a block of one layer.
+    public let rowBytes: Int, headBytes: Int, blockBytes: Int
+    /// Per layer: `[blockCount, kvHeads, blockSize, headDim]` of `type`.
     public let k: [Tensor]
-    /// Per layer: `[blockCount, blockSize, kvDim]` of `type`.
+    /// Per layer: `[blockCount, kvHeads, blockSize, headDim]` of `type`.
     public let v: [Tensor]
 
     struct Sequence {
@@ -38,8 +41,8 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
     }
     private var seqs: [Int: Sequence] = [:]
 
-    /// prefill attention: one kv head's keys/values widened to f32 (`[maxContext, headDim]`, in
-    /// room for `[maxContext, kvDim]`) and scores `[rows * keys]`
+    /// prefill attention: one kv head's keys/values widened to f32 (`[maxContext, headDim]`) and
+    /// scores `[rows * keys]`
     private var gatherK: Tensor, gatherV: Tensor, scores: Tensor
     /// decode attention: this step's one-row entries and their block tables
     private var decodeRows: [BatchLayout.Entry] = []
@@ -52,21 +55,24 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
         2 * layers * blockSize * type.bytes(elements: kvDim)
     }
 
-    /// `type` must be one of `DType.kvTypes` whose block divides the model's head size
+    /// `type` must be one of `DType.kvTypes` whose block divides the head size
     /// (`DType.checkKV`: callers check it and throw before they make a cache).
-    public init(layers: Int, kvDim: Int, blockSize: Int = 16, blockCount: Int, maxContext: Int, type: DType = .f32) {
-        precondition(layers > 0 && kvDim > 0 && blockCount > 0 && maxContext > 0, "PagedKVCache: bad sizes")
-        precondition(DType.kvTypes.contains(type) && kvDim % type.blockElements == 0, "PagedKVCache: type \(type) for rows of \(kvDim)")
+    public init(layers: Int, kvDim: Int, headDim: Int, blockSize: Int = 16, blockCount: Int, maxContext: Int, type: DType = .f32) {
+        precondition(layers > 0 && kvDim > 0 && headDim > 0 && kvDim % headDim == 0 && blockCount > 0 && maxContext > 0, "PagedKVCache: bad sizes")
+        precondition(DType.kvTypes.contains(type) && headDim % type.blockElements == 0, "PagedKVCache: type \(type) for heads of \(headDim)")
         pool = BlockPool(blockCount: blockCount, blockSize: blockSize)
         self.layers = layers
         self.kvDim = kvDim
+        self.headDim = headDim
         self.maxContext = maxContext
         self.type = type
         rowBytes = type.bytes(elements: kvDim)
-        k = (0..<layers).map { _ in Tensor(zeros: [blockCount, blockSize, kvDim], dtype: type) }
-        v = (0..<layers).map { _ in Tensor(zeros: [blockCount, blockSize, kvDim], dtype: type) }
-        gatherK = Tensor(zeros: [maxContext, kvDim])
-        gatherV = Tensor(zeros: [maxContext, kvDim])
+        headBytes = type.bytes(elements: headDim)
+        blockBytes = blockSize * rowBytes
+        k = (0..<layers).map { _ in Tensor(zeros: [blockCount, kvDim / headDim, blockSize, headDim], dtype: type) }
+        v = (0..<layers).map { _ in Tensor(zeros: [blockCount, kvDim / headDim, blockSize, headDim], dtype: type) }
+        gatherK = Tensor(zeros: [maxContext, headDim])
+        gatherV = Tensor(zeros: [maxContext, headDim])
         scores = Tensor(zeros: [maxContext])
     }
 
@@ -129,11 +135,9 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
         if need > pool.available { throw BlockPoolError.outOfBlocks(requested: need, free: pool.available, total: pool.blockCount) }
         if s.length % blockSize != 0, let last = s.table.last, pool.refs(last) > 1 {
             let fresh = try pool.allocate()
-            let rows = s.length % blockSize
-            let blockBytes = blockSize * rowBytes
             for l in 0..<layers {
-                (k[l].rawPointer + fresh * blockBytes).copyMemory(from: k[l].rawPointer + last * blockBytes, byteCount: rows * rowBytes)
-                (v[l].rawPointer + fresh * blockBytes).copyMemory(from: v[l].rawPointer + last * blockBytes, byteCount: rows * rowBytes)
+                (k[l].rawPointer + fresh * blockBytes).copyMemory(from: k[l].rawPointer + last * blockBytes, byteCount: blockBytes)
+                (v[l].rawPointer + fresh * blockBytes).copyMemory(from: v[l].rawPointer + last * blockBytes, byteCount: blockBytes)
             }
             pool.free(last)
             s.table[s.table.count - 1] = fresh
@@ -214,18 +218,22 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
 
     // MARK: KVStorage
 
+    /// Byte offset of position `pos`'s row of kv head 0 (head g's: `+ g * blockSize * headBytes`).
     @inline(__always)
-    private func row(_ s: Sequence, _ pos: Int) -> Int { s.table[pos / blockSize] * blockSize + pos % blockSize }
+    private func offset(_ s: Sequence, _ pos: Int) -> Int { s.table[pos / blockSize] * blockBytes + (pos % blockSize) * headBytes }
 
     public func write(layer: Int, layout: BatchLayout, k kRows: UnsafePointer<Float>, ldk: Int, v vRows: UnsafePointer<Float>, ldv: Int) {
         let kp = k[layer].rawPointer, vp = v[layer].rawPointer
         for e in layout.entries {
             guard let s = seqs[e.sequence] else { preconditionFailure("PagedKVCache.write: no sequence \(e.sequence)") }
             precondition(e.endPosition <= s.table.count * blockSize, "PagedKVCache.write: position \(e.endPosition - 1) not reserved")
+            let d = headDim, headStride = blockSize * headBytes
             for r in 0..<e.rowCount {
-                let dst = row(s, e.startPosition + r) * rowBytes
-                KVRows.store(type, kRows + (e.rowStart + r) * ldk, kp + dst, count: kvDim)
-                KVRows.store(type, vRows + (e.rowStart + r) * ldv, vp + dst, count: kvDim)
+                let at = offset(s, e.startPosition + r), kr = kRows + (e.rowStart + r) * ldk, vr = vRows + (e.rowStart + r) * ldv
+                for g in 0..<(kvDim / d) {
+                    KVRows.store(type, kr + g * d, kp + at + g * headStride, count: d)
+                    KVRows.store(type, vr + g * d, vp + at + g * headStride, count: d)
+                }
             }
         }
     }
@@ -246,8 +254,8 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
             }
             decodeRows.withUnsafeBufferPointer { entries in
                 decodeTables.withUnsafeBufferPointer { tables in
-                    var job = DecodeAttentionJob(q: q, ldq: ldq, out: out, ldo: ldo, kPool: kp, vPool: vp, type: type, rowBytes: rowBytes,
-                                                 blockSize: blockSize, heads: heads, kvHeads: kvHeads, headDim: d, scale: scale,
+                    var job = DecodeAttentionJob(q: q, ldq: ldq, out: out, ldo: ldo, kPool: kp, vPool: vp, type: type, headBytes: headBytes,
+                                                 blockBytes: blockBytes, blockSize: blockSize, heads: heads, kvHeads: kvHeads, headDim: d, scale: scale,
                                                  softcap: softcap, window: window, entries: entries, tables: tables)
                     withUnsafeMutablePointer(to: &job) { jp in
                         // one chunk per (sequence, kv head): at batch 1 the kv heads still split
@@ -269,15 +277,15 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
         let group = heads / kvHeads
         for e in layout.entries where e.rowCount > 1 {
             let n = e.endPosition
-            precondition(n <= maxContext && d <= kvDim, "PagedKVCache.attend: \(n) keys beyond maxContext \(maxContext)")
+            precondition(n <= maxContext && d == headDim, "PagedKVCache.attend: \(n) keys beyond maxContext \(maxContext)")
             if scores.count < e.rowCount * n { scores = Tensor(zeros: [e.rowCount * n]) }
             seqs[e.sequence]!.table.withUnsafeBufferPointer { t in
                 for g in 0..<kvHeads {
-                    let off = KVRows.headOffset(type, head: g, headDim: d)
-                    Kernels.kvGather(type: type, src: kp + off, ld: rowBytes, table: t.baseAddress, block: blockSize, first: 0, keys: n,
-                                     headDim: d, dst: gatherK.f32)
-                    Kernels.kvGather(type: type, src: vp + off, ld: rowBytes, table: t.baseAddress, block: blockSize, first: 0, keys: n,
-                                     headDim: d, dst: gatherV.f32)
+                    let off = g * blockSize * headBytes
+                    Kernels.kvGather(type: type, src: kp + off, ld: headBytes, table: t.baseAddress, block: blockSize, blockStride: blockBytes,
+                                     first: 0, keys: n, headDim: d, dst: gatherK.f32)
+                    Kernels.kvGather(type: type, src: vp + off, ld: headBytes, table: t.baseAddress, block: blockSize, blockStride: blockBytes,
+                                     first: 0, keys: n, headDim: d, dst: gatherV.f32)
                     Attention.causal(q: q + e.rowStart * ldq + g * group * d, ldq: ldq, k: gatherK.f32, ldk: d, v: gatherV.f32, ldv: d,
                                      out: out + e.rowStart * ldo + g * group * d, ldo: ldo, tokens: e.rowCount, start: e.startPosition,
                                      keys: n, heads: group, kvHeads: 1, headDim: d, scale: scale, scores: scores.f32,
@@ -292,7 +300,7 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
         let q: UnsafePointer<Float>, ldq: Int
         let out: UnsafeMutablePointer<Float>, ldo: Int
         let kPool: UnsafeRawPointer, vPool: UnsafeRawPointer
-        let type: DType, rowBytes: Int
+        let type: DType, headBytes: Int, blockBytes: Int
         let blockSize: Int, heads: Int, kvHeads: Int, headDim: Int, scale: Float, softcap: Float, window: Int
         let entries: UnsafeBufferPointer<BatchLayout.Entry>
         let tables: UnsafeBufferPointer<[Int]>
@@ -301,11 +309,11 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
         /// query is at position n - 1; a window keeps the last `window` keys).
         func run(_ i: Int, kvHead g: Int) {
             let e = entries[i], n = e.endPosition, group = heads / kvHeads, d = headDim
-            let first = window > 0 ? max(0, n - window) : 0, off = KVRows.headOffset(type, head: g, headDim: d)
+            let first = window > 0 ? max(0, n - window) : 0, off = g * blockSize * headBytes
             tables[i].withUnsafeBufferPointer { t in
                 Kernels.attentionDecode(q: q + e.rowStart * ldq + g * group * d, group: group, headDim: d,
-                                        k: kPool + off, v: vPool + off, type: type, ld: rowBytes, ldv: rowBytes, table: t.baseAddress,
-                                        block: blockSize, first: first, keys: n, scale: scale, softcap: softcap,
+                                        k: kPool + off, v: vPool + off, type: type, ld: headBytes, ldv: headBytes, table: t.baseAddress,
+                                        block: blockSize, blockStride: blockBytes, first: first, keys: n, scale: scale, softcap: softcap,
                                         out: out + e.rowStart * ldo + g * group * d)
             }
         }

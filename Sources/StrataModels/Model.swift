@@ -104,17 +104,21 @@ public enum ModelError: Error, CustomStringConvertible, Equatable, Sendable {
     }
 }
 
-/// A contiguous per-sequence KV cache: for each layer, K and V rows of every position, stored as
-/// `type` (`DType.kvTypes`).
+/// A contiguous per-sequence KV cache: for each layer, K and V of every position, stored as
+/// `type` (`DType.kvTypes`), each kv head's rows together (`[kvHeads, capacity, headDim]`): a
+/// decode step reads one long run per head, not a slice of every row.
 public final class KVCache: KVStorage, @unchecked Sendable {
     public let layers: Int
     public let capacity: Int
     public let kvDim: Int
+    public let headDim: Int
     /// What K and V are stored as.
     public let type: DType
-    /// Per layer: `[capacity, kvDim]` of `type`.
+    /// Bytes of one head's values of one position.
+    let headBytes: Int
+    /// Per layer: `[kvHeads, capacity, headDim]` of `type`.
     public let k: [Tensor]
-    /// Per layer: `[capacity, kvDim]` of `type`.
+    /// Per layer: `[kvHeads, capacity, headDim]` of `type`.
     public let v: [Tensor]
     /// Positions filled so far.
     public internal(set) var length: Int = 0
@@ -145,18 +149,45 @@ public final class KVCache: KVStorage, @unchecked Sendable {
     /// The first layer (-1: the embedding) a traced pass over this cache went non-finite at.
     var firstNonFiniteLayer: Int? { ownWorkspace?.firstNonFiniteLayer }
 
-    /// `type` must be one of `DType.kvTypes` whose block divides the model's head size
+    /// `type` must be one of `DType.kvTypes` whose block divides the head size
     /// (`DType.checkKV`: callers check it and throw before they make a cache).
-    public init(layers: Int, capacity: Int, kvDim: Int, type: DType = .f32) {
-        precondition(layers > 0 && capacity > 0 && kvDim > 0, "KVCache: layers \(layers) capacity \(capacity) kvDim \(kvDim)")
-        precondition(DType.kvTypes.contains(type) && kvDim % type.blockElements == 0, "KVCache: type \(type) for rows of \(kvDim)")
+    public init(layers: Int, capacity: Int, kvDim: Int, headDim: Int, type: DType = .f32) {
+        precondition(layers > 0 && capacity > 0 && kvDim > 0 && headDim > 0 && kvDim % headDim == 0,
+                     "KVCache: layers \(layers) capacity \(capacity) kvDim \(kvDim) headDim \(headDim)")
+        precondition(DType.kvTypes.contains(type) && headDim % type.blockElements == 0, "KVCache: type \(type) for heads of \(headDim)")
         self.layers = layers
         self.capacity = capacity
         self.kvDim = kvDim
+        self.headDim = headDim
         self.type = type
-        k = (0..<layers).map { _ in Tensor(zeros: [capacity, kvDim], dtype: type) }
-        v = (0..<layers).map { _ in Tensor(zeros: [capacity, kvDim], dtype: type) }
+        headBytes = type.bytes(elements: headDim)
+        k = (0..<layers).map { _ in Tensor(zeros: [kvDim / headDim, capacity, headDim], dtype: type) }
+        v = (0..<layers).map { _ in Tensor(zeros: [kvDim / headDim, capacity, headDim], dtype: type) }
         scores = Tensor(zeros: [capacity])
+    }
+
+    /// Appends `n` positions of random K/V rows (uniform in [-1, 1), through `write`, so stored as
+    /// the cache's type) to every layer: what decode speed at a depth is measured over without
+    /// computing a prompt that long first (`strata bench-model --depth`; the speed of a step does
+    /// not depend on the values it attends over).
+    public func appendRandomPositions(_ n: Int, seed: UInt64 = 1) {
+        precondition(n >= 0 && length + n <= capacity, "KVCache.appendRandomPositions: \(n) after \(length) of \(capacity)")
+        let chunk = 256
+        var rows = [Float](repeating: 0, count: chunk * kvDim)
+        var state = seed | 1
+        var done = 0
+        while done < n {
+            let m = min(chunk, n - done)
+            for i in 0..<(m * kvDim) {
+                state ^= state << 13; state ^= state >> 7; state ^= state << 17
+                rows[i] = Float(state >> 40) / Float(1 << 23) - 1
+            }
+            layout.removeAll()
+            layout.append(sequence: 0, rows: m, startPosition: length, logits: .none)
+            for l in 0..<layers { write(layer: l, layout: layout, k: rows, ldk: kvDim, v: rows, ldv: kvDim) }
+            length += m
+            done += m
+        }
     }
 
     /// Forgets positions from `length` on (keeps the first `length`).
@@ -166,43 +197,45 @@ public final class KVCache: KVStorage, @unchecked Sendable {
     }
 
     public func write(layer: Int, layout: BatchLayout, k kRows: UnsafePointer<Float>, ldk: Int, v vRows: UnsafePointer<Float>, ldv: Int) {
-        let rowBytes = k[layer].rowBytes, kp = k[layer].rawPointer, vp = v[layer].rawPointer
+        let kp = k[layer].rawPointer, vp = v[layer].rawPointer, d = headDim, headStride = capacity * headBytes
         for e in layout.entries {
             precondition(e.sequence == 0 && e.endPosition <= capacity, "KVCache: entry \(e) for a single-sequence cache of \(capacity)")
             for r in 0..<e.rowCount {
-                let dst = (e.startPosition + r) * rowBytes
-                KVRows.store(type, kRows + (e.rowStart + r) * ldk, kp + dst, count: kvDim)
-                KVRows.store(type, vRows + (e.rowStart + r) * ldv, vp + dst, count: kvDim)
+                let kr = kRows + (e.rowStart + r) * ldk, vr = vRows + (e.rowStart + r) * ldv, at = (e.startPosition + r) * headBytes
+                for g in 0..<(kvDim / d) {
+                    KVRows.store(type, kr + g * d, kp + g * headStride + at, count: d)
+                    KVRows.store(type, vr + g * d, vp + g * headStride + at, count: d)
+                }
             }
         }
     }
 
     public func attend(layer: Int, layout: BatchLayout, q: UnsafePointer<Float>, ldq: Int, out: UnsafeMutablePointer<Float>, ldo: Int,
                        heads: Int, kvHeads: Int, headDim d: Int, scale: Float, softcap: Float, window: Int) {
-        let rowBytes = k[layer].rowBytes, kp = k[layer].rawPointer, vp = v[layer].rawPointer
+        precondition(d == headDim && kvHeads * d == kvDim, "KVCache.attend: \(kvHeads) heads of \(d) in a cache of \(kvDim / headDim) of \(headDim)")
+        let kp = k[layer].rawPointer, vp = v[layer].rawPointer, headStride = capacity * headBytes
         for e in layout.entries {
             let q = q + e.rowStart * ldq, out = out + e.rowStart * ldo, n = e.endPosition
             if e.rowCount == 1 {
-                Attention.decode(q: q, k: kp, v: vp, type: type, ld: rowBytes, ldv: rowBytes, out: out, keys: n,
+                Attention.decode(q: q, k: kp, v: vp, type: type, ld: headBytes, ldv: headBytes, headStride: headStride, out: out, keys: n,
                                  heads: heads, kvHeads: kvHeads, headDim: d, scale: scale, softcap: softcap, window: window)
                 continue
             }
-            // many rows: a row of scores per query row
+            // many rows: a row of scores per query row; per kv head, its query heads over its rows
+            // (f32: where they lie; else widened first)
             if scores.count < e.rowCount * n { scores = Tensor(zeros: [e.rowCount * n]) }
-            if type == .f32 {
-                Attention.causal(q: q, ldq: ldq, k: k[layer].f32, ldk: kvDim, v: v[layer].f32, ldv: kvDim, out: out, ldo: ldo,
-                                 tokens: e.rowCount, start: e.startPosition, keys: n, heads: heads, kvHeads: kvHeads, headDim: d,
-                                 scale: scale, scores: scores.f32, softcap: softcap, window: window)
-                continue
-            }
-            // stored narrower: each kv head's keys and values widened, then its query heads
-            if wideK.count < capacity * d { wideK = Tensor(zeros: [capacity, d]); wideV = Tensor(zeros: [capacity, d]) }
+            if type != .f32 && wideK.count < capacity * d { wideK = Tensor(zeros: [capacity, d]); wideV = Tensor(zeros: [capacity, d]) }
             let group = heads / kvHeads
             for g in 0..<kvHeads {
-                let off = KVRows.headOffset(type, head: g, headDim: d)
-                Kernels.kvGather(type: type, src: kp + off, ld: rowBytes, table: nil, block: 1, first: 0, keys: n, headDim: d, dst: wideK.f32)
-                Kernels.kvGather(type: type, src: vp + off, ld: rowBytes, table: nil, block: 1, first: 0, keys: n, headDim: d, dst: wideV.f32)
-                Attention.causal(q: q + g * group * d, ldq: ldq, k: wideK.f32, ldk: d, v: wideV.f32, ldv: d, out: out + g * group * d, ldo: ldo,
+                var kh = (kp + g * headStride).assumingMemoryBound(to: Float.self), vh = (vp + g * headStride).assumingMemoryBound(to: Float.self)
+                if type != .f32 {
+                    Kernels.kvGather(type: type, src: kp + g * headStride, ld: headBytes, table: nil, block: 1, blockStride: 0, first: 0, keys: n,
+                                     headDim: d, dst: wideK.f32)
+                    Kernels.kvGather(type: type, src: vp + g * headStride, ld: headBytes, table: nil, block: 1, blockStride: 0, first: 0, keys: n,
+                                     headDim: d, dst: wideV.f32)
+                    kh = wideK.f32; vh = wideV.f32
+                }
+                Attention.causal(q: q + g * group * d, ldq: ldq, k: kh, ldk: d, v: vh, ldv: d, out: out + g * group * d, ldo: ldo,
                                  tokens: e.rowCount, start: e.startPosition, keys: n, heads: group, kvHeads: 1, headDim: d,
                                  scale: scale, scores: scores.f32, softcap: softcap, window: window)
             }
@@ -226,14 +259,14 @@ public protocol CausalLM: AnyObject, Sendable {
 extension CausalLM {
     /// A contiguous cache for up to `capacity` positions (at most `spec.maxPositions`) in f32.
     public func makeCache(capacity: Int) -> KVCache {
-        KVCache(layers: spec.layers, capacity: min(capacity, spec.maxPositions), kvDim: spec.kvDim)
+        KVCache(layers: spec.layers, capacity: min(capacity, spec.maxPositions), kvDim: spec.kvDim, headDim: spec.headDim)
     }
 
     /// A contiguous cache storing K/V as `type`; throws when the type cannot hold this model's
     /// heads (q8_0 needs a head size that is a multiple of 32).
     public func makeCache(capacity: Int, type: DType) throws -> KVCache {
         try type.checkKV(headDim: spec.headDim)
-        return KVCache(layers: spec.layers, capacity: min(capacity, spec.maxPositions), kvDim: spec.kvDim, type: type)
+        return KVCache(layers: spec.layers, capacity: min(capacity, spec.maxPositions), kvDim: spec.kvDim, headDim: spec.headDim, type: type)
     }
 
     /// Runs `tokens` at positions `cache.length ..< cache.length + tokens.count` of a single

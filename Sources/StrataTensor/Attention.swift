@@ -26,7 +26,7 @@ public enum Attention {
         let group = heads / kvHeads
         if t == 1 {
             // the query at position `start` sees keys 0 ... start
-            decode(q: q, k: UnsafeRawPointer(k), v: UnsafeRawPointer(v), type: .f32, ld: ldk * 4, ldv: ldv * 4, out: out, keys: start + 1,
+            decode(q: q, k: UnsafeRawPointer(k), v: UnsafeRawPointer(v), type: .f32, ld: ldk * 4, ldv: ldv * 4, headStride: d * 4, out: out, keys: start + 1,
                    heads: heads, kvHeads: kvHeads, headDim: d, scale: scale, softcap: softcap, window: window)
             return
         }
@@ -40,15 +40,17 @@ public enum Attention {
         }
     }
 
-    /// One query row (decode) over `keys` contiguous K/V rows stored as `type` (`DType.kvTypes`),
-    /// rows `ld` and `ldv` bytes apart: the kernel module's grouped decode attention, one kv head
+    /// One query row (decode) over `keys` contiguous K/V rows stored as `type` (`DType.kvTypes`):
+    /// kv head g's row j at `k + g * headStride + j * ld` bytes (V: `ldv`): row-major rows of all
+    /// heads (headStride one head's bytes) or a head's rows together (headStride its rows' bytes).
+    /// The kernel module's grouped decode attention, one kv head
     /// (and its query heads) per chunk of the pool. Not OpenBLAS's sgemv: past about 144 keys it
     /// wakes OpenBLAS's threads for every head of every layer.
     public static func decode(q: UnsafePointer<Float>, k: UnsafeRawPointer, v: UnsafeRawPointer, type: DType, ld: Int, ldv: Int,
-                              out: UnsafeMutablePointer<Float>, keys: Int, heads: Int, kvHeads: Int, headDim d: Int, scale: Float,
+                              headStride: Int, out: UnsafeMutablePointer<Float>, keys: Int, heads: Int, kvHeads: Int, headDim d: Int, scale: Float,
                               softcap: Float = 0, window: Int = 0) {
         precondition(heads % kvHeads == 0, "attention: \(heads) heads not a multiple of \(kvHeads) kv heads")
-        var job = DecodeJob(q: q, k: k, v: v, type: type, ld: ld, ldv: ldv, out: out, keys: keys, group: heads / kvHeads,
+        var job = DecodeJob(q: q, k: k, v: v, type: type, ld: ld, ldv: ldv, headStride: headStride, out: out, keys: keys, group: heads / kvHeads,
                             headDim: d, scale: scale, softcap: softcap, window: window)
         if kvHeads == 1 || Threads.count == 1 { for g in 0..<kvHeads { job.run(kvHead: g) }; return }
         withUnsafeMutablePointer(to: &job) { jp in
@@ -61,14 +63,14 @@ public enum Attention {
 
     /// One query row: kv head `g` and its query heads per call.
     struct DecodeJob {
-        let q: UnsafePointer<Float>, k: UnsafeRawPointer, v: UnsafeRawPointer, type: DType, ld: Int, ldv: Int
+        let q: UnsafePointer<Float>, k: UnsafeRawPointer, v: UnsafeRawPointer, type: DType, ld: Int, ldv: Int, headStride: Int
         let out: UnsafeMutablePointer<Float>
         let keys: Int, group: Int, headDim: Int, scale: Float, softcap: Float, window: Int
 
         func run(kvHead g: Int) {
-            let d = headDim, first = window > 0 ? max(0, keys - window) : 0, off = KVRows.headOffset(type, head: g, headDim: d)
+            let d = headDim, first = window > 0 ? max(0, keys - window) : 0, off = g * headStride
             Kernels.attentionDecode(q: q + g * group * d, group: group, headDim: d, k: k + off, v: v + off, type: type, ld: ld, ldv: ldv,
-                                    table: nil, block: 1, first: first, keys: keys, scale: scale, softcap: softcap,
+                                    table: nil, block: 1, blockStride: 0, first: first, keys: keys, scale: scale, softcap: softcap,
                                     out: out + g * group * d)
         }
     }

@@ -62,8 +62,7 @@ extension KVStorage {
 
 
 /// K/V rows in a cache's storage type (`DType.kvTypes`): f32 rows stored (rounded to f16 or
-/// bf16, quantized to q8_0 by ggml's reference formula, as llama.cpp stores a q8_0 cache) and
-/// where a head's values start in a stored row.
+/// bf16, quantized to q8_0 by ggml's reference formula, as llama.cpp stores a q8_0 cache).
 public enum KVRows {
     /// `count` f32 values (a multiple of the type's block) into `type` at `dst`.
     @inline(__always)
@@ -75,8 +74,4 @@ public enum KVRows {
         default: Quantizer.quantize(src, count: count, to: type, into: dst)
         }
     }
-
-    /// Byte offset of kv head `g`'s first value in a stored row (heads of `headDim` values).
-    @inline(__always)
-    public static func headOffset(_ type: DType, head g: Int, headDim d: Int) -> Int { type.bytes(elements: g * d) }
 }

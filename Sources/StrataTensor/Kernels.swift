@@ -158,29 +158,29 @@ public enum Kernels {
     }
 
     /// Decode attention of one query row for the `group` query heads sharing one kv head (`q`,
-    /// `out`: `[group, headDim]`) over keys `first ..< keys` (`k`, `v`: that kv head's first element
-    /// in row 0, rows `ld` and `ldv` bytes apart, stored as `type`: one of `DType.kvTypes`).
-    /// `table`: the paged pool's block table (key j at row `table[j / block] * block + j % block`),
-    /// nil for contiguous rows. Online softmax over tiles of keys every head of the group reads while
-    /// they are in L1, widened once per tile when stored narrower than f32 (attention.c).
-    /// `softcap` > 0: Gemma-2's tanh capping. On `path` (default: the path in use).
+    /// `out`: `[group, headDim]`) over keys `first ..< keys` of K/V stored as `type` (one of
+    /// `DType.kvTypes`), a row of `headDim` values per key: key j's row at `k + j * ld` bytes
+    /// without a table, else at `k + table[j / block] * blockStride + (j % block) * ld` (the paged
+    /// pool: one kv head's rows of a block together). V likewise from `v`, rows `ldv` apart. Online softmax over
+    /// tiles of keys widened into L1 once for every head of the group (attention.c). `softcap` > 0:
+    /// Gemma-2's tanh capping. On `path` (default: the path in use).
     @inline(__always)
     public static func attentionDecode(path p: Path? = nil, q: UnsafePointer<Float>, group: Int, headDim d: Int,
                                        k: UnsafeRawPointer, v: UnsafeRawPointer, type: DType, ld: Int, ldv: Int,
-                                       table: UnsafePointer<Int>?, block: Int, first: Int, keys n: Int,
+                                       table: UnsafePointer<Int>?, block: Int, blockStride: Int, first: Int, keys n: Int,
                                        scale: Float, softcap: Float, out: UnsafeMutablePointer<Float>) {
-        var a = strata_attn_decode_args(q: q, k: k, v: v, ld: ld, ldv: ldv, type: code(type), table: table, block: block, first: first,
-                                        n: n, group: group, d: d, scale: scale, softcap: softcap, out: out)
+        var a = strata_attn_decode_args(q: q, k: k, v: v, ld: ld, ldv: ldv, type: code(type), table: table, block: block, block_stride: blockStride,
+                                        first: first, n: n, group: group, d: d, scale: scale, softcap: softcap, out: out)
         if let p { strata_attn_decode_isa(p.rawValue, &a) } else { strata_attn_decode(&a) }
     }
 
-    /// Keys `first ..< keys` of one kv head stored as `type` (`src`: the head's first element in
-    /// row 0, rows `ld` bytes apart, through `table` as in `attentionDecode`) widened to f32 rows of
-    /// `headDim` floats at `dst`: what a prompt chunk's sgemm attention reads.
+    /// Keys `first ..< keys` of one kv head stored as `type`, addressed from `src` as in
+    /// `attentionDecode`, widened to f32 rows of `headDim` floats at `dst`: what a prompt chunk's
+    /// sgemm attention reads.
     @inline(__always)
     public static func kvGather(path p: Path? = nil, type: DType, src: UnsafeRawPointer, ld: Int, table: UnsafePointer<Int>?, block: Int,
-                                first: Int, keys n: Int, headDim d: Int, dst: UnsafeMutablePointer<Float>) {
-        strata_kv_gather((p ?? path).rawValue, code(type), src, ld, table, block, first, n, d, dst)
+                                blockStride: Int, first: Int, keys n: Int, headDim d: Int, dst: UnsafeMutablePointer<Float>) {
+        strata_kv_gather((p ?? path).rawValue, code(type), src, ld, table, block, blockStride, first, n, d, dst)
     }
 
     /// Whether this CPU runs the bf16 GEMM (AVX-512 BF16) of fast prompt processing.

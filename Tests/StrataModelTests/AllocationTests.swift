@@ -32,7 +32,7 @@ import StrataTensor
         // two sequences decoding together through the paged cache, as the batch engine steps them;
         // blocks of 4, so blocks fill (and register as cached prefixes) and new ones are taken
         // during the counted steps
-        let kv = PagedKVCache(layers: spec.layers, kvDim: spec.kvDim, blockSize: 4, blockCount: 32, maxContext: 64, type: kvType)
+        let kv = PagedKVCache(layers: spec.layers, kvDim: spec.kvDim, headDim: spec.headDim, blockSize: 4, blockCount: 32, maxContext: 64, type: kvType)
         let prompts: [[Int32]] = [[1, 5, 9, 3], [2, 8, 4]]
         let layout = BatchLayout(capacity: 8)
         var samplers = [Sampler(parameters: SamplingParameters(temperature: 0.8, topK: 20, topP: 0.9, seed: 1), vocabSize: spec.vocabSize),

@@ -32,7 +32,7 @@ import StrataTensor
     /// first half, then decode steps.
     static func pagedLogits(_ m: CausalLM, _ ids: [Int], type: DType) throws -> [[Float]] {
         let spec = m.spec, v = spec.vocabSize
-        let kv = PagedKVCache(layers: spec.layers, kvDim: spec.kvDim, blockSize: 4, blockCount: 64, maxContext: 128, type: type)
+        let kv = PagedKVCache(layers: spec.layers, kvDim: spec.kvDim, headDim: spec.headDim, blockSize: 4, blockCount: 64, maxContext: 128, type: type)
         kv.startSequence(9, prompt: [])
         try kv.reserve(9, newTokens: 30)
         kv.free(9)

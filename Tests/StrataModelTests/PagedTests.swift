@@ -12,8 +12,8 @@ import StrataTensor
         // random block tables (blocks handed out in a shuffled order), lengths that do not fill the last block
         var rng = TestRNG(UInt64(rows * 100 + start))
         let layers = 2, kvh = 2, heads = 6, d = 12, kvDim = kvh * d, bs = 4
-        let paged = PagedKVCache(layers: layers, kvDim: kvDim, blockSize: bs, blockCount: 64, maxContext: 128)
-        let flat = KVCache(layers: layers, capacity: 128, kvDim: kvDim)
+        let paged = PagedKVCache(layers: layers, kvDim: kvDim, headDim: d, blockSize: bs, blockCount: 64, maxContext: 128)
+        let flat = KVCache(layers: layers, capacity: 128, kvDim: kvDim, headDim: d)
         // scramble the pool: take blocks for a decoy sequence, free every other one
         paged.startSequence(99, prompt: [])
         try paged.reserve(99, newTokens: 40)
@@ -76,7 +76,7 @@ import StrataTensor
     @Test func prefixCacheHitGivesSameLogitsAndSkipsPrefill() throws {
         let loaded = try LoadedModel(directory: Fixtures.model("llama-gqa"))
         let seq = try Fixtures.reference("llama-gqa").sequences[1].map(Int32.init)  // 19 tokens
-        let kv = PagedKVCache(layers: loaded.spec.layers, kvDim: loaded.spec.kvDim, blockSize: 4, blockCount: 32, maxContext: 64)
+        let kv = PagedKVCache(layers: loaded.spec.layers, kvDim: loaded.spec.kvDim, headDim: loaded.spec.headDim, blockSize: 4, blockCount: 32, maxContext: 64)
         func run(_ id: Int) throws -> (reused: Int, logits: [Float]) {
             let reused = kv.startSequence(id, prompt: seq)
             let rest = Array(seq[reused...])
@@ -101,7 +101,7 @@ import StrataTensor
 
     @Test func forkWritesOnCopyAndNeverChangesItsSibling() throws {
         let kvDim = 8
-        let kv = PagedKVCache(layers: 1, kvDim: kvDim, blockSize: 4, blockCount: 16, maxContext: 64)
+        let kv = PagedKVCache(layers: 1, kvDim: kvDim, headDim: kvDim, blockSize: 4, blockCount: 16, maxContext: 64)
         kv.startSequence(1, prompt: [])
         try kv.reserve(1, newTokens: 6)
         let layout = BatchLayout()

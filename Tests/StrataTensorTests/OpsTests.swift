@@ -261,7 +261,7 @@ import Foundation
     /// The grouped decode kernel on every path against a naive softmax attention in doubles: keys
     /// through a reversed block table (blocks of 16; tiles of 64 cross blocks) or contiguous, a
     /// window (first > 0), Gemma-2's soft-capping, groups of 1, 3, 4 and 20 query heads (past the
-    /// kernel's 16 per pass), head dims 5, 12, 64 and 80, K and V rows of different strides; no
+    /// kernel's 16 per pass), head dims 5, 12, 64 and 80, K and V rows of different strides (contiguous); no
     /// keys gives zeros; a NaN key makes every head NaN; nothing written past the output.
     @Test func groupedDecodeAttentionMatchesNaiveOnEveryPath() {
         let bs = 16
@@ -272,7 +272,8 @@ import Foundation
             var rng = TestRNG(UInt64(c.group * 1000 + c.d * 10 + c.n + c.first))
             let blocks = (c.n + bs - 1) / bs
             let table = Array((0..<blocks).reversed())
-            let ld = 2 * c.d + 3, ldv = c.d + 1  // a kv head's column inside wider rows
+            // a kv head's column inside wider rows; V's rows of another width where no table shares one block stride
+            let ld = 2 * c.d + 3, ldv = c.paged ? ld : c.d + 1
             let k = rng.floats(blocks * bs * ld), v = rng.floats(blocks * bs * ldv), q = rng.floats(c.group * c.d)
             let scale = 1 / Float(c.d).squareRoot()
             let row = { (j: Int) in c.paged ? table[j / bs] * bs + j % bs : j }
@@ -294,7 +295,7 @@ import Foundation
                 var out = [Float](repeating: .nan, count: c.group * c.d + 1)
                 table.withUnsafeBufferPointer { t in
                     Kernels.attentionDecode(path: path, q: q, group: c.group, headDim: c.d, k: k, v: v, type: .f32, ld: ld * 4, ldv: ldv * 4,
-                                            table: c.paged ? t.baseAddress : nil, block: bs, first: c.first, keys: c.n, scale: scale,
+                                            table: c.paged ? t.baseAddress : nil, block: bs, blockStride: bs * ld * 4, first: c.first, keys: c.n, scale: scale,
                                             softcap: c.softcap, out: &out)
                 }
                 for i in 0..<(c.group * c.d) {
@@ -311,7 +312,7 @@ import Foundation
         for path in Kernels.supportedPaths {
             var out = [Float](repeating: 0, count: 16)
             Kernels.attentionDecode(path: path, q: q, group: 2, headDim: 8, k: k, v: v, type: .f32, ld: 32, ldv: 32, table: nil, block: 1,
-                                    first: 0, keys: 20, scale: 0.3, softcap: 0, out: &out)
+                                    blockStride: 0, first: 0, keys: 20, scale: 0.3, softcap: 0, out: &out)
             #expect(out.allSatisfy { $0.isNaN }, "\(path): \(out)")
         }
     }
@@ -333,7 +334,8 @@ import Foundation
             var rng = TestRNG(UInt64(c.group * 1000 + c.d * 10 + c.n) ^ UInt64(type.blockBytes))
             let blocks = (c.n + bs - 1) / bs, rows = blocks * bs
             let table = Array((0..<blocks).reversed())
-            let wk = 2 * c.d, wv = 3 * c.d  // row widths: head 1 of K rows of two heads, of V rows of three
+            // row widths: head 1 of K rows of two heads, of V rows of three (of two through a table: one block stride)
+            let wk = 2 * c.d, wv = c.paged ? wk : 3 * c.d
             let kf = rng.floats(rows * wk), vf = rng.floats(rows * wv), q = rng.floats(c.group * c.d)
             let ldk = type.bytes(elements: wk), ldv = type.bytes(elements: wv)
             var ks = [UInt8](repeating: 0, count: rows * ldk), vs = [UInt8](repeating: 0, count: rows * ldv)
@@ -367,10 +369,10 @@ import Foundation
                 var gathered = [Float](repeating: .nan, count: (c.n - c.first) * c.d + 1)
                 ks.withUnsafeBytes { kb in vs.withUnsafeBytes { vb in table.withUnsafeBufferPointer { t in
                     Kernels.attentionDecode(path: path, q: q, group: c.group, headDim: c.d, k: kb.baseAddress! + off, v: vb.baseAddress! + off,
-                                            type: type, ld: ldk, ldv: ldv, table: c.paged ? t.baseAddress : nil, block: bs, first: c.first,
-                                            keys: c.n, scale: scale, softcap: 0, out: &out)
+                                            type: type, ld: ldk, ldv: ldv, table: c.paged ? t.baseAddress : nil, block: bs,
+                                            blockStride: bs * ldk, first: c.first, keys: c.n, scale: scale, softcap: 0, out: &out)
                     Kernels.kvGather(path: path, type: type, src: vb.baseAddress! + off, ld: ldv, table: c.paged ? t.baseAddress : nil, block: bs,
-                                     first: c.first, keys: c.n, headDim: c.d, dst: &gathered)
+                                     blockStride: bs * ldv, first: c.first, keys: c.n, headDim: c.d, dst: &gathered)
                 } } }
                 for i in 0..<(c.group * c.d) {
                     #expect(abs(Double(out[i]) - ref[i]) < 1e-5 * (1 + abs(ref[i])), "\(type) \(path) \(c) out \(i): \(out[i]) vs \(ref[i])")

@@ -132,14 +132,14 @@ void strata_attn_values(const float *p, const float *v, long ldv, long n, long d
 void strata_attn_scores_isa(int isa, const float *q, const float *k, long ldk, long n, long d, float scale, float *scores);
 void strata_attn_values_isa(int isa, const float *p, const float *v, long ldv, long n, long d, float *out, int accumulate);
 /// Decode attention of one query row for the `group` query heads that share one kv head (q and out
-/// `[group, d]`, head h at + h * d), over keys [first, n) of that kv head: key j's row is at
-/// k + row(j) * ld bytes, its value at v + row(j) * ldv, row(j) = j without a table, else
-/// table[j / block] * block + j % block (the paged pool). K and V are stored as `type`
-/// (STRATA_W_F32, _F16, _BF16 or _Q8_0: a head's d values are d / 32 blocks, d a multiple of 32);
-/// k and v point at the kv head's first element in row 0. Keys are walked in tiles that stay in L1
-/// while every head of the group reads them (the K and V bytes come from memory once per group,
-/// not once per head; a stored type other than f32 is widened once per tile), with an online
-/// softmax: per head a running max and sum, the output rescaled when the max grows.
+/// `[group, d]`, head h at + h * d), over keys [first, n) of that kv head. K and V are stored as
+/// `type` (STRATA_W_F32, _F16, _BF16 or _Q8_0: d / 32 blocks per row, d a multiple of 32), a row of
+/// d values per key: key j's K row at k + j * ld bytes without a table; through the paged pool's
+/// table at k + table[j / block] * block_stride + (j % block) * ld (a kv head's rows of one block
+/// lie together, ld apart). V rows likewise from v, ldv apart. Keys are walked in tiles widened (f32: copied)
+/// into scratch that stays in L1 while every head of the group reads it (the K and V bytes come
+/// from memory once per group, not once per head), with an online softmax: per head a running
+/// max and sum, the output rescaled when the max grows.
 /// softcap > 0: scores become softcap * tanh(score / softcap). first >= n gives zeros.
 typedef struct {
     const float *q;
@@ -147,7 +147,7 @@ typedef struct {
     long ld, ldv;
     int type;
     const long *table;
-    long block;
+    long block, block_stride;
     long first, n;
     long group, d;
     float scale, softcap;
@@ -156,10 +156,10 @@ typedef struct {
 void strata_attn_decode(const strata_attn_decode_args *a);
 /// The same on a given path (tests); an unsupported path runs portable C.
 void strata_attn_decode_isa(int isa, const strata_attn_decode_args *a);
-/// Keys [first, n) of one kv head stored as `type` (as in strata_attn_decode_args: src at the head's
-/// first element in row 0, rows ld bytes apart, through `table` when not NULL) widened to f32 rows
-/// of d floats at dst (key j at dst + (j - first) * d): the prompt's attention reads them with sgemm.
-void strata_kv_gather(int isa, int type, const void *src, long ld, const long *table, long block,
+/// Keys [first, n) of one kv head stored as `type`, addressed from src as strata_attn_decode_args
+/// addresses them from k, widened to f32 rows of d floats at dst (key j at dst + (j - first) * d):
+/// what the prompt's attention reads with sgemm.
+void strata_kv_gather(int isa, int type, const void *src, long ld, const long *table, long block, long block_stride,
                       long first, long n, long d, float *dst);
 
 // ---- the worker pool -------------------------------------------------------------------
