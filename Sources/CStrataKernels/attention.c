@@ -64,9 +64,20 @@ TGTA2 static void scores_avx2(const float *q, const float *k, long ldk, long n, 
         __m256 a[8];
         for (int t = 0; t < 8; t++) a[t] = _mm256_setzero_ps();
         const float *kr = k + j * ldk;
+        // the eight rows' pointers made once: computed in the loop, clang chained eight dependent
+        // adds per step (one FMA per cycle at most)
+        const float *r0 = kr, *r1 = kr + ldk, *r2 = kr + 2 * ldk, *r3 = kr + 3 * ldk;
+        const float *r4 = kr + 4 * ldk, *r5 = kr + 5 * ldk, *r6 = kr + 6 * ldk, *r7 = kr + 7 * ldk;
         for (long i = 0; i < dm; i += 8) {
             const __m256 qv = _mm256_loadu_ps(q + i);
-            for (int t = 0; t < 8; t++) a[t] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kr + t * ldk + i), a[t]);
+            a[0] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r0 + i), a[0]);
+            a[1] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r1 + i), a[1]);
+            a[2] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r2 + i), a[2]);
+            a[3] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r3 + i), a[3]);
+            a[4] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r4 + i), a[4]);
+            a[5] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r5 + i), a[5]);
+            a[6] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r6 + i), a[6]);
+            a[7] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(r7 + i), a[7]);
         }
         __m256 r = _mm256_mul_ps(fold8(a), sc);
         if (dm < d) {
@@ -116,6 +127,61 @@ TGTA2 static void values_avx2(const float *p, const float *v, long ldv, long n, 
         __m256 a = accumulate ? _mm256_loadu_ps(out + c) : _mm256_setzero_ps();
         for (long j = 0; j < n; j++) a = _mm256_fmadd_ps(_mm256_set1_ps(p[j]), _mm256_loadu_ps(v + j * ldv + c), a);
         _mm256_storeu_ps(out + c, a);
+    }
+}
+
+/// Two heads' scores over the same keys (decode attention's query heads of one kv head): four
+/// keys at a time, each K vector loaded once for both heads (eight accumulators, folded together:
+/// lanes 0-3 head 0's four keys, 4-7 head 1's). A key's row is read from L1 once per pair of
+/// heads, not once per head.
+TGTA2 static void scores2_avx2(const float *q0, const float *q1, const float *k, long ldk, long n, long d, float scale, float *s0, float *s1) {
+    const long dm = d & ~7L;
+    const __m256 sc = _mm256_set1_ps(scale);
+    long j = 0;
+    for (; j + 4 <= n && dm == d; j += 4) {
+        __m256 a[8];
+        for (int t = 0; t < 8; t++) a[t] = _mm256_setzero_ps();
+        const float *r0 = k + j * ldk, *r1 = r0 + ldk, *r2 = r1 + ldk, *r3 = r2 + ldk;
+        for (long i = 0; i < d; i += 8) {
+            const __m256 x0 = _mm256_loadu_ps(q0 + i), x1 = _mm256_loadu_ps(q1 + i);
+            const __m256 k0 = _mm256_loadu_ps(r0 + i), k1 = _mm256_loadu_ps(r1 + i);
+            const __m256 k2 = _mm256_loadu_ps(r2 + i), k3 = _mm256_loadu_ps(r3 + i);
+            a[0] = _mm256_fmadd_ps(x0, k0, a[0]); a[1] = _mm256_fmadd_ps(x0, k1, a[1]);
+            a[2] = _mm256_fmadd_ps(x0, k2, a[2]); a[3] = _mm256_fmadd_ps(x0, k3, a[3]);
+            a[4] = _mm256_fmadd_ps(x1, k0, a[4]); a[5] = _mm256_fmadd_ps(x1, k1, a[5]);
+            a[6] = _mm256_fmadd_ps(x1, k2, a[6]); a[7] = _mm256_fmadd_ps(x1, k3, a[7]);
+        }
+        const __m256 r = _mm256_mul_ps(fold8(a), sc);
+        _mm_storeu_ps(s0 + j, _mm256_castps256_ps128(r));
+        _mm_storeu_ps(s1 + j, _mm256_extractf128_ps(r, 1));
+    }
+    if (j < n) {
+        scores_avx2(q0, k + j * ldk, ldk, n - j, d, scale, s0 + j);
+        scores_avx2(q1, k + j * ldk, ldk, n - j, d, scale, s1 + j);
+    }
+}
+
+/// Two heads' weighted sums of the same value rows (each V vector loaded once for both):
+/// out_h[i] += sum_j p_h[j] v_j[i], 32 columns at a time (eight accumulators).
+TGTA2 static void values2_avx2(const float *p0, const float *p1, const float *v, long ldv, long n, long d, float *o0, float *o1) {
+    long c = 0;
+    for (; c + 32 <= d; c += 32) {
+        __m256 a[4], b[4];
+        for (int u = 0; u < 4; u++) { a[u] = _mm256_loadu_ps(o0 + c + 8 * u); b[u] = _mm256_loadu_ps(o1 + c + 8 * u); }
+        for (long j = 0; j < n; j++) {
+            const float *vr = v + j * ldv + c;
+            const __m256 w0 = _mm256_broadcast_ss(p0 + j), w1 = _mm256_broadcast_ss(p1 + j);
+            for (int u = 0; u < 4; u++) {
+                const __m256 x = _mm256_loadu_ps(vr + 8 * u);
+                a[u] = _mm256_fmadd_ps(w0, x, a[u]);
+                b[u] = _mm256_fmadd_ps(w1, x, b[u]);
+            }
+        }
+        for (int u = 0; u < 4; u++) { _mm256_storeu_ps(o0 + c + 8 * u, a[u]); _mm256_storeu_ps(o1 + c + 8 * u, b[u]); }
+    }
+    if (c < d) {
+        values_avx2(p0, v + c, ldv, n, d - c, o0 + c, 1);
+        values_avx2(p1, v + c, ldv, n, d - c, o1 + c, 1);
     }
 }
 
@@ -404,9 +470,16 @@ static void attn_decode_heads(int isa, const strata_attn_decode_args *a, long h0
             kv_rows(isa, a->type, (const uint8_t *)a->v + voff, a->ldv, rows, vw + (j - t0) * d, d);
             j += rows;
         }
-        for (long h = 0; h < nh; h++) {
+        // scores: heads in pairs on x86 (each K row read once per pair)
+        long h = 0;
+#if STRATA_X86
+        if (isa != STRATA_ISA_PORTABLE)
+            for (; h + 2 <= nh; h += 2)
+                scores2_avx2(a->q + (h0 + h) * d, a->q + (h0 + h + 1) * d, kw, d, nt, d, a->scale, s + h * ATTN_TILE, s + (h + 1) * ATTN_TILE);
+#endif
+        for (; h < nh; h++) strata_attn_scores_isa(isa, a->q + (h0 + h) * d, kw, d, nt, d, a->scale, s + h * ATTN_TILE);
+        for (h = 0; h < nh; h++) {
             float *sh = s + h * ATTN_TILE, *oh = a->out + (h0 + h) * d;
-            strata_attn_scores_isa(isa, a->q + (h0 + h) * d, kw, d, nt, d, a->scale, sh);
             if (a->softcap > 0) {
                 const float inv = 1.0f / a->softcap;
                 for (long j = 0; j < nt; j++) sh[j] = tanhf(sh[j] * inv) * a->softcap;
@@ -414,8 +487,14 @@ static void attn_decode_heads(int isa, const strata_attn_decode_args *a, long h0
             // the earlier keys' weights and output rescaled to the new max (e^0 = 1 when it held)
             const float corr = tile_softmax(isa, sh, nt, &m[h], &l[h]);
             if (corr != 1.0f) for (long i = 0; i < d; i++) oh[i] *= corr;
-            strata_attn_values_isa(isa, sh, vw, d, nt, d, oh, 1);
         }
+        h = 0;
+#if STRATA_X86
+        if (isa != STRATA_ISA_PORTABLE)
+            for (; h + 2 <= nh; h += 2)
+                values2_avx2(s + h * ATTN_TILE, s + (h + 1) * ATTN_TILE, vw, d, nt, d, a->out + (h0 + h) * d, a->out + (h0 + h + 1) * d);
+#endif
+        for (; h < nh; h++) strata_attn_values_isa(isa, s + h * ATTN_TILE, vw, d, nt, d, a->out + (h0 + h) * d, 1);
     }
     for (long h = 0; h < nh; h++) {
         if (l[h] == 0) continue;  // no keys: zeros
