@@ -40,6 +40,9 @@ static void values_portable(const float *p, const float *v, long ldv, long n, lo
     }
 }
 
+/// Scores kept per head of a tile (the decode kernel's tile is at most this many keys).
+#define ATTN_TILE_S 64
+
 #if STRATA_X86
 #define TGTA2 __attribute__((target("avx2,fma")))
 #define TGTA5 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
@@ -182,6 +185,84 @@ TGTA2 static void values2_avx2(const float *p0, const float *p1, const float *v,
     if (c < d) {
         values_avx2(p0, v + c, ldv, n, d - c, o0 + c, 1);
         values_avx2(p1, v + c, ldv, n, d - c, o1 + c, 1);
+    }
+}
+
+/// Rows r[0..8) of an 8x8 block -> its columns, in place.
+TGTA2 INLINE void transpose8(__m256 *r) {
+    const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20); r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20); r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+    r[4] = _mm256_permute2f128_ps(u0, u4, 0x31); r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    r[6] = _mm256_permute2f128_ps(u2, u6, 0x31); r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+/// A tile's K rows (kw: nt rows of d) -> kt[i * tp + j] = K[j][i], keys padded with zeros to a
+/// multiple of 8 (tp, the row stride of kt, at least that).
+TGTA2 static void kt_from_rows(const float *kw, long nt, long d, float *kt, long tp) {
+    const long ntp = (nt + 7) & ~7L;
+    for (long jb = 0; jb < ntp; jb += 8) {
+        long ib = 0;
+        for (; ib + 8 <= d; ib += 8) {
+            __m256 r[8];
+            for (int t = 0; t < 8; t++) r[t] = jb + t < nt ? _mm256_loadu_ps(kw + (jb + t) * d + ib) : _mm256_setzero_ps();
+            transpose8(r);
+            for (int t = 0; t < 8; t++) _mm256_storeu_ps(kt + (ib + t) * tp + jb, r[t]);
+        }
+        for (; ib < d; ib++)
+            for (int t = 0; t < 8; t++) kt[ib * tp + jb + t] = jb + t < nt ? kw[(jb + t) * d + ib] : 0.0f;
+    }
+}
+
+/// HB heads' scores over a transposed tile, 16 keys at a time: per step of the head dimension two
+/// vectors of K (16 keys) and each head's query value broadcast: no horizontal sums, 2 * HB
+/// independent accumulators. s: head h's scores at s + h * ATTN_TILE_S.
+TGTA2 INLINE void scores_kt_hb(const int HB, const float *q, long d, const float *kt, long tp, long ntp, float scale, float *s) {
+    const __m256 sc = _mm256_set1_ps(scale);
+    long j = 0;
+    for (; j + 16 <= ntp; j += 16) {
+        __m256 a[4][2];
+        UNROLL for (int h = 0; h < HB; h++) { a[h][0] = _mm256_setzero_ps(); a[h][1] = _mm256_setzero_ps(); }
+        for (long i = 0; i < d; i++) {
+            const __m256 k0 = _mm256_loadu_ps(kt + i * tp + j), k1 = _mm256_loadu_ps(kt + i * tp + j + 8);
+            UNROLL for (int h = 0; h < HB; h++) {
+                const __m256 w = _mm256_broadcast_ss(q + h * d + i);
+                a[h][0] = _mm256_fmadd_ps(w, k0, a[h][0]);
+                a[h][1] = _mm256_fmadd_ps(w, k1, a[h][1]);
+            }
+        }
+        UNROLL for (int h = 0; h < HB; h++) {
+            _mm256_storeu_ps(s + h * ATTN_TILE_S + j, _mm256_mul_ps(a[h][0], sc));
+            _mm256_storeu_ps(s + h * ATTN_TILE_S + j + 8, _mm256_mul_ps(a[h][1], sc));
+        }
+    }
+    if (j < ntp) {
+        __m256 a[4];
+        UNROLL for (int h = 0; h < HB; h++) a[h] = _mm256_setzero_ps();
+        for (long i = 0; i < d; i++) {
+            const __m256 k0 = _mm256_loadu_ps(kt + i * tp + j);
+            UNROLL for (int h = 0; h < HB; h++) a[h] = _mm256_fmadd_ps(_mm256_broadcast_ss(q + h * d + i), k0, a[h]);
+        }
+        UNROLL for (int h = 0; h < HB; h++) _mm256_storeu_ps(s + h * ATTN_TILE_S + j, _mm256_mul_ps(a[h], sc));
+    }
+}
+
+/// nh heads (q: head h at q + h * d) over a transposed tile of ntp keys, four heads at a time.
+TGTA2 static void scores_kt_avx2(const float *q, long nh, long d, const float *kt, long tp, long ntp, float scale, float *s) {
+    long h = 0;
+    for (; h + 4 <= nh; h += 4) scores_kt_hb(4, q + h * d, d, kt, tp, ntp, scale, s + h * ATTN_TILE_S);
+    switch (nh - h) {
+    case 3: scores_kt_hb(3, q + h * d, d, kt, tp, ntp, scale, s + h * ATTN_TILE_S); break;
+    case 2: scores_kt_hb(2, q + h * d, d, kt, tp, ntp, scale, s + h * ATTN_TILE_S); break;
+    case 1: scores_kt_hb(1, q + h * d, d, kt, tp, ntp, scale, s + h * ATTN_TILE_S); break;
+    default: break;
     }
 }
 
@@ -388,6 +469,8 @@ void strata_kv_gather(int isa, int type, const void *src, long ld, const long *t
 #define ATTN_HEADS 16
 /// Floats of one tile's K (and as many of V) on the stack: tiles of min(64, 4096 / d) keys.
 #define ATTN_WIDE 4096
+/// Floats of the transposed K tile (head dim x keys rounded up to 8).
+#define ATTN_KT 4608
 
 /// Keys [j, end) that lie in one block from key j on (all of them without a table): their count,
 /// and in *koff, *voff the byte offsets of key j's rows from k and v.
@@ -456,6 +539,9 @@ static float tile_softmax(int isa, float *s, long nt, float *m, float *l) {
 static void attn_decode_heads(int isa, const strata_attn_decode_args *a, long h0, long h1, float *kw, float *vw, long tile) {
     const long d = a->d, nh = h1 - h0;
     float s[ATTN_HEADS * ATTN_TILE], m[ATTN_HEADS], l[ATTN_HEADS];
+#if STRATA_X86
+    float kt[ATTN_KT];
+#endif
     for (long h = 0; h < nh; h++) {
         m[h] = -INFINITY; l[h] = 0;
         for (long i = 0; i < d; i++) a->out[(h0 + h) * d + i] = 0;
@@ -470,9 +556,16 @@ static void attn_decode_heads(int isa, const strata_attn_decode_args *a, long h0
             kv_rows(isa, a->type, (const uint8_t *)a->v + voff, a->ldv, rows, vw + (j - t0) * d, d);
             j += rows;
         }
-        // scores: heads in pairs on x86 (each K row read once per pair)
+        // scores: on x86 over the tile transposed (keys along the vector: no horizontal sums),
+        // four heads at a time; where the transposed tile does not fit, heads in pairs
         long h = 0;
 #if STRATA_X86
+        const long tp = (tile + 7) & ~7L;
+        if (isa != STRATA_ISA_PORTABLE && d * tp <= ATTN_KT) {
+            kt_from_rows(kw, nt, d, kt, tp);
+            scores_kt_avx2(a->q + h0 * d, nh, d, kt, tp, (nt + 7) & ~7L, a->scale, s);
+            h = nh;
+        }
         if (isa != STRATA_ISA_PORTABLE)
             for (; h + 2 <= nh; h += 2)
                 scores2_avx2(a->q + (h0 + h) * d, a->q + (h0 + h + 1) * d, kw, d, nt, d, a->scale, s + h * ATTN_TILE, s + (h + 1) * ATTN_TILE);

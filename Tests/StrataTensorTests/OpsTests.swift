@@ -261,13 +261,14 @@ import Foundation
     /// The grouped decode kernel on every path against a naive softmax attention in doubles: keys
     /// through a reversed block table (blocks of 16; tiles of 64 cross blocks) or contiguous, a
     /// window (first > 0), Gemma-2's soft-capping, groups of 1, 3, 4 and 20 query heads (past the
-    /// kernel's 16 per pass), head dims 5, 12, 64 and 80, K and V rows of different strides (contiguous); no
+    /// kernel's 16 per pass), head dims 5, 12, 64, 80 and 640, K and V rows of different strides (contiguous); no
     /// keys gives zeros; a NaN key makes every head NaN; nothing written past the output.
     @Test func groupedDecodeAttentionMatchesNaiveOnEveryPath() {
         let bs = 16
         let cases: [(group: Int, d: Int, n: Int, first: Int, softcap: Float, paged: Bool)] = [
             (1, 5, 3, 0, 0, true), (3, 64, 150, 0, 0, true), (20, 80, 77, 10, 0, true), (3, 64, 200, 137, 0, true),
-            (4, 12, 90, 0, 5, true), (2, 64, 130, 0, 0, false), (2, 5, 40, 40, 0, true)]
+            (4, 12, 90, 0, 5, true), (2, 64, 130, 0, 0, false), (2, 5, 40, 40, 0, true),
+            (3, 640, 21, 0, 0, true)]  // a head too wide for the transposed tile: the pairs' kernel
         for c in cases {
             var rng = TestRNG(UInt64(c.group * 1000 + c.d * 10 + c.n + c.first))
             let blocks = (c.n + bs - 1) / bs
