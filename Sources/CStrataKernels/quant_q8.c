@@ -472,26 +472,16 @@ TGT2 INLINE void q8row_avx2(const int t, const int RB, const strata_linear_args 
         xq[rr] = X[r + rr].q; xd[rr] = X[r + rr].dl; xm[rr] = X[r + rr].xs; xs16[rr] = X[r + rr].s16;
     }
     const __m256i m4 = _mm256_set1_epi8(15), ones16 = _mm256_set1_epi16(1);
-    if (t == STRATA_W_Q8_0 || t == STRATA_W_Q4_0) {
-        // Blocks in pairs (k is a multiple of 64 on this path). Q4_0: the low nibbles are codes
-        // 0-15, the high ones 16-31 (x in natural order), codes - 8 as signed bytes. Then the sign
-        // trick (|w| times x with w's sign: vpmaddubsw takes unsigned x signed), so no bias term;
-        // the two blocks' int32 sums folded into one vector by vphaddd (lanes [A A B B A A B B]),
-        // converted and scaled once per pair
-        const __m256i eight = _mm256_set1_epi8(8);
+    if (t == STRATA_W_Q8_0) {
+        // Blocks in pairs (k is a multiple of 64 on this path; Q4_0 has its own kernel,
+        // q4_0x8_avx2). The sign trick (|w| times x with w's sign: vpmaddubsw takes unsigned x
+        // signed), so no bias term; the two blocks' int32 sums folded into one vector by vphaddd
+        // (lanes [A A B B A A B B]), converted and scaled once per pair
         const __m256i pick = _mm256_setr_epi32(0, 0, 1, 1, 0, 0, 1, 1);
         for (long b = 0; b < nb; b += 2, w += 2 * bb) {
             _mm_prefetch((const char *)w + QPF, _MM_HINT_T0);
-            if (t == STRATA_W_Q8_0) _mm_prefetch((const char *)w + QPF + 64, _MM_HINT_T0);
-            __m256i W0, W1;
-            if (t == STRATA_W_Q8_0) {
-                W0 = _mm256_loadu_si256((const __m256i *)(w + 2));
-                W1 = _mm256_loadu_si256((const __m256i *)(w + bb + 2));
-            } else {
-                const __m128i v0 = _mm_loadu_si128((const __m128i *)(w + 2)), v1 = _mm_loadu_si128((const __m128i *)(w + bb + 2));
-                W0 = _mm256_sub_epi8(_mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(v0), _mm_srli_epi16(v0, 4), 1), m4), eight);
-                W1 = _mm256_sub_epi8(_mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(v1), _mm_srli_epi16(v1, 4), 1), m4), eight);
-            }
+            _mm_prefetch((const char *)w + QPF + 64, _MM_HINT_T0);
+            const __m256i W0 = _mm256_loadu_si256((const __m256i *)(w + 2)), W1 = _mm256_loadu_si256((const __m256i *)(w + bb + 2));
             const __m256i a0 = _mm256_sign_epi8(W0, W0), a1 = _mm256_sign_epi8(W1, W1);
             const __m256 dw = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(h2f_pair2(w, w + bb)), pick);
             UNROLL for (int rr = 0; rr < RB; rr++) {
@@ -651,6 +641,34 @@ TGT2 INLINE void q4_0x8_avx2(const int RB, const strata_linear_args *a, const qx
     }
 }
 
+/// One Q4_0 weight row against every x row, with q4_0x8_avx2's arithmetic to the bit (the
+/// block's integer sum is exact either way; then the same float operations in the same order), so
+/// that which rows a chunk of the pool takes eight at a time does not change any output: results
+/// do not depend on the thread count.
+TGT2 static void q4_0row1_avx2(const strata_linear_args *a, const qx_row *X, long j) {
+    const long nb = a->k / 32;
+    const uint8_t *w0 = (const uint8_t *)a->w + (size_t)j * (size_t)nb * 18;
+    const __m256i m4 = _mm256_set1_epi8(15), ones16 = _mm256_set1_epi16(1);
+    for (long r = 0; r < a->m; r++) {
+        const qx_row *R = &X[r];
+        float acc = 0;
+        const uint8_t *w = w0;
+        for (long b = 0; b < nb; b++, w += 18) {
+            const __m128i v = _mm_loadu_si128((const __m128i *)(w + 2));
+            const __m256i codes = _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1), m4);
+            const __m256i d = _mm256_madd_epi16(_mm256_maddubs_epi16(codes, _mm256_loadu_si256((const __m256i *)(R->q + b * 32))), ones16);
+            __m128i h = _mm_add_epi32(_mm256_castsi256_si128(d), _mm256_extracti128_si256(d, 1));
+            h = _mm_add_epi32(h, _mm_unpackhi_epi64(h, h));
+            h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 1));
+            const int sum = _mm_cvtsi128_si32(h) - R->bias[b];
+            const float dx = R->dl[(b / 2) * 8 + 2 * (b % 2)];
+            acc = fmaf((float)sum * f16c_at(w), dx, acc);
+        }
+        float *y = a->y + r * a->ldy + j;
+        *y = a->accumulate ? *y + acc : acc;
+    }
+}
+
 /// Q4_0 rows [j0, j1): eight at a time (q4_0x8_avx2), the rest one at a time.
 TGT2 static void q4_0rows_avx2(const strata_linear_args *a, const qx_row *X, long j0, long j1) {
     long j = j0;
@@ -664,16 +682,7 @@ TGT2 static void q4_0rows_avx2(const strata_linear_args *a, const qx_row *X, lon
         default: break;
         }
     }
-    for (; j < j1; j++) {
-        long r = 0;
-        for (; r + 4 <= a->m; r += 4) q8row_avx2(STRATA_W_Q4_0, 4, a, X, j, r);
-        switch (a->m - r) {
-        case 3: q8row_avx2(STRATA_W_Q4_0, 3, a, X, j, r); break;
-        case 2: q8row_avx2(STRATA_W_Q4_0, 2, a, X, j, r); break;
-        case 1: q8row_avx2(STRATA_W_Q4_0, 1, a, X, j, r); break;
-        default: break;
-        }
-    }
+    for (; j < j1; j++) q4_0row1_avx2(a, X, j);
 }
 
 TGT2 INLINE void q8rows_avx2_t(const int t, const strata_linear_args *a, const qx_row *X, long j0, long j1) {

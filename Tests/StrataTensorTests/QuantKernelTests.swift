@@ -212,6 +212,38 @@ func naiveDequant(_ dtype: DType, _ b: ArraySlice<UInt8>) -> [Float] {
     /// equals its own `Kernels.linear`, bit for bit (the same chunks, the same x quantization), in
     /// both activation modes, for float members, quantized members of one type and of two (one
     /// job per type), and a float member among quantized ones (one job each).
+    /// Q4_0 on AVX2 takes weight rows eight at a time and the rest one at a time with the same
+    /// arithmetic to the bit: outputs do not depend on how the pool's chunks split the rows (so not
+    /// on the thread count). Rows 0..<21 whole against 0..<5 and 5..<21 (weights offset), and each
+    /// row alone, on every path.
+    @Test(arguments: [1, 3, 6])
+    func q4_0OutputsDoNotDependOnHowRowsAreSplit(m: Int) {
+        let n = 21, k = 256, rowBytes = k / 32 * 18
+        let raw = randomBlocks(.q4_0, rows: n, k: k, seed: UInt64(31 + m))
+        var rng = TestRNG(UInt64(m))
+        let x = rng.floats(m * k)
+        for path in Kernels.supportedPaths {
+            var whole = [Float](repeating: 0, count: m * n), split = whole, single = whole
+            raw.withUnsafeBytes { wp in
+                let w = wp.baseAddress!
+                Kernels.linearRowsQ8(path: path, weight: w, dtype: .q4_0, outFeatures: n, inFeatures: k, x: x, rows: m, y: &whole)
+                split.withUnsafeMutableBufferPointer { y in
+                    Kernels.linearRowsQ8(path: path, weight: w, dtype: .q4_0, outFeatures: 5, inFeatures: k, x: x, rows: m, y: y.baseAddress!, ldy: n)
+                    Kernels.linearRowsQ8(path: path, weight: w + 5 * rowBytes, dtype: .q4_0, outFeatures: n - 5, inFeatures: k, x: x, rows: m,
+                                         y: y.baseAddress! + 5, ldy: n)
+                }
+                single.withUnsafeMutableBufferPointer { y in
+                    for j in 0..<n {
+                        Kernels.linearRowsQ8(path: path, weight: w + j * rowBytes, dtype: .q4_0, outFeatures: 1, inFeatures: k, x: x, rows: m,
+                                             y: y.baseAddress! + j, ldy: n)
+                    }
+                }
+            }
+            #expect(whole == split && whole == single, "\(path) m=\(m)")
+            #expect(whole.allSatisfy { $0.isFinite } && whole.contains { $0 != 0 })
+        }
+    }
+
     @Test func linearGroupGivesEachMembersOwnLinear() {
         let k = 512
         let combos: [[DType]] = [[.f32, .f32, .f32], [.bf16, .f16], [.q4_k, .q4_k, .q6_k], [.q8_0, .q8_0], [.q4_k, .f32, .q4_0]]
