@@ -51,8 +51,11 @@ public enum Kernels {
     public static func maxRows(dtype: DType) -> Int {
         if dtype.isQuantized {
             // the 8-bit kernel takes more rows in slices of its own limit where no bf16 GEMM
-            // takes them (prompt chunks of a served request, batch steps of 17-64 sequences)
-            return activations == .q8 && q8FastSupported && !bf16GEMMSupported ? maxRowsQuantizedSliced : maxRowsQuantized
+            // takes them (prompt chunks of a served request, batch steps of 17-64 sequences); on
+            // the AVX2 kernel Q4_0, Q4_K and Q6_K take every row count that way (a prompt's
+            // slices of 16 beat dequantizing the weights for sgemm; Q8_0 does not)
+            guard activations == .q8 && q8FastSupported && !bf16GEMMSupported else { return maxRowsQuantized }
+            return path == .avx2 && dtype != .q8_0 ? Int.max : maxRowsQuantizedSliced
         }
         return path == .avx512 && !blasSGEMMHasAVX512 ? maxRowsOverAVX2BLAS : maxRowsFloat
     }
@@ -69,7 +72,8 @@ public enum Kernels {
     static let maxRowsOverAVX2BLAS = 64
     static let maxRowsQuantized = Int(STRATA_Q8_MAX_ROWS)  // the 8-bit path's row limit
     // Past it, slices of 16 rows, each reading the weights again, against dequantizing them to f32
-    // for sgemm: measured in docs/benchmarks.md, "Tenth session"
+    // for sgemm: measured in docs/benchmarks.md, "Tenth session"; past 64 rows on AVX2 (pp512 by
+    // type, "Eleventh session")
     static let maxRowsQuantizedSliced = 64
     /// Whether OpenBLAS's sgemm runs AVX-512 kernels, from its core name: false only for the
     /// cores known to run AVX2 or older kernels (an unknown name keeps the cautious 32 rows).
