@@ -640,10 +640,42 @@ TGT512 static void softmax_avx512(float *x, long n) {
 }
 #endif
 
+#if STRATA_X86
+TGT2 static void softmax_avx2(float *x, long n) {
+    __m256 mv = _mm256_set1_ps(-INFINITY);
+    long i = 0;
+    for (; i + 8 <= n; i += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(x + i));
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(mv), _mm256_extractf128_ps(mv, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
+    float m = _mm_cvtss_f32(h);
+    for (; i < n; i++) m = x[i] > m ? x[i] : m;
+    const __m256 m8 = _mm256_set1_ps(m);
+    __m256 sv = _mm256_setzero_ps();
+    float s = 0;
+    i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), m8));
+        _mm256_storeu_ps(x + i, e);
+        sv = _mm256_add_ps(sv, e);
+    }
+    for (; i < n; i++) { x[i] = exp_fast(x[i] - m); s += x[i]; }
+    __m128 q = _mm_add_ps(_mm256_castps256_ps128(sv), _mm256_extractf128_ps(sv, 1));
+    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
+    const __m256 inv = _mm256_set1_ps(1.0f / (_mm_cvtss_f32(q) + s));
+    const float invs = 1.0f / (_mm_cvtss_f32(q) + s);
+    i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
+    for (; i < n; i++) x[i] *= invs;
+}
+#endif
+
 void strata_softmax_row_isa(int isa, float *x, long n) {
     if (n <= 0) return;
 #if STRATA_X86
     if (isa == STRATA_ISA_AVX512 && strata_isa_supported(isa)) { softmax_avx512(x, n); return; }
+    if (isa == STRATA_ISA_AVX2 && strata_isa_supported(isa)) { softmax_avx2(x, n); return; }
 #endif
     (void)isa;
     softmax_portable(x, n);
