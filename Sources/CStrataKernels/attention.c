@@ -535,6 +535,24 @@ static float tile_softmax(int isa, float *s, long nt, float *m, float *l) {
     return tile_softmax_portable(s, nt, m, l);
 }
 
+#if STRATA_X86
+/// `rows` f16 K rows (ld bytes apart, d a multiple of 8) widened and transposed in one pass into
+/// kt[i * tp + j] (j < rows; the last group of eight padded with zeros): no row-major copy of the
+/// tile's K written and read back.
+__attribute__((target("avx2,fma,f16c"))) static void kt_from_f16(const uint8_t *src, long ld, long rows, long d, float *kt, long tp) {
+    for (long rb = 0; rb < rows; rb += 8) {
+        const long n8 = rows - rb < 8 ? rows - rb : 8;
+        for (long ib = 0; ib < d; ib += 8) {
+            __m256 r[8];
+            for (int t = 0; t < 8; t++)
+                r[t] = t < n8 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + (rb + t) * ld + 2 * ib))) : _mm256_setzero_ps();
+            transpose8(r);
+            for (int t = 0; t < 8; t++) _mm256_storeu_ps(kt + (ib + t) * tp + rb, r[t]);
+        }
+    }
+}
+#endif
+
 /// Heads [h0, h1) of the group; kw/vw: room for `tile` rows of d floats of K and of V.
 static void attn_decode_heads(int isa, const strata_attn_decode_args *a, long h0, long h1, float *kw, float *vw, long tile) {
     const long d = a->d, nh = h1 - h0;
@@ -548,21 +566,31 @@ static void attn_decode_heads(int isa, const strata_attn_decode_args *a, long h0
     }
     for (long t0 = a->first; t0 < a->n; t0 += tile) {
         const long t1 = t0 + tile < a->n ? t0 + tile : a->n, nt = t1 - t0;
-        // the tile's keys and values widened (copied) once for every head of the group
+        // scores: on x86 over the tile transposed (keys along the vector: no horizontal sums),
+        // four heads at a time; where the transposed tile does not fit, heads in pairs. f16 keys
+        // go straight into the transposed tile where every run of the tile starts a group of eight
+        long h = 0;
+        int k_fused = 0;
+#if STRATA_X86
+        const long tp = (tile + 7) & ~7L;
+        const int transposed = isa != STRATA_ISA_PORTABLE && d * tp <= ATTN_KT;
+        k_fused = transposed && a->type == STRATA_W_F16 && d % 8 == 0 && (!a->table || (t0 % 8 == 0 && a->block % 8 == 0));
+#endif
+        // the tile's keys (unless fused above) and values widened once for every head of the group
         for (long j = t0; j < t1;) {
             long koff, voff;
             const long rows = key_run(a, j, t1, &koff, &voff);
-            kv_rows(isa, a->type, (const uint8_t *)a->k + koff, a->ld, rows, kw + (j - t0) * d, d);
+#if STRATA_X86
+            if (k_fused) kt_from_f16((const uint8_t *)a->k + koff, a->ld, rows, d, kt + (j - t0), tp);
+            else
+#endif
+                kv_rows(isa, a->type, (const uint8_t *)a->k + koff, a->ld, rows, kw + (j - t0) * d, d);
             kv_rows(isa, a->type, (const uint8_t *)a->v + voff, a->ldv, rows, vw + (j - t0) * d, d);
             j += rows;
         }
-        // scores: on x86 over the tile transposed (keys along the vector: no horizontal sums),
-        // four heads at a time; where the transposed tile does not fit, heads in pairs
-        long h = 0;
 #if STRATA_X86
-        const long tp = (tile + 7) & ~7L;
-        if (isa != STRATA_ISA_PORTABLE && d * tp <= ATTN_KT) {
-            kt_from_rows(kw, nt, d, kt, tp);
+        if (transposed) {
+            if (!k_fused) kt_from_rows(kw, nt, d, kt, tp);
             scores_kt_avx2(a->q + h0 * d, nh, d, kt, tp, (nt + 7) & ~7L, a->scale, s);
             h = nh;
         }
