@@ -501,10 +501,7 @@ __attribute__((target("avx2,fma"))) static float tile_softmax_avx2(float *s, lon
     __m256 mv = _mm256_set1_ps(*m);
     long j = 0;
     for (; j + 8 <= nt; j += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(s + j));
-    __m128 h = _mm_max_ps(_mm256_castps256_ps128(mv), _mm256_extractf128_ps(mv, 1));
-    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
-    float mt = _mm_cvtss_f32(h);
+    float mt = hmax8(mv);
     for (; j < nt; j++) mt = s[j] > mt ? s[j] : mt;
     // a NaN score: the max skipped it (max_ps returns its second operand); the exponentials carry it
     const float corr = *m == -INFINITY ? 0.0f : exp_fast(*m - mt);
@@ -516,10 +513,7 @@ __attribute__((target("avx2,fma"))) static float tile_softmax_avx2(float *s, lon
         _mm256_storeu_ps(s + j, e);
         sv = _mm256_add_ps(sv, e);
     }
-    __m128 q = _mm_add_ps(_mm256_castps256_ps128(sv), _mm256_extractf128_ps(sv, 1));
-    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
-    q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
-    float sum = _mm_cvtss_f32(q);
+    float sum = hsum8(sv);
     for (; j < nt; j++) { s[j] = exp_fast(s[j] - mt); sum += s[j]; }
     *l = *l * corr + sum;
     *m = mt;

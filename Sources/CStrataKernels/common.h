@@ -35,7 +35,8 @@ INLINE float exp_fast(float x) {
 }
 
 #if defined(__x86_64__) || defined(__i386__)
-/// exp_fast on eight lanes (AVX2 + FMA): the same reduction and polynomial; NaN in, NaN out.
+/// exp_fast on eight lanes (AVX2 + FMA): the same reduction and polynomial; NaN in, NaN out
+/// (the softmaxes' and the decode attention's).
 __attribute__((target("avx2,fma"))) INLINE __m256 exp8(__m256 x) {
     const __m256 xc = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
     const __m256 t = _mm256_add_ps(_mm256_mul_ps(xc, _mm256_set1_ps(1.4426950408889634f)), _mm256_set1_ps(12582912.0f));
@@ -54,6 +55,41 @@ __attribute__((target("avx2,fma"))) INLINE __m256 exp8(__m256 x) {
     const __m256 e = _mm256_mul_ps(p, _mm256_castsi256_ps(eb));
     // NaN in, NaN out (min/max dropped it)
     return _mm256_blendv_ps(e, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+}
+
+/// exp_fast on sixteen lanes (AVX-512): the same reduction and polynomial; NaN in, NaN out.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma"))) INLINE __m512 exp16(__m512 x) {
+    const __m512 xc = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+    const __m512 t = _mm512_add_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.4426950408889634f)), _mm512_set1_ps(12582912.0f));
+    const __m512 nf = _mm512_sub_ps(t, _mm512_set1_ps(12582912.0f));
+    const __m512 r = _mm512_sub_ps(_mm512_sub_ps(xc, _mm512_mul_ps(nf, _mm512_set1_ps(0.693145751953125f))),
+                                   _mm512_mul_ps(nf, _mm512_set1_ps(1.428606765330187e-06f)));
+    __m512 p = _mm512_set1_ps(1.0f / 720.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    const __m512i eb = _mm512_slli_epi32(_mm512_add_epi32(_mm512_sub_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(0x4B400000)),
+                                                          _mm512_set1_epi32(127)), 23);
+    const __m512 e = _mm512_mul_ps(p, _mm512_castsi512_ps(eb));
+    // NaN in, NaN out (min/max dropped it)
+    return _mm512_mask_mov_ps(e, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), x);
+}
+
+/// The sum of eight lanes.
+__attribute__((target("avx2,fma"))) INLINE float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+/// The largest of eight lanes (a NaN lane may or may not win, as vmaxps decides).
+__attribute__((target("avx2,fma"))) INLINE float hmax8(__m256 v) {
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    return _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)));
 }
 #endif
 

@@ -97,12 +97,6 @@ TGT2 INLINE __m256 ld8(const int t, const void *w, long i) {
     }
 }
 
-TGT2 INLINE float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 /// JB weight rows x RB x rows, 8 lanes; the K % 8 tail in scalar.
 TGT2 INLINE void blk2(const int t, const int JB, const int RB, const strata_linear_args *a, long j, long r) {
@@ -590,26 +584,6 @@ static void softmax_portable(float *x, long n) {
 }
 
 #if STRATA_X86
-TGT512 INLINE __m512 exp16(__m512 x) {
-    const __m512 xc = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
-    const __m512 t = _mm512_add_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.4426950408889634f)), _mm512_set1_ps(12582912.0f));
-    const __m512 nf = _mm512_sub_ps(t, _mm512_set1_ps(12582912.0f));
-    const __m512 r = _mm512_sub_ps(_mm512_sub_ps(xc, _mm512_mul_ps(nf, _mm512_set1_ps(0.693145751953125f))),
-                                   _mm512_mul_ps(nf, _mm512_set1_ps(1.428606765330187e-06f)));
-    __m512 p = _mm512_set1_ps(1.0f / 720.0f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    const __m512i eb = _mm512_slli_epi32(_mm512_add_epi32(_mm512_sub_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(0x4B400000)),
-                                                          _mm512_set1_epi32(127)), 23);
-    const __m512 e = _mm512_mul_ps(p, _mm512_castsi512_ps(eb));
-    // NaN in, NaN out (min/max dropped it)
-    return _mm512_mask_mov_ps(e, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), x);
-}
-
 TGT512 static void softmax_avx512(float *x, long n) {
     __m512 mv = _mm512_set1_ps(-INFINITY);
     long i = 0;
@@ -645,10 +619,7 @@ TGT2 static void softmax_avx2(float *x, long n) {
     __m256 mv = _mm256_set1_ps(-INFINITY);
     long i = 0;
     for (; i + 8 <= n; i += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(x + i));
-    __m128 h = _mm_max_ps(_mm256_castps256_ps128(mv), _mm256_extractf128_ps(mv, 1));
-    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
-    float m = _mm_cvtss_f32(h);
+    float m = hmax8(mv);
     for (; i < n; i++) m = x[i] > m ? x[i] : m;
     const __m256 m8 = _mm256_set1_ps(m);
     __m256 sv = _mm256_setzero_ps();
@@ -660,11 +631,8 @@ TGT2 static void softmax_avx2(float *x, long n) {
         sv = _mm256_add_ps(sv, e);
     }
     for (; i < n; i++) { x[i] = exp_fast(x[i] - m); s += x[i]; }
-    __m128 q = _mm_add_ps(_mm256_castps256_ps128(sv), _mm256_extractf128_ps(sv, 1));
-    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
-    q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
-    const __m256 inv = _mm256_set1_ps(1.0f / (_mm_cvtss_f32(q) + s));
-    const float invs = 1.0f / (_mm_cvtss_f32(q) + s);
+    const float invs = 1.0f / (hsum8(sv) + s);
+    const __m256 inv = _mm256_set1_ps(invs);
     i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
     for (; i < n; i++) x[i] *= invs;

@@ -294,13 +294,6 @@ TGT512 static void qrows_avx512(const strata_linear_args *a, long j0, long j1) {
 TGT2 INLINE __m256 u8x8(const uint8_t *p) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p))); }
 TGT2 INLINE __m256 i8x8(const int8_t *p) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p))); }
 
-TGT2 INLINE float hsum8q(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
 /// RB rows of x against weight row j (RB <= 4), all blocks.
 TGT2 INLINE void qrow2(const int t, const int RB, const strata_linear_args *a, long j, long r) {
     const long be = qblock_elements(t), bb = qblock_bytes(t), nb = a->k / be;
@@ -394,7 +387,7 @@ TGT2 INLINE void qrow2(const int t, const int RB, const strata_linear_args *a, l
     }
     for (int rr = 0; rr < RB; rr++) {
         float *y = a->y + (r + rr) * a->ldy + j;
-        const float v = hsum8q(acc[rr]);
+        const float v = hsum8(acc[rr]);
         *y = a->accumulate ? *y + v : v;
     }
 }

@@ -450,11 +450,6 @@ TGT2 INLINE __m128 h2f_pair2(const uint8_t *p, const uint8_t *q) {
     return _mm_cvtph_ps(v);
 }
 
-TGT2 INLINE float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
-}
 
 /// Weight row j against RB quantized x rows (RB <= 4).
 TGT2 INLINE void q8row_avx2(const int t, const int RB, const strata_linear_args *a, const qx_row *X, long j, long r) {

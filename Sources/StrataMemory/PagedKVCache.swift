@@ -227,13 +227,11 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
         for e in layout.entries {
             guard let s = seqs[e.sequence] else { preconditionFailure("PagedKVCache.write: no sequence \(e.sequence)") }
             precondition(e.endPosition <= s.table.count * blockSize, "PagedKVCache.write: position \(e.endPosition - 1) not reserved")
-            let d = headDim, headStride = blockSize * headBytes
+            let heads = kvDim / headDim, headStride = blockSize * headBytes
             for r in 0..<e.rowCount {
-                let at = offset(s, e.startPosition + r), kr = kRows + (e.rowStart + r) * ldk, vr = vRows + (e.rowStart + r) * ldv
-                for g in 0..<(kvDim / d) {
-                    KVRows.store(type, kr + g * d, kp + at + g * headStride, count: d)
-                    KVRows.store(type, vr + g * d, vp + at + g * headStride, count: d)
-                }
+                let at = offset(s, e.startPosition + r)
+                KVRows.storeHeads(type, kRows + (e.rowStart + r) * ldk, heads: heads, headDim: headDim, kp + at, headStride: headStride)
+                KVRows.storeHeads(type, vRows + (e.rowStart + r) * ldv, heads: heads, headDim: headDim, vp + at, headStride: headStride)
             }
         }
     }

@@ -197,15 +197,13 @@ public final class KVCache: KVStorage, @unchecked Sendable {
     }
 
     public func write(layer: Int, layout: BatchLayout, k kRows: UnsafePointer<Float>, ldk: Int, v vRows: UnsafePointer<Float>, ldv: Int) {
-        let kp = k[layer].rawPointer, vp = v[layer].rawPointer, d = headDim, headStride = capacity * headBytes
+        let kp = k[layer].rawPointer, vp = v[layer].rawPointer, heads = kvDim / headDim, headStride = capacity * headBytes
         for e in layout.entries {
             precondition(e.sequence == 0 && e.endPosition <= capacity, "KVCache: entry \(e) for a single-sequence cache of \(capacity)")
             for r in 0..<e.rowCount {
-                let kr = kRows + (e.rowStart + r) * ldk, vr = vRows + (e.rowStart + r) * ldv, at = (e.startPosition + r) * headBytes
-                for g in 0..<(kvDim / d) {
-                    KVRows.store(type, kr + g * d, kp + g * headStride + at, count: d)
-                    KVRows.store(type, vr + g * d, vp + g * headStride + at, count: d)
-                }
+                let at = (e.startPosition + r) * headBytes
+                KVRows.storeHeads(type, kRows + (e.rowStart + r) * ldk, heads: heads, headDim: headDim, kp + at, headStride: headStride)
+                KVRows.storeHeads(type, vRows + (e.rowStart + r) * ldv, heads: heads, headDim: headDim, vp + at, headStride: headStride)
             }
         }
     }

@@ -74,4 +74,12 @@ public enum KVRows {
         default: Quantizer.quantize(src, count: count, to: type, into: dst)
         }
     }
+
+    /// One row of all kv heads (`heads * headDim` f32 values at `src`) stored head by head: head
+    /// g's values at `dst + g * headStride` (the caches keep each head's rows together).
+    @inline(__always)
+    public static func storeHeads(_ type: DType, _ src: UnsafePointer<Float>, heads: Int, headDim d: Int,
+                                  _ dst: UnsafeMutableRawPointer, headStride: Int) {
+        for g in 0..<heads { store(type, src + g * d, dst + g * headStride, count: d) }
+    }
 }
