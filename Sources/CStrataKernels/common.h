@@ -5,6 +5,7 @@
 #define STRATA_KERNELS_COMMON_H
 #include <stdint.h>
 #include <string.h>
+#include "qtypes.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #define STRATA_X86 1
@@ -140,26 +141,10 @@ __attribute__((target("f16c"))) INLINE float f16c_at(const uint8_t *p) {
 }
 #endif
 
-/// Weights and bytes per block of `wtype` (strata_qblock_elements / _bytes, inlined: the kernels
-/// call them per weight row, where a call into another file was 0.9% of a Q4_K_M decode step).
-INLINE long qblock_elements(int wtype) {
-    switch (wtype) {
-    case STRATA_W_Q8_0: case STRATA_W_Q4_0: return 32;
-    case STRATA_W_Q4_K: case STRATA_W_Q6_K: return 256;
-    default: return 1;
-    }
-}
-
-INLINE long qblock_bytes(int wtype) {
-    switch (wtype) {
-    case STRATA_W_Q8_0: return 34;
-    case STRATA_W_Q4_0: return 18;
-    case STRATA_W_Q4_K: return 144;
-    case STRATA_W_Q6_K: return 210;
-    case STRATA_W_F32: return 4;
-    default: return 2;
-    }
-}
+/// Weights and bytes per block of `wtype`, from the traits table (inlined: the kernels ask per
+/// weight row, where a call into another file was 0.9% of a Q4_K_M decode step).
+INLINE long qblock_elements(int wtype) { return strata_qtypes[wtype].elements; }
+INLINE long qblock_bytes(int wtype) { return strata_qtypes[wtype].bytes; }
 
 /// The chunks of a grouped job (strata_linear_group): member i owns chunks [start[i], start[i+1]),
 /// `per[i]` output rows each.
@@ -218,5 +203,5 @@ INLINE void k4_unpack_scales(const uint8_t *q, uint32_t u[4]) {
 /// every thread that ended, which LeakSanitizer reported). `slot` names the buffer (one key
 /// each). Returns the buffer of at least `bytes`, or NULL when out of memory.
 typedef struct { void *p; size_t cap; } strata_tls_buf;
-enum { STRATA_TLS_QX = 0, STRATA_TLS_XB = 1, STRATA_TLS_WB = 2, STRATA_TLS_SLOTS = 3 };
+enum { STRATA_TLS_QX = 0, STRATA_TLS_XB = 1, STRATA_TLS_WB = 2, STRATA_TLS_GW = 3, STRATA_TLS_GX = 4, STRATA_TLS_SLOTS = 5 };
 void *strata_tls_grow(strata_tls_buf *b, int slot, size_t bytes);

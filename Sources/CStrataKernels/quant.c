@@ -23,67 +23,61 @@
 #include <string.h>
 
 
-long strata_qblock_elements(int wtype) { return qblock_elements(wtype); }
+// The four types with kernels of their own: their decoding (the traits table's `dequant`).
 
-long strata_qblock_bytes(int wtype) { return qblock_bytes(wtype); }
+void strata_dequant_q8_0(const uint8_t *b, float *y) {
+    const float d = f16_at(b);
+    const int8_t *q = (const int8_t *)(b + 2);
+    for (int i = 0; i < 32; i++) y[i] = d * (float)q[i];
+}
 
-/// One block of `wtype` at `b` into 32 or 256 floats.
-static void dequant_block(int t, const uint8_t *b, float *y) {
-    switch (t) {
-    case STRATA_W_Q8_0: {
-        const float d = f16_at(b);
-        const int8_t *q = (const int8_t *)(b + 2);
-        for (int i = 0; i < 32; i++) y[i] = d * (float)q[i];
-        break;
-    }
-    case STRATA_W_Q4_0: {
-        const float d = f16_at(b);
-        const uint8_t *q = b + 2;
-        for (int i = 0; i < 16; i++) {
-            y[i] = d * (float)((q[i] & 15) - 8);
-            y[i + 16] = d * (float)((q[i] >> 4) - 8);
-        }
-        break;
-    }
-    case STRATA_W_Q4_K: {
-        const float d = f16_at(b), dmin = f16_at(b + 2);
-        const uint8_t *sc = b + 4, *q = b + 16;
-        for (int c = 0; c < 4; c++) {
-            int s0, m0, s1, m1;
-            k4_scale_min(2 * c, sc, &s0, &m0);
-            k4_scale_min(2 * c + 1, sc, &s1, &m1);
-            const float d0 = d * (float)s0, n0 = dmin * (float)m0, d1 = d * (float)s1, n1 = dmin * (float)m1;
-            for (int l = 0; l < 32; l++) y[64 * c + l] = d0 * (float)(q[32 * c + l] & 15) - n0;
-            for (int l = 0; l < 32; l++) y[64 * c + 32 + l] = d1 * (float)(q[32 * c + l] >> 4) - n1;
-        }
-        break;
-    }
-    case STRATA_W_Q6_K: {
-        const uint8_t *ql = b, *qh = b + 128;
-        const int8_t *sc = (const int8_t *)(b + 192);
-        const float d = f16_at(b + 208);
-        for (int n = 0; n < 2; n++) {
-            float *yy = y + 128 * n;
-            for (int l = 0; l < 32; l++) {
-                const int is = l / 16;
-                const int q1 = (int)((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
-                const int q2 = (int)((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
-                const int q3 = (int)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
-                const int q4 = (int)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
-                yy[l] = d * (float)sc[is] * (float)q1;
-                yy[l + 32] = d * (float)sc[is + 2] * (float)q2;
-                yy[l + 64] = d * (float)sc[is + 4] * (float)q3;
-                yy[l + 96] = d * (float)sc[is + 6] * (float)q4;
-            }
-            ql += 64;
-            qh += 32;
-            sc += 8;
-        }
-        break;
-    }
-    default: break;
+void strata_dequant_q4_0(const uint8_t *b, float *y) {
+    const float d = f16_at(b);
+    const uint8_t *q = b + 2;
+    for (int i = 0; i < 16; i++) {
+        y[i] = d * (float)((q[i] & 15) - 8);
+        y[i + 16] = d * (float)((q[i] >> 4) - 8);
     }
 }
+
+void strata_dequant_q4_k(const uint8_t *b, float *y) {
+    const float d = f16_at(b), dmin = f16_at(b + 2);
+    const uint8_t *sc = b + 4, *q = b + 16;
+    for (int c = 0; c < 4; c++) {
+        int s0, m0, s1, m1;
+        k4_scale_min(2 * c, sc, &s0, &m0);
+        k4_scale_min(2 * c + 1, sc, &s1, &m1);
+        const float d0 = d * (float)s0, n0 = dmin * (float)m0, d1 = d * (float)s1, n1 = dmin * (float)m1;
+        for (int l = 0; l < 32; l++) y[64 * c + l] = d0 * (float)(q[32 * c + l] & 15) - n0;
+        for (int l = 0; l < 32; l++) y[64 * c + 32 + l] = d1 * (float)(q[32 * c + l] >> 4) - n1;
+    }
+}
+
+void strata_dequant_q6_k(const uint8_t *b, float *y) {
+    const uint8_t *ql = b, *qh = b + 128;
+    const int8_t *sc = (const int8_t *)(b + 192);
+    const float d = f16_at(b + 208);
+    for (int n = 0; n < 2; n++) {
+        float *yy = y + 128 * n;
+        for (int l = 0; l < 32; l++) {
+            const int is = l / 16;
+            const int q1 = (int)((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+            const int q2 = (int)((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+            const int q3 = (int)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+            const int q4 = (int)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+            yy[l] = d * (float)sc[is] * (float)q1;
+            yy[l + 32] = d * (float)sc[is + 2] * (float)q2;
+            yy[l + 64] = d * (float)sc[is + 4] * (float)q3;
+            yy[l + 96] = d * (float)sc[is + 6] * (float)q4;
+        }
+        ql += 64;
+        qh += 32;
+        sc += 8;
+    }
+}
+
+/// One block of `t` at `b` into its floats.
+INLINE void dequant_block(int t, const uint8_t *b, float *y) { strata_qtypes[t].dequant(b, y); }
 
 static void dequant_range(int wtype, const void *src, float *dst, long b0, long b1) {
     const long be = qblock_elements(wtype), bb = qblock_bytes(wtype);
@@ -417,6 +411,7 @@ TGT2 static void qrows_avx2(const strata_linear_args *a, long j0, long j1) {
 #endif
 
 void strata_qlinear_rows_isa(int isa, const strata_linear_args *a, long j0, long j1) {
+    if (!strata_qtypes[a->wtype].specialized) { strata_qgeneric_rows_isa(isa, a, j0, j1); return; }
 #if STRATA_X86
     if (isa == STRATA_ISA_AVX512) { qrows_avx512(a, j0, j1); return; }
     if (isa == STRATA_ISA_AVX2) { qrows_avx2(a, j0, j1); return; }

@@ -771,6 +771,7 @@ static int sliced(int isa, const strata_linear_args *a) {
 
 void strata_qlinear_q8_rows_isa(int isa, const strata_linear_args *a, long j0, long j1) {
     if (j1 <= j0 || a->m <= 0) return;
+    if (!strata_qtypes[a->wtype].specialized) { strata_qgeneric_q8_rows_isa(isa, a, j0, j1); return; }
     if (sliced(isa, a)) {
         for (long r0 = 0; r0 < a->m; r0 += STRATA_Q8_MAX_ROWS) {
             const strata_linear_args s = row_slice(a, r0, a->m - r0 < STRATA_Q8_MAX_ROWS ? a->m - r0 : STRATA_Q8_MAX_ROWS);
@@ -800,7 +801,7 @@ static void q8_group_chunk(void *ctx, long c) {
 }
 
 int strata_qlinear_q8_group(const strata_linear_args *a, int count, const long *chunks, const long *per) {
-    if (count < 1 || count > STRATA_LINEAR_GROUP) return -1;
+    if (count < 1 || count > STRATA_LINEAR_GROUP || !strata_qtypes[a[0].wtype].specialized) return -1;
     if (sliced(strata_kernels_isa(), &a[0])) {
         strata_linear_args s[STRATA_LINEAR_GROUP];
         for (long r0 = 0; r0 < a[0].m; r0 += STRATA_Q8_MAX_ROWS) {
@@ -829,6 +830,7 @@ int strata_qlinear_q8_group(const strata_linear_args *a, int count, const long *
 }
 
 void strata_qlinear_q8(const strata_linear_args *a, long chunks, long per) {
+    if (!strata_qtypes[a->wtype].specialized) { strata_qgeneric_q8(a, chunks, per); return; }
     if (sliced(strata_kernels_isa(), a)) {
         for (long r0 = 0; r0 < a->m; r0 += STRATA_Q8_MAX_ROWS) {
             const strata_linear_args s = row_slice(a, r0, a->m - r0 < STRATA_Q8_MAX_ROWS ? a->m - r0 : STRATA_Q8_MAX_ROWS);

@@ -173,7 +173,7 @@ public enum Synth {
                 case .bf16:
                     HalfConversion.f32ToBF16(p, outs[which].rawPointer.assumingMemoryBound(to: UInt16.self), count: m)
                     src = UnsafeRawPointer(outs[which].rawPointer)
-                case .q8_0, .q4_0, .q4_k, .q6_k:
+                default:
                     throw TensorError.unsupportedDType(context: "synthesized safetensors (quantize the folder with strata quantize)", dtype: dtype.rawValue)
                 }
                 let bytes = m * dtype.byteSize

@@ -14,7 +14,7 @@ struct BenchLinear: ParsableCommand {
     @Option(help: "FFN width.") var ffn = 5632
     @Option(help: "Copies of the layer (so the weights come from memory, not cache).") var layers = 4
     @Option(parsing: .upToNextOption, help: "Row counts M.") var rows: [Int] = [1, 2, 4, 8, 16, 32]
-    @Option(parsing: .upToNextOption, help: "Weight dtypes (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k; quantized weights hold arbitrary finite blocks).") var dtypes: [String] = ["f32", "f16", "bf16"]
+    @Option(parsing: .upToNextOption, help: "Weight dtypes (\(DType.names); quantized weights hold arbitrary finite blocks).") var dtypes: [String] = ["f32", "f16", "bf16"]
     @Flag(help: "Every instruction-set path this CPU has, not only the best.") var allPaths = false
     @Flag(help: "Skip the OpenBLAS comparison.") var noBlas = false
     @Option(help: "Repeats (medians are reported).") var repeats = 5
@@ -26,7 +26,7 @@ struct BenchLinear: ParsableCommand {
             throw ValidationError("sizes, --layers, --repeats and --rows must be positive (rows at most 4096)")
         }
         let types = try dtypes.map { s -> DType in
-            guard let d = DType(rawValue: s) else { throw ValidationError("--dtypes: unknown dtype '\(s)' (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k)") }
+            guard let d = DType(rawValue: s) else { throw ValidationError("--dtypes: unknown dtype '\(s)' (\(DType.names))") }
             return d
         }
         for d in types where hidden % d.blockElements != 0 || ffn % d.blockElements != 0 {

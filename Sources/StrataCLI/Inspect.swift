@@ -7,7 +7,7 @@ import StrataPlanner
 struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Print a model folder's inventory (from headers, no weights read).")
     @Option(help: "Model folder (config.json, safetensors) or GGUF file.") var model: String
-    @Option(help: "For a folder with config.json only: the weight dtype (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k); default the config's torch_dtype / dtype.") var dtype: String?
+    @Option(help: "For a folder with config.json only: the weight dtype (\(DType.names)); default the config's torch_dtype / dtype.") var dtype: String?
     @Flag(help: "JSON output.") var json = false
     func run() throws {
         let dt = try parseDType(dtype)

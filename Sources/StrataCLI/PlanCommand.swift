@@ -14,7 +14,7 @@ struct PlanCommand: ParsableCommand {
     @Option(help: "throughput or latency.") var objective: String = "throughput"
     @Option(help: "text, json or markdown.") var format: String = "text"
     @Option(help: "Write the placement strip and budget curve as SVG.") var svg: String?
-    @Option(help: "Plan from config.json alone with this weight dtype (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k): no weights needed.") var dtype: String?
+    @Option(help: "Plan from config.json alone with this weight dtype (\(DType.names)): no weights needed.") var dtype: String?
     @Option(help: "Write the plan JSON (for generate --plan).") var out: String?
     @OptionGroup var threads: ThreadOption
     @OptionGroup var kv: KVTypeOption

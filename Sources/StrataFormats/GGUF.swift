@@ -27,7 +27,7 @@ public enum GGUFError: Error, CustomStringConvertible, Equatable, Sendable {
         case let .duplicateTensor(f, t): return "\(f): tensor '\(t)' appears twice"
         case let .unknownType(f, t, ty): return "\(f): tensor '\(t)' has unknown ggml type \(ty)"
         case let .unsupportedType(f, t, ty):
-            return "\(f): tensor '\(t)' has type \(ty); Strata reads F32, F16, BF16, Q8_0, Q4_0, Q4_K and Q6_K"
+            return "\(f): tensor '\(t)' has type \(ty); Strata reads \(DType.allCases.map { $0.rawValue.uppercased() }.joined(separator: ", "))"
         case let .badShape(f, t, r): return "\(f): tensor '\(t)': \(r)"
         case let .offsetOutOfRange(f, t, o, b, n):
             return "\(f): tensor '\(t)' at data offset \(o) with \(b) bytes lies outside the data section of \(n) bytes"
@@ -135,33 +135,15 @@ public struct GGMLType: Sendable, Equatable {
     ]
     static let byID: [UInt32: GGMLType] = Dictionary(uniqueKeysWithValues: all.map { ($0.id, $0) })
 
-    /// The Strata dtype of this type, nil when Strata cannot compute with it.
-    public var dtype: DType? {
-        switch id {
-        case 0: return .f32
-        case 1: return .f16
-        case 30: return .bf16
-        case 8: return .q8_0
-        case 2: return .q4_0
-        case 12: return .q4_k
-        case 14: return .q6_k
-        default: return nil
-        }
-    }
+    static let byName: [String: GGMLType] = Dictionary(uniqueKeysWithValues: all.map { ($0.name.lowercased(), $0) })
 
-    /// The ggml type of a Strata dtype.
+    /// The Strata dtype of this type (the same name), nil when Strata cannot compute with it.
+    public var dtype: DType? { DType(rawValue: name.lowercased()) }
+
+    /// The ggml type of a Strata dtype (the same name; every dtype is one of ggml's types).
     public static func of(_ d: DType) -> GGMLType {
-        let id: UInt32
-        switch d {
-        case .f32: id = 0
-        case .f16: id = 1
-        case .bf16: id = 30
-        case .q8_0: id = 8
-        case .q4_0: id = 2
-        case .q4_k: id = 12
-        case .q6_k: id = 14
-        }
-        return byID[id]!
+        guard let t = byName[d.rawValue] else { fatalError("DType.\(d) is not one of ggml's types (GGMLType.all)") }
+        return t
     }
 }
 

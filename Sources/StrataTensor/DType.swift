@@ -3,6 +3,11 @@
 /// block layouts (llama.cpp's GGUF files): a run of `blockElements` weights stored in
 /// `blockBytes` bytes (scales and codes), dequantized to f32 where used. A quantized tensor's
 /// rows (its last dimension) hold whole blocks.
+///
+/// A type's facts live in one row each: its case here (the name is ggml's, lowercased, and names
+/// it in GGUF files, on the command line and to the C kernels), and its row in the kernels'
+/// traits table (`CStrataKernels/qtypes.c`: block size, decoding, kernels), from which
+/// `blockElements` and `blockBytes` are read. docs/architecture.md, "Adding a quant type".
 public enum DType: String, Sendable, Codable, CaseIterable {
     case f32
     case f16
@@ -15,38 +20,40 @@ public enum DType: String, Sendable, Codable, CaseIterable {
     case q4_k
     /// 256 weights: 6-bit codes, sixteen 8-bit sub-scales, an f16 scale (6.5625 bits).
     case q6_k
+    /// 32 weights: f16 scale and min, 32 nibbles (5 bits per weight).
+    case q4_1
+    /// 32 weights: an f16 scale, 32 five-bit codes offset by 16 (5.5 bits per weight).
+    case q5_0
+    /// 256 weights: Q4_K's scales and mins, 256 five-bit codes (5.5 bits per weight).
+    case q5_k
+    /// 32 weights: an f16 scale, 32 nibbles indexing sixteen non-uniform values (4.5 bits).
+    case iq4_nl
+    /// 256 weights: an f16 scale, eight 6-bit sub-scales, IQ4_NL's codes (4.25 bits).
+    case iq4_xs
 
     /// The storage types of unquantized checkpoints.
     public static let floats: [DType] = [.f32, .f16, .bf16]
     /// The ggml block types.
-    public static let quantized: [DType] = [.q8_0, .q4_0, .q4_k, .q6_k]
+    public static let quantized: [DType] = allCases.filter { !floats.contains($0) }
 
-    public var isQuantized: Bool { blockElements > 1 }
+    public var isQuantized: Bool { !DType.floats.contains(self) }
 
-    /// Weights per block (1 for the float types).
-    @inlinable public var blockElements: Int {
-        switch self {
-        case .f32, .f16, .bf16: return 1
-        case .q8_0, .q4_0: return 32
-        case .q4_k, .q6_k: return 256
-        }
-    }
+    /// Every type's name, for help and error texts ("f32, f16, ...").
+    public static let names: String = allCases.map(\.rawValue).joined(separator: ", ")
 
-    /// Bytes per block (the element size for the float types).
-    @inlinable public var blockBytes: Int {
-        switch self {
-        case .f32: return 4
-        case .f16, .bf16: return 2
-        case .q8_0: return 34
-        case .q4_0: return 18
-        case .q4_k: return 144
-        case .q6_k: return 210
-        }
-    }
+    /// Weights per block (1 for the float types), from the kernels' traits table.
+    public var blockElements: Int { DType.blocks[index].elements }
+
+    /// Bytes per block (the element size for the float types), from the kernels' traits table.
+    public var blockBytes: Int { DType.blocks[index].bytes }
+
+    /// Each type's block, in `allCases` order (set by the kernel wrapper from the traits table).
+    static let blocks: [(elements: Int, bytes: Int)] = allCases.map { Kernels.block(of: $0) }
+    var index: Int { DType.allCases.firstIndex(of: self)! }
 
     /// Bytes per element of a float type. A quantized type has no per-element size: use
     /// `bytes(elements:)`.
-    @inlinable public var byteSize: Int {
+    public var byteSize: Int {
         precondition(!isQuantized, "DType.byteSize of quantized \(self): use bytes(elements:)")
         return blockBytes
     }
@@ -55,7 +62,7 @@ public enum DType: String, Sendable, Codable, CaseIterable {
     public var bytesPerElement: Double { Double(blockBytes) / Double(blockElements) }
 
     /// Bytes of `n` elements; `n` is a multiple of the block (rounded up to whole blocks if not).
-    @inlinable public func bytes(elements n: Int) -> Int {
+    public func bytes(elements n: Int) -> Int {
         let be = blockElements
         return be == 1 ? n * blockBytes : (n + be - 1) / be * blockBytes
     }

@@ -96,7 +96,7 @@ public enum HalfConversion {
         case .f32: dst.update(from: src.assumingMemoryBound(to: Float.self), count: count)
         case .f16: f16ToF32(src.assumingMemoryBound(to: UInt16.self), dst, count: count)
         case .bf16: bf16ToF32(src.assumingMemoryBound(to: UInt16.self), dst, count: count)
-        case .q8_0, .q4_0, .q4_k, .q6_k: Kernels.dequantize(src, dtype: dtype, dst, count: count)
+        default: Kernels.dequantize(src, dtype: dtype, dst, count: count)
         }
     }
 }

@@ -50,6 +50,9 @@ public enum Kernels {
     /// "Few-row kernels vs OpenBLAS".)
     public static func maxRows(dtype: DType) -> Int {
         if dtype.isQuantized {
+            // the generic kernels (one weight row unpacked, every x row against it) to 16 rows;
+            // more are dequantized for sgemm
+            guard hasOwnKernels(dtype) else { return maxRowsQuantized }
             // the 8-bit kernel takes more rows in slices of its own limit where no bf16 GEMM
             // takes them (prompt chunks of a served request, batch steps of 17-64 sequences); on
             // the AVX2 kernel Q4_0, Q4_K and Q6_K take every row count that way (a prompt's
@@ -84,18 +87,28 @@ public enum Kernels {
             .contains(core.lowercased())
     }
 
-    @inline(__always)
-    static func code(_ d: DType) -> Int32 {
-        switch d {
-        case .f32: return Int32(STRATA_W_F32)
-        case .f16: return Int32(STRATA_W_F16)
-        case .bf16: return Int32(STRATA_W_BF16)
-        case .q8_0: return Int32(STRATA_W_Q8_0)
-        case .q4_0: return Int32(STRATA_W_Q4_0)
-        case .q4_k: return Int32(STRATA_W_Q4_K)
-        case .q6_k: return Int32(STRATA_W_Q6_K)
-        }
+    /// Each dtype's number in the kernels (`STRATA_W_*`), found by its name in the traits table
+    /// (qtypes.c), in `DType.allCases` order. A case without a row there is a programming error
+    /// that every test run meets at once.
+    static let codes: [Int32] = DType.allCases.map { d in
+        for i in 0..<Int32(STRATA_W_COUNT) where strata_qtype_name(i).map({ String(cString: $0) }) == d.rawValue { return i }
+        fatalError("DType.\(d) has no row in the kernels' traits table (CStrataKernels/qtypes.c)")
     }
+
+    @inline(__always)
+    static func code(_ d: DType) -> Int32 { codes[d.index] }
+
+    /// A dtype's block (weights, bytes) from the traits table.
+    static func block(of d: DType) -> (elements: Int, bytes: Int) {
+        (strata_qblock_elements(code(d)), strata_qblock_bytes(code(d)))
+    }
+
+    /// Whether `dtype` runs kernels written for it, not the generic ones (quant_generic.c).
+    public static func hasOwnKernels(_ dtype: DType) -> Bool { strata_qtype_specialized(code(dtype)) != 0 }
+
+    /// The 8-bit path quantizes x per this many values for weights of `dtype` (ggml's vec_dot_type:
+    /// 32 as Q8_0, 256 as Q8_K).
+    public static func q8XBlock(_ dtype: DType) -> Int { strata_qtype_x_block(code(dtype)) }
 
     /// How the quantized linear treats activations.
     public enum Activations: String, CaseIterable, Sendable {

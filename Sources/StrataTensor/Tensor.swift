@@ -102,7 +102,7 @@ public struct Tensor: @unchecked Sendable {
         case .f32: return base.assumingMemoryBound(to: Float.self)[e]
         case .f16: return HalfConversion.f16ToF32(base.assumingMemoryBound(to: UInt16.self)[e])
         case .bf16: return HalfConversion.bf16ToF32(base.assumingMemoryBound(to: UInt16.self)[e])
-        case .q8_0, .q4_0, .q4_k, .q6_k:
+        default:
             // the block holding element e, dequantized (tests and small reads)
             let be = dtype.blockElements
             var block = [Float](repeating: 0, count: be)

@@ -21,6 +21,11 @@ func randomBlocks(_ dtype: DType, rows n: Int, k: Int, seed: UInt64) -> [UInt8] 
         case .q4_0: out += f16(0.02 + 0.1 * abs(rng.float())) + bytes(16)
         case .q4_k: out += f16(0.001 + 0.004 * abs(rng.float())) + f16(0.001 + 0.004 * abs(rng.float())) + bytes(12) + bytes(128)
         case .q6_k: out += bytes(128) + bytes(64) + bytes(16) + f16(0.0005 + 0.002 * abs(rng.float()))
+        case .q4_1: out += f16(0.02 + 0.1 * abs(rng.float())) + f16(rng.float() * 0.5) + bytes(16)
+        case .q5_0: out += f16(0.01 + 0.05 * abs(rng.float())) + bytes(4) + bytes(16)
+        case .q5_k: out += f16(0.001 + 0.004 * abs(rng.float())) + f16(0.001 + 0.004 * abs(rng.float())) + bytes(12) + bytes(32) + bytes(128)
+        case .iq4_nl: out += f16(0.001 + 0.004 * abs(rng.float())) + bytes(16)
+        case .iq4_xs: out += f16(0.0001 + 0.0004 * abs(rng.float())) + bytes(2) + bytes(4) + bytes(128)
         default: fatalError("not quantized")
         }
     }
@@ -63,6 +68,51 @@ func naiveDequant(_ dtype: DType, _ b: ArraySlice<UInt8>) -> [Float] {
             let sc = Float(Int8(bitPattern: b[192 + 8 * half + l / 16 + 2 * quarter]))
             let code: Int = (low | (high << 4)) - 32
             return d * sc * Float(code)
+        }
+    case .q4_1:
+        let d = f16(0), m = f16(2)
+        return (0..<32).map { (i: Int) -> Float in
+            let code: Int = i < 16 ? Int(b[4 + i] & 15) : Int(b[4 + i - 16] >> 4)
+            return d * Float(code) + m
+        }
+    case .q5_0:
+        let d = f16(0)
+        let qh = UInt32(b[2]) | UInt32(b[3]) << 8 | UInt32(b[4]) << 16 | UInt32(b[5]) << 24
+        return (0..<32).map { (i: Int) -> Float in
+            let low = i < 16 ? Int(b[6 + i] & 15) : Int(b[6 + i - 16] >> 4)
+            return d * Float((low | Int((qh >> UInt32(i)) & 1) << 4) - 16)
+        }
+    case .q5_k:
+        let d = f16(0), dmin = f16(2)
+        let s = Array(b[4..<16]), qh = Array(b[16..<48]), q = Array(b[48..<176])
+        func scaleMin(_ j: Int) -> (Int, Int) {
+            j < 4 ? (Int(s[j] & 63), Int(s[j + 4] & 63))
+                  : (Int(s[j + 4] & 0xF) | Int(s[j - 4] >> 6) << 4, Int(s[j + 4] >> 4) | Int(s[j] >> 6) << 4)
+        }
+        return (0..<256).map { (i: Int) -> Float in
+            let sub = i / 32, l = i % 32
+            let (sc, m) = scaleMin(sub)
+            let low: Int = sub % 2 == 0 ? Int(q[32 * (sub / 2) + l] & 15) : Int(q[32 * (sub / 2) + l] >> 4)
+            let code: Int = low | (Int(qh[l] >> UInt8(sub)) & 1) << 4
+            return d * Float(sc) * Float(code) - dmin * Float(m)
+        }
+    case .iq4_nl, .iq4_xs:
+        let values: [Float] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113]
+        let d = f16(0)
+        if dtype == .iq4_nl {
+            return (0..<32).map { (i: Int) -> Float in
+                let code: Int = i < 16 ? Int(b[2 + i] & 15) : Int(b[2 + i - 16] >> 4)
+                return d * values[code]
+            }
+        }
+        let sh = Int(b[2]) | Int(b[3]) << 8
+        return (0..<256).map { (i: Int) -> Float in
+            let sub = i / 32, l = i % 32
+            let low: Int = (Int(b[4 + sub / 2]) >> (4 * (sub % 2))) & 15
+            let high: Int = (sh >> (2 * sub)) & 3
+            let q: UInt8 = b[8 + 16 * sub + l % 16]
+            let code: Int = l < 16 ? Int(q & 15) : Int(q >> 4)
+            return d * Float(low | high << 4 - 32) * values[code]
         }
     default: fatalError("not quantized")
     }
@@ -166,9 +216,9 @@ func naiveDequant(_ dtype: DType, _ b: ArraySlice<UInt8>) -> [Float] {
                 var rng = TestRNG(UInt64(m * 5 + n))
                 let ldx = k + 3
                 let x = rng.floats(m * ldx)
-                // x as the path sees it: per block of the weight type, rounded to 8 bits
+                // x as the path sees it: per block of the type's activations, rounded to 8 bits
                 var xq = x
-                let be = dtype.blockElements
+                let be = Kernels.q8XBlock(dtype)
                 for r in 0..<m { for b in 0..<(k / be) {
                     let o = r * ldx + b * be
                     let amax = (0..<be).map { abs(x[o + $0]) }.max()!

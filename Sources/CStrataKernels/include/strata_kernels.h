@@ -21,16 +21,27 @@ extern "C" {
 enum { STRATA_ISA_PORTABLE = 0, STRATA_ISA_AVX2 = 1, STRATA_ISA_AVX512 = 2 };
 
 /// Weight storage types of the linear kernels (activations and accumulation are always f32).
-/// The quantized ones are ggml's block layouts (quant.c): a row of k weights is k / 32 (Q8_0,
-/// Q4_0) or k / 256 (Q4_K, Q6_K) blocks; k must be a multiple of the block.
+/// The quantized ones (from STRATA_W_Q8_0 on) are ggml's block layouts: a row of k weights is
+/// k / (the type's block) blocks; k must be a multiple of the block. Each type is one row of the
+/// traits table (qtypes.h, qtypes.c): its block, its decoding and which kernels it runs.
 enum {
     STRATA_W_F32 = 0, STRATA_W_F16 = 1, STRATA_W_BF16 = 2,
-    STRATA_W_Q8_0 = 3, STRATA_W_Q4_0 = 4, STRATA_W_Q4_K = 5, STRATA_W_Q6_K = 6
+    STRATA_W_Q8_0 = 3, STRATA_W_Q4_0 = 4, STRATA_W_Q4_K = 5, STRATA_W_Q6_K = 6,
+    STRATA_W_Q4_1 = 7, STRATA_W_Q5_0 = 8, STRATA_W_Q5_K = 9, STRATA_W_IQ4_NL = 10, STRATA_W_IQ4_XS = 11,
+    STRATA_W_COUNT = 12
 };
 
-/// Weights per block of `wtype` (1 for f32/f16/bf16) and bytes per block (the element size for those).
+/// Weights per block of `wtype` (1 for f32/f16/bf16) and bytes per block (the element size for
+/// those); 0 for a number that is no type.
 long strata_qblock_elements(int wtype);
 long strata_qblock_bytes(int wtype);
+/// 1 when `wtype` runs kernels written for it (Q8_0, Q4_0, Q4_K, Q6_K); 0 when it runs the
+/// generic ones (its codes unpacked to bytes per weight row, quant_generic.c).
+int strata_qtype_specialized(int wtype);
+/// The 8-bit path quantizes x per this many values for weights of `wtype` (32 or 256).
+long strata_qtype_x_block(int wtype);
+/// ggml's name of `wtype`, lowercased ("q5_k"; Swift's DType.rawValue), or NULL for a number that is no type.
+const char *strata_qtype_name(int wtype);
 /// `count` weights (a multiple of the block) of quantized `wtype` at `src` into f32 `dst`.
 void strata_dequantize(int wtype, const void *src, float *dst, long count);
 
