@@ -18,9 +18,11 @@ It writes Tests/Fixtures/gguf/:
                      the HF model whose weights are gguf-py's dequantization of the file's blocks
   bad/*.gguf         hostile files (truncated, lying counts and lengths, offsets outside the
                      data, overlapping tensors, unknown type, dims whose product overflows)
-Q8_0 and Q4_0 blocks come from gguf-py's quantize; gguf-py has no K-quant quantizer, so Q4_K and
-Q6_K blocks come from a plain min/max quantizer here (valid blocks; the reference is what
-gguf-py's dequantize reads from them, whatever quantizer made them).
+Q8_0, Q4_0, Q4_1 and Q5_0 blocks come from gguf-py's quantize; gguf-py has no K-quant or IQ4
+quantizer, so Q4_K, Q5_K, Q6_K, IQ4_NL and IQ4_XS blocks come from plain quantizers here (valid
+blocks; the reference is what gguf-py's dequantize reads from them, whatever quantizer made them).
+`python3 scripts/make_gguf_fixtures.py NAME...` writes only the named models (and the quant
+reference), leaving the others as they are.
 Everything is seeded; rerunning gives the same files for the same library versions.
 """
 import json
@@ -110,6 +112,90 @@ def quant_q6_k(row):
     return bytes(out)
 
 
+def quant_q5_k(row):
+    """Q5_K blocks: Q4_K's min/max fit with 31 levels; the fifth bit of sub-block j in bit j of qh."""
+    out = bytearray()
+    for blk in row.reshape(-1, 256):
+        sub = blk.reshape(8, 32)
+        mn = np.minimum(sub.min(axis=1), 0)
+        mx = sub.max(axis=1)
+        scale = (mx - mn) / 31
+        mins = -mn
+        d16 = np.float16(max(scale.max() / 63, 1e-8))
+        dmin16 = np.float16(max(mins.max() / 63, 1e-8))
+        sc = np.clip(np.round(scale / float(d16)), 0, 63).astype(np.int64)
+        m = np.clip(np.round(mins / float(dmin16)), 0, 63).astype(np.int64)
+        scales = [0] * 12
+        for j in range(8):
+            if j < 4:
+                scales[j] |= int(sc[j]) & 63
+                scales[j + 4] |= int(m[j]) & 63
+            else:
+                scales[j + 4] |= (int(sc[j]) & 0xF) | ((int(m[j]) & 0xF) << 4)
+                scales[j - 4] |= (int(sc[j]) >> 4) << 6
+                scales[j] |= (int(m[j]) >> 4) << 6
+        q = np.zeros(256, dtype=np.int64)
+        for j in range(8):
+            dl = float(d16) * sc[j]
+            q[32 * j:32 * j + 32] = np.clip(np.round((sub[j] + float(dmin16) * m[j]) / dl), 0, 31) if dl > 0 else 0
+        qh = bytearray(32)
+        qs = bytearray(128)
+        for c in range(4):
+            lo, hi = q[64 * c:64 * c + 32], q[64 * c + 32:64 * c + 64]
+            for l in range(32):
+                qs[32 * c + l] = (int(lo[l]) & 15) | ((int(hi[l]) & 15) << 4)
+                qh[l] |= ((int(lo[l]) >> 4) << (2 * c)) | ((int(hi[l]) >> 4) << (2 * c + 1))
+        out += f16(d16) + f16(dmin16) + bytes(scales) + bytes(qh) + bytes(qs)
+    return bytes(out)
+
+
+IQ4_VALUES = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], dtype=np.float32)
+
+
+def iq4_codes(x, dl):
+    """The nearest of IQ4_NL's values times dl, as indices."""
+    if dl == 0:
+        return np.full(x.shape, 8, dtype=np.int64)
+    return np.argmin(np.abs(x[:, None] - dl * IQ4_VALUES[None, :]), axis=1)
+
+
+def pack_iq4(idx):
+    """32 indices -> 16 bytes: index j low nibble, j + 16 high."""
+    return bytes(int(idx[j]) | (int(idx[j + 16]) << 4) for j in range(16))
+
+
+def quant_iq4_nl(row):
+    """IQ4_NL blocks: d maps the value of largest magnitude to -127, codes the nearest values."""
+    out = bytearray()
+    for blk in row.reshape(-1, 32):
+        mx = blk[np.argmax(np.abs(blk))]
+        d16 = np.float16(mx / -127.0)
+        out += f16(d16) + pack_iq4(iq4_codes(blk, float(d16)))
+    return bytes(out)
+
+
+def quant_iq4_xs(row):
+    """IQ4_XS blocks: per sub-block of 32 a scale as IQ4_NL's, stored as d * (ls - 32), ls 6 bits."""
+    out = bytearray()
+    for blk in row.reshape(-1, 256):
+        sub = blk.reshape(8, 32)
+        ds = np.array([s[np.argmax(np.abs(s))] / -127.0 for s in sub])
+        d16 = np.float16(max(np.abs(ds).max() / 31, 1e-8))
+        ls = np.clip(np.round(ds / float(d16)) + 32, 0, 63).astype(np.int64)
+        sh = 0
+        sl = bytearray(4)
+        qs = bytearray()
+        for j in range(8):
+            sh |= ((int(ls[j]) >> 4) & 3) << (2 * j)
+            sl[j // 2] |= (int(ls[j]) & 15) << (4 * (j % 2))
+            qs += pack_iq4(iq4_codes(sub[j], float(d16) * (int(ls[j]) - 32)))
+        out += f16(d16) + struct.pack("<H", sh) + bytes(sl) + bytes(qs)
+    return bytes(out)
+
+
+ROW_QUANTIZERS = {Q.Q4_K: quant_q4_k, Q.Q6_K: quant_q6_k, Q.Q5_K: quant_q5_k, Q.IQ4_NL: quant_iq4_nl, Q.IQ4_XS: quant_iq4_xs}
+
+
 def quantize(w, qtype):
     """2-D float32 [rows, cols] -> (uint8 [rows, bytes_per_row], dequantized float32 [rows, cols])."""
     w = np.ascontiguousarray(w, dtype=np.float32)
@@ -118,12 +204,10 @@ def quantize(w, qtype):
     if qtype == Q.F16:
         h = w.astype(np.float16)
         return h, h.astype(np.float32)
-    if qtype in (Q.Q8_0, Q.Q4_0):
+    if qtype in (Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0):
         raw = gguf.quants.quantize(w, qtype)
-    elif qtype == Q.Q4_K:
-        raw = np.frombuffer(b"".join(quant_q4_k(r) for r in w), dtype=np.uint8).reshape(w.shape[0], -1)
-    elif qtype == Q.Q6_K:
-        raw = np.frombuffer(b"".join(quant_q6_k(r) for r in w), dtype=np.uint8).reshape(w.shape[0], -1)
+    elif qtype in ROW_QUANTIZERS:
+        raw = np.frombuffer(b"".join(ROW_QUANTIZERS[qtype](r) for r in w), dtype=np.uint8).reshape(w.shape[0], -1)
     else:
         raise ValueError(qtype)
     return raw, gguf.quants.dequantize(raw, qtype).reshape(w.shape).astype(np.float32)
@@ -205,7 +289,12 @@ def byte_level_tokenizer(kind):
 
 # ---- models ----------------------------------------------------------------------------------
 
+ONLY = set()
+
+
 def write_model(name, cls_name, arch, cfg_kwargs, tok, types, seed, chat_template=None):
+    if ONLY and name not in ONLY:
+        return
     import transformers
     meta, encode, ntok, encode_native = tok
     torch.manual_seed(seed)
@@ -331,6 +420,8 @@ def write_model(name, cls_name, arch, cfg_kwargs, tok, types, seed, chat_templat
 
 def write_gpt2(name, tok, qtype, seed):
     """GPT-2 as convert_hf_to_gguf.py writes it: Conv1D weights transposed to [out, in]."""
+    if ONLY and name not in ONLY:
+        return
     import transformers
     meta, encode, ntok, encode_native = tok
     torch.manual_seed(seed)
@@ -478,21 +569,46 @@ def write_bad():
 
 
 def write_quant_reference():
-    """gguf-py's Q8_0 and Q4_0 blocks of a matrix Strata can rebuild exactly (float32 of a formula)."""
+    """gguf-py's Q8_0, Q4_0, Q4_1 and Q5_0 blocks of a matrix Strata can rebuild exactly (float32 of a
+    formula), and for every quantized type Strata reads, blocks of a seeded random matrix with
+    gguf-py's dequantization of them ("dequant": {type: [blocks hex, float32 hex]})."""
     i = np.arange(4 * 256, dtype=np.float64)
     x = (np.sin(i * 0.731) * (1 + (i % 7)) * 0.1).astype(np.float32).reshape(4, 256)
     x[1, 32:64] = 0  # an all-zero block
     out = {"formula": "float32(sin(i * 0.731) * (1 + i % 7) * 0.1), i = 0..1023, rows of 256; row 1 [32, 64) zero",
            "x": x.tobytes().hex()}
-    for name, t in (("q8_0", Q.Q8_0), ("q4_0", Q.Q4_0)):
+    for name, t in (("q8_0", Q.Q8_0), ("q4_0", Q.Q4_0), ("q4_1", Q.Q4_1), ("q5_0", Q.Q5_0)):
         out[name] = gguf.quants.quantize(x, t).tobytes().hex()
+    rng = np.random.default_rng(5)
+    m = (rng.standard_normal((3, 512)) * np.array([[0.02], [1.0], [30.0]])).astype(np.float32)
+    m[0, :32] += 0.5  # a block away from zero (Q4_1's minimum, Q4_K's mins)
+    out["dequant"] = {}
+    for t in (Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q4_K, Q.Q5_K, Q.Q6_K, Q.IQ4_NL, Q.IQ4_XS):
+        raw, deq = quantize(m, t)
+        out["dequant"][t.name.lower()] = [np.ascontiguousarray(raw).tobytes().hex(), deq.astype(np.float32).tobytes().hex()]
     with open(os.path.join(ROOT, "quant_reference.json"), "w") as f:
         json.dump(out, f, indent=1)
+
+
+def q5_k_m(name):
+    """llama.cpp's Q5_K_M mix in miniature: Q6_K for the output, the values and ffn_down; Q5_K elsewhere."""
+    return Q.Q6_K if q4_k_m(name) == Q.Q6_K else Q.Q5_K
+
+
+def legacy_mix(name):
+    """Q4_1 for attention, Q5_0 for the MLP and the embeddings."""
+    return Q.Q4_1 if ".attn_" in name else Q.Q5_0
+
+
+def iq4_mix(name):
+    """IQ4_NL for attention and the output, IQ4_XS for the MLP and the embeddings."""
+    return Q.IQ4_NL if ".attn_" in name or name == "output.weight" else Q.IQ4_XS
 
 
 def main():
     torch.set_num_threads(2)
     os.makedirs(ROOT, exist_ok=True)
+    ONLY.update(sys.argv[1:])
     write_quant_reference()
     with tempfile.TemporaryDirectory() as tmp:
         sp = sentencepiece_tokenizer(tmp)
@@ -522,7 +638,14 @@ def main():
                 dict(base, tie_word_embeddings=False, sliding_window=None, bos_token_id=1, eos_token_id=2, pad_token_id=0),
                 sp, lambda g: Q.Q8_0, seed=29)
     write_gpt2("gpt2-q8_0", byte_level_tokenizer("gpt2"), Q.Q8_0, seed=28)
-    write_bad()
+    write_model("llama-q5_k_m", "LlamaForCausalLM", "llama", dict(base, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2),
+                sp, q5_k_m, seed=30)
+    write_model("llama-q4_1-q5_0", "LlamaForCausalLM", "llama", dict(base, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2),
+                sp, legacy_mix, seed=31)
+    write_model("qwen2-iq4", "Qwen2ForCausalLM", "qwen2", dict(base, tie_word_embeddings=False, rope_theta=1000000.0),
+                q2, iq4_mix, seed=32)
+    if not ONLY:
+        write_bad()
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import StrataTensor
 public enum QuantizeModel {
     /// The schemes, named as llama-quantize names them.
     public enum Scheme: String, CaseIterable, Sendable {
-        case q8_0, q4_0, q4_k_m, q6_k
+        case q8_0, q4_0, q4_k_m, q6_k, q4_1, q5_0, q5_k_m
 
         /// llama.cpp's `general.file_type` (llama_ftype).
         var fileType: UInt32 {
@@ -19,6 +19,22 @@ public enum QuantizeModel {
             case .q4_0: return 2
             case .q4_k_m: return 15
             case .q6_k: return 18
+            case .q4_1: return 3
+            case .q5_0: return 8
+            case .q5_k_m: return 17
+            }
+        }
+
+        /// The type most tensors get.
+        var base: DType {
+            switch self {
+            case .q8_0: return .q8_0
+            case .q4_0: return .q4_0
+            case .q4_k_m: return .q4_k
+            case .q6_k: return .q6_k
+            case .q4_1: return .q4_1
+            case .q5_0: return .q5_0
+            case .q5_k_m: return .q5_k
             }
         }
     }
@@ -43,13 +59,11 @@ public enum QuantizeModel {
     /// fall back to Q8_0 (or f16 when not whole 32s).
     static func type(gguf name: String, shape: [Int], scheme: Scheme, layers: Int) -> DType {
         guard shape.count == 2 else { return .f32 }
-        var t: DType
+        var t = scheme.base
         switch scheme {
-        case .q8_0: t = .q8_0
-        case .q6_k: t = .q6_k
-        case .q4_0: t = name == "output.weight" ? .q6_k : .q4_0
-        case .q4_k_m:
-            t = .q4_k
+        case .q8_0, .q6_k: break
+        case .q4_0, .q4_1, .q5_0: if name == "output.weight" { t = .q6_k }
+        case .q4_k_m, .q5_k_m:
             let layer = name.hasPrefix("blk.") ? Int(name.split(separator: ".")[1]) ?? 0 : 0
             if name == "output.weight" { t = .q6_k }
             if (name.hasSuffix("attn_v.weight") || name.hasSuffix("ffn_down.weight")) && useMoreBits(layer, layers) { t = .q6_k }

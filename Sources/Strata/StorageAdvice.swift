@@ -66,6 +66,9 @@ public enum StorageAdvice {
         case .q8_0?: return "q8_0"
         case .q4_k?, .q6_k?: return "q4_k_m"
         case .q4_0?: return "q4_0"
+        case .q5_k?: return "q5_k_m"
+        case .q5_0?: return "q5_0"
+        case .q4_1?: return "q4_1"
         default: return ""
         }
     }

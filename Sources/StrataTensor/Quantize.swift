@@ -12,10 +12,16 @@ import Foundation
 ///   bits against the block's largest; codes re-rounded against the 6-bit values.
 /// - Q6_K: per sub-block of 16, a scale from 19 trial scales weighted by x^2 (`make_qx_quants`);
 ///   8-bit sub-scales against the largest; codes in [-32, 31].
+/// - Q4_1: d = (max - min) / 15, m = min; Q5_0: d = max / -16, codes + 16 in five bits.
+/// - Q5_K: Q4_K's fit with 31 levels.
 public enum Quantizer {
     /// Bytes of `count` f32 values (a multiple of the block) quantized to `dtype`, appended to `out`.
+    /// The types this quantizer writes (IQ4_NL and IQ4_XS are read, not written: their search
+    /// for the best non-uniform scale is not here).
+    public static let types: [DType] = [.q8_0, .q4_0, .q4_k, .q6_k, .q4_1, .q5_0, .q5_k]
+
     public static func quantize(_ x: UnsafePointer<Float>, count: Int, to dtype: DType, into out: UnsafeMutableRawPointer) {
-        precondition(dtype.isQuantized && count % dtype.blockElements == 0, "Quantizer: \(count) values of \(dtype)")
+        precondition(types.contains(dtype) && count % dtype.blockElements == 0, "Quantizer: \(count) values of \(dtype)")
         let be = dtype.blockElements, bb = dtype.blockBytes
         for b in 0..<(count / be) {
             let src = x + b * be, dst = out + b * bb
@@ -24,7 +30,10 @@ public enum Quantizer {
             case .q4_0: q4_0(src, dst)
             case .q4_k: q4_k(src, dst)
             case .q6_k: q6_k(src, dst)
-            default: break
+            case .q4_1: q4_1(src, dst)
+            case .q5_0: q5_0(src, dst)
+            case .q5_k: q5_k(src, dst)
+            default: preconditionFailure("Quantizer: no quantizer for \(dtype) (Quantizer.types)")
             }
         }
     }
@@ -124,8 +133,13 @@ public enum Quantizer {
         return (scale, -mn)
     }
 
-    static func q4_k(_ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer) {
-        var L = [UInt8](repeating: 0, count: 256), laux = [UInt8](repeating: 0, count: 32)
+    /// Q4_K's and Q5_K's shared part: per sub-block of 32, a scale and min fitted by
+    /// make_qkx2_quants(32, nmax, rmin, rdelta, nstep) with weights sqrt(mean x^2) + |x|; d and dmin
+    /// at y, y + 2 and the eight 6-bit scales and mins packed at y + 4; the codes (0...nmax) in L,
+    /// re-rounded against the 6-bit values.
+    static func kScalesMins(_ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer, nmax: Int, rmin: Float, rdelta: Float, nstep: Int,
+                            _ L: inout [UInt8]) {
+        var laux = [UInt8](repeating: 0, count: 32)
         var weights = [Float](repeating: 0, count: 32), mins = [Float](repeating: 0, count: 8), scales = mins
         var maxScale: Float = 0, maxMin: Float = 0
         for j in 0..<8 {
@@ -136,7 +150,7 @@ public enum Quantizer {
             for l in 0..<32 { weights[l] = avX + abs(s[l]) }
             let r = L.withUnsafeMutableBufferPointer { lp in
                 laux.withUnsafeMutableBufferPointer { ap in
-                    qkx2(32, 15, s, weights, lp.baseAddress! + 32 * j, ap.baseAddress!, rmin: -1, rdelta: 0.1, nstep: 20)
+                    qkx2(32, nmax, s, weights, lp.baseAddress! + 32 * j, ap.baseAddress!, rmin: rmin, rdelta: rdelta, nstep: nstep)
                 }
             }
             scales[j] = r.scale
@@ -167,12 +181,66 @@ public enum Quantizer {
             let d = d16 * Float(ls[j])
             if d == 0 { continue }
             let dm = dmin16 * Float(lm[j])
-            for i in 0..<32 { L[32 * j + i] = UInt8(max(0, min(15, nearestInt((x[32 * j + i] + dm) / d)))) }
+            for i in 0..<32 { L[32 * j + i] = UInt8(max(0, min(nmax, nearestInt((x[32 * j + i] + dm) / d)))) }
         }
+    }
+
+    static func q4_k(_ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer) {
+        var L = [UInt8](repeating: 0, count: 256)
+        kScalesMins(x, y, nmax: 15, rmin: -1, rdelta: 0.1, nstep: 20, &L)
         let q = (y + 16).assumingMemoryBound(to: UInt8.self)
         for c in 0..<4 {
             for l in 0..<32 { q[32 * c + l] = L[64 * c + l] | (L[64 * c + l + 32] << 4) }
         }
+    }
+
+    /// quantize_row_q5_K_ref: Q4_K's fit with 31 levels (rmin -0.5, 15 steps); the fifth bit of
+    /// sub-block s in bit s of qh.
+    static func q5_k(_ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer) {
+        var L = [UInt8](repeating: 0, count: 256)
+        kScalesMins(x, y, nmax: 31, rmin: -0.5, rdelta: 0.1, nstep: 15, &L)
+        let qh = (y + 16).assumingMemoryBound(to: UInt8.self), ql = (y + 48).assumingMemoryBound(to: UInt8.self)
+        for l in 0..<32 { qh[l] = 0 }
+        for c in 0..<4 {
+            for l in 0..<32 {
+                let a = L[64 * c + l], b = L[64 * c + 32 + l]
+                ql[32 * c + l] = (a & 15) | (b & 15) << 4
+                qh[l] |= (a >> 4) << UInt8(2 * c) | (b >> 4) << UInt8(2 * c + 1)
+            }
+        }
+    }
+
+    /// quantize_row_q4_1_ref: d = (max - min) / 15, m = min, q = min(15, trunc((x - min) / d + 0.5)).
+    static func q4_1(_ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer) {
+        var mn = Float.greatestFiniteMagnitude, mx = -Float.greatestFiniteMagnitude
+        for j in 0..<32 { mn = min(mn, x[j]); mx = max(mx, x[j]) }
+        let d = (mx - mn) / 15, id = d != 0 ? 1 / d : 0
+        putF16(d, y)
+        putF16(mn, y + 2)
+        let q = (y + 4).assumingMemoryBound(to: UInt8.self)
+        for j in 0..<16 {
+            let a = min(15, Int(Int8(clamping: Int(((x[j] - mn) * id + 0.5).rounded(.towardZero)))))
+            let b = min(15, Int(Int8(clamping: Int(((x[j + 16] - mn) * id + 0.5).rounded(.towardZero)))))
+            q[j] = UInt8(truncatingIfNeeded: a) | UInt8(truncatingIfNeeded: b) << 4
+        }
+    }
+
+    /// quantize_row_q5_0_ref: d = max / -16 (max: the value of largest magnitude),
+    /// q = min(31, trunc(x / d + 16.5)), the fifth bit of weight i in bit i of qh.
+    static func q5_0(_ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer) {
+        var amax: Float = 0, mx: Float = 0
+        for j in 0..<32 where amax < abs(x[j]) { amax = abs(x[j]); mx = x[j] }
+        let d = mx / -16, id = d != 0 ? 1 / d : 0
+        putF16(d, y)
+        var qh: UInt32 = 0
+        let q = (y + 6).assumingMemoryBound(to: UInt8.self)
+        for j in 0..<16 {
+            let a = min(31, Int(Int8(clamping: Int((x[j] * id + 16.5).rounded(.towardZero)))))
+            let b = min(31, Int(Int8(clamping: Int((x[j + 16] * id + 16.5).rounded(.towardZero)))))
+            q[j] = UInt8(truncatingIfNeeded: a & 15) | UInt8(truncatingIfNeeded: b & 15) << 4
+            qh |= UInt32((a >> 4) & 1) << UInt32(j) | UInt32((b >> 4) & 1) << UInt32(j + 16)
+        }
+        (y + 2).storeBytes(of: qh.littleEndian, as: UInt32.self)
     }
 
     /// make_qx_quants(n, nmax, x, L, rmse_type = 1, qw = nil): codes in L as l + nmax.

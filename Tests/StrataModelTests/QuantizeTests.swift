@@ -6,8 +6,8 @@ import Testing
 import StrataTensor
 import StrataTestSupport
 
-// strata quantize: ggml's reference quantizers against gguf-py's blocks (Q8_0, Q4_0) and error
-// bounds (Q4_K, Q6_K); whole folders written as GGUF and read back: every tensor the original
+// strata quantize: ggml's reference quantizers against gguf-py's blocks (Q8_0, Q4_0, Q4_1, Q5_0) and
+// error bounds (Q4_K, Q5_K, Q6_K); whole folders written as GGUF and read back: every tensor the original
 // within its type's error, Q/K rows in llama.cpp's order, the tokenizer giving the folder's ids.
 
 @Suite struct QuantizeTests {
@@ -18,19 +18,26 @@ import StrataTestSupport
         return dir
     }()
 
-    struct Reference: Decodable { let x: String; let q8_0: String; let q4_0: String }
+    struct Reference: Decodable {
+        let x: String, q8_0: String, q4_0: String, q4_1: String, q5_0: String
+        /// per type: [blocks, gguf-py's dequantization of them as float32], hex
+        let dequant: [String: [String]]
+    }
+    static func reference() throws -> Reference {
+        try JSONDecoder().decode(Reference.self, from: Data(contentsOf: URL(fileURLWithPath: Fixtures.root + "/gguf/quant_reference.json")))
+    }
     static func bytes(_ hex: String) -> [UInt8] {
         var out: [UInt8] = [], it = hex.makeIterator()
         while let a = it.next(), let b = it.next() { out.append(UInt8(String([a, b]), radix: 16)!) }
         return out
     }
 
-    @Test func q8_0AndQ4_0BlocksAreGGUFPysBytes() throws {
-        let ref = try JSONDecoder().decode(Reference.self, from: Data(contentsOf: URL(fileURLWithPath: Fixtures.root + "/gguf/quant_reference.json")))
+    @Test func legacyBlocksAreGGUFPysBytes() throws {
+        let ref = try Self.reference()
         let xb = Self.bytes(ref.x)
         let x = xb.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
         #expect(x.count == 1024)
-        for (dtype, hex) in [(DType.q8_0, ref.q8_0), (.q4_0, ref.q4_0)] {
+        for (dtype, hex) in [(DType.q8_0, ref.q8_0), (.q4_0, ref.q4_0), (.q4_1, ref.q4_1), (.q5_0, ref.q5_0)] {
             var out = [UInt8](repeating: 0, count: dtype.bytes(elements: 1024))
             x.withUnsafeBufferPointer { xp in out.withUnsafeMutableBytes { Quantizer.quantize(xp.baseAddress!, count: 1024, to: dtype, into: $0.baseAddress!) } }
             #expect(out == Self.bytes(hex), "\(dtype)")
@@ -39,7 +46,7 @@ import StrataTestSupport
 
     /// K-quants: the reference quantizers' error on Gaussian-like rows is what the formats give
     /// (about 2^-bits of the range), and re-quantizing the dequantized values is stable.
-    @Test(arguments: [DType.q4_k, .q6_k, .q8_0, .q4_0])
+    @Test(arguments: Quantizer.types)
     func quantizationErrorIsTheFormats(dtype: DType) {
         var rng = TestRNG(11)
         let n = 8 * 256
@@ -50,7 +57,7 @@ import StrataTestSupport
         q.withUnsafeBytes { Kernels.dequantize($0.baseAddress!, dtype: dtype, &y, count: n) }
         let rms = (x.map { $0 * $0 }.reduce(0, +) / Float(n)).squareRoot()
         let err = (zip(x, y).map { ($0 - $1) * ($0 - $1) }.reduce(0, +) / Float(n)).squareRoot() / rms
-        let bound: [DType: Float] = [.q8_0: 0.006, .q6_k: 0.02, .q4_k: 0.08, .q4_0: 0.12]
+        let bound: [DType: Float] = [.q8_0: 0.006, .q6_k: 0.02, .q5_k: 0.04, .q5_0: 0.06, .q4_k: 0.08, .q4_1: 0.1, .q4_0: 0.12]
         #expect(err < bound[dtype]!, "\(dtype): relative RMS error \(err)")
         print("quantize \(dtype): relative RMS error \(err)")
     }
@@ -66,6 +73,14 @@ import StrataTestSupport
         // rows that are not whole blocks fall back
         #expect(QuantizeModel.type(gguf: "blk.3.attn_q.weight", shape: [48, 96], scheme: .q4_k_m, layers: layers) == .q8_0)
         #expect(QuantizeModel.type(gguf: "blk.3.attn_q.weight", shape: [48, 48], scheme: .q8_0, layers: layers) == .f16)
+        // Q5_K_M: the same rule over Q5_K; Q4_1 and Q5_0: Q6_K for the output only
+        let v5 = (0..<layers).filter { QuantizeModel.type(gguf: "blk.\($0).ffn_down.weight", shape: [2048, 5632], scheme: .q5_k_m, layers: layers) == .q6_k }
+        #expect(v5 == v)
+        #expect(QuantizeModel.type(gguf: "blk.3.attn_q.weight", shape: [2048, 2048], scheme: .q5_k_m, layers: layers) == .q5_k)
+        for (scheme, t) in [(QuantizeModel.Scheme.q4_1, DType.q4_1), (.q5_0, .q5_0)] {
+            #expect(QuantizeModel.type(gguf: "output.weight", shape: [32000, 2048], scheme: scheme, layers: layers) == .q6_k)
+            #expect(QuantizeModel.type(gguf: "blk.0.attn_v.weight", shape: [256, 2048], scheme: scheme, layers: layers) == t)
+        }
     }
 
     /// A NaN among the weights: a typed error naming the tensor and row, not a trap in the
