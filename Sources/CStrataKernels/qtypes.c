@@ -10,19 +10,27 @@
 #endif
 
 const strata_qtype strata_qtypes[] = {
-    // name, elements, bytes, dequant, unpack, unpack_avx2, has_offset, specialized, x_block
-    [STRATA_W_F32] = {"f32", 1, 4, NULL, NULL, NULL, 0, 1, 1},
-    [STRATA_W_F16] = {"f16", 1, 2, NULL, NULL, NULL, 0, 1, 1},
-    [STRATA_W_BF16] = {"bf16", 1, 2, NULL, NULL, NULL, 0, 1, 1},
-    [STRATA_W_Q8_0] = {"q8_0", 32, 34, strata_dequant_q8_0, NULL, NULL, 0, 1, 32},
-    [STRATA_W_Q4_0] = {"q4_0", 32, 18, strata_dequant_q4_0, NULL, NULL, 0, 1, 32},
-    [STRATA_W_Q4_K] = {"q4_k", 256, 144, strata_dequant_q4_k, NULL, NULL, 1, 1, 256},
-    [STRATA_W_Q6_K] = {"q6_k", 256, 210, strata_dequant_q6_k, NULL, NULL, 0, 1, 256},
-    [STRATA_W_Q4_1] = {"q4_1", 32, 20, strata_dequant_q4_1, strata_unpack_q4_1, AVX2_OR_NULL(strata_unpack_q4_1_avx2), 1, 0, 32},
-    [STRATA_W_Q5_0] = {"q5_0", 32, 22, strata_dequant_q5_0, strata_unpack_q5_0, AVX2_OR_NULL(strata_unpack_q5_0_avx2), 0, 0, 32},
-    [STRATA_W_Q5_K] = {"q5_k", 256, 176, strata_dequant_q5_k, strata_unpack_q5_k, AVX2_OR_NULL(strata_unpack_q5_k_avx2), 1, 0, 32},
-    [STRATA_W_IQ4_NL] = {"iq4_nl", 32, 18, strata_dequant_iq4_nl, strata_unpack_iq4_nl, AVX2_OR_NULL(strata_unpack_iq4_nl_avx2), 0, 0, 32},
-    [STRATA_W_IQ4_XS] = {"iq4_xs", 256, 136, strata_dequant_iq4_xs, strata_unpack_iq4_xs, AVX2_OR_NULL(strata_unpack_iq4_xs_avx2), 0, 0, 32},
+#define FLOAT_TYPE(n, b) {.name = n, .elements = 1, .bytes = b, .specialized = 1, .x_block = 1}
+    [STRATA_W_F32] = FLOAT_TYPE("f32", 4),
+    [STRATA_W_F16] = FLOAT_TYPE("f16", 2),
+    [STRATA_W_BF16] = FLOAT_TYPE("bf16", 2),
+    // kernels of their own (quant.c, quant_q8.c)
+    [STRATA_W_Q8_0] = {.name = "q8_0", .elements = 32, .bytes = 34, .dequant = strata_dequant_q8_0, .specialized = 1, .x_block = 32},
+    [STRATA_W_Q4_0] = {.name = "q4_0", .elements = 32, .bytes = 18, .dequant = strata_dequant_q4_0, .specialized = 1, .x_block = 32},
+    [STRATA_W_Q4_K] = {.name = "q4_k", .elements = 256, .bytes = 144, .dequant = strata_dequant_q4_k, .has_offset = 1, .specialized = 1, .x_block = 256},
+    [STRATA_W_Q6_K] = {.name = "q6_k", .elements = 256, .bytes = 210, .dequant = strata_dequant_q6_k, .specialized = 1, .x_block = 256},
+    // the generic kernels (quant_generic.c) through each type's unpack
+    [STRATA_W_Q4_1] = {.name = "q4_1", .elements = 32, .bytes = 20, .dequant = strata_dequant_q4_1, .unpack = strata_unpack_q4_1,
+                       .unpack_avx2 = AVX2_OR_NULL(strata_unpack_q4_1_avx2), .has_offset = 1, .unsigned_codes = 1, .x_block = 32},
+    [STRATA_W_Q5_0] = {.name = "q5_0", .elements = 32, .bytes = 22, .dequant = strata_dequant_q5_0, .unpack = strata_unpack_q5_0,
+                       .unpack_avx2 = AVX2_OR_NULL(strata_unpack_q5_0_avx2), .has_offset = 1, .unsigned_codes = 1, .x_block = 32},
+    [STRATA_W_Q5_K] = {.name = "q5_k", .elements = 256, .bytes = 176, .dequant = strata_dequant_q5_k, .unpack = strata_unpack_q5_k,
+                       .unpack_avx2 = AVX2_OR_NULL(strata_unpack_q5_k_avx2), .has_offset = 1, .unsigned_codes = 1, .x_block = 32},
+    [STRATA_W_IQ4_NL] = {.name = "iq4_nl", .elements = 32, .bytes = 18, .dequant = strata_dequant_iq4_nl, .unpack = strata_unpack_iq4_nl,
+                         .unpack_avx2 = AVX2_OR_NULL(strata_unpack_iq4_nl_avx2), .x_block = 32},
+    [STRATA_W_IQ4_XS] = {.name = "iq4_xs", .elements = 256, .bytes = 136, .dequant = strata_dequant_iq4_xs, .unpack = strata_unpack_iq4_xs,
+                         .unpack_avx2 = AVX2_OR_NULL(strata_unpack_iq4_xs_avx2), .x_block = 32},
+#undef FLOAT_TYPE
 };
 // the last type without a row fails here; a row left out before it is zeros, which
 // QuantKernelTests finds (every type's block size is asked)

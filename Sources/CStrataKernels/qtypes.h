@@ -26,6 +26,9 @@ typedef struct {
     strata_unpack_fn unpack, unpack_avx2;
     /// 1 when some offset m can be nonzero (the generic 8-bit kernel adds m times the sum of x).
     int has_offset;
+    /// 1 when the codes are in [0, 63]: the generic 8-bit kernel multiplies them as unsigned bytes
+    /// (vpmaddubsw as is); 0: signed, |c| against q signed by c.
+    int unsigned_codes;
     /// 1 when quant.c and quant_q8.c hold kernels written for this type.
     int specialized;
     /// The activations it pairs with on the 8-bit path: x quantized to int8 per this many values

@@ -7,9 +7,10 @@
 //     the type's dequantization to the bit), dotted with x in f32.
 //   8-bit activations: x quantized per 32 (dx = max|x| / 127, q = round(x / dx), as quant_q8.c),
 //     per 32 weights s: d_s dx_s sum(c q) in integers, plus m_s dx_s sum(q) where the type has
-//     offsets. The portable code is the definition; AVX2 (vpmaddubsw on |c| and q signed by c,
-//     vpmaddwd, one FMA per 32 weights and row) gives the same integers and differs only in the
-//     order of the f32 additions. The AVX-512 path runs the AVX2 code.
+//     offsets. The portable code is the definition; AVX2 (vpmaddubsw on codes in [0, 63] as
+//     they are, else on |c| and q signed by c; vpmaddwd; one FMA per 32 weights and row against
+//     d_s dx_s formed eight at a time) gives the same integers and differs only in the order of
+//     the f32 additions. The AVX-512 path runs the AVX2 code.
 #define _GNU_SOURCE
 #include "strata_kernels.h"
 #include "common.h"
@@ -19,17 +20,20 @@
 static _Thread_local strata_tls_buf t_gw;  // a worker's unpacked weight row
 static _Thread_local strata_tls_buf t_gx;  // the caller's quantized x rows
 
-typedef struct { int8_t *c; float *d, *m, *f; } wrow;
+/// One unpacked weight row: codes, per 32 a scale and an offset; `f` its floats (f32 path) or,
+/// on the 8-bit path, the scale times x's scale for up to four x rows (`ds`, 4 runs of k / 32).
+typedef struct { int8_t *c; float *d, *m, *f, *ds; } wrow;
 
-/// The thread's buffer for one unpacked row of k weights (and its k floats when `floats`).
+/// The thread's buffer for one unpacked row of k weights.
 static int wrow_buffer(long k, int floats, wrow *u) {
     const size_t codes = ((size_t)k + 63) & ~(size_t)63, per = ((size_t)(k / 32) * 4 + 63) & ~(size_t)63;
-    char *p = (char *)strata_tls_grow(&t_gw, STRATA_TLS_GW, codes + 2 * per + (floats ? (size_t)k * 4 : 0));
+    char *p = (char *)strata_tls_grow(&t_gw, STRATA_TLS_GW, codes + 2 * per + (floats ? (size_t)k * 4 : 4 * per));
     if (!p) return -1;
     u->c = (int8_t *)p;
     u->d = (float *)(p + codes);
     u->m = (float *)(p + codes + per);
     u->f = floats ? (float *)(p + codes + 2 * per) : NULL;
+    u->ds = floats ? NULL : (float *)(p + codes + 2 * per);
     return 0;
 }
 
@@ -176,27 +180,63 @@ static void qrows_portable(const strata_linear_args *a, const qx *X, long j0, lo
 }
 
 #if STRATA_X86
-/// R (1-4) x rows from r against the unpacked row.
-TGT2 INLINE void qdot_avx2(const int R, const wrow *u, const qx *X, long r, long ns, float *out) {
-    const __m256i ones = _mm256_set1_epi16(1);
-    __m256 acc[4];
-    const int8_t *q[4];
-    const float *dx[4];
-    UNROLL for (int i = 0; i < R; i++) { acc[i] = _mm256_setzero_ps(); q[i] = X->q + (r + i) * X->k; dx[i] = X->dx + (r + i) * ns; }
-    for (long b = 0; b < ns; b++) {
-        const __m256i c = _mm256_loadu_si256((const __m256i *)(u->c + 32 * b));
-        const __m256i ca = _mm256_sign_epi8(c, c);
-        const float d = u->d[b];
-        UNROLL for (int i = 0; i < R; i++) {
-            const __m256i qv = _mm256_loadu_si256((const __m256i *)(q[i] + 32 * b));
-            const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(ca, _mm256_sign_epi8(qv, c)), ones);
-            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * dx[i][b]), acc[i]);
-        }
-    }
-    UNROLL for (int i = 0; i < R; i++) out[i] = hsum8(acc[i]);
+/// sum over i < n of a[i] * b[i] (the offsets' term).
+TGT2 INLINE float dot_f32(const float *a, const float *b, long n) {
+    __m256 acc = _mm256_setzero_ps();
+    long i = 0;
+    for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+    float s = hsum8(acc);
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
 }
 
-TGT2 static void qrows_avx2(const strata_linear_args *a, const qx *X, long j0, long j1, const wrow *u) {
+/// 32 codes times 32 of x, as eight int32 lanes: unsigned codes (U) straight into vpmaddubsw,
+/// signed ones as |c| against q with c's sign.
+TGT2 INLINE __m256i dot32(const int U, __m256i c, __m256i ca, __m256i q, __m256i ones) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(U ? c : ca, U ? q : _mm256_sign_epi8(q, c)), ones);
+}
+
+/// R (1-4) x rows from r against the unpacked row: per run of 32, the integer dot times the
+/// precomputed d_s dx_s (one broadcast from memory), two accumulators per row.
+TGT2 INLINE void qdot_avx2(const int R, const int U, const wrow *u, const qx *X, long r, long ns, float *out) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    const int8_t *q[4];
+    float *ds[4];
+    __m256 a0[4], a1[4];
+    UNROLL for (int i = 0; i < R; i++) {
+        q[i] = X->q + (r + i) * X->k;
+        ds[i] = u->ds + i * ns;
+        const float *dx = X->dx + (r + i) * ns;
+        long b = 0;
+        for (; b + 8 <= ns; b += 8) _mm256_storeu_ps(ds[i] + b, _mm256_mul_ps(_mm256_loadu_ps(u->d + b), _mm256_loadu_ps(dx + b)));
+        for (; b < ns; b++) ds[i][b] = u->d[b] * dx[b];
+        a0[i] = _mm256_setzero_ps();
+        a1[i] = _mm256_setzero_ps();
+    }
+    long b = 0;
+    for (; b + 2 <= ns; b += 2) {
+        const __m256i c0 = _mm256_loadu_si256((const __m256i *)(u->c + 32 * b));
+        const __m256i c1 = _mm256_loadu_si256((const __m256i *)(u->c + 32 * b + 32));
+        const __m256i ca0 = U ? c0 : _mm256_sign_epi8(c0, c0), ca1 = U ? c1 : _mm256_sign_epi8(c1, c1);
+        UNROLL for (int i = 0; i < R; i++) {
+            const __m256i p0 = dot32(U, c0, ca0, _mm256_loadu_si256((const __m256i *)(q[i] + 32 * b)), ones);
+            const __m256i p1 = dot32(U, c1, ca1, _mm256_loadu_si256((const __m256i *)(q[i] + 32 * b + 32)), ones);
+            a0[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_broadcast_ss(ds[i] + b), a0[i]);
+            a1[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_broadcast_ss(ds[i] + b + 1), a1[i]);
+        }
+    }
+    if (b < ns) {
+        const __m256i c0 = _mm256_loadu_si256((const __m256i *)(u->c + 32 * b));
+        const __m256i ca0 = U ? c0 : _mm256_sign_epi8(c0, c0);
+        UNROLL for (int i = 0; i < R; i++) {
+            const __m256i p0 = dot32(U, c0, ca0, _mm256_loadu_si256((const __m256i *)(q[i] + 32 * b)), ones);
+            a0[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_broadcast_ss(ds[i] + b), a0[i]);
+        }
+    }
+    UNROLL for (int i = 0; i < R; i++) out[i] = hsum8(_mm256_add_ps(a0[i], a1[i]));
+}
+
+TGT2 INLINE void qrows_avx2_t(const int U, const strata_linear_args *a, const qx *X, long j0, long j1, const wrow *u) {
     const long ns = a->k / 32;
     const int off = strata_qtypes[a->wtype].has_offset;
     float v[4];
@@ -204,14 +244,19 @@ TGT2 static void qrows_avx2(const strata_linear_args *a, const qx *X, long j0, l
         unpack_row(STRATA_ISA_AVX2, a, j, u);
         long r = 0;
         for (; r + 4 <= a->m; r += 4) {
-            qdot_avx2(4, u, X, r, ns, v);
-            for (int i = 0; i < 4; i++) store(a, r + i, j, off ? v[i] + offsets(u, X, r + i, ns) : v[i]);
+            qdot_avx2(4, U, u, X, r, ns, v);
+            for (int i = 0; i < 4; i++) store(a, r + i, j, off ? v[i] + dot_f32(u->m, X->xs + (r + i) * ns, ns) : v[i]);
         }
         for (; r < a->m; r++) {
-            qdot_avx2(1, u, X, r, ns, v);
-            store(a, r, j, off ? v[0] + offsets(u, X, r, ns) : v[0]);
+            qdot_avx2(1, U, u, X, r, ns, v);
+            store(a, r, j, off ? v[0] + dot_f32(u->m, X->xs + r * ns, ns) : v[0]);
         }
     }
+}
+
+TGT2 static void qrows_avx2(const strata_linear_args *a, const qx *X, long j0, long j1, const wrow *u) {
+    if (strata_qtypes[a->wtype].unsigned_codes) qrows_avx2_t(1, a, X, j0, j1, u);
+    else qrows_avx2_t(0, a, X, j0, j1, u);
 }
 #endif
 

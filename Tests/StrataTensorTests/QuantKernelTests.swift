@@ -142,7 +142,7 @@ func naiveDequant(_ dtype: DType, _ b: ArraySlice<UInt8>) -> [Float] {
     @Test(arguments: [1, 2, 3, 5, 8, 9, 17])
     func linearRowsMatchNaiveOnEveryPath(m: Int) {
         for dtype in DType.quantized {
-            for (n, k) in [(1, 256), (7, 512), (33, 768)] {
+            for (n, k) in [(1, 256), (7, 512), (33, 768)] + (dtype.blockElements == 32 ? [(5, 96), (3, 288)] : []) {
                 let raw = randomBlocks(dtype, rows: n, k: k, seed: UInt64(n * 31 + k + m))
                 var wf: [Float] = []
                 for blk in 0..<(n * k / dtype.blockElements) {
@@ -207,7 +207,9 @@ func naiveDequant(_ dtype: DType, _ b: ArraySlice<UInt8>) -> [Float] {
     @Test(arguments: [1, 2, 3, 4, 5, 6, 7, 16, 17, 37])
     func q8ActivationsMatchTheirDefinitionOnEveryPath(m: Int) {
         for dtype in DType.quantized {
-            for (n, k) in [(3, 256), (9, 512), (20, 1024), (70, 256)] {
+            // 32-weight types: rows of an odd number of runs of 32, and fewer than eight runs
+            let odd = dtype.blockElements == 32 ? [(5, 96), (4, 288)] : []
+            for (n, k) in [(3, 256), (9, 512), (20, 1024), (70, 256)] + odd {
                 let raw = randomBlocks(dtype, rows: n, k: k, seed: UInt64(n * 17 + k + m))
                 var wf: [Float] = []
                 for blk in 0..<(n * k / dtype.blockElements) {
