@@ -151,12 +151,15 @@ def write_tokenizer(name, tok):
     return tok
 
 
+CONFIG_CLASS = {"Gemma3ForCausalLM": "Gemma3TextConfig", "Gemma3ForConditionalGeneration": "Gemma3Config"}
+
+
 def make_model(name, cls_name, config_kwargs, tokenizer, dtype="f32", seed=0, seqs_len=(7, 19)):
     if ONLY and name not in ONLY:
         return
     import transformers
     torch.manual_seed(seed)
-    cfg_cls = getattr(transformers, cls_name.replace("ForCausalLM", "Config").replace("LMHeadModel", "Config"))
+    cfg_cls = getattr(transformers, CONFIG_CLASS.get(cls_name) or cls_name.replace("ForCausalLM", "Config").replace("LMHeadModel", "Config"))
     cfg = cfg_cls(**config_kwargs)
     model = getattr(transformers, cls_name)(cfg).eval()
     with torch.no_grad():
@@ -176,7 +179,7 @@ def make_model(name, cls_name, config_kwargs, tokenizer, dtype="f32", seed=0, se
         model.to(tdt).save_pretrained(d)
         model.to(torch.float32)
     tokenizer.save(os.path.join(d, "tokenizer.json"))
-    vocab = cfg.vocab_size
+    vocab = cfg.get_text_config().vocab_size
     g = torch.Generator().manual_seed(seed + 1)
     seqs = [torch.randint(0, vocab, (n,), generator=g).tolist() for n in seqs_len]
     logits = {}
@@ -252,6 +255,25 @@ def main():
                     query_pre_attn_scalar=24, sliding_window=8, attn_logit_softcapping=5.0,
                     final_logit_softcapping=3.0, hidden_activation="gelu_pytorch_tanh",
                     attn_implementation="eager", bos_token_id=1, eos_token_id=2, pad_token_id=0), sp, seed=12)
+    # Gemma-3: Gemma-2's layout plus (1 + w) RMSNorms over each head of q and k, no soft-capping;
+    # seven layers in transformers' default pattern (every sixth full: layer 5), full layers rotated
+    # with rope_theta 1e6 scaled linearly by 8, sliding ones with the local base 1e4; window 8
+    gemma3_text = dict(base, vocab_size=v(sp), num_hidden_layers=7, num_key_value_heads=2, head_dim=16,
+                       tie_word_embeddings=True, query_pre_attn_scalar=24, sliding_window=8,
+                       rope_scaling={"rope_type": "linear", "factor": 8.0}, hidden_activation="gelu_pytorch_tanh",
+                       attn_implementation="eager", bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    make_model("gemma3", "Gemma3ForCausalLM", gemma3_text, sp, seed=13)
+    # the multimodal class: the same text model nested under text_config (two layers, one of each
+    # kind by layer_types, rope_parameters per layer type) beside a one-layer vision tower
+    mm_text = dict(gemma3_text, num_hidden_layers=2, layer_types=["sliding_attention", "full_attention"],
+                   rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 100000.0},
+                                    "sliding_attention": {"rope_type": "default", "rope_theta": 5000.0}})
+    del mm_text["rope_scaling"], mm_text["attn_implementation"]
+    make_model("gemma3-mm", "Gemma3ForConditionalGeneration",
+               dict(text_config=mm_text, vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                                            num_attention_heads=2, image_size=28, patch_size=14),
+                    mm_tokens_per_image=4, attn_implementation="eager", boi_token_index=3, eoi_token_index=4,
+                    image_token_index=5, tie_word_embeddings=True), sp, seed=14)
     make_model("mistral", "MistralForCausalLM",
                dict(base, vocab_size=v(sp), num_key_value_heads=2, tie_word_embeddings=False, sliding_window=None,
                     bos_token_id=1, eos_token_id=2), sp, seed=6)

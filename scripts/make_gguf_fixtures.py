@@ -303,7 +303,8 @@ def write_model(name, cls_name, arch, cfg_kwargs, tok, types, seed, chat_templat
     meta = dict(meta, tokens=meta["tokens"] + ["[PAD%d]" % i for i in range(ntok, vocab)],
                 types=meta["types"] + [int(gguf.TokenType.UNUSED)] * (vocab - ntok),
                 scores=None if meta["scores"] is None else meta["scores"] + [-1000.0] * (vocab - ntok))
-    cfg = getattr(transformers, cls_name.replace("ForCausalLM", "Config"))(vocab_size=vocab, **cfg_kwargs)
+    cfg_name = "Gemma3TextConfig" if cls_name == "Gemma3ForCausalLM" else cls_name.replace("ForCausalLM", "Config")
+    cfg = getattr(transformers, cfg_name)(vocab_size=vocab, **cfg_kwargs)
     model = getattr(transformers, cls_name)(cfg).eval()
     with torch.no_grad():
         for p in model.parameters():
@@ -319,15 +320,21 @@ def write_model(name, cls_name, arch, cfg_kwargs, tok, types, seed, chat_templat
     w.add_head_count(heads)
     w.add_head_count_kv(kv)
     hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
-    if arch in ("qwen3", "gemma2"):
+    if arch in ("qwen3", "gemma2", "gemma3"):
         w.add_key_length(hd)
         w.add_value_length(hd)
-    w.add_rope_freq_base(float(getattr(cfg, "rope_theta", None) or cfg.rope_parameters["rope_theta"]))
+    rope = cfg.rope_parameters.get("full_attention", cfg.rope_parameters) if getattr(cfg, "rope_parameters", None) else {}
+    w.add_rope_freq_base(float(getattr(cfg, "rope_theta", None) or rope["rope_theta"]))
+    if rope.get("rope_type") == "linear":
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(rope["factor"])
     w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
     w.add_rope_dimension_count(hd)
     if arch == "gemma2":
         w.add_attn_logit_softcapping(cfg.attn_logit_softcapping)
         w.add_final_logit_softcapping(cfg.final_logit_softcapping)
+        w.add_sliding_window(cfg.sliding_window)
+    if arch == "gemma3":
         w.add_sliding_window(cfg.sliding_window)
     w.add_tokenizer_model(meta["model"])
     w.add_tokenizer_pre(meta["pre"])
@@ -349,7 +356,7 @@ def write_model(name, cls_name, arch, cfg_kwargs, tok, types, seed, chat_templat
     layer = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
              "self_attn.o_proj": "attn_output", "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm",
              "post_attention_layernorm": "ffn_norm", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
-    if arch == "gemma2":
+    if arch in ("gemma2", "gemma3"):
         layer.update({"post_attention_layernorm": "post_attention_norm", "pre_feedforward_layernorm": "ffn_norm",
                       "post_feedforward_layernorm": "post_ffw_norm"})
     if arch == "phi3":
@@ -370,7 +377,7 @@ def write_model(name, cls_name, arch, cfg_kwargs, tok, types, seed, chat_templat
             data = permute(data, heads)
         if arch == "llama" and g.endswith("attn_k.weight"):
             data = permute(data, kv)
-        if arch == "gemma2" and "norm" in g:
+        if arch in ("gemma2", "gemma3") and "norm" in g:
             data = data + 1
         qtype = Q.F32 if data.ndim == 1 else types(g)
         raw, deq = quantize(data, qtype) if data.ndim == 2 else (data.astype(np.float32), data.astype(np.float32))
@@ -383,7 +390,7 @@ def write_model(name, cls_name, arch, cfg_kwargs, tok, types, seed, chat_templat
             deq = permute_back(deq, heads)
         if arch == "llama" and g.endswith("attn_k.weight"):
             deq = permute_back(deq, kv)
-        if arch == "gemma2" and "norm" in g:
+        if arch in ("gemma2", "gemma3") and "norm" in g:
             deq = deq - 1
         new_sd[hf] = torch.from_numpy(np.ascontiguousarray(deq))
     if cfg.tie_word_embeddings:
@@ -638,6 +645,14 @@ def main():
                 dict(base, tie_word_embeddings=False, sliding_window=None, bos_token_id=1, eos_token_id=2, pad_token_id=0),
                 sp, lambda g: Q.Q8_0, seed=29)
     write_gpt2("gpt2-q8_0", byte_level_tokenizer("gpt2"), Q.Q8_0, seed=28)
+    # Gemma-3 as llama.cpp reads it: every sixth layer full (seven layers), the local rotary base
+    # 1e4, queries scaled by head_dim^-1/2, norms (q/k norms too) stored as 1 + w; linear scaling 8
+    write_model("gemma3-q8_0", "Gemma3ForCausalLM", "gemma3",
+                dict(base, hidden_size=128, intermediate_size=256, num_hidden_layers=7, head_dim=64, tie_word_embeddings=True,
+                     query_pre_attn_scalar=64, sliding_window=8,
+                     rope_scaling={"rope_type": "linear", "factor": 8.0}, hidden_activation="gelu_pytorch_tanh",
+                     attn_implementation="eager", bos_token_id=1, eos_token_id=2, pad_token_id=0),
+                sp, lambda g: Q.Q8_0, seed=33)
     write_model("llama-q5_k_m", "LlamaForCausalLM", "llama", dict(base, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2),
                 sp, q5_k_m, seed=30)
     write_model("llama-q4_1-q5_0", "LlamaForCausalLM", "llama", dict(base, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2),

@@ -185,6 +185,42 @@ public struct RopeSettings: Sendable, Equatable {
         return settings
     }
 
+    private enum LayerTypeKeys: String, CodingKey {
+        case ropeTheta = "rope_theta", ropeScaling = "rope_scaling", ropeParameters = "rope_parameters"
+        case localBase = "rope_local_base_freq"
+    }
+
+    /// Rotary settings per layer type (Gemma-3): `rope_parameters` {"full_attention": {...},
+    /// "sliding_attention": {...}} (transformers >= 5), or the older `rope_theta` and `rope_scaling`
+    /// (full-attention layers) with `rope_local_base_freq` (sliding layers, never scaled).
+    public static func decodePerLayerType(from decoder: Decoder, defaultTheta: (full: Double, sliding: Double), file: String)
+        throws -> (full: RopeSettings, sliding: RopeSettings) {
+        let c = try decoder.container(keyedBy: LayerTypeKeys.self)
+        func settings(_ p: Params?, theta: Double, field: String) throws -> RopeSettings {
+            guard theta > 0 else { throw ConfigError.invalidValue(file: file, field: field, reason: "must be positive, got \(theta)") }
+            if let partial = p?.partialRotaryFactor, partial != 1 {
+                throw ConfigError.invalidValue(file: file, field: field, reason: "partial_rotary_factor \(partial) is not supported here")
+            }
+            let inner = try decoder.container(keyedBy: Keys.self)
+            return try kind(type: p?.ropeType ?? p?.type ?? "default", p, inner, theta: theta, file: file)
+        }
+        if c.contains(.ropeParameters) {
+            let byType: [String: Params]
+            do { byType = try c.decode([String: Params].self, forKey: .ropeParameters) } catch {
+                throw ConfigError.malformed(file: file, field: "rope_parameters", reason: "expected an object of full_attention and sliding_attention settings")
+            }
+            if let other = byType.keys.first(where: { $0 != "full_attention" && $0 != "sliding_attention" }) {
+                throw ConfigError.invalidValue(file: file, field: "rope_parameters.\(other)", reason: "not a layer type (full_attention, sliding_attention)")
+            }
+            let full = byType["full_attention"], sliding = byType["sliding_attention"]
+            return (try settings(full, theta: full?.ropeTheta ?? defaultTheta.full, field: "rope_parameters.full_attention.rope_theta"),
+                    try settings(sliding, theta: sliding?.ropeTheta ?? defaultTheta.sliding, field: "rope_parameters.sliding_attention.rope_theta"))
+        }
+        let scaling = try c.decodeIfPresent(Params.self, forKey: .ropeScaling)
+        return (try settings(scaling, theta: c.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? defaultTheta.full, field: "rope_theta"),
+                try settings(nil, theta: c.decodeIfPresent(Double.self, forKey: .localBase) ?? defaultTheta.sliding, field: "rope_local_base_freq"))
+    }
+
     private static func kind(type: String, _ p: Params?, _ c: KeyedDecodingContainer<Keys>, theta: Double, file: String) throws -> RopeSettings {
         switch type {
         case "default":

@@ -28,6 +28,13 @@ public struct Gemma2Config: Decodable, Sendable {
     public var normWeightsIncludeOne: Bool
     public var bos: [Int]
     public var eos: [Int]
+    /// The Gemma-3 additions (Gemma3.swift sets them; Gemma-2 leaves the defaults): the
+    /// architecture's name, RMSNorm (1 + w) over each head of q and k before RoPE, the rotary
+    /// settings of the sliding layers (nil: `rope` on every layer), and the checkpoint's names.
+    public var architecture: String = Gemma2Architecture.name
+    public var qkNorm = false
+    public var slidingRope: RopeSettings? = nil
+    public var names = GemmaNames.text
 
     enum Keys: String, CodingKey {
         case vocabSize = "vocab_size", hiddenSize = "hidden_size", intermediateSize = "intermediate_size"
@@ -37,22 +44,25 @@ public struct Gemma2Config: Decodable, Sendable {
         case layerTypes = "layer_types", tie = "tie_word_embeddings", bos = "bos_token_id", eos = "eos_token_id"
         case act = "hidden_activation", attentionBias = "attention_bias"
         case normIncludesOne = "strata_norm_weights_include_one"
+        case slidingPattern = "sliding_window_pattern", bidirectional = "use_bidirectional_attention"
     }
 
-    public init(from decoder: Decoder) throws {
+    /// The Gemma-2 fields of `decoder`'s config; `gemma3` takes Gemma-3's defaults and rotary
+    /// settings (Gemma3Config).
+    init(from decoder: Decoder, gemma3: Bool) throws {
         let file = decoder.userInfo[configFileKey] as? String ?? "config.json"
         let c = try decoder.container(keyedBy: Keys.self)
         func positive(_ v: Int, _ field: String) throws {
             if v <= 0 { throw ConfigError.invalidValue(file: file, field: field, reason: "must be positive, got \(v)") }
         }
-        vocabSize = try c.decodeIfPresent(Int.self, forKey: .vocabSize) ?? 256000
+        vocabSize = try c.decodeIfPresent(Int.self, forKey: .vocabSize) ?? (gemma3 ? 262_208 : 256000)
         hiddenSize = try c.decodeIfPresent(Int.self, forKey: .hiddenSize) ?? 2304
         intermediateSize = try c.decodeIfPresent(Int.self, forKey: .intermediateSize) ?? 9216
         layers = try c.decodeIfPresent(Int.self, forKey: .layers) ?? 26
         heads = try c.decodeIfPresent(Int.self, forKey: .heads) ?? 8
         kvHeads = try c.decodeIfPresent(Int.self, forKey: .kvHeads) ?? 4
         headDim = try c.decodeIfPresent(Int.self, forKey: .headDim) ?? 256
-        maxPositions = try c.decodeIfPresent(Int.self, forKey: .maxPositions) ?? 8192
+        maxPositions = try c.decodeIfPresent(Int.self, forKey: .maxPositions) ?? (gemma3 ? 131_072 : 8192)
         for (v, f) in [(vocabSize, "vocab_size"), (hiddenSize, "hidden_size"), (intermediateSize, "intermediate_size"), (layers, "num_hidden_layers"),
                        (heads, "num_attention_heads"), (kvHeads, "num_key_value_heads"), (headDim, "head_dim"), (maxPositions, "max_position_embeddings")] {
             try positive(v, f)
@@ -62,15 +72,28 @@ public struct Gemma2Config: Decodable, Sendable {
         }
         if headDim % 2 != 0 { throw ConfigError.invalidValue(file: file, field: "head_dim", reason: "must be even for RoPE, got \(headDim)") }
         rmsNormEps = try c.decodeIfPresent(Double.self, forKey: .rmsNormEps) ?? 1e-6
-        rope = try RopeSettings.decode(from: decoder, defaultTheta: 10000, file: file)
-        if rope.kind != .none { throw ConfigError.invalidValue(file: file, field: "rope_scaling", reason: "Gemma-2 takes no rotary scaling") }
-        if rope.partialRotaryFactor != 1 {
-            throw ConfigError.invalidValue(file: file, field: "partial_rotary_factor", reason: "Gemma-2 rotates whole heads, got \(rope.partialRotaryFactor)")
+        if gemma3 {
+            // full-attention layers: rope_theta 1e6 and any linear scaling; sliding ones: 1e4, unscaled
+            let (full, sliding) = try RopeSettings.decodePerLayerType(from: decoder, defaultTheta: (1_000_000, 10_000), file: file)
+            for (r, field) in [(full, "rope_parameters.full_attention"), (sliding, "rope_parameters.sliding_attention")] {
+                switch r.kind {
+                case .none, .linear: break
+                default: throw ConfigError.invalidValue(file: file, field: field, reason: "Gemma-3 takes default or linear rotary scaling")
+                }
+            }
+            rope = full
+            slidingRope = sliding
+        } else {
+            rope = try RopeSettings.decode(from: decoder, defaultTheta: 10000, file: file)
+            if rope.kind != .none { throw ConfigError.invalidValue(file: file, field: "rope_scaling", reason: "Gemma-2 takes no rotary scaling") }
+            if rope.partialRotaryFactor != 1 {
+                throw ConfigError.invalidValue(file: file, field: "partial_rotary_factor", reason: "Gemma-2 rotates whole heads, got \(rope.partialRotaryFactor)")
+            }
         }
         queryPreAttnScalar = try c.decodeIfPresent(Double.self, forKey: .query) ?? 256
         if !(queryPreAttnScalar > 0) { throw ConfigError.invalidValue(file: file, field: "query_pre_attn_scalar", reason: "must be positive") }
-        attnSoftcap = try c.decodeIfPresent(Double.self, forKey: .attnSoftcap) ?? 50
-        finalSoftcap = try c.decodeIfPresent(Double.self, forKey: .finalSoftcap) ?? 30
+        attnSoftcap = try c.decodeIfPresent(Double.self, forKey: .attnSoftcap) ?? (gemma3 ? nil : 50)
+        finalSoftcap = try c.decodeIfPresent(Double.self, forKey: .finalSoftcap) ?? (gemma3 ? nil : 30)
         for (v, f) in [(attnSoftcap, "attn_logit_softcapping"), (finalSoftcap, "final_logit_softcapping")] where v != nil && !(v! > 0) {
             throw ConfigError.invalidValue(file: file, field: f, reason: "must be positive or null")
         }
@@ -81,6 +104,11 @@ public struct Gemma2Config: Decodable, Sendable {
                 throw ConfigError.invalidValue(file: file, field: "layer_types", reason: "needs \(layers) of sliding_attention / full_attention")
             }
             slidingLayers = types.map { $0 == "sliding_attention" }
+        } else if gemma3 {
+            // transformers' default: every sliding_window_pattern-th layer (6) attends fully
+            let pattern = try c.decodeIfPresent(Int.self, forKey: .slidingPattern) ?? 6
+            try positive(pattern, "sliding_window_pattern")
+            slidingLayers = (0..<layers).map { ($0 + 1) % pattern != 0 }
         } else {
             slidingLayers = (0..<layers).map { ($0 + 1) % 2 == 1 }
         }
@@ -95,13 +123,34 @@ public struct Gemma2Config: Decodable, Sendable {
         if try c.decodeIfPresent(Bool.self, forKey: .attentionBias) == true {
             throw ConfigError.invalidValue(file: file, field: "attention_bias", reason: "true is not supported")
         }
+        if try c.decodeIfPresent(Bool.self, forKey: .bidirectional) == true {
+            throw ConfigError.invalidValue(file: file, field: "use_bidirectional_attention", reason: "true (an encoder's attention) is not supported")
+        }
+        if gemma3 {
+            architecture = Gemma3Architecture.name
+            qkNorm = true
+        }
     }
 
+    public init(from decoder: Decoder) throws { try self.init(from: decoder, gemma3: false) }
+
     public var spec: ModelSpec {
-        ModelSpec(architecture: Gemma2Architecture.name, vocabSize: vocabSize, hiddenSize: hiddenSize, intermediateSize: intermediateSize,
+        ModelSpec(architecture: architecture, vocabSize: vocabSize, hiddenSize: hiddenSize, intermediateSize: intermediateSize,
                   layers: layers, heads: heads, kvHeads: kvHeads, headDim: headDim, maxPositions: maxPositions,
                   tiedEmbeddings: tieEmbeddings, bosTokenIDs: bos, eosTokenIDs: eos, queryBufferWidth: heads * headDim)
     }
+}
+
+/// Where a Gemma checkpoint keeps the text model's tensors: `model.` (text models); a multimodal
+/// Gemma-3's text part under `language_model.model.` (the Hub's checkpoints) or
+/// `model.language_model.` (transformers >= 5).
+public struct GemmaNames: Sendable, Equatable {
+    /// prefix of `embed_tokens.weight`, `layers.N.`, `norm.weight`
+    public var model: String
+    public var lmHead: String
+    public static let text = GemmaNames(model: "model.", lmHead: "lm_head.weight")
+    public static let multimodal = [GemmaNames(model: "language_model.model.", lmHead: "language_model.lm_head.weight"),
+                                    GemmaNames(model: "model.language_model.", lmHead: "lm_head.weight")]
 }
 
 /// Gemma-2's decoder: embeddings times sqrt(hidden); per layer RMSNorm (1 + w) -> attention
@@ -128,6 +177,8 @@ public final class Gemma2Model: CausalLM, @unchecked Sendable {
         let down: WeightMatrix
         /// the attention window of this layer (0: full)
         let window: Int
+        /// Gemma-3: [headDim] each, already 1 + w
+        let qNorm: Tensor?, kNorm: Tensor?
     }
 
     /// [vocab, hidden]
@@ -137,7 +188,8 @@ public final class Gemma2Model: CausalLM, @unchecked Sendable {
     let norm: Tensor
     /// [vocab, hidden] (the embedding when tied)
     let lmHead: WeightMatrix
-    let rope: RoPE
+    /// the full-attention layers' rotation, and the sliding layers' (the same one for Gemma-2)
+    let rope: RoPE, slidingRope: RoPE
     public let maxRows: Int
     /// the forward pass's buffers (per cache, or shared under a lock)
     private let buffers: ForwardBuffers
@@ -155,26 +207,33 @@ public final class Gemma2Model: CausalLM, @unchecked Sendable {
             for i in 0..<t.count { t.f32[i] += 1 }
             return t
         }
-        embed = try w.tensor("model.embed_tokens.weight", [config.vocabSize, h])
+        let names = config.names
+        embed = try w.tensor(names.model + "embed_tokens.weight", [config.vocabSize, h])
         layers = try (0..<config.layers).map { i in
-            let p = "model.layers.\(i)."
+            let p = names.model + "layers.\(i)."
             func lin(_ name: String, _ shape: [Int]) throws -> WeightMatrix { WeightMatrix(try w.tensor(p + name + ".weight", shape, layer: i)) }
-            func nrm(_ name: String) throws -> Tensor { onePlus(try w.vector(p + name + ".weight", h, layer: i)) }
+            func nrm(_ name: String, _ n: Int = h) throws -> Tensor { onePlus(try w.vector(p + name + ".weight", n, layer: i)) }
             return Layer(inputNorm: try nrm("input_layernorm"), postAttnNorm: try nrm("post_attention_layernorm"),
                          preFFNorm: try nrm("pre_feedforward_layernorm"), postFFNorm: try nrm("post_feedforward_layernorm"),
                          q: try lin("self_attn.q_proj", [nh * hd, h]), k: try lin("self_attn.k_proj", [kvh * hd, h]),
                          v: try lin("self_attn.v_proj", [kvh * hd, h]), o: try lin("self_attn.o_proj", [h, nh * hd]),
                          gate: try lin("mlp.gate_proj", [ff, h]), up: try lin("mlp.up_proj", [ff, h]), down: try lin("mlp.down_proj", [h, ff]),
-                         window: config.slidingLayers[i] ? (config.slidingWindow ?? 0) : 0)
+                         window: config.slidingLayers[i] ? (config.slidingWindow ?? 0) : 0,
+                         qNorm: config.qkNorm ? try nrm("self_attn.q_norm", hd) : nil, kNorm: config.qkNorm ? try nrm("self_attn.k_norm", hd) : nil)
         }
-        norm = onePlus(try w.vector("model.norm.weight", h))
+        norm = onePlus(try w.vector(names.model + "norm.weight", h))
         if !config.tieEmbeddings {  // tied: the embedding, whatever an lm_head.weight holds (transformers ties them)
-            lmHead = WeightMatrix(try w.tensor("lm_head.weight", [config.vocabSize, h]))
+            lmHead = WeightMatrix(try w.tensor(names.lmHead, [config.vocabSize, h]))
         } else {
             lmHead = WeightMatrix(embed)
         }
         buffers = ForwardBuffers(spec: spec, maxRows: maxRows, matrices: layers.flatMap { [$0.q, $0.k, $0.v, $0.o, $0.gate, $0.up, $0.down] } + [lmHead], store: store)
-        rope = RoPE(headDim: hd, theta: Float(config.rope.theta), layout: .halfSplit)
+        func rotation(_ r: RopeSettings) -> RoPE {
+            if case let .linear(f) = r.kind { return RoPE(headDim: hd, theta: Float(r.theta), layout: .halfSplit, scaling: .linear(factor: Float(f))) }
+            return RoPE(headDim: hd, theta: Float(r.theta), layout: .halfSplit)
+        }
+        rope = rotation(config.rope)
+        slidingRope = config.slidingRope.map(rotation) ?? rope
     }
 
     public var workspaceBytes: Int { buffers.bytes }
@@ -200,8 +259,13 @@ public final class Gemma2Model: CausalLM, @unchecked Sendable {
                 defer { store.release(layer: l) }
                 Ops.rmsNorm(x, weight: L.inputNorm.f32, eps: eps, xn, rows: r, n: h)
                 WeightMatrix.applyGroup(xn, rows: r, (L.q, q), (L.k, kNew), (L.v, vNew), scratch: conv)
-                rope.apply(q, tokens: r, heads: nh, positions: pos)
-                rope.apply(kNew, tokens: r, heads: kvh, positions: pos)
+                if let qn = L.qNorm, let kn = L.kNorm {  // Gemma-3: per head, in place: rows of headDim
+                    Ops.rmsNorm(q, weight: qn.f32, eps: eps, q, rows: r * nh, n: hd)
+                    Ops.rmsNorm(kNew, weight: kn.f32, eps: eps, kNew, rows: r * kvh, n: hd)
+                }
+                let rot = c.slidingLayers[l] ? slidingRope : rope
+                rot.apply(q, tokens: r, heads: nh, positions: pos)
+                rot.apply(kNew, tokens: r, heads: kvh, positions: pos)
                 kv.write(layer: l, layout: layout, k: kNew, ldk: kvDim, v: vNew, ldv: kvDim)
                 kv.attend(layer: l, layout: layout, q: q, ldq: nh * hd, out: attn, ldo: nh * hd,
                           heads: nh, kvHeads: kvh, headDim: hd, scale: scale, softcap: softcap, window: L.window)

@@ -8,7 +8,8 @@ public enum ModelRegistry {
     /// Every architecture Strata runs, one row each. Adding one is a new file with a type
     /// conforming to `Architecture`, plus its row here.
     public static let architectures: [any Architecture.Type] = [
-        LlamaArchitecture.self, Qwen2Architecture.self, Qwen3Architecture.self, Phi3Architecture.self, Gemma2Architecture.self, MistralArchitecture.self, GPT2Architecture.self,
+        LlamaArchitecture.self, Qwen2Architecture.self, Qwen3Architecture.self, Phi3Architecture.self, Gemma2Architecture.self, Gemma3Architecture.self, Gemma3MultimodalArchitecture.self,
+        MistralArchitecture.self, GPT2Architecture.self,
     ]
 
     public static var supportedArchitectures: [String] { architectures.map { $0.name }.sorted() }

@@ -59,13 +59,14 @@ import StrataTensor
     }
 
     /// Every fixture's reference sequences: f16 KV within 1e-3 of the largest logit of f32 KV's,
-    /// bf16 within 6e-3; the paged pool gives the contiguous cache's logits for each type.
-    @Test(arguments: ["llama-gqa", "llama-mha-tied", "llama3-scaled", "mistral", "gpt2", "qwen2", "qwen3", "phi3", "gemma2"])
+    /// bf16 within 6e-3 (1e-2 over gemma3's seven layers); the paged pool gives the contiguous cache's logits for each type.
+    @Test(arguments: ["llama-gqa", "llama-mha-tied", "llama3-scaled", "mistral", "gpt2", "qwen2", "qwen3", "phi3", "gemma2", "gemma3"])
     func kvTypesStayNearF32OnTheFixtures(name: String) throws {
         let loaded = try LoadedModel(directory: Fixtures.model(name))
         for ids in try Fixtures.reference(name).sequences {
             let exact = try Self.logits(loaded.model, ids, type: .f32)
-            for (type, bound) in [(DType.f16, Float(1e-3)), (.bf16, 6e-3)] {
+            // bf16 (8 bits of mantissa) through gemma3's seven layers: 8.5e-3 measured
+            for (type, bound) in [(DType.f16, Float(1e-3)), (.bf16, name == "gemma3" ? 1e-2 : 6e-3)] {
                 let got = try Self.logits(loaded.model, ids, type: type)
                 let e = Self.relativeError(got, exact)
                 #expect(e < bound && e > 0, "\(name) \(type): relative error \(e)")

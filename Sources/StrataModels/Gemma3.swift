@@ -1,0 +1,129 @@
+import Foundation
+import StrataFormats
+import StrataTensor
+
+/// Gemma-3's text config (transformers' `Gemma3TextConfig`): Gemma-2's fields with Gemma-3's
+/// defaults, RMSNorms (1 + w) over each head of q and k, sliding-window layers in a pattern
+/// (`layer_types`, else every `sliding_window_pattern`-th layer (6) full), full-attention layers
+/// rotated with `rope_theta` (1e6, optionally linearly scaled) and sliding ones with the local base
+/// (1e4), no soft-capping unless asked. A multimodal `Gemma3ForConditionalGeneration` config nests
+/// these fields under `text_config`; its vision tower is not read.
+public struct Gemma3Config: Decodable, Sendable {
+    /// The Gemma family's config the pass runs on (Gemma2.swift).
+    public var family: Gemma2Config
+
+    enum Keys: String, CodingKey { case textConfig = "text_config" }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: Keys.self)
+        if c.contains(.textConfig) {
+            family = try Gemma2Config(from: c.superDecoder(forKey: .textConfig), gemma3: true)
+        } else {
+            family = try Gemma2Config(from: decoder, gemma3: true)
+        }
+    }
+}
+
+/// `Gemma3ForCausalLM` (Gemma 3 1B, and text checkpoints of the larger ones).
+public enum Gemma3Architecture: Architecture {
+    public static let name = "Gemma3ForCausalLM"
+    public static func spec(config: ConfigFile) throws -> ModelSpec { try config.decode(Gemma3Config.self).family.spec }
+    public static func build(config: ConfigFile, store: WeightStore) throws -> CausalLM {
+        try Gemma2Model(config: config.decode(Gemma3Config.self).family, store: store)
+    }
+    static let qkNorms: [String: TensorRole] = ["self_attn.q_norm.weight": .attentionQueryNorm, "self_attn.k_norm.weight": .attentionKeyNorm]
+    public static func place(of tensor: String) -> TensorPlace? { place(of: tensor, names: .text) }
+    static func place(of tensor: String, names: GemmaNames) -> TensorPlace? {
+        let hf: String
+        if tensor == names.lmHead {
+            hf = "lm_head.weight"
+        } else if tensor.hasPrefix(names.model) {
+            hf = "model." + tensor.dropFirst(names.model.count)
+        } else {
+            return nil
+        }
+        if let (n, rest) = layerSuffix(hf, prefix: "model.layers."), let role = qkNorms[String(rest)] { return TensorPlace(layer: n, role: role) }
+        return Gemma2Architecture.place(of: hf)
+    }
+    public static func parametersPerLayer(_ spec: ModelSpec) -> Int { LlamaFamily.parametersPerLayer(spec) }
+    /// Four norms of the hidden size, two of the head size.
+    public static func vectorsPerLayer(_ spec: ModelSpec) -> Int { 4 * spec.hiddenSize + 2 * spec.headDim }
+    public static func synthTensors(_ s: SynthShape) -> [(name: String, shape: [Int])] {
+        let hd = (s.extraFields["head_dim"] as? Int) ?? s.hidden / s.heads
+        var t: [(name: String, shape: [Int])] = []
+        for (name, shape) in Gemma2Architecture.synthTensors(s) {
+            t.append((name, shape))
+            if name.hasSuffix("self_attn.o_proj.weight") {
+                let p = String(name.dropLast("self_attn.o_proj.weight".count))
+                t.append((p + "self_attn.q_norm.weight", [hd]))
+                t.append((p + "self_attn.k_norm.weight", [hd]))
+            }
+        }
+        return t
+    }
+    public static func synthConfig(_ s: SynthShape) -> [String: Any] {
+        var c = Gemma2Architecture.synthConfig(s)
+        c["architectures"] = [name]
+        c["model_type"] = "gemma3_text"
+        c["rope_theta"] = nil
+        c["rope_parameters"] = ["full_attention": ["rope_type": "default", "rope_theta": s.ropeTheta],
+                                "sliding_attention": ["rope_type": "default", "rope_theta": 10_000.0]]
+        return c
+    }
+    public static var ggufArchitecture: String? { "gemma3" }
+    public static func tensorName(gguf name: String) -> String? { Gemma2Architecture.tensorName(gguf: name) }
+    /// llama.cpp's gemma3: norms stored as 1 + w (q/k norms too), the local rotary base fixed at
+    /// 1e4 and every sixth layer full, queries scaled by head_dim^-1/2 (27B, 62 layers:
+    /// (hidden / heads)^-1/2).
+    public static func ggufConfig(_ h: GGUFHyperparameters) throws -> [String: Any] {
+        var f = try h.llamaFamilyFields()
+        let hidden = f["hidden_size"] as! Int, heads = f["num_attention_heads"] as! Int, headDim = f["head_dim"] as! Int
+        f["query_pre_attn_scalar"] = (f["num_hidden_layers"] as! Int) == 62 ? hidden / heads : headDim
+        if let w = try h.int("attention.sliding_window") { f["sliding_window"] = w }
+        var full: [String: Any] = ["rope_type": "default", "rope_theta": f["rope_theta"] ?? 1_000_000.0]
+        if let scaling = f["rope_scaling"] as? [String: Any] { for (k, v) in scaling { full[k] = v } }
+        f["rope_theta"] = nil
+        f["rope_scaling"] = nil
+        f["rope_parameters"] = ["full_attention": full, "sliding_attention": ["rope_type": "default", "rope_theta": 10_000.0]]
+        f["strata_norm_weights_include_one"] = true
+        return f
+    }
+}
+
+/// `Gemma3ForConditionalGeneration` (Gemma 3 4B, 12B, 27B as published): the text model under
+/// `text_config` and a prefix (`GemmaNames.multimodal`); the vision tower's tensors are not read.
+public enum Gemma3MultimodalArchitecture: Architecture {
+    public static let name = "Gemma3ForConditionalGeneration"
+    public static func spec(config: ConfigFile) throws -> ModelSpec {
+        var family = try config.decode(Gemma3Config.self).family
+        family.architecture = name
+        return family.spec
+    }
+    public static func build(config: ConfigFile, store: WeightStore) throws -> CausalLM {
+        var family = try config.decode(Gemma3Config.self).family
+        family.architecture = name
+        guard let names = GemmaNames.multimodal.first(where: { store.contains($0.model + "embed_tokens.weight") }) else {
+            throw ConfigError.invalidValue(file: config.path, field: "architectures",
+                                           reason: "\(name) without a text model's embed_tokens.weight under \(GemmaNames.multimodal.map(\.model).joined(separator: " or "))")
+        }
+        family.names = names
+        return try Gemma2Model(config: family, store: store)
+    }
+    public static func place(of tensor: String) -> TensorPlace? {
+        for names in GemmaNames.multimodal { if let p = Gemma3Architecture.place(of: tensor, names: names) { return p } }
+        return nil
+    }
+    public static func parametersPerLayer(_ spec: ModelSpec) -> Int { Gemma3Architecture.parametersPerLayer(spec) }
+    public static func vectorsPerLayer(_ spec: ModelSpec) -> Int { Gemma3Architecture.vectorsPerLayer(spec) }
+    public static func synthTensors(_ s: SynthShape) -> [(name: String, shape: [Int])] {
+        Gemma3Architecture.synthTensors(s).map { t in
+            (t.name == "lm_head.weight" ? "lm_head.weight" : "model.language_model." + t.name.dropFirst("model.".count), t.shape)
+        }
+    }
+    public static func synthConfig(_ s: SynthShape) -> [String: Any] {
+        var text = Gemma3Architecture.synthConfig(s)
+        text["architectures"] = nil
+        return ["architectures": [name], "model_type": "gemma3", "text_config": text, "strata_synthetic": true,
+                "tie_word_embeddings": s.tied]
+    }
+}
