@@ -152,6 +152,17 @@ public struct RopeSettings: Sendable, Equatable {
         var longFactor: [Double]?
         var attentionFactor: Double?
         var partialRotaryFactor: Double?
+        /// These settings with every field `other` sets replaced (Python's dict.update).
+        func updated(by other: Params) -> Params {
+            var p = self
+            p.ropeType = other.ropeType ?? p.ropeType; p.type = other.type ?? p.type; p.ropeTheta = other.ropeTheta ?? p.ropeTheta
+            p.factor = other.factor ?? p.factor; p.lowFreqFactor = other.lowFreqFactor ?? p.lowFreqFactor
+            p.highFreqFactor = other.highFreqFactor ?? p.highFreqFactor
+            p.originalMaxPositionEmbeddings = other.originalMaxPositionEmbeddings ?? p.originalMaxPositionEmbeddings
+            p.shortFactor = other.shortFactor ?? p.shortFactor; p.longFactor = other.longFactor ?? p.longFactor
+            p.attentionFactor = other.attentionFactor ?? p.attentionFactor; p.partialRotaryFactor = other.partialRotaryFactor ?? p.partialRotaryFactor
+            return p
+        }
         enum CodingKeys: String, CodingKey {
             case ropeType = "rope_type", type, ropeTheta = "rope_theta", factor
             case lowFreqFactor = "low_freq_factor", highFreqFactor = "high_freq_factor"
@@ -212,7 +223,10 @@ public struct RopeSettings: Sendable, Equatable {
             if let other = byType.keys.first(where: { $0 != "full_attention" && $0 != "sliding_attention" }) {
                 throw ConfigError.invalidValue(file: file, field: "rope_parameters.\(other)", reason: "not a layer type (full_attention, sliding_attention)")
             }
-            let full = byType["full_attention"], sliding = byType["sliding_attention"]
+            var full = byType["full_attention"]
+            let sliding = byType["sliding_attention"]
+            // transformers: rope_scaling beside rope_parameters updates the full-attention entry
+            if let scaling = try c.decodeIfPresent(Params.self, forKey: .ropeScaling) { full = (full ?? Params()).updated(by: scaling) }
             return (try settings(full, theta: full?.ropeTheta ?? defaultTheta.full, field: "rope_parameters.full_attention.rope_theta"),
                     try settings(sliding, theta: sliding?.ropeTheta ?? defaultTheta.sliding, field: "rope_parameters.sliding_attention.rope_theta"))
         }

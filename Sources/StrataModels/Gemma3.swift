@@ -66,8 +66,9 @@ public enum Gemma3Architecture: Architecture {
         c["architectures"] = [name]
         c["model_type"] = "gemma3_text"
         c["rope_theta"] = nil
-        c["rope_parameters"] = ["full_attention": ["rope_type": "default", "rope_theta": s.ropeTheta],
-                                "sliding_attention": ["rope_type": "default", "rope_theta": 10_000.0]]
+        var full: [String: Any] = ["rope_type": "default", "rope_theta": s.ropeTheta]
+        if let scaling = c.removeValue(forKey: "rope_scaling") as? [String: Any] { for (k, v) in scaling { full[k] = v } }
+        c["rope_parameters"] = ["full_attention": full, "sliding_attention": ["rope_type": "default", "rope_theta": 10_000.0]]
         return c
     }
     public static var ggufArchitecture: String? { "gemma3" }

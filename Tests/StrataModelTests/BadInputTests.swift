@@ -187,6 +187,22 @@ func writeRawSafetensors(_ path: String, header: String, data: [UInt8], headerLe
         try check("gemma2", { $0["query_pre_attn_scalar"] = 0 }, field: "query_pre_attn_scalar")
         try check("gemma2", { rope(&$0) { $0["rope_type"] = "linear"; $0["factor"] = 2.0 } }, field: "rope_scaling")
         try check("gemma2", { $0["hidden_activation"] = "relu" }, field: "hidden_activation")
+        // Gemma-3: rotary settings per layer type (malformed, an unknown layer type, a scaling it
+        // does not take, a bad base), the pattern, bidirectional attention; the multimodal config's
+        // fields are checked inside text_config, and a checkpoint without the text model is named
+        try check("gemma3", { $0["rope_parameters"] = ["rope_type": "default", "rope_theta": 10000.0] }, field: "rope_parameters")
+        try check("gemma3", { $0["rope_parameters"] = ["chunked_attention": ["rope_type": "default"]] }, field: "rope_parameters.chunked_attention")
+        try check("gemma3", { $0["rope_parameters"] = ["full_attention": ["rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                                                          "high_freq_factor": 4.0, "original_max_position_embeddings": 16]] },
+                  field: "rope_parameters.full_attention")
+        try check("gemma3", { $0["rope_parameters"] = ["sliding_attention": ["rope_type": "default", "rope_theta": -1.0]] },
+                  field: "rope_parameters.sliding_attention.rope_theta")
+        try check("gemma3", { o in o["layer_types"] = nil; o["sliding_window_pattern"] = 0 }, field: "sliding_window_pattern")
+        try check("gemma3", { $0["use_bidirectional_attention"] = true }, field: "use_bidirectional_attention")
+        try check("gemma3-mm", { o in var t = o["text_config"] as! [String: Any]; t["layer_types"] = ["full_attention"]; o["text_config"] = t },
+                  field: "layer_types")
+        try check("gemma3-mm", { o in var t = o["text_config"] as! [String: Any]; t["num_hidden_layers"] = 0; o["text_config"] = t },
+                  field: "num_hidden_layers")
     }
 
     @Test func olderConfigKeysRopeThetaAndRopeScaling() throws {

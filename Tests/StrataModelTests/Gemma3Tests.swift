@@ -1,0 +1,70 @@
+import Foundation
+import Testing
+@testable import Strata
+@testable import StrataFormats
+@testable import StrataModels
+import StrataTensor
+
+// Gemma-3's config forms read as transformers reads them. (Logits and greedy tokens against
+// transformers: ModelTests and GenerationTests over the gemma3 and gemma3-mm fixtures, batched:
+// PagedTests, streamed: TieringTests, GGUF: GGUFModelTests over gemma3-q8_0.)
+
+@Suite struct Gemma3Tests {
+    /// The fixture's config rewritten in the older forms gives the same logits: `rope_theta`,
+    /// `rope_scaling` and `rope_local_base_freq` at the top; `rope_scaling` beside per-type
+    /// `rope_parameters` (transformers updates the full-attention entry with it); the layer pattern
+    /// by `sliding_window_pattern` instead of `layer_types`.
+    @Test func olderConfigFormsReadAsTransformersReadsThem() throws {
+        let src = Fixtures.model("gemma3")
+        let seq = try Fixtures.reference("gemma3").sequences[1].map(Int32.init)
+        let want = try ModelRegistry.load(directory: src).logits(seq)
+        let edits: [(String, (inout [String: Any]) -> Void)] = [
+            ("top-level rotary keys", { o in
+                o["rope_parameters"] = nil
+                o["rope_theta"] = 1_000_000.0
+                o["rope_local_base_freq"] = 10_000.0
+                o["rope_scaling"] = ["rope_type": "linear", "factor": 8.0]
+            }),
+            ("rope_scaling beside rope_parameters", { o in
+                o["rope_parameters"] = ["full_attention": ["rope_type": "default", "rope_theta": 1_000_000.0],
+                                        "sliding_attention": ["rope_type": "default", "rope_theta": 10_000.0]]
+                o["rope_scaling"] = ["rope_type": "linear", "factor": 8.0]
+            }),
+            ("sliding_window_pattern", { o in o["layer_types"] = nil; o["sliding_window_pattern"] = 6 }),
+        ]
+        for (what, edit) in edits {
+            let d = NSTemporaryDirectory() + "strata-gemma3-\(getpid())-\(UUID().uuidString)"
+            try FileManager.default.copyItem(atPath: src, toPath: d)
+            defer { try? FileManager.default.removeItem(atPath: d) }
+            var obj = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: d + "/config.json"))) as! [String: Any]
+            edit(&obj)
+            try JSONSerialization.data(withJSONObject: obj).write(to: URL(fileURLWithPath: d + "/config.json"))
+            let got = try ModelRegistry.load(directory: d).logits(seq)
+            #expect(got == want, "\(what)")
+        }
+        // and a different local base is not silently the same model
+        let d = NSTemporaryDirectory() + "strata-gemma3-\(getpid())-\(UUID().uuidString)"
+        try FileManager.default.copyItem(atPath: src, toPath: d)
+        defer { try? FileManager.default.removeItem(atPath: d) }
+        var obj = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: d + "/config.json"))) as! [String: Any]
+        obj["rope_parameters"] = ["full_attention": ["rope_type": "linear", "factor": 8.0, "rope_theta": 1_000_000.0],
+                                  "sliding_attention": ["rope_type": "default", "rope_theta": 20_000.0]]
+        try JSONSerialization.data(withJSONObject: obj).write(to: URL(fileURLWithPath: d + "/config.json"))
+        #expect(try ModelRegistry.load(directory: d).logits(seq) != want)
+    }
+
+    /// The multimodal checkpoint's text model under either prefix; the vision tower's tensors
+    /// have no place (not read, not counted as layers).
+    @Test func multimodalNamesAndPlaces() throws {
+        typealias A = Gemma3MultimodalArchitecture
+        #expect(A.place(of: "language_model.model.layers.3.self_attn.q_norm.weight") == TensorPlace(layer: 3, role: .attentionQueryNorm))
+        #expect(A.place(of: "model.language_model.layers.3.mlp.down_proj.weight") == TensorPlace(layer: 3, role: .mlpDown))
+        #expect(A.place(of: "language_model.lm_head.weight") == TensorPlace(layer: nil, role: .outputHead))
+        #expect(A.place(of: "model.language_model.embed_tokens.weight") == TensorPlace(layer: nil, role: .tokenEmbedding))
+        #expect(A.place(of: "vision_tower.vision_model.encoder.layers.0.mlp.fc1.weight") == nil)
+        #expect(A.place(of: "multi_modal_projector.mm_input_projection_weight") == nil)
+        #expect(Gemma3Architecture.place(of: "model.layers.0.self_attn.k_norm.weight") == TensorPlace(layer: 0, role: .attentionKeyNorm))
+        let spec = try ModelFolder(path: Fixtures.model("gemma3-mm")).spec
+        #expect(spec.architecture == A.name && spec.layers == 2)
+    }
+}
