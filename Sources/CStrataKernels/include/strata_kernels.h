@@ -1,7 +1,7 @@
 // CStrataKernels: Strata's hand-written SIMD kernels, the one C module besides the OpenBLAS
 // system library. Only StrataTensor/Kernels.swift imports it.
 //
-// Every kernel exists in three instruction-set paths, compiled in this one translation unit
+// Every kernel exists in three instruction-set paths, compiled into this module
 // with __attribute__((target(...))) (no compiler flags needed, none set by the package):
 //   STRATA_ISA_AVX512   AVX-512 F/BW/VL (+F16C, FMA): 16-lane, masked tails
 //   STRATA_ISA_AVX2     AVX2 + FMA + F16C: 8-lane, scalar tails
