@@ -313,14 +313,20 @@ extension PlannerInventory {
         let vectorBytes = weightInventory.map { inv in inv.locations.filter { $0.layer >= 0 && $0.shape.count < 2 }.reduce(0) { $0 + $1.end - $1.begin } }
             ?? arch.vectorsPerLayer(spec) * spec.layers * (dtype.map { $0.isQuantized ? 4 : $0.byteSize } ?? 4)
         let stagingSlack = 4 * 2 * 2 * 4096  // up to 4 slots, two segments of one layer each, a page at each end
-        let fixed = PlacementRule.runtimeOverhead() + PlacementRule.activationBytes(spec: spec, weightDType: weightDType, maxContext: maxContext, maxRows: maxRows)
-            + coldPageCache + vectorBytes + stagingSlack
+        // the run charges these to its ledger's lines (the layers' vectors as resident layers)
+        let fixedLines: [LedgerLine: Int] = [
+            .runtime: PlacementRule.runtimeOverhead(),
+            .activations: PlacementRule.activationBytes(spec: spec, weightDType: weightDType, maxContext: maxContext, maxRows: maxRows),
+            .coldRows: coldPageCache, .layerWeights: vectorBytes, .staging: stagingSlack,
+        ]
+        let fixed = fixedLines.values.reduce(0, +)
         var inv = PlannerInventory(name: (directory as NSString).lastPathComponent, layers: spec.layers, hidden: h, heads: spec.heads,
                                    kvHeads: spec.kvHeads, headDim: spec.headDim, vocab: spec.vocabSize, layerBytes: layerBytes,
                                    layerParams: [Int](repeating: perLayer, count: spec.layers), otherBytes: otherBytes,
                                    headParams: spec.vocabSize * h, kvBytesPerToken: spec.kvBytesPerToken(kvType),
                                    fixedBytes: fixed)
         inv.weightDType = weightDType
+        inv.fixedLines = fixedLines
         // the head's bytes: `otherBytes` is the head (the embedding, when tied) and the final norm
         inv.headBytes = otherBytes
         return inv

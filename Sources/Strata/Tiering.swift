@@ -317,14 +317,14 @@ public final class TieredRun: @unchecked Sendable {
         p.weights = given?.weights ?? weights
         if let swap { p.kvBlocksDisk = swap.slotCount }
         placement = p
-        try ledger.charge("runtime overhead", overhead)
-        try ledger.charge("activations", activations)
+        try ledger.charge(.runtime, overhead)
+        try ledger.charge(.activations, activations)
         let perBlock = PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: p.kvBlockSize, type: p.kvType)
-        try ledger.charge("KV cache (RAM)", p.kvBlocksRAM * perBlock)
+        try ledger.charge(.kv, p.kvBlocksRAM * perBlock)
         switch p.weights {
         case .tiered:
             // the cold embedding's rows pass through the page cache: a row per token
-            try ledger.charge("embedding rows (page cache)", PlacementRule.coldPageCacheBytes(inv, workload))
+            try ledger.charge(.coldRows, PlacementRule.coldPageCacheBytes(inv, workload))
             store = try TieredWeightStore(locations: inv.locations, streamed: Set(p.streamedLayers), prefetchDepth: p.prefetchDepth,
                                           ledger: ledger, location: directory, cold: inv.coldNames)
         case .mmap:
@@ -357,7 +357,7 @@ public final class TieredRun: @unchecked Sendable {
             diskReadBytesPerSecond: io.readSeconds > 0 ? Double(io.bytesRead) / io.readSeconds : 0,
             computeSeconds: max(0, wall - io.waitSeconds),
             ioWaitSeconds: io.waitSeconds,
-            peakResidentBytes: ledger.peak, peakResidentLines: ledger.peakLines,
+            peakResidentBytes: ledger.peak, peakResidentLines: LedgerLine.named(ledger.peakLines),
             peakRSSBytes: ProcessMemory.read().peak,
             kvBlocksSwapped: st.blocksSwappedOut + st.blocksSwappedIn,
             wallSeconds: wall, promptTokens: st.promptTokensComputed, generatedTokens: generated)

@@ -1,4 +1,5 @@
 import Foundation
+import StrataTensor
 
 /// Errors of the RAM budget.
 public enum BudgetError: Error, CustomStringConvertible, Equatable, Sendable {
@@ -17,32 +18,32 @@ public enum BudgetError: Error, CustomStringConvertible, Equatable, Sendable {
     }
 }
 
-/// One byte ledger for everything Strata keeps resident (resident weights, KV blocks in RAM,
-/// staging buffers, activations, logits, runtime overhead). Every allocation that counts is
-/// charged to a named line before it is made; the ledger refuses charges past the budget and
-/// remembers its peak with the lines at that moment.
+/// One byte ledger for everything Strata keeps resident, in the lines of `LedgerLine` (resident
+/// weights, KV blocks in RAM, staging buffers, activations, runtime overhead). Every allocation
+/// that counts is charged to its line before it is made; the ledger refuses charges past the
+/// budget and remembers its peak with the lines at that moment.
 public final class Ledger: @unchecked Sendable {
     public let budget: Int?
-    public private(set) var lines: [String: Int] = [:]
+    public private(set) var lines: [LedgerLine: Int] = [:]
     public private(set) var total = 0
     public private(set) var peak = 0
-    public private(set) var peakLines: [String: Int] = [:]
+    public private(set) var peakLines: [LedgerLine: Int] = [:]
     private let lock = NSLock()
 
     public init(budget: Int?) { self.budget = budget }
 
-    public func charge(_ line: String, _ bytes: Int) throws {
+    public func charge(_ line: LedgerLine, _ bytes: Int) throws {
         precondition(bytes >= 0, "Ledger.charge: negative bytes")
         lock.lock(); defer { lock.unlock() }
-        if let b = budget, total + bytes > b { throw BudgetError.exceeded(line: line, requested: bytes, used: total, budget: b) }
+        if let b = budget, total + bytes > b { throw BudgetError.exceeded(line: line.rawValue, requested: bytes, used: total, budget: b) }
         lines[line, default: 0] += bytes
         total += bytes
         if total > peak { peak = total; peakLines = lines }
     }
 
-    public func credit(_ line: String, _ bytes: Int) {
+    public func credit(_ line: LedgerLine, _ bytes: Int) {
         lock.lock(); defer { lock.unlock() }
-        precondition((lines[line] ?? 0) >= bytes, "Ledger.credit: \(line) holds \(lines[line] ?? 0), crediting \(bytes)")
+        precondition((lines[line] ?? 0) >= bytes, "Ledger.credit: \(line.rawValue) holds \(lines[line] ?? 0), crediting \(bytes)")
         lines[line]! -= bytes
         total -= bytes
     }

@@ -28,7 +28,7 @@ public struct WeightIOStats: Sendable, Codable {
 /// Weights in two tiers under a RAM budget.
 ///
 /// - Resident tensors are read once into owned memory (charged to the ledger line
-///   "resident weights"; the file's pages are dropped after the read). So are the vectors
+///   "resident layers" / "embeddings, norms, head"; the file's pages are dropped after the read). So are the vectors
 ///   (norms, biases) of streamed layers.
 /// - Cold tensors (an untied token embedding) are read through a file mapping, a row at a time.
 /// - Streamed layers live on disk and pass through a ring of `prefetchDepth + 1` staging slots
@@ -114,7 +114,7 @@ public final class TieredWeightStore: WeightStore, @unchecked Sendable {
         let slotCount = streamedLayers.isEmpty ? 0 : min(prefetchDepth + 1, streamedLayers.count)
         slotLayer = [Int](repeating: -1, count: slotCount)
         slotBusy = [Bool](repeating: false, count: slotCount)
-        try ledger.charge("staging buffers", slotCount * slotBytes)
+        try ledger.charge(.staging, slotCount * slotBytes)
         slots = (0..<slotCount).map { _ in TensorStorage(byteCount: slotBytes, alignment: Self.align, hugePages: true) }
         // resident tensors: read once, pages dropped
         var buffered: [String: Int32] = [:]
@@ -133,7 +133,7 @@ public final class TieredWeightStore: WeightStore, @unchecked Sendable {
         let bounce = slots.first
         let bounceBytes = slotBytes / Self.align * Self.align
         for l in locations where (!streamed.contains(l.layer) || Self.keptResident(l)) && !cold.contains(l.name) {
-            try ledger.charge("resident weights", l.end - l.begin)
+            try ledger.charge(l.layer < 0 ? .otherWeights : .layerWeights, l.end - l.begin)
             let t = Tensor(storage: TensorStorage(byteCount: l.end - l.begin, hugePages: true), dtype: l.dtype, shape: l.shape)
             if bounce != nil && bounceBytes >= 2 * Self.align && direct[l.path] == nil, let dfd = try FileIO.openReadDirect(l.path) {
                 direct[l.path] = (dfd, try FileIO.size(fd: dfd, path: l.path))

@@ -9,7 +9,8 @@ public enum Planner {
         cost.dtype = inv.weightDType
         cost.bf16Products = request.bf16Products ?? false
         cost.exactActivations = request.exactActivations ?? false
-        let perBlock = 2 * inv.layers * request.blockSize * (inv.kvHeads * inv.headDim) * 4
+        // a KV block of every layer in the planned KV type (the run's PagedKVCache.bytesPerBlock)
+        let perBlock = inv.kvBytesPerToken * request.blockSize
         let blocksPerSeq = (request.promptTokens + request.outputTokens + request.blockSize - 1) / request.blockSize + 1
         let batches: [Int] = request.batch.map { [$0] } ?? Array(Set([1, 2, 4, 8, 16, 32, 64, 128, 256].filter { $0 <= request.maxBatch })).sorted()
         let maxLayer = inv.layerBytes.max() ?? 0
@@ -66,8 +67,13 @@ public enum Planner {
                         let binding: String
                         if streamed.isEmpty { binding = b == batches.last ? "batch limit (\(b))" : "none: everything fits in RAM" }
                         else { binding = "RAM budget: \(streamed.count) of \(inv.layers) layers stream from disk (resident layers \(arrangement))" }
-                        let ledger = ["runtime and activations": inv.fixedBytes, "embeddings/norms/head": inv.otherBytes, "KV cache (RAM)": kvBytes,
-                                      "staging buffers": staging, "resident layers": residentLayers]
+                        // the run's ledger lines (LedgerLine), predicted
+                        var lines = inv.fixedLines.isEmpty ? [LedgerLine.runtime: inv.fixedBytes] : inv.fixedLines
+                        lines[.otherWeights, default: 0] += inv.otherBytes
+                        lines[.kv, default: 0] += kvBytes
+                        lines[.staging, default: 0] += staging
+                        lines[.layerWeights, default: 0] += residentLayers
+                        let ledger = LedgerLine.named(lines)
                         best = (Plan(model: inv.name, request: request, batch: b, prefetchDepth: streamed.isEmpty ? 0 : k, streamedLayers: streamed,
                                      kvBlocksRAM: b * blocksPerSeq, kvBlocksDisk: 0, blockSize: request.blockSize, ledger: ledger, prediction: pred,
                                      binding: binding, budgetCurve: [], moreRAM: ""), score)

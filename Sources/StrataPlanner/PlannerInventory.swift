@@ -21,10 +21,12 @@ public struct PlannerInventory: Codable, Sendable {
     /// the LM head's bytes as stored (nil: f32, 4 per parameter; a 16-bit or quantized head
     /// reads fewer bytes per decode step)
     public var headBytes: Int? = nil
-    /// bytes of K and V per token, all layers (f32)
+    /// bytes of K and V per token, all layers, in the KV type planned
     public var kvBytesPerToken: Int
     /// fixed resident bytes: runtime overhead and activations at the workload's size
     public var fixedBytes: Int
+    /// `fixedBytes` by the ledger's lines (empty: all of it counted as runtime overhead)
+    public var fixedLines: [LedgerLine: Int] = [:]
     /// the layers' weight dtype (nil: unknown, no widening cost)
     public var weightDType: DType? = nil
 

@@ -114,7 +114,7 @@ import StrataTensor
                                 workload: Workload(batch: 1, promptTokens: 8, outputTokens: 8), kvBlocks: 10, kvType: .bf16)
         defer { run.shutdown() }
         #expect(run.placement.kvType == .bf16 && run.engine.kv.type == .bf16)
-        #expect(run.ledger.lines["KV cache (RAM)"] == 10 * PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: 16, type: .bf16))
+        #expect(run.ledger.lines[.kv] == 10 * PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: 16, type: .bf16))
         // a head that q8_0's blocks would straddle is refused before anything is allocated
         #expect(throws: TensorError.self) {
             _ = try TieredRun(folder: ModelFolder(path: Fixtures.model("llama-gqa")), budget: nil,

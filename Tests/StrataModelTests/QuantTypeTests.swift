@@ -70,7 +70,7 @@ import StrataTestSupport
         let workload = Workload(batch: 3, promptTokens: 19, outputTokens: greedy.maxTokens)
         let probe = try TieredRun(directory: path, budget: nil, workload: workload)
         probe.shutdown()
-        let fixed = probe.ledger.lines["runtime overhead"]! + probe.ledger.lines["activations"]! + (probe.ledger.lines["embedding rows (page cache)"] ?? 0)
+        let fixed = probe.ledger.lines[.runtime]! + probe.ledger.lines[.activations]! + (probe.ledger.lines[.coldRows] ?? 0)
         let spec = try ModelFolder(path: path).spec
         let perBlock = PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: 16, type: .kvDefault)
         let budget = fixed + inv.otherBytes + inv.layerBytes.max()! + inv.layerBytes[0] - 1 + PlacementRule.kvBlocks(workload, blockSize: 16) * perBlock

@@ -52,6 +52,12 @@ import Testing
         #expect(result.outputs.map { $0.ids } == alone)
         #expect(result.report.measured.peakResidentBytes <= budget && result.report.placement == plan.placement)
         #expect(!plan.streamedLayers.isEmpty && result.report.measured.diskBytesRead > 0)  // layers streamed
+        // the plan and the run account in the same lines (LedgerLine), each within the budget
+        let names = Set(LedgerLine.allCases.map(\.rawValue))
+        #expect(Set(plan.ledger.keys) == names && Set(result.report.measured.peakResidentLines.keys) == names)
+        #expect(plan.ledger.values.reduce(0, +) <= budget && result.report.measured.peakResidentLines.values.reduce(0, +) <= budget)
+        // what the plan put in RAM for KV is what the run charged (the same KV type and block)
+        #expect(plan.ledger[LedgerLine.kv.rawValue] == result.report.measured.peakResidentLines[LedgerLine.kv.rawValue])
         let predicted = try #require(result.report.predicted)
         #expect(predicted["decode_tokens_per_second"] != nil && result.report.error?["decode_tokens_per_second"] != nil)
         // the same run as events: tokens, then the report

@@ -27,7 +27,7 @@ import StrataTensor
         // building the model reads no streamed layer beyond what the one slot prefetches (its
         // norms and biases are resident), so a run streams each layer once per pass
         let residentBytes = inv.locations.filter { $0.layer != 1 || $0.shape.count < 2 }.reduce(0) { $0 + $1.end - $1.begin }
-        #expect(store.stats.layersLoaded <= 1 && ledger.lines["resident weights"] == residentBytes)
+        #expect(store.stats.layersLoaded <= 1 && (ledger.lines[.layerWeights] ?? 0) + (ledger.lines[.otherWeights] ?? 0) == residentBytes)
         let mapped = try ModelRegistry.load(directory: dir)
         let seq = try Fixtures.reference(name).sequences[1].map(Int32.init)
         let a = try tiered.logits(seq), b = try mapped.logits(seq)
@@ -37,7 +37,7 @@ import StrataTensor
         let again = try tiered.logits(seq)
         #expect(zip(again.joined(), b.joined()).allSatisfy { $0 == $1 }, "\(name): logits differ on the second pass")
         #expect(store.stats.bytesRead > 0 && store.stats.layersLoaded >= 2)
-        #expect(ledger.lines["staging buffers"]! == store.slotBytes && ledger.lines["resident weights"]! > 0)
+        #expect(ledger.lines[.staging]! == store.slotBytes && ledger.lines[.layerWeights]! > 0)
         // and tokens, through the generator, on the tiered model
         let loadedTiered = try LoadedModel(directory: dir, model: tiered)
         let prompt = try Fixtures.reference(name).greedy_prompt
@@ -87,7 +87,7 @@ import StrataTensor
         // find the fixed lines, then give a budget that holds one layer resident and streams the other
         let probe = try TieredRun(directory: dir, budget: nil, workload: workload)
         probe.shutdown()
-        let fixed = probe.ledger.lines["runtime overhead"]! + probe.ledger.lines["activations"]! + (probe.ledger.lines["embedding rows (page cache)"] ?? 0)
+        let fixed = probe.ledger.lines[.runtime]! + probe.ledger.lines[.activations]! + (probe.ledger.lines[.coldRows] ?? 0)
         let perBlock = PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: 16, type: .kvDefault)
         // less than both layers: both stream through one staging slot (prefetch 0)
         let budget = fixed + inv.otherBytes + inv.layerBytes.max()! + inv.layerBytes[0] - 1 + PlacementRule.kvBlocks(workload, blockSize: 16) * perBlock
