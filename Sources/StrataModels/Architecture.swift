@@ -62,28 +62,41 @@ public protocol Architecture: Sendable {
     static func spec(config: ConfigFile) throws -> ModelSpec
     /// The model over `store`'s weights.
     static func build(config: ConfigFile, store: WeightStore) throws -> CausalLM
+    /// Every tensor this architecture reads, one row each (role, HF and llama.cpp names, bias,
+    /// shape): `place(of:)`, `tensorName(gguf:)`, `ggufName(hf:)`, `synthTensors` and the per-layer
+    /// counts are derived from it (TensorTable.swift).
+    static var tensors: TensorTable { get }
     /// Where a checkpoint tensor belongs; nil for a name this architecture does not read.
+    /// Default: the table's answer.
     static func place(of tensor: String) -> TensorPlace?
-    /// Parameters of one layer's matrices (q, k, v, o and the MLP), from the shape.
+    /// Parameters of one layer's matrices (q, k, v, o and the MLP), from the shape. Default: the table's.
     static func parametersPerLayer(_ spec: ModelSpec) -> Int
-    /// Elements of one layer's vectors (norms, biases), from the shape.
+    /// Elements of one layer's vectors (norms, biases), from the shape. Default: the table's.
     static func vectorsPerLayer(_ spec: ModelSpec) -> Int
-    /// The checkpoint tensors `synth` writes for `shape`, in file order.
+    /// The checkpoint tensors `synth` writes for `shape`, in file order. Default: the table's.
     static func synthTensors(_ shape: SynthShape) -> [(name: String, shape: [Int])]
     /// The config.json `synth` writes for `shape` (without the dtype).
     static func synthConfig(_ shape: SynthShape) -> [String: Any]
     /// GGUF's `general.architecture` of this architecture (nil: Strata reads no GGUF of it;
     /// llama.cpp writes Mistral as `llama`). Default nil (GGUFModel.swift).
     static var ggufArchitecture: String? { get }
-    /// The HF name of a llama.cpp tensor name (nil: not read). Default: the Llama family's table.
+    /// The HF name of a llama.cpp tensor name (nil: not read). Default: the table's.
     static func tensorName(gguf: String) -> String?
-    /// The config.json fields of a GGUF file's metadata. Default: the Llama family's fields.
+    /// The config.json fields of a GGUF file's metadata. Default: an error naming the
+    /// architecture; the Llama family's fields for a `LlamaFamilyArchitecture`.
     static func ggufConfig(_ h: GGUFHyperparameters) throws -> [String: Any]
     /// How to write a folder of this architecture as GGUF; nil (the default) when Strata cannot.
     static func ggufExport(config: ConfigFile) throws -> GGUFExport?
 }
 
 extension Architecture {
+    public static func place(of tensor: String) -> TensorPlace? { tensors.place(of: tensor) }
+    public static func parametersPerLayer(_ spec: ModelSpec) -> Int { tensors.layerElements(TensorDims(spec)).matrices }
+    public static func vectorsPerLayer(_ spec: ModelSpec) -> Int { tensors.layerElements(TensorDims(spec)).vectors }
+    public static func synthTensors(_ shape: SynthShape) -> [(name: String, shape: [Int])] {
+        tensors.synth(TensorDims(shape), layers: shape.layers, tied: shape.tied)
+    }
+
     /// The token embedding, read a row per token (cold) when the model has a separate output
     /// head; nil when the checkpoint's names contain no token embedding.
     public static func coldEmbedding(in names: [String]) -> String? {
@@ -98,4 +111,12 @@ func layerSuffix(_ name: String, prefix: String) -> (Int, Substring)? {
     let rest = name.dropFirst(prefix.count)
     guard let dot = rest.firstIndex(of: "."), let n = Int(rest[..<dot]), n >= 0 else { return nil }
     return (n, rest[rest.index(after: dot)...])
+}
+
+/// An architecture of the Llama family (Llama, Mistral, Qwen2, Qwen3, Phi-3): GGUF metadata read
+/// as the family's fields unless it says otherwise.
+public protocol LlamaFamilyArchitecture: Architecture {}
+
+extension LlamaFamilyArchitecture {
+    public static func ggufConfig(_ h: GGUFHyperparameters) throws -> [String: Any] { try h.llamaFamilyFields() }
 }

@@ -31,19 +31,8 @@ public struct GGUFExport {
 }
 
 extension Architecture {
-    /// The llama.cpp name of an HF tensor name, by inverting `tensorName(gguf:)` over llama.cpp's
-    /// tensor names; nil for a name the architecture does not map.
-    public static func ggufName(hf name: String) -> String? {
-        for g in ["token_embd.weight", "output_norm.weight", "output.weight"] where tensorName(gguf: g) == name { return g }
-        guard let (layer, rest) = layerSuffix(name, prefix: "model.layers.") else { return nil }
-        let kind = rest.hasSuffix(".bias") ? "bias" : "weight"
-        for base in ["attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "attn_qkv", "attn_q_norm", "attn_k_norm", "ffn_norm",
-                     "ffn_gate", "ffn_up", "ffn_down", "post_attention_norm", "post_ffw_norm"] {
-            let g = "blk.\(layer).\(base).\(kind)"
-            if tensorName(gguf: g) == name { return g }
-        }
-        return nil
-    }
+    /// The llama.cpp name of an HF tensor name (the table's); nil for a name the architecture does not map.
+    public static func ggufName(hf name: String) -> String? { tensors.ggufName(hf: name) }
 
     /// Default: the architecture cannot be written as GGUF yet.
     public static func ggufExport(config: ConfigFile) throws -> GGUFExport? { nil }

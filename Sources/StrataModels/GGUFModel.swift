@@ -138,32 +138,13 @@ public struct GGUFHyperparameters {
 }
 
 extension Architecture {
-    /// llama.cpp's name of one layer's tensor -> the HF suffix after `model.layers.N.`.
-    static var llamaFamilyGGUFLayerNames: [String: String] {
-        ["attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
-         "attn_output": "self_attn.o_proj", "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm",
-         "ffn_norm": "post_attention_layernorm", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj"]
-    }
-
-    /// llama.cpp's tensor name -> the HF name, through `layerNames` (Llama-family globals).
-    static func llamaFamilyTensorName(gguf name: String, layerNames: [String: String]) -> String? {
-        switch name {
-        case "token_embd.weight": return "model.embed_tokens.weight"
-        case "output_norm.weight": return "model.norm.weight"
-        case "output.weight": return "lm_head.weight"
-        default: break
-        }
-        guard let (layer, rest) = layerSuffix(name, prefix: "blk.") else { return nil }
-        guard let dot = rest.lastIndex(of: ".") else { return nil }
-        let base = String(rest[..<dot]), kind = rest[rest.index(after: dot)...]
-        guard kind == "weight" || kind == "bias", let hf = layerNames[base] else { return nil }
-        return "model.layers.\(layer).\(hf).\(kind)"
-    }
-
-    // Defaults for the Llama family (Llama, Qwen2, Qwen3); other architectures override.
+    // Defaults: no GGUF of this architecture is read, its names come from the tensor table, and its
+    // metadata is refused by name (an architecture must say how it reads GGUF metadata).
     public static var ggufArchitecture: String? { nil }
-    public static func tensorName(gguf name: String) -> String? { llamaFamilyTensorName(gguf: name, layerNames: llamaFamilyGGUFLayerNames) }
-    public static func ggufConfig(_ h: GGUFHyperparameters) throws -> [String: Any] { try h.llamaFamilyFields() }
+    public static func tensorName(gguf name: String) -> String? { tensors.hfName(gguf: name) }
+    public static func ggufConfig(_ h: GGUFHyperparameters) throws -> [String: Any] {
+        throw GGUFError.invalid(file: h.file.path, field: "general.architecture", reason: "\(name) has no reading of GGUF metadata")
+    }
 }
 
 /// A GGUF file's tensors under the Hugging Face names of its architecture (tensors the

@@ -183,62 +183,25 @@ public final class GPT2Model: CausalLM, @unchecked Sendable {
 /// Conv1D weights stored `[in, out]`, learned positions, the head tied to `wte`.
 public enum GPT2Architecture: Architecture {
     public static let name = "GPT2LMHeadModel"
-    static let layerTable: [String: TensorRole] = [
-        "ln_1.weight": .attentionNorm, "ln_1.bias": .attentionNorm,
-        "attn.c_attn.weight": .attentionQKV, "attn.c_attn.bias": .attentionQKV,
-        "attn.c_proj.weight": .attentionOutput, "attn.c_proj.bias": .attentionOutput,
-        "ln_2.weight": .mlpNorm, "ln_2.bias": .mlpNorm,
-        "mlp.c_fc.weight": .mlpUp, "mlp.c_fc.bias": .mlpUp,
-        "mlp.c_proj.weight": .mlpDown, "mlp.c_proj.bias": .mlpDown,
-    ]
-    static let globalTable: [String: TensorRole] = [
-        "wte.weight": .tokenEmbedding, "wpe.weight": .positionEmbedding, "ln_f.weight": .finalNorm, "ln_f.bias": .finalNorm,
-    ]
+    /// Conv1D weights stored [in, out] (their biases along axis 1); llama.cpp's names beside.
+    public static let tensors = TensorTable(prefixes: ["transformer.", ""], layerPrefix: "h.", [
+        TensorRow(.tokenEmbedding, hf: "wte", gguf: "token_embd", .global) { [$0.vocab, $0.hidden] },
+        TensorRow(.positionEmbedding, hf: "wpe", gguf: "position_embd", .global) { [$0.positions, $0.hidden] },
+        TensorRow(.attentionNorm, hf: "ln_1", gguf: "attn_norm", bias: .always) { [$0.hidden] },
+        TensorRow(.attentionQKV, hf: "attn.c_attn", gguf: "attn_qkv", bias: .always, outputAxis: 1) { [$0.hidden, 3 * $0.hidden] },
+        TensorRow(.attentionOutput, hf: "attn.c_proj", gguf: "attn_output", bias: .always, outputAxis: 1) { [$0.hidden, $0.hidden] },
+        TensorRow(.mlpNorm, hf: "ln_2", gguf: "ffn_norm", bias: .always) { [$0.hidden] },
+        TensorRow(.mlpUp, hf: "mlp.c_fc", gguf: "ffn_up", bias: .always, outputAxis: 1) { [$0.hidden, $0.intermediate] },
+        TensorRow(.mlpDown, hf: "mlp.c_proj", gguf: "ffn_down", bias: .always, outputAxis: 1) { [$0.intermediate, $0.hidden] },
+        TensorRow(.finalNorm, hf: "ln_f", gguf: "output_norm", .global, bias: .always) { [$0.hidden] },
+        TensorRow(.outputHead, hf: "lm_head", gguf: "output", .global) { [$0.vocab, $0.hidden] },
+    ])
 
     public static func spec(config: ConfigFile) throws -> ModelSpec { try config.decode(GPT2Config.self).spec }
     public static func build(config: ConfigFile, store: WeightStore) throws -> CausalLM {
         try GPT2Model(config: config.decode(GPT2Config.self), store: store)
     }
-    public static func place(of tensor: String) -> TensorPlace? {
-        if tensor == "lm_head.weight" { return TensorPlace(layer: nil, role: .outputHead) }
-        let name = tensor.hasPrefix("transformer.") ? String(tensor.dropFirst("transformer.".count)) : tensor
-        if let (n, rest) = layerSuffix(name, prefix: "h.") { return layerTable[String(rest)].map { TensorPlace(layer: n, role: $0) } }
-        return globalTable[name].map { TensorPlace(layer: nil, role: $0) }
-    }
-    /// c_attn (3 h x h), c_proj (h x h), c_fc and its projection (2 h x inner).
-    public static func parametersPerLayer(_ s: ModelSpec) -> Int { 4 * s.hiddenSize * s.hiddenSize + 2 * s.hiddenSize * s.intermediateSize }
-    /// Two LayerNorms (weight and bias) and the biases of the four matrices.
-    public static func vectorsPerLayer(_ s: ModelSpec) -> Int { 4 * s.hiddenSize + 3 * s.hiddenSize + s.hiddenSize + s.intermediateSize + s.hiddenSize }
-
-    public static func synthTensors(_ s: SynthShape) -> [(name: String, shape: [Int])] {
-        var t: [(name: String, shape: [Int])] = []
-        let h = s.hidden
-        t.append(("transformer.wte.weight", [s.vocab, h])); t.append(("transformer.wpe.weight", [s.maxPositions, h]))
-        for i in 0..<s.layers {
-            let p = "transformer.h.\(i)."
-            t.append((p + "ln_1.weight", [h])); t.append((p + "ln_1.bias", [h]))
-            t.append((p + "attn.c_attn.weight", [h, 3 * h])); t.append((p + "attn.c_attn.bias", [3 * h]))
-            t.append((p + "attn.c_proj.weight", [h, h])); t.append((p + "attn.c_proj.bias", [h]))
-            t.append((p + "ln_2.weight", [h])); t.append((p + "ln_2.bias", [h]))
-            t.append((p + "mlp.c_fc.weight", [h, s.intermediate])); t.append((p + "mlp.c_fc.bias", [s.intermediate]))
-            t.append((p + "mlp.c_proj.weight", [s.intermediate, h])); t.append((p + "mlp.c_proj.bias", [h]))
-        }
-        t.append(("transformer.ln_f.weight", [h])); t.append(("transformer.ln_f.bias", [h]))
-        return t
-    }
-
     public static var ggufArchitecture: String? { "gpt2" }
-    /// llama.cpp's GPT-2 names (the HF names without the `transformer.` prefix).
-    public static func tensorName(gguf name: String) -> String? {
-        let globals = ["token_embd.weight": "wte.weight", "position_embd.weight": "wpe.weight", "output_norm.weight": "ln_f.weight",
-                       "output_norm.bias": "ln_f.bias", "output.weight": "lm_head.weight"]
-        if let g = globals[name] { return g }
-        guard let (layer, rest) = layerSuffix(name, prefix: "blk."), let dot = rest.lastIndex(of: ".") else { return nil }
-        let table = ["attn_norm": "ln_1", "attn_qkv": "attn.c_attn", "attn_output": "attn.c_proj", "ffn_norm": "ln_2",
-                     "ffn_up": "mlp.c_fc", "ffn_down": "mlp.c_proj"]
-        guard let hf = table[String(rest[..<dot])] else { return nil }
-        return "h.\(layer).\(hf)" + rest[dot...]
-    }
     /// The converter transposes the Conv1D weights to `[out, in]`.
     public static func ggufConfig(_ h: GGUFHyperparameters) throws -> [String: Any] {
         let embd = try h.requireInt("embedding_length")

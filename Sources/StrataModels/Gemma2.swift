@@ -295,45 +295,15 @@ public final class Gemma2Model: CausalLM, @unchecked Sendable {
 }
 
 /// `Gemma2ForCausalLM` (Gemma 2): the Llama family's tensor names plus the pre/post
-/// feed-forward norms.
+/// feed-forward norms (`LlamaFamily.table(gemmaNorms:)`).
 public enum Gemma2Architecture: Architecture {
     public static let name = "Gemma2ForCausalLM"
     public static func spec(config: ConfigFile) throws -> ModelSpec { try config.decode(Gemma2Config.self).spec }
     public static func build(config: ConfigFile, store: WeightStore) throws -> CausalLM {
         try Gemma2Model(config: config.decode(Gemma2Config.self), store: store)
     }
-    static let extraNorms: [String: TensorRole] = [
-        "pre_feedforward_layernorm.weight": .mlpNorm, "post_feedforward_layernorm.weight": .mlpNorm,
-    ]
-    public static func place(of tensor: String) -> TensorPlace? {
-        if let (n, rest) = layerSuffix(tensor, prefix: "model.layers."), let role = extraNorms[String(rest)] {
-            return TensorPlace(layer: n, role: role)
-        }
-        return LlamaFamily.place(of: tensor)
-    }
-    public static func parametersPerLayer(_ spec: ModelSpec) -> Int { LlamaFamily.parametersPerLayer(spec) }
-    /// Four norms.
-    public static func vectorsPerLayer(_ spec: ModelSpec) -> Int { 4 * spec.hiddenSize }
-    public static func synthTensors(_ s: SynthShape) -> [(name: String, shape: [Int])] {
-        var t: [(name: String, shape: [Int])] = []
-        for (name, shape) in LlamaFamily.synthTensors(s, qkvBias: false) {
-            t.append((name, shape))
-            if name.hasSuffix("post_attention_layernorm.weight") {
-                let p = String(name.dropLast("post_attention_layernorm.weight".count))
-                t.append((p + "pre_feedforward_layernorm.weight", shape))
-                t.append((p + "post_feedforward_layernorm.weight", shape))
-            }
-        }
-        return t
-    }
+    public static let tensors = LlamaFamily.table(qkvBias: .none, otherBias: .none, gemmaNorms: true)
     public static var ggufArchitecture: String? { "gemma2" }
-    public static func tensorName(gguf name: String) -> String? {
-        var t = llamaFamilyGGUFLayerNames
-        t["post_attention_norm"] = "post_attention_layernorm"
-        t["ffn_norm"] = "pre_feedforward_layernorm"
-        t["post_ffw_norm"] = "post_feedforward_layernorm"
-        return llamaFamilyTensorName(gguf: name, layerNames: t)
-    }
     /// llama.cpp stores Gemma's norms as 1 + w, and scales queries by head_dim^-1/2 (27B, with 46
     /// layers: (hidden / heads)^-1/2), as transformers' `query_pre_attn_scalar` of those models.
     public static func ggufConfig(_ h: GGUFHyperparameters) throws -> [String: Any] {

@@ -31,36 +31,7 @@ public enum Gemma3Architecture: Architecture {
     public static func build(config: ConfigFile, store: WeightStore) throws -> CausalLM {
         try Gemma2Model(config: config.decode(Gemma3Config.self).family, store: store)
     }
-    static let qkNorms: [String: TensorRole] = ["self_attn.q_norm.weight": .attentionQueryNorm, "self_attn.k_norm.weight": .attentionKeyNorm]
-    public static func place(of tensor: String) -> TensorPlace? { place(of: tensor, names: .text) }
-    static func place(of tensor: String, names: GemmaNames) -> TensorPlace? {
-        let hf: String
-        if tensor == names.lmHead {
-            hf = "lm_head.weight"
-        } else if tensor.hasPrefix(names.model) {
-            hf = "model." + tensor.dropFirst(names.model.count)
-        } else {
-            return nil
-        }
-        if let (n, rest) = layerSuffix(hf, prefix: "model.layers."), let role = qkNorms[String(rest)] { return TensorPlace(layer: n, role: role) }
-        return Gemma2Architecture.place(of: hf)
-    }
-    public static func parametersPerLayer(_ spec: ModelSpec) -> Int { LlamaFamily.parametersPerLayer(spec) }
-    /// Four norms of the hidden size, two of the head size.
-    public static func vectorsPerLayer(_ spec: ModelSpec) -> Int { 4 * spec.hiddenSize + 2 * spec.headDim }
-    public static func synthTensors(_ s: SynthShape) -> [(name: String, shape: [Int])] {
-        let hd = (s.extraFields["head_dim"] as? Int) ?? s.hidden / s.heads
-        var t: [(name: String, shape: [Int])] = []
-        for (name, shape) in Gemma2Architecture.synthTensors(s) {
-            t.append((name, shape))
-            if name.hasSuffix("self_attn.o_proj.weight") {
-                let p = String(name.dropLast("self_attn.o_proj.weight".count))
-                t.append((p + "self_attn.q_norm.weight", [hd]))
-                t.append((p + "self_attn.k_norm.weight", [hd]))
-            }
-        }
-        return t
-    }
+    public static let tensors = LlamaFamily.table(qkvBias: .none, otherBias: .none, qkNorm: true, gemmaNorms: true)
     public static func synthConfig(_ s: SynthShape) -> [String: Any] {
         var c = Gemma2Architecture.synthConfig(s)
         c["architectures"] = [name]
@@ -72,7 +43,6 @@ public enum Gemma3Architecture: Architecture {
         return c
     }
     public static var ggufArchitecture: String? { "gemma3" }
-    public static func tensorName(gguf name: String) -> String? { Gemma2Architecture.tensorName(gguf: name) }
     /// llama.cpp's gemma3: norms stored as 1 + w (q/k norms too), the local rotary base fixed at
     /// 1e4 and every sixth layer full, queries scaled by head_dim^-1/2 (27B, 62 layers:
     /// (hidden / heads)^-1/2).
@@ -110,16 +80,12 @@ public enum Gemma3MultimodalArchitecture: Architecture {
         family.names = names
         return try Gemma2Model(config: family, store: store)
     }
+    /// Gemma-3's rows under the text model's prefixes (transformers 5's first, as synth writes).
+    public static let tensors = TensorTable(prefixes: GemmaNames.multimodal.reversed().map(\.model), layerPrefix: "layers.",
+                                            Gemma3Architecture.tensors.rows)
+    /// The Hub's layout names the head `language_model.lm_head`: its place is the head's.
     public static func place(of tensor: String) -> TensorPlace? {
-        for names in GemmaNames.multimodal { if let p = Gemma3Architecture.place(of: tensor, names: names) { return p } }
-        return nil
-    }
-    public static func parametersPerLayer(_ spec: ModelSpec) -> Int { Gemma3Architecture.parametersPerLayer(spec) }
-    public static func vectorsPerLayer(_ spec: ModelSpec) -> Int { Gemma3Architecture.vectorsPerLayer(spec) }
-    public static func synthTensors(_ s: SynthShape) -> [(name: String, shape: [Int])] {
-        Gemma3Architecture.synthTensors(s).map { t in
-            (t.name == "lm_head.weight" ? "lm_head.weight" : "model.language_model." + t.name.dropFirst("model.".count), t.shape)
-        }
+        tensors.place(of: tensor == GemmaNames.multimodal[0].lmHead ? "lm_head.weight" : tensor)
     }
     public static func synthConfig(_ s: SynthShape) -> [String: Any] {
         var text = Gemma3Architecture.synthConfig(s)

@@ -324,72 +324,49 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
     }
 }
 
-/// The Llama family's checkpoint layout (Llama, Qwen2, Mistral share it): HF tensor names and
-/// their roles, the shapes `synth` writes, and the config it writes. Each architecture of the
-/// family conforms to `Architecture` in its own file through these.
+/// The Llama family's checkpoint layout (Llama, Qwen2, Qwen3, Mistral, Phi-3 and Gemma build on
+/// it): its tensor table, and the config `synth` writes. Each architecture of the family conforms
+/// to `LlamaFamilyArchitecture` in its own file through these.
 public enum LlamaFamily {
-    /// Names inside a layer, `model.layers.N.<suffix>`, and their roles.
-    static let layerTable: [String: TensorRole] = [
-        "input_layernorm.weight": .attentionNorm,
-        "self_attn.q_proj.weight": .attentionQuery, "self_attn.q_proj.bias": .attentionQuery,
-        "self_attn.k_proj.weight": .attentionKey, "self_attn.k_proj.bias": .attentionKey,
-        "self_attn.v_proj.weight": .attentionValue, "self_attn.v_proj.bias": .attentionValue,
-        "self_attn.o_proj.weight": .attentionOutput, "self_attn.o_proj.bias": .attentionOutput,
-        "self_attn.q_norm.weight": .attentionQueryNorm, "self_attn.k_norm.weight": .attentionKeyNorm,
-        "self_attn.qkv_proj.weight": .attentionQKV, "mlp.gate_up_proj.weight": .mlpGateUp,
-        "post_attention_layernorm.weight": .mlpNorm,
-        "mlp.gate_proj.weight": .mlpGate, "mlp.gate_proj.bias": .mlpGate,
-        "mlp.up_proj.weight": .mlpUp, "mlp.up_proj.bias": .mlpUp,
-        "mlp.down_proj.weight": .mlpDown, "mlp.down_proj.bias": .mlpDown,
-    ]
-    static let globalTable: [String: TensorRole] = [
-        "model.embed_tokens.weight": .tokenEmbedding, "model.norm.weight": .finalNorm, "lm_head.weight": .outputHead,
-    ]
-
-    public static func place(of tensor: String) -> TensorPlace? {
-        if let (n, rest) = layerSuffix(tensor, prefix: "model.layers.") {
-            return layerTable[String(rest)].map { TensorPlace(layer: n, role: $0) }
+    /// The family's tensors: `bias` on q, k, v (Qwen2 always; Llama where `attention_bias` says),
+    /// `qkNorm` (Qwen3's per-head norms of q and k), `fused` (Phi-3's qkv_proj and gate_up_proj),
+    /// `extra` rows after the attention's output (Gemma's norms).
+    public static func table(qkvBias: TensorRow.Bias = .optional, otherBias: TensorRow.Bias = .optional, qkNorm: Bool = false,
+                             fused: Bool = false, gemmaNorms: Bool = false) -> TensorTable {
+        var r: [TensorRow] = [
+            TensorRow(.tokenEmbedding, hf: "embed_tokens", gguf: "token_embd", .global) { [$0.vocab, $0.hidden] },
+            TensorRow(.attentionNorm, hf: "input_layernorm", gguf: "attn_norm") { [$0.hidden] },
+        ]
+        if fused {
+            r.append(TensorRow(.attentionQKV, hf: "self_attn.qkv_proj", gguf: "attn_qkv") { [$0.qDim + 2 * $0.kvDim, $0.hidden] })
+        } else {
+            r.append(TensorRow(.attentionQuery, hf: "self_attn.q_proj", gguf: "attn_q", bias: qkvBias) { [$0.qDim, $0.hidden] })
+            r.append(TensorRow(.attentionKey, hf: "self_attn.k_proj", gguf: "attn_k", bias: qkvBias) { [$0.kvDim, $0.hidden] })
+            r.append(TensorRow(.attentionValue, hf: "self_attn.v_proj", gguf: "attn_v", bias: qkvBias) { [$0.kvDim, $0.hidden] })
         }
-        return globalTable[tensor].map { TensorPlace(layer: nil, role: $0) }
-    }
-
-    public static func parametersPerLayer(_ s: ModelSpec) -> Int {
-        s.hiddenSize * s.heads * s.headDim * 2 + s.hiddenSize * s.kvDim * 2 + 3 * s.hiddenSize * s.intermediateSize
-    }
-
-    /// Two norms (q/k/v biases, where present, are small and not counted).
-    public static func vectorsPerLayer(_ s: ModelSpec) -> Int { 2 * s.hiddenSize }
-
-    /// `qkvBias`: Qwen2's biases on q, k and v; `qkNorm`: Qwen3's per-head norms of q and k.
-    public static func synthTensors(_ s: SynthShape, qkvBias: Bool, qkNorm: Bool = false, fused: Bool = false) -> [(name: String, shape: [Int])] {
-        var t: [(name: String, shape: [Int])] = []
-        let h = s.hidden
-        let hd = (s.extraFields["head_dim"] as? Int) ?? h / s.heads
-        t.append(("model.embed_tokens.weight", [s.vocab, h]))
-        for i in 0..<s.layers {
-            let p = "model.layers.\(i)."
-            t.append((p + "input_layernorm.weight", [h]))
-            if fused {  // Phi-3
-                t.append((p + "self_attn.qkv_proj.weight", [(s.heads + 2 * s.kvHeads) * hd, h]))
-                t.append((p + "self_attn.o_proj.weight", [h, s.heads * hd]))
-                t.append((p + "post_attention_layernorm.weight", [h]))
-                t.append((p + "mlp.gate_up_proj.weight", [2 * s.intermediate, h]))
-                t.append((p + "mlp.down_proj.weight", [h, s.intermediate]))
-                continue
-            }
-            t.append((p + "self_attn.q_proj.weight", [s.heads * hd, h])); if qkvBias { t.append((p + "self_attn.q_proj.bias", [s.heads * hd])) }
-            t.append((p + "self_attn.k_proj.weight", [s.kvHeads * hd, h])); if qkvBias { t.append((p + "self_attn.k_proj.bias", [s.kvHeads * hd])) }
-            t.append((p + "self_attn.v_proj.weight", [s.kvHeads * hd, h])); if qkvBias { t.append((p + "self_attn.v_proj.bias", [s.kvHeads * hd])) }
-            t.append((p + "self_attn.o_proj.weight", [h, s.heads * hd]))
-            if qkNorm { t.append((p + "self_attn.q_norm.weight", [hd])); t.append((p + "self_attn.k_norm.weight", [hd])) }
-            t.append((p + "post_attention_layernorm.weight", [h]))
-            t.append((p + "mlp.gate_proj.weight", [s.intermediate, h]))
-            t.append((p + "mlp.up_proj.weight", [s.intermediate, h]))
-            t.append((p + "mlp.down_proj.weight", [h, s.intermediate]))
+        r.append(TensorRow(.attentionOutput, hf: "self_attn.o_proj", gguf: "attn_output", bias: fused ? .none : otherBias) { [$0.hidden, $0.qDim] })
+        if qkNorm {
+            r.append(TensorRow(.attentionQueryNorm, hf: "self_attn.q_norm", gguf: "attn_q_norm") { [$0.headDim] })
+            r.append(TensorRow(.attentionKeyNorm, hf: "self_attn.k_norm", gguf: "attn_k_norm") { [$0.headDim] })
         }
-        t.append(("model.norm.weight", [h]))
-        if !s.tied { t.append(("lm_head.weight", [s.vocab, h])) }
-        return t
+        if gemmaNorms {
+            // Gemma: a norm after the attention, and before and after the MLP (llama.cpp's ffn_norm is the one before)
+            r.append(TensorRow(.mlpNorm, hf: "post_attention_layernorm", gguf: "post_attention_norm") { [$0.hidden] })
+            r.append(TensorRow(.mlpNorm, hf: "pre_feedforward_layernorm", gguf: "ffn_norm") { [$0.hidden] })
+            r.append(TensorRow(.mlpNorm, hf: "post_feedforward_layernorm", gguf: "post_ffw_norm") { [$0.hidden] })
+        } else {
+            r.append(TensorRow(.mlpNorm, hf: "post_attention_layernorm", gguf: "ffn_norm") { [$0.hidden] })
+        }
+        if fused {
+            r.append(TensorRow(.mlpGateUp, hf: "mlp.gate_up_proj", gguf: "ffn_up") { [2 * $0.intermediate, $0.hidden] })
+        } else {
+            r.append(TensorRow(.mlpGate, hf: "mlp.gate_proj", gguf: "ffn_gate", bias: otherBias) { [$0.intermediate, $0.hidden] })
+            r.append(TensorRow(.mlpUp, hf: "mlp.up_proj", gguf: "ffn_up", bias: otherBias) { [$0.intermediate, $0.hidden] })
+        }
+        r.append(TensorRow(.mlpDown, hf: "mlp.down_proj", gguf: "ffn_down", bias: fused ? .none : otherBias) { [$0.hidden, $0.intermediate] })
+        r.append(TensorRow(.finalNorm, hf: "norm", gguf: "output_norm", .global) { [$0.hidden] })
+        r.append(TensorRow(.outputHead, hf: "lm_head", gguf: "output", .global) { [$0.vocab, $0.hidden] })
+        return TensorTable(r)
     }
 
     public static func synthConfig(_ s: SynthShape, architecture: String, modelType: String) -> [String: Any] {
@@ -407,16 +384,13 @@ public enum LlamaFamily {
 }
 
 /// `LlamaForCausalLM` (Llama 2/3, TinyLlama, SmolLM).
-public enum LlamaArchitecture: Architecture {
+public enum LlamaArchitecture: LlamaFamilyArchitecture {
     public static let name = "LlamaForCausalLM"
     public static func spec(config: ConfigFile) throws -> ModelSpec { try config.decode(LlamaConfig.self).family.spec }
     public static func build(config: ConfigFile, store: WeightStore) throws -> CausalLM {
         try LlamaModel(config: config.decode(LlamaConfig.self).family, store: store)
     }
-    public static func place(of tensor: String) -> TensorPlace? { LlamaFamily.place(of: tensor) }
-    public static func parametersPerLayer(_ spec: ModelSpec) -> Int { LlamaFamily.parametersPerLayer(spec) }
-    public static func vectorsPerLayer(_ spec: ModelSpec) -> Int { LlamaFamily.vectorsPerLayer(spec) }
-    public static func synthTensors(_ shape: SynthShape) -> [(name: String, shape: [Int])] { LlamaFamily.synthTensors(shape, qkvBias: false) }
+    public static let tensors = LlamaFamily.table()
     public static func synthConfig(_ shape: SynthShape) -> [String: Any] { LlamaFamily.synthConfig(shape, architecture: name, modelType: "llama") }
     public static var ggufArchitecture: String? { "llama" }
     public static func ggufExport(config: ConfigFile) throws -> GGUFExport? {

@@ -13,16 +13,13 @@ public struct MistralConfig: Decodable, Sendable {
 }
 
 /// `MistralForCausalLM`: the Llama family's layout.
-public enum MistralArchitecture: Architecture {
+public enum MistralArchitecture: LlamaFamilyArchitecture {
     public static let name = "MistralForCausalLM"
     public static func spec(config: ConfigFile) throws -> ModelSpec { try config.decode(MistralConfig.self).family.spec }
     public static func build(config: ConfigFile, store: WeightStore) throws -> CausalLM {
         try LlamaModel(config: config.decode(MistralConfig.self).family, store: store)
     }
-    public static func place(of tensor: String) -> TensorPlace? { LlamaFamily.place(of: tensor) }
-    public static func parametersPerLayer(_ spec: ModelSpec) -> Int { LlamaFamily.parametersPerLayer(spec) }
-    public static func vectorsPerLayer(_ spec: ModelSpec) -> Int { LlamaFamily.vectorsPerLayer(spec) }
-    public static func synthTensors(_ shape: SynthShape) -> [(name: String, shape: [Int])] { LlamaFamily.synthTensors(shape, qkvBias: false) }
+    public static let tensors = LlamaFamily.table()
     public static func synthConfig(_ shape: SynthShape) -> [String: Any] { LlamaFamily.synthConfig(shape, architecture: name, modelType: "mistral") }
     /// llama.cpp writes Mistral as `llama` (its reader then opens it as Llama).
     public static func ggufExport(config: ConfigFile) throws -> GGUFExport? {

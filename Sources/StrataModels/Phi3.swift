@@ -13,28 +13,16 @@ public struct Phi3Config: Decodable, Sendable {
 }
 
 /// `Phi3ForCausalLM` (Phi-3, Phi-3.5 mini): the Llama family's layout with fused projections.
-public enum Phi3Architecture: Architecture {
+public enum Phi3Architecture: LlamaFamilyArchitecture {
     public static let name = "Phi3ForCausalLM"
     public static func spec(config: ConfigFile) throws -> ModelSpec { try config.decode(Phi3Config.self).family.spec }
     public static func build(config: ConfigFile, store: WeightStore) throws -> CausalLM {
         try LlamaModel(config: config.decode(Phi3Config.self).family, store: store)
     }
-    public static func place(of tensor: String) -> TensorPlace? { LlamaFamily.place(of: tensor) }
-    public static func parametersPerLayer(_ spec: ModelSpec) -> Int { LlamaFamily.parametersPerLayer(spec) }
-    public static func vectorsPerLayer(_ spec: ModelSpec) -> Int { LlamaFamily.vectorsPerLayer(spec) }
-    public static func synthTensors(_ shape: SynthShape) -> [(name: String, shape: [Int])] {
-        LlamaFamily.synthTensors(shape, qkvBias: false, fused: true)
-    }
+    public static let tensors = LlamaFamily.table(fused: true)
     public static func synthConfig(_ shape: SynthShape) -> [String: Any] { LlamaFamily.synthConfig(shape, architecture: name, modelType: "phi3") }
 
     public static var ggufArchitecture: String? { "phi3" }
-    /// llama.cpp keeps Phi-3's fused tensors: `attn_qkv` (q|k|v) and `ffn_up` (gate|up).
-    public static func tensorName(gguf name: String) -> String? {
-        var t = llamaFamilyGGUFLayerNames
-        t["attn_qkv"] = "self_attn.qkv_proj"
-        t["ffn_up"] = "mlp.gate_up_proj"
-        return llamaFamilyTensorName(gguf: name, layerNames: t)
-    }
     /// Partial rotary from `rope.dimension_count`; LongRoPE from the `rope_factors_short` and
     /// `rope_factors_long` tensors with `rope.scaling.original_context_length` and `attn_factor`.
     public static func ggufConfig(_ h: GGUFHyperparameters) throws -> [String: Any] {

@@ -17,16 +17,13 @@ public struct Qwen2Config: Decodable, Sendable {
 }
 
 /// `Qwen2ForCausalLM`: the Llama family's layout with biases on q, k and v.
-public enum Qwen2Architecture: Architecture {
+public enum Qwen2Architecture: LlamaFamilyArchitecture {
     public static let name = "Qwen2ForCausalLM"
     public static func spec(config: ConfigFile) throws -> ModelSpec { try config.decode(Qwen2Config.self).family.spec }
     public static func build(config: ConfigFile, store: WeightStore) throws -> CausalLM {
         try LlamaModel(config: config.decode(Qwen2Config.self).family, store: store)
     }
-    public static func place(of tensor: String) -> TensorPlace? { LlamaFamily.place(of: tensor) }
-    public static func parametersPerLayer(_ spec: ModelSpec) -> Int { LlamaFamily.parametersPerLayer(spec) }
-    public static func vectorsPerLayer(_ spec: ModelSpec) -> Int { LlamaFamily.vectorsPerLayer(spec) + spec.heads * spec.headDim + 2 * spec.kvDim }
-    public static func synthTensors(_ shape: SynthShape) -> [(name: String, shape: [Int])] { LlamaFamily.synthTensors(shape, qkvBias: true) }
+    public static let tensors = LlamaFamily.table(qkvBias: .always, otherBias: .none)
     public static func synthConfig(_ shape: SynthShape) -> [String: Any] { LlamaFamily.synthConfig(shape, architecture: name, modelType: "qwen2") }
     public static var ggufArchitecture: String? { "qwen2" }
     public static func ggufExport(config: ConfigFile) throws -> GGUFExport? {

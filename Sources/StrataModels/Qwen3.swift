@@ -18,18 +18,13 @@ public struct Qwen3Config: Decodable, Sendable {
 }
 
 /// `Qwen3ForCausalLM`: the Llama family's layout plus `self_attn.q_norm` / `k_norm` `[head_dim]`.
-public enum Qwen3Architecture: Architecture {
+public enum Qwen3Architecture: LlamaFamilyArchitecture {
     public static let name = "Qwen3ForCausalLM"
     public static func spec(config: ConfigFile) throws -> ModelSpec { try config.decode(Qwen3Config.self).family.spec }
     public static func build(config: ConfigFile, store: WeightStore) throws -> CausalLM {
         try LlamaModel(config: config.decode(Qwen3Config.self).family, store: store)
     }
-    public static func place(of tensor: String) -> TensorPlace? { LlamaFamily.place(of: tensor) }
-    public static func parametersPerLayer(_ spec: ModelSpec) -> Int { LlamaFamily.parametersPerLayer(spec) }
-    public static func vectorsPerLayer(_ spec: ModelSpec) -> Int { LlamaFamily.vectorsPerLayer(spec) + 2 * spec.headDim }
-    public static func synthTensors(_ shape: SynthShape) -> [(name: String, shape: [Int])] {
-        LlamaFamily.synthTensors(shape, qkvBias: false, qkNorm: true)
-    }
+    public static let tensors = LlamaFamily.table(otherBias: .none, qkNorm: true)
     public static func synthConfig(_ shape: SynthShape) -> [String: Any] { LlamaFamily.synthConfig(shape, architecture: name, modelType: "qwen3") }
     public static var ggufArchitecture: String? { "qwen3" }
     public static func ggufExport(config: ConfigFile) throws -> GGUFExport? {

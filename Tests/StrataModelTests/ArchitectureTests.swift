@@ -1,7 +1,8 @@
 import Foundation
 import Testing
 @testable import Strata
-import StrataModels
+@testable import StrataModels
+@testable import StrataFormats
 
 /// Each architecture's answers agree with each other: the tensors synth writes all have a
 /// place, their layer matrices add up to `parametersPerLayer`, and their vectors to `vectorsPerLayer`.
@@ -33,6 +34,25 @@ import StrataModels
         #expect(roles.contains(.outputHead) == !p.tied)
         let unknown = [arch.place(of: "model.layers.0.self_attn.rotary_emb.inv_freq"), arch.place(of: "nonsense")]
         #expect(unknown.allSatisfy { $0 == nil })
+        // llama.cpp's names from the same table: every synthesized tensor of an architecture read
+        // from GGUF has one, distinct, and it maps back to the tensor
+        if arch.ggufArchitecture != nil {
+            var seen = Set<String>()
+            for (tensor, _) in arch.synthTensors(p.shape) {
+                let g = try #require(arch.tensors.ggufName(hf: tensor), "\(tensor) has no GGUF name in \(arch.name)")
+                #expect(seen.insert(g).inserted, "\(g) twice")
+                #expect(arch.tensorName(gguf: g) == tensor, "\(tensor) -> \(g) -> \(arch.tensorName(gguf: g) ?? "nil")")
+            }
+        }
+    }
+
+    /// An architecture that says nothing of GGUF metadata refuses it by name instead of reading
+    /// another family's fields.
+    @Test func anArchitectureWithoutGGUFReadingFailsLoudly() throws {
+        let file = try GGUFFile(path: GGUFFixtures.path("llama-q8_0"))
+        let h = GGUFHyperparameters(file: file, prefix: "llama")
+        #expect(throws: GGUFError.self) { try Gemma3MultimodalArchitecture.ggufConfig(h) }
+        #expect(try LlamaArchitecture.ggufConfig(h)["hidden_size"] as? Int == 256)
     }
 
     @Test func tableAnswers() {
