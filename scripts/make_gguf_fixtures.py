@@ -50,39 +50,46 @@ def f16(x):
     return np.float16(x).tobytes()
 
 
+def k_fit(blk, nmax):
+    """Q4_K's and Q5_K's shared part of one block of 256: per sub-block of 32 a min/max scale and
+    min, both 6-bit against f16 d and dmin; returns (d, dmin, the 12 packed scale bytes, codes)."""
+    sub = blk.reshape(8, 32)
+    mn = np.minimum(sub.min(axis=1), 0)
+    mx = sub.max(axis=1)
+    scale = (mx - mn) / nmax
+    mins = -mn
+    d = max(scale.max() / 63, 1e-8)
+    dmin = max(mins.max() / 63, 1e-8)
+    d16, dmin16 = np.float16(d), np.float16(dmin)
+    sc = np.clip(np.round(scale / float(d16)), 0, 63).astype(np.int64)
+    m = np.clip(np.round(mins / float(dmin16)), 0, 63).astype(np.int64)
+    scales = [0] * 12
+    for j in range(8):
+        if j < 4:
+            scales[j] |= int(sc[j]) & 63
+            scales[j + 4] |= int(m[j]) & 63
+        else:
+            scales[j + 4] |= (int(sc[j]) & 0xF) | ((int(m[j]) & 0xF) << 4)
+            scales[j - 4] |= (int(sc[j]) >> 4) << 6
+            scales[j] |= (int(m[j]) >> 4) << 6
+    q = np.zeros(256, dtype=np.int64)
+    for j in range(8):
+        dl = float(d16) * sc[j]
+        ml = float(dmin16) * m[j]
+        q[32 * j:32 * j + 32] = np.clip(np.round((sub[j] + ml) / dl), 0, nmax) if dl > 0 else 0
+    return d16, dmin16, bytes(scales), q
+
+
 def quant_q4_k(row):
     out = bytearray()
     for blk in row.reshape(-1, 256):
-        sub = blk.reshape(8, 32)
-        mn = np.minimum(sub.min(axis=1), 0)
-        mx = sub.max(axis=1)
-        scale = (mx - mn) / 15
-        mins = -mn
-        d = max(scale.max() / 63, 1e-8)
-        dmin = max(mins.max() / 63, 1e-8)
-        d16, dmin16 = np.float16(d), np.float16(dmin)
-        sc = np.clip(np.round(scale / float(d16)), 0, 63).astype(np.int64)
-        m = np.clip(np.round(mins / float(dmin16)), 0, 63).astype(np.int64)
-        scales = [0] * 12
-        for j in range(8):
-            if j < 4:
-                scales[j] |= int(sc[j]) & 63
-                scales[j + 4] |= int(m[j]) & 63
-            else:
-                scales[j + 4] |= (int(sc[j]) & 0xF) | ((int(m[j]) & 0xF) << 4)
-                scales[j - 4] |= (int(sc[j]) >> 4) << 6
-                scales[j] |= (int(m[j]) >> 4) << 6
-        q = np.zeros(256, dtype=np.int64)
-        for j in range(8):
-            dl = float(d16) * sc[j]
-            ml = float(dmin16) * m[j]
-            q[32 * j:32 * j + 32] = np.clip(np.round((sub[j] + ml) / dl), 0, 15) if dl > 0 else 0
+        d16, dmin16, scales, q = k_fit(blk, 15)
         qs = bytearray(128)
         for c in range(4):
             lo, hi = q[64 * c:64 * c + 32], q[64 * c + 32:64 * c + 64]
             for l in range(32):
                 qs[32 * c + l] = int(lo[l]) | (int(hi[l]) << 4)
-        out += f16(d16) + f16(dmin16) + bytes(scales) + bytes(qs)
+        out += f16(d16) + f16(dmin16) + scales + bytes(qs)
     return bytes(out)
 
 
@@ -116,28 +123,7 @@ def quant_q5_k(row):
     """Q5_K blocks: Q4_K's min/max fit with 31 levels; the fifth bit of sub-block j in bit j of qh."""
     out = bytearray()
     for blk in row.reshape(-1, 256):
-        sub = blk.reshape(8, 32)
-        mn = np.minimum(sub.min(axis=1), 0)
-        mx = sub.max(axis=1)
-        scale = (mx - mn) / 31
-        mins = -mn
-        d16 = np.float16(max(scale.max() / 63, 1e-8))
-        dmin16 = np.float16(max(mins.max() / 63, 1e-8))
-        sc = np.clip(np.round(scale / float(d16)), 0, 63).astype(np.int64)
-        m = np.clip(np.round(mins / float(dmin16)), 0, 63).astype(np.int64)
-        scales = [0] * 12
-        for j in range(8):
-            if j < 4:
-                scales[j] |= int(sc[j]) & 63
-                scales[j + 4] |= int(m[j]) & 63
-            else:
-                scales[j + 4] |= (int(sc[j]) & 0xF) | ((int(m[j]) & 0xF) << 4)
-                scales[j - 4] |= (int(sc[j]) >> 4) << 6
-                scales[j] |= (int(m[j]) >> 4) << 6
-        q = np.zeros(256, dtype=np.int64)
-        for j in range(8):
-            dl = float(d16) * sc[j]
-            q[32 * j:32 * j + 32] = np.clip(np.round((sub[j] + float(dmin16) * m[j]) / dl), 0, 31) if dl > 0 else 0
+        d16, dmin16, scales, q = k_fit(blk, 31)
         qh = bytearray(32)
         qs = bytearray(128)
         for c in range(4):
@@ -145,7 +131,7 @@ def quant_q5_k(row):
             for l in range(32):
                 qs[32 * c + l] = (int(lo[l]) & 15) | ((int(hi[l]) & 15) << 4)
                 qh[l] |= ((int(lo[l]) >> 4) << (2 * c)) | ((int(hi[l]) >> 4) << (2 * c + 1))
-        out += f16(d16) + f16(dmin16) + bytes(scales) + bytes(qh) + bytes(qs)
+        out += f16(d16) + f16(dmin16) + scales + bytes(qh) + bytes(qs)
     return bytes(out)
 
 
