@@ -9,16 +9,22 @@ public enum TensorRole: String, Sendable, Codable, CaseIterable {
     case attentionNorm, attentionQuery, attentionKey, attentionValue, attentionQKV, attentionOutput
     /// Qwen3's RMSNorm over each head of q, of k
     case attentionQueryNorm, attentionKeyNorm
+    /// Gemma's norms of the attention's output and the MLP's output (before the residual add)
+    case attentionPostNorm, mlpPostNorm
     case mlpNorm, mlpGate, mlpUp, mlpGateUp, mlpDown
+    /// A mixture of experts' router (one row per expert), each routed expert's matrices, and a
+    /// shared expert's (run for every token)
+    case router, expertGate, expertUp, expertGateUp, expertDown, sharedExpertGate, sharedExpertUp, sharedExpertDown
     case finalNorm, outputHead
 
-    /// The coarse group `inspect` prints: embedding, attention, mlp, norm, lm_head.
+    /// The coarse group `inspect` prints: embedding, attention, mlp, experts, norm, lm_head.
     public var group: String {
         switch self {
         case .tokenEmbedding, .positionEmbedding: return "embedding"
         case .attentionQuery, .attentionKey, .attentionValue, .attentionQKV, .attentionOutput: return "attention"
-        case .mlpGate, .mlpUp, .mlpGateUp, .mlpDown: return "mlp"
-        case .attentionNorm, .attentionQueryNorm, .attentionKeyNorm, .mlpNorm, .finalNorm: return "norm"
+        case .mlpGate, .mlpUp, .mlpGateUp, .mlpDown, .sharedExpertGate, .sharedExpertUp, .sharedExpertDown: return "mlp"
+        case .router, .expertGate, .expertUp, .expertGateUp, .expertDown: return "experts"
+        case .attentionNorm, .attentionQueryNorm, .attentionKeyNorm, .attentionPostNorm, .mlpNorm, .mlpPostNorm, .finalNorm: return "norm"
         case .outputHead: return "lm_head"
         }
     }

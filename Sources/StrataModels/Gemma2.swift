@@ -201,27 +201,28 @@ public final class Gemma2Model: CausalLM, @unchecked Sendable {
         self.maxRows = maxRows
         self.store = store
         let w = WeightLoader(store: store)
-        let h = config.hiddenSize, hd = config.headDim, nh = config.heads, kvh = config.kvHeads, ff = config.intermediateSize
+        let h = config.hiddenSize, hd = config.headDim
         func onePlus(_ t: Tensor) -> Tensor {
             if config.normWeightsIncludeOne { return t }
             for i in 0..<t.count { t.f32[i] += 1 }
             return t
         }
+        // names and shapes from the architecture's tensor table, under the checkpoint's prefix
         let names = config.names
-        embed = try w.tensor(names.model + "embed_tokens.weight", [config.vocabSize, h])
+        let tl = WeightLoader(store: store, table: ModelRegistry.architecture(named: config.architecture)?.tensors ?? Gemma2Architecture.tensors,
+                              dims: TensorDims(config.spec), prefix: names.model)
+        embed = try tl.weight(.tokenEmbedding)
         layers = try (0..<config.layers).map { i in
-            let p = names.model + "layers.\(i)."
-            func lin(_ name: String, _ shape: [Int]) throws -> WeightMatrix { WeightMatrix(try w.tensor(p + name + ".weight", shape, layer: i)) }
-            func nrm(_ name: String, _ n: Int = h) throws -> Tensor { onePlus(try w.vector(p + name + ".weight", n, layer: i)) }
-            return Layer(inputNorm: try nrm("input_layernorm"), postAttnNorm: try nrm("post_attention_layernorm"),
-                         preFFNorm: try nrm("pre_feedforward_layernorm"), postFFNorm: try nrm("post_feedforward_layernorm"),
-                         q: try lin("self_attn.q_proj", [nh * hd, h]), k: try lin("self_attn.k_proj", [kvh * hd, h]),
-                         v: try lin("self_attn.v_proj", [kvh * hd, h]), o: try lin("self_attn.o_proj", [h, nh * hd]),
-                         gate: try lin("mlp.gate_proj", [ff, h]), up: try lin("mlp.up_proj", [ff, h]), down: try lin("mlp.down_proj", [h, ff]),
+            func lin(_ role: TensorRole) throws -> WeightMatrix { WeightMatrix(try tl.weight(role, layer: i)) }
+            func nrm(_ role: TensorRole) throws -> Tensor { onePlus(try tl.norm(role, layer: i)) }
+            return Layer(inputNorm: try nrm(.attentionNorm), postAttnNorm: try nrm(.attentionPostNorm),
+                         preFFNorm: try nrm(.mlpNorm), postFFNorm: try nrm(.mlpPostNorm),
+                         q: try lin(.attentionQuery), k: try lin(.attentionKey), v: try lin(.attentionValue), o: try lin(.attentionOutput),
+                         gate: try lin(.mlpGate), up: try lin(.mlpUp), down: try lin(.mlpDown),
                          window: config.slidingLayers[i] ? (config.slidingWindow ?? 0) : 0,
-                         qNorm: config.qkNorm ? try nrm("self_attn.q_norm", hd) : nil, kNorm: config.qkNorm ? try nrm("self_attn.k_norm", hd) : nil)
+                         qNorm: config.qkNorm ? try nrm(.attentionQueryNorm) : nil, kNorm: config.qkNorm ? try nrm(.attentionKeyNorm) : nil)
         }
-        norm = onePlus(try w.vector(names.model + "norm.weight", h))
+        norm = onePlus(try tl.norm(.finalNorm))
         if !config.tieEmbeddings {  // tied: the embedding, whatever an lm_head.weight holds (transformers ties them)
             lmHead = WeightMatrix(try w.tensor(names.lmHead, [config.vocabSize, h]))
         } else {

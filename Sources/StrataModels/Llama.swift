@@ -121,6 +121,12 @@ public struct LlamaFamilyConfig: Sendable {
         if act != "silu" { throw ConfigError.invalidValue(file: file, field: "hidden_act", reason: "'\(act)' not supported (silu)") }
     }
 
+    /// The tensor table of the architecture this config is for (the registry's row; Llama's
+    /// layout with this config's variations for a name the registry does not list).
+    var tensors: TensorTable {
+        ModelRegistry.architecture(named: architecture)?.tensors ?? LlamaFamily.table(qkNorm: qkNorm, fused: fused)
+    }
+
     public var spec: ModelSpec {
         ModelSpec(architecture: architecture, vocabSize: vocabSize, hiddenSize: hiddenSize, intermediateSize: intermediateSize,
                   layers: layers, heads: heads, kvHeads: kvHeads, headDim: headDim,
@@ -219,47 +225,47 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
         self.spec = config.spec
         self.maxRows = maxRows
         self.store = store
-        let w = WeightLoader(store: store)
-        let h = config.hiddenSize, hd = config.headDim, nh = config.heads, kvh = config.kvHeads, ff = config.intermediateSize
-        embed = try w.tensor("model.embed_tokens.weight", [config.vocabSize, h])
+        // names and shapes from the architecture's tensor table; which tensors exist from the config
+        let w = WeightLoader(store: store, table: config.tensors, dims: TensorDims(config.spec))
+        let hd = config.headDim, nh = config.heads, kvh = config.kvHeads, ff = config.intermediateSize
+        embed = try w.weight(.tokenEmbedding)
         layers = try (0..<config.layers).map { i in
-            let p = "model.layers.\(i)."
-            func lin(_ name: String, _ shape: [Int], bias: Bool) throws -> WeightMatrix {
-                WeightMatrix(try w.tensor(p + name + ".weight", shape, layer: i), bias: bias ? try w.vector(p + name + ".bias", shape[0], layer: i) : nil)
+            func lin(_ role: TensorRole, bias: Bool) throws -> WeightMatrix {
+                WeightMatrix(try w.weight(role, layer: i), bias: bias ? try w.bias(role, layer: i) : nil)
             }
             let q: WeightMatrix, k: WeightMatrix, v: WeightMatrix, gate: WeightMatrix, up: WeightMatrix
             if config.fused {
                 // Phi-3: row ranges of the stacked matrices, views (nothing copied)
-                let qkv = try w.tensor(p + "self_attn.qkv_proj.weight", [(nh + 2 * kvh) * hd, h], layer: i)
+                let qkv = try w.weight(.attentionQKV, layer: i)
                 q = WeightMatrix(qkv.slice(0..<(nh * hd)))
                 k = WeightMatrix(qkv.slice((nh * hd)..<((nh + kvh) * hd)))
                 v = WeightMatrix(qkv.slice(((nh + kvh) * hd)..<((nh + 2 * kvh) * hd)))
-                let gu = try w.tensor(p + "mlp.gate_up_proj.weight", [2 * ff, h], layer: i)
+                let gu = try w.weight(.mlpGateUp, layer: i)
                 gate = WeightMatrix(gu.slice(0..<ff))
                 up = WeightMatrix(gu.slice(ff..<(2 * ff)))
             } else {
-                q = try lin("self_attn.q_proj", [nh * hd, h], bias: config.qkvBias)
-                k = try lin("self_attn.k_proj", [kvh * hd, h], bias: config.qkvBias)
-                v = try lin("self_attn.v_proj", [kvh * hd, h], bias: config.qkvBias)
-                gate = try lin("mlp.gate_proj", [ff, h], bias: config.mlpBias)
-                up = try lin("mlp.up_proj", [ff, h], bias: config.mlpBias)
+                q = try lin(.attentionQuery, bias: config.qkvBias)
+                k = try lin(.attentionKey, bias: config.qkvBias)
+                v = try lin(.attentionValue, bias: config.qkvBias)
+                gate = try lin(.mlpGate, bias: config.mlpBias)
+                up = try lin(.mlpUp, bias: config.mlpBias)
             }
             return Layer(
-                inputNorm: try w.vector(p + "input_layernorm.weight", h, layer: i),
+                inputNorm: try w.norm(.attentionNorm, layer: i),
                 q: q,
-                qNorm: config.qkNorm ? try w.vector(p + "self_attn.q_norm.weight", hd, layer: i) : nil,
-                kNorm: config.qkNorm ? try w.vector(p + "self_attn.k_norm.weight", hd, layer: i) : nil,
+                qNorm: config.qkNorm ? try w.norm(.attentionQueryNorm, layer: i) : nil,
+                kNorm: config.qkNorm ? try w.norm(.attentionKeyNorm, layer: i) : nil,
                 k: k, v: v,
-                o: try lin("self_attn.o_proj", [h, nh * hd], bias: config.oBias),
-                postNorm: try w.vector(p + "post_attention_layernorm.weight", h, layer: i),
+                o: try lin(.attentionOutput, bias: config.oBias),
+                postNorm: try w.norm(.mlpNorm, layer: i),
                 gate: gate, up: up,
-                down: try lin("mlp.down_proj", [h, ff], bias: config.mlpBias))
+                down: try lin(.mlpDown, bias: config.mlpBias))
         }
-        norm = try w.vector("model.norm.weight", h)
+        norm = try w.norm(.finalNorm)
         // tied: the embedding, even when the checkpoint also holds an lm_head.weight (transformers
         // ties the two and never reads it)
         if !config.tieEmbeddings {
-            lmHead = WeightMatrix(try w.tensor("lm_head.weight", [config.vocabSize, h]))
+            lmHead = WeightMatrix(try w.weight(.outputHead))
         } else {
             lmHead = WeightMatrix(embed)
         }
@@ -351,9 +357,9 @@ public enum LlamaFamily {
         }
         if gemmaNorms {
             // Gemma: a norm after the attention, and before and after the MLP (llama.cpp's ffn_norm is the one before)
-            r.append(TensorRow(.mlpNorm, hf: "post_attention_layernorm", gguf: "post_attention_norm") { [$0.hidden] })
+            r.append(TensorRow(.attentionPostNorm, hf: "post_attention_layernorm", gguf: "post_attention_norm") { [$0.hidden] })
             r.append(TensorRow(.mlpNorm, hf: "pre_feedforward_layernorm", gguf: "ffn_norm") { [$0.hidden] })
-            r.append(TensorRow(.mlpNorm, hf: "post_feedforward_layernorm", gguf: "post_ffw_norm") { [$0.hidden] })
+            r.append(TensorRow(.mlpPostNorm, hf: "post_feedforward_layernorm", gguf: "post_ffw_norm") { [$0.hidden] })
         } else {
             r.append(TensorRow(.mlpNorm, hf: "post_attention_layernorm", gguf: "ffn_norm") { [$0.hidden] })
         }

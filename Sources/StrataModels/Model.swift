@@ -560,6 +560,28 @@ final class Workspace {
 /// Loads weights for a model from its `WeightStore`, checking each tensor's shape against the config.
 struct WeightLoader {
     let store: WeightStore
+    /// The architecture's tensors and the model's sizes: `weight(_:)`, `bias(_:)` and `norm(_:)`
+    /// find a role's name and shape there.
+    var table: TensorTable? = nil
+    var dims: TensorDims? = nil
+    /// The names' prefix (nil: the table's first).
+    var prefix: String? = nil
+
+    /// The weight of `role` (in `layer`), its shape from the table.
+    func weight(_ role: TensorRole, layer: Int? = nil) throws -> Tensor {
+        try tensor(table!.name(role, layer: layer, prefix: prefix), table!.row(role).shape(dims!), layer: layer ?? -1)
+    }
+
+    /// `role`'s bias (in `layer`), as an owned f32 vector.
+    func bias(_ role: TensorRole, layer: Int? = nil) throws -> Tensor {
+        let r = table!.row(role)
+        return try vector(table!.name(role, layer: layer, kind: "bias", prefix: prefix), r.shape(dims!)[r.outputAxis], layer: layer ?? -1)
+    }
+
+    /// `role`'s vector (a norm's weight), as an owned f32 vector.
+    func norm(_ role: TensorRole, layer: Int? = nil) throws -> Tensor {
+        try vector(table!.name(role, layer: layer, prefix: prefix), table!.row(role).shape(dims!)[0], layer: layer ?? -1)
+    }
 
     func tensor(_ name: String, _ shape: [Int], layer: Int = -1) throws -> Tensor {
         let t = try store.tensor(name, layer: layer)

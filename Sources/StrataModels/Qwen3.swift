@@ -24,7 +24,7 @@ public enum Qwen3Architecture: LlamaFamilyArchitecture {
     public static func build(config: ConfigFile, store: WeightStore) throws -> CausalLM {
         try LlamaModel(config: config.decode(Qwen3Config.self).family, store: store)
     }
-    public static let tensors = LlamaFamily.table(otherBias: .none, qkNorm: true)
+    public static let tensors = LlamaFamily.table(qkNorm: true)
     public static func synthConfig(_ shape: SynthShape) -> [String: Any] { LlamaFamily.synthConfig(shape, architecture: name, modelType: "qwen3") }
     public static var ggufArchitecture: String? { "qwen3" }
     public static func ggufExport(config: ConfigFile) throws -> GGUFExport? {

@@ -59,17 +59,18 @@ public struct TensorTable: Sendable {
     public var prefixes: [String]
     public var layerPrefix: String
     public var rows: [TensorRow]
-    private let byHF: [String: Int], byGGUF: [String: Int]
+    private let byHF: [String: Int], byGGUF: [String: Int], byRole: [TensorRole: Int]
 
     public init(prefixes: [String] = ["model."], layerPrefix: String = "layers.", _ rows: [TensorRow]) {
         self.prefixes = prefixes; self.layerPrefix = layerPrefix; self.rows = rows
-        var h: [String: Int] = [:], g: [String: Int] = [:]
+        var h: [String: Int] = [:], g: [String: Int] = [:], ro: [TensorRole: Int] = [:]
         for (i, r) in rows.enumerated() {
-            precondition(h[r.hf] == nil, "TensorTable: \(r.hf) twice")
+            precondition(h[r.hf] == nil && ro[r.role] == nil, "TensorTable: \(r.hf) or \(r.role) twice")
             h[r.hf] = i
+            ro[r.role] = i
             if let gg = r.gguf { precondition(g[gg] == nil, "TensorTable: \(gg) twice"); g[gg] = i }
         }
-        byHF = h; byGGUF = g
+        byHF = h; byGGUF = g; byRole = ro
     }
 
     /// `name` split into (layer, row, kind): nil when no row reads it.
@@ -97,6 +98,22 @@ public struct TensorTable: Sendable {
     private func hfName(_ row: TensorRow, layer: Int?, kind: String) -> String {
         row.scope == .global ? (row.role == .outputHead ? "" : prefixes[0]) + row.hf + "." + kind
             : prefixes[0] + layerPrefix + "\(layer!)." + row.hf + "." + kind
+    }
+
+    /// The row of `role` (each role appears once in a table; asking for one it lacks is a
+    /// programming error of the architecture's loader).
+    public func row(_ role: TensorRole) -> TensorRow {
+        guard let i = byRole[role] else { preconditionFailure("TensorTable: no \(role) row") }
+        return rows[i]
+    }
+
+    /// The checkpoint name of `role`'s weight (or bias) in `layer`, under `prefix` (default: the
+    /// first; the output head is named at the top).
+    public func name(_ role: TensorRole, layer: Int? = nil, kind: String = "weight", prefix: String? = nil) -> String {
+        let r = row(role)
+        let p = prefix ?? prefixes[0]
+        if r.scope == .global { return (r.role == .outputHead ? "" : p) + r.hf + "." + kind }
+        return p + layerPrefix + "\(layer ?? 0)." + r.hf + "." + kind
     }
 
     /// The HF name of llama.cpp's `gguf` name (nil: not read).
