@@ -58,6 +58,36 @@ public final class Session: @unchecked Sendable {
                                 curve: false)
     }
 
+    /// The run a server (or any long-lived engine) serves from: planned under the budget for
+    /// `maxRunning` sequences of `maxContext` tokens (a quarter of them output) unless `plan` is
+    /// false (the fill-the-budget rule); without a budget every weight resident and a KV pool of
+    /// `maxRunning` full contexts, at most `kvMemory` bytes, else at most half the RAM the machine
+    /// has available beside the weights. `log` says what was chosen. The one assembly of model,
+    /// plan and engine for `serve` and the library (`run` does the same for a batch of requests).
+    public func servingRun(maxRunning: Int, maxContext: Int? = nil, kvMemory: Int? = nil, kvType: DType = .kvDefault, plan: Bool = true,
+                           log: (String) -> Void = { _ in }) throws -> TieredRun {
+        let spec = folder.spec
+        let context = min(maxContext ?? spec.maxPositions, spec.maxPositions)
+        let workload = Workload(batch: maxRunning, promptTokens: max(1, context - context / 4), outputTokens: max(1, context / 4))
+        var placement: Placement? = nil
+        var kvBlocks: Int? = nil
+        if ramBudget != nil, plan {
+            let p = try self.plan(workload, batch: maxRunning, kvType: kvType)
+            placement = p.placement
+            log("plan: \(p.placement.streamedLayers.count) layers streamed, batch \(p.placement.batchSize), \(p.placement.kvBlocksRAM) KV blocks (\(kvType.rawValue)), predicted \(String(format: "%.2f", p.prediction.decodeTokensPerSecond)) tokens/s per sequence")
+        } else if ramBudget == nil {
+            try kvType.checkKV(headDim: spec.headDim)
+            let perBlock = PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: 16, type: kvType)
+            let weights = try WeightInventory(folder: folder).totalBytes
+            let limit = kvMemory ?? max(perBlock, (MemoryInfo.availableBytes() - weights) / 2)
+            let blocks = max(1, min(PlacementRule.kvBlocks(workload, blockSize: 16), limit / perBlock))
+            kvBlocks = blocks
+            let why = kvMemory == nil ? ", at most half the RAM available beside the weights (--kv-memory sets it)" : ""
+            log("KV cache: \(blocks) blocks of 16 tokens (\(kvType.rawValue), \(formatBytes(blocks * perBlock)))\(why)")
+        }
+        return try TieredRun(folder: folder, budget: ramBudget, workload: workload, placement: placement, kvBlocks: kvBlocks, kvType: kvType)
+    }
+
     /// What a run produced: each request's output, and the report (measured, and predicted with
     /// the error of each figure when a plan was given).
     public struct Result: Sendable {

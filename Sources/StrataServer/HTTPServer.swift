@@ -42,25 +42,9 @@ public final class OpenAIServer: @unchecked Sendable {
         guard let tokenizer = folder.tokenizer else { throw APIError(500, "\(model) has no tokenizer; the server needs one") }
         let chat = try folder.chatFormat(name: templateName)
         if chat == nil { logger.warning("\(model) has no chat template: /v1/chat/completions will answer 400") }
-        let spec = folder.spec
-        let context = min(maxContext ?? spec.maxPositions, spec.maxPositions)
-        let workload = Workload(batch: maxRunning, promptTokens: max(1, context - context / 4), outputTokens: max(1, context / 4))
-        var placement: Placement? = nil
-        var kvBlocks: Int? = nil
-        if let ramBudget, plan {
-            let p = try Session(folder: folder, ramBudget: ramBudget).plan(workload, batch: maxRunning, kvType: kvType)
-            placement = p.placement
-            logger.info("plan: \(p.placement.streamedLayers.count) layers streamed, batch \(p.placement.batchSize), \(p.placement.kvBlocksRAM) KV blocks (\(kvType.rawValue)), predicted \(String(format: "%.2f", p.prediction.decodeTokensPerSecond)) tokens/s per sequence")
-        } else if ramBudget == nil {
-            try kvType.checkKV(headDim: spec.headDim)
-            let perBlock = PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: 16, type: kvType)
-            let weights = try WeightInventory(folder: folder).totalBytes
-            let limit = kvMemory ?? max(perBlock, (MemoryInfo.availableBytes() - weights) / 2)
-            kvBlocks = max(1, min(PlacementRule.kvBlocks(workload, blockSize: 16), limit / perBlock))
-            let why = kvMemory == nil ? ", at most half the RAM available beside the weights (--kv-memory sets it)" : ""
-            logger.info("KV cache: \(kvBlocks!) blocks of 16 tokens (\(kvType.rawValue), \(formatBytes(kvBlocks! * perBlock)))\(why)")
-        }
-        let run = try TieredRun(folder: folder, budget: ramBudget, workload: workload, placement: placement, kvBlocks: kvBlocks, kvType: kvType)
+        // the engine from the library's one assembly (Session); the server only serves it
+        let run = try Session(folder: folder, ramBudget: ramBudget).servingRun(maxRunning: maxRunning, maxContext: maxContext, kvMemory: kvMemory,
+                                                                               kvType: kvType, plan: plan) { logger.info("\($0)") }
         let engine = ServingEngine(run: run, maxQueued: maxQueued)
         engine.start()
         let served = ServedModel(id: name, tokenizer: tokenizer, chat: chat, defaults: folder.samplingDefaults, maxContext: engine.maxContext,
