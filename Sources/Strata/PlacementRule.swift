@@ -1,0 +1,71 @@
+import Foundation
+import StrataFormats
+import StrataMemory
+import StrataModels
+import StrataTensor
+
+/// The byte ledger's fixed lines for a model and workload, and the simple placement rule.
+public enum PlacementRule {
+    /// Bytes the process holds before any model data: the Swift runtime, Foundation, OpenBLAS
+    /// (its thread buffers) and the binary, measured as this process's resident set at start,
+    /// plus a margin for allocator slack.
+    public static func runtimeOverhead() -> Int { measuredOverhead }
+
+    /// Measured once per process, the first time a budget is planned, so every plan of the
+    /// process uses the same figure.
+    static let measuredOverhead: Int = ProcessMemory.read().rss + (48 << 20)
+
+    /// Activations and attention scratch of a batch engine run: the workspace and the paged
+    /// attention's gather and score buffers.
+    public static func activationBytes(spec s: ModelSpec, weightDType: DType, maxContext: Int, maxRows: Int = 512) -> Int {
+        let attention = 4 * (2 * maxContext * s.kvDim + maxRows * maxContext + Threads.count * s.heads * maxContext)
+        return s.workspaceBytes(maxRows: maxRows, weightDType: weightDType) + attention
+    }
+
+    /// Page cache a cold embedding causes: one 4 KiB-rounded row per token of the workload.
+    public static func coldPageCacheBytes(_ inv: WeightInventory, _ w: Workload) -> Int {
+        guard inv.coldRowBytes > 0 else { return 0 }
+        let row = (inv.coldRowBytes + 8191) / 4096 * 4096
+        return min(inv.coldBytes, w.batch * (w.promptTokens + w.outputTokens) * row)
+    }
+
+    /// KV blocks for `workload` (every sequence's prompt and output, plus one spare block each).
+    public static func kvBlocks(_ w: Workload, blockSize: Int) -> Int {
+        w.batch * ((w.promptTokens + w.outputTokens + blockSize - 1) / blockSize + 1)
+    }
+
+    /// The rule before the planner: non-layer tensors resident, the KV pool as the workload
+    /// needs, then whole layers resident from the first while the budget lasts; the rest are
+    /// streamed through `prefetchDepth + 1` staging slots. Throws `BudgetError.tooSmall` with
+    /// the minimum when even one streamed layer at a time does not fit.
+    public static func place(inventory inv: WeightInventory, spec: ModelSpec, fixed: Int, budget: Int, workload: Workload,
+                             blockSize: Int = 16, prefetchDepth: Int = 1, kvBlocks: Int? = nil, kvType: DType = .kvDefault) throws -> Placement {
+        let perBlock = PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: blockSize, type: kvType)
+        let wantBlocks = kvBlocks ?? kvBlocksFor(workload, blockSize: blockSize)
+        let minBlocks = (workload.promptTokens + workload.outputTokens + blockSize - 1) / blockSize + 1
+        let maxLayer = inv.layerBytes.max() ?? 0
+        let staging = min(prefetchDepth + 1, inv.layerBytes.count) * maxLayer
+        let minimum = fixed + inv.otherBytes + min(staging, inv.layerBytes.reduce(0, +)) + minBlocks * perBlock
+        if budget < minimum {
+            throw BudgetError.tooSmall(budget: budget, minimum: minimum, detail:
+                "runtime and activations \(formatBytes(fixed)), embeddings/norms/head \(formatBytes(inv.otherBytes)), "
+                + "staging for one streamed layer plus \(prefetchDepth) prefetched \(formatBytes(staging)), KV (\(kvType.rawValue)) for one sequence \(formatBytes(minBlocks * perBlock))")
+        }
+        var left = budget - fixed - inv.otherBytes
+        // KV: as the workload wants, but never so much that weights cannot stream
+        let kvRAM = max(minBlocks, min(wantBlocks, (left - min(staging, inv.layerBytes.reduce(0, +))) / perBlock))
+        left -= kvRAM * perBlock
+        var streamed: [Int] = []
+        if inv.layerBytes.reduce(0, +) > left {
+            left -= staging
+            var resident = 0
+            for (i, b) in inv.layerBytes.enumerated() {
+                if resident + b <= left { resident += b } else { streamed.append(i) }
+            }
+        }
+        return Placement(weights: .tiered, streamedLayers: streamed, prefetchDepth: prefetchDepth, kvBlockSize: blockSize,
+                         kvBlocksRAM: kvRAM, kvBlocksDisk: 0, batchSize: workload.batch, kvType: kvType)
+    }
+
+    static func kvBlocksFor(_ w: Workload, blockSize: Int) -> Int { kvBlocks(w, blockSize: blockSize) }
+}
