@@ -86,9 +86,10 @@ public final class BatchEngine: @unchecked Sendable {
     /// The KV disk tier: preempted sequences are swapped here instead of recomputed.
     public let swap: SwapSpace?
     public private(set) var stats = BatchStats()
-    /// Checked before each step of `run`: true ends every request now as `.cancelled` (default:
-    /// Ctrl-C, `Interrupt.requested`).
-    public var shouldStop: () -> Bool = { Interrupt.requested }
+    /// Checked before each step of `run`: true ends every request now as `.cancelled`. The
+    /// caller wires its interrupt here (the CLI: Ctrl-C, `{ Interrupt.requested }`); the library
+    /// reads no signal of its own.
+    public var shouldStop: () -> Bool = { false }
     /// Called after every step (tests check the pool's invariants here).
     public var afterStep: ((BatchEngine) -> Void)?
 

@@ -96,6 +96,9 @@ public struct Generator {
     public let loaded: LoadedModel
     /// What the KV cache stores keys and values as (`DType.kvTypes`).
     public let kvType: DType
+    /// Checked after each token: true ends the generation as `.cancelled` (the CLI wires Ctrl-C
+    /// here; default never).
+    public var shouldStop: @Sendable () -> Bool = { false }
 
     public init(_ loaded: LoadedModel, kvType: DType = .kvDefault) { self.loaded = loaded; self.kvType = kvType }
 
@@ -129,7 +132,7 @@ public struct Generator {
                                  : GeneratedToken(id: next, text: piece, logprob: sampler.lastLogprob, topLogprobs: sampler.lastTopLogprobs))
             if let stop { result.stopReason = stop; break }
             if !go || result.ids.count >= parameters.maxTokens { break }
-            if Interrupt.requested { result.stopReason = .cancelled; break }
+            if shouldStop() { result.stopReason = .cancelled; break }
             if cache.length >= cache.capacity { result.stopReason = .contextFull; break }
             if result.ids.count == 1 { tFirst = now() }
             one[0] = Int32(next)

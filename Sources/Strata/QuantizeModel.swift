@@ -74,7 +74,10 @@ public enum QuantizeModel {
     }
 
     /// Writes `folder` quantized by `scheme` to `out`; `progress(done, total)` in bytes of weights read.
-    public static func run(folder: ModelFolder, scheme: Scheme, out: String, progress: (Int, Int) -> Void = { _, _ in }) throws -> Summary {
+    /// `shouldStop` is checked between chunks: true stops with `Interrupted` and removes the
+    /// partial file (the CLI wires Ctrl-C there).
+    public static func run(folder: ModelFolder, scheme: Scheme, out: String, shouldStop: () -> Bool = { false },
+                           progress: (Int, Int) -> Void = { _, _ in }) throws -> Summary {
         let arch = folder.architecture
         let ckpt = try folder.requireCheckpoint()
         guard folder.gguf == nil else {
@@ -128,7 +131,7 @@ public enum QuantizeModel {
                 let qbuf = TensorStorage(byteCount: band * outRow)
                 var r0 = 0
                 while r0 < rows {
-                    if Interrupt.requested { throw Interrupted() }
+                    if shouldStop() { throw Interrupted() }
                     let n = min(band, rows - r0)
                     for i in 0..<n {
                         let srcRow = perm?[r0 + i] ?? (r0 + i)

@@ -110,6 +110,8 @@ public final class Session: @unchecked Sendable {
         /// Under a budget with no plan and no placement: place by the fill-the-budget rule
         /// (first layers resident) instead of planning (`strata generate --no-plan`).
         public var fillTheBudgetRule = false
+        /// Checked before each step: true ends every request as `.cancelled` (the CLI wires Ctrl-C).
+        public var shouldStop: @Sendable () -> Bool = { false }
         public init(weights: Placement.Weights = .tiered, prefetchDepth: Int = 1, blockSize: Int = 16, kvBlocks: Int? = nil, maxBatch: Int = 64,
                     fillTheBudgetRule: Bool = false, kvType: DType = .kvDefault) {
             self.weights = weights; self.prefetchDepth = prefetchDepth; self.blockSize = blockSize; self.kvBlocks = kvBlocks; self.maxBatch = maxBatch
@@ -133,6 +135,7 @@ public final class Session: @unchecked Sendable {
                                 weights: options.weights, prefetchDepth: options.prefetchDepth, blockSize: options.blockSize,
                                 kvBlocks: options.kvBlocks, kvType: options.kvType, swap: kvDisk)
         defer { run.shutdown() }
+        run.engine.shouldStop = options.shouldStop
         var (outs, report) = try run.run(requests, onToken: onToken)
         if let plan {
             report.compare(with: plan.prediction.reportValues)

@@ -73,12 +73,14 @@ public struct Interrupted: Error, CustomStringConvertible, Sendable {
     public var description: String { "interrupted: stopped before the output was complete; nothing was written" }
 }
 
-/// Ctrl-C (SIGINT), SIGTERM and SIGHUP as a request to stop: `install()` makes the signals set a
-/// flag instead of killing the process; the generation loops (`Generator.generate`,
-/// `BatchEngine.run`) check it between steps and end their requests as `.cancelled`, so the
-/// caller can print what was generated, write its report and remove its files; quantize and
-/// synth stop at their next chunk and remove what they wrote (`Interrupted`). A second signal
-/// exits at once (status 130) after the `onForcedExit` cleanups.
+/// Ctrl-C (SIGINT), SIGTERM and SIGHUP as a request to stop, for a program that wants it (the
+/// CLI): `install()` makes the signals set a flag instead of killing the process, and the program
+/// passes `{ Interrupt.requested }` as the `shouldStop` of what it runs (`Generator`,
+/// `BatchEngine`, `Session.RunOptions`, `QuantizeModel.run`, `Synth.write`), which then end
+/// their requests as `.cancelled` between steps (so the caller can print what was generated,
+/// write its report and remove its files) or stop at their next chunk and remove what they wrote
+/// (`Interrupted`). The library reads the flag nowhere itself. A second signal exits at once
+/// (status 130) after the `onForcedExit` cleanups.
 public enum Interrupt {
     private static let lock = NSLock()
     nonisolated(unsafe) private static var flag = false

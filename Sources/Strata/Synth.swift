@@ -85,10 +85,10 @@ public enum Synth {
 
     /// Writes the folder whole or not at all: everything goes to `<directory>.partial` first, then
     /// each file is renamed into `directory`; an error (a full disk) or a stop request
-    /// (`Interrupt`: SIGINT, SIGTERM, SIGHUP) removes the staging folder and leaves `directory`
-    /// as it was. Throws `Interrupted` when stopped. `progress(done, total)` is called as bytes
-    /// are written.
-    public static func write(preset: Preset, dtype: DType, seed: UInt64, to directory: String,
+    /// (`shouldStop` true between chunks; the CLI wires Ctrl-C there) removes the staging folder
+    /// and leaves `directory` as it was. Throws `Interrupted` when stopped. `progress(done, total)`
+    /// is called as bytes are written.
+    public static func write(preset: Preset, dtype: DType, seed: UInt64, to directory: String, shouldStop: () -> Bool = { false },
                              progress: (Int, Int) -> Void = { _, _ in }) throws {
         let fm = FileManager.default
         let staging = directory + ".partial"
@@ -98,7 +98,7 @@ public enum Synth {
         try fm.createDirectory(atPath: staging, withIntermediateDirectories: true)
         Interrupt.onForcedExit { try? FileManager.default.removeItem(atPath: staging) }
         do {
-            try writeFiles(preset: preset, dtype: dtype, seed: seed, to: staging, progress: progress)
+            try writeFiles(preset: preset, dtype: dtype, seed: seed, to: staging, shouldStop: shouldStop, progress: progress)
             try fm.createDirectory(atPath: directory, withIntermediateDirectories: true)
             for f in files {
                 try FileIO.rename((staging as NSString).appendingPathComponent(f), to: (directory as NSString).appendingPathComponent(f))
@@ -110,7 +110,8 @@ public enum Synth {
         }
     }
 
-    static func writeFiles(preset: Preset, dtype: DType, seed: UInt64, to directory: String, progress: (Int, Int) -> Void) throws {
+    static func writeFiles(preset: Preset, dtype: DType, seed: UInt64, to directory: String, shouldStop: () -> Bool,
+                           progress: (Int, Int) -> Void) throws {
         func writeJSON(_ obj: Any, _ name: String) throws {
             let data = try JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys])
             try FileIO.writeAtomically((directory as NSString).appendingPathComponent(name), data)
@@ -149,7 +150,7 @@ public enum Synth {
                 let m = min(chunk, n - off)
                 free.wait()
                 errorBox.value.lock(); let failed = writeError; errorBox.value.unlock()
-                if failed != nil || Interrupt.requested {
+                if failed != nil || shouldStop() {
                     // give the slot back and let the queued write end: libdispatch traps on a
                     // semaphore freed below its initial value
                     free.signal()

@@ -70,7 +70,9 @@ struct Generate: ParsableCommand {
         if let ids { promptIDs = try parseIDs(ids) } else { promptIDs = try loaded.requireTokenizer().encode(prompt!) }
         let params = sampling(loaded.folder)
         let out = FileHandle.standardOutput
-        let result = try Generator(loaded, kvType: kv.type(loaded.spec)).generate(promptIDs: promptIDs, parameters: params) { tok in
+        var generator = Generator(loaded, kvType: try kv.type(loaded.spec))
+        generator.shouldStop = { Interrupt.requested }
+        let result = try generator.generate(promptIDs: promptIDs, parameters: params) { tok in
             if !json && loaded.tokenizer != nil && !tok.text.isEmpty { out.write(Data(tok.text.utf8)) }
             if !json && loaded.tokenizer == nil && tok.id >= 0 { out.write(Data("\(tok.id) ".utf8)) }
             return true
@@ -134,8 +136,9 @@ extension Generate {
         }
         let single = promptsFile == nil && !json
         let out = FileHandle.standardOutput
-        let options = Session.RunOptions(weights: try parseWeights(weights), prefetchDepth: prefetch, blockSize: kvBlockSize,
+        var options = Session.RunOptions(weights: try parseWeights(weights), prefetchDepth: prefetch, blockSize: kvBlockSize,
                                          kvBlocks: kvBlocks, maxBatch: maxBatch, fillTheBudgetRule: noPlan, kvType: kvType)
+        options.shouldStop = { Interrupt.requested }
         let result = try session.run(requests, plan: usedPlan, placement: saved, options: options, kvDisk: swap) { _, _, tok in
             if single && !tok.text.isEmpty { out.write(Data(tok.text.utf8)) }
         }
@@ -205,6 +208,7 @@ extension Generate {
         let blocks = kvBlocks ?? (kvMemory != nil ? cap / perBlock : min(wanted, cap / perBlock))
         guard blocks >= 1 else { throw ValidationError("KV pool of \(formatBytes(cap)) holds no block of \(formatBytes(perBlock))") }
         let engine = BatchEngine(loaded: loaded, config: .init(blocks: blocks, blockSize: kvBlockSize, maxBatch: maxBatch, kvType: kvType))
+        engine.shouldStop = { Interrupt.requested }
         let outs = try engine.run(requests)
         for o in outs { try printOutput(o, requests) }
         let st = engine.stats

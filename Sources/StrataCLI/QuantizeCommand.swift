@@ -21,7 +21,7 @@ struct QuantizeCommand: ParsableCommand {
         let t0 = now()
         var bar = ProgressBar()
         let s: QuantizeModel.Summary
-        do { s = try QuantizeModel.run(folder: folder, scheme: scheme, out: out) { done, total in bar.update(done, total) } } catch let e as Interrupted {
+        do { s = try QuantizeModel.run(folder: folder, scheme: scheme, out: out, shouldStop: { Interrupt.requested }) { done, total in bar.update(done, total) } } catch let e as Interrupted {
             bar.finish(); eprint("\(e)"); throw ExitCode(130)
         }
         bar.finish()

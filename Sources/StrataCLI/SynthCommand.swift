@@ -21,7 +21,7 @@ struct Synthesize: ParsableCommand {
         let p = try Synth.preset(preset)
         let t0 = now()
         var bar = ProgressBar()
-        do { try Synth.write(preset: p, dtype: dt, seed: seed, to: out) { done, total in bar.update(done, total) } } catch let e as Interrupted {
+        do { try Synth.write(preset: p, dtype: dt, seed: seed, to: out, shouldStop: { Interrupt.requested }) { done, total in bar.update(done, total) } } catch let e as Interrupted {
             bar.finish(); eprint("\(e)"); throw ExitCode(130)
         }
         bar.finish()
