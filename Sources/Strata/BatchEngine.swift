@@ -102,19 +102,18 @@ public final class BatchEngine: @unchecked Sendable {
         /// tokens to compute before sampling: the prompt, or prompt + generated after a preemption
         var tokens: [Int32]
         var computed = 0
-        var generated: [Int] = []
-        var sampler: Sampler
-        /// detokenizing and stop strings; `output.text` is the text so far
-        var output: TextOutput
+        /// sampling, detokenizing, stop strings (`out.text.text` is the text so far)
+        var out: SequenceOutput
+        var generated: [Int] { out.generated }
         var stop: StopReason?
         var cached = 0
         var preemptions = 0
         var forked = false
         var swapped: SwappedSequence?
         var error: String?
-        init(id: Int, request: Int, sample: Int, arrival: Int, prompt: [Int32], sampler: Sampler, output: TextOutput) {
+        init(id: Int, request: Int, sample: Int, arrival: Int, prompt: [Int32], out: SequenceOutput) {
             self.id = id; self.request = request; self.sample = sample; self.arrival = arrival
-            self.promptCount = prompt.count; self.tokens = prompt; self.sampler = sampler; self.output = output
+            self.promptCount = prompt.count; self.tokens = prompt; self.out = out
         }
         var prefillDone: Bool { computed >= tokens.count }
     }
@@ -183,9 +182,8 @@ public final class BatchEngine: @unchecked Sendable {
         nextRequest += 1
         requests[id] = request
         sinks[id] = onToken
-        let sampler = Sampler(parameters: request.parameters, vocabSize: loaded.spec.vocabSize, prompt: request.prompt)
-        waiting.append(Seq(id: nextID, request: id, sample: 0, arrival: nextID, prompt: request.prompt.map(Int32.init), sampler: sampler,
-                           output: textOutput(request.parameters)))
+        waiting.append(Seq(id: nextID, request: id, sample: 0, arrival: nextID, prompt: request.prompt.map(Int32.init),
+                           out: SequenceOutput(loaded: loaded, parameters: request.parameters, prompt: request.prompt)))
         nextID += 1
         return id
     }
@@ -228,7 +226,7 @@ public final class BatchEngine: @unchecked Sendable {
     }
 
     private func output(_ s: Seq) -> RequestOutput {
-        RequestOutput(index: s.request, sample: s.sample, promptTokens: s.promptCount, ids: s.generated, text: s.output.text,
+        RequestOutput(index: s.request, sample: s.sample, promptTokens: s.promptCount, ids: s.generated, text: s.out.text.text,
                       stopReason: s.stop ?? .maxTokens, cachedPromptTokens: s.cached, preemptions: s.preemptions, error: s.error)
     }
 
@@ -304,13 +302,9 @@ public final class BatchEngine: @unchecked Sendable {
         waiting.insert(s, at: at)
     }
 
-    private func textOutput(_ p: SamplingParameters) -> TextOutput {
-        TextOutput(decoder: loaded.tokenizer.map { StreamingDecoder(tokenizer: $0) }, parameters: p, eos: loaded.eos)
-    }
-
     private func finish(_ s: Seq, _ reason: StopReason) {
         s.stop = reason
-        if reason != .stopString, case let tail = s.output.finish(), !tail.isEmpty {
+        if reason != .stopString, case let tail = s.out.finish(), !tail.isEmpty {
             sinks[s.request]?(s.sample, GeneratedToken(id: -1, text: tail))
         }
         if kv.contains(s.id) { kv.free(s.id) }
@@ -467,8 +461,7 @@ public final class BatchEngine: @unchecked Sendable {
                 var p = request.parameters
                 p.seed = p.seed.map { $0 &+ UInt64(k) }
                 let child = Seq(id: nextID, request: parent.request, sample: k, arrival: parent.arrival, prompt: Array(parent.tokens.prefix(parent.promptCount)),
-                                sampler: Sampler(parameters: p, vocabSize: spec.vocabSize, prompt: request.prompt),
-                                output: textOutput(p))
+                                out: SequenceOutput(loaded: loaded, parameters: p, prompt: request.prompt))
                 nextID += 1
                 child.cached = parent.cached
                 child.forked = true
@@ -498,22 +491,18 @@ public final class BatchEngine: @unchecked Sendable {
         let p = request.parameters
         if stats.firstTokenSeconds == 0 { stats.firstTokenSeconds = now() - runStart }
         if p.maxTokens == 0 { finish(s, .maxTokens); return }
+        let next: (token: GeneratedToken, stop: StopReason?)
+        let position = s.promptCount + s.generated.count - 1, full = s.promptCount + s.generated.count + 1 >= kv.maxContext
         do {
-            try loaded.model.checkFinite(row, position: s.promptCount + s.generated.count - 1) { Array(s.tokens.prefix(s.promptCount)) + s.generated.map(Int32.init) }
-        } catch {
+            next = try s.out.next(row, model: loaded.model, position: position, contextFull: full) { Array(s.tokens.prefix(s.promptCount)) }
+        } catch let e as ModelError {
+            guard case .nonFiniteLogits = e else { throw e }
             // this sequence fails with the reason; the others go on
-            s.error = "\(error)"
+            s.error = "\(e)"
             finish(s, .error)
             return
         }
-        let next = s.sampler.sample(row)
-        s.generated.append(next)
-        let (piece, textStop) = try s.output.push(next)
-        var stop = textStop
-        sinks[s.request]?(s.sample, p.logprobs == nil ? GeneratedToken(id: next, text: piece)
-                          : GeneratedToken(id: next, text: piece, logprob: s.sampler.lastLogprob, topLogprobs: s.sampler.lastTopLogprobs))
-        if stop == nil && s.generated.count >= p.maxTokens { stop = .maxTokens }
-        if stop == nil && s.promptCount + s.generated.count >= kv.maxContext { stop = .contextFull }
-        if let stop { finish(s, stop) }
+        sinks[s.request]?(s.sample, next.token)
+        if let stop = next.stop { finish(s, stop) }
     }
 }

@@ -112,9 +112,7 @@ public struct Generator {
         let capacity = min(model.spec.maxPositions, promptIDs.count + min(parameters.maxTokens, model.spec.maxPositions))
         if promptIDs.count > capacity { throw ModelError.contextFull(needed: promptIDs.count, capacity: capacity) }
         let cache = try model.makeCache(capacity: capacity, type: kvType)
-        var sampler = Sampler(parameters: parameters, vocabSize: model.spec.vocabSize, prompt: promptIDs)
-        var output = TextOutput(decoder: loaded.tokenizer.map { StreamingDecoder(tokenizer: $0, skipSpecialTokens: true) },
-                                parameters: parameters, eos: loaded.eos)
+        var seq = SequenceOutput(loaded: loaded, parameters: parameters, prompt: promptIDs)
         var result = GenerationResult(promptIDs: promptIDs, ids: [], text: "", stopReason: .maxTokens, prefillSeconds: 0, decodeSeconds: 0)
         if parameters.maxTokens == 0 { return result }
         let t0 = now()
@@ -123,22 +121,21 @@ public struct Generator {
         result.prefillSeconds = tFirst - t0
         var one: [Int32] = [0]
         while true {
-            try model.checkFinite(logits, position: promptIDs.count + result.ids.count - 1) { (promptIDs + result.ids).map(Int32.init) }
-            let next = sampler.sample(logits)
-            result.ids.append(next)
-            let (piece, stop) = try output.push(next)
-            result.text += piece
-            let go = try onToken(parameters.logprobs == nil ? GeneratedToken(id: next, text: piece)
-                                 : GeneratedToken(id: next, text: piece, logprob: sampler.lastLogprob, topLogprobs: sampler.lastTopLogprobs))
+            let (tok, stop) = try seq.next(logits, model: model, position: promptIDs.count + result.ids.count - 1, contextFull: false) {
+                promptIDs.map(Int32.init)
+            }
+            result.ids.append(tok.id)
+            result.text += tok.text
+            let go = try onToken(tok)
             if let stop { result.stopReason = stop; break }
-            if !go || result.ids.count >= parameters.maxTokens { break }
+            if !go { break }
             if shouldStop() { result.stopReason = .cancelled; break }
             if cache.length >= cache.capacity { result.stopReason = .contextFull; break }
             if result.ids.count == 1 { tFirst = now() }
-            one[0] = Int32(next)
+            one[0] = Int32(tok.id)
             logits = try one.withUnsafeBufferPointer { try model.forward($0, cache: cache, allLogits: false) }
         }
-        if result.stopReason != .stopString, case let tail = output.finish(), !tail.isEmpty {
+        if result.stopReason != .stopString, case let tail = seq.finish(), !tail.isEmpty {
             result.text += tail
             _ = try onToken(GeneratedToken(id: -1, text: tail))
         }

@@ -88,3 +88,43 @@ struct TextOutput {
         return (out, false)
     }
 }
+
+/// One sequence's output side, the same for `Generator` and `BatchEngine` (the scheduler and the
+/// runner do not sample): each row of logits checked finite (a non-finite one names where the
+/// pass went wrong), a token sampled, detokenized and tested against the stop strings and EOS
+/// (`TextOutput`), the token limit and the context.
+struct SequenceOutput {
+    var sampler: Sampler
+    var text: TextOutput
+    let parameters: SamplingParameters
+    /// the tokens generated so far
+    private(set) var generated: [Int] = []
+
+    init(loaded: LoadedModel, parameters: SamplingParameters, prompt: [Int]) {
+        self.parameters = parameters
+        sampler = Sampler(parameters: parameters, vocabSize: loaded.spec.vocabSize, prompt: prompt)
+        text = TextOutput(decoder: loaded.tokenizer.map { StreamingDecoder(tokenizer: $0) }, parameters: parameters, eos: loaded.eos)
+    }
+
+    /// The next token from `row`, the logits of the sequence's last position `position`, and
+    /// why the sequence ends after it (nil: it goes on). `contextFull`: the cache holds no
+    /// position after this token's. Throws `ModelError.nonFiniteLogits` (with the place found by
+    /// re-running `prompt()` and the tokens generated) for a row that is not finite; errors of the
+    /// detokenizer pass through.
+    mutating func next(_ row: UnsafeBufferPointer<Float>, model: CausalLM, position: Int, contextFull: Bool,
+                       prompt: () -> [Int32]) throws -> (token: GeneratedToken, stop: StopReason?) {
+        try model.checkFinite(row, position: position) { prompt() + generated.map(Int32.init) }
+        let id = sampler.sample(row)
+        generated.append(id)
+        let (piece, textStop) = try text.push(id)
+        let token = parameters.logprobs == nil ? GeneratedToken(id: id, text: piece)
+            : GeneratedToken(id: id, text: piece, logprob: sampler.lastLogprob, topLogprobs: sampler.lastTopLogprobs)
+        var stop = textStop
+        if stop == nil && generated.count >= parameters.maxTokens { stop = .maxTokens }
+        if stop == nil && contextFull { stop = .contextFull }
+        return (token, stop)
+    }
+
+    /// At the end (any reason but a stop string): the text still held back.
+    mutating func finish() -> String { text.finish() }
+}
