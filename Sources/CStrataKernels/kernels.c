@@ -385,14 +385,9 @@ TGT512 INLINE void rows512_t(const int t, const strata_linear_args *a, long j0, 
     if (m == 1) {
         // one row: one weight row at a time, K unrolled twice, prefetching 8 KiB ahead for every
         // dtype (docs/kernels.md, "The one-row 16-bit kernel's reach", and for f32 "The f32
-        // reach"); against the four-row block walk below, alternated in bench-model --prompt 1
-        // on the Zen 4 (2 threads), tg rose from 10.4-11.2 to 13.0-13.4 tokens/s for f16 and from
-        // 5.6-7.5 to 7.4-8.5 for f32. With 3 or more rows the blocks below win (bench-batch
-        // batch 4: 2.95x batch 1 against 1.9x with this walk): every x row would otherwise be
-        // read from L2 once per weight row. Blocks of 4 x 6 rows were tried and ran 2x slower
-        // than 4 x 4 at 16 rows (bench-linear). Each block's four weight streams are prefetched
-        // 1 KiB ahead: bf16 bench-batch batch 4 50.2-50.4 -> 60.3-63.0 tokens/s, batch 16
-        // 94.9-98.4 -> 108.2-111.8 (f32 the same within noise), alternated pairs
+        // reach"); with 3 or more rows the four-row blocks below win, each block's four weight
+        // streams prefetched 1 KiB ahead (docs/benchmarks.md, "Measurements behind the kernels'
+        // constants": the AVX-512 walks)
         for (long j = j0; j < j1; j++) row512(t, 2, 1, 8192, a, j, 0);
         return;
     }
@@ -417,10 +412,8 @@ TGT512 INLINE void rows512_t(const int t, const strata_linear_args *a, long j0, 
     }
     if (m == 2) {
         // two rows: the one-stream walk with both x rows against each weight vector, 8 KiB
-        // ahead; against the 4 x 2 blocks (four weight streams) in a harness alternating the
-        // two in one process (TinyLlama's gate and down shapes, 2 threads): bf16 gate 17.7-18.7
-        // -> 41.4-46.4 GB/s, down 23.1-24.4 -> 37.2-41.7; f32 gate 28.1-29.8 -> 40.1-44.3. At 3
-        // and 4 rows the blocks stay ahead (15.2 against 14.7, 13.2 against 12.1 for gate)
+        // ahead (faster than the 4 x 2 blocks; at 3 and 4 rows the blocks stay ahead:
+        // docs/benchmarks.md, "Measurements behind the kernels' constants")
         for (long jj = j0; jj < j1; jj++) row512(t, 1, 2, 8192, a, jj, 0);
         return;
     }
@@ -592,9 +585,7 @@ static long linear_chunks(const strata_linear_args *a, int threads, long *per_ou
     // chunks of >= 16 rows or ~32 KiB of weights, so a woken thread has work worth its wake-up;
     // sixteen times as many chunks as threads (each thread's range walked in order, an empty
     // thread stealing from the others'), so the thread that finishes last holds the other up by
-    // at most one small chunk (measured with the shared counter the ranges replaced, on the
-    // Zen 4: f16 decode 13.8-14.4 tokens/s against 12.6-14.0 with four chunks per thread and a
-    // 64-row minimum; with ranges, 4, 16 and 64 per thread did not differ through the noise)
+    // at most one small chunk (docs/benchmarks.md, "Measurements behind the kernels' constants")
     long minRows = (32L << 10) / (a->k / qblock_elements(a->wtype) * qblock_bytes(a->wtype) + 1);
     if (minRows < 16) minRows = 16;
     long chunks = 16L * threads;

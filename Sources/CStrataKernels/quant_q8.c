@@ -120,12 +120,9 @@ static float quantize_block_v2(const float *x, int n, int8_t *q);
 
 /// Which kernel runs the 8-bit product: the definition, AVX2 (maddubs), or AVX-512 VNNI.
 enum { Q8_PORTABLE = 0, Q8_AVX2 = 1, Q8_VNNI = 2 };
-/// Bytes ahead of the weight stream to prefetch, every cache line. With one shared chunk counter
-/// (threads taking chunks in turn) 2 KiB was best (bench-model --prompt 1 --gen 64, TinyLlama
-/// Q4_K_M: 512 B 27.7-31.7 tokens/s, 1 KiB 32.8, 2 KiB 38.1-39.3, 4 KiB 35.2-36.7); since each
-/// thread walks its own contiguous range (the pool), 4 KiB: bench-model --prompt 1 --gen 128
-/// --repeats 2, alternated over four rounds, Q4_K_M 84.6-88.4% -> 88.3-91.1% of the bound,
-/// Q8_0 87.2-89.0% -> 93.1-93.9% over three.
+/// Bytes ahead of the weight stream to prefetch, every cache line: 4 KiB since each thread walks
+/// its own contiguous range of the pool (docs/benchmarks.md, "Measurements behind the kernels'
+/// constants": QPF).
 #define QPF 4096
 
 /// Quantizes the m rows of x for weights of type t into the calling thread's buffer (grown, never
