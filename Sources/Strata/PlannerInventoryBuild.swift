@@ -9,14 +9,15 @@ extension PlannerInventory {
     /// From a model folder's config.json and safetensors headers, or, with `dtype` or in a folder
     /// without `*.safetensors`, from config.json alone (no weights needed: plan a 70B model from
     /// its config); the dtype is then `dtype`, else the config's `torch_dtype` / `dtype`.
-    /// The KV cache is counted in `kvType` (checked against the model's head size).
+    /// The KV cache is counted in `kvType` (checked against the model's head size) and blocks of
+    /// `blockSize` tokens (the context the activations are sized for rounds up to one, as the run's).
     public static func build(directory: String, workload: Workload, dtype requested: DType? = nil, maxRows: Int = 512,
-                             kvType: DType = .kvDefault) throws -> PlannerInventory {
-        try build(folder: ModelFolder(path: directory), workload: workload, dtype: requested, maxRows: maxRows, kvType: kvType)
+                             kvType: DType = .kvDefault, blockSize: Int = 16) throws -> PlannerInventory {
+        try build(folder: ModelFolder(path: directory), workload: workload, dtype: requested, maxRows: maxRows, kvType: kvType, blockSize: blockSize)
     }
 
     public static func build(folder: ModelFolder, workload: Workload, dtype requested: DType? = nil, maxRows: Int = 512,
-                             kvType: DType = .kvDefault) throws -> PlannerInventory {
+                             kvType: DType = .kvDefault, blockSize: Int = 16) throws -> PlannerInventory {
         let spec = folder.spec, directory = folder.directory
         try kvType.checkKV(headDim: spec.headDim)
         let dtype = try requested ?? configOnlyDType(folder)
@@ -42,7 +43,7 @@ extension PlannerInventory {
             if !spec.tiedEmbeddings { coldPageCache = min(spec.vocabSize, workload.batch * (workload.promptTokens + workload.outputTokens)) * ((d.bytes(elements: h) + 8191) / 4096 * 4096) }
         }
         // the same lines `TieredRun` charges: runtime overhead and activations
-        let maxContext = min(spec.maxPositions, workload.promptTokens + workload.outputTokens + 16)
+        let maxContext = min(spec.maxPositions, workload.promptTokens + workload.outputTokens + blockSize)  // as TieredRun sizes it
         let weightDType = dtype ?? weightInventory?.matrixScratchDType ?? .f32
         // what the tiered store holds beyond whole layers: the vectors (norms, biases) of streamed
         // layers stay resident, and each staging slot rounds its segments out to 4 KiB pages
