@@ -109,29 +109,29 @@ public final class GPT2Model: CausalLM, @unchecked Sendable {
         spec = config.spec
         self.maxRows = maxRows
         self.store = store
-        let w = WeightLoader(store: store)
-        let h = config.hiddenSize, inner = config.innerSize
-        // hub checkpoints name tensors "h.0..." or "transformer.h.0..."
+        let h = config.hiddenSize
+        // names and shapes from the tensor table; hub checkpoints name tensors "h.0..." or "transformer.h.0..."
         let prefix = store.contains("transformer.wte.weight") ? "transformer." : ""
-        wte = try w.tensor(prefix + "wte.weight", [config.vocabSize, h])
-        wpe = try w.tensor(prefix + "wpe.weight", [config.maxPositions, h])
+        let w = WeightLoader(store: store, table: GPT2Architecture.tensors, dims: TensorDims(config.spec), prefix: prefix)
+        wte = try w.weight(.tokenEmbedding)
+        wpe = try w.weight(.positionEmbedding)
         layers = try (0..<config.layers).map { i in
-            let p = prefix + "h.\(i)."
-            func conv(_ name: String, _ shape: [Int]) throws -> WeightMatrix {
+            // Conv1D weights are [in, out]; a GGUF of llama.cpp's converter stores them [out, in]
+            func conv(_ role: TensorRole) throws -> WeightMatrix {
+                let s = w.shape(role), bias = try w.bias(role, layer: i)
                 if config.linearOutIn {
-                    return WeightMatrix(try w.tensor(p + name + ".weight", [shape[1], shape[0]], layer: i), layout: .outIn,
-                                        bias: try w.vector(p + name + ".bias", shape[1], layer: i))
+                    return WeightMatrix(try w.tensor(w.name(role, layer: i), [s[1], s[0]], layer: i), layout: .outIn, bias: bias)
                 }
-                return WeightMatrix(try w.tensor(p + name + ".weight", shape, layer: i), layout: .inOut, bias: try w.vector(p + name + ".bias", shape[1], layer: i))
+                return WeightMatrix(try w.weight(role, layer: i), layout: .inOut, bias: bias)
             }
-            return Layer(ln1w: try w.vector(p + "ln_1.weight", h, layer: i), ln1b: try w.vector(p + "ln_1.bias", h, layer: i),
-                         qkv: try conv("attn.c_attn", [h, 3 * h]), proj: try conv("attn.c_proj", [h, h]),
-                         ln2w: try w.vector(p + "ln_2.weight", h, layer: i), ln2b: try w.vector(p + "ln_2.bias", h, layer: i),
-                         fc: try conv("mlp.c_fc", [h, inner]), fcProj: try conv("mlp.c_proj", [inner, h]))
+            return Layer(ln1w: try w.norm(.attentionNorm, layer: i), ln1b: try w.bias(.attentionNorm, layer: i),
+                         qkv: try conv(.attentionQKV), proj: try conv(.attentionOutput),
+                         ln2w: try w.norm(.mlpNorm, layer: i), ln2b: try w.bias(.mlpNorm, layer: i),
+                         fc: try conv(.mlpUp), fcProj: try conv(.mlpDown))
         }
-        lnfw = try w.vector(prefix + "ln_f.weight", h)
-        lnfb = try w.vector(prefix + "ln_f.bias", h)
-        lmHead = WeightMatrix(config.tieEmbeddings ? wte : try w.tensor("lm_head.weight", [config.vocabSize, h]))
+        lnfw = try w.norm(.finalNorm)
+        lnfb = try w.bias(.finalNorm)
+        lmHead = WeightMatrix(config.tieEmbeddings ? wte : try w.weight(.outputHead))
         posRows = Tensor(zeros: [maxRows, h])
         buffers = ForwardBuffers(spec: spec, maxRows: maxRows, matrices: layers.flatMap { [$0.qkv, $0.proj, $0.fc, $0.fcProj] } + [lmHead], store: store)
     }

@@ -117,6 +117,10 @@ struct WeightLoader {
     /// The names' prefix (nil: the table's first).
     var prefix: String? = nil
 
+    /// The checkpoint name of `role`'s weight in `layer`, and its shape, from the table.
+    func name(_ role: TensorRole, layer: Int? = nil) -> String { table!.name(role, layer: layer, prefix: prefix) }
+    func shape(_ role: TensorRole) -> [Int] { table!.row(role).shape(dims!) }
+
     /// The weight of `role` (in `layer`), its shape from the table.
     func weight(_ role: TensorRole, layer: Int? = nil) throws -> Tensor {
         try tensor(table!.name(role, layer: layer, prefix: prefix), table!.row(role).shape(dims!), layer: layer ?? -1)
