@@ -267,12 +267,33 @@ public struct RopeSettings: Sendable, Equatable {
 
 /// `CodingUserInfoKey` under which the config's file path travels into `init(from:)`.
 package let configFileKey = CodingUserInfoKey(rawValue: "strata.configFile")!
+/// `CodingUserInfoKey` under which a config's `WeightLayout` travels into `init(from:)`.
+package let weightLayoutKey = CodingUserInfoKey(rawValue: "strata.weightLayout")!
+
+/// How a file's weights differ from the Hugging Face layout the architecture's code reads: what
+/// llama.cpp's converter changed when it wrote a GGUF. Travels beside the config (never read from
+/// a config.json, where such a key would silently change the model).
+public struct WeightLayout: OptionSet, Sendable, Hashable {
+    public let rawValue: Int
+    public init(rawValue: Int) { self.rawValue = rawValue }
+    /// Llama's Q and K rows permuted per head into RoPE's interleaved layout.
+    public static let ropeInterleaved = WeightLayout(rawValue: 1)
+    /// Gemma's RMSNorm weights stored as 1 + w.
+    public static let normWeightsIncludeOne = WeightLayout(rawValue: 2)
+    /// GPT-2's Conv1D weights stored transposed, `[out, in]`.
+    public static let linearOutIn = WeightLayout(rawValue: 4)
+
+    /// The layout `decoder` carries (none for a config.json).
+    public static func of(_ decoder: Decoder) -> WeightLayout { decoder.userInfo[weightLayoutKey] as? WeightLayout ?? [] }
+}
 
 /// A `config.json` read once: its path (for error messages) and bytes. Every decoder of the
 /// config (architecture probe, shape, dtype) decodes these bytes, not the file again.
 public struct ConfigFile: Sendable {
     public let path: String
     public let data: Data
+    /// How the weights beside this config differ from the HF layout (a GGUF's; none for a folder).
+    public var layout: WeightLayout = []
 
     /// Reads the file at `path` (missing: `ConfigError.missingFile`).
     public init(path: String) throws {
@@ -282,8 +303,9 @@ public struct ConfigFile: Sendable {
 
     /// A key written twice keeps its last value, as Python's `json` (and so transformers)
     /// reads it; Foundation's decoder would keep the first.
-    public init(path: String, data: Data) {
+    public init(path: String, data: Data, layout: WeightLayout = []) {
         self.path = path
+        self.layout = layout
         if let v = try? JSONValue.parse(data), v.hasDuplicateKeys {
             self.data = Data(v.lastValueWins.compact.utf8)
         } else {
@@ -330,6 +352,7 @@ public struct ConfigFile: Sendable {
     public func decode<T: Decodable>(_ type: T.Type) throws -> T {
         let dec = JSONDecoder()
         dec.userInfo[configFileKey] = path
+        dec.userInfo[weightLayoutKey] = layout
         do {
             return try dec.decode(T.self, from: data)
         } catch is DecodingError {

@@ -91,6 +91,8 @@ public protocol Architecture: Sendable {
     /// The config.json fields of a GGUF file's metadata. Default: an error naming the
     /// architecture; the Llama family's fields for a `LlamaFamilyArchitecture`.
     static func ggufConfig(_ h: GGUFHyperparameters) throws -> [String: Any]
+    /// How llama.cpp's converter changed this architecture's weights in a GGUF (default none).
+    static var ggufWeightLayout: WeightLayout { get }
     /// How to write a folder of this architecture as GGUF; nil (the default) when Strata cannot.
     static func ggufExport(config: ConfigFile) throws -> GGUFExport?
 }

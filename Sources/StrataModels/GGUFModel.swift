@@ -10,9 +10,11 @@ import StrataTensor
 /// - Llama-family Q and K rows are permuted per head into RoPE's interleaved layout (pairs
 ///   `2i, 2i+1`); Strata rotates those weights with the interleaved layout instead of permuting
 ///   them back (attention scores are dot products over the head, unchanged by a permutation
-///   applied to both q and k), so the tensors stay mapped. Config key `strata_rope_interleaved`.
-/// - Gemma-2's RMSNorm weights are stored as `1 + w`; config key `strata_norm_weights_include_one`.
-/// - GPT-2's Conv1D weights are stored transposed (`[out, in]`); config key `strata_linear_out_in`.
+///   applied to both q and k), so the tensors stay mapped (`WeightLayout.ropeInterleaved`).
+/// - Gemma's RMSNorm weights are stored as `1 + w` (`.normWeightsIncludeOne`).
+/// - GPT-2's Conv1D weights are stored transposed, `[out, in]` (`.linearOutIn`).
+/// Each architecture names its layout (`ggufWeightLayout`); it travels beside the config
+/// (`ConfigFile.layout`), never as a config.json key.
 public enum GGUFModel {
     /// The architecture of a GGUF file (`general.architecture`).
     public static func architecture(of file: GGUFFile) throws -> any Architecture.Type {
@@ -31,7 +33,7 @@ public enum GGUFModel {
         fields["architectures"] = [a.name]
         try h.checkAgainstTensors()
         let data = try JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])
-        return ConfigFile(path: file.path, data: data)
+        return ConfigFile(path: file.path, data: data, layout: a.ggufWeightLayout)
     }
 }
 
@@ -141,6 +143,7 @@ extension Architecture {
     // Defaults: no GGUF of this architecture is read, its names come from the tensor table, and its
     // metadata is refused by name (an architecture must say how it reads GGUF metadata).
     public static var ggufArchitecture: String? { nil }
+    public static var ggufWeightLayout: WeightLayout { [] }
     public static func tensorName(gguf name: String) -> String? { tensors.hfName(gguf: name) }
     public static func ggufConfig(_ h: GGUFHyperparameters) throws -> [String: Any] {
         throw GGUFError.invalid(file: h.file.path, field: "general.architecture", reason: "\(name) has no reading of GGUF metadata")

@@ -20,7 +20,6 @@ public struct GPT2Config: Decodable, Sendable {
     public var tieEmbeddings: Bool
 
     enum Keys: String, CodingKey {
-        case linearOutIn = "strata_linear_out_in"
         case vocabSize = "vocab_size", nEmbd = "n_embd", nLayer = "n_layer", nHead = "n_head", nInner = "n_inner"
         case nPositions = "n_positions", eps = "layer_norm_epsilon", act = "activation_function"
         case bos = "bos_token_id", eos = "eos_token_id", scaleByLayer = "scale_attn_by_inverse_layer_idx"
@@ -40,7 +39,7 @@ public struct GPT2Config: Decodable, Sendable {
         activation = try c.decodeIfPresent(String.self, forKey: .act) ?? "gelu_new"
         bos = try c.decodeIfPresent(TokenIDs.self, forKey: .bos)?.ids ?? [50256]
         eos = try c.decodeIfPresent(TokenIDs.self, forKey: .eos)?.ids ?? [50256]
-        linearOutIn = try c.decodeIfPresent(Bool.self, forKey: .linearOutIn) ?? false
+        linearOutIn = WeightLayout.of(decoder).contains(.linearOutIn)
         tieEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tie) ?? true
         for (v, f) in [(vocabSize, "vocab_size"), (hiddenSize, "n_embd"), (layers, "n_layer"), (heads, "n_head"),
                        (innerSize, "n_inner"), (maxPositions, "n_positions")] where v <= 0 {
@@ -202,12 +201,12 @@ public enum GPT2Architecture: Architecture {
         try GPT2Model(config: config.decode(GPT2Config.self), store: store)
     }
     public static var ggufArchitecture: String? { "gpt2" }
+    public static var ggufWeightLayout: WeightLayout { .linearOutIn }
     /// The converter transposes the Conv1D weights to `[out, in]`.
     public static func ggufConfig(_ h: GGUFHyperparameters) throws -> [String: Any] {
         let embd = try h.requireInt("embedding_length")
         var f: [String: Any] = ["vocab_size": try h.vocabSize(), "n_embd": embd, "n_layer": try h.requireInt("block_count"),
-                                "n_head": try h.requireInt("attention.head_count"), "n_inner": try h.int("feed_forward_length") ?? 4 * embd,
-                                "strata_linear_out_in": true]
+                                "n_head": try h.requireInt("attention.head_count"), "n_inner": try h.int("feed_forward_length") ?? 4 * embd]
         if let v = try h.int("context_length") { f["n_positions"] = v }
         if let v = try h.double("attention.layer_norm_epsilon") { f["layer_norm_epsilon"] = v }
         if let v = try h.file.int("tokenizer.ggml.bos_token_id") { f["bos_token_id"] = v }

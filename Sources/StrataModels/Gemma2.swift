@@ -43,7 +43,6 @@ public struct Gemma2Config: Decodable, Sendable {
         case attnSoftcap = "attn_logit_softcapping", finalSoftcap = "final_logit_softcapping", slidingWindow = "sliding_window"
         case layerTypes = "layer_types", tie = "tie_word_embeddings", bos = "bos_token_id", eos = "eos_token_id"
         case act = "hidden_activation", attentionBias = "attention_bias"
-        case normIncludesOne = "strata_norm_weights_include_one"
         case slidingPattern = "sliding_window_pattern", bidirectional = "use_bidirectional_attention"
     }
 
@@ -113,7 +112,7 @@ public struct Gemma2Config: Decodable, Sendable {
             slidingLayers = (0..<layers).map { ($0 + 1) % 2 == 1 }
         }
         tieEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tie) ?? true
-        normWeightsIncludeOne = try c.decodeIfPresent(Bool.self, forKey: .normIncludesOne) ?? false
+        normWeightsIncludeOne = WeightLayout.of(decoder).contains(.normWeightsIncludeOne)
         bos = try c.decodeIfPresent(TokenIDs.self, forKey: .bos)?.ids ?? [2]
         eos = try c.decodeIfPresent(TokenIDs.self, forKey: .eos)?.ids ?? [1]
         let act = try c.decodeIfPresent(String.self, forKey: .act) ?? "gelu_pytorch_tanh"
@@ -305,6 +304,7 @@ public enum Gemma2Architecture: Architecture {
     }
     public static let tensors = LlamaFamily.table(qkvBias: .none, otherBias: .none, gemmaNorms: true)
     public static var ggufArchitecture: String? { "gemma2" }
+    public static var ggufWeightLayout: WeightLayout { .normWeightsIncludeOne }
     /// llama.cpp stores Gemma's norms as 1 + w, and scales queries by head_dim^-1/2 (27B, with 46
     /// layers: (hidden / heads)^-1/2), as transformers' `query_pre_attn_scalar` of those models.
     public static func ggufConfig(_ h: GGUFHyperparameters) throws -> [String: Any] {
@@ -314,7 +314,6 @@ public enum Gemma2Architecture: Architecture {
         f["attn_logit_softcapping"] = try h.double("attn_logit_softcapping") ?? NSNull()
         f["final_logit_softcapping"] = try h.double("final_logit_softcapping") ?? NSNull()
         if let w = try h.int("attention.sliding_window") { f["sliding_window"] = w }
-        f["strata_norm_weights_include_one"] = true
         return f
     }
     public static func synthConfig(_ s: SynthShape) -> [String: Any] {

@@ -43,6 +43,7 @@ public enum Gemma3Architecture: Architecture {
         return c
     }
     public static var ggufArchitecture: String? { "gemma3" }
+    public static var ggufWeightLayout: WeightLayout { .normWeightsIncludeOne }
     /// llama.cpp's gemma3: norms stored as 1 + w (q/k norms too), the local rotary base fixed at
     /// 1e4 and every sixth layer full, queries scaled by head_dim^-1/2 (27B, 62 layers:
     /// (hidden / heads)^-1/2).
@@ -56,7 +57,6 @@ public enum Gemma3Architecture: Architecture {
         f["rope_theta"] = nil
         f["rope_scaling"] = nil
         f["rope_parameters"] = ["full_attention": full, "sliding_attention": ["rope_type": "default", "rope_theta": 10_000.0]]
-        f["strata_norm_weights_include_one"] = true
         return f
     }
 }

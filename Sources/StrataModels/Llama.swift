@@ -63,7 +63,6 @@ public struct LlamaFamilyConfig: Sendable {
         case attentionBias = "attention_bias", mlpBias = "mlp_bias", maxPositions = "max_position_embeddings"
         case slidingWindow = "sliding_window", useSlidingWindow = "use_sliding_window"
         case bos = "bos_token_id", eos = "eos_token_id", hiddenAct = "hidden_act"
-        case ropeInterleaved = "strata_rope_interleaved"
     }
 
     public init(from decoder: Decoder, defaults d: Defaults) throws {
@@ -116,7 +115,7 @@ public struct LlamaFamilyConfig: Sendable {
         slidingWindow = useWindow ? try c.decodeIfPresent(Int.self, forKey: .slidingWindow) : nil
         bos = try c.decodeIfPresent(TokenIDs.self, forKey: .bos)?.ids ?? d.bos
         eos = try c.decodeIfPresent(TokenIDs.self, forKey: .eos)?.ids ?? d.eos
-        ropeInterleaved = try c.decodeIfPresent(Bool.self, forKey: .ropeInterleaved) ?? false
+        ropeInterleaved = WeightLayout.of(decoder).contains(.ropeInterleaved)
         let act = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? "silu"
         if act != "silu" { throw ConfigError.invalidValue(file: file, field: "hidden_act", reason: "'\(act)' not supported (silu)") }
     }
@@ -403,9 +402,5 @@ public enum LlamaArchitecture: LlamaFamilyArchitecture {
         try config.decode(LlamaConfig.self).family.ggufExport(arch: "llama", permute: true)
     }
     /// llama.cpp's converter permutes Llama's Q and K rows into RoPE's interleaved layout.
-    public static func ggufConfig(_ h: GGUFHyperparameters) throws -> [String: Any] {
-        var f = try h.llamaFamilyFields()
-        f["strata_rope_interleaved"] = true
-        return f
-    }
+    public static var ggufWeightLayout: WeightLayout { .ropeInterleaved }
 }

@@ -53,6 +53,23 @@ import StrataTensor
         #expect(try ModelRegistry.load(directory: d).logits(seq) != want)
     }
 
+    /// What llama.cpp's converter changed travels beside a GGUF's config (`WeightLayout`), never
+    /// as a config.json key: a folder whose config.json names the old keys gives the same logits.
+    @Test func weightLayoutKeysInAConfigJSONChangeNothing() throws {
+        for (name, key) in [("gemma3", "strata_norm_weights_include_one"), ("llama-gqa", "strata_rope_interleaved"), ("gpt2", "strata_linear_out_in")] {
+            let src = Fixtures.model(name)
+            let seq = try Fixtures.reference(name).sequences[0].map(Int32.init)
+            let want = try ModelRegistry.load(directory: src).logits(seq)
+            let d = NSTemporaryDirectory() + "strata-layout-\(getpid())-\(UUID().uuidString)"
+            try FileManager.default.copyItem(atPath: src, toPath: d)
+            defer { try? FileManager.default.removeItem(atPath: d) }
+            var obj = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: d + "/config.json"))) as! [String: Any]
+            obj[key] = true
+            try JSONSerialization.data(withJSONObject: obj).write(to: URL(fileURLWithPath: d + "/config.json"))
+            #expect(try ModelRegistry.load(directory: d).logits(seq) == want, "\(name): \(key)")
+        }
+    }
+
     /// The multimodal checkpoint's text model under either prefix; the vision tower's tensors
     /// have no place (not read, not counted as layers).
     @Test func multimodalNamesAndPlaces() throws {
