@@ -308,11 +308,19 @@ public enum Gemma2Architecture: Architecture {
     /// llama.cpp stores Gemma's norms as 1 + w, and scales queries by head_dim^-1/2 (27B, with 46
     /// layers: (hidden / heads)^-1/2), as transformers' `query_pre_attn_scalar` of those models.
     public static func ggufConfig(_ h: GGUFHyperparameters) throws -> [String: Any] {
-        var f = try h.llamaFamilyFields()
-        let hidden = f["hidden_size"] as! Int, heads = f["num_attention_heads"] as! Int, headDim = f["head_dim"] as! Int
-        f["query_pre_attn_scalar"] = (f["num_hidden_layers"] as! Int) == 46 ? hidden / heads : headDim
+        var f = try gemmaFields(h, largestLayers: 46)
         f["attn_logit_softcapping"] = try h.double("attn_logit_softcapping") ?? NSNull()
         f["final_logit_softcapping"] = try h.double("final_logit_softcapping") ?? NSNull()
+        return f
+    }
+
+    /// The Gemma family's GGUF fields: the Llama family's, the sliding window, and queries scaled
+    /// by head_dim^-1/2, except in the largest model (`largestLayers` layers: (hidden / heads)^-1/2)
+    /// as llama.cpp reads them.
+    static func gemmaFields(_ h: GGUFHyperparameters, largestLayers: Int) throws -> [String: Any] {
+        var f = try h.llamaFamilyFields()
+        let hidden = f["hidden_size"] as! Int, heads = f["num_attention_heads"] as! Int, headDim = f["head_dim"] as! Int
+        f["query_pre_attn_scalar"] = (f["num_hidden_layers"] as! Int) == largestLayers ? hidden / heads : headDim
         if let w = try h.int("attention.sliding_window") { f["sliding_window"] = w }
         return f
     }

@@ -48,10 +48,7 @@ public enum Gemma3Architecture: Architecture {
     /// 1e4 and every sixth layer full, queries scaled by head_dim^-1/2 (27B, 62 layers:
     /// (hidden / heads)^-1/2).
     public static func ggufConfig(_ h: GGUFHyperparameters) throws -> [String: Any] {
-        var f = try h.llamaFamilyFields()
-        let hidden = f["hidden_size"] as! Int, heads = f["num_attention_heads"] as! Int, headDim = f["head_dim"] as! Int
-        f["query_pre_attn_scalar"] = (f["num_hidden_layers"] as! Int) == 62 ? hidden / heads : headDim
-        if let w = try h.int("attention.sliding_window") { f["sliding_window"] = w }
+        var f = try Gemma2Architecture.gemmaFields(h, largestLayers: 62)
         var full: [String: Any] = ["rope_type": "default", "rope_theta": f["rope_theta"] ?? 1_000_000.0]
         if let scaling = f["rope_scaling"] as? [String: Any] { for (k, v) in scaling { full[k] = v } }
         f["rope_theta"] = nil
