@@ -88,6 +88,22 @@ public final class Session: @unchecked Sendable {
         return try TieredRun(folder: folder, budget: ramBudget, workload: workload, placement: placement, kvBlocks: kvBlocks, kvType: kvType)
     }
 
+    /// A batch engine over `loaded` (weights as loaded, no budget) for `requests`: a KV pool of
+    /// `kvBlocks` blocks, else of `kvMemory` bytes, else enough for every request's prompt and
+    /// tokens, at most 2 GiB. Throws when the pool would hold no block. (`strata generate
+    /// --prompts` without a budget; under a budget `run` plans instead.)
+    public static func batchEngine(_ loaded: LoadedModel, for requests: [GenerationRequest], kvBlocks: Int? = nil, kvMemory: Int? = nil,
+                                   blockSize: Int = 16, maxBatch: Int = 64, kvType: DType = .kvDefault) throws -> BatchEngine {
+        let spec = loaded.spec
+        try kvType.checkKV(headDim: spec.headDim)
+        let perBlock = PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: blockSize, type: kvType)
+        let cap = kvMemory ?? (2 << 30)
+        let wanted = requests.reduce(0) { $0 + $1.n * (($1.prompt.count + $1.parameters.maxTokens + blockSize) / blockSize) }
+        let blocks = kvBlocks ?? (kvMemory != nil ? cap / perBlock : min(wanted, cap / perBlock))
+        guard blocks >= 1 else { throw SessionError.kvPoolTooSmall(bytes: cap, blockBytes: perBlock) }
+        return BatchEngine(loaded: loaded, config: .init(blocks: blocks, blockSize: blockSize, maxBatch: maxBatch, kvType: kvType))
+    }
+
     /// What a run produced: each request's output, and the report (measured, and predicted with
     /// the error of each figure when a plan was given).
     public struct Result: Sendable {
@@ -183,9 +199,12 @@ public final class Session: @unchecked Sendable {
 
 public enum SessionError: Error, CustomStringConvertible, Sendable {
     case noBudget
+    /// A KV pool of `bytes` holds no block of `blockBytes`.
+    case kvPoolTooSmall(bytes: Int, blockBytes: Int)
     public var description: String {
         switch self {
         case .noBudget: return "a plan needs a RAM budget (Session(model:ramBudget:))"
+        case let .kvPoolTooSmall(b, bb): return "KV pool of \(formatBytes(b)) holds no block of \(formatBytes(bb))"
         }
     }
 }

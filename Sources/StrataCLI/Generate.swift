@@ -203,11 +203,12 @@ extension Generate {
         let spec = loaded.spec
         let kvType = try kv.type(spec)
         let perBlock = PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: kvBlockSize, type: kvType)
-        let cap = kvMemory.flatMap(parseByteSize) ?? (2 << 30)
-        let wanted = requests.reduce(0) { $0 + $1.n * (($1.prompt.count + $1.parameters.maxTokens + kvBlockSize) / kvBlockSize) }
-        let blocks = kvBlocks ?? (kvMemory != nil ? cap / perBlock : min(wanted, cap / perBlock))
-        guard blocks >= 1 else { throw ValidationError("KV pool of \(formatBytes(cap)) holds no block of \(formatBytes(perBlock))") }
-        let engine = BatchEngine(loaded: loaded, config: .init(blocks: blocks, blockSize: kvBlockSize, maxBatch: maxBatch, kvType: kvType))
+        let engine: BatchEngine
+        do {
+            engine = try Session.batchEngine(loaded, for: requests, kvBlocks: kvBlocks, kvMemory: kvMemory.flatMap(parseByteSize),
+                                             blockSize: kvBlockSize, maxBatch: maxBatch, kvType: kvType)
+        } catch let e as SessionError { throw ValidationError(e.description) }
+        let blocks = engine.config.blocks
         engine.shouldStop = { Interrupt.requested }
         let outs = try engine.run(requests)
         for o in outs { try printOutput(o, requests) }
