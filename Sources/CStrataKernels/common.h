@@ -3,6 +3,7 @@
 // from bytes, and Q4_K's packed scales.
 #ifndef STRATA_KERNELS_COMMON_H
 #define STRATA_KERNELS_COMMON_H
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 #include "qtypes.h"
@@ -93,6 +94,16 @@ __attribute__((target("avx2,fma"))) INLINE float hmax8(__m256 v) {
     return _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)));
 }
 #endif
+
+/// One block of x (n floats: 32 or 256) to int8 codes, dx = max|x| / 127, q = round(x / dx);
+/// returns dx (the 8-bit paths' activations, quant_q8.c and quant_generic.c).
+INLINE float quantize_block(const float *x, int n, int8_t *q) {
+    float amax = 0;
+    for (int i = 0; i < n; i++) { const float v = fabsf(x[i]); if (v > amax) amax = v; }
+    const float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
+    for (int i = 0; i < n; i++) q[i] = (int8_t)lrintf(x[i] * id);
+    return d;
+}
 
 /// Exact f16 bits -> f32 (zero, subnormals, Inf, NaN).
 INLINE float f16_to_f32(uint16_t h) {

@@ -62,6 +62,10 @@ void strata_unpack_iq4_xs_avx2(const uint8_t *w, long nb, int8_t *c, float *d, f
 /// IQ4_NL's and IQ4_XS's sixteen code values (ggml's kvalues_iq4nl), iq4_nl.c.
 extern const int8_t strata_iq4_values[16];
 
+/// The exact (f32-activation) linear of any quantized type on the portable path, block by block
+/// through its `dequant` (quant.c).
+void strata_qrows_portable(const strata_linear_args *a, long j0, long j1);
+
 /// The generic kernels (quant_generic.c) for a non-specialized type: f32 activations on `isa`'s
 /// output rows [j0, j1), and the 8-bit path's whole linear (`chunks` chunks of `per` rows on the
 /// pool) and its rows on `isa`.

@@ -105,8 +105,9 @@ void strata_dequantize(int wtype, const void *src, float *dst, long count) {
     strata_pool_run(dq_chunk, &j, (blocks + j.per - 1) / j.per);
 }
 
-/// Portable: each block dequantized once into a buffer, then dotted with every x row.
-static void qrows_portable(const strata_linear_args *a, long j0, long j1) {
+/// Portable: each block dequantized once into a buffer (the type's `dequant`), then dotted with
+/// every x row. Any quantized type; the generic kernels' portable exact path too.
+void strata_qrows_portable(const strata_linear_args *a, long j0, long j1) {
     const int t = a->wtype;
     const long be = qblock_elements(t), bb = qblock_bytes(t), nb = a->k / be;
     float buf[256];
@@ -417,5 +418,5 @@ void strata_qlinear_rows_isa(int isa, const strata_linear_args *a, long j0, long
     if (isa == STRATA_ISA_AVX2) { qrows_avx2(a, j0, j1); return; }
 #endif
     (void)isa;
-    qrows_portable(a, j0, j1);
+    strata_qrows_portable(a, j0, j1);
 }

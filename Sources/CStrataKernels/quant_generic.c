@@ -3,8 +3,9 @@
 // per call into one byte code per weight and a scale and offset per 32 weights, in the thread's
 // buffer (L1/L2: 1.06 bytes per weight), and every x row is multiplied against it.
 //
-//   f32 activations (exact): the row's floats d * c + m (a multiplication, then an addition:
-//     the type's dequantization to the bit), dotted with x in f32.
+//   f32 activations (exact): on AVX2 the row's floats d * c + m (a multiplication, then an
+//     addition: the type's dequantization to the bit), dotted with x in f32; the portable path
+//     is quant.c's block-by-block dequantization.
 //   8-bit activations: x quantized per 32 (dx = max|x| / 127, q = round(x / dx), as quant_q8.c),
 //     per 32 weights s: d_s dx_s sum(c q) in integers, plus m_s dx_s sum(q) where the type has
 //     offsets. The portable code is the definition; AVX2 (vpmaddubsw on codes in [0, 63] as
@@ -15,7 +16,6 @@
 #include "strata_kernels.h"
 #include "common.h"
 
-#include <math.h>
 
 static _Thread_local strata_tls_buf t_gw;  // a worker's unpacked weight row
 static _Thread_local strata_tls_buf t_gx;  // the caller's quantized x rows
@@ -53,20 +53,6 @@ INLINE void store(const strata_linear_args *a, long r, long j, float v) {
 
 // ---- f32 activations ----------------------------------------------------------------------------
 
-static void frows_portable(const strata_linear_args *a, long j0, long j1, const wrow *u) {
-    const long k = a->k;
-    for (long j = j0; j < j1; j++) {
-        unpack_row(STRATA_ISA_PORTABLE, a, j, u);
-        for (long i = 0; i < k; i++) u->f[i] = u->d[i / 32] * (float)u->c[i] + u->m[i / 32];
-        for (long r = 0; r < a->m; r++) {
-            const float *x = a->x + r * a->ldx;
-            float s = 0;
-            for (long i = 0; i < k; i++) s += u->f[i] * x[i];
-            store(a, r, j, s);
-        }
-    }
-}
-
 #if STRATA_X86
 #define TGT2 __attribute__((target("avx2,fma,f16c")))
 
@@ -98,29 +84,13 @@ TGT2 static void frows_avx2(const strata_linear_args *a, long j0, long j1, const
 
 void strata_qgeneric_rows_isa(int isa, const strata_linear_args *a, long j0, long j1) {
     if (j1 <= j0 || a->m <= 0) return;
-    wrow u;
-    if (wrow_buffer(a->k, 1, &u) != 0) {
-        // no memory for a row: the exact result block by block from the definition
-        float buf[256];
-        const strata_qtype *t = &strata_qtypes[a->wtype];
-        const long nb = a->k / t->elements;
-        for (long j = j0; j < j1; j++)
-            for (long r = 0; r < a->m; r++) {
-                const uint8_t *w = (const uint8_t *)a->w + (size_t)j * (size_t)nb * (size_t)t->bytes;
-                const float *x = a->x + r * a->ldx;
-                float s = 0;
-                for (long b = 0; b < nb; b++) {
-                    t->dequant(w + b * t->bytes, buf);
-                    for (long i = 0; i < t->elements; i++) s += buf[i] * x[b * t->elements + i];
-                }
-                store(a, r, j, s);
-            }
-        return;
-    }
 #if STRATA_X86
-    if (use_avx2(isa)) { frows_avx2(a, j0, j1, &u); return; }
+    wrow u;
+    // AVX2: the row's floats from the unpacked codes; portable (or no memory for a row): block by
+    // block through the type's dequant (quant.c), the same values
+    if (use_avx2(isa) && wrow_buffer(a->k, 1, &u) == 0) { frows_avx2(a, j0, j1, &u); return; }
 #endif
-    frows_portable(a, j0, j1, &u);
+    strata_qrows_portable(a, j0, j1);
 }
 
 // ---- 8-bit activations --------------------------------------------------------------------------
@@ -136,17 +106,11 @@ static int quantize_x(const strata_linear_args *a, qx *X) {
     int8_t *q = (int8_t *)p;
     float *dx = (float *)(p + codes), *xs = (float *)(p + codes + per);
     for (long r = 0; r < m; r++) {
-        const float *x = a->x + r * a->ldx;
         for (long s = 0; s < ns; s++) {
-            float amax = 0;
-            for (int i = 0; i < 32; i++) { const float v = fabsf(x[32 * s + i]); if (v > amax) amax = v; }
-            const float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
+            int8_t *qs = q + r * k + 32 * s;
+            const float d = quantize_block(a->x + r * a->ldx + 32 * s, 32, qs);
             int sum = 0;
-            for (int i = 0; i < 32; i++) {
-                const int v = (int)lrintf(x[32 * s + i] * id);
-                q[r * k + 32 * s + i] = (int8_t)v;
-                sum += v;
-            }
+            for (int i = 0; i < 32; i++) sum += qs[i];
             dx[r * ns + s] = d;
             xs[r * ns + s] = d * (float)sum;
         }
@@ -262,7 +226,7 @@ TGT2 static void qrows_avx2(const strata_linear_args *a, const qx *X, long j0, l
 
 static void q8_rows(int isa, const strata_linear_args *a, const qx *X, long j0, long j1) {
     wrow u;
-    if (wrow_buffer(a->k, 0, &u) != 0) { strata_qgeneric_rows_isa(STRATA_ISA_PORTABLE, a, j0, j1); return; }
+    if (wrow_buffer(a->k, 0, &u) != 0) { strata_qrows_portable(a, j0, j1); return; }
 #if STRATA_X86
     if (use_avx2(isa)) { qrows_avx2(a, X, j0, j1, &u); return; }
 #endif

@@ -22,15 +22,6 @@
 #include <string.h>
 
 
-/// One block of x (n = 32 or 256 floats) to int8 codes; returns the scale.
-INLINE float quantize_block(const float *x, int n, int8_t *q) {
-    float amax = 0;
-    for (int i = 0; i < n; i++) { const float v = fabsf(x[i]); if (v > amax) amax = v; }
-    const float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
-    for (int i = 0; i < n; i++) q[i] = (int8_t)lrintf(x[i] * id);
-    return d;
-}
-
 /// The definition: weight row j against x row r, block by block, in integers.
 static float dot_q8_portable(int t, const uint8_t *w, const float *x, long k) {
     const long be = qblock_elements(t), bb = qblock_bytes(t);
