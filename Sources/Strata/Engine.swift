@@ -121,24 +121,24 @@ public struct Generator {
         result.prefillSeconds = tFirst - t0
         var one: [Int32] = [0]
         while true {
-            let (tok, stop) = try seq.next(logits, model: model, position: promptIDs.count + result.ids.count - 1, contextFull: false) {
+            let (tok, stop) = try seq.next(logits, model: model, position: promptIDs.count + seq.generated.count - 1, contextFull: false) {
                 promptIDs.map(Int32.init)
             }
-            result.ids.append(tok.id)
-            result.text += tok.text
             let go = try onToken(tok)
             if let stop { result.stopReason = stop; break }
             if !go { break }
             if shouldStop() { result.stopReason = .cancelled; break }
             if cache.length >= cache.capacity { result.stopReason = .contextFull; break }
-            if result.ids.count == 1 { tFirst = now() }
+            if seq.generated.count == 1 { tFirst = now() }
             one[0] = Int32(tok.id)
             logits = try one.withUnsafeBufferPointer { try model.forward($0, cache: cache, allLogits: false) }
         }
         if result.stopReason != .stopString, case let tail = seq.finish(), !tail.isEmpty {
-            result.text += tail
             _ = try onToken(GeneratedToken(id: -1, text: tail))
         }
+        // the tokens and the text handed out, as the sequence's output side kept them
+        result.ids = seq.generated
+        result.text = seq.text.text
         result.decodeSeconds = now() - tFirst
         return result
     }

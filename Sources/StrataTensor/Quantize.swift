@@ -15,11 +15,11 @@ import Foundation
 /// - Q4_1: d = (max - min) / 15, m = min; Q5_0: d = max / -16, codes + 16 in five bits.
 /// - Q5_K: Q4_K's fit with 31 levels.
 public enum Quantizer {
-    /// Bytes of `count` f32 values (a multiple of the block) quantized to `dtype`, appended to `out`.
     /// The types this quantizer writes (IQ4_NL and IQ4_XS are read, not written: their search
     /// for the best non-uniform scale is not here).
     public static let types: [DType] = [.q8_0, .q4_0, .q4_k, .q6_k, .q4_1, .q5_0, .q5_k]
 
+    /// Bytes of `count` f32 values (a multiple of the block) quantized to `dtype`, appended to `out`.
     public static func quantize(_ x: UnsafePointer<Float>, count: Int, to dtype: DType, into out: UnsafeMutableRawPointer) {
         precondition(types.contains(dtype) && count % dtype.blockElements == 0, "Quantizer: \(count) values of \(dtype)")
         let be = dtype.blockElements, bb = dtype.blockBytes
