@@ -99,7 +99,8 @@ public final class Session: @unchecked Sendable {
         let perBlock = PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: blockSize, type: kvType)
         let cap = kvMemory ?? (2 << 30)
         let wanted = requests.reduce(0) { $0 + $1.n * (($1.prompt.count + $1.parameters.maxTokens + blockSize) / blockSize) }
-        let blocks = kvBlocks ?? (kvMemory != nil ? cap / perBlock : min(wanted, cap / perBlock))
+        let fit = BatchEngine.blocks(forBytes: cap, spec: spec, blockSize: blockSize, type: kvType)
+        let blocks = kvBlocks ?? (kvMemory != nil ? fit : min(wanted, fit))
         guard blocks >= 1 else { throw SessionError.kvPoolTooSmall(bytes: cap, blockBytes: perBlock) }
         return BatchEngine(loaded: loaded, config: .init(blocks: blocks, blockSize: blockSize, maxBatch: maxBatch, kvType: kvType))
     }

@@ -49,7 +49,10 @@ public enum DType: String, Sendable, Codable, CaseIterable {
 
     /// Each type's block, in `allCases` order (set by the kernel wrapper from the traits table).
     static let blocks: [(elements: Int, bytes: Int)] = allCases.map { Kernels.block(of: $0) }
-    var index: Int { DType.allCases.firstIndex(of: self)! }
+    /// The position in `allCases` (kept once: `allCases` builds its array on each call, and the
+    /// kernel wrapper asks per linear call).
+    private static let order = allCases
+    var index: Int { DType.order.firstIndex(of: self)! }
 
     /// Bytes per element of a float type. A quantized type has no per-element size: use
     /// `bytes(elements:)`.
