@@ -94,8 +94,8 @@ struct BenchModel: ParsableCommand {
                 let t = now()
                 for _ in 0..<steps {
                     for l in 0..<spec.layers {
-                        c2.attend(layer: l, layout: layout, q: q, ldq: q.count, out: &out, ldo: out.count, heads: spec.heads, kvHeads: spec.kvHeads,
-                                  headDim: spec.headDim, scale: 1 / Float(spec.headDim).squareRoot())
+                        c2.attend(layer: l, layout: layout, q: q, ldq: q.count, out: &out, ldo: out.count,
+                                  attention: AttentionSettings(heads: spec.heads, kvHeads: spec.kvHeads, headDim: spec.headDim))
                     }
                 }
                 attnS.append((now() - t) / Double(steps))

@@ -237,7 +237,8 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
     }
 
     public func attend(layer: Int, layout: BatchLayout, q: UnsafePointer<Float>, ldq: Int, out: UnsafeMutablePointer<Float>, ldo: Int,
-                       heads: Int, kvHeads: Int, headDim d: Int, scale: Float, softcap: Float, window: Int) {
+                       attention a: AttentionSettings) {
+        let heads = a.heads, kvHeads = a.kvHeads, d = a.headDim, scale = a.scale, softcap = a.softcap, window = a.window
         let kp = k[layer].rawPointer, vp = v[layer].rawPointer
         // decode rows (one query row): the grouped decode kernel over the blocks, (sequence, kv head) pairs in parallel
         var decodeEntries = 0

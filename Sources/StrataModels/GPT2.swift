@@ -102,6 +102,8 @@ public final class GPT2Model: CausalLM, @unchecked Sendable {
     public static let architectures = ["GPT2LMHeadModel"]
 
     let store: WeightStore
+    /// How every layer attends
+    let attention: AttentionSettings
 
     public init(config: GPT2Config, store: WeightStore, maxRows: Int = 512) throws {
         self.config = config
@@ -132,6 +134,7 @@ public final class GPT2Model: CausalLM, @unchecked Sendable {
         lnfb = try w.bias(.finalNorm)
         lmHead = WeightMatrix(config.tieEmbeddings ? wte : try w.weight(.outputHead))
         posRows = Tensor(zeros: [maxRows, h])
+        attention = AttentionSettings(heads: config.heads, kvHeads: config.heads, headDim: h / config.heads)
         buffers = ForwardBuffers(spec: spec, maxRows: maxRows, matrices: layers.flatMap { [$0.qkv, $0.proj, $0.fc, $0.fcProj] } + [lmHead], store: store)
     }
 
@@ -143,8 +146,8 @@ public final class GPT2Model: CausalLM, @unchecked Sendable {
         defer { buffers.end(kv) }
         let c = config
         try ws.prepare(layout, tokens: tokens.count, maxPositions: spec.maxPositions)
-        let h = c.hiddenSize, nh = c.heads, hd = h / nh, vocab = c.vocabSize, inner = c.innerSize
-        let eps = Float(c.layerNormEps), scale = 1 / Float(hd).squareRoot()
+        let h = c.hiddenSize, vocab = c.vocabSize, inner = c.innerSize
+        let eps = Float(c.layerNormEps)
         let erf = c.activation == "gelu"
         let r = tokens.count
         let conv = ws.convertScratch
@@ -162,7 +165,7 @@ public final class GPT2Model: CausalLM, @unchecked Sendable {
             Ops.layerNorm(x, weight: L.ln1w.f32, bias: L.ln1b.f32, eps: eps, xn, rows: r, n: h)
             L.qkv.apply(xn, rows: r, qkv, scratch: conv)
             kv.write(layer: l, layout: layout, k: qkv + h, ldk: 3 * h, v: qkv + 2 * h, ldv: 3 * h)
-            kv.attend(layer: l, layout: layout, q: qkv, ldq: 3 * h, out: attn, ldo: h, heads: nh, kvHeads: nh, headDim: hd, scale: scale)
+            kv.attend(layer: l, layout: layout, q: qkv, ldq: 3 * h, out: attn, ldo: h, attention: attention)
             L.proj.apply(attn, rows: r, x, accumulate: true, scratch: conv)
             Ops.layerNorm(x, weight: L.ln2w.f32, bias: L.ln2b.f32, eps: eps, xn, rows: r, n: h)
             L.fc.apply(xn, rows: r, ws.ffA.f32, scratch: conv)

@@ -174,8 +174,8 @@ public final class Gemma2Model: CausalLM, @unchecked Sendable {
         let gate: WeightMatrix, up: WeightMatrix
         /// [hidden, intermediate]
         let down: WeightMatrix
-        /// the attention window of this layer (0: full)
-        let window: Int
+        /// how this layer attends (its window: 0 on full layers)
+        let attention: AttentionSettings
         /// Gemma-3: [headDim] each, already 1 + w
         let qNorm: Tensor?, kNorm: Tensor?
     }
@@ -218,7 +218,9 @@ public final class Gemma2Model: CausalLM, @unchecked Sendable {
                          preFFNorm: try nrm(.mlpNorm), postFFNorm: try nrm(.mlpPostNorm),
                          q: try lin(.attentionQuery), k: try lin(.attentionKey), v: try lin(.attentionValue), o: try lin(.attentionOutput),
                          gate: try lin(.mlpGate), up: try lin(.mlpUp), down: try lin(.mlpDown),
-                         window: config.slidingLayers[i] ? (config.slidingWindow ?? 0) : 0,
+                         attention: AttentionSettings(heads: config.heads, kvHeads: config.kvHeads, headDim: hd,
+                                                      scale: 1 / Float(config.queryPreAttnScalar).squareRoot(), softcap: Float(config.attnSoftcap ?? 0),
+                                                      window: config.slidingLayers[i] ? (config.slidingWindow ?? 0) : 0),
                          qNorm: config.qkNorm ? try nrm(.attentionQueryNorm) : nil, kNorm: config.qkNorm ? try nrm(.attentionKeyNorm) : nil)
         }
         norm = onePlus(try tl.norm(.finalNorm))
@@ -245,8 +247,7 @@ public final class Gemma2Model: CausalLM, @unchecked Sendable {
         let c = config
         try ws.prepare(layout, tokens: tokens.count, maxPositions: spec.maxPositions)
         let h = c.hiddenSize, hd = c.headDim, nh = c.heads, kvh = c.kvHeads, kvDim = kvh * hd, ff = c.intermediateSize
-        let eps = Float(c.rmsNormEps), scale = 1 / Float(c.queryPreAttnScalar).squareRoot(), vocab = c.vocabSize
-        let softcap = Float(c.attnSoftcap ?? 0)
+        let eps = Float(c.rmsNormEps), vocab = c.vocabSize
         let r = tokens.count
         let conv = ws.convertScratch
         let x = ws.x.f32, xn = ws.xn.f32, q = ws.q.f32, attn = ws.attn.f32, kNew = ws.k.f32, vNew = ws.v.f32
@@ -267,8 +268,7 @@ public final class Gemma2Model: CausalLM, @unchecked Sendable {
                 rot.apply(q, tokens: r, heads: nh, positions: pos)
                 rot.apply(kNew, tokens: r, heads: kvh, positions: pos)
                 kv.write(layer: l, layout: layout, k: kNew, ldk: kvDim, v: vNew, ldv: kvDim)
-                kv.attend(layer: l, layout: layout, q: q, ldq: nh * hd, out: attn, ldo: nh * hd,
-                          heads: nh, kvHeads: kvh, headDim: hd, scale: scale, softcap: softcap, window: L.window)
+                kv.attend(layer: l, layout: layout, q: q, ldq: nh * hd, out: attn, ldo: nh * hd, attention: L.attention)
                 // the attention output is normed before the residual add: through xn
                 L.o.apply(attn, rows: r, xn, scratch: conv)
                 Ops.rmsNorm(xn, weight: L.postAttnNorm.f32, eps: eps, xn, rows: r, n: h)

@@ -107,7 +107,8 @@ public final class KVCache: KVStorage, @unchecked Sendable {
     }
 
     public func attend(layer: Int, layout: BatchLayout, q: UnsafePointer<Float>, ldq: Int, out: UnsafeMutablePointer<Float>, ldo: Int,
-                       heads: Int, kvHeads: Int, headDim d: Int, scale: Float, softcap: Float, window: Int) {
+                       attention a: AttentionSettings) {
+        let heads = a.heads, kvHeads = a.kvHeads, d = a.headDim, scale = a.scale, softcap = a.softcap, window = a.window
         precondition(d == headDim && kvHeads * d == kvDim, "KVCache.attend: \(kvHeads) heads of \(d) in a cache of \(kvDim / headDim) of \(headDim)")
         let kp = k[layer].rawPointer, vp = v[layer].rawPointer, headStride = capacity * headBytes
         for e in layout.entries {

@@ -218,6 +218,8 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
     public static let architectures = ["LlamaForCausalLM"]
 
     let store: WeightStore
+    /// How every layer attends (the same for each in this family)
+    let attention: AttentionSettings
 
     public init(config: LlamaFamilyConfig, store: WeightStore, maxRows: Int = 512) throws {
         self.config = config
@@ -227,6 +229,7 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
         // names and shapes from the architecture's tensor table; which tensors exist from the config
         let w = WeightLoader(store: store, table: config.tensors, dims: TensorDims(config.spec))
         let hd = config.headDim, nh = config.heads, kvh = config.kvHeads, ff = config.intermediateSize
+        attention = AttentionSettings(heads: nh, kvHeads: kvh, headDim: hd)
         embed = try w.weight(.tokenEmbedding)
         layers = try (0..<config.layers).map { i in
             func lin(_ role: TensorRole, bias: Bool) throws -> WeightMatrix {
@@ -286,7 +289,7 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
         let c = config
         try ws.prepare(layout, tokens: tokens.count, maxPositions: spec.maxPositions)
         let h = c.hiddenSize, hd = c.headDim, nh = c.heads, kvh = c.kvHeads, kvDim = kvh * hd, ff = c.intermediateSize
-        let eps = Float(c.rmsNormEps), scale = 1 / Float(hd).squareRoot(), vocab = c.vocabSize
+        let eps = Float(c.rmsNormEps), vocab = c.vocabSize
         let r = tokens.count
         let conv = ws.convertScratch
         let x = ws.x.f32, xn = ws.xn.f32, q = ws.q.f32, attn = ws.attn.f32, kNew = ws.k.f32, vNew = ws.v.f32
@@ -311,8 +314,7 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
                 rope.apply(q, tokens: r, heads: nh, positions: pos)
                 rope.apply(kNew, tokens: r, heads: kvh, positions: pos)
                 kv.write(layer: l, layout: layout, k: kNew, ldk: kvDim, v: vNew, ldv: kvDim)
-                kv.attend(layer: l, layout: layout, q: q, ldq: nh * hd, out: attn, ldo: nh * hd,
-                          heads: nh, kvHeads: kvh, headDim: hd, scale: scale)
+                kv.attend(layer: l, layout: layout, q: q, ldq: nh * hd, out: attn, ldo: nh * hd, attention: attention)
                 L.o.apply(attn, rows: r, x, accumulate: true, scratch: conv)
                 Ops.rmsNorm(x, weight: L.postNorm.f32, eps: eps, xn, rows: r, n: h)
                 WeightMatrix.applyGroup(xn, rows: r, (L.gate, ws.ffA.f32), (L.up, ws.ffB.f32), scratch: conv)

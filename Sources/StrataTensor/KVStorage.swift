@@ -43,22 +43,31 @@ public protocol KVStorage: AnyObject {
     /// Writes rows of K and V for `layer` (`[rows, kvDim]` with row strides `ldk`, `ldv`) at
     /// the positions `layout` gives them.
     func write(layer: Int, layout: BatchLayout, k: UnsafePointer<Float>, ldk: Int, v: UnsafePointer<Float>, ldv: Int)
-    /// Causal attention of each entry's query rows over its sequence's keys `0 ..< endPosition`;
-    /// `q` `[rows, heads * headDim]`, `out` `[rows, heads * headDim]`. `softcap` > 0: scores
-    /// become `softcap * tanh(score / softcap)` (Gemma-2); `window` > 0: a query at position p
-    /// sees only keys after p - window (sliding-window layers).
+    /// Causal attention of each entry's query rows over its sequence's keys `0 ..< endPosition`,
+    /// as `attention` says (heads, scale, soft-capping, window); `q` `[rows, heads * headDim]`,
+    /// `out` `[rows, heads * headDim]`.
     func attend(layer: Int, layout: BatchLayout, q: UnsafePointer<Float>, ldq: Int, out: UnsafeMutablePointer<Float>, ldo: Int,
-                heads: Int, kvHeads: Int, headDim: Int, scale: Float, softcap: Float, window: Int)
+                attention: AttentionSettings)
 }
 
-extension KVStorage {
-    /// Plain causal attention (no soft-capping, no window).
-    public func attend(layer: Int, layout: BatchLayout, q: UnsafePointer<Float>, ldq: Int, out: UnsafeMutablePointer<Float>, ldo: Int,
-                       heads: Int, kvHeads: Int, headDim: Int, scale: Float) {
-        attend(layer: layer, layout: layout, q: q, ldq: ldq, out: out, ldo: ldo, heads: heads, kvHeads: kvHeads, headDim: headDim,
-               scale: scale, softcap: 0, window: 0)
+/// How one layer attends, fixed when the model is built (one value per layer, so a model's
+/// quirk is a field here rather than a parameter of every call).
+public struct AttentionSettings: Sendable, Equatable {
+    public var heads: Int
+    public var kvHeads: Int
+    public var headDim: Int
+    /// Multiplies q.k (usually 1 / sqrt(headDim)).
+    public var scale: Float
+    /// > 0: scores become `softcap * tanh(score / softcap)` (Gemma-2).
+    public var softcap: Float
+    /// > 0: a query at position p sees only keys after p - window (sliding-window layers).
+    public var window: Int
+    public init(heads: Int, kvHeads: Int, headDim: Int, scale: Float? = nil, softcap: Float = 0, window: Int = 0) {
+        self.heads = heads; self.kvHeads = kvHeads; self.headDim = headDim
+        self.scale = scale ?? 1 / Float(headDim).squareRoot(); self.softcap = softcap; self.window = window
     }
 }
+
 
 
 /// K/V rows in a cache's storage type (`DType.kvTypes`): f32 rows stored (rounded to f16 or

@@ -38,8 +38,8 @@ import StrataTensor
                 let q = rng.floats(count * heads * d)
                 for l in 0..<layers {
                     var a = [Float](repeating: 0, count: count * heads * d), b = a
-                    paged.attend(layer: l, layout: layout, q: q, ldq: heads * d, out: &a, ldo: heads * d, heads: heads, kvHeads: kvh, headDim: d, scale: 0.3)
-                    flat.attend(layer: l, layout: flatLayout, q: q, ldq: heads * d, out: &b, ldo: heads * d, heads: heads, kvHeads: kvh, headDim: d, scale: 0.3)
+                    paged.attend(layer: l, layout: layout, q: q, ldq: heads * d, out: &a, ldo: heads * d, attention: AttentionSettings(heads: heads, kvHeads: kvh, headDim: d, scale: 0.3))
+                    flat.attend(layer: l, layout: flatLayout, q: q, ldq: heads * d, out: &b, ldo: heads * d, attention: AttentionSettings(heads: heads, kvHeads: kvh, headDim: d, scale: 0.3))
                     #expect(maxAbsDiff(a, b) < 1e-5, "layer \(l)")
                 }
             }
