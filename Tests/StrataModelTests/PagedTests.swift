@@ -272,3 +272,41 @@ import StrataTensor
         #expect(out.map(\.ids) == alone && out.map(\.index) == [0, 1])
     }
 }
+
+/// The scheduler alone (no forward pass): `schedule()` returns what the step runs.
+@Suite struct SchedulerTests {
+    @Test func scheduleReturnsDecodeRowsFirstThenPromptChunksUnderTheRowBudget() throws {
+        let loaded = try LoadedModel(directory: Fixtures.model("llama-gqa"))
+        let spec = loaded.spec
+        let kv = PagedKVCache(layers: spec.layers, kvDim: spec.kvDim, headDim: spec.headDim, blockSize: 4, blockCount: 16, maxContext: 64)
+        let sched = Scheduler(kv: kv, swap: nil, maxBatch: 8, prefillChunk: 5, maxRows: 8)
+        func seq(_ id: Int, _ n: Int) -> EngineSequence {
+            let prompt = (0..<n).map { ($0 * 7 + id) % 50 + 3 }
+            return EngineSequence(id: id, request: id, sample: 0, arrival: id, prompt: prompt.map(Int32.init),
+                                  out: SequenceOutput(loaded: loaded, parameters: SamplingParameters(), prompt: prompt))
+        }
+        let a = seq(0, 12), b = seq(1, 3)
+        sched.enqueue(a); sched.enqueue(b)
+        // step 1: a's first chunk (5 rows, the chunk limit), then b's whole prompt (3 rows: budget 8)
+        var step = try sched.schedule()
+        #expect(step.sequences.map(\.id) == [0, 1] && step.layout.totalRows == 8 && !step.decodeOnly)
+        #expect(step.layout.entries.map(\.rowCount) == [5, 3] && step.layout.entries.map(\.startPosition) == [0, 0])
+        #expect(step.layout.entries.map(\.logits) == [.none, .last])
+        #expect(Array(step.tokens) == a.tokens[0..<5] + b.tokens)
+        #expect(kv.blockTable(of: 0).count == 2 && kv.blockTable(of: 1).count == 1)  // blocks reserved for the rows
+        // the runner's part, done by hand: commit, b samples a token
+        for (e, s) in zip(step.layout.entries, step.sequences) {
+            step.tokens.withUnsafeBufferPointer { kv.commit(s.id, tokens: UnsafeBufferPointer(rebasing: $0[e.rowStart..<(e.rowStart + e.rowCount)])) }
+            s.computed += e.rowCount
+        }
+        var row = [Float](repeating: 0, count: spec.vocabSize)
+        row[42] = 100
+        let next = try row.withUnsafeBufferPointer { try b.out.next($0, model: loaded.model, position: 2, contextFull: false) { [] } }
+        #expect(next.token.id == 42 && next.stop == nil)
+        // step 2: b's decode row first, then a's next chunk
+        step = try sched.schedule()
+        #expect(step.sequences.map(\.id) == [1, 0] && step.layout.entries.map(\.rowCount) == [1, 5])
+        #expect(step.layout.entries.map(\.startPosition) == [3, 5] && step.tokens.first == 42)
+        #expect(kv.blockTable(of: 0).count == 3 && kv.blockTable(of: 1).count == 1)  // a: 10 tokens, b: 4
+    }
+}
