@@ -274,6 +274,17 @@ def main():
                                                             num_attention_heads=2, image_size=28, patch_size=14),
                     mm_tokens_per_image=4, attn_implementation="eager", boi_token_index=3, eoi_token_index=4,
                     image_token_index=5, tie_word_embeddings=True), sp, seed=14)
+    # Qwen3-MoE: 8 experts, top-3 with norm_topk_prob, experts of moe_intermediate_size 32; three
+    # layers: layer 1 dense by mlp_only_layers, layers 0 and 2 sparse (decoder_sparse_step 1)
+    make_model("qwen3-moe", "Qwen3MoeForCausalLM",
+               dict(base, num_hidden_layers=3, vocab_size=v(q), num_key_value_heads=2, head_dim=16, tie_word_embeddings=False,
+                    rope_theta=1000000.0, num_experts=8, num_experts_per_tok=3, moe_intermediate_size=32,
+                    norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[1],
+                    bos_token_id=q.token_to_id("<|endoftext|>"), eos_token_id=q.token_to_id("<|endoftext|>")), q, seed=15)
+    # Mixtral: 4 experts, top-2 (weights renormalized over the two), every layer sparse
+    make_model("mixtral", "MixtralForCausalLM",
+               dict(base, vocab_size=v(sp), num_key_value_heads=2, tie_word_embeddings=False, sliding_window=None,
+                    num_local_experts=4, num_experts_per_tok=2, bos_token_id=1, eos_token_id=2), sp, seed=16)
     make_model("mistral", "MistralForCausalLM",
                dict(base, vocab_size=v(sp), num_key_value_heads=2, tie_word_embeddings=False, sliding_window=None,
                     bos_token_id=1, eos_token_id=2), sp, seed=6)

@@ -34,7 +34,10 @@ public enum TensorRole: String, Sendable, Codable, CaseIterable {
 public struct TensorPlace: Sendable, Equatable {
     public var layer: Int?
     public var role: TensorRole
-    public init(layer: Int?, role: TensorRole) { self.layer = layer; self.role = role }
+    /// One routed expert's tensor: its index (nil for every other tensor, and for a layer's
+    /// experts stacked in one tensor).
+    public var expert: Int?
+    public init(layer: Int?, role: TensorRole, expert: Int? = nil) { self.layer = layer; self.role = role; self.expert = expert }
 }
 
 /// The shape `synth` writes (from a real model's public config).

@@ -26,6 +26,8 @@ public struct LlamaFamilyConfig: Sendable {
         /// Whether the architecture applies config.json's `sliding_window` (Mistral, Phi-3, Qwen2/3
         /// with `use_sliding_window`); transformers' Llama ignores the key, and so does Strata.
         var slidingWindow: Bool = true
+        /// A mixture of experts (Qwen3-MoE, Mixtral): how its experts are read.
+        var moe: MoEConfig.Defaults? = nil
     }
 
     public var architecture: String
@@ -55,6 +57,8 @@ public struct LlamaFamilyConfig: Sendable {
     public var eos: [Int]
     /// Q and K rows in RoPE's interleaved layout (a GGUF of llama.cpp's converter).
     public var ropeInterleaved: Bool
+    /// The routed experts (nil: every layer's MLP is dense).
+    public var moe: MoEConfig?
 
     enum Keys: String, CodingKey {
         case vocabSize = "vocab_size", hiddenSize = "hidden_size", intermediateSize = "intermediate_size"
@@ -118,6 +122,7 @@ public struct LlamaFamilyConfig: Sendable {
         ropeInterleaved = WeightLayout.of(decoder).contains(.ropeInterleaved)
         let act = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? "silu"
         if act != "silu" { throw ConfigError.invalidValue(file: file, field: "hidden_act", reason: "'\(act)' not supported (silu)") }
+        moe = try d.moe.map { try MoEConfig(from: decoder, defaults: $0, layers: layers, intermediate: intermediateSize, file: file) }
     }
 
     /// The tensor table of the architecture this config is for (the registry's row; Llama's
@@ -130,7 +135,7 @@ public struct LlamaFamilyConfig: Sendable {
         ModelSpec(architecture: architecture, vocabSize: vocabSize, hiddenSize: hiddenSize, intermediateSize: intermediateSize,
                   layers: layers, heads: heads, kvHeads: kvHeads, headDim: headDim,
                   maxPositions: min(maxPositions, slidingWindow ?? Int.max), tiedEmbeddings: tieEmbeddings,
-                  bosTokenIDs: bos, eosTokenIDs: eos, queryBufferWidth: heads * headDim)
+                  bosTokenIDs: bos, eosTokenIDs: eos, queryBufferWidth: heads * headDim, moe: moe?.shape)
     }
 
     /// Leading dimensions of each head that rotate: `int(headDim * partial_rotary_factor)`.
@@ -192,12 +197,15 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
         let o: WeightMatrix
         /// [hidden]
         let postNorm: Tensor
+        /// [intermediate, hidden] (nil in a layer of experts)
+        let gate: WeightMatrix?
         /// [intermediate, hidden]
-        let gate: WeightMatrix
-        /// [intermediate, hidden]
-        let up: WeightMatrix
+        let up: WeightMatrix?
         /// [hidden, intermediate]
-        let down: WeightMatrix
+        let down: WeightMatrix?
+        /// the layer's mixture of experts, in place of the dense MLP
+        let moe: MoELayer?
+        var matrices: [WeightMatrix] { [q, k, v, o] + [gate, up, down].compactMap { $0 } + (moe?.matrices ?? []) }
     }
 
     /// [vocab, hidden]
@@ -235,7 +243,8 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
             func lin(_ role: TensorRole, bias: Bool) throws -> WeightMatrix {
                 WeightMatrix(try w.weight(role, layer: i), bias: bias ? try w.bias(role, layer: i) : nil)
             }
-            let q: WeightMatrix, k: WeightMatrix, v: WeightMatrix, gate: WeightMatrix, up: WeightMatrix
+            let q: WeightMatrix, k: WeightMatrix, v: WeightMatrix, gate: WeightMatrix?, up: WeightMatrix?
+            let sparse = config.moe?.shape.sparseLayers[i] ?? false
             if config.fused {
                 // Phi-3: row ranges of the stacked matrices, views (nothing copied)
                 let qkv = try w.weight(.attentionQKV, layer: i)
@@ -249,8 +258,8 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
                 q = try lin(.attentionQuery, bias: config.qkvBias)
                 k = try lin(.attentionKey, bias: config.qkvBias)
                 v = try lin(.attentionValue, bias: config.qkvBias)
-                gate = try lin(.mlpGate, bias: config.mlpBias)
-                up = try lin(.mlpUp, bias: config.mlpBias)
+                gate = sparse ? nil : try lin(.mlpGate, bias: config.mlpBias)
+                up = sparse ? nil : try lin(.mlpUp, bias: config.mlpBias)
             }
             return Layer(
                 inputNorm: try w.norm(.attentionNorm, layer: i),
@@ -261,7 +270,8 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
                 o: try lin(.attentionOutput, bias: config.oBias),
                 postNorm: try w.norm(.mlpNorm, layer: i),
                 gate: gate, up: up,
-                down: try lin(.mlpDown, bias: config.mlpBias))
+                down: sparse ? nil : try lin(.mlpDown, bias: config.mlpBias),
+                moe: sparse ? try MoELayer(w, layer: i, config: config.moe!) : nil)
         }
         norm = try w.norm(.finalNorm)
         // tied: the embedding, even when the checkpoint also holds an lm_head.weight (transformers
@@ -271,7 +281,7 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
         } else {
             lmHead = WeightMatrix(embed)
         }
-        buffers = ForwardBuffers(spec: spec, maxRows: maxRows, matrices: layers.flatMap { [$0.q, $0.k, $0.v, $0.o, $0.gate, $0.up, $0.down] } + [lmHead], store: store)
+        buffers = ForwardBuffers(spec: spec, maxRows: maxRows, matrices: layers.flatMap(\.matrices) + [lmHead], store: store)
         rope = RoPE(headDim: hd, rotaryDim: config.rotaryDim, theta: Float(config.rope.theta), layout: config.ropeInterleaved ? .interleaved : .halfSplit, scaling: config.ropeScaling)
         if let long = config.longRopeScaling {
             longRope = (RoPE(headDim: hd, rotaryDim: config.rotaryDim, theta: Float(config.rope.theta), layout: config.ropeInterleaved ? .interleaved : .halfSplit, scaling: long.scaling), long.beyond)
@@ -317,9 +327,13 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
                 kv.attend(layer: l, layout: layout, q: q, ldq: nh * hd, out: attn, ldo: nh * hd, attention: attention)
                 L.o.apply(attn, rows: r, x, accumulate: true, scratch: conv)
                 Ops.rmsNorm(x, weight: L.postNorm.f32, eps: eps, xn, rows: r, n: h)
-                WeightMatrix.applyGroup(xn, rows: r, (L.gate, ws.ffA.f32), (L.up, ws.ffB.f32), scratch: conv)
-                Ops.swiglu(ws.ffA.f32, ws.ffB.f32, count: r * ff)
-                L.down.apply(ws.ffA.f32, rows: r, x, accumulate: true, scratch: conv)
+                if let moe = L.moe {
+                    moe.apply(xn, rows: r, into: x, ws: ws)
+                } else if let gate = L.gate, let up = L.up, let down = L.down {
+                    WeightMatrix.applyGroup(xn, rows: r, (gate, ws.ffA.f32), (up, ws.ffB.f32), scratch: conv)
+                    Ops.swiglu(ws.ffA.f32, ws.ffB.f32, count: r * ff)
+                    down.apply(ws.ffA.f32, rows: r, x, accumulate: true, scratch: conv)
+                }
                 ws.noteLayer(l, x, count: r * h)
             }
         }
@@ -335,11 +349,22 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
 /// it): its tensor table, and the config `synth` writes. Each architecture of the family conforms
 /// to `LlamaFamilyArchitecture` in its own file through these.
 public enum LlamaFamily {
+    /// The HF names of a mixture's router and experts (`{e}`: the expert's index).
+    public struct ExpertNames: Sendable {
+        var router: String, gate: String, up: String, down: String
+        /// Qwen3-MoE's (and Qwen2-MoE's, OLMoE's)
+        public static let mlp = ExpertNames(router: "mlp.gate", gate: "mlp.experts.{e}.gate_proj", up: "mlp.experts.{e}.up_proj",
+                                            down: "mlp.experts.{e}.down_proj")
+        /// Mixtral's: w1 gate, w3 up, w2 down
+        public static let mixtral = ExpertNames(router: "block_sparse_moe.gate", gate: "block_sparse_moe.experts.{e}.w1",
+                                                up: "block_sparse_moe.experts.{e}.w3", down: "block_sparse_moe.experts.{e}.w2")
+    }
+
     /// The family's tensors: `bias` on q, k, v (Qwen2 always; Llama where `attention_bias` says),
     /// `qkNorm` (Qwen3's per-head norms of q and k), `fused` (Phi-3's qkv_proj and gate_up_proj),
     /// `extra` rows after the attention's output (Gemma's norms).
     public static func table(qkvBias: TensorRow.Bias = .optional, otherBias: TensorRow.Bias = .optional, qkNorm: Bool = false,
-                             fused: Bool = false, gemmaNorms: Bool = false) -> TensorTable {
+                             fused: Bool = false, gemmaNorms: Bool = false, experts: ExpertNames? = nil) -> TensorTable {
         var r: [TensorRow] = [
             TensorRow(.tokenEmbedding, hf: "embed_tokens", gguf: "token_embd", .global) { [$0.vocab, $0.hidden] },
             TensorRow(.attentionNorm, hf: "input_layernorm", gguf: "attn_norm") { [$0.hidden] },
@@ -371,6 +396,13 @@ public enum LlamaFamily {
             r.append(TensorRow(.mlpUp, hf: "mlp.up_proj", gguf: "ffn_up", bias: otherBias) { [$0.intermediate, $0.hidden] })
         }
         r.append(TensorRow(.mlpDown, hf: "mlp.down_proj", gguf: "ffn_down", bias: fused ? .none : otherBias) { [$0.hidden, $0.intermediate] })
+        if let x = experts {
+            // llama.cpp: the router ffn_gate_inp, each layer's experts stacked in ffn_*_exps
+            r.append(TensorRow(.router, hf: x.router, gguf: "ffn_gate_inp") { [$0.experts, $0.hidden] })
+            r.append(TensorRow(.expertGate, hf: x.gate, gguf: "ffn_gate_exps", .expert) { [$0.expertIntermediate, $0.hidden] })
+            r.append(TensorRow(.expertUp, hf: x.up, gguf: "ffn_up_exps", .expert) { [$0.expertIntermediate, $0.hidden] })
+            r.append(TensorRow(.expertDown, hf: x.down, gguf: "ffn_down_exps", .expert) { [$0.hidden, $0.expertIntermediate] })
+        }
         r.append(TensorRow(.finalNorm, hf: "norm", gguf: "output_norm", .global) { [$0.hidden] })
         r.append(TensorRow(.outputHead, hf: "lm_head", gguf: "output", .global) { [$0.vocab, $0.hidden] })
         return TensorTable(r)

@@ -18,11 +18,38 @@ public struct ModelSpec: Sendable, Codable, Equatable {
     public var eosTokenIDs: [Int]
     /// Columns of the forward pass's query buffer: heads * headDim, or GPT-2's fused q|k|v (3 * hidden).
     public var queryBufferWidth: Int
+    /// A mixture of experts' shape (nil: a dense model).
+    public var moe: MoEShape? = nil
 
     /// Width of one token's K (or V) row in one layer: kvHeads * headDim.
     public var kvDim: Int { kvHeads * headDim }
     /// Bytes of K and V for one token across all layers, stored as `type`.
     public func kvBytesPerToken(_ type: DType) -> Int { 2 * layers * type.bytes(elements: kvDim) }
+}
+
+/// The routed experts of a mixture-of-experts model: how many per layer, how many each token
+/// uses, each one's intermediate size, and which layers are sparse.
+public struct MoEShape: Sendable, Codable, Equatable {
+    public var experts: Int
+    public var expertsPerToken: Int
+    public var intermediate: Int
+    /// Per layer: true where the MLP is the mixture (Qwen3-MoE's `mlp_only_layers` are dense).
+    public var sparseLayers: [Bool]
+    public init(experts: Int, expertsPerToken: Int, intermediate: Int, sparseLayers: [Bool]) {
+        self.experts = experts; self.expertsPerToken = expertsPerToken; self.intermediate = intermediate; self.sparseLayers = sparseLayers
+    }
+
+    public func validate(file: String) throws {
+        if !(1...4096).contains(experts) {
+            throw ConfigError.invalidValue(file: file, field: "num_experts", reason: "must be in 1...4096, got \(experts)")
+        }
+        if !(1...experts).contains(expertsPerToken) {
+            throw ConfigError.invalidValue(file: file, field: "num_experts_per_tok", reason: "must be in 1...\(experts) (num_experts), got \(expertsPerToken)")
+        }
+        if !(1...(1 << 20)).contains(intermediate) {
+            throw ConfigError.invalidValue(file: file, field: "moe_intermediate_size", reason: "must be in 1...\(1 << 20), got \(intermediate)")
+        }
+    }
 }
 
 extension ModelSpec {
@@ -47,6 +74,7 @@ extension ModelSpec {
         if heads % kvHeads != 0 {
             throw ConfigError.invalidValue(file: file, field: "num_key_value_heads", reason: "\(kvHeads) does not divide num_attention_heads \(heads)")
         }
+        if let m = moe { try m.validate(file: file) }
     }
 
     /// What is odd but runs (transformers runs it too): BOS/EOS ids outside the vocabulary (tiny

@@ -28,6 +28,8 @@ final class Workspace {
     let convert: Tensor
     /// [maxRows] positions
     var positions: [Int32]
+    /// A mixture of experts' routing buffers (nil for a dense model)
+    let moe: MoEBuffers?
     /// When set, `noteLayer` records the first layer whose output holds NaN or infinity (off in
     /// normal passes: one branch per layer; `CausalLM.checkFinite` turns it on for a re-run).
     var traceNonFinite = false
@@ -54,17 +56,21 @@ final class Workspace {
     /// Bytes the workspace of a model of this shape holds (the same sizes `init(spec:)` allocates).
     static func bytes(spec s: ModelSpec, maxRows: Int, weightDType: DType) -> Int {
         let attnWidth = s.heads * s.headDim
-        return 4 * (maxRows * (2 * s.hiddenSize + s.queryBufferWidth + attnWidth + 2 * s.kvDim + 2 * s.intermediateSize)
+        return 4 * (maxRows * (2 * s.hiddenSize + s.queryBufferWidth + attnWidth + 2 * s.kvDim + 2 * ffnWidth(s))
                     + min(maxRows, maxLogitRows) * s.vocabSize + max(1, convertElements(spec: s, weightDType: weightDType)))
-            + 4 * maxRows
+            + 4 * maxRows + (s.moe.map { MoEBuffers.bytes(maxRows: maxRows, hidden: s.hiddenSize, shape: $0) } ?? 0)
     }
+
+    /// Columns of the MLP's buffers: the dense MLP's, or an expert's when wider.
+    static func ffnWidth(_ s: ModelSpec) -> Int { max(s.intermediateSize, s.moe?.intermediate ?? 0) }
 
     convenience init(spec s: ModelSpec, maxRows: Int, weightDType: DType) {
         self.init(maxRows: maxRows, hidden: s.hiddenSize, qWidth: s.queryBufferWidth, kvDim: s.kvDim, attnWidth: s.heads * s.headDim,
-                  ffn: s.intermediateSize, vocab: s.vocabSize, convertElements: Workspace.convertElements(spec: s, weightDType: weightDType))
+                  ffn: Workspace.ffnWidth(s), vocab: s.vocabSize, convertElements: Workspace.convertElements(spec: s, weightDType: weightDType),
+                  moe: s.moe)
     }
 
-    init(maxRows: Int, hidden: Int, qWidth: Int, kvDim: Int, attnWidth: Int, ffn: Int, vocab: Int, convertElements: Int) {
+    init(maxRows: Int, hidden: Int, qWidth: Int, kvDim: Int, attnWidth: Int, ffn: Int, vocab: Int, convertElements: Int, moe: MoEShape? = nil) {
         self.maxRows = maxRows
         x = Tensor(zeros: [maxRows, hidden])
         xn = Tensor(zeros: [maxRows, hidden])
@@ -77,6 +83,7 @@ final class Workspace {
         logits = Tensor(zeros: [min(maxRows, Workspace.maxLogitRows), vocab])
         convert = Tensor(zeros: [max(1, convertElements)])
         positions = [Int32](repeating: 0, count: maxRows)
+        self.moe = moe.map { MoEBuffers(maxRows: maxRows, hidden: hidden, shape: $0) }
     }
 
     var convertScratch: UnsafeMutablePointer<Float> { convert.f32 }

@@ -40,7 +40,10 @@ import StrataTensor
             edit(&obj)
             try JSONSerialization.data(withJSONObject: obj).write(to: URL(fileURLWithPath: d + "/config.json"))
             let got = try ModelRegistry.load(directory: d).logits(seq)
-            #expect(got == want, "\(what)")
+            // equal up to the order of float sums (tests running beside this one may force another
+            // kernel path for a moment); a different model differs by far more
+            let diff = zip(got, want).map { zip($0, $1).map { abs($0 - $1) }.max()! }.max()!
+            #expect(got.count == want.count && diff < 1e-5, "\(what): max |diff| \(diff)")
         }
         // and a different local base is not silently the same model
         let d = NSTemporaryDirectory() + "strata-gemma3-\(getpid())-\(UUID().uuidString)"
@@ -50,7 +53,8 @@ import StrataTensor
         obj["rope_parameters"] = ["full_attention": ["rope_type": "linear", "factor": 8.0, "rope_theta": 1_000_000.0],
                                   "sliding_attention": ["rope_type": "default", "rope_theta": 20_000.0]]
         try JSONSerialization.data(withJSONObject: obj).write(to: URL(fileURLWithPath: d + "/config.json"))
-        #expect(try ModelRegistry.load(directory: d).logits(seq) != want)
+        let other = try ModelRegistry.load(directory: d).logits(seq)
+        #expect(zip(other, want).map { zip($0, $1).map { abs($0 - $1) }.max()! }.max()! > 1e-2)
     }
 
     /// What llama.cpp's converter changed travels beside a GGUF's config (`WeightLayout`), never

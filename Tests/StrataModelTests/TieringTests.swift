@@ -13,7 +13,7 @@ import StrataTensor
         return try prompts.map { try Generator(loaded).generate(promptIDs: $0, parameters: greedy).ids }
     }
 
-    @Test(arguments: ["llama-gqa", "gpt2", "llama-gqa-bf16", "qwen3", "phi3", "gemma2", "gemma3-mm"])
+    @Test(arguments: ["llama-gqa", "gpt2", "llama-gqa-bf16", "qwen3", "phi3", "gemma2", "gemma3-mm", "qwen3-moe", "mixtral"])
     func streamedLayersGiveTheSameLogitsAndTokens(name: String) throws {
         let dir = Fixtures.model(name)
         let spec = try ModelRegistry.spec(directory: dir)

@@ -1,0 +1,189 @@
+import Foundation
+import StrataFormats
+import StrataTensor
+
+/// A mixture of experts as config.json describes it (Qwen3-MoE, Mixtral): the shape
+/// (`MoEShape`) and how the router's choice is weighted.
+public struct MoEConfig: Sendable, Equatable {
+    public var shape: MoEShape
+    /// Whether the k chosen probabilities are divided by their sum (Mixtral always;
+    /// Qwen3-MoE by `norm_topk_prob`).
+    public var normalizeTopK: Bool
+
+    /// How an architecture reads its experts from config.json.
+    public struct Defaults: Sendable {
+        var experts: Int
+        var expertsPerToken: Int
+        /// Qwen3-MoE: `moe_intermediate_size` (this default); nil: the experts are
+        /// `intermediate_size` wide (Mixtral).
+        var intermediate: Int?
+        /// nil: `norm_topk_prob` decides (default false, as transformers); Mixtral: always true.
+        var normalizeTopK: Bool?
+    }
+
+    enum Keys: String, CodingKey {
+        case experts = "num_experts", localExperts = "num_local_experts", perToken = "num_experts_per_tok"
+        case intermediate = "moe_intermediate_size", norm = "norm_topk_prob", sparseStep = "decoder_sparse_step"
+        case mlpOnly = "mlp_only_layers"
+    }
+
+    /// Reads the experts of a model of `layers` layers whose dense MLP is `intermediate` wide.
+    init(from decoder: Decoder, defaults d: Defaults, layers: Int, intermediate: Int, file: String) throws {
+        let c = try decoder.container(keyedBy: Keys.self)
+        // Qwen3-MoE's hub configs say num_experts; transformers 5 writes num_local_experts
+        let experts = try c.decodeIfPresent(Int.self, forKey: .experts) ?? c.decodeIfPresent(Int.self, forKey: .localExperts) ?? d.experts
+        let perToken = try c.decodeIfPresent(Int.self, forKey: .perToken) ?? d.expertsPerToken
+        let width = d.intermediate == nil ? intermediate : try c.decodeIfPresent(Int.self, forKey: .intermediate) ?? d.intermediate!
+        normalizeTopK = try d.normalizeTopK ?? (c.decodeIfPresent(Bool.self, forKey: .norm) ?? false)
+        var sparse = [Bool](repeating: true, count: layers)
+        if d.intermediate != nil {
+            // transformers' Qwen3-MoE: layer i is sparse unless listed in mlp_only_layers, and
+            // only every decoder_sparse_step-th layer ((i + 1) % step == 0)
+            let step = try c.decodeIfPresent(Int.self, forKey: .sparseStep) ?? 1
+            if step < 1 { throw ConfigError.invalidValue(file: file, field: "decoder_sparse_step", reason: "must be >= 1, got \(step)") }
+            let only = try c.decodeIfPresent([Int].self, forKey: .mlpOnly) ?? []
+            for i in only where !(0..<layers).contains(i) {
+                throw ConfigError.invalidValue(file: file, field: "mlp_only_layers", reason: "layer \(i) is not in 0..<\(layers)")
+            }
+            sparse = (0..<layers).map { !only.contains($0) && ($0 + 1) % step == 0 }
+        }
+        shape = MoEShape(experts: experts, expertsPerToken: perToken, intermediate: width, sparseLayers: sparse)
+        try shape.validate(file: file)
+    }
+}
+
+/// One routed expert's SwiGLU MLP.
+struct Expert {
+    /// [intermediate, hidden]
+    let gate: WeightMatrix, up: WeightMatrix
+    /// [hidden, intermediate]
+    let down: WeightMatrix
+    var matrices: [WeightMatrix] { [gate, up, down] }
+}
+
+/// A layer's mixture of experts: the router (a linear map to one logit per expert), the softmax
+/// over them, the k most probable experts per token (their probabilities, divided by their sum
+/// when `normalizeTopK`), and each chosen expert's MLP added to the residual weighted by its
+/// probability. Tokens routed to one expert go through it together (one few-row call, or one
+/// GEMM for a prefill chunk): each expert's weights are read once per pass.
+struct MoELayer {
+    /// [experts, hidden]
+    let router: WeightMatrix
+    let experts: [Expert]
+    let k: Int
+    let normalizeTopK: Bool
+
+    /// Reads layer `layer`'s router and experts by role: each expert's own tensors (a hub
+    /// checkpoint), or its slice of the layer's stacked tensor (a GGUF's `ffn_*_exps`).
+    init(_ w: WeightLoader, layer: Int, config: MoEConfig) throws {
+        router = WeightMatrix(try w.weight(.router, layer: layer))
+        let n = config.shape.experts
+        func stacked(_ role: TensorRole) throws -> Tensor? {
+            let name = w.name(role, layer: layer)
+            guard w.store.contains(name) else { return nil }
+            return try w.tensor(name, [n] + w.shape(role), layer: layer)
+        }
+        let gates = try stacked(.expertGate), ups = try stacked(.expertUp), downs = try stacked(.expertDown)
+        experts = try (0..<n).map { e in
+            func one(_ role: TensorRole, _ all: Tensor?) throws -> WeightMatrix {
+                if let all { return WeightMatrix(all.expert(e)) }
+                return WeightMatrix(try w.tensor(w.table!.name(role, layer: layer, expert: e, prefix: w.prefix), w.shape(role), layer: layer))
+            }
+            return Expert(gate: try one(.expertGate, gates), up: try one(.expertUp, ups), down: try one(.expertDown, downs))
+        }
+        k = config.shape.expertsPerToken
+        normalizeTopK = config.normalizeTopK
+    }
+
+    var matrices: [WeightMatrix] { [router] + experts.flatMap(\.matrices) }
+
+    /// `x[0..<rows] += MoE(xn[0..<rows])`. Buffers from `ws` (`moe`, `ffA`, `ffB`).
+    func apply(_ xn: UnsafePointer<Float>, rows r: Int, into x: UnsafeMutablePointer<Float>, ws: Workspace) {
+        let m = ws.moe!, h = router.inFeatures, n = experts.count
+        let logits = m.router.f32, conv = ws.convertScratch
+        router.apply(xn, rows: r, logits, scratch: conv)
+        Ops.softmax(logits, rows: r, n: n)
+        // the k most probable experts of each row; counts per expert
+        for e in 0..<n { m.counts[e] = 0 }
+        for i in 0..<r {
+            let p = logits + i * n
+            var sum: Float = 0
+            for j in 0..<k {
+                var best = -1, bestP = -Float.infinity
+                for e in 0..<n where p[e] > bestP && !m.chosen(i, upTo: j, e, k: k) { best = e; bestP = p[e] }
+                m.choice[i * k + j] = Int32(best)
+                m.weight[i * k + j] = bestP
+                sum += bestP
+                m.counts[best] += 1
+            }
+            if normalizeTopK { for j in 0..<k { m.weight[i * k + j] /= sum } }
+        }
+        // rows grouped by expert (a counting sort): expert e's (row, slot) pairs at starts[e]...
+        var at = 0
+        for e in 0..<n { m.starts[e] = at; at += m.counts[e]; m.counts[e] = 0 }
+        for i in 0..<(r * k) {
+            let e = Int(m.choice[i])
+            m.order[m.starts[e] + m.counts[e]] = Int32(i)
+            m.counts[e] += 1
+        }
+        let rowsIn = m.rows.f32, out = m.out.f32, a = ws.ffA.f32, b = ws.ffB.f32
+        for e in 0..<n where m.counts[e] > 0 {
+            let cnt = m.counts[e], first = m.starts[e], ex = experts[e], ff = ex.gate.outFeatures
+            for j in 0..<cnt {
+                let row = Int(m.order[first + j]) / k
+                (rowsIn + j * h).update(from: xn + row * h, count: h)
+            }
+            WeightMatrix.applyGroup(rowsIn, rows: cnt, (ex.gate, a), (ex.up, b), scratch: conv)
+            Ops.swiglu(a, b, count: cnt * ff)
+            ex.down.apply(a, rows: cnt, out, scratch: conv)
+            for j in 0..<cnt {
+                let slot = Int(m.order[first + j]), row = slot / k, wgt = m.weight[slot]
+                let dst = x + row * h, src = out + j * h
+                for c in 0..<h { dst[c] += wgt * src[c] }
+            }
+        }
+    }
+}
+
+/// The mixture's buffers of one forward pass (in `Workspace`), sized for `maxRows` rows.
+final class MoEBuffers {
+    /// [maxRows, experts] router logits, then probabilities
+    let router: Tensor
+    /// [maxRows, hidden] the rows routed to one expert, gathered; [maxRows, hidden] its output
+    let rows: Tensor, out: Tensor
+    /// [maxRows * k] each row's chosen experts and their weights; the slots grouped by expert
+    var choice: [Int32], weight: [Float], order: [Int32]
+    /// [experts] rows per expert and where each expert's slots start in `order`
+    var counts: [Int], starts: [Int]
+
+    init(maxRows: Int, hidden: Int, shape s: MoEShape) {
+        router = Tensor(zeros: [maxRows, s.experts])
+        rows = Tensor(zeros: [maxRows, hidden])
+        out = Tensor(zeros: [maxRows, hidden])
+        choice = [Int32](repeating: 0, count: maxRows * s.expertsPerToken)
+        weight = [Float](repeating: 0, count: maxRows * s.expertsPerToken)
+        order = [Int32](repeating: 0, count: maxRows * s.expertsPerToken)
+        counts = [Int](repeating: 0, count: s.experts)
+        starts = [Int](repeating: 0, count: s.experts)
+    }
+
+    static func bytes(maxRows: Int, hidden: Int, shape s: MoEShape) -> Int {
+        4 * maxRows * (s.experts + 2 * hidden) + maxRows * s.expertsPerToken * 12 + 16 * s.experts
+    }
+
+    /// Whether row `i` already chose expert `e` among its first `j` choices.
+    @inline(__always)
+    func chosen(_ i: Int, upTo j: Int, _ e: Int, k: Int) -> Bool {
+        for t in 0..<j where choice[i * k + t] == Int32(e) { return true }
+        return false
+    }
+}
+
+extension Tensor {
+    /// Expert `e`'s matrix of a stacked `[experts, rows, columns]` tensor: a view (each expert's
+    /// rows lie together, whole quantization blocks).
+    func expert(_ e: Int) -> Tensor {
+        let rows = shape[1], cols = shape[2]
+        return reshaped([shape[0] * rows, cols]).slice((e * rows)..<((e + 1) * rows))
+    }
+}

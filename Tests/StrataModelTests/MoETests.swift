@@ -1,0 +1,85 @@
+import Foundation
+import StrataTestSupport
+import Testing
+@testable import StrataFormats
+@testable import StrataModels
+import StrataTensor
+
+/// Mixtures of experts (Qwen3-MoE, Mixtral): logits, greedy tokens, batched and streamed runs are
+/// in the model lists of ModelTests, GenerationTests, PagedTests and TieringTests; here the
+/// tensor table's expert rows and bad input.
+@Suite struct MoETests {
+    @Test func theTableNamesEachExpertAndTheStackedTensor() throws {
+        let t = Qwen3MoeArchitecture.tensors
+        #expect(t.place(of: "model.layers.2.mlp.experts.17.up_proj.weight") == TensorPlace(layer: 2, role: .expertUp, expert: 17))
+        #expect(t.place(of: "model.layers.0.mlp.gate.weight") == TensorPlace(layer: 0, role: .router))
+        #expect(t.place(of: "model.layers.1.mlp.gate_proj.weight") == TensorPlace(layer: 1, role: .mlpGate))
+        // llama.cpp's stacked experts: one tensor per layer and matrix, no expert index
+        #expect(t.hfName(gguf: "blk.3.ffn_down_exps.weight") == "model.layers.3.mlp.experts.down_proj.weight")
+        #expect(t.place(of: "model.layers.3.mlp.experts.down_proj.weight") == TensorPlace(layer: 3, role: .expertDown))
+        #expect(t.hfName(gguf: "blk.3.ffn_gate_inp.weight") == "model.layers.3.mlp.gate.weight")
+        #expect(t.ggufName(hf: "model.layers.3.mlp.experts.down_proj.weight") == "blk.3.ffn_down_exps.weight")
+        // names that only look like an expert's
+        for bad in ["model.layers.0.mlp.experts.x.up_proj.weight", "model.layers.0.mlp.experts.01.up_proj.weight",
+                    "model.layers.0.mlp.experts..up_proj.weight", "model.layers.0.mlp.experts.-1.up_proj.weight"] {
+            #expect(t.place(of: bad) == nil, "\(bad)")
+        }
+        let m = MixtralArchitecture.tensors
+        #expect(m.place(of: "model.layers.1.block_sparse_moe.experts.3.w2.weight") == TensorPlace(layer: 1, role: .expertDown, expert: 3))
+        #expect(m.name(.expertUp, layer: 1, expert: 2) == "model.layers.1.block_sparse_moe.experts.2.w3.weight")
+    }
+
+    @Test func theSpecCountsTheExpertsAndTheSparseLayers() throws {
+        let q = try ModelRegistry.spec(directory: Fixtures.model("qwen3-moe"))
+        #expect(q.moe == MoEShape(experts: 8, expertsPerToken: 3, intermediate: 32, sparseLayers: [true, false, true]))
+        let m = try ModelRegistry.spec(directory: Fixtures.model("mixtral"))
+        #expect(m.moe == MoEShape(experts: 4, expertsPerToken: 2, intermediate: 96, sparseLayers: [true, true]))
+    }
+
+    func copy(_ name: String) throws -> String {
+        let d = NSTemporaryDirectory() + "strata-moe-\(getpid())-\(UUID().uuidString)"
+        try FileManager.default.copyItem(atPath: Fixtures.model(name), toPath: d)
+        return d
+    }
+
+    @Test func badExpertConfigsNameTheField() throws {
+        let cases: [(String, (inout [String: Any]) -> Void, String)] = [
+            ("qwen3-moe", { $0["num_experts_per_tok"] = 9 }, "num_experts_per_tok"),
+            ("qwen3-moe", { $0["num_experts_per_tok"] = 0 }, "num_experts_per_tok"),
+            ("qwen3-moe", { $0["num_local_experts"] = 0 }, "num_experts"),
+            ("qwen3-moe", { $0["moe_intermediate_size"] = -4 }, "moe_intermediate_size"),
+            ("qwen3-moe", { $0["mlp_only_layers"] = [5] }, "mlp_only_layers"),
+            ("qwen3-moe", { $0["decoder_sparse_step"] = 0 }, "decoder_sparse_step"),
+            ("mixtral", { $0["num_local_experts"] = 1_000_000 }, "num_experts"),
+        ]
+        for (name, edit, field) in cases {
+            let d = try copy(name)
+            defer { try? FileManager.default.removeItem(atPath: d) }
+            let cfg = d + "/config.json"
+            var obj = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: cfg))) as! [String: Any]
+            edit(&obj)
+            try JSONSerialization.data(withJSONObject: obj).write(to: URL(fileURLWithPath: cfg))
+            do {
+                _ = try ModelRegistry.load(directory: d)
+                Issue.record("\(name): expected an error naming \(field)")
+            } catch let e as ConfigError {
+                #expect("\(e)".contains(cfg) && "\(e)".contains(field), "\(e)")
+            }
+        }
+    }
+
+    @Test func aMissingOrMisshapenExpertIsNamed() throws {
+        let d = try copy("mixtral")
+        defer { try? FileManager.default.removeItem(atPath: d) }
+        let f = try SafetensorsFile(path: d + "/model.safetensors")
+        let gone = "model.layers.1.block_sparse_moe.experts.3.w3.weight"
+        var kept = try f.ordered.filter { $0.name != gone }.map { ($0.name, try f.tensor($0.name).contiguousF32()) }
+        try SafetensorsWriter.write(path: d + "/model.safetensors", tensors: kept)
+        #expect(throws: SafetensorsError.missingTensor(name: gone, checkpoint: d)) { try ModelRegistry.load(directory: d) }
+        kept.append((gone, Tensor(zeros: [48, 96])))
+        try SafetensorsWriter.write(path: d + "/model.safetensors", tensors: kept)
+        #expect(throws: TensorError.shapeMismatch(context: "\(gone) in \(d)", expected: [96, 48], actual: [48, 96])) {
+            try ModelRegistry.load(directory: d)
+        }
+    }
+}
