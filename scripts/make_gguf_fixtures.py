@@ -29,6 +29,7 @@ import json
 import os
 import struct
 import sys
+import shutil
 import tempfile
 
 import numpy as np
@@ -290,12 +291,21 @@ def write_model(name, cls_name, arch, cfg_kwargs, tok, types, seed, chat_templat
                 types=meta["types"] + [int(gguf.TokenType.UNUSED)] * (vocab - ntok),
                 scores=None if meta["scores"] is None else meta["scores"] + [-1000.0] * (vocab - ntok))
     cfg_name = "Gemma3TextConfig" if cls_name == "Gemma3ForCausalLM" else cls_name.replace("ForCausalLM", "Config")
+    cfg_name = {"Qwen3MoeConfig": "Qwen3MoeConfig"}.get(cfg_name, cfg_name)
     cfg = getattr(transformers, cfg_name)(vocab_size=vocab, **cfg_kwargs)
     model = getattr(transformers, cls_name)(cfg).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(torch.randn_like(p) * 0.2)
     sd = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
+    experts = getattr(cfg, "num_experts", None) or getattr(cfg, "num_local_experts", None)
+    if experts:
+        # transformers 5 fuses a layer's experts in memory; the converter reads the checkpoint's
+        # per-expert tensors (hub names): take those from save_pretrained
+        tmp_moe = tempfile.mkdtemp()
+        model.save_pretrained(tmp_moe)
+        from safetensors.numpy import load_file
+        sd = load_file(os.path.join(tmp_moe, "model.safetensors"))
     heads, kv = cfg.num_attention_heads, cfg.num_key_value_heads
     w = gguf.GGUFWriter(os.path.join(ROOT, name + ".gguf"), arch)
     w.add_name(name)
@@ -322,6 +332,11 @@ def write_model(name, cls_name, arch, cfg_kwargs, tok, types, seed, chat_templat
         w.add_sliding_window(cfg.sliding_window)
     if arch == "gemma3":
         w.add_sliding_window(cfg.sliding_window)
+    if experts:
+        w.add_expert_count(experts)
+        w.add_expert_used_count(cfg.num_experts_per_tok)
+        if arch == "qwen3moe":
+            w.add_expert_feed_forward_length(cfg.moe_intermediate_size)
     w.add_tokenizer_model(meta["model"])
     w.add_tokenizer_pre(meta["pre"])
     w.add_token_list(meta["tokens"])
@@ -347,12 +362,37 @@ def write_model(name, cls_name, arch, cfg_kwargs, tok, types, seed, chat_templat
                       "post_feedforward_layernorm": "post_ffw_norm"})
     if arch == "phi3":
         layer.update({"self_attn.qkv_proj": "attn_qkv", "mlp.gate_up_proj": "ffn_up"})
+    # a mixture, as convert_hf_to_gguf.py writes it: the router ffn_gate_inp, each layer's experts
+    # stacked into one [experts, rows, cols] tensor per matrix (ffn_{gate,up,down}_exps)
+    moe = {"mlp.gate": "ffn_gate_inp", "block_sparse_moe.gate": "ffn_gate_inp"}
+    stacks = {"gate_proj": "ffn_gate_exps", "up_proj": "ffn_up_exps", "down_proj": "ffn_down_exps",
+              "w1": "ffn_gate_exps", "w3": "ffn_up_exps", "w2": "ffn_down_exps"}
+    layer.update(moe)
+    stacked = {}
+    for hf in list(sd):
+        parts = hf.split(".")
+        if "experts" in parts:
+            k = parts.index("experts")
+            key = (parts[2], stacks[parts[k + 2]], ".".join(parts[:k + 1]) + "." + parts[k + 2])
+            stacked.setdefault(key, {})[int(parts[k + 1])] = sd.pop(hf)
+    expert_names = {}
+    order = list(sd)
+    for (i, g, hf_stacked), by_e in stacked.items():
+        sd[hf_stacked + ".weight"] = np.stack([by_e[e] for e in range(len(by_e))])
+        # in its layer's place in the file, as the converter yields it (after the layer's router)
+        at = max(j for j, n in enumerate(order) if n.startswith("model.layers.%s." % i))
+        order.insert(at + 1, hf_stacked + ".weight")
+        expert_names[hf_stacked + ".weight"] = ("blk.%s.%s.weight" % (i, g), [hf_stacked.replace("experts", "experts.%d" % e) + ".weight"
+                                                                              for e in range(len(by_e))])
+    sd = {n: sd[n] for n in order}
     new_sd = {}
     for hf, t in sd.items():
         if hf == "lm_head.weight" and cfg.tie_word_embeddings:
             continue
         if hf in names:
             g = names[hf]
+        elif hf in expert_names:
+            g = expert_names[hf][0]
         else:
             parts = hf.split(".")
             i = parts[2]
@@ -366,7 +406,11 @@ def write_model(name, cls_name, arch, cfg_kwargs, tok, types, seed, chat_templat
         if arch in ("gemma2", "gemma3") and "norm" in g:
             data = data + 1
         qtype = Q.F32 if data.ndim == 1 else types(g)
-        raw, deq = quantize(data, qtype) if data.ndim == 2 else (data.astype(np.float32), data.astype(np.float32))
+        if data.ndim == 3:  # stacked experts: rows of every expert quantized in turn
+            raw, deq = quantize(data.reshape(-1, data.shape[2]), qtype)
+            raw, deq = raw.reshape(data.shape[0], data.shape[1], -1), deq.reshape(data.shape)
+        else:
+            raw, deq = quantize(data, qtype) if data.ndim == 2 else (data.astype(np.float32), data.astype(np.float32))
         if qtype in (Q.F32, Q.F16):
             w.add_tensor(g, raw)
         else:
@@ -378,14 +422,25 @@ def write_model(name, cls_name, arch, cfg_kwargs, tok, types, seed, chat_templat
             deq = permute_back(deq, kv)
         if arch in ("gemma2", "gemma3") and "norm" in g:
             deq = deq - 1
-        new_sd[hf] = torch.from_numpy(np.ascontiguousarray(deq))
+        if hf in expert_names:
+            for e, name_e in enumerate(expert_names[hf][1]):
+                new_sd[name_e] = torch.from_numpy(np.ascontiguousarray(deq[e]))
+        else:
+            new_sd[hf] = torch.from_numpy(np.ascontiguousarray(deq))
     if cfg.tie_word_embeddings:
         new_sd["lm_head.weight"] = new_sd["model.embed_tokens.weight"]
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    model.load_state_dict(new_sd, strict=False)
+    if experts:
+        # the dequantized weights in the checkpoint's names, loaded back through transformers
+        from safetensors.torch import save_file as save_torch
+        save_torch({k: v.contiguous() for k, v in new_sd.items()}, os.path.join(tmp_moe, "model.safetensors"))
+        model = getattr(transformers, cls_name).from_pretrained(tmp_moe).eval()
+        shutil.rmtree(tmp_moe)
+    else:
+        model.load_state_dict(new_sd, strict=False)
     if cfg.tie_word_embeddings:
         model.tie_weights()
 
@@ -407,7 +462,8 @@ def write_model(name, cls_name, arch, cfg_kwargs, tok, types, seed, chat_templat
                   f, ensure_ascii=False, indent=1)
     # gguf-py's own reader reads the file back
     r = gguf.GGUFReader(os.path.join(ROOT, name + ".gguf"))
-    assert len(r.tensors) == len(new_sd) - (1 if cfg.tie_word_embeddings else 0), (len(r.tensors), len(new_sd))
+    stacked_extra = sum(len(v[1]) - 1 for v in expert_names.values())
+    assert len(r.tensors) == len(new_sd) - stacked_extra - (1 if cfg.tie_word_embeddings else 0), (len(r.tensors), len(new_sd))
     print("wrote", name, os.path.getsize(os.path.join(ROOT, name + ".gguf")), "bytes")
 
 
@@ -454,6 +510,8 @@ def write_gpt2(name, tok, qtype, seed):
         t = t.detach().float().numpy()
         if hf in names:
             g = names[hf]
+        elif hf in expert_names:
+            g = expert_names[hf][0]
         else:
             parts = hf.split(".")
             g = "blk.%s.%s.%s" % (parts[2], layer[".".join(parts[3:-1])], parts[-1])
@@ -496,7 +554,9 @@ def permute_back(w, n_head):
 
 def q4_k_m(name):
     """llama.cpp's Q4_K_M mix in miniature: Q6_K for the output, the values and ffn_down; Q4_K elsewhere."""
-    if name == "output.weight" or name.endswith("attn_v.weight") or name.endswith("ffn_down.weight"):
+    if name.endswith("ffn_gate_inp.weight"):  # the router: llama.cpp keeps it in f32 (a 1-row tensor per expert)
+        return Q.F32
+    if name == "output.weight" or name.endswith("attn_v.weight") or name.endswith("ffn_down.weight") or name.endswith("ffn_down_exps.weight"):
         return Q.Q6_K
     return Q.Q4_K
 
@@ -645,6 +705,14 @@ def main():
                 sp, legacy_mix, seed=31)
     write_model("qwen2-iq4", "Qwen2ForCausalLM", "qwen2", dict(base, tie_word_embeddings=False, rope_theta=1000000.0),
                 q2, iq4_mix, seed=32)
+    # mixtures of experts: Qwen3-MoE (8 experts, top 3, renormalized; layer 1 dense) and Mixtral
+    # (written as llama, Q/K permuted; 4 experts, top 2), Q4_K_M with the experts stacked
+    q3moe = dict(base, num_hidden_layers=3, head_dim=64, tie_word_embeddings=False, rope_theta=1000000.0,
+                 num_experts=8, num_experts_per_tok=3, moe_intermediate_size=256, norm_topk_prob=True, mlp_only_layers=[1])
+    write_model("qwen3moe-q4_k_m", "Qwen3MoeForCausalLM", "qwen3moe", q3moe, q2, q4_k_m, seed=34)
+    write_model("mixtral-q4_k_m", "MixtralForCausalLM", "llama",
+                dict(base, tie_word_embeddings=False, sliding_window=None, num_local_experts=4, num_experts_per_tok=2,
+                     bos_token_id=1, eos_token_id=2), sp, q4_k_m, seed=35)
     if not ONLY:
         write_bad()
 

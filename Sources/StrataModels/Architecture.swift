@@ -89,6 +89,10 @@ public protocol Architecture: Sendable {
     /// GGUF's `general.architecture` of this architecture (nil: Strata reads no GGUF of it;
     /// llama.cpp writes Mistral as `llama`). Default nil (GGUFModel.swift).
     static var ggufArchitecture: String? { get }
+    /// Whether this architecture's GGUF files hold routed experts (`<arch>.expert_count`): where
+    /// two architectures share a `general.architecture` (llama.cpp writes Mixtral as `llama`),
+    /// the file's expert count chooses. Default false.
+    static var ggufExperts: Bool { get }
     /// The HF name of a llama.cpp tensor name (nil: not read). Default: the table's.
     static func tensorName(gguf: String) -> String?
     /// The config.json fields of a GGUF file's metadata. Default: an error naming the

@@ -19,11 +19,15 @@ public enum GGUFModel {
     /// The architecture of a GGUF file (`general.architecture`).
     public static func architecture(of file: GGUFFile) throws -> any Architecture.Type {
         guard let name = try file.string("general.architecture") else { throw GGUFError.missingKey(file: file.path, key: "general.architecture") }
-        guard let a = ModelRegistry.architectures.first(where: { $0.ggufArchitecture == name }) else {
-            let known = ModelRegistry.architectures.compactMap { $0.ggufArchitecture }
+        let candidates = ModelRegistry.architectures.filter { $0.ggufArchitecture == name }
+        guard let first = candidates.first else {
+            let known = Set(ModelRegistry.architectures.compactMap { $0.ggufArchitecture }).sorted()
             throw ConfigError.unsupportedArchitecture(file: file.path, architecture: name, supported: known)
         }
-        return a
+        if candidates.count == 1 { return first }
+        // llama.cpp writes Mixtral as `llama`: the expert count tells them apart
+        let experts = try GGUFHyperparameters(file: file, prefix: name).int("expert_count") ?? 0
+        return candidates.first { $0.ggufExperts == (experts > 0) } ?? first
     }
 
     /// The config.json an architecture decodes, from the file's metadata.
@@ -137,6 +141,14 @@ public struct GGUFHyperparameters {
         }
         return f
     }
+
+    /// A mixture's fields (llama.cpp's `expert_count`, `expert_used_count` and, where the experts
+    /// are narrower than the dense MLP, `expert_feed_forward_length`), under transformers' keys.
+    public func expertFields(_ f: inout [String: Any], countKey: String, widthKey: String?) throws {
+        f[countKey] = try requireInt("expert_count")
+        f["num_experts_per_tok"] = try requireInt("expert_used_count")
+        if let widthKey { f[widthKey] = try requireInt("expert_feed_forward_length") }
+    }
 }
 
 extension Architecture {
@@ -144,6 +156,7 @@ extension Architecture {
     // metadata is refused by name (an architecture must say how it reads GGUF metadata).
     public static var ggufArchitecture: String? { nil }
     public static var ggufWeightLayout: WeightLayout { [] }
+    public static var ggufExperts: Bool { false }
     public static func tensorName(gguf name: String) -> String? { tensors.hfName(gguf: name) }
     public static func ggufConfig(_ h: GGUFHyperparameters) throws -> [String: Any] {
         throw GGUFError.invalid(file: h.file.path, field: "general.architecture", reason: "\(name) has no reading of GGUF metadata")

@@ -15,7 +15,7 @@ public struct MixtralConfig: Decodable, Sendable {
 
 /// `MixtralForCausalLM`: Mistral's layout; the MLP is `block_sparse_moe.gate` (the router) and
 /// `block_sparse_moe.experts.{e}.w1` (gate), `w3` (up), `w2` (down).
-public enum MixtralArchitecture: Architecture {
+public enum MixtralArchitecture: LlamaFamilyArchitecture {
     public static let name = "MixtralForCausalLM"
     public static func spec(config: ConfigFile) throws -> ModelSpec { try config.decode(MixtralConfig.self).family.spec }
     public static func build(config: ConfigFile, store: WeightStore) throws -> CausalLM {
@@ -24,5 +24,14 @@ public enum MixtralArchitecture: Architecture {
     public static let tensors = LlamaFamily.table(experts: .mixtral)
     public static func synthConfig(_ shape: SynthShape) -> [String: Any] {
         LlamaFamily.synthConfig(shape, architecture: name, modelType: "mixtral")
+    }
+    /// llama.cpp writes Mixtral as `llama` with `llama.expert_count`, Q and K permuted as Llama's.
+    public static var ggufArchitecture: String? { "llama" }
+    public static var ggufExperts: Bool { true }
+    public static var ggufWeightLayout: WeightLayout { .ropeInterleaved }
+    public static func ggufConfig(_ h: GGUFHyperparameters) throws -> [String: Any] {
+        var f = try h.llamaFamilyFields()
+        try h.expertFields(&f, countKey: "num_local_experts", widthKey: nil)
+        return f
     }
 }

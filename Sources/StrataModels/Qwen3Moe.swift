@@ -21,7 +21,7 @@ public struct Qwen3MoeConfig: Decodable, Sendable {
 
 /// `Qwen3MoeForCausalLM`: Qwen3's layout; a sparse layer's MLP is `mlp.gate` (the router) and
 /// `mlp.experts.{e}.{gate,up,down}_proj`.
-public enum Qwen3MoeArchitecture: Architecture {
+public enum Qwen3MoeArchitecture: LlamaFamilyArchitecture {
     public static let name = "Qwen3MoeForCausalLM"
     public static func spec(config: ConfigFile) throws -> ModelSpec { try config.decode(Qwen3MoeConfig.self).family.spec }
     public static func build(config: ConfigFile, store: WeightStore) throws -> CausalLM {
@@ -30,5 +30,18 @@ public enum Qwen3MoeArchitecture: Architecture {
     public static let tensors = LlamaFamily.table(qkNorm: true, experts: .mlp)
     public static func synthConfig(_ shape: SynthShape) -> [String: Any] {
         LlamaFamily.synthConfig(shape, architecture: name, modelType: "qwen3_moe")
+    }
+    public static var ggufArchitecture: String? { "qwen3moe" }
+    public static var ggufExperts: Bool { true }
+    /// llama.cpp's qwen3moe: the family's fields and the experts'; it always renormalizes the
+    /// chosen experts' weights (the released models' `norm_topk_prob`). GGUF has no
+    /// `mlp_only_layers`: a layer with no router (`ffn_gate_inp`) keeps its dense MLP.
+    public static func ggufConfig(_ h: GGUFHyperparameters) throws -> [String: Any] {
+        var f = try h.llamaFamilyFields()
+        try h.expertFields(&f, countKey: "num_experts", widthKey: "moe_intermediate_size")
+        f["norm_topk_prob"] = true
+        let layers = try h.requireInt("block_count")
+        f["mlp_only_layers"] = (0..<min(layers, 4096)).filter { !h.hasTensor("blk.\($0).ffn_gate_inp.weight") }
+        return f
     }
 }

@@ -57,7 +57,7 @@ import StrataTestSupport
     /// Three prompts at once through the tiered run with layer 1 streamed from the file: each
     /// sequence's greedy tokens are those it gets alone from the mapped model, and the fixture's
     /// prompt gives transformers' continuation.
-    @Test(arguments: newTypeModels)
+    @Test(arguments: newTypeModels + moeGGUFModels)
     func newTypesRunBatchedWithStreamedLayers(name: String) throws {
         let path = GGUFFixtures.path(name)
         let ref = try GGUFFixtures.reference(name)
