@@ -12,6 +12,8 @@ public enum LedgerLine: String, CaseIterable, Sendable, Codable {
     case layerWeights = "resident layers"
     /// The slots streamed layers are read into.
     case staging = "staging buffers"
+    /// The expert cache's slots (a mixture's routed experts, read one by one).
+    case expertCache = "expert cache"
     /// KV cache blocks in RAM.
     case kv = "KV cache (RAM)"
     /// Page cache a cold (untied) embedding's rows pass through, a row per token.

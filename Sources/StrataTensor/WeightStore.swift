@@ -16,8 +16,32 @@ public protocol WeightStore: AnyObject, Sendable {
     /// Whether `acquire`/`release` carry state between calls (layers streamed in order): then
     /// forward passes over the store must not overlap.
     var streams: Bool { get }
+    /// The routed experts of `layer` when they are read one by one (nil: they are among the
+    /// layer's tensors, read with it).
+    func experts(layer: Int) -> ExpertSource?
 }
 
 extension WeightStore {
     public var streams: Bool { false }
+    public func experts(layer: Int) -> ExpertSource? { nil }
+}
+
+/// One routed expert's three matrices (`[rows, cols]` views, valid while the expert is pinned).
+public struct ExpertWeights {
+    public var gate: Tensor, up: Tensor, down: Tensor
+    public init(gate: Tensor, up: Tensor, down: Tensor) { self.gate = gate; self.up = up; self.down = down }
+}
+
+/// Where a layer's routed experts come from when they are not among its tensors: an expert
+/// cache that reads each expert from disk when it is routed to and not in RAM. A forward pass
+/// asks for the experts its tokens chose (`pin`, which may read them, several at once) and hands
+/// them back after (`unpin`), so a pinned expert is never evicted under it.
+public protocol ExpertSource: AnyObject {
+    /// Slots of the cache: at most this many experts are pinned at once.
+    var slotCount: Int { get }
+    /// Brings `experts` of `layer` into RAM (reading the missing ones, concurrently) and pins
+    /// them; their weights in the same order. At most `slotCount` at once.
+    func pin(layer: Int, experts: ArraySlice<Int>, into weights: inout [ExpertWeights]) throws
+    /// Lets `experts` of `layer` be evicted again.
+    func unpin(layer: Int, experts: ArraySlice<Int>)
 }

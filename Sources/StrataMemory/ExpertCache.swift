@@ -1,0 +1,225 @@
+import Dispatch
+import Foundation
+import StrataTensor
+
+/// Where one routed expert's three matrices lie in the files.
+public struct ExpertLocation: Sendable {
+    public struct Part: Sendable {
+        public var path: String
+        /// absolute byte range in the file
+        public var begin: Int, end: Int
+        public var dtype: DType
+        /// `[rows, cols]`
+        public var shape: [Int]
+        public init(path: String, begin: Int, end: Int, dtype: DType, shape: [Int]) {
+            self.path = path; self.begin = begin; self.end = end; self.dtype = dtype; self.shape = shape
+        }
+        var bytes: Int { end - begin }
+    }
+    public var layer: Int, expert: Int
+    /// gate, up, down
+    public var parts: [Part]
+    public init(layer: Int, expert: Int, parts: [Part]) { self.layer = layer; self.expert = expert; self.parts = parts }
+    public var bytes: Int { parts.reduce(0) { $0 + $1.bytes } }
+}
+
+/// Counters of an expert cache.
+public struct ExpertCacheStats: Sendable, Codable, Equatable {
+    public var hits = 0
+    public var misses = 0
+    public var bytesRead = 0
+    public var readSeconds = 0.0
+    /// per layer (of the model): hits and misses
+    public var layerHits: [Int] = []
+    public var layerMisses: [Int] = []
+    public var hitRate: Double { hits + misses > 0 ? Double(hits) / Double(hits + misses) : 0 }
+}
+
+/// The slots a mixture's routed experts are read into, one expert per slot, when the experts do
+/// not all fit in RAM: a pinned expert stays, the least recently used unpinned one is evicted for
+/// a miss (LRU), and the misses of one `pin` are read concurrently (the disk needs reads in
+/// flight), through O_DIRECT where the file system allows so that no page cache grows beside the
+/// budget. Each slot is charged to the ledger's `expertCache` line.
+public final class ExpertCache: ExpertSource, @unchecked Sendable {
+    public let slotCount: Int
+    public let slotBytes: Int
+    let ledger: Ledger
+    private let experts: [[ExpertLocation]]
+    private let expertsPerLayer: Int
+    /// offset of part p in a slot; room for the largest part p plus alignment
+    private let partOffset: [Int]
+    private let slots: [TensorStorage]
+    /// expert key (layer * expertsPerLayer + expert) -> slot, or -1
+    private var slotOf: [Int32]
+    /// slot -> expert key, or -1
+    private var keyOf: [Int]
+    private var pins: [Int]
+    private var lastUse: [UInt64]
+    private var tick: UInt64 = 0
+    /// per slot and layer: the views (made once; a layer's parts have one dtype and shape each)
+    private var views: [[ExpertWeights?]]
+    private var files: [String: (fd: Int32, direct: Bool, size: Int)] = [:]
+    private let io = DispatchQueue(label: "strata-expert-io", attributes: .concurrent)
+    private var counters = ExpertCacheStats()
+    private let lock = NSLock()
+    private var missing: [(slot: Int, location: ExpertLocation)] = []
+    public var stats: ExpertCacheStats { lock.lock(); defer { lock.unlock() }; return counters }
+
+    static let align = 4096
+
+    /// `experts[layer]`: every expert of each layer with experts (an empty list for a dense layer).
+    public init(experts: [[ExpertLocation]], slots: Int, ledger: Ledger) throws {
+        precondition(slots >= 1, "ExpertCache: no slot")
+        self.experts = experts
+        self.ledger = ledger
+        expertsPerLayer = experts.map(\.count).max() ?? 0
+        var largest = [0, 0, 0]
+        for layer in experts { for e in layer { for (p, part) in e.parts.enumerated() { largest[p] = max(largest[p], part.bytes) } } }
+        var offsets: [Int] = [], at = 0
+        for p in 0..<3 {
+            offsets.append(at)
+            at += (largest[p] + 2 * Self.align) / Self.align * Self.align
+        }
+        partOffset = offsets
+        slotBytes = at
+        slotCount = slots
+        try ledger.charge(.expertCache, slots * slotBytes)
+        self.slots = (0..<slots).map { _ in TensorStorage(byteCount: at, alignment: Self.align, hugePages: true) }
+        slotOf = [Int32](repeating: -1, count: experts.count * expertsPerLayer)
+        keyOf = [Int](repeating: -1, count: slots)
+        pins = [Int](repeating: 0, count: slots)
+        lastUse = [UInt64](repeating: 0, count: slots)
+        views = [[ExpertWeights?]](repeating: [ExpertWeights?](repeating: nil, count: experts.count), count: slots)
+        counters.layerHits = [Int](repeating: 0, count: experts.count)
+        counters.layerMisses = [Int](repeating: 0, count: experts.count)
+        missing.reserveCapacity(slots)
+    }
+
+    deinit {
+        for (_, f) in files { FileIO.closeFile(f.fd) }
+        ledger.credit(.expertCache, slotCount * slotBytes)
+    }
+
+    public func pin(layer: Int, experts ids: ArraySlice<Int>, into weights: inout [ExpertWeights]) throws {
+        precondition(ids.count <= slotCount, "ExpertCache: \(ids.count) experts pinned at once in \(slotCount) slots")
+        weights.removeAll(keepingCapacity: true)
+        missing.removeAll(keepingCapacity: true)
+        var slotsUsed: [Int] = []
+        slotsUsed.reserveCapacity(ids.count)
+        lock.lock()
+        for e in ids {
+            let key = layer * expertsPerLayer + e
+            tick += 1
+            var slot = Int(slotOf[key])
+            if slot >= 0 {
+                counters.hits += 1
+                counters.layerHits[layer] += 1
+            } else {
+                counters.misses += 1
+                counters.layerMisses[layer] += 1
+                // the least recently used slot not pinned (an empty one first)
+                var best = -1
+                for s in 0..<slotCount where pins[s] == 0 && (best < 0 || lastUse[s] < lastUse[best]) { best = s }
+                guard best >= 0 else { lock.unlock(); preconditionFailure("ExpertCache: every slot pinned") }
+                if keyOf[best] >= 0 { slotOf[keyOf[best]] = -1 }
+                keyOf[best] = key
+                slotOf[key] = Int32(best)
+                slot = best
+                missing.append((best, experts[layer][e]))
+            }
+            pins[slot] += 1
+            lastUse[slot] = tick
+            slotsUsed.append(slot)
+        }
+        lock.unlock()
+        if !missing.isEmpty {
+            do { try read(missing) } catch {
+                // what failed to arrive is not cached
+                lock.lock()
+                for m in missing { slotOf[keyOf[m.slot]] = -1; keyOf[m.slot] = -1 }
+                for s in slotsUsed { pins[s] -= 1 }
+                lock.unlock()
+                throw error
+            }
+        }
+        for s in slotsUsed { weights.append(view(slot: s, layer: layer)) }
+    }
+
+    public func unpin(layer: Int, experts ids: ArraySlice<Int>) {
+        lock.lock()
+        for e in ids {
+            let s = Int(slotOf[layer * expertsPerLayer + e])
+            if s >= 0 && pins[s] > 0 { pins[s] -= 1 }
+        }
+        lock.unlock()
+    }
+
+    private func view(slot s: Int, layer: Int) -> ExpertWeights {
+        if let v = views[s][layer] { return v }
+        let base = slots[s]
+        let parts = experts[layer][0].parts
+        func t(_ p: Int) -> Tensor {
+            Tensor(storage: TensorStorage(borrowing: base.base + partOffset[p], byteCount: parts[p].bytes, kind: .arena, owner: base),
+                   dtype: parts[p].dtype, shape: parts[p].shape)
+        }
+        let v = ExpertWeights(gate: t(0), up: t(1), down: t(2))
+        views[s][layer] = v
+        return v
+    }
+
+    /// Reads the missing experts, all at once (one task per expert on a concurrent queue).
+    private func read(_ list: [(slot: Int, location: ExpertLocation)]) throws {
+        for m in list { for p in m.location.parts where files[p.path] == nil { files[p.path] = try open(p.path) } }
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        let group = DispatchGroup()
+        let tally = ReadTally()
+        for m in list {
+            group.enter()
+            io.async { [self] in
+                defer { group.leave() }
+                do { tally.add(try readOne(m.slot, m.location)) } catch { tally.fail(error) }
+            }
+        }
+        group.wait()
+        if let failure = tally.failure { throw failure }
+        lock.lock()
+        counters.bytesRead += tally.bytes
+        counters.readSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        lock.unlock()
+    }
+
+    private func readOne(_ slot: Int, _ loc: ExpertLocation) throws -> Int {
+        var n = 0
+        for (p, part) in loc.parts.enumerated() {
+            let f = files[part.path]!, dst = slots[slot].base + partOffset[p]
+            if f.direct {
+                // aligned read, then the part moved to its slot offset
+                let start = part.begin / Self.align * Self.align
+                let length = (part.end - start + Self.align - 1) / Self.align * Self.align
+                try FileIO.preadAligned(fd: f.fd, path: part.path, into: dst, count: length, offset: start, fileSize: f.size)
+                if part.begin > start { dst.copyMemory(from: dst + (part.begin - start), byteCount: part.bytes) }
+                n += min(length, f.size - start)
+            } else {
+                try FileIO.pread(fd: f.fd, path: part.path, into: dst, count: part.bytes, offset: part.begin)
+                FileIO.dropCache(fd: f.fd, offset: part.begin, count: part.bytes)
+                n += part.bytes
+            }
+        }
+        return n
+    }
+
+    private func open(_ path: String) throws -> (fd: Int32, direct: Bool, size: Int) {
+        if let d = try FileIO.openReadDirect(path) { return (d, true, try FileIO.size(fd: d, path: path)) }
+        let fd = try FileIO.openRead(path)
+        return (fd, false, try FileIO.size(fd: fd, path: path))
+    }
+}
+
+/// The bytes and the first error of a batch of concurrent reads.
+private final class ReadTally: @unchecked Sendable {
+    private let lock = NSLock()
+    private(set) var bytes = 0
+    private(set) var failure: Error?
+    func add(_ n: Int) { lock.lock(); bytes += n; lock.unlock() }
+    func fail(_ e: Error) { lock.lock(); if failure == nil { failure = e }; lock.unlock() }
+}
