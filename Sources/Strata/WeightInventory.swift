@@ -17,6 +17,14 @@ public struct WeightInventory: Sendable {
     /// bytes of one row of the cold embedding
     public var coldRowBytes: Int
     public var totalBytes: Int { otherBytes + coldBytes + layerBytes.reduce(0, +) }
+    /// A mixture of experts: the bytes of each layer's routed experts (within `layerBytes`),
+    /// every expert's place in the files (`[]` for a dense model), the largest one's bytes.
+    public var expertLayerBytes: [Int]
+    public var experts: [[ExpertLocation]]
+    public var expertBytes: Int
+    /// Each layer's bytes without its routed experts (what stays with the layer when the experts
+    /// are read through the expert cache).
+    public var denseLayerBytes: [Int] { zip(layerBytes, expertLayerBytes).map { $0 - $1 } }
     /// The dtype that sizes the forward pass's conversion scratch: the first matrix that is not
     /// f32 (tensors each have their own dtype), f32 when all are.
     public var matrixScratchDType: DType {
@@ -32,15 +40,27 @@ public struct WeightInventory: Sendable {
         var locs: [TensorLocation] = []
         var perLayer = [Int](repeating: 0, count: layers)
         var other = 0
+        var expertsPerLayer = [Int](repeating: 0, count: layers)
         for name in ckpt.tensorNames {
             guard let e = ckpt.entry(name), let dtype = e.dtype, let path = ckpt.path(of: name) else { continue }
-            let l = arch.place(of: name)?.layer ?? -1
+            let place = arch.place(of: name)
+            let l = place?.layer ?? -1
             let layer = l < layers ? l : -1
-            locs.append(TensorLocation(name: name, path: path, begin: e.begin, end: e.end, dtype: dtype, shape: e.shape, layer: layer))
+            let part = [TensorRole.expertGate: 0, .expertUp: 1, .expertDown: 2][place?.role ?? .tokenEmbedding]
+            locs.append(TensorLocation(name: name, path: path, begin: e.begin, end: e.end, dtype: dtype, shape: e.shape, layer: layer,
+                                       expert: part.map { ($0, place?.expert) }))
             if layer >= 0 { perLayer[layer] += e.byteCount } else { other += e.byteCount }
+            if layer >= 0 && part != nil { expertsPerLayer[layer] += e.byteCount }
         }
         locations = locs
         layerBytes = perLayer
+        expertLayerBytes = expertsPerLayer
+        if folder.spec.moe != nil {
+            experts = try TensorLocation.experts(locs, layers: layers, location: folder.directory)
+        } else {
+            experts = []
+        }
+        expertBytes = experts.flatMap { $0 }.map(\.bytes).max() ?? 0
         // the token embedding is cold when the LM head is a separate tensor (not tied to it)
         let coldName = arch.coldEmbedding(in: ckpt.tensorNames)
         let cold = locs.filter { $0.name == coldName }

@@ -11,8 +11,53 @@ public struct TensorLocation: Sendable {
     public var shape: [Int]
     /// transformer layer, or -1 outside the layers
     public var layer: Int
-    public init(name: String, path: String, begin: Int, end: Int, dtype: DType, shape: [Int], layer: Int) {
+    /// A routed expert's matrix: which (0 gate, 1 up, 2 down) and whose (nil: the layer's
+    /// experts stacked, `[experts, rows, cols]`); nil for every other tensor.
+    public var expert: (part: Int, index: Int?)?
+    public init(name: String, path: String, begin: Int, end: Int, dtype: DType, shape: [Int], layer: Int,
+                expert: (part: Int, index: Int?)? = nil) {
         self.name = name; self.path = path; self.begin = begin; self.end = end; self.dtype = dtype; self.shape = shape; self.layer = layer
+        self.expert = expert
+    }
+}
+
+extension TensorLocation {
+    /// Every expert of every layer (`layers` of them), from the locations of their matrices:
+    /// each expert's own tensors, or its slice of a stacked one. A layer whose experts lack a
+    /// matrix, or differ in type or shape, is refused by name.
+    public static func experts(_ locations: [TensorLocation], layers: Int, location: String) throws -> [[ExpertLocation]] {
+        var parts = [[Int: [ExpertLocation.Part?]]](repeating: [:], count: layers)
+        for l in locations {
+            guard let x = l.expert, l.layer >= 0, l.layer < layers else { continue }
+            if let e = x.index {
+                guard l.shape.count == 2 else { throw TieredWeightStore.StoreError.badExpert(name: l.name, location: location, reason: "not a matrix: \(l.shape)") }
+                parts[l.layer][e, default: [nil, nil, nil]][x.part] = .init(path: l.path, begin: l.begin, end: l.end, dtype: l.dtype, shape: l.shape)
+            } else {
+                guard l.shape.count == 3, l.shape[0] > 0, (l.end - l.begin) % l.shape[0] == 0 else {
+                    throw TieredWeightStore.StoreError.badExpert(name: l.name, location: location, reason: "not [experts, rows, cols]: \(l.shape)")
+                }
+                let each = (l.end - l.begin) / l.shape[0]
+                for e in 0..<l.shape[0] {
+                    parts[l.layer][e, default: [nil, nil, nil]][x.part] =
+                        .init(path: l.path, begin: l.begin + e * each, end: l.begin + (e + 1) * each, dtype: l.dtype, shape: Array(l.shape[1...]))
+                }
+            }
+        }
+        return try parts.enumerated().map { (layer, byExpert) in
+            let n = byExpert.count
+            return try (0..<n).map { e in
+                guard let p = byExpert[e], let g = p[0], let u = p[1], let d = p[2] else {
+                    throw TieredWeightStore.StoreError.badExpert(name: "layer \(layer) expert \(e)", location: location,
+                                                                 reason: "missing matrices (experts 0..<\(n) expected, each with gate, up and down)")
+                }
+                if let first = byExpert[0]?.compactMap({ $0 }), first.count == 3,
+                   zip(first, [g, u, d]).contains(where: { $0.dtype != $1.dtype || $0.shape != $1.shape }) {
+                    throw TieredWeightStore.StoreError.badExpert(name: "layer \(layer) expert \(e)", location: location,
+                                                                 reason: "its matrices differ in type or shape from expert 0's")
+                }
+                return ExpertLocation(layer: layer, expert: e, parts: [g, u, d])
+            }
+        }
     }
 }
 
@@ -46,6 +91,9 @@ public final class TieredWeightStore: WeightStore, @unchecked Sendable {
     public let slotBytes: Int
     let ledger: Ledger
     private var resident: [String: Tensor] = [:]
+    /// The expert cache, and the layers whose experts it reads.
+    public let expertCache: ExpertCache?
+    private let expertLayers: Set<Int>
     private var locations: [String: TensorLocation] = [:]
     /// streamed layer -> its index in `streamedLayers`
     private var streamIndex: [Int: Int] = [:]
@@ -80,9 +128,14 @@ public final class TieredWeightStore: WeightStore, @unchecked Sendable {
     /// - Parameters:
     ///   - cold: tensors read a row at a time through a file mapping instead (an untied token
     ///     embedding: one row per token, so the page cache it causes is a few pages a token).
-    public init(locations: [TensorLocation], streamed: Set<Int>, prefetchDepth: Int, ledger: Ledger, location: String,
-                cold: Set<String> = []) throws {
+    ///   - experts: the expert cache a mixture's routed experts are read through (their tensors
+    ///     are then neither resident nor in the layers' staging); nil: experts are layer tensors.
+    public init(locations allLocations: [TensorLocation], streamed: Set<Int>, prefetchDepth: Int, ledger: Ledger, location: String,
+                cold: Set<String> = [], experts: ExpertCache? = nil) throws {
         precondition(prefetchDepth >= 0, "TieredWeightStore: negative prefetch depth")
+        let locations = experts == nil ? allLocations : allLocations.filter { $0.expert == nil }
+        expertCache = experts
+        expertLayers = Set(allLocations.compactMap { $0.expert != nil ? $0.layer : nil })
         self.location = location
         self.ledger = ledger
         self.prefetchDepth = prefetchDepth
@@ -204,6 +257,8 @@ public final class TieredWeightStore: WeightStore, @unchecked Sendable {
 
     public func contains(_ name: String) -> Bool { locations[name] != nil }
 
+    public func experts(layer: Int) -> ExpertSource? { expertLayers.contains(layer) ? expertCache : nil }
+
     public func tensor(_ name: String, layer: Int) throws -> Tensor {
         if let t = resident[name] { return t }
         guard let l = locations[name] else { throw StoreError.missingTensor(name: name, location: location) }
@@ -216,9 +271,11 @@ public final class TieredWeightStore: WeightStore, @unchecked Sendable {
     public enum StoreError: Error, CustomStringConvertible {
         case missingTensor(name: String, location: String)
         case outOfOrder(expected: Int, got: Int)
+        case badExpert(name: String, location: String, reason: String)
         public var description: String {
             switch self {
             case let .missingTensor(n, l): return "\(l): missing tensor '\(n)'"
+            case let .badExpert(n, l, r): return "\(l): routed expert \(n): \(r)"
             case let .outOfOrder(e, g): return "streamed layers used out of order: expected layer \(e), got \(g)"
             }
         }

@@ -328,7 +328,7 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
                 L.o.apply(attn, rows: r, x, accumulate: true, scratch: conv)
                 Ops.rmsNorm(x, weight: L.postNorm.f32, eps: eps, xn, rows: r, n: h)
                 if let moe = L.moe {
-                    moe.apply(xn, rows: r, into: x, ws: ws)
+                    try moe.apply(xn, rows: r, into: x, ws: ws)
                 } else if let gate = L.gate, let up = L.up, let down = L.down {
                     WeightMatrix.applyGroup(xn, rows: r, (gate, ws.ffA.f32), (up, ws.ffB.f32), scratch: conv)
                     Ops.swiglu(ws.ffA.f32, ws.ffB.f32, count: r * ff)

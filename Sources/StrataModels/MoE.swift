@@ -69,7 +69,12 @@ struct Expert {
 struct MoELayer {
     /// [experts, hidden]
     let router: WeightMatrix
+    /// the experts when they are among the layer's tensors; empty when `source` reads them
     let experts: [Expert]
+    /// the expert cache this layer's experts are read through (nil: `experts`)
+    let source: ExpertSource?
+    let layer: Int
+    let count: Int
     let k: Int
     let normalizeTopK: Bool
 
@@ -78,6 +83,15 @@ struct MoELayer {
     init(_ w: WeightLoader, layer: Int, config: MoEConfig) throws {
         router = WeightMatrix(try w.weight(.router, layer: layer))
         let n = config.shape.experts
+        self.layer = layer
+        count = n
+        k = config.shape.expertsPerToken
+        normalizeTopK = config.normalizeTopK
+        source = w.store.experts(layer: layer)
+        if source != nil {
+            experts = []
+            return
+        }
         func stacked(_ role: TensorRole) throws -> Tensor? {
             let name = w.name(role, layer: layer)
             guard w.store.contains(name) else { return nil }
@@ -91,15 +105,13 @@ struct MoELayer {
             }
             return Expert(gate: try one(.expertGate, gates), up: try one(.expertUp, ups), down: try one(.expertDown, downs))
         }
-        k = config.shape.expertsPerToken
-        normalizeTopK = config.normalizeTopK
     }
 
     var matrices: [WeightMatrix] { [router] + experts.flatMap(\.matrices) }
 
     /// `x[0..<rows] += MoE(xn[0..<rows])`. Buffers from `ws` (`moe`, `ffA`, `ffB`).
-    func apply(_ xn: UnsafePointer<Float>, rows r: Int, into x: UnsafeMutablePointer<Float>, ws: Workspace) {
-        let m = ws.moe!, h = router.inFeatures, n = experts.count
+    func apply(_ xn: UnsafePointer<Float>, rows r: Int, into x: UnsafeMutablePointer<Float>, ws: Workspace) throws {
+        let m = ws.moe!, h = router.inFeatures, n = count
         let logits = m.router.f32, conv = ws.convertScratch
         router.apply(xn, rows: r, logits, scratch: conv)
         Ops.softmax(logits, rows: r, n: n)
@@ -111,6 +123,12 @@ struct MoELayer {
             for j in 0..<k {
                 var best = -1, bestP = -Float.infinity
                 for e in 0..<n where p[e] > bestP && !m.chosen(i, upTo: j, e, k: k) { best = e; bestP = p[e] }
+                if best < 0 {
+                    // NaN probabilities (a non-finite row): any expert, so the NaN reaches the
+                    // logits and the caller's finite check names where it came from
+                    best = (0..<n).first { !m.chosen(i, upTo: j, $0, k: k) }!
+                    bestP = p[best]
+                }
                 m.choice[i * k + j] = Int32(best)
                 m.weight[i * k + j] = bestP
                 sum += bestP
@@ -126,21 +144,42 @@ struct MoELayer {
             m.order[m.starts[e] + m.counts[e]] = Int32(i)
             m.counts[e] += 1
         }
+        guard let source else {
+            for e in 0..<n where m.counts[e] > 0 { run(e, experts[e], xn, x, ws) }
+            return
+        }
+        // through the expert cache: the chosen experts pinned a group at a time (all at once
+        // when the slots allow), in expert order as above, so the sums are the same
+        m.active.removeAll(keepingCapacity: true)
+        for e in 0..<n where m.counts[e] > 0 { m.active.append(e) }
+        var next = 0
+        while next < m.active.count {
+            let group = m.active[next..<min(m.active.count, next + source.slotCount)]
+            try source.pin(layer: layer, experts: group, into: &m.pinned)
+            defer { source.unpin(layer: layer, experts: group) }
+            for (e, wts) in zip(group, m.pinned) {
+                run(e, Expert(gate: WeightMatrix(wts.gate), up: WeightMatrix(wts.up), down: WeightMatrix(wts.down)), xn, x, ws)
+            }
+            next += group.count
+        }
+    }
+
+    /// Expert `e`'s MLP over the rows routed to it, added to their residual rows by weight.
+    private func run(_ e: Int, _ ex: Expert, _ xn: UnsafePointer<Float>, _ x: UnsafeMutablePointer<Float>, _ ws: Workspace) {
+        let m = ws.moe!, h = router.inFeatures, conv = ws.convertScratch
         let rowsIn = m.rows.f32, out = m.out.f32, a = ws.ffA.f32, b = ws.ffB.f32
-        for e in 0..<n where m.counts[e] > 0 {
-            let cnt = m.counts[e], first = m.starts[e], ex = experts[e], ff = ex.gate.outFeatures
-            for j in 0..<cnt {
-                let row = Int(m.order[first + j]) / k
-                (rowsIn + j * h).update(from: xn + row * h, count: h)
-            }
-            WeightMatrix.applyGroup(rowsIn, rows: cnt, (ex.gate, a), (ex.up, b), scratch: conv)
-            Ops.swiglu(a, b, count: cnt * ff)
-            ex.down.apply(a, rows: cnt, out, scratch: conv)
-            for j in 0..<cnt {
-                let slot = Int(m.order[first + j]), row = slot / k, wgt = m.weight[slot]
-                let dst = x + row * h, src = out + j * h
-                for c in 0..<h { dst[c] += wgt * src[c] }
-            }
+        let cnt = m.counts[e], first = m.starts[e], ff = ex.gate.outFeatures
+        for j in 0..<cnt {
+            let row = Int(m.order[first + j]) / k
+            (rowsIn + j * h).update(from: xn + row * h, count: h)
+        }
+        WeightMatrix.applyGroup(rowsIn, rows: cnt, (ex.gate, a), (ex.up, b), scratch: conv)
+        Ops.swiglu(a, b, count: cnt * ff)
+        ex.down.apply(a, rows: cnt, out, scratch: conv)
+        for j in 0..<cnt {
+            let slot = Int(m.order[first + j]), row = slot / k, wgt = m.weight[slot]
+            let dst = x + row * h, src = out + j * h
+            for c in 0..<h { dst[c] += wgt * src[c] }
         }
     }
 }
@@ -155,6 +194,8 @@ final class MoEBuffers {
     var choice: [Int32], weight: [Float], order: [Int32]
     /// [experts] rows per expert and where each expert's slots start in `order`
     var counts: [Int], starts: [Int]
+    /// the experts chosen in this pass, and the weights of a pinned group (expert cache)
+    var active: [Int], pinned: [ExpertWeights]
 
     init(maxRows: Int, hidden: Int, shape s: MoEShape) {
         router = Tensor(zeros: [maxRows, s.experts])
@@ -165,6 +206,10 @@ final class MoEBuffers {
         order = [Int32](repeating: 0, count: maxRows * s.expertsPerToken)
         counts = [Int](repeating: 0, count: s.experts)
         starts = [Int](repeating: 0, count: s.experts)
+        active = []
+        active.reserveCapacity(s.experts)
+        pinned = []
+        pinned.reserveCapacity(s.experts)
     }
 
     static func bytes(maxRows: Int, hidden: Int, shape s: MoEShape) -> Int {

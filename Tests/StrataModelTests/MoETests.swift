@@ -4,6 +4,8 @@ import Testing
 @testable import StrataFormats
 @testable import StrataModels
 import StrataTensor
+@testable import StrataMemory
+@testable import Strata
 
 /// Mixtures of experts (Qwen3-MoE, Mixtral): logits, greedy tokens, batched and streamed runs are
 /// in the model lists of ModelTests, GenerationTests, PagedTests and TieringTests; here the
@@ -80,6 +82,42 @@ import StrataTensor
         try SafetensorsWriter.write(path: d + "/model.safetensors", tensors: kept)
         #expect(throws: TensorError.shapeMismatch(context: "\(gone) in \(d)", expected: [96, 48], actual: [48, 96])) {
             try ModelRegistry.load(directory: d)
+        }
+    }
+
+    /// Experts read one by one through the expert cache (1 slot: every expert a group of its
+    /// own; 3 slots), with a layer's dense part streamed too: the logits of the all-RAM model,
+    /// bit for bit (the experts run in the same order), and every routed expert counted.
+    @Test(arguments: ["qwen3-moe", "mixtral", "gguf:qwen3moe-q4_k_m", "gguf:mixtral-q4_k_m"])
+    func expertsThroughTheCacheGiveTheSameLogits(name: String) throws {
+        let gguf = name.hasPrefix("gguf:")
+        let short = String(name.dropFirst(gguf ? 5 : 0))
+        let dir = gguf ? GGUFFixtures.path(short) : Fixtures.model(short)
+        let folder = try ModelFolder(path: dir)
+        let spec = folder.spec, moe = try #require(spec.moe)
+        let inv = try WeightInventory(folder: folder)
+        let sparse = moe.sparseLayers.filter { $0 }.count
+        #expect(inv.experts.map(\.count) == moe.sparseLayers.map { $0 ? moe.experts : 0 })
+        #expect(inv.expertLayerBytes.reduce(0, +) == inv.experts.joined().reduce(0) { $0 + $1.bytes })
+        let seq = gguf ? try GGUFFixtures.reference(short).sequences[1] : try Fixtures.reference(short).sequences[1]
+        let want = try folder.load().logits(seq.map(Int32.init))
+        for slots in [1, 3] {
+            let ledger = Ledger(budget: nil)
+            let cache = try ExpertCache(experts: inv.experts, slots: slots, ledger: ledger)
+            let store = try TieredWeightStore(locations: inv.locations, streamed: [1], prefetchDepth: 0, ledger: ledger, location: dir, experts: cache)
+            defer { store.shutdown() }
+            let model = try folder.load(store: store)
+            let got = try model.logits(seq.map(Int32.init))
+            #expect(got == want, "\(name), \(slots) slots")
+            // every token chose k experts in every sparse layer: one pin each (a pass groups a
+            // token's uses of one expert, so at most that many)
+            let s = cache.stats
+            #expect(s.misses > 0 && s.hits + s.misses <= seq.count * moe.expertsPerToken * sparse && s.bytesRead > 0, "\(s)")
+            #expect(s.layerMisses.count == spec.layers && zip(s.layerHits, moe.sparseLayers).allSatisfy { $1 || $0 == 0 })
+            #expect(ledger.lines[.expertCache] == slots * cache.slotBytes)
+            // no expert's bytes are resident or staged
+            let resident = (ledger.lines[.layerWeights] ?? 0) + (ledger.lines[.staging] ?? 0)
+            #expect(resident <= inv.denseLayerBytes.reduce(0, +) + inv.denseLayerBytes.max()! + 2 * 4096 * spec.layers)
         }
     }
 }
