@@ -23,10 +23,14 @@ public struct Placement: Codable, Sendable, Equatable {
     public var batchSize: Int
     /// What the KV cache stores keys and values as (`DType.kvTypes`).
     public var kvType: DType
+    /// A mixture of experts: slots of the expert cache its routed experts are read through (0:
+    /// the experts are tensors of their layers, resident or streamed with them).
+    public var expertSlots: Int = 0
 
     enum CodingKeys: String, CodingKey {
         case weights, streamedLayers = "streamed_layers", prefetchDepth = "prefetch_depth", kvBlockSize = "kv_block_size"
         case kvBlocksRAM = "kv_blocks_ram", kvBlocksDisk = "kv_blocks_disk", batchSize = "batch_size", kvType = "kv_type"
+        case expertSlots = "expert_slots"
     }
 
     public init(weights: Weights, streamedLayers: [Int], prefetchDepth: Int, kvBlockSize: Int, kvBlocksRAM: Int, kvBlocksDisk: Int, batchSize: Int,
@@ -47,6 +51,7 @@ public struct Placement: Codable, Sendable, Equatable {
         kvBlocksDisk = try c.decode(Int.self, forKey: .kvBlocksDisk)
         batchSize = try c.decode(Int.self, forKey: .batchSize)
         kvType = try c.decodeIfPresent(DType.self, forKey: .kvType) ?? .f32
+        expertSlots = try c.decodeIfPresent(Int.self, forKey: .expertSlots) ?? 0
     }
 
     /// Checks a placement read from a file (a saved placement or plan) against the model:
@@ -62,6 +67,7 @@ public struct Placement: Codable, Sendable, Equatable {
         if !(1...4096).contains(batchSize) { throw bad("batch_size", "must be in 1...4096, got \(batchSize)") }
         if let l = streamedLayers.first(where: { $0 < 0 || $0 >= layers }) { throw bad("streamed_layers", "layer \(l) does not exist (the model has \(layers))") }
         if Set(streamedLayers).count != streamedLayers.count { throw bad("streamed_layers", "a layer is listed twice") }
+        if !(0...(1 << 20)).contains(expertSlots) { throw bad("expert_slots", "must be in 0...\(1 << 20), got \(expertSlots)") }
     }
 }
 

@@ -43,28 +43,56 @@ public enum PlacementRule {
         let perBlock = PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: blockSize, type: kvType)
         let wantBlocks = kvBlocks ?? kvBlocksFor(workload, blockSize: blockSize)
         let minBlocks = (workload.promptTokens + workload.outputTokens + blockSize - 1) / blockSize + 1
-        let maxLayer = inv.layerBytes.max() ?? 0
-        let staging = min(prefetchDepth + 1, inv.layerBytes.count) * maxLayer
-        let minimum = fixed + inv.otherBytes + min(staging, inv.layerBytes.reduce(0, +)) + minBlocks * perBlock
+        // a mixture whose experts do not all fit reads them through the expert cache: then the
+        // layers stream (or stay) without their experts, and at least one token's experts fit
+        let all = inv.layerBytes.reduce(0, +)
+        let roomForAll = budget - fixed - inv.otherBytes - minBlocks * perBlock
+        let expertCache = spec.moe != nil && !inv.experts.isEmpty && all > roomForAll
+        let layerBytes = expertCache ? inv.denseLayerBytes : inv.layerBytes
+        let slotBytes = expertCache ? ExpertCache.slotBytes(inv.experts) : 0
+        let minSlots = expertCache ? spec.moe!.expertsPerToken : 0
+        let layersTotal = layerBytes.reduce(0, +)
+        let maxLayer = layerBytes.max() ?? 0
+        let staging = min(prefetchDepth + 1, layerBytes.count) * maxLayer
+        let minimum = fixed + inv.otherBytes + min(staging, layersTotal) + minSlots * slotBytes + minBlocks * perBlock
         if budget < minimum {
             throw BudgetError.tooSmall(budget: budget, minimum: minimum, detail:
                 "runtime and activations \(formatBytes(fixed)), embeddings/norms/head \(formatBytes(inv.otherBytes)), "
-                + "staging for one streamed layer plus \(prefetchDepth) prefetched \(formatBytes(staging)), KV (\(kvType.rawValue)) for one sequence \(formatBytes(minBlocks * perBlock))")
+                + "staging for one streamed layer plus \(prefetchDepth) prefetched \(formatBytes(staging)), "
+                + (expertCache ? "\(minSlots) expert slots (one token's experts) \(formatBytes(minSlots * slotBytes)), " : "")
+                + "KV (\(kvType.rawValue)) for one sequence \(formatBytes(minBlocks * perBlock))")
         }
         var left = budget - fixed - inv.otherBytes
         // KV: as the workload wants, but never so much that weights cannot stream
-        let kvRAM = max(minBlocks, min(wantBlocks, (left - min(staging, inv.layerBytes.reduce(0, +))) / perBlock))
+        let kvRAM = max(minBlocks, min(wantBlocks, (left - min(staging, layersTotal) - minSlots * slotBytes) / perBlock))
         left -= kvRAM * perBlock
         var streamed: [Int] = []
-        if inv.layerBytes.reduce(0, +) > left {
+        var slots = 0
+        if expertCache {
+            // the dense part resident when it fits beside one token's experts, else streamed
+            // layer by layer; every byte left becomes expert slots (no more than there are experts)
+            if layersTotal + minSlots * slotBytes > left {
+                left -= staging
+                var resident = 0
+                for (i, b) in layerBytes.enumerated() {
+                    if resident + b + minSlots * slotBytes <= left { resident += b } else { streamed.append(i) }
+                }
+                left -= resident
+            } else {
+                left -= layersTotal
+            }
+            slots = max(minSlots, min(inv.experts.reduce(0) { $0 + $1.count }, left / slotBytes))
+        } else if layersTotal > left {
             left -= staging
             var resident = 0
-            for (i, b) in inv.layerBytes.enumerated() {
+            for (i, b) in layerBytes.enumerated() {
                 if resident + b <= left { resident += b } else { streamed.append(i) }
             }
         }
-        return Placement(weights: .tiered, streamedLayers: streamed, prefetchDepth: prefetchDepth, kvBlockSize: blockSize,
-                         kvBlocksRAM: kvRAM, kvBlocksDisk: 0, batchSize: workload.batch, kvType: kvType)
+        var p = Placement(weights: .tiered, streamedLayers: streamed, prefetchDepth: prefetchDepth, kvBlockSize: blockSize,
+                          kvBlocksRAM: kvRAM, kvBlocksDisk: 0, batchSize: workload.batch, kvType: kvType)
+        p.expertSlots = slots
+        return p
     }
 
     static func kvBlocksFor(_ w: Workload, blockSize: Int) -> Int { kvBlocks(w, blockSize: blockSize) }

@@ -25,6 +25,11 @@ public struct Measured: Codable, Sendable {
     public var wallSeconds: Double
     public var promptTokens: Int
     public var generatedTokens: Int
+    /// A mixture read through the expert cache: its hits, misses and reads (per layer too).
+    public var expertCache: ExpertCacheStats? = nil
+    /// The share of routed experts found in RAM, and per layer (nil without an expert cache).
+    public var expertHitRate: Double? = nil
+    public var expertLayerHitRates: [Double]? = nil
 
     enum CodingKeys: String, CodingKey {
         case prefillTokensPerSecond = "prefill_tokens_per_second", decodeTokensPerSecond = "decode_tokens_per_second"
@@ -34,6 +39,7 @@ public struct Measured: Codable, Sendable {
         case computeSeconds = "compute_seconds", ioWaitSeconds = "io_wait_seconds", peakResidentBytes = "peak_resident_bytes"
         case peakResidentLines = "peak_resident_lines", peakRSSBytes = "peak_rss_bytes", kvBlocksSwapped = "kv_blocks_swapped"
         case wallSeconds = "wall_seconds", promptTokens = "prompt_tokens", generatedTokens = "generated_tokens"
+        case expertCache = "expert_cache", expertHitRate = "expert_hit_rate", expertLayerHitRates = "expert_layer_hit_rates"
     }
 }
 

@@ -65,8 +65,10 @@ public final class TieredRun: @unchecked Sendable {
         case .tiered:
             // the cold embedding's rows pass through the page cache: a row per token
             try ledger.charge(.coldRows, PlacementRule.coldPageCacheBytes(inv, workload))
+            // a mixture's experts through the expert cache when the placement gives it slots
+            let experts = p.expertSlots > 0 && !inv.experts.isEmpty ? try ExpertCache(experts: inv.experts, slots: p.expertSlots, ledger: ledger) : nil
             store = try TieredWeightStore(locations: inv.locations, streamed: Set(p.streamedLayers), prefetchDepth: p.prefetchDepth,
-                                          ledger: ledger, location: directory, cold: inv.coldNames)
+                                          ledger: ledger, location: directory, cold: inv.coldNames, experts: experts)
         case .mmap:
             // mapped pages are not RAM the ledger controls; they are counted as the kernel maps them (peak RSS)
             store = MappedWeightStore(checkpoint: try folder.requireCheckpoint())
@@ -84,6 +86,7 @@ public final class TieredRun: @unchecked Sendable {
         let wall = now() - t0
         let st = engine.stats
         let io: WeightIOStats = (store as? TieredWeightStore)?.stats ?? WeightIOStats.init()
+        let experts = (store as? TieredWeightStore)?.expertCache?.stats
         let generated = outs.reduce(0) { $0 + $1.ids.count }
         // per sequence: one token per decode step. (Aggregate decode tokens / s over the batch
         // size undercounts when sequences finish at different steps: a batch of 16 whose first 8
@@ -93,14 +96,20 @@ public final class TieredRun: @unchecked Sendable {
             decodeTokensPerSecond: st.decodeOnlySeconds > 0 ? Double(st.decodeOnlySteps) / st.decodeOnlySeconds : 0,
             aggregateTokensPerSecond: wall > 0 ? Double(generated) / wall : 0,
             timeToFirstTokenSeconds: st.firstTokenSeconds,
-            diskBytesRead: io.bytesRead + st.swapBytesRead,
-            diskReadBytesPerSecond: io.readSeconds > 0 ? Double(io.bytesRead) / io.readSeconds : 0,
+            diskBytesRead: io.bytesRead + st.swapBytesRead + (experts?.bytesRead ?? 0),
+            diskReadBytesPerSecond: io.readSeconds + (experts?.readSeconds ?? 0) > 0
+                ? Double(io.bytesRead + (experts?.bytesRead ?? 0)) / (io.readSeconds + (experts?.readSeconds ?? 0)) : 0,
             computeSeconds: max(0, wall - io.waitSeconds),
             ioWaitSeconds: io.waitSeconds,
             peakResidentBytes: ledger.peak, peakResidentLines: LedgerLine.named(ledger.peakLines),
             peakRSSBytes: ProcessMemory.read().peak,
             kvBlocksSwapped: st.blocksSwappedOut + st.blocksSwappedIn,
             wallSeconds: wall, promptTokens: st.promptTokensComputed, generatedTokens: generated)
+        if let experts {
+            m.expertCache = experts
+            m.expertHitRate = experts.hitRate
+            m.expertLayerHitRates = experts.layerHitRates
+        }
         if st.decodeOnlySteps > 0 {
             m.decodeStepSeconds = st.decodeOnlySeconds / Double(st.decodeOnlySteps)
             m.decodeRowsPerStep = Double(st.decodeOnlyTokens) / Double(st.decodeOnlySteps)

@@ -148,7 +148,7 @@ extension Generate {
         if Interrupt.requested { rep.interrupted = true }
         if single { out.write(Data("\n".utf8)) }
         let p = rep.placement
-        eprint("placement: weights \(p.weights.rawValue), \(spec.layers - p.streamedLayers.count) layers resident, \(p.streamedLayers.count) streamed (prefetch \(p.prefetchDepth)), KV (\(p.kvType.rawValue)) \(p.kvBlocksRAM) blocks in RAM, \(p.kvBlocksDisk) on disk")
+        eprint("placement: weights \(p.weights.rawValue), \(spec.layers - p.streamedLayers.count) layers resident, \(p.streamedLayers.count) streamed (prefetch \(p.prefetchDepth)), KV (\(p.kvType.rawValue)) \(p.kvBlocksRAM) blocks in RAM, \(p.kvBlocksDisk) on disk" + (p.expertSlots > 0 ? ", \(p.expertSlots) expert slots" : ""))
         for o in outs where !single {
             if promptsFile == nil {
                 try printJSON(["prompt_ids": requests[0].prompt, "ids": o.ids, "text": o.text])
@@ -161,6 +161,11 @@ extension Generate {
                       m.prefillTokensPerSecond, m.decodeTokensPerSecond, m.aggregateTokensPerSecond, m.timeToFirstTokenSeconds,
                       formatBytes(m.diskBytesRead) as NSString, m.diskReadBytesPerSecond / 1e6, m.ioWaitSeconds,
                       formatBytes(m.peakResidentBytes) as NSString, formatBytes(m.peakRSSBytes) as NSString))
+        if let x = m.expertCache {
+            eprint(String(format: "expert cache: %d slots, hit rate %.1f%% (%d hits, %d misses), %@ read; per layer: %@", p.expertSlots,
+                          100 * x.hitRate, x.hits, x.misses, formatBytes(x.bytesRead) as NSString,
+                          x.layerHitRates.map { String(format: "%.0f%%", 100 * $0) }.joined(separator: " ") as NSString))
+        }
         if let usedPlan {
             // Session.run compared the report with the plan's prediction (and the rule's figure)
             if !usedPlan.versusRule.isEmpty { eprint("plan vs \(usedPlan.versusRule)") }

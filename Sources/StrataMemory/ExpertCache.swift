@@ -33,6 +33,14 @@ public struct ExpertCacheStats: Sendable, Codable, Equatable {
     public var layerHits: [Int] = []
     public var layerMisses: [Int] = []
     public var hitRate: Double { hits + misses > 0 ? Double(hits) / Double(hits + misses) : 0 }
+    /// Per layer: hits / (hits + misses), 0 for a layer with no experts.
+    public var layerHitRates: [Double] {
+        zip(layerHits, layerMisses).map { $0 + $1 > 0 ? Double($0) / Double($0 + $1) : 0 }
+    }
+    enum CodingKeys: String, CodingKey {
+        case hits, misses, bytesRead = "bytes_read", readSeconds = "read_seconds", layerHits = "layer_hits", layerMisses = "layer_misses"
+    }
+    public init() {}
 }
 
 /// The slots a mixture's routed experts are read into, one expert per slot, when the experts do
@@ -67,19 +75,28 @@ public final class ExpertCache: ExpertSource, @unchecked Sendable {
 
     static let align = 4096
 
+    /// Bytes of one slot for these experts (room for the largest of each matrix, aligned for
+    /// O_DIRECT reads), as the cache allocates it: what a placement counts per slot.
+    public static func slotBytes(_ experts: [[ExpertLocation]]) -> Int { layout(experts).bytes }
+
+    private static func layout(_ experts: [[ExpertLocation]]) -> (offsets: [Int], bytes: Int) {
+        var largest = [0, 0, 0]
+        for layer in experts { for e in layer { for (p, part) in e.parts.enumerated() { largest[p] = max(largest[p], part.bytes) } } }
+        var offsets: [Int] = [], at = 0
+        for p in 0..<3 {
+            offsets.append(at)
+            at += (largest[p] + 2 * align) / align * align
+        }
+        return (offsets, at)
+    }
+
     /// `experts[layer]`: every expert of each layer with experts (an empty list for a dense layer).
     public init(experts: [[ExpertLocation]], slots: Int, ledger: Ledger) throws {
         precondition(slots >= 1, "ExpertCache: no slot")
         self.experts = experts
         self.ledger = ledger
         expertsPerLayer = experts.map(\.count).max() ?? 0
-        var largest = [0, 0, 0]
-        for layer in experts { for e in layer { for (p, part) in e.parts.enumerated() { largest[p] = max(largest[p], part.bytes) } } }
-        var offsets: [Int] = [], at = 0
-        for p in 0..<3 {
-            offsets.append(at)
-            at += (largest[p] + 2 * Self.align) / Self.align * Self.align
-        }
+        let (offsets, at) = Self.layout(experts)
         partOffset = offsets
         slotBytes = at
         slotCount = slots

@@ -120,4 +120,39 @@ import StrataTensor
             #expect(resident <= inv.denseLayerBytes.reduce(0, +) + inv.denseLayerBytes.max()! + 2 * 4096 * spec.layers)
         }
     }
+
+    /// Under a budget the whole model does not fit: the placement gives the experts cache slots
+    /// (the minimum: one token's), the run's tokens are the all-RAM run's, the ledger stays in the
+    /// budget, and the report carries the hit rates.
+    @Test(arguments: ["gguf:qwen3moe-q4_k_m", "mixtral"])
+    func aBudgetBelowTheModelRunsTheExpertsThroughTheCache(name: String) throws {
+        let gguf = name.hasPrefix("gguf:")
+        let short = String(name.dropFirst(gguf ? 5 : 0))
+        let dir = gguf ? GGUFFixtures.path(short) : Fixtures.model(short)
+        let prompt = gguf ? try GGUFFixtures.reference(short).greedy_prompt : try Fixtures.reference(short).greedy_prompt
+        let params = SamplingParameters(temperature: 0, maxTokens: 12, stopAtEOS: false)
+        let workload = Workload(batch: 2, promptTokens: prompt.count, outputTokens: 12)
+        let alone = try Generator(LoadedModel(directory: dir)).generate(promptIDs: prompt, parameters: params).ids
+        let minimum: Int
+        do {
+            _ = try TieredRun(directory: dir, budget: 1 << 16, workload: workload)
+            Issue.record("expected BudgetError.tooSmall"); return
+        } catch let BudgetError.tooSmall(_, m, detail) {
+            #expect(detail.contains("expert slots"), "\(detail)")
+            minimum = m
+        }
+        let inv = try WeightInventory(directory: dir)
+        let run = try TieredRun(directory: dir, budget: minimum, workload: workload)
+        defer { run.shutdown() }
+        let k = try #require(run.loaded.spec.moe).expertsPerToken
+        #expect(run.placement.expertSlots == k)
+        let (outs, report) = try run.run([GenerationRequest(prompt: prompt, parameters: params),
+                                          GenerationRequest(prompt: Array(prompt.dropFirst(2)), parameters: params)])
+        #expect(outs[0].ids == alone, "\(name)")
+        #expect(run.ledger.peak <= minimum)
+        let x = try #require(report.measured.expertCache)
+        #expect(x.misses > 0 && report.measured.expertHitRate == x.hitRate && report.measured.expertLayerHitRates?.count == run.loaded.spec.layers)
+        #expect(report.measured.diskBytesRead >= x.bytesRead && x.bytesRead > 0)
+        #expect((run.ledger.peakLines[.expertCache] ?? 0) == k * ExpertCache.slotBytes(inv.experts))
+    }
 }
