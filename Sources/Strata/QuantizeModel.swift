@@ -58,7 +58,8 @@ public enum QuantizeModel {
     /// The type of one tensor under `scheme`: 1-D tensors stay f32; rows that are not whole blocks
     /// fall back to Q8_0 (or f16 when not whole 32s).
     static func type(gguf name: String, shape: [Int], scheme: Scheme, layers: Int) -> DType {
-        guard shape.count == 2 else { return .f32 }
+        // vectors and a mixture's router stay f32 (llama-quantize leaves ffn_gate_inp alone)
+        guard shape.count >= 2, !name.hasSuffix("ffn_gate_inp.weight") else { return .f32 }
         var t = scheme.base
         switch scheme {
         case .q8_0, .q6_k: break
@@ -66,9 +67,10 @@ public enum QuantizeModel {
         case .q4_k_m, .q5_k_m:
             let layer = name.hasPrefix("blk.") ? Int(name.split(separator: ".")[1]) ?? 0 : 0
             if name == "output.weight" { t = .q6_k }
-            if (name.hasSuffix("attn_v.weight") || name.hasSuffix("ffn_down.weight")) && useMoreBits(layer, layers) { t = .q6_k }
+            if (name.hasSuffix("attn_v.weight") || name.hasSuffix("ffn_down.weight") || name.hasSuffix("ffn_down_exps.weight"))
+                && useMoreBits(layer, layers) { t = .q6_k }
         }
-        let k = shape[1]
+        let k = shape.last!
         if k % t.blockElements != 0 { t = k % 32 == 0 ? .q8_0 : .f16 }
         return t
     }

@@ -61,6 +61,16 @@ public enum Synth {
         Preset(name: "llama-3.2-1b", architecture: LlamaArchitecture.self, hidden: 2048, intermediate: 8192, layers: 16, heads: 32, kvHeads: 8,
                vocab: 128256, maxPositions: 131072, tied: true, ropeTheta: 500000, rmsEps: 1e-5,
                extra: #"{"head_dim": 64, "rope_scaling": {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}}"#),
+        // mixtures of experts (written directly as a quantized GGUF: `strata synth --gguf q4_k_m`)
+        Preset(name: "tiny-moe", architecture: Qwen3MoeArchitecture.self, hidden: 256, intermediate: 768, layers: 4, heads: 8, kvHeads: 4,
+               vocab: 4096, maxPositions: 2048, tied: false, ropeTheta: 1_000_000, rmsEps: 1e-6,
+               extra: #"{"head_dim": 32, "num_experts": 16, "num_experts_per_tok": 4, "moe_intermediate_size": 256, "norm_topk_prob": true}"#),
+        Preset(name: "qwen3-30b-a3b", architecture: Qwen3MoeArchitecture.self, hidden: 2048, intermediate: 6144, layers: 48, heads: 32, kvHeads: 4,
+               vocab: 151936, maxPositions: 40960, tied: false, ropeTheta: 1_000_000, rmsEps: 1e-6,
+               extra: #"{"head_dim": 128, "num_experts": 128, "num_experts_per_tok": 8, "moe_intermediate_size": 768, "norm_topk_prob": true}"#),
+        Preset(name: "mixtral-8x7b", architecture: MixtralArchitecture.self, hidden: 4096, intermediate: 14336, layers: 32, heads: 32, kvHeads: 8,
+               vocab: 32000, maxPositions: 32768, tied: false, ropeTheta: 1_000_000, rmsEps: 1e-5,
+               extra: #"{"num_local_experts": 8, "num_experts_per_tok": 2}"#),
         Preset(name: "llama-2-7b", architecture: LlamaArchitecture.self, hidden: 4096, intermediate: 11008, layers: 32, heads: 32, kvHeads: 32,
                vocab: 32000, maxPositions: 4096, tied: false, ropeTheta: 10000, rmsEps: 1e-5, extra: "{}"),
     ]

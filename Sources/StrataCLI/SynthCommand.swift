@@ -3,13 +3,16 @@ import Foundation
 import Strata
 import StrataMemory
 import StrataPlanner
+import StrataTensor
 
 struct Synthesize: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "synth", abstract: "Write a random-weight model folder of a real shape.")
     @Option(help: "Preset: \(Synth.presets.map { $0.name }.joined(separator: ", ")).") var preset: String
     @Option(help: "Weight dtype: f32, f16 or bf16.") var dtype: String = "f32"
     @Option(help: "Seed of the weights.") var seed: UInt64 = 0
-    @Option(help: "Output folder.") var out: String
+    @Option(help: "Write a quantized GGUF file instead of a folder, by this scheme (\(QuantizeModel.Scheme.allCases.map(\.rawValue).joined(separator: ", "))): no full-precision copy is made (what a mixture of experts of real size needs).")
+    var gguf: String?
+    @Option(help: "Output folder (a .gguf file with --gguf).") var out: String
     @OptionGroup var threads: ThreadOption
 
     func run() throws {
@@ -21,6 +24,18 @@ struct Synthesize: ParsableCommand {
         let p = try Synth.preset(preset)
         let t0 = now()
         var bar = ProgressBar()
+        if let gguf {
+            guard let scheme = QuantizeModel.Scheme(rawValue: gguf) else {
+                throw ValidationError("--gguf must be one of \(QuantizeModel.Scheme.allCases.map(\.rawValue).joined(separator: ", ")), got '\(gguf)'")
+            }
+            do { try Synth.writeGGUF(preset: p, scheme: scheme, seed: seed, to: out, shouldStop: { Interrupt.requested }) { done, total in bar.update(done, total) } } catch let e as Interrupted {
+                bar.finish(); eprint("\(e)"); throw ExitCode(130)
+            }
+            bar.finish()
+            let size = (try? FileIO.size(path: out)) ?? 0
+            eprint("wrote \(out): \(p.name) (\(p.architecture.name), \(String(format: "%.2f", Double(p.parameterCount) / 1e9)) B parameters, \(scheme.rawValue), \(formatBytes(size))) in \(String(format: "%.1f", now() - t0)) s")
+            return
+        }
         do { try Synth.write(preset: p, dtype: dt, seed: seed, to: out, shouldStop: { Interrupt.requested }) { done, total in bar.update(done, total) } } catch let e as Interrupted {
             bar.finish(); eprint("\(e)"); throw ExitCode(130)
         }

@@ -64,6 +64,11 @@ extension LlamaFamilyConfig {
         default:
             break
         }
+        if let x = moe?.shape {
+            // llama.cpp's keys of a mixture (its qwen3moe and llama readers)
+            m += [(p + "expert_count", .u32(UInt32(clamping: x.experts))), (p + "expert_used_count", .u32(UInt32(clamping: x.expertsPerToken)))]
+            m.append((p + "expert_feed_forward_length", .u32(UInt32(clamping: x.intermediate))))
+        }
         return GGUFExport(architecture: arch, metadata: m, permuteQK: permute ? (heads, kvHeads) : nil, extraTensors: extra)
     }
 }

@@ -28,6 +28,9 @@ public enum MixtralArchitecture: LlamaFamilyArchitecture {
     /// llama.cpp writes Mixtral as `llama` with `llama.expert_count`, Q and K permuted as Llama's.
     public static var ggufArchitecture: String? { "llama" }
     public static var ggufExperts: Bool { true }
+    public static func ggufExport(config: ConfigFile) throws -> GGUFExport? {
+        try config.decode(MixtralConfig.self).family.ggufExport(arch: "llama", permute: true)
+    }
     public static var ggufWeightLayout: WeightLayout { .ropeInterleaved }
     public static func ggufConfig(_ h: GGUFHyperparameters) throws -> [String: Any] {
         var f = try h.llamaFamilyFields()

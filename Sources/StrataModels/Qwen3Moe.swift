@@ -32,6 +32,9 @@ public enum Qwen3MoeArchitecture: LlamaFamilyArchitecture {
         LlamaFamily.synthConfig(shape, architecture: name, modelType: "qwen3_moe")
     }
     public static var ggufArchitecture: String? { "qwen3moe" }
+    public static func ggufExport(config: ConfigFile) throws -> GGUFExport? {
+        try config.decode(Qwen3MoeConfig.self).family.ggufExport(arch: "qwen3moe", permute: false)
+    }
     public static var ggufExperts: Bool { true }
     /// llama.cpp's qwen3moe: the family's fields and the experts'; it always renormalizes the
     /// chosen experts' weights (the released models' `norm_topk_prob`). GGUF has no

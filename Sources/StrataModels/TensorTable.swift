@@ -18,8 +18,11 @@ public struct TensorDims: Sendable, Equatable {
                   vocab: s.vocabSize, positions: s.maxPositions, experts: s.moe?.experts ?? 0, expertIntermediate: s.moe?.intermediate ?? 0)
     }
     public init(_ s: SynthShape) {
+        let x = s.extraFields
+        let experts = (x["num_experts"] as? Int) ?? (x["num_local_experts"] as? Int) ?? 0
         self.init(hidden: s.hidden, intermediate: s.intermediate, heads: s.heads, kvHeads: s.kvHeads,
-                  headDim: (s.extraFields["head_dim"] as? Int) ?? s.hidden / s.heads, vocab: s.vocab, positions: s.maxPositions)
+                  headDim: (x["head_dim"] as? Int) ?? s.hidden / s.heads, vocab: s.vocab, positions: s.maxPositions,
+                  experts: experts, expertIntermediate: experts > 0 ? (x["moe_intermediate_size"] as? Int) ?? s.intermediate : 0)
     }
 }
 

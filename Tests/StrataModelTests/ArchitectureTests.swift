@@ -35,10 +35,17 @@ import Testing
         let unknown = [arch.place(of: "model.layers.0.self_attn.rotary_emb.inv_freq"), arch.place(of: "nonsense")]
         #expect(unknown.allSatisfy { $0 == nil })
         // llama.cpp's names from the same table: every synthesized tensor of an architecture read
-        // from GGUF has one, distinct, and it maps back to the tensor
+        // from GGUF has one, distinct, and it maps back to the tensor (a routed expert's: the
+        // layer's stacked tensor, named once)
         if arch.ggufArchitecture != nil {
             var seen = Set<String>()
-            for (tensor, _) in arch.synthTensors(p.shape) {
+            for (name, _) in arch.synthTensors(p.shape) {
+                var tensor = name
+                if let place = arch.place(of: name), let e = place.expert {
+                    #expect(arch.tensors.ggufName(hf: name) == nil)
+                    if e > 0 { continue }
+                    tensor = arch.tensors.name(place.role, layer: place.layer, expert: nil)
+                }
                 let g = try #require(arch.tensors.ggufName(hf: tensor), "\(tensor) has no GGUF name in \(arch.name)")
                 #expect(seen.insert(g).inserted, "\(g) twice")
                 #expect(arch.tensorName(gguf: g) == tensor, "\(tensor) -> \(g) -> \(arch.tensorName(gguf: g) ?? "nil")")

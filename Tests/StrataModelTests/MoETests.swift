@@ -155,4 +155,33 @@ import StrataTensor
         #expect(report.measured.diskBytesRead >= x.bytesRead && x.bytesRead > 0)
         #expect((run.ledger.peakLines[.expertCache] ?? 0) == k * ExpertCache.slotBytes(inv.experts))
     }
+
+    /// `strata synth --gguf`: a mixture written straight to a quantized GGUF (no f32 copy) that
+    /// Strata reads back as the preset's shape, its experts stacked, Q4_K_M's types, and whose
+    /// tokens through a 4-slot expert cache are the all-RAM model's.
+    @Test func synthWritesAMixtureAsAQuantizedGGUF() throws {
+        let preset = try Synth.preset("tiny-moe")
+        let path = NSTemporaryDirectory() + "strata-tiny-moe-\(getpid())-\(UUID().uuidString).gguf"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try Synth.writeGGUF(preset: preset, scheme: .q4_k_m, seed: 7, to: path)
+        let folder = try ModelFolder(path: path)
+        let moe = try #require(folder.spec.moe)
+        #expect(folder.spec.layers == preset.layers && moe.experts == 16 && moe.expertsPerToken == 4 && moe.intermediate == 256)
+        let file = try #require(folder.gguf)
+        let exps = try #require(file.tensorsByName["blk.1.ffn_gate_exps.weight"])
+        #expect(exps.shape == [16, 256, 256] && exps.type.dtype == .q4_k)
+        #expect(file.tensorsByName["blk.0.ffn_gate_inp.weight"]?.type.dtype == .f32)
+        #expect(file.tensorsByName["blk.3.ffn_down_exps.weight"]?.type.dtype == .q6_k && file.tensorsByName["blk.0.ffn_down_exps.weight"]?.type.dtype == .q4_k)  // llama-quantize: more bits in the last eighth
+        let inv = try WeightInventory(folder: folder)
+        #expect(inv.totalBytes + 1_000_000 > (try FileIO.size(path: path)))
+        let prompt = [5, 17, 300, 42, 9]
+        let params = SamplingParameters(temperature: 0, maxTokens: 6, stopAtEOS: false)
+        let alone = try Generator(LoadedModel(directory: path)).generate(promptIDs: prompt, parameters: params).ids
+        let ledger = Ledger(budget: nil)
+        let store = try TieredWeightStore(locations: inv.locations, streamed: [], prefetchDepth: 0, ledger: ledger, location: path,
+                                          experts: try ExpertCache(experts: inv.experts, slots: 4, ledger: ledger))
+        defer { store.shutdown() }
+        let cached = try LoadedModel(folder: folder, model: folder.load(store: store))
+        #expect(try Generator(cached).generate(promptIDs: prompt, parameters: params).ids == alone)
+    }
 }
