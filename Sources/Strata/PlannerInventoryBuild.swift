@@ -68,6 +68,14 @@ extension PlannerInventory {
         inv.fixedLines = fixedLines
         // the head's bytes: `otherBytes` is the head (the embedding, when tied) and the final norm
         inv.headBytes = otherBytes
+        if let w = weightInventory, let m = spec.moe, !w.experts.isEmpty {
+            let all = w.experts.joined()
+            let expertBytes = all.reduce(0) { $0 + $1.bytes } / max(1, all.count)
+            let expertParams = 3 * spec.hiddenSize * m.intermediate
+            inv.moe = PlannerMoE(experts: m.experts, perToken: m.expertsPerToken, sparseLayers: m.sparseLayers, expertBytes: expertBytes,
+                                 expertParams: expertParams, slotBytes: ExpertCache.slotBytes(w.experts), denseLayerBytes: w.denseLayerBytes,
+                                 denseLayerParams: w.experts.map { perLayer - $0.count * expertParams })
+        }
         return inv
     }
 }
@@ -88,8 +96,10 @@ extension PlannerInventory {
 extension Plan {
     /// The plan as the engine's `Placement`.
     public var placement: Placement {
-        Placement(weights: .tiered, streamedLayers: streamedLayers, prefetchDepth: prefetchDepth, kvBlockSize: blockSize,
-                  kvBlocksRAM: kvBlocksRAM, kvBlocksDisk: kvBlocksDisk, batchSize: batch, kvType: request.kvType ?? .f32)
+        var p = Placement(weights: .tiered, streamedLayers: streamedLayers, prefetchDepth: prefetchDepth, kvBlockSize: blockSize,
+                          kvBlocksRAM: kvBlocksRAM, kvBlocksDisk: kvBlocksDisk, batchSize: batch, kvType: request.kvType ?? .f32)
+        p.expertSlots = expertSlots
+        return p
     }
 }
 
@@ -99,5 +109,6 @@ extension Prediction {
         ["prefill_tokens_per_second": prefillTokensPerSecond, "decode_tokens_per_second": decodeTokensPerSecond,
          "aggregate_tokens_per_second": aggregateTokensPerSecond, "time_to_first_token_seconds": timeToFirstTokenSeconds,
          "disk_bytes_read": Double(diskBytesRead), "peak_resident_bytes": Double(peakResidentBytes)]
+            .merging(expertHitRate.map { ["expert_hit_rate": $0] } ?? [:]) { a, _ in a }
     }
 }

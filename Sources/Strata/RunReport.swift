@@ -65,13 +65,20 @@ public struct RunReport: Codable, Sendable {
         case predictedRuleTokensPerSecond = "predicted_rule_aggregate_tokens_per_second", interrupted
     }
 
-    /// Fills `predicted` and `error` from a plan's prediction.
-    public mutating func compare(with p: [String: Double]) {
-        let m: [String: Double] = [
+    /// The measured values under the keys a prediction has.
+    public var measuredValues: [String: Double] {
+        var v: [String: Double] = [
             "prefill_tokens_per_second": measured.prefillTokensPerSecond, "decode_tokens_per_second": measured.decodeTokensPerSecond,
             "aggregate_tokens_per_second": measured.aggregateTokensPerSecond, "time_to_first_token_seconds": measured.timeToFirstTokenSeconds,
             "disk_bytes_read": Double(measured.diskBytesRead), "peak_resident_bytes": Double(measured.peakResidentBytes),
         ]
+        if let h = measured.expertHitRate { v["expert_hit_rate"] = h }
+        return v
+    }
+
+    /// Fills `predicted` and `error` from a plan's prediction.
+    public mutating func compare(with p: [String: Double]) {
+        let m = measuredValues
         predicted = p
         var e: [String: Double] = [:]
         for (k, v) in p { if let mv = m[k], v != 0 { e[k] = (mv - v) / v } }

@@ -162,8 +162,8 @@ extension Generate {
                       formatBytes(m.diskBytesRead) as NSString, m.diskReadBytesPerSecond / 1e6, m.ioWaitSeconds,
                       formatBytes(m.peakResidentBytes) as NSString, formatBytes(m.peakRSSBytes) as NSString))
         if let x = m.expertCache {
-            eprint(String(format: "expert cache: %d slots, hit rate %.1f%% (%d hits, %d misses), %@ read; per layer: %@", p.expertSlots,
-                          100 * x.hitRate, x.hits, x.misses, formatBytes(x.bytesRead) as NSString,
+            eprint(String(format: "expert cache: %d slots, hit rate %.1f%% (%d hits, %d misses), %@ read, routing entropy %.3f of uniform; hit rate per layer: %@",
+                          p.expertSlots, 100 * x.hitRate, x.hits, x.misses, formatBytes(x.bytesRead) as NSString, x.routingEntropy,
                           x.layerHitRates.map { String(format: "%.0f%%", 100 * $0) }.joined(separator: " ") as NSString))
         }
         if let usedPlan {
@@ -171,12 +171,9 @@ extension Generate {
             if !usedPlan.versusRule.isEmpty { eprint("plan vs \(usedPlan.versusRule)") }
             eprint("measured vs predicted:")
             eprint("  " + "key".padding(toLength: 30, withPad: " ", startingAt: 0) + "measured".padding(toLength: 16, withPad: " ", startingAt: 0) + "predicted".padding(toLength: 16, withPad: " ", startingAt: 0) + "error")
-            let measuredValues: [String: Double] = [
-                "prefill_tokens_per_second": m.prefillTokensPerSecond, "decode_tokens_per_second": m.decodeTokensPerSecond,
-                "aggregate_tokens_per_second": m.aggregateTokensPerSecond, "time_to_first_token_seconds": m.timeToFirstTokenSeconds,
-                "disk_bytes_read": Double(m.diskBytesRead), "peak_resident_bytes": Double(m.peakResidentBytes)]
+            let measuredValues = rep.measuredValues
             for k in measuredValues.keys.sorted() {
-                let pv = rep.predicted?[k] ?? 0, mv = measuredValues[k]!
+                guard let pv = rep.predicted?[k], let mv = measuredValues[k] else { continue }
                 eprint("  " + k.padding(toLength: 30, withPad: " ", startingAt: 0) + String(format: "%-16.4g%-16.4g%+.1f%%", mv, pv, 100 * (rep.error?[k] ?? 0)))
             }
         }

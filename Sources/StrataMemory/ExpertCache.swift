@@ -32,13 +32,22 @@ public struct ExpertCacheStats: Sendable, Codable, Equatable {
     /// per layer (of the model): hits and misses
     public var layerHits: [Int] = []
     public var layerMisses: [Int] = []
+    /// Per layer: the entropy of the experts routed to (each pin one use), over log2(experts):
+    /// 1 is uniform routing (a cache's worst case), lower is routing that reuses experts.
+    public var layerRoutingEntropy: [Double] = []
     public var hitRate: Double { hits + misses > 0 ? Double(hits) / Double(hits + misses) : 0 }
     /// Per layer: hits / (hits + misses), 0 for a layer with no experts.
     public var layerHitRates: [Double] {
         zip(layerHits, layerMisses).map { $0 + $1 > 0 ? Double($0) / Double($0 + $1) : 0 }
     }
+    /// The mean of the layers' routing entropies (layers with experts).
+    public var routingEntropy: Double {
+        let e = layerRoutingEntropy.filter { $0 > 0 }
+        return e.isEmpty ? 0 : e.reduce(0, +) / Double(e.count)
+    }
     enum CodingKeys: String, CodingKey {
         case hits, misses, bytesRead = "bytes_read", readSeconds = "read_seconds", layerHits = "layer_hits", layerMisses = "layer_misses"
+        case layerRoutingEntropy = "layer_routing_entropy"
     }
     public init() {}
 }
@@ -71,7 +80,21 @@ public final class ExpertCache: ExpertSource, @unchecked Sendable {
     private var counters = ExpertCacheStats()
     private let lock = NSLock()
     private var missing: [(slot: Int, location: ExpertLocation)] = []
-    public var stats: ExpertCacheStats { lock.lock(); defer { lock.unlock() }; return counters }
+    /// per expert key: times it was routed to (pinned)
+    private var uses: [Int]
+    public var stats: ExpertCacheStats {
+        lock.lock(); defer { lock.unlock() }
+        var s = counters
+        s.layerRoutingEntropy = (0..<experts.count).map { l in
+            let n = experts[l].count
+            let counts = uses[(l * expertsPerLayer)..<(l * expertsPerLayer + n)]
+            let total = Double(counts.reduce(0, +))
+            guard n > 1, total > 0 else { return 0 }
+            let h = counts.reduce(0.0) { acc, c in c == 0 ? acc : acc - Double(c) / total * log2(Double(c) / total) }
+            return h / log2(Double(n))
+        }
+        return s
+    }
 
     static let align = 4096
 
@@ -103,6 +126,7 @@ public final class ExpertCache: ExpertSource, @unchecked Sendable {
         try ledger.charge(.expertCache, slots * slotBytes)
         self.slots = (0..<slots).map { _ in TensorStorage(byteCount: at, alignment: Self.align, hugePages: true) }
         slotOf = [Int32](repeating: -1, count: experts.count * expertsPerLayer)
+        uses = [Int](repeating: 0, count: experts.count * expertsPerLayer)
         keyOf = [Int](repeating: -1, count: slots)
         pins = [Int](repeating: 0, count: slots)
         lastUse = [UInt64](repeating: 0, count: slots)
@@ -127,6 +151,7 @@ public final class ExpertCache: ExpertSource, @unchecked Sendable {
         for e in ids {
             let key = layer * expertsPerLayer + e
             tick += 1
+            uses[key] += 1
             var slot = Int(slotOf[key])
             if slot >= 0 {
                 counters.hits += 1

@@ -109,6 +109,12 @@ struct MoELayer {
 
     var matrices: [WeightMatrix] { [router] + experts.flatMap(\.matrices) }
 
+    /// `STRATA_MOE_ROUTING=uniform`: each token's experts drawn uniformly at random instead of by
+    /// the router (a benchmark device: a random-weight model's router reuses a few experts, which
+    /// flatters a cache; real models spread their tokens, and uniform routing is the worst case).
+    /// The model's outputs are then not the model's.
+    static let uniformRouting = ProcessInfo.processInfo.environment["STRATA_MOE_ROUTING"] == "uniform"
+
     /// `x[0..<rows] += MoE(xn[0..<rows])`. Buffers from `ws` (`moe`, `ffA`, `ffB`).
     func apply(_ xn: UnsafePointer<Float>, rows r: Int, into x: UnsafeMutablePointer<Float>, ws: Workspace) throws {
         let m = ws.moe!, h = router.inFeatures, n = count
@@ -117,7 +123,19 @@ struct MoELayer {
         Ops.softmax(logits, rows: r, n: n)
         // the k most probable experts of each row; counts per expert
         for e in 0..<n { m.counts[e] = 0 }
-        for i in 0..<r {
+        if MoELayer.uniformRouting {
+            // the benchmark's worst case for a cache: k distinct experts drawn uniformly, equal weights
+            for i in 0..<r {
+                for j in 0..<k {
+                    var e: Int
+                    repeat { e = m.random(n) } while m.chosen(i, upTo: j, e, k: k)
+                    m.choice[i * k + j] = Int32(e)
+                    m.weight[i * k + j] = 1 / Float(k)
+                    m.counts[e] += 1
+                }
+            }
+        }
+        for i in 0..<r where !MoELayer.uniformRouting {
             let p = logits + i * n
             var sum: Float = 0
             for j in 0..<k {
@@ -214,6 +232,13 @@ final class MoEBuffers {
 
     static func bytes(maxRows: Int, hidden: Int, shape s: MoEShape) -> Int {
         4 * maxRows * (s.experts + 2 * hidden) + maxRows * s.expertsPerToken * 12 + 16 * s.experts
+    }
+
+    private var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+    /// A pseudo-random number in 0..<n (uniform routing).
+    func random(_ n: Int) -> Int {
+        state = state &* 6364136223846793005 &+ 1442695040888963407
+        return Int((state >> 33) % UInt64(n))
     }
 
     /// Whether row `i` already chose expert `e` among its first `j` choices.

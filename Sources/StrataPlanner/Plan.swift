@@ -45,13 +45,15 @@ public struct Prediction: Codable, Sendable, Equatable {
     public var peakResidentBytes: Int
     /// the largest term of a decode step: compute, memory or disk
     public var bottleneck: String
+    /// A mixture read through the expert cache: the share of routed experts predicted in RAM.
+    public var expertHitRate: Double? = nil
 
     enum CodingKeys: String, CodingKey {
         case prefillTokensPerSecond = "prefill_tokens_per_second", decodeTokensPerSecond = "decode_tokens_per_second"
         case aggregateTokensPerSecond = "aggregate_tokens_per_second", timeToFirstTokenSeconds = "time_to_first_token_seconds"
         case decodeStepSeconds = "decode_step_seconds", computeSeconds = "compute_seconds", residentReadSeconds = "resident_read_seconds"
         case diskReadSeconds = "disk_read_seconds", diskBytesRead = "disk_bytes_read", peakResidentBytes = "peak_resident_bytes"
-        case bottleneck
+        case bottleneck, expertHitRate = "expert_hit_rate"
     }
 }
 
@@ -77,11 +79,14 @@ public struct Plan: Codable, Sendable {
     /// objective: aggregate for throughput, per sequence for latency), and the comparison
     public var ruleTokensPerSecond: Double = 0
     public var versusRule: String = ""
+    /// A mixture's expert-cache slots (0: experts with their layers).
+    public var expertSlots: Int = 0
 
     enum CodingKeys: String, CodingKey {
         case model, request, batch, prefetchDepth = "prefetch_depth", streamedLayers = "streamed_layers", kvBlocksRAM = "kv_blocks_ram"
         case kvBlocksDisk = "kv_blocks_disk", blockSize = "block_size", ledger, prediction, binding, budgetCurve = "budget_curve"
         case moreRAM = "more_ram", ruleTokensPerSecond = "rule_tokens_per_second", versusRule = "versus_rule"
+        case expertSlots = "expert_slots"
     }
 }
 
@@ -104,6 +109,7 @@ extension Plan {
         moreRAM = try c.decode(String.self, forKey: .moreRAM)
         ruleTokensPerSecond = try c.decodeIfPresent(Double.self, forKey: .ruleTokensPerSecond) ?? 0
         versusRule = try c.decodeIfPresent(String.self, forKey: .versusRule) ?? ""
+        expertSlots = try c.decodeIfPresent(Int.self, forKey: .expertSlots) ?? 0
     }
 }
 

@@ -15,6 +15,10 @@ public enum Planner {
         let batches: [Int] = request.batch.map { [$0] } ?? Array(Set([1, 2, 4, 8, 16, 32, 64, 128, 256].filter { $0 <= request.maxBatch })).sorted()
         let maxLayer = inv.layerBytes.max() ?? 0
         let allLayers = inv.layerBytes.reduce(0, +)
+        // a mixture that does not fit whole reads its experts through the expert cache
+        if let moe = inv.moe, allLayers > request.budgetBytes - inv.fixedBytes - inv.otherBytes - blocksPerSeq * perBlock {
+            return try planExperts(inv: inv, moe: moe, cost: cost, request: request)
+        }
         var best: (plan: Plan, score: Double)? = nil
         // the fill-the-budget rule's placement (first layers resident, prefetch 1) per batch, as predicted
         var rulePrediction: [Int: Prediction] = [:]
@@ -111,6 +115,92 @@ public enum Planner {
                                       plan.streamedLayers.count, p.streamedLayers.count)
             }
         }
+        return plan
+    }
+
+    /// A mixture of experts under a budget that does not hold it: the dense part resident when it
+    /// fits beside one token's experts (else streamed layer by layer, as a dense model's), the
+    /// rest of the budget as expert-cache slots. A decode step is the dense part's and the active
+    /// experts' compute (the cost model over each layer's dense part plus k experts) plus the
+    /// missed experts read from disk, one after the other (the reads of a layer start when its
+    /// routing is known); the hit rate comes from uniform routing (`PlannerMoE.uniformHitRate`),
+    /// the worst case: a model whose tokens reuse experts does better than predicted.
+    static func planExperts(inv: PlannerInventory, moe: PlannerMoE, cost: CostModel, request: PlanRequest) throws -> Plan {
+        let perBlock = inv.kvBytesPerToken * request.blockSize
+        let blocksPerSeq = (request.promptTokens + request.outputTokens + request.blockSize - 1) / request.blockSize + 1
+        let b = request.batch ?? 1
+        let kvBytes = b * blocksPerSeq * perBlock
+        let dense = moe.denseLayerBytes, denseTotal = dense.reduce(0, +), maxDense = dense.max() ?? 0
+        let minSlots = moe.perToken
+        let staging = 2 * maxDense
+        let minimum = inv.fixedBytes + inv.otherBytes + blocksPerSeq * perBlock + min(staging, denseTotal) + minSlots * moe.slotBytes
+        var left = request.budgetBytes - inv.fixedBytes - inv.otherBytes - kvBytes
+        var streamed: [Int] = []
+        var stagingUsed = 0, resident = denseTotal
+        if denseTotal + minSlots * moe.slotBytes > left {
+            stagingUsed = staging
+            left -= staging
+            resident = 0
+            for (i, d) in dense.enumerated() {
+                if resident + d + minSlots * moe.slotBytes <= left { resident += d } else { streamed.append(i) }
+            }
+        }
+        left -= resident
+        guard left >= minSlots * moe.slotBytes, request.budgetBytes >= minimum else {
+            throw PlanError.budgetTooSmall(budget: request.budgetBytes, minimum: minimum)
+        }
+        let totalExperts = moe.experts * moe.sparseLayers.filter { $0 }.count
+        let slots = min(totalExperts, left / moe.slotBytes)
+        // the steps of the run: prefill passes of up to 512 prompt rows, then decode steps of b rows
+        let totalPrompt = b * request.promptTokens
+        var passes: [Int] = []
+        var rowsLeft = totalPrompt
+        while rowsLeft > 0 { passes.append(min(512, rowsLeft)); rowsLeft -= passes.last! }
+        let decodeSteps = max(0, request.outputTokens - 1)
+        let pins = passes.map { moe.distinctExperts(tokens: $0) } + [Double](repeating: moe.distinctExperts(tokens: b), count: decodeSteps)
+        let rates = moe.uniformHitRates(slots: slots, pins: pins, from: passes.count)
+        let hit = decodeSteps > 0 ? rates.later : rates.all
+        let prefillHit = moe.uniformHitRates(slots: slots, pins: Array(pins.prefix(passes.count)), from: 0).all
+        // the active model: each layer's dense part and the k experts a token runs
+        var active = inv
+        active.moe = nil
+        active.layerBytes = zip(dense, moe.sparseLayers).map { $0 + ($1 ? moe.perToken * moe.expertBytes : 0) }
+        active.layerParams = zip(moe.denseLayerParams, moe.sparseLayers).map { $0 + ($1 ? moe.perToken * moe.expertParams : 0) }
+        let peak = inv.fixedBytes + inv.otherBytes + kvBytes + stagingUsed + resident + slots * moe.slotBytes
+        var pred = cost.predict(inv: active, batch: b, promptTokens: request.promptTokens, outputTokens: request.outputTokens,
+                                streamed: Set(streamed), prefetch: 1, peakResident: peak)
+        let sparse = Double(moe.sparseLayers.filter { $0 }.count), disk = cost.profile.diskReadBytesPerSecond
+        // a decode step of b rows: the distinct experts they chose, the missed ones read
+        let stepMissBytes = moe.distinctExperts(tokens: b) * sparse * (1 - hit) * Double(moe.expertBytes)
+        pred.decodeStepSeconds += stepMissBytes / disk
+        pred.diskReadSeconds += stepMissBytes / disk
+        pred.decodeTokensPerSecond = 1 / pred.decodeStepSeconds
+        // prefill: each pass reads the distinct experts it misses
+        var prefill = pred.prefillTokensPerSecond > 0 ? Double(totalPrompt) / pred.prefillTokensPerSecond : 0
+        let prefillMiss = passes.reduce(0.0) { $0 + moe.distinctExperts(tokens: $1) } * sparse * (1 - prefillHit) * Double(moe.expertBytes)
+        prefill += prefillMiss / disk
+        pred.timeToFirstTokenSeconds += moe.distinctExperts(tokens: passes.first ?? 0) * sparse * (1 - prefillHit) * Double(moe.expertBytes) / disk
+        pred.prefillTokensPerSecond = prefill > 0 ? Double(totalPrompt) / prefill : 0
+        let steps = Double(max(0, request.outputTokens - 1))
+        pred.aggregateTokensPerSecond = Double(b * max(1, request.outputTokens)) / (prefill + steps * pred.decodeStepSeconds)
+        pred.diskBytesRead += Int(prefillMiss + steps * stepMissBytes)
+        pred.expertHitRate = rates.all
+        if stepMissBytes / disk > pred.computeSeconds { pred.bottleneck = "disk" }
+        var lines = inv.fixedLines.isEmpty ? [LedgerLine.runtime: inv.fixedBytes] : inv.fixedLines
+        lines[.otherWeights, default: 0] += inv.otherBytes
+        lines[.kv, default: 0] += kvBytes
+        lines[.staging, default: 0] += stagingUsed
+        lines[.layerWeights, default: 0] += resident
+        lines[.expertCache, default: 0] += slots * moe.slotBytes
+        var plan = Plan(model: inv.name, request: request, batch: b, prefetchDepth: streamed.isEmpty ? 0 : 1, streamedLayers: streamed,
+                        kvBlocksRAM: b * blocksPerSeq, kvBlocksDisk: 0, blockSize: request.blockSize, ledger: LedgerLine.named(lines), prediction: pred,
+                        binding: String(format: "RAM budget: %d expert slots of %d experts (%.0f%% hits predicted for uniform routing), %d of %d layers' dense parts streamed",
+                                        slots, totalExperts, 100 * rates.all, streamed.count, inv.layers),
+                        budgetCurve: [], moreRAM: "")
+        plan.expertSlots = slots
+        let perGiB = (1 << 30) / moe.slotBytes
+        plan.moreRAM = String(format: "+1 GiB of RAM: %d more expert slots, %.0f%% -> %.0f%% hits in steady state", perGiB,
+                              100 * moe.uniformHitRate(slots: slots), 100 * moe.uniformHitRate(slots: slots + perGiB))
         return plan
     }
 }

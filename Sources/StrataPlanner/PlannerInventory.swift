@@ -29,6 +29,8 @@ public struct PlannerInventory: Codable, Sendable {
     public var fixedLines: [LedgerLine: Int] = [:]
     /// the layers' weight dtype (nil: unknown, no widening cost)
     public var weightDType: DType? = nil
+    /// A mixture of experts, when its experts' places are known (nil: a dense model).
+    public var moe: PlannerMoE? = nil
 
     public init(name: String, layers: Int, hidden: Int, heads: Int, kvHeads: Int, headDim: Int, vocab: Int, layerBytes: [Int],
                 layerParams: [Int], otherBytes: Int, headParams: Int, kvBytesPerToken: Int, fixedBytes: Int) {
@@ -40,4 +42,56 @@ public struct PlannerInventory: Codable, Sendable {
     public var weightBytes: Int { otherBytes + layerBytes.reduce(0, +) }
     /// Attention multiply-adds per query row per context token (QK^T and PV, all heads).
     public var attentionMACsPerContextToken: Int { 2 * heads * headDim * layers }
+}
+
+/// What the planner knows of a mixture's routed experts.
+public struct PlannerMoE: Codable, Sendable, Equatable {
+    /// experts per sparse layer, and used per token
+    public var experts: Int
+    public var perToken: Int
+    /// layers with experts
+    public var sparseLayers: [Bool]
+    /// bytes and parameters of one expert (the mean over the model's)
+    public var expertBytes: Int
+    public var expertParams: Int
+    /// bytes of one expert-cache slot (`ExpertCache.slotBytes`)
+    public var slotBytes: Int
+    /// each layer without its experts: bytes and parameters
+    public var denseLayerBytes: [Int]
+    public var denseLayerParams: [Int]
+    public init(experts: Int, perToken: Int, sparseLayers: [Bool], expertBytes: Int, expertParams: Int, slotBytes: Int,
+                denseLayerBytes: [Int], denseLayerParams: [Int]) {
+        self.experts = experts; self.perToken = perToken; self.sparseLayers = sparseLayers; self.expertBytes = expertBytes
+        self.expertParams = expertParams; self.slotBytes = slotBytes; self.denseLayerBytes = denseLayerBytes; self.denseLayerParams = denseLayerParams
+    }
+
+    /// The share of routed experts found in a cache of `slots` slots when tokens route uniformly
+    /// (each expert of a layer equally likely, independently: the worst case, and what an LRU
+    /// cache's hit rate then is): the slots per sparse layer over its experts.
+    public func uniformHitRate(slots: Int) -> Double {
+        let layers = max(1, sparseLayers.filter { $0 }.count)
+        return min(1, Double(slots) / Double(layers) / Double(experts))
+    }
+
+    /// The hit rates of a run under uniform routing, the cache starting empty: each step pins
+    /// `pins[s]` distinct experts of a layer, each in RAM with the probability the cache's filled
+    /// share gives, and the misses fill it up to its slots. Returns the hit rate of the steps
+    /// from `from` on, and of every step.
+    public func uniformHitRates(slots: Int, pins: [Double], from: Int) -> (later: Double, all: Double) {
+        let layers = max(1, sparseLayers.filter { $0 }.count)
+        let capacity = min(Double(experts), Double(slots) / Double(layers))
+        var filled = 0.0, hits = 0.0, total = 0.0, laterHits = 0.0, laterTotal = 0.0
+        for (s, p) in pins.enumerated() {
+            let h = p * filled / Double(experts)
+            filled = min(capacity, filled + p - h)
+            hits += h; total += p
+            if s >= from { laterHits += h; laterTotal += p }
+        }
+        return (laterTotal > 0 ? laterHits / laterTotal : 0, total > 0 ? hits / total : 0)
+    }
+
+    /// Distinct experts a layer runs for `tokens` tokens routed uniformly: E (1 - (1 - k/E)^n).
+    public func distinctExperts(tokens: Int) -> Double {
+        Double(experts) * (1 - pow(1 - Double(perToken) / Double(experts), Double(tokens)))
+    }
 }

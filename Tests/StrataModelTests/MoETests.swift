@@ -184,4 +184,33 @@ import StrataTensor
         let cached = try LoadedModel(folder: folder, model: folder.load(store: store))
         #expect(try Generator(cached).generate(promptIDs: prompt, parameters: params).ids == alone)
     }
+
+    /// The planner's answer for a mixture under a budget that does not hold it: expert-cache
+    /// slots in its placement and its ledger, a predicted hit rate, and a run of that plan at the
+    /// planner's own minimum gives the all-RAM tokens inside the budget, every ledger line the
+    /// plan's names.
+    @Test func thePlannerGivesAMixtureExpertSlotsAndItsMinimumRuns() throws {
+        let dir = GGUFFixtures.path("qwen3moe-q4_k_m")
+        let folder = try ModelFolder(path: dir)
+        let prompt = try GGUFFixtures.reference("qwen3moe-q4_k_m").greedy_prompt
+        let params = SamplingParameters(temperature: 0, maxTokens: 10, stopAtEOS: false)
+        let requests = [GenerationRequest(prompt: prompt, parameters: params)]
+        let alone = try Generator(LoadedModel(directory: dir)).generate(promptIDs: prompt, parameters: params).ids
+        let workload = Session.workload(requests)
+        var minimum = 0
+        do { _ = try Session(folder: folder, ramBudget: 1).plan(workload, profile: syntheticProfile()) } catch let PlanError.budgetTooSmall(_, m) { minimum = m }
+        #expect(minimum > 0)
+        let session = Session(folder: folder, ramBudget: minimum)
+        let plan = try session.plan(workload, profile: syntheticProfile())
+        let k = try #require(folder.spec.moe).expertsPerToken
+        #expect(plan.expertSlots == k && plan.placement.expertSlots == k)
+        #expect(plan.ledger[LedgerLine.expertCache.rawValue] == k * ExpertCache.slotBytes(try WeightInventory(folder: folder).experts))
+        let hit = try #require(plan.prediction.expertHitRate)
+        #expect(hit >= 0 && hit < 1)
+        let result = try session.run(requests, plan: plan)
+        #expect(result.outputs[0].ids == alone)
+        #expect(result.report.measured.peakResidentBytes <= minimum)
+        #expect(Set(result.report.measured.peakResidentLines.keys) == Set(plan.ledger.keys))
+        #expect(result.report.predicted?["expert_hit_rate"] == plan.prediction.expertHitRate && result.report.error?["expert_hit_rate"] != nil)
+    }
 }
