@@ -43,12 +43,16 @@ struct BenchModel: ParsableCommand {
         // bytes a decode step reads: every weight except the embedding table (one row is gathered)
         let embedBytes = summary.roles.first { $0.role == "embedding" }?.bytes ?? 0
         let tied = spec.tiedEmbeddings && !summary.roles.contains { $0.role == "lm_head" }
-        let weightBytes = Double(summary.totalBytes - (tied ? 0 : embedBytes))
+        // a mixture reads k of its E routed experts per layer: the others' bytes are not a token's
+        let idle = spec.moe.map { 1 - Double($0.expertsPerToken) / Double($0.experts) } ?? 0
+        let expertBytes = Double(summary.roles.first { $0.role == "experts" }?.bytes ?? 0)
+        let expertParams = spec.moe.map { Double(3 * spec.hiddenSize * $0.intermediate * $0.experts * $0.sparseLayers.filter { $0 }.count) } ?? 0
+        let weightBytes = Double(summary.totalBytes - (tied ? 0 : embedBytes)) - idle * expertBytes
         // and the KV cache up to the step's position (the mean over the tg test)
         let kvTokenBytes = Double(spec.kvBytesPerToken(kvType))
         let decodeBytes = weightBytes + kvTokenBytes * (Double(depth) + Double(gen + 1) / 2)
         // multiply-adds a decode step makes: every weight but the embedding table's (gathered)
-        let decodeMACs = Double(summary.parameters - (tied ? 0 : spec.vocabSize * spec.hiddenSize))
+        let decodeMACs = Double(summary.parameters - (tied ? 0 : spec.vocabSize * spec.hiddenSize)) - idle * expertParams
         // quantized weights with 8-bit activations: the 8-bit products' peak bounds a compute-bound kernel
         let quantized = summary.dtypes.keys.contains { DType(rawValue: $0.lowercased())?.isQuantized ?? false }
         let q8Peak = quantized && Kernels.activations == .q8 ? Kernels.q8Peak() : 0
