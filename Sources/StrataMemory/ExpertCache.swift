@@ -58,6 +58,21 @@ public struct ExpertCacheStats: Sendable, Codable, Equatable {
 /// flight), through O_DIRECT where the file system allows so that no page cache grows beside the
 /// budget. Each slot is charged to the ledger's `expertCache` line.
 public final class ExpertCache: ExpertSource, @unchecked Sendable {
+    /// Which unpinned slot a miss takes.
+    public enum Policy: String, CaseIterable, Sendable {
+        /// the least recently used
+        case lru
+        /// the least often used so far (ties: the least recently used)
+        case lfu
+        /// segmented LRU: an expert hit again moves to a protected segment (at most 80% of the
+        /// slots); misses evict the least recently used of the probationary segment first
+        case slru
+        /// `STRATA_EXPERT_POLICY` (lru, lfu, slru), else LRU (measured best: docs/benchmarks.md)
+        public static var fromEnvironment: Policy {
+            ProcessInfo.processInfo.environment["STRATA_EXPERT_POLICY"].flatMap(Policy.init(rawValue:)) ?? .lru
+        }
+    }
+    public let policy: Policy
     public let slotCount: Int
     public let slotBytes: Int
     let ledger: Ledger
@@ -72,6 +87,9 @@ public final class ExpertCache: ExpertSource, @unchecked Sendable {
     private var keyOf: [Int]
     private var pins: [Int]
     private var lastUse: [UInt64]
+    /// SLRU: whether a slot is in the protected segment, and how many are
+    private var protected: [Bool]
+    private var protectedCount = 0
     private var tick: UInt64 = 0
     /// per slot and layer: the views (made once; a layer's parts have one dtype and shape each)
     private var views: [[ExpertWeights?]]
@@ -114,8 +132,9 @@ public final class ExpertCache: ExpertSource, @unchecked Sendable {
     }
 
     /// `experts[layer]`: every expert of each layer with experts (an empty list for a dense layer).
-    public init(experts: [[ExpertLocation]], slots: Int, ledger: Ledger) throws {
+    public init(experts: [[ExpertLocation]], slots: Int, ledger: Ledger, policy: Policy = .lru) throws {
         precondition(slots >= 1, "ExpertCache: no slot")
+        self.policy = policy
         self.experts = experts
         self.ledger = ledger
         expertsPerLayer = experts.map(\.count).max() ?? 0
@@ -130,6 +149,7 @@ public final class ExpertCache: ExpertSource, @unchecked Sendable {
         keyOf = [Int](repeating: -1, count: slots)
         pins = [Int](repeating: 0, count: slots)
         lastUse = [UInt64](repeating: 0, count: slots)
+        protected = [Bool](repeating: false, count: slots)
         views = [[ExpertWeights?]](repeating: [ExpertWeights?](repeating: nil, count: experts.count), count: slots)
         counters.layerHits = [Int](repeating: 0, count: experts.count)
         counters.layerMisses = [Int](repeating: 0, count: experts.count)
@@ -156,14 +176,14 @@ public final class ExpertCache: ExpertSource, @unchecked Sendable {
             if slot >= 0 {
                 counters.hits += 1
                 counters.layerHits[layer] += 1
+                if policy == .slru && !protected[slot] { promote(slot) }
             } else {
                 counters.misses += 1
                 counters.layerMisses[layer] += 1
-                // the least recently used slot not pinned (an empty one first)
-                var best = -1
-                for s in 0..<slotCount where pins[s] == 0 && (best < 0 || lastUse[s] < lastUse[best]) { best = s }
+                let best = victim()
                 guard best >= 0 else { lock.unlock(); preconditionFailure("ExpertCache: every slot pinned") }
                 if keyOf[best] >= 0 { slotOf[keyOf[best]] = -1 }
+                if protected[best] { protected[best] = false; protectedCount -= 1 }
                 keyOf[best] = key
                 slotOf[key] = Int32(best)
                 slot = best
@@ -185,6 +205,40 @@ public final class ExpertCache: ExpertSource, @unchecked Sendable {
             }
         }
         for s in slotsUsed { weights.append(view(slot: s, layer: layer)) }
+    }
+
+    /// The slot a miss takes (an empty one first), by the policy; -1 when every slot is pinned.
+    private func victim() -> Int {
+        var best = -1
+        func older(_ a: Int, _ b: Int) -> Bool { lastUse[a] < lastUse[b] }
+        for s in 0..<slotCount where pins[s] == 0 {
+            if keyOf[s] < 0 { return s }
+            guard best >= 0 else { best = s; continue }
+            switch policy {
+            case .lru:
+                if older(s, best) { best = s }
+            case .lfu:
+                let u = uses[keyOf[s]], ub = uses[keyOf[best]]
+                if u < ub || (u == ub && older(s, best)) { best = s }
+            case .slru:
+                // probationary before protected, then the least recently used
+                if (!protected[s] && protected[best]) || (protected[s] == protected[best] && older(s, best)) { best = s }
+            }
+        }
+        return best
+    }
+
+    /// SLRU: `slot` joins the protected segment; past 80% of the slots, its least recently used
+    /// unpinned member goes back to probation.
+    private func promote(_ slot: Int) {
+        protected[slot] = true
+        protectedCount += 1
+        let limit = max(1, slotCount * 4 / 5)
+        if protectedCount > limit {
+            var oldest = -1
+            for s in 0..<slotCount where protected[s] && s != slot && (oldest < 0 || lastUse[s] < lastUse[oldest]) { oldest = s }
+            if oldest >= 0 { protected[oldest] = false; protectedCount -= 1 }
+        }
     }
 
     public func unpin(layer: Int, experts ids: ArraySlice<Int>) {

@@ -213,4 +213,34 @@ import StrataTensor
         #expect(Set(result.report.measured.peakResidentLines.keys) == Set(plan.ledger.keys))
         #expect(result.report.predicted?["expert_hit_rate"] == plan.prediction.expertHitRate && result.report.error?["expert_hit_rate"] != nil)
     }
+
+    /// Each eviction policy on a sequence that tells them apart: two slots, expert A pinned three
+    /// times, then B, then C: LRU evicts A (the least recent), LFU and SLRU evict B (A is used
+    /// more / was hit again, protected); the bytes each pin returns are the expert's own.
+    @Test(arguments: ExpertCache.Policy.allCases)
+    func evictionPolicies(policy: ExpertCache.Policy) throws {
+        let path = NSTemporaryDirectory() + "strata-experts-\(getpid())-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        // 3 experts x 3 parts of 64 f32 values, part p of expert e filled with 10 e + p
+        var values: [Float] = []
+        for e in 0..<3 { for p in 0..<3 { values += [Float](repeating: Float(10 * e + p), count: 64) } }
+        try values.withUnsafeBytes { try Data($0).write(to: URL(fileURLWithPath: path)) }
+        let experts = [(0..<3).map { e in
+            ExpertLocation(layer: 0, expert: e, parts: (0..<3).map { p in
+                .init(path: path, begin: (3 * e + p) * 256, end: (3 * e + p + 1) * 256, dtype: .f32, shape: [8, 8])
+            })
+        }]
+        let cache = try ExpertCache(experts: experts, slots: 2, ledger: Ledger(budget: nil), policy: policy)
+        var w: [ExpertWeights] = []
+        func use(_ e: Int) throws {
+            try cache.pin(layer: 0, experts: [e][...], into: &w)
+            #expect(w[0].gate.f32[0] == Float(10 * e) && w[0].down.f32[63] == Float(10 * e + 2))
+            cache.unpin(layer: 0, experts: [e][...])
+        }
+        for e in [0, 0, 0, 1, 2] { try use(e) }
+        #expect(cache.stats.misses == 3 && cache.stats.hits == 2)
+        // A (0) still cached under LFU and SLRU, evicted under LRU
+        try use(0)
+        #expect(cache.stats.hits == (policy == .lru ? 2 : 3), "\(policy)")
+    }
 }
