@@ -98,6 +98,16 @@ public final class ExpertCache: ExpertSource, @unchecked Sendable {
     private var counters = ExpertCacheStats()
     private let lock = NSLock()
     private var missing: [(slot: Int, location: ExpertLocation)] = []
+    /// per slot: its bytes are in RAM (false while its read runs), and the read's error
+    private var arrived: [Bool]
+    private var failed: [Error?]
+    /// the slots of the last pin, in its order
+    private var pinnedSlots: [Int] = []
+    /// reads in flight, and when the first of them started (the read time counted is the time
+    /// any read is in flight)
+    private var inFlight = 0
+    private var flightStart: UInt64 = 0
+    private let arrival = NSCondition()
     /// per expert key: times it was routed to (pinned)
     private var uses: [Int]
     public var stats: ExpertCacheStats {
@@ -150,6 +160,8 @@ public final class ExpertCache: ExpertSource, @unchecked Sendable {
         pins = [Int](repeating: 0, count: slots)
         lastUse = [UInt64](repeating: 0, count: slots)
         protected = [Bool](repeating: false, count: slots)
+        arrived = [Bool](repeating: true, count: slots)
+        failed = [Error?](repeating: nil, count: slots)
         views = [[ExpertWeights?]](repeating: [ExpertWeights?](repeating: nil, count: experts.count), count: slots)
         counters.layerHits = [Int](repeating: 0, count: experts.count)
         counters.layerMisses = [Int](repeating: 0, count: experts.count)
@@ -165,8 +177,7 @@ public final class ExpertCache: ExpertSource, @unchecked Sendable {
         precondition(ids.count <= slotCount, "ExpertCache: \(ids.count) experts pinned at once in \(slotCount) slots")
         weights.removeAll(keepingCapacity: true)
         missing.removeAll(keepingCapacity: true)
-        var slotsUsed: [Int] = []
-        slotsUsed.reserveCapacity(ids.count)
+        pinnedSlots.removeAll(keepingCapacity: true)
         lock.lock()
         for e in ids {
             let key = layer * expertsPerLayer + e
@@ -191,20 +202,69 @@ public final class ExpertCache: ExpertSource, @unchecked Sendable {
             }
             pins[slot] += 1
             lastUse[slot] = tick
-            slotsUsed.append(slot)
+            pinnedSlots.append(slot)
         }
         lock.unlock()
+        for s in pinnedSlots { weights.append(view(slot: s, layer: layer)) }
         if !missing.isEmpty {
-            do { try read(missing) } catch {
-                // what failed to arrive is not cached
+            do {
+                for m in missing { for p in m.location.parts where files[p.path] == nil { files[p.path] = try open(p.path) } }
+            } catch {
                 lock.lock()
                 for m in missing { slotOf[keyOf[m.slot]] = -1; keyOf[m.slot] = -1 }
-                for s in slotsUsed { pins[s] -= 1 }
+                for s in pinnedSlots { pins[s] -= 1 }
                 lock.unlock()
                 throw error
             }
+            start(missing)
         }
-        for s in slotsUsed { weights.append(view(slot: s, layer: layer)) }
+    }
+
+    public func ready(_ index: Int) -> Bool {
+        arrival.lock(); defer { arrival.unlock() }
+        return arrived[pinnedSlots[index]]
+    }
+
+    public func wait(_ index: Int) throws {
+        let s = pinnedSlots[index]
+        arrival.lock()
+        while !arrived[s] { arrival.wait() }
+        let error = failed[s]
+        arrival.unlock()
+        if let error {
+            // what failed to arrive is not cached
+            lock.lock()
+            if keyOf[s] >= 0 { slotOf[keyOf[s]] = -1; keyOf[s] = -1 }
+            lock.unlock()
+            throw error
+        }
+    }
+
+    /// Starts one read per missing expert on the concurrent I/O queue.
+    private func start(_ list: [(slot: Int, location: ExpertLocation)]) {
+        arrival.lock()
+        if inFlight == 0 { flightStart = DispatchTime.now().uptimeNanoseconds }
+        inFlight += list.count
+        for m in list { arrived[m.slot] = false; failed[m.slot] = nil }
+        arrival.unlock()
+        for m in list {
+            io.async { [self] in
+                var bytes = 0, error: Error? = nil
+                do { bytes = try readOne(m.slot, m.location) } catch let e { error = e }
+                arrival.lock()
+                arrived[m.slot] = true
+                failed[m.slot] = error
+                inFlight -= 1
+                let now = DispatchTime.now().uptimeNanoseconds
+                let span = inFlight == 0 ? Double(now - flightStart) / 1e9 : 0
+                arrival.broadcast()
+                arrival.unlock()
+                lock.lock()
+                counters.bytesRead += bytes
+                counters.readSeconds += span
+                lock.unlock()
+            }
+        }
     }
 
     /// The slot a miss takes (an empty one first), by the policy; -1 when every slot is pinned.
@@ -242,12 +302,20 @@ public final class ExpertCache: ExpertSource, @unchecked Sendable {
     }
 
     public func unpin(layer: Int, experts ids: ArraySlice<Int>) {
+        // a slot is never handed to another expert while its read runs
+        arrival.lock()
+        while pinnedSlots.contains(where: { !arrived[$0] }) { arrival.wait() }
+        arrival.unlock()
+        // the last pin's slots (an expert whose read failed has left its slot's mapping)
+        precondition(ids.count == pinnedSlots.count, "ExpertCache.unpin: not the last pin's experts")
         lock.lock()
-        for e in ids {
-            let s = Int(slotOf[layer * expertsPerLayer + e])
-            if s >= 0 && pins[s] > 0 { pins[s] -= 1 }
+        for s in pinnedSlots where pins[s] > 0 {
+            pins[s] -= 1
+            // a failed read leaves nothing worth keeping: the slot is free
+            if failed[s] != nil, keyOf[s] >= 0 { slotOf[keyOf[s]] = -1; keyOf[s] = -1 }
         }
         lock.unlock()
+        pinnedSlots.removeAll(keepingCapacity: true)
     }
 
     private func view(slot s: Int, layer: Int) -> ExpertWeights {
@@ -261,27 +329,6 @@ public final class ExpertCache: ExpertSource, @unchecked Sendable {
         let v = ExpertWeights(gate: t(0), up: t(1), down: t(2))
         views[s][layer] = v
         return v
-    }
-
-    /// Reads the missing experts, all at once (one task per expert on a concurrent queue).
-    private func read(_ list: [(slot: Int, location: ExpertLocation)]) throws {
-        for m in list { for p in m.location.parts where files[p.path] == nil { files[p.path] = try open(p.path) } }
-        let t0 = DispatchTime.now().uptimeNanoseconds
-        let group = DispatchGroup()
-        let tally = ReadTally()
-        for m in list {
-            group.enter()
-            io.async { [self] in
-                defer { group.leave() }
-                do { tally.add(try readOne(m.slot, m.location)) } catch { tally.fail(error) }
-            }
-        }
-        group.wait()
-        if let failure = tally.failure { throw failure }
-        lock.lock()
-        counters.bytesRead += tally.bytes
-        counters.readSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
-        lock.unlock()
     }
 
     private func readOne(_ slot: Int, _ loc: ExpertLocation) throws -> Int {
@@ -311,11 +358,3 @@ public final class ExpertCache: ExpertSource, @unchecked Sendable {
     }
 }
 
-/// The bytes and the first error of a batch of concurrent reads.
-private final class ReadTally: @unchecked Sendable {
-    private let lock = NSLock()
-    private(set) var bytes = 0
-    private(set) var failure: Error?
-    func add(_ n: Int) { lock.lock(); bytes += n; lock.unlock() }
-    func fail(_ e: Error) { lock.lock(); if failure == nil { failure = e }; lock.unlock() }
-}

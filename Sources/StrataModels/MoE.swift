@@ -162,30 +162,43 @@ struct MoELayer {
             m.order[m.starts[e] + m.counts[e]] = Int32(i)
             m.counts[e] += 1
         }
-        guard let source else {
-            for e in 0..<n where m.counts[e] > 0 { run(e, experts[e], xn, x, ws) }
-            return
-        }
-        // through the expert cache: the chosen experts pinned a group at a time (all at once
-        // when the slots allow), in expert order as above, so the sums are the same
-        m.active.removeAll(keepingCapacity: true)
-        for e in 0..<n where m.counts[e] > 0 { m.active.append(e) }
-        var next = 0
-        while next < m.active.count {
-            let group = m.active[next..<min(m.active.count, next + source.slotCount)]
-            try source.pin(layer: layer, experts: group, into: &m.pinned)
-            defer { source.unpin(layer: layer, experts: group) }
-            for (e, wts) in zip(group, m.pinned) {
-                run(e, Expert(gate: WeightMatrix(wts.gate), up: WeightMatrix(wts.up), down: WeightMatrix(wts.down)), xn, x, ws)
+        if let source {
+            // through the expert cache: the chosen experts pinned a group at a time (all at once
+            // when the slots allow); those in RAM compute while the missing ones are read
+            m.active.removeAll(keepingCapacity: true)
+            for e in 0..<n where m.counts[e] > 0 { m.active.append(e) }
+            var next = 0
+            while next < m.active.count {
+                let group = m.active[next..<min(m.active.count, next + source.slotCount)]
+                try source.pin(layer: layer, experts: group, into: &m.pinned)
+                defer { source.unpin(layer: layer, experts: group) }
+                for (i, e) in group.enumerated() { m.done[i] = source.ready(i); if m.done[i] { run(e, m.pinned[i], xn, ws) } }
+                for (i, e) in group.enumerated() where !m.done[i] {
+                    try source.wait(i)
+                    run(e, m.pinned[i], xn, ws)
+                }
+                next += group.count
             }
-            next += group.count
+        } else {
+            for e in 0..<n where m.counts[e] > 0 { run(e, experts[e], xn, ws) }
+        }
+        // each row's experts' outputs added in expert order (as the experts ran in the order above
+        // when they were all in RAM: the sums do not depend on which arrived first)
+        let out = m.out.f32
+        for e in 0..<n where m.counts[e] > 0 {
+            for j in 0..<m.counts[e] {
+                let at = m.starts[e] + j, slot = Int(m.order[at]), row = slot / k, wgt = m.weight[slot]
+                let dst = x + row * h, src = out + at * h
+                for c in 0..<h { dst[c] += wgt * src[c] }
+            }
         }
     }
 
-    /// Expert `e`'s MLP over the rows routed to it, added to their residual rows by weight.
-    private func run(_ e: Int, _ ex: Expert, _ xn: UnsafePointer<Float>, _ x: UnsafeMutablePointer<Float>, _ ws: Workspace) {
+    /// Expert `e`'s MLP over the rows routed to it; its output rows go to `out` at their places in
+    /// `order` (added to the residual afterwards).
+    private func run(_ e: Int, _ ex: Expert, _ xn: UnsafePointer<Float>, _ ws: Workspace) {
         let m = ws.moe!, h = router.inFeatures, conv = ws.convertScratch
-        let rowsIn = m.rows.f32, out = m.out.f32, a = ws.ffA.f32, b = ws.ffB.f32
+        let rowsIn = m.rows.f32, a = ws.ffA.f32, b = ws.ffB.f32
         let cnt = m.counts[e], first = m.starts[e], ff = ex.gate.outFeatures
         for j in 0..<cnt {
             let row = Int(m.order[first + j]) / k
@@ -193,12 +206,11 @@ struct MoELayer {
         }
         WeightMatrix.applyGroup(rowsIn, rows: cnt, (ex.gate, a), (ex.up, b), scratch: conv)
         Ops.swiglu(a, b, count: cnt * ff)
-        ex.down.apply(a, rows: cnt, out, scratch: conv)
-        for j in 0..<cnt {
-            let slot = Int(m.order[first + j]), row = slot / k, wgt = m.weight[slot]
-            let dst = x + row * h, src = out + j * h
-            for c in 0..<h { dst[c] += wgt * src[c] }
-        }
+        ex.down.apply(a, rows: cnt, m.out.f32 + first * h, scratch: conv)
+    }
+
+    private func run(_ e: Int, _ w: ExpertWeights, _ xn: UnsafePointer<Float>, _ ws: Workspace) {
+        run(e, Expert(gate: WeightMatrix(w.gate), up: WeightMatrix(w.up), down: WeightMatrix(w.down)), xn, ws)
     }
 }
 
@@ -206,19 +218,20 @@ struct MoELayer {
 final class MoEBuffers {
     /// [maxRows, experts] router logits, then probabilities
     let router: Tensor
-    /// [maxRows, hidden] the rows routed to one expert, gathered; [maxRows, hidden] its output
+    /// [maxRows, hidden] the rows routed to one expert, gathered; [maxRows * k, hidden] every
+    /// expert's output rows, at their places in `order`
     let rows: Tensor, out: Tensor
     /// [maxRows * k] each row's chosen experts and their weights; the slots grouped by expert
     var choice: [Int32], weight: [Float], order: [Int32]
     /// [experts] rows per expert and where each expert's slots start in `order`
     var counts: [Int], starts: [Int]
-    /// the experts chosen in this pass, and the weights of a pinned group (expert cache)
-    var active: [Int], pinned: [ExpertWeights]
+    /// the experts chosen in this pass, the weights of a pinned group and which of them ran (expert cache)
+    var active: [Int], pinned: [ExpertWeights], done: [Bool]
 
     init(maxRows: Int, hidden: Int, shape s: MoEShape) {
         router = Tensor(zeros: [maxRows, s.experts])
         rows = Tensor(zeros: [maxRows, hidden])
-        out = Tensor(zeros: [maxRows, hidden])
+        out = Tensor(zeros: [maxRows * s.expertsPerToken, hidden])
         choice = [Int32](repeating: 0, count: maxRows * s.expertsPerToken)
         weight = [Float](repeating: 0, count: maxRows * s.expertsPerToken)
         order = [Int32](repeating: 0, count: maxRows * s.expertsPerToken)
@@ -228,10 +241,11 @@ final class MoEBuffers {
         active.reserveCapacity(s.experts)
         pinned = []
         pinned.reserveCapacity(s.experts)
+        done = [Bool](repeating: false, count: s.experts)
     }
 
     static func bytes(maxRows: Int, hidden: Int, shape s: MoEShape) -> Int {
-        4 * maxRows * (s.experts + 2 * hidden) + maxRows * s.expertsPerToken * 12 + 16 * s.experts
+        4 * maxRows * (s.experts + hidden + s.expertsPerToken * hidden) + maxRows * s.expertsPerToken * 12 + 17 * s.experts
     }
 
     private var state: UInt64 = 0x9E37_79B9_7F4A_7C15

@@ -34,14 +34,19 @@ public struct ExpertWeights {
 
 /// Where a layer's routed experts come from when they are not among its tensors: an expert
 /// cache that reads each expert from disk when it is routed to and not in RAM. A forward pass
-/// asks for the experts its tokens chose (`pin`, which may read them, several at once) and hands
-/// them back after (`unpin`), so a pinned expert is never evicted under it.
+/// pins the experts its tokens chose (`pin`: the missing ones start to be read, concurrently,
+/// and it returns at once), computes those already in RAM (`ready`) while the others arrive
+/// (`wait`), and hands them back after (`unpin`); a pinned expert is never evicted.
 public protocol ExpertSource: AnyObject {
     /// Slots of the cache: at most this many experts are pinned at once.
     var slotCount: Int { get }
-    /// Brings `experts` of `layer` into RAM (reading the missing ones, concurrently) and pins
-    /// them; their weights in the same order. At most `slotCount` at once.
+    /// Pins `experts` of `layer` and starts reading the missing ones; their weights in the same
+    /// order (valid once `ready`/`wait` says so). At most `slotCount` at once.
     func pin(layer: Int, experts: ArraySlice<Int>, into weights: inout [ExpertWeights]) throws
-    /// Lets `experts` of `layer` be evicted again.
+    /// Whether the `index`-th expert of the last `pin` is in RAM.
+    func ready(_ index: Int) -> Bool
+    /// Waits until the `index`-th expert of the last `pin` is in RAM; throws its read's error.
+    func wait(_ index: Int) throws
+    /// Lets the last `pin`'s experts (`experts` of `layer`) be evicted again, after their reads end.
     func unpin(layer: Int, experts: ArraySlice<Int>)
 }

@@ -234,6 +234,8 @@ import StrataTensor
         var w: [ExpertWeights] = []
         func use(_ e: Int) throws {
             try cache.pin(layer: 0, experts: [e][...], into: &w)
+            try cache.wait(0)
+            #expect(cache.ready(0))
             #expect(w[0].gate.f32[0] == Float(10 * e) && w[0].down.f32[63] == Float(10 * e + 2))
             cache.unpin(layer: 0, experts: [e][...])
         }
@@ -242,5 +244,35 @@ import StrataTensor
         // A (0) still cached under LFU and SLRU, evicted under LRU
         try use(0)
         #expect(cache.stats.hits == (policy == .lru ? 2 : 3), "\(policy)")
+    }
+
+    /// A read that fails (the file cut short under the cache) is thrown by `wait`, naming the
+    /// file; nothing hangs, the expert is not cached, and the cache serves the others after.
+    @Test func aFailedExpertReadIsThrownAndNotCached() throws {
+        let path = NSTemporaryDirectory() + "strata-experts-cut-\(getpid())-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let values = [Float](repeating: 1, count: 2 * 3 * 1024)
+        try values.withUnsafeBytes { try Data($0).write(to: URL(fileURLWithPath: path)) }
+        let experts = [(0..<2).map { e in
+            ExpertLocation(layer: 0, expert: e, parts: (0..<3).map { p in
+                .init(path: path, begin: (3 * e + p) * 4096, end: (3 * e + p + 1) * 4096, dtype: .f32, shape: [32, 32])
+            })
+        }]
+        let cache = try ExpertCache(experts: experts, slots: 2, ledger: Ledger(budget: nil))
+        var w: [ExpertWeights] = []
+        try cache.pin(layer: 0, experts: [0][...], into: &w)
+        try cache.wait(0)
+        cache.unpin(layer: 0, experts: [0][...])
+        // expert 1's bytes are gone
+        try FileHandle(forWritingTo: URL(fileURLWithPath: path)).truncate(atOffset: 3 * 4096)
+        try cache.pin(layer: 0, experts: [1][...], into: &w)
+        do { try cache.wait(0); Issue.record("expected a read error") } catch {
+            #expect("\(error)".contains(path), "\(error)")
+        }
+        cache.unpin(layer: 0, experts: [1][...])
+        try cache.pin(layer: 0, experts: [0, 1][...], into: &w)
+        #expect(cache.ready(0))  // expert 0 still cached
+        #expect(throws: (any Error).self) { try cache.wait(1) }  // and expert 1 read again, failing again
+        cache.unpin(layer: 0, experts: [0, 1][...])
     }
 }
