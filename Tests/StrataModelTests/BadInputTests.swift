@@ -4,6 +4,22 @@ import Testing
 @testable import StrataModels
 import StrataTensor
 
+/// Edits the config.json of the model folder copy `d` (removed after), loads it, and expects a
+/// `ConfigError` naming the file and `field`.
+func expectConfigError(_ d: String, _ edit: (inout [String: Any]) -> Void, naming field: String) throws {
+    defer { try? FileManager.default.removeItem(atPath: d) }
+    let cfg = d + "/config.json"
+    var obj = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: cfg))) as! [String: Any]
+    edit(&obj)
+    try JSONSerialization.data(withJSONObject: obj).write(to: URL(fileURLWithPath: cfg))
+    do {
+        _ = try ModelRegistry.load(directory: d)
+        Issue.record("\(d): expected an error naming \(field)")
+    } catch let e as ConfigError {
+        #expect("\(e)".contains(cfg) && "\(e)".contains(field), "\(e)")
+    }
+}
+
 /// Writes a safetensors file from a raw header string and data bytes.
 func writeRawSafetensors(_ path: String, header: String, data: [UInt8], headerLength: UInt64? = nil) throws {
     var bytes = [UInt8]()
@@ -153,18 +169,7 @@ func writeRawSafetensors(_ path: String, header: String, data: [UInt8], headerLe
     @Test func malformedPhi3AndGemma2Configs() throws {
         // each edit of the fixture's config.json: the error names the file and the field
         func check(_ name: String, _ edit: (inout [String: Any]) -> Void, field: String) throws {
-            let d = try copyModel(name)
-            defer { try? FileManager.default.removeItem(atPath: d) }
-            let cfg = d + "/config.json"
-            var obj = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: cfg))) as! [String: Any]
-            edit(&obj)
-            try JSONSerialization.data(withJSONObject: obj).write(to: URL(fileURLWithPath: cfg))
-            do {
-                _ = try ModelRegistry.load(directory: d)
-                Issue.record("\(name): expected an error naming \(field)")
-            } catch let e as ConfigError {
-                #expect("\(e)".contains(cfg) && "\(e)".contains(field), "\(e)")
-            }
+            try expectConfigError(copyModel(name), edit, naming: field)
         }
         func rope(_ o: inout [String: Any], _ f: (inout [String: Any]) -> Void) {
             var r = o["rope_parameters"] as! [String: Any]

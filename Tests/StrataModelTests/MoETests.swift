@@ -54,20 +54,7 @@ import StrataTensor
             ("qwen3-moe", { $0["decoder_sparse_step"] = 0 }, "decoder_sparse_step"),
             ("mixtral", { $0["num_local_experts"] = 1_000_000 }, "num_experts"),
         ]
-        for (name, edit, field) in cases {
-            let d = try copy(name)
-            defer { try? FileManager.default.removeItem(atPath: d) }
-            let cfg = d + "/config.json"
-            var obj = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: cfg))) as! [String: Any]
-            edit(&obj)
-            try JSONSerialization.data(withJSONObject: obj).write(to: URL(fileURLWithPath: cfg))
-            do {
-                _ = try ModelRegistry.load(directory: d)
-                Issue.record("\(name): expected an error naming \(field)")
-            } catch let e as ConfigError {
-                #expect("\(e)".contains(cfg) && "\(e)".contains(field), "\(e)")
-            }
-        }
+        for (name, edit, field) in cases { try expectConfigError(copy(name), edit, naming: field) }
     }
 
     @Test func aMissingOrMisshapenExpertIsNamed() throws {
