@@ -66,7 +66,8 @@ public final class TieredRun: @unchecked Sendable {
             // the cold embedding's rows pass through the page cache: a row per token
             try ledger.charge(.coldRows, PlacementRule.coldPageCacheBytes(inv, workload))
             // a mixture's experts through the expert cache when the placement gives it slots
-            let experts = p.expertSlots > 0 && !inv.experts.isEmpty ? try ExpertCache(experts: inv.experts, slots: p.expertSlots, ledger: ledger, policy: .fromEnvironment) : nil
+            let experts = p.expertSlots > 0 && !inv.experts.isEmpty ? try ExpertCache(experts: inv.experts, slots: p.expertSlots, ledger: ledger,
+                                policy: .chosen(slots: p.expertSlots, workingSet: (spec.moe?.expertsPerToken ?? 1) * inv.experts.filter { !$0.isEmpty }.count)) : nil
             store = try TieredWeightStore(locations: inv.locations, streamed: Set(p.streamedLayers), prefetchDepth: p.prefetchDepth,
                                           ledger: ledger, location: directory, cold: inv.coldNames, experts: experts)
         case .mmap:

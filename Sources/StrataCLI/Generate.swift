@@ -162,8 +162,8 @@ extension Generate {
                       formatBytes(m.diskBytesRead) as NSString, m.diskReadBytesPerSecond / 1e6, m.ioWaitSeconds,
                       formatBytes(m.peakResidentBytes) as NSString, formatBytes(m.peakRSSBytes) as NSString))
         if let x = m.expertCache {
-            eprint(String(format: "expert cache: %d slots, hit rate %.1f%% (%d hits, %d misses), %@ read, routing entropy %.3f of uniform; hit rate per layer: %@",
-                          p.expertSlots, 100 * x.hitRate, x.hits, x.misses, formatBytes(x.bytesRead) as NSString, x.routingEntropy,
+            eprint(String(format: "expert cache: %d slots (%@), hit rate %.1f%% (%d hits, %d misses), %@ read, routing entropy %.3f of uniform; hit rate per layer: %@",
+                          p.expertSlots, x.policy as NSString, 100 * x.hitRate, x.hits, x.misses, formatBytes(x.bytesRead) as NSString, x.routingEntropy,
                           x.layerHitRates.map { String(format: "%.0f%%", 100 * $0) }.joined(separator: " ") as NSString))
         }
         if let usedPlan {

@@ -25,6 +25,8 @@ public struct ExpertLocation: Sendable {
 
 /// Counters of an expert cache.
 public struct ExpertCacheStats: Sendable, Codable, Equatable {
+    /// the eviction policy (`ExpertCache.Policy`)
+    public var policy = ""
     public var hits = 0
     public var misses = 0
     public var bytesRead = 0
@@ -46,7 +48,7 @@ public struct ExpertCacheStats: Sendable, Codable, Equatable {
         return e.isEmpty ? 0 : e.reduce(0, +) / Double(e.count)
     }
     enum CodingKeys: String, CodingKey {
-        case hits, misses, bytesRead = "bytes_read", readSeconds = "read_seconds", layerHits = "layer_hits", layerMisses = "layer_misses"
+        case policy, hits, misses, bytesRead = "bytes_read", readSeconds = "read_seconds", layerHits = "layer_hits", layerMisses = "layer_misses"
         case layerRoutingEntropy = "layer_routing_entropy"
     }
     public init() {}
@@ -67,9 +69,14 @@ public final class ExpertCache: ExpertSource, @unchecked Sendable {
         /// segmented LRU: an expert hit again moves to a protected segment (at most 80% of the
         /// slots); misses evict the least recently used of the probationary segment first
         case slru
-        /// `STRATA_EXPERT_POLICY` (lru, lfu, slru), else LRU (measured best: docs/benchmarks.md)
-        public static var fromEnvironment: Policy {
-            ProcessInfo.processInfo.environment["STRATA_EXPERT_POLICY"].flatMap(Policy.init(rawValue:)) ?? .lru
+        /// `STRATA_EXPERT_POLICY` (lru, lfu, slru), else the choice for the cache's size: LRU when
+        /// the slots hold two tokens' experts (`workingSet`: k experts of every sparse layer), LFU
+        /// when they do not (a pass visits the layers in a cycle, and an LRU smaller than the
+        /// cycle evicts each expert just before it is needed again: measured 0% hits on a
+        /// Mixtral-8x7B shape with 55 slots, 41% with LFU; docs/benchmarks.md)
+        public static func chosen(slots: Int, workingSet: Int) -> Policy {
+            if let p = ProcessInfo.processInfo.environment["STRATA_EXPERT_POLICY"].flatMap(Policy.init(rawValue:)) { return p }
+            return slots >= 2 * workingSet ? .lru : .lfu
         }
     }
     public let policy: Policy
@@ -113,6 +120,7 @@ public final class ExpertCache: ExpertSource, @unchecked Sendable {
     public var stats: ExpertCacheStats {
         lock.lock(); defer { lock.unlock() }
         var s = counters
+        s.policy = policy.rawValue
         s.layerRoutingEntropy = (0..<experts.count).map { l in
             let n = experts[l].count
             let counts = uses[(l * expertsPerLayer)..<(l * expertsPerLayer + n)]

@@ -233,6 +233,16 @@ import StrataTensor
         #expect(cache.stats.hits == (policy == .lru ? 2 : 3), "\(policy)")
     }
 
+    /// The default policy for a cache's size: LRU when two tokens' experts fit, LFU when they do
+    /// not (an LRU smaller than a pass's cycle over the layers evicts what comes next).
+    @Test func thePolicyFollowsTheCachesSize() {
+        guard ProcessInfo.processInfo.environment["STRATA_EXPERT_POLICY"] == nil else { return }
+        #expect(ExpertCache.Policy.chosen(slots: 2043, workingSet: 384) == .lru)
+        #expect(ExpertCache.Policy.chosen(slots: 768, workingSet: 384) == .lru)
+        #expect(ExpertCache.Policy.chosen(slots: 767, workingSet: 384) == .lfu)
+        #expect(ExpertCache.Policy.chosen(slots: 55, workingSet: 64) == .lfu)
+    }
+
     /// A read that fails (the file cut short under the cache) is thrown by `wait`, naming the
     /// file; nothing hangs, the expert is not cached, and the cache serves the others after.
     @Test func aFailedExpertReadIsThrownAndNotCached() throws {
