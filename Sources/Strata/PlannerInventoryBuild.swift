@@ -75,6 +75,8 @@ extension PlannerInventory {
             inv.moe = PlannerMoE(experts: m.experts, perToken: m.expertsPerToken, sparseLayers: m.sparseLayers, expertBytes: expertBytes,
                                  expertParams: expertParams, slotBytes: ExpertCache.slotBytes(w.experts), denseLayerBytes: w.denseLayerBytes,
                                  denseLayerParams: w.experts.map { perLayer - $0.count * expertParams })
+            // a benchmark's routing (STRATA_MOE_ROUTING=zipf:S) is predicted as what it is
+            if case let .zipf(x) = MoERouting.fromEnvironment { inv.moe?.zipf = x }
         }
         return inv
     }

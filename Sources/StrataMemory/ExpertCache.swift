@@ -76,7 +76,7 @@ public final class ExpertCache: ExpertSource, @unchecked Sendable {
         /// Mixtral-8x7B shape with 55 slots, 41% with LFU; docs/benchmarks.md)
         public static func chosen(slots: Int, workingSet: Int) -> Policy {
             if let p = ProcessInfo.processInfo.environment["STRATA_EXPERT_POLICY"].flatMap(Policy.init(rawValue:)) { return p }
-            return slots >= 2 * workingSet ? .lru : .lfu
+            return expertCacheUsesLRU(slots: slots, workingSet: workingSet) ? .lru : .lfu
         }
     }
     public let policy: Policy

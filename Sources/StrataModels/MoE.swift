@@ -109,11 +109,8 @@ struct MoELayer {
 
     var matrices: [WeightMatrix] { [router] + experts.flatMap(\.matrices) }
 
-    /// `STRATA_MOE_ROUTING=uniform`: each token's experts drawn uniformly at random instead of by
-    /// the router (a benchmark device: a random-weight model's router reuses a few experts, which
-    /// flatters a cache; real models spread their tokens, and uniform routing is the worst case).
-    /// The model's outputs are then not the model's.
-    static let uniformRouting = ProcessInfo.processInfo.environment["STRATA_MOE_ROUTING"] == "uniform"
+    /// `STRATA_MOE_ROUTING` (`MoERouting`): a benchmark's routing in place of the router's.
+    static let benchmarkRouting = MoERouting.fromEnvironment
 
     /// `x[0..<rows] += MoE(xn[0..<rows])`. Buffers from `ws` (`moe`, `ffA`, `ffB`).
     func apply(_ xn: UnsafePointer<Float>, rows r: Int, into x: UnsafeMutablePointer<Float>, ws: Workspace) throws {
@@ -123,19 +120,21 @@ struct MoELayer {
         Ops.softmax(logits, rows: r, n: n)
         // the k most probable experts of each row; counts per expert
         for e in 0..<n { m.counts[e] = 0 }
-        if MoELayer.uniformRouting {
-            // the benchmark's worst case for a cache: k distinct experts drawn uniformly, equal weights
+        let drawn = MoELayer.benchmarkRouting
+        if drawn != .model {
+            // a benchmark's routing: k distinct experts drawn (uniformly, or by a Zipf law over a
+            // per-layer order of the experts), equal weights
             for i in 0..<r {
                 for j in 0..<k {
                     var e: Int
-                    repeat { e = m.random(n) } while m.chosen(i, upTo: j, e, k: k)
+                    repeat { e = drawn.draw(n, layer: layer, m) } while m.chosen(i, upTo: j, e, k: k)
                     m.choice[i * k + j] = Int32(e)
                     m.weight[i * k + j] = 1 / Float(k)
                     m.counts[e] += 1
                 }
             }
         }
-        for i in 0..<r where !MoELayer.uniformRouting {
+        for i in 0..<r where drawn == .model {
             let p = logits + i * n
             var sum: Float = 0
             for j in 0..<k {
@@ -249,11 +248,13 @@ final class MoEBuffers {
     }
 
     private var state: UInt64 = 0x9E37_79B9_7F4A_7C15
-    /// A pseudo-random number in 0..<n (uniform routing).
-    func random(_ n: Int) -> Int {
+    /// A pseudo-random number in [0, 1) (benchmark routing).
+    func random() -> Double {
         state = state &* 6364136223846793005 &+ 1442695040888963407
-        return Int((state >> 33) % UInt64(n))
+        return Double(state >> 11) * 0x1.0p-53
     }
+    /// The Zipf law's cumulative shares over ranks 1...n, made once per (n, exponent).
+    var zipfCDF: [Double] = []
 
     /// Whether row `i` already chose expert `e` among its first `j` choices.
     @inline(__always)
@@ -270,4 +271,50 @@ extension Tensor {
         let rows = shape[1], cols = shape[2]
         return reshaped([shape[0] * rows, cols]).slice((e * rows)..<((e + 1) * rows))
     }
+}
+
+/// How a benchmark routes tokens instead of the router (`STRATA_MOE_ROUTING`): `uniform` (each of
+/// a layer's experts equally likely: a cache's worst case, and what a model trained for balance
+/// approaches), or `zipf:S` (the expert of rank r, in an order of the experts that differs by
+/// layer, chosen with probability proportional to r^-S: the reuse real models show, controlled).
+/// A random-weight model's own router reuses a few experts (routing entropy ~0.55 of uniform on a
+/// Qwen3-30B-A3B shape), which would flatter a cache. The model's outputs are then not the model's.
+public enum MoERouting: Equatable, Sendable {
+    case model, uniform, zipf(Double)
+
+    public static var fromEnvironment: MoERouting { parse(ProcessInfo.processInfo.environment["STRATA_MOE_ROUTING"]) }
+
+    public static func parse(_ s: String?) -> MoERouting {
+        guard let s else { return .model }
+        if s == "uniform" { return .uniform }
+        if s.hasPrefix("zipf:"), let x = Double(s.dropFirst(5)), x > 0, x.isFinite { return .zipf(x) }
+        return .model
+    }
+
+    /// One expert of `n` for a row of `layer`.
+    func draw(_ n: Int, layer: Int, _ m: MoEBuffers) -> Int {
+        switch self {
+        case .model, .uniform: return min(n - 1, Int(m.random() * Double(n)))
+        case let .zipf(x):
+            if m.zipfCDF.count != n {
+                var c = [Double](repeating: 0, count: n), acc = 0.0
+                for r in 0..<n { acc += pow(Double(r + 1), -x); c[r] = acc }
+                m.zipfCDF = c.map { $0 / acc }
+            }
+            let u = m.random()
+            var lo = 0, hi = n - 1
+            while lo < hi { let mid = (lo + hi) / 2; if m.zipfCDF[mid] < u { lo = mid + 1 } else { hi = mid } }
+            return MoERouting.expert(rank: lo, n: n, layer: layer)
+        }
+    }
+
+    /// The expert of popularity rank `rank` (0-based) in `layer`: a bijection of 0..<n that
+    /// differs by layer (rank times a multiplier prime to n, plus an offset).
+    public static func expert(rank: Int, n: Int, layer: Int) -> Int {
+        var a = 37
+        while gcd(a, n) != 1 { a += 2 }
+        return (rank * a + layer * 11) % n
+    }
+
+    private static func gcd(_ a: Int, _ b: Int) -> Int { b == 0 ? a : gcd(b, a % b) }
 }

@@ -123,8 +123,8 @@ public enum Planner {
     /// rest of the budget as expert-cache slots. A decode step is the dense part's and the active
     /// experts' compute (the cost model over each layer's dense part plus k experts) plus the
     /// missed experts read from disk, one after the other (the reads of a layer start when its
-    /// routing is known); the hit rate comes from uniform routing (`PlannerMoE.uniformHitRate`),
-    /// the worst case: a model whose tokens reuse experts does better than predicted.
+    /// routing is known); the hit rate comes from a routing model (`PlannerMoE.steadyHitRate`:
+    /// uniform, the worst case, unless a Zipf law is given), with the cache starting empty.
     static func planExperts(inv: PlannerInventory, moe: PlannerMoE, cost: CostModel, request: PlanRequest) throws -> Plan {
         let perBlock = inv.kvBytesPerToken * request.blockSize
         let blocksPerSeq = (request.promptTokens + request.outputTokens + request.blockSize - 1) / request.blockSize + 1
@@ -158,9 +158,9 @@ public enum Planner {
         while rowsLeft > 0 { passes.append(min(512, rowsLeft)); rowsLeft -= passes.last! }
         let decodeSteps = max(0, request.outputTokens - 1)
         let pins = passes.map { moe.distinctExperts(tokens: $0) } + [Double](repeating: moe.distinctExperts(tokens: b), count: decodeSteps)
-        let rates = moe.uniformHitRates(slots: slots, pins: pins, from: passes.count)
+        let rates = moe.hitRates(slots: slots, pins: pins, from: passes.count)
         let hit = decodeSteps > 0 ? rates.later : rates.all
-        let prefillHit = moe.uniformHitRates(slots: slots, pins: Array(pins.prefix(passes.count)), from: 0).all
+        let prefillHit = moe.hitRates(slots: slots, pins: Array(pins.prefix(passes.count)), from: 0).all
         // the active model: each layer's dense part and the k experts a token runs
         var active = inv
         active.moe = nil
@@ -194,13 +194,13 @@ public enum Planner {
         lines[.expertCache, default: 0] += slots * moe.slotBytes
         var plan = Plan(model: inv.name, request: request, batch: b, prefetchDepth: streamed.isEmpty ? 0 : 1, streamedLayers: streamed,
                         kvBlocksRAM: b * blocksPerSeq, kvBlocksDisk: 0, blockSize: request.blockSize, ledger: LedgerLine.named(lines), prediction: pred,
-                        binding: String(format: "RAM budget: %d expert slots of %d experts (%.0f%% hits predicted for uniform routing), %d of %d layers' dense parts streamed",
+                        binding: String(format: "RAM budget: %d expert slots of %d experts (%.0f%% hits predicted), %d of %d layers' dense parts streamed",
                                         slots, totalExperts, 100 * rates.all, streamed.count, inv.layers),
                         budgetCurve: [], moreRAM: "")
         plan.expertSlots = slots
         let perGiB = (1 << 30) / moe.slotBytes
         plan.moreRAM = String(format: "+1 GiB of RAM: %d more expert slots, %.0f%% -> %.0f%% hits in steady state", perGiB,
-                              100 * moe.uniformHitRate(slots: slots), 100 * moe.uniformHitRate(slots: slots + perGiB))
+                              100 * moe.steadyHitRate(slots: slots), 100 * moe.steadyHitRate(slots: slots + perGiB))
         return plan
     }
 }

@@ -59,30 +59,49 @@ public struct PlannerMoE: Codable, Sendable, Equatable {
     /// each layer without its experts: bytes and parameters
     public var denseLayerBytes: [Int]
     public var denseLayerParams: [Int]
+    /// The routing the hit rate is predicted for: nil uniform (the worst case), else a Zipf law's
+    /// exponent (expert of rank r chosen with probability proportional to r^-s).
+    public var zipf: Double? = nil
     public init(experts: Int, perToken: Int, sparseLayers: [Bool], expertBytes: Int, expertParams: Int, slotBytes: Int,
                 denseLayerBytes: [Int], denseLayerParams: [Int]) {
         self.experts = experts; self.perToken = perToken; self.sparseLayers = sparseLayers; self.expertBytes = expertBytes
         self.expertParams = expertParams; self.slotBytes = slotBytes; self.denseLayerBytes = denseLayerBytes; self.denseLayerParams = denseLayerParams
     }
 
-    /// The share of routed experts found in a cache of `slots` slots when tokens route uniformly
-    /// (each expert of a layer equally likely, independently: the worst case, and what an LRU
-    /// cache's hit rate then is): the slots per sparse layer over its experts.
-    public func uniformHitRate(slots: Int) -> Double {
+    /// Steady-state share of routed experts found in a cache of `slots` slots (each sparse layer
+    /// its share of them). Uniform routing: the slots per layer over its experts. A Zipf law: with
+    /// LRU (the cache's policy when it holds two tokens' experts) Che's approximation (the
+    /// characteristic time T where the experts' chances to be cached, 1 - e^(-q T), add up to the
+    /// slots; q an expert's chance to be chosen in a step); with LFU the most popular experts'
+    /// share.
+    public func steadyHitRate(slots: Int) -> Double {
         let layers = max(1, sparseLayers.filter { $0 }.count)
-        return min(1, Double(slots) / Double(layers) / Double(experts))
+        let c = min(Double(experts), Double(slots) / Double(layers))
+        guard let s = zipf else { return c / Double(experts) }
+        let w = (1...experts).map { pow(Double($0), -s) }, total = w.reduce(0, +)
+        let q = w.map { 1 - pow(1 - $0 / total, Double(perToken)) }
+        let qSum = q.reduce(0, +)
+        if c >= Double(experts) { return 1 }
+        if !expertCacheUsesLRU(slots: slots, workingSet: perToken * layers) {
+            return q.prefix(Int(c)).reduce(0, +) / qSum
+        }
+        var lo = 0.0, hi = 1e9
+        for _ in 0..<200 {
+            let t = (lo + hi) / 2
+            if q.reduce(0, { $0 + 1 - exp(-$1 * t) }) < c { lo = t } else { hi = t }
+        }
+        return q.reduce(0) { $0 + $1 * (1 - exp(-$1 * lo)) } / qSum
     }
 
-    /// The hit rates of a run under uniform routing, the cache starting empty: each step pins
-    /// `pins[s]` distinct experts of a layer, each in RAM with the probability the cache's filled
-    /// share gives, and the misses fill it up to its slots. Returns the hit rate of the steps
-    /// from `from` on, and of every step.
-    public func uniformHitRates(slots: Int, pins: [Double], from: Int) -> (later: Double, all: Double) {
+    /// The hit rates of a run, the cache starting empty: each step pins `pins[s]` distinct experts
+    /// of a layer, found with the steady rate times the cache's filled share, the misses filling
+    /// it up to its slots. Returns the hit rate of the steps from `from` on, and of every step.
+    public func hitRates(slots: Int, pins: [Double], from: Int) -> (later: Double, all: Double) {
         let layers = max(1, sparseLayers.filter { $0 }.count)
-        let capacity = min(Double(experts), Double(slots) / Double(layers))
+        let capacity = min(Double(experts), Double(slots) / Double(layers)), steady = steadyHitRate(slots: slots)
         var filled = 0.0, hits = 0.0, total = 0.0, laterHits = 0.0, laterTotal = 0.0
         for (s, p) in pins.enumerated() {
-            let h = p * filled / Double(experts)
+            let h = p * steady * (capacity > 0 ? filled / capacity : 0)
             filled = min(capacity, filled + p - h)
             hits += h; total += p
             if s >= from { laterHits += h; laterTotal += p }

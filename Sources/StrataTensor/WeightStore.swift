@@ -50,3 +50,9 @@ public protocol ExpertSource: AnyObject {
     /// Lets the last `pin`'s experts (`experts` of `layer`) be evicted again, after their reads end.
     func unpin(layer: Int, experts: ArraySlice<Int>)
 }
+
+/// Which policy an expert cache of `slots` slots evicts by, when none is forced: LRU when the
+/// slots hold two tokens' experts (`workingSet`: k experts of every sparse layer), LFU when they
+/// do not (a pass visits the layers in a cycle, and an LRU smaller than the cycle evicts each
+/// expert just before it is needed again). The run's cache and the planner's model both ask here.
+public func expertCacheUsesLRU(slots: Int, workingSet: Int) -> Bool { slots >= 2 * workingSet }

@@ -4,6 +4,7 @@ import Testing
 @testable import StrataFormats
 @testable import StrataModels
 import StrataTensor
+import StrataPlanner
 @testable import StrataMemory
 @testable import Strata
 
@@ -231,6 +232,26 @@ import StrataTensor
         // A (0) still cached under LFU and SLRU, evicted under LRU
         try use(0)
         #expect(cache.stats.hits == (policy == .lru ? 2 : 3), "\(policy)")
+    }
+
+    /// The benchmark routings parse, the Zipf ranks map to every expert once per layer, and the
+    /// planner's hit-rate model: uniform gives the slots' share; a Zipf law more, growing with
+    /// the slots; with LFU (a cache under two tokens' experts) the most popular experts' share.
+    @Test func routingModels() {
+        #expect(MoERouting.parse("uniform") == .uniform && MoERouting.parse("zipf:1.2") == .zipf(1.2))
+        #expect(MoERouting.parse(nil) == .model && MoERouting.parse("zipf:-1") == .model && MoERouting.parse("x") == .model)
+        for n in [8, 128, 60] {
+            for layer in [0, 5] { #expect(Set((0..<n).map { MoERouting.expert(rank: $0, n: n, layer: layer) }) == Set(0..<n)) }
+        }
+        var moe = PlannerMoE(experts: 128, perToken: 8, sparseLayers: [Bool](repeating: true, count: 48), expertBytes: 1, expertParams: 1,
+                             slotBytes: 1, denseLayerBytes: [], denseLayerParams: [])
+        #expect(abs(moe.steadyHitRate(slots: 48 * 32) - 0.25) < 1e-12)
+        moe.zipf = 1
+        let small = moe.steadyHitRate(slots: 48 * 4), mid = moe.steadyHitRate(slots: 48 * 32), big = moe.steadyHitRate(slots: 48 * 96)
+        #expect(mid > 0.25 && small < mid && mid < big && big < 1)
+        // 4 slots a layer is under two tokens' experts (16): LFU, the 4 most popular experts' share
+        let w = (1...128).map { 1 - pow(1 - pow(Double($0), -1) / (1...128).reduce(0.0) { $0 + pow(Double($1), -1) }, 8) }
+        #expect(abs(small - w.prefix(4).reduce(0, +) / w.reduce(0, +)) < 1e-9)
     }
 
     /// The default policy for a cache's size: LRU when two tokens' experts fit, LFU when they do
