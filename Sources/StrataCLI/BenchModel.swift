@@ -65,7 +65,7 @@ struct BenchModel: ParsableCommand {
         for r in 0..<repeats {
             eprint("repeat \(r + 1)/\(repeats): sgemm bound, pp\(prompt)")
             let flops = Measure.gemmFlops(m: min(prompt, 512), n: spec.intermediateSize, k: spec.hiddenSize, repeats: 3)
-            flopsS.append(flops); ppB.append(flops / (2 * params))
+            flopsS.append(flops); ppB.append(flops / (2 * (params - idle * expertParams)))
             let c1 = try m.makeCache(capacity: cap, type: kvType)
             let t0 = now()
             _ = try ids.withUnsafeBufferPointer { try m.forward($0, cache: c1, allLogits: false) }

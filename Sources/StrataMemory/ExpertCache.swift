@@ -216,7 +216,7 @@ public final class ExpertCache: ExpertSource, @unchecked Sendable {
         for s in pinnedSlots { weights.append(view(slot: s, layer: layer)) }
         if !missing.isEmpty {
             do {
-                for m in missing { for p in m.location.parts where files[p.path] == nil { files[p.path] = try open(p.path) } }
+                for m in missing { for p in m.location.parts where files[p.path] == nil { files[p.path] = try FileIO.openForLargeReads(p.path) } }
             } catch {
                 lock.lock()
                 for m in missing { slotOf[keyOf[m.slot]] = -1; keyOf[m.slot] = -1 }
@@ -359,10 +359,5 @@ public final class ExpertCache: ExpertSource, @unchecked Sendable {
         return n
     }
 
-    private func open(_ path: String) throws -> (fd: Int32, direct: Bool, size: Int) {
-        if let d = try FileIO.openReadDirect(path) { return (d, true, try FileIO.size(fd: d, path: path)) }
-        let fd = try FileIO.openRead(path)
-        return (fd, false, try FileIO.size(fd: fd, path: path))
-    }
 }
 

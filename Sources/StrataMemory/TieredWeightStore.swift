@@ -248,9 +248,7 @@ public final class TieredWeightStore: WeightStore, @unchecked Sendable {
 
     private func file(_ path: String) throws -> (fd: Int32, direct: Bool, size: Int) {
         if let f = files[path] { return f }
-        let size = try FileIO.size(path: path)
-        let f: (Int32, Bool, Int)
-        if let d = try FileIO.openReadDirect(path) { f = (d, true, size) } else { f = (try FileIO.openRead(path), false, size) }
+        let f = try FileIO.openForLargeReads(path)
         files[path] = f
         return f
     }

@@ -150,6 +150,14 @@ public enum FileIO {
 
     public static func openRead(_ path: String) throws -> Int32 { try open(path, O_RDONLY) }
 
+    /// `path` for large reads: through O_DIRECT where the file system allows (`direct`), else
+    /// buffered; with its size.
+    public static func openForLargeReads(_ path: String) throws -> (fd: Int32, direct: Bool, size: Int) {
+        if let d = try openReadDirect(path) { return (d, true, try size(fd: d, path: path)) }
+        let fd = try openRead(path)
+        return (fd, false, try size(fd: fd, path: path))
+    }
+
     /// `stat(2)` (the Swift name `stat` is the struct's initializer here).
     private static func lstatFollow(_ path: String, _ st: UnsafeMutablePointer<stat>) -> Int32 {
         path.withCString { fstatat(AT_FDCWD, $0, st, 0) }
