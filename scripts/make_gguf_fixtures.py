@@ -191,7 +191,7 @@ def quantize(w, qtype):
     if qtype == Q.F16:
         h = w.astype(np.float16)
         return h, h.astype(np.float32)
-    if qtype in (Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0):
+    if qtype in (Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.MXFP4):
         raw = gguf.quants.quantize(w, qtype)
     elif qtype in ROW_QUANTIZERS:
         raw = np.frombuffer(b"".join(ROW_QUANTIZERS[qtype](r) for r in w), dtype=np.uint8).reshape(w.shape[0], -1)
@@ -622,7 +622,7 @@ def write_bad():
 
 
 def write_quant_reference():
-    """gguf-py's Q8_0, Q4_0, Q4_1 and Q5_0 blocks of a matrix Strata can rebuild exactly (float32 of a
+    """gguf-py's Q8_0, Q4_0, Q4_1, Q5_0 and MXFP4 blocks of a matrix Strata can rebuild exactly (float32 of a
     formula), and for every quantized type Strata reads, blocks of a seeded random matrix with
     gguf-py's dequantization of them ("dequant": {type: [blocks hex, float32 hex]})."""
     i = np.arange(4 * 256, dtype=np.float64)
@@ -630,13 +630,13 @@ def write_quant_reference():
     x[1, 32:64] = 0  # an all-zero block
     out = {"formula": "float32(sin(i * 0.731) * (1 + i % 7) * 0.1), i = 0..1023, rows of 256; row 1 [32, 64) zero",
            "x": x.tobytes().hex()}
-    for name, t in (("q8_0", Q.Q8_0), ("q4_0", Q.Q4_0), ("q4_1", Q.Q4_1), ("q5_0", Q.Q5_0)):
+    for name, t in (("q8_0", Q.Q8_0), ("q4_0", Q.Q4_0), ("q4_1", Q.Q4_1), ("q5_0", Q.Q5_0), ("mxfp4", Q.MXFP4)):
         out[name] = gguf.quants.quantize(x, t).tobytes().hex()
     rng = np.random.default_rng(5)
     m = (rng.standard_normal((3, 512)) * np.array([[0.02], [1.0], [30.0]])).astype(np.float32)
     m[0, :32] += 0.5  # a block away from zero (Q4_1's minimum, Q4_K's mins)
     out["dequant"] = {}
-    for t in (Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q4_K, Q.Q5_K, Q.Q6_K, Q.IQ4_NL, Q.IQ4_XS):
+    for t in (Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q4_K, Q.Q5_K, Q.Q6_K, Q.IQ4_NL, Q.IQ4_XS, Q.MXFP4):
         raw, deq = quantize(m, t)
         out["dequant"][t.name.lower()] = [np.ascontiguousarray(raw).tobytes().hex(), deq.astype(np.float32).tobytes().hex()]
     with open(os.path.join(ROOT, "quant_reference.json"), "w") as f:

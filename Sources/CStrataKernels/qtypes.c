@@ -30,6 +30,8 @@ const strata_qtype strata_qtypes[] = {
                          .unpack_avx2 = AVX2_OR_NULL(strata_unpack_iq4_nl_avx2), .x_block = 32},
     [STRATA_W_IQ4_XS] = {.name = "iq4_xs", .elements = 256, .bytes = 136, .dequant = strata_dequant_iq4_xs, .unpack = strata_unpack_iq4_xs,
                          .unpack_avx2 = AVX2_OR_NULL(strata_unpack_iq4_xs_avx2), .x_block = 32},
+    [STRATA_W_MXFP4] = {.name = "mxfp4", .elements = 32, .bytes = 17, .dequant = strata_dequant_mxfp4, .unpack = strata_unpack_mxfp4,
+                        .unpack_avx2 = AVX2_OR_NULL(strata_unpack_mxfp4_avx2), .x_block = 32},
 #undef FLOAT_TYPE
 };
 // the last type without a row fails here; a row left out before it is zeros, which

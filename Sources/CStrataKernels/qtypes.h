@@ -58,6 +58,9 @@ void strata_unpack_iq4_nl_avx2(const uint8_t *w, long nb, int8_t *c, float *d, f
 void strata_dequant_iq4_xs(const uint8_t *b, float *y);
 void strata_unpack_iq4_xs(const uint8_t *w, long nb, int8_t *c, float *d, float *m);
 void strata_unpack_iq4_xs_avx2(const uint8_t *w, long nb, int8_t *c, float *d, float *m);
+void strata_dequant_mxfp4(const uint8_t *b, float *y);
+void strata_unpack_mxfp4(const uint8_t *w, long nb, int8_t *c, float *d, float *m);
+void strata_unpack_mxfp4_avx2(const uint8_t *w, long nb, int8_t *c, float *d, float *m);
 
 /// IQ4_NL's and IQ4_XS's sixteen code values (ggml's kvalues_iq4nl), iq4_nl.c.
 extern const int8_t strata_iq4_values[16];

@@ -11,6 +11,8 @@ public enum QuantizeModel {
     /// The schemes, named as llama-quantize names them.
     public enum Scheme: String, CaseIterable, Sendable {
         case q8_0, q4_0, q4_k_m, q6_k, q4_1, q5_0, q5_k_m
+        /// llama-quantize's MXFP4_MOE: a mixture's stacked experts MXFP4, the other matrices Q8_0
+        case mxfp4_moe
 
         /// llama.cpp's `general.file_type` (llama_ftype).
         var fileType: UInt32 {
@@ -22,6 +24,7 @@ public enum QuantizeModel {
             case .q4_1: return 3
             case .q5_0: return 8
             case .q5_k_m: return 17
+            case .mxfp4_moe: return 38
             }
         }
 
@@ -35,6 +38,7 @@ public enum QuantizeModel {
             case .q4_1: return .q4_1
             case .q5_0: return .q5_0
             case .q5_k_m: return .q5_k
+            case .mxfp4_moe: return .q8_0
             }
         }
     }
@@ -63,6 +67,7 @@ public enum QuantizeModel {
         var t = scheme.base
         switch scheme {
         case .q8_0, .q6_k: break
+        case .mxfp4_moe: if shape.count == 3 { t = .mxfp4 }
         case .q4_0, .q4_1, .q5_0: if name == "output.weight" { t = .q6_k }
         case .q4_k_m, .q5_k_m:
             let layer = name.hasPrefix("blk.") ? Int(name.split(separator: ".")[1]) ?? 0 : 0

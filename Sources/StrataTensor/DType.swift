@@ -30,6 +30,8 @@ public enum DType: String, Sendable, Codable, CaseIterable {
     case iq4_nl
     /// 256 weights: an f16 scale, eight 6-bit sub-scales, IQ4_NL's codes (4.25 bits).
     case iq4_xs
+    /// 32 weights: an E8M0 exponent and 32 FP4 (E2M1) nibbles (4.25 bits; gpt-oss's experts).
+    case mxfp4
 
     /// The storage types of unquantized checkpoints.
     public static let floats: [DType] = [.f32, .f16, .bf16]

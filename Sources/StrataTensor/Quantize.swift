@@ -14,10 +14,12 @@ import Foundation
 ///   8-bit sub-scales against the largest; codes in [-32, 31].
 /// - Q4_1: d = (max - min) / 15, m = min; Q5_0: d = max / -16, codes + 16 in five bits.
 /// - Q5_K: Q4_K's fit with 31 levels.
+/// - MXFP4: e = floor(log2 max|x|) - 2 + 127 (0 for a block of zeros), each weight the nearest of
+///   the sixteen FP4 values times 2^(e - 128) (the first on a tie).
 public enum Quantizer {
     /// The types this quantizer writes (IQ4_NL and IQ4_XS are read, not written: their search
     /// for the best non-uniform scale is not here).
-    public static let types: [DType] = [.q8_0, .q4_0, .q4_k, .q6_k, .q4_1, .q5_0, .q5_k]
+    public static let types: [DType] = [.q8_0, .q4_0, .q4_k, .q6_k, .q4_1, .q5_0, .q5_k, .mxfp4]
 
     /// Bytes of `count` f32 values (a multiple of the block) quantized to `dtype`, appended to `out`.
     public static func quantize(_ x: UnsafePointer<Float>, count: Int, to dtype: DType, into out: UnsafeMutableRawPointer) {
@@ -33,12 +35,33 @@ public enum Quantizer {
             case .q4_1: q4_1(src, dst)
             case .q5_0: q5_0(src, dst)
             case .q5_k: q5_k(src, dst)
+            case .mxfp4: mxfp4(src, dst)
             default: preconditionFailure("Quantizer: no quantizer for \(dtype) (Quantizer.types)")
             }
         }
     }
 
     static let groupMaxEps: Float = 1e-15
+
+    /// MXFP4's sixteen values, doubled (ggml's kvalues_mxfp4; the scale is halved to match).
+    static let mxfp4Values: [Float] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12]
+
+    /// quantize_row_mxfp4_ref.
+    static func mxfp4(_ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer) {
+        var amax: Float = 0
+        for j in 0..<32 where amax < abs(x[j]) { amax = abs(x[j]) }
+        // ggml's (uint8_t) cast of floor(log2) - 2 + 127: in range for every normal amax >= 2^-125
+        let e = amax > 0 ? UInt8(clamping: Int(log2f(amax).rounded(.down)) - 2 + 127) : 0
+        let d = Float(bitPattern: e < 2 ? UInt32(0x0020_0000) << e : UInt32(e - 1) << 23)
+        y.storeBytes(of: e, as: UInt8.self)
+        func best(_ v: Float) -> UInt8 {
+            var bi = 0, be = abs(mxfp4Values[0] * d - v)
+            for i in 1..<16 { let err = abs(mxfp4Values[i] * d - v); if err < be { bi = i; be = err } }
+            return UInt8(bi)
+        }
+        let q = (y + 1).assumingMemoryBound(to: UInt8.self)
+        for j in 0..<16 { q[j] = best(x[j]) | best(x[j + 16]) << 4 }
+    }
 
     /// ggml's nearest_int: round half to even through the float magic number (|v| < 2^22).
     @inline(__always) static func nearestInt(_ v: Float) -> Int {

@@ -26,6 +26,11 @@ func randomBlocks(_ dtype: DType, rows n: Int, k: Int, seed: UInt64) -> [UInt8] 
         case .q5_k: out += f16(0.001 + 0.004 * abs(rng.float())) + f16(0.001 + 0.004 * abs(rng.float())) + bytes(12) + bytes(32) + bytes(128)
         case .iq4_nl: out += f16(0.001 + 0.004 * abs(rng.float())) + bytes(16)
         case .iq4_xs: out += f16(0.0001 + 0.0004 * abs(rng.float())) + bytes(2) + bytes(4) + bytes(128)
+        // exponents around 2^-8 (gpt-oss's weights), now and then subnormal scales or 2^22
+        case .mxfp4:
+            let extreme: [UInt8] = [0, 1, 150]
+            let e: UInt8 = rng.next() % 16 == 0 ? extreme[Int(rng.next() % 3)] : UInt8(116 + rng.next() % 8)
+            out += [e] + bytes(16)
         default: fatalError("not quantized")
         }
     }
@@ -95,6 +100,13 @@ func naiveDequant(_ dtype: DType, _ b: ArraySlice<UInt8>) -> [Float] {
             let low: Int = sub % 2 == 0 ? Int(q[32 * (sub / 2) + l] & 15) : Int(q[32 * (sub / 2) + l] >> 4)
             let code: Int = low | (Int(qh[l] >> UInt8(sub)) & 1) << 4
             return d * Float(sc) * Float(code) - dmin * Float(m)
+        }
+    case .mxfp4:
+        // the OCP spec's reading: E2M1 values times 2^(e - 127)
+        let values: [Float] = [0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.0, -0.5, -1, -1.5, -2, -3, -4, -6]
+        return (0..<32).map { (i: Int) -> Float in
+            let code: Int = i < 16 ? Int(b[1 + i] & 15) : Int(b[1 + i - 16] >> 4)
+            return Float(sign: .plus, exponent: Int(b[0]) - 127, significand: values[code])
         }
     case .iq4_nl, .iq4_xs:
         let values: [Float] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113]

@@ -27,8 +27,8 @@ enum { STRATA_ISA_PORTABLE = 0, STRATA_ISA_AVX2 = 1, STRATA_ISA_AVX512 = 2 };
 enum {
     STRATA_W_F32 = 0, STRATA_W_F16 = 1, STRATA_W_BF16 = 2,
     STRATA_W_Q8_0 = 3, STRATA_W_Q4_0 = 4, STRATA_W_Q4_K = 5, STRATA_W_Q6_K = 6,
-    STRATA_W_Q4_1 = 7, STRATA_W_Q5_0 = 8, STRATA_W_Q5_K = 9, STRATA_W_IQ4_NL = 10, STRATA_W_IQ4_XS = 11,
-    STRATA_W_COUNT = 12
+    STRATA_W_Q4_1 = 7, STRATA_W_Q5_0 = 8, STRATA_W_Q5_K = 9, STRATA_W_IQ4_NL = 10, STRATA_W_IQ4_XS = 11, STRATA_W_MXFP4 = 12,
+    STRATA_W_COUNT = 13
 };
 
 /// Weights per block of `wtype` (1 for f32/f16/bf16) and bytes per block (the element size for
