@@ -612,6 +612,20 @@ static void attn_decode_heads(int isa, const strata_attn_decode_args *a, long h0
         for (; h < nh; h++) strata_attn_values_isa(isa, s + h * ATTN_TILE, vw, d, nt, d, a->out + (h0 + h) * d, 1);
     }
     for (long h = 0; h < nh; h++) {
+        if (a->sinks) {
+            // the sink's term e^(sink - max) in the denominator, the max moved to the sink when it
+            // is larger (no keys: m = -inf, the weights and the output become 0)
+            const float sink = a->sinks[h0 + h];
+            float *oh = a->out + (h0 + h) * d;
+            if (sink > m[h]) {
+                const float corr = expf(m[h] - sink);
+                for (long i = 0; i < d; i++) oh[i] *= corr;
+                l[h] = l[h] * corr + 1.0f;
+                m[h] = sink;
+            } else {
+                l[h] += expf(sink - m[h]);
+            }
+        }
         if (l[h] == 0) continue;  // no keys: zeros
         const float inv = 1.0f / l[h];
         float *oh = a->out + (h0 + h) * d;

@@ -124,7 +124,7 @@ public struct GenerationConfig: Codable, Sendable {
 }
 
 /// Rotary settings from a config: `rope_parameters` (transformers >= 5) or
-/// `rope_theta` + `rope_scaling` (older checkpoints). Types: default, linear, llama3.
+/// `rope_theta` + `rope_scaling` (older checkpoints). Types: default, linear, llama3, longrope, yarn.
 public struct RopeSettings: Sendable, Equatable {
     public enum Kind: Sendable, Equatable {
         case none
@@ -134,6 +134,13 @@ public struct RopeSettings: Sendable, Equatable {
         /// forward call, by `long` beyond; cos/sin times `attentionFactor` (nil: from `factor`, or
         /// from max_position_embeddings / originalMaxPositions, as transformers derives it).
         case longrope(short: [Double], long: [Double], originalMaxPositions: Int, factor: Double?, attentionFactor: Double?)
+        /// YaRN (gpt-oss, Qwen's long-context configs, DeepSeek): frequencies between interpolation
+        /// by `factor` and none, by a ramp over the dimensions the `betaFast`/`betaSlow` rotation
+        /// counts give at `originalMaxPositions` (rounded out to whole dimensions unless `truncate`
+        /// is false), cos/sin times the attention factor (`attention_factor`, else 0.1 ln(factor)
+        /// + 1, or its ratio for `mscale`/`mscale_all_dim`).
+        case yarn(factor: Double, originalMaxPositions: Int, betaFast: Double, betaSlow: Double, truncate: Bool,
+                  attentionFactor: Double?, mscale: Double?, mscaleAllDim: Double?)
     }
     public var theta: Double
     public var kind: Kind
@@ -152,6 +159,7 @@ public struct RopeSettings: Sendable, Equatable {
         var longFactor: [Double]?
         var attentionFactor: Double?
         var partialRotaryFactor: Double?
+        var betaFast: Double?, betaSlow: Double?, truncate: Bool?, mscale: Double?, mscaleAllDim: Double?
         /// These settings with every field `other` sets replaced (Python's dict.update).
         func updated(by other: Params) -> Params {
             var p = self
@@ -161,6 +169,8 @@ public struct RopeSettings: Sendable, Equatable {
             p.originalMaxPositionEmbeddings = other.originalMaxPositionEmbeddings ?? p.originalMaxPositionEmbeddings
             p.shortFactor = other.shortFactor ?? p.shortFactor; p.longFactor = other.longFactor ?? p.longFactor
             p.attentionFactor = other.attentionFactor ?? p.attentionFactor; p.partialRotaryFactor = other.partialRotaryFactor ?? p.partialRotaryFactor
+            p.betaFast = other.betaFast ?? p.betaFast; p.betaSlow = other.betaSlow ?? p.betaSlow; p.truncate = other.truncate ?? p.truncate
+            p.mscale = other.mscale ?? p.mscale; p.mscaleAllDim = other.mscaleAllDim ?? p.mscaleAllDim
             return p
         }
         enum CodingKeys: String, CodingKey {
@@ -169,12 +179,14 @@ public struct RopeSettings: Sendable, Equatable {
             case originalMaxPositionEmbeddings = "original_max_position_embeddings"
             case shortFactor = "short_factor", longFactor = "long_factor", attentionFactor = "attention_factor"
             case partialRotaryFactor = "partial_rotary_factor"
+            case betaFast = "beta_fast", betaSlow = "beta_slow", truncate, mscale, mscaleAllDim = "mscale_all_dim"
         }
     }
 
     private enum Keys: String, CodingKey {
         case ropeTheta = "rope_theta", ropeScaling = "rope_scaling", ropeParameters = "rope_parameters"
         case partialRotaryFactor = "partial_rotary_factor", originalMaxPositionEmbeddings = "original_max_position_embeddings"
+        case maxPositionEmbeddings = "max_position_embeddings"
     }
 
     /// Decodes from the config's top level; `defaultTheta` is the architecture's default.
@@ -235,6 +247,16 @@ public struct RopeSettings: Sendable, Equatable {
                 try settings(nil, theta: c.decodeIfPresent(Double.self, forKey: .localBase) ?? defaultTheta.sliding, field: "rope_local_base_freq"))
     }
 
+    /// YaRN's factor on cos and sin, as transformers: `attention_factor`, else the ratio of
+    /// 0.1 m ln(factor) + 1 for `mscale` and `mscale_all_dim` when both are set, else 0.1 ln(factor) + 1
+    /// (1 for a factor <= 1).
+    public static func yarnAttention(factor: Double, attention: Double?, mscale: Double?, mscaleAllDim: Double?) -> Double {
+        if let attention { return attention }
+        func get(_ m: Double) -> Double { factor <= 1 ? 1 : 0.1 * m * log(factor) + 1 }
+        if let m = mscale, let a = mscaleAllDim, m != 0, a != 0 { return get(m) / get(a) }
+        return get(1)
+    }
+
     private static func kind(type: String, _ p: Params?, _ c: KeyedDecodingContainer<Keys>, theta: Double, file: String) throws -> RopeSettings {
         switch type {
         case "default":
@@ -259,6 +281,26 @@ public struct RopeSettings: Sendable, Equatable {
                 throw ConfigError.malformed(file: file, field: "rope_scaling", reason: "llama3 needs factor, low_freq_factor < high_freq_factor, original_max_position_embeddings")
             }
             return RopeSettings(theta: theta, kind: .llama3(factor: f, lowFreqFactor: lo, highFreqFactor: hi, originalMaxPositions: orig))
+        case "yarn":
+            // as transformers: original_max_position_embeddings in the rope settings (or at the top);
+            // no factor: max_position_embeddings / original
+            let orig = try p?.originalMaxPositionEmbeddings ?? c.decodeIfPresent(Int.self, forKey: .originalMaxPositionEmbeddings)
+            guard let orig, orig > 0 else {
+                throw ConfigError.malformed(file: file, field: "rope_scaling.original_max_position_embeddings", reason: "yarn needs it, positive")
+            }
+            var factor = p?.factor
+            if factor == nil, let maxPos = try c.decodeIfPresent(Int.self, forKey: .maxPositionEmbeddings) { factor = Double(maxPos) / Double(orig) }
+            guard let f = factor, f > 0, f.isFinite else { throw ConfigError.malformed(file: file, field: "rope_scaling.factor", reason: "missing or not positive") }
+            // transformers: `beta_fast or 32`, `beta_slow or 1` (a zero means the default)
+            let fast = p?.betaFast.flatMap { $0 == 0 ? nil : $0 } ?? 32, slow = p?.betaSlow.flatMap { $0 == 0 ? nil : $0 } ?? 1
+            guard fast > 0, slow > 0, fast.isFinite, slow.isFinite else {
+                throw ConfigError.malformed(file: file, field: "rope_scaling.beta_fast", reason: "beta_fast \(fast) and beta_slow \(slow) must be positive")
+            }
+            if let a = p?.attentionFactor, !(a > 0 && a.isFinite) {
+                throw ConfigError.malformed(file: file, field: "rope_scaling.attention_factor", reason: "must be positive, got \(a)")
+            }
+            return RopeSettings(theta: theta, kind: .yarn(factor: f, originalMaxPositions: orig, betaFast: fast, betaSlow: slow, truncate: p?.truncate ?? true,
+                                                           attentionFactor: p?.attentionFactor, mscale: p?.mscale, mscaleAllDim: p?.mscaleAllDim))
         default:
             throw ConfigError.unsupportedRopeType(file: file, ropeType: type)
         }

@@ -253,9 +253,10 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
             }
             decodeRows.withUnsafeBufferPointer { entries in
                 decodeTables.withUnsafeBufferPointer { tables in
+                  a.withSinks { sinks in
                     var job = DecodeAttentionJob(q: q, ldq: ldq, out: out, ldo: ldo, kPool: kp, vPool: vp, type: type, headBytes: headBytes,
                                                  blockBytes: blockBytes, blockSize: blockSize, heads: heads, kvHeads: kvHeads, headDim: d, scale: scale,
-                                                 softcap: softcap, window: window, entries: entries, tables: tables)
+                                                 softcap: softcap, window: window, sinks: sinks, entries: entries, tables: tables)
                     withUnsafeMutablePointer(to: &job) { jp in
                         // one chunk per (sequence, kv head): at batch 1 the kv heads still split
                         // over the threads. A C-convention function and a context on the stack:
@@ -265,6 +266,7 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
                             j.pointee.run(chunk / j.pointee.kvHeads, kvHead: chunk % j.pointee.kvHeads)
                         }
                     }
+                  }
                 }
             }
             // let go of the sequences' tables now: held until the next step, they would make the
@@ -274,6 +276,7 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
         // prefill chunks: per kv head, its keys/values widened to f32 through the block table, then
         // BLAS attention of its query heads
         let group = heads / kvHeads
+        a.withSinks { sinks in
         for e in layout.entries where e.rowCount > 1 {
             let n = e.endPosition
             precondition(n <= maxContext && d == headDim, "PagedKVCache.attend: \(n) keys beyond maxContext \(maxContext)")
@@ -288,9 +291,10 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
                     Attention.causal(q: q + e.rowStart * ldq + g * group * d, ldq: ldq, k: gatherK.f32, ldk: d, v: gatherV.f32, ldv: d,
                                      out: out + e.rowStart * ldo + g * group * d, ldo: ldo, tokens: e.rowCount, start: e.startPosition,
                                      keys: n, heads: group, kvHeads: 1, headDim: d, scale: scale, scores: scores.f32,
-                                     softcap: softcap, window: window)
+                                     softcap: softcap, window: window, sinks: sinks.map { $0 + g * group })
                 }
             }
+        }
         }
     }
 
@@ -301,6 +305,8 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
         let kPool: UnsafeRawPointer, vPool: UnsafeRawPointer
         let type: DType, headBytes: Int, blockBytes: Int
         let blockSize: Int, heads: Int, kvHeads: Int, headDim: Int, scale: Float, softcap: Float, window: Int
+        /// one logit per query head (nil: none)
+        let sinks: UnsafePointer<Float>?
         let entries: UnsafeBufferPointer<BatchLayout.Entry>
         let tables: UnsafeBufferPointer<[Int]>
 
@@ -313,7 +319,7 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
                 Kernels.attentionDecode(q: q + e.rowStart * ldq + g * group * d, group: group, headDim: d,
                                         k: kPool + off, v: vPool + off, type: type, ld: headBytes, ldv: headBytes, table: t.baseAddress,
                                         block: blockSize, blockStride: blockBytes, first: first, keys: n, scale: scale, softcap: softcap,
-                                        out: out + e.rowStart * ldo + g * group * d)
+                                        sinks: sinks.map { $0 + g * group }, out: out + e.rowStart * ldo + g * group * d)
             }
         }
     }

@@ -131,8 +131,18 @@ public struct GGUFHyperparameters {
         case "linear":
             guard let factor else { throw GGUFError.missingKey(file: file.path, key: prefix + ".rope.scaling.factor") }
             if factor != 1 { f["rope_scaling"] = ["rope_type": "linear", "factor": factor] }
+        case "yarn":
+            // llama.cpp's keys; the correction range is rounded out to whole dimensions (ggml's
+            // rope does so) unless the architecture says otherwise (gpt-oss)
+            guard let factor else { throw GGUFError.missingKey(file: file.path, key: prefix + ".rope.scaling.factor") }
+            var y: [String: Any] = ["rope_type": "yarn", "factor": factor,
+                                    "original_max_position_embeddings": try requireInt("rope.scaling.original_context_length")]
+            if let v = try double("rope.scaling.yarn_beta_fast") { y["beta_fast"] = v }
+            if let v = try double("rope.scaling.yarn_beta_slow") { y["beta_slow"] = v }
+            if let v = try double("rope.scaling.yarn_attn_factor") { y["attention_factor"] = v }
+            f["rope_scaling"] = y
         case let other?:
-            throw GGUFError.invalid(file: file.path, field: prefix + ".rope.scaling.type", reason: "'\(other)' is not supported (none, linear)")
+            throw GGUFError.invalid(file: file.path, field: prefix + ".rope.scaling.type", reason: "'\(other)' is not supported (none, linear, yarn)")
         }
         // Llama 3.1's frequency scaling is written as a tensor of per-frequency divisors
         if let divisors = try floats(tensor: "rope_freqs.weight") {

@@ -111,11 +111,12 @@ public final class KVCache: KVStorage, @unchecked Sendable {
         let heads = a.heads, kvHeads = a.kvHeads, d = a.headDim, scale = a.scale, softcap = a.softcap, window = a.window
         precondition(d == headDim && kvHeads * d == kvDim, "KVCache.attend: \(kvHeads) heads of \(d) in a cache of \(kvDim / headDim) of \(headDim)")
         let kp = k[layer].rawPointer, vp = v[layer].rawPointer, headStride = capacity * headBytes
+        a.withSinks { sinks in
         for e in layout.entries {
             let q = q + e.rowStart * ldq, out = out + e.rowStart * ldo, n = e.endPosition
             if e.rowCount == 1 {
                 Attention.decode(q: q, k: kp, v: vp, type: type, ld: headBytes, ldv: headBytes, headStride: headStride, out: out, keys: n,
-                                 heads: heads, kvHeads: kvHeads, headDim: d, scale: scale, softcap: softcap, window: window)
+                                 heads: heads, kvHeads: kvHeads, headDim: d, scale: scale, softcap: softcap, window: window, sinks: sinks)
                 continue
             }
             // many rows: a row of scores per query row; per kv head, its query heads over its rows
@@ -134,8 +135,9 @@ public final class KVCache: KVStorage, @unchecked Sendable {
                 }
                 Attention.causal(q: q + g * group * d, ldq: ldq, k: kh, ldk: d, v: vh, ldv: d, out: out + g * group * d, ldo: ldo,
                                  tokens: e.rowCount, start: e.startPosition, keys: n, heads: group, kvHeads: 1, headDim: d,
-                                 scale: scale, scores: scores.f32, softcap: softcap, window: window)
+                                 scale: scale, scores: scores.f32, softcap: softcap, window: window, sinks: sinks.map { $0 + g * group })
             }
+        }
         }
     }
 }

@@ -148,6 +148,9 @@ public struct LlamaFamilyConfig: Sendable {
         case let .linear(f): return .linear(factor: Float(f))
         case let .llama3(f, lo, hi, orig): return .llama3(factor: Float(f), lowFreqFactor: Float(lo), highFreqFactor: Float(hi), originalMaxPositions: orig)
         case let .longrope(short, _, orig, factor, attention): return .perFrequency(divisors: short.map(Float.init), attentionScaling: longRopeAttention(orig, factor, attention))
+        case let .yarn(factor, orig, fast, slow, truncate, attention, mscale, mscaleAll):
+            return .yarn(factor: Float(factor), originalMaxPositions: orig, betaFast: fast, betaSlow: slow, truncate: truncate,
+                         attentionScaling: Float(RopeSettings.yarnAttention(factor: factor, attention: attention, mscale: mscale, mscaleAllDim: mscaleAll)))
         }
     }
 

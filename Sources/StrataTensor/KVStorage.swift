@@ -62,9 +62,20 @@ public struct AttentionSettings: Sendable, Equatable {
     public var softcap: Float
     /// > 0: a query at position p sees only keys after p - window (sliding-window layers).
     public var window: Int
-    public init(heads: Int, kvHeads: Int, headDim: Int, scale: Float? = nil, softcap: Float = 0, window: Int = 0) {
+    /// gpt-oss's attention sinks: one logit per query head (`[heads]`) that joins each softmax's
+    /// denominator and attends to nothing; empty: none.
+    public var sinks: [Float]
+    public init(heads: Int, kvHeads: Int, headDim: Int, scale: Float? = nil, softcap: Float = 0, window: Int = 0, sinks: [Float] = []) {
+        precondition(sinks.isEmpty || sinks.count == heads, "AttentionSettings: \(sinks.count) sinks for \(heads) heads")
         self.heads = heads; self.kvHeads = kvHeads; self.headDim = headDim
-        self.scale = scale ?? 1 / Float(headDim).squareRoot(); self.softcap = softcap; self.window = window
+        self.scale = scale ?? 1 / Float(headDim).squareRoot(); self.softcap = softcap; self.window = window; self.sinks = sinks
+    }
+
+    /// `body` with the sinks' storage (nil: none); nothing allocated.
+    @inline(__always)
+    public func withSinks<R>(_ body: (UnsafePointer<Float>?) throws -> R) rethrows -> R {
+        if sinks.isEmpty { return try body(nil) }
+        return try sinks.withUnsafeBufferPointer { try body($0.baseAddress) }
     }
 }
 

@@ -185,9 +185,9 @@ public enum Kernels {
     public static func attentionDecode(path p: Path? = nil, q: UnsafePointer<Float>, group: Int, headDim d: Int,
                                        k: UnsafeRawPointer, v: UnsafeRawPointer, type: DType, ld: Int, ldv: Int,
                                        table: UnsafePointer<Int>?, block: Int, blockStride: Int, first: Int, keys n: Int,
-                                       scale: Float, softcap: Float, out: UnsafeMutablePointer<Float>) {
+                                       scale: Float, softcap: Float, sinks: UnsafePointer<Float>? = nil, out: UnsafeMutablePointer<Float>) {
         var a = strata_attn_decode_args(q: q, k: k, v: v, ld: ld, ldv: ldv, type: code(type), table: table, block: block, block_stride: blockStride,
-                                        first: first, n: n, group: group, d: d, scale: scale, softcap: softcap, out: out)
+                                        first: first, n: n, group: group, d: d, scale: scale, softcap: softcap, out: out, sinks: sinks)
         if let p { strata_attn_decode_isa(p.rawValue, &a) } else { strata_attn_decode(&a) }
     }
 

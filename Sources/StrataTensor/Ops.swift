@@ -129,19 +129,32 @@ public enum Ops {
     /// Numerically stable softmax over each row of `x` `[rows, n]` (row stride `ld`), in place.
     /// With `causalOffset` set, row `r` keeps only columns `0 ... r + causalOffset`
     /// (the keys a query at position `r + causalOffset` may see); the rest become 0.
-    public static func softmax(_ x: UnsafeMutablePointer<Float>, rows: Int, n: Int, ld: Int? = nil, causalOffset: Int? = nil) {
+    /// `sink` (gpt-oss's attention sinks): one more logit in each row's denominator, attending to
+    /// nothing (the row then sums to less than 1).
+    public static func softmax(_ x: UnsafeMutablePointer<Float>, rows: Int, n: Int, ld: Int? = nil, causalOffset: Int? = nil, sink: Float? = nil) {
         let xb = UncheckedSendable(x)
         Threads.parallelFor(rows, minChunk: max(1, (1 << 14) / max(1, n))) { range in
-            softmaxRows(xb.value, rows: range, n: n, ld: ld ?? n, causalOffset: causalOffset)
+            softmaxRows(xb.value, rows: range, n: n, ld: ld ?? n, causalOffset: causalOffset, sink: sink)
         }
     }
 
-    static func softmaxRows(_ x: UnsafeMutablePointer<Float>, rows: Range<Int>, n: Int, ld stride: Int, causalOffset: Int?) {
+    static func softmaxRows(_ x: UnsafeMutablePointer<Float>, rows: Range<Int>, n: Int, ld stride: Int, causalOffset: Int?, sink: Float? = nil) {
         for r in rows {
             let row = x + r * stride
             let valid = causalOffset.map { min(n, max(0, r + $0 + 1)) } ?? n
             if valid == 0 {
                 for i in 0..<n { row[i] = 0 }
+                continue
+            }
+            if let sink {
+                // as transformers' eager attention: the max over the row and the sink, the sink's term dropped after
+                var top = sink
+                for i in 0..<valid where row[i] > top { top = row[i] }
+                var sum = expf(sink - top)
+                for i in 0..<valid { row[i] = expf(row[i] - top); sum += row[i] }
+                let inv = 1 / sum
+                for i in 0..<valid { row[i] *= inv }
+                for i in valid..<n { row[i] = 0 }
                 continue
             }
             strata_softmax_row(row, valid)   // CStrataKernels: 16 lanes on AVX-512 (a scalar chain was 9% of a bf16 prefill)

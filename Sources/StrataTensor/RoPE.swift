@@ -21,6 +21,11 @@ public struct RoPE: Sendable {
         /// LongRoPE (Phi-3): frequency `i` divided by `divisors[i]` (`[rotaryDim / 2]`), cos and
         /// sin multiplied by `attentionScaling`.
         case perFrequency(divisors: [Float], attentionScaling: Float)
+        /// YaRN, as transformers computes it: frequency i is `inv / factor` (interpolated) blended
+        /// with `inv` (kept) by a ramp from dimension `low` to `high` (where `betaFast` and
+        /// `betaSlow` rotations fit in `originalMaxPositions`; floored and ceiled when `truncate`),
+        /// cos and sin multiplied by `attentionScaling`.
+        case yarn(factor: Float, originalMaxPositions: Int, betaFast: Double, betaSlow: Double, truncate: Bool, attentionScaling: Float)
     }
 
     public let headDim: Int
@@ -61,6 +66,21 @@ public struct RoPE: Sendable {
         case let .perFrequency(divisors, scale):
             precondition(divisors.count == rd / 2, "RoPE: \(divisors.count) divisors for \(rd / 2) frequencies")
             f = zip(f, divisors).map { $0 / $1 }
+            attention = scale
+        case let .yarn(factor, orig, fast, slow, truncate, scale):
+            let dim = Double(rd), base = Double(theta)
+            func correction(_ rotations: Double) -> Double { dim * log(Double(orig) / (rotations * 2 * Double.pi)) / (2 * log(base)) }
+            var low = correction(fast), high = correction(slow)
+            if truncate { low = low.rounded(.down); high = high.rounded(.up) }
+            low = max(low, 0); high = min(high, dim - 1)
+            if low == high { high += 0.001 }
+            f = (0..<(rd / 2)).map { i -> Float in
+                let pos = powf(theta, Float(2 * i) / Float(rd))
+                let extrapolation = 1 / pos, interpolation = 1 / (factor * pos)
+                let ramp = min(1, max(0, (Float(i) - Float(low)) / Float(high - low)))
+                let keep = 1 - ramp
+                return interpolation * (1 - keep) + extrapolation * keep
+            }
             attention = scale
         }
         self.invFreq = f

@@ -258,6 +258,63 @@ import Foundation
         } }
     }
 
+    /// gpt-oss's attention sinks, against transformers' eager formula written naively in doubles
+    /// (the sink a column of the softmax, dropped after it): the prompt's attention (one query
+    /// row per position, a window too) and the decode kernel on every path, with sinks small,
+    /// larger than every score (the max moves to the sink), and a query with no visible key.
+    @Test(arguments: [(3, 4, 0), (5, 9, 0), (4, 6, 3)])
+    func attentionSinksMatchTheirDefinition(t: Int, start: Int, window: Int) {
+        var rng = TestRNG(UInt64(t * 7 + start + window))
+        let heads = 4, kvh = 2, d = 8, s = start + t, group = heads / kvh
+        let q = rng.floats(t * heads * d), k = rng.floats(s * kvh * d), v = rng.floats(s * kvh * d)
+        let sinks: [Float] = [0.3, -1.5, 9, 2.5]
+        let scale = 1 / Float(d).squareRoot()
+        func naive(_ i: Int, _ h: Int) -> [Double] {
+            let g = h / group, pos = start + i
+            let keys = (window > 0 ? max(0, pos - window + 1) : 0)...pos
+            let w = keys.map { j -> Double in
+                (0..<d).reduce(0.0) { $0 + Double(q[i * heads * d + h * d + $1]) * Double(k[j * kvh * d + g * d + $1]) } * Double(scale)
+            }
+            let m = max(w.max()!, Double(sinks[h]))
+            let e = w.map { exp($0 - m) }, sum = e.reduce(0, +) + exp(Double(sinks[h]) - m)
+            return (0..<d).map { c in zip(keys, e).reduce(0.0) { $0 + $1.1 / sum * Double(v[$1.0 * kvh * d + g * d + c]) } }
+        }
+        var out = [Float](repeating: 0, count: t * heads * d)
+        var scores = [Float](repeating: 0, count: t * s)
+        sinks.withUnsafeBufferPointer { sp in
+            Attention.causal(q: q, ldq: heads * d, k: k, ldk: kvh * d, v: v, ldv: kvh * d, out: &out, ldo: heads * d, tokens: t, start: start,
+                             keys: s, heads: heads, kvHeads: kvh, headDim: d, scale: scale, scores: &scores, window: window, sinks: sp.baseAddress)
+        }
+        for i in 0..<t { for h in 0..<heads {
+            let ref = naive(i, h)
+            for c in 0..<d { #expect(abs(Double(out[i * heads * d + h * d + c]) - ref[c]) < 1e-5, "prefill row \(i) head \(h)") }
+        } }
+        // the last query row through the decode kernel, each kv head's group with its own sinks
+        for path in Kernels.supportedPaths {
+            var dec = [Float](repeating: .nan, count: heads * d)
+            let i = t - 1, first = window > 0 ? max(0, s - window) : 0
+            for g in 0..<kvh {
+                sinks.withUnsafeBufferPointer { sp in
+                    Kernels.attentionDecode(path: path, q: Array(q[(i * heads * d + g * group * d)...]), group: group, headDim: d,
+                                            k: UnsafeRawPointer(k).advanced(by: g * d * 4), v: UnsafeRawPointer(v).advanced(by: g * d * 4),
+                                            type: .f32, ld: kvh * d * 4, ldv: kvh * d * 4, table: nil, block: 1, blockStride: 0, first: first,
+                                            keys: s, scale: scale, softcap: 0, sinks: sp.baseAddress! + g * group, out: &dec[g * group * d])
+                }
+            }
+            for h in 0..<heads {
+                let ref = naive(i, h)
+                for c in 0..<d { #expect(abs(Double(dec[h * d + c]) - ref[c]) < 1e-5, "\(path) decode head \(h)") }
+            }
+            // no visible key: the sink takes all the weight, the output is zero
+            var none = [Float](repeating: .nan, count: group * d)
+            sinks.withUnsafeBufferPointer { sp in
+                Kernels.attentionDecode(path: path, q: q, group: group, headDim: d, k: k, v: v, type: .f32, ld: kvh * d * 4, ldv: kvh * d * 4,
+                                        table: nil, block: 1, blockStride: 0, first: s, keys: s, scale: scale, softcap: 0, sinks: sp.baseAddress, out: &none)
+            }
+            #expect(none.allSatisfy { $0 == 0 }, "\(path): \(none)")
+        }
+    }
+
     /// The grouped decode kernel on every path against a naive softmax attention in doubles: keys
     /// through a reversed block table (blocks of 16; tiles of 64 cross blocks) or contiguous, a
     /// window (first > 0), Gemma-2's soft-capping, groups of 1, 3, 4 and 20 query heads (past the

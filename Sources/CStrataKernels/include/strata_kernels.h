@@ -152,6 +152,8 @@ void strata_attn_values_isa(int isa, const float *p, const float *v, long ldv, l
 /// from memory once per group, not once per head), with an online softmax: per head a running
 /// max and sum, the output rescaled when the max grows.
 /// softcap > 0: scores become softcap * tanh(score / softcap). first >= n gives zeros.
+/// sinks (gpt-oss; NULL: none): per query head of the group a logit that joins the softmax's
+/// denominator and attends to nothing (the weights of the keys sum to less than 1).
 typedef struct {
     const float *q;
     const void *k, *v;
@@ -163,6 +165,7 @@ typedef struct {
     long group, d;
     float scale, softcap;
     float *out;
+    const float *sinks;
 } strata_attn_decode_args;
 void strata_attn_decode(const strata_attn_decode_args *a);
 /// The same on a given path (tests); an unsupported path runs portable C.
