@@ -285,6 +285,15 @@ def main():
     make_model("mixtral", "MixtralForCausalLM",
                dict(base, vocab_size=v(sp), num_key_value_heads=2, tie_word_embeddings=False, sliding_window=None,
                     num_local_experts=4, num_experts_per_tok=2, bos_token_id=1, eos_token_id=2), sp, seed=16)
+    # gpt-oss: 4 experts, top-2 (softmax over the two logits), router and experts with biases, the
+    # clamped SwiGLU with a limit (1.5) the fixture's activations reach, sinks, layers sliding
+    # (window 4), full, sliding; YaRN as the released models set it (factor 32 over 4096, not
+    # truncated). Eager attention: sdpa skips the sinks
+    make_model("gpt-oss", "GptOssForCausalLM",
+               dict(base, num_hidden_layers=3, vocab_size=v(q), num_key_value_heads=2, head_dim=16, intermediate_size=32,
+                    num_local_experts=4, num_experts_per_tok=2, sliding_window=4, swiglu_limit=1.5, tie_word_embeddings=False,
+                    attn_implementation="eager", bos_token_id=q.token_to_id("<|endoftext|>"),
+                    eos_token_id=q.token_to_id("<|endoftext|>")), q, seed=17)
     make_model("mistral", "MistralForCausalLM",
                dict(base, vocab_size=v(sp), num_key_value_heads=2, tie_word_embeddings=False, sliding_window=None,
                     bos_token_id=1, eos_token_id=2), sp, seed=6)

@@ -467,6 +467,148 @@ def write_model(name, cls_name, arch, cfg_kwargs, tok, types, seed, chat_templat
     print("wrote", name, os.path.getsize(os.path.join(ROOT, name + ".gguf")), "bytes")
 
 
+def write_gpt_oss(name, tok, seed):
+    """gpt-oss as convert_hf_to_gguf.py (conversion/gpt_oss.py) writes a checkpoint whose experts are
+    not MXFP4 already: gate_up_proj [experts, hidden, 2 ff] transposed and split (gate the even
+    columns, up the odd) into ffn_gate_exps / ffn_up_exps, down_proj transposed into ffn_down_exps,
+    their biases likewise; sinks as attn_sinks.weight; the MLP's norm as post_attention_norm; YaRN's
+    keys. Then quantized as llama-quantize's MXFP4_MOE: experts MXFP4, other matrices Q8_0. The
+    reference: transformers (eager attention) on gguf-py's dequantization put back in the hub layout."""
+    if ONLY and name not in ONLY:
+        return
+    import transformers
+    meta, encode, ntok, encode_native = tok
+    torch.manual_seed(seed)
+    vocab = (ntok + 7) // 8 * 8
+    meta = dict(meta, tokens=meta["tokens"] + ["[PAD%d]" % i for i in range(ntok, vocab)],
+                types=meta["types"] + [int(gguf.TokenType.UNUSED)] * (vocab - ntok))
+    cfg = transformers.GptOssConfig(vocab_size=vocab, hidden_size=64, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                                    num_key_value_heads=2, head_dim=16, num_local_experts=4, num_experts_per_tok=2, sliding_window=4,
+                                    max_position_embeddings=128, rms_norm_eps=1e-5, tie_word_embeddings=False,
+                                    attn_implementation="eager")
+    model = transformers.GptOssForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn_like(p) * 0.2)
+        # GGUF has no swiglu_limit (llama.cpp's gpt-oss clamps at 7): experts' inputs large enough to reach it
+        for l in model.model.layers:
+            l.post_attention_layernorm.weight.mul_(25)
+    rope = cfg.rope_parameters
+    w = gguf.GGUFWriter(os.path.join(ROOT, name + ".gguf"), "gpt-oss")
+    w.add_name(name)
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(cfg.num_key_value_heads)
+    w.add_key_length(cfg.head_dim)
+    w.add_value_length(cfg.head_dim)
+    w.add_rope_freq_base(rope["rope_theta"])
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+    w.add_rope_scaling_factor(rope["factor"])
+    w.add_rope_scaling_orig_ctx_len(rope["original_max_position_embeddings"])
+    w.add_rope_scaling_yarn_beta_fast(rope["beta_fast"])
+    w.add_rope_scaling_yarn_beta_slow(rope["beta_slow"])
+    w.add_expert_count(cfg.num_local_experts)
+    w.add_expert_used_count(cfg.num_experts_per_tok)
+    w.add_sliding_window(cfg.sliding_window)
+    w.add_expert_feed_forward_length(cfg.intermediate_size)
+    w.add_tokenizer_model(meta["model"])
+    w.add_tokenizer_pre(meta["pre"])
+    w.add_token_list(meta["tokens"])
+    w.add_token_types(meta["types"])
+    w.add_token_merges(meta["merges"])
+    w.add_bos_token_id(meta["bos"])
+    w.add_eos_token_id(meta["eos"])
+    w.add_add_bos_token(meta["add_bos"])
+    sd = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
+    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight", "lm_head.weight": "output.weight"}
+    layer = {"input_layernorm.weight": "attn_norm.weight", "post_attention_layernorm.weight": "post_attention_norm.weight",
+             "self_attn.sinks": "attn_sinks.weight", "mlp.router.weight": "ffn_gate_inp.weight", "mlp.router.bias": "ffn_gate_inp.bias"}
+    for p in ("q", "k", "v", "o"):
+        for kind in ("weight", "bias"):
+            layer["self_attn.%s_proj.%s" % (p, kind)] = "attn_%s.%s" % ({"o": "output"}.get(p, p), kind)
+    new_sd = {}
+
+    def put(g, data, qtype):
+        if data.ndim == 3:  # stacked experts: rows of every expert quantized in turn
+            raw, deq = quantize(data.reshape(-1, data.shape[2]), qtype)
+            raw, deq = raw.reshape(data.shape[0], data.shape[1], -1), deq.reshape(data.shape)
+        elif data.ndim == 2 and qtype != Q.F32:
+            raw, deq = quantize(data, qtype)
+        else:
+            raw = deq = np.ascontiguousarray(data, dtype=np.float32)
+        if qtype in (Q.F32, Q.F16) or data.ndim == 1:
+            w.add_tensor(g, raw)
+        else:
+            w.add_tensor(g, raw, raw_dtype=qtype)
+        return deq
+
+    for hf, t in sd.items():
+        if hf in names:
+            new_sd[hf] = put(names[hf], t, Q.Q8_0)
+            continue
+        parts = hf.split(".")
+        i, rest = parts[2], ".".join(parts[3:])
+        if rest in layer:
+            g = "blk.%s.%s" % (i, layer[rest])
+            new_sd[hf] = put(g, t, Q.F32 if t.ndim == 1 or "ffn_gate_inp" in g else Q.Q8_0)
+        elif rest == "mlp.experts.gate_up_proj":
+            wt = np.ascontiguousarray(t.transpose(0, 2, 1))  # [experts, 2 ff, hidden]
+            gate = put("blk.%s.ffn_gate_exps.weight" % i, np.ascontiguousarray(wt[:, ::2, :]), Q.MXFP4)
+            up = put("blk.%s.ffn_up_exps.weight" % i, np.ascontiguousarray(wt[:, 1::2, :]), Q.MXFP4)
+            both = np.empty_like(wt)
+            both[:, ::2, :], both[:, 1::2, :] = gate, up
+            new_sd[hf] = np.ascontiguousarray(both.transpose(0, 2, 1))
+        elif rest == "mlp.experts.gate_up_proj_bias":
+            gate = put("blk.%s.ffn_gate_exps.bias" % i, np.ascontiguousarray(t[:, ::2]), Q.F32)
+            up = put("blk.%s.ffn_up_exps.bias" % i, np.ascontiguousarray(t[:, 1::2]), Q.F32)
+            both = np.empty_like(t)
+            both[:, ::2], both[:, 1::2] = gate, up
+            new_sd[hf] = both
+        elif rest == "mlp.experts.down_proj":
+            deq = put("blk.%s.ffn_down_exps.weight" % i, np.ascontiguousarray(t.transpose(0, 2, 1)), Q.MXFP4)
+            new_sd[hf] = np.ascontiguousarray(deq.transpose(0, 2, 1))
+        elif rest == "mlp.experts.down_proj_bias":
+            new_sd[hf] = put("blk.%s.ffn_down_exps.bias" % i, t, Q.F32)
+        else:
+            raise ValueError(hf)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in new_sd.items()}, strict=True)
+    g = torch.Generator().manual_seed(seed + 1)
+    seqs = [torch.randint(0, ntok, (n,), generator=g).tolist() for n in (7, 19)]
+    logits = {}
+    reached = []  # the largest gate pre-activation: the clamp must be exercised
+
+    def watch(mod, args):
+        reached.append(float((args[0] @ mod.gate_up_proj[:, :, ::2] + mod.gate_up_proj_bias[:, None, ::2]).max()))
+    hooks = [l.mlp.experts.register_forward_pre_hook(watch) for l in model.model.layers]
+    with torch.no_grad():
+        for i, s in enumerate(seqs):
+            logits["seq%d" % i] = model(torch.tensor([s])).logits[0].float().contiguous()
+        for hk in hooks:
+            hk.remove()
+        assert max(reached) > cfg.swiglu_limit, reached
+        prompt = seqs[0]
+        gen = model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=24, min_new_tokens=24,
+                             eos_token_id=None, pad_token_id=0)[0].tolist()[len(prompt):]
+    save_file(logits, os.path.join(ROOT, name + ".safetensors"))
+    cases = [{"text": t, "ids": encode(t), "native_ids": encode_native(t)} for t in CASES]
+    with open(os.path.join(ROOT, name + ".json"), "w") as f:
+        json.dump({"name": name, "architecture": "GptOssForCausalLM", "sequences": seqs, "greedy_prompt": prompt,
+                   "greedy_continuation": gen, "tokenizer_cases": cases, "chat_template": None,
+                   "gguf_version": gguf.__version__ if hasattr(gguf, "__version__") else "", "transformers_version": transformers.__version__},
+                  f, ensure_ascii=False, indent=1)
+    r = gguf.GGUFReader(os.path.join(ROOT, name + ".gguf"))
+    assert len(r.tensors) == len(sd) + 2 * cfg.num_hidden_layers, (len(r.tensors), len(sd))  # gate_up and its bias split in two
+    print("wrote", name, os.path.getsize(os.path.join(ROOT, name + ".gguf")), "bytes")
+
+
 def write_gpt2(name, tok, qtype, seed):
     """GPT-2 as convert_hf_to_gguf.py writes it: Conv1D weights transposed to [out, in]."""
     if ONLY and name not in ONLY:
@@ -713,6 +855,8 @@ def main():
     write_model("mixtral-q4_k_m", "MixtralForCausalLM", "llama",
                 dict(base, tie_word_embeddings=False, sliding_window=None, num_local_experts=4, num_experts_per_tok=2,
                      bos_token_id=1, eos_token_id=2), sp, q4_k_m, seed=35)
+    # gpt-oss: 4 experts (MXFP4), top 2, biases, sinks, layers sliding (window 4), full, sliding; YaRN
+    write_gpt_oss("gpt-oss-mxfp4", q2, seed=36)
     if not ONLY:
         write_bad()
 

@@ -48,21 +48,26 @@ public enum PlacementRule {
         let all = inv.layerBytes.reduce(0, +)
         let roomForAll = budget - fixed - inv.otherBytes - minBlocks * perBlock
         let expertCache = spec.moe != nil && !inv.experts.isEmpty && all > roomForAll
-        let layerBytes = expertCache ? inv.denseLayerBytes : inv.layerBytes
+        // what a layer streams through a staging slot: its matrices (its vectors stay resident,
+        // counted once for every layer; with the expert cache, its experts go through the slots)
+        let vectors = inv.layerVectorBytes.reduce(0, +)
+        let layerBytes = zip(expertCache ? inv.denseLayerBytes : inv.layerBytes, inv.layerVectorBytes).map { $0 - $1 }
         let slotBytes = expertCache ? ExpertCache.slotBytes(inv.experts) : 0
         let minSlots = expertCache ? spec.moe!.expertsPerToken : 0
         let layersTotal = layerBytes.reduce(0, +)
-        let maxLayer = layerBytes.max() ?? 0
+        // a slot holds a layer's matrices as the store lays them out (4 KiB-aligned runs of the file)
+        let maxLayer = TieredWeightStore.stagingBytes(inv.locations, layers: layerBytes.count, expertCache: expertCache).max() ?? 0
         let staging = min(prefetchDepth + 1, layerBytes.count) * maxLayer
-        let minimum = fixed + inv.otherBytes + min(staging, layersTotal) + minSlots * slotBytes + minBlocks * perBlock
+        let minimum = fixed + inv.otherBytes + vectors + min(staging, layersTotal) + minSlots * slotBytes + minBlocks * perBlock
         if budget < minimum {
             throw BudgetError.tooSmall(budget: budget, minimum: minimum, detail:
                 "runtime and activations \(formatBytes(fixed)), embeddings/norms/head \(formatBytes(inv.otherBytes)), "
+                + "the layers' norms and biases \(formatBytes(vectors)), "
                 + "staging for one streamed layer plus \(prefetchDepth) prefetched \(formatBytes(staging)), "
                 + (expertCache ? "\(minSlots) expert slots (one token's experts) \(formatBytes(minSlots * slotBytes)), " : "")
                 + "KV (\(kvType.rawValue)) for one sequence \(formatBytes(minBlocks * perBlock))")
         }
-        var left = budget - fixed - inv.otherBytes
+        var left = budget - fixed - inv.otherBytes - vectors
         // KV: as the workload wants, but never so much that weights cannot stream
         let kvRAM = max(minBlocks, min(wantBlocks, (left - min(staging, layersTotal) - minSlots * slotBytes) / perBlock))
         left -= kvRAM * perBlock

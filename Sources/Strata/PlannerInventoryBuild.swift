@@ -49,7 +49,7 @@ extension PlannerInventory {
         // layers stay resident, and each staging slot rounds its segments out to 4 KiB pages
         // (O_DIRECT): counted for every layer and the deepest prefetch, so a plan never
         // under-counts what the run charges (a run at the planner's minimum once overshot by 20 KiB)
-        let vectorBytes = weightInventory.map { inv in inv.locations.filter { $0.layer >= 0 && $0.shape.count < 2 }.reduce(0) { $0 + $1.end - $1.begin } }
+        let vectorBytes = weightInventory.map { $0.layerVectorBytes.reduce(0, +) }
             ?? arch.vectorsPerLayer(spec) * spec.layers * (dtype.map { $0.isQuantized ? 4 : $0.byteSize } ?? 4)
         let stagingSlack = 4 * 2 * 2 * 4096  // up to 4 slots, two segments of one layer each, a page at each end
         // the run charges these to its ledger's lines (the layers' vectors as resident layers)

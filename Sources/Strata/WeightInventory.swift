@@ -25,6 +25,9 @@ public struct WeightInventory: Sendable {
     /// Each layer's bytes without its routed experts (what stays with the layer when the experts
     /// are read through the expert cache).
     public var denseLayerBytes: [Int] { zip(layerBytes, expertLayerBytes).map { $0 - $1 } }
+    /// Each layer's bytes the tiered store keeps resident even when the layer streams (its
+    /// vectors: norms, biases; `TieredWeightStore.keptResident`), within `layerBytes`.
+    public var layerVectorBytes: [Int]
     /// The dtype that sizes the forward pass's conversion scratch: the first matrix that is not
     /// f32 (tensors each have their own dtype), f32 when all are.
     public var matrixScratchDType: DType {
@@ -41,22 +44,29 @@ public struct WeightInventory: Sendable {
         var perLayer = [Int](repeating: 0, count: layers)
         var other = 0
         var expertsPerLayer = [Int](repeating: 0, count: layers)
+        var vectorsPerLayer = [Int](repeating: 0, count: layers)
         for name in ckpt.tensorNames {
             guard let e = ckpt.entry(name), let dtype = e.dtype, let path = ckpt.path(of: name) else { continue }
             let place = arch.place(of: name)
             let l = place?.layer ?? -1
             let layer = l < layers ? l : -1
-            let part = [TensorRole.expertGate: 0, .expertUp: 1, .expertDown: 2][place?.role ?? .tokenEmbedding]
+            // an expert's matrices (its biases, gpt-oss's, stay with the layer; so do gpt-oss's hub-layout
+            // experts, read with their layer)
+            let bias = name.hasSuffix(".bias") || name.hasSuffix("_bias")
+            let part = bias ? nil : [TensorRole.expertGate: 0, .expertUp: 1, .expertDown: 2][place?.role ?? .tokenEmbedding]
             locs.append(TensorLocation(name: name, path: path, begin: e.begin, end: e.end, dtype: dtype, shape: e.shape, layer: layer,
                                        expert: part.map { ($0, place?.expert) }))
             if layer >= 0 { perLayer[layer] += e.byteCount } else { other += e.byteCount }
             if layer >= 0 && part != nil { expertsPerLayer[layer] += e.byteCount }
+            if layer >= 0 && TieredWeightStore.keptResident(locs.last!) { vectorsPerLayer[layer] += e.byteCount }
         }
         locations = locs
         layerBytes = perLayer
         expertLayerBytes = expertsPerLayer
+        layerVectorBytes = vectorsPerLayer
         if folder.spec.moe != nil {
             experts = try TensorLocation.experts(locs, layers: layers, location: folder.directory)
+            if experts.allSatisfy(\.isEmpty) { experts = [] }  // no expert one by one: placed as a dense model
         } else {
             experts = []
         }

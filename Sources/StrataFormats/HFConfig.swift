@@ -17,7 +17,7 @@ public enum ConfigError: Error, CustomStringConvertible, Equatable, Sendable {
         case let .malformed(f, field, r): return "\(f): field '\(field)': \(r)"
         case let .unsupportedArchitecture(f, a, s):
             return "\(f): unsupported architecture '\(a)' (supported: \(s.joined(separator: ", ")))"
-        case let .unsupportedRopeType(f, t): return "\(f): unsupported rope type '\(t)' (supported: default, linear, llama3, longrope)"
+        case let .unsupportedRopeType(f, t): return "\(f): unsupported rope type '\(t)' (supported: default, linear, llama3, longrope, yarn)"
         case let .invalidValue(f, field, r): return "\(f): field '\(field)': \(r)"
         }
     }

@@ -145,23 +145,10 @@ public final class TieredWeightStore: WeightStore, @unchecked Sendable {
         // staging layout of each streamed layer: one aligned segment per contiguous run in a file
         var maxSlot = 0
         for layer in streamedLayers {
-            let ts = locations.filter { $0.layer == layer && !Self.keptResident($0) }.sorted { ($0.path, $0.begin) < ($1.path, $1.begin) }
-            var segs: [(String, Int, Int, Int)] = []
-            var slotPos = 0
-            var i = 0
-            while i < ts.count {
-                var j = i
-                var end = ts[i].end
-                while j + 1 < ts.count && ts[j + 1].path == ts[i].path && ts[j + 1].begin - end < (1 << 20) { j += 1; end = max(end, ts[j].end) }
-                let start = ts[i].begin / Self.align * Self.align
-                let length = (end - start + Self.align - 1) / Self.align * Self.align
-                for t in ts[i...j] { tensorOffset[t.name] = slotPos + (t.begin - start) }
-                segs.append((ts[i].path, start, length, slotPos))
-                slotPos += length
-                i = j + 1
-            }
-            segments.append(segs.map { (path: $0.0, start: $0.1, length: $0.2, slotOffset: $0.3) })
-            maxSlot = max(maxSlot, slotPos)
+            let (segs, offsets, bytes) = Self.staging(locations, layer: layer)
+            for (n, o) in offsets { tensorOffset[n] = o }
+            segments.append(segs)
+            maxSlot = max(maxSlot, bytes)
         }
         slotBytes = maxSlot
         let slotCount = streamedLayers.isEmpty ? 0 : min(prefetchDepth + 1, streamedLayers.count)
@@ -223,10 +210,41 @@ public final class TieredWeightStore: WeightStore, @unchecked Sendable {
         }
     }
 
+    /// How `layer` streams through a staging slot (`locations` without the tensors read otherwise):
+    /// its matrices in one aligned segment per run of a file (tensors less than 1 MiB apart share
+    /// one, the gap read too), each tensor's offset in the slot, and the slot's bytes.
+    static func staging(_ locations: [TensorLocation], layer: Int)
+        -> (segments: [(path: String, start: Int, length: Int, slotOffset: Int)], offsets: [(String, Int)], bytes: Int) {
+        let ts = locations.filter { $0.layer == layer && !keptResident($0) }.sorted { ($0.path, $0.begin) < ($1.path, $1.begin) }
+        var segs: [(path: String, start: Int, length: Int, slotOffset: Int)] = [], offsets: [(String, Int)] = []
+        var slotPos = 0, i = 0
+        while i < ts.count {
+            var j = i
+            var end = ts[i].end
+            while j + 1 < ts.count && ts[j + 1].path == ts[i].path && ts[j + 1].begin - end < (1 << 20) { j += 1; end = max(end, ts[j].end) }
+            let start = ts[i].begin / align * align
+            let length = (end - start + align - 1) / align * align
+            for t in ts[i...j] { offsets.append((t.name, slotPos + (t.begin - start))) }
+            segs.append((ts[i].path, start, length, slotPos))
+            slotPos += length
+            i = j + 1
+        }
+        return (segs, offsets, slotPos)
+    }
+
+    /// The staging slot's bytes for each of `layers` layers were it streamed (0 for a layer with
+    /// nothing to stream), with a mixture's experts read through an expert cache or not: what the
+    /// placement sizes the slots by (the store's own layout).
+    public static func stagingBytes(_ locations: [TensorLocation], layers: Int, expertCache: Bool) -> [Int] {
+        let locs = expertCache ? locations.filter { $0.expert == nil } : locations
+        return (0..<layers).map { staging(locs, layer: $0).bytes }
+    }
+
     /// Vectors (norm weights, biases) of streamed layers stay resident: a few KiB per layer, which
     /// the models copy to f32 when they are built, so building a model needs no streamed layer
-    /// read (it used to cost a whole extra pass over the streamed layers at load).
-    static func keptResident(_ l: TensorLocation) -> Bool { l.shape.count < 2 }
+    /// read (it used to cost a whole extra pass over the streamed layers at load). A mixture's
+    /// stacked expert biases (gpt-oss's `[experts, width]`) are vectors too.
+    public static func keptResident(_ l: TensorLocation) -> Bool { l.shape.count < 2 || l.name.hasSuffix(".bias") || l.name.hasSuffix("_bias") }
 
     deinit {
         cond.lock(); stopping = true; cond.broadcast(); cond.unlock()

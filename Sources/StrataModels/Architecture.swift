@@ -11,19 +11,24 @@ public enum TensorRole: String, Sendable, Codable, CaseIterable {
     case attentionQueryNorm, attentionKeyNorm
     /// Gemma's norms of the attention's output and the MLP's output (before the residual add)
     case attentionPostNorm, mlpPostNorm
+    /// gpt-oss's attention sinks: one logit per query head
+    case attentionSinks
     case mlpNorm, mlpGate, mlpUp, mlpGateUp, mlpDown
     /// A mixture of experts' router (one row per expert), each routed expert's matrices, and a
     /// shared expert's (run for every token)
     case router, expertGate, expertUp, expertGateUp, expertDown, sharedExpertGate, sharedExpertUp, sharedExpertDown
+    /// gpt-oss's hub layout of an expert's down projection, `[in, out]` (its `expertGateUp` is
+    /// `[in, 2 out]`, gate and up columns interleaved)
+    case expertDownInOut
     case finalNorm, outputHead
 
     /// The coarse group `inspect` prints: embedding, attention, mlp, experts, norm, lm_head.
     public var group: String {
         switch self {
         case .tokenEmbedding, .positionEmbedding: return "embedding"
-        case .attentionQuery, .attentionKey, .attentionValue, .attentionQKV, .attentionOutput: return "attention"
+        case .attentionQuery, .attentionKey, .attentionValue, .attentionQKV, .attentionOutput, .attentionSinks: return "attention"
         case .mlpGate, .mlpUp, .mlpGateUp, .mlpDown, .sharedExpertGate, .sharedExpertUp, .sharedExpertDown: return "mlp"
-        case .router, .expertGate, .expertUp, .expertGateUp, .expertDown: return "experts"
+        case .router, .expertGate, .expertUp, .expertGateUp, .expertDown, .expertDownInOut: return "experts"
         case .attentionNorm, .attentionQueryNorm, .attentionKeyNorm, .attentionPostNorm, .mlpNorm, .mlpPostNorm, .finalNorm: return "norm"
         case .outputHead: return "lm_head"
         }

@@ -61,6 +61,12 @@ extension LlamaFamilyConfig {
             let base = RoPE(headDim: headDim, rotaryDim: rotaryDim, theta: Float(rope.theta))
             let scaled = RoPE(headDim: headDim, rotaryDim: rotaryDim, theta: Float(rope.theta), scaling: ropeScaling)
             extra.append(("rope_freqs.weight", zip(base.invFreq, scaled.invFreq).map { $0 / $1 }))
+        case let .yarn(f, orig, fast, slow, _, attention, _, _):
+            // the converter's keys (whether the correction range is rounded is the reader's: llama.cpp rounds it)
+            m += [(p + "rope.scaling.type", .string("yarn")), (p + "rope.scaling.factor", .f32(Float(f))),
+                  (p + "rope.scaling.original_context_length", .u32(UInt32(clamping: orig))),
+                  (p + "rope.scaling.yarn_beta_fast", .f32(Float(fast))), (p + "rope.scaling.yarn_beta_slow", .f32(Float(slow)))]
+            if let attention { m.append((p + "rope.scaling.yarn_attn_factor", .f32(Float(attention)))) }
         default:
             break
         }

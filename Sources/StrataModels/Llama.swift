@@ -51,8 +51,14 @@ public struct LlamaFamilyConfig: Sendable {
     public var oBias: Bool
     public var mlpBias: Bool
     public var maxPositions: Int
-    /// Mistral's sliding window; the cache is capped at it so results stay exact.
+    /// Mistral's sliding window; the cache is capped at it so results stay exact (unless
+    /// `slidingLayers` says which layers slide: gpt-oss).
     public var slidingWindow: Int?
+    /// Which layers attend over `slidingWindow` keys, the others over all (gpt-oss's `layer_types`);
+    /// nil: every layer as `slidingWindow` says.
+    public var slidingLayers: [Bool]?
+    /// Attention sinks in every layer (gpt-oss: `self_attn.sinks`, a logit per head).
+    public var sinks = false
     public var bos: [Int]
     public var eos: [Int]
     /// Q and K rows in RoPE's interleaved layout (a GGUF of llama.cpp's converter).
@@ -134,7 +140,7 @@ public struct LlamaFamilyConfig: Sendable {
     public var spec: ModelSpec {
         ModelSpec(architecture: architecture, vocabSize: vocabSize, hiddenSize: hiddenSize, intermediateSize: intermediateSize,
                   layers: layers, heads: heads, kvHeads: kvHeads, headDim: headDim,
-                  maxPositions: min(maxPositions, slidingWindow ?? Int.max), tiedEmbeddings: tieEmbeddings,
+                  maxPositions: slidingLayers == nil ? min(maxPositions, slidingWindow ?? Int.max) : maxPositions, tiedEmbeddings: tieEmbeddings,
                   bosTokenIDs: bos, eosTokenIDs: eos, queryBufferWidth: heads * headDim, moe: moe?.shape)
     }
 
@@ -229,8 +235,8 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
     public static let architectures = ["LlamaForCausalLM"]
 
     let store: WeightStore
-    /// How every layer attends (the same for each in this family)
-    let attention: AttentionSettings
+    /// How each layer attends (its window where `slidingLayers` says, its sinks)
+    let attentions: [AttentionSettings]
 
     public init(config: LlamaFamilyConfig, store: WeightStore, maxRows: Int = 512) throws {
         self.config = config
@@ -240,7 +246,11 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
         // names and shapes from the architecture's tensor table; which tensors exist from the config
         let w = WeightLoader(store: store, table: config.tensors, dims: TensorDims(config.spec))
         let hd = config.headDim, nh = config.heads, kvh = config.kvHeads, ff = config.intermediateSize
-        attention = AttentionSettings(heads: nh, kvHeads: kvh, headDim: hd)
+        attentions = try (0..<config.layers).map { i in
+            let slides = config.slidingLayers?[i] ?? false
+            return AttentionSettings(heads: nh, kvHeads: kvh, headDim: hd, window: slides ? config.slidingWindow ?? 0 : 0,
+                                     sinks: config.sinks ? try w.norm(.attentionSinks, layer: i).toArray() : [])
+        }
         embed = try w.weight(.tokenEmbedding)
         layers = try (0..<config.layers).map { i in
             func lin(_ role: TensorRole, bias: Bool) throws -> WeightMatrix {
@@ -327,7 +337,7 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
                 rope.apply(q, tokens: r, heads: nh, positions: pos)
                 rope.apply(kNew, tokens: r, heads: kvh, positions: pos)
                 kv.write(layer: l, layout: layout, k: kNew, ldk: kvDim, v: vNew, ldv: kvDim)
-                kv.attend(layer: l, layout: layout, q: q, ldq: nh * hd, out: attn, ldo: nh * hd, attention: attention)
+                kv.attend(layer: l, layout: layout, q: q, ldq: nh * hd, out: attn, ldo: nh * hd, attention: attentions[l])
                 L.o.apply(attn, rows: r, x, accumulate: true, scratch: conv)
                 Ops.rmsNorm(x, weight: L.postNorm.f32, eps: eps, xn, rows: r, n: h)
                 if let moe = L.moe {

@@ -7,8 +7,15 @@ import StrataTensor
 public struct MoEConfig: Sendable, Equatable {
     public var shape: MoEShape
     /// Whether the k chosen probabilities are divided by their sum (Mixtral always;
-    /// Qwen3-MoE by `norm_topk_prob`).
+    /// Qwen3-MoE by `norm_topk_prob`; gpt-oss's softmax over the k chosen logits is the same).
     public var normalizeTopK: Bool
+    /// gpt-oss: the router has a bias, and so has each expert's every projection.
+    public var routerBias = false, expertBias = false
+    /// The experts' gated activation.
+    public var activation: MoEActivation = .swiglu
+    /// gpt-oss: the k largest router logits chosen, weighted by the softmax over them (the
+    /// others choose among the softmax's probabilities).
+    public var selectOnLogits = false
 
     /// How an architecture reads its experts from config.json.
     public struct Defaults: Sendable {
@@ -52,13 +59,30 @@ public struct MoEConfig: Sendable, Equatable {
     }
 }
 
-/// One routed expert's SwiGLU MLP.
+/// How an expert gates its up projection.
+public enum MoEActivation: Sendable, Equatable {
+    /// silu(gate) * up (Qwen3-MoE, Mixtral)
+    case swiglu
+    /// gpt-oss: g = min(gate, limit), u = clamp(up, -limit, limit), g * sigmoid(alpha g) * (u + 1)
+    case clampedSwiGLU(alpha: Float, limit: Float)
+}
+
+/// One routed expert's gated MLP: `gate` and `up` (`[intermediate, hidden]`), or gpt-oss's hub
+/// layout `gateUp` (`[hidden, 2 intermediate]`, `.inOut`, gate and up columns interleaved).
 struct Expert {
-    /// [intermediate, hidden]
-    let gate: WeightMatrix, up: WeightMatrix
-    /// [hidden, intermediate]
+    let gate: WeightMatrix?, up: WeightMatrix?, gateUp: WeightMatrix?
+    /// [hidden, intermediate] (gpt-oss's hub layout: [intermediate, hidden], `.inOut`)
     let down: WeightMatrix
-    var matrices: [WeightMatrix] { [gate, up, down] }
+    init(gate: WeightMatrix, up: WeightMatrix, down: WeightMatrix) { self.gate = gate; self.up = up; gateUp = nil; self.down = down }
+    init(gateUp: WeightMatrix, down: WeightMatrix) { gate = nil; up = nil; self.gateUp = gateUp; self.down = down }
+    var matrices: [WeightMatrix] { [gate, up, gateUp, down].compactMap { $0 } }
+    var intermediate: Int { gate?.outFeatures ?? gateUp!.outFeatures / 2 }
+}
+
+/// A layer's experts' biases, stacked (gpt-oss): `[experts, intermediate]` for gate and up, or
+/// `[experts, 2 intermediate]` interleaved for the hub layout's gateUp; `[experts, hidden]` for down.
+struct ExpertBiases {
+    let gate: Tensor?, up: Tensor?, gateUp: Tensor?, down: Tensor
 }
 
 /// A layer's mixture of experts: the router (a linear map to one logit per expert), the softmax
@@ -77,25 +101,52 @@ struct MoELayer {
     let count: Int
     let k: Int
     let normalizeTopK: Bool
+    /// gpt-oss: the k largest router logits, then the softmax over those k
+    let selectOnLogits: Bool
+    let activation: MoEActivation
+    /// the experts' biases (gpt-oss; nil: none), kept with the layer when the experts stream
+    let biases: ExpertBiases?
 
     /// Reads layer `layer`'s router and experts by role: each expert's own tensors (a hub
     /// checkpoint), or its slice of the layer's stacked tensor (a GGUF's `ffn_*_exps`).
     init(_ w: WeightLoader, layer: Int, config: MoEConfig) throws {
-        router = WeightMatrix(try w.weight(.router, layer: layer))
-        let n = config.shape.experts
+        router = WeightMatrix(try w.weight(.router, layer: layer), bias: config.routerBias ? try w.bias(.router, layer: layer) : nil)
+        let n = config.shape.experts, ff = config.shape.intermediate, h = router.inFeatures
         self.layer = layer
         count = n
         k = config.shape.expertsPerToken
         normalizeTopK = config.normalizeTopK
+        selectOnLogits = config.selectOnLogits
+        activation = config.activation
+        func stacked(_ role: TensorRole, kind: String = "weight", _ shape: [Int]? = nil) throws -> Tensor? {
+            let name = w.table!.name(role, layer: layer, kind: kind, prefix: w.prefix)
+            guard w.store.contains(name) else { return nil }
+            return try w.tensor(name, [n] + (shape ?? w.shape(role)), layer: layer)
+        }
+        // gpt-oss's hub layout: gate|up interleaved in one [experts, hidden, 2 ff] parameter, down [experts, ff, hidden]
+        let hubLayout = w.table!.has(.expertGateUp) && w.store.contains(w.table!.name(.expertGateUp, layer: layer, prefix: w.prefix))
+        func required(_ role: TensorRole, kind: String = "weight", _ shape: [Int]) throws -> Tensor {
+            try w.tensor(w.table!.name(role, layer: layer, kind: kind, prefix: w.prefix), [n] + shape, layer: layer)
+        }
+        if config.expertBias {
+            biases = hubLayout
+                ? ExpertBiases(gate: nil, up: nil, gateUp: try required(.expertGateUp, kind: "bias", [2 * ff]).contiguousF32(),
+                               down: try required(.expertDownInOut, kind: "bias", [h]).contiguousF32())
+                : ExpertBiases(gate: try required(.expertGate, kind: "bias", [ff]).contiguousF32(), up: try required(.expertUp, kind: "bias", [ff]).contiguousF32(),
+                               gateUp: nil, down: try required(.expertDown, kind: "bias", [h]).contiguousF32())
+        } else {
+            biases = nil
+        }
+        if hubLayout {
+            let gu = try required(.expertGateUp, [h, 2 * ff]), down = try required(.expertDownInOut, [ff, h])
+            source = nil
+            experts = (0..<n).map { Expert(gateUp: WeightMatrix(gu.expert($0), layout: .inOut), down: WeightMatrix(down.expert($0), layout: .inOut)) }
+            return
+        }
         source = w.store.experts(layer: layer)
         if source != nil {
             experts = []
             return
-        }
-        func stacked(_ role: TensorRole) throws -> Tensor? {
-            let name = w.name(role, layer: layer)
-            guard w.store.contains(name) else { return nil }
-            return try w.tensor(name, [n] + w.shape(role), layer: layer)
         }
         let gates = try stacked(.expertGate), ups = try stacked(.expertUp), downs = try stacked(.expertDown)
         experts = try (0..<n).map { e in
@@ -117,7 +168,9 @@ struct MoELayer {
         let m = ws.moe!, h = router.inFeatures, n = count
         let logits = m.router.f32, conv = ws.convertScratch
         router.apply(xn, rows: r, logits, scratch: conv)
-        Ops.softmax(logits, rows: r, n: n)
+        // transformers' Qwen3-MoE and Mixtral choose among the probabilities, gpt-oss among the logits
+        // (the same order, but rounding can tie or swap near-equal values: each as its reference)
+        if !selectOnLogits { Ops.softmax(logits, rows: r, n: n) }
         // the k most probable experts of each row; counts per expert
         for e in 0..<n { m.counts[e] = 0 }
         let drawn = MoELayer.benchmarkRouting
@@ -151,7 +204,15 @@ struct MoELayer {
                 sum += bestP
                 m.counts[best] += 1
             }
-            if normalizeTopK { for j in 0..<k { m.weight[i * k + j] /= sum } }
+            if selectOnLogits {
+                // gpt-oss: the softmax over the chosen logits (the first is their max)
+                let top = m.weight[i * k]
+                sum = 0
+                for j in 0..<k { m.weight[i * k + j] = expf(m.weight[i * k + j] - top); sum += m.weight[i * k + j] }
+                for j in 0..<k { m.weight[i * k + j] /= sum }
+            } else if normalizeTopK {
+                for j in 0..<k { m.weight[i * k + j] /= sum }
+            }
         }
         // rows grouped by expert (a counting sort): expert e's (row, slot) pairs at starts[e]...
         var at = 0
@@ -198,14 +259,53 @@ struct MoELayer {
     private func run(_ e: Int, _ ex: Expert, _ xn: UnsafePointer<Float>, _ ws: Workspace) {
         let m = ws.moe!, h = router.inFeatures, conv = ws.convertScratch
         let rowsIn = m.rows.f32, a = ws.ffA.f32, b = ws.ffB.f32
-        let cnt = m.counts[e], first = m.starts[e], ff = ex.gate.outFeatures
+        let cnt = m.counts[e], first = m.starts[e], ff = ex.intermediate
         for j in 0..<cnt {
             let row = Int(m.order[first + j]) / k
             (rowsIn + j * h).update(from: xn + row * h, count: h)
         }
-        WeightMatrix.applyGroup(rowsIn, rows: cnt, (ex.gate, a), (ex.up, b), scratch: conv)
-        Ops.swiglu(a, b, count: cnt * ff)
-        ex.down.apply(a, rows: cnt, m.out.f32 + first * h, scratch: conv)
+        let out = m.out.f32 + first * h
+        if let gu = ex.gateUp {
+            // gpt-oss's hub layout: [rows, 2 ff] interleaved into ffA, as many rows as it holds at a time
+            let per = max(1, ws.ffA.count / (2 * ff))
+            var r0 = 0
+            while r0 < cnt {
+                let n = min(per, cnt - r0)
+                gu.apply(rowsIn + r0 * h, rows: n, a, scratch: conv)
+                if let bias = biases?.gateUp { addRow(bias, e, a, rows: n, width: 2 * ff) }
+                for i in 0..<(n * ff) { b[i] = activate(a[2 * i], a[2 * i + 1]) }
+                ex.down.apply(b, rows: n, out + r0 * h, scratch: conv)
+                r0 += n
+            }
+        } else {
+            WeightMatrix.applyGroup(rowsIn, rows: cnt, (ex.gate!, a), (ex.up!, b), scratch: conv)
+            if let bs = biases { addRow(bs.gate!, e, a, rows: cnt, width: ff); addRow(bs.up!, e, b, rows: cnt, width: ff) }
+            if activation == .swiglu {
+                Ops.swiglu(a, b, count: cnt * ff)
+            } else {
+                for i in 0..<(cnt * ff) { a[i] = activate(a[i], b[i]) }
+            }
+            ex.down.apply(a, rows: cnt, out, scratch: conv)
+        }
+        if let bias = biases?.down { addRow(bias, e, out, rows: cnt, width: h) }
+    }
+
+    /// Row `e` of the stacked biases `t` added to each of `rows` rows of `width` at `y`.
+    private func addRow(_ t: Tensor, _ e: Int, _ y: UnsafeMutablePointer<Float>, rows: Int, width: Int) {
+        let src = t.f32 + e * width
+        for r in 0..<rows { let dst = y + r * width; for c in 0..<width { dst[c] += src[c] } }
+    }
+
+    /// The gated activation of one (gate, up) pair: gpt-oss's clamped SwiGLU as transformers
+    /// computes it (the sigmoid as 1 / (1 + e^-x)); SwiGLU elsewhere (Ops.swiglu runs that one).
+    @inline(__always)
+    private func activate(_ g: Float, _ u: Float) -> Float {
+        switch activation {
+        case .swiglu: return g / (1 + expf(-g)) * u
+        case let .clampedSwiGLU(alpha, limit):
+            let gc = min(g, limit), uc = min(max(u, -limit), limit)
+            return gc * (1 / (1 + expf(-gc * alpha))) * (uc + 1)
+        }
     }
 
     private func run(_ e: Int, _ w: ExpertWeights, _ xn: UnsafePointer<Float>, _ ws: Workspace) {

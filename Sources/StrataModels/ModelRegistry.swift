@@ -9,7 +9,7 @@ public enum ModelRegistry {
     /// conforming to `Architecture`, plus its row here.
     public static let architectures: [any Architecture.Type] = [
         LlamaArchitecture.self, Qwen2Architecture.self, Qwen3Architecture.self, Phi3Architecture.self, Gemma2Architecture.self, Gemma3Architecture.self, Gemma3MultimodalArchitecture.self,
-        MistralArchitecture.self, GPT2Architecture.self, Qwen3MoeArchitecture.self, MixtralArchitecture.self,
+        MistralArchitecture.self, GPT2Architecture.self, Qwen3MoeArchitecture.self, MixtralArchitecture.self, GptOssArchitecture.self,
     ]
 
     public static var supportedArchitectures: [String] { architectures.map { $0.name }.sorted() }

@@ -55,10 +55,19 @@ public struct TensorRow: Sendable {
     public var shape: @Sendable (TensorDims) -> [Int]
     /// the axis of the shape the bias runs along (1 for a Conv1D weight)
     public var outputAxis: Int
+    /// HF names this tensor as a bare `nn.Parameter`: `<hf>` for the weight and `<hf>_bias` for its
+    /// bias, not `<hf>.weight` / `<hf>.bias` (gpt-oss's sinks and stacked experts).
+    public var parameter: Bool
 
     public init(_ role: TensorRole, hf: String, gguf: String?, _ scope: Scope = .layer, bias: Bias = .none, outputAxis: Int = 0,
-                shape: @escaping @Sendable (TensorDims) -> [Int]) {
-        self.role = role; self.hf = hf; self.gguf = gguf; self.scope = scope; self.bias = bias; self.outputAxis = outputAxis; self.shape = shape
+                parameter: Bool = false, shape: @escaping @Sendable (TensorDims) -> [Int]) {
+        self.role = role; self.hf = hf; self.gguf = gguf; self.scope = scope; self.bias = bias; self.outputAxis = outputAxis
+        self.parameter = parameter; self.shape = shape
+    }
+
+    /// The full name of this row's `kind` ("weight" or "bias") for a name without it.
+    func full(_ base: String, _ kind: String) -> String {
+        parameter ? (kind == "weight" ? base : base + "_" + kind) : base + "." + kind
     }
 }
 
@@ -89,9 +98,16 @@ public struct TensorTable: Sendable {
     /// `name` split into (layer, row, kind) and, for one expert's tensor, the expert: nil when no
     /// row reads it. A layer's stacked experts (a GGUF's) have no expert index.
     private func lookup(_ name: String) -> (layer: Int?, row: TensorRow, kind: String, expert: Int?)? {
-        guard let dot = name.lastIndex(of: ".") else { return nil }
-        let kind = String(name[name.index(after: dot)...]), base = String(name[..<dot])
-        func accept(_ r: TensorRow) -> Bool { kind == "weight" || (kind == "bias" && r.bias != .none) }
+        if let dot = name.lastIndex(of: "."), let found = lookup(base: String(name[..<dot]), kind: String(name[name.index(after: dot)...]), parameter: false) {
+            return found
+        }
+        // a bare parameter's name: `<base>` (its weight) or `<base>_bias`
+        if name.hasSuffix("_bias") { return lookup(base: String(name.dropLast(5)), kind: "bias", parameter: true) }
+        return lookup(base: name, kind: "weight", parameter: true)
+    }
+
+    private func lookup(base: String, kind: String, parameter: Bool) -> (layer: Int?, row: TensorRow, kind: String, expert: Int?)? {
+        func accept(_ r: TensorRow) -> Bool { r.parameter == parameter && (kind == "weight" || (kind == "bias" && r.bias != .none)) }
         // the output head is named at the top (`lm_head`), the rest under a prefix
         if let i = byHF[base], rows[i].role == .outputHead, accept(rows[i]) { return (nil, rows[i], kind, nil) }
         for p in prefixes where base.hasPrefix(p) {
@@ -120,8 +136,8 @@ public struct TensorTable: Sendable {
     /// The HF name (with the first prefix) of a checkpoint tensor's row (an expert row's: expert
     /// `expert`'s, or the stacked tensor's when nil).
     private func hfName(_ row: TensorRow, layer: Int?, kind: String, expert: Int? = nil) -> String {
-        row.scope == .global ? (row.role == .outputHead ? "" : prefixes[0]) + row.hf + "." + kind
-            : prefixes[0] + layerPrefix + "\(layer!)." + row.hfName(expert: expert) + "." + kind
+        row.scope == .global ? row.full((row.role == .outputHead ? "" : prefixes[0]) + row.hf, kind)
+            : row.full(prefixes[0] + layerPrefix + "\(layer!)." + row.hfName(expert: expert), kind)
     }
 
     /// The row of `role` (each role appears once in a table; asking for one it lacks is a
@@ -136,8 +152,8 @@ public struct TensorTable: Sendable {
     public func name(_ role: TensorRole, layer: Int? = nil, expert: Int? = nil, kind: String = "weight", prefix: String? = nil) -> String {
         let r = row(role)
         let p = prefix ?? prefixes[0]
-        if r.scope == .global { return (r.role == .outputHead ? "" : p) + r.hf + "." + kind }
-        return p + layerPrefix + "\(layer ?? 0)." + r.hfName(expert: expert) + "." + kind
+        if r.scope == .global { return r.full((r.role == .outputHead ? "" : p) + r.hf, kind) }
+        return r.full(p + layerPrefix + "\(layer ?? 0)." + r.hfName(expert: expert), kind)
     }
 
     /// Whether the table has a row for `role`.

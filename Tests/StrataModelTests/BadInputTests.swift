@@ -155,9 +155,15 @@ func writeRawSafetensors(_ path: String, header: String, data: [UInt8], headerLe
         #expect(throws: ConfigError.invalidValue(file: cfg, field: "num_key_value_heads", reason: "3 does not divide num_attention_heads 4")) {
             try ModelRegistry.load(directory: d)
         }
+        try original.replacingOccurrences(of: "\"rope_type\": \"default\"", with: "\"rope_type\": \"dynamic\", \"factor\": 4.0")
+            .write(toFile: cfg, atomically: true, encoding: .utf8)
+        #expect(throws: ConfigError.unsupportedRopeType(file: cfg, ropeType: "dynamic")) { try ModelRegistry.load(directory: d) }
+        // YaRN needs the original context it scales from
         try original.replacingOccurrences(of: "\"rope_type\": \"default\"", with: "\"rope_type\": \"yarn\", \"factor\": 4.0")
             .write(toFile: cfg, atomically: true, encoding: .utf8)
-        #expect(throws: ConfigError.unsupportedRopeType(file: cfg, ropeType: "yarn")) { try ModelRegistry.load(directory: d) }
+        #expect(throws: ConfigError.malformed(file: cfg, field: "rope_scaling.original_max_position_embeddings", reason: "yarn needs it, positive")) {
+            try ModelRegistry.load(directory: d)
+        }
         try original.replacingOccurrences(of: "\"vocab_size\": ", with: "\"vocab_size\": \"many\", \"x\": ").write(toFile: cfg, atomically: true, encoding: .utf8)
         do { _ = try ModelRegistry.load(directory: d); Issue.record("expected an error") } catch let e as ConfigError {
             #expect("\(e)".contains("vocab_size"))

@@ -13,7 +13,7 @@ import StrataTensor
 let ggufModels = ["llama-q8_0", "llama-q4_0", "llama-q4_k_m", "llama3-q6_k", "qwen2-q4_k_m", "qwen3-q8_0", "gemma2-q8_0", "gpt2-q8_0", "phi3-q8_0"]
     + ["gemma3-q8_0"] + newTypeModels + moeGGUFModels
 /// Mixtures of experts as llama.cpp's converter writes them (experts stacked in ffn_*_exps).
-let moeGGUFModels = ["qwen3moe-q4_k_m", "mixtral-q4_k_m"]
+let moeGGUFModels = ["qwen3moe-q4_k_m", "mixtral-q4_k_m", "gpt-oss-mxfp4"]
 /// The fixtures of the types that run the generic kernels (Q5_K with Q6_K; Q4_1 with Q5_0; IQ4_NL with IQ4_XS).
 let newTypeModels = ["llama-q5_k_m", "llama-q4_1-q5_0", "qwen2-iq4"]
 

@@ -37,6 +37,25 @@ import StrataPlanner
         #expect(q.moe == MoEShape(experts: 8, expertsPerToken: 3, intermediate: 32, sparseLayers: [true, false, true]))
         let m = try ModelRegistry.spec(directory: Fixtures.model("mixtral"))
         #expect(m.moe == MoEShape(experts: 4, expertsPerToken: 2, intermediate: 96, sparseLayers: [true, true]))
+        // gpt-oss: every layer sparse; the context not capped at the window (only some layers slide)
+        let g = try ModelRegistry.spec(directory: Fixtures.model("gpt-oss"))
+        #expect(g.moe == MoEShape(experts: 4, expertsPerToken: 2, intermediate: 32, sparseLayers: [true, true, true]) && g.maxPositions == 128)
+    }
+
+    /// gpt-oss's hub names (bare parameters, `_bias`) and llama.cpp's: each tensor's place, and a
+    /// GGUF name's hub-side name.
+    @Test func gptOssNamesAreReadInBothLayouts() {
+        let t = GptOssArchitecture.tensors
+        #expect(t.place(of: "model.layers.2.mlp.experts.gate_up_proj") == TensorPlace(layer: 2, role: .expertGateUp))
+        #expect(t.place(of: "model.layers.2.mlp.experts.gate_up_proj_bias") == TensorPlace(layer: 2, role: .expertGateUp))
+        #expect(t.place(of: "model.layers.0.mlp.experts.down_proj") == TensorPlace(layer: 0, role: .expertDownInOut))
+        #expect(t.place(of: "model.layers.1.self_attn.sinks") == TensorPlace(layer: 1, role: .attentionSinks))
+        #expect(t.place(of: "model.layers.1.self_attn.sinks.weight") == nil)
+        #expect(t.place(of: "model.layers.1.mlp.router.bias") == TensorPlace(layer: 1, role: .router))
+        #expect(t.hfName(gguf: "blk.1.attn_sinks.weight") == "model.layers.1.self_attn.sinks")
+        #expect(t.hfName(gguf: "blk.3.ffn_down_exps.bias") == "model.layers.3.mlp.experts.down_proj_split.bias")
+        #expect(t.hfName(gguf: "blk.0.post_attention_norm.weight") == "model.layers.0.post_attention_layernorm.weight")
+        #expect(t.ggufName(hf: "model.layers.0.mlp.experts.gate_up_proj") == nil)
     }
 
     func copy(_ name: String) throws -> String {
@@ -54,6 +73,12 @@ import StrataPlanner
             ("qwen3-moe", { $0["mlp_only_layers"] = [5] }, "mlp_only_layers"),
             ("qwen3-moe", { $0["decoder_sparse_step"] = 0 }, "decoder_sparse_step"),
             ("mixtral", { $0["num_local_experts"] = 1_000_000 }, "num_experts"),
+            ("gpt-oss", { $0["layer_types"] = ["sliding_attention", "full_attention"] }, "layer_types"),
+            ("gpt-oss", { $0["layer_types"] = ["sliding_attention", "chunked_attention", "full_attention"] }, "layer_types"),
+            ("gpt-oss", { $0["swiglu_limit"] = -1.0 }, "swiglu_limit"),
+            ("gpt-oss", { $0["sliding_window"] = 0 }, "sliding_window"),
+            ("gpt-oss", { $0["rope_parameters"] = ["rope_type": "yarn", "factor": 32.0, "rope_theta": 150000.0] }, "original_max_position_embeddings"),
+            ("gpt-oss", { $0["rope_parameters"] = ["rope_type": "yarn", "factor": 32.0, "beta_fast": -2.0, "original_max_position_embeddings": 4096] }, "beta_fast"),
         ]
         for (name, edit, field) in cases { try expectConfigError(copy(name), edit, naming: field) }
     }
@@ -76,7 +101,7 @@ import StrataPlanner
     /// Experts read one by one through the expert cache (1 slot: every expert a group of its
     /// own; 3 slots), with a layer's dense part streamed too: the logits of the all-RAM model,
     /// bit for bit (the experts run in the same order), and every routed expert counted.
-    @Test(arguments: ["qwen3-moe", "mixtral", "gguf:qwen3moe-q4_k_m", "gguf:mixtral-q4_k_m"])
+    @Test(arguments: ["qwen3-moe", "mixtral", "gguf:qwen3moe-q4_k_m", "gguf:mixtral-q4_k_m", "gguf:gpt-oss-mxfp4"])
     func expertsThroughTheCacheGiveTheSameLogits(name: String) throws {
         let gguf = name.hasPrefix("gguf:")
         let short = String(name.dropFirst(gguf ? 5 : 0))
@@ -112,7 +137,7 @@ import StrataPlanner
     /// Under a budget the whole model does not fit: the placement gives the experts cache slots
     /// (the minimum: one token's), the run's tokens are the all-RAM run's, the ledger stays in the
     /// budget, and the report carries the hit rates.
-    @Test(arguments: ["gguf:qwen3moe-q4_k_m", "mixtral"])
+    @Test(arguments: ["gguf:qwen3moe-q4_k_m", "mixtral", "gguf:gpt-oss-mxfp4"])
     func aBudgetBelowTheModelRunsTheExpertsThroughTheCache(name: String) throws {
         let gguf = name.hasPrefix("gguf:")
         let short = String(name.dropFirst(gguf ? 5 : 0))

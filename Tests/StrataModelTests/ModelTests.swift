@@ -7,7 +7,7 @@ import StrataTensor
 // Logits against Hugging Face transformers (fixtures by scripts/make_fixtures.py).
 // Tolerance: 1e-4 absolute for f32 checkpoints. f16/bf16 checkpoints: the reference ran f32 on
 // the same rounded weights, and Strata converts them exactly to f32, so the same 1e-4 holds.
-let f32Models = ["llama-gqa", "llama-mha-tied", "llama3-scaled", "llama-linear-rope", "qwen2", "qwen3", "phi3", "gemma2", "gemma3", "gemma3-mm", "mistral", "gpt2", "qwen3-moe", "mixtral"]
+let f32Models = ["llama-gqa", "llama-mha-tied", "llama3-scaled", "llama-linear-rope", "qwen2", "qwen3", "phi3", "gemma2", "gemma3", "gemma3-mm", "mistral", "gpt2", "qwen3-moe", "mixtral", "gpt-oss"]
 let halfModels = ["llama-gqa-f16", "llama-gqa-bf16"]
 
 @Suite struct ModelLogitsTests {

@@ -55,7 +55,7 @@ import StrataTensor
         try BatchEngine(loaded: LoadedModel(directory: Fixtures.model(name)), config: .init(blocks: blocks, blockSize: blockSize))
     }
 
-    @Test(arguments: ["llama-gqa", "gpt2", "qwen2", "qwen3", "phi3", "gemma2", "gemma3", "qwen3-moe", "mixtral"])
+    @Test(arguments: ["llama-gqa", "gpt2", "qwen2", "qwen3", "phi3", "gemma2", "gemma3", "qwen3-moe", "mixtral", "gpt-oss"])
     func batchOfGreedyRequestsEqualsEachAlone(name: String) throws {
         let loaded = try LoadedModel(directory: Fixtures.model(name))
         let ref = try Fixtures.reference(name)

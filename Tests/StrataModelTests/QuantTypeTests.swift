@@ -79,7 +79,7 @@ import StrataTestSupport
         // a layer streamed (a mixture: or its experts read through the expert cache)
         #expect(!run.placement.streamedLayers.isEmpty || run.placement.expertSlots > 0, "placement \(run.placement)")
         let (outs, report) = try run.run(prompts.map { GenerationRequest(prompt: $0, parameters: greedy) })
-        #expect(outs.map { $0.ids } == alone, "\(name)")
+        #expect(outs.map { $0.ids } == alone, "\(name) \(outs.map { "\($0.stopReason)" })")
         #expect(report.measured.diskBytesRead > 0 && run.ledger.peak <= budget)
     }
 }
