@@ -62,8 +62,9 @@ public enum QuantizeModel {
     /// The type of one tensor under `scheme`: 1-D tensors stay f32; rows that are not whole blocks
     /// fall back to Q8_0 (or f16 when not whole 32s).
     static func type(gguf name: String, shape: [Int], scheme: Scheme, layers: Int) -> DType {
-        // vectors and a mixture's router stay f32 (llama-quantize leaves ffn_gate_inp alone)
-        guard shape.count >= 2, !name.hasSuffix("ffn_gate_inp.weight") else { return .f32 }
+        // vectors, biases (gpt-oss's experts' are [experts, width]) and a mixture's router stay f32
+        // (llama-quantize quantizes only `.weight` tensors, and leaves ffn_gate_inp alone)
+        guard shape.count >= 2, !name.hasSuffix("ffn_gate_inp.weight"), !name.hasSuffix(".bias") else { return .f32 }
         var t = scheme.base
         switch scheme {
         case .q8_0, .q6_k: break

@@ -71,6 +71,12 @@ public enum Synth {
         Preset(name: "mixtral-8x7b", architecture: MixtralArchitecture.self, hidden: 4096, intermediate: 14336, layers: 32, heads: 32, kvHeads: 8,
                vocab: 32000, maxPositions: 32768, tied: false, ropeTheta: 1_000_000, rmsEps: 1e-5,
                extra: #"{"num_local_experts": 8, "num_experts_per_tok": 2}"#),
+        Preset(name: "tiny-gpt-oss", architecture: GptOssArchitecture.self, hidden: 256, intermediate: 256, layers: 4, heads: 8, kvHeads: 4,
+               vocab: 4096, maxPositions: 4096, tied: false, ropeTheta: 150_000, rmsEps: 1e-5,
+               extra: #"{"head_dim": 32, "num_local_experts": 16, "num_experts_per_tok": 4, "sliding_window": 64}"#),
+        Preset(name: "gpt-oss-20b", architecture: GptOssArchitecture.self, hidden: 2880, intermediate: 2880, layers: 24, heads: 64, kvHeads: 8,
+               vocab: 201088, maxPositions: 131072, tied: false, ropeTheta: 150_000, rmsEps: 1e-5,
+               extra: #"{"head_dim": 64, "num_local_experts": 32, "num_experts_per_tok": 4, "sliding_window": 128}"#),
         Preset(name: "llama-2-7b", architecture: LlamaArchitecture.self, hidden: 4096, intermediate: 11008, layers: 32, heads: 32, kvHeads: 32,
                vocab: 32000, maxPositions: 4096, tied: false, ropeTheta: 10000, rmsEps: 1e-5, extra: "{}"),
     ]

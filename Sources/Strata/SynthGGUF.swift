@@ -11,7 +11,11 @@ extension Synth {
     /// picked at random, so the file is written at disk speed with the statistics of real
     /// quantized weights; vectors (norms) are ones; a router is f32 with its own random rows.
     /// The file is complete or absent (written to `<path>.partial`, renamed at the end).
-    public static func writeGGUF(preset: Preset, scheme: QuantizeModel.Scheme, seed: UInt64, to path: String,
+    /// `routingSkew` S (a mixture whose router has a bias): expert e of popularity rank r in its
+    /// layer (`MoERouting.expert(rank:n:layer:)`, an order that differs by layer) gets the router
+    /// bias -S ln(r + 1), so the router's probabilities follow a Zipf law of exponent S times the
+    /// random rows' own variation (docs/benchmarks.md measures the hit rates it gives).
+    public static func writeGGUF(preset: Preset, scheme: QuantizeModel.Scheme, seed: UInt64, routingSkew: Double? = nil, to path: String,
                                  shouldStop: () -> Bool = { false }, progress: (Int, Int) -> Void = { _, _ in }) throws {
         let arch = preset.architecture
         // the config and tokenizer the metadata is made from, in a scratch folder
@@ -38,8 +42,9 @@ extension Synth {
         for t in arch.synthTensors(preset.shape) {
             let place = table.place(of: t.name)
             if let e = place?.expert {
+                let kind = t.name.hasSuffix(".bias") ? "bias" : "weight"
                 guard e == 0, let p = place, let l = p.layer,
-                      let g = table.ggufName(hf: table.name(p.role, layer: l, expert: nil)) else { continue }
+                      let g = table.ggufName(hf: table.name(p.role, layer: l, expert: nil, kind: kind)) else { continue }
                 let shape = [dims.experts] + t.shape
                 specs.append(GGUFWriter.Spec(name: g, dtype: QuantizeModel.type(gguf: g, shape: shape, scheme: scheme, layers: layers), shape: shape))
             } else {
@@ -54,6 +59,16 @@ extension Synth {
             return (g == "token_embd.weight" ? 0 : layers + 1, g)
         }
         specs.sort { order($0.name) < order($1.name) }
+        if let skew = routingSkew {
+            guard skew >= 0, skew.isFinite else {
+                throw ConfigError.invalidValue(file: preset.name, field: "--routing-skew", reason: "must be >= 0, got \(skew)")
+            }
+            guard specs.contains(where: { $0.name.hasSuffix("ffn_gate_inp.bias") }) else {
+                throw ConfigError.invalidValue(file: preset.name, field: "--routing-skew",
+                                               reason: "\(arch.name)'s router has no bias to skew (gpt-oss's has); a benchmark can route by a Zipf law with STRATA_MOE_ROUTING=zipf:S")
+            }
+        }
+        let experts = dims.experts
         specs += export.extraTensors.map { GGUFWriter.Spec(name: $0.0, dtype: .f32, shape: [$0.1.count]) }
         let writer = try GGUFWriter(path: path, metadata: meta, tensors: specs)
         Interrupt.onForcedExit { FileIO.remove(path + ".partial") }
@@ -90,6 +105,13 @@ extension Synth {
             for s in specs {
                 if let extra = export.extraTensors.first(where: { $0.0 == s.name }) {
                     try extra.1.withUnsafeBytes { try writer.write($0.baseAddress!, count: $0.count) }
+                    done += s.byteCount
+                    continue
+                }
+                if let skew = routingSkew, s.name.hasSuffix("ffn_gate_inp.bias"), let layer = Int(s.name.split(separator: ".")[1]) {
+                    var b = [Float](repeating: 0, count: s.shape[0])
+                    for r in 0..<experts { b[MoERouting.expert(rank: r, n: experts, layer: layer)] = Float(-skew * log(Double(r + 1))) }
+                    try b.withUnsafeBytes { try writer.write($0.baseAddress!, count: $0.count) }
                     done += s.byteCount
                     continue
                 }

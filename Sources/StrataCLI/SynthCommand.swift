@@ -12,6 +12,8 @@ struct Synthesize: ParsableCommand {
     @Option(help: "Seed of the weights.") var seed: UInt64 = 0
     @Option(help: "Write a quantized GGUF file instead of a folder, by this scheme (\(QuantizeModel.Scheme.allCases.map(\.rawValue).joined(separator: ", "))): no full-precision copy is made (what a mixture of experts of real size needs).")
     var gguf: String?
+    @Option(help: "With --gguf, a mixture whose router has a bias (gpt-oss): expert popularity by a Zipf law of this exponent (router biases -S ln(rank), ranks in an order that differs by layer), as real models reuse experts. 0: none (random routers route nearly uniformly, a cache's worst case).")
+    var routingSkew: Double?
     @Option(help: "Output folder (a .gguf file with --gguf).") var out: String
     @OptionGroup var threads: ThreadOption
 
@@ -22,13 +24,18 @@ struct Synthesize: ParsableCommand {
             throw ValidationError("--dtype must be f32, f16 or bf16, got '\(dtype)' (quantize a folder with strata quantize)")
         }
         let p = try Synth.preset(preset)
+        if routingSkew != nil && gguf == nil { throw ValidationError("--routing-skew is a --gguf option (a mixture written as GGUF)") }
         let t0 = now()
         var bar = ProgressBar()
         if let gguf {
             guard let scheme = QuantizeModel.Scheme(rawValue: gguf) else {
                 throw ValidationError("--gguf must be one of \(QuantizeModel.Scheme.allCases.map(\.rawValue).joined(separator: ", ")), got '\(gguf)'")
             }
-            do { try Synth.writeGGUF(preset: p, scheme: scheme, seed: seed, to: out, shouldStop: { Interrupt.requested }) { done, total in bar.update(done, total) } } catch let e as Interrupted {
+            do {
+                try Synth.writeGGUF(preset: p, scheme: scheme, seed: seed, routingSkew: routingSkew, to: out, shouldStop: { Interrupt.requested }) { done, total in
+                    bar.update(done, total)
+                }
+            } catch let e as Interrupted {
                 bar.finish(); eprint("\(e)"); throw ExitCode(130)
             }
             bar.finish()

@@ -198,6 +198,39 @@ import StrataPlanner
         #expect(try Generator(cached).generate(promptIDs: prompt, parameters: params).ids == alone)
     }
 
+    /// gpt-oss written as llama-quantize's MXFP4_MOE (experts MXFP4, other matrices Q8_0, biases and
+    /// the router f32) with `--routing-skew`: the router biases are -S ln(rank + 1) in each layer's
+    /// order, the file reads back as the preset, and the tokens through an expert cache of 4 slots
+    /// are the all-RAM model's. A router without a bias is refused by name.
+    @Test func synthWritesGptOssAsMXFP4WithSkewedRouting() throws {
+        let preset = try Synth.preset("tiny-gpt-oss")
+        let path = NSTemporaryDirectory() + "strata-tiny-gpt-oss-\(getpid())-\(UUID().uuidString).gguf"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try Synth.writeGGUF(preset: preset, scheme: .mxfp4_moe, seed: 3, routingSkew: 1.2, to: path)
+        let folder = try ModelFolder(path: path)
+        let moe = try #require(folder.spec.moe)
+        #expect(folder.spec.architecture == "GptOssForCausalLM" && moe.experts == 16 && moe.expertsPerToken == 4)
+        let file = try #require(folder.gguf)
+        #expect(file.tensorsByName["blk.2.ffn_up_exps.weight"]?.type.dtype == .mxfp4 && file.tensorsByName["blk.2.ffn_up_exps.weight"]?.shape == [16, 256, 256])
+        #expect(file.tensorsByName["blk.2.ffn_up_exps.bias"]?.type.dtype == .f32 && file.tensorsByName["blk.2.ffn_up_exps.bias"]?.shape == [16, 256])
+        #expect(file.tensorsByName["blk.0.attn_q.weight"]?.type.dtype == .q8_0 && file.tensorsByName["output.weight"]?.type.dtype == .q8_0)
+        #expect(file.tensorsByName["blk.1.attn_sinks.weight"]?.shape == [8])
+        let bias = try folder.requireCheckpoint().tensor("model.layers.3.mlp.router.bias").toArray()
+        for r in 0..<16 { #expect(abs(bias[MoERouting.expert(rank: r, n: 16, layer: 3)] - Float(-1.2 * log(Double(r + 1)))) < 1e-6) }
+        let prompt = [5, 17, 300, 42, 9]
+        let params = SamplingParameters(temperature: 0, maxTokens: 6, stopAtEOS: false)
+        let alone = try Generator(LoadedModel(directory: path)).generate(promptIDs: prompt, parameters: params).ids
+        let inv = try WeightInventory(folder: folder)
+        #expect(inv.experts.map(\.count) == [16, 16, 16, 16])
+        let ledger = Ledger(budget: nil)
+        let store = try TieredWeightStore(locations: inv.locations, streamed: [1], prefetchDepth: 0, ledger: ledger, location: path,
+                                          experts: try ExpertCache(experts: inv.experts, slots: 4, ledger: ledger))
+        defer { store.shutdown() }
+        #expect(try Generator(LoadedModel(folder: folder, model: folder.load(store: store))).generate(promptIDs: prompt, parameters: params).ids == alone)
+        #expect(throws: ConfigError.self) { try Synth.writeGGUF(preset: try Synth.preset("tiny-moe"), scheme: .q4_k_m, seed: 1, routingSkew: 1, to: path + "x") }
+        #expect(!FileManager.default.fileExists(atPath: path + "x"))
+    }
+
     /// The planner's answer for a mixture under a budget that does not hold it: expert-cache
     /// slots in its placement and its ledger, a predicted hit rate, and a run of that plan at the
     /// planner's own minimum gives the all-RAM tokens inside the budget, every ledger line the
