@@ -131,6 +131,14 @@ INLINE float bf16_to_f32(uint16_t h) {
 }
 
 /// The little-endian f16 at p (any alignment) as f32.
+/// An E8M0 exponent as ggml's e8m0_to_fp32_half: 2^(e - 128), built from its bits (a subnormal
+/// for e < 2). MXFP4's block scale.
+INLINE float strata_e8m0_half(uint8_t e) {
+    union { uint32_t u; float f; } v;
+    v.u = e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23;
+    return v.f;
+}
+
 INLINE float f16_at(const uint8_t *p) {
     uint16_t h;
     memcpy(&h, p, 2);

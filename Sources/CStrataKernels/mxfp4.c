@@ -8,15 +8,9 @@
 
 const int8_t strata_mxfp4_values[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
 
-/// 2^(e - 128) built from its bits, as ggml: a subnormal for e < 2.
-INLINE float mxfp4_scale(uint8_t e) {
-    union { uint32_t u; float f; } v;
-    v.u = e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23;
-    return v.f;
-}
 
 void strata_dequant_mxfp4(const uint8_t *b, float *y) {
-    const float d = mxfp4_scale(b[0]);
+    const float d = strata_e8m0_half(b[0]);
     const uint8_t *q = b + 1;
     for (int i = 0; i < 16; i++) {
         y[i] = d * (float)strata_mxfp4_values[q[i] & 15];
@@ -26,7 +20,7 @@ void strata_dequant_mxfp4(const uint8_t *b, float *y) {
 
 void strata_unpack_mxfp4(const uint8_t *w, long nb, int8_t *c, float *d, float *m) {
     for (long b = 0; b < nb; b++, w += 17, c += 32) {
-        d[b] = mxfp4_scale(w[0]);
+        d[b] = strata_e8m0_half(w[0]);
         m[b] = 0;
         for (int i = 0; i < 16; i++) { c[i] = strata_mxfp4_values[w[1 + i] & 15]; c[i + 16] = strata_mxfp4_values[w[1 + i] >> 4]; }
     }
@@ -37,7 +31,7 @@ __attribute__((target("avx2,fma,f16c"))) void strata_unpack_mxfp4_avx2(const uin
     const __m256i values = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)strata_mxfp4_values));
     const __m256i lo4 = _mm256_set1_epi8(15);
     for (long b = 0; b < nb; b++, w += 17, c += 32) {
-        d[b] = mxfp4_scale(w[0]);
+        d[b] = strata_e8m0_half(w[0]);
         m[b] = 0;
         const __m128i q = _mm_loadu_si128((const __m128i *)(w + 1));
         const __m256i idx = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), lo4);

@@ -27,11 +27,13 @@ const strata_qtype strata_qtypes[] = {
     [STRATA_W_Q5_K] = {.name = "q5_k", .elements = 256, .bytes = 176, .dequant = strata_dequant_q5_k, .unpack = strata_unpack_q5_k,
                        .unpack_avx2 = AVX2_OR_NULL(strata_unpack_q5_k_avx2), .has_offset = 1, .unsigned_codes = 1, .x_block = 32},
     [STRATA_W_IQ4_NL] = {.name = "iq4_nl", .elements = 32, .bytes = 18, .dequant = strata_dequant_iq4_nl, .unpack = strata_unpack_iq4_nl,
-                         .unpack_avx2 = AVX2_OR_NULL(strata_unpack_iq4_nl_avx2), .x_block = 32},
+                         .unpack_avx2 = AVX2_OR_NULL(strata_unpack_iq4_nl_avx2), .lut = strata_iq4_values, .lut_skip = 2,
+                         .lut_scale = STRATA_LUT_F16, .x_block = 32},
     [STRATA_W_IQ4_XS] = {.name = "iq4_xs", .elements = 256, .bytes = 136, .dequant = strata_dequant_iq4_xs, .unpack = strata_unpack_iq4_xs,
                          .unpack_avx2 = AVX2_OR_NULL(strata_unpack_iq4_xs_avx2), .x_block = 32},
     [STRATA_W_MXFP4] = {.name = "mxfp4", .elements = 32, .bytes = 17, .dequant = strata_dequant_mxfp4, .unpack = strata_unpack_mxfp4,
-                        .unpack_avx2 = AVX2_OR_NULL(strata_unpack_mxfp4_avx2), .x_block = 32},
+                        .unpack_avx2 = AVX2_OR_NULL(strata_unpack_mxfp4_avx2), .lut = strata_mxfp4_values, .lut_skip = 1,
+                        .lut_scale = STRATA_LUT_E8M0, .x_block = 32},
 #undef FLOAT_TYPE
 };
 // the last type without a row fails here; a row left out before it is zeros, which

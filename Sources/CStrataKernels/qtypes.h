@@ -13,6 +13,8 @@
 /// dequantization to the bit (gguf-py's). What the generic kernels read (quant_generic.c).
 typedef void (*strata_unpack_fn)(const uint8_t *w, long nb, int8_t *c, float *d, float *m);
 
+enum { STRATA_LUT_F16 = 1, STRATA_LUT_E8M0 = 2 };
+
 typedef struct {
     /// ggml's name ("q5_k").
     const char *name;
@@ -31,6 +33,16 @@ typedef struct {
     int unsigned_codes;
     /// 1 when quant.c and quant_q8.c hold kernels written for this type.
     int specialized;
+    /// A codebook type of 32-weight blocks (IQ4_NL, MXFP4): its sixteen code values, the bytes
+    /// before the block's 16 bytes of nibbles (low nibble: weight i, high: i + 16) and the
+    /// block's scale. The AVX2 8-bit kernel then decodes each block in registers (a table
+    /// shuffle) instead of through `unpack`, with the same integers and float operations. NULL:
+    /// through `unpack`.
+    const int8_t *lut;
+    int lut_skip;
+    /// How the block's first bytes hold its scale: STRATA_LUT_F16 (IQ4_NL) or STRATA_LUT_E8M0
+    /// (MXFP4's exponent, 2^(e - 128)). Data, not a function: the kernel decodes it inline.
+    int lut_scale;
     /// The activations it pairs with on the 8-bit path: x quantized to int8 per this many values
     /// (ggml's vec_dot_type: Q8_0's 32 or Q8_K's 256; 32 for the generic kernels).
     long x_block;
@@ -62,8 +74,10 @@ void strata_dequant_mxfp4(const uint8_t *b, float *y);
 void strata_unpack_mxfp4(const uint8_t *w, long nb, int8_t *c, float *d, float *m);
 void strata_unpack_mxfp4_avx2(const uint8_t *w, long nb, int8_t *c, float *d, float *m);
 
-/// IQ4_NL's and IQ4_XS's sixteen code values (ggml's kvalues_iq4nl), iq4_nl.c.
+/// IQ4_NL's and IQ4_XS's sixteen code values (ggml's kvalues_iq4nl), iq4_nl.c; MXFP4's (ggml's
+/// kvalues_mxfp4), mxfp4.c; their blocks' scales.
 extern const int8_t strata_iq4_values[16];
+extern const int8_t strata_mxfp4_values[16];
 
 /// The exact (f32-activation) linear of any quantized type on the portable path, block by block
 /// through its `dequant` (quant.c).

@@ -200,6 +200,69 @@ TGT2 INLINE void qdot_avx2(const int R, const int U, const wrow *u, const qx *X,
     UNROLL for (int i = 0; i < R; i++) out[i] = hsum8(_mm256_add_ps(a0[i], a1[i]));
 }
 
+/// A codebook type's rows (`lut`): each block's 32 codes by a table shuffle of its 16 nibble bytes,
+/// in registers; per block and x row the integer dot times d dx, blocks alternating between two
+/// accumulators: qdot_avx2's integers and float operations in its order (the outputs equal the
+/// unpacked path's), without writing and re-reading the unpacked row.
+TGT2 INLINE float lut_scale(const int kind, const uint8_t *b) { return kind == STRATA_LUT_E8M0 ? strata_e8m0_half(b[0]) : f16c_at(b); }
+
+TGT2 INLINE void lutrows_avx2_t(const int S, const int R, const strata_linear_args *a, const qx *X, long j, long r) {
+    const strata_qtype *t = &strata_qtypes[a->wtype];
+    const long ns = a->k / 32, bb = t->bytes;
+    const uint8_t *w = (const uint8_t *)a->w + (size_t)j * (size_t)ns * (size_t)bb;
+    const __m256i lut = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)t->lut));
+    const __m256i lo4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
+    __m256 a0[4], a1[4];
+    UNROLL for (int i = 0; i < R; i++) { a0[i] = _mm256_setzero_ps(); a1[i] = _mm256_setzero_ps(); }
+    long b = 0;
+    for (; b + 2 <= ns; b += 2) {
+        const uint8_t *w0 = w + b * bb, *w1 = w0 + bb;
+        const __m128i n0 = _mm_loadu_si128((const __m128i *)(w0 + t->lut_skip)), n1 = _mm_loadu_si128((const __m128i *)(w1 + t->lut_skip));
+        const __m256i c0 = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(n0, 4), n0), lo4));
+        const __m256i c1 = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(n1, 4), n1), lo4));
+        const __m256i ca0 = _mm256_sign_epi8(c0, c0), ca1 = _mm256_sign_epi8(c1, c1);
+        const float d0 = lut_scale(S, w0), d1 = lut_scale(S, w1);
+        UNROLL for (int i = 0; i < R; i++) {
+            const int8_t *q = X->q + (r + i) * X->k + 32 * b;
+            const float *dx = X->dx + (r + i) * ns + b;
+            const __m256i p0 = dot32(0, c0, ca0, _mm256_loadu_si256((const __m256i *)q), ones);
+            const __m256i p1 = dot32(0, c1, ca1, _mm256_loadu_si256((const __m256i *)(q + 32)), ones);
+            a0[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(d0 * dx[0]), a0[i]);
+            a1[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_set1_ps(d1 * dx[1]), a1[i]);
+        }
+    }
+    if (b < ns) {
+        const uint8_t *w0 = w + b * bb;
+        const __m128i n0 = _mm_loadu_si128((const __m128i *)(w0 + t->lut_skip));
+        const __m256i c0 = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(n0, 4), n0), lo4));
+        const __m256i ca0 = _mm256_sign_epi8(c0, c0);
+        const float d0 = lut_scale(S, w0);
+        UNROLL for (int i = 0; i < R; i++) {
+            const __m256i p0 = dot32(0, c0, ca0, _mm256_loadu_si256((const __m256i *)(X->q + (r + i) * X->k + 32 * b)), ones);
+            a0[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(d0 * X->dx[(r + i) * ns + b]), a0[i]);
+        }
+    }
+    UNROLL for (int i = 0; i < R; i++) store(a, r + i, j, hsum8(_mm256_add_ps(a0[i], a1[i])));
+}
+
+TGT2 INLINE void lutrows_avx2_s(const int S, const strata_linear_args *a, const qx *X, long j0, long j1) {
+    for (long j = j0; j < j1; j++) {
+        long r = 0;
+        for (; r + 4 <= a->m; r += 4) lutrows_avx2_t(S, 4, a, X, j, r);
+        switch (a->m - r) {
+        case 3: lutrows_avx2_t(S, 3, a, X, j, r); break;
+        case 2: lutrows_avx2_t(S, 2, a, X, j, r); break;
+        case 1: lutrows_avx2_t(S, 1, a, X, j, r); break;
+        default: break;
+        }
+    }
+}
+
+TGT2 static void lutrows_avx2(const strata_linear_args *a, const qx *X, long j0, long j1) {
+    if (strata_qtypes[a->wtype].lut_scale == STRATA_LUT_E8M0) lutrows_avx2_s(STRATA_LUT_E8M0, a, X, j0, j1);
+    else lutrows_avx2_s(STRATA_LUT_F16, a, X, j0, j1);
+}
+
 TGT2 INLINE void qrows_avx2_t(const int U, const strata_linear_args *a, const qx *X, long j0, long j1, const wrow *u) {
     const long ns = a->k / 32;
     const int off = strata_qtypes[a->wtype].has_offset;
@@ -219,7 +282,8 @@ TGT2 INLINE void qrows_avx2_t(const int U, const strata_linear_args *a, const qx
 }
 
 TGT2 static void qrows_avx2(const strata_linear_args *a, const qx *X, long j0, long j1, const wrow *u) {
-    if (strata_qtypes[a->wtype].unsigned_codes) qrows_avx2_t(1, a, X, j0, j1, u);
+    if (strata_qtypes[a->wtype].lut) lutrows_avx2(a, X, j0, j1);
+    else if (strata_qtypes[a->wtype].unsigned_codes) qrows_avx2_t(1, a, X, j0, j1, u);
     else qrows_avx2_t(0, a, X, j0, j1, u);
 }
 #endif
