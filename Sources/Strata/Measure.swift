@@ -133,6 +133,11 @@ public enum Measure {
         let w = TensorStorage(byteCount: rows * rowBytes, hugePages: true)
         let raw = w.base.assumingMemoryBound(to: UInt8.self)
         for i in stride(from: 0, to: rows * rowBytes, by: 4096) { raw[i] = 0 }
+        if dtype == .mxfp4 {
+            // zero pages are scales of 2^-128 (subnormal: every product a slow microcode assist);
+            // real MXFP4 scales are near 2^-8
+            for i in stride(from: 0, to: rows * rowBytes, by: dtype.blockBytes) { raw[i] = 120 }
+        }
         return Double(rows * rowBytes) / oneRowLinearSeconds(w.base, dtype: dtype, rows: rows, k: k, repeats: repeats, activations: activations)
     }
 

@@ -66,6 +66,11 @@ extension PlannerInventory {
                                    fixedBytes: fixed)
         inv.weightDType = weightDType
         inv.fixedLines = fixedLines
+        if let w = weightInventory {
+            for l in w.locations where l.layer >= 0 && l.shape.count >= 2 && l.expert == nil && !TieredWeightStore.keptResident(l) {
+                inv.layerDTypeBytes[l.dtype.rawValue, default: 0] += l.end - l.begin
+            }
+        }
         // the head's bytes: `otherBytes` is the head (the embedding, when tied) and the final norm
         inv.headBytes = otherBytes
         if let w = weightInventory, let m = spec.moe, !w.experts.isEmpty {
@@ -75,6 +80,7 @@ extension PlannerInventory {
             inv.moe = PlannerMoE(experts: m.experts, perToken: m.expertsPerToken, sparseLayers: m.sparseLayers, expertBytes: expertBytes,
                                  expertParams: expertParams, slotBytes: ExpertCache.slotBytes(w.experts), denseLayerBytes: w.denseLayerBytes,
                                  denseLayerParams: w.experts.map { perLayer - $0.count * expertParams })
+            inv.moe?.expertDType = all.first?.parts.first?.dtype
             // a benchmark's routing (STRATA_MOE_ROUTING=zipf:S) is predicted as what it is
             if case let .zipf(x) = MoERouting.fromEnvironment { inv.moe?.zipf = x }
         }

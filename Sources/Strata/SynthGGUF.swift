@@ -9,7 +9,8 @@ extension Synth {
     /// intermediate: a model of 30B parameters is 120 GB in f32. Each matrix row is one of a pool
     /// of rows per (type, width), each quantized once from uniform values in +-1/sqrt(fan-in) and
     /// picked at random, so the file is written at disk speed with the statistics of real
-    /// quantized weights; vectors (norms) are ones; a router is f32 with its own random rows.
+    /// quantized weights; vectors are ones (norms) or zeros (biases); a router is f32 with its own
+    /// random rows.
     /// The file is complete or absent (written to `<path>.partial`, renamed at the end).
     /// `routingSkew` S (a mixture whose router has a bias): expert e of popularity rank r in its
     /// layer (`MoERouting.expert(rank:n:layer:)`, an order that differs by layer) gets the router
@@ -116,8 +117,10 @@ extension Synth {
                     continue
                 }
                 if s.shape.count == 1 {
-                    // norms: ones (what an untrained RMSNorm holds)
-                    let ones = [Float](repeating: 1, count: s.shape[0])
+                    // norms (and gpt-oss's sinks): ones, what an untrained RMSNorm holds; biases
+                    // zeros (ones on every o projection would add one direction to every token's
+                    // residual, and the routers would send every token to the same experts)
+                    let ones = [Float](repeating: s.name.hasSuffix(".bias") ? 0 : 1, count: s.shape[0])
                     try ones.withUnsafeBytes { try writer.write($0.baseAddress!, count: $0.count) }
                     done += s.byteCount
                     continue

@@ -100,6 +100,7 @@ public final class ExpertCache: ExpertSource, @unchecked Sendable {
     private var tick: UInt64 = 0
     /// per slot and layer: the views (made once; a layer's parts have one dtype and shape each)
     private var views: [[ExpertWeights?]]
+    private var viewShifts: [[Shifts]]
     private var files: [String: (fd: Int32, direct: Bool, size: Int)] = [:]
     private let io = DispatchQueue(label: "strata-expert-io", attributes: .concurrent)
     private var counters = ExpertCacheStats()
@@ -107,6 +108,8 @@ public final class ExpertCache: ExpertSource, @unchecked Sendable {
     private var missing: [(slot: Int, location: ExpertLocation)] = []
     /// per slot: its bytes are in RAM (false while its read runs), and the read's error
     private var arrived: [Bool]
+    /// parts of each slot's expert still being read
+    private var partsLeft: [Int]
     private var failed: [Error?]
     /// the slots of the last pin, in its order
     private var pinnedSlots: [Int] = []
@@ -169,8 +172,10 @@ public final class ExpertCache: ExpertSource, @unchecked Sendable {
         lastUse = [UInt64](repeating: 0, count: slots)
         protected = [Bool](repeating: false, count: slots)
         arrived = [Bool](repeating: true, count: slots)
+        partsLeft = [Int](repeating: 0, count: slots)
         failed = [Error?](repeating: nil, count: slots)
         views = [[ExpertWeights?]](repeating: [ExpertWeights?](repeating: nil, count: experts.count), count: slots)
+        viewShifts = [[Shifts]](repeating: [Shifts](repeating: Shifts(), count: experts.count), count: slots)
         counters.layerHits = [Int](repeating: 0, count: experts.count)
         counters.layerMisses = [Int](repeating: 0, count: experts.count)
         missing.reserveCapacity(slots)
@@ -213,7 +218,6 @@ public final class ExpertCache: ExpertSource, @unchecked Sendable {
             pinnedSlots.append(slot)
         }
         lock.unlock()
-        for s in pinnedSlots { weights.append(view(slot: s, layer: layer)) }
         if !missing.isEmpty {
             do {
                 for m in missing { for p in m.location.parts where files[p.path] == nil { files[p.path] = try FileIO.openForLargeReads(p.path) } }
@@ -224,8 +228,10 @@ public final class ExpertCache: ExpertSource, @unchecked Sendable {
                 lock.unlock()
                 throw error
             }
-            start(missing)
         }
+        // the views after the files are open (where an O_DIRECT read leaves each part in its slot)
+        for (s, e) in zip(pinnedSlots, ids) { weights.append(view(slot: s, layer: layer, expert: e)) }
+        if !missing.isEmpty { start(missing) }
     }
 
     public func ready(_ index: Int) -> Bool {
@@ -248,29 +254,37 @@ public final class ExpertCache: ExpertSource, @unchecked Sendable {
         }
     }
 
-    /// Starts one read per missing expert on the concurrent I/O queue.
+    /// Starts one read per part of each missing expert (gate, up, down) on the concurrent I/O
+    /// queue: a layer's misses keep three times as many reads in flight, and its last expert
+    /// arrives sooner (one read per expert left the disk with one read in flight at each layer's end).
     private func start(_ list: [(slot: Int, location: ExpertLocation)]) {
         arrival.lock()
         if inFlight == 0 { flightStart = DispatchTime.now().uptimeNanoseconds }
-        inFlight += list.count
-        for m in list { arrived[m.slot] = false; failed[m.slot] = nil }
+        for m in list {
+            arrived[m.slot] = false; failed[m.slot] = nil
+            partsLeft[m.slot] = m.location.parts.count
+            inFlight += m.location.parts.count
+        }
         arrival.unlock()
         for m in list {
-            io.async { [self] in
-                var bytes = 0, error: Error? = nil
-                do { bytes = try readOne(m.slot, m.location) } catch let e { error = e }
-                arrival.lock()
-                arrived[m.slot] = true
-                failed[m.slot] = error
-                inFlight -= 1
-                let now = DispatchTime.now().uptimeNanoseconds
-                let span = inFlight == 0 ? Double(now - flightStart) / 1e9 : 0
-                arrival.broadcast()
-                arrival.unlock()
-                lock.lock()
-                counters.bytesRead += bytes
-                counters.readSeconds += span
-                lock.unlock()
+            for p in m.location.parts.indices {
+                io.async { [self] in
+                    var bytes = 0, error: Error? = nil
+                    do { bytes = try readPart(m.slot, p, m.location.parts[p]) } catch let e { error = e }
+                    arrival.lock()
+                    partsLeft[m.slot] -= 1
+                    if let error, failed[m.slot] == nil { failed[m.slot] = error }
+                    if partsLeft[m.slot] == 0 { arrived[m.slot] = true }
+                    inFlight -= 1
+                    let now = DispatchTime.now().uptimeNanoseconds
+                    let span = inFlight == 0 ? Double(now - flightStart) / 1e9 : 0
+                    if inFlight == 0 || partsLeft[m.slot] == 0 { arrival.broadcast() }
+                    arrival.unlock()
+                    lock.lock()
+                    counters.bytesRead += bytes
+                    counters.readSeconds += span
+                    lock.unlock()
+                }
             }
         }
     }
@@ -326,37 +340,48 @@ public final class ExpertCache: ExpertSource, @unchecked Sendable {
         pinnedSlots.removeAll(keepingCapacity: true)
     }
 
-    private func view(slot s: Int, layer: Int) -> ExpertWeights {
-        if let v = views[s][layer] { return v }
+    /// Where each of an expert's three parts starts past its region of a slot: an O_DIRECT read
+    /// starts at the 4 KiB boundary before the part, which leaves the part that far in (no copy);
+    /// a buffered read puts it at the region's start.
+    struct Shifts: Equatable { var gate = 0, up = 0, down = 0 }
+
+    private func shifts(_ loc: ExpertLocation) -> Shifts {
+        func one(_ p: ExpertLocation.Part) -> Int { files[p.path]?.direct == true ? p.begin % Self.align : 0 }
+        return Shifts(gate: one(loc.parts[0]), up: one(loc.parts[1]), down: one(loc.parts[2]))
+    }
+
+    /// Slot `s`'s tensors for expert `e` of `layer`: kept per (slot, layer) and rebuilt only when
+    /// the expert's parts lie at other offsets than the last one's (an expert whose parts sit at
+    /// other distances from a 4 KiB boundary in the file).
+    private func view(slot s: Int, layer: Int, expert e: Int) -> ExpertWeights {
+        let sh = shifts(experts[layer][e])
+        if let v = views[s][layer], viewShifts[s][layer] == sh { return v }
         let base = slots[s]
         let parts = experts[layer][0].parts
-        func t(_ p: Int) -> Tensor {
-            Tensor(storage: TensorStorage(borrowing: base.base + partOffset[p], byteCount: parts[p].bytes, kind: .arena, owner: base),
+        func t(_ p: Int, _ shift: Int) -> Tensor {
+            Tensor(storage: TensorStorage(borrowing: base.base + partOffset[p] + shift, byteCount: parts[p].bytes, kind: .arena, owner: base),
                    dtype: parts[p].dtype, shape: parts[p].shape)
         }
-        let v = ExpertWeights(gate: t(0), up: t(1), down: t(2))
+        let v = ExpertWeights(gate: t(0, sh.gate), up: t(1, sh.up), down: t(2, sh.down))
         views[s][layer] = v
+        viewShifts[s][layer] = sh
         return v
     }
 
-    private func readOne(_ slot: Int, _ loc: ExpertLocation) throws -> Int {
-        var n = 0
-        for (p, part) in loc.parts.enumerated() {
-            let f = files[part.path]!, dst = slots[slot].base + partOffset[p]
-            if f.direct {
-                // aligned read, then the part moved to its slot offset
-                let start = part.begin / Self.align * Self.align
-                let length = (part.end - start + Self.align - 1) / Self.align * Self.align
-                try FileIO.preadAligned(fd: f.fd, path: part.path, into: dst, count: length, offset: start, fileSize: f.size)
-                if part.begin > start { dst.copyMemory(from: dst + (part.begin - start), byteCount: part.bytes) }
-                n += min(length, f.size - start)
-            } else {
-                try FileIO.pread(fd: f.fd, path: part.path, into: dst, count: part.bytes, offset: part.begin)
-                FileIO.dropCache(fd: f.fd, offset: part.begin, count: part.bytes)
-                n += part.bytes
-            }
+    /// Part `p` of an expert into its region of `slot`; the bytes read.
+    private func readPart(_ slot: Int, _ p: Int, _ part: ExpertLocation.Part) throws -> Int {
+        let f = files[part.path]!, dst = slots[slot].base + partOffset[p]
+        if f.direct {
+            // the aligned range from the 4 KiB boundary before the part: the part lands
+            // part.begin - start in, where the view points (no copy of megabytes per miss)
+            let start = part.begin / Self.align * Self.align
+            let length = (part.end - start + Self.align - 1) / Self.align * Self.align
+            try FileIO.preadAligned(fd: f.fd, path: part.path, into: dst, count: length, offset: start, fileSize: f.size)
+            return min(length, f.size - start)
         }
-        return n
+        try FileIO.pread(fd: f.fd, path: part.path, into: dst, count: part.bytes, offset: part.begin)
+        FileIO.dropCache(fd: f.fd, offset: part.begin, count: part.bytes)
+        return part.bytes
     }
 
 }

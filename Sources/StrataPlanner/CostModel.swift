@@ -60,13 +60,36 @@ public struct CostModel: Sendable {
         }
     }
 
+    /// The layers' bytes by dtype, as fractions (empty: all `dtype`): a one-row linear's bytes are
+    /// read at each type's own kernel rate.
+    public var dtypeMix: [(DType, Double)] = []
+
+    /// Fractions of `bytes` by dtype name (zero and empty entries dropped).
+    public static func mix(_ bytes: [String: Double]) -> [(DType, Double)] {
+        let total = bytes.values.reduce(0, +)
+        guard total > 0 else { return [] }
+        return bytes.compactMap { k, v in DType(rawValue: k).flatMap { v > 0 ? ($0, v / total) : nil } }.sorted { $0.0.rawValue < $1.0.rawValue }
+    }
+
+    /// The one-row kernel's measured rate for a quantized `d` (bytes of weights per second); a type
+    /// the profile has no figure for (measured before Strata read it) at the slowest measured one.
+    func oneRowRate(_ d: DType) -> Double? {
+        guard d.isQuantized, let rates = exactActivations ? profile.oneRowExactBytesPerSecond : profile.oneRowBytesPerSecond else { return nil }
+        if let r = rates[d.rawValue], r > 0 { return r }
+        return rates.values.filter { $0 > 0 }.min()
+    }
+
     /// Seconds for a linear of `params` parameters over `rows` rows (one row: a bandwidth-bound GEMV).
     public func linear(params: Double, bytes: Double, rows: Int) -> Double {
         let stream = bytes / profile.typicalMemoryRead
+        if rows == 1, dtypeMix.count > 1 {
+            // each type's share of the bytes at its kernel's rate or memory's, whichever is slower
+            let mem = profile.typicalMemoryRead
+            return dtypeMix.reduce(0) { $0 + $1.1 * bytes / min(oneRowRate($1.0) ?? mem, mem) }
+        }
         if rows == 1 {
             // quantized weights: the one-row kernel's own measured rate, where it is below memory's
-            if let d = dtype, d.isQuantized, let r = (exactActivations ? profile.oneRowExactBytesPerSecond : profile.oneRowBytesPerSecond)?[d.rawValue],
-               r > 0 { return max(stream, bytes / r) }
+            if let d = dtype, let r = oneRowRate(d) { return max(stream, bytes / r) }
             // the measured GEMV rate is for f32 weights: scale by the bytes each parameter takes
             if let g = gemvSecondsPerParam { return max(stream, g * params * (bytes / max(1, params)) / 4) }
             return stream

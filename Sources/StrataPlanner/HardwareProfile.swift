@@ -27,6 +27,9 @@ public struct HardwareProfile: Codable, Sendable, Equatable {
         return r.count % 2 == 1 ? r[r.count / 2] : (r[r.count / 2 - 1] + r[r.count / 2]) / 2
     }
     public var diskReadBytesPerSecond: Double
+    /// Scattered reads of a few MB, several in flight (`Profiler.scatteredReadBandwidth`): the
+    /// expert cache's misses (nil: profiles older than it; the sequential figure then)
+    public var diskScatteredReadBytesPerSecond: Double?
     public var diskWriteBytesPerSecond: Double
     public var diskPath: String
     public var measuredAt: String
@@ -116,6 +119,11 @@ extension HardwareProfile {
         }
         if let a = openBLASCore, let b = machine.openBLASCore, a != b { differs.append("OpenBLAS core \(a), this machine \(b)") }
         if !differs.isEmpty { out.append("the hardware profile describes another machine (" + differs.joined(separator: "; ") + ")") }
+        let missing = DType.quantized.filter { (oneRowExactBytesPerSecond ?? [:])[$0.rawValue] == nil }
+        if oneRowExactBytesPerSecond != nil && !missing.isEmpty {
+            out.append("the hardware profile has no decode-kernel rate for \(missing.map(\.rawValue).joined(separator: ", ")) (measured before Strata read "
+                       + "\(missing.count == 1 ? "it" : "them")): planned at the slowest measured type's until `strata profile` measures again")
+        }
         if let load = otherLoad {
             if load > Self.loadLimit {
                 out.append(String(format: "the hardware profile was measured under load (other processes used %.0f%% of the CPU)", load * 100))

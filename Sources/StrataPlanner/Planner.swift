@@ -7,6 +7,7 @@ public enum Planner {
     public static func plan(inv: PlannerInventory, profile: HardwareProfile, request: PlanRequest, curve: Bool = true) throws -> Plan {
         var cost = CostModel(profile: profile)
         cost.dtype = inv.weightDType
+        cost.dtypeMix = CostModel.mix(inv.layerDTypeBytes.mapValues(Double.init))
         cost.bf16Products = request.bf16Products ?? false
         cost.exactActivations = request.exactActivations ?? false
         // a KV block of every layer in the planned KV type (the run's PagedKVCache.bytesPerBlock)
@@ -167,9 +168,18 @@ public enum Planner {
         active.layerBytes = zip(dense, moe.sparseLayers).map { $0 + ($1 ? moe.perToken * moe.expertBytes : 0) }
         active.layerParams = zip(moe.denseLayerParams, moe.sparseLayers).map { $0 + ($1 ? moe.perToken * moe.expertParams : 0) }
         let peak = inv.fixedBytes + inv.otherBytes + kvBytes + stagingUsed + resident + slots * moe.slotBytes
+        // a token's bytes by type: the dense parts', and k experts' in the experts' type
+        var cost = cost
+        var mix = inv.layerDTypeBytes.mapValues(Double.init)
+        if let d = moe.expertDType ?? inv.weightDType {
+            mix[d.rawValue, default: 0] += Double(moe.perToken * moe.expertBytes) * Double(moe.sparseLayers.filter { $0 }.count)
+        }
+        cost.dtypeMix = CostModel.mix(mix)
         var pred = cost.predict(inv: active, batch: b, promptTokens: request.promptTokens, outputTokens: request.outputTokens,
                                 streamed: Set(streamed), prefetch: 1, peakResident: peak)
-        let sparse = Double(moe.sparseLayers.filter { $0 }.count), disk = cost.profile.diskReadBytesPerSecond
+        // missed experts are read scattered, several at once (the profile's figure for that, else the sequential one)
+        let sparse = Double(moe.sparseLayers.filter { $0 }.count)
+        let disk = cost.profile.diskScatteredReadBytesPerSecond.flatMap { $0 > 0 ? $0 : nil } ?? cost.profile.diskReadBytesPerSecond
         // a decode step of b rows: the distinct experts they chose, the missed ones read
         let stepMissBytes = moe.distinctExperts(tokens: b) * sparse * (1 - hit) * Double(moe.expertBytes)
         pred.decodeStepSeconds += stepMissBytes / disk

@@ -29,6 +29,9 @@ public struct PlannerInventory: Codable, Sendable {
     public var fixedLines: [LedgerLine: Int] = [:]
     /// the layers' weight dtype (nil: unknown, no widening cost)
     public var weightDType: DType? = nil
+    /// the layers' matrices' bytes by dtype name, routed experts apart (empty: all `weightDType`):
+    /// a decode step's linears run at each type's own kernel rate
+    public var layerDTypeBytes: [String: Int] = [:]
     /// A mixture of experts, when its experts' places are known (nil: a dense model).
     public var moe: PlannerMoE? = nil
 
@@ -56,6 +59,8 @@ public struct PlannerMoE: Codable, Sendable, Equatable {
     public var expertParams: Int
     /// bytes of one expert-cache slot (`ExpertCache.slotBytes`)
     public var slotBytes: Int
+    /// the experts' storage type (gpt-oss: MXFP4 beside Q8_0 attention; nil: the layers')
+    public var expertDType: DType? = nil
     /// each layer without its experts: bytes and parameters
     public var denseLayerBytes: [Int]
     public var denseLayerParams: [Int]

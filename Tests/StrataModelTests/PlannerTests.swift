@@ -130,16 +130,20 @@ func syntheticProfile() -> HardwareProfile {
         #expect(abs(c.linear(params: 1e6, bytes: 5.625e5, rows: 1) - 5.625e5 / 20e9) < 1e-15)
         c.dtype = .q8_0
         #expect(abs(c.linear(params: 1e6, bytes: 1.0625e6, rows: 1) - 1.0625e6 / 30e9) < 1e-15)
-        c.dtype = .q6_k  // not measured: memory
-        #expect(abs(c.linear(params: 1e6, bytes: 8.2e5, rows: 1) - 8.2e5 / 30e9) < 1e-15)
+        c.dtype = .q6_k  // not measured (a profile from before the type was read): the slowest measured type's rate
+        #expect(abs(c.linear(params: 1e6, bytes: 8.2e5, rows: 1) - 8.2e5 / 20e9) < 1e-15)
+        // a layer of two types (gpt-oss: Q8_0 attention, MXFP4 experts): each share at its own rate
+        c.dtypeMix = [(.q8_0, 0.25), (.q4_k, 0.75)]
+        #expect(abs(c.linear(params: 1e6, bytes: 1e6, rows: 1) - (0.25e6 / 30e9 + 0.75e6 / 20e9)) < 1e-15)
+        c.dtypeMix = []
         // exact f32 activations: their own, slower rates; the 8-bit ones no longer apply
         prof.oneRowExactBytesPerSecond = ["q4_k": 6e9]
         c = CostModel(profile: prof)
         c.exactActivations = true
         c.dtype = .q4_k
         #expect(abs(c.linear(params: 1e6, bytes: 5.625e5, rows: 1) - 5.625e5 / 6e9) < 1e-15)
-        c.dtype = .q8_0  // no exact rate measured: memory, not the 8-bit kernel's 40 GB/s
-        #expect(abs(c.linear(params: 1e6, bytes: 1.0625e6, rows: 1) - 1.0625e6 / 30e9) < 1e-15)
+        c.dtype = .q8_0  // no exact rate measured: the slowest exact one, not the 8-bit kernel's 40 GB/s
+        #expect(abs(c.linear(params: 1e6, bytes: 1.0625e6, rows: 1) - 1.0625e6 / 6e9) < 1e-15)
         // and through the planner: the request's mode reaches the cost model
         var inv = PlannerInventory(name: "q", layers: 4, hidden: 512, heads: 8, kvHeads: 4, headDim: 64, vocab: 1000,
                                    layerBytes: [Int](repeating: 5_625_000, count: 4), layerParams: [Int](repeating: 10_000_000, count: 4),
