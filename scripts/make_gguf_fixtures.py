@@ -279,6 +279,23 @@ def byte_level_tokenizer(kind):
 ONLY = set()
 
 
+def add_tokenizer(w, meta, add_bos=None):
+    """The converter's tokenizer.ggml.* keys from a tokenizer's GGUF vocab (`meta`)."""
+    w.add_tokenizer_model(meta["model"])
+    w.add_tokenizer_pre(meta["pre"])
+    w.add_token_list(meta["tokens"])
+    if meta.get("scores") is not None:
+        w.add_token_scores(meta["scores"])
+    w.add_token_types(meta["types"])
+    if meta.get("merges") is not None:
+        w.add_token_merges(meta["merges"])
+    w.add_bos_token_id(meta["bos"])
+    w.add_eos_token_id(meta["eos"])
+    if meta.get("unk") is not None:
+        w.add_unk_token_id(meta["unk"])
+    w.add_add_bos_token(meta["add_bos"] if add_bos is None else add_bos)
+
+
 def write_model(name, cls_name, arch, cfg_kwargs, tok, types, seed, chat_template=None):
     if ONLY and name not in ONLY:
         return
@@ -337,19 +354,7 @@ def write_model(name, cls_name, arch, cfg_kwargs, tok, types, seed, chat_templat
         w.add_expert_used_count(cfg.num_experts_per_tok)
         if arch == "qwen3moe":
             w.add_expert_feed_forward_length(cfg.moe_intermediate_size)
-    w.add_tokenizer_model(meta["model"])
-    w.add_tokenizer_pre(meta["pre"])
-    w.add_token_list(meta["tokens"])
-    if meta["scores"] is not None:
-        w.add_token_scores(meta["scores"])
-    w.add_token_types(meta["types"])
-    if meta["merges"] is not None:
-        w.add_token_merges(meta["merges"])
-    w.add_bos_token_id(meta["bos"])
-    w.add_eos_token_id(meta["eos"])
-    if meta["unk"] is not None:
-        w.add_unk_token_id(meta["unk"])
-    w.add_add_bos_token(meta["add_bos"])
+    add_tokenizer(w, meta)
     if chat_template:
         w.add_chat_template(chat_template)
 
@@ -515,14 +520,7 @@ def write_gpt_oss(name, tok, seed):
     w.add_expert_used_count(cfg.num_experts_per_tok)
     w.add_sliding_window(cfg.sliding_window)
     w.add_expert_feed_forward_length(cfg.intermediate_size)
-    w.add_tokenizer_model(meta["model"])
-    w.add_tokenizer_pre(meta["pre"])
-    w.add_token_list(meta["tokens"])
-    w.add_token_types(meta["types"])
-    w.add_token_merges(meta["merges"])
-    w.add_bos_token_id(meta["bos"])
-    w.add_eos_token_id(meta["eos"])
-    w.add_add_bos_token(meta["add_bos"])
+    add_tokenizer(w, meta)
     sd = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
     names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight", "lm_head.weight": "output.weight"}
     layer = {"input_layernorm.weight": "attn_norm.weight", "post_attention_layernorm.weight": "post_attention_norm.weight",
@@ -633,14 +631,7 @@ def write_gpt2(name, tok, qtype, seed):
     w.add_feed_forward_length(4 * cfg.n_embd)
     w.add_head_count(cfg.n_head)
     w.add_layer_norm_eps(cfg.layer_norm_epsilon)
-    w.add_tokenizer_model(meta["model"])
-    w.add_tokenizer_pre(meta["pre"])
-    w.add_token_list(meta["tokens"])
-    w.add_token_types(meta["types"])
-    w.add_token_merges(meta["merges"])
-    w.add_bos_token_id(meta["bos"])
-    w.add_eos_token_id(meta["eos"])
-    w.add_add_bos_token(False)
+    add_tokenizer(w, meta, add_bos=False)
     names = {"transformer.wte.weight": "token_embd.weight", "transformer.wpe.weight": "position_embd.weight",
              "transformer.ln_f.weight": "output_norm.weight", "transformer.ln_f.bias": "output_norm.bias"}
     layer = {"ln_1": "attn_norm", "attn.c_attn": "attn_qkv", "attn.c_proj": "attn_output", "ln_2": "ffn_norm",
