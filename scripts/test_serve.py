@@ -323,6 +323,78 @@ def main():
     finally:
         if s.proc.poll() is None:
             s.proc.kill()
+    # 9. keys, CORS, the model by id, /tokenize and /detokenize (oracle: the tokenizers package on the
+    #    model's tokenizer.json), a taken port, --version
+    from tokenizers import Tokenizer
+    hf = Tokenizer.from_file(os.path.join(MODEL, "tokenizer.json"))
+    origin = "https://app.example"
+    s = Server("--api-key", "sekret-1", "--cors-origin", origin)
+    try:
+        good = OpenAI(base_url=s.base + "/v1", api_key="sekret-1", max_retries=0, timeout=60)
+        check(good.models.retrieve(NAME).id == NAME, "GET /v1/models/{id} with the key: the model")
+        try:
+            good.models.retrieve("no-such-model")
+            check(False, "GET /v1/models/{other}: 404")
+        except openai.NotFoundError as e:
+            check(e.status_code == 404 and e.body["code"] == "model_not_found", "GET /v1/models/{other}: 404 model_not_found")
+        for key, what in (("wrong-key", "a wrong key"), ("sekret-", "a prefix of the key"), ("sekret-12", "the key and more")):
+            try:
+                OpenAI(base_url=s.base + "/v1", api_key=key, max_retries=0, timeout=60).chat.completions.create(
+                    model=NAME, messages=conversation(0), max_tokens=2)
+                check(False, f"{what}: 401")
+            except openai.AuthenticationError as e:
+                check(e.status_code == 401 and e.body["code"] == "invalid_api_key", f"{what}: 401 invalid_api_key")
+        req = urllib.request.Request(s.base + "/v1/models")
+        try:
+            urllib.request.urlopen(req, timeout=10)
+            check(False, "no Authorization header: 401")
+        except urllib.error.HTTPError as e:
+            check(e.code == 401 and e.headers.get("www-authenticate") == "Bearer", "no Authorization header: 401 with WWW-Authenticate")
+        check(s.healthy(), "/health needs no key")
+        r = good.chat.completions.with_raw_response.create(model=NAME, messages=conversation(0), max_tokens=3, temperature=0)
+        check(r.headers.get("access-control-allow-origin") == origin, "a response carries Access-Control-Allow-Origin")
+        pre = urllib.request.Request(s.base + "/v1/chat/completions", method="OPTIONS",
+                                     headers={"Origin": origin, "Access-Control-Request-Method": "POST",
+                                              "Access-Control-Request-Headers": "authorization, content-type"})
+        pr = urllib.request.urlopen(pre, timeout=10)
+        check(pr.status == 204 and pr.headers.get("access-control-allow-origin") == origin
+              and "POST" in pr.headers.get("access-control-allow-methods", "")
+              and "authorization" in pr.headers.get("access-control-allow-headers", ""), "a CORS preflight: 204 with the allowed origin, methods, headers")
+
+        def post(path, body, key="sekret-1"):
+            q = urllib.request.Request(s.base + path, data=json.dumps(body).encode(), method="POST",
+                                       headers={"content-type": "application/json", "authorization": "Bearer " + key})
+            try:
+                x = urllib.request.urlopen(q, timeout=30)
+                return x.status, json.loads(x.read())
+            except urllib.error.HTTPError as e:
+                return e.code, json.loads(e.read())
+        for text in ("Hello world", "the quick brown fox jumps over the lazy dog", "  spaces\tand\nnewlines ü 日本"):
+            code, body = post("/tokenize", {"content": text})
+            want = hf.encode(text, add_special_tokens=False).ids
+            check(code == 200 and body["tokens"] == want, f"/tokenize {text!r} equals tokenizers' ids")
+            code, body2 = post("/detokenize", {"tokens": want})
+            check(code == 200 and body2["content"] == hf.decode(want, skip_special_tokens=False), f"/detokenize gives tokenizers' text for {text!r}")
+        code, body = post("/tokenize", {"content": "Hello", "add_special": True})
+        check(code == 200 and body["tokens"] == hf.encode("Hello", add_special_tokens=True).ids, "/tokenize add_special adds the special tokens as tokenizers does")
+        code, body = post("/tokenize", {"content": "Hello", "with_pieces": True})
+        check(code == 200 and [t["id"] for t in body["tokens"]] == hf.encode("Hello", add_special_tokens=False).ids
+              and all(isinstance(t["piece"], str) for t in body["tokens"]), "/tokenize with_pieces: ids and their text")
+        code, body = post("/tokenize", {"content": "x", "add_bos": True})
+        check(code == 400 and body["error"]["param"] == "add_bos", "/tokenize: an unknown field is a 400 naming it")
+        code, body = post("/detokenize", {"tokens": [1, 10 ** 9]})
+        check(code == 400 and body["error"]["param"] == "tokens", "/detokenize: an id outside the vocabulary is a 400 naming the field")
+        code, body = post("/tokenize", {"content": "x"}, key="nope")
+        check(code == 401, "/tokenize needs the key too")
+        # the same port again: a clear error naming it, not a NIO trace
+        taken = subprocess.run([BIN, "serve", "--model", MODEL, "--port", str(s.port)], capture_output=True, text=True, timeout=120)
+        check(taken.returncode != 0 and f":{s.port}" in taken.stderr and "in use" in taken.stderr, "a port in use: an error naming it")
+    finally:
+        rc = s.stop()
+    check(rc == 0, "keyed server: Ctrl-C exits 0")
+    v = subprocess.run([BIN, "--version"], capture_output=True, text=True)
+    check(v.returncode == 0 and v.stdout.strip().count(".") == 2, "strata --version prints a version")
+
     if FAILURES:
         print(f"{len(FAILURES)} failed:", *FAILURES, sep="\n  ")
         sys.exit(1)

@@ -146,3 +146,8 @@ public enum MemoryInfo {
         return avail
     }
 }
+
+/// Strata's version (`strata --version`): the minor number counts the development sessions.
+public enum StrataVersion {
+    public static let string = "0.14.0"
+}

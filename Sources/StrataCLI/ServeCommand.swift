@@ -9,8 +9,9 @@ struct ServeCommand: ParsableCommand {
         commandName: "serve",
         abstract: "An OpenAI-compatible HTTP server on the continuous-batching engine.",
         discussion: """
-        Routes: GET /v1/models, POST /v1/completions, POST /v1/chat/completions (stream: true for server-sent events), \
-        GET /health, GET /metrics (Prometheus). Every request joins the one batching engine; a client that disconnects \
+        Routes: GET /v1/models, GET /v1/models/{id}, POST /v1/completions, POST /v1/chat/completions (stream: true for \
+        server-sent events), POST /tokenize, POST /detokenize, GET /health, GET /metrics (Prometheus); OPTIONS answers \
+        CORS preflights. Every request joins the one batching engine; a client that disconnects \
         cancels its request; over --max-running + --max-queued requests answer 429. Ctrl-C stops accepting, lets the \
         requests in flight finish, and exits.
         """)
@@ -25,6 +26,10 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .customLong("max-context"), help: "Longest prompt + completion (default: the model's).") var maxContext: Int?
     @Option(name: .customLong("kv-memory"), help: "KV pool size without a budget (default: --max-running full contexts, at most half the RAM available beside the weights).") var kvMemory: String?
     @Option(name: .customLong("template-name"), help: "One of a list of named chat templates in tokenizer_config.json.") var templateName: String?
+    @Option(name: .customLong("api-key"), help: "Require 'Authorization: Bearer KEY' on every route but /health (401 otherwise). Default: the STRATA_API_KEY environment variable, if set.")
+    var apiKey: String?
+    @Option(name: .customLong("cors-origin"), help: "Allow browser pages of this origin (or *) to call the server: Access-Control-Allow-Origin on every response, preflights answered.")
+    var corsOrigin: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.") var logLevel = "info"
     @OptionGroup var threads: ThreadOption
     @OptionGroup var kv: KVTypeOption
@@ -37,6 +42,10 @@ struct ServeCommand: ParsableCommand {
         if let m = kvMemory, parseByteSize(m) == nil { throw ValidationError("--kv-memory: '\(m)' is not a size") }
         if let c = maxContext { try checkFlag(c, 2...(1 << 24), "--max-context") }
         if Logger.Level(rawValue: logLevel) == nil { throw ValidationError("--log-level: unknown level '\(logLevel)'") }
+        if let k = apiKey, k.isEmpty || k.contains(where: { $0.isWhitespace }) { throw ValidationError("--api-key: must be non-empty, without spaces") }
+        if let o = corsOrigin, o.isEmpty || o.contains(where: { $0.isWhitespace || $0 == "," }) {
+            throw ValidationError("--cors-origin: one origin (e.g. https://app.example.com) or *, got '\(o)'")
+        }
     }
 
     func run() throws {
@@ -52,9 +61,19 @@ struct ServeCommand: ParsableCommand {
         let server = try OpenAIServer.make(model: model, name: name, ramBudget: ramBudget.flatMap(parseByteSize), plan: !noPlan,
                                            maxRunning: maxRunning, maxQueued: maxQueued, maxContext: maxContext,
                                            kvMemory: kvMemory.flatMap(parseByteSize), kvType: kv.requested, templateName: templateName, logger: logger)
+        let key = apiKey ?? ProcessInfo.processInfo.environment["STRATA_API_KEY"].flatMap { $0.isEmpty ? nil : $0 }
+        if let k = key, k.contains(where: { $0.isWhitespace }) { throw ValidationError("STRATA_API_KEY: must be without spaces") }
+        server.apiKey = key
+        server.corsOrigin = corsOrigin
         let engine = server.engine, run = engine.run
-        let bound = try server.start(host: host, port: port)
+        let bound: Int
+        do { bound = try server.start(host: host, port: port) } catch let e as APIError {
+            engine.stop(); run.shutdown()
+            eprint("error: \(e.message)")
+            throw ExitCode(1)
+        }
         logger.info("serving '\(name)' on http://\(host):\(bound) (batch \(run.engine.config.maxBatch), \(run.engine.kv.pool.blockCount) KV blocks, context \(engine.maxContext), RAM ledger \(formatBytes(run.ledger.total)))")
+        if key != nil { logger.info("an API key is required (Authorization: Bearer ...)") }
         eprint("listening on http://\(host):\(bound)")
 
         // Ctrl-C / SIGTERM / SIGHUP: stop accepting, finish what runs, exit; a second one exits at once

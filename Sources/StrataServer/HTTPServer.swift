@@ -16,6 +16,12 @@ public final class OpenAIServer: @unchecked Sendable {
     public let logger: Logger
     /// Largest request body accepted (413 beyond).
     public var maxBodyBytes = 16 << 20
+    /// Requests must carry `Authorization: Bearer <apiKey>` (401 otherwise; /health and CORS
+    /// preflights excepted, as llama-server and vLLM do); nil: no key.
+    public var apiKey: String?
+    /// The `Access-Control-Allow-Origin` every response carries and preflights answer with (a
+    /// browser page of that origin may call the server); nil: none.
+    public var corsOrigin: String?
     /// Where requests are parsed, templated and tokenized: off the event loop.
     let prepareQueue = DispatchQueue(label: "strata.serve.prepare", qos: .userInitiated, attributes: .concurrent)
     let group: MultiThreadedEventLoopGroup
@@ -64,7 +70,14 @@ public final class OpenAIServer: @unchecked Sendable {
                 }
             }
             .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
-        let ch = try bootstrap.bind(host: host, port: port).wait()
+        let ch: Channel
+        do {
+            ch = try bootstrap.bind(host: host, port: port).wait()
+        } catch let e as IOError where e.errnoCode == EADDRINUSE {
+            throw APIError(500, "cannot listen on \(host):\(port): the port is in use (another server?); choose another with --port", type: "bind_error")
+        } catch let e as IOError where e.errnoCode == EADDRNOTAVAIL || e.errnoCode == EACCES {
+            throw APIError(500, "cannot listen on \(host):\(port): \(e)", type: "bind_error")
+        }
         channel = ch
         return ch.localAddress?.port ?? port
     }
@@ -167,6 +180,8 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         headers.add(name: "content-length", value: String(bytes.count))
         let keepAlive = h.isKeepAlive
         headers.add(name: "connection", value: keepAlive ? "keep-alive" : "close")
+        addCORS(&headers)
+        if status == .unauthorized { headers.add(name: "www-authenticate", value: "Bearer") }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: h.version, status: status, headers: headers))), promise: nil)
         var buf = context.channel.allocator.buffer(capacity: bytes.count)
         buf.writeBytes(bytes)
@@ -186,11 +201,55 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         sendJSON(context: context, h, status: HTTPResponseStatus(statusCode: e.status), e.json)
     }
 
+    func addCORS(_ headers: inout HTTPHeaders) {
+        if let o = server.corsOrigin {
+            headers.add(name: "access-control-allow-origin", value: o)
+            if o != "*" { headers.add(name: "vary", value: "Origin") }
+        }
+    }
+
+    /// Whether the request carries the server's key (`Authorization: Bearer <key>`), compared in
+    /// time that does not depend on where the two differ.
+    func authorized(_ h: HTTPRequestHead) -> Bool {
+        guard let key = server.apiKey else { return true }
+        guard let value = h.headers.first(name: "authorization") else { return false }
+        let parts = value.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
+        guard parts.count == 2, parts[0].lowercased() == "bearer" else { return false }
+        return constantTimeEqual(Array(parts[1].utf8), Array(key.utf8))
+    }
+
     // MARK: routing
 
     func handle(context: ChannelHandlerContext, head h: HTTPRequestHead) {
         let path = h.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? h.uri
         if tooLarge { return sendError(context: context, h, APIError(413, "request body larger than \(server.maxBodyBytes) bytes")) }
+        if h.method == .OPTIONS {
+            // a CORS preflight (or a client asking what a route allows): no key needed
+            var headers = HTTPHeaders()
+            headers.add(name: "allow", value: "GET, POST, OPTIONS")
+            headers.add(name: "content-length", value: "0")
+            if server.corsOrigin != nil {
+                addCORS(&headers)
+                headers.add(name: "access-control-allow-methods", value: "GET, POST, OPTIONS")
+                headers.add(name: "access-control-allow-headers",
+                            value: h.headers.first(name: "access-control-request-headers") ?? "authorization, content-type")
+                headers.add(name: "access-control-max-age", value: "86400")
+            }
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: h.version, status: .noContent, headers: headers))), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            server.count(204)
+            return
+        }
+        if path != "/health" && path != "/v1/health" && !authorized(h) {
+            return sendError(context: context, h, APIError(401, "Incorrect or missing API key: send the key given to strata serve as 'Authorization: Bearer <key>'",
+                                                          code: "invalid_api_key"))
+        }
+        if h.method == .GET, path.hasPrefix("/v1/models/"), path.count > "/v1/models/".count {
+            let raw = String(path.dropFirst("/v1/models/".count))
+            do { return sendJSON(context: context, h, try server.served.model(raw.removingPercentEncoding ?? raw)) } catch let e as APIError {
+                return sendError(context: context, h, e)
+            } catch { return sendError(context: context, h, APIError(500, "\(error)")) }
+        }
         switch (h.method, path) {
         case (.GET, "/health"), (.GET, "/v1/health"):
             if server.isDraining { return sendError(context: context, h, APIError(503, "shutting down", type: "unavailable")) }
@@ -201,10 +260,42 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             send(context: context, h, status: .ok, contentType: "text/plain; version=0.0.4", body: server.metricsText())
         case (.POST, "/v1/completions"), (.POST, "/v1/chat/completions"):
             complete(context: context, head: h, chat: path.hasSuffix("chat/completions"))
-        case (_, "/health"), (_, "/v1/models"), (_, "/metrics"), (_, "/v1/completions"), (_, "/v1/chat/completions"):
+        case (.POST, "/tokenize"), (.POST, "/detokenize"):
+            let served = server.served, tokenize = path == "/tokenize"
+            answer(context: context, head: h) { try tokenize ? served.tokenize($0) : served.detokenize($0) }
+        case (_, "/health"), (_, "/v1/models"), (_, "/metrics"), (_, "/v1/completions"), (_, "/v1/chat/completions"), (_, "/tokenize"), (_, "/detokenize"):
             sendError(context: context, h, APIError(405, "method \(h.method) not allowed on \(path)"))
         default:
             sendError(context: context, h, APIError(404, "no route \(h.method) \(path)", code: "not_found"))
+        }
+    }
+
+    /// A JSON request answered by `work` off the event loop (tokenizing a long text must not stall
+    /// the other connections): its answer, or the error it throws.
+    func answer(context: ChannelHandlerContext, head h: HTTPRequestHead, _ work: @escaping @Sendable (JSONValue) throws -> JSONValue) {
+        let started = ProcessInfo.processInfo.systemUptime
+        let data = Data(body.readableBytesView)
+        let loop = context.eventLoop
+        let bound = NIOLoopBound((self, context), eventLoop: loop)
+        server.prepareQueue.async {
+            let result: Result<JSONValue, APIError>
+            do {
+                let doc: JSONValue
+                do { doc = try JSONValue.parse(data) } catch { throw APIError(400, "the request body is not valid JSON: \(error)") }
+                result = .success(try work(doc))
+            } catch let e as APIError {
+                result = .failure(e)
+            } catch {
+                result = .failure(APIError(400, "\(error)"))
+            }
+            loop.execute {
+                let (handler, ctx) = bound.value
+                guard handler.open else { return }
+                switch result {
+                case let .failure(e): handler.sendError(context: ctx, h, e)
+                case let .success(v): handler.sendJSON(context: ctx, h, v, started: started)
+                }
+            }
         }
     }
 
@@ -257,6 +348,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                 var headers = HTTPHeaders()
                 headers.add(name: "content-type", value: "text/event-stream")
                 headers.add(name: "cache-control", value: "no-cache")
+                addCORS(&headers)
                 headers.add(name: "connection", value: h.isKeepAlive ? "keep-alive" : "close")
                 context.write(wrapOutboundOut(.head(HTTPResponseHead(version: h.version, status: .ok, headers: headers))), promise: nil)
             }
@@ -364,3 +456,12 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
 
 /// The tokens of a whole response, by sample (for its logprobs); lives on the connection's loop.
 final class TokenBox { var tokens: [Int: [GeneratedToken]] = [:] }
+
+/// Whether `a` and `b` are equal, in time that depends only on their lengths (an API key compared
+/// so does not leak how much of it a guess got right).
+func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    var diff = UInt8(a.count == b.count ? 0 : 1)
+    let n = max(a.count, b.count)
+    for i in 0..<n { diff |= (i < a.count ? a[i] : 0) ^ (i < b.count ? b[i] : 0) }
+    return diff == 0
+}

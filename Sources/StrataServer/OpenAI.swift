@@ -56,6 +56,12 @@ struct Fields {
         guard range.contains(i) else { throw APIError.field(k, "must be in \(range.lowerBound)...\(range.upperBound), got \(i)") }
         return i
     }
+    /// Throws a 400 naming the first key not in `known` (no field is ignored in silence).
+    func only(_ known: Set<String>) throws {
+        if let k = pairs.first(where: { !known.contains($0.0) })?.0 {
+            throw APIError.field(k, "unknown field (this route reads \(known.sorted().joined(separator: ", ")))")
+        }
+    }
     func number(_ k: String, _ range: ClosedRange<Double>) throws -> Double? {
         guard let v = get(k) else { return nil }
         let d: Double
@@ -244,18 +250,48 @@ public struct ServedModel: Sendable {
                              logprobs: logprobs, created: Int(Date().timeIntervalSince1970), id: rid)
     }
 
-    static func tokenIDs(_ items: [JSONValue], vocab: Int) throws -> [Int] {
+    static func tokenIDs(_ items: [JSONValue], vocab: Int, field: String = "prompt") throws -> [Int] {
         try items.map { v in
-            guard case let .int(i) = v, i >= 0, i < vocab else { throw APIError.field("prompt", "token ids must be integers in 0..<\(vocab)") }
+            guard case let .int(i) = v, i >= 0, i < vocab else { throw APIError.field(field, "token ids must be integers in 0..<\(vocab), got \(v.compact)") }
             return i
         }
     }
 
     // MARK: responses
 
-    public var modelsList: JSONValue {
-        .object([("object", "list"), ("data", .array([.object([("id", .string(id)), ("object", "model"), ("created", .int(created)),
-                                                               ("owned_by", "strata"), ("max_model_len", .int(maxContext))])]))])
+    public var modelsList: JSONValue { .object([("object", "list"), ("data", .array([modelObject]))]) }
+
+    var modelObject: JSONValue {
+        .object([("id", .string(id)), ("object", "model"), ("created", .int(created)), ("owned_by", "strata"), ("max_model_len", .int(maxContext))])
+    }
+
+    /// `GET /v1/models/{id}`: the model object, or a 404 naming the id (OpenAI's `model_not_found`).
+    public func model(_ asked: String) throws -> JSONValue {
+        guard asked == id else { throw APIError(404, "The model '\(asked)' does not exist (this server serves '\(id)')", code: "model_not_found") }
+        return modelObject
+    }
+
+    /// `POST /tokenize` (llama-server's): `{"content": text, "add_special": bool}` (default false:
+    /// the text's own tokens), `"with_pieces": true` for each token's text beside its id.
+    public func tokenize(_ body: JSONValue) throws -> JSONValue {
+        let f = try Fields(body)
+        try f.only(["content", "add_special", "with_pieces"])
+        guard let text = try f.string("content") else { throw APIError.field("content", "required: the text to tokenize") }
+        let ids = try tokenizer.encode(text, addSpecialTokens: f.bool("add_special") ?? false)
+        if try f.bool("with_pieces") ?? false {
+            return .object([("tokens", .array(ids.map { .object([("id", .int($0)), ("piece", .string(tokenText($0)))]) }))])
+        }
+        return .object([("tokens", .array(ids.map { .int($0) }))])
+    }
+
+    /// `POST /detokenize` (llama-server's): `{"tokens": [ids]}` -> `{"content": text}`; an id
+    /// outside the vocabulary is a 400 naming it.
+    public func detokenize(_ body: JSONValue) throws -> JSONValue {
+        let f = try Fields(body)
+        try f.only(["tokens"])
+        guard let v = f.get("tokens"), case let .array(items) = v else { throw APIError.field("tokens", "required: an array of token ids") }
+        let ids = try Self.tokenIDs(items, vocab: tokenizer.vocabSize, field: "tokens")
+        return .object([("content", .string(try tokenizer.decode(ids)))])
     }
 
     static func finishReason(_ r: StopReason) -> JSONValue {
