@@ -386,6 +386,30 @@ def main():
         check(code == 400 and body["error"]["param"] == "tokens", "/detokenize: an id outside the vocabulary is a 400 naming the field")
         code, body = post("/tokenize", {"content": "x"}, key="nope")
         check(code == 401, "/tokenize needs the key too")
+        # logit_bias -100 bans a token: greedy, the first token banned, the answer's first token differs
+        msgs = conversation(2)
+        base_r = good.completions.create(model=NAME, prompt="the quick brown", max_tokens=1, temperature=0, logprobs=0)
+        first = base_r.choices[0].logprobs.tokens[0]
+        g = json.loads(subprocess.check_output([BIN, "generate", "--model", MODEL, "--prompt", "the quick brown", "--temperature", "0",
+                                                "--max-tokens", "1", "--json"], stderr=subprocess.DEVNULL))
+        first_id = g["ids"][0] if g["ids"] else None
+        if first_id is not None:
+            banned = good.completions.create(model=NAME, prompt="the quick brown", max_tokens=1, temperature=0, logprobs=0,
+                                             logit_bias={str(first_id): -100})
+            check(banned.choices[0].logprobs.tokens[0] != first, "logit_bias -100 bans the greedy token")
+            again = good.completions.create(model=NAME, prompt="the quick brown", max_tokens=1, temperature=0, logprobs=0,
+                                            logit_bias={str(first_id): 5})
+            check(again.choices[0].logprobs.tokens[0] == first, "a positive logit_bias keeps it")
+        else:
+            check(False, f"the greedy token {first!r} maps back to an id")
+        for bad, field in (({"logit_bias": {"abc": 1}}, "logit_bias"), ({"logit_bias": {"1": 101}}, "logit_bias"),
+                           ({"response_format": {"type": "json_object"}}, "response_format"), ({"echo": True}, "echo"),
+                           ({"best_of": 3}, "best_of"), ({"tool_choice": "required"}, "tool_choice"), ({"frobnicate": 1}, "frobnicate")):
+            code, body = post("/v1/chat/completions", {"model": NAME, "messages": msgs, "max_tokens": 2, **bad})
+            check(code == 400 and body["error"]["param"] == field, f"{bad}: 400 naming '{field}'")
+        r = good.chat.completions.create(model=NAME, messages=msgs, max_tokens=2, user="someone", response_format={"type": "text"},
+                                         tool_choice="none", tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}])
+        check(r.choices[0].finish_reason in ("length", "stop"), "harmless fields (user, response_format text, tool_choice none) are accepted")
         # the same port again: a clear error naming it, not a NIO trace
         taken = subprocess.run([BIN, "serve", "--model", MODEL, "--port", str(s.port)], capture_output=True, text=True, timeout=120)
         check(taken.returncode != 0 and f":{s.port}" in taken.stderr and "in use" in taken.stderr, "a port in use: an error naming it")

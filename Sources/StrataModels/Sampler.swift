@@ -32,6 +32,9 @@ public struct SamplingParameters: Sendable, Codable, Equatable {
     /// Log-probabilities to report with each token (of the model's distribution, before
     /// penalties and temperature): nil none, 0 the chosen token's, n also the n most likely.
     public var logprobs: Int? = nil
+    /// Added to a token's logit before penalties' results are sampled (OpenAI's `logit_bias`,
+    /// -100...100); -100 bans the token outright (its logit becomes -inf).
+    public var logitBias: [Int: Float] = [:]
 
     public init(temperature: Float = 1, topK: Int = 0, topP: Float = 1, seed: UInt64? = nil, maxTokens: Int = 128,
                 stopStrings: [String] = [], stopAtEOS: Bool = true, repetitionPenalty: Float = 1, presencePenalty: Float = 0,
@@ -45,7 +48,7 @@ public struct SamplingParameters: Sendable, Codable, Equatable {
     enum CodingKeys: String, CodingKey {
         case temperature, topK = "top_k", topP = "top_p", seed, maxTokens = "max_tokens", stopStrings = "stop", stopAtEOS = "stop_at_eos"
         case repetitionPenalty = "repetition_penalty", presencePenalty = "presence_penalty", frequencyPenalty = "frequency_penalty"
-        case minP = "min_p", logprobs
+        case minP = "min_p", logprobs, logitBias = "logit_bias"
     }
 
     public init(from decoder: Decoder) throws {
@@ -63,6 +66,12 @@ public struct SamplingParameters: Sendable, Codable, Equatable {
         p.frequencyPenalty = try c.decodeIfPresent(Float.self, forKey: .frequencyPenalty) ?? p.frequencyPenalty
         p.minP = try c.decodeIfPresent(Float.self, forKey: .minP) ?? p.minP
         p.logprobs = try c.decodeIfPresent(Int.self, forKey: .logprobs)
+        if let b = try c.decodeIfPresent([String: Float].self, forKey: .logitBias) {
+            for (k, v) in b {
+                guard let id = Int(k) else { throw SamplingError.invalid(field: "logit_bias", reason: "keys are token ids, got '\(k)'") }
+                p.logitBias[id] = v
+            }
+        }
         self = p
     }
 
@@ -99,6 +108,9 @@ public struct SamplingParameters: Sendable, Codable, Equatable {
         }
         if !(repetitionPenalty > 0) || !repetitionPenalty.isFinite {
             throw SamplingError.invalid(field: "repetition_penalty", reason: "must be > 0, got \(repetitionPenalty)")
+        }
+        for (t, b) in logitBias where t < 0 || !(b >= -100 && b <= 100) {
+            throw SamplingError.invalid(field: "logit_bias", reason: "token \(t): ids must be >= 0 and biases in [-100, 100], got \(b)")
         }
         if !(presencePenalty >= -2 && presencePenalty <= 2) { throw SamplingError.invalid(field: "presence_penalty", reason: "must be in [-2, 2], got \(presencePenalty)") }
         if !(frequencyPenalty >= -2 && frequencyPenalty <= 2) { throw SamplingError.invalid(field: "frequency_penalty", reason: "must be in [-2, 2], got \(frequencyPenalty)") }
@@ -174,8 +186,8 @@ public struct Sampler {
         rng = Xoshiro256(seed: parameters.seed ?? UInt64.random(in: 0...UInt64.max))
         candidates = [Int32](repeating: 0, count: vocabSize)
         probs = [Double](repeating: 0, count: vocabSize)
+        if parameters.penalized || !parameters.logitBias.isEmpty { adjusted = [Float](repeating: 0, count: vocabSize) }
         if parameters.penalized {
-            adjusted = [Float](repeating: 0, count: vocabSize)
             outputCounts = [Int32](repeating: 0, count: vocabSize)
             inPrompt = [Bool](repeating: false, count: vocabSize)
             for t in prompt where t >= 0 && t < vocabSize && !inPrompt[t] {
@@ -190,21 +202,26 @@ public struct Sampler {
         let p = parameters
         if let n = p.logprobs { computeLogprobs(logits, top: n) }
         let next: Int
-        if p.penalized {
+        if p.penalized || !p.logitBias.isEmpty {
             adjusted.withUnsafeMutableBufferPointer { a in
                 _ = a.initialize(from: logits)
-                for t32 in seen {
-                    let t = Int(t32)
-                    var l = a[t]
-                    if p.repetitionPenalty != 1 { l = l > 0 ? l / p.repetitionPenalty : l * p.repetitionPenalty }
-                    let c = outputCounts[t]
-                    if c > 0 { l -= p.frequencyPenalty * Float(c) + p.presencePenalty }
-                    a[t] = l
+                if p.penalized {
+                    for t32 in seen {
+                        let t = Int(t32)
+                        var l = a[t]
+                        if p.repetitionPenalty != 1 { l = l > 0 ? l / p.repetitionPenalty : l * p.repetitionPenalty }
+                        let c = outputCounts[t]
+                        if c > 0 { l -= p.frequencyPenalty * Float(c) + p.presencePenalty }
+                        a[t] = l
+                    }
                 }
+                for (t, b) in p.logitBias where t < a.count { a[t] = b <= -100 ? -.infinity : a[t] + b }
             }
             next = adjusted.withUnsafeBufferPointer { pick($0) }
-            if outputCounts[next] == 0 && !inPrompt[next] { seen.append(Int32(next)) }
-            outputCounts[next] += 1
+            if p.penalized {
+                if outputCounts[next] == 0 && !inPrompt[next] { seen.append(Int32(next)) }
+                outputCounts[next] += 1
+            }
         } else {
             next = pick(logits)
         }

@@ -118,6 +118,7 @@ public struct ServedModel: Sendable {
     /// field, 404 for another model, 400 `context_length_exceeded`).
     public func parse(_ body: JSONValue, chat: Bool) throws -> CompletionJob {
         let f = try Fields(body)
+        try Self.checkFields(f, chat: chat)
         let model = try f.string("model") ?? id
         if model != id { throw APIError(404, "The model '\(model)' does not exist (this server serves '\(id)').", param: "model", code: "model_not_found") }
         var prompt: [Int]
@@ -162,6 +163,9 @@ public struct ServedModel: Sendable {
                 guard case .array = t else { throw APIError.field("tools", "expected an array, got \(t.typeName)") }
                 tools = t
             }
+            // tool_choice "none": the model is not offered the tools (nothing parses a call out of
+            // its answer yet, so "auto" is the only other choice honoured)
+            if try f.string("tool_choice") == "none" { tools = nil }
             var extra: [String: JSONValue] = [:]
             if let k = f.get("chat_template_kwargs") {
                 guard case let .object(kv) = k else { throw APIError.field("chat_template_kwargs", "expected an object") }
@@ -227,6 +231,24 @@ public struct ServedModel: Sendable {
             }
         }
         if let ignore = try f.bool("ignore_eos") { p.stopAtEOS = !ignore }
+        if let b = f.get("logit_bias") {
+            guard case let .object(kv) = b else { throw APIError.field("logit_bias", "expected an object of token id -> bias, got \(b.typeName)") }
+            var bias: [Int: Float] = [:]
+            for (k, v) in kv {
+                guard let t = Int(k), t >= 0, t < tokenizer.vocabSize else {
+                    throw APIError.field("logit_bias", "keys must be token ids in 0..<\(tokenizer.vocabSize), got '\(k)'")
+                }
+                let x: Double
+                switch v {
+                case let .int(i): x = Double(i)
+                case let .double(d): x = d
+                default: throw APIError.field("logit_bias", "token \(k): expected a number, got \(v.typeName)")
+                }
+                guard x >= -100 && x <= 100 else { throw APIError.field("logit_bias", "token \(k): bias must be in [-100, 100], got \(x)") }
+                bias[t] = Float(x)
+            }
+            p.logitBias = bias
+        }
         var logprobs = false
         if chat {
             logprobs = try f.bool("logprobs") ?? false
@@ -248,6 +270,47 @@ public struct ServedModel: Sendable {
         let rid = (chat ? "chatcmpl-" : "cmpl-") + String(UInt64.random(in: 0...UInt64.max), radix: 16)
         return CompletionJob(chat: chat, model: id, promptIDs: prompt, parameters: p, n: n, stream: stream, includeUsage: includeUsage,
                              logprobs: logprobs, created: Int(Date().timeIntervalSince1970), id: rid)
+    }
+
+    /// The request fields `parse` honours.
+    static let readFields: Set<String> = [
+        "model", "messages", "prompt", "tools", "tool_choice", "chat_template_kwargs", "max_tokens", "max_completion_tokens",
+        "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty", "seed", "stop",
+        "ignore_eos", "logprobs", "top_logprobs", "n", "stream", "stream_options", "logit_bias",
+    ]
+    /// OpenAI's fields that change nothing a server without accounts computes, accepted as given
+    /// (docs/serving.md lists them).
+    static let harmlessFields: Set<String> = ["user", "metadata", "service_tier", "safety_identifier", "prompt_cache_key", "parallel_tool_calls"]
+
+    /// Refuses (400, naming it) a field the server would otherwise ignore: an OpenAI field it does
+    /// not implement, a value of one it implements only in part, any other unknown field. No field
+    /// of a request is ignored in silence.
+    static func checkFields(_ f: Fields, chat: Bool) throws {
+        for (k, v) in f.pairs where !readFields.contains(k) && !harmlessFields.contains(k) {
+            if v.isNull { continue }
+            switch (k, v) {
+            case ("response_format", _) where v["type"]?.stringValue == "text":
+                continue  // plain text is what the server answers
+            case ("echo", .bool(false)), ("store", .bool(false)), ("best_of", .int(1)), ("suffix", .string("")):
+                continue
+            case ("modalities", .array(let m)) where m.allSatisfy({ $0.stringValue == "text" }):
+                continue
+            case ("response_format", _), ("echo", _), ("best_of", _), ("suffix", _), ("functions", _), ("function_call", _), ("audio", _),
+                 ("modalities", _), ("prediction", _), ("web_search_options", _), ("reasoning_effort", _), ("verbosity", _), ("store", _):
+                throw APIError.field(k, "not supported by this server yet (docs/serving.md lists what each field does)")
+            default:
+                throw APIError.field(k, "unknown field (docs/serving.md lists the fields this server reads)")
+            }
+        }
+        if let c = f.get("tool_choice") {
+            guard case let .string(x) = c, x == "auto" || x == "none" else {
+                throw APIError.field("tool_choice", "only \"auto\" and \"none\" are supported yet (a forced tool call needs constrained decoding)")
+            }
+        }
+        if !chat, let k = ["messages", "tools", "tool_choice", "chat_template_kwargs", "max_completion_tokens", "top_logprobs"].first(where: { f.get($0) != nil }) {
+            throw APIError.field(k, "a chat field; /v1/completions reads 'prompt'")
+        }
+        if chat, f.get("prompt") != nil { throw APIError.field("prompt", "a completions field; /v1/chat/completions reads 'messages'") }
     }
 
     static func tokenIDs(_ items: [JSONValue], vocab: Int, field: String = "prompt") throws -> [Int] {
