@@ -44,7 +44,7 @@ import Testing
                 if let place = arch.place(of: name), let e = place.expert {
                     #expect(arch.tensors.ggufName(hf: name) == nil)
                     if e > 0 { continue }
-                    tensor = arch.tensors.name(place.role, layer: place.layer, expert: nil)
+                    tensor = arch.tensors.name(place.role, layer: place.layer, expert: nil, kind: name.hasSuffix(".bias") ? "bias" : "weight")
                 }
                 let g = try #require(arch.tensors.ggufName(hf: tensor), "\(tensor) has no GGUF name in \(arch.name)")
                 #expect(seen.insert(g).inserted, "\(g) twice")
