@@ -70,7 +70,10 @@ import StrataTensor
             var obj = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: d + "/config.json"))) as! [String: Any]
             obj[key] = true
             try JSONSerialization.data(withJSONObject: obj).write(to: URL(fileURLWithPath: d + "/config.json"))
-            #expect(try ModelRegistry.load(directory: d).logits(seq) == want, "\(name): \(key)")
+            // equal up to the order of float sums (another test may force a kernel path meanwhile);
+            // a key read would change the logits by far more (the norms' 1 + w, the RoPE pairing)
+            let got = try ModelRegistry.load(directory: d).logits(seq)
+            #expect(zip(got, want).map { zip($0, $1).map { abs($0 - $1) }.max()! }.max()! < 1e-5, "\(name): \(key)")
         }
     }
 
