@@ -205,6 +205,15 @@ def main():
     check(r.returncode == 0 and [x["batch"] for x in rows] == [1, 2] and abs(rows[0]["vs_batch_1"] - 1) < 1e-9
           and order == ["batch 1", "batch 2", "batch 2", "batch 1"],
           "bench-batch: one row per batch size, repeats interleaved in alternating order", (r.stdout + r.stderr)[-300:])
+    # list flags in either form, and llama.cpp's short flags
+    r = subprocess.run([BIN, "bench-batch", "-m", MODEL, "--batches", "1,2", "--repeats", "1", "--prompt", "4", "--gen", "4", "--json", "-t", "1"],
+                       capture_output=True, text=True, timeout=120)
+    rows = [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")]
+    check(r.returncode == 0 and [x["batch"] for x in rows] == [1, 2], "bench-batch: -m, -t and --batches 1,2 (the comma form)", (r.stdout + r.stderr)[-300:])
+    case("bench-batch: --batches 1,x", ["bench-batch", "--model", MODEL, "--batches", "1,x"], "--batches")
+    a = subprocess.run([BIN, "generate", "-m", MODEL, "--ids", "1,5,9", "-n", "3", "--temperature", "0", "--json"], capture_output=True, text=True, timeout=120)
+    b = subprocess.run([BIN, "generate", "--model", MODEL, "--ids", "1,5,9", "--max-tokens", "3", "--temperature", "0", "--json"], capture_output=True, text=True, timeout=120)
+    check(a.returncode == 0 and a.stdout == b.stdout and len(json.loads(a.stdout)["ids"]) == 3, "generate: -m and -n are --model and --max-tokens", (a.stdout + a.stderr)[-300:])
     case("plan: --batch Int.max", ["plan", "--model", MODEL, "--ram-budget", "1GiB", "--batch", BIG], "--batch")
     case("plan: --prompt-tokens -5", ["plan", "--model", MODEL, "--ram-budget", "1GiB", "--prompt-tokens", "-5"], "--prompt-tokens")
     good = {"weights": "tiered", "streamed_layers": [], "prefetch_depth": 1, "kv_block_size": 16, "kv_blocks_ram": 8, "kv_blocks_disk": 0, "batch_size": 1}

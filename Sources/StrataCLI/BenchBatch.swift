@@ -8,8 +8,9 @@ struct BenchBatch: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench-batch",
         abstract: "Aggregate decode tokens/s at several batch sizes (continuous batching, paged KV).")
-    @Option(help: "Model folder (config.json, safetensors) or GGUF file.") var model: String
-    @Option(help: "Batch sizes.") var batches: [Int] = [1, 4, 16, 64]
+    @Option(name: [.customLong("model"), .customShort("m")], help: "Model folder (config.json, safetensors) or GGUF file.") var model: String
+    @Option(name: .customLong("batches"), parsing: .upToNextOption, help: "Batch sizes: 1,4,16 or 1 4 16.") var batchLists: [IntList] = [IntList([1, 4, 16, 64])]
+    var batches: [Int] { IntList.all(batchLists) }
     @Option(help: "Prompt tokens per request.") var prompt = 32
     @Option(help: "Generated tokens per request.") var gen = 32
     @Option(help: "Repeats per batch size (medians).") var repeats = 3

@@ -13,7 +13,8 @@ struct BenchLinear: ParsableCommand {
     @Option(help: "Key/value width (kv heads x head dim).") var kvDim = 256
     @Option(help: "FFN width.") var ffn = 5632
     @Option(help: "Copies of the layer (so the weights come from memory, not cache).") var layers = 4
-    @Option(parsing: .upToNextOption, help: "Row counts M.") var rows: [Int] = [1, 2, 4, 8, 16, 32]
+    @Option(name: .customLong("rows"), parsing: .upToNextOption, help: "Row counts M: 1,4,16 or 1 4 16.") var rowLists: [IntList] = [IntList([1, 2, 4, 8, 16, 32])]
+    var rows: [Int] { IntList.all(rowLists) }
     @Option(parsing: .upToNextOption, help: "Weight dtypes (\(DType.names); quantized weights hold arbitrary finite blocks).") var dtypes: [String] = ["f32", "f16", "bf16"]
     @Flag(help: "Every instruction-set path this CPU has, not only the best.") var allPaths = false
     @Flag(help: "Skip the OpenBLAS comparison.") var noBlas = false

@@ -8,11 +8,11 @@ struct BenchModel: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench-model",
         abstract: "llama-bench-like prompt processing (pp) and decode (tg) speed, beside the machine's bounds measured in the same run.")
-    @Option(help: "Model folder (config.json, safetensors) or GGUF file.") var model: String
-    @Option(help: "Prompt tokens for the pp test.") var prompt = 512
-    @Option(help: "Generated tokens for the tg test.") var gen = 128
-    @Option(help: "Repeats (medians are reported).") var repeats = 3
-    @Option(help: "Positions already in the KV cache when the tg test starts (llama-bench's -d): random K/V rows written into the cache, no prompt computed. Also times one step's attention alone at that depth against the time to read its KV bytes.") var depth = 0
+    @Option(name: [.customLong("model"), .customShort("m")], help: "Model folder (config.json, safetensors) or GGUF file.") var model: String
+    @Option(name: [.customLong("prompt"), .customShort("p")], help: "Prompt tokens for the pp test (llama-bench's -p).") var prompt = 512
+    @Option(name: [.customLong("gen"), .customShort("n")], help: "Generated tokens for the tg test (llama-bench's -n).") var gen = 128
+    @Option(name: [.customLong("repeats"), .customShort("r")], help: "Repeats (medians are reported; llama-bench's -r).") var repeats = 3
+    @Option(name: [.customLong("depth"), .customShort("d")], help: "Positions already in the KV cache when the tg test starts (llama-bench's -d): random K/V rows written into the cache, no prompt computed. Also times one step's attention alone at that depth against the time to read its KV bytes.") var depth = 0
     @Flag(help: "Print one JSON object instead of a table.") var json = false
     @Option(help: "Where the weights live: tiered (read into the process's memory, huge pages asked for, as planned runs and the server place them) or mmap (views of the mapped files).") var weights = "tiered"
     @OptionGroup var threads: ThreadOption

@@ -9,8 +9,8 @@ struct BenchServeCommand: ParsableCommand {
         commandName: "bench-serve",
         abstract: "Benchmark strata serve like vllm bench serve: N concurrent streaming clients over loopback.",
         discussion: "Starts the server in this process on a free port (or uses --url), then for each client count sends --requests-per-client streamed text completions per client back to back: random token-id prompts of --prompt-tokens, --max-tokens out with ignore_eos. Prints request throughput, output tokens/s, TTFT and inter-token latency percentiles; --out writes them as JSON.")
-    @Option(help: "Model folder or GGUF file.") var model: String
-    @Option(help: "Client counts to run, comma-separated.") var clients = "1,4,16"
+    @Option(name: [.customLong("model"), .customShort("m")], help: "Model folder or GGUF file.") var model: String
+    @Option(name: .customLong("clients"), parsing: .upToNextOption, help: "Client counts to run: 1,4,16 or 1 4 16.") var clientLists: [IntList] = [IntList([1, 4, 16])]
     @Option(name: .customLong("requests-per-client"), help: "Requests each client sends, one after another.") var requestsPerClient = 2
     @Option(name: .customLong("prompt-tokens"), help: "Prompt length (random token ids).") var promptTokens = 32
     @Option(name: .customLong("max-tokens"), help: "Tokens generated per request.") var maxTokens = 64
@@ -24,7 +24,7 @@ struct BenchServeCommand: ParsableCommand {
     func run() throws {
         if let out { try FileIO.requireReplaceable(out) }  // before any work
         try threads.apply()
-        let counts = clients.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        let counts = IntList.all(clientLists)
         guard !counts.isEmpty, counts.allSatisfy({ $0 >= 1 && $0 <= 256 }) else { throw ValidationError("--clients: counts in 1...256, e.g. 1,4,16") }
         guard promptTokens >= 1, maxTokens >= 1, requestsPerClient >= 1 else { throw ValidationError("--prompt-tokens, --max-tokens and --requests-per-client must be >= 1") }
         let results = try ServeBench.run(model: model, counts: counts, requestsPerClient: requestsPerClient, promptTokens: promptTokens,

@@ -64,7 +64,7 @@ struct SamplingOptions: ParsableArguments {
 }
 
 struct ThreadOption: ParsableArguments {
-    @Option(name: .long, help: "Threads for OpenBLAS and Strata's loops (default: all cores).")
+    @Option(name: [.long, .customShort("t")], help: "Threads for OpenBLAS and Strata's loops (default: all cores).")
     var threads: Int?
 
     @Option(name: .long, help: "Activations against quantized (GGUF) weights: q8 (fast: 8-bit per weight block with integer dot products as llama.cpp does for decode, bf16 products for prefill) or f32 (exact). Default q8 where the CPU has AVX2 or AVX-512 VNNI, else f32.")
@@ -159,4 +159,21 @@ func parseIDs(_ s: String) throws -> [Int] {
         guard let v = Int($0) else { throw ValidationError("--ids: '\($0)' is not an integer") }
         return v
     }
+}
+
+/// A list flag's value in either form: `--batches 1,4,16` or `--batches 1 4 16` (or repeated); every
+/// list flag reads it so (`values` of all of them, in order).
+struct IntList: ExpressibleByArgument, CustomStringConvertible {
+    var values: [Int]
+    init(_ values: [Int]) { self.values = values }
+    init?(argument: String) {
+        let parts = argument.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        let ints = parts.map { Int($0) }
+        guard !parts.isEmpty, ints.allSatisfy({ $0 != nil }) else { return nil }
+        values = ints.map { $0! }
+    }
+    var description: String { values.map(String.init).joined(separator: ",") }
+    var defaultValueDescription: String { description }
+    /// The integers of every occurrence, in order.
+    static func all(_ lists: [IntList]) -> [Int] { lists.flatMap(\.values) }
 }

@@ -7,9 +7,9 @@ struct ChatCommand: ParsableCommand {
         commandName: "chat",
         abstract: "Chat with an instruct model in the terminal (its chat template, the conversation kept).",
         discussion: "Type a message and Enter. /reset forgets the conversation, /system TEXT sets the system message, /exit (or end of input) quits. The oldest turns are dropped when the conversation outgrows the context.")
-    @Option(help: "Model folder or GGUF file.") var model: String
+    @Option(name: [.customLong("model"), .customShort("m")], help: "Model folder or GGUF file.") var model: String
     @Option(help: "System message.") var system: String?
-    @Option(name: .customLong("max-tokens"), help: "Most tokens per answer (default: generation_config.json's max_new_tokens, else 512).") var maxTokens: Int?
+    @Option(name: [.customLong("max-tokens"), .customShort("n")], help: "Most tokens per answer (default: generation_config.json's max_new_tokens, else 512).") var maxTokens: Int?
     @OptionGroup var sampling: SamplingOptions
     @Option(name: .customLong("template-name"), help: "One of a list of named chat templates.") var templateName: String?
     @OptionGroup var threads: ThreadOption

@@ -11,7 +11,7 @@ struct ChatTemplateCommand: ParsableCommand {
         "enable_thinking": false). A template that raises (raise_exception) exits non-zero with its message. \
         STRATA_DATE=YYYY-MM-DD fixes the date strftime_now sees.
         """)
-    @Option(help: "Model folder or GGUF file.") var model: String
+    @Option(name: [.customLong("model"), .customShort("m")], help: "Model folder or GGUF file.") var model: String
     @Option(help: "JSON file with the conversation ({\"messages\": [...], \"tools\": [...]}); - reads standard input.") var messages: String
     @Flag(name: .customLong("add-generation-prompt"), help: "End with the assistant's turn opening (what generation continues).") var addGenerationPrompt = false
     @Option(name: .customLong("template-name"), help: "One of a list of named templates in tokenizer_config.json (e.g. tool_use).") var templateName: String?

@@ -6,7 +6,7 @@ import StrataPlanner
 
 struct Detokenize: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Decode ids; prints {\"text\":\"...\"}.")
-    @Option(help: "Model folder (holds tokenizer.json) or GGUF file.") var model: String
+    @Option(name: [.customLong("model"), .customShort("m")], help: "Model folder (holds tokenizer.json) or GGUF file.") var model: String
     @Option(help: "Comma-separated token ids.") var ids: String
     @Flag(name: .customLong("skip-special"), help: "Leave special tokens out of the text.") var skipSpecial = false
     func run() throws {

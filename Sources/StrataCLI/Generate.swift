@@ -6,8 +6,8 @@ import StrataPlanner
 
 struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Generate text from a prompt; streams text, tokens/s to stderr.")
-    @Option(help: "Model folder (config.json, safetensors) or GGUF file.") var model: String
-    @Option(help: "Prompt text (encoded with the model's tokenizer, BOS added where it adds it).") var prompt: String?
+    @Option(name: [.customLong("model"), .customShort("m")], help: "Model folder (config.json, safetensors) or GGUF file.") var model: String
+    @Option(name: [.customLong("prompt"), .customShort("p")], help: "Prompt text (encoded with the model's tokenizer, BOS added where it adds it).") var prompt: String?
     @Option(help: "Prompt as comma-separated token ids.") var ids: String?
     @Option(name: .customLong("prompts-file"), help: ArgumentHelp("Run many prompts together (continuous batching): one prompt per line, or JSONL objects with \"prompt\" or \"ids\" and optional \"max_tokens\", \"temperature\", \"top_k\", \"top_p\", \"seed\", \"n\", \"stop\". Prints one JSON line per request.")) var promptsFile: String?
     @Option(name: .customLong("kv-block-size"), help: "Tokens per KV block (batch mode).") var kvBlockSize = 16
@@ -23,7 +23,7 @@ struct Generate: ParsableCommand {
     @Option(help: "Write a JSON run report (measured speeds, disk traffic, ledger peak, placement) to this file.") var report: String?
     @Option(help: "Run a saved plan (from strata plan --out).") var plan: String?
     @Flag(name: .customLong("no-plan"), help: "Under --ram-budget, place with the simple rule instead of the planner.") var noPlan = false
-    @Option(name: .customLong("max-tokens"), help: "Tokens to generate at most (default: generation_config.json's max_new_tokens, else 128).") var maxTokens: Int?
+    @Option(name: [.customLong("max-tokens"), .customShort("n")], help: "Tokens to generate at most (default: generation_config.json's max_new_tokens, else 128).") var maxTokens: Int?
     @OptionGroup var sampling: SamplingOptions
     @Option(name: .customLong("stop"), help: "Stop string (repeatable).") var stop: [String] = []
     @Flag(name: .customLong("ignore-eos"), help: "Keep generating past end-of-sequence tokens.") var ignoreEOS = false

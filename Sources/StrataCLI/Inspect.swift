@@ -6,7 +6,7 @@ import StrataPlanner
 
 struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Print a model folder's inventory (from headers, no weights read).")
-    @Option(help: "Model folder (config.json, safetensors) or GGUF file.") var model: String
+    @Option(name: [.customLong("model"), .customShort("m")], help: "Model folder (config.json, safetensors) or GGUF file.") var model: String
     @Option(help: "For a folder with config.json only: the weight dtype (\(DType.names)); default the config's torch_dtype / dtype.") var dtype: String?
     @Flag(help: "JSON output.") var json = false
     func run() throws {

@@ -6,7 +6,7 @@ import StrataPlanner
 
 struct Logits: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Logits of every position; prints {\"ids\":[...],\"logits\":[[...],...]}.")
-    @Option(help: "Model folder (config.json, safetensors) or GGUF file.") var model: String
+    @Option(name: [.customLong("model"), .customShort("m")], help: "Model folder (config.json, safetensors) or GGUF file.") var model: String
     @Option(help: "Comma-separated token ids.") var ids: String
     @Option(help: "Write the JSON to this file instead of stdout.") var out: String?
     @OptionGroup var threads: ThreadOption

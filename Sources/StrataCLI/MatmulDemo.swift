@@ -9,7 +9,8 @@ struct MatmulDemo: ParsableCommand {
         commandName: "matmul-demo",
         abstract: "Multiply square matrices through Strata's BLAS wrapper and print GFLOP/s.")
     @OptionGroup var threads: ThreadOption
-    @Option(help: "Matrix sizes.") var sizes: [Int] = [256, 512, 1024, 2048]
+    @Option(name: .customLong("sizes"), parsing: .upToNextOption, help: "Matrix sizes: 256,512 or 256 512.") var sizeLists: [IntList] = [IntList([256, 512, 1024, 2048])]
+    var sizes: [Int] { IntList.all(sizeLists) }
     @Option(help: "Repeats per size (the median is printed).") var repeats: Int = 5
 
     func run() throws {

@@ -6,7 +6,7 @@ import StrataPlanner
 
 struct PlanCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "plan", abstract: "Plan weights and KV across RAM and disk under a RAM budget, and predict the speed.")
-    @Option(help: "Model folder (config.json; safetensors headers unless --dtype) or GGUF file.") var model: String
+    @Option(name: [.customLong("model"), .customShort("m")], help: "Model folder (config.json; safetensors headers unless --dtype) or GGUF file.") var model: String
     @Option(name: .customLong("ram-budget"), help: "RAM budget, e.g. 2GiB.") var ramBudget: String
     @Option(help: "Batch size, or auto.") var batch: String = "auto"
     @Option(name: .customLong("prompt-tokens")) var promptTokens = 512

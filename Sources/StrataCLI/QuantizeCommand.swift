@@ -6,7 +6,7 @@ struct QuantizeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "quantize",
         abstract: "Write a safetensors model folder as a GGUF file of quantized blocks (llama.cpp's format and llama-quantize's schemes).")
-    @Option(help: "Model folder (config.json, safetensors, tokenizer.json).") var model: String
+    @Option(name: [.customLong("model"), .customShort("m")], help: "Model folder (config.json, safetensors, tokenizer.json).") var model: String
     @Option(help: "Scheme: \(QuantizeModel.Scheme.allCases.map(\.rawValue).joined(separator: ", ")).") var type: String
     @Option(help: "Output .gguf file.") var out: String
     @OptionGroup var threads: ThreadOption

@@ -15,7 +15,7 @@ struct ServeCommand: ParsableCommand {
         cancels its request; over --max-running + --max-queued requests answer 429. Ctrl-C stops accepting, lets the \
         requests in flight finish, and exits.
         """)
-    @Option(help: "Model folder or GGUF file.") var model: String
+    @Option(name: [.customLong("model"), .customShort("m")], help: "Model folder or GGUF file.") var model: String
     @Option(name: .customLong("ram-budget"), help: "Hold weights, KV, activations and runtime under this many bytes (e.g. 2GiB); the planner places them.") var ramBudget: String?
     @Flag(name: .customLong("no-plan"), help: "Under --ram-budget, place with the fill-the-budget rule instead of the planner (no hardware profile needed).") var noPlan = false
     @Option(help: "Address to listen on.") var host = "127.0.0.1"
@@ -23,7 +23,7 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .customLong("served-model-name"), help: "The model name clients send (default: the folder's or file's name).") var servedModelName: String?
     @Option(name: .customLong("max-running"), help: "Most requests decoding together (the batch).") var maxRunning = 16
     @Option(name: .customLong("max-queued"), help: "Most requests waiting beyond --max-running; more get 429.") var maxQueued = 64
-    @Option(name: .customLong("max-context"), help: "Longest prompt + completion (default: the model's).") var maxContext: Int?
+    @Option(name: [.customLong("max-context"), .customShort("c")], help: "Longest prompt + completion (default: the model's).") var maxContext: Int?
     @Option(name: .customLong("kv-memory"), help: "KV pool size without a budget (default: --max-running full contexts, at most half the RAM available beside the weights).") var kvMemory: String?
     @Option(name: .customLong("template-name"), help: "One of a list of named chat templates in tokenizer_config.json.") var templateName: String?
     @Option(name: .customLong("api-key"), help: "Require 'Authorization: Bearer KEY' on every route but /health (401 otherwise). Default: the STRATA_API_KEY environment variable, if set.")

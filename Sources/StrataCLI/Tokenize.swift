@@ -6,7 +6,7 @@ import StrataPlanner
 
 struct Tokenize: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Encode text; prints {\"ids\":[...]}.")
-    @Option(help: "Model folder (holds tokenizer.json) or GGUF file.") var model: String
+    @Option(name: [.customLong("model"), .customShort("m")], help: "Model folder (holds tokenizer.json) or GGUF file.") var model: String
     @Option(help: "Text to encode.") var text: String?
     @Option(name: .customLong("text-file"), help: "Encode this file's text instead (UTF-8).") var textFile: String?
     @Flag(name: .customLong("no-special"), help: "Do not add the post-processor's special tokens (BOS).") var noSpecial = false

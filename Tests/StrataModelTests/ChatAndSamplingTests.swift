@@ -148,6 +148,33 @@ enum ChatFixture {
         #expect(seenAll.count > 4)
     }
 
+    /// logit_bias: added to the logits before the choice (with penalties: after them); -100 bans
+    /// a token even when every other logit is far lower; the history and the logprobs are the
+    /// model's.
+    @Test func logitBiasShiftsAndBans() {
+        let row: [Float] = [0, 0.5, 3, -200, 1]
+        func greedy(_ bias: [Int: Float], penalty: Float = 0) -> Int {
+            var p = SamplingParameters(temperature: 0, presencePenalty: penalty)
+            p.logitBias = bias
+            var s = Sampler(parameters: p, vocabSize: row.count)
+            return row.withUnsafeBufferPointer { s.sample($0) }
+        }
+        #expect(greedy([:]) == 2)
+        #expect(greedy([2: -100]) == 4)
+        #expect(greedy([1: 2.6]) == 1)               // 0.5 + 2.6 > 3
+        #expect(greedy([3: 100]) == 2)               // -200 + 100 stays below
+        #expect(greedy([0: -100, 1: -100, 2: -100, 4: -100]) == 3)  // the only token not banned, at -200
+        #expect(greedy([2: -100], penalty: 1.5) == 4)
+        // sampling never draws a banned token
+        var p = SamplingParameters(temperature: 5, seed: 1)
+        p.logitBias = [2: -100, 4: -100]
+        var s = Sampler(parameters: p, vocabSize: row.count)
+        for _ in 0..<300 { #expect(![2, 4].contains(row.withUnsafeBufferPointer { s.sample($0) })) }
+        var bad = SamplingParameters()
+        bad.logitBias = [3: 101]
+        #expect(throws: SamplingError.self) { try bad.validate() }
+    }
+
     @Test func logprobsAreTheModelsLogSoftmax() {
         var rng = Xoshiro256(seed: 11)
         let row = (0..<100).map { _ in Float(rng.nextUnit() * 8 - 4) }
