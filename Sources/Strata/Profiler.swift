@@ -68,6 +68,11 @@ public enum Profiler {
     /// (CPU, cores, memory, OpenBLAS core, kernel path) and the load other processes put on it
     /// meanwhile, which `HardwareProfile.warnings` checks. About 20 s per round plus 10 s on 2 cores.
     public static func measure(diskPath: String, scratchBytes: Int = 1 << 30, rounds: Int = 2, log: (String) -> Void = { _ in }) throws -> HardwareProfile {
+        // the process's own runtime overhead is read (once per process) before the measurements'
+        // buffers raise its resident size: else the first plan on a new machine, which profiles
+        // it first, counted ~220 MB of freed measurement buffers as runtime and refused budgets
+        // the second plan accepted
+        _ = PlacementRule.runtimeOverhead()
         let cpuStart = Measure.CPUTimes.now()
         var samples: [HardwareProfile.GemmSample] = [], ew = 0.0, ohs: [Double] = [], bw = 0.0, memRounds: [Double] = []
         for round in 1...max(1, rounds) {

@@ -32,6 +32,9 @@ public final class Session: @unchecked Sendable {
     /// seconds; `diskPath` is where a scratch file is written) and cached. Logs why a cached
     /// profile may not describe this machine today (`HardwareProfile.warnings`).
     public static func hardwareProfile(diskPath: String = ".", log: (String) -> Void = { _ in }) throws -> HardwareProfile {
+        // the runtime overhead read here, cached profile or not: a plan's figure is then the same
+        // whether this process measured the machine first or not
+        _ = PlacementRule.runtimeOverhead()
         if let p = Profiler.cached() {
             let w = p.warnings(machine: MachineInfo.current().profileMachine, now: Date())
             for line in w { log("warning: " + line) }
