@@ -205,6 +205,14 @@ def main():
     check(r.returncode == 0 and [x["batch"] for x in rows] == [1, 2] and abs(rows[0]["vs_batch_1"] - 1) < 1e-9
           and order == ["batch 1", "batch 2", "batch 2", "batch 1"],
           "bench-batch: one row per batch size, repeats interleaved in alternating order", (r.stdout + r.stderr)[-300:])
+    msgs = write("msgs.json", json.dumps({"messages": [{"role": "user", "content": "hi"}]}))
+    case("chat-template: --chat-template names no file", ["chat-template", "--model", MODEL, "--messages", msgs, "--chat-template", "/nonexistent/t.jinja"],
+         "/nonexistent/t.jinja")
+    tpl = write("t.jinja", "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}")
+    r = subprocess.run([BIN, "chat-template", "--model", MODEL, "--messages", msgs, "--chat-template", tpl, "--add-generation-prompt"],
+                       capture_output=True, text=True, timeout=60)
+    check(r.returncode == 0 and json.loads(r.stdout)["text"] == "<user>hi", "chat-template: --chat-template FILE renders for a model without one",
+          (r.stdout + r.stderr)[-300:])
     # list flags in either form, and llama.cpp's short flags
     r = subprocess.run([BIN, "bench-batch", "-m", MODEL, "--batches", "1,2", "--repeats", "1", "--prompt", "4", "--gen", "4", "--json", "-t", "1"],
                        capture_output=True, text=True, timeout=120)

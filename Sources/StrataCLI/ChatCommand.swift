@@ -12,6 +12,7 @@ struct ChatCommand: ParsableCommand {
     @Option(name: [.customLong("max-tokens"), .customShort("n")], help: "Most tokens per answer (default: generation_config.json's max_new_tokens, else 512).") var maxTokens: Int?
     @OptionGroup var sampling: SamplingOptions
     @Option(name: .customLong("template-name"), help: "One of a list of named chat templates.") var templateName: String?
+    @Option(name: .customLong("chat-template"), help: "A Jinja chat template file used instead of the model's (a model without one can then chat).") var chatTemplate: String?
     @OptionGroup var threads: ThreadOption
     @OptionGroup var kv: KVTypeOption
 
@@ -20,7 +21,7 @@ struct ChatCommand: ParsableCommand {
         let loaded = try LoadedModel(directory: model)
         let kvType = try kv.type(loaded.spec)
         let tokenizer = try loaded.requireTokenizer()
-        let format = try loaded.folder.requireChatFormat(name: templateName)
+        let format = try loaded.folder.requireChatFormat(name: templateName, templateFile: chatTemplate)
         let params = sampling.parameters(loaded.folder, maxTokens: maxTokens, fallback: 512)
         try params.validate()
         let context = loaded.spec.maxPositions

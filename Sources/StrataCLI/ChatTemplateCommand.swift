@@ -15,6 +15,7 @@ struct ChatTemplateCommand: ParsableCommand {
     @Option(help: "JSON file with the conversation ({\"messages\": [...], \"tools\": [...]}); - reads standard input.") var messages: String
     @Flag(name: .customLong("add-generation-prompt"), help: "End with the assistant's turn opening (what generation continues).") var addGenerationPrompt = false
     @Option(name: .customLong("template-name"), help: "One of a list of named templates in tokenizer_config.json (e.g. tool_use).") var templateName: String?
+    @Option(name: .customLong("chat-template"), help: "A Jinja chat template file used instead of the model's.") var chatTemplate: String?
     @Flag(help: "Also print the prompt's token ids (encoded without adding BOS: the template writes it).") var ids = false
 
     func run() throws {
@@ -29,7 +30,7 @@ struct ChatTemplateCommand: ParsableCommand {
             throw ValidationError("\(messages): expected an object with a \"messages\" array")
         }
         let folder = try ModelFolder(path: model)
-        let format = try folder.requireChatFormat(name: templateName)
+        let format = try folder.requireChatFormat(name: templateName, templateFile: chatTemplate)
         var extra: [String: JSONValue] = [:]
         for (k, v) in pairs where k != "messages" && k != "tools" { extra[k] = v }
         let text = try format.render(messages: msgs, tools: doc["tools"], addGenerationPrompt: addGenerationPrompt, extra: extra)

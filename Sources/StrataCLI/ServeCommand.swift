@@ -26,6 +26,7 @@ struct ServeCommand: ParsableCommand {
     @Option(name: [.customLong("max-context"), .customShort("c")], help: "Longest prompt + completion (default: the model's).") var maxContext: Int?
     @Option(name: .customLong("kv-memory"), help: "KV pool size without a budget (default: --max-running full contexts, at most half the RAM available beside the weights).") var kvMemory: String?
     @Option(name: .customLong("template-name"), help: "One of a list of named chat templates in tokenizer_config.json.") var templateName: String?
+    @Option(name: .customLong("chat-template"), help: "A Jinja chat template file used instead of the model's (a model without one can then serve chat).") var chatTemplate: String?
     @Option(name: .customLong("api-key"), help: "Require 'Authorization: Bearer KEY' on every route but /health (401 otherwise). Default: the STRATA_API_KEY environment variable, if set.")
     var apiKey: String?
     @Option(name: .customLong("cors-origin"), help: "Allow browser pages of this origin (or *) to call the server: Access-Control-Allow-Origin on every response, preflights answered.")
@@ -60,7 +61,7 @@ struct ServeCommand: ParsableCommand {
         let name = servedModelName ?? URL(fileURLWithPath: model).lastPathComponent
         let server = try OpenAIServer.make(model: model, name: name, ramBudget: ramBudget.flatMap(parseByteSize), plan: !noPlan,
                                            maxRunning: maxRunning, maxQueued: maxQueued, maxContext: maxContext,
-                                           kvMemory: kvMemory.flatMap(parseByteSize), kvType: kv.requested, templateName: templateName, logger: logger)
+                                           kvMemory: kvMemory.flatMap(parseByteSize), kvType: kv.requested, templateName: templateName, templateFile: chatTemplate, logger: logger)
         let key = apiKey ?? ProcessInfo.processInfo.environment["STRATA_API_KEY"].flatMap { $0.isEmpty ? nil : $0 }
         if let k = key, k.contains(where: { $0.isWhitespace }) { throw ValidationError("STRATA_API_KEY: must be without spaces") }
         server.apiKey = key

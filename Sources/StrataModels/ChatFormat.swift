@@ -34,13 +34,16 @@ public struct ChatFormat: Sendable {
 
 public enum ChatFormatError: Error, CustomStringConvertible, Sendable {
     case noTemplate(String)
+    /// `--chat-template FILE` names no readable file
+    case noTemplateFile(String)
     case badTemplate(path: String, JinjaError)
     case badConfig(path: String, field: String, reason: String)
     case unknownName(path: String, name: String, known: [String])
 
     public var description: String {
         switch self {
-        case let .noTemplate(p): return "\(p) has no chat template (tokenizer_config.json chat_template, chat_template.jinja or a GGUF's tokenizer.chat_template)"
+        case let .noTemplate(p): return "\(p) has no chat template (tokenizer_config.json chat_template, chat_template.jinja or a GGUF's tokenizer.chat_template; --chat-template FILE gives one)"
+        case let .noTemplateFile(p): return "\(p): no such chat template file (--chat-template)"
         case let .badTemplate(p, e): return "\(p): \(e)"
         case let .badConfig(p, f, r): return "\(p): field \(f): \(r)"
         case let .unknownName(p, n, k): return "\(p): no chat template named '\(n)' (has: \(k.joined(separator: ", ")))"
@@ -52,12 +55,24 @@ extension ModelFolder {
     /// The model's chat format, or nil when it has no chat template. `name` picks one of a list
     /// of named templates (e.g. "tool_use"). Throws on a template that does not parse (with its
     /// line and column) or a malformed tokenizer_config.json.
-    public func chatFormat(name: String? = nil) throws -> ChatFormat? {
+    /// `templateFile`: a Jinja file used instead of the model's own template (`--chat-template`;
+    /// what a model without one needs to chat), with the model's special tokens.
+    public func chatFormat(name: String? = nil, templateFile: String? = nil) throws -> ChatFormat? {
         var tokens: [String: String] = [:]
         let ids = generationTokens
         if let t = tokenizer {
             if let b = ids.bos.first, let s = t.token(of: b) { tokens["bos_token"] = s }
             if let e = ids.eos.first, let s = t.token(of: e) { tokens["eos_token"] = s }
+        }
+        if let file = templateFile {
+            guard let data = try FileIO.readSmallFile(file, limit: 16 << 20) else { throw ChatFormatError.noTemplateFile(file) }
+            guard let source = String(data: data, encoding: .utf8) else {
+                throw ChatFormatError.badConfig(path: file, field: "(file)", reason: "not UTF-8 text")
+            }
+            if gguf == nil, let found = try? ModelFolder.templateSource(directory: directory, name: nil) {
+                for (k, v) in found.tokens where tokens[k] == nil { tokens[k] = v }
+            }
+            return try ChatFormat.compile(source, origin: file, tokens: tokens)
         }
         if let gguf {
             guard let source = tokenizer?.chatTemplate else { return nil }
@@ -115,8 +130,8 @@ extension ModelFolder {
     }
 
     /// The chat format, or an error saying the model has none.
-    public func requireChatFormat(name: String? = nil) throws -> ChatFormat {
-        guard let f = try chatFormat(name: name) else { throw ChatFormatError.noTemplate(gguf?.path ?? directory) }
+    public func requireChatFormat(name: String? = nil, templateFile: String? = nil) throws -> ChatFormat {
+        guard let f = try chatFormat(name: name, templateFile: templateFile) else { throw ChatFormatError.noTemplate(gguf?.path ?? directory) }
         return f
     }
 }

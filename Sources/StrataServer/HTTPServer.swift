@@ -43,10 +43,10 @@ public final class OpenAIServer: @unchecked Sendable {
     /// available beside the weights), K/V stored as `kvType`, its engine started.
     public static func make(model: String, name: String, ramBudget: Int?, plan: Bool = true, maxRunning: Int, maxQueued: Int,
                             maxContext: Int? = nil, kvMemory: Int? = nil, kvType: DType = .kvDefault, templateName: String? = nil,
-                            logger: Logger) throws -> OpenAIServer {
+                            templateFile: String? = nil, logger: Logger) throws -> OpenAIServer {
         let folder = try ModelFolder(path: model)
         guard let tokenizer = folder.tokenizer else { throw APIError(500, "\(model) has no tokenizer; the server needs one") }
-        let chat = try folder.chatFormat(name: templateName)
+        let chat = try folder.chatFormat(name: templateName, templateFile: templateFile)
         if chat == nil { logger.warning("\(model) has no chat template: /v1/chat/completions will answer 400") }
         // the engine from the library's one assembly (Session); the server only serves it
         let run = try Session(folder: folder, ramBudget: ramBudget).servingRun(maxRunning: maxRunning, maxContext: maxContext, kvMemory: kvMemory,

@@ -27,6 +27,31 @@ enum ChatFixture {
         #expect(try folder.tokenizer!.encode(text, addSpecialTokens: false) == ChatFixture.ints(want["ids"]))
     }
 
+    /// `--chat-template FILE`: a model without a template (llama-gqa) given the chat fixture's as a
+    /// file renders transformers' text with its own special tokens; a missing file and a template
+    /// that does not parse are errors naming the file.
+    @Test func aTemplateFileGivesAModelWithoutOneAChat() throws {
+        let want = try ChatFixture.expected()
+        let bare = try ModelFolder(path: Fixtures.model("llama-gqa"))
+        #expect(try bare.chatFormat() == nil)
+        let cfg = try JSONValue.parse(Data(contentsOf: URL(fileURLWithPath: ChatFixture.model + "/tokenizer_config.json")))
+        let file = NSTemporaryDirectory() + "strata-template-\(UUID().uuidString).jinja"
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        try cfg["chat_template"]!.stringValue!.write(toFile: file, atomically: true, encoding: .utf8)
+        let format = try bare.requireChatFormat(templateFile: file)
+        #expect(format.origin == file && format.specialTokens["bos_token"] == "<s>")
+        #expect(try format.render(messages: want["messages"]!, addGenerationPrompt: true) == want["text"]?.stringValue)
+        #expect(throws: ChatFormatError.self) { try bare.chatFormat(templateFile: file + ".missing") }
+        do { _ = try bare.chatFormat(templateFile: file + ".missing"); Issue.record("expected an error") } catch {
+            #expect("\(error)".contains(file + ".missing"))
+        }
+        try "{% for m in messages %}{{ m['content'] }".write(toFile: file, atomically: true, encoding: .utf8)
+        do { _ = try bare.chatFormat(templateFile: file); Issue.record("expected a syntax error") } catch let e as ChatFormatError {
+            guard case let .badTemplate(path, _) = e else { Issue.record("\(e)"); return }
+            #expect(path == file)
+        }
+    }
+
     /// A GGUF written by strata quantize keeps the chat template (tokenizer.chat_template) and
     /// the special tokens: the same text and ids as transformers from the folder.
     @Test func ggufChatTemplateRendersTheSame() throws {
