@@ -283,6 +283,12 @@ def main():
     _, a1, _ = solo(first, 8)
     _, a2, _ = solo(first + [{"role": "assistant", "content": a1}, {"role": "user", "content": "jumps over the lazy dog"}], 8)
     check(chat.returncode == 0 and chat.stdout == a1 + "\n" + a2 + "\n", "strata chat keeps the conversation: each answer equals the solo completion")
+    # commands are not sent to the model; a """ block is one message of several lines; /bye ends the session
+    chat = subprocess.run([BIN, "chat", "-m", MODEL, "--temperature", "0", "-n", "8", "--system", sysmsg],
+                          input='/help\n/frob\n"""\nline one\nline two\n"""\n/bye\nnever sent\n', capture_output=True, text=True, timeout=120)
+    _, b1, _ = solo([{"role": "system", "content": sysmsg}, {"role": "user", "content": "line one\nline two"}], 8)
+    check(chat.returncode == 0 and chat.stdout == b1 + "\n" and "/reset" in chat.stderr and "unknown command /frob" in chat.stderr
+          and "tokens/s" in chat.stderr, "strata chat: /help and unknown commands stay local, a \"\"\" block is one message, /bye quits")
 
     # 8. over-limit concurrency (1 running, none queued): 429, then serving again
     s = Server("--max-running", "1", "--max-queued", "0", "--ram-budget", "200MiB", "--no-plan")

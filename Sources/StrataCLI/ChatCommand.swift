@@ -6,7 +6,7 @@ struct ChatCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "chat",
         abstract: "Chat with an instruct model in the terminal (its chat template, the conversation kept).",
-        discussion: "Type a message and Enter. /reset forgets the conversation, /system TEXT sets the system message, /exit (or end of input) quits. The oldest turns are dropped when the conversation outgrows the context.")
+        discussion: "Type a message and Enter; \"\"\" on a line of its own starts and ends a message of several lines. /help lists the commands: /reset forgets the conversation, /system TEXT sets the system message, /bye or /exit (or end of input) quits; //text sends /text. After each answer its speed goes to stderr. The oldest turns are dropped when the conversation outgrows the context.")
     @Option(name: [.customLong("model"), .customShort("m")], help: "Model folder or GGUF file.") var model: String
     @Option(help: "System message.") var system: String?
     @Option(name: [.customLong("max-tokens"), .customShort("n")], help: "Most tokens per answer (default: generation_config.json's max_new_tokens, else 512).") var maxTokens: Int?
@@ -31,11 +31,38 @@ struct ChatCommand: ParsableCommand {
         func prompt() { if interactive { FileHandle.standardError.write(Data("> ".utf8)) } }
         prompt()
         while let line = readLine() {
-            let text = line.trimmingCharacters(in: .whitespaces)
+            var text = line.trimmingCharacters(in: .whitespaces)
             if text.isEmpty { prompt(); continue }
-            if text == "/exit" || text == "/quit" { break }
-            if text == "/reset" { turns.removeAll(); eprint("(conversation cleared)"); prompt(); continue }
-            if text.hasPrefix("/system") { systemMessage = String(text.dropFirst(7)).trimmingCharacters(in: .whitespaces); turns.removeAll(); eprint("(system message set; conversation cleared)"); prompt(); continue }
+            if text == "\"\"\"" {
+                // a message of several lines, up to a closing """ (or the end of input)
+                var lines: [String] = []
+                while let more = readLine(), more.trimmingCharacters(in: .whitespaces) != "\"\"\"" { lines.append(more) }
+                text = lines.joined(separator: "\n")
+                if text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty { prompt(); continue }
+            } else if text.hasPrefix("//") {
+                text.removeFirst()  // a message that starts with a slash
+            } else if text.hasPrefix("/") {
+                let word = String(text.prefix { !$0.isWhitespace })
+                switch word {
+                case "/exit", "/quit", "/bye": return
+                case "/help", "/?":
+                    eprint("""
+                    /reset          forget the conversation
+                    /system TEXT    set the system message (and forget the conversation)
+                    /bye, /exit     quit (so does the end of input)
+                    \"\"\"             on a line of its own: start, then end, a message of several lines
+                    //text          send a message that starts with /text
+                    """)
+                case "/reset": turns.removeAll(); eprint("(conversation cleared)")
+                case "/system":
+                    systemMessage = String(text.dropFirst(7)).trimmingCharacters(in: .whitespaces)
+                    turns.removeAll()
+                    eprint("(system message set; conversation cleared)")
+                default: eprint("unknown command \(word) (/help lists them; //text sends a message that starts with /)")
+                }
+                prompt()
+                continue
+            }
             var ids: [Int] = []
             var dropped = 0
             while true {
@@ -67,6 +94,8 @@ struct ChatCommand: ParsableCommand {
                 return true
             }
             out.write(Data("\n".utf8))
+            eprint(String(format: "(%d tokens at %.1f tokens/s; prompt %d tokens in %.2f s)", result.ids.count,
+                          result.decodeTokensPerSecond, ids.count, result.prefillSeconds))
             turns.append((text, result.text))
             prompt()
         }
