@@ -279,6 +279,15 @@ def byte_level_tokenizer(kind):
 ONLY = set()
 
 
+def padded_vocab(meta, ntok):
+    """The model's vocab (the tokenizer's rounded up to 8) and the GGUF vocab padded to it, as the
+    converter pads the token list with unused [PAD<i>] tokens."""
+    vocab = (ntok + 7) // 8 * 8
+    return vocab, dict(meta, tokens=meta["tokens"] + ["[PAD%d]" % i for i in range(ntok, vocab)],
+                       types=meta["types"] + [int(gguf.TokenType.UNUSED)] * (vocab - ntok),
+                       scores=None if meta.get("scores") is None else meta["scores"] + [-1000.0] * (vocab - ntok))
+
+
 def add_tokenizer(w, meta, add_bos=None):
     """The converter's tokenizer.ggml.* keys from a tokenizer's GGUF vocab (`meta`)."""
     w.add_tokenizer_model(meta["model"])
@@ -302,11 +311,7 @@ def write_model(name, cls_name, arch, cfg_kwargs, tok, types, seed, chat_templat
     import transformers
     meta, encode, ntok, encode_native = tok
     torch.manual_seed(seed)
-    vocab = (ntok + 7) // 8 * 8
-    # the converter pads the token list to the model's vocab with unused [PAD<i>] tokens
-    meta = dict(meta, tokens=meta["tokens"] + ["[PAD%d]" % i for i in range(ntok, vocab)],
-                types=meta["types"] + [int(gguf.TokenType.UNUSED)] * (vocab - ntok),
-                scores=None if meta["scores"] is None else meta["scores"] + [-1000.0] * (vocab - ntok))
+    vocab, meta = padded_vocab(meta, ntok)
     cfg_name = "Gemma3TextConfig" if cls_name == "Gemma3ForCausalLM" else cls_name.replace("ForCausalLM", "Config")
     cfg_name = {"Qwen3MoeConfig": "Qwen3MoeConfig"}.get(cfg_name, cfg_name)
     cfg = getattr(transformers, cfg_name)(vocab_size=vocab, **cfg_kwargs)
@@ -484,9 +489,7 @@ def write_gpt_oss(name, tok, seed):
     import transformers
     meta, encode, ntok, encode_native = tok
     torch.manual_seed(seed)
-    vocab = (ntok + 7) // 8 * 8
-    meta = dict(meta, tokens=meta["tokens"] + ["[PAD%d]" % i for i in range(ntok, vocab)],
-                types=meta["types"] + [int(gguf.TokenType.UNUSED)] * (vocab - ntok))
+    vocab, meta = padded_vocab(meta, ntok)
     cfg = transformers.GptOssConfig(vocab_size=vocab, hidden_size=64, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
                                     num_key_value_heads=2, head_dim=16, num_local_experts=4, num_experts_per_tok=2, sliding_window=4,
                                     max_position_embeddings=128, rms_norm_eps=1e-5, tie_word_embeddings=False,
@@ -614,9 +617,7 @@ def write_gpt2(name, tok, qtype, seed):
     import transformers
     meta, encode, ntok, encode_native = tok
     torch.manual_seed(seed)
-    vocab = (ntok + 7) // 8 * 8
-    meta = dict(meta, tokens=meta["tokens"] + ["[PAD%d]" % i for i in range(ntok, vocab)],
-                types=meta["types"] + [int(gguf.TokenType.UNUSED)] * (vocab - ntok))
+    vocab, meta = padded_vocab(meta, ntok)
     cfg = transformers.GPT2Config(vocab_size=vocab, n_embd=256, n_layer=2, n_head=4, n_positions=128,
                                   bos_token_id=meta["bos"], eos_token_id=meta["eos"])
     model = transformers.GPT2LMHeadModel(cfg).eval()

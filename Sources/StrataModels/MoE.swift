@@ -118,10 +118,10 @@ struct MoELayer {
         normalizeTopK = config.normalizeTopK
         selectOnLogits = config.selectOnLogits
         activation = config.activation
-        func stacked(_ role: TensorRole, kind: String = "weight", _ shape: [Int]? = nil) throws -> Tensor? {
-            let name = w.table!.name(role, layer: layer, kind: kind, prefix: w.prefix)
+        func stacked(_ role: TensorRole) throws -> Tensor? {
+            let name = w.name(role, layer: layer)
             guard w.store.contains(name) else { return nil }
-            return try w.tensor(name, [n] + (shape ?? w.shape(role)), layer: layer)
+            return try w.tensor(name, [n] + w.shape(role), layer: layer)
         }
         // gpt-oss's hub layout: gate|up interleaved in one [experts, hidden, 2 ff] parameter, down [experts, ff, hidden]
         let hubLayout = w.table!.has(.expertGateUp) && w.store.contains(w.table!.name(.expertGateUp, layer: layer, prefix: w.prefix))
@@ -382,7 +382,16 @@ extension Tensor {
 public enum MoERouting: Equatable, Sendable {
     case model, uniform, zipf(Double)
 
-    public static var fromEnvironment: MoERouting { parse(ProcessInfo.processInfo.environment["STRATA_MOE_ROUTING"]) }
+    /// `STRATA_MOE_ROUTING`, read once; a value it cannot read is said on stderr (the run then
+    /// routes by the model's router), not passed over in silence.
+    public static let fromEnvironment: MoERouting = {
+        let v = ProcessInfo.processInfo.environment["STRATA_MOE_ROUTING"]
+        let r = parse(v)
+        if let v, r == .model, v != "model" {
+            FileHandle.standardError.write(Data("warning: STRATA_MOE_ROUTING='\(v)' is not uniform, zipf:S (S > 0) or model; the model's router routes\n".utf8))
+        }
+        return r
+    }()
 
     public static func parse(_ s: String?) -> MoERouting {
         guard let s else { return .model }

@@ -270,15 +270,18 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
-    /// A JSON request answered by `work` off the event loop (tokenizing a long text must not stall
-    /// the other connections): its answer, or the error it throws.
-    func answer(context: ChannelHandlerContext, head h: HTTPRequestHead, _ work: @escaping @Sendable (JSONValue) throws -> JSONValue) {
-        let started = ProcessInfo.processInfo.systemUptime
+    /// The request body parsed as JSON and given to `work` on `server.prepareQueue`, off the event
+    /// loop (a long prompt, a slow template or a long text to tokenize must not stall `/health` or
+    /// the other connections); then, back on the loop, `then` with its result, or the error it
+    /// threw (an `APIError` as given, any other as a 400).
+    func offLoop<T: Sendable>(context: ChannelHandlerContext, head h: HTTPRequestHead, _ work: @escaping @Sendable (JSONValue) throws -> T,
+                              then: @escaping (HTTPHandler, ChannelHandlerContext, T) -> Void) {
         let data = Data(body.readableBytesView)
         let loop = context.eventLoop
         let bound = NIOLoopBound((self, context), eventLoop: loop)
+        let thenBound = NIOLoopBound(then, eventLoop: loop)
         server.prepareQueue.async {
-            let result: Result<JSONValue, APIError>
+            let result: Result<T, APIError>
             do {
                 let doc: JSONValue
                 do { doc = try JSONValue.parse(data) } catch { throw APIError(400, "the request body is not valid JSON: \(error)") }
@@ -293,44 +296,25 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                 guard handler.open else { return }
                 switch result {
                 case let .failure(e): handler.sendError(context: ctx, h, e)
-                case let .success(v): handler.sendJSON(context: ctx, h, v, started: started)
+                case let .success(v): thenBound.value(handler, ctx, v)
                 }
             }
         }
     }
 
-    /// Parses the request, renders its chat template and tokenizes its prompt off the event loop
-    /// (on `server.prepareQueue`: a long prompt or a slow template must not stall `/health` or
-    /// the other connections), then submits it from the loop.
+    /// A JSON request answered by `work` (off the event loop): its answer.
+    func answer(context: ChannelHandlerContext, head h: HTTPRequestHead, _ work: @escaping @Sendable (JSONValue) throws -> JSONValue) {
+        let started = ProcessInfo.processInfo.systemUptime
+        offLoop(context: context, head: h, work) { handler, ctx, v in handler.sendJSON(context: ctx, h, v, started: started) }
+    }
+
+    /// Parses the request, renders its chat template and tokenizes its prompt (off the event
+    /// loop), then submits it from the loop.
     func complete(context: ChannelHandlerContext, head h: HTTPRequestHead, chat: Bool) {
         let started = ProcessInfo.processInfo.systemUptime
-        let data = Data(body.readableBytesView)
-        let loop = context.eventLoop
-        let bound = NIOLoopBound((self, context), eventLoop: loop)
         let served = server.served
-        server.prepareQueue.async {
-            let prepared: Result<CompletionJob, APIError>
-            do {
-                let doc: JSONValue
-                do {
-                    doc = try JSONValue.parse(data)
-                } catch {
-                    throw APIError(400, "the request body is not valid JSON: \(error)")
-                }
-                prepared = .success(try served.parse(doc, chat: chat))
-            } catch let e as APIError {
-                prepared = .failure(e)
-            } catch {
-                prepared = .failure(APIError(400, "\(error)"))
-            }
-            loop.execute {
-                let (handler, ctx) = bound.value
-                guard handler.open else { return }
-                switch prepared {
-                case let .failure(e): handler.sendError(context: ctx, h, e)
-                case let .success(job): handler.submit(job, context: ctx, head: h, started: started)
-                }
-            }
+        offLoop(context: context, head: h, { try served.parse($0, chat: chat) }) { handler, ctx, job in
+            handler.submit(job, context: ctx, head: h, started: started)
         }
     }
 
