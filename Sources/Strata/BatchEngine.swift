@@ -330,7 +330,7 @@ public final class BatchEngine: @unchecked Sendable {
         do {
             next = try s.out.next(row, model: loaded.model, position: position, contextFull: full) { Array(s.tokens.prefix(s.promptCount)) }
         } catch let e as ModelError {
-            guard case .nonFiniteLogits = e else { throw e }
+            switch e { case .nonFiniteLogits, .grammarDeadEnd: break; default: throw e }
             // this sequence fails with the reason; the others go on
             s.error = "\(e)"
             finish(s, .error)

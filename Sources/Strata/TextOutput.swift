@@ -99,9 +99,12 @@ struct SequenceOutput {
     let parameters: SamplingParameters
     /// the tokens generated so far
     private(set) var generated: [Int] = []
+    /// where the sequence is in its grammar (structured output), when it has one
+    var matcher: GrammarMatcher?
 
     init(loaded: LoadedModel, parameters: SamplingParameters, prompt: [Int]) {
         self.parameters = parameters
+        matcher = parameters.constraint.map(GrammarMatcher.init)
         sampler = Sampler(parameters: parameters, vocabSize: loaded.spec.vocabSize, prompt: prompt)
         text = TextOutput(decoder: loaded.tokenizer.map { StreamingDecoder(tokenizer: $0) }, parameters: parameters, eos: loaded.eos)
     }
@@ -114,12 +117,22 @@ struct SequenceOutput {
     mutating func next(_ row: UnsafeBufferPointer<Float>, model: CausalLM, position: Int, contextFull: Bool,
                        prompt: () -> [Int32]) throws -> (token: GeneratedToken, stop: StopReason?) {
         try model.checkFinite(row, position: position) { prompt() + generated.map(Int32.init) }
-        let id = sampler.sample(row)
+        let id: Int
+        if var m = matcher {
+            // a token must leave room to finish the grammar in the tokens that remain
+            let allowed = m.constraint.distances(m.state)
+            id = sampler.sample(row, allowed: allowed, limit: parameters.maxTokens - generated.count - 1)
+            guard m.accept(id) else { throw ModelError.grammarDeadEnd(kind: m.constraint.kind, generated: generated.count) }
+            matcher = m
+        } else {
+            id = sampler.sample(row)
+        }
         generated.append(id)
         let (piece, textStop) = try text.push(id)
         let token = parameters.logprobs == nil ? GeneratedToken(id: id, text: piece)
             : GeneratedToken(id: id, text: piece, logprob: sampler.lastLogprob, topLogprobs: sampler.lastTopLogprobs)
         var stop = textStop
+        if stop == nil, let m = matcher, m.isComplete { stop = .eos }   // the grammar is done: nothing else may follow
         if stop == nil && generated.count >= parameters.maxTokens { stop = .maxTokens }
         if stop == nil && contextFull { stop = .contextFull }
         return (token, stop)

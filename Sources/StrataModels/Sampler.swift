@@ -35,6 +35,9 @@ public struct SamplingParameters: Sendable, Codable, Equatable {
     /// Added to a token's logit before penalties' results are sampled (OpenAI's `logit_bias`,
     /// -100...100); -100 bans the token outright (its logit becomes -inf).
     public var logitBias: [Int: Float] = [:]
+    /// Tokens limited to those a grammar allows (structured output, forced tool calls); not
+    /// part of the Codable form.
+    public var constraint: TokenConstraint? = nil
 
     public init(temperature: Float = 1, topK: Int = 0, topP: Float = 1, seed: UInt64? = nil, maxTokens: Int = 128,
                 stopStrings: [String] = [], stopAtEOS: Bool = true, repetitionPenalty: Float = 1, presencePenalty: Float = 0,
@@ -186,7 +189,7 @@ public struct Sampler {
         rng = Xoshiro256(seed: parameters.seed ?? UInt64.random(in: 0...UInt64.max))
         candidates = [Int32](repeating: 0, count: vocabSize)
         probs = [Double](repeating: 0, count: vocabSize)
-        if parameters.penalized || !parameters.logitBias.isEmpty { adjusted = [Float](repeating: 0, count: vocabSize) }
+        if parameters.penalized || !parameters.logitBias.isEmpty || parameters.constraint != nil { adjusted = [Float](repeating: 0, count: vocabSize) }
         if parameters.penalized {
             outputCounts = [Int32](repeating: 0, count: vocabSize)
             inPrompt = [Bool](repeating: false, count: vocabSize)
@@ -198,11 +201,13 @@ public struct Sampler {
     }
 
     /// The next token from `logits` (one row of the vocabulary); the token joins the history.
-    public mutating func sample(_ logits: UnsafeBufferPointer<Float>) -> Int {
+    /// `allowed` (a constraint's distances, `TokenConstraint.distances`): only tokens whose
+    /// distance is at most `limit` are candidates (when none is, those of the smallest distance).
+    public mutating func sample(_ logits: UnsafeBufferPointer<Float>, allowed: [UInt16]? = nil, limit: Int = Int(UInt16.max) - 1) -> Int {
         let p = parameters
         if let n = p.logprobs { computeLogprobs(logits, top: n) }
         let next: Int
-        if p.penalized || !p.logitBias.isEmpty {
+        if p.penalized || !p.logitBias.isEmpty || allowed != nil {
             adjusted.withUnsafeMutableBufferPointer { a in
                 _ = a.initialize(from: logits)
                 if p.penalized {
@@ -216,6 +221,13 @@ public struct Sampler {
                     }
                 }
                 for (t, b) in p.logitBias where t < a.count { a[t] = b <= -100 ? -.infinity : a[t] + b }
+                if let allowed {
+                    var best = Int(TokenConstraint.refused)
+                    for d in allowed where Int(d) < best { best = Int(d) }
+                    let cut = UInt16(max(min(limit, Int(TokenConstraint.refused) - 1), best))
+                    for i in 0..<min(a.count, allowed.count) where allowed[i] > cut { a[i] = -.infinity }
+                    for i in allowed.count..<a.count { a[i] = -.infinity }
+                }
             }
             next = adjusted.withUnsafeBufferPointer { pick($0) }
             if p.penalized {

@@ -37,6 +37,8 @@ public final class Tokenizer: @unchecked Sendable {
     let postProcessor: PostProcessor?
     let decoder: TokenDecoder?
     let added: [AddedToken]
+    /// ids of the added tokens (their text is their content, not the decoder's)
+    let addedIDs: Set<Int>
     /// The added tokens matched on the raw text (`normalized: false`) and on the normalized text,
     /// each by its first scalar: a position of the text looks only at those that can start there.
     typealias AddedIndex = [Unicode.Scalar: [([Unicode.Scalar], AddedToken)]]
@@ -150,6 +152,7 @@ public final class Tokenizer: @unchecked Sendable {
         self.vocab = vocab
         self.idToToken = idToToken
         self.added = added
+        addedIDs = Set(added.map(\.id))
         func index(_ tokens: [AddedToken]) -> AddedIndex {
             var byFirst: AddedIndex = [:]
             for t in tokens {
@@ -237,6 +240,15 @@ public final class Tokenizer: @unchecked Sendable {
     }
 
     // MARK: decode
+
+    /// The bytes token `id` adds to a text after its first token (nil: a special token, or an id
+    /// the tokenizer does not know). Used to match tokens against a grammar.
+    public func bytes(of id: Int) -> [UInt8]? {
+        guard let t = idToToken[id], !specialIDs.contains(id) else { return nil }
+        guard let decoder else { return Array(t.utf8) }
+        if addedIDs.contains(id) { return Array(t.utf8) }
+        return decoder.bytes(of: t)
+    }
 
     /// Text of `ids`, as `tokenizers`' `decode` (special tokens kept unless `skipSpecialTokens`).
     /// Ids the tokenizer does not know (a model's padded vocabulary) are skipped, as `tokenizers`

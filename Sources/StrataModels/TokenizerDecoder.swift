@@ -94,6 +94,44 @@ indirect enum TokenDecoder {
     }
 }
 
+extension TokenDecoder {
+    /// The bytes one token adds to the text when it is not the first (so a leading-space strip
+    /// of the first token does not apply): a byte-level or byte-fallback token gives its raw
+    /// byte, which may be part of a character. Used to match tokens against a grammar.
+    func bytes(of token: String) -> [UInt8] {
+        var fused = false
+        var piece = Piece.text(token)
+        apply(&piece, fused: &fused)
+        switch piece {
+        case let .text(t): return Array(t.utf8)
+        case let .raw(b): return b
+        }
+    }
+
+    enum Piece { case text(String), raw([UInt8]) }
+
+    private func apply(_ piece: inout Piece, fused: inout Bool) {
+        guard case let .text(t) = piece else { return }
+        switch self {
+        case let .sequence(ds): for d in ds { d.apply(&piece, fused: &fused) }
+        case .byteLevel:
+            var bytes: [UInt8] = []
+            for ch in t {
+                if let b = ByteLevelAlphabet.charToByte[ch] { bytes.append(b) } else { bytes.append(contentsOf: Array(String(ch).utf8)) }
+            }
+            piece = .raw(bytes)
+        case let .replace(pat, content): piece = .text(t.replacingOccurrences(of: pat, with: content))
+        case .byteFallback:
+            if t.count == 6, t.hasPrefix("<0x"), t.hasSuffix(">"), let b = UInt8(t.dropFirst(3).prefix(2), radix: 16) { piece = .raw([b]) }
+        case .fuse: fused = true
+        case .strip:
+            // applied to each token before a Fuse, to the joined text after it (its start only)
+            if !fused { piece = .text(decode([t]).first ?? t) }
+        case let .metaspace(replacement, _): piece = .text(t.replacingOccurrences(of: replacement, with: " "))
+        }
+    }
+}
+
 /// GPT-2's byte <-> character map, for tools that build byte-level vocabularies.
 public enum ByteLevelAlphabetPublic {
     public static var byteToChar: [Character] { ByteLevelAlphabet.byteToChar }
