@@ -4,9 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.build/venv-serve
-if ! "$VENV/bin/python" -c "import openai, tokenizers" 2>/dev/null; then
+if ! "$VENV/bin/python" -c "import openai, tokenizers, jsonschema" 2>/dev/null; then
     python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q "openai>=1.40,<3" "tokenizers>=0.19,<1"
+    "$VENV/bin/pip" install -q "openai>=1.40,<3" "tokenizers>=0.19,<1" "jsonschema>=4.18,<5"
 fi
 BIN=${BIN:-.build/debug/strata}
 [ -x "$BIN" ] || swift build --product strata

@@ -409,7 +409,9 @@ def main():
         else:
             check(False, f"the greedy token {first!r} maps back to an id")
         for bad, field in (({"logit_bias": {"abc": 1}}, "logit_bias"), ({"logit_bias": {"1": 101}}, "logit_bias"),
-                           ({"response_format": {"type": "json_object"}}, "response_format"), ({"echo": True}, "echo"),
+                           ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "string", "pattern": "a+"}}}},
+                            "response_format.json_schema.schema"), ({"response_format": {"type": "yaml"}}, "response_format.type"),
+                           ({"grammar": "root ::= undefined-rule"}, "grammar"), ({"echo": True}, "echo"),
                            ({"best_of": 3}, "best_of"), ({"tool_choice": "required"}, "tool_choice"), ({"frobnicate": 1}, "frobnicate")):
             code, body = post("/v1/chat/completions", {"model": NAME, "messages": msgs, "max_tokens": 2, **bad})
             check(code == 400 and body["error"]["param"] == field, f"{bad}: 400 naming '{field}'")
@@ -422,6 +424,7 @@ def main():
     finally:
         rc = s.stop()
     check(rc == 0, "keyed server: Ctrl-C exits 0")
+    structured_output()
     v = subprocess.run([BIN, "--version"], capture_output=True, text=True)
     check(v.returncode == 0 and v.stdout.strip().count(".") == 2, "strata --version prints a version")
 
@@ -429,6 +432,107 @@ def main():
         print(f"{len(FAILURES)} failed:", *FAILURES, sep="\n  ")
         sys.exit(1)
     print("all server tests passed")
+
+
+# 20 schemas with nested objects, arrays, enums, numbers and required fields: on a random-weight
+# model at temperature 1, the constraint alone must make every answer valid (jsonschema decides)
+SCHEMAS = [
+    {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}}, "required": ["name", "age"]},
+    {"type": "object", "properties": {"ok": {"type": "boolean"}, "score": {"type": "number"}}, "required": ["ok"]},
+    {"type": "object", "properties": {"color": {"enum": ["red", "green", "blue"]}, "count": {"type": "integer", "minimum": 0}},
+     "required": ["color", "count"], "additionalProperties": False},
+    {"type": "array", "items": {"type": "integer"}, "minItems": 1, "maxItems": 4},
+    {"type": "object", "properties": {"user": {"type": "object", "properties": {"id": {"type": "integer", "minimum": 1},
+                                                                              "email": {"type": "string", "maxLength": 20}},
+                                               "required": ["id", "email"]}}, "required": ["user"]},
+    {"type": "object", "properties": {"tags": {"type": "array", "items": {"type": "string", "maxLength": 8}, "maxItems": 3}}, "required": ["tags"]},
+    {"enum": ["yes", "no", "maybe"]},
+    {"type": "object", "properties": {"point": {"type": "array", "prefixItems": [{"type": "number"}, {"type": "number"}], "items": False}},
+     "required": ["point"]},
+    {"type": "object", "properties": {"rating": {"type": "integer", "minimum": 1, "maximum": 5}, "comment": {"type": ["string", "null"]}},
+     "required": ["rating", "comment"]},
+    {"type": "object", "properties": {"items": {"type": "array", "items": {"type": "object", "properties": {
+        "sku": {"type": "string", "minLength": 2, "maxLength": 6}, "qty": {"type": "integer", "minimum": 1}, "price": {"type": "number", "minimum": 0}},
+        "required": ["sku", "qty", "price"]}, "minItems": 1, "maxItems": 3}}, "required": ["items"]},
+    {"anyOf": [{"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}, {"type": "string", "maxLength": 5}]},
+    {"type": "object", "properties": {"kind": {"const": "circle"}, "radius": {"type": "number", "minimum": 0}}, "required": ["kind", "radius"]},
+    {"$defs": {"node": {"type": "object", "properties": {"v": {"type": "integer"}, "next": {"anyOf": [{"$ref": "#/$defs/node"}, {"type": "null"}]}},
+                        "required": ["v", "next"]}}, "$ref": "#/$defs/node"},
+    {"type": "object", "properties": {"when": {"type": "string", "format": "date"}, "id": {"type": "string", "format": "uuid"}}, "required": ["when", "id"]},
+    {"type": "object", "properties": {"matrix": {"type": "array", "items": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
+                                                 "minItems": 2, "maxItems": 2}}, "required": ["matrix"]},
+    {"type": "object", "properties": {"title": {"type": "string"}, "done": {"type": "boolean"}, "priority": {"enum": [1, 2, 3]},
+                                      "subtasks": {"type": "array", "items": {"type": "object", "properties": {"title": {"type": "string", "maxLength": 10}},
+                                                                              "required": ["title"]}, "maxItems": 2}},
+     "required": ["title", "done", "priority", "subtasks"]},
+    {"type": "object", "additionalProperties": {"type": "integer"}},
+    {"type": "object", "properties": {"a": {"type": "object", "properties": {"b": {"type": "object", "properties": {"c": {"enum": [True, None, "x"]}},
+                                                                                   "required": ["c"]}}, "required": ["b"]}}, "required": ["a"]},
+    {"type": "object", "properties": {"x": {"type": "number"}, "y": {"type": "number"}, "z": {"type": "number"}}, "required": ["x", "y", "z"],
+     "additionalProperties": False},
+    {"oneOf": [{"type": "integer"}, {"type": "string", "maxLength": 3}, {"type": "null"}]},
+]
+
+
+def structured_output():
+    # 10. structured output: json_schema answers validate, json_object answers are objects, grammar
+    #     answers are in the grammar's language, streamed ones too
+    import jsonschema
+    s = Server()
+    c = s.client
+    try:
+        valid = 0
+        for i, schema in enumerate(SCHEMAS):
+            jsonschema.Draft202012Validator.check_schema(schema)
+            r = c.chat.completions.create(model=NAME, messages=[{"role": "user", "content": f"json {i}"}], max_tokens=100, temperature=1, seed=i,
+                                          response_format={"type": "json_schema", "json_schema": {"name": f"s{i}", "schema": schema, "strict": True}})
+            text = r.choices[0].message.content
+            try:
+                jsonschema.validate(json.loads(text), schema, cls=jsonschema.Draft202012Validator)
+                ok = r.choices[0].finish_reason == "stop"
+            except Exception as e:
+                ok = False
+                print("   ", i, repr(text), e)
+            valid += ok
+            check(ok, f"json_schema {i}: the answer validates against its schema and ends with 'stop'")
+        check(valid == len(SCHEMAS), f"{valid}/{len(SCHEMAS)} schema answers valid")
+        # greedy with a tight budget: the answer still closes (the mask keeps room to finish)
+        r = c.chat.completions.create(model=NAME, messages=[{"role": "user", "content": "tight"}], max_tokens=40, temperature=0,
+                                      response_format={"type": "json_schema", "json_schema": {"name": "t", "schema": SCHEMAS[9]}})
+        try:
+            jsonschema.validate(json.loads(r.choices[0].message.content), SCHEMAS[9])
+            closed = True
+        except Exception:
+            closed = False
+        check(closed, "a tight max_tokens (40): the answer closes validly within it")
+        chunks = list(c.chat.completions.create(model=NAME, messages=[{"role": "user", "content": "stream"}], max_tokens=100, temperature=1, seed=7, stream=True,
+                                                response_format={"type": "json_schema", "json_schema": {"name": "s", "schema": SCHEMAS[15]}}))
+        text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+        try:
+            jsonschema.validate(json.loads(text), SCHEMAS[15])
+            ok = True
+        except Exception:
+            ok = False
+        check(ok, "a streamed json_schema answer validates")
+        for seed in range(3):
+            r = c.chat.completions.create(model=NAME, messages=[{"role": "user", "content": f"object {seed}"}], max_tokens=60, temperature=1, seed=seed,
+                                          response_format={"type": "json_object"})
+            try:
+                ok = isinstance(json.loads(r.choices[0].message.content), dict)
+            except Exception:
+                ok = False
+            check(ok, f"json_object {seed}: a JSON object")
+        for seed in range(3):
+            r = c.completions.create(model=NAME, prompt="Answer:", max_tokens=20, temperature=1, seed=seed,
+                                     extra_body={"grammar": 'root ::= ("yes" | "no") ", " [0-9]{1,3} "."'})
+            import re
+            check(re.fullmatch(r"(yes|no), [0-9]{1,3}\.", r.choices[0].text) is not None, f"grammar {seed}: {r.choices[0].text!r} in the grammar's language")
+        code, body = s.raw("/v1/chat/completions", json.dumps({"model": NAME, "messages": conversation(0), "response_format": {
+            "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "properties": {"n": {"type": "integer", "multipleOf": 3}}}}}}).encode())
+        check(code == 400 and "multipleOf" in body["error"]["message"], "an uncompilable schema: 400 naming the keyword")
+    finally:
+        rc = s.stop()
+    check(rc == 0, "structured-output server: Ctrl-C exits 0")
 
 
 if __name__ == "__main__":

@@ -269,3 +269,45 @@ public struct GrammarMatcher: Sendable {
 extension TokenConstraint: Equatable {
     public static func == (a: TokenConstraint, b: TokenConstraint) -> Bool { a === b }
 }
+
+/// A model's grammars: its vocabulary trie (built on first use) and the constraints of the
+/// grammars requests asked for, kept by text (at most `limit`), so that a schema sent again
+/// finds its token masks already computed.
+public final class GrammarVocabulary: @unchecked Sendable {
+    public let tokenizer: Tokenizer
+    /// tokens that end a sequence
+    public let eos: Set<Int>
+    public let limit: Int
+    private let lock = NSLock()
+    private var trie: VocabularyTrie?
+    private var constraints: [String: TokenConstraint] = [:]
+    private var order: [String] = []
+
+    public init(tokenizer: Tokenizer, eos: Set<Int>, limit: Int = 16) {
+        self.tokenizer = tokenizer; self.eos = eos; self.limit = limit
+    }
+
+    public var vocabulary: VocabularyTrie {
+        lock.lock(); defer { lock.unlock() }
+        if let trie { return trie }
+        let t = VocabularyTrie(tokenizer: tokenizer, vocabSize: tokenizer.vocabSize)
+        trie = t
+        return t
+    }
+
+    /// The constraint of GBNF text `gbnf` (throws `Grammar.ParseError`).
+    public func constraint(gbnf: String, kind: String) throws -> TokenConstraint {
+        let key = kind + "\u{0}" + gbnf
+        lock.lock()
+        if let c = constraints[key] { lock.unlock(); return c }
+        lock.unlock()
+        let c = TokenConstraint(grammar: try Grammar(gbnf: gbnf), vocabulary: vocabulary, eos: eos, kind: kind)
+        lock.lock(); defer { lock.unlock() }
+        if constraints[key] == nil {
+            if order.count >= limit { constraints[order.removeFirst()] = nil }
+            order.append(key)
+        }
+        constraints[key] = c
+        return c
+    }
+}

@@ -54,7 +54,7 @@ public final class OpenAIServer: @unchecked Sendable {
         let engine = ServingEngine(run: run, maxQueued: maxQueued)
         engine.start()
         let served = ServedModel(id: name, tokenizer: tokenizer, chat: chat, defaults: folder.samplingDefaults, maxContext: engine.maxContext,
-                                 defaultMaxTokens: folder.generation?.maxNewTokens)
+                                 defaultMaxTokens: folder.generation?.maxNewTokens, eos: run.engine.loaded.eos)
         return OpenAIServer(served: served, engine: engine, logger: logger)
     }
 

@@ -102,15 +102,19 @@ public struct ServedModel: Sendable {
     public let created: Int
     /// generation_config.json's `max_new_tokens`: a request's max_tokens when it sets none (as vLLM)
     public let defaultMaxTokens: Int?
+    /// The vocabulary and grammars of structured output (`response_format`, `grammar`).
+    public let grammars: GrammarVocabulary
 
     /// Messages one chat request may hold (400 beyond).
     public static let maxMessages = 4096
     /// Bytes of one stop string (400 beyond): generated text is held back that long.
     public static let maxStopBytes = 4096
 
-    public init(id: String, tokenizer: Tokenizer, chat: ChatFormat?, defaults: SamplingParameters, maxContext: Int, defaultMaxTokens: Int? = nil) {
+    public init(id: String, tokenizer: Tokenizer, chat: ChatFormat?, defaults: SamplingParameters, maxContext: Int, defaultMaxTokens: Int? = nil,
+                eos: Set<Int> = []) {
         self.id = id; self.tokenizer = tokenizer; self.chat = chat; self.defaults = defaults; self.maxContext = maxContext
         self.defaultMaxTokens = defaultMaxTokens
+        grammars = GrammarVocabulary(tokenizer: tokenizer, eos: eos)
         created = Int(Date().timeIntervalSince1970)
     }
 
@@ -249,6 +253,7 @@ public struct ServedModel: Sendable {
             }
             p.logitBias = bias
         }
+        p.constraint = try constraint(f)
         var logprobs = false
         if chat {
             logprobs = try f.bool("logprobs") ?? false
@@ -272,11 +277,53 @@ public struct ServedModel: Sendable {
                              logprobs: logprobs, created: Int(Date().timeIntervalSince1970), id: rid)
     }
 
+    /// The grammar a request's output must follow: `response_format` `json_object` (any JSON
+    /// object) or `json_schema` (its schema compiled by `JSONSchemaGrammar`), or llama-server's
+    /// `grammar` (GBNF text). A schema or grammar that cannot be enforced is a 400 naming what.
+    func constraint(_ f: Fields) throws -> TokenConstraint? {
+        var gbnf: String? = nil, kind = "", field = ""
+        if let rf = f.get("response_format") {
+            let r: Fields
+            do { r = try Fields(rf) } catch { throw APIError.field("response_format", "expected an object, got \(rf.typeName)") }
+            switch try r.string("type") {
+            case "text"?:
+                try r.only(["type"])
+            case "json_object"?:
+                try r.only(["type"])
+                gbnf = JSONSchemaGrammar.objectGrammar; kind = "json_object"; field = "response_format"
+            case "json_schema"?:
+                try r.only(["type", "json_schema"])
+                guard let js = r.get("json_schema") else { throw APIError.field("response_format.json_schema", "required with type json_schema") }
+                let j: Fields
+                do { j = try Fields(js) } catch { throw APIError.field("response_format.json_schema", "expected an object, got \(js.typeName)") }
+                do { try j.only(["name", "schema", "strict", "description"]) } catch let e as APIError {
+                    throw APIError(400, "'response_format.json_schema': " + e.message, param: "response_format.json_schema")
+                }
+                _ = try j.string("name"); _ = try j.bool("strict"); _ = try j.string("description")
+                guard let schema = j.get("schema") else { throw APIError.field("response_format.json_schema.schema", "required: the JSON Schema the answer must follow") }
+                do { gbnf = try JSONSchemaGrammar.gbnf(schema: schema) } catch let e as JSONSchemaGrammar.Unsupported {
+                    throw APIError.field("response_format.json_schema.schema", "cannot be enforced: \(e)")
+                }
+                kind = "json_schema"; field = "response_format.json_schema.schema"
+            case let t:
+                throw APIError.field("response_format.type", "must be text, json_object or json_schema, got \(t.map { "'\($0)'" } ?? "nothing")")
+            }
+        }
+        if let g = try f.string("grammar") {
+            if gbnf != nil { throw APIError.field("grammar", "give either 'grammar' or a JSON 'response_format', not both") }
+            gbnf = g; kind = "grammar"; field = "grammar"
+        }
+        guard let gbnf else { return nil }
+        do { return try grammars.constraint(gbnf: gbnf, kind: kind) } catch let e as Grammar.ParseError {
+            throw APIError.field(field, "\(e)")
+        }
+    }
+
     /// The request fields `parse` honours.
     static let readFields: Set<String> = [
         "model", "messages", "prompt", "tools", "tool_choice", "chat_template_kwargs", "max_tokens", "max_completion_tokens",
         "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty", "seed", "stop",
-        "ignore_eos", "logprobs", "top_logprobs", "n", "stream", "stream_options", "logit_bias",
+        "ignore_eos", "logprobs", "top_logprobs", "n", "stream", "stream_options", "logit_bias", "response_format", "grammar",
     ]
     /// OpenAI's fields that change nothing a server without accounts computes, accepted as given
     /// (docs/serving.md lists them).
@@ -289,13 +336,11 @@ public struct ServedModel: Sendable {
         for (k, v) in f.pairs where !readFields.contains(k) && !harmlessFields.contains(k) {
             if v.isNull { continue }
             switch (k, v) {
-            case ("response_format", _) where v["type"]?.stringValue == "text":
-                continue  // plain text is what the server answers
             case ("echo", .bool(false)), ("store", .bool(false)), ("best_of", .int(1)), ("suffix", .string("")):
                 continue
             case ("modalities", .array(let m)) where m.allSatisfy({ $0.stringValue == "text" }):
                 continue
-            case ("response_format", _), ("echo", _), ("best_of", _), ("suffix", _), ("functions", _), ("function_call", _), ("audio", _),
+            case ("echo", _), ("best_of", _), ("suffix", _), ("functions", _), ("function_call", _), ("audio", _),
                  ("modalities", _), ("prediction", _), ("web_search_options", _), ("reasoning_effort", _), ("verbosity", _), ("store", _):
                 throw APIError.field(k, "not supported by this server yet (docs/serving.md lists what each field does)")
             default:
