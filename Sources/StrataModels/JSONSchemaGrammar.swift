@@ -48,11 +48,27 @@ public enum JSONSchemaGrammar {
 
     /// The grammar of `schema`. Throws `Unsupported` naming a keyword it cannot enforce.
     public static func gbnf(schema: JSONValue) throws -> String {
-        var c = Compiler(root: schema)
-        let top = try c.compile(schema, path: "", hint: "root")
-        var out = "root ::= \(top)\n"
-        for (name, body) in c.rules { out += "\(name) ::= \(body)\n" }
-        return out + base
+        var rules = Rules()
+        let top = try rules.add(schema: schema, hint: "root")
+        return "root ::= \(top)\n" + rules.text
+    }
+
+    /// Several schemas' rules in one grammar (forced tool calls: one per tool's parameters).
+    public struct Rules {
+        var lines = ""
+        var names: Set<String> = []
+        public init() {}
+        /// Compiles `schema`; returns the expression that matches it (rule names start with `hint`).
+        public mutating func add(schema: JSONValue, hint: String) throws -> String {
+            var c = Compiler(root: schema)
+            c.names = names
+            let top = try c.compile(schema, path: "", hint: hint)
+            for (name, body) in c.rules { lines += "\(name) ::= \(body)\n" }
+            names = c.names
+            return top
+        }
+        /// The rules and the base rules (`json-value`, `ws`, ...); the caller writes `root`.
+        public var text: String { lines + JSONSchemaGrammar.base }
     }
 
     /// The grammar of `schema`, read.

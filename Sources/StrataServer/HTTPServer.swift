@@ -336,6 +336,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                 headers.add(name: "connection", value: h.isKeepAlive ? "keep-alive" : "close")
                 context.write(wrapOutboundOut(.head(HTTPResponseHead(version: h.version, status: .ok, headers: headers))), promise: nil)
             }
+            let toolStreams = NIOLoopBound(ToolStreamBox(), eventLoop: loop)
             let onEvent: @Sendable (ServingEngine.Event) -> Void = { ev in
                 loop.execute {
                     let (handler, ctx) = bound.value
@@ -345,10 +346,22 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                     var completionTokens = 0
                     switch ev {
                     case let .token(sample, tok):
-                        if tok.text.isEmpty && !(job.logprobs && tok.id >= 0) { return }
-                        text = HTTPHandler.sse(served.chunk(job, sample: sample, text: tok.text, token: tok))
+                        var piece = tok.text
+                        if let format = job.toolFormat {
+                            // content until a call may start; a call waits for the end
+                            piece = toolStreams.value.streams[sample, default: ToolCallStream(format: format)].push(served.toolPiece(tok, format: format))
+                        }
+                        if piece.isEmpty && !(job.logprobs && tok.id >= 0) { return }
+                        text = HTTPHandler.sse(served.chunk(job, sample: sample, text: piece, token: tok))
                     case let .finished(outs):
-                        for o in outs { text += HTTPHandler.sse(served.chunk(job, sample: o.sample, text: job.chat ? nil : "", finish: o.stopReason)) }
+                        for o in outs {
+                            if let format = job.toolFormat {
+                                let (rest, calls) = toolStreams.value.streams[o.sample, default: ToolCallStream(format: format)].finish()
+                                if !rest.isEmpty { text += HTTPHandler.sse(served.chunk(job, sample: o.sample, text: rest)) }
+                                if !calls.isEmpty { text += HTTPHandler.sse(served.toolCallChunk(job, sample: o.sample, calls: calls)); continue }
+                            }
+                            text += HTTPHandler.sse(served.chunk(job, sample: o.sample, text: job.chat ? nil : "", finish: o.stopReason))
+                        }
                         completionTokens = outs.reduce(0) { $0 + $1.ids.count }
                         if job.includeUsage { text += HTTPHandler.sse(served.usageChunk(job, completion: completionTokens)) }
                         text += "data: [DONE]\n\n"
@@ -437,6 +450,9 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 }
+
+/// Each sample's tool-call stream of a streamed response; lives on the connection's loop.
+final class ToolStreamBox { var streams: [Int: ToolCallStream] = [:] }
 
 /// The tokens of a whole response, by sample (for its logprobs); lives on the connection's loop.
 final class TokenBox { var tokens: [Int: [GeneratedToken]] = [:] }

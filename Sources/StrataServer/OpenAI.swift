@@ -88,6 +88,8 @@ public struct CompletionJob: Sendable {
     public var logprobs: Bool
     public var created: Int
     public var id: String
+    /// The tool-call format parsed out of the answer (tools offered, tool_choice not "none").
+    public var toolFormat: ToolCallFormat? = nil
 
     var request: GenerationRequest { GenerationRequest(prompt: promptIDs, parameters: parameters, n: n) }
 }
@@ -104,6 +106,8 @@ public struct ServedModel: Sendable {
     public let defaultMaxTokens: Int?
     /// The vocabulary and grammars of structured output (`response_format`, `grammar`).
     public let grammars: GrammarVocabulary
+    /// How the chat template's model writes tool calls (nil: no format Strata knows).
+    public let toolFormat: ToolCallFormat?
 
     /// Messages one chat request may hold (400 beyond).
     public static let maxMessages = 4096
@@ -115,6 +119,7 @@ public struct ServedModel: Sendable {
         self.id = id; self.tokenizer = tokenizer; self.chat = chat; self.defaults = defaults; self.maxContext = maxContext
         self.defaultMaxTokens = defaultMaxTokens
         grammars = GrammarVocabulary(tokenizer: tokenizer, eos: eos)
+        toolFormat = chat.flatMap { ToolCallFormat.detect(template: $0.template.source) }
         created = Int(Date().timeIntervalSince1970)
     }
 
@@ -126,6 +131,8 @@ public struct ServedModel: Sendable {
         let model = try f.string("model") ?? id
         if model != id { throw APIError(404, "The model '\(model)' does not exist (this server serves '\(id)').", param: "model", code: "model_not_found") }
         var prompt: [Int]
+        var toolFormat: ToolCallFormat? = nil
+        var forcedGrammar: String? = nil
         if chat {
             guard let m = f.get("messages") else { throw APIError.field("messages", "required") }
             guard case let .array(list) = m, !list.isEmpty else { throw APIError.field("messages", "expected a non-empty array, got \(m.typeName)") }
@@ -157,19 +164,29 @@ public struct ServedModel: Sendable {
                 } else if role != "assistant" {
                     throw APIError.field("messages[\(i)].content", "required")
                 }
+                if let idx = pairs.lastIndex(where: { $0.0 == "tool_calls" }) {
+                    pairs[idx].1 = try Self.templateToolCalls(pairs[idx].1, field: "messages[\(i)].tool_calls")
+                }
                 messages.append(.object(pairs))
             }
             guard let chatFormat = self.chat else {
                 throw APIError(400, "the model '\(id)' has no chat template (tokenizer_config.json chat_template or chat_template.jinja); use /v1/completions")
             }
-            var tools: JSONValue? = nil
-            if let t = f.get("tools") {
-                guard case .array = t else { throw APIError.field("tools", "expected an array, got \(t.typeName)") }
-                tools = t
+            let (tools, forced) = try toolSetup(f)
+            if tools != nil { toolFormat = self.toolFormat }
+            if let forced {
+                guard let format = self.toolFormat else {
+                    throw APIError.field("tool_choice", "the model's chat template writes tool calls in no format this server knows (docs/serving.md lists them); only \"auto\" and \"none\" can be honoured")
+                }
+                if f.get("response_format") != nil || f.get("grammar") != nil {
+                    throw APIError.field("tool_choice", "a forced tool call and 'response_format'/'grammar' cannot both constrain the answer")
+                }
+                do {
+                    forcedGrammar = try format.grammar(tools: forced)
+                } catch let e as JSONSchemaGrammar.Unsupported {
+                    throw APIError.field("tools", "a tool's parameters cannot be enforced for tool_choice: \(e)")
+                }
             }
-            // tool_choice "none": the model is not offered the tools (nothing parses a call out of
-            // its answer yet, so "auto" is the only other choice honoured)
-            if try f.string("tool_choice") == "none" { tools = nil }
             var extra: [String: JSONValue] = [:]
             if let k = f.get("chat_template_kwargs") {
                 guard case let .object(kv) = k else { throw APIError.field("chat_template_kwargs", "expected an object") }
@@ -254,6 +271,7 @@ public struct ServedModel: Sendable {
             p.logitBias = bias
         }
         p.constraint = try constraint(f)
+        if let g = forcedGrammar { p.constraint = try grammars.constraint(gbnf: g, kind: "tool_choice") }
         var logprobs = false
         if chat {
             logprobs = try f.bool("logprobs") ?? false
@@ -274,7 +292,62 @@ public struct ServedModel: Sendable {
         do { try p.validate() } catch let SamplingError.invalid(field, reason) { throw APIError.field(field, reason) }
         let rid = (chat ? "chatcmpl-" : "cmpl-") + String(UInt64.random(in: 0...UInt64.max), radix: 16)
         return CompletionJob(chat: chat, model: id, promptIDs: prompt, parameters: p, n: n, stream: stream, includeUsage: includeUsage,
-                             logprobs: logprobs, created: Int(Date().timeIntervalSince1970), id: rid)
+                             logprobs: logprobs, created: Int(Date().timeIntervalSince1970), id: rid, toolFormat: toolFormat)
+    }
+
+    /// The tools offered to the template (nil: none, or tool_choice "none") and, for tool_choice
+    /// "required" or a named function, the tools a forced call chooses among (name, parameters).
+    func toolSetup(_ f: Fields) throws -> (JSONValue?, [(name: String, parameters: JSONValue)]?) {
+        var list: [(name: String, parameters: JSONValue)] = []
+        var tools: JSONValue? = nil
+        if let t = f.get("tools") {
+            guard case let .array(items) = t else { throw APIError.field("tools", "expected an array, got \(t.typeName)") }
+            for (i, item) in items.enumerated() {
+                let tf: Fields
+                do { tf = try Fields(item) } catch { throw APIError.field("tools[\(i)]", "expected an object, got \(item.typeName)") }
+                guard try tf.string("type") == "function", let fn = tf.get("function") else {
+                    throw APIError.field("tools[\(i)]", "expected {\"type\": \"function\", \"function\": {...}}")
+                }
+                guard case let .string(name)? = fn["name"], !name.isEmpty else { throw APIError.field("tools[\(i)].function.name", "required, a string") }
+                if list.contains(where: { $0.name == name }) { throw APIError.field("tools[\(i)].function.name", "'\(name)' is offered twice") }
+                let params = fn["parameters"] ?? .object([("type", "object"), ("properties", .object([]))])
+                guard case .object = params else { throw APIError.field("tools[\(i)].function.parameters", "expected a JSON Schema object") }
+                list.append((name, params))
+            }
+            tools = t
+        }
+        guard let c = f.get("tool_choice") else { return (tools, nil) }
+        switch c {
+        case .string("none"): return (nil, nil)
+        case .string("auto"): return (tools, nil)
+        case .string("required"):
+            guard !list.isEmpty else { throw APIError.field("tool_choice", "\"required\" needs 'tools'") }
+            return (tools, list)
+        case .object:
+            guard c["type"]?.stringValue == "function", case let .string(name)? = c["function"]?["name"] else {
+                throw APIError.field("tool_choice", "expected {\"type\": \"function\", \"function\": {\"name\": ...}}")
+            }
+            guard let tool = list.first(where: { $0.name == name }) else { throw APIError.field("tool_choice", "names '\(name)', which is not among 'tools'") }
+            return (tools, [tool])
+        default:
+            throw APIError.field("tool_choice", "must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}")
+        }
+    }
+
+    /// An assistant message's `tool_calls` as templates expect them: each `function.arguments`
+    /// string read as the JSON object it holds (as vLLM gives templates), other fields as sent.
+    static func templateToolCalls(_ v: JSONValue, field: String) throws -> JSONValue {
+        guard case let .array(calls) = v else { throw APIError.field(field, "expected an array, got \(v.typeName)") }
+        return .array(try calls.enumerated().map { i, call in
+            guard case var .object(pairs) = call, let fi = pairs.firstIndex(where: { $0.0 == "function" }),
+                  case var .object(fn) = pairs[fi].1 else { throw APIError.field("\(field)[\(i)].function", "required, an object") }
+            if let ai = fn.firstIndex(where: { $0.0 == "arguments" }), case let .string(text) = fn[ai].1 {
+                guard let parsed = try? JSONValue.parse(text) else { throw APIError.field("\(field)[\(i)].function.arguments", "not JSON: \(text.prefix(80))") }
+                fn[ai].1 = parsed
+            }
+            pairs[fi].1 = .object(fn)
+            return .object(pairs)
+        })
     }
 
     /// The grammar a request's output must follow: `response_format` `json_object` (any JSON
@@ -345,11 +418,6 @@ public struct ServedModel: Sendable {
                 throw APIError.field(k, "not supported by this server yet (docs/serving.md lists what each field does)")
             default:
                 throw APIError.field(k, "unknown field (docs/serving.md lists the fields this server reads)")
-            }
-        }
-        if let c = f.get("tool_choice") {
-            guard case let .string(x) = c, x == "auto" || x == "none" else {
-                throw APIError.field("tool_choice", "only \"auto\" and \"none\" are supported yet (a forced tool call needs constrained decoding)")
             }
         }
         if !chat, let k = ["messages", "tools", "tool_choice", "chat_template_kwargs", "max_completion_tokens", "top_logprobs"].first(where: { f.get($0) != nil }) {
@@ -446,6 +514,12 @@ public struct ServedModel: Sendable {
             var lp: JSONValue = .null
             if job.logprobs { lp = job.chat ? .object([("content", .array(toks.map { logprobEntry($0, chat: true) }))]) : completionLogprobs(toks) }
             if job.chat {
+                if let format = job.toolFormat, let parsed = format.parse(toolText(o, format: format)) {
+                    return .object([("index", .int(o.sample)),
+                                    ("message", .object([("role", "assistant"), ("content", parsed.content.isEmpty ? .null : .string(parsed.content)),
+                                                         ("tool_calls", toolCallsJSON(parsed.calls, indexed: false))])),
+                                    ("logprobs", lp), ("finish_reason", "tool_calls")])
+                }
                 return .object([("index", .int(o.sample)), ("message", .object([("role", "assistant"), ("content", .string(o.text))])),
                                 ("logprobs", lp), ("finish_reason", Self.finishReason(o.stopReason))])
             }
@@ -454,6 +528,38 @@ public struct ServedModel: Sendable {
         return .object([("id", .string(job.id)), ("object", .string(job.chat ? "chat.completion" : "text_completion")), ("created", .int(job.created)),
                         ("model", .string(job.model)), ("choices", .array(choices)),
                         ("usage", usage(job, completion: outputs.reduce(0) { $0 + $1.ids.count }))])
+    }
+
+    /// The answer's text as the tool-call parser reads it: with the format's marker when the
+    /// tokenizer has it as a special token (the text handed out skips special tokens).
+    func toolText(_ o: RequestOutput, format: ToolCallFormat) -> String {
+        guard let m = tokenizer.id(of: format.marker), tokenizer.specialIDs.contains(m), o.ids.contains(m) else { return o.text }
+        return (try? tokenizer.decode(o.ids.filter { !grammars.eos.contains($0) && (!tokenizer.specialIDs.contains($0) || $0 == m) })) ?? o.text
+    }
+
+    /// A streamed token's text for the tool-call stream: a special token that is the format's
+    /// marker counts as its text.
+    func toolPiece(_ t: GeneratedToken, format: ToolCallFormat) -> String {
+        if t.id >= 0, tokenizer.specialIDs.contains(t.id), tokenizer.token(of: t.id) == format.marker { return format.marker }
+        return t.text
+    }
+
+    /// OpenAI's `tool_calls` array (`indexed`: with each call's `index`, as stream deltas carry).
+    func toolCallsJSON(_ calls: [ToolCall], indexed: Bool) -> JSONValue {
+        .array(calls.enumerated().map { i, c in
+            var pairs: [(String, JSONValue)] = indexed ? [("index", .int(i))] : []
+            pairs += [("id", .string("call_" + String(UInt64.random(in: 0...UInt64.max), radix: 16))), ("type", "function"),
+                      ("function", .object([("name", .string(c.name)), ("arguments", .string(c.arguments))]))]
+            return .object(pairs)
+        })
+    }
+
+    /// The last chunk of a streamed sample whose answer held tool calls.
+    func toolCallChunk(_ job: CompletionJob, sample: Int, calls: [ToolCall]) -> JSONValue {
+        let choice: JSONValue = .object([("index", .int(sample)), ("delta", .object([("tool_calls", toolCallsJSON(calls, indexed: true))])),
+                                         ("logprobs", .null), ("finish_reason", "tool_calls")])
+        return .object([("id", .string(job.id)), ("object", "chat.completion.chunk"), ("created", .int(job.created)),
+                        ("model", .string(job.model)), ("choices", .array([choice]))])
     }
 
     /// One server-sent chunk of a streamed response.
