@@ -425,6 +425,7 @@ def main():
         rc = s.stop()
     check(rc == 0, "keyed server: Ctrl-C exits 0")
     structured_output()
+    tool_calls()
     v = subprocess.run([BIN, "--version"], capture_output=True, text=True)
     check(v.returncode == 0 and v.stdout.strip().count(".") == 2, "strata --version prints a version")
 
@@ -533,6 +534,83 @@ def structured_output():
     finally:
         rc = s.stop()
     check(rc == 0, "structured-output server: Ctrl-C exits 0")
+
+
+TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string", "maxLength": 12}, "unit": {"enum": ["c", "f"]}}, "required": ["city", "unit"]}}},
+    {"type": "function", "function": {"name": "add", "description": "Add two integers", "parameters": {
+        "type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a", "b"]}}},
+]
+
+
+def tool_calls():
+    # 11. tool calls in each format the corpus templates write: forced (tool_choice required or a
+    #     named function) on a random-weight model, whole and streamed, the arguments valid against the
+    #     tool's schema; "auto" parses a call that llama-server's `grammar` field makes the model write
+    import jsonschema
+    # the chat fixture with a longer context (tool prompts run to 1600 tokens): same weights and tokenizer
+    d = tempfile.mkdtemp(prefix="strata-tools-")
+    cfg = json.load(open(os.path.join(MODEL, "config.json")))
+    cfg["max_position_embeddings"] = 4096
+    json.dump(cfg, open(os.path.join(d, "config.json"), "w"))
+    for f in ("model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json"):
+        os.symlink(os.path.realpath(os.path.join(MODEL, f)), os.path.join(d, f))
+    schemas = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
+    templates = os.path.join(os.path.dirname(os.path.abspath(MODEL)), "templates")
+    for name, fmt in (("qwen2.5", "hermes"), ("llama-3.1", "llama3"), ("mistral-nemo", "mistral"), ("granite-3.3", "granite"),
+                      ("deepseek-r1-distill-qwen", "deepseek")):
+        s = Server("--chat-template", os.path.join(templates, name + ".jinja"), model=d)
+        c = s.client
+        msgs = [{"role": "user", "content": "What is the weather in Paris?"}]
+        try:
+            for seed in range(2):
+                r = c.chat.completions.create(model=NAME, messages=msgs, tools=TOOLS, tool_choice="required", temperature=1, seed=seed, max_tokens=300)
+                ch = r.choices[0]
+                ok = ch.finish_reason == "tool_calls" and len(ch.message.tool_calls or []) == 1
+                if ok:
+                    call = ch.message.tool_calls[0]
+                    try:
+                        jsonschema.validate(json.loads(call.function.arguments), schemas[call.function.name])
+                        ok = call.type == "function" and call.id.startswith("call_")
+                    except Exception as e:
+                        print("   ", call, e)
+                        ok = False
+                else:
+                    print("   ", ch)
+                check(ok, f"{name} ({fmt}) tool_choice required, seed {seed}: one call, its arguments valid for its tool")
+            r = c.chat.completions.create(model=NAME, messages=msgs, tools=TOOLS, tool_choice={"type": "function", "function": {"name": "add"}},
+                                          temperature=1, seed=5, max_tokens=300)
+            calls = r.choices[0].message.tool_calls or []
+            check(len(calls) == 1 and calls[0].function.name == "add" and set(json.loads(calls[0].function.arguments)) == {"a", "b"},
+                  f"{name}: a named tool_choice calls that tool")
+            whole = r.choices[0].message.tool_calls[0].function.arguments if calls else None
+            chunks = list(c.chat.completions.create(model=NAME, messages=msgs, tools=TOOLS, tool_choice={"type": "function", "function": {"name": "add"}},
+                                                    temperature=1, seed=5, max_tokens=300, stream=True))
+            deltas = [tc for ch in chunks if ch.choices for tc in (ch.choices[0].delta.tool_calls or [])]
+            content = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+            finish = [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason]
+            check(len(deltas) == 1 and deltas[0].function.name == "add" and deltas[0].function.arguments == whole and content == ""
+                  and finish == ["tool_calls"], f"{name}: streamed, the same call in delta.tool_calls, no content, finish_reason tool_calls")
+            if fmt == "hermes":
+                # "auto": the server parses whatever call the model writes (here written under a grammar)
+                g = 'root ::= "<tool_call>\\n{\\"name\\": \\"add\\", \\"arguments\\": {\\"a\\": " [1-9] ", \\"b\\": 2}}\\n</tool_call>"'
+                r = c.chat.completions.create(model=NAME, messages=msgs, tools=TOOLS, temperature=1, seed=1, max_tokens=200, extra_body={"grammar": g})
+                calls = r.choices[0].message.tool_calls or []
+                check(r.choices[0].finish_reason == "tool_calls" and len(calls) == 1 and json.loads(calls[0].function.arguments)["b"] == 2
+                      and r.choices[0].message.content is None, f"{name}: tool_choice auto parses the call the model wrote")
+                # a past call and its result go back through the template (arguments given as a string)
+                hist = msgs + [{"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function",
+                                "function": {"name": "add", "arguments": '{"a": 1, "b": 2}'}}]},
+                               {"role": "tool", "tool_call_id": "call_1", "content": "3"}]
+                r = c.chat.completions.create(model=NAME, messages=hist, tools=TOOLS, temperature=0, max_tokens=3)
+                check(r.choices[0].finish_reason in ("length", "stop", "tool_calls"), f"{name}: a conversation with a past call and its result is served")
+            code, body = s.raw("/v1/chat/completions", json.dumps({"model": NAME, "messages": msgs, "tools": TOOLS,
+                                                                   "tool_choice": {"type": "function", "function": {"name": "nope"}}}).encode())
+            check(code == 400 and body["error"]["param"] == "tool_choice", f"{name}: a tool_choice naming no offered tool is a 400")
+        finally:
+            rc = s.stop()
+        check(rc == 0, f"{name} server: Ctrl-C exits 0")
 
 
 if __name__ == "__main__":
