@@ -11,7 +11,7 @@ struct StrataCommand: ParsableCommand {
         abstract: "Run transformer language models on the CPU when memory is the wall.",
         version: StrataVersion.string,
         subcommands: [Generate.self, ChatCommand.self, ServeCommand.self, BenchServeCommand.self, ChatTemplateCommand.self, Logits.self, Tokenize.self, Detokenize.self, Inspect.self, Synthesize.self, QuantizeCommand.self,
-                      PlanCommand.self, Profile.self, BenchModel.self, BenchBatch.self, BenchSuite.self, BenchLinear.self, Info.self, MatmulDemo.self]
+                      PlanCommand.self, Profile.self, BenchModel.self, BenchBatch.self, BenchSuite.self, BenchLinear.self, BenchGrammar.self, Info.self, MatmulDemo.self]
     )
 
     static func main() {

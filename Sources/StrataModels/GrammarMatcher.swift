@@ -17,8 +17,9 @@ public final class VocabularyTrie: Sendable {
     /// token ids by node
     let tokens: [Int32]
     /// [vocab] bytes of each token (empty: not matchable)
-    let tokenBytes: [[UInt8]]
+    public let tokenBytes: [[UInt8]]
     public let maxDepth: Int
+    public var nodeCount: Int { byte.count }
 
     public convenience init(tokenizer: Tokenizer, vocabSize: Int) {
         self.init(tokens: (0..<vocabSize).map { tokenizer.bytes(of: $0) ?? [] })
@@ -65,11 +66,11 @@ public final class VocabularyTrie: Sendable {
 ///
 /// A state is a set of stacks, as in llama.cpp's grammar sampler: each stack is the path of
 /// rule positions that leads to the next byte to match. Stacks are interned as nodes (element
-/// position, parent node), so a stack is one integer and a state a short sorted array; a byte's
-/// step from a node is computed once and remembered. For each state met, the answer for the whole
-/// vocabulary (`distances`) is computed by one walk over the `VocabularyTrie` and kept (a state
-/// met again costs nothing but the sampler's pass over the logits); at most `cacheLimit` states
-/// are kept.
+/// position, parent node) and sets of them as states (an `Int32`); each state has a table of 256
+/// next states, filled as bytes are met, so the walk over the `VocabularyTrie` that answers for
+/// the whole vocabulary (`distances`) costs one array read per trie node. The answer for a state
+/// is kept (a state met again costs nothing but the sampler's pass over the logits); at most
+/// `cacheLimit` states' answers are kept.
 ///
 /// The distance of a token is the fewest bytes that must follow it before the grammar can end:
 /// when a request's remaining tokens run short, only tokens that leave enough room are allowed,
@@ -86,7 +87,11 @@ public final class TokenConstraint: @unchecked Sendable {
 
     /// Distance marking a token that is not allowed.
     public static let refused: UInt16 = .max
-    static let accept: Int32 = 0
+    /// The accepting node (the root rule finished).
+    static let acceptNode: Int32 = 0
+    /// The state after an end-of-sequence token: nothing more.
+    public static let ended: Int32 = 0
+    static let unknown: Int32 = -2, dead: Int32 = -1
 
     private let lock = NSLock()
     /// [nodes] element position (-1 for the accepting node 0) and parent node (-1: none)
@@ -95,25 +100,29 @@ public final class TokenConstraint: @unchecked Sendable {
     private var nodeIDs: [Int64: Int32] = [:]
     /// [nodes] fewest bytes to the end of the grammar from the node (-1: not computed)
     private var nodeDist: [Int32] = [0]
-    /// (node << 8 | byte) -> the nodes after the step (empty: refused)
-    private var steps: [Int64: [Int32]] = [:]
-    private var cache: [[Int32]: [UInt16]] = [:]
-    private var cacheOrder: [[Int32]] = []
+    /// [states] the nodes of each state, sorted; state 0 is the empty set (`ended`)
+    private var states: [[Int32]] = [[]]
+    private var stateIDs: [[Int32]: Int32] = [[]: 0]
+    /// [states * 256] next state per byte (`unknown`, `dead`)
+    private var next: [Int32] = [Int32](repeating: -1, count: 256)
+    /// [states] fewest bytes to the end; whether the grammar may end there
+    private var stateDist: [Int32] = [0]
+    private var stateAccepts: [Bool] = [false]
+    private var cache: [Int32: [UInt16]] = [:]
+    private var cacheOrder: [Int32] = []
     public let cacheLimit: Int
     /// States whose distances were computed (cache misses) and served from the cache.
     public private(set) var walks = 0
     public private(set) var hits = 0
     /// The start state.
-    public private(set) var initial: [Int32] = []
+    public private(set) var initial: Int32 = 0
 
     public init(grammar: Grammar, vocabulary: VocabularyTrie, eos: Set<Int>, kind: String = "grammar", cacheLimit: Int = 64) {
         self.grammar = grammar; self.vocabulary = vocabulary; self.eos = eos; self.kind = kind; self.cacheLimit = cacheLimit
         var s: [Int32] = []
         for a in grammar.alternatives[Int(grammar.root)] { settle(a, parent: -1, into: &s, depth: 0) }
-        initial = Self.normalized(s)
+        initial = state(s)
     }
-
-    static func normalized(_ s: [Int32]) -> [Int32] { Array(Set(s)).sorted() }
 
     private func intern(_ pos: Int32, _ parent: Int32) -> Int32 {
         let key = Int64(pos) << 32 | Int64(UInt32(bitPattern: parent))
@@ -122,6 +131,21 @@ public final class TokenConstraint: @unchecked Sendable {
         nodePos.append(pos); nodeParent.append(parent); nodeDist.append(-1)
         nodeIDs[key] = n
         return n
+    }
+
+    /// The state of a set of nodes (any order, repeats allowed).
+    private func state(_ nodes: [Int32]) -> Int32 {
+        let key = nodes.count > 1 ? Array(Set(nodes)).sorted() : nodes
+        if let s = stateIDs[key] { return s }
+        let s = Int32(states.count)
+        states.append(key)
+        stateIDs[key] = s
+        next += [Int32](repeating: Self.unknown, count: 256)
+        var d = Int32.max
+        for n in key { d = min(d, dist(n)) }
+        stateDist.append(key.isEmpty ? 0 : d)
+        stateAccepts.append(key.contains(Self.acceptNode))
+        return s
     }
 
     /// The stacks reached from position `pos` (in some alternative) with `parent` below it, each
@@ -135,104 +159,107 @@ public final class TokenConstraint: @unchecked Sendable {
         switch grammar.elements[Int(pos)] {
         case .bytes: out.append(intern(pos, parent))
         case .end:
-            if parent < 0 { out.append(Self.accept) }
+            if parent < 0 { out.append(Self.acceptNode) }
             else { settle(nodePos[Int(parent)], parent: nodeParent[Int(parent)], into: &out, depth: depth + 1) }
         case let .rule(r):
-            let next = pos + 1
-            let below: Int32 = grammar.elements[Int(next)] == .end ? parent : intern(next, parent)
+            let after = pos + 1
+            let below: Int32 = grammar.elements[Int(after)] == .end ? parent : intern(after, parent)
             for a in grammar.alternatives[Int(r)] { settle(a, parent: below, into: &out, depth: depth + 1) }
         }
     }
 
-    /// The nodes after `node` reads `b` (empty: refused).
-    private func step(_ node: Int32, _ b: UInt8) -> [Int32] {
-        if node == Self.accept { return [] }
-        let pos = nodePos[Int(node)]
-        guard case let .bytes(lo, hi) = grammar.elements[Int(pos)], b >= lo && b <= hi else { return [] }
-        let key = Int64(node) << 8 | Int64(b)
-        if let s = steps[key] { return s }
+    /// The state after `s` reads byte `b` (`dead`: refused).
+    @inline(__always)
+    private func step(_ s: Int32, _ b: UInt8) -> Int32 {
+        let k = Int(s) << 8 | Int(b)
+        let t = next[k]
+        if t != Self.unknown { return t }
         var out: [Int32] = []
-        settle(pos + 1, parent: nodeParent[Int(node)], into: &out, depth: 0)
-        let n = Self.normalized(out)
-        steps[key] = n
-        return n
+        for node in states[Int(s)] where node != Self.acceptNode {
+            let pos = nodePos[Int(node)]
+            guard case let .bytes(lo, hi) = grammar.elements[Int(pos)], b >= lo && b <= hi else { continue }
+            settle(pos + 1, parent: nodeParent[Int(node)], into: &out, depth: 0)
+        }
+        let r = out.isEmpty ? Self.dead : state(out)
+        next[k] = r
+        return r
     }
 
     private func dist(_ node: Int32) -> Int32 {
         if node < 0 { return 0 }
         let d = nodeDist[Int(node)]
         if d >= 0 { return d }
-        let v = node == Self.accept ? 0 : grammar.restMin[Int(nodePos[Int(node)])] + dist(nodeParent[Int(node)])
+        let v = node == Self.acceptNode ? 0 : grammar.restMin[Int(nodePos[Int(node)])] + dist(nodeParent[Int(node)])
         nodeDist[Int(node)] = v
         return v
     }
 
-    private func minDist(_ s: [Int32]) -> Int32 {
-        var m = Int32.max
-        for n in s { m = min(m, dist(n)) }
-        return m
-    }
-
-    /// The state after `state` reads `bytes` (nil: refused somewhere).
-    private func advance(_ state: [Int32], bytes: [UInt8]) -> [Int32]? {
+    /// The state after `token` (nil: the token is not allowed in `state`). An end-of-sequence
+    /// token is allowed where the grammar may end, and leaves the state `ended`.
+    public func advance(_ state: Int32, token: Int) -> Int32? {
+        lock.lock(); defer { lock.unlock() }
+        if eos.contains(token) { return stateAccepts[Int(state)] ? Self.ended : nil }
+        guard token >= 0 && token < vocabulary.vocabSize, !vocabulary.tokenBytes[token].isEmpty else { return nil }
         var s = state
-        for b in bytes {
-            var next: [Int32] = []
-            for n in s { next += step(n, b) }
-            if next.isEmpty { return nil }
-            s = next.count > 1 ? Self.normalized(next) : next
+        for b in vocabulary.tokenBytes[token] {
+            s = step(s, b)
+            if s == Self.dead { return nil }
         }
         return s
     }
 
-    /// The state after `token` (nil: the token is not allowed in `state`). An end-of-sequence
-    /// token is allowed where the grammar may end, and leaves the empty state.
-    public func advance(_ state: [Int32], token: Int) -> [Int32]? {
+    /// Whether the grammar may end in `state`.
+    public func canEnd(_ state: Int32) -> Bool {
         lock.lock(); defer { lock.unlock() }
-        if eos.contains(token) { return state.contains(Self.accept) ? [] : nil }
-        guard token >= 0 && token < vocabulary.vocabSize, !vocabulary.tokenBytes[token].isEmpty else { return nil }
-        return advance(state, bytes: vocabulary.tokenBytes[token])
+        return state == Self.ended || stateAccepts[Int(state)]
     }
 
-    /// Whether the grammar may end in `state`.
-    public func canEnd(_ state: [Int32]) -> Bool { state.contains(Self.accept) }
     /// Whether the grammar has ended in `state` and nothing can follow.
-    public func isComplete(_ state: [Int32]) -> Bool { state.isEmpty || state == [Self.accept] }
+    public func isComplete(_ state: Int32) -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        return state == Self.ended || states[Int(state)] == [Self.acceptNode]
+    }
 
     /// The fewest bytes before the grammar can end, from `state`.
-    public func distance(_ state: [Int32]) -> Int {
+    public func distance(_ state: Int32) -> Int {
         lock.lock(); defer { lock.unlock() }
-        return state.isEmpty ? 0 : Int(minDist(state))
+        return Int(stateDist[Int(state)])
     }
 
     /// For every token id, the fewest bytes that must follow it before the grammar can end
     /// (capped at `refused - 1`), or `refused`. Cached per state.
-    public func distances(_ state: [Int32]) -> [UInt16] {
+    public func distances(_ state: Int32) -> [UInt16] {
         lock.lock(); defer { lock.unlock() }
         if let d = cache[state] { hits += 1; return d }
         walks += 1
         let v = vocabulary
         var out = [UInt16](repeating: Self.refused, count: v.vocabSize)
-        for t in eos where t < v.vocabSize { out[t] = state.contains(Self.accept) ? 0 : Self.refused }
+        let accepts = state != Self.ended && stateAccepts[Int(state)]
+        for t in eos where t < v.vocabSize { out[t] = accepts ? 0 : Self.refused }
         // walk the trie: the state at each depth along the current path
-        var levels = [[Int32]](repeating: [], count: v.maxDepth + 1)
+        var levels = [Int32](repeating: 0, count: v.maxDepth + 1)
         levels[0] = state
-        var n = 1
         let count = v.byte.count
-        var next: [Int32] = []
-        while n < count {
-            let d = Int(v.depth[n])
-            next.removeAll(keepingCapacity: true)
-            for node in levels[d - 1] { next += step(node, v.byte[n]) }
-            if next.isEmpty { n = Int(v.skip[n]); continue }
-            if next.count > 1 { next = Self.normalized(next) }
-            levels[d] = next
-            let t0 = Int(v.tokenStart[n]), t1 = Int(v.tokenStart[n + 1])
-            if t0 < t1 {
-                let m = UInt16(min(Int(minDist(next)), Int(Self.refused) - 1))
-                for k in t0..<t1 { out[Int(v.tokens[k])] = m }
+        v.byte.withUnsafeBufferPointer { bytes in
+            v.depth.withUnsafeBufferPointer { depth in
+                v.skip.withUnsafeBufferPointer { skip in
+                    v.tokenStart.withUnsafeBufferPointer { tokenStart in
+                        var n = 1
+                        while n < count {
+                            let d = Int(depth[n])
+                            let s = step(levels[d - 1], bytes[n])
+                            if s == Self.dead { n = Int(skip[n]); continue }
+                            levels[d] = s
+                            let t0 = Int(tokenStart[n]), t1 = Int(tokenStart[n + 1])
+                            if t0 < t1 {
+                                let m = UInt16(min(Int(stateDist[Int(s)]), Int(Self.refused) - 1))
+                                for k in t0..<t1 { out[Int(v.tokens[k])] = m }
+                            }
+                            n += 1
+                        }
+                    }
+                }
             }
-            n += 1
         }
         if cache.count >= cacheLimit, let old = cacheOrder.first {
             cache[old] = nil
@@ -247,7 +274,7 @@ public final class TokenConstraint: @unchecked Sendable {
 /// One sequence's place in a constraint: the state, moved by each token sampled.
 public struct GrammarMatcher: Sendable {
     public let constraint: TokenConstraint
-    public private(set) var state: [Int32]
+    public private(set) var state: Int32
 
     public init(_ constraint: TokenConstraint) {
         self.constraint = constraint

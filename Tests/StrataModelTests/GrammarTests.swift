@@ -132,7 +132,7 @@ import StrataJSON
             let d = c.distances(s)
             for t in 0..<v.vocabSize {
                 let naive: UInt16
-                if let after = c.advance(s, token: t) { naive = UInt16(after.isEmpty ? 0 : c.distance(after)) } else { naive = TokenConstraint.refused }
+                if let after = c.advance(s, token: t) { naive = UInt16(c.distance(after)) } else { naive = TokenConstraint.refused }
                 #expect(d[t] == naive, "token \(t) in state \(s)")
             }
         }
