@@ -418,6 +418,29 @@ def main():
         r = good.chat.completions.create(model=NAME, messages=msgs, max_tokens=2, user="someone", response_format={"type": "text"},
                                          tool_choice="none", tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}])
         check(r.choices[0].finish_reason in ("length", "stop"), "harmless fields (user, response_format text, tool_choice none) are accepted")
+        # echo with logprobs (lm-eval's scoring): the prompt's log-probabilities equal the
+        # log-softmax of `strata logits` at the positions before each token
+        import math
+        text = "the quick brown fox jumps over"
+        ids = hf.encode(text).ids
+        lg = json.loads(subprocess.check_output([BIN, "logits", "--model", MODEL, "--ids", ",".join(map(str, ids))], stderr=subprocess.DEVNULL))["logits"]
+        want = []
+        for i in range(1, len(ids)):
+            row = lg[i - 1]
+            m = max(row)
+            want.append(row[ids[i]] - (m + math.log(sum(math.exp(x - m) for x in row))))
+        r = good.completions.create(model=NAME, prompt=text, max_tokens=0, echo=True, logprobs=2)
+        lp = r.choices[0].logprobs
+        check(r.choices[0].text == text and lp.token_logprobs[0] is None and len(lp.token_logprobs) == len(ids)
+              and all(abs(a - b) < 1e-4 for a, b in zip(lp.token_logprobs[1:], want)), "echo, max_tokens 0: the prompt's logprobs equal strata logits' log-softmax")
+        check(lp.top_logprobs[0] is None and all(1 <= len(t) <= 2 for t in lp.top_logprobs[1:]),
+              "echo: the top logprobs of each prompt token after the first (a dict by text: tokens of one text share a key)")
+        r2 = good.completions.create(model=NAME, prompt=ids, max_tokens=3, temperature=0, echo=True, logprobs=0)
+        lp2 = r2.choices[0].logprobs
+        check(len(lp2.tokens) == len(ids) + 3 and all(abs(a - b) < 1e-4 for a, b in zip(lp2.token_logprobs[1:len(ids)], want))
+              and r2.choices[0].text.startswith(hf.decode(ids, skip_special_tokens=False)), "echo with a completion: prompt then completion, token ids decoded")
+        code, body = post("/v1/completions", {"model": NAME, "prompt": text, "echo": True, "stream": True})
+        check(code == 400 and body["error"]["param"] == "echo", "echo with stream: a 400 naming echo")
         # the same port again: a clear error naming it, not a NIO trace
         taken = subprocess.run([BIN, "serve", "--model", MODEL, "--port", str(s.port)], capture_output=True, text=True, timeout=120)
         check(taken.returncode != 0 and f":{s.port}" in taken.stderr and "in use" in taken.stderr, "a port in use: an error naming it")

@@ -9,8 +9,12 @@ public struct GenerationRequest: Sendable {
     public var parameters: SamplingParameters
     /// Parallel samples sharing the prompt's KV blocks (forked after the prefill).
     public var n: Int
-    public init(prompt: [Int], parameters: SamplingParameters, n: Int = 1) {
-        self.prompt = prompt; self.parameters = parameters; self.n = n
+    /// Log-probabilities of the prompt's tokens (each given the ones before it), with the `k` most
+    /// likely alternatives: nil none (OpenAI's `echo` with `logprobs`, what lm-eval scores with).
+    /// Such a prompt is computed, not taken from the prefix cache.
+    public var promptLogprobs: Int? = nil
+    public init(prompt: [Int], parameters: SamplingParameters, n: Int = 1, promptLogprobs: Int? = nil) {
+        self.prompt = prompt; self.parameters = parameters; self.n = n; self.promptLogprobs = promptLogprobs
     }
 }
 
@@ -28,6 +32,9 @@ public struct RequestOutput: Sendable {
     public var preemptions: Int
     /// Why this sample failed (stop reason `error`), e.g. the KV swap space was full.
     public var error: String?
+    /// The prompt's tokens after the first, each with its log-probability given those before it
+    /// (when the request asked: `GenerationRequest.promptLogprobs`).
+    public var promptLogprobs: [GeneratedToken]? = nil
 }
 
 /// Counters of one `BatchEngine.run`.
@@ -111,7 +118,8 @@ public final class BatchEngine: @unchecked Sendable {
         let spec = loaded.spec
         kv = PagedKVCache(layers: spec.layers, kvDim: spec.kvDim, headDim: spec.headDim, blockSize: config.blockSize, blockCount: config.blocks,
                           maxContext: min(spec.maxPositions, config.blocks * config.blockSize), type: config.kvType)
-        scheduler = Scheduler(kv: kv, swap: swap, maxBatch: config.maxBatch, prefillChunk: config.prefillChunk, maxRows: loaded.model.maxRows)
+        scheduler = Scheduler(kv: kv, swap: swap, maxBatch: config.maxBatch, prefillChunk: config.prefillChunk, maxRows: loaded.model.maxRows,
+                              maxLogitRows: loaded.model.maxLogitRows)
     }
 
     /// Blocks that hold `bytes` of KV for this model, stored as `type`.
@@ -140,6 +148,7 @@ public final class BatchEngine: @unchecked Sendable {
         try r.parameters.validate()
         if r.prompt.isEmpty { throw ModelError.emptyInput }
         if r.n < 1 || r.n > BatchEngine.maxSamples { throw SamplingError.invalid(field: "n", reason: "must be in 1...\(BatchEngine.maxSamples), got \(r.n)") }
+        if let k = r.promptLogprobs, k < 0 || k > 20 { throw SamplingError.invalid(field: "logprobs", reason: "prompt log-probabilities: top must be in 0...20, got \(k)") }
         try model.checkTokens(r.prompt)
         if r.prompt.count >= maxContext {
             throw ModelError.contextFull(needed: r.prompt.count + 1, capacity: maxContext)
@@ -160,8 +169,10 @@ public final class BatchEngine: @unchecked Sendable {
         nextRequest += 1
         requests[id] = request
         sinks[id] = onToken
-        scheduler.enqueue(EngineSequence(id: nextID, request: id, sample: 0, arrival: nextID, prompt: request.prompt.map(Int32.init),
-                           out: SequenceOutput(loaded: loaded, parameters: request.parameters, prompt: request.prompt)))
+        let s = EngineSequence(id: nextID, request: id, sample: 0, arrival: nextID, prompt: request.prompt.map(Int32.init),
+                               out: SequenceOutput(loaded: loaded, parameters: request.parameters, prompt: request.prompt))
+        s.promptLogprobTop = request.promptLogprobs
+        scheduler.enqueue(s)
         nextID += 1
         return id
     }
@@ -190,7 +201,8 @@ public final class BatchEngine: @unchecked Sendable {
 
     private func output(_ s: EngineSequence) -> RequestOutput {
         RequestOutput(index: s.request, sample: s.sample, promptTokens: s.promptCount, ids: s.generated, text: s.out.text.text,
-                      stopReason: s.stop ?? .maxTokens, cachedPromptTokens: s.cached, preemptions: s.preemptions, error: s.error)
+                      stopReason: s.stop ?? .maxTokens, cachedPromptTokens: s.cached, preemptions: s.preemptions, error: s.error,
+                      promptLogprobs: s.promptLogprobTop != nil ? s.promptLogprobs : nil)
     }
 
     /// Submits all `requests` and steps until nothing is left: every request to completion,
@@ -269,8 +281,16 @@ public final class BatchEngine: @unchecked Sendable {
             s.computed += e.rowCount
             if e.rowCount > 1 || s.generated.isEmpty { runnerStats.promptTokensComputed += e.rowCount } else { runnerStats.decodeTokens += 1 }
             guard e.logits != .none else { continue }
-            let row = UnsafeBufferPointer(rebasing: logits[(logitRow * spec.vocabSize)..<((logitRow + 1) * spec.vocabSize)])
-            logitRow += 1
+            if e.logits == .all {
+                // a prompt chunk whose log-probabilities were asked for: row r predicts the token after it
+                let first = logitRow
+                logitRow += e.rowCount
+                recordPromptLogprobs(s, entry: e, logits: logits, firstRow: first)
+                guard s.prefillDone else { continue }
+            } else {
+                logitRow += 1
+            }
+            let row = UnsafeBufferPointer(rebasing: logits[((logitRow - 1) * spec.vocabSize)..<(logitRow * spec.vocabSize)])
             guard let request = requests[s.request] else { continue }
             if request.n > 1 && s.sample == 0 && !s.forked {
                 s.forked = true
@@ -310,6 +330,19 @@ public final class BatchEngine: @unchecked Sendable {
     }
 
     private var runStart = 0.0
+
+    /// The log-probabilities of the prompt tokens an `.all` chunk predicts (each row's next
+    /// prompt token), appended in order (a recomputed chunk after a preemption adds nothing).
+    private func recordPromptLogprobs(_ s: EngineSequence, entry e: BatchLayout.Entry, logits: UnsafeBufferPointer<Float>, firstRow: Int) {
+        let v = loaded.model.spec.vocabSize, top = s.promptLogprobTop ?? 0
+        for r in 0..<e.rowCount {
+            let target = e.startPosition + r + 1   // the prompt token this row predicts
+            guard target < s.promptCount, target == s.promptLogprobs.count + 1 else { continue }
+            let row = UnsafeBufferPointer(rebasing: logits[((firstRow + r) * v)..<((firstRow + r + 1) * v)])
+            let (lp, alternatives) = Sampler.logprob(of: Int(s.tokens[target]), in: row, top: top)
+            s.promptLogprobs.append(GeneratedToken(id: Int(s.tokens[target]), text: "", logprob: lp, topLogprobs: alternatives))
+        }
+    }
 
     /// A sequence is done: the text it held back (a possible stop string's start) goes out, then
     /// the scheduler retires it.

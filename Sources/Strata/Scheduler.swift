@@ -22,6 +22,11 @@ final class EngineSequence {
     var forked = false
     var swapped: SwappedSequence?
     var error: String?
+    /// Prompt log-probabilities asked for (top n) and those computed so far (entry i: token i + 1).
+    var promptLogprobTop: Int?
+    var promptLogprobs: [GeneratedToken] = []
+    /// Whether this sequence's prompt chunks return logits for every row.
+    var wantsPromptLogits: Bool { promptLogprobTop != nil && promptLogprobs.count < promptCount - 1 }
     init(id: Int, request: Int, sample: Int, arrival: Int, prompt: [Int32], out: SequenceOutput) {
         self.id = id; self.request = request; self.sample = sample; self.arrival = arrival
         self.promptCount = prompt.count; self.tokens = prompt; self.out = out
@@ -65,8 +70,11 @@ final class Scheduler {
     private var rowTokens: [Int32]
     private var rowSeq: [EngineSequence] = []
 
-    init(kv: PagedKVCache, swap: SwapSpace?, maxBatch: Int, prefillChunk: Int, maxRows: Int) {
+    /// Most logit rows of one forward pass (the model's).
+    let maxLogitRows: Int
+    init(kv: PagedKVCache, swap: SwapSpace?, maxBatch: Int, prefillChunk: Int, maxRows: Int, maxLogitRows: Int = .max) {
         self.kv = kv; self.swap = swap; self.maxBatch = maxBatch; self.prefillChunk = prefillChunk; self.maxRows = maxRows
+        self.maxLogitRows = maxLogitRows
         layout = BatchLayout(capacity: maxBatch + 8)
         rowTokens = [Int32](repeating: 0, count: maxRows)
     }
@@ -148,6 +156,7 @@ final class Scheduler {
             rowSeq.removeAll(keepingCapacity: true)
             var swappedIn = false
             var budget = maxRows
+            var logitBudget = maxLogitRows
             // 1. one decode row per running sequence whose prompt is done (oldest first)
             var i = 0
             while i < running.count && budget > 0 {
@@ -167,16 +176,21 @@ final class Scheduler {
                 layout.append(sequence: s.id, rows: 1, startPosition: s.computed, logits: .last)
                 rowSeq.append(s)
                 budget -= 1
+                logitBudget -= 1
                 i += 1
             }
             // 2. prompt chunks of running sequences, then admit waiting ones
             func addChunk(_ s: EngineSequence) throws -> Bool {
-                let n = min(s.tokens.count - s.computed, prefillChunk, budget)
+                // a prompt whose log-probabilities are asked for returns logits for every row
+                let all = s.wantsPromptLogits
+                let n = min(s.tokens.count - s.computed, prefillChunk, budget, all ? logitBudget : .max)
                 if n <= 0 { return false }
                 try kv.reserve(s.id, newTokens: n)
                 for j in 0..<n { rowTokens[layout.totalRows + j] = s.tokens[s.computed + j] }
                 let completes = s.computed + n == s.tokens.count
-                layout.append(sequence: s.id, rows: n, startPosition: s.computed, logits: completes ? .last : .none)
+                if completes && logitBudget < 1 { return false }
+                layout.append(sequence: s.id, rows: n, startPosition: s.computed, logits: all ? .all : completes ? .last : .none)
+                logitBudget -= all ? n : completes ? 1 : 0
                 rowSeq.append(s)
                 budget -= n
                 return true
@@ -201,7 +215,8 @@ final class Scheduler {
                     swappedIn = true
                     continue
                 }
-                let reused = kv.startSequence(w.id, prompt: w.tokens)
+                // a prompt whose log-probabilities are asked for is computed, not reused
+                let reused = kv.startSequence(w.id, prompt: w.wantsPromptLogits ? [] : w.tokens)
                 w.computed = reused
                 if w.preemptions == 0 { w.cached = reused }
                 counters.prefixHitTokens += reused

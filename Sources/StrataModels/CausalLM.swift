@@ -16,6 +16,9 @@ public protocol CausalLM: AnyObject, Sendable {
 }
 
 extension CausalLM {
+    /// Most rows of logits one `forward(_:layout:kv:)` returns (rows of every entry that wants them).
+    public var maxLogitRows: Int { min(maxRows, Workspace.maxLogitRows) }
+
     /// A contiguous cache for up to `capacity` positions (at most `spec.maxPositions`) in f32.
     public func makeCache(capacity: Int) -> KVCache {
         KVCache(layers: spec.layers, capacity: min(capacity, spec.maxPositions), kvDim: spec.kvDim, headDim: spec.headDim)

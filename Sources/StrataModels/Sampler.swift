@@ -243,6 +243,23 @@ public struct Sampler {
 
     var logSumExp = 0.0
 
+    /// The log-probability of `token` under `logits` (log-softmax, in doubles) and the `top` most
+    /// likely tokens' (prompt log-probabilities use it; sampling computes the same in `computeLogprobs`).
+    public static func logprob(of token: Int, in logits: UnsafeBufferPointer<Float>, top n: Int) -> (Float, [TokenLogprob]) {
+        var m = -Float.infinity
+        for x in logits { m = max(m, x) }
+        var sum = 0.0
+        for x in logits { sum += exp(Double(x - m)) }
+        let lse = Double(m) + log(sum)
+        var alternatives: [TokenLogprob] = []
+        if n > 0 {
+            var top: [(Float, Int)] = []
+            Ops.topK(logits.baseAddress!, count: logits.count, k: n, into: &top)
+            alternatives = top.map { TokenLogprob(id: $0.1, logprob: Float(Double($0.0) - lse)) }
+        }
+        return (Float(Double(logits[token]) - lse), alternatives)
+    }
+
     mutating func computeLogprobs(_ logits: UnsafeBufferPointer<Float>, top n: Int) {
         var m = -Float.infinity
         for x in logits { m = max(m, x) }

@@ -90,8 +90,14 @@ public struct CompletionJob: Sendable {
     public var id: String
     /// The tool-call format parsed out of the answer (tools offered, tool_choice not "none").
     public var toolFormat: ToolCallFormat? = nil
+    /// completions' `echo`: the prompt's text (and with logprobs, its tokens' log-probabilities) first
+    public var echo: Bool = false
+    /// the prompt's text as the request gave it (for echo)
+    public var promptText: String = ""
 
-    var request: GenerationRequest { GenerationRequest(prompt: promptIDs, parameters: parameters, n: n) }
+    var request: GenerationRequest {
+        GenerationRequest(prompt: promptIDs, parameters: parameters, n: n, promptLogprobs: echo && logprobs ? parameters.logprobs ?? 0 : nil)
+    }
 }
 
 /// What the server serves: the model's name, tokenizer, chat format and sampling defaults.
@@ -218,7 +224,9 @@ public struct ServedModel: Sendable {
         }
         var p = defaults
         let room = maxContext - prompt.count
-        let asked = try f.int("max_completion_tokens", 1...Int(Int32.max)) ?? f.int("max_tokens", 1...Int(Int32.max))
+        // echo scores a prompt: max_tokens 0 asks for its log-probabilities and nothing more
+        let echo = try !chat && (f.bool("echo") ?? false)
+        let asked = try f.int("max_completion_tokens", 1...Int(Int32.max)) ?? f.int("max_tokens", (echo ? 0 : 1)...Int(Int32.max))
         if let asked, asked > room {
             throw APIError(400, "This model's maximum context length is \(maxContext) tokens. However, you requested \(prompt.count + asked) tokens (\(prompt.count) in the \(chat ? "messages" : "prompt"), \(asked) in the completion). Please reduce the length.",
                            param: "max_tokens", code: "context_length_exceeded")
@@ -284,6 +292,7 @@ public struct ServedModel: Sendable {
         }
         let n = try f.int("n", 1...16) ?? 1
         let stream = try f.bool("stream") ?? false
+        if echo && stream { throw APIError.field("echo", "not supported with 'stream' yet (send it without streaming)") }
         var includeUsage = false
         if let so = f.get("stream_options") {
             guard stream else { throw APIError.field("stream_options", "only allowed when 'stream' is true") }
@@ -292,7 +301,18 @@ public struct ServedModel: Sendable {
         do { try p.validate() } catch let SamplingError.invalid(field, reason) { throw APIError.field(field, reason) }
         let rid = (chat ? "chatcmpl-" : "cmpl-") + String(UInt64.random(in: 0...UInt64.max), radix: 16)
         return CompletionJob(chat: chat, model: id, promptIDs: prompt, parameters: p, n: n, stream: stream, includeUsage: includeUsage,
-                             logprobs: logprobs, created: Int(Date().timeIntervalSince1970), id: rid, toolFormat: toolFormat)
+                             logprobs: logprobs, created: Int(Date().timeIntervalSince1970), id: rid, toolFormat: toolFormat,
+                             echo: echo, promptText: echo ? promptText(f, ids: prompt) : "")
+    }
+
+    /// The prompt's text for `echo`: the string given, or the ids decoded.
+    func promptText(_ f: Fields, ids: [Int]) -> String {
+        switch f.get("prompt") {
+        case let .string(s)?: return s
+        case let .array(items)? where items.count == 1: if case let .string(s) = items[0] { return s }
+        default: break
+        }
+        return (try? tokenizer.decode(ids)) ?? ""
     }
 
     /// The tools offered to the template (nil: none, or tool_choice "none") and, for tool_choice
@@ -396,7 +416,7 @@ public struct ServedModel: Sendable {
     static let readFields: Set<String> = [
         "model", "messages", "prompt", "tools", "tool_choice", "chat_template_kwargs", "max_tokens", "max_completion_tokens",
         "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty", "seed", "stop",
-        "ignore_eos", "logprobs", "top_logprobs", "n", "stream", "stream_options", "logit_bias", "response_format", "grammar",
+        "ignore_eos", "logprobs", "top_logprobs", "n", "stream", "stream_options", "logit_bias", "response_format", "grammar", "echo",
     ]
     /// OpenAI's fields that change nothing a server without accounts computes, accepted as given
     /// (docs/serving.md lists them).
@@ -409,11 +429,11 @@ public struct ServedModel: Sendable {
         for (k, v) in f.pairs where !readFields.contains(k) && !harmlessFields.contains(k) {
             if v.isNull { continue }
             switch (k, v) {
-            case ("echo", .bool(false)), ("store", .bool(false)), ("best_of", .int(1)), ("suffix", .string("")):
+            case ("store", .bool(false)), ("best_of", .int(1)), ("suffix", .string("")):
                 continue
             case ("modalities", .array(let m)) where m.allSatisfy({ $0.stringValue == "text" }):
                 continue
-            case ("echo", _), ("best_of", _), ("suffix", _), ("functions", _), ("function_call", _), ("audio", _),
+            case ("best_of", _), ("suffix", _), ("functions", _), ("function_call", _), ("audio", _),
                  ("modalities", _), ("prediction", _), ("web_search_options", _), ("reasoning_effort", _), ("verbosity", _), ("store", _):
                 throw APIError.field(k, "not supported by this server yet (docs/serving.md lists what each field does)")
             default:
@@ -423,7 +443,7 @@ public struct ServedModel: Sendable {
         if !chat, let k = ["messages", "tools", "tool_choice", "chat_template_kwargs", "max_completion_tokens", "top_logprobs"].first(where: { f.get($0) != nil }) {
             throw APIError.field(k, "a chat field; /v1/completions reads 'prompt'")
         }
-        if chat, f.get("prompt") != nil { throw APIError.field("prompt", "a completions field; /v1/chat/completions reads 'messages'") }
+        if chat, let k = ["prompt", "echo"].first(where: { f.get($0) != nil }) { throw APIError.field(k, "a completions field; /v1/chat/completions reads 'messages'") }
     }
 
     static func tokenIDs(_ items: [JSONValue], vocab: Int, field: String = "prompt") throws -> [Int] {
@@ -491,6 +511,23 @@ public struct ServedModel: Sendable {
         return .object([("token", .string(text)), ("logprob", .double(Double(t.logprob ?? 0))), ("bytes", bytes), ("top_logprobs", top)])
     }
 
+    /// Completions' logprobs with `echo`: the prompt's tokens (the first with null log-probability,
+    /// as OpenAI's legacy API and vLLM answer), then the generated ones.
+    func echoLogprobs(_ job: CompletionJob, prompt: [GeneratedToken], _ toks: [GeneratedToken]) -> JSONValue {
+        var tokens: [JSONValue] = [], lps: [JSONValue] = [], tops: [JSONValue] = [], offsets: [JSONValue] = []
+        var offset = 0
+        func add(_ id: Int, _ lp: Float?, _ top: [TokenLogprob]?) {
+            let t = tokenText(id)
+            tokens.append(.string(t)); offsets.append(.int(offset)); offset += t.unicodeScalars.count
+            lps.append(lp.map { .double(Double($0)) } ?? .null)
+            tops.append(top.map { ts in .object(ts.map { (tokenText($0.id), .double(Double($0.logprob))) }) } ?? .null)
+        }
+        if let first = job.promptIDs.first { add(first, nil, nil) }
+        for t in prompt { add(t.id, t.logprob, t.topLogprobs) }
+        for t in toks { add(t.id, t.logprob ?? 0, t.topLogprobs) }
+        return .object([("tokens", .array(tokens)), ("token_logprobs", .array(lps)), ("top_logprobs", .array(tops)), ("text_offset", .array(offsets))])
+    }
+
     /// Completions' logprobs object: tokens, token_logprobs, top_logprobs (dicts), text_offset.
     func completionLogprobs(_ toks: [GeneratedToken]) -> JSONValue {
         var offset = 0
@@ -522,6 +559,12 @@ public struct ServedModel: Sendable {
                 }
                 return .object([("index", .int(o.sample)), ("message", .object([("role", "assistant"), ("content", .string(o.text))])),
                                 ("logprobs", lp), ("finish_reason", Self.finishReason(o.stopReason))])
+            }
+            if job.echo {
+                // the prompt first: its text, and its tokens' log-probabilities (the first has none)
+                if job.logprobs { lp = echoLogprobs(job, prompt: outputs.first?.promptLogprobs ?? [], toks) }
+                return .object([("index", .int(o.sample)), ("text", .string(job.promptText + o.text)), ("logprobs", lp),
+                                ("finish_reason", Self.finishReason(o.stopReason))])
             }
             return .object([("index", .int(o.sample)), ("text", .string(o.text)), ("logprobs", lp), ("finish_reason", Self.finishReason(o.stopReason))])
         }

@@ -223,3 +223,36 @@ enum ChatFixture {
         }
     }
 }
+
+/// Prompt log-probabilities through the batch engine (echo): each equals the log-softmax of the
+/// model's own logits at the position before, for prompts split in chunks of 7 beside other
+/// requests decoding, the second and later samples of n taking none.
+@Suite struct PromptLogprobTests {
+    @Test func promptLogprobsEqualTheLogSoftmaxOfTheModelsLogits() throws {
+        let loaded = try LoadedModel(directory: Fixtures.model("llama-gqa"))
+        let v = loaded.spec.vocabSize
+        let prompts = [(0..<40).map { ($0 * 37 + 11) % v }, (0..<23).map { ($0 * 13 + 5) % v }]
+        let engine = BatchEngine(loaded: loaded, config: .init(blocks: 64, blockSize: 4, prefillChunk: 7))
+        var reqs = prompts.map { GenerationRequest(prompt: $0, parameters: SamplingParameters(temperature: 0, maxTokens: 3, stopAtEOS: false), n: 2, promptLogprobs: 3) }
+        reqs.append(GenerationRequest(prompt: [1, 2, 3], parameters: SamplingParameters(temperature: 0, maxTokens: 20, stopAtEOS: false)))
+        let outs = try engine.run(reqs)
+        for (p, prompt) in prompts.enumerated() {
+            let logits = try loaded.model.logits(prompt.map(Int32.init))
+            let mine = try #require(outs.first { $0.index == p && $0.sample == 0 }?.promptLogprobs)
+            #expect(mine.count == prompt.count - 1)
+            for (i, t) in mine.enumerated() {
+                let row = logits[i]
+                let m = Double(row.max()!)
+                var sum = 0.0
+                for x in row { sum += exp(Double(x) - m) }
+                let want: Double = Double(row[prompt[i + 1]]) - (m + log(sum))
+                #expect(t.id == prompt[i + 1])
+                #expect(abs(Double(t.logprob!) - want) < 1e-4, "prompt \(p) token \(i + 1)")
+                let best = row.indices.max { row[$0] < row[$1] }!
+                #expect(t.topLogprobs.count == 3 && t.topLogprobs[0].id == best)
+            }
+            #expect(outs.first { $0.index == p && $0.sample == 1 }?.promptLogprobs == nil)
+        }
+        #expect(outs.first { $0.index == 2 }?.promptLogprobs == nil && outs.first { $0.index == 2 }?.ids.count == 20)
+    }
+}
