@@ -418,6 +418,7 @@ def main():
         r = good.chat.completions.create(model=NAME, messages=msgs, max_tokens=2, user="someone", response_format={"type": "text"},
                                          tool_choice="none", tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}])
         check(r.choices[0].finish_reason in ("length", "stop"), "harmless fields (user, response_format text, tool_choice none) are accepted")
+        import math
         # echo with logprobs (lm-eval's scoring): the prompt's log-probabilities equal the
         # log-softmax of `strata logits` at the positions before each token
         import math
@@ -441,6 +442,31 @@ def main():
               and r2.choices[0].text.startswith(hf.decode(ids, skip_special_tokens=False)), "echo with a completion: prompt then completion, token ids decoded")
         code, body = post("/v1/completions", {"model": NAME, "prompt": text, "echo": True, "stream": True})
         check(code == 400 and body["error"]["param"] == "echo", "echo with stream: a 400 naming echo")
+        # embeddings: the last token's hidden state, L2-normalized (no sentence-transformers config),
+        # equal to a naive pooling of `strata logits --hidden`; a folder with modules.json pools by mean
+        def hidden(ids):
+            return json.loads(subprocess.check_output([BIN, "logits", "--model", MODEL, "--ids", ",".join(map(str, ids)), "--hidden"],
+                                                      stderr=subprocess.DEVNULL))["hidden"]
+
+        def unit(v):
+            n = math.sqrt(sum(x * x for x in v))
+            return [x / n for x in v]
+        texts = ["the quick brown fox", "hello world", "a tiny model serves many clients"]
+        e = good.embeddings.create(model=NAME, input=texts)
+        ok = len(e.data) == 3 and e.usage.prompt_tokens == sum(len(hf.encode(t).ids) for t in texts)
+        for d, t in zip(e.data, texts):
+            want = unit(hidden(hf.encode(t).ids)[-1])
+            ok = ok and d.index == texts.index(t) and max(abs(a - b) for a, b in zip(d.embedding, want)) < 1e-4
+        check(ok, "/v1/embeddings of 3 texts: the last token's normalized hidden state (strata logits --hidden)")
+        e64 = good.embeddings.create(model=NAME, input=[hf.encode("hello world").ids], encoding_format="base64")
+        import base64, struct
+        raw = base64.b64decode(e64.data[0].embedding) if isinstance(e64.data[0].embedding, str) else None
+        check(raw is not None and max(abs(a - b) for a, b in zip(struct.unpack("<%df" % (len(raw) // 4), raw), e.data[1].embedding)) < 1e-6,
+              "/v1/embeddings base64 of token ids: the same floats")
+        for bad, field in (({"input": ""}, "input"), ({"input": [1, -1]}, "input"), ({"input": "x", "dimensions": 7}, "dimensions"),
+                           ({"input": "x", "encoding_format": "int8"}, "encoding_format"), ({"input": "x", "pooling": "mean"}, "pooling")):
+            code, body = post("/v1/embeddings", {"model": NAME, **bad})
+            check(code == 400 and body["error"]["param"] == field, f"/v1/embeddings {bad}: 400 naming '{field}'")
         # the same port again: a clear error naming it, not a NIO trace
         taken = subprocess.run([BIN, "serve", "--model", MODEL, "--port", str(s.port)], capture_output=True, text=True, timeout=120)
         check(taken.returncode != 0 and f":{s.port}" in taken.stderr and "in use" in taken.stderr, "a port in use: an error naming it")

@@ -62,6 +62,8 @@ public final class ServingEngine: @unchecked Sendable {
 
     private let lock = NSCondition()
     private var pending: [(Int, GenerationRequest, @Sendable (Event) -> Void)] = []
+    /// work that must run on the engine's thread (it owns the model), run between steps
+    private var tasks: [() -> Void] = []
     private var cancels: Set<Int> = []
     private var sinks: [Int: @Sendable (Event) -> Void] = [:]
     /// handle -> engine request id, once submitted to the engine
@@ -112,6 +114,17 @@ public final class ServingEngine: @unchecked Sendable {
         return h
     }
 
+    /// Runs `work` with the model on the engine's thread between two steps (the model is not
+    /// thread-safe) and hands its result to `done` there. Refused while draining.
+    public func onEngine<T>(_ work: @escaping (CausalLM) throws -> T, done: @escaping @Sendable (Result<T, Error>) -> Void) throws {
+        lock.lock()
+        defer { lock.unlock() }
+        if draining || stopped { throw SubmitError.draining }
+        let model = run.engine.loaded.model
+        tasks.append { done(Result { try work(model) }) }
+        lock.signal()
+    }
+
     /// Ends request `handle` (a client that went away): it leaves at the next step, its blocks freed.
     public func cancel(_ handle: Int) {
         lock.lock()
@@ -146,14 +159,17 @@ public final class ServingEngine: @unchecked Sendable {
     private func loop() {
         while true {
             lock.lock()
-            while pending.isEmpty && cancels.isEmpty && !engine.hasWork && !stopped { lock.wait() }
+            while pending.isEmpty && cancels.isEmpty && tasks.isEmpty && !engine.hasWork && !stopped { lock.wait() }
             if stopped && !engine.hasWork && pending.isEmpty { lock.unlock(); break }
+            let work = tasks
+            tasks.removeAll()
             let newOnes = pending
             pending.removeAll()
             let cancelled = cancels
             cancels.removeAll()
             lock.unlock()
 
+            for w in work { w() }
             for (h, r, sink) in newOnes {
                 do {
                     let id = try engine.submit(r) { sample, token in sink(.token(sample: sample, token)) }

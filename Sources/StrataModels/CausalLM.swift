@@ -67,6 +67,30 @@ extension CausalLM {
         return (0..<tokens.count).map { Array(out[($0 * v)..<($0 * v + v)]) }
     }
 
+    /// The hidden states of every position of `tokens` after the final norm, `[T][hidden]`
+    /// (transformers' `last_hidden_state`), from a cache of their own, in chunks of `maxLogitRows`.
+    public func hiddenStates(_ tokens: [Int32]) throws -> [[Float]] {
+        if tokens.isEmpty { throw ModelError.emptyInput }
+        try tokens.withUnsafeBufferPointer { try checkTokens($0) }
+        if tokens.count > spec.maxPositions { throw ModelError.contextFull(needed: tokens.count, capacity: spec.maxPositions) }
+        let cache = makeCache(capacity: tokens.count)
+        let h = spec.hiddenSize, chunk = maxLogitRows
+        var out: [[Float]] = []
+        var done = 0
+        while done < tokens.count {
+            let r = min(chunk, tokens.count - done)
+            cache.layout.removeAll()
+            cache.layout.hiddenStates = true
+            defer { cache.layout.hiddenStates = false }
+            cache.layout.append(sequence: 0, rows: r, startPosition: cache.length, logits: .all)
+            let x = try tokens[done..<(done + r)].withUnsafeBufferPointer { try forward($0, layout: cache.layout, kv: cache) }
+            for i in 0..<r { out.append(Array(x[(i * h)..<((i + 1) * h)])) }
+            cache.length += r
+            done += r
+        }
+        return out
+    }
+
     /// Throws when a token id is outside the vocabulary (ids come from users and files).
     /// Token ids as given (from users, files, requests): each in 0..<vocab, checked before any
     /// narrowing to Int32 (which would wrap 4294967301 to 5 in an unchecked build).

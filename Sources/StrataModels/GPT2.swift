@@ -176,6 +176,7 @@ public final class GPT2Model: CausalLM, @unchecked Sendable {
         let n = ws.gatherLogitRows(layout, from: x, to: xn, width: h)
         if n == 0 { return UnsafeBufferPointer(start: ws.logits.f32, count: 0) }
         Ops.layerNorm(xn, weight: lnfw.f32, bias: lnfb.f32, eps: eps, xn, rows: n, n: h)
+        if layout.hiddenStates { return UnsafeBufferPointer(start: xn, count: n * h) }
         lmHead.apply(xn, rows: n, ws.logits.f32, scratch: conv)
         return UnsafeBufferPointer(start: ws.logits.f32, count: n * vocab)
     }

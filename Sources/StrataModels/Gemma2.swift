@@ -285,6 +285,7 @@ public final class Gemma2Model: CausalLM, @unchecked Sendable {
         let n = ws.gatherLogitRows(layout, from: x, to: xn, width: h)
         if n == 0 { return UnsafeBufferPointer(start: ws.logits.f32, count: 0) }
         Ops.rmsNorm(xn, weight: norm.f32, eps: eps, xn, rows: n, n: h)
+        if layout.hiddenStates { return UnsafeBufferPointer(start: xn, count: n * h) }
         lmHead.apply(xn, rows: n, ws.logits.f32, scratch: conv)
         if let cap = c.finalSoftcap {
             let capF = Float(cap), inv = 1 / capF, lp = ws.logits.f32

@@ -54,7 +54,9 @@ public final class OpenAIServer: @unchecked Sendable {
         let engine = ServingEngine(run: run, maxQueued: maxQueued)
         engine.start()
         let served = ServedModel(id: name, tokenizer: tokenizer, chat: chat, defaults: folder.samplingDefaults, maxContext: engine.maxContext,
-                                 defaultMaxTokens: folder.generation?.maxNewTokens, eos: run.engine.loaded.eos)
+                                 defaultMaxTokens: folder.generation?.maxNewTokens, eos: run.engine.loaded.eos,
+                                 pooling: isDirectory(model) ? try EmbeddingPooling.read(directory: model) : .decoderDefault,
+                                 hiddenSize: run.engine.loaded.spec.hiddenSize)
         return OpenAIServer(served: served, engine: engine, logger: logger)
     }
 
@@ -260,10 +262,12 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             send(context: context, h, status: .ok, contentType: "text/plain; version=0.0.4", body: server.metricsText())
         case (.POST, "/v1/completions"), (.POST, "/v1/chat/completions"):
             complete(context: context, head: h, chat: path.hasSuffix("chat/completions"))
+        case (.POST, "/v1/embeddings"):
+            embeddings(context: context, head: h)
         case (.POST, "/tokenize"), (.POST, "/detokenize"):
             let served = server.served, tokenize = path == "/tokenize"
             answer(context: context, head: h) { try tokenize ? served.tokenize($0) : served.detokenize($0) }
-        case (_, "/health"), (_, "/v1/models"), (_, "/metrics"), (_, "/v1/completions"), (_, "/v1/chat/completions"), (_, "/tokenize"), (_, "/detokenize"):
+        case (_, "/health"), (_, "/v1/models"), (_, "/metrics"), (_, "/v1/completions"), (_, "/v1/chat/completions"), (_, "/tokenize"), (_, "/detokenize"), (_, "/v1/embeddings"):
             sendError(context: context, h, APIError(405, "method \(h.method) not allowed on \(path)"))
         default:
             sendError(context: context, h, APIError(404, "no route \(h.method) \(path)", code: "not_found"))
@@ -298,6 +302,32 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                 case let .failure(e): handler.sendError(context: ctx, h, e)
                 case let .success(v): thenBound.value(handler, ctx, v)
                 }
+            }
+        }
+    }
+
+    /// `POST /v1/embeddings`: inputs tokenized off the loop, their hidden states computed on the
+    /// engine's thread between steps, pooled, answered on the loop.
+    func embeddings(context: ChannelHandlerContext, head h: HTTPRequestHead) {
+        let started = ProcessInfo.processInfo.systemUptime
+        let served = server.served
+        offLoop(context: context, head: h, { try served.parseEmbeddings($0) }) { handler, ctx, job in
+            let loop = ctx.eventLoop
+            let bound = NIOLoopBound((handler, ctx), eventLoop: loop)
+            let pooling = served.pooling
+            do {
+                try handler.server.engine.onEngine({ model in try job.inputs.map { pooling.pool(try model.hiddenStates($0.map(Int32.init))) } }) { result in
+                    loop.execute {
+                        let (handler, ctx) = bound.value
+                        guard handler.open else { return }
+                        switch result {
+                        case let .success(vectors): handler.sendJSON(context: ctx, h, served.embeddingsResponse(job, vectors), started: started)
+                        case let .failure(e): handler.sendError(context: ctx, h, APIError(500, "\(e)", type: "server_error"))
+                        }
+                    }
+                }
+            } catch {
+                handler.sendError(context: ctx, h, handler.apiError(error))
             }
         }
     }
@@ -449,6 +479,11 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             context.flush()
         }
     }
+}
+
+func isDirectory(_ path: String) -> Bool {
+    var dir: ObjCBool = false
+    return FileManager.default.fileExists(atPath: path, isDirectory: &dir) && dir.boolValue
 }
 
 /// Each sample's tool-call stream of a streamed response; lives on the connection's loop.

@@ -114,6 +114,11 @@ public struct ServedModel: Sendable {
     public let grammars: GrammarVocabulary
     /// How the chat template's model writes tool calls (nil: no format Strata knows).
     public let toolFormat: ToolCallFormat?
+    /// How /v1/embeddings pools hidden states, and their width.
+    public let pooling: EmbeddingPooling
+    public let hiddenSize: Int
+    /// Inputs one embeddings request may hold (OpenAI's limit).
+    public static let maxEmbeddingInputs = 2048
 
     /// Messages one chat request may hold (400 beyond).
     public static let maxMessages = 4096
@@ -121,7 +126,8 @@ public struct ServedModel: Sendable {
     public static let maxStopBytes = 4096
 
     public init(id: String, tokenizer: Tokenizer, chat: ChatFormat?, defaults: SamplingParameters, maxContext: Int, defaultMaxTokens: Int? = nil,
-                eos: Set<Int> = []) {
+                eos: Set<Int> = [], pooling: EmbeddingPooling = .decoderDefault, hiddenSize: Int = 0) {
+        self.pooling = pooling; self.hiddenSize = hiddenSize
         self.id = id; self.tokenizer = tokenizer; self.chat = chat; self.defaults = defaults; self.maxContext = maxContext
         self.defaultMaxTokens = defaultMaxTokens
         grammars = GrammarVocabulary(tokenizer: tokenizer, eos: eos)
@@ -303,6 +309,74 @@ public struct ServedModel: Sendable {
         return CompletionJob(chat: chat, model: id, promptIDs: prompt, parameters: p, n: n, stream: stream, includeUsage: includeUsage,
                              logprobs: logprobs, created: Int(Date().timeIntervalSince1970), id: rid, toolFormat: toolFormat,
                              echo: echo, promptText: echo ? promptText(f, ids: prompt) : "")
+    }
+
+    /// A parsed `/v1/embeddings` request.
+    public struct EmbeddingJob: Sendable {
+        public var inputs: [[Int]]
+        public var base64: Bool
+    }
+
+    /// Parses `/v1/embeddings`: `input` a string, an array of strings, an array of token ids or an
+    /// array of such arrays (at most 2048, each within the context); `encoding_format` float or
+    /// base64; `dimensions` only the model's own width (the model is not trained to be cut).
+    public func parseEmbeddings(_ body: JSONValue) throws -> EmbeddingJob {
+        let f = try Fields(body)
+        try f.only(["model", "input", "encoding_format", "dimensions", "user"])
+        let model = try f.string("model") ?? id
+        if model != id { throw APIError(404, "The model '\(model)' does not exist (this server serves '\(id)').", param: "model", code: "model_not_found") }
+        guard let input = f.get("input") else { throw APIError.field("input", "required") }
+        func encode(_ s: String) throws -> [Int] {
+            guard !s.isEmpty else { throw APIError.field("input", "an empty string has no embedding") }
+            return try tokenizer.encode(s)
+        }
+        var inputs: [[Int]]
+        switch input {
+        case let .string(s): inputs = [try encode(s)]
+        case let .array(items) where items.isEmpty: throw APIError.field("input", "an empty array")
+        case let .array(items):
+            if items.allSatisfy({ if case .int = $0 { return true }; return false }) {
+                inputs = [try Self.tokenIDs(items, vocab: tokenizer.vocabSize, field: "input")]
+            } else {
+                inputs = try items.map { item in
+                    switch item {
+                    case let .string(s): return try encode(s)
+                    case let .array(ids) where !ids.isEmpty: return try Self.tokenIDs(ids, vocab: tokenizer.vocabSize, field: "input")
+                    default: throw APIError.field("input", "expected strings or arrays of token ids, got \(item.typeName)")
+                    }
+                }
+            }
+        default: throw APIError.field("input", "expected a string or an array, got \(input.typeName)")
+        }
+        if inputs.count > Self.maxEmbeddingInputs { throw APIError.field("input", "at most \(Self.maxEmbeddingInputs) inputs per request, got \(inputs.count)") }
+        if let long = inputs.first(where: { $0.count > maxContext }) {
+            throw APIError(400, "This model's maximum context length is \(maxContext) tokens. However, an input resulted in \(long.count) tokens.",
+                           param: "input", code: "context_length_exceeded")
+        }
+        let format = try f.string("encoding_format") ?? "float"
+        guard format == "float" || format == "base64" else { throw APIError.field("encoding_format", "must be float or base64, got '\(format)'") }
+        if let d = try f.int("dimensions", 1...Int(Int32.max)), d != hiddenSize {
+            throw APIError.field("dimensions", "this model's embeddings have \(hiddenSize) dimensions and cannot be shortened, got \(d)")
+        }
+        return EmbeddingJob(inputs: inputs, base64: format == "base64")
+    }
+
+    /// OpenAI's embeddings list.
+    func embeddingsResponse(_ job: EmbeddingJob, _ vectors: [[Float]]) -> JSONValue {
+        let data: [JSONValue] = vectors.enumerated().map { i, v in
+            let e: JSONValue
+            if job.base64 {
+                var bytes = [UInt8](); bytes.reserveCapacity(v.count * 4)
+                for x in v { withUnsafeBytes(of: x.bitPattern.littleEndian) { bytes += $0 } }
+                e = .string(Data(bytes).base64EncodedString())
+            } else {
+                e = .array(v.map { .double(Double($0)) })
+            }
+            return .object([("object", "embedding"), ("index", .int(i)), ("embedding", e)])
+        }
+        let tokens = job.inputs.reduce(0) { $0 + $1.count }
+        return .object([("object", "list"), ("data", .array(data)), ("model", .string(id)),
+                        ("usage", .object([("prompt_tokens", .int(tokens)), ("total_tokens", .int(tokens))]))])
     }
 
     /// The prompt's text for `echo`: the string given, or the ids decoded.

@@ -18,6 +18,9 @@ public final class BatchLayout: @unchecked Sendable {
     }
     public private(set) var entries: [Entry] = []
     public private(set) var totalRows = 0
+    /// The pass returns the rows that want logits as hidden states (after the final norm,
+    /// `[rows, hidden]`: what embeddings pool) instead of logits.
+    public var hiddenStates = false
 
     public init(capacity: Int = 64) { entries.reserveCapacity(capacity) }
 

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import Strata
 import StrataTensor
+import StrataFormats
 
 /// The chat fixture (Tests/Fixtures/chat/model, made by scripts/make_chat_fixtures.py): the
 /// llama-gqa model with Llama 2's chat template in tokenizer_config.json and sampling defaults
@@ -254,5 +255,57 @@ enum ChatFixture {
             #expect(outs.first { $0.index == p && $0.sample == 1 }?.promptLogprobs == nil)
         }
         #expect(outs.first { $0.index == 2 }?.promptLogprobs == nil && outs.first { $0.index == 2 }?.ids.count == 20)
+    }
+}
+
+/// Hidden states (what /v1/embeddings pools): times the output head they give transformers'
+/// logits (the fixtures' references), so they are the model's last hidden states.
+@Suite struct HiddenStateTests {
+    @Test(arguments: [("llama-gqa", "lm_head.weight"), ("llama-mha-tied", "model.embed_tokens.weight"), ("qwen2", "model.embed_tokens.weight"), ("gpt2", "transformer.wte.weight")])
+    func hiddenStatesTimesTheHeadAreTheReferenceLogits(name: String, head: String) throws {
+        let loaded = try LoadedModel(directory: Fixtures.model(name))
+        let w = try SafetensorsCheckpoint(directory: Fixtures.model(name)).tensor(head)
+        let v = loaded.spec.vocabSize, h = loaded.spec.hiddenSize
+        #expect(w.shape == [v, h])
+        let seq = try Fixtures.reference(name).sequences[0]
+        let hidden = try loaded.model.hiddenStates(seq.map(Int32.init))
+        let want = try Fixtures.referenceLogits(name, 0)
+        #expect(hidden.count == seq.count && hidden[0].count == h)
+        var worst: Float = 0
+        for (t, x) in hidden.enumerated() {
+            for o in 0..<v {
+                var s = 0.0
+                for i in 0..<h { s += Double(x[i]) * Double(w.f32[o * h + i]) }
+                worst = max(worst, abs(Float(s) - want[t][o]))
+            }
+        }
+        #expect(worst < 1e-4, "\(name): max |hidden x head - transformers' logits| \(worst)")
+    }
+}
+
+@Suite struct EmbeddingPoolingTests {
+    /// sentence-transformers' modules.json and pooling config read as written; each mode against a
+    /// naive loop; a config it cannot honour named.
+    @Test func poolingFollowsTheSentenceTransformersConfig() throws {
+        let dir = Fixtures.scratch + "/pooling-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir + "/1_Pooling", withIntermediateDirectories: true)
+        #expect(try EmbeddingPooling.read(directory: dir) == .decoderDefault)
+        try #"[{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}, {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}, {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]"#
+            .write(toFile: dir + "/modules.json", atomically: true, encoding: .utf8)
+        try #"{"word_embedding_dimension": 3, "pooling_mode_cls_token": false, "pooling_mode_mean_tokens": true, "pooling_mode_max_tokens": false, "pooling_mode_lasttoken": false}"#
+            .write(toFile: dir + "/1_Pooling/config.json", atomically: true, encoding: .utf8)
+        let p = try EmbeddingPooling.read(directory: dir)
+        #expect(p.mode == .mean && p.normalize)
+        let h: [[Float]] = [[1, 2, 2], [3, -2, 4], [-1, 0, 0]]
+        let mean: [Float] = [1, 0, 2], n = Float(5).squareRoot()
+        #expect(zip(p.pool(h), mean.map { $0 / n }).allSatisfy { abs($0 - $1) < 1e-6 })
+        #expect(EmbeddingPooling(mode: .max, normalize: false, origin: "").pool(h) == [3, 2, 4])
+        #expect(EmbeddingPooling(mode: .cls, normalize: false, origin: "").pool(h) == [1, 2, 2])
+        #expect(EmbeddingPooling(mode: .last, normalize: false, origin: "").pool(h) == [-1, 0, 0])
+        try #"{"pooling_mode_mean_tokens": true, "pooling_mode_lasttoken": true}"#.write(toFile: dir + "/1_Pooling/config.json", atomically: true, encoding: .utf8)
+        #expect(throws: ConfigError.self) { try EmbeddingPooling.read(directory: dir) }
+        try #"{"pooling_mode_weightedmean_tokens": true}"#.write(toFile: dir + "/1_Pooling/config.json", atomically: true, encoding: .utf8)
+        do { _ = try EmbeddingPooling.read(directory: dir); Issue.record("accepted") } catch { #expect("\(error)".contains("pooling_mode_weightedmean_tokens")) }
+        try? FileManager.default.removeItem(atPath: dir)
     }
 }
