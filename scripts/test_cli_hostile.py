@@ -163,6 +163,51 @@ def files_and_signals(tmp):
         print("skip synth on a full disk (no tmpfs mount here)")
 
 
+def json_outputs_are_snake_case(tmp):
+    """Every field name in the CLI's JSON outputs is snake_case (labels such as the ledger's lines,
+    tensor names and dtypes are data, not fields: names with spaces, dots or digits after '_')."""
+    import re
+    moe = os.path.join(ROOT, "Tests", "Fixtures", "models", "qwen3-moe")
+    plan_out = os.path.join(tmp, "plan.json")
+    report = os.path.join(tmp, "report.json")
+    runs = {"plan --format json": ["plan", "--model", moe, "--ram-budget", "1GiB", "--format", "json"],
+            "inspect --json": ["inspect", "--model", moe, "--json"], "info": ["info"],
+            "generate --json --report": ["generate", "--model", MODEL, "--prompt", "hi", "--max-tokens", "3", "--json", "--report", report],
+            "bench-model --json": ["bench-model", "--model", MODEL, "-p", "8", "-n", "4", "-r", "1", "--json"]}
+    docs = {}
+    for name, args in runs.items():
+        r = subprocess.run([BIN, *args], capture_output=True, text=True, timeout=300)
+        try:
+            docs[name] = json.loads(r.stdout) if r.stdout.strip().startswith(("{", "[")) else None
+        except ValueError:
+            docs[name] = None
+    subprocess.run([BIN, "plan", "--model", moe, "--ram-budget", "1GiB", "--out", plan_out], capture_output=True, timeout=300)
+    docs["plan file"] = json.load(open(plan_out)) if os.path.exists(plan_out) else None
+    docs["run report"] = json.load(open(report)) if os.path.exists(report) else None
+
+    def camel(v, path, out):
+        if isinstance(v, dict):
+            for k, x in v.items():
+                if re.fullmatch(r"[a-z]+[A-Z][A-Za-z0-9]*", k):
+                    out.append(path + "/" + k)
+                camel(x, path + "/" + k, out)
+        elif isinstance(v, list):
+            for x in v[:4]:
+                camel(x, path + "[]", out)
+    for name, d in docs.items():
+        bad = []
+        camel(d, "", bad)
+        check(d is not None and not bad, f"JSON of {name}: snake_case field names", f"{bad[:6]} (or no JSON)")
+    plan = docs["plan file"] or {}
+    check(plan.get("schema_version") == 1, "the plan JSON carries schema_version 1", str(plan.get("schema_version")))
+    if plan:
+        old = dict(plan)
+        old.pop("schema_version")
+        old_path = os.path.join(tmp, "old-plan.json")
+        json.dump(old, open(old_path, "w"))
+        case("a plan without schema_version", ["generate", "--model", moe, "--prompt", "hi", "--max-tokens", "2", "--plan", old_path], "schema_version")
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="strata-hostile-")
 
@@ -255,6 +300,7 @@ def main():
     case("/dev/zero as config.json", ["inspect", "--model", d3], "not a regular file")
     os.mkfifo(os.path.join(tmp, "fifo.gguf"))
     case("a FIFO as a GGUF file", ["generate", "--model", os.path.join(tmp, "fifo.gguf"), "--ids", "1"], "fifo.gguf")
+    json_outputs_are_snake_case(tmp)
     interrupted_run(tmp)
     swap_file_cases(tmp)
     files_and_signals(tmp)

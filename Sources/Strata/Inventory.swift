@@ -4,6 +4,9 @@ import StrataModels
 
 /// What a model folder holds, from headers only: tensors by role, bytes, and the spec.
 public struct CheckpointSummary: Codable, Sendable {
+    /// snake_case in JSON, as every JSON output of Strata
+    enum CodingKeys: String, CodingKey { case spec, dtypes, roles, totalBytes = "total_bytes", parameters }
+
     public struct Role: Codable, Sendable { public var role: String; public var tensors: Int; public var bytes: Int }
     public var spec: ModelSpec
     public var dtypes: [String: Int]

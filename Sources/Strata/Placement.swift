@@ -80,6 +80,9 @@ public enum PlacementError: Error, CustomStringConvertible, Equatable, Sendable 
 
 /// The workload a placement is made for.
 public struct Workload: Codable, Sendable, Equatable {
+    /// snake_case in JSON, as every JSON output of Strata
+    enum CodingKeys: String, CodingKey { case batch, promptTokens = "prompt_tokens", outputTokens = "output_tokens" }
+
     public var batch: Int
     public var promptTokens: Int
     public var outputTokens: Int

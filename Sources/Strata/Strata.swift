@@ -4,6 +4,9 @@ import Foundation
 
 /// Facts about the machine and the BLAS that Strata runs on.
 public struct MachineInfo: Codable, Sendable {
+    /// snake_case in JSON, as every JSON output of Strata
+    enum CodingKeys: String, CodingKey { case cpu, cores, threads, openBLASCore = "open_blas_core", openBLASConfig = "open_blas_config", memoryBytes = "memory_bytes" }
+
     public var cpu: String
     public var cores: Int
     public var threads: Int
@@ -149,5 +152,5 @@ public enum MemoryInfo {
 
 /// Strata's version (`strata --version`): the minor number counts the development sessions.
 public enum StrataVersion {
-    public static let string = "0.14.0"
+    public static let string = "0.15.0"
 }

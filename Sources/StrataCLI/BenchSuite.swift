@@ -341,11 +341,11 @@ enum BenchRender {
         }
         if let sv = r["serve"] as? [[String: Any]], !sv.isEmpty {
             s += "## Serving (strata bench-serve, bf16, streamed text completions over loopback, 32 prompt tokens each)\n\n| clients | requests | req/s | output t/s (vs 1 client) | TTFT p50 / p99 ms | ITL p50 / p99 ms |\n|---:|---:|---:|---|---|---|\n"
-            let one = sv.first { Int(num($0["clients"])) == 1 }.map { num($0["outputTokensPerSecond"]) } ?? 0
+            let one = sv.first { Int(num($0["clients"])) == 1 }.map { num($0["output_tokens_per_second"]) } ?? 0
             for x in sv {
-                let t = num(x["outputTokensPerSecond"])
-                s += String(format: "| %d | %d | %.2f | %.1f (%.2fx) | %.0f / %.0f | %.1f / %.1f |\n", Int(num(x["clients"])), Int(num(x["requests"])), num(x["requestsPerSecond"]),
-                            t, one > 0 ? t / one : 0, num(x["ttftP50"]), num(x["ttftP99"]), num(x["itlP50"]), num(x["itlP99"]))
+                let t = num(x["output_tokens_per_second"])
+                s += String(format: "| %d | %d | %.2f | %.1f (%.2fx) | %.0f / %.0f | %.1f / %.1f |\n", Int(num(x["clients"])), Int(num(x["requests"])), num(x["requests_per_second"]),
+                            t, one > 0 ? t / one : 0, num(x["ttft_p50_ms"]), num(x["ttft_p99_ms"]), num(x["itl_p50_ms"]), num(x["itl_p99_ms"]))
             }
             s += "\n"
         }

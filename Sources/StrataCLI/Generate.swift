@@ -110,7 +110,13 @@ extension Generate {
         let spec = folder.spec
         var kvType = try kv.type(spec)
         var saved = try placement.map { try JSONDecoder().decode(Placement.self, from: Data(contentsOf: URL(fileURLWithPath: $0))) }
-        var usedPlan: Plan? = try plan.map { try JSONDecoder().decode(Plan.self, from: Data(contentsOf: URL(fileURLWithPath: $0))) }
+        var usedPlan: Plan? = try plan.map { path in
+            do { return try JSONDecoder().decode(Plan.self, from: Data(contentsOf: URL(fileURLWithPath: path))) } catch let DecodingError.dataCorrupted(c) {
+                throw ValidationError("--plan \(path): \(c.debugDescription)")
+            } catch let e as DecodingError {
+                throw ValidationError("--plan \(path): not a plan this Strata reads (\(e))")
+            }
+        }
         // the library's plan -> run: Session
         let session = Session(folder: folder, ramBudget: ramBudget.flatMap(parseByteSize))
         if saved == nil, usedPlan == nil, !noPlan, session.ramBudget != nil {

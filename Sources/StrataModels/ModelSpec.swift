@@ -4,6 +4,9 @@ import StrataTensor
 
 /// The shape of a decoder-only transformer, as the planner and the engine see it.
 public struct ModelSpec: Sendable, Codable, Equatable {
+    /// snake_case in JSON, as every JSON output of Strata
+    enum CodingKeys: String, CodingKey { case architecture, vocabSize = "vocab_size", hiddenSize = "hidden_size", intermediateSize = "intermediate_size", layers, heads, kvHeads = "kv_heads", headDim = "head_dim", maxPositions = "max_positions", tiedEmbeddings = "tied_embeddings", bosTokenIDs = "bos_token_i_ds", eosTokenIDs = "eos_token_i_ds", queryBufferWidth = "query_buffer_width", moe }
+
     public var architecture: String
     public var vocabSize: Int
     public var hiddenSize: Int
@@ -30,6 +33,9 @@ public struct ModelSpec: Sendable, Codable, Equatable {
 /// The routed experts of a mixture-of-experts model: how many per layer, how many each token
 /// uses, each one's intermediate size, and which layers are sparse.
 public struct MoEShape: Sendable, Codable, Equatable {
+    /// snake_case in JSON, as every JSON output of Strata
+    enum CodingKeys: String, CodingKey { case experts, expertsPerToken = "experts_per_token", intermediate, sparseLayers = "sparse_layers" }
+
     public var experts: Int
     public var expertsPerToken: Int
     public var intermediate: Int

@@ -4,6 +4,9 @@ import StrataTensor
 /// The machine as the planner sees it: measured by `strata profile` (`Strata.Profiler`), cached
 /// as JSON. The planner itself does no I/O: it gets this value.
 public struct HardwareProfile: Codable, Sendable, Equatable {
+    /// snake_case in JSON, as every JSON output of Strata
+    enum CodingKeys: String, CodingKey { case cpu, cores, threads, memoryBytes = "memory_bytes", gemm, memoryReadBytesPerSecond = "memory_read_bytes_per_second", memoryReadRounds = "memory_read_rounds", diskReadBytesPerSecond = "disk_read_bytes_per_second", diskScatteredReadBytesPerSecond = "disk_scattered_read_bytes_per_second", diskWriteBytesPerSecond = "disk_write_bytes_per_second", diskPath = "disk_path", measuredAt = "measured_at", computeFactorWhileReading = "compute_factor_while_reading", readFactorWhileComputing = "read_factor_while_computing", widenBF16PerSecond = "widen_bf16_per_second", widenF16PerSecond = "widen_f16_per_second", elementwiseSecondsPerRow = "elementwise_seconds_per_row", passOverheadPerLayer = "pass_overhead_per_layer", bf16Gemm = "bf16_gemm", dequantPerSecond = "dequant_per_second", oneRowBytesPerSecond = "one_row_bytes_per_second", oneRowExactBytesPerSecond = "one_row_exact_bytes_per_second", openBLASCore = "open_blas_core", kernelPath = "kernel_path", otherLoad = "other_load", rounds }
+
     /// One timed GEMM: `[m, k] x [n, k]^T` took `seconds`.
     public struct GemmSample: Codable, Sendable, Equatable {
         public var m: Int, n: Int, k: Int

@@ -3,6 +3,9 @@ import StrataTensor
 
 /// The planner's question.
 public struct PlanRequest: Codable, Sendable {
+    /// snake_case in JSON, as every JSON output of Strata
+    enum CodingKeys: String, CodingKey { case budgetBytes = "budget_bytes", batch, promptTokens = "prompt_tokens", outputTokens = "output_tokens", objective, blockSize = "block_size", maxBatch = "max_batch", maxPrefetch = "max_prefetch", bf16Products = "bf16_products", exactActivations = "exact_activations", kvType = "kv_type" }
+
     public enum Objective: String, Codable, Sendable { case throughput, latency }
     public var budgetBytes: Int
     /// nil: the planner chooses
@@ -59,6 +62,10 @@ public struct Prediction: Codable, Sendable, Equatable {
 
 /// The planner's answer: a placement with its prediction and the ledger behind it.
 public struct Plan: Codable, Sendable {
+    /// The version of this JSON form (`schema_version`): a file of another version is refused by
+    /// name rather than read wrong. 1: snake_case fields throughout (the fifteenth session).
+    public static let schemaVersion = 1
+    public var schemaVersion: Int = Plan.schemaVersion
     public var model: String
     public var request: PlanRequest
     public var batch: Int
@@ -83,7 +90,7 @@ public struct Plan: Codable, Sendable {
     public var expertSlots: Int = 0
 
     enum CodingKeys: String, CodingKey {
-        case model, request, batch, prefetchDepth = "prefetch_depth", streamedLayers = "streamed_layers", kvBlocksRAM = "kv_blocks_ram"
+        case schemaVersion = "schema_version", model, request, batch, prefetchDepth = "prefetch_depth", streamedLayers = "streamed_layers", kvBlocksRAM = "kv_blocks_ram"
         case kvBlocksDisk = "kv_blocks_disk", blockSize = "block_size", ledger, prediction, binding, budgetCurve = "budget_curve"
         case moreRAM = "more_ram", ruleTokensPerSecond = "rule_tokens_per_second", versusRule = "versus_rule"
         case expertSlots = "expert_slots"
@@ -94,6 +101,11 @@ extension Plan {
     /// Decodes a saved plan; plans saved before the rule comparison existed decode without it.
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
+        let version = try c.decodeIfPresent(Int.self, forKey: .schemaVersion)
+        guard version == Plan.schemaVersion else {
+            throw DecodingError.dataCorruptedError(forKey: .schemaVersion, in: c, debugDescription:
+                "plan schema_version \(version.map(String.init) ?? "missing (a plan from before Strata 0.15)") where this Strata reads \(Plan.schemaVersion); run strata plan again")
+        }
         model = try c.decode(String.self, forKey: .model)
         request = try c.decode(PlanRequest.self, forKey: .request)
         batch = try c.decode(Int.self, forKey: .batch)

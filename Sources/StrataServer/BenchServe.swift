@@ -21,6 +21,13 @@ public struct ServeBenchmark: Sendable {
         public var ttftP50: Double, ttftP90: Double, ttftP99: Double
         public var itlP50: Double, itlP90: Double, itlP99: Double
         public var e2eP50: Double
+        /// snake_case in JSON, as every JSON output of Strata
+        enum CodingKeys: String, CodingKey {
+            case clients, requests, failed, seconds, promptTokens = "prompt_tokens", outputTokens = "output_tokens"
+            case requestsPerSecond = "requests_per_second", outputTokensPerSecond = "output_tokens_per_second"
+            case ttftP50 = "ttft_p50_ms", ttftP90 = "ttft_p90_ms", ttftP99 = "ttft_p99_ms", itlP50 = "itl_p50_ms", itlP90 = "itl_p90_ms"
+            case itlP99 = "itl_p99_ms", e2eP50 = "e2e_p50_ms"
+        }
     }
 
     public let host: String
