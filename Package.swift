@@ -20,6 +20,12 @@ let package = Package(
             pkgConfig: "openblas",
             providers: [.apt(["libopenblas-dev", "liblapacke-dev"])]
         ),
+        // line editing and history for `strata chat` (BSD libedit's readline interface); the CLI only
+        .systemLibrary(
+            name: "CEditLine",
+            pkgConfig: "libedit",
+            providers: [.apt(["libedit-dev"])]
+        ),
         // hand-written SIMD kernels, every instruction set behind __attribute__((target)), chosen at run time
         .target(name: "CStrataKernels"),
         // libc constants the Glibc module lacks (O_DIRECT), from the platform headers; only FileIO imports it
@@ -42,7 +48,7 @@ let package = Package(
                                                      .product(name: "Logging", package: "swift-log")]),
         .executableTarget(
             name: "StrataCLI",
-            dependencies: ["Strata", "StrataServer", .product(name: "Logging", package: "swift-log"), "StrataMemory", "StrataPlanner", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["CEditLine", "Strata", "StrataServer", .product(name: "Logging", package: "swift-log"), "StrataMemory", "StrataPlanner", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // helpers shared by the test targets (not a product)
         .target(name: "StrataTestSupport", dependencies: ["StrataTensor"], path: "Tests/StrataTestSupport"),

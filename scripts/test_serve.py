@@ -475,6 +475,7 @@ def main():
     check(rc == 0, "keyed server: Ctrl-C exits 0")
     structured_output()
     tool_calls()
+    chat_in_tmux()
     v = subprocess.run([BIN, "--version"], capture_output=True, text=True)
     check(v.returncode == 0 and v.stdout.strip().count(".") == 2, "strata --version prints a version")
 
@@ -593,18 +594,96 @@ TOOLS = [
 ]
 
 
-def tool_calls():
-    # 11. tool calls in each format the corpus templates write: forced (tool_choice required or a
-    #     named function) on a random-weight model, whole and streamed, the arguments valid against the
-    #     tool's schema; "auto" parses a call that llama-server's `grammar` field makes the model write
-    import jsonschema
-    # the chat fixture with a longer context (tool prompts run to 1600 tokens): same weights and tokenizer
-    d = tempfile.mkdtemp(prefix="strata-tools-")
+def long_context_model():
+    """The chat fixture with a longer context (tool prompts run to 1600 tokens; a chat answer
+    long enough to interrupt): the same weights and tokenizer, max_position_embeddings 4096."""
+    d = tempfile.mkdtemp(prefix="strata-long-")
     cfg = json.load(open(os.path.join(MODEL, "config.json")))
     cfg["max_position_embeddings"] = 4096
     json.dump(cfg, open(os.path.join(d, "config.json"), "w"))
     for f in ("model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json"):
         os.symlink(os.path.realpath(os.path.join(MODEL, f)), os.path.join(d, f))
+    return d
+
+
+def chat_in_tmux():
+    # 12. strata chat in a terminal (tmux): Ctrl-C mid-answer stops the answer and keeps the session;
+    #     the second turn computes only the tokens after what the cache holds (the count shown);
+    #     the Up arrow recalls the last message (libedit's history)
+    import shutil
+    import re
+    if shutil.which("tmux") is None:
+        subprocess.run(["apt-get", "install", "-y", "-q", "tmux"], capture_output=True)
+    if shutil.which("tmux") is None:
+        check(False, "tmux is installed for the chat test")
+        return
+    d = long_context_model()
+    err = os.path.join(d, "chat.err")
+    session = "strata-chat-%d" % os.getpid()
+    cmd = f"HOME={d} exec {os.path.abspath(BIN)} chat --model {d} --temperature 1 --seed 3 --ignore-eos -n 4000 2>{err}"
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "160", "-y", "40", cmd], check=True)
+
+    def wait_for(pattern, count, timeout=60):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            text = open(err).read() if os.path.exists(err) else ""
+            if len(re.findall(pattern, text)) >= count:
+                return text
+            time.sleep(0.1)
+        return open(err).read() if os.path.exists(err) else ""
+
+    def keys(*k):
+        subprocess.run(["tmux", "send-keys", "-t", session, *k], check=True)
+    def pane():
+        return subprocess.run(["tmux", "capture-pane", "-p", "-t", session, "-S", "-5000"], capture_output=True, text=True).stdout
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and "> " not in pane():
+            time.sleep(0.1)
+        keys("tell me a long story", "Enter")
+        time.sleep(0.4)
+        keys("C-c")
+        text = wait_for(r"\(stopped\)", 1)
+        lines = re.findall(r"\((\d+) tokens at [^;]*; prompt (\d+) tokens, (\d+) computed in [^,]*, (\d+) reused\)( \(stopped\))?", text)
+        alive = subprocess.run(["tmux", "has-session", "-t", session], capture_output=True).returncode == 0
+        check(len(lines) == 1 and lines[0][4] != "" and 0 < int(lines[0][0]) < 4000 and alive,
+              f"strata chat in tmux: Ctrl-C mid-answer stops it ({lines[0][0] if lines else '?'} of 4000 tokens) and the session goes on")
+        keys("and another one", "Enter")
+        time.sleep(0.4)
+        keys("C-c")
+        text = wait_for(r"\(stopped\)", 2)
+        lines = re.findall(r"\((\d+) tokens at [^;]*; prompt (\d+) tokens, (\d+) computed in [^,]*, (\d+) reused\)", text)
+        if len(lines) == 2:
+            first_prompt = int(lines[0][1])
+            prompt, computed, reused = int(lines[1][1]), int(lines[1][2]), int(lines[1][3])
+            check(reused >= first_prompt and computed == prompt - reused and computed < prompt - first_prompt + 1 + int(lines[0][0]),
+                  f"the second turn computes only what follows the cached prefix ({computed} of {prompt} prompt tokens, {reused} reused)")
+        else:
+            check(False, f"the second turn's speed line: {text[-300:]!r}")
+        keys("Up")
+        time.sleep(0.3)
+        keys("Enter")
+        time.sleep(0.4)
+        keys("C-c")
+        text = wait_for(r"\(stopped\)", 3)
+        check(pane().count("> and another one") == 2 and len(re.findall(r"\(stopped\)", text)) == 3,
+              "strata chat in tmux: the Up arrow recalls the last message, sent again")
+        check(os.path.exists(os.path.join(d, ".cache", "strata", "chat_history")), "the chat history is kept in ~/.cache/strata/chat_history")
+        keys("/bye", "Enter")
+        deadline = time.time() + 20
+        while time.time() < deadline and subprocess.run(["tmux", "has-session", "-t", session], capture_output=True).returncode == 0:
+            time.sleep(0.1)
+        check(subprocess.run(["tmux", "has-session", "-t", session], capture_output=True).returncode != 0, "strata chat in tmux: /bye ends it")
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+def tool_calls():
+    # 11. tool calls in each format the corpus templates write: forced (tool_choice required or a
+    #     named function) on a random-weight model, whole and streamed, the arguments valid against the
+    #     tool's schema; "auto" parses a call that llama-server's `grammar` field makes the model write
+    import jsonschema
+    d = long_context_model()
     schemas = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
     templates = os.path.join(os.path.dirname(os.path.abspath(MODEL)), "templates")
     for name, fmt in (("qwen2.5", "hermes"), ("llama-3.1", "llama3"), ("mistral-nemo", "mistral"), ("granite-3.3", "granite"),

@@ -86,6 +86,8 @@ public struct GenerationResult: Sendable {
     public var stopReason: StopReason
     public var prefillSeconds: Double
     public var decodeSeconds: Double
+    /// Prompt tokens whose K/V came from the conversation's cache (`Generator.Conversation`).
+    public var reusedPromptTokens = 0
     public var promptTokensPerSecond: Double { prefillSeconds > 0 ? Double(promptIDs.count) / prefillSeconds : 0 }
     /// Tokens after the first, over the time after the first (the first comes from the prefill).
     public var decodeTokensPerSecond: Double { decodeSeconds > 0 && ids.count > 1 ? Double(ids.count - 1) / decodeSeconds : 0 }
@@ -93,6 +95,29 @@ public struct GenerationResult: Sendable {
 
 /// Generation from one prompt with a contiguous KV cache.
 public struct Generator {
+    /// A KV cache kept from one generation to the next (a chat): the next prompt computes only
+    /// the tokens after the longest prefix it shares with what the cache holds.
+    public final class Conversation {
+        let cache: KVCache
+        /// the tokens whose K/V the cache holds, in order
+        public private(set) var ids: [Int] = []
+        public init(_ loaded: LoadedModel, kvType: DType = .kvDefault) throws {
+            cache = try loaded.model.makeCache(capacity: loaded.spec.maxPositions, type: kvType)
+        }
+        /// Forgets everything (/reset).
+        public func clear() { cache.truncate(to: 0); ids = [] }
+        /// Keeps the longest prefix of the cache shared with `prompt`, leaving at least one prompt
+        /// token to compute (its logits start the answer); returns how many tokens are kept.
+        func keep(sharedWith prompt: [Int]) -> Int {
+            var n = 0
+            while n < ids.count && n < prompt.count - 1 && ids[n] == prompt[n] { n += 1 }
+            cache.truncate(to: n)
+            ids.removeSubrange(n...)
+            return n
+        }
+        func record(_ tokens: [Int]) { ids = Array(tokens.prefix(cache.length)) }
+    }
+
     public let loaded: LoadedModel
     /// What the KV cache stores keys and values as (`DType.kvTypes`).
     public let kvType: DType
@@ -102,21 +127,26 @@ public struct Generator {
 
     public init(_ loaded: LoadedModel, kvType: DType = .kvDefault) { self.loaded = loaded; self.kvType = kvType }
 
-    /// Runs to completion, calling `onToken` for each token (return false to stop early).
-    public func generate(promptIDs: [Int], parameters: SamplingParameters,
+    /// Runs to completion, calling `onToken` for each token (return false to stop early). With
+    /// `conversation`, its cache is used and kept: only the prompt's tokens past the prefix it
+    /// shares with the cache are computed (`reusedPromptTokens` says how many were not).
+    public func generate(promptIDs: [Int], parameters: SamplingParameters, conversation: Conversation? = nil,
                          onToken: (GeneratedToken) throws -> Bool = { _ in true }) throws -> GenerationResult {
         try parameters.validate()
         let model = loaded.model
         guard !promptIDs.isEmpty else { throw ModelError.emptyInput }
         try model.checkTokens(promptIDs)
-        let capacity = min(model.spec.maxPositions, promptIDs.count + min(parameters.maxTokens, model.spec.maxPositions))
+        let capacity = conversation?.cache.capacity ?? min(model.spec.maxPositions, promptIDs.count + min(parameters.maxTokens, model.spec.maxPositions))
         if promptIDs.count > capacity { throw ModelError.contextFull(needed: promptIDs.count, capacity: capacity) }
-        let cache = try model.makeCache(capacity: capacity, type: kvType)
+        let reused = conversation?.keep(sharedWith: promptIDs) ?? 0
+        let cache = try conversation?.cache ?? model.makeCache(capacity: capacity, type: kvType)
         var seq = SequenceOutput(loaded: loaded, parameters: parameters, prompt: promptIDs)
         var result = GenerationResult(promptIDs: promptIDs, ids: [], text: "", stopReason: .maxTokens, prefillSeconds: 0, decodeSeconds: 0)
+        result.reusedPromptTokens = reused
         if parameters.maxTokens == 0 { return result }
+        defer { conversation?.record(promptIDs + seq.generated) }
         let t0 = now()
-        var logits = try promptIDs.map(Int32.init).withUnsafeBufferPointer { try model.forward($0, cache: cache, allLogits: false) }
+        var logits = try promptIDs[reused...].map(Int32.init).withUnsafeBufferPointer { try model.forward($0, cache: cache, allLogits: false) }
         var tFirst = now()
         result.prefillSeconds = tFirst - t0
         var one: [Int32] = [0]

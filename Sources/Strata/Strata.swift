@@ -89,6 +89,10 @@ public enum Interrupt {
     nonisolated(unsafe) private static var flag = false
     nonisolated(unsafe) private static var sources: [DispatchSourceSignal] = []
     nonisolated(unsafe) private static var cleanups: [() -> Void] = []
+    nonisolated(unsafe) private static var notice = "\ninterrupted: finishing the step (Ctrl-C again to exit now)\n"
+
+    /// What the first signal prints (a chat says its answer stopped).
+    public static func setNotice(_ text: String) { lock.lock(); notice = text; lock.unlock() }
 
     /// Whether a stop was requested.
     public static var requested: Bool { lock.lock(); defer { lock.unlock() }; return flag }
@@ -112,13 +116,14 @@ public enum Interrupt {
                 let second = flag
                 flag = true
                 let work = cleanups
+                let text = notice
                 lock.unlock()
                 if second {
                     for f in work { f() }
                     FileHandle.standardError.write(Data("\ninterrupted twice: exiting now\n".utf8))
                     exit(130)
                 }
-                FileHandle.standardError.write(Data("\ninterrupted: finishing the step (Ctrl-C again to exit now)\n".utf8))
+                FileHandle.standardError.write(Data(text.utf8))
             }
             src.resume()
             sources.append(src)
