@@ -456,6 +456,8 @@ struct GBNFParser {
         case "n": return "\n"
         case "r": return "\r"
         case "t": return "\t"
+        case "b": return "\u{08}"
+        case "f": return "\u{0C}"
         case "\\", "\"", "[", "]", "-", "^", "'", "/": return e
         case "x", "u", "U":
             let n = e == "x" ? 2 : e == "u" ? 4 : 8

@@ -74,22 +74,8 @@ public enum JSONSchemaGrammar {
     /// The grammar of `schema`, read.
     public static func grammar(schema: JSONValue) throws -> Grammar { try Grammar(gbnf: gbnf(schema: schema)) }
 
-    /// A GBNF string literal of `s`'s UTF-8 text.
-    static func literal(_ s: String) -> String {
-        var out = "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if u.value < 0x20 { out += String(format: "\\x%02x", u.value) } else { out.unicodeScalars.append(u) }
-            }
-        }
-        return out + "\""
-    }
+    /// A GBNF string literal of `s`'s text: its JSON string literal, whose escapes GBNF reads.
+    static func literal(_ s: String) -> String { JSONValue.string(s).compact }
 
     struct Compiler {
         let root: JSONValue

@@ -99,6 +99,15 @@ import StrataJSON
         #expect(matched > 0)
     }
 
+    /// A literal written for a schema (a JSON string literal) reads back as exactly its text.
+    @Test func literalsOfAnyTextReadBack() throws {
+        for text in ["plain", "q\"uote\\back", "tab\tnl\ncr\r", "\u{08}\u{0C}\u{01}\u{1F}", "é€😀", "[^x]*"] {
+            let g = try Grammar(gbnf: "root ::= " + JSONSchemaGrammar.literal(text))
+            #expect(Self.accepts(g, text), "\(text.debugDescription)")
+            #expect(!Self.accepts(g, text + "x") && !Self.accepts(g, String(text.dropLast())))
+        }
+    }
+
     @Test func badGrammarsAreRefusedWithTheirPlace() {
         let cases: [(String, String)] = [
             ("root ::= x", "'x' is used but not defined"),
