@@ -30,7 +30,7 @@ for kind in $kinds; do
         $SWIFT test --sanitize=$kind --scratch-path .build/$short --skip-build --filter EveryKernelPathTests >>"$log" 2>&1
     rc=$(( rc | $? ))
     reports=$(grep -cE 'ERROR: AddressSanitizer|ERROR: LeakSanitizer|WARNING: ThreadSanitizer|runtime error:' "$log")
-    tests=$(grep -oE 'Test run with [0-9]+ tests in [0-9]+ suites (passed|failed)[^.]*' "$log" | paste -sd ';' -)
+    tests=$(grep -oE 'Test run with [0-9]+ tests? in [0-9]+ suites? (passed|failed)[^.]*' "$log" | paste -sd ';' -)
     echo "   ${tests:-no swift-testing summary}; exit $rc; sanitizer reports: $reports"
     if [ $rc -ne 0 ] || [ "$reports" -ne 0 ]; then
         failed=1

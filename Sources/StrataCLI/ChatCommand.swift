@@ -70,6 +70,7 @@ struct ChatCommand: ParsableCommand {
         var turns: [(String, String)] = []   // (user, assistant)
         let input = ChatInput()
         while let line = input.line() {
+            Interrupt.reset()   // a Ctrl-C from now on stops this message's answer
             var text = line.trimmingCharacters(in: .whitespaces)
             if text.isEmpty { continue }
             if text == "\"\"\"" {
@@ -127,7 +128,6 @@ struct ChatCommand: ParsableCommand {
             var p = params
             p.maxTokens = min(params.maxTokens, context - ids.count)
             let out = FileHandle.standardOutput
-            Interrupt.reset()
             let result = try generator.generate(promptIDs: ids, parameters: p, conversation: conversation) { tok in
                 if !tok.text.isEmpty { out.write(Data(tok.text.utf8)) }
                 return true
