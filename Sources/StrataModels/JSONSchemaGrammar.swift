@@ -5,7 +5,7 @@ import StrataJSON
 /// JSON valid against the schema: what `response_format: json_schema` and forced tool calls
 /// sample under. The JSON is compact (one optional space after `:` and `,`, none elsewhere) and
 /// properties come in the schema's order, required ones always, optional ones or not; numbers
-/// have at most 16 integer and 15 fraction digits. The language may be smaller than the schema's
+/// have at most 16 integer, 15 fraction and 2 exponent digits. The language may be smaller than the schema's
 /// (additional properties are never produced), never larger: a keyword that would need more is
 /// refused by name (`Unsupported`), never ignored.
 ///
