@@ -5,16 +5,18 @@ SWIFT       ?= swift
 # be what stands between hostile input and memory
 RELEASE     := -c release
 BIN         := .build/release/strata
-APT_PKGS    := libopenblas-dev liblapacke-dev libedit-dev
+APT_PKGS    := libopenblas-dev liblapacke-dev libedit-dev libopenmpi-dev openmpi-bin
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps build test bench bench-quick bench-gemm bench-gemm-build bench-model bench-kernels demo clean fuzz
 
 all: build
 
-# Installs OpenBLAS, LAPACKE and libedit (strata chat's line editing) with apt-get only when missing (quick on a ready machine).
+# Installs OpenBLAS, LAPACKE, libedit (strata chat's line editing) and Open MPI (pipeline stages across
+# ranks: the library `Strata` builds without it, the CLI and the StrataMPI product need it) with apt-get
+# only when missing (quick on a ready machine).
 deps:
-	@if pkg-config --exists openblas libedit 2>/dev/null && [ -f /usr/include/lapacke.h ]; then :; else \
+	@if pkg-config --exists openblas libedit ompi-c 2>/dev/null && [ -f /usr/include/lapacke.h ] && command -v mpirun >/dev/null; then :; else \
 		echo "installing $(APT_PKGS)"; \
 		$(SUDO) apt-get install -y -q $(APT_PKGS) >/dev/null 2>&1 || \
 		{ $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q $(APT_PKGS); }; \

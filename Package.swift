@@ -7,6 +7,8 @@ let package = Package(
     name: "Strata",
     products: [
         .library(name: "Strata", targets: ["Strata"]),
+        // pipeline stages across the ranks of an MPI job (needs Open MPI: libopenmpi-dev); the library above builds without it
+        .library(name: "StrataMPI", targets: ["StrataMPI"]),
         .executable(name: "strata", targets: ["StrataCLI"]),
     ],
     dependencies: [
@@ -26,6 +28,12 @@ let package = Package(
             pkgConfig: "libedit",
             providers: [.apt(["libedit-dev"])]
         ),
+        // Open MPI's C interface (only StrataMPI imports it)
+        .systemLibrary(
+            name: "CMPI",
+            pkgConfig: "ompi-c",
+            providers: [.apt(["libopenmpi-dev"])]
+        ),
         // hand-written SIMD kernels, every instruction set behind __attribute__((target)), chosen at run time
         .target(name: "CStrataKernels"),
         // libc constants the Glibc module lacks (O_DIRECT), from the platform headers; only FileIO imports it
@@ -42,13 +50,15 @@ let package = Package(
 
 
         .target(name: "Strata", dependencies: ["StrataTensor", "StrataFormats", "StrataModels", "StrataMemory", "StrataPlanner"]),
+        // pipeline stages over MPI ranks (Strata's `Pipeline`), its own target so that Strata builds without MPI
+        .target(name: "StrataMPI", dependencies: ["CMPI", "Strata", "StrataMemory", "StrataModels", "StrataTensor"]),
         // the OpenAI-compatible HTTP server (SwiftNIO) over one ServingEngine
         .target(name: "StrataServer", dependencies: ["Strata", "StrataMemory", .product(name: "NIOCore", package: "swift-nio"),
                                                      .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
                                                      .product(name: "Logging", package: "swift-log")]),
         .executableTarget(
             name: "StrataCLI",
-            dependencies: ["CEditLine", "Strata", "StrataServer", .product(name: "Logging", package: "swift-log"), "StrataMemory", "StrataPlanner", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["CEditLine", "Strata", "StrataServer", "StrataMPI", .product(name: "Logging", package: "swift-log"), "StrataMemory", "StrataPlanner", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // helpers shared by the test targets (not a product)
         .target(name: "StrataTestSupport", dependencies: ["StrataTensor"], path: "Tests/StrataTestSupport"),

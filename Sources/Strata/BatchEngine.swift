@@ -117,7 +117,7 @@ public final class BatchEngine: @unchecked Sendable {
         self.swap = swap
         let spec = loaded.spec
         kv = PagedKVCache(layers: spec.layers, kvDim: spec.kvDim, headDim: spec.headDim, blockSize: config.blockSize, blockCount: config.blocks,
-                          maxContext: min(spec.maxPositions, config.blocks * config.blockSize), type: config.kvType)
+                          maxContext: min(spec.maxPositions, config.blocks * config.blockSize), type: config.kvType, stored: loaded.model.kvLayers)
         scheduler = Scheduler(kv: kv, swap: swap, maxBatch: config.maxBatch, prefillChunk: config.prefillChunk, maxRows: loaded.model.maxRows,
                               maxLogitRows: loaded.model.maxLogitRows)
     }

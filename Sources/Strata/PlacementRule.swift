@@ -39,8 +39,10 @@ public enum PlacementRule {
     /// streamed through `prefetchDepth + 1` staging slots. Throws `BudgetError.tooSmall` with
     /// the minimum when even one streamed layer at a time does not fit.
     public static func place(inventory inv: WeightInventory, spec: ModelSpec, fixed: Int, budget: Int, workload: Workload,
-                             blockSize: Int = 16, prefetchDepth: Int = 1, kvBlocks: Int? = nil, kvType: DType = .kvDefault) throws -> Placement {
-        let perBlock = PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: blockSize, type: kvType)
+                             blockSize: Int = 16, prefetchDepth: Int = 1, kvBlocks: Int? = nil, kvType: DType = .kvDefault,
+                             kvLayers: Int? = nil) throws -> Placement {
+        // K/V of every layer, or of a pipeline stage's (`kvLayers`)
+        let perBlock = PagedKVCache.bytesPerBlock(layers: kvLayers ?? spec.layers, kvDim: spec.kvDim, blockSize: blockSize, type: kvType)
         let wantBlocks = kvBlocks ?? kvBlocksFor(workload, blockSize: blockSize)
         let minBlocks = (workload.promptTokens + workload.outputTokens + blockSize - 1) / blockSize + 1
         // a mixture whose experts do not all fit reads them through the expert cache: then the

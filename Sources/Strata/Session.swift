@@ -74,7 +74,7 @@ public final class Session: @unchecked Sendable {
         let workload = Workload(batch: maxRunning, promptTokens: max(1, context - context / 4), outputTokens: max(1, context / 4))
         var placement: Placement? = nil
         var kvBlocks: Int? = nil
-        if ramBudget != nil, plan {
+        if ramBudget != nil, plan, Pipelines.current == nil {
             let p = try self.plan(workload, batch: maxRunning, kvType: kvType)
             placement = p.placement
             log("plan: \(p.placement.streamedLayers.count) layers streamed, batch \(p.placement.batchSize), \(p.placement.kvBlocksRAM) KV blocks (\(kvType.rawValue)), predicted \(String(format: "%.2f", p.prediction.decodeTokensPerSecond)) tokens/s per sequence")
@@ -148,7 +148,8 @@ public final class Session: @unchecked Sendable {
                     kvDisk: SwapSpace? = nil, onToken: (Int, Int, GeneratedToken) -> Void = { _, _, _ in }) throws -> Result {
         let workload = Session.workload(requests, maxBatch: options.maxBatch)
         var plan = given
-        if plan == nil, placement == nil, ramBudget != nil, !options.fillTheBudgetRule {
+        // a pipeline stage places its own layers by the rule (a plan is made for one process)
+        if plan == nil, placement == nil, ramBudget != nil, !options.fillTheBudgetRule, Pipelines.current == nil {
             plan = try self.plan(workload, batch: workload.batch, kvType: options.kvType)
         }
         let run = try TieredRun(folder: folder, budget: ramBudget, workload: workload, placement: placement ?? plan?.placement,

@@ -31,7 +31,22 @@ public final class TieredRun: @unchecked Sendable {
         var workload = workload
         workload.promptTokens = min(max(1, workload.promptTokens), spec.maxPositions)
         workload.outputTokens = min(max(1, workload.outputTokens), spec.maxPositions)
-        let inv = try WeightInventory(folder: folder)
+        let allInv = try WeightInventory(folder: folder)
+        // a pipeline stage (Pipeline.current): only this rank's layers are placed, loaded and given K/V;
+        // a later stage places for the workload and KV pool the first stage chose
+        let pipeline = Pipelines.current
+        let stage = try pipeline?.layers(allInv)
+        var weights = weights, prefetchDepth = prefetchDepth, blockSize = blockSize, kvBlocks = kvBlocks, kvType = kvType
+        var agreed: StageSetup? = nil
+        if let pipeline, pipeline.rank > 0 {
+            let s = try pipeline.agree(nil)
+            agreed = s
+            workload = s.workload; weights = s.weights; prefetchDepth = s.prefetchDepth; blockSize = s.blockSize
+            kvBlocks = s.kvBlocks; kvType = s.kvType
+        }
+        if pipeline != nil && swap != nil { throw PipelineError.notSupported("KV swap to disk (--kv-disk) is not supported across ranks") }
+        let inv = stage.map { allInv.keeping(layers: $0) } ?? allInv
+        let kvLayers = stage?.count ?? spec.layers
         let ledger = Ledger(budget: budget)
         self.ledger = ledger
         self.workload = workload
@@ -41,26 +56,36 @@ public final class TieredRun: @unchecked Sendable {
         let weightDType = inv.matrixScratchDType
         let activations = PlacementRule.activationBytes(spec: spec, weightDType: weightDType, maxContext: maxContext)
         var p: Placement
-        if let given {
+        if let given, pipeline == nil {  // a stage places its own layers by the rule (a plan is for one process)
             try given.validate(layers: spec.layers, headDim: spec.headDim)
             p = given
         } else if let budget {
             try kvType.checkKV(headDim: spec.headDim)
             p = try PlacementRule.place(inventory: inv, spec: spec, fixed: overhead + activations + PlacementRule.coldPageCacheBytes(inv, workload), budget: budget, workload: workload,
-                                        blockSize: blockSize, prefetchDepth: prefetchDepth, kvBlocks: kvBlocks, kvType: kvType)
+                                        blockSize: blockSize, prefetchDepth: prefetchDepth, kvBlocks: kvBlocks, kvType: kvType, kvLayers: kvLayers)
         } else {
             try kvType.checkKV(headDim: spec.headDim)
             p = Placement(weights: .tiered, streamedLayers: [], prefetchDepth: prefetchDepth, kvBlockSize: blockSize,
                           kvBlocksRAM: kvBlocks ?? PlacementRule.kvBlocks(workload, blockSize: blockSize), kvBlocksDisk: 0, batchSize: workload.batch,
                           kvType: kvType)
         }
-        p.weights = given?.weights ?? weights
+        p.weights = pipeline != nil ? weights : given?.weights ?? weights
         if let swap { p.kvBlocksDisk = swap.slotCount }
+        if let pipeline {
+            if let agreed, p.kvBlocksRAM != agreed.kvBlocks || p.kvBlockSize != agreed.blockSize {
+                throw PipelineError.kvPoolDiffers(rank: pipeline.rank, budget: budget, blocks: p.kvBlocksRAM, wanted: agreed.kvBlocks)
+            }
+            if agreed == nil {
+                _ = try pipeline.agree(StageSetup(kvBlocks: p.kvBlocksRAM, blockSize: p.kvBlockSize, kvType: p.kvType, workload: workload,
+                                                  weights: p.weights, prefetchDepth: p.prefetchDepth))
+            }
+        }
         placement = p
         try ledger.charge(.runtime, overhead)
         try ledger.charge(.activations, activations)
-        let perBlock = PagedKVCache.bytesPerBlock(layers: spec.layers, kvDim: spec.kvDim, blockSize: p.kvBlockSize, type: p.kvType)
+        let perBlock = PagedKVCache.bytesPerBlock(layers: kvLayers, kvDim: spec.kvDim, blockSize: p.kvBlockSize, type: p.kvType)
         try ledger.charge(.kv, p.kvBlocksRAM * perBlock)
+        let elsewhere = stage.map { s in Set((0..<spec.layers).filter { !s.contains($0) }) } ?? []
         switch p.weights {
         case .tiered:
             // the cold embedding's rows pass through the page cache: a row per token
@@ -68,13 +93,14 @@ public final class TieredRun: @unchecked Sendable {
             // a mixture's experts through the expert cache when the placement gives it slots
             let experts = p.expertSlots > 0 && !inv.experts.isEmpty ? try ExpertCache(experts: inv.experts, slots: p.expertSlots, ledger: ledger,
                                 policy: .chosen(slots: p.expertSlots, workingSet: (spec.moe?.expertsPerToken ?? 1) * inv.experts.filter { !$0.isEmpty }.count)) : nil
-            store = try TieredWeightStore(locations: inv.locations, streamed: Set(p.streamedLayers), prefetchDepth: p.prefetchDepth,
-                                          ledger: ledger, location: directory, cold: inv.coldNames, experts: experts)
+            store = try TieredWeightStore(locations: allInv.locations, streamed: Set(p.streamedLayers), prefetchDepth: p.prefetchDepth,
+                                          ledger: ledger, location: directory, cold: inv.coldNames, experts: experts, elsewhere: elsewhere)
         case .mmap:
             // mapped pages are not RAM the ledger controls; they are counted as the kernel maps them (peak RSS)
             store = MappedWeightStore(checkpoint: try folder.requireCheckpoint())
         }
-        let model = try folder.load(store: store)
+        var model = try folder.load(store: store)
+        if let pipeline, let stage, pipeline.rank == 0 { model = try pipeline.wrap(model, layers: stage) }
         loaded = try LoadedModel(folder: folder, model: model)
         engine = BatchEngine(loaded: loaded, config: .init(blocks: p.kvBlocksRAM, blockSize: p.kvBlockSize, maxBatch: max(1, p.batchSize), kvType: p.kvType),
                              swap: swap)

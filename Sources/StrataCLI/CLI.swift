@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Strata
+import StrataMPI
 import StrataMemory
 import StrataPlanner
 
@@ -97,7 +98,8 @@ struct ThreadOption: ParsableArguments {
             guard t >= 1 else { throw ValidationError("--threads must be at least 1, got \(t)") }
             Threads.set(t)
         } else {
-            Threads.set(ProcessInfo.processInfo.activeProcessorCount)
+            // the cores shared by the ranks an MPI launcher started on this host
+            Threads.set(max(1, ProcessInfo.processInfo.activeProcessorCount / MPIWorld.localRanks))
         }
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Strata
+import StrataMPI
 import StrataMemory
 import StrataPlanner
 
@@ -59,7 +60,10 @@ struct Generate: ParsableCommand {
         if let report { try FileIO.requireReplaceable(report) }  // before any work
         try threads.apply()
         Interrupt.install()
-        if tiered { try runTiered() } else { try runResident() }
+        if MPIWorld.launched {
+            // pipeline stages over the job's ranks: always the batch engine over paged KV (docs/distributed.md)
+            try Distributed.run(model: model, budget: ramBudget.flatMap(parseByteSize)) { try runTiered() }
+        } else if tiered { try runTiered() } else { try runResident() }
         if Interrupt.requested { throw ExitCode(130) }
     }
 
@@ -119,7 +123,7 @@ extension Generate {
         }
         // the library's plan -> run: Session
         let session = Session(folder: folder, ramBudget: ramBudget.flatMap(parseByteSize))
-        if saved == nil, usedPlan == nil, !noPlan, session.ramBudget != nil {
+        if saved == nil, usedPlan == nil, !noPlan, session.ramBudget != nil, Pipelines.current == nil {
             // plan automatically: the planner's placement and its prediction
             usedPlan = try session.plan(workload, profile: loadProfile(), batch: workload.batch, kvType: kvType)
         }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import Strata
+import StrataMPI
 import StrataServer
 
 struct ServeCommand: ParsableCommand {
@@ -51,6 +52,13 @@ struct ServeCommand: ParsableCommand {
 
     func run() throws {
         try threads.apply()
+        if MPIWorld.launched {
+            return try Distributed.run(model: model, budget: ramBudget.flatMap(parseByteSize)) { try serve() }
+        }
+        try serve()
+    }
+
+    func serve() throws {
         let level = Logger.Level(rawValue: logLevel)!
         LoggingSystem.bootstrap { label in
             var h = StreamLogHandler.standardError(label: label)

@@ -48,6 +48,9 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
     private var decodeRows: [BatchLayout.Entry] = []
     private var decodeTables: [[Int]] = []
     public private(set) var copiesOnWrite = 0
+    /// When set, every copy-on-write appends its (from, to) blocks here: a pipeline's other
+    /// stages repeat them on their layers' blocks (`copyBlock`) before the next pass.
+    public var blockCopies: [(from: Int, to: Int)]? = nil
     public private(set) var prefixHitTokens = 0
 
     /// Bytes of K and V per block across all layers, stored as `type`.
@@ -57,7 +60,10 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
 
     /// `type` must be one of `DType.kvTypes` whose block divides the head size
     /// (`DType.checkKV`: callers check it and throw before they make a cache).
-    public init(layers: Int, kvDim: Int, headDim: Int, blockSize: Int = 16, blockCount: Int, maxContext: Int, type: DType = .f32) {
+    /// `stored`: the layers whose K/V this process keeps (a pipeline stage's; nil: all): the
+    /// others get no memory and must not be written.
+    public init(layers: Int, kvDim: Int, headDim: Int, blockSize: Int = 16, blockCount: Int, maxContext: Int, type: DType = .f32,
+                stored: Range<Int>? = nil) {
         precondition(layers > 0 && kvDim > 0 && headDim > 0 && kvDim % headDim == 0 && blockCount > 0 && maxContext > 0, "PagedKVCache: bad sizes")
         precondition(DType.kvTypes.contains(type) && headDim % type.blockElements == 0, "PagedKVCache: type \(type) for heads of \(headDim)")
         pool = BlockPool(blockCount: blockCount, blockSize: blockSize)
@@ -69,8 +75,9 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
         rowBytes = type.bytes(elements: kvDim)
         headBytes = type.bytes(elements: headDim)
         blockBytes = blockSize * rowBytes
-        k = (0..<layers).map { _ in Tensor(zeros: [blockCount, kvDim / headDim, blockSize, headDim], dtype: type) }
-        v = (0..<layers).map { _ in Tensor(zeros: [blockCount, kvDim / headDim, blockSize, headDim], dtype: type) }
+        let kept = stored ?? 0..<layers
+        k = (0..<layers).map { kept.contains($0) ? Tensor(zeros: [blockCount, kvDim / headDim, blockSize, headDim], dtype: type) : Tensor(zeros: [0], dtype: type) }
+        v = (0..<layers).map { kept.contains($0) ? Tensor(zeros: [blockCount, kvDim / headDim, blockSize, headDim], dtype: type) : Tensor(zeros: [0], dtype: type) }
         gatherK = Tensor(zeros: [maxContext, headDim])
         gatherV = Tensor(zeros: [maxContext, headDim])
         scores = Tensor(zeros: [maxContext])
@@ -135,7 +142,8 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
         if need > pool.available { throw BlockPoolError.outOfBlocks(requested: need, free: pool.available, total: pool.blockCount) }
         if s.length % blockSize != 0, let last = s.table.last, pool.refs(last) > 1 {
             let fresh = try pool.allocate()
-            for l in 0..<layers {
+            blockCopies?.append((last, fresh))
+            for l in 0..<layers where k[l].count > 0 {
                 (k[l].rawPointer + fresh * blockBytes).copyMemory(from: k[l].rawPointer + last * blockBytes, byteCount: blockBytes)
                 (v[l].rawPointer + fresh * blockBytes).copyMemory(from: v[l].rawPointer + last * blockBytes, byteCount: blockBytes)
             }
@@ -181,6 +189,36 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
         }
     }
 
+    /// Copies block `from`'s K/V to block `to` in every stored layer (a stage repeating the
+    /// first stage's copy-on-write).
+    public func copyBlock(from: Int, to: Int) {
+        precondition(from >= 0 && from < pool.blockCount && to >= 0 && to < pool.blockCount, "PagedKVCache.copyBlock: \(from) -> \(to)")
+        for l in 0..<layers where k[l].count > 0 {
+            (k[l].rawPointer + to * blockBytes).copyMemory(from: k[l].rawPointer + from * blockBytes, byteCount: blockBytes)
+            (v[l].rawPointer + to * blockBytes).copyMemory(from: v[l].rawPointer + from * blockBytes, byteCount: blockBytes)
+        }
+    }
+
+    /// Makes sequence `id` use `table` as its blocks, outside the pool's accounting: a later
+    /// pipeline stage follows the block tables the first stage's pool chose (its own pool
+    /// allocates nothing). `table` holds valid block ids.
+    public func mirror(_ id: Int, table: UnsafeBufferPointer<Int>) {
+        if let i = seqs.index(forKey: id) {
+            seqs.values[i].table.removeAll(keepingCapacity: true)
+            seqs.values[i].table.append(contentsOf: table)
+            seqs.values[i].length = table.count * blockSize
+        } else {
+            var s = Sequence(table: Array(table), length: table.count * blockSize, tokens: [], registered: 0, chain: 0)
+            s.table.reserveCapacity((maxContext + blockSize - 1) / blockSize + 1)
+            seqs[id] = s
+        }
+    }
+
+    /// Forgets mirrored sequences not in `keep` (their blocks belong to the first stage's pool).
+    public func dropMirrors(keeping keep: Set<Int>) {
+        for id in Array(seqs.keys) where !keep.contains(id) { seqs.removeValue(forKey: id) }
+    }
+
     /// A new sequence `child` sharing every block of `parent` (parallel sampling).
     public func fork(_ parent: Int, into child: Int) {
         guard let s = seqs[parent] else { preconditionFailure("PagedKVCache.fork: no sequence \(parent)") }
@@ -224,6 +262,7 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
 
     public func write(layer: Int, layout: BatchLayout, k kRows: UnsafePointer<Float>, ldk: Int, v vRows: UnsafePointer<Float>, ldv: Int) {
         let kp = k[layer].rawPointer, vp = v[layer].rawPointer
+        precondition(k[layer].count > 0, "PagedKVCache.write: layer \(layer) is not stored here")
         for e in layout.entries {
             guard let s = seqs[e.sequence] else { preconditionFailure("PagedKVCache.write: no sequence \(e.sequence)") }
             precondition(e.endPosition <= s.table.count * blockSize, "PagedKVCache.write: position \(e.endPosition - 1) not reserved")

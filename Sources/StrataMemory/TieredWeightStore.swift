@@ -130,10 +130,14 @@ public final class TieredWeightStore: WeightStore, @unchecked Sendable {
     ///     embedding: one row per token, so the page cache it causes is a few pages a token).
     ///   - experts: the expert cache a mixture's routed experts are read through (their tensors
     ///     are then neither resident nor in the layers' staging); nil: experts are layer tensors.
+    ///   - elsewhere: layers other processes of a pipeline hold: their tensors are zero pages
+    ///     (`ZeroPages`: no RAM, no read), never charged; this process never runs those layers.
     public init(locations allLocations: [TensorLocation], streamed: Set<Int>, prefetchDepth: Int, ledger: Ledger, location: String,
-                cold: Set<String> = [], experts: ExpertCache? = nil) throws {
+                cold: Set<String> = [], experts: ExpertCache? = nil, elsewhere: Set<Int> = []) throws {
         precondition(prefetchDepth >= 0, "TieredWeightStore: negative prefetch depth")
-        let locations = experts == nil ? allLocations : allLocations.filter { $0.expert == nil }
+        let held = elsewhere.isEmpty ? allLocations : allLocations.filter { !elsewhere.contains($0.layer) }
+        let locations = experts == nil ? held : held.filter { $0.expert == nil }
+        let phantoms = allLocations.filter { elsewhere.contains($0.layer) && (experts == nil || $0.expert == nil) }
         expertCache = experts
         expertLayers = Set(allLocations.compactMap { $0.expert != nil ? $0.layer : nil })
         self.location = location
@@ -195,6 +199,15 @@ public final class TieredWeightStore: WeightStore, @unchecked Sendable {
                 FileIO.dropCache(fd: fd, offset: l.begin, count: l.end - l.begin)
             }
             resident[l.name] = t
+        }
+        // another stage's tensors: views of one zero mapping as large as the largest of them
+        if let largest = phantoms.map({ $0.end - $0.begin }).max() {
+            precondition(streamed.isDisjoint(with: elsewhere), "TieredWeightStore: a layer both streamed and held elsewhere")
+            let zeros = try ZeroPages(size: largest)
+            for l in phantoms {
+                resident[l.name] = Tensor(storage: zeros.storage(offset: 0, count: l.end - l.begin), dtype: l.dtype, shape: l.shape)
+                self.locations[l.name] = l
+            }
         }
         if slotCount > 0 {
             for segs in segments { for seg in segs { _ = try file(seg.path) } }

@@ -13,22 +13,28 @@ public protocol CausalLM: AnyObject, Sendable {
     /// logits `[layout.logitRows, vocab]` in entry order. The returned buffer lives in the
     /// model's workspace: valid until the next call. Callers size `kv` for the positions.
     func forward(_ tokens: UnsafeBufferPointer<Int32>, layout: BatchLayout, kv: KVStorage) throws -> UnsafeBufferPointer<Float>
+    /// The layers whose K/V this process computes and keeps: all of them, except on a pipeline
+    /// stage of a distributed run (caches made for the model store only these).
+    var kvLayers: Range<Int> { get }
 }
 
 extension CausalLM {
+    public var kvLayers: Range<Int> { 0..<spec.layers }
+
     /// Most rows of logits one `forward(_:layout:kv:)` returns (rows of every entry that wants them).
     public var maxLogitRows: Int { min(maxRows, Workspace.maxLogitRows) }
 
     /// A contiguous cache for up to `capacity` positions (at most `spec.maxPositions`) in f32.
     public func makeCache(capacity: Int) -> KVCache {
-        KVCache(layers: spec.layers, capacity: min(capacity, spec.maxPositions), kvDim: spec.kvDim, headDim: spec.headDim)
+        KVCache(layers: spec.layers, capacity: min(capacity, spec.maxPositions), kvDim: spec.kvDim, headDim: spec.headDim, stored: kvLayers)
     }
 
     /// A contiguous cache storing K/V as `type`; throws when the type cannot hold this model's
     /// heads (q8_0 needs a head size that is a multiple of 32).
     public func makeCache(capacity: Int, type: DType) throws -> KVCache {
         try type.checkKV(headDim: spec.headDim)
-        return KVCache(layers: spec.layers, capacity: min(capacity, spec.maxPositions), kvDim: spec.kvDim, headDim: spec.headDim, type: type)
+        return KVCache(layers: spec.layers, capacity: min(capacity, spec.maxPositions), kvDim: spec.kvDim, headDim: spec.headDim, type: type,
+                       stored: kvLayers)
     }
 
     /// Runs `tokens` at positions `cache.length ..< cache.length + tokens.count` of a single

@@ -152,14 +152,18 @@ public final class GPT2Model: CausalLM, @unchecked Sendable {
         let r = tokens.count
         let conv = ws.convertScratch
         let x = ws.x.f32, xn = ws.xn.f32, qkv = ws.q.f32, attn = ws.attn.f32
-        Ops.embedding(table: wte.rawPointer, dtype: wte.dtype, vocab: vocab, dim: h, ids: tokens, x)
-        ws.positions.withUnsafeBufferPointer { pos in
-            Ops.embedding(table: wpe.rawPointer, dtype: wpe.dtype, vocab: c.maxPositions, dim: h,
-                          ids: UnsafeBufferPointer(rebasing: pos[0..<r]), posRows.f32)
+        let stage = layout.layers(of: layers.count)
+        if !layout.startFromStageInput(x, rows: r, width: h) {
+            Ops.embedding(table: wte.rawPointer, dtype: wte.dtype, vocab: vocab, dim: h, ids: tokens, x)
+            ws.positions.withUnsafeBufferPointer { pos in
+                Ops.embedding(table: wpe.rawPointer, dtype: wpe.dtype, vocab: c.maxPositions, dim: h,
+                              ids: UnsafeBufferPointer(rebasing: pos[0..<r]), posRows.f32)
+            }
+            Ops.add(x, posRows.f32, x, count: r * h)
         }
-        Ops.add(x, posRows.f32, x, count: r * h)
         ws.noteLayer(-1, x, count: r * h)
-        for (l, L) in layers.enumerated() {
+        for l in stage {
+            let L = layers[l]
             try store.acquire(layer: l)
             defer { store.release(layer: l) }
             Ops.layerNorm(x, weight: L.ln1w.f32, bias: L.ln1b.f32, eps: eps, xn, rows: r, n: h)
@@ -173,6 +177,7 @@ public final class GPT2Model: CausalLM, @unchecked Sendable {
             L.fcProj.apply(ws.ffA.f32, rows: r, x, accumulate: true, scratch: conv)
             ws.noteLayer(l, x, count: r * h)
         }
+        if stage.upperBound < layers.count { return UnsafeBufferPointer(start: x, count: r * h) }
         let n = ws.gatherLogitRows(layout, from: x, to: xn, width: h)
         if n == 0 { return UnsafeBufferPointer(start: ws.logits.f32, count: 0) }
         Ops.layerNorm(xn, weight: lnfw.f32, bias: lnfb.f32, eps: eps, xn, rows: n, n: h)

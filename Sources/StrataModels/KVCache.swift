@@ -49,7 +49,9 @@ public final class KVCache: KVStorage, @unchecked Sendable {
 
     /// `type` must be one of `DType.kvTypes` whose block divides the head size
     /// (`DType.checkKV`: callers check it and throw before they make a cache).
-    public init(layers: Int, capacity: Int, kvDim: Int, headDim: Int, type: DType = .f32) {
+    /// `stored`: the layers whose K/V this process keeps (a pipeline stage's; nil: all): the
+    /// others get no memory and must not be written.
+    public init(layers: Int, capacity: Int, kvDim: Int, headDim: Int, type: DType = .f32, stored: Range<Int>? = nil) {
         precondition(layers > 0 && capacity > 0 && kvDim > 0 && headDim > 0 && kvDim % headDim == 0,
                      "KVCache: layers \(layers) capacity \(capacity) kvDim \(kvDim) headDim \(headDim)")
         precondition(DType.kvTypes.contains(type) && headDim % type.blockElements == 0, "KVCache: type \(type) for heads of \(headDim)")
@@ -59,8 +61,9 @@ public final class KVCache: KVStorage, @unchecked Sendable {
         self.headDim = headDim
         self.type = type
         headBytes = type.bytes(elements: headDim)
-        k = (0..<layers).map { _ in Tensor(zeros: [kvDim / headDim, capacity, headDim], dtype: type) }
-        v = (0..<layers).map { _ in Tensor(zeros: [kvDim / headDim, capacity, headDim], dtype: type) }
+        let kept = stored ?? 0..<layers
+        k = (0..<layers).map { kept.contains($0) ? Tensor(zeros: [kvDim / headDim, capacity, headDim], dtype: type) : Tensor(zeros: [0], dtype: type) }
+        v = (0..<layers).map { kept.contains($0) ? Tensor(zeros: [kvDim / headDim, capacity, headDim], dtype: type) : Tensor(zeros: [0], dtype: type) }
         scores = Tensor(zeros: [capacity])
     }
 
@@ -96,6 +99,7 @@ public final class KVCache: KVStorage, @unchecked Sendable {
 
     public func write(layer: Int, layout: BatchLayout, k kRows: UnsafePointer<Float>, ldk: Int, v vRows: UnsafePointer<Float>, ldv: Int) {
         let kp = k[layer].rawPointer, vp = v[layer].rawPointer, heads = kvDim / headDim, headStride = capacity * headBytes
+        precondition(k[layer].count > 0, "KVCache.write: layer \(layer) is not stored here")
         for e in layout.entries {
             precondition(e.sequence == 0 && e.endPosition <= capacity, "KVCache: entry \(e) for a single-sequence cache of \(capacity)")
             for r in 0..<e.rowCount {

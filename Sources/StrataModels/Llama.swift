@@ -316,7 +316,10 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
         let r = tokens.count
         let conv = ws.convertScratch
         let x = ws.x.f32, xn = ws.xn.f32, q = ws.q.f32, attn = ws.attn.f32, kNew = ws.k.f32, vNew = ws.v.f32
-        Ops.embedding(table: embed.rawPointer, dtype: embed.dtype, vocab: vocab, dim: h, ids: tokens, x)
+        let stage = layout.layers(of: layers.count)
+        if !layout.startFromStageInput(x, rows: r, width: h) {
+            Ops.embedding(table: embed.rawPointer, dtype: embed.dtype, vocab: vocab, dim: h, ids: tokens, x)
+        }
         ws.noteLayer(-1, x, count: r * h)
         try ws.positions.withUnsafeBufferPointer { pos in
             var rope = self.rope
@@ -325,7 +328,8 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
                 for i in 0..<r { top = max(top, pos[i]) }
                 if Int(top) + 1 > long.beyond { rope = long.rope }
             }
-            for (l, L) in layers.enumerated() {
+            for l in stage {
+                let L = layers[l]
                 try store.acquire(layer: l)
                 defer { store.release(layer: l) }
                 Ops.rmsNorm(x, weight: L.inputNorm.f32, eps: eps, xn, rows: r, n: h)
@@ -350,6 +354,7 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
                 ws.noteLayer(l, x, count: r * h)
             }
         }
+        if stage.upperBound < layers.count { return UnsafeBufferPointer(start: x, count: r * h) }
         let n = ws.gatherLogitRows(layout, from: x, to: xn, width: h)
         if n == 0 { return UnsafeBufferPointer(start: ws.logits.f32, count: 0) }
         Ops.rmsNorm(xn, weight: norm.f32, eps: eps, xn, rows: n, n: h)

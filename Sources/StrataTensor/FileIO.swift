@@ -48,6 +48,30 @@ public enum FileError: Error, CustomStringConvertible, Equatable, Sendable {
     static func message(_ e: Int32) -> String { String(cString: strerror(e)) }
 }
 
+/// Read-only anonymous pages that read as zeros and take no RAM (`mmap(PROT_READ,
+/// MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE)`): the stand-in for tensors another process of
+/// a pipeline holds (this one builds the whole model but never runs those layers). A write
+/// faults.
+public final class ZeroPages: @unchecked Sendable {
+    public let size: Int
+    public let base: UnsafeMutableRawPointer
+
+    public init(size: Int) throws {
+        let n = max(size, 1)
+        let p = mmap(nil, n, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+        if p == MAP_FAILED || p == nil { throw FileError.map(path: "(\(n) bytes of zero pages)", errno: errno) }
+        base = p!
+        self.size = n
+    }
+
+    deinit { munmap(base, size) }
+
+    public func storage(offset: Int, count: Int) -> TensorStorage {
+        precondition(offset >= 0 && count >= 0 && offset + count <= size, "ZeroPages: \(offset)+\(count) outside \(size) bytes")
+        return TensorStorage(borrowing: base + offset, byteCount: count, kind: .mapped, owner: self)
+    }
+}
+
 /// A whole file mapped read-only (`mmap(PROT_READ, MAP_PRIVATE)`). Tensors view
 /// into it through `storage(offset:count:)`; the mapping lives as long as any view.
 public final class MappedFile: @unchecked Sendable {

@@ -21,8 +21,32 @@ public final class BatchLayout: @unchecked Sendable {
     /// The pass returns the rows that want logits as hidden states (after the final norm,
     /// `[rows, hidden]`: what embeddings pool) instead of logits.
     public var hiddenStates = false
+    /// A pipeline stage's pass (one rank of a distributed run, StrataMPI): only these layers run
+    /// (nil: all). When they start after layer 0 the rows' residual stream comes from `stageInput`
+    /// instead of the embedding; when they end before the last layer the pass returns the
+    /// residual stream of every row (`[rows, hidden]`) instead of logits.
+    public var stageLayers: Range<Int>? = nil
+    /// `[rows, hidden]`: the residual stream after the layers before `stageLayers` (read at the
+    /// pass's start; valid during the call).
+    public var stageInput: UnsafePointer<Float>? = nil
 
     public init(capacity: Int = 64) { entries.reserveCapacity(capacity) }
+
+    /// The layers this pass runs of a model of `count` layers.
+    public func layers(of count: Int) -> Range<Int> {
+        guard let s = stageLayers else { return 0..<count }
+        precondition(s.lowerBound >= 0 && s.upperBound <= count && !s.isEmpty && (s.lowerBound == 0 || stageInput != nil),
+                     "BatchLayout: stage \(s) of \(count) layers")
+        return s
+    }
+
+    /// Starts the residual stream `x` (`[rows, width]`) of a stage that begins after layer 0 from
+    /// `stageInput`; false when the stage begins at the embedding (the model embeds then).
+    public func startFromStageInput(_ x: UnsafeMutablePointer<Float>, rows: Int, width: Int) -> Bool {
+        guard let s = stageLayers, s.lowerBound > 0, let input = stageInput else { return false }
+        x.update(from: input, count: rows * width)
+        return true
+    }
 
     public func removeAll() { entries.removeAll(keepingCapacity: true); totalRows = 0 }
 
