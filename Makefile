@@ -31,6 +31,7 @@ test: deps
 	$(SWIFT) test -c release --filter AllocationTests   # allocation counts mean something only optimized
 	$(SWIFT) build --product strata
 	scripts/test-serve.sh                                 # strata serve against the official openai client (venv made here)
+	python3 scripts/test_mpi.py .build/debug/strata       # pipeline stages under mpirun -np 2/3 (and two network namespaces): the single process's tokens
 	python3 scripts/test_cli_hostile.py .build/debug/strata   # hostile flags and files: an error naming them, never a signal or a hang
 	scripts/sanitize.sh address thread                    # the whole suite under ASan (+leaks) and TSan: any report fails
 

@@ -158,7 +158,13 @@ extension Generate {
         if Interrupt.requested { rep.interrupted = true }
         if single { out.write(Data("\n".utf8)) }
         let p = rep.placement
-        eprint("placement: weights \(p.weights.rawValue), \(spec.layers - p.streamedLayers.count) layers resident, \(p.streamedLayers.count) streamed (prefetch \(p.prefetchDepth)), KV (\(p.kvType.rawValue)) \(p.kvBlocksRAM) blocks in RAM, \(p.kvBlocksDisk) on disk" + (p.expertSlots > 0 ? ", \(p.expertSlots) expert slots" : ""))
+        var held = spec.layers
+        if let pipeline = Pipelines.current as? MPIPipeline, !pipeline.stages.isEmpty {
+            held = pipeline.stages[0].count
+            eprint("pipeline: \(pipeline.size) ranks, layers " + pipeline.stages.enumerated().map { "\($1.lowerBound)..<\($1.upperBound) on rank \($0)" }.joined(separator: ", ")
+                   + "; rank 0's figures below")
+        }
+        eprint("placement: weights \(p.weights.rawValue), \(held - p.streamedLayers.count) layers resident, \(p.streamedLayers.count) streamed (prefetch \(p.prefetchDepth)), KV (\(p.kvType.rawValue)) \(p.kvBlocksRAM) blocks in RAM, \(p.kvBlocksDisk) on disk" + (p.expertSlots > 0 ? ", \(p.expertSlots) expert slots" : ""))
         for o in outs where !single {
             if promptsFile == nil {
                 try printJSON(["prompt_ids": requests[0].prompt, "ids": o.ids, "text": o.text])

@@ -82,6 +82,9 @@ struct ServeCommand: ParsableCommand {
             throw ExitCode(1)
         }
         logger.info("serving '\(name)' on http://\(host):\(bound) (batch \(run.engine.config.maxBatch), \(run.engine.kv.pool.blockCount) KV blocks, context \(engine.maxContext), RAM ledger \(formatBytes(run.ledger.total)))")
+        if let pipeline = Pipelines.current as? MPIPipeline, !pipeline.stages.isEmpty {
+            logger.info("pipeline: \(pipeline.size) ranks, layers \(pipeline.stages.enumerated().map { "\($1.lowerBound)..<\($1.upperBound) on rank \($0)" }.joined(separator: ", "))")
+        }
         if key != nil { logger.info("an API key is required (Authorization: Bearer ...)") }
         eprint("listening on http://\(host):\(bound)")
 
