@@ -64,17 +64,25 @@ def outputs(stdout):
 def generation(prompts_file):
     print("== greedy tokens: single process vs pipeline stages", flush=True)
     # dense (Gemma-3: 7 layers; Llama, GPT-2: 2) and mixtures (Qwen3-MoE, gpt-oss: 3 layers; Mixtral: 2)
-    for name, ranks in [("gemma3", [2, 3]), ("qwen3-moe", [2, 3]), ("gpt-oss", [2, 3]), ("llama-gqa", [2]), ("gpt2", [2]), ("mixtral", [2])]:
-        args = ["generate", "-m", os.path.join(MODELS, name), "--prompts-file", prompts_file, "--temperature", "0", "--ram-budget", "1GiB"]
+    # (gpt-oss's hub layout keeps its experts with their layer: no shards)
+    # (a GGUF mixture's experts are stacked tensors: a rank holds its slices of them)
+    for name, ranks in [("gemma3", [2, 3]), ("qwen3-moe", [2, 3]), ("gpt-oss", [2, 3]), ("llama-gqa", [2]), ("gpt2", [2]), ("mixtral", [2]),
+                        ("qwen3moe-q4_k_m.gguf", [2, 3])]:
+        path = os.path.join(ROOT, "Tests/Fixtures/gguf", name) if name.endswith(".gguf") else os.path.join(MODELS, name)
+        args = ["generate", "-m", path, "--prompts-file", prompts_file, "--temperature", "0", "--ram-budget", "1GiB"]
         rc, out, err = run([BIN, *args])
         want = outputs(out)
         check(rc == 0 and len(want) == 5 and all(len(w[2]) > 0 for w in want), f"{name}: single process ran ({rc}) {err[-300:] if rc else ''}")
+        # a mixture's experts spread over every rank (the default), or with their layers' stage
+        modes = ["shard", "stage"] if name in ("qwen3-moe", "mixtral", "qwen3moe-q4_k_m.gguf") else ["shard"]
         for n in ranks:
-            rc, out, err = run(mpirun(n, args))
-            got = outputs(out)
-            split = re.search(r"pipeline: (\d+) ranks, layers ([^;]*);", err)
-            check(rc == 0 and got == want and split and split.group(1) == str(n),
-                  f"{name}: mpirun -np {n} gives the single process's tokens ({split.group(2) if split else 'no split line'}) {err[-400:] if rc or got != want else ''}")
+            for mode in modes:
+                rc, out, err = run(mpirun(n, args + ["--mpi-experts", mode]))
+                got = outputs(out)
+                split = re.search(r"pipeline: (\d+) ranks, layers (.*); rank 0's", err)
+                sharded = split is not None and "experts of every layer" in split.group(2)
+                check(rc == 0 and got == want and split and split.group(1) == str(n) and sharded == (len(modes) == 2 and mode == "shard"),
+                      f"{name}: mpirun -np {n} --mpi-experts {mode} gives the single process's tokens ({split.group(2) if split else 'no split line'}) {err[-400:] if rc or got != want else ''}")
 
 
 def free_port():

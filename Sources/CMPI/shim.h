@@ -14,5 +14,6 @@ static inline int strata_mpi_thread_serialized(void) { return MPI_THREAD_SERIALI
 static inline int strata_mpi_max_processor_name(void) { return MPI_MAX_PROCESSOR_NAME; }
 static inline int strata_mpi_max_error_string(void) { return MPI_MAX_ERROR_STRING; }
 static inline int strata_mpi_success(void) { return MPI_SUCCESS; }
+static inline int strata_mpi_any_source(void) { return MPI_ANY_SOURCE; }
 
 #endif

@@ -17,8 +17,12 @@ public protocol Pipeline: AnyObject, Sendable {
     func layers(_ inventory: WeightInventory) throws -> Range<Int>
     /// Rank 0: tells the other stages what it placed (they place theirs alike); others: waits for it.
     func agree(_ setup: StageSetup?) throws -> StageSetup
-    /// Rank 0: the model whose passes run its own stage of `model` and then the other ranks'.
+    /// The model this rank runs: on rank 0 one whose passes run its own stage of `model` and then
+    /// the other ranks'; on the others `model` with K/V for its layers only.
     func wrap(_ model: CausalLM, layers: Range<Int>) throws -> CausalLM
+    /// The routed experts spread over the ranks (after `layers`), or nil when each stage holds
+    /// its layers' experts. With shards every rank holds its weights in RAM (nothing streamed).
+    func expertShards(_ inventory: WeightInventory) throws -> ExpertShards?
 }
 
 /// What every stage must agree on: the KV pool's geometry (the first stage's block tables are

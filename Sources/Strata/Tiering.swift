@@ -47,6 +47,9 @@ public final class TieredRun: @unchecked Sendable {
         if pipeline != nil && swap != nil { throw PipelineError.notSupported("KV swap to disk (--kv-disk) is not supported across ranks") }
         let inv = stage.map { allInv.keeping(layers: $0) } ?? allInv
         let kvLayers = stage?.count ?? spec.layers
+        // expert shards: every rank's range of every layer's experts, all in RAM
+        let shards = try pipeline?.expertShards(allInv)
+        if shards != nil { weights = .tiered }
         let ledger = Ledger(budget: budget)
         self.ledger = ledger
         self.workload = workload
@@ -59,7 +62,7 @@ public final class TieredRun: @unchecked Sendable {
         if let given, pipeline == nil {  // a stage places its own layers by the rule (a plan is for one process)
             try given.validate(layers: spec.layers, headDim: spec.headDim)
             p = given
-        } else if let budget {
+        } else if let budget, shards == nil {
             try kvType.checkKV(headDim: spec.headDim)
             p = try PlacementRule.place(inventory: inv, spec: spec, fixed: overhead + activations + PlacementRule.coldPageCacheBytes(inv, workload), budget: budget, workload: workload,
                                         blockSize: blockSize, prefetchDepth: prefetchDepth, kvBlocks: kvBlocks, kvType: kvType, kvLayers: kvLayers)
@@ -91,16 +94,16 @@ public final class TieredRun: @unchecked Sendable {
             // the cold embedding's rows pass through the page cache: a row per token
             try ledger.charge(.coldRows, PlacementRule.coldPageCacheBytes(inv, workload))
             // a mixture's experts through the expert cache when the placement gives it slots
-            let experts = p.expertSlots > 0 && !inv.experts.isEmpty ? try ExpertCache(experts: inv.experts, slots: p.expertSlots, ledger: ledger,
+            let experts = p.expertSlots > 0 && !inv.experts.isEmpty && shards == nil ? try ExpertCache(experts: inv.experts, slots: p.expertSlots, ledger: ledger,
                                 policy: .chosen(slots: p.expertSlots, workingSet: (spec.moe?.expertsPerToken ?? 1) * inv.experts.filter { !$0.isEmpty }.count)) : nil
             store = try TieredWeightStore(locations: allInv.locations, streamed: Set(p.streamedLayers), prefetchDepth: p.prefetchDepth,
-                                          ledger: ledger, location: directory, cold: inv.coldNames, experts: experts, elsewhere: elsewhere)
+                                          ledger: ledger, location: directory, cold: inv.coldNames, experts: experts, elsewhere: elsewhere, shards: shards)
         case .mmap:
             // mapped pages are not RAM the ledger controls; they are counted as the kernel maps them (peak RSS)
             store = MappedWeightStore(checkpoint: try folder.requireCheckpoint())
         }
         var model = try folder.load(store: store)
-        if let pipeline, let stage, pipeline.rank == 0 { model = try pipeline.wrap(model, layers: stage) }
+        if let pipeline, let stage { model = try pipeline.wrap(model, layers: stage) }
         loaded = try LoadedModel(folder: folder, model: model)
         engine = BatchEngine(loaded: loaded, config: .init(blocks: p.kvBlocksRAM, blockSize: p.kvBlockSize, maxBatch: max(1, p.batchSize), kvType: p.kvType),
                              swap: swap)

@@ -56,6 +56,7 @@ public struct WeightInventory: Sendable {
             let part = bias ? nil : [TensorRole.expertGate: 0, .expertUp: 1, .expertDown: 2][place?.role ?? .tokenEmbedding]
             locs.append(TensorLocation(name: name, path: path, begin: e.begin, end: e.end, dtype: dtype, shape: e.shape, layer: layer,
                                        expert: part.map { ($0, place?.expert) }))
+            locs[locs.count - 1].expertBias = bias && [TensorRole.expertGate, .expertUp, .expertDown, .expertGateUp, .expertDownInOut].contains(place?.role ?? .tokenEmbedding)
             if layer >= 0 { perLayer[layer] += e.byteCount } else { other += e.byteCount }
             if layer >= 0 && part != nil { expertsPerLayer[layer] += e.byteCount }
             if layer >= 0 && TieredWeightStore.keptResident(locs.last!) { vectorsPerLayer[layer] += e.byteCount }

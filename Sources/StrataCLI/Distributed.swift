@@ -9,9 +9,19 @@ import StrataMPI
 /// layers under its own `--ram-budget` and runs them for each pass until rank 0 ends. A rank that
 /// fails prints why, naming itself and its host, and ends the whole job (`MPI_Abort`): no rank is
 /// left waiting. docs/distributed.md says more.
+/// The options of a run under `mpirun` (ignored elsewhere).
+struct DistributedOption: ParsableArguments {
+    @Option(name: .customLong("mpi-experts"), help: "Under mpirun, a mixture's routed experts: shard (spread over every rank, in RAM; the default) or stage (each rank holds its layers' experts).")
+    var mpiExperts = "shard"
+
+    func validate() throws {
+        guard ["shard", "stage"].contains(mpiExperts) else { throw ValidationError("--mpi-experts must be shard or stage, got '\(mpiExperts)'") }
+    }
+}
+
 enum Distributed {
     /// Runs `body` on rank 0 of the job this process belongs to, and a pipeline stage on the others.
-    static func run(model: String, budget: Int?, body: () throws -> Void) throws {
+    static func run(model: String, budget: Int?, options: DistributedOption, body: () throws -> Void) throws {
         let world: MPIWorld
         do { world = try MPIWorld() } catch {
             eprint("strata: cannot start MPI: \(error)")
@@ -21,7 +31,7 @@ enum Distributed {
             defer { world.finalize() }
             return try body()
         }
-        let pipeline = MPIPipeline(world: world, budget: budget)
+        let pipeline = MPIPipeline(world: world, budget: budget, shardExperts: options.mpiExperts == "shard")
         Pipelines.current = pipeline
         do {
             if world.rank == 0 {
@@ -44,5 +54,13 @@ enum Distributed {
             world.abort(code == 0 ? 1 : code)
         }
         world.finalize()
+    }
+}
+
+extension MPIPipeline {
+    /// "layers 0..<2 on rank 0, 2..<3 on rank 1; experts 0..<4 on rank 0, 4..<8 on rank 1"
+    var splitDescription: String {
+        func ranges(_ r: [Range<Int>]) -> String { r.enumerated().map { "\($1.lowerBound)..<\($1.upperBound) on rank \($0)" }.joined(separator: ", ") }
+        return "\(size) ranks, layers \(ranges(stages))" + (expertRanges.isEmpty ? "" : "; experts of every layer \(ranges(expertRanges))")
     }
 }

@@ -19,6 +19,7 @@ struct Generate: ParsableCommand {
     @Option(help: "Weight tiers: tiered (resident + streamed, the default under a budget) or mmap (map the file, the llama.cpp way).") var weights: String = "tiered"
     @Option(help: "Run a saved placement (JSON, as written in a report's \"placement\").") var placement: String?
     @Option(help: "Layers read ahead while one computes, when streaming.") var prefetch = 1
+    @OptionGroup var distributed: DistributedOption
     @Option(name: .customLong("kv-disk"), help: "File for the KV cache's disk tier: preempted sequences are swapped there.") var kvDisk: String?
     @Option(name: .customLong("kv-disk-size"), help: "Size limit of the --kv-disk file, e.g. 1GiB.") var kvDiskSize: String = "1GiB"
     @Option(help: "Write a JSON run report (measured speeds, disk traffic, ledger peak, placement) to this file.") var report: String?
@@ -62,7 +63,7 @@ struct Generate: ParsableCommand {
         Interrupt.install()
         if MPIWorld.launched {
             // pipeline stages over the job's ranks: always the batch engine over paged KV (docs/distributed.md)
-            try Distributed.run(model: model, budget: ramBudget.flatMap(parseByteSize)) { try runTiered() }
+            try Distributed.run(model: model, budget: ramBudget.flatMap(parseByteSize), options: distributed) { try runTiered() }
         } else if tiered { try runTiered() } else { try runResident() }
         if Interrupt.requested { throw ExitCode(130) }
     }
@@ -161,8 +162,7 @@ extension Generate {
         var held = spec.layers
         if let pipeline = Pipelines.current as? MPIPipeline, !pipeline.stages.isEmpty {
             held = pipeline.stages[0].count
-            eprint("pipeline: \(pipeline.size) ranks, layers " + pipeline.stages.enumerated().map { "\($1.lowerBound)..<\($1.upperBound) on rank \($0)" }.joined(separator: ", ")
-                   + "; rank 0's figures below")
+            eprint("pipeline: \(pipeline.splitDescription); rank 0's figures below")
         }
         eprint("placement: weights \(p.weights.rawValue), \(held - p.streamedLayers.count) layers resident, \(p.streamedLayers.count) streamed (prefetch \(p.prefetchDepth)), KV (\(p.kvType.rawValue)) \(p.kvBlocksRAM) blocks in RAM, \(p.kvBlocksDisk) on disk" + (p.expertSlots > 0 ? ", \(p.expertSlots) expert slots" : ""))
         for o in outs where !single {

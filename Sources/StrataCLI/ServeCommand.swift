@@ -22,6 +22,7 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "Address to listen on.") var host = "127.0.0.1"
     @Option(help: "Port (0: any free port; the bound one is printed).") var port = 8080
     @Option(name: .customLong("served-model-name"), help: "The model name clients send (default: the folder's or file's name).") var servedModelName: String?
+    @OptionGroup var distributed: DistributedOption
     @Option(name: .customLong("max-running"), help: "Most requests decoding together (the batch).") var maxRunning = 16
     @Option(name: .customLong("max-queued"), help: "Most requests waiting beyond --max-running; more get 429.") var maxQueued = 64
     @Option(name: [.customLong("max-context"), .customShort("c")], help: "Longest prompt + completion (default: the model's).") var maxContext: Int?
@@ -53,7 +54,7 @@ struct ServeCommand: ParsableCommand {
     func run() throws {
         try threads.apply()
         if MPIWorld.launched {
-            return try Distributed.run(model: model, budget: ramBudget.flatMap(parseByteSize)) { try serve() }
+            return try Distributed.run(model: model, budget: ramBudget.flatMap(parseByteSize), options: distributed) { try serve() }
         }
         try serve()
     }
@@ -83,7 +84,7 @@ struct ServeCommand: ParsableCommand {
         }
         logger.info("serving '\(name)' on http://\(host):\(bound) (batch \(run.engine.config.maxBatch), \(run.engine.kv.pool.blockCount) KV blocks, context \(engine.maxContext), RAM ledger \(formatBytes(run.ledger.total)))")
         if let pipeline = Pipelines.current as? MPIPipeline, !pipeline.stages.isEmpty {
-            logger.info("pipeline: \(pipeline.size) ranks, layers \(pipeline.stages.enumerated().map { "\($1.lowerBound)..<\($1.upperBound) on rank \($0)" }.joined(separator: ", "))")
+            logger.info("pipeline: \(pipeline.splitDescription)")
         }
         if key != nil { logger.info("an API key is required (Authorization: Bearer ...)") }
         eprint("listening on http://\(host):\(bound)")

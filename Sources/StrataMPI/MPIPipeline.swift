@@ -25,14 +25,38 @@ public final class MPIPipeline: Pipeline, @unchecked Sendable {
     public var size: Int { world.size }
     /// This rank's RAM budget (nil: none), its share of the layers' weight.
     let budget: Int?
+    /// Whether a mixture's routed experts are spread over all ranks (else each stage holds its layers').
+    public let shardExperts: Bool
     private var split: [Range<Int>]?
+    private var weights: [Double] = []
+    private var shards: MPIExpertShards?
 
     static let chainTag: Int32 = 1, resultTag: Int32 = 2, setupTag: Int32 = 3
 
-    public init(world: MPIWorld, budget: Int?) {
+    public init(world: MPIWorld, budget: Int?, shardExperts: Bool = true) {
         self.world = world
         self.budget = budget
+        self.shardExperts = shardExperts
     }
+
+    /// Whether `inventory`'s experts are spread over the ranks: a mixture whose experts are
+    /// addressed one by one (not gpt-oss's hub layout, whose experts are their layers' tensors).
+    func shards(_ inventory: WeightInventory) -> Bool { shardExperts && !inventory.experts.isEmpty }
+
+    public func expertShards(_ inventory: WeightInventory) throws -> ExpertShards? {
+        guard shards(inventory) else { return nil }
+        if let shards { return shards }
+        _ = try layers(inventory)
+        let n = inventory.experts.map(\.count).max() ?? 0
+        guard n >= size else { throw PipelineError.notSupported("\(size) ranks for \(n) experts a layer: each rank needs an expert") }
+        let s = MPIExpertShards(world: world, ranges: splitLayers([Int](repeating: 1, count: n), weights: weights))
+        world.idle = { [weak s] in try s?.serveOne() ?? false }
+        shards = s
+        return s
+    }
+
+    /// Each rank's experts (with expert shards).
+    public var expertRanges: [Range<Int>] { shards?.ranges ?? [] }
 
     /// Each rank's layers (all ranks compute the same split from every rank's budget; without
     /// one, from the RAM the host has available).
@@ -42,8 +66,9 @@ public final class MPIPipeline: Pipeline, @unchecked Sendable {
             throw PipelineError.notSupported("\(size) ranks for a model of \(inventory.layerBytes.count) layers: each rank needs a layer")
         }
         let mine = Double(budget ?? MemoryInfo.availableBytes())
-        let weights = try world.allGather(max(1, mine))
-        let s = splitLayers(inventory.layerBytes, weights: weights)
+        weights = try world.allGather(max(1, mine))
+        // with expert shards the experts spread over every rank: the stages split the rest
+        let s = splitLayers(shards(inventory) ? inventory.denseLayerBytes.map { max(1, $0) } : inventory.layerBytes, weights: weights)
         split = s
         return s[rank]
     }
@@ -71,7 +96,11 @@ public final class MPIPipeline: Pipeline, @unchecked Sendable {
     }
 
     public func wrap(_ model: CausalLM, layers: Range<Int>) throws -> CausalLM {
-        rank == 0 ? PipelineModel(inner: model, layers: layers, pipeline: self) : StageModel(inner: model, layers: layers)
+        if let shards {
+            guard let serving = model as? ExpertServing else { throw PipelineError.notSupported("this architecture cannot serve its experts to other ranks") }
+            shards.model = serving
+        }
+        return rank == 0 ? PipelineModel(inner: model, layers: layers, pipeline: self) : StageModel(inner: model, layers: layers)
     }
 
     /// Rank 0, at the end: tells the other ranks to stop (they return from `serveStage`).

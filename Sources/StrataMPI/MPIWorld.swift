@@ -74,7 +74,7 @@ public final class MPIWorld: @unchecked Sendable {
         while true {
             try Self.check(MPI_Test(&req, &done, strata_mpi_status_ignore()), "MPI_Test", peer: peer)
             if done != 0 { return }
-            Self.pause(&spins)
+            try pause(&spins)
         }
     }
 
@@ -92,7 +92,7 @@ public final class MPIWorld: @unchecked Sendable {
         while true {
             try Self.check(MPI_Iprobe(Int32(peer), tag, comm, &flag, &status), "MPI_Iprobe", peer: peer)
             if flag != 0 { break }
-            Self.pause(&spins)
+            try pause(&spins)
         }
         var count: Int32 = 0
         try Self.check(MPI_Get_count(&status, strata_mpi_byte(), &count), "MPI_Get_count", peer: peer)
@@ -112,10 +112,39 @@ public final class MPIWorld: @unchecked Sendable {
         return all
     }
 
-    /// Polls first (a neighbour's answer is often microseconds away), then sleeps 50 us between polls.
-    private static func pause(_ spins: inout Int) {
+    /// Polls first (a neighbour's answer is often microseconds away), then sleeps 50 us between
+    /// polls; runs `idle` at each poll (expert shards answer other ranks' requests there, so a
+    /// rank waiting for one rank still serves the others).
+    private func pause(_ spins: inout Int) throws {
+        if let idle, !inIdle {
+            inIdle = true
+            defer { inIdle = false }
+            if try idle() { spins = 0; return }
+        }
         spins += 1
         if spins > 200 { FileIO.sleep(microseconds: 50) }
+    }
+
+    /// Run while any wait polls; true when it did some work. Not run from within itself.
+    public var idle: (() throws -> Bool)?
+    private var inIdle = false
+
+    /// A message with `tag` from any rank, if one has arrived: its source and byte count.
+    public func probe(tag: Int32) throws -> (source: Int, bytes: Int)? {
+        var status = MPI_Status()
+        var flag: Int32 = 0
+        try Self.check(MPI_Iprobe(strata_mpi_any_source(), tag, comm, &flag, &status), "MPI_Iprobe")
+        guard flag != 0 else { return nil }
+        var count: Int32 = 0
+        try Self.check(MPI_Get_count(&status, strata_mpi_byte(), &count), "MPI_Get_count")
+        return (Int(status.MPI_SOURCE), Int(count))
+    }
+
+    /// Whether a started send has ended (then `req` is complete).
+    public func test(_ req: inout Request, peer: Int) throws -> Bool {
+        var done: Int32 = 0
+        try Self.check(MPI_Test(&req, &done, strata_mpi_status_ignore()), "MPI_Test", peer: peer)
+        return done != 0
     }
 
     /// Ends the job with `code` on every rank (`MPI_Abort`): what a rank does after printing why it failed.

@@ -14,6 +14,9 @@ public struct TensorLocation: Sendable {
     /// A routed expert's matrix: which (0 gate, 1 up, 2 down) and whose (nil: the layer's
     /// experts stacked, `[experts, rows, cols]`); nil for every other tensor.
     public var expert: (part: Int, index: Int?)?
+    /// A routed expert's bias (gpt-oss: stacked `[experts, width]`), kept with its layer but read
+    /// wherever the layer's experts run (expert shards).
+    public var expertBias = false
     public init(name: String, path: String, begin: Int, end: Int, dtype: DType, shape: [Int], layer: Int,
                 expert: (part: Int, index: Int?)? = nil) {
         self.name = name; self.path = path; self.begin = begin; self.end = end; self.dtype = dtype; self.shape = shape; self.layer = layer
@@ -93,6 +96,9 @@ public final class TieredWeightStore: WeightStore, @unchecked Sendable {
     private var resident: [String: Tensor] = [:]
     /// The expert cache, and the layers whose experts it reads.
     public let expertCache: ExpertCache?
+    /// Routed experts spread over processes (nil: all here), and the stacked tensors held in part.
+    private let shardSource: ExpertShards?
+    private let partialExperts: [(TensorLocation, Range<Int>)]
     private let expertLayers: Set<Int>
     private var locations: [String: TensorLocation] = [:]
     /// streamed layer -> its index in `streamedLayers`
@@ -132,12 +138,34 @@ public final class TieredWeightStore: WeightStore, @unchecked Sendable {
     ///     are then neither resident nor in the layers' staging); nil: experts are layer tensors.
     ///   - elsewhere: layers other processes of a pipeline hold: their tensors are zero pages
     ///     (`ZeroPages`: no RAM, no read), never charged; this process never runs those layers.
+    ///   - shards: the routed experts spread over processes: this process holds its range of every
+    ///     layer's experts (resident, even in layers held elsewhere; a stacked tensor's other
+    ///     experts are unbacked pages), the others' are zero pages. Not with `experts`.
     public init(locations allLocations: [TensorLocation], streamed: Set<Int>, prefetchDepth: Int, ledger: Ledger, location: String,
-                cold: Set<String> = [], experts: ExpertCache? = nil, elsewhere: Set<Int> = []) throws {
+                cold: Set<String> = [], experts: ExpertCache? = nil, elsewhere: Set<Int> = [], shards: ExpertShards? = nil) throws {
         precondition(prefetchDepth >= 0, "TieredWeightStore: negative prefetch depth")
-        let held = elsewhere.isEmpty ? allLocations : allLocations.filter { !elsewhere.contains($0.layer) }
+        precondition(shards == nil || experts == nil, "TieredWeightStore: expert shards and an expert cache")
+        /// Which of a routed expert's tensor this process holds: all of it, none, or some experts of a stacked one.
+        enum Share { case all, none, some(Range<Int>) }
+        func share(_ l: TensorLocation) -> Share {
+            if shards != nil && l.expertBias { return .all }  // small, and read by whichever process runs the experts
+            guard let shards, let x = l.expert, l.layer >= 0 else { return elsewhere.contains(l.layer) ? .none : .all }
+            let mine = shards.experts(of: shards.rank, layer: l.layer)
+            if let e = x.index { return mine.contains(e) ? .all : .none }
+            let n = l.shape.first ?? 0
+            return mine.lowerBound <= 0 && mine.upperBound >= n ? .all : mine.isEmpty ? .none : .some(mine.clamped(to: 0..<n))
+        }
+        var held: [TensorLocation] = [], phantoms: [TensorLocation] = [], partial: [(TensorLocation, Range<Int>)] = []
+        for l in allLocations {
+            switch share(l) {
+            case .all: held.append(l)
+            case .none: if experts == nil || l.expert == nil { phantoms.append(l) }
+            case let .some(r): partial.append((l, r))
+            }
+        }
         let locations = experts == nil ? held : held.filter { $0.expert == nil }
-        let phantoms = allLocations.filter { elsewhere.contains($0.layer) && (experts == nil || $0.expert == nil) }
+        self.shardSource = shards
+        self.partialExperts = partial
         expertCache = experts
         expertLayers = Set(allLocations.compactMap { $0.expert != nil ? $0.layer : nil })
         self.location = location
@@ -199,6 +227,19 @@ public final class TieredWeightStore: WeightStore, @unchecked Sendable {
                 FileIO.dropCache(fd: fd, offset: l.begin, count: l.end - l.begin)
             }
             resident[l.name] = t
+        }
+        // a stacked expert tensor of which this process holds some experts: those slices read in, the rest unbacked
+        for (l, r) in partial {
+            precondition(!streamed.contains(l.layer), "TieredWeightStore: a layer of expert shards streamed")
+            let each = (l.end - l.begin) / max(1, l.shape[0])
+            let pages = try ZeroPages(size: l.end - l.begin, writable: true)
+            try ledger.charge(.layerWeights, r.count * each)
+            let fd = try buffered[l.path] ?? FileIO.openRead(l.path)
+            buffered[l.path] = fd
+            try FileIO.pread(fd: fd, path: l.path, into: pages.base + r.lowerBound * each, count: r.count * each, offset: l.begin + r.lowerBound * each)
+            FileIO.dropCache(fd: fd, offset: l.begin + r.lowerBound * each, count: r.count * each)
+            resident[l.name] = Tensor(storage: pages.storage(offset: 0, count: l.end - l.begin), dtype: l.dtype, shape: l.shape)
+            self.locations[l.name] = l
         }
         // another stage's tensors: views of one zero mapping as large as the largest of them
         if let largest = phantoms.map({ $0.end - $0.begin }).max() {
@@ -287,6 +328,8 @@ public final class TieredWeightStore: WeightStore, @unchecked Sendable {
     public func contains(_ name: String) -> Bool { locations[name] != nil }
 
     public func experts(layer: Int) -> ExpertSource? { expertLayers.contains(layer) ? expertCache : nil }
+
+    public func shards(layer: Int) -> ExpertShards? { shardSource }
 
     public func tensor(_ name: String, layer: Int) throws -> Tensor {
         if let t = resident[name] { return t }

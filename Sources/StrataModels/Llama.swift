@@ -187,7 +187,7 @@ public struct LlamaConfig: Decodable, Sendable {
 
 /// A Llama-family decoder: RMSNorm, rotary (half-split) attention with grouped KV heads,
 /// SwiGLU MLP. Weights are views into the checkpoint (f16/bf16 converted at use).
-public final class LlamaModel: CausalLM, @unchecked Sendable {
+public final class LlamaModel: CausalLM, ExpertServing, @unchecked Sendable {
     public let spec: ModelSpec
     let config: LlamaFamilyConfig
 
@@ -304,6 +304,28 @@ public final class LlamaModel: CausalLM, @unchecked Sendable {
     }
 
     public var workspaceBytes: Int { buffers.bytes }
+
+    /// Buffers for other processes' expert requests (apart from the passes', which may be under way).
+    private var serviceWorkspace: Workspace?
+
+    public var maxExpertRows: Int { maxRows * (config.moe?.shape.expertsPerToken ?? 1) }
+
+    public func serveExperts(layer: Int, experts: UnsafeBufferPointer<Int32>, counts: UnsafeBufferPointer<Int32>, rows: UnsafePointer<Float>,
+                             out: UnsafeMutablePointer<Float>) throws {
+        guard layer >= 0, layer < layers.count, let moe = layers[layer].moe else {
+            throw ModelError.badRequest("expert request for layer \(layer), which has no experts")
+        }
+        var total = 0
+        for (i, e) in experts.enumerated() {
+            guard e >= 0, Int(e) < moe.count, counts[i] >= 1, counts[i] <= maxRows, i == 0 || experts[i - 1] < e else {
+                throw ModelError.badRequest("expert request: expert \(e) of \(moe.count) with \(counts[i]) rows")
+            }
+            total += Int(counts[i])
+        }
+        guard total <= maxExpertRows else { throw ModelError.badRequest("expert request of \(total) rows (at most \(maxExpertRows))") }
+        if serviceWorkspace == nil { serviceWorkspace = Workspace(spec: spec, maxRows: maxRows, weightDType: buffers.weightDType) }
+        moe.serve(experts: experts, counts: counts, rows: rows, out: out, ws: serviceWorkspace!)
+    }
 
     public func forward(_ tokens: UnsafeBufferPointer<Int32>, layout: BatchLayout, kv: KVStorage) throws -> UnsafeBufferPointer<Float> {
         try checkTokens(tokens)

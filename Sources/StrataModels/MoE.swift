@@ -97,6 +97,8 @@ struct MoELayer {
     let experts: [Expert]
     /// the expert cache this layer's experts are read through (nil: `experts`)
     let source: ExpertSource?
+    /// the processes other experts of this layer run on (expert shards; nil: all here)
+    let shards: ExpertShards?
     let layer: Int
     let count: Int
     let k: Int
@@ -140,10 +142,12 @@ struct MoELayer {
         if hubLayout {
             let gu = try required(.expertGateUp, [h, 2 * ff]), down = try required(.expertDownInOut, [ff, h])
             source = nil
+            shards = nil  // the hub layout's experts are their layer's tensors: with the layer, not shards
             experts = (0..<n).map { Expert(gateUp: WeightMatrix(gu.expert($0), layout: .inOut), down: WeightMatrix(down.expert($0), layout: .inOut)) }
             return
         }
         source = w.store.experts(layer: layer)
+        shards = w.store.shards(layer: layer)
         if source != nil {
             experts = []
             return
@@ -222,7 +226,35 @@ struct MoELayer {
             m.order[m.starts[e] + m.counts[e]] = Int32(i)
             m.counts[e] += 1
         }
-        if let source {
+        if let shards, source == nil {
+            // expert shards: the rows routed to each other process's experts go there in one
+            // message, its outputs come back to their places in `out` (a process's experts are a
+            // contiguous range, so their slots are too) while this process runs its own
+            m.sentTo.removeAll(keepingCapacity: true)
+            for q in 0..<shards.ranks where q != shards.rank {
+                let range = shards.experts(of: q, layer: layer)
+                m.ids.removeAll(keepingCapacity: true); m.idCounts.removeAll(keepingCapacity: true); m.rowIDs.removeAll(keepingCapacity: true)
+                for e in range where m.counts[e] > 0 {
+                    m.ids.append(Int32(e)); m.idCounts.append(Int32(m.counts[e]))
+                    for j in 0..<m.counts[e] { m.rowIDs.append(m.order[m.starts[e] + j] / Int32(k)) }
+                }
+                if m.ids.isEmpty { continue }
+                try m.ids.withUnsafeBufferPointer { ids in
+                    try m.idCounts.withUnsafeBufferPointer { counts in
+                        try m.rowIDs.withUnsafeBufferPointer { rowIDs in
+                            try shards.send(layer: layer, to: q, experts: ids, counts: counts, rowIDs: rowIDs, xn: xn, hidden: h)
+                        }
+                    }
+                }
+                m.sentTo.append(q)
+            }
+            for e in shards.experts(of: shards.rank, layer: layer) where m.counts[e] > 0 { run(e, experts[e], xn, ws) }
+            for q in m.sentTo {
+                let range = shards.experts(of: q, layer: layer)
+                let first = m.starts[range.lowerBound], end = m.starts[range.upperBound - 1] + m.counts[range.upperBound - 1]
+                try shards.receive(layer: layer, from: q, into: m.out.f32 + first * h, rows: end - first, hidden: h)
+            }
+        } else if let source {
             // through the expert cache: the chosen experts pinned a group at a time (all at once
             // when the slots allow); those in RAM compute while the missing ones are read
             m.active.removeAll(keepingCapacity: true)
@@ -252,6 +284,24 @@ struct MoELayer {
                 for c in 0..<h { dst[c] += wgt * src[c] }
             }
         }
+    }
+
+    /// Another process's request (expert shards): `experts[i]` over `counts[i]` rows each, the
+    /// rows together in `rows` (`[sum(counts), hidden]`); their outputs, in the same order, to
+    /// `out`. The same computation as when the rows' own pass runs an expert here. `ws` is a
+    /// workspace of its own (the process's pass may be under way).
+    func serve(experts ids: UnsafeBufferPointer<Int32>, counts: UnsafeBufferPointer<Int32>, rows: UnsafePointer<Float>,
+               out: UnsafeMutablePointer<Float>, ws: Workspace) {
+        let m = ws.moe!, h = router.inFeatures
+        var at = 0
+        for (i, e32) in ids.enumerated() {
+            let e = Int(e32), c = Int(counts[i])
+            m.starts[e] = at; m.counts[e] = c
+            for j in 0..<c { m.order[at + j] = Int32((at + j) * k) }  // row at + j of `rows`
+            at += c
+        }
+        for e32 in ids { run(Int(e32), experts[Int(e32)], rows, ws) }
+        out.update(from: m.out.f32, count: at * h)
     }
 
     /// Expert `e`'s MLP over the rows routed to it; its output rows go to `out` at their places in
@@ -326,6 +376,8 @@ final class MoEBuffers {
     var counts: [Int], starts: [Int]
     /// the experts chosen in this pass, the weights of a pinned group and which of them ran (expert cache)
     var active: [Int], pinned: [ExpertWeights], done: [Bool]
+    /// expert shards: one message's experts, their row counts and rows, and the processes sent to
+    var ids: [Int32] = [], idCounts: [Int32] = [], rowIDs: [Int32] = [], sentTo: [Int] = []
 
     init(maxRows: Int, hidden: Int, shape s: MoEShape) {
         router = Tensor(zeros: [maxRows, s.experts])
@@ -341,6 +393,8 @@ final class MoEBuffers {
         pinned = []
         pinned.reserveCapacity(s.experts)
         done = [Bool](repeating: false, count: s.experts)
+        ids.reserveCapacity(s.experts); idCounts.reserveCapacity(s.experts)
+        rowIDs.reserveCapacity(maxRows * s.expertsPerToken); sentTo.reserveCapacity(64)
     }
 
     static func bytes(maxRows: Int, hidden: Int, shape s: MoEShape) -> Int {
@@ -426,4 +480,15 @@ public enum MoERouting: Equatable, Sendable {
     }
 
     private static func gcd(_ a: Int, _ b: Int) -> Int { b == 0 ? a : gcd(b, a % b) }
+}
+
+/// A model whose routed experts other processes send rows through (expert shards, StrataMPI).
+public protocol ExpertServing: AnyObject {
+    /// Most rows one request carries (a pass's rows times the experts per token).
+    var maxExpertRows: Int { get }
+    /// Runs `experts[i]` of `layer` over `counts[i]` rows each (`rows`: `[sum(counts), hidden]`)
+    /// into `out` (the same shape), as a pass here would. Throws for a layer without experts or
+    /// an expert out of range.
+    func serveExperts(layer: Int, experts: UnsafeBufferPointer<Int32>, counts: UnsafeBufferPointer<Int32>, rows: UnsafePointer<Float>,
+                      out: UnsafeMutablePointer<Float>) throws
 }

@@ -29,6 +29,8 @@ public enum ModelError: Error, CustomStringConvertible, Equatable, Sendable {
     case nonFiniteLogits(position: Int, count: Int, where: NonFinitePlace? = nil)
     case contextFull(needed: Int, capacity: Int)
     case emptyInput
+    /// Another process's request this model cannot serve (expert shards).
+    case badRequest(String)
     /// A grammar allowed no token of the vocabulary (it needs bytes no token spells).
     case grammarDeadEnd(kind: String, generated: Int)
 
@@ -40,6 +42,7 @@ public enum ModelError: Error, CustomStringConvertible, Equatable, Sendable {
             return "the model's logits at position \(p) are not finite (\(n) NaN or infinite values\(at)): its weights or config make the arithmetic blow up"
         case let .contextFull(n, c): return "sequence needs \(n) positions but the cache/model holds \(c)"
         case .emptyInput: return "no input tokens"
+        case let .badRequest(m): return m
         case let .grammarDeadEnd(k, n): return "the \(k) allows no token of the vocabulary after \(n) tokens (it needs bytes no token spells)"
         }
     }

@@ -52,13 +52,16 @@ public enum FileError: Error, CustomStringConvertible, Equatable, Sendable {
 /// MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE)`): the stand-in for tensors another process of
 /// a pipeline holds (this one builds the whole model but never runs those layers). A write
 /// faults.
+///
+/// `writable`: pages that take RAM only where written (a stacked tensor of which this process
+/// holds some experts: their slices are read in, the rest stay unbacked).
 public final class ZeroPages: @unchecked Sendable {
     public let size: Int
     public let base: UnsafeMutableRawPointer
 
-    public init(size: Int) throws {
+    public init(size: Int, writable: Bool = false) throws {
         let n = max(size, 1)
-        let p = mmap(nil, n, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+        let p = mmap(nil, n, writable ? PROT_READ | PROT_WRITE : PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
         if p == MAP_FAILED || p == nil { throw FileError.map(path: "(\(n) bytes of zero pages)", errno: errno) }
         base = p!
         self.size = n

@@ -19,11 +19,40 @@ public protocol WeightStore: AnyObject, Sendable {
     /// The routed experts of `layer` when they are read one by one (nil: they are among the
     /// layer's tensors, read with it).
     func experts(layer: Int) -> ExpertSource?
+    /// Where `layer`'s routed experts held by other processes are computed (expert shards of a
+    /// distributed run; nil: every expert is here).
+    func shards(layer: Int) -> ExpertShards?
 }
 
 extension WeightStore {
     public var streams: Bool { false }
     public func experts(layer: Int) -> ExpertSource? { nil }
+    public func shards(layer: Int) -> ExpertShards? { nil }
+}
+
+/// A mixture's routed experts spread over the processes of a distributed run (StrataMPI): each
+/// process holds a contiguous range of every layer's experts in RAM. A layer of experts sends
+/// the rows routed to another process's experts there, one message per process (`send`), runs
+/// its own experts meanwhile, and takes the outputs back (`receive`), which it adds in expert
+/// order as if every expert were here (the same sums, bit for bit).
+public protocol ExpertShards: AnyObject {
+    /// This process's index among those holding experts, and their number.
+    var rank: Int { get }
+    var ranks: Int { get }
+    /// The experts of `layer` process `rank` holds (a contiguous range of indices).
+    func experts(of rank: Int, layer: Int) -> Range<Int>
+    /// Sends `rank` the rows routed to its experts of `layer`: `experts[i]` (ids, increasing)
+    /// with `counts[i]` rows each, whose rows are `xn[rowIDs[...]]` (`hidden` wide) in order.
+    /// Returns once the message is on its way.
+    func send(layer: Int, to rank: Int, experts: UnsafeBufferPointer<Int32>, counts: UnsafeBufferPointer<Int32>,
+              rowIDs: UnsafeBufferPointer<Int32>, xn: UnsafePointer<Float>, hidden: Int) throws
+    /// Waits for `rank`'s outputs of the rows last sent to it (`rows` rows, `hidden` wide, in the
+    /// order sent) into `out`; serves the other processes' requests while it waits.
+    func receive(layer: Int, from rank: Int, into out: UnsafeMutablePointer<Float>, rows: Int, hidden: Int) throws
+}
+
+extension ExpertShards {
+    public func holds(layer: Int, expert: Int) -> Bool { experts(of: rank, layer: layer).contains(expert) }
 }
 
 /// One routed expert's three matrices (`[rows, cols]` views, valid while the expert is pinned).

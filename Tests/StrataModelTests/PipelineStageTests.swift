@@ -88,3 +88,67 @@ import StrataTensor
         }
     }
 }
+
+/// Expert shards in one process: two copies of a mixture, each holding half of every layer's
+/// experts (a stacked GGUF tensor in part, the rest unbacked), the first sending the rows routed
+/// to the other half to the second (`serveExperts`), give the whole model's logits bit for bit.
+@Suite struct ExpertShardTests {
+    /// The two "ranks" of one process: a request runs at once on the other copy's model.
+    final class Pair: ExpertShards {
+        let rank: Int, ranks = 2, split: Int, n: Int
+        weak var peer: ExpertServing?
+        var outputs: [Float] = []
+        var requests = 0
+        init(rank: Int, split: Int, n: Int) { self.rank = rank; self.split = split; self.n = n }
+        func experts(of rank: Int, layer: Int) -> Range<Int> { rank == 0 ? 0..<split : split..<n }
+        func send(layer: Int, to rank: Int, experts: UnsafeBufferPointer<Int32>, counts: UnsafeBufferPointer<Int32>,
+                  rowIDs: UnsafeBufferPointer<Int32>, xn: UnsafePointer<Float>, hidden: Int) throws {
+            #expect(rank != self.rank && experts.allSatisfy { self.experts(of: rank, layer: layer).contains(Int($0)) })
+            var rows = [Float]()
+            for r in rowIDs { rows += UnsafeBufferPointer(start: xn + Int(r) * hidden, count: hidden) }
+            outputs = [Float](repeating: .nan, count: rowIDs.count * hidden)
+            try rows.withUnsafeBufferPointer { rp in
+                try outputs.withUnsafeMutableBufferPointer { op in
+                    try peer!.serveExperts(layer: layer, experts: experts, counts: counts, rows: rp.baseAddress!, out: op.baseAddress!)
+                }
+            }
+            requests += 1
+        }
+        func receive(layer: Int, from rank: Int, into out: UnsafeMutablePointer<Float>, rows: Int, hidden: Int) throws {
+            #expect(outputs.count == rows * hidden)
+            out.update(from: outputs, count: rows * hidden)
+        }
+    }
+
+    @Test(arguments: ["qwen3-moe", "mixtral", "gguf:qwen3moe-q4_k_m", "gguf:mixtral-q4_k_m"])
+    func halfTheExpertsHereHalfThereGiveTheWholeModelsLogits(name: String) throws {
+        let gguf = name.hasPrefix("gguf:")
+        let short = String(name.dropFirst(gguf ? 5 : 0))
+        let dir = gguf ? GGUFFixtures.path(short) : Fixtures.model(short)
+        let whole = try ModelRegistry.load(directory: dir)
+        let inv = try WeightInventory(directory: dir)
+        let n = whole.spec.moe!.experts
+        let pairs = [Pair(rank: 0, split: n / 2, n: n), Pair(rank: 1, split: n / 2, n: n)]
+        var ledgers: [Ledger] = []
+        let models = try pairs.map { p -> CausalLM in
+            let ledger = Ledger(budget: nil)
+            ledgers.append(ledger)
+            let store = try TieredWeightStore(locations: inv.locations, streamed: [], prefetchDepth: 0, ledger: ledger, location: dir, shards: p)
+            return try ModelRegistry.load(directory: dir, store: store)
+        }
+        pairs[0].peer = models[1] as? ExpertServing
+        pairs[1].peer = models[0] as? ExpertServing
+        // each copy holds its half of the experts' bytes, not the other's
+        let expertBytes = inv.experts.map { $0.reduce(0) { $0 + $1.bytes } }.reduce(0, +)
+        let all = inv.locations.reduce(0) { $0 + $1.end - $1.begin }
+        for (i, l) in ledgers.enumerated() {
+            let mine = inv.experts.map { layer in layer.enumerated().filter { pairs[i].experts(of: i, layer: 0).contains($0.offset) }.reduce(0) { $0 + $1.element.bytes } }.reduce(0, +)
+            let held = (l.lines[.layerWeights] ?? 0) + (l.lines[.otherWeights] ?? 0)
+            #expect(held == all - expertBytes + mine, "\(name): copy \(i) holds \(held) bytes, expected \(all - expertBytes + mine)")
+        }
+        let seq = try (gguf ? GGUFFixtures.reference(short).sequences[0] : Fixtures.reference(short).sequences[1]).map(Int32.init)
+        let a = try models[0].logits(seq), b = try whole.logits(seq)
+        #expect(pairs[0].requests > 0, "\(name): no rows went to the other half")
+        #expect(zip(a.joined(), b.joined()).allSatisfy { $0 == $1 }, "\(name): logits differ from the whole model's")
+    }
+}
