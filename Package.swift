@@ -51,7 +51,7 @@ let package = Package(
 
         .target(name: "Strata", dependencies: ["StrataTensor", "StrataFormats", "StrataModels", "StrataMemory", "StrataPlanner"]),
         // pipeline stages over MPI ranks (Strata's `Pipeline`), its own target so that Strata builds without MPI
-        .target(name: "StrataMPI", dependencies: ["CMPI", "Strata", "StrataMemory", "StrataModels", "StrataTensor"]),
+        .target(name: "StrataMPI", dependencies: ["CMPI", "Strata", "StrataMemory", "StrataModels", "StrataPlanner", "StrataTensor"]),
         // the OpenAI-compatible HTTP server (SwiftNIO) over one ServingEngine
         .target(name: "StrataServer", dependencies: ["Strata", "StrataMemory", .product(name: "NIOCore", package: "swift-nio"),
                                                      .product(name: "NIOPosix", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -1,6 +1,7 @@
 import Foundation
 import StrataMemory
 import StrataModels
+import StrataPlanner
 import StrataTensor
 
 /// A model split into pipeline stages across processes (ranks of an MPI job; the `StrataMPI`
@@ -48,30 +49,6 @@ public enum Pipelines {
         get { lock.lock(); defer { lock.unlock() }; return installed }
         set { lock.lock(); installed = newValue; lock.unlock() }
     }
-}
-
-/// Splits `layerBytes` into `weights.count` contiguous ranges, each as close as the layer
-/// boundaries allow to its share of the bytes (share = weight / sum of weights; every range has
-/// at least one layer). Pure: every rank computes the same split.
-public func splitLayers(_ layerBytes: [Int], weights: [Double]) -> [Range<Int>] {
-    let n = layerBytes.count, k = weights.count
-    precondition(k >= 1 && k <= n && weights.allSatisfy { $0 > 0 }, "splitLayers: \(k) stages of \(n) layers")
-    let total = Double(layerBytes.reduce(0, +)), sum = weights.reduce(0, +)
-    var ranges: [Range<Int>] = []
-    var start = 0, acc = 0.0, target = 0.0
-    for s in 0..<k {
-        if s == k - 1 { ranges.append(start..<n); break }
-        target += total * weights[s] / sum
-        var end = start + 1  // at least one layer
-        acc += Double(layerBytes[start])
-        // take the next layer while that brings the cut closer to the target, leaving a layer for each later stage
-        while end < n - (k - 1 - s) && abs(acc + Double(layerBytes[end]) - target) <= abs(acc - target) {
-            acc += Double(layerBytes[end]); end += 1
-        }
-        ranges.append(start..<end)
-        start = end
-    }
-    return ranges
 }
 
 extension WeightInventory {

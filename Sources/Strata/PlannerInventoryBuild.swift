@@ -83,6 +83,17 @@ extension PlannerInventory {
             inv.moe?.expertDType = all.first?.parts.first?.dtype
             // a benchmark's routing (STRATA_MOE_ROUTING=zipf:S) is predicted as what it is
             if case let .zipf(x) = MoERouting.fromEnvironment { inv.moe?.zipf = x }
+        } else if weightInventory == nil, let m = spec.moe {
+            // config.json alone: each expert's three matrices in the planned dtype, every one alike
+            let expertParams = 3 * spec.hiddenSize * m.intermediate
+            let partBytes = weightDType.bytes(elements: spec.hiddenSize * m.intermediate)
+            let expertBytes = 3 * partBytes
+            let dense = (0..<spec.layers).map { m.sparseLayers[$0] ? max(0, layerBytes[$0] - m.experts * expertBytes) : layerBytes[$0] }
+            inv.moe = PlannerMoE(experts: m.experts, perToken: m.expertsPerToken, sparseLayers: m.sparseLayers, expertBytes: expertBytes,
+                                 expertParams: expertParams, slotBytes: 3 * ((partBytes + 4095) / 4096 * 4096), denseLayerBytes: dense,
+                                 denseLayerParams: (0..<spec.layers).map { m.sparseLayers[$0] ? max(0, perLayer - m.experts * expertParams) : perLayer })
+            inv.moe?.expertDType = weightDType
+            if case let .zipf(x) = MoERouting.fromEnvironment { inv.moe?.zipf = x }
         }
         return inv
     }

@@ -7,7 +7,9 @@ import StrataPlanner
 struct PlanCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "plan", abstract: "Plan weights and KV across RAM and disk under a RAM budget, and predict the speed.")
     @Option(name: [.customLong("model"), .customShort("m")], help: "Model folder (config.json; safetensors headers unless --dtype) or GGUF file.") var model: String
-    @Option(name: .customLong("ram-budget"), help: "RAM budget, e.g. 2GiB.") var ramBudget: String
+    @Option(name: .customLong("ram-budget"), help: "RAM budget, e.g. 2GiB (one host; with --hosts each host's own).") var ramBudget: String?
+    @Option(help: "Plan across hosts (ranks of mpirun): a JSON file listing each host's name, ram_budget, and optionally profile (a `strata profile` JSON file), network_bytes_per_second and network_latency_seconds of its link to the next host (docs/distributed.md).") var hosts: String?
+    @OptionGroup var distributed: DistributedOption
     @Option(help: "Batch size, or auto.") var batch: String = "auto"
     @Option(name: .customLong("prompt-tokens")) var promptTokens = 512
     @Option(name: .customLong("output-tokens")) var outputTokens = 128
@@ -23,6 +25,8 @@ struct PlanCommand: ParsableCommand {
         // outputs are checked before any work (a FIFO or device named as one is refused)
         for path in [out, svg].compactMap({ $0 }) { try FileIO.requireReplaceable(path) }
         try threads.apply()
+        if let hosts { return try planHosts(hosts) }
+        guard let ramBudget else { throw ValidationError("--ram-budget is needed (or --hosts)") }
         guard let budget = parseByteSize(ramBudget) else { throw ValidationError("--ram-budget: '\(ramBudget)' is not a size") }
         guard let obj = PlanRequest.Objective(rawValue: objective) else { throw ValidationError("--objective must be throughput or latency") }
         let b: Int? = batch == "auto" ? nil : Int(batch)
@@ -51,6 +55,91 @@ struct PlanCommand: ParsableCommand {
             let rows = StorageAdvice.compare(folder: folder, inv: inv, profile: profile, request: plan.request)
             print(format == "markdown" ? "\n## Other storage types at this budget (predicted)\n" : "\nOther storage types at this budget (predicted)")
             print(StorageAdvice.text(rows, markdown: format == "markdown"), terminator: "")
+        }
+    }
+
+    /// `--hosts`: the model over several hosts as `mpirun` runs it (`ClusterPlanner`).
+    func planHosts(_ path: String) throws {
+        if ramBudget != nil { throw ValidationError("--ram-budget and --hosts: each host's budget is in the hosts file") }
+        guard ["text", "json"].contains(format) else { throw ValidationError("--format must be text or json with --hosts") }
+        let b: Int? = batch == "auto" ? 1 : Int(batch)
+        guard let b, b >= 1, b <= 4096 else { throw ValidationError("--batch must be auto (1 with --hosts) or an integer in 1...4096") }
+        try checkFlag(promptTokens, 1...(1 << 24), "--prompt-tokens")
+        try checkFlag(outputTokens, 1...(1 << 24), "--output-tokens")
+        let specs = try HostsFile.read(path)
+        let dt = try parseDType(dtype)
+        let profile = try loadProfile()
+        let workload = Workload(batch: b, promptTokens: promptTokens, outputTokens: outputTokens)
+        let kvType = try kv.type(ModelFolder(path: model).spec)
+        let inv = try PlannerInventory.build(directory: model, workload: workload, dtype: dt, kvType: kvType)
+        let request = PlanRequest(budgetBytes: specs[0].ramBudgetBytes, batch: b, promptTokens: promptTokens, outputTokens: outputTokens,
+                                  bf16Products: Kernels.prefillUsesBF16Products(dtype: inv.weightDType ?? .f32),
+                                  exactActivations: Kernels.activations == .f32, kvType: kvType)
+        let plan: ClusterPlan
+        do { plan = try ClusterPlanner.plan(inv: inv, hosts: specs, request: request, profile: profile, shardExperts: distributed.mpiExperts == "shard") } catch let e as ClusterPlanError {
+            throw ValidationError("\(path): \(e)")
+        }
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        if let out { try FileIO.writeAtomically(out, enc.encode(plan)) }
+        if format == "json" { print(String(decoding: try enc.encode(plan), as: UTF8.self)); return }
+        print("\(inv.name) over \(specs.count) hosts (batch \(b), \(plan.microBatches) micro-batches\(plan.shardExperts ? ", experts shared out over every host" : ""))")
+        print("host".padding(toLength: 14, withPad: " ", startingAt: 0) + "layers".padding(toLength: 12, withPad: " ", startingAt: 0)
+              + (plan.shardExperts ? "experts".padding(toLength: 12, withPad: " ", startingAt: 0) : "")
+              + "resident".padding(toLength: 12, withPad: " ", startingAt: 0) + "streamed".padding(toLength: 10, withPad: " ", startingAt: 0)
+              + "step ms".padding(toLength: 10, withPad: " ", startingAt: 0) + "hop ms")
+        for st in plan.stages {
+            print(st.host.padding(toLength: 14, withPad: " ", startingAt: 0) + "\(st.firstLayer)..<\(st.endLayer)".padding(toLength: 12, withPad: " ", startingAt: 0)
+                  + (plan.shardExperts ? "\(st.firstExpert ?? 0)..<\(st.endExpert ?? 0)".padding(toLength: 12, withPad: " ", startingAt: 0) : "")
+                  + formatBytes(st.residentBytes).padding(toLength: 12, withPad: " ", startingAt: 0) + "\(st.streamedLayers.count)".padding(toLength: 10, withPad: " ", startingAt: 0)
+                  + String(format: "%-10.2f%.3f", 1000 * st.stepSeconds, 1000 * st.hopSeconds))
+        }
+        print(String(format: "predicted decode: %.2f tokens/s per sequence, %.2f over the batch (step %.1f ms, of which %.2f ms on the network)",
+                     plan.decodeTokensPerSecond, plan.aggregateTokensPerSecond, 1000 * plan.decodeStepSeconds, 1000 * plan.networkSecondsPerStep))
+        if let one = plan.oneHostDecodeTokensPerSecond {
+            print(String(format: "the first host alone under its budget: %.2f tokens/s per sequence", one))
+        } else if let note = plan.oneHostNote {
+            print("the first host alone: \(note)")
+        }
+    }
+}
+
+/// `strata plan --hosts`: `{"hosts": [{"name": "a", "ram_budget": "16GiB", "profile": "a.json",
+/// "network_bytes_per_second": 125000000, "network_latency_seconds": 0.0002}, ...]}` in rank
+/// order. A missing link is 1 Gbit/s and 0.2 ms; a missing profile is this machine's. Every other
+/// field is refused by name.
+enum HostsFile {
+    static func read(_ path: String) throws -> [HostSpec] {
+        guard let data = try FileIO.readSmallFile(path, limit: 1 << 20) else { throw ValidationError("--hosts \(path): cannot read it") }
+        guard let top = try? JSONSerialization.jsonObject(with: data) as? [String: Any], let list = top["hosts"] as? [[String: Any]] else {
+            throw ValidationError("--hosts \(path): not a JSON object with a \"hosts\" list of objects")
+        }
+        if let extra = top.keys.first(where: { $0 != "hosts" }) { throw ValidationError("--hosts \(path): unknown field '\(extra)'") }
+        guard !list.isEmpty, list.count <= 4096 else { throw ValidationError("--hosts \(path): \(list.count) hosts (1...4096)") }
+        let known: Set<String> = ["name", "ram_budget", "profile", "network_bytes_per_second", "network_latency_seconds"]
+        return try list.enumerated().map { (i, h) in
+            let at = "--hosts \(path): hosts[\(i)]"
+            if let extra = h.keys.sorted().first(where: { !known.contains($0) }) { throw ValidationError("\(at): unknown field '\(extra)'") }
+            let name = (h["name"] as? String) ?? "host\(i)"
+            let budget: Int?
+            if let s = h["ram_budget"] as? String { budget = parseByteSize(s) } else if let n = h["ram_budget"] as? Int { budget = n } else { budget = nil }
+            guard let budget, budget > 0 else { throw ValidationError("\(at).ram_budget: a size such as \"16GiB\" is needed") }
+            func positive(_ key: String, _ fallback: Double) throws -> Double {
+                guard let v = h[key] else { return fallback }
+                guard let d = (v as? NSNumber)?.doubleValue, d.isFinite, d > 0, !(v is Bool) else { throw ValidationError("\(at).\(key): a positive number") }
+                return d
+            }
+            var profile: HardwareProfile? = nil
+            if let p = h["profile"] {
+                guard let file = p as? String else { throw ValidationError("\(at).profile: a path to a `strata profile` JSON file") }
+                let dir = (path as NSString).deletingLastPathComponent
+                let full = file.hasPrefix("/") ? file : (dir as NSString).appendingPathComponent(file)
+                do { profile = try JSONDecoder().decode(HardwareProfile.self, from: Data(contentsOf: URL(fileURLWithPath: full))) } catch {
+                    throw ValidationError("\(at).profile: \(full): \(error)")
+                }
+            }
+            return HostSpec(name: name, ramBudgetBytes: budget, profile: profile,
+                            networkBytesPerSecond: try positive("network_bytes_per_second", 125e6), networkLatencySeconds: try positive("network_latency_seconds", 2e-4))
         }
     }
 }

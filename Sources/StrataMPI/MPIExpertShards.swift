@@ -1,6 +1,7 @@
 import Foundation
 import Strata
 import StrataModels
+import StrataPlanner
 import StrataTensor
 
 /// A mixture's routed experts spread over the ranks (`ExpertShards`): rank r holds the same

@@ -2,6 +2,7 @@ import Foundation
 import Strata
 import StrataMemory
 import StrataModels
+import StrataPlanner
 import StrataTensor
 
 /// Pipeline stages over the ranks of an MPI job (`Pipeline`): rank r holds a contiguous range of

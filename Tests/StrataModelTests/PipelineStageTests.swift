@@ -3,6 +3,7 @@ import Testing
 @testable import Strata
 @testable import StrataMemory
 @testable import StrataModels
+import StrataPlanner
 import StrataTensor
 
 /// Pipeline stages in one process (what the ranks of `mpirun` run, without MPI): a model split
@@ -150,5 +151,74 @@ import StrataTensor
         let a = try models[0].logits(seq), b = try whole.logits(seq)
         #expect(pairs[0].requests > 0, "\(name): no rows went to the other half")
         #expect(zip(a.joined(), b.joined()).allSatisfy { $0 == $1 }, "\(name): logits differ from the whole model's")
+    }
+}
+
+/// The cluster planner against the one-host planner and a hand count of the pipeline.
+@Suite struct ClusterPlannerTests {
+    func inventory(_ config: String) throws -> PlannerInventory {
+        try PlannerInventory.build(directory: Fixtures.root + "/configs/" + config, workload: Workload(batch: 1, promptTokens: 512, outputTokens: 128),
+                                   dtype: .q4_k)
+    }
+
+    @Test func oneHostIsTheOneHostPlan() throws {
+        let inv = try inventory("llama-2-70b")
+        let req = PlanRequest(budgetBytes: 48 << 30, batch: 1, promptTokens: 512, outputTokens: 128)
+        let one = try Planner.plan(inv: inv, profile: syntheticProfile(), request: req, curve: false)
+        let c = try ClusterPlanner.plan(inv: inv, hosts: [HostSpec(name: "a", ramBudgetBytes: 48 << 30, networkBytesPerSecond: 1e9, networkLatencySeconds: 1e-3)],
+                                        request: req, profile: syntheticProfile(), shardExperts: true)
+        #expect(c.stages.count == 1 && c.stages[0].firstLayer == 0 && c.stages[0].endLayer == 80 && c.networkSecondsPerStep == 0)
+        #expect(abs(c.decodeTokensPerSecond - one.prediction.decodeTokensPerSecond) / one.prediction.decodeTokensPerSecond < 1e-9)
+        #expect(c.oneHostDecodeTokensPerSecond == one.prediction.decodeTokensPerSecond)
+    }
+
+    /// Three hosts, batch 1: the step is each stage's pass plus each hop, one after another
+    /// (the head only on the last), and the stages' layers follow the budgets.
+    @Test func aStepIsTheStagesAndTheHopsInTurn() throws {
+        let inv = try inventory("llama-2-70b")
+        let hosts = [HostSpec(name: "a", ramBudgetBytes: 32 << 30, networkBytesPerSecond: 1e8, networkLatencySeconds: 1e-3),
+                     HostSpec(name: "b", ramBudgetBytes: 32 << 30, networkBytesPerSecond: 1e8, networkLatencySeconds: 2e-3),
+                     HostSpec(name: "c", ramBudgetBytes: 16 << 30, networkBytesPerSecond: 1e8, networkLatencySeconds: 3e-3)]
+        let req = PlanRequest(budgetBytes: 32 << 30, batch: 1, promptTokens: 512, outputTokens: 128)
+        let c = try ClusterPlanner.plan(inv: inv, hosts: hosts, request: req, profile: syntheticProfile(), shardExperts: true)
+        #expect(c.stages.map(\.endLayer) == [32, 64, 80] && c.microBatches == 1)
+        let bw = 1e8, hidden = 8192.0 * 4, logits = 32000.0 * 4
+        let hops: [Double] = [1e-3 + hidden / bw, 2e-3 + hidden / bw, 3e-3 + logits / bw]
+        for (s, h) in hops.enumerated() { #expect(abs(c.stages[s].hopSeconds - h) < 1e-12) }
+        let want = c.stages.reduce(0) { $0 + $1.stepSeconds } + hops.reduce(0, +)
+        #expect(abs(c.decodeStepSeconds - want) < 1e-9 && abs(c.networkSecondsPerStep - hops.reduce(0, +)) < 1e-12)
+        // the stages' passes add up to the whole model's resident pass (the head counted once)
+        var cost = CostModel(profile: syntheticProfile()); cost.dtype = inv.weightDType
+        let whole = cost.pass(inv: inv, rows: 1, context: 576, logitRows: 1, streamed: [], prefetch: 1).seconds
+        #expect(abs(c.stages.reduce(0) { $0 + $1.stepSeconds } - whole) / whole < 0.02)
+    }
+
+    /// With batch 4 over 2 hosts, two micro-batches overlap: the step is shorter than the stages
+    /// of the whole batch one after another, and no shorter than the busiest stage.
+    @Test func microBatchesOverlapTheStages() throws {
+        let inv = try inventory("llama-2-70b")
+        let hosts = (0..<2).map { HostSpec(name: "h\($0)", ramBudgetBytes: 40 << 30, networkBytesPerSecond: 1e10, networkLatencySeconds: 1e-6) }
+        let c = try ClusterPlanner.plan(inv: inv, hosts: hosts, request: PlanRequest(budgetBytes: 40 << 30, batch: 4, promptTokens: 512, outputTokens: 128),
+                                        profile: syntheticProfile(), shardExperts: true)
+        #expect(c.microBatches == 2)
+        let serial = c.stages.reduce(0) { $0 + $1.stepSeconds }
+        #expect(c.decodeStepSeconds < serial && c.decodeStepSeconds >= c.stages.map(\.stepSeconds).max()!)
+    }
+
+    /// A 235B-A22B mixture from config.json alone over four hosts: with expert shards each host
+    /// holds a quarter of every layer's experts and the whole fits in their RAM.
+    @Test func aMixtureSharesItsExpertsOverTheHosts() throws {
+        let inv = try inventory("qwen3-235b-a22b")
+        #expect(inv.moe?.experts == 128 && inv.moe?.perToken == 8)
+        let hosts = (0..<4).map { HostSpec(name: "h\($0)", ramBudgetBytes: 40 << 30, networkBytesPerSecond: 125e6, networkLatencySeconds: 2e-4) }
+        let req = PlanRequest(budgetBytes: 40 << 30, batch: 1, promptTokens: 512, outputTokens: 128)
+        let c = try ClusterPlanner.plan(inv: inv, hosts: hosts, request: req, profile: syntheticProfile(), shardExperts: true)
+        #expect(c.shardExperts && c.stages.map { $0.endExpert! - $0.firstExpert! } == [32, 32, 32, 32])
+        #expect(c.stages.allSatisfy { $0.streamedLayers.isEmpty && $0.residentBytes <= 40 << 30 })
+        #expect(c.networkSecondsPerStep > 0 && c.decodeTokensPerSecond > 0)
+        // too little RAM for a host's share: refused, naming the host
+        var small = hosts
+        small[2].ramBudgetBytes = 8 << 30
+        #expect(throws: ClusterPlanError.self) { try ClusterPlanner.plan(inv: inv, hosts: small, request: req, profile: syntheticProfile(), shardExperts: true) }
     }
 }
