@@ -182,6 +182,7 @@ extension Generate {
                           p.expertSlots, x.policy as NSString, 100 * x.hitRate, x.hits, x.misses, formatBytes(x.bytesRead) as NSString, x.routingEntropy,
                           x.layerHitRates.map { String(format: "%.0f%%", 100 * $0) }.joined(separator: " ") as NSString))
         }
+        if let pipeline = Pipelines.current as? MPIPipeline, !pipeline.links.isEmpty { reportPipeline(pipeline, rep, kvType: kvType) }
         if let usedPlan {
             // Session.run compared the report with the plan's prediction (and the rule's figure)
             if !usedPlan.versusRule.isEmpty { eprint("plan vs \(usedPlan.versusRule)") }
@@ -236,5 +237,32 @@ extension Generate {
                       requests.count, outs.count, st.promptTokensComputed, st.prefixHitTokens, generated, st.seconds,
                       Double(generated) / max(st.seconds, 1e-9), st.steps, st.maxRunning, st.preemptions, blocks, kvBlockSize,
                       formatBytes(blocks * perBlock) as NSString, kvType.rawValue as NSString))
+    }
+
+    /// Under mpirun: the links measured at start, and the cluster planner's prediction for this
+    /// split (each rank's budget, the links, rank 0's profile for every rank) beside the measured speed.
+    func reportPipeline(_ pipeline: MPIPipeline, _ rep: RunReport, kvType: DType) {
+        let n = pipeline.size
+        eprint("links (measured at start): " + pipeline.links.enumerated().map { i, l in
+            String(format: "rank %d->%d %.0f MB/s, %.0f us", i, (i + 1) % n, l.bytesPerSecond / 1e6, l.latencySeconds * 1e6)
+        }.joined(separator: "; "))
+        do {
+            let w = rep.workload
+            let inv = try PlannerInventory.build(directory: model, workload: w, kvType: kvType)
+            let hosts = (0..<n).map { i in
+                HostSpec(name: "rank \(i)", ramBudgetBytes: Int(pipeline.budgets[i]), networkBytesPerSecond: pipeline.links[i].bytesPerSecond,
+                         networkLatencySeconds: pipeline.links[i].latencySeconds)
+            }
+            let request = PlanRequest(budgetBytes: hosts[0].ramBudgetBytes, batch: w.batch, promptTokens: w.promptTokens, outputTokens: w.outputTokens,
+                                      bf16Products: Kernels.prefillUsesBF16Products(dtype: inv.weightDType ?? .f32),
+                                      exactActivations: Kernels.activations == .f32, kvType: kvType)
+            let plan = try ClusterPlanner.plan(inv: inv, hosts: hosts, request: request, profile: loadProfile(), shardExperts: pipeline.shardExperts)
+            let measured = rep.measured.decodeTokensPerSecond
+            eprint(String(format: "pipeline: predicted decode %.2f tokens/s per sequence (step %.2f ms, %.3f ms of it on the links), measured %.2f (%+.1f%%)",
+                          plan.decodeTokensPerSecond, 1000 * plan.decodeStepSeconds, 1000 * plan.networkSecondsPerStep, measured,
+                          plan.decodeTokensPerSecond > 0 ? 100 * (measured / plan.decodeTokensPerSecond - 1) : 0))
+        } catch {
+            eprint("pipeline: no prediction (\(error))")
+        }
     }
 }

@@ -56,6 +56,52 @@ public final class MPIPipeline: Pipeline, @unchecked Sendable {
         return s
     }
 
+    /// Each rank's RAM budget (without one, the RAM its host had available), as the split used them.
+    public var budgets: [Double] { weights }
+    /// The link from each rank to the next (the last: to rank 0), measured at start: one-way
+    /// latency (half the round trip of 8 bytes, best of 20) and bandwidth (4 MiB each way, best of 4).
+    public private(set) var links: [(bytesPerSecond: Double, latencySeconds: Double)] = []
+
+    private func measureLinks() throws {
+        var buf: [UInt8] = []
+        var small = [UInt8](repeating: 1, count: 8), big = [UInt8](repeating: 2, count: 4 << 20)
+        var myLatency = 0.0, myBandwidth = 0.0
+        for s in 0..<size {
+            let next = (s + 1) % size
+            if rank == s {
+                var best = Double.infinity
+                for _ in 0..<20 {
+                    let t0 = DispatchTime.now().uptimeNanoseconds
+                    try small.withUnsafeBytes { try world.send($0.baseAddress!, count: 8, to: next, tag: 7) }
+                    _ = try world.receive(from: next, tag: 7, into: &buf)
+                    best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) / 2e9)
+                }
+                var bestBig = Double.infinity
+                for _ in 0..<4 {
+                    let t0 = DispatchTime.now().uptimeNanoseconds
+                    try big.withUnsafeBytes { try world.send($0.baseAddress!, count: $0.count, to: next, tag: 8) }
+                    _ = try world.receive(from: next, tag: 8, into: &buf)
+                    bestBig = min(bestBig, Double(DispatchTime.now().uptimeNanoseconds - t0) / 2e9)
+                }
+                myLatency = best
+                myBandwidth = Double(big.count) / max(1e-9, bestBig - best)
+            } else if rank == next {
+                for _ in 0..<20 {
+                    _ = try world.receive(from: s, tag: 7, into: &buf)
+                    try small.withUnsafeBytes { try world.send($0.baseAddress!, count: 8, to: s, tag: 7) }
+                }
+                for _ in 0..<4 {
+                    _ = try world.receive(from: s, tag: 8, into: &buf)
+                    try big.withUnsafeBytes { try world.send($0.baseAddress!, count: $0.count, to: s, tag: 8) }
+                }
+            }
+        }
+        _ = small.count; _ = big.count
+        small[0] = 0; big[0] = 0
+        let lat = try world.allGather(myLatency), bw = try world.allGather(myBandwidth)
+        links = (0..<size).map { (bw[$0], lat[$0]) }
+    }
+
     /// Each rank's experts (with expert shards).
     public var expertRanges: [Range<Int>] { shards?.ranges ?? [] }
 
@@ -68,6 +114,7 @@ public final class MPIPipeline: Pipeline, @unchecked Sendable {
         }
         let mine = Double(budget ?? MemoryInfo.availableBytes())
         weights = try world.allGather(max(1, mine))
+        try measureLinks()
         // with expert shards the experts spread over every rank: the stages split the rest
         let s = splitLayers(shards(inventory) ? inventory.denseLayerBytes.map { max(1, $0) } : inventory.layerBytes, weights: weights)
         split = s
