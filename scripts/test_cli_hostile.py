@@ -217,6 +217,23 @@ def main():
             f.write(text)
         return p
 
+    # strata plan --hosts: every field of the hosts file checked, named
+    cfg = os.path.join(ROOT, "Tests/Fixtures/configs/llama-2-70b")
+    for label, doc, expect in [
+        ("not an object", "[1, 2]", "\"hosts\" list"),
+        ("unknown top field", json.dumps({"hosts": [{"ram_budget": "8GiB"}], "extra": 1}), "unknown field 'extra'"),
+        ("unknown host field", json.dumps({"hosts": [{"ram_budget": "8GiB", "cores": 4}]}), "hosts[0]: unknown field 'cores'"),
+        ("missing budget", json.dumps({"hosts": [{"name": "a"}]}), "hosts[0].ram_budget"),
+        ("bad budget", json.dumps({"hosts": [{"ram_budget": "lots"}]}), "hosts[0].ram_budget"),
+        ("negative bandwidth", json.dumps({"hosts": [{"ram_budget": "8GiB", "network_bytes_per_second": -1}]}), "hosts[0].network_bytes_per_second"),
+        ("missing profile file", json.dumps({"hosts": [{"ram_budget": "8GiB", "profile": "nowhere.json"}]}), "hosts[0].profile"),
+        ("more hosts than layers", json.dumps({"hosts": [{"ram_budget": "8GiB"}] * 81}), "each host needs a layer"),
+        ("a host too small", json.dumps({"hosts": [{"ram_budget": "64GiB"}, {"name": "tiny", "ram_budget": "1MiB"}]}), "host tiny"),
+    ]:
+        case(f"plan --hosts: {label}", ["plan", "--model", cfg, "--dtype", "q4_k", "--hosts", write("hosts.json", doc)], expect)
+    case("plan --hosts with --ram-budget", ["plan", "--model", cfg, "--dtype", "q4_k", "--ram-budget", "1GiB", "--hosts", write("hosts.json", json.dumps({"hosts": [{"ram_budget": "8GiB"}]}))], "--ram-budget and --hosts")
+    case("--mpi-experts other", ["generate", "--model", MODEL, "--ids", "1", "--mpi-experts", "half"], "--mpi-experts")
+
     case("logits: token id wrapping to 5", ["logits", "--model", MODEL, "--ids", "4294967301"], "outside the vocabulary")
     case("generate: token id wrapping to 5", ["generate", "--model", MODEL, "--ids", "4294967301", "--max-tokens", "2"], "outside the vocabulary")
     case("generate: negative token id", ["generate", "--model", MODEL, "--ids", "1,-3", "--max-tokens", "2"], "outside the vocabulary")

@@ -147,7 +147,11 @@ public final class MPIPipeline: Pipeline, @unchecked Sendable {
         if let shards {
             guard let serving = model as? ExpertServing else { throw PipelineError.notSupported("this architecture cannot serve its experts to other ranks") }
             shards.model = serving
+            serving.prepareExpertService()
         }
+        // every rank has loaded its weights before rank 0 runs a pass (a pass's time is then its
+        // own, not the wait for the slowest rank's load)
+        _ = try world.allGather(0)
         return rank == 0 ? PipelineModel(inner: model, layers: layers, pipeline: self) : StageModel(inner: model, layers: layers)
     }
 

@@ -310,6 +310,17 @@ public final class LlamaModel: CausalLM, ExpertServing, @unchecked Sendable {
 
     public var maxExpertRows: Int { maxRows * (config.moe?.shape.expertsPerToken ?? 1) }
 
+    /// Makes the buffers requests run in (at load: made at a first request, their pages would be
+    /// cleared inside the pass that waits for it): the experts' MLP buffers, a conversion band
+    /// for an expert's matrices, no logits or attention.
+    public func prepareExpertService() {
+        guard serviceWorkspace == nil, let shape = config.moe?.shape else { return }
+        let s = spec
+        serviceWorkspace = Workspace(maxRows: maxRows, hidden: s.hiddenSize, qWidth: 1, kvDim: 1, attnWidth: 1, ffn: Workspace.ffnWidth(s), vocab: 1,
+                                     convertElements: WeightMatrix.scratchElements(dtype: buffers.weightDType, largest: 2 * s.hiddenSize * shape.intermediate),
+                                     moe: shape)
+    }
+
     public func serveExperts(layer: Int, experts: UnsafeBufferPointer<Int32>, counts: UnsafeBufferPointer<Int32>, rows: UnsafePointer<Float>,
                              out: UnsafeMutablePointer<Float>) throws {
         guard layer >= 0, layer < layers.count, let moe = layers[layer].moe else {
@@ -323,7 +334,7 @@ public final class LlamaModel: CausalLM, ExpertServing, @unchecked Sendable {
             total += Int(counts[i])
         }
         guard total <= maxExpertRows else { throw ModelError.badRequest("expert request of \(total) rows (at most \(maxExpertRows))") }
-        if serviceWorkspace == nil { serviceWorkspace = Workspace(spec: spec, maxRows: maxRows, weightDType: buffers.weightDType) }
+        prepareExpertService()
         moe.serve(experts: experts, counts: counts, rows: rows, out: out, ws: serviceWorkspace!)
     }
 

@@ -486,6 +486,8 @@ public enum MoERouting: Equatable, Sendable {
 public protocol ExpertServing: AnyObject {
     /// Most rows one request carries (a pass's rows times the experts per token).
     var maxExpertRows: Int { get }
+    /// Makes the buffers requests run in now (at load), not at the first request.
+    func prepareExpertService()
     /// Runs `experts[i]` of `layer` over `counts[i]` rows each (`rows`: `[sum(counts), hidden]`)
     /// into `out` (the same shape), as a pass here would. Throws for a layer without experts or
     /// an expert out of range.
