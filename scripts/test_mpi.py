@@ -106,11 +106,15 @@ def wait_listening(proc, port, seconds=60):
     return False
 
 
-def complete(port, body):
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions", data=json.dumps(body).encode(),
+def post(port, path, body):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(),
                                  headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=60) as r:
         return json.loads(r.read())
+
+
+def complete(port, body):
+    return post(port, "/v1/completions", body)
 
 
 def rank_pids(pattern, rank):
@@ -140,7 +144,15 @@ def serving():
         try:
             up = wait_listening(proc, port)
             check(up, f"{'mpirun -np 2 ' if launcher else ''}strata serve listens")
-            answers.append([complete(port, b)["choices"][0]["text"] for b in bodies] if up else None)
+            if up:
+                got = [complete(port, b)["choices"][0]["text"] for b in bodies]
+                # every prompt row's logits (echo) and the last hidden states (embeddings) come back through rank 0 too
+                echo = complete(port, {"model": "model", "prompt": "Hello there", "max_tokens": 1, "temperature": 0, "echo": True, "logprobs": 2})
+                got.append(json.dumps(echo["choices"][0]["logprobs"]["token_logprobs"]))
+                got.append(json.dumps(post(port, "/v1/embeddings", {"model": "model", "input": ["Hello there", "a second input"]})["data"]))
+                answers.append(got)
+            else:
+                answers.append(None)
             if launcher:
                 # a signal to rank 0 stops the server; it tells the other rank, and the job ends cleanly
                 for pid in rank_pids("serve", 0):
@@ -160,7 +172,7 @@ def serving():
                 proc.kill()
                 proc.wait()
     check(answers[0] is not None and answers[0] == answers[1] and all(answers[0]),
-          f"the served answers through rank 0 equal the single process's ({answers})")
+          f"the served answers, echoed logprobs and embeddings through rank 0 equal the single process's ({[a[:2] if a else a for a in answers]})")
 
 
 def failures_end_the_job(prompts_file):

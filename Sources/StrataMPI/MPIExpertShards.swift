@@ -63,6 +63,8 @@ final class MPIExpertShards: ExpertShards, @unchecked Sendable {
         buf.withUnsafeBytes { b in out.update(from: b.baseAddress!.assumingMemoryBound(to: Float.self), count: rows * hidden) }
     }
     private var reply: [UInt8] = []
+    /// a request's experts and their row counts (capacity kept across requests)
+    private var ids: [Int32] = [], counts: [Int32] = []
 
     /// Answers one waiting request, if any (`MPIWorld.idle`): runs the experts it names over its
     /// rows and sends the outputs back (a failure goes back as an error naming this rank).
@@ -88,8 +90,7 @@ final class MPIExpertShards: ExpertShards, @unchecked Sendable {
                     throw PipelineError.notSupported("a malformed expert request from rank \(source) (\(n) bytes)")
                 }
                 let pairs = r.ints(2 * count)
-                var ids = [Int32](), counts = [Int32]()
-                ids.reserveCapacity(count); counts.reserveCapacity(count)
+                ids.removeAll(keepingCapacity: true); counts.removeAll(keepingCapacity: true)
                 var total = 0
                 for i in 0..<count {
                     let e = pairs[2 * i], c = pairs[2 * i + 1]

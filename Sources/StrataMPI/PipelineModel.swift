@@ -96,9 +96,10 @@ final class PipelineModel: CausalLM, @unchecked Sendable {
             }
             if let paged {
                 for e in sub.entries {
-                    let t = paged.blockTable(of: e.sequence)
-                    w.int(t.count)
-                    for b in t { w.int(b) }
+                    paged.withBlockTable(of: e.sequence) { t in
+                        w.int(t.count)
+                        for b in t { w.int(b) }
+                    }
                 }
             }
             w.floats(x)

@@ -88,6 +88,11 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
     public func contains(_ id: Int) -> Bool { seqs[id] != nil }
     public func length(of id: Int) -> Int { seqs[id]?.length ?? 0 }
     public func blockTable(of id: Int) -> [Int] { seqs[id]?.table ?? [] }
+    /// Sequence `id`'s block ids without copying them (empty for an unknown sequence).
+    public func withBlockTable<R>(of id: Int, _ body: (UnsafeBufferPointer<Int>) throws -> R) rethrows -> R {
+        guard let i = seqs.index(forKey: id) else { return try body(UnsafeBufferPointer(start: nil, count: 0)) }
+        return try seqs.values[i].table.withUnsafeBufferPointer(body)
+    }
     public var sequenceIDs: [Int] { Array(seqs.keys) }
 
     /// Starts sequence `id` for `prompt`, reusing cached full blocks of its prefix. At least one
