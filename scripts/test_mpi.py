@@ -85,6 +85,24 @@ def generation(prompts_file):
                       f"{name}: mpirun -np {n} --mpi-experts {mode} gives the single process's tokens ({split.group(2) if split else 'no split line'}) {err[-400:] if rc or got != want else ''}")
 
 
+def report():
+    print("== the run report under mpirun", flush=True)
+    path = os.path.join(tempfile.gettempdir(), f"strata-mpi-report-{os.getpid()}.json")
+    rc, out, err = run(mpirun(3, ["generate", "-m", os.path.join(MODELS, "qwen3-moe"), "--ids", "1,2,3", "-n", "6", "--temperature", "0",
+                                  "--ram-budget", "1GiB", "--report", path]))
+    try:
+        r = json.load(open(path))
+        p = r["pipeline"]
+        ok = (rc == 0 and p["ranks"] == 3 and p["layers"] == [[0, 1], [1, 2], [2, 3]] and p["experts"] == [[0, 3], [3, 5], [5, 8]]
+              and len(p["link_bytes_per_second"]) == 3 and all(x > 0 for x in p["link_bytes_per_second"] + p["link_latency_seconds"])
+              and r["predicted"]["decode_tokens_per_second"] == p["plan"]["decode_tokens_per_second"] and "decode_tokens_per_second" in r["error"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        ok, err = False, f"{err[-300:]} {e}"
+    check(ok, f"--report under mpirun -np 3 carries the split, the links and the cluster plan's prediction ({rc}) {'' if ok else err}")
+    if os.path.exists(path):
+        os.unlink(path)
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -286,6 +304,7 @@ def main():
         prompts_file = f.name
     try:
         generation(prompts_file)
+        report()
         serving()
         failures_end_the_job(prompts_file)
         two_hosts(prompts_file)

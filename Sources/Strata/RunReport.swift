@@ -1,4 +1,5 @@
 import Foundation
+import StrataPlanner
 import StrataFormats
 import StrataMemory
 import StrataModels
@@ -59,10 +60,13 @@ public struct RunReport: Codable, Sendable {
     public var predictedRuleTokensPerSecond: Double?
     /// The run was stopped by Ctrl-C (SIGINT/SIGTERM): its figures cover what ran until then.
     public var interrupted: Bool? = nil
+    /// A run over MPI ranks: the split, the links measured at start and the cluster planner's
+    /// prediction for them (its decode speed is then `predicted`'s; `measured` is rank 0's).
+    public var pipeline: PipelineReport? = nil
 
     enum CodingKeys: String, CodingKey {
         case model, ramBudgetBytes = "ram_budget_bytes", workload, placement, measured, predicted, error
-        case predictedRuleTokensPerSecond = "predicted_rule_aggregate_tokens_per_second", interrupted
+        case predictedRuleTokensPerSecond = "predicted_rule_aggregate_tokens_per_second", interrupted, pipeline
     }
 
     /// The measured values under the keys a prediction has.
@@ -83,5 +87,25 @@ public struct RunReport: Codable, Sendable {
         var e: [String: Double] = [:]
         for (k, v) in p { if let mv = m[k], v != 0 { e[k] = (mv - v) / v } }
         error = e
+    }
+}
+
+/// What a run over MPI ranks was split into and measured at start (`RunReport.pipeline`).
+public struct PipelineReport: Codable, Sendable {
+    enum CodingKeys: String, CodingKey {
+        case ranks, layers, experts, linkBytesPerSecond = "link_bytes_per_second", linkLatencySeconds = "link_latency_seconds", plan
+    }
+    public var ranks: Int
+    /// each rank's layers `[first, end)`, and with expert shards its experts of every layer
+    public var layers: [[Int]]
+    public var experts: [[Int]]?
+    /// the link from each rank to the next (the last: to rank 0)
+    public var linkBytesPerSecond: [Double]
+    public var linkLatencySeconds: [Double]
+    /// the cluster planner's plan for this split (nil when it could not plan it)
+    public var plan: ClusterPlan?
+    public init(ranks: Int, layers: [[Int]], experts: [[Int]]?, linkBytesPerSecond: [Double], linkLatencySeconds: [Double], plan: ClusterPlan?) {
+        self.ranks = ranks; self.layers = layers; self.experts = experts; self.linkBytesPerSecond = linkBytesPerSecond
+        self.linkLatencySeconds = linkLatencySeconds; self.plan = plan
     }
 }

@@ -182,7 +182,7 @@ extension Generate {
                           p.expertSlots, x.policy as NSString, 100 * x.hitRate, x.hits, x.misses, formatBytes(x.bytesRead) as NSString, x.routingEntropy,
                           x.layerHitRates.map { String(format: "%.0f%%", 100 * $0) }.joined(separator: " ") as NSString))
         }
-        if let pipeline = Pipelines.current as? MPIPipeline, !pipeline.links.isEmpty { reportPipeline(pipeline, rep, kvType: kvType) }
+        if let pipeline = Pipelines.current as? MPIPipeline, !pipeline.links.isEmpty { reportPipeline(pipeline, &rep, kvType: kvType) }
         if let usedPlan {
             // Session.run compared the report with the plan's prediction (and the rule's figure)
             if !usedPlan.versusRule.isEmpty { eprint("plan vs \(usedPlan.versusRule)") }
@@ -241,11 +241,14 @@ extension Generate {
 
     /// Under mpirun: the links measured at start, and the cluster planner's prediction for this
     /// split (each rank's budget, the links, rank 0's profile for every rank) beside the measured speed.
-    func reportPipeline(_ pipeline: MPIPipeline, _ rep: RunReport, kvType: DType) {
+    func reportPipeline(_ pipeline: MPIPipeline, _ rep: inout RunReport, kvType: DType) {
         let n = pipeline.size
         eprint("links (measured at start): " + pipeline.links.enumerated().map { i, l in
             String(format: "rank %d->%d %.0f MB/s, %.0f us", i, (i + 1) % n, l.bytesPerSecond / 1e6, l.latencySeconds * 1e6)
         }.joined(separator: "; "))
+        rep.pipeline = PipelineReport(ranks: n, layers: pipeline.stages.map { [$0.lowerBound, $0.upperBound] },
+                                      experts: pipeline.expertRanges.isEmpty ? nil : pipeline.expertRanges.map { [$0.lowerBound, $0.upperBound] },
+                                      linkBytesPerSecond: pipeline.links.map(\.bytesPerSecond), linkLatencySeconds: pipeline.links.map(\.latencySeconds), plan: nil)
         do {
             let w = rep.workload
             let inv = try PlannerInventory.build(directory: model, workload: w, kvType: kvType)
@@ -257,6 +260,8 @@ extension Generate {
                                       bf16Products: Kernels.prefillUsesBF16Products(dtype: inv.weightDType ?? .f32),
                                       exactActivations: Kernels.activations == .f32, kvType: kvType)
             let plan = try ClusterPlanner.plan(inv: inv, hosts: hosts, request: request, profile: loadProfile(), shardExperts: pipeline.shardExperts)
+            rep.pipeline?.plan = plan
+            rep.compare(with: ["decode_tokens_per_second": plan.decodeTokensPerSecond])
             let measured = rep.measured.decodeTokensPerSecond
             eprint(String(format: "pipeline: predicted decode %.2f tokens/s per sequence (step %.2f ms, %.3f ms of it on the links), measured %.2f (%+.1f%%)",
                           plan.decodeTokensPerSecond, 1000 * plan.decodeStepSeconds, 1000 * plan.networkSecondsPerStep, measured,
