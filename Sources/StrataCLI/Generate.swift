@@ -252,9 +252,10 @@ extension Generate {
         do {
             let w = rep.workload
             let inv = try PlannerInventory.build(directory: model, workload: w, kvType: kvType)
+            // each rank's own cached profile (rank 0's for a rank that has none)
             let hosts = (0..<n).map { i in
-                HostSpec(name: "rank \(i)", ramBudgetBytes: Int(pipeline.budgets[i]), networkBytesPerSecond: pipeline.links[i].bytesPerSecond,
-                         networkLatencySeconds: pipeline.links[i].latencySeconds)
+                HostSpec(name: "rank \(i)", ramBudgetBytes: Int(pipeline.budgets[i]), profile: i < pipeline.profiles.count ? pipeline.profiles[i] : nil,
+                         networkBytesPerSecond: pipeline.links[i].bytesPerSecond, networkLatencySeconds: pipeline.links[i].latencySeconds)
             }
             let request = PlanRequest(budgetBytes: hosts[0].ramBudgetBytes, batch: w.batch, promptTokens: w.promptTokens, outputTokens: w.outputTokens,
                                       bf16Products: Kernels.prefillUsesBF16Products(dtype: inv.weightDType ?? .f32),

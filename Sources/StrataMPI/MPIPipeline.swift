@@ -62,6 +62,25 @@ public final class MPIPipeline: Pipeline, @unchecked Sendable {
     /// latency (half the round trip of 8 bytes, best of 20) and bandwidth (4 MiB each way, best of 4).
     public private(set) var links: [(bytesPerSecond: Double, latencySeconds: Double)] = []
 
+    /// Rank 0: each rank's hardware profile as cached on its host (`strata profile`; nil where a
+    /// rank has none), for the cluster planner's prediction of this run.
+    public private(set) var profiles: [HardwareProfile?] = []
+
+    private func gatherProfiles() throws {
+        let enc = JSONEncoder()
+        if rank > 0 {
+            let bytes = [UInt8]((try? Profiler.cached().map { try enc.encode($0) } ?? Data()) ?? Data())
+            try bytes.withUnsafeBytes { b in try world.send(b.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!, count: b.count, to: 0, tag: 9) }
+            return
+        }
+        profiles = [Profiler.cached()]
+        var buf: [UInt8] = []
+        for r in 1..<size {
+            let n = try world.receive(from: r, tag: 9, into: &buf)
+            profiles.append(n == 0 ? nil : try? JSONDecoder().decode(HardwareProfile.self, from: Data(buf[0..<n])))
+        }
+    }
+
     private func measureLinks() throws {
         var buf: [UInt8] = []
         var small = [UInt8](repeating: 1, count: 8), big = [UInt8](repeating: 2, count: 4 << 20)
@@ -115,6 +134,7 @@ public final class MPIPipeline: Pipeline, @unchecked Sendable {
         let mine = Double(budget ?? MemoryInfo.availableBytes())
         weights = try world.allGather(max(1, mine))
         try measureLinks()
+        try gatherProfiles()
         // with expert shards the experts spread over every rank: the stages split the rest
         let s = splitLayers(shards(inventory) ? inventory.denseLayerBytes.map { max(1, $0) } : inventory.layerBytes, weights: weights)
         split = s
