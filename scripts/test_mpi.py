@@ -85,6 +85,28 @@ def generation(prompts_file):
                       f"{name}: mpirun -np {n} --mpi-experts {mode} gives the single process's tokens ({split.group(2) if split else 'no split line'}) {err[-400:] if rc or got != want else ''}")
 
 
+def library_without_mpi():
+    print("== the library builds without MPI", flush=True)
+    # the targets the Strata library (and the server) need, as Package.swift declares them: none is CMPI
+    try:
+        d = json.loads(subprocess.run(["swift", "package", "describe", "--type", "json"], cwd=ROOT, capture_output=True, text=True,
+                                      timeout=300).stdout)
+    except (subprocess.TimeoutExpired, ValueError) as e:
+        check(False, f"swift package describe: {e}")
+        return
+    targets = {t["name"]: t for t in d["targets"]}
+    for product in ("Strata", "StrataServer"):
+        seen, todo = set(), [product]
+        while todo:
+            t = todo.pop()
+            if t in seen or t not in targets:
+                continue
+            seen.add(t)
+            todo += targets[t].get("target_dependencies", [])
+        check("CMPI" not in seen and "StrataMPI" not in seen, f"{product} and what it needs ({len(seen)} targets) do not include CMPI or StrataMPI")
+    check("CMPI" in targets.get("StrataMPI", {}).get("target_dependencies", []), "StrataMPI is the target over CMPI")
+
+
 def report():
     print("== the run report under mpirun", flush=True)
     path = os.path.join(tempfile.gettempdir(), f"strata-mpi-report-{os.getpid()}.json")
@@ -303,6 +325,7 @@ def main():
             f.write(json.dumps(p) + "\n")
         prompts_file = f.name
     try:
+        library_without_mpi()
         generation(prompts_file)
         report()
         serving()

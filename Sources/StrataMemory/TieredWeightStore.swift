@@ -233,6 +233,7 @@ public final class TieredWeightStore: WeightStore, @unchecked Sendable {
             precondition(!streamed.contains(l.layer), "TieredWeightStore: a layer of expert shards streamed")
             let each = (l.end - l.begin) / max(1, l.shape[0])
             let pages = try ZeroPages(size: l.end - l.begin, writable: true)
+            FileIO.adviseHugePages(pages.base, count: pages.size / TensorStorage.hugePage * TensorStorage.hugePage)  // as resident tensors ask
             try ledger.charge(.layerWeights, r.count * each)
             let fd = try buffered[l.path] ?? FileIO.openRead(l.path)
             buffered[l.path] = fd
