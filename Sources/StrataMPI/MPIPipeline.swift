@@ -83,7 +83,7 @@ public final class MPIPipeline: Pipeline, @unchecked Sendable {
 
     private func measureLinks() throws {
         var buf: [UInt8] = []
-        var small = [UInt8](repeating: 1, count: 8), big = [UInt8](repeating: 2, count: 4 << 20)
+        let small = [UInt8](repeating: 1, count: 8), big = [UInt8](repeating: 2, count: 4 << 20)
         var myLatency = 0.0, myBandwidth = 0.0
         for s in 0..<size {
             let next = (s + 1) % size
@@ -115,8 +115,6 @@ public final class MPIPipeline: Pipeline, @unchecked Sendable {
                 }
             }
         }
-        _ = small.count; _ = big.count
-        small[0] = 0; big[0] = 0
         let lat = try world.allGather(myLatency), bw = try world.allGather(myBandwidth)
         links = (0..<size).map { (bw[$0], lat[$0]) }
     }
@@ -192,7 +190,7 @@ public final class MPIPipeline: Pipeline, @unchecked Sendable {
         var pending = [world.nullRequest, world.nullRequest]
         var turn = 0
         let layout = BatchLayout(capacity: 64)
-        var tokens = [Int32](repeating: 0, count: model.maxRows)
+        let tokens = [Int32](repeating: 0, count: model.maxRows)  // a later stage never reads the ids
         var caches: [Int: KVCache] = [:]
         var seen = Set<Int>(), passes = 0
         defer { for i in 0..<2 { try? world.wait(&pending[i], peer: rank + 1) } }
@@ -289,8 +287,6 @@ public final class MPIPipeline: Pipeline, @unchecked Sendable {
             case nil:
                 throw PipelineError.notSupported("\(world.name(rank)): an unknown message from rank \(rank - 1)")
             }
-            _ = tokens.count
-            tokens[0] = 0
         }
     }
 }

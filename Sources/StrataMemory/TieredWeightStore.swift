@@ -96,9 +96,8 @@ public final class TieredWeightStore: WeightStore, @unchecked Sendable {
     private var resident: [String: Tensor] = [:]
     /// The expert cache, and the layers whose experts it reads.
     public let expertCache: ExpertCache?
-    /// Routed experts spread over processes (nil: all here), and the stacked tensors held in part.
+    /// Routed experts spread over processes (nil: all here).
     private let shardSource: ExpertShards?
-    private let partialExperts: [(TensorLocation, Range<Int>)]
     private let expertLayers: Set<Int>
     private var locations: [String: TensorLocation] = [:]
     /// streamed layer -> its index in `streamedLayers`
@@ -165,7 +164,6 @@ public final class TieredWeightStore: WeightStore, @unchecked Sendable {
         }
         let locations = experts == nil ? held : held.filter { $0.expert == nil }
         self.shardSource = shards
-        self.partialExperts = partial
         expertCache = experts
         expertLayers = Set(allLocations.compactMap { $0.expert != nil ? $0.layer : nil })
         self.location = location
