@@ -220,8 +220,11 @@ def main():
     # strata plan --hosts: every field of the hosts file checked, named
     cfg = os.path.join(ROOT, "Tests/Fixtures/configs/llama-2-70b")
     for label, doc, expect in [
-        ("not an object", "[1, 2]", "\"hosts\" list"),
+        ("not an object", "[1, 2]", "an object is needed, not an array"),
         ("unknown top field", json.dumps({"hosts": [{"ram_budget": "8GiB"}], "extra": 1}), "unknown field 'extra'"),
+        ("a field twice", '{"hosts": [{"ram_budget": "8GiB", "ram_budget": "1KiB"}]}', "hosts[0]: field 'ram_budget' given twice"),
+        ("a name not a string", json.dumps({"hosts": [{"ram_budget": "8GiB", "name": 3}]}), "hosts[0].name"),
+        ("latency true", json.dumps({"hosts": [{"ram_budget": "8GiB", "network_latency_seconds": True}]}), "hosts[0].network_latency_seconds"),
         ("unknown host field", json.dumps({"hosts": [{"ram_budget": "8GiB", "cores": 4}]}), "hosts[0]: unknown field 'cores'"),
         ("missing budget", json.dumps({"hosts": [{"name": "a"}]}), "hosts[0].ram_budget"),
         ("bad budget", json.dumps({"hosts": [{"ram_budget": "lots"}]}), "hosts[0].ram_budget"),

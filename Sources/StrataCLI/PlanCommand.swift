@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Strata
 import StrataMemory
+import StrataJSON
 import StrataPlanner
 
 struct PlanCommand: ParsableCommand {
@@ -111,27 +112,47 @@ struct PlanCommand: ParsableCommand {
 enum HostsFile {
     static func read(_ path: String) throws -> [HostSpec] {
         guard let data = try FileIO.readSmallFile(path, limit: 1 << 20) else { throw ValidationError("--hosts \(path): cannot read it") }
-        guard let top = try? JSONSerialization.jsonObject(with: data) as? [String: Any], let list = top["hosts"] as? [[String: Any]] else {
-            throw ValidationError("--hosts \(path): not a JSON object with a \"hosts\" list of objects")
+        let doc: JSONValue
+        do { doc = try JSONValue.parse(data) } catch { throw ValidationError("--hosts \(path): not JSON (\(error))") }
+        /// An object's fields, each once and each one of `known`.
+        func fields(_ v: JSONValue, _ at: String, _ known: Set<String>) throws -> [String: JSONValue] {
+            guard case let .object(pairs) = v else { throw ValidationError("\(at): an object is needed, not \(v.typeName)") }
+            var out: [String: JSONValue] = [:]
+            for (k, x) in pairs {
+                guard known.contains(k) else { throw ValidationError("\(at): unknown field '\(k)'") }
+                guard out.updateValue(x, forKey: k) == nil else { throw ValidationError("\(at): field '\(k)' given twice") }
+            }
+            return out
         }
-        if let extra = top.keys.first(where: { $0 != "hosts" }) { throw ValidationError("--hosts \(path): unknown field '\(extra)'") }
+        let top = try fields(doc, "--hosts \(path)", ["hosts"])
+        guard let list = top["hosts"]?.arrayValue else { throw ValidationError("--hosts \(path): not a JSON object with a \"hosts\" list of objects") }
         guard !list.isEmpty, list.count <= 4096 else { throw ValidationError("--hosts \(path): \(list.count) hosts (1...4096)") }
-        let known: Set<String> = ["name", "ram_budget", "profile", "network_bytes_per_second", "network_latency_seconds"]
-        return try list.enumerated().map { (i, h) in
+        return try list.enumerated().map { (i, item) in
             let at = "--hosts \(path): hosts[\(i)]"
-            if let extra = h.keys.sorted().first(where: { !known.contains($0) }) { throw ValidationError("\(at): unknown field '\(extra)'") }
-            let name = (h["name"] as? String) ?? "host\(i)"
+            let h = try fields(item, at, ["name", "ram_budget", "profile", "network_bytes_per_second", "network_latency_seconds"])
+            var name = "host\(i)"
+            if let v = h["name"] { guard let s = v.stringValue else { throw ValidationError("\(at).name: a string") }; name = s }
             let budget: Int?
-            if let s = h["ram_budget"] as? String { budget = parseByteSize(s) } else if let n = h["ram_budget"] as? Int { budget = n } else { budget = nil }
+            switch h["ram_budget"] {
+            case let .string(s)?: budget = parseByteSize(s)
+            case let .int(n)?: budget = n
+            default: budget = nil
+            }
             guard let budget, budget > 0 else { throw ValidationError("\(at).ram_budget: a size such as \"16GiB\" is needed") }
             func positive(_ key: String, _ fallback: Double) throws -> Double {
-                guard let v = h[key] else { return fallback }
-                guard let d = (v as? NSNumber)?.doubleValue, d.isFinite, d > 0, !(v is Bool) else { throw ValidationError("\(at).\(key): a positive number") }
+                let d: Double
+                switch h[key] {
+                case nil: return fallback
+                case let .int(n)?: d = Double(n)
+                case let .double(x)?: d = x
+                default: throw ValidationError("\(at).\(key): a positive number")
+                }
+                guard d.isFinite, d > 0 else { throw ValidationError("\(at).\(key): a positive number") }
                 return d
             }
             var profile: HardwareProfile? = nil
             if let p = h["profile"] {
-                guard let file = p as? String else { throw ValidationError("\(at).profile: a path to a `strata profile` JSON file") }
+                guard let file = p.stringValue else { throw ValidationError("\(at).profile: a path to a `strata profile` JSON file") }
                 let dir = (path as NSString).deletingLastPathComponent
                 let full = file.hasPrefix("/") ? file : (dir as NSString).appendingPathComponent(file)
                 do { profile = try JSONDecoder().decode(HardwareProfile.self, from: Data(contentsOf: URL(fileURLWithPath: full))) } catch {

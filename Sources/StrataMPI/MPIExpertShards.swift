@@ -85,8 +85,8 @@ final class MPIExpertShards: ExpertShards, @unchecked Sendable {
                 let layer = r.int(), count = r.int(), rows = r.int()
                 guard let model else { throw PipelineError.notSupported("no model to run experts") }
                 let hidden = (n - 24 - 16 * max(0, count)) / max(1, 4 * max(1, rows))
-                guard count >= 1, count <= ranges[rank].count, rows >= 1, rows <= model.maxExpertRows,
-                      n == 24 + 16 * count + 4 * rows * hidden, hidden >= 1 else {
+                guard count >= 1, count <= ranges[rank].count, rows >= 1, n == 24 + 16 * count + 4 * rows * hidden,
+                      hidden == (model as? CausalLM)?.spec.hiddenSize else {
                     throw PipelineError.notSupported("a malformed expert request from rank \(source) (\(n) bytes)")
                 }
                 let pairs = r.ints(2 * count)

@@ -262,6 +262,9 @@ public final class MPIPipeline: Pipeline, @unchecked Sendable {
                                 kv = c
                             }
                         }
+                        guard r.left >= 4 * h.rows * spec.hiddenSize else {
+                            throw PipelineError.notSupported("a pass message whose \(h.rows) rows' values are cut short (\(r.left) bytes left)")
+                        }
                         layout.stageLayers = layers
                         layout.stageInput = r.floats(h.rows * spec.hiddenSize)
                         let out = try tokens.withUnsafeBufferPointer { t in
@@ -341,7 +344,7 @@ struct MessageReader {
         _ = int(); _ = int()
         let entries = int(), rows = int(), flags = int(), kvKind = int(), cacheID = int(), capacity = int(), type = int(), copies = int()
         guard entries >= 1, entries <= rows, rows >= 1, rows <= maxRows, kvKind == 1 || kvKind == 2, type >= 0, type < DType.kvTypes.count,
-              copies >= 0, left >= 8 * (5 * entries + 2 * copies) + 4 * rows * spec.hiddenSize else {
+              copies >= 0, left >= 8 * (5 * entries + 2 * copies) else {
             throw PipelineError.notSupported("a malformed pass message (\(entries) entries, \(rows) rows, \(raw.count) bytes)")
         }
         return PassHeader(entries: entries, rows: rows, hiddenStates: flags & 1 != 0, kvKind: kvKind, cacheID: cacheID, capacity: capacity,

@@ -76,8 +76,9 @@ public final class PagedKVCache: KVStorage, @unchecked Sendable {
         headBytes = type.bytes(elements: headDim)
         blockBytes = blockSize * rowBytes
         let kept = stored ?? 0..<layers
-        k = (0..<layers).map { kept.contains($0) ? Tensor(zeros: [blockCount, kvDim / headDim, blockSize, headDim], dtype: type) : Tensor(zeros: [0], dtype: type) }
-        v = (0..<layers).map { kept.contains($0) ? Tensor(zeros: [blockCount, kvDim / headDim, blockSize, headDim], dtype: type) : Tensor(zeros: [0], dtype: type) }
+        let layer = { (l: Int) in Tensor(zeros: kept.contains(l) ? [blockCount, kvDim / headDim, blockSize, headDim] : [0], dtype: type) }
+        k = (0..<layers).map(layer)
+        v = (0..<layers).map(layer)
         gatherK = Tensor(zeros: [maxContext, headDim])
         gatherV = Tensor(zeros: [maxContext, headDim])
         scores = Tensor(zeros: [maxContext])

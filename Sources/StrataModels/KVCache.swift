@@ -62,8 +62,9 @@ public final class KVCache: KVStorage, @unchecked Sendable {
         self.type = type
         headBytes = type.bytes(elements: headDim)
         let kept = stored ?? 0..<layers
-        k = (0..<layers).map { kept.contains($0) ? Tensor(zeros: [kvDim / headDim, capacity, headDim], dtype: type) : Tensor(zeros: [0], dtype: type) }
-        v = (0..<layers).map { kept.contains($0) ? Tensor(zeros: [kvDim / headDim, capacity, headDim], dtype: type) : Tensor(zeros: [0], dtype: type) }
+        let layer = { (l: Int) in Tensor(zeros: kept.contains(l) ? [kvDim / headDim, capacity, headDim] : [0], dtype: type) }
+        k = (0..<layers).map(layer)
+        v = (0..<layers).map(layer)
         scores = Tensor(zeros: [capacity])
     }
 
