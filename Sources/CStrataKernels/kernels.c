@@ -662,3 +662,61 @@ void strata_linear_group(const strata_linear_args *a, int count) {
     g.isa = strata_kernels_isa();
     strata_pool_run(linear_group_chunk, &g, g.plan.start[count]);
 }
+
+typedef struct {
+    const strata_linear_args *a;
+    int count, isa;
+    long start[STRATA_LINEAR_BATCH + 1], per[STRATA_LINEAR_BATCH];
+} linear_batch_job;
+
+static void linear_batch_chunk(void *ctx, long c) {
+    const linear_batch_job *g = (const linear_batch_job *)ctx;
+    int lo = 0, hi = g->count - 1;
+    while (lo < hi) {  // the member whose chunks hold c
+        const int mid = (lo + hi + 1) / 2;
+        if (g->start[mid] <= c) lo = mid; else hi = mid - 1;
+    }
+    const strata_linear_args *a = &g->a[lo];
+    const long j0 = (c - g->start[lo]) * g->per[lo];
+    const long j1 = j0 + g->per[lo] < a->n ? j0 + g->per[lo] : a->n;
+    if (j1 <= j0) return;
+    if (a->wtype >= STRATA_W_Q8_0 && act_of(a) == STRATA_ACT_Q8) strata_qlinear_q8_rows_isa(g->isa, a, j0, j1);
+    else strata_linear_rows_isa(g->isa, a, j0, j1);
+}
+
+void strata_linear_batch(const strata_linear_args *a, int count) {
+    while (count > STRATA_LINEAR_BATCH) {
+        strata_linear_batch(a, STRATA_LINEAR_BATCH);
+        a += STRATA_LINEAR_BATCH;
+        count -= STRATA_LINEAR_BATCH;
+    }
+    if (count <= 0) return;
+    // each member's share of about four chunks per thread, by its bytes of weights times rows
+    // (at least one chunk, of at least 4 output rows; the 8-bit path quantizes x once per chunk,
+    // so a member is cut only when there are fewer members than chunks wanted)
+    const int threads = strata_pool_threads();
+    double work[STRATA_LINEAR_BATCH], total = 0;
+    for (int i = 0; i < count; i++) {
+        const long rowBytes = a[i].k / qblock_elements(a[i].wtype) * qblock_bytes(a[i].wtype);
+        work[i] = (double)(a[i].n > 0 ? a[i].n : 0) * (double)rowBytes * (double)(a[i].m > 0 ? a[i].m : 0);
+        total += work[i];
+    }
+    if (total <= 0) return;
+    linear_batch_job g;
+    g.a = a;
+    g.count = count;
+    g.isa = strata_kernels_isa();
+    g.start[0] = 0;
+    for (int i = 0; i < count; i++) {
+        long chunks = (long)(4.0 * threads * work[i] / total + 0.5);
+        if (chunks > a[i].n / 4) chunks = a[i].n / 4;
+        if (chunks < 1) chunks = 1;
+        long per = (a[i].n + chunks - 1) / chunks;
+        per = (per + 3) & ~3L;
+        if (per < 1) per = 1;
+        g.per[i] = per;
+        g.start[i + 1] = g.start[i] + (work[i] > 0 ? (a[i].n + per - 1) / per : 0);
+    }
+    if (g.start[count] == 1) { linear_batch_chunk(&g, 0); return; }
+    strata_pool_run(linear_batch_chunk, &g, g.start[count]);
+}

@@ -248,7 +248,8 @@ struct MoELayer {
                 }
                 m.sentTo.append(q)
             }
-            for e in shards.experts(of: shards.rank, layer: layer) where m.counts[e] > 0 { run(e, experts[e], xn, ws) }
+            for e in shards.experts(of: shards.rank, layer: layer) where m.counts[e] > 0 { enqueue(e, experts[e], xn, ws) }
+            flush(xn, ws)
             for q in m.sentTo {
                 let range = shards.experts(of: q, layer: layer)
                 let first = m.starts[range.lowerBound], end = m.starts[range.upperBound - 1] + m.counts[range.upperBound - 1]
@@ -264,7 +265,9 @@ struct MoELayer {
                 let group = m.active[next..<min(m.active.count, next + source.slotCount)]
                 try source.pin(layer: layer, experts: group, into: &m.pinned)
                 defer { source.unpin(layer: layer, experts: group) }
-                for (i, e) in group.enumerated() { m.done[i] = source.ready(i); if m.done[i] { run(e, m.pinned[i], xn, ws) } }
+                // those in RAM together; each of the others as it arrives
+                for (i, e) in group.enumerated() { m.done[i] = source.ready(i); if m.done[i] { enqueue(e, expert(m.pinned[i]), xn, ws) } }
+                flush(xn, ws)
                 for (i, e) in group.enumerated() where !m.done[i] {
                     try source.wait(i)
                     run(e, m.pinned[i], xn, ws)
@@ -272,7 +275,8 @@ struct MoELayer {
                 next += group.count
             }
         } else {
-            for e in 0..<n where m.counts[e] > 0 { run(e, experts[e], xn, ws) }
+            for e in 0..<n where m.counts[e] > 0 { enqueue(e, experts[e], xn, ws) }
+            flush(xn, ws)
         }
         // each row's experts' outputs added in expert order (as the experts ran in the order above
         // when they were all in RAM: the sums do not depend on which arrived first)
@@ -300,8 +304,79 @@ struct MoELayer {
             for j in 0..<c { m.order[at + j] = Int32((at + j) * k) }  // row at + j of `rows`
             at += c
         }
-        for e32 in ids { run(Int(e32), experts[Int(e32)], rows, ws) }
+        for e32 in ids { enqueue(Int(e32), experts[Int(e32)], rows, ws) }
+        flush(rows, ws)
         out.update(from: m.out.f32, count: at * h)
+    }
+
+    /// Expert `e` over its rows: into the batch `flush` runs when the few-row kernels take all its
+    /// matrices at its row count, else at once (`run`: each matrix's rows across the threads).
+    private func enqueue(_ e: Int, _ ex: Expert, _ xn: UnsafePointer<Float>, _ ws: Workspace) {
+        let m = ws.moe!, c = m.counts[e]
+        guard let g = ex.gate, let u = ex.up, g.fewRowKernel(rows: c), u.fewRowKernel(rows: c), ex.down.fewRowKernel(rows: c),
+              m.queued.count < m.queued.capacity else {
+            run(e, ex, xn, ws)
+            return
+        }
+        m.queued.append(e)
+        m.queuedExperts.append(ex)
+    }
+
+    /// The queued experts (`enqueue`), as many at a time as the buffers hold rows for: every one's
+    /// gate and up as one job on the pool, the activations, every one's down as another job (a
+    /// thread takes whole matrices' rows: two waits per group instead of three per expert). Each
+    /// output row is computed as `run` computes it.
+    private func flush(_ xn: UnsafePointer<Float>, _ ws: Workspace) {
+        let m = ws.moe!, h = router.inFeatures
+        defer { m.queued.removeAll(keepingCapacity: true); m.queuedExperts.removeAll(keepingCapacity: true) }
+        guard let ff = m.queuedExperts.first?.intermediate else { return }
+        let rowsIn = m.rows.f32, a = ws.ffA.f32, b = ws.ffB.f32, out = m.out.f32
+        let fits = min(m.rows.count / h, ws.ffA.count / ff, ws.ffB.count / ff)
+        var i = 0
+        while i < m.queued.count {
+            var j = i, slots = 0
+            while j < m.queued.count && slots + m.counts[m.queued[j]] <= fits { slots += m.counts[m.queued[j]]; j += 1 }
+            if j - i <= 1 {
+                // one expert (or one larger than the buffers): its matrices on the pool one after another
+                run(m.queued[i], m.queuedExperts[i], xn, ws)
+                i += 1
+                continue
+            }
+            m.batch.removeAll()
+            var at = 0
+            for t in i..<j {
+                let e = m.queued[t], ex = m.queuedExperts[t], cnt = m.counts[e], first = m.starts[e]
+                for r in 0..<cnt { (rowsIn + (at + r) * h).update(from: xn + Int(m.order[first + r]) / k * h, count: h) }
+                let g = ex.gate!.tensor, u = ex.up!.tensor
+                m.batch.append(weight: g.rawPointer, dtype: g.dtype, outFeatures: ff, inFeatures: h, x: rowsIn + at * h, rows: cnt, y: a + at * ff)
+                m.batch.append(weight: u.rawPointer, dtype: u.dtype, outFeatures: ff, inFeatures: h, x: rowsIn + at * h, rows: cnt, y: b + at * ff)
+                at += cnt
+            }
+            m.batch.run()
+            at = 0
+            for t in i..<j {
+                let e = m.queued[t], cnt = m.counts[e]
+                if let bs = biases { addRow(bs.gate!, e, a + at * ff, rows: cnt, width: ff); addRow(bs.up!, e, b + at * ff, rows: cnt, width: ff) }
+                at += cnt
+            }
+            if activation == .swiglu {
+                Ops.swiglu(a, b, count: at * ff)
+            } else {
+                for q in 0..<(at * ff) { a[q] = activate(a[q], b[q]) }
+            }
+            m.batch.removeAll()
+            at = 0
+            for t in i..<j {
+                let e = m.queued[t], d = m.queuedExperts[t].down, cnt = m.counts[e]
+                m.batch.append(weight: d.tensor.rawPointer, dtype: d.tensor.dtype, outFeatures: h, inFeatures: ff,
+                               x: a + at * ff, rows: cnt, y: out + m.starts[e] * h)
+                at += cnt
+            }
+            m.batch.run()
+            m.batch.removeAll()
+            if let bias = biases?.down { for t in i..<j { let e = m.queued[t]; addRow(bias, e, out + m.starts[e] * h, rows: m.counts[e], width: h) } }
+            i = j
+        }
     }
 
     /// Expert `e`'s MLP over the rows routed to it; its output rows go to `out` at their places in
@@ -358,9 +433,8 @@ struct MoELayer {
         }
     }
 
-    private func run(_ e: Int, _ w: ExpertWeights, _ xn: UnsafePointer<Float>, _ ws: Workspace) {
-        run(e, Expert(gate: WeightMatrix(w.gate), up: WeightMatrix(w.up), down: WeightMatrix(w.down)), xn, ws)
-    }
+    private func run(_ e: Int, _ w: ExpertWeights, _ xn: UnsafePointer<Float>, _ ws: Workspace) { run(e, expert(w), xn, ws) }
+    private func expert(_ w: ExpertWeights) -> Expert { Expert(gate: WeightMatrix(w.gate), up: WeightMatrix(w.up), down: WeightMatrix(w.down)) }
 }
 
 /// The mixture's buffers of one forward pass (in `Workspace`), sized for `maxRows` rows.
@@ -378,10 +452,14 @@ final class MoEBuffers {
     var active: [Int], pinned: [ExpertWeights], done: [Bool]
     /// expert shards: one message's experts, their row counts and rows, and the processes sent to
     var ids: [Int32] = [], idCounts: [Int32] = [], rowIDs: [Int32] = [], sentTo: [Int] = []
+    /// the experts waiting to run together (`MoELayer.flush`) and the batch of their matrices
+    var queued: [Int], queuedExperts: [Expert]
+    let batch: Kernels.LinearBatch
 
     init(maxRows: Int, hidden: Int, shape s: MoEShape) {
         router = Tensor(zeros: [maxRows, s.experts])
-        rows = Tensor(zeros: [maxRows, hidden])
+        // at least one token's experts' rows, so a decode step's experts can run together
+        rows = Tensor(zeros: [max(maxRows, s.expertsPerToken), hidden])
         out = Tensor(zeros: [maxRows * s.expertsPerToken, hidden])
         choice = [Int32](repeating: 0, count: maxRows * s.expertsPerToken)
         weight = [Float](repeating: 0, count: maxRows * s.expertsPerToken)
@@ -395,10 +473,14 @@ final class MoEBuffers {
         done = [Bool](repeating: false, count: s.experts)
         ids.reserveCapacity(s.experts); idCounts.reserveCapacity(s.experts)
         rowIDs.reserveCapacity(maxRows * s.expertsPerToken); sentTo.reserveCapacity(64)
+        queued = []; queued.reserveCapacity(s.experts)
+        queuedExperts = []; queuedExperts.reserveCapacity(s.experts)
+        batch = Kernels.LinearBatch(capacity: 2 * s.experts)
     }
 
     static func bytes(maxRows: Int, hidden: Int, shape s: MoEShape) -> Int {
-        4 * maxRows * (s.experts + hidden + s.expertsPerToken * hidden) + maxRows * s.expertsPerToken * 12 + 17 * s.experts
+        4 * (maxRows * (s.experts + s.expertsPerToken * hidden) + max(maxRows, s.expertsPerToken) * hidden)
+            + maxRows * s.expertsPerToken * 12 + 17 * s.experts + 96 * s.experts  // + the queue and the batch's arguments
     }
 
     private var state: UInt64 = 0x9E37_79B9_7F4A_7C15

@@ -98,7 +98,7 @@ struct WeightMatrix {
     }
 
     /// Whether `apply` of `rows` rows takes the few-row kernel (`Kernels.linear`).
-    private func fewRowKernel(rows: Int) -> Bool {
+    func fewRowKernel(rows: Int) -> Bool {
         layout == .outIn && rows <= Kernels.maxRows(dtype: tensor.dtype) && !bf16Products(rows: rows)
     }
 

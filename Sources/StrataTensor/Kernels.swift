@@ -296,6 +296,38 @@ public enum Kernels {
         }
     }
 
+    /// Linears each over its own x (a mixture's experts: every chosen expert's gate and up, then
+    /// every expert's down), run as one job on the pool (`strata_linear_batch`): a thread takes a
+    /// member's output rows whole, so k small matrices cost one wait, not k. Every member must be
+    /// one the few-row kernel takes (`maxRows(dtype:)` rows at most). The members' arguments live
+    /// in storage made once (`capacity`); `run` keeps them for another call until `removeAll`.
+    public final class LinearBatch {
+        private let args: UnsafeMutablePointer<strata_linear_args>
+        public let capacity: Int
+        public private(set) var count = 0
+        private let act: Int32
+        /// `activations` (quantized weights): nil for the process-wide `Kernels.activations`.
+        public init(capacity: Int, activations: Activations? = nil) {
+            self.capacity = max(1, capacity)
+            args = .allocate(capacity: self.capacity)
+            act = activations.map { $0 == .q8 ? Int32(STRATA_ACT_Q8) : Int32(STRATA_ACT_F32) } ?? -1
+        }
+        deinit { args.deallocate() }
+
+        /// Adds `y[r, j] = sum_i x[r, i] * W[j, i]` (`rows` x rows, `inFeatures` floats each, y rows
+        /// `outFeatures` apart). A batch at capacity runs first.
+        public func append(weight: UnsafeRawPointer, dtype: DType, outFeatures n: Int, inFeatures k: Int,
+                           x: UnsafePointer<Float>, rows m: Int, y: UnsafeMutablePointer<Float>) {
+            precondition(m <= Kernels.maxRows(dtype: dtype), "Kernels.LinearBatch: \(m) rows of \(dtype) past the few-row kernel's limit")
+            if count == capacity { run(); removeAll() }
+            args[count] = Kernels.args(weight, dtype, n, k, x, m, nil, y, nil, false)
+            args[count].act = act
+            count += 1
+        }
+        public func run() { if count > 0 { strata_linear_batch(args, Int32(count)) } }
+        public func removeAll() { count = 0 }
+    }
+
     /// Output rows `outputRows` (default all) of the same product on the calling thread, on a
     /// given path (tests and benchmarks of each path).
     public static func linearRows(path p: Path, weight: UnsafeRawPointer, dtype: DType, outFeatures n: Int, inFeatures k: Int,
@@ -308,7 +340,7 @@ public enum Kernels {
     }
 
     /// The C call's arguments, shapes checked (a wrong shape here is a caller's bug).
-    private static func args(_ w: UnsafeRawPointer, _ dtype: DType, _ n: Int, _ k: Int, _ x: UnsafePointer<Float>, _ m: Int,
+    fileprivate static func args(_ w: UnsafeRawPointer, _ dtype: DType, _ n: Int, _ k: Int, _ x: UnsafePointer<Float>, _ m: Int,
                              _ ldx: Int?, _ y: UnsafeMutablePointer<Float>, _ ldy: Int?, _ accumulate: Bool) -> strata_linear_args {
         let lx = ldx ?? k, ly = ldy ?? n
         precondition(n >= 0 && k >= 0 && m >= 0 && lx >= k && ly >= n && k % dtype.blockElements == 0,

@@ -365,6 +365,58 @@ func naiveDequant(_ dtype: DType, _ b: ArraySlice<UInt8>) -> [Float] {
         }
     }
 
+    /// Linears each with its own x, shape and type as one job (`Kernels.LinearBatch`, a mixture's
+    /// experts): each member's output equals its own `Kernels.linear`, bit for bit, in both
+    /// activation modes; 70 members (past the 64 of one job), 1 to 16 rows, each type.
+    @Test func linearBatchGivesEachMembersOwnLinear() {
+        let types: [DType] = [.f32, .f16, .bf16] + DType.quantized
+        for act in [Kernels.Activations.q8, .f32] {
+            var rng = TestRNG(act == .q8 ? 77 : 78)
+            let batch = Kernels.LinearBatch(capacity: 70, activations: act)
+            var weights: [UnsafeMutableRawPointer] = [], xs: [UnsafeMutablePointer<Float>] = [], ys: [UnsafeMutablePointer<Float>] = []
+            var shapes: [(DType, Int, Int, Int)] = []
+            defer { for p in weights { p.deallocate() }; for y in ys + xs { y.deallocate() } }
+            for i in 0..<70 {
+                let d = types[i % types.count], n = [4, 20, 76, 130][i % 4], k = d.isQuantized ? 256 * (1 + i % 3) : 64 * (1 + i % 5)
+                let m = min([1, 1, 3, 8, 16][i % 5], Kernels.maxRows(dtype: d))
+                var bytes: [UInt8]
+                if d.isQuantized {
+                    bytes = randomBlocks(d, rows: n, k: k, seed: UInt64(1000 + i))
+                } else {
+                    let f = rng.floats(n * k)
+                    switch d {
+                    case .f32: bytes = f.withUnsafeBytes { Array($0) }
+                    case .f16: bytes = f.map { HalfConversion.f32ToF16($0) }.withUnsafeBytes { Array($0) }
+                    default: bytes = f.map { HalfConversion.f32ToBF16($0) }.withUnsafeBytes { Array($0) }
+                    }
+                }
+                let p = UnsafeMutableRawPointer.allocate(byteCount: bytes.count, alignment: 64)
+                bytes.withUnsafeBytes { p.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
+                weights.append(p)
+                let x = UnsafeMutablePointer<Float>.allocate(capacity: m * k)
+                x.initialize(from: rng.floats(m * k), count: m * k)
+                xs.append(x)
+                let y = UnsafeMutablePointer<Float>.allocate(capacity: m * n)
+                y.initialize(repeating: .nan, count: m * n)
+                ys.append(y)
+                shapes.append((d, n, k, m))
+            }
+            for i in 0..<70 {
+                let (d, n, k, m) = shapes[i]
+                batch.append(weight: weights[i], dtype: d, outFeatures: n, inFeatures: k, x: xs[i], rows: m, y: ys[i])
+            }
+            batch.run()
+            for i in 0..<70 {
+                let (d, n, k, m) = shapes[i]
+                var own = [Float](repeating: 0, count: m * n)
+                Kernels.linear(weight: weights[i], dtype: d, outFeatures: n, inFeatures: k, x: xs[i], rows: m, y: &own, activations: act)
+                let got = Array(UnsafeBufferPointer(start: ys[i], count: m * n))
+                #expect(got == own, "\(act) member \(i): \(d) n=\(n) k=\(k) m=\(m)")
+                #expect(own.allSatisfy { $0.isFinite })
+            }
+        }
+    }
+
     /// Prompt processing in the fast mode: x and the dequantized weights rounded to bf16, their
     /// products summed in f32 (AVX-512 BF16), against the naive product of the rounded values.
     @Test func bf16GEMMMatchesTheRoundedProduct() {

@@ -123,6 +123,15 @@ void strata_linear(const strata_linear_args *a);
 /// for the 8-bit path, the weight type.
 #define STRATA_LINEAR_GROUP 4
 void strata_linear_group(const strata_linear_args *a, int count);
+/// Linears each with its own x, rows and shape (a mixture's experts: every chosen expert's gate and
+/// up over its own rows, then every expert's down) as one job on the pool: each member's output rows
+/// in one chunk or a few, sized so the threads get about four chunks each, so k small matrices
+/// cost one wait instead of k and each thread runs whole experts' rows. Every member must be one
+/// the few-row kernels take (rows within their limit); members past STRATA_LINEAR_BATCH run as
+/// further jobs. The same arithmetic per output as strata_linear (each output row computed whole by
+/// one thread, the 8-bit path quantizing x as it does).
+#define STRATA_LINEAR_BATCH 64
+void strata_linear_batch(const strata_linear_args *a, int count);
 
 /// Sum of the floats of [p, p + count) read with `isa`'s widest loads (8 independent
 /// accumulators), prefetching `prefetch_bytes` ahead when that is > 0; the read kernel behind
