@@ -236,6 +236,13 @@ def main():
         case(f"plan --hosts: {label}", ["plan", "--model", cfg, "--dtype", "q4_k", "--hosts", write("hosts.json", doc)], expect)
     case("plan --hosts with --ram-budget", ["plan", "--model", cfg, "--dtype", "q4_k", "--ram-budget", "1GiB", "--hosts", write("hosts.json", json.dumps({"hosts": [{"ram_budget": "8GiB"}]}))], "--ram-budget and --hosts")
     case("--mpi-experts other", ["generate", "--model", MODEL, "--ids", "1", "--mpi-experts", "half"], "--mpi-experts")
+    # strata profile --routing: a mixture's routing histogram; its options refused by name
+    MOE = os.path.join(ROOT, "Tests", "Fixtures", "models", "qwen3-moe")
+    case("profile --routing on a dense model", ["profile", "--routing", MODEL], "has no experts")
+    case("profile --calibration-file without --routing", ["profile", "--calibration-file", MODEL], "give --routing")
+    case("profile --calibration-tokens 0", ["profile", "--routing", MOE, "--calibration-tokens", "0"], "--calibration-tokens")
+    case("profile --calibration-file missing", ["profile", "--routing", MOE, "--calibration-file", os.path.join(tmp, "nowhere.txt")], "--calibration-file")
+    case("profile --calibration-file empty", ["profile", "--routing", MOE, "--calibration-file", write("empty.txt", "")], "has no tokens")
 
     case("logits: token id wrapping to 5", ["logits", "--model", MODEL, "--ids", "4294967301"], "outside the vocabulary")
     case("generate: token id wrapping to 5", ["generate", "--model", MODEL, "--ids", "4294967301", "--max-tokens", "2"], "outside the vocabulary")

@@ -95,6 +95,13 @@ extension PlannerInventory {
             inv.moe?.expertDType = weightDType
             if case let .zipf(x) = MoERouting.fromEnvironment { inv.moe?.zipf = x }
         }
+        // the model's own routing, measured by `strata profile --routing` (a benchmark's forced
+        // routing is predicted as what it is instead)
+        if inv.moe != nil, MoERouting.fromEnvironment == .model,
+           let (hist, file) = RoutingHistograms.load(for: folder, note: { FileHandle.standardError.write(Data("warning: \($0)\n".utf8)) }) {
+            inv.moe?.routing = hist.shares
+            inv.moe?.routingFile = file
+        }
         return inv
     }
 }

@@ -113,6 +113,9 @@ public final class Session: @unchecked Sendable {
     public struct Result: Sendable {
         public var outputs: [RequestOutput]
         public var report: RunReport
+        /// A mixture's routing over the run (`RoutingCounted`): the rows one sparse layer routed,
+        /// and per layer how often each expert was chosen (nil: no experts)
+        public var routing: (tokens: Int, layers: [[Int]])? = nil
     }
 
     /// How a run holds its weights and KV when no plan or placement says so.
@@ -162,7 +165,9 @@ public final class Session: @unchecked Sendable {
             report.compare(with: plan.prediction.reportValues)
             if plan.ruleTokensPerSecond > 0, plan.request.objective == .throughput { report.predictedRuleTokensPerSecond = plan.ruleTokensPerSecond }
         }
-        return Result(outputs: outs, report: report)
+        var result = Result(outputs: outs, report: report)
+        if let r = run.loaded.model as? RoutingCounted, run.loaded.folder.spec.moe != nil { result.routing = r.routingCounts }
+        return result
     }
 
     /// One event of a streamed run.

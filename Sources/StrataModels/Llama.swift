@@ -187,7 +187,7 @@ public struct LlamaConfig: Decodable, Sendable {
 
 /// A Llama-family decoder: RMSNorm, rotary (half-split) attention with grouped KV heads,
 /// SwiGLU MLP. Weights are views into the checkpoint (f16/bf16 converted at use).
-public final class LlamaModel: CausalLM, ExpertServing, @unchecked Sendable {
+public final class LlamaModel: CausalLM, ExpertServing, RoutingCounted, @unchecked Sendable {
     public let spec: ModelSpec
     let config: LlamaFamilyConfig
 
@@ -307,6 +307,12 @@ public final class LlamaModel: CausalLM, ExpertServing, @unchecked Sendable {
 
     /// Buffers for other processes' expert requests (apart from the passes', which may be under way).
     private var serviceWorkspace: Workspace?
+
+    public var routingCounts: (tokens: Int, layers: [[Int]]) {
+        let each = layers.map { $0.moe?.tally.snapshot }
+        return (each.compactMap { $0?.rows }.max() ?? 0, each.map { $0?.counts ?? [] })
+    }
+    public func resetRoutingCounts() { for l in layers { l.moe?.tally.reset() } }
 
     public var maxExpertRows: Int { maxRows * (config.moe?.shape.expertsPerToken ?? 1) }
 

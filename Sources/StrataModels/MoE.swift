@@ -108,6 +108,8 @@ struct MoELayer {
     let activation: MoEActivation
     /// the experts' biases (gpt-oss; nil: none), kept with the layer when the experts stream
     let biases: ExpertBiases?
+    /// how often each expert was chosen (`RoutingCounted`)
+    let tally: RoutingTally
 
     /// Reads layer `layer`'s router and experts by role: each expert's own tensors (a hub
     /// checkpoint), or its slice of the layer's stacked tensor (a GGUF's `ffn_*_exps`).
@@ -116,6 +118,7 @@ struct MoELayer {
         let n = config.shape.experts, ff = config.shape.intermediate, h = router.inFeatures
         self.layer = layer
         count = n
+        tally = RoutingTally(experts: n)
         k = config.shape.expertsPerToken
         normalizeTopK = config.normalizeTopK
         selectOnLogits = config.selectOnLogits
@@ -218,6 +221,7 @@ struct MoELayer {
                 for j in 0..<k { m.weight[i * k + j] /= sum }
             }
         }
+        tally.add(m.counts, rows: r)
         // rows grouped by expert (a counting sort): expert e's (row, slot) pairs at starts[e]...
         var at = 0
         for e in 0..<n { m.starts[e] = at; at += m.counts[e]; m.counts[e] = 0 }
@@ -435,6 +439,31 @@ struct MoELayer {
 
     private func run(_ e: Int, _ w: ExpertWeights, _ xn: UnsafePointer<Float>, _ ws: Workspace) { run(e, expert(w), xn, ws) }
     private func expert(_ w: ExpertWeights) -> Expert { Expert(gate: WeightMatrix(w.gate), up: WeightMatrix(w.up), down: WeightMatrix(w.down)) }
+}
+
+/// Times each of a layer's experts was chosen, and the rows routed (a calibration's routing
+/// histogram: `RoutingCounted`). Counted by the pass that routes (not by a process serving another's
+/// expert requests).
+final class RoutingTally: @unchecked Sendable {
+    private let lock = NSLock()
+    private var counts: [Int]
+    private var rows = 0
+    init(experts: Int) { counts = [Int](repeating: 0, count: experts) }
+    func add(_ c: [Int], rows r: Int) {
+        lock.lock(); defer { lock.unlock() }
+        for e in counts.indices { counts[e] += c[e] }
+        rows += r
+    }
+    var snapshot: (rows: Int, counts: [Int]) { lock.lock(); defer { lock.unlock() }; return (rows, counts) }
+    func reset() { lock.lock(); defer { lock.unlock() }; counts = counts.map { _ in 0 }; rows = 0 }
+}
+
+/// A model whose layers route tokens to experts, and how often each expert has been chosen.
+public protocol RoutingCounted: AnyObject {
+    /// Per layer of the model: times each expert was chosen since load (or `resetRoutingCounts`);
+    /// empty for a layer without experts. `tokens`: the rows routed by one sparse layer.
+    var routingCounts: (tokens: Int, layers: [[Int]]) { get }
+    func resetRoutingCounts()
 }
 
 /// The mixture's buffers of one forward pass (in `Workspace`), sized for `maxRows` rows.

@@ -204,8 +204,8 @@ public enum Planner {
         lines[.expertCache, default: 0] += slots * moe.slotBytes
         var plan = Plan(model: inv.name, request: request, batch: b, prefetchDepth: streamed.isEmpty ? 0 : 1, streamedLayers: streamed,
                         kvBlocksRAM: b * blocksPerSeq, kvBlocksDisk: 0, blockSize: request.blockSize, ledger: LedgerLine.named(lines), prediction: pred,
-                        binding: String(format: "RAM budget: %d expert slots of %d experts (%.0f%% hits predicted), %d of %d layers' dense parts streamed",
-                                        slots, totalExperts, 100 * rates.all, streamed.count, inv.layers),
+                        binding: String(format: "RAM budget: %d expert slots of %d experts (%.0f%% hits predicted; routing: %@), %d of %d layers' dense parts streamed",
+                                        slots, totalExperts, 100 * rates.all, moe.routingSource as NSString, streamed.count, inv.layers),
                         budgetCurve: [], moreRAM: "")
         plan.expertSlots = slots
         let perGiB = (1 << 30) / moe.slotBytes

@@ -67,6 +67,18 @@ public struct PlannerMoE: Codable, Sendable, Equatable {
     /// The routing the hit rate is predicted for: nil uniform (the worst case), else a Zipf law's
     /// exponent (expert of rank r chosen with probability proportional to r^-s).
     public var zipf: Double? = nil
+    /// A routing histogram measured on the model (`RoutingHistogram.shares`: per sparse layer,
+    /// each expert's chance to be chosen by a token), which the hit rate is predicted from when
+    /// given (a benchmark's forced routing, `zipf`, comes first).
+    public var routing: [[Double]]? = nil
+    /// Where the routing model comes from, for the plan's text: "uniform", "zipf S", or the
+    /// histogram's tokens and file.
+    public var routingSource: String {
+        if let zipf { return String(format: "Zipf law, exponent %.2f", zipf) }
+        if let routing, !routing.isEmpty { return "measured histogram (\(routingFile ?? "given"))" }
+        return "uniform (the worst case; strata profile --routing measures the model's)"
+    }
+    public var routingFile: String? = nil
     public init(experts: Int, perToken: Int, sparseLayers: [Bool], expertBytes: Int, expertParams: Int, slotBytes: Int,
                 denseLayerBytes: [Int], denseLayerParams: [Int]) {
         self.experts = experts; self.perToken = perToken; self.sparseLayers = sparseLayers; self.expertBytes = expertBytes
@@ -79,9 +91,21 @@ public struct PlannerMoE: Codable, Sendable, Equatable {
     /// characteristic time T where the experts' chances to be cached, 1 - e^(-q T), add up to the
     /// slots; q an expert's chance to be chosen in a step); with LFU the most popular experts'
     /// share.
+    /// A measured histogram: the same over every layer's experts at once (the cache's slots are
+    /// shared by the layers): Che's characteristic time over all of them under LRU, the most
+    /// chosen experts of the model under LFU.
     public func steadyHitRate(slots: Int) -> Double {
         let layers = max(1, sparseLayers.filter { $0 }.count)
         let c = min(Double(experts), Double(slots) / Double(layers))
+        if zipf == nil, let routing, !routing.isEmpty {
+            let q = routing.flatMap { $0 }.filter { $0 > 0 }.sorted(by: >), qSum = q.reduce(0, +)
+            let cap = Double(slots)
+            if cap >= Double(q.count) || qSum <= 0 { return 1 }
+            if !expertCacheUsesLRU(slots: slots, workingSet: perToken * layers) {
+                return q.prefix(slots).reduce(0, +) / qSum
+            }
+            return Self.che(q, slots: cap) / qSum
+        }
         guard let s = zipf else { return c / Double(experts) }
         let w = (1...experts).map { pow(Double($0), -s) }, total = w.reduce(0, +)
         let q = w.map { 1 - pow(1 - $0 / total, Double(perToken)) }
@@ -90,12 +114,19 @@ public struct PlannerMoE: Codable, Sendable, Equatable {
         if !expertCacheUsesLRU(slots: slots, workingSet: perToken * layers) {
             return q.prefix(Int(c)).reduce(0, +) / qSum
         }
+        return Self.che(q, slots: c) / qSum
+    }
+
+    /// Che's approximation of an LRU cache of `slots` over items chosen with chances `q` per step:
+    /// the characteristic time T where the items' chances to be cached, 1 - e^(-q T), add up to the
+    /// slots; returns the chosen items' expected hits per step, sum q (1 - e^(-q T)).
+    static func che(_ q: [Double], slots c: Double) -> Double {
         var lo = 0.0, hi = 1e9
         for _ in 0..<200 {
             let t = (lo + hi) / 2
             if q.reduce(0, { $0 + 1 - exp(-$1 * t) }) < c { lo = t } else { hi = t }
         }
-        return q.reduce(0) { $0 + $1 * (1 - exp(-$1 * lo)) } / qSum
+        return q.reduce(0) { $0 + $1 * (1 - exp(-$1 * lo)) }
     }
 
     /// The hit rates of a run, the cache starting empty: each step pins `pins[s]` distinct experts
@@ -114,8 +145,13 @@ public struct PlannerMoE: Codable, Sendable, Equatable {
         return (laterTotal > 0 ? laterHits / laterTotal : 0, total > 0 ? hits / total : 0)
     }
 
-    /// Distinct experts a layer runs for `tokens` tokens routed uniformly: E (1 - (1 - k/E)^n).
+    /// Distinct experts a layer runs for `tokens` tokens routed uniformly: E (1 - (1 - k/E)^n);
+    /// with a measured histogram, the layers' mean of the sum over experts of 1 - (1 - q)^n.
     public func distinctExperts(tokens: Int) -> Double {
-        Double(experts) * (1 - pow(1 - Double(perToken) / Double(experts), Double(tokens)))
+        if zipf == nil, let routing, !routing.isEmpty {
+            let n = Double(tokens)
+            return routing.reduce(0.0) { acc, l in acc + l.reduce(0.0) { $0 + 1 - pow(1 - min(1, $1), n) } } / Double(routing.count)
+        }
+        return Double(experts) * (1 - pow(1 - Double(perToken) / Double(experts), Double(tokens)))
     }
 }

@@ -312,6 +312,112 @@ import StrataPlanner
         #expect(abs(small - w.prefix(4).reduce(0, +) / w.reduce(0, +)) < 1e-9)
     }
 
+    /// The hit rate predicted from a measured routing histogram against a naive cache over the
+    /// same routing: a skewed router (6 layers of 32 experts, 4 per token), its histogram counted
+    /// over 2,000 calibration tokens, then 6,000 tokens through an LRU cache (two tokens' experts
+    /// and more) and an LFU cache (fewer), the experts pinned layer after layer as a pass does.
+    @Test func aMeasuredHistogramPredictsTheCachesHitRate() {
+        let layers = 6, n = 32, k = 4
+        var rng = TestRNG(2026)
+        // per layer: popularity weights exp(1.5 g), g standard normal (Box-Muller)
+        let weights: [[Double]] = (0..<layers).map { _ in
+            (0..<n).map { _ in
+                let u1 = max(1e-12, Double(rng.floats(1)[0] * 0.5 + 0.5)), u2 = Double(rng.floats(1)[0] * 0.5 + 0.5)
+                return exp(1.5 * (-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2))
+            }
+        }
+        var state: UInt64 = 88
+        func uniform() -> Double { state = state &* 6364136223846793005 &+ 1442695040888963407; return Double(state >> 11) * 0x1.0p-53 }
+        // k distinct experts drawn by weight, without replacement
+        func route(_ l: Int) -> [Int] {
+            var w = weights[l], chosen: [Int] = []
+            for _ in 0..<k {
+                var u = uniform() * w.reduce(0, +), e = 0
+                while e < n - 1 && u >= w[e] { u -= w[e]; e += 1 }
+                chosen.append(e); w[e] = 0
+            }
+            return chosen
+        }
+        var counts = [[Int]](repeating: [Int](repeating: 0, count: n), count: layers)
+        for _ in 0..<2000 { for l in 0..<layers { for e in route(l) { counts[l][e] += 1 } } }
+        let hist = RoutingHistogram(model: "m", fingerprint: "f", tokens: 2000, experts: n, perToken: k, counts: counts, measured: "now")
+        #expect(hist.mismatch(experts: n, perToken: k, sparseLayers: [Bool](repeating: true, count: layers)) == nil)
+        #expect(hist.mismatch(experts: n, perToken: 2, sparseLayers: [Bool](repeating: true, count: layers)) != nil)
+        #expect(hist.entropy > 0.5 && hist.entropy < 0.97)
+        var moe = PlannerMoE(experts: n, perToken: k, sparseLayers: [Bool](repeating: true, count: layers), expertBytes: 1, expertParams: 1,
+                             slotBytes: 1, denseLayerBytes: [], denseLayerParams: [])
+        let uniformRates = [24, 48, 96, 144].map { moe.steadyHitRate(slots: $0) }
+        moe.routing = hist.shares
+        for slots in [24, 36, 48, 96, 144] {
+            let lru = expertCacheUsesLRU(slots: slots, workingSet: k * layers)
+            // the naive cache: key -> last use (LRU) or uses so far (LFU, ties the least recent)
+            var cached: [Int: (last: Int, uses: Int)] = [:], seen = [Int](repeating: 0, count: layers * n)
+            var hits = 0, total = 0, tick = 0
+            for t in 0..<6000 {
+                for l in 0..<layers {
+                    for e in route(l) {
+                        let key = l * n + e
+                        tick += 1; seen[key] += 1
+                        if cached[key] != nil { if t >= 1000 { hits += 1 } } else {
+                            if cached.count == slots {
+                                let victim = cached.min { a, b in
+                                    lru ? a.value.last < b.value.last : (seen[a.key], a.value.last) < (seen[b.key], b.value.last)
+                                }!.key
+                                cached[victim] = nil
+                            }
+                        }
+                        cached[key] = (tick, seen[key])
+                        if t >= 1000 { total += 1 }
+                    }
+                }
+            }
+            let simulated = Double(hits) / Double(total), predicted = moe.steadyHitRate(slots: slots)
+            #expect(abs(simulated - predicted) < 0.04, "\(slots) slots (\(lru ? "LRU" : "LFU")): simulated \(simulated), predicted \(predicted)")
+        }
+        // a skewed router hits more than uniform routing at every size
+        for (i, slots) in [24, 48, 96, 144].enumerated() { #expect(moe.steadyHitRate(slots: slots) > uniformRates[i] + 0.05) }
+        // distinct experts a pass of many tokens runs: at most the layer's experts, one token's k
+        #expect(abs(moe.distinctExperts(tokens: 1) - Double(k)) < 0.01)
+        #expect(moe.distinctExperts(tokens: 10_000) <= Double(n) + 1e-9 && moe.distinctExperts(tokens: 10_000) > Double(n) - 1)
+    }
+
+    /// The model counts each token's experts per layer (the calibration's histogram); the counts
+    /// of a prompt add up to its tokens times k in every sparse layer and start again at reset.
+    /// A histogram kept beside the profile is found for its checkpoint and refused once the
+    /// weights change.
+    @Test func theModelCountsItsRoutingAndTheHistogramIsKeptForItsWeights() throws {
+        let dir = NSTemporaryDirectory() + "strata-routing-\(getpid())-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for f in try FileManager.default.contentsOfDirectory(atPath: Fixtures.model("qwen3-moe")) {
+            try FileManager.default.copyItem(atPath: Fixtures.model("qwen3-moe") + "/" + f, toPath: dir + "/" + f)
+        }
+        let folder = try ModelFolder(path: dir)
+        let model = try folder.load()
+        let counted = try #require(model as? RoutingCounted)
+        let seq: [Int32] = [5, 17, 3, 99, 42, 8, 1, 64, 23]
+        _ = try model.logits(seq)
+        let moe = try #require(folder.spec.moe)
+        let c = counted.routingCounts
+        #expect(c.tokens == seq.count)
+        for (l, layer) in c.layers.enumerated() {
+            #expect(layer.isEmpty == !moe.sparseLayers[l])
+            if !layer.isEmpty { #expect(layer.reduce(0, +) == seq.count * moe.expertsPerToken && layer.count == moe.experts) }
+        }
+        let hist = RoutingHistogram(model: dir, fingerprint: RoutingHistograms.fingerprint(folder), tokens: c.tokens, experts: moe.experts,
+                                    perToken: moe.expertsPerToken, counts: c.layers, measured: "now")
+        let file = try RoutingHistograms.save(hist)
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        #expect(RoutingHistograms.load(for: folder)?.0 == hist)
+        counted.resetRoutingCounts()
+        #expect(counted.routingCounts.tokens == 0 && counted.routingCounts.layers.allSatisfy { $0.allSatisfy { $0 == 0 } })
+        // other weights (a later modification time): not used, and said why
+        try FileManager.default.setAttributes([.modificationDate: Date(timeIntervalSinceNow: 3600)], ofItemAtPath: dir + "/model.safetensors")
+        var notes: [String] = []
+        #expect(RoutingHistograms.load(for: try ModelFolder(path: dir), note: { notes.append($0) }) == nil)
+        #expect(notes.count == 1 && notes[0].contains("other weights"))
+    }
+
     /// The default policy for a cache's size: LRU when two tokens' experts fit, LFU when they do
     /// not (an LRU smaller than a pass's cycle over the layers evicts what comes next).
     @Test func thePolicyFollowsTheCachesSize() {
