@@ -181,8 +181,12 @@ public enum Planner {
         let sparse = Double(moe.sparseLayers.filter { $0 }.count)
         let disk = cost.profile.diskScatteredReadBytesPerSecond.flatMap { $0 > 0 ? $0 : nil } ?? cost.profile.diskReadBytesPerSecond
         // a decode step of b rows: the distinct experts they chose, the missed ones read
-        let stepMissBytes = moe.distinctExperts(tokens: b) * sparse * (1 - hit) * Double(moe.expertBytes)
-        pred.decodeStepSeconds += stepMissBytes / disk
+        let distinct = moe.distinctExperts(tokens: b)
+        let stepMissBytes = distinct * sparse * (1 - hit) * Double(moe.expertBytes)
+        let stepWait = PlannerMoE.exposedReadSeconds(experts: distinct, missRate: 1 - hit, readSeconds: Double(moe.expertBytes) / disk,
+                                                     computeSeconds: pred.decodeStepSeconds * Double(moe.perToken * moe.expertBytes) * sparse
+                                                         / max(1, Double(active.layerBytes.reduce(0, +))) / max(1, Double(moe.perToken) * sparse)) * sparse
+        pred.decodeStepSeconds += stepWait
         pred.diskReadSeconds += stepMissBytes / disk
         pred.decodeTokensPerSecond = 1 / pred.decodeStepSeconds
         // prefill: each pass reads the distinct experts it misses
@@ -195,7 +199,7 @@ public enum Planner {
         pred.aggregateTokensPerSecond = Double(b * max(1, request.outputTokens)) / (prefill + steps * pred.decodeStepSeconds)
         pred.diskBytesRead += Int(prefillMiss + steps * stepMissBytes)
         pred.expertHitRate = rates.all
-        if stepMissBytes / disk > pred.computeSeconds { pred.bottleneck = "disk" }
+        if stepWait > pred.computeSeconds { pred.bottleneck = "disk" }
         var lines = inv.fixedLines.isEmpty ? [LedgerLine.runtime: inv.fixedBytes] : inv.fixedLines
         lines[.otherWeights, default: 0] += inv.otherBytes
         lines[.kv, default: 0] += kvBytes

@@ -145,6 +145,25 @@ public struct PlannerMoE: Codable, Sendable, Equatable {
         return (laterTotal > 0 ? laterHits / laterTotal : 0, total > 0 ? hits / total : 0)
     }
 
+    /// A layer's expected wait for its missed experts in a decode step: of its `experts` (rounded)
+    /// distinct experts M miss (binomial, `missRate` each), read one after another at `readSeconds`
+    /// each while the others, in RAM, compute (`computeSeconds` each): the wait is
+    /// max(0, M read - (n - M) compute), its expectation over M. (The missed experts' own compute
+    /// is in the step's compute.)
+    public static func exposedReadSeconds(experts: Double, missRate p: Double, readSeconds r: Double, computeSeconds c: Double) -> Double {
+        let n = max(1, Int(experts.rounded())), q = min(1, max(0, p))
+        var expected = 0.0
+        for m in 0...n {
+            let wait = Double(m) * r - Double(n - m) * c
+            guard wait > 0 else { continue }
+            // binomial probability of m misses
+            var choose = 1.0
+            for i in 0..<m { choose = choose * Double(n - i) / Double(i + 1) }
+            expected += choose * pow(q, Double(m)) * pow(1 - q, Double(n - m)) * wait
+        }
+        return expected
+    }
+
     /// Distinct experts a layer runs for `tokens` tokens routed uniformly: E (1 - (1 - k/E)^n);
     /// with a measured histogram, the layers' mean of the sum over experts of 1 - (1 - q)^n.
     public func distinctExperts(tokens: Int) -> Double {

@@ -381,6 +381,27 @@ import StrataPlanner
         #expect(moe.distinctExperts(tokens: 10_000) <= Double(n) + 1e-9 && moe.distinctExperts(tokens: 10_000) > Double(n) - 1)
     }
 
+    /// A layer's wait for its missed experts against a naive simulation: each of n experts misses
+    /// with the miss rate; the misses are read one after another while the others compute.
+    @Test func theWaitForMissedExpertsIsTheReadsBeyondTheOthersCompute() {
+        var state: UInt64 = 5
+        func uniform() -> Double { state = state &* 6364136223846793005 &+ 1442695040888963407; return Double(state >> 11) * 0x1.0p-53 }
+        for (n, p, r, c) in [(8.0, 0.05, 1.2e-3, 0.1e-3), (8.0, 0.74, 1.2e-3, 0.1e-3), (2.0, 0.6, 5e-3, 4e-3), (4.0, 0.3, 1e-3, 2e-3), (8.0, 0.0, 1e-3, 1e-4)] {
+            var total = 0.0
+            let trials = 200_000
+            for _ in 0..<trials {
+                var m = 0
+                for _ in 0..<Int(n) where uniform() < p { m += 1 }
+                total += max(0, Double(m) * r - Double(Int(n) - m) * c)
+            }
+            let simulated = total / Double(trials), exact = PlannerMoE.exposedReadSeconds(experts: n, missRate: p, readSeconds: r, computeSeconds: c)
+            #expect(abs(simulated - exact) <= 0.02 * max(exact, 1e-6), "n \(n) p \(p): simulated \(simulated), computed \(exact)")
+        }
+        // every expert in RAM: no wait; every one missing: all the reads
+        #expect(PlannerMoE.exposedReadSeconds(experts: 8, missRate: 0, readSeconds: 1, computeSeconds: 0.1) == 0)
+        #expect(abs(PlannerMoE.exposedReadSeconds(experts: 8, missRate: 1, readSeconds: 1, computeSeconds: 0.1) - 8) < 1e-9)
+    }
+
     /// The model counts each token's experts per layer (the calibration's histogram); the counts
     /// of a prompt add up to its tokens times k in every sparse layer and start again at reset.
     /// A histogram kept beside the profile is found for its checkpoint and refused once the
