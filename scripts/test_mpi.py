@@ -70,6 +70,11 @@ def generation(prompts_file):
                         ("qwen3moe-q4_k_m.gguf", [2, 3])]:
         path = os.path.join(ROOT, "Tests/Fixtures/gguf", name) if name.endswith(".gguf") else os.path.join(MODELS, name)
         args = ["generate", "-m", path, "--prompts-file", prompts_file, "--temperature", "0", "--ram-budget", "1GiB"]
+        if name.endswith(".gguf"):
+            # exact activations: in the fast mode a prompt pass of more than 16 rows takes bf16
+            # products on AVX-512 BF16 hosts, and the pipeline's micro-batches (fewer rows each) the
+            # 8-bit kernel: both right, not the same sums (docs/distributed.md)
+            args += ["--activations", "f32"]
         rc, out, err = run([BIN, *args])
         want = outputs(out)
         check(rc == 0 and len(want) == 5 and all(len(w[2]) > 0 for w in want), f"{name}: single process ran ({rc}) {err[-300:] if rc else ''}")

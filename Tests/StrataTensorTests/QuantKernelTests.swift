@@ -245,12 +245,14 @@ func naiveDequant(_ dtype: DType, _ b: ArraySlice<UInt8>) -> [Float] {
                     exact[r * n + j] += Double(wf[j * k + i]) * Double(x[r * ldx + i])
                     mag[r * n + j] += abs(Double(wf[j * k + i]) * Double(x[r * ldx + i]))
                 } } }
+                var byPath: [Kernels.Path: [Float]] = [:]
                 for path in Kernels.supportedPaths {
                     var y = [Float](repeating: 0, count: m * n)
                     raw.withUnsafeBytes { wp in
                         Kernels.linearRowsQ8(path: path, weight: wp.baseAddress!, dtype: dtype, outFeatures: n, inFeatures: k,
                                              x: x, rows: m, ldx: ldx, y: &y)
                     }
+                    byPath[path] = y
                     var worst = 0.0, drift = 0.0
                     for i in 0..<(m * n) {
                         worst = max(worst, abs(Double(y[i]) - ref[i]) / max(1e-3, mag[i]))
@@ -258,6 +260,10 @@ func naiveDequant(_ dtype: DType, _ b: ArraySlice<UInt8>) -> [Float] {
                     }
                     #expect(worst < 1e-5, "\(path) \(dtype) m=\(m) n=\(n) k=\(k): \(worst)")
                     #expect(drift < 2e-2, "\(path) \(dtype) m=\(m) n=\(n) k=\(k): \(drift) from exact")
+                }
+                // the codebook types' VNNI walk (two blocks per 512-bit step) sums as the AVX2 one does
+                if [.mxfp4, .iq4_nl].contains(dtype), let v = byPath[.avx512], let w = byPath[.avx2] {
+                    #expect(v == w, "\(dtype) m=\(m) n=\(n) k=\(k): AVX-512 and AVX2 differ")
                 }
                 // the pool-split linear in q8 mode gives the one-thread kernel's result
                 var y1 = [Float](repeating: 0, count: m * n), y2 = y1
