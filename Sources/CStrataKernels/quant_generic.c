@@ -206,6 +206,28 @@ TGT2 INLINE void qdot_avx2(const int R, const int U, const wrow *u, const qx *X,
 /// unpacked path's), without writing and re-reading the unpacked row.
 TGT2 INLINE float lut_scale(const int kind, const uint8_t *b) { return kind == STRATA_LUT_E8M0 ? strata_e8m0_half(b[0]) : f16c_at(b); }
 
+/// The last block of a row with an odd number of them (into a0), then each x row's output: the
+/// sum of both accumulators (the AVX2 and VNNI walks end alike).
+TGT2 INLINE void lut_end_avx2(const int S, const int R, const strata_linear_args *a, const qx *X, long j, long r, long b,
+                              __m256 *a0, const __m256 *a1) {
+    const strata_qtype *t = &strata_qtypes[a->wtype];
+    const long ns = a->k / 32, bb = t->bytes;
+    if (b < ns) {
+        const __m256i lut = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)t->lut));
+        const __m256i lo4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
+        const uint8_t *w0 = (const uint8_t *)a->w + (size_t)j * (size_t)ns * (size_t)bb + b * bb;
+        const __m128i n0 = _mm_loadu_si128((const __m128i *)(w0 + t->lut_skip));
+        const __m256i c0 = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(n0, 4), n0), lo4));
+        const __m256i ca0 = _mm256_sign_epi8(c0, c0);
+        const float d0 = lut_scale(S, w0);
+        UNROLL for (int i = 0; i < R; i++) {
+            const __m256i p0 = dot32(0, c0, ca0, _mm256_loadu_si256((const __m256i *)(X->q + (r + i) * X->k + 32 * b)), ones);
+            a0[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(d0 * X->dx[(r + i) * ns + b]), a0[i]);
+        }
+    }
+    UNROLL for (int i = 0; i < R; i++) store(a, r + i, j, hsum8(_mm256_add_ps(a0[i], a1[i])));
+}
+
 TGT2 INLINE void lutrows_avx2_t(const int S, const int R, const strata_linear_args *a, const qx *X, long j, long r) {
     const strata_qtype *t = &strata_qtypes[a->wtype];
     const long ns = a->k / 32, bb = t->bytes;
@@ -231,18 +253,7 @@ TGT2 INLINE void lutrows_avx2_t(const int S, const int R, const strata_linear_ar
             a1[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_set1_ps(d1 * dx[1]), a1[i]);
         }
     }
-    if (b < ns) {
-        const uint8_t *w0 = w + b * bb;
-        const __m128i n0 = _mm_loadu_si128((const __m128i *)(w0 + t->lut_skip));
-        const __m256i c0 = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(n0, 4), n0), lo4));
-        const __m256i ca0 = _mm256_sign_epi8(c0, c0);
-        const float d0 = lut_scale(S, w0);
-        UNROLL for (int i = 0; i < R; i++) {
-            const __m256i p0 = dot32(0, c0, ca0, _mm256_loadu_si256((const __m256i *)(X->q + (r + i) * X->k + 32 * b)), ones);
-            a0[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(d0 * X->dx[(r + i) * ns + b]), a0[i]);
-        }
-    }
-    UNROLL for (int i = 0; i < R; i++) store(a, r + i, j, hsum8(_mm256_add_ps(a0[i], a1[i])));
+    lut_end_avx2(S, R, a, X, j, r, b, a0, a1);
 }
 
 TGT2 INLINE void lutrows_avx2_s(const int S, const strata_linear_args *a, const qx *X, long j0, long j1) {
@@ -302,20 +313,7 @@ TGTV INLINE void lutrows_vnni_t(const int S, const int R, const strata_linear_ar
         a0[i] = _mm512_castps512_ps256(acc[i]);
         a1[i] = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[i]), 1));
     }
-    if (b < ns) {
-        const __m256i ones = _mm256_set1_epi16(1), lo4h = _mm256_set1_epi8(15);
-        const __m256i lut2 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)t->lut));
-        const uint8_t *w0 = w + b * bb;
-        const __m128i n0 = _mm_loadu_si128((const __m128i *)(w0 + t->lut_skip));
-        const __m256i c0 = _mm256_shuffle_epi8(lut2, _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(n0, 4), n0), lo4h));
-        const __m256i ca0 = _mm256_sign_epi8(c0, c0);
-        const float d0 = lut_scale(S, w0);
-        UNROLL for (int i = 0; i < R; i++) {
-            const __m256i p0 = dot32(0, c0, ca0, _mm256_loadu_si256((const __m256i *)(X->q + (r + i) * X->k + 32 * b)), ones);
-            a0[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_set1_ps(d0 * X->dx[(r + i) * ns + b]), a0[i]);
-        }
-    }
-    UNROLL for (int i = 0; i < R; i++) store(a, r + i, j, hsum8(_mm256_add_ps(a0[i], a1[i])));
+    lut_end_avx2(S, R, a, X, j, r, b, a0, a1);
 }
 
 TGTV static void lutrows_vnni(const strata_linear_args *a, const qx *X, long j0, long j1) {

@@ -38,6 +38,25 @@ func randomBlocks(_ dtype: DType, rows n: Int, k: Int, seed: UInt64) -> [UInt8] 
 }
 
 /// ggml's dequantize_row_* for one block, written out element by element.
+/// A weight matrix `[rows, k]` of `dtype` in memory of its own (64-byte aligned; the caller
+/// deallocates): random blocks of a quantized type, else random floats stored in the type.
+func randomWeights(_ d: DType, rows n: Int, k: Int, seed: UInt64, _ rng: inout TestRNG) -> UnsafeMutableRawPointer {
+    var bytes: [UInt8]
+    if d.isQuantized {
+        bytes = randomBlocks(d, rows: n, k: k, seed: seed)
+    } else {
+        let f = rng.floats(n * k)
+        switch d {
+        case .f32: bytes = f.withUnsafeBytes { Array($0) }
+        case .f16: bytes = f.map { HalfConversion.f32ToF16($0) }.withUnsafeBytes { Array($0) }
+        default: bytes = f.map { HalfConversion.f32ToBF16($0) }.withUnsafeBytes { Array($0) }
+        }
+    }
+    let p = UnsafeMutableRawPointer.allocate(byteCount: bytes.count, alignment: 64)
+    bytes.withUnsafeBytes { p.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
+    return p
+}
+
 func naiveDequant(_ dtype: DType, _ b: ArraySlice<UInt8>) -> [Float] {
     let b = Array(b)
     func f16(_ i: Int) -> Float { HalfConversion.f16ToF32(UInt16(b[i]) | UInt16(b[i + 1]) << 8) }
@@ -321,21 +340,7 @@ func naiveDequant(_ dtype: DType, _ b: ArraySlice<UInt8>) -> [Float] {
         for (ci, dts) in combos.enumerated() {
             var rng = TestRNG(UInt64(900 + ci))
             let weights: [UnsafeMutableRawPointer] = dts.enumerated().map { i, d in
-                let n = widths[i]
-                var bytes: [UInt8]
-                if d.isQuantized {
-                    bytes = randomBlocks(d, rows: n, k: k, seed: UInt64(ci * 10 + i))
-                } else {
-                    let f = rng.floats(n * k)
-                    switch d {
-                    case .f32: bytes = f.withUnsafeBytes { Array($0) }
-                    case .f16: bytes = f.map { HalfConversion.f32ToF16($0) }.withUnsafeBytes { Array($0) }
-                    default: bytes = f.map { HalfConversion.f32ToBF16($0) }.withUnsafeBytes { Array($0) }
-                    }
-                }
-                let p = UnsafeMutableRawPointer.allocate(byteCount: bytes.count, alignment: 64)
-                bytes.withUnsafeBytes { p.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
-                return p
+                randomWeights(d, rows: widths[i], k: k, seed: UInt64(ci * 10 + i), &rng)
             }
             defer { for p in weights { p.deallocate() } }
             for act in [Kernels.Activations.q8, .f32] {
@@ -385,20 +390,7 @@ func naiveDequant(_ dtype: DType, _ b: ArraySlice<UInt8>) -> [Float] {
             for i in 0..<70 {
                 let d = types[i % types.count], n = [4, 20, 76, 130][i % 4], k = d.isQuantized ? 256 * (1 + i % 3) : 64 * (1 + i % 5)
                 let m = min([1, 1, 3, 8, 16][i % 5], Kernels.maxRows(dtype: d))
-                var bytes: [UInt8]
-                if d.isQuantized {
-                    bytes = randomBlocks(d, rows: n, k: k, seed: UInt64(1000 + i))
-                } else {
-                    let f = rng.floats(n * k)
-                    switch d {
-                    case .f32: bytes = f.withUnsafeBytes { Array($0) }
-                    case .f16: bytes = f.map { HalfConversion.f32ToF16($0) }.withUnsafeBytes { Array($0) }
-                    default: bytes = f.map { HalfConversion.f32ToBF16($0) }.withUnsafeBytes { Array($0) }
-                    }
-                }
-                let p = UnsafeMutableRawPointer.allocate(byteCount: bytes.count, alignment: 64)
-                bytes.withUnsafeBytes { p.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
-                weights.append(p)
+                weights.append(randomWeights(d, rows: n, k: k, seed: UInt64(1000 + i), &rng))
                 let x = UnsafeMutablePointer<Float>.allocate(capacity: m * k)
                 x.initialize(from: rng.floats(m * k), count: m * k)
                 xs.append(x)
