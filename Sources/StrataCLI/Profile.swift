@@ -126,6 +126,28 @@ extension Profile {
     Il pleut doucement sur la ville; die Straßen sind leer, y el viento sopla desde el mar.
     SELECT customer_id, SUM(amount) FROM orders WHERE created_at >= '2024-01-01' GROUP BY customer_id;
     Photosynthesis converts light energy into chemical energy: carbon dioxide and water become glucose and oxygen.
+
+    struct Point { var x: Double; var y: Double }
+    func distance(_ a: Point, _ b: Point) -> Double { ((a.x - b.x) * (a.x - b.x) + (a.y - b.y) * (a.y - b.y)).squareRoot() }
+    for (i, name) in ["alpha", "beta", "gamma"].enumerated() { print("\\(i): \\(name)") }
+
+    Dear Ms. Okafor, thank you for your letter of 3 March. I am sorry the parcel arrived damaged; a \
+    replacement left our warehouse in Rotterdam this morning and should reach you by Friday.
+
+    1. Preheat the oven to 200 °C. 2. Whisk the eggs with the sugar until pale. 3. Fold in the flour \
+    gently, pour into a lined tin and bake for 25 minutes, until a skewer comes out clean.
+
+    The mitochondrion has an outer membrane and a folded inner membrane, the cristae, where the \
+    electron transport chain pumps protons and ATP synthase turns their gradient into ATP.
+    In 1969 Apollo 11 landed in the Sea of Tranquility; Neil Armstrong and Buzz Aldrin spent about \
+    two and a half hours outside the lunar module while Michael Collins orbited above.
+    $ git rebase -i HEAD~3 && git push --force-with-lease origin feature/login
+    | Country | Capital | Population (millions) |
+    | Japan | Tokyo | 124.5 |
+    | Brazil | Brasília | 203.1 |
+    | Kenya | Nairobi | 55.1 |
+    Why is the sky blue? Sunlight scatters off the molecules of the air, and short wavelengths scatter \
+    far more than long ones (Rayleigh scattering), so blue light reaches us from every direction.
     """
 }
 
