@@ -243,6 +243,10 @@ def main():
     case("profile --calibration-tokens 0", ["profile", "--routing", MOE, "--calibration-tokens", "0"], "--calibration-tokens")
     case("profile --calibration-file missing", ["profile", "--routing", MOE, "--calibration-file", os.path.join(tmp, "nowhere.txt")], "--calibration-file")
     case("profile --calibration-file empty", ["profile", "--routing", MOE, "--calibration-file", write("empty.txt", "")], "has no tokens")
+    notutf8 = os.path.join(tmp, "latin1.txt")
+    with open(notutf8, "wb") as f:
+        f.write(b"caf\xe9 cr\xe8me")
+    case("profile --calibration-file not UTF-8", ["profile", "--routing", MOE, "--calibration-file", notutf8], "not UTF-8")
 
     case("logits: token id wrapping to 5", ["logits", "--model", MODEL, "--ids", "4294967301"], "outside the vocabulary")
     case("generate: token id wrapping to 5", ["generate", "--model", MODEL, "--ids", "4294967301", "--max-tokens", "2"], "outside the vocabulary")

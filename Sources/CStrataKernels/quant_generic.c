@@ -316,22 +316,22 @@ TGTV INLINE void lutrows_vnni_t(const int S, const int R, const strata_linear_ar
     lut_end_avx2(S, R, a, X, j, r, b, a0, a1);
 }
 
-TGTV static void lutrows_vnni(const strata_linear_args *a, const qx *X, long j0, long j1) {
-    const int S = strata_qtypes[a->wtype].lut_scale == STRATA_LUT_E8M0 ? STRATA_LUT_E8M0 : STRATA_LUT_F16;
+TGTV INLINE void lutrows_vnni_s(const int S, const strata_linear_args *a, const qx *X, long j0, long j1) {
     for (long j = j0; j < j1; j++) {
         long r = 0;
-        for (; r + 4 <= a->m; r += 4) {
-            if (S == STRATA_LUT_E8M0) lutrows_vnni_t(STRATA_LUT_E8M0, 4, a, X, j, r); else lutrows_vnni_t(STRATA_LUT_F16, 4, a, X, j, r);
-        }
-        const int left = (int)(a->m - r);
-        if (S == STRATA_LUT_E8M0) {
-            if (left == 3) lutrows_vnni_t(STRATA_LUT_E8M0, 3, a, X, j, r); else if (left == 2) lutrows_vnni_t(STRATA_LUT_E8M0, 2, a, X, j, r);
-            else if (left == 1) lutrows_vnni_t(STRATA_LUT_E8M0, 1, a, X, j, r);
-        } else {
-            if (left == 3) lutrows_vnni_t(STRATA_LUT_F16, 3, a, X, j, r); else if (left == 2) lutrows_vnni_t(STRATA_LUT_F16, 2, a, X, j, r);
-            else if (left == 1) lutrows_vnni_t(STRATA_LUT_F16, 1, a, X, j, r);
+        for (; r + 4 <= a->m; r += 4) lutrows_vnni_t(S, 4, a, X, j, r);
+        switch (a->m - r) {
+        case 3: lutrows_vnni_t(S, 3, a, X, j, r); break;
+        case 2: lutrows_vnni_t(S, 2, a, X, j, r); break;
+        case 1: lutrows_vnni_t(S, 1, a, X, j, r); break;
+        default: break;
         }
     }
+}
+
+TGTV static void lutrows_vnni(const strata_linear_args *a, const qx *X, long j0, long j1) {
+    if (strata_qtypes[a->wtype].lut_scale == STRATA_LUT_E8M0) lutrows_vnni_s(STRATA_LUT_E8M0, a, X, j0, j1);
+    else lutrows_vnni_s(STRATA_LUT_F16, a, X, j0, j1);
 }
 
 TGT2 INLINE void qrows_avx2_t(const int U, const strata_linear_args *a, const qx *X, long j0, long j1, const wrow *u) {

@@ -62,8 +62,9 @@ extension Profile {
         guard let tok = folder.tokenizer else { throw ValidationError("--routing: \(path) has no tokenizer to read the calibration text with") }
         let text: String
         if let calibrationFile {
-            guard let d = FileManager.default.contents(atPath: calibrationFile) else { throw ValidationError("--calibration-file: cannot read \(calibrationFile)") }
-            text = String(decoding: d, as: UTF8.self)
+            guard let d = try FileIO.readSmallFile(calibrationFile, limit: 64 << 20) else { throw ValidationError("--calibration-file: \(calibrationFile) not found") }
+            guard let s = String(data: d, encoding: .utf8) else { throw ValidationError("--calibration-file: \(calibrationFile) is not UTF-8 text") }
+            text = s
         } else {
             text = Profile.calibrationText
         }

@@ -317,8 +317,7 @@ struct MoELayer {
     /// matrices at its row count, else at once (`run`: each matrix's rows across the threads).
     private func enqueue(_ e: Int, _ ex: Expert, _ xn: UnsafePointer<Float>, _ ws: Workspace) {
         let m = ws.moe!, c = m.counts[e]
-        guard let g = ex.gate, let u = ex.up, g.fewRowKernel(rows: c), u.fewRowKernel(rows: c), ex.down.fewRowKernel(rows: c),
-              m.queued.count < m.queued.capacity else {
+        guard let g = ex.gate, let u = ex.up, g.fewRowKernel(rows: c), u.fewRowKernel(rows: c), ex.down.fewRowKernel(rows: c) else {
             run(e, ex, xn, ws)
             return
         }
@@ -377,7 +376,6 @@ struct MoELayer {
                 at += cnt
             }
             m.batch.run()
-            m.batch.removeAll()
             if let bias = biases?.down { for t in i..<j { let e = m.queued[t]; addRow(bias, e, out + m.starts[e] * h, rows: m.counts[e], width: h) } }
             i = j
         }

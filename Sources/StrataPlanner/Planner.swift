@@ -183,9 +183,10 @@ public enum Planner {
         // a decode step of b rows: the distinct experts they chose, the missed ones read
         let distinct = moe.distinctExperts(tokens: b)
         let stepMissBytes = distinct * sparse * (1 - hit) * Double(moe.expertBytes)
+        // one expert's compute: the step's compute times its share of the active model's bytes
+        let expertSeconds = pred.decodeStepSeconds * Double(moe.expertBytes) / max(1, Double(active.layerBytes.reduce(0, +)))
         let stepWait = PlannerMoE.exposedReadSeconds(experts: distinct, missRate: 1 - hit, readSeconds: Double(moe.expertBytes) / disk,
-                                                     computeSeconds: pred.decodeStepSeconds * Double(moe.perToken * moe.expertBytes) * sparse
-                                                         / max(1, Double(active.layerBytes.reduce(0, +))) / max(1, Double(moe.perToken) * sparse)) * sparse
+                                                     computeSeconds: expertSeconds) * sparse
         pred.decodeStepSeconds += stepWait
         pred.diskReadSeconds += stepMissBytes / disk
         pred.decodeTokensPerSecond = 1 / pred.decodeStepSeconds
